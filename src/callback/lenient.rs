@@ -1,0 +1,261 @@
+//! Finds the JSON objects in a sloppy callback file (JSON lines, an array, pretty-printed
+//! objects, missing commas) so that one bad record never hides the good ones around it.
+
+/// One top-level object found in the input, or a stretch that could not be one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece<'a> {
+    /// 1-based line where the piece starts.
+    pub line: usize,
+    pub text: &'a str,
+    /// Why the piece is not a complete object, when it is not.
+    pub broken: Option<&'static str>,
+}
+
+/// Splits `input` into its top-level objects. A top-level array is looked into, so
+/// `[{..},{..}]` yields its elements. Text that is not inside an object becomes a broken
+/// piece of its own line.
+pub fn split_objects(input: &str) -> Vec<Piece<'_>> {
+    let bytes = input.as_bytes();
+    let mut pieces = Vec::new();
+    let mut line = 1usize;
+    let mut i = 0usize;
+    // Depth of brackets outside any top-level object: 0, or 1 inside a top-level array.
+    let mut base = 0usize;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'\n' => line += 1,
+            b' ' | b'\t' | b'\r' | b',' => {}
+            0xEF if input[i..].starts_with('\u{feff}') => {
+                i += 3;
+                continue;
+            }
+            b'[' if base == 0 => base = 1,
+            b']' if base == 1 => base = 0,
+            b'{' => {
+                let (end, lines, broken) = scan_object(bytes, i);
+                pieces.push(Piece { line, text: &input[i..end], broken });
+                line += lines;
+                i = end;
+                continue;
+            }
+            _ => {
+                // Junk outside any object: report it once for its line, skip the line.
+                let end = input[i..].find('\n').map_or(bytes.len(), |n| i + n);
+                pieces.push(Piece {
+                    line,
+                    text: input[i..end].trim_end(),
+                    broken: Some("not a JSON object"),
+                });
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    pieces
+}
+
+/// Scans one object starting at `start` (a `{`). Returns its end (exclusive), the number of
+/// newlines inside it and why it is broken, if it is.
+fn scan_object(bytes: &[u8], start: usize) -> (usize, usize, Option<&'static str>) {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut newlines = 0usize;
+    let mut last_significant = b'{';
+    let mut at_line_start = false;
+    let mut i = start;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                b'\n' => return (i, newlines, Some("unterminated string")),
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'\n' => {
+                newlines += 1;
+                at_line_start = true;
+                i += 1;
+                continue;
+            }
+            b' ' | b'\t' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'{' if depth == 1 && at_line_start && !matches!(last_significant, b':' | b'[' | b',') => {
+                // A new record starts where this one should have continued: it was cut off.
+                return (i, newlines, Some("unterminated object"));
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return (i + 1, newlines, None);
+                }
+            }
+            b'"' => in_string = true,
+            _ => {}
+        }
+        at_line_start = false;
+        last_significant = b;
+        i += 1;
+    }
+    (bytes.len(), newlines, Some("unterminated object"))
+}
+
+/// Mends the two mistakes a sloppy JSON writer makes most: a missing comma between two
+/// members or elements, and a trailing comma before `}` or `]`. Strings are left untouched.
+pub fn repair(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    // Whether the last significant thing emitted ended a value.
+    let mut after_value = false;
+    // Whether the string being read is an object key (it follows `{` or `,`).
+    let mut string_is_key = false;
+    let mut expect_key = false;
+    let mut pending_comma = false;
+    // White space read after a held-back comma, written after it.
+    let mut held = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    in_string = false;
+                    after_value = !string_is_key;
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if c.is_whitespace() {
+            if pending_comma { held.push(c) } else { out.push(c) }
+            continue;
+        }
+        if pending_comma {
+            pending_comma = false;
+            if c != '}' && c != ']' {
+                out.push(',');
+            }
+            out.push_str(&held);
+            held.clear();
+        }
+        let starts_value = c == '"' || c == '{' || c == '[' || c == '-' || c.is_ascii_alphanumeric();
+        if after_value && starts_value {
+            out.push(',');
+            expect_key = true;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                string_is_key = expect_key;
+                expect_key = false;
+                after_value = false;
+            }
+            '{' => {
+                expect_key = true;
+                after_value = false;
+            }
+            '[' => {
+                expect_key = false;
+                after_value = false;
+            }
+            '}' | ']' => after_value = true,
+            ',' => {
+                // Hold the comma back: dropped if a closing bracket follows.
+                pending_comma = true;
+                expect_key = true;
+                after_value = false;
+                continue;
+            }
+            ':' => {
+                expect_key = false;
+                after_value = false;
+            }
+            _ => {
+                // A number or literal: consume it whole.
+                out.push(c);
+                while let Some(&n) = chars.peek() {
+                    if n.is_ascii_alphanumeric() || matches!(n, '.' | '+' | '-') {
+                        out.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                after_value = true;
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    if pending_comma {
+        out.push(',');
+        out.push_str(&held);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_json_lines_arrays_and_pretty_objects() {
+        let input = "{\"a\":1}\n[{\"b\":2},\n {\"c\":\n 3}]\n{\"d\":4}";
+        let pieces = split_objects(input);
+        let texts: Vec<_> = pieces.iter().map(|p| p.text).collect();
+        assert_eq!(texts, ["{\"a\":1}", "{\"b\":2}", "{\"c\":\n 3}", "{\"d\":4}"]);
+        let lines: Vec<_> = pieces.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [1, 2, 3, 5]);
+        assert!(pieces.iter().all(|p| p.broken.is_none()));
+    }
+
+    #[test]
+    fn a_cut_off_line_does_not_swallow_the_next() {
+        let input = "{\"a\":\"x\n{\"b\":1, \"c\": 2\n{\"d\":3}\n";
+        let pieces = split_objects(input);
+        assert_eq!(pieces.len(), 3, "{pieces:?}");
+        assert_eq!(pieces[0].broken, Some("unterminated string"));
+        assert_eq!(pieces[1].broken, Some("unterminated object"));
+        assert_eq!((pieces[2].text, pieces[2].line, pieces[2].broken), ("{\"d\":3}", 3, None));
+    }
+
+    #[test]
+    fn junk_lines_are_reported_with_their_line() {
+        let pieces = split_objects("{\"a\":1}\nhello world\n{\"b\":2}");
+        assert_eq!(pieces[1].line, 2);
+        assert_eq!(pieces[1].broken, Some("not a JSON object"));
+        assert_eq!(pieces[2].text, "{\"b\":2}");
+    }
+
+    #[test]
+    fn repairs_missing_and_trailing_commas_only_outside_strings() {
+        let sloppy = "{\n\"extnumber\": \"7003\"\n\"uuid\": \"a b\"\n\"userkey\":1\n\"x\": [1 2,],\n\"s\": \"q\\\"}\" ,}";
+        let fixed = repair(sloppy);
+        let v: serde_json::Value = serde_json::from_str(&fixed).expect(&fixed);
+        assert_eq!(v["extnumber"], "7003");
+        assert_eq!(v["uuid"], "a b");
+        assert_eq!(v["userkey"], 1);
+        assert_eq!(v["x"], serde_json::json!([1, 2]));
+        assert_eq!(v["s"], "q\"}");
+    }
+
+    #[test]
+    fn valid_json_is_unchanged_by_repair() {
+        let ok = r#"{"a": [1, {"b": null}], "c": "d,}", "e": -1.5e3, "f": true}"#;
+        assert_eq!(repair(ok), ok);
+    }
+}

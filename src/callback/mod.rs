@@ -1,0 +1,196 @@
+//! Reads call records in the provider's callback format, tolerating the type variations a
+//! real provider sends (numbers as strings, empty times, missing commas) and naming the line
+//! of every record it must reject.
+
+mod lenient;
+
+use chrono::FixedOffset;
+use serde_json::{Map, Value};
+
+use crate::domain::{CallRecord, CallUuid};
+use crate::timefmt::parse_provider_time;
+
+pub use lenient::{repair, split_objects};
+
+/// Why one callback could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}`: {problem}")]
+    BadField { field: &'static str, problem: String },
+    #[error("an extension call-state callback, not a call record")]
+    CallStateCallback,
+}
+
+/// One parsed item of an input document, with the line it started on.
+#[derive(Debug)]
+pub struct Parsed {
+    pub line: usize,
+    pub result: Result<CallRecord, RecordError>,
+}
+
+/// Parses every call record in `text` (JSON lines, a JSON array, or sloppy pretty-printed
+/// objects). Never stops at a bad record.
+pub fn parse_document(text: &str, tz: FixedOffset) -> Vec<Parsed> {
+    split_objects(text)
+        .into_iter()
+        .map(|piece| {
+            let result = match piece.broken {
+                Some(why) => Err(RecordError::Malformed(why.to_owned())),
+                None => parse_record(piece.text, tz),
+            };
+            Parsed { line: piece.line, result }
+        })
+        .collect()
+}
+
+/// Parses one callback body. The record keeps `text` verbatim as its raw JSON.
+pub fn parse_record(text: &str, tz: FixedOffset) -> Result<CallRecord, RecordError> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(strict) => serde_json::from_str(&repair(text))
+            .map_err(|_| RecordError::Malformed(strict.to_string()))?,
+    };
+    let Value::Object(map) = value else {
+        return Err(RecordError::NotAnObject);
+    };
+    record_from_map(&map, text, tz)
+}
+
+fn record_from_map(map: &Map<String, Value>, raw: &str, tz: FixedOffset) -> Result<CallRecord, RecordError> {
+    if !map.contains_key("recordfilename") && (map.contains_key("isbleg") || map.contains_key("buuid")) {
+        return Err(RecordError::CallStateCallback);
+    }
+    let uuid_text = text_field(map, "uuid")?.ok_or(RecordError::Missing("uuid"))?;
+    let uuid = CallUuid::parse(&uuid_text).ok_or(RecordError::BadField {
+        field: "uuid",
+        problem: "empty, too long or has control characters".into(),
+    })?;
+    let company_code = text_field(map, "companycode")?
+        .filter(|c| !c.is_empty())
+        .ok_or(RecordError::Missing("companycode"))?;
+    let record_file = text_field(map, "recordfilename")?.unwrap_or_default();
+    let call_start = match text_field(map, "starttime")? {
+        Some(s) => parse_provider_time(&s, tz)
+            .map_err(|problem| RecordError::BadField { field: "starttime", problem })?,
+        None => None,
+    };
+    let billsec = int_field(map, "billsec")?;
+    Ok(CallRecord { uuid, company_code, record_file, call_start, billsec, raw_json: raw.to_owned() })
+}
+
+/// A field the provider sends as a string or a number; `null` and absence are `None`.
+fn text_field(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, RecordError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(RecordError::BadField { field, problem: format!("expected a string or number, got {}", kind(other)) }),
+    }
+}
+
+/// An integer the provider sends as a number, a numeric string, or `""` for none.
+fn int_field(map: &Map<String, Value>, field: &'static str) -> Result<Option<i64>, RecordError> {
+    let bad = |problem: String| RecordError::BadField { field, problem };
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64))
+            .map(Some)
+            .ok_or_else(|| bad(format!("{n} is not a whole number"))),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(format!("{s:?} is not a whole number"))),
+        Some(other) => Err(bad(format!("expected a number, got {}", kind(other)))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timefmt::default_provider_tz;
+
+    /// The call-record example of the provider's document, missing commas and all.
+    const DOC_EXAMPLE: &str = r#"{
+"callmethod": 3,
+"starttime": "2018-03-14 12:18:21",
+"answertime": "",
+"endtime": "2018-03-14 12:18:35",
+"duration": 14,
+"billsec": 0,
+"crmid": "2001",
+"hangupdirection": 10015,
+"chengshudu": "0",
+"hangupcause": 10001,
+"memberid": "18533700187590656",
+"disnumber": "02566823420",
+"destnumber": "015029913692",
+"downloadip": "120.76.152.137",
+"recordfilename": "",
+"companycode": 20000013,
+"type": "callout",
+"id": 982,
+"extnumber": "7003"
+"uuid": "cda5c6c4-0a17-11e8-b177-e7cbf2bd1f36"
+"userkey":1
+"customuuid": "customuuid"
+}"#;
+
+    #[test]
+    fn the_documented_example_parses_and_stays_verbatim() {
+        let rec = parse_record(DOC_EXAMPLE, default_provider_tz()).unwrap();
+        assert_eq!(rec.uuid.as_str(), "cda5c6c4-0a17-11e8-b177-e7cbf2bd1f36");
+        assert_eq!(rec.company_code, "20000013");
+        assert!(!rec.has_recording());
+        assert_eq!(rec.billsec, Some(0));
+        assert_eq!(crate::timefmt::to_ledger(rec.call_start.unwrap()), "2018-03-14T04:18:21.000Z");
+        assert_eq!(rec.raw_json, DOC_EXAMPLE);
+    }
+
+    #[test]
+    fn numbers_as_strings_and_empty_times_are_accepted() {
+        let rec = parse_record(
+            r#"{"uuid": 42, "companycode": "7", "recordfilename": "a.wav", "starttime": "", "billsec": "12"}"#,
+            default_provider_tz(),
+        )
+        .unwrap();
+        assert_eq!((rec.uuid.as_str(), rec.company_code.as_str()), ("42", "7"));
+        assert_eq!((rec.call_start, rec.billsec), (None, Some(12)));
+    }
+
+    #[test]
+    fn wrong_types_and_missing_ids_are_rejected_with_the_field() {
+        let tz = default_provider_tz();
+        let err = |s| parse_record(s, tz).unwrap_err().to_string();
+        assert_eq!(err(r#"{"companycode": 1}"#), "missing field `uuid`");
+        assert!(err(r#"{"uuid": "u", "companycode": 1, "billsec": "ten"}"#).contains("billsec"));
+        assert!(err(r#"{"uuid": ["u"], "companycode": 1}"#).contains("uuid"));
+        assert!(err(r#"{"uuid": "u", "companycode": 1, "starttime": "soon"}"#).contains("starttime"));
+        assert_eq!(err("[1]"), "not a JSON object");
+        assert_eq!(parse_record(r#"{"uuid":"u","buuid":"b","companycode":"1","isbleg":"false"}"#, tz), Err(RecordError::CallStateCallback));
+    }
+
+    #[test]
+    fn a_document_reports_bad_lines_and_keeps_good_ones() {
+        let text = "{\"uuid\":\"a\",\"companycode\":1}\n{\"uuid\": \"x\", \"companycode\": 1\n\n{\"uuid\":\"b\",\"companycode\":1}\n";
+        let parsed = parse_document(text, default_provider_tz());
+        let summary: Vec<_> = parsed.iter().map(|p| (p.line, p.result.is_ok())).collect();
+        assert_eq!(summary, [(1, true), (2, false), (4, true)]);
+    }
+}

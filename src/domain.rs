@@ -1,0 +1,121 @@
+//! The words every part of callvault shares: call ids, record states, what was archived.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// The provider's call `uuid`, the ledger's key. Never empty, never padded.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct CallUuid(String);
+
+impl CallUuid {
+    /// Accepts any non-blank id of at most 128 printable characters.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let s = raw.trim();
+        let ok = !s.is_empty() && s.len() <= 128 && s.chars().all(|c| !c.is_control());
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CallUuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a call record stands in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// Waiting for an archival attempt (possibly not before `next_attempt_at`).
+    Pending,
+    /// Claimed by a run holding a lease.
+    InProgress,
+    /// In the store, verified, checksum recorded.
+    Archived,
+    /// Permanently failed; not retried automatically.
+    Failed,
+    /// The provider no longer has the file and the call is past the retention horizon.
+    Expired,
+    /// Unanswered call: the provider recorded nothing.
+    NoRecording,
+}
+
+impl RecordState {
+    pub const ALL: [RecordState; 6] = [
+        Self::Pending,
+        Self::InProgress,
+        Self::Archived,
+        Self::Failed,
+        Self::Expired,
+        Self::NoRecording,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Archived => "archived",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::NoRecording => "no_recording",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for RecordState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A call record as the provider's callback describes it, reduced to what the job needs,
+/// plus the original JSON verbatim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRecord {
+    pub uuid: CallUuid,
+    pub company_code: String,
+    /// Empty for unanswered calls.
+    pub record_file: String,
+    /// Call start in UTC (the provider's zone-less time converted), when it had one.
+    pub call_start: Option<DateTime<Utc>>,
+    pub billsec: Option<i64>,
+    /// The callback exactly as received.
+    pub raw_json: String,
+}
+
+impl CallRecord {
+    pub fn has_recording(&self) -> bool {
+        !self.record_file.trim().is_empty()
+    }
+}
+
+/// A record claimed by one run for one archival attempt.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub record: CallRecord,
+    /// Attempts made before this claim (in all runs).
+    pub previous_attempts: i64,
+}
+
+/// What the store holds for an archived record; written to the ledger only after verification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ArchivedObject {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    pub etag: Option<String>,
+    pub version: Option<String>,
+    pub archived_at: DateTime<Utc>,
+}

@@ -1,0 +1,110 @@
+//! The ledger: what callvault knows about every call record, attempt and run. SQLite today
+//! (WAL, busy timeout, migrations on open); the SQL stays portable for a PostgreSQL ledger.
+
+mod claims;
+mod records;
+mod runs;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+
+use crate::domain::{CallRecord, CallUuid};
+use crate::timefmt::from_ledger;
+
+pub use claims::{AttemptEnd, Settlement, Slice};
+pub use records::{ImportOutcome, LedgerRow};
+pub use runs::{LastRun, RunRecord, StatusReport};
+
+/// What went wrong with the ledger. Every variant stops the run: records already claimed
+/// keep their lease and are picked up again once it runs out.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot open the ledger at {location}: {source}")]
+    Open {
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot bring the ledger's schema up to date: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("ledger query failed while {context}: {source}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the ledger holds a value callvault cannot read: {0}")]
+    Corrupt(String),
+}
+
+trait QueryContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T, LedgerError>;
+}
+
+impl<T> QueryContext<T> for Result<T, sqlx::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, LedgerError> {
+        self.map_err(|source| LedgerError::Query { context, source })
+    }
+}
+
+/// A handle on the ledger; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    pool: SqlitePool,
+}
+
+/// How long a writer waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Ledger {
+    /// Opens (creating if missing) the ledger at `location`: `sqlite://path/to/ledger.db`,
+    /// `sqlite::memory:` or a bare file path. Runs pending migrations.
+    pub async fn open(location: &str) -> Result<Self, LedgerError> {
+        let open_err = |source| LedgerError::Open { location: location.to_owned(), source };
+        let url = if location.starts_with("sqlite:") { location.to_owned() } else { format!("sqlite://{location}") };
+        let options = SqliteConnectOptions::from_str(&url)
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let in_memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(open_err)?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Answers when the ledger can be read (for readiness checks).
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.ctx("checking the ledger")?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
+    let uuid: String = row.get("uuid");
+    let call_start: Option<String> = row.get("call_start");
+    Ok(CallRecord {
+        uuid: CallUuid::parse(&uuid).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {uuid:?}")))?,
+        company_code: row.get("company_code"),
+        record_file: row.get("record_file"),
+        call_start: call_start
+            .map(|s| from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("call_start {s:?} of {uuid}"))))
+            .transpose()?,
+        billsec: row.get("billsec"),
+        raw_json: row.get("raw_json"),
+    })
+}
