@@ -1,0 +1,182 @@
+//! The provider's API: login, logout and fresh recording-download links, with the token
+//! cache doing re-login on `ret` 600 / code 1010.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use reqwest::multipart::Form;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use super::error::{Action, ProviderError};
+use super::token::{Token, TokenCache};
+use super::wire::{Envelope, parse_envelope, text};
+use super::{DownloadUrl, RecordingLink};
+use crate::timefmt::parse_provider_time;
+
+/// How to reach and authenticate with the provider.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    pub api_url: Url,
+    pub appid: String,
+    pub accesskey: SecretString,
+    /// Whole-request limit for API calls.
+    pub api_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Refresh the token once it is this old (the provider's tokens live 12 h).
+    pub token_max_age: Duration,
+    /// The provider's zone for its zone-less times.
+    pub tz: FixedOffset,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("api_url", &self.api_url.as_str())
+            .field("appid", &self.appid)
+            .field("accesskey", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many times one request logs in again before giving up on the token.
+const MAX_RELOGINS_PER_REQUEST: usize = 3;
+
+pub struct ProviderClient {
+    http: reqwest::Client,
+    config: ProviderConfig,
+    tokens: TokenCache,
+    logins: AtomicU64,
+}
+
+impl ProviderClient {
+    pub fn new(config: ProviderConfig) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.api_timeout)
+            .user_agent(concat!("callvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ProviderError::from_transport(e, "building the HTTP client"))?;
+        Ok(Self { http, tokens: TokenCache::new(config.token_max_age), config, logins: AtomicU64::new(0) })
+    }
+
+    /// Logins this client performed (successful or not).
+    pub fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    /// Makes sure a valid token is at hand (logging in if needed); a refused login says so
+    /// before any record is claimed.
+    pub async fn ensure_login(&self) -> Result<(), ProviderError> {
+        self.tokens.get(|| self.login()).await.map(|_| ())
+    }
+
+    /// `App.Sip_Auth.Login`: a new token.
+    pub async fn login(&self) -> Result<SecretString, ProviderError> {
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        let form = Form::new()
+            .text("service", "App.Sip_Auth.Login")
+            .text("appid", self.config.appid.clone())
+            .text("accesskey", self.config.accesskey.expose_secret().to_owned());
+        let envelope = self.post(form, "logging in").await?.check(true)?;
+        let token = text(&envelope.result["token"]);
+        if token.is_empty() {
+            return Err(ProviderError::Transient {
+                code: "provider_unreadable".into(),
+                detail: "the login answer has no token".into(),
+            });
+        }
+        tracing::info!(company = %text(&envelope.result["companycode"]), "logged in to the provider");
+        Ok(SecretString::from(token))
+    }
+
+    /// `App.Sip_Auth.Logout` for the current token, if there is one.
+    pub async fn logout(&self) -> Result<(), ProviderError> {
+        let token = self.tokens.get(|| self.login()).await?;
+        let form = Form::new()
+            .text("service", "App.Sip_Auth.Logout")
+            .text("token", token.secret.expose_secret().to_owned());
+        self.post(form, "logging out").await?.check(false)?;
+        self.tokens.clear().await;
+        Ok(())
+    }
+
+    /// `App.Sip_Cdr.GetRecodeFile`: a fresh download link for `filename`. Logs in again
+    /// when the token is rejected (one login per rejection, however many callers).
+    pub async fn recording_link(&self, filename: &str) -> Result<RecordingLink, ProviderError> {
+        let mut token = self.tokens.get(|| self.login()).await?;
+        for _ in 0..MAX_RELOGINS_PER_REQUEST {
+            match self.request_link(&token, filename).await {
+                Err(err) if err.action() == Action::Relogin => {
+                    tracing::debug!(generation = token.generation, "token rejected; logging in again");
+                    token = self.tokens.replace(token.generation, || self.login()).await?;
+                }
+                other => return other,
+            }
+        }
+        self.request_link(&token, filename).await.map_err(|err| match err {
+            ProviderError::TokenRejected { detail } => ProviderError::Transient {
+                code: "provider_token_rejected".into(),
+                detail: format!("still rejected after {MAX_RELOGINS_PER_REQUEST} logins: {detail}"),
+            },
+            other => other,
+        })
+    }
+
+    async fn request_link(&self, token: &Token, filename: &str) -> Result<RecordingLink, ProviderError> {
+        let form = Form::new()
+            .text("service", "App.Sip_Cdr.GetRecodeFile")
+            .text("token", token.secret.expose_secret().to_owned())
+            .text("filename", filename.to_owned());
+        let envelope = self.post(form, "requesting a download link").await?.check(false)?;
+        let raw_url = text(&envelope.result["downurl"]);
+        let url = Url::parse(&raw_url)
+            .or_else(|_| self.config.api_url.join(&raw_url))
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && !raw_url.is_empty())
+            .ok_or_else(|| ProviderError::Unexpected {
+                code: "provider_bad_link".into(),
+                detail: "the answer has no usable download link".into(),
+            })?;
+        Ok(RecordingLink { url: DownloadUrl(url), expires_at: parse_expiry(&text(&envelope.result["expiredtime"]), self.config.tz) })
+    }
+
+    async fn post(&self, form: Form, doing: &str) -> Result<Envelope, ProviderError> {
+        let response = self
+            .http
+            .post(self.config.api_url.clone())
+            .multipart(form)
+            .send()
+            .await
+            .map_err(|e| ProviderError::from_transport(e, doing))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| ProviderError::from_transport(e, doing))?;
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(ProviderError::Transient { code: format!("provider_http_{}", status.as_u16()), detail: format!("{doing}: HTTP {status}") });
+        }
+        if !status.is_success() {
+            return Err(ProviderError::Unexpected { code: format!("provider_http_{}", status.as_u16()), detail: format!("{doing}: HTTP {status}") });
+        }
+        parse_envelope(&body)
+    }
+}
+
+/// Reads `"Expiration time:2020-02-11 17:27:23"` (or a bare time) in the provider's zone.
+fn parse_expiry(raw: &str, tz: FixedOffset) -> Option<DateTime<Utc>> {
+    let start = raw.find(|c: char| c.is_ascii_digit())?;
+    parse_provider_time(&raw[start..], tz).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_text_is_read_in_the_provider_zone() {
+        let tz = crate::timefmt::default_provider_tz();
+        let t = parse_expiry("Expiration time:2020-02-11 17:27:23", tz).unwrap();
+        assert_eq!(crate::timefmt::to_ledger(t), "2020-02-11T09:27:23.000Z");
+        assert_eq!(parse_expiry("soon", tz), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! Fetching a recording from a download link: status and header checks up front, then the
+//! body as a stream (never buffered whole), with a stall timeout between chunks.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+
+use super::RecordingLink;
+use super::error::describe_transport;
+
+/// Why a download could not be used. Each says whether a later attempt (with a fresh
+/// link) may succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DownloadError {
+    /// 404 / 410 on a fresh link: the provider no longer has the file.
+    #[error("the recording is gone (HTTP {status})")]
+    Gone { status: u16 },
+    /// 401 / 403: the link expired or was refused; a fresh link may work.
+    #[error("the download link was refused (HTTP {status})")]
+    LinkRefused { status: u16 },
+    #[error("the download server failed (HTTP {status})")]
+    Server { status: u16 },
+    #[error("unexpected HTTP {status} for a download")]
+    Unexpected { status: u16 },
+    /// An HTML or JSON page where a recording should be.
+    #[error("the download is not a recording ({0})")]
+    NotARecording(String),
+    #[error("the download ended early: {received} of {expected} bytes")]
+    Truncated { received: u64, expected: u64 },
+    #[error("the download stalled or timed out: {0}")]
+    Timeout(String),
+    #[error("the download failed: {0}")]
+    Network(String),
+}
+
+impl DownloadError {
+    /// True when no later attempt can succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Gone { .. })
+    }
+
+    pub fn code(&self) -> String {
+        match self {
+            Self::Gone { status } | Self::LinkRefused { status } | Self::Server { status } | Self::Unexpected { status } => {
+                format!("download_http_{status}")
+            }
+            Self::NotARecording(_) => "download_not_a_recording".into(),
+            Self::Truncated { .. } => "download_truncated".into(),
+            Self::Timeout(_) => "download_timeout".into(),
+            Self::Network(_) => "download_network".into(),
+        }
+    }
+
+    fn from_transport(err: reqwest::Error) -> Self {
+        if err.is_timeout() {
+            Self::Timeout(describe_transport(err))
+        } else {
+            Self::Network(describe_transport(err))
+        }
+    }
+}
+
+/// An open download: checked headers and the body still to be read.
+pub struct Download {
+    pub content_length: Option<u64>,
+    pub content_type: Option<String>,
+    pub body: BoxStream<'static, Result<Bytes, DownloadError>>,
+}
+
+/// The HTTP client for recordings: no total timeout (recordings can be large), a stall
+/// timeout between reads, at most 3 redirects, no proxy from the environment.
+#[derive(Clone)]
+pub struct Downloader {
+    http: reqwest::Client,
+}
+
+impl Downloader {
+    pub fn new(connect_timeout: Duration, stall_timeout: Duration) -> Result<Self, DownloadError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .read_timeout(stall_timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .no_proxy()
+            .user_agent(concat!("callvault/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(DownloadError::from_transport)?;
+        Ok(Self { http })
+    }
+
+    /// Requests the recording and checks the answer's status and headers.
+    pub async fn open(&self, link: &RecordingLink) -> Result<Download, DownloadError> {
+        let response = self.http.get(link.url.0.clone()).send().await.map_err(DownloadError::from_transport)?;
+        let status = response.status();
+        match status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND | StatusCode::GONE => return Err(DownloadError::Gone { status: status.as_u16() }),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(DownloadError::LinkRefused { status: status.as_u16() });
+            }
+            s if s.is_server_error() => return Err(DownloadError::Server { status: s.as_u16() }),
+            s => return Err(DownloadError::Unexpected { status: s.as_u16() }),
+        }
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let content_type = header(CONTENT_TYPE);
+        let content_length = header(CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+        if let Some(ct) = &content_type {
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            if matches!(essence.as_str(), "text/html" | "application/json" | "text/xml" | "application/xml" | "application/xhtml+xml") {
+                return Err(DownloadError::NotARecording(format!("content type {essence}")));
+            }
+        }
+        let body = response.bytes_stream().map(|r| r.map_err(DownloadError::from_transport)).boxed();
+        Ok(Download { content_length, content_type, body })
+    }
+}
+
+/// Says whether the first bytes of a body look like an error page rather than audio.
+pub fn looks_like_error_page(first: &[u8]) -> bool {
+    let start = first.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &first[i..]);
+    let lower: Vec<u8> = start.iter().take(15).map(u8::to_ascii_lowercase).collect();
+    start.first() == Some(&b'{') || [&b"<!doctype"[..], b"<html", b"<?xml", b"<head", b"<body", b"<error"].iter().any(|p| lower.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_error_page;
+
+    #[test]
+    fn error_pages_are_told_from_audio() {
+        assert!(looks_like_error_page(b"  <!DOCTYPE html><html>"));
+        assert!(looks_like_error_page(b"<HTML><body>502"));
+        assert!(looks_like_error_page(b"{\"ret\":500}"));
+        assert!(looks_like_error_page(b"<?xml version=\"1.0\"?><Error>"));
+        assert!(!looks_like_error_page(b"RIFF\x24\x00\x00\x00WAVEfmt "));
+        assert!(!looks_like_error_page(b"ID3\x03\x00"));
+        assert!(!looks_like_error_page(&[0xff, 0xfb, 0x90, 0x00]));
+    }
+}
