@@ -1,0 +1,10 @@
+//! callvault: archives cloud-telephony call recordings into S3-compatible storage before the
+//! provider deletes them, and keeps a ledger that proves what was saved.
+
+pub mod callback;
+pub mod domain;
+pub mod ledger;
+pub mod provider;
+pub mod timefmt;
+pub mod simulator;
+pub mod store;

@@ -1,0 +1,255 @@
+//! The provider's single POST endpoint (login, logout, recording links), answered in the
+//! provider's JSON envelope with the provider's error codes, faults applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Form;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::header;
+use axum::response::Json;
+use chrono::{DateTime, FixedOffset, Utc};
+use serde_json::{Value, json};
+
+use super::download::sign;
+use super::faults::Periodic;
+use super::{Shared, SimState};
+
+const LOGIN: &str = "App.Sip_Auth.Login";
+const LOGOUT: &str = "App.Sip_Auth.Logout";
+const GET_RECODE_FILE: &str = "App.Sip_Cdr.GetRecodeFile";
+const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+const ILLEGAL: &str = "Illegal request: invalid parameter";
+const TOKEN_INVALID: &str = "The token is invalid, please log in again to verify";
+
+/// The provider's clock: UTC+8, printed without a zone.
+pub(super) const PROVIDER_TZ: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+    Some(tz) => tz,
+    None => panic!("UTC+8 is a valid offset"),
+};
+
+/// `POST /`: every answer is HTTP 200; the outcome is in `ret` and `data.status`.
+pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Json<Value> {
+    let reqtime = Utc::now();
+    let fields = read_fields(request).await;
+    let delay = shared.lock().faults.knobs().api_delay;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    let Some(fields) = fields else {
+        return Json(failure(400, ILLEGAL));
+    };
+    let service = fields.get("service").map_or("", |s| s.trim());
+    let mut state = shared.lock();
+    let mut periodic = Periodic::default();
+    if service == GET_RECODE_FILE {
+        state.stats.url_requests += 1;
+        periodic = state.faults.next_recode();
+        if periodic.invalidate_tokens {
+            state.invalidate_all_tokens();
+        }
+    }
+    let answer = if service == LOGIN {
+        login(&shared, &mut state, &fields, reqtime)
+    } else if state.faults.take_server_error() {
+        failure(500, "Server Error")
+    } else {
+        match service {
+            GET_RECODE_FILE => recode_file(&shared, &mut state, &fields, periodic, reqtime),
+            LOGOUT => logout(&mut state, &fields, reqtime),
+            _ => failure(400, "Illegal request: unknown service"),
+        }
+    };
+    drop(state);
+    tracing::debug!(service, ret = %answer["ret"], "simulator api");
+    Json(answer)
+}
+
+/// The form fields of a multipart or urlencoded body; `None` if it is neither or is malformed.
+async fn read_fields(request: Request) -> Option<HashMap<String, String>> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?
+        .to_ascii_lowercase();
+    if !content_type.starts_with("multipart/form-data") {
+        let Form(fields) = Form::<HashMap<String, String>>::from_request(request, &())
+            .await
+            .ok()?;
+        return Some(fields);
+    }
+    let mut multipart = Multipart::from_request(request, &()).await.ok()?;
+    let mut fields = HashMap::new();
+    while let Some(field) = multipart.next_field().await.ok()? {
+        let name = field.name().map(str::to_owned);
+        let value = field.text().await.ok()?;
+        if let Some(name) = name {
+            fields.insert(name, value);
+        }
+    }
+    Some(fields)
+}
+
+fn login(
+    shared: &Shared,
+    state: &mut SimState,
+    fields: &HashMap<String, String>,
+    reqtime: DateTime<Utc>,
+) -> Value {
+    state.stats.logins += 1;
+    let (Some(appid), Some(accesskey)) = (fields.get("appid"), fields.get("accesskey")) else {
+        state.stats.failed_logins += 1;
+        return failure(400, ILLEGAL);
+    };
+    if state.faults.knobs().refuse_logins || *appid != shared.config.appid {
+        state.stats.failed_logins += 1;
+        return failure(601, "appid is not authorized");
+    }
+    if *accesskey != shared.config.accesskey {
+        state.stats.failed_logins += 1;
+        return status_error(
+            "Authorization failed",
+            "1003",
+            "Authorization failed",
+            reqtime,
+        );
+    }
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let now = Instant::now();
+    state.tokens.retain(|_, expiry| *expiry > now);
+    state.tokens.insert(token.clone(), now + TOKEN_LIFETIME);
+    let result = json!({
+        "companycode": shared.config.company_code,
+        "companyname": "sim",
+        "token": token,
+        "authtime": provider_time(reqtime),
+        "authmodel": "",
+    });
+    success("Authorization successful", Some(result), reqtime)
+}
+
+fn logout(state: &mut SimState, fields: &HashMap<String, String>, reqtime: DateTime<Utc>) -> Value {
+    state.stats.logouts += 1;
+    if let Some(token) = fields.get("token") {
+        state.tokens.remove(token.trim());
+    }
+    success("logout successful", None, reqtime)
+}
+
+/// `periodic` has already been counted (and its token invalidation applied) by the caller,
+/// so that requests answered with a server error still count towards every-N faults.
+fn recode_file(
+    shared: &Shared,
+    state: &mut SimState,
+    fields: &HashMap<String, String>,
+    periodic: Periodic,
+    reqtime: DateTime<Utc>,
+) -> Value {
+    let token_ok = fields
+        .get("token")
+        .and_then(|t| state.tokens.get(t.trim()))
+        .is_some_and(|expiry| *expiry > Instant::now());
+    if !token_ok {
+        return failure(600, TOKEN_INVALID);
+    }
+    let Some(filename) = fields
+        .get("filename")
+        .map(|f| f.trim())
+        .filter(|f| legal_filename(f))
+    else {
+        return failure(400, ILLEGAL);
+    };
+    if periodic.extension_exception {
+        state.invalidate_all_tokens();
+        return status_error(
+            "Extension exception",
+            "1010",
+            "Extension exception",
+            reqtime,
+        );
+    }
+    if state.faults.take_code_1001() {
+        return status_error(
+            "Server connection failed",
+            "1001",
+            "Server connection failed",
+            reqtime,
+        );
+    }
+    if !state.recordings.contains_key(filename) {
+        return status_error("file does not exist", "1002", "Abnormal operation", reqtime);
+    }
+    let ttl = i64::try_from(shared.config.link_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let expires = reqtime.timestamp().saturating_add(ttl);
+    let downurl = format!(
+        "{}recordings/{}?expires={expires}&sig={}",
+        shared.base_url,
+        percent_encode(filename),
+        sign(&shared.secret, filename, expires)
+    );
+    let expired_at = DateTime::from_timestamp(expires, 0).unwrap_or(reqtime);
+    let result = json!({
+        "downurl": downurl,
+        "expiredtime": format!("Expiration time:{}", provider_time(expired_at)),
+    });
+    success("get success", Some(result), reqtime)
+}
+
+fn legal_filename(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains(['/', '\\'])
+        && !name.contains("..")
+        && !name.chars().any(char::is_control)
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for one path segment.
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+pub(super) fn provider_time(t: DateTime<Utc>) -> String {
+    t.with_timezone(&PROVIDER_TZ)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn failure(ret: u16, msg: &str) -> Value {
+    json!({ "ret": ret, "data": [], "msg": msg })
+}
+
+fn success(desc: &str, result: Option<Value>, reqtime: DateTime<Utc>) -> Value {
+    let mut data = json!({
+        "status": 0,
+        "desc": desc,
+        "reqtime": reqtime.timestamp(),
+        "rsptime": Utc::now().timestamp(),
+    });
+    if let Some(result) = result {
+        data["result"] = result;
+    }
+    json!({ "ret": 200, "data": data, "msg": "" })
+}
+
+fn status_error(desc: &str, code: &str, codemsg: &str, reqtime: DateTime<Utc>) -> Value {
+    json!({
+        "ret": 200,
+        "data": {
+            "status": 1,
+            "desc": desc,
+            "errors": { "code": code, "codemsg": codemsg },
+            "reqtime": reqtime.timestamp(),
+            "rsptime": Utc::now().timestamp(),
+        },
+        "msg": "",
+    })
+}

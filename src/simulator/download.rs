@@ -1,0 +1,203 @@
+//! The signed download endpoint: checks the link, applies queued download faults, honours a
+//! single byte range, and streams the recording.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::Shared;
+use super::faults::DownloadFault;
+use super::recordings::{Content, Plan, body_stream, content_type};
+
+/// Hex SHA-256 over (secret, filename, expires), the signature of a download link.
+pub(super) fn sign(secret: &[u8], filename: &str, expires: i64) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(secret);
+    hasher.update(filename.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(expires.to_string().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LinkQuery {
+    expires: Option<String>,
+    sig: Option<String>,
+}
+
+/// `GET /recordings/{filename}?expires=..&sig=..`
+pub(super) async fn download(
+    State(shared): State<Arc<Shared>>,
+    Path(filename): Path<String>,
+    Query(link): Query<LinkQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let now = chrono::Utc::now().timestamp();
+    let signed = match (
+        link.expires.as_deref().map(str::parse::<i64>),
+        link.sig.as_deref(),
+    ) {
+        (Some(Ok(expires)), Some(sig)) => {
+            expires >= now && sig.eq_ignore_ascii_case(&sign(&shared.secret, &filename, expires))
+        }
+        _ => false,
+    };
+    let (size, fault) = {
+        let mut state = shared.lock();
+        state.stats.downloads += 1;
+        if !signed {
+            return forbidden();
+        }
+        let Some(size) = state.recordings.get(&filename).copied() else {
+            return error_page(StatusCode::NOT_FOUND, "404 Not Found");
+        };
+        (size, state.faults.take_download(&filename))
+    };
+    tracing::debug!(%filename, size, ?fault, "simulator download");
+
+    let mut plan = Plan::default();
+    match fault {
+        Some(DownloadFault::Http500) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "500 Internal Server Error",
+            );
+        }
+        Some(DownloadFault::HtmlPage) => {
+            return error_page(
+                StatusCode::OK,
+                "System busy, please try again later (error)",
+            );
+        }
+        Some(DownloadFault::Expired) => return forbidden(),
+        Some(DownloadFault::Stall(pause)) => plan.stall = Some(pause),
+        Some(DownloadFault::Truncate(n)) => plan.stop_after = Some(n),
+        Some(DownloadFault::ResetMidBody(n)) => (plan.stop_after, plan.reset) = (Some(n), true),
+        None => {}
+    }
+
+    let content = Content::new(&filename, size);
+    let ctype = content_type(&filename);
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    match range.map_or(Ranged::Full, |r| parse_range(r, size)) {
+        Ranged::Full => {
+            let body = Body::from_stream(body_stream(content, 0..size, plan));
+            let hdrs = [
+                (header::CONTENT_TYPE, ctype.to_owned()),
+                (header::CONTENT_LENGTH, size.to_string()),
+                (header::ACCEPT_RANGES, "bytes".to_owned()),
+            ];
+            (StatusCode::OK, hdrs, body).into_response()
+        }
+        Ranged::Partial(r) => {
+            let hdrs = [
+                (header::CONTENT_TYPE, ctype.to_owned()),
+                (header::CONTENT_LENGTH, (r.end - r.start).to_string()),
+                (
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{size}", r.start, r.end - 1),
+                ),
+                (header::ACCEPT_RANGES, "bytes".to_owned()),
+            ];
+            let body = Body::from_stream(body_stream(content, r, plan));
+            (StatusCode::PARTIAL_CONTENT, hdrs, body).into_response()
+        }
+        Ranged::Unsatisfiable => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Ranged {
+    Full,
+    Partial(Range<u64>),
+    Unsatisfiable,
+}
+
+/// A single `bytes=N-`, `bytes=N-M` or `bytes=-N`; anything else is ignored, as RFC 9110 allows.
+fn parse_range(value: &str, size: u64) -> Ranged {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return Ranged::Full;
+    };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ranged::Full;
+    };
+    if spec.contains(',') {
+        return Ranged::Full;
+    }
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        return match last.parse::<u64>() {
+            Ok(0) => Ranged::Unsatisfiable,
+            Ok(n) if size > 0 => Ranged::Partial(size.saturating_sub(n)..size),
+            Ok(_) => Ranged::Unsatisfiable,
+            Err(_) => Ranged::Full,
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return Ranged::Full;
+    };
+    let end = match last {
+        "" => size,
+        _ => match last.parse::<u64>() {
+            Ok(m) if m >= start => m.saturating_add(1).min(size),
+            _ => return Ranged::Full,
+        },
+    };
+    if start >= size {
+        Ranged::Unsatisfiable
+    } else {
+        Ranged::Partial(start..end)
+    }
+}
+
+fn forbidden() -> Response {
+    let body = concat!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>",
+        "<Message>Request has expired or the signature does not match</Message></Error>\n",
+    );
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "application/xml")],
+        body,
+    )
+        .into_response()
+}
+
+fn error_page(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "<html><head><title>{message}</title></head>\
+         <body><h1>{message}</h1><p>error</p></body></html>\n"
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_rfc_9110() {
+        assert_eq!(parse_range("bytes=10-", 100), Ranged::Partial(10..100));
+        assert_eq!(parse_range("bytes=10-19", 100), Ranged::Partial(10..20));
+        assert_eq!(parse_range("bytes=90-500", 100), Ranged::Partial(90..100));
+        assert_eq!(parse_range("bytes=-5", 100), Ranged::Partial(95..100));
+        assert_eq!(parse_range("bytes=100-", 100), Ranged::Unsatisfiable);
+        assert_eq!(parse_range("bytes=1-2,5-6", 100), Ranged::Full);
+        assert_eq!(parse_range("items=1-2", 100), Ranged::Full);
+    }
+}

@@ -1,0 +1,163 @@
+//! Fault injection: knobs that make the simulator misbehave on purpose, deterministically,
+//! so tests can drive the archiver through every recovery path it claims to have.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+/// API-level faults, changed at runtime with [`super::Simulator::set_faults`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Every Nth `GetRecodeFile` request first invalidates all tokens, so that request (and any
+    /// concurrent one) answers ret 600. `Some(0)` is treated as off.
+    pub invalidate_tokens_every: Option<u32>,
+    /// Every Nth `GetRecodeFile` request with a valid token answers status 1 / code "1010"
+    /// (Extension exception) and invalidates all tokens. `Some(0)` is treated as off.
+    pub extension_exception_every: Option<u32>,
+    /// The next N API requests other than Login answer `{"ret":500,...,"msg":"Server Error"}`.
+    pub server_error_next: u32,
+    /// The next N `GetRecodeFile` requests with a valid token answer status 1 / code "1001".
+    pub code_1001_next: u32,
+    /// Every login answers ret 601.
+    pub refuse_logins: bool,
+    /// Sleep this long before answering any API request.
+    pub api_delay: Option<Duration>,
+}
+
+/// A one-shot misbehaviour of the download endpoint, queued per filename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadFault {
+    /// HTTP 500 with an HTML error page.
+    Http500,
+    /// Full `Content-Length`, but the body ends cleanly after this many bytes and the
+    /// connection is closed.
+    Truncate(u64),
+    /// HTTP 200 with `Content-Type: text/html` and an error page instead of audio.
+    HtmlPage,
+    /// HTTP 403, as if the signed link had expired.
+    Expired,
+    /// Headers are sent at once, the body only after this pause.
+    Stall(Duration),
+    /// Like `Truncate`, but the body stream fails with a connection-reset error after this
+    /// many bytes.
+    ResetMidBody(u64),
+}
+
+/// The periodic faults that fire on one `GetRecodeFile` request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Periodic {
+    pub invalidate_tokens: bool,
+    pub extension_exception: bool,
+}
+
+/// The knobs plus the counters and queues they consume.
+#[derive(Debug, Default)]
+pub(super) struct FaultState {
+    knobs: Faults,
+    /// `GetRecodeFile` requests seen since an `*_every` knob last changed.
+    recode_seq: u64,
+    downloads: HashMap<String, VecDeque<DownloadFault>>,
+}
+
+impl FaultState {
+    pub fn knobs(&self) -> &Faults {
+        &self.knobs
+    }
+
+    /// Applies `f`; the every-N phase restarts when either every-N knob changes, so
+    /// "every 3rd" means the 3rd, 6th, ... request after the knob was set.
+    pub fn update(&mut self, f: impl FnOnce(&mut Faults)) {
+        let before = (
+            self.knobs.invalidate_tokens_every,
+            self.knobs.extension_exception_every,
+        );
+        f(&mut self.knobs);
+        let after = (
+            self.knobs.invalidate_tokens_every,
+            self.knobs.extension_exception_every,
+        );
+        if before != after {
+            self.recode_seq = 0;
+        }
+    }
+
+    /// Consumes one pending server error, if any.
+    pub fn take_server_error(&mut self) -> bool {
+        take_one(&mut self.knobs.server_error_next)
+    }
+
+    /// Consumes one pending code-1001 answer, if any.
+    pub fn take_code_1001(&mut self) -> bool {
+        take_one(&mut self.knobs.code_1001_next)
+    }
+
+    /// Counts one `GetRecodeFile` request and reports which periodic faults fire on it.
+    pub fn next_recode(&mut self) -> Periodic {
+        self.recode_seq += 1;
+        let seq = self.recode_seq;
+        let fires =
+            |every: Option<u32>| every.is_some_and(|n| n > 0 && seq.is_multiple_of(n.into()));
+        Periodic {
+            invalidate_tokens: fires(self.knobs.invalidate_tokens_every),
+            extension_exception: fires(self.knobs.extension_exception_every),
+        }
+    }
+
+    pub fn push_download(&mut self, filename: &str, fault: DownloadFault) {
+        self.downloads
+            .entry(filename.to_owned())
+            .or_default()
+            .push_back(fault);
+    }
+
+    /// Consumes the next queued fault for `filename`, if any.
+    pub fn take_download(&mut self, filename: &str) -> Option<DownloadFault> {
+        let queue = self.downloads.get_mut(filename)?;
+        let fault = queue.pop_front();
+        if queue.is_empty() {
+            self.downloads.remove(filename);
+        }
+        fault
+    }
+}
+
+fn take_one(counter: &mut u32) -> bool {
+    if *counter == 0 {
+        return false;
+    }
+    *counter -= 1;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_n_counts_from_when_the_knob_was_set() {
+        let mut state = FaultState::default();
+        state.next_recode();
+        state.update(|f| f.invalidate_tokens_every = Some(3));
+
+        let fired: Vec<bool> = (0..6)
+            .map(|_| state.next_recode().invalidate_tokens)
+            .collect();
+
+        assert_eq!(fired, [false, false, true, false, false, true]);
+    }
+
+    #[test]
+    fn zero_period_is_off_and_queues_drain_in_order() {
+        let mut state = FaultState::default();
+        state.update(|f| f.extension_exception_every = Some(0));
+        state.push_download("a.wav", DownloadFault::Http500);
+        state.push_download("a.wav", DownloadFault::Truncate(5));
+
+        assert!(!state.next_recode().extension_exception);
+        assert_eq!(state.take_download("a.wav"), Some(DownloadFault::Http500));
+        assert_eq!(
+            state.take_download("a.wav"),
+            Some(DownloadFault::Truncate(5))
+        );
+        assert_eq!(state.take_download("a.wav"), None);
+    }
+}

@@ -1,0 +1,317 @@
+//! An in-process imitation of the telephony provider (token API, signed recording links,
+//! downloads) with fault injection, for integration tests, `callvault demo` and benchmarks.
+
+mod api;
+mod callbacks;
+mod download;
+mod faults;
+mod recordings;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Json;
+use axum::routing::{get, post};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use faults::{DownloadFault, Faults};
+pub use recordings::{content_type, expected_sha256, recording_bytes};
+
+use faults::FaultState;
+
+/// How long `shutdown` waits for in-flight responses (a stalled download, say) to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub appid: String,
+    pub accesskey: String,
+    pub company_code: String,
+    /// Lifetime of a download link handed out by `GetRecodeFile`.
+    pub link_ttl: Duration,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self {
+            appid: "demo-app".to_owned(),
+            accesskey: "demo-secret-key".to_owned(),
+            company_code: "20000013".to_owned(),
+            link_ttl: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// What the simulator has been asked to do since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SimStats {
+    /// Login requests, successful or not.
+    pub logins: u64,
+    pub failed_logins: u64,
+    pub logouts: u64,
+    /// `GetRecodeFile` requests, whatever their answer.
+    pub url_requests: u64,
+    /// Requests to the download endpoint, whatever their answer.
+    pub downloads: u64,
+    /// Times all tokens were invalidated at once (fault knobs or `invalidate_all_tokens`).
+    pub invalidations: u64,
+}
+
+/// State shared by the handle and the request handlers.
+struct Shared {
+    config: SimulatorConfig,
+    /// `http://HOST:PORT/`
+    base_url: String,
+    /// Keys the download-link signatures; fresh for every simulator.
+    secret: [u8; 32],
+    state: Mutex<SimState>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().expect("simulator state mutex poisoned")
+    }
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    /// filename -> size in bytes
+    recordings: HashMap<String, u64>,
+    /// token -> expiry
+    tokens: HashMap<String, Instant>,
+    faults: FaultState,
+    stats: SimStats,
+    next_call_id: u64,
+}
+
+impl SimState {
+    fn invalidate_all_tokens(&mut self) {
+        self.tokens.clear();
+        self.stats.invalidations += 1;
+    }
+}
+
+/// Stops the server when the last handle goes away without `shutdown`.
+struct Server {
+    cancel: CancellationToken,
+    task: Mutex<Option<JoinHandle<io::Result<()>>>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A running simulator; clones share the same server.
+#[derive(Clone)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+    server: Arc<Server>,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Binds `bind` (use `127.0.0.1:0` in tests) and serves until [`Simulator::shutdown`].
+    pub async fn start(bind: SocketAddr, config: SimulatorConfig) -> io::Result<Simulator> {
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        let addr = listener.local_addr()?;
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip => ip,
+        };
+        let shared = Arc::new(Shared {
+            config,
+            base_url: format!("http://{}/", SocketAddr::new(host, addr.port())),
+            secret: rand::random(),
+            state: Mutex::new(SimState {
+                next_call_id: 1,
+                ..SimState::default()
+            }),
+        });
+        let router = Router::new()
+            .route("/", post(api::handle))
+            .route("/recordings/{filename}", get(download::download))
+            .route("/_sim/stats", get(stats_handler))
+            .with_state(Arc::clone(&shared));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(cancel.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::debug!(%addr, "simulator listening");
+        let server = Arc::new(Server {
+            cancel,
+            task: Mutex::new(Some(task)),
+        });
+        Ok(Simulator {
+            shared,
+            server,
+            addr,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/`
+    pub fn api_url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn config(&self) -> &SimulatorConfig {
+        &self.shared.config
+    }
+
+    /// Makes `filename` downloadable with `size` bytes of deterministic content.
+    pub fn add_recording(&self, filename: &str, size: u64) {
+        self.shared
+            .lock()
+            .recordings
+            .insert(filename.to_owned(), size);
+    }
+
+    /// Later `GetRecodeFile` answers "file does not exist"; existing links answer 404.
+    pub fn remove_recording(&self, filename: &str) {
+        self.shared.lock().recordings.remove(filename);
+    }
+
+    /// Hex SHA-256 of a registered recording (generated on the spot: slow for huge files).
+    pub fn expected_sha256(&self, filename: &str) -> Option<String> {
+        let size = self.shared.lock().recordings.get(filename).copied()?;
+        Some(recordings::expected_sha256(filename, size))
+    }
+
+    pub fn set_faults(&self, f: impl FnOnce(&mut Faults)) {
+        self.shared.lock().faults.update(f);
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.shared.lock().faults.knobs().clone()
+    }
+
+    /// Queues `fault` for the next download of `filename` that passes the signature check.
+    pub fn push_download_fault(&self, filename: &str, fault: DownloadFault) {
+        self.shared.lock().faults.push_download(filename, fault);
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.shared.lock().stats
+    }
+
+    pub fn invalidate_all_tokens(&self) {
+        self.shared.lock().invalidate_all_tokens();
+    }
+
+    /// Registers `n` sample recordings and returns their call-record callbacks (see
+    /// `callbacks::sample_calls`); every 5th call is unanswered and has no recording.
+    pub fn sample_callbacks(
+        &self,
+        n: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<serde_json::Value> {
+        let mut state = self.shared.lock();
+        let calls =
+            callbacks::sample_calls(&self.shared.config.company_code, n, now, state.next_call_id);
+        state.next_call_id += n as u64;
+        calls
+            .into_iter()
+            .map(|call| {
+                if let Some((name, size)) = call.recording {
+                    state.recordings.insert(name, size);
+                }
+                call.callback
+            })
+            .collect()
+    }
+
+    /// Stops accepting connections and waits (up to a few seconds) for in-flight responses.
+    pub async fn shutdown(self) {
+        self.server.cancel.cancel();
+        let task = self
+            .server
+            .task
+            .lock()
+            .expect("simulator task mutex poisoned")
+            .take();
+        let Some(mut task) = task else { return };
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::warn!(%err, "simulator server failed"),
+            Ok(Err(err)) => tracing::warn!(%err, "simulator server task failed"),
+            Err(_) => {
+                tracing::warn!("simulator did not drain in time; aborting");
+                task.abort();
+            }
+        }
+    }
+}
+
+async fn stats_handler(State(shared): State<Arc<Shared>>) -> Json<SimStats> {
+    Json(shared.lock().stats)
+}
+
+/// Runs a simulator for the `callvault simulator` subcommand until Ctrl-C or SIGTERM:
+/// registers `recordings` sample recordings, writes their callbacks as JSON lines to
+/// `callbacks_out`, and prints the API URL and credentials to stdout.
+pub async fn serve_forever(
+    bind: SocketAddr,
+    config: SimulatorConfig,
+    recordings: usize,
+    callbacks_out: Option<PathBuf>,
+) -> io::Result<()> {
+    let sim = Simulator::start(bind, config).await?;
+    let callbacks = sim.sample_callbacks(recordings, chrono::Utc::now());
+    if let Some(path) = &callbacks_out {
+        let mut lines = String::new();
+        for callback in &callbacks {
+            lines.push_str(&callback.to_string());
+            lines.push('\n');
+        }
+        tokio::fs::write(path, lines).await?;
+    }
+    println!("api_url: {}", sim.api_url());
+    println!("appid: {}", sim.config().appid);
+    println!("accesskey: {}", sim.config().accesskey);
+    if let Some(path) = &callbacks_out {
+        println!("callbacks: {} ({} lines)", path.display(), callbacks.len());
+    }
+    let stopped = shutdown_signal().await;
+    sim.shutdown().await;
+    stopped
+}
+
+async fn shutdown_signal() -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            res = tokio::signal::ctrl_c() => res,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}

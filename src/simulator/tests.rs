@@ -1,0 +1,344 @@
+//! End-to-end checks of the simulator over real HTTP, as the archiver's client will see it.
+
+use futures::StreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+async fn start() -> Simulator {
+    let bind = "127.0.0.1:0".parse().expect("valid address");
+    Simulator::start(bind, SimulatorConfig::default())
+        .await
+        .expect("simulator starts")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client builds")
+}
+
+/// Posts `fields` as multipart/form-data, as the real client does.
+async fn call(sim: &Simulator, fields: &[(&str, &str)]) -> Value {
+    let form = fields
+        .iter()
+        .fold(reqwest::multipart::Form::new(), |form, (k, v)| {
+            form.text(k.to_string(), v.to_string())
+        });
+    let response = client()
+        .post(sim.api_url())
+        .multipart(form)
+        .send()
+        .await
+        .expect("api answers");
+    response.json().await.expect("api answers json")
+}
+
+async fn login_as(sim: &Simulator, appid: &str, accesskey: &str) -> Value {
+    let service = " App.Sip_Auth.Login ";
+    call(
+        sim,
+        &[
+            ("service", service),
+            ("appid", appid),
+            ("accesskey", accesskey),
+        ],
+    )
+    .await
+}
+
+async fn login(sim: &Simulator) -> String {
+    let answer = login_as(sim, "demo-app", "demo-secret-key").await;
+    let token = answer["data"]["result"]["token"].as_str();
+    token.expect("login returns a token").to_owned()
+}
+
+async fn link(sim: &Simulator, token: &str, filename: &str) -> Value {
+    let service = "App.Sip_Cdr.GetRecodeFile";
+    call(
+        sim,
+        &[
+            ("service", service),
+            ("token", token),
+            ("filename", filename),
+        ],
+    )
+    .await
+}
+
+async fn downurl(sim: &Simulator, token: &str, filename: &str) -> String {
+    let answer = link(sim, token, filename).await;
+    let url = answer["data"]["result"]["downurl"].as_str();
+    url.expect("a download link").to_owned()
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    client().get(url).send().await.expect("download answers")
+}
+
+#[tokio::test]
+async fn login_succeeds_fails_and_can_be_refused() {
+    let sim = start().await;
+
+    let ok = login_as(&sim, "demo-app", "demo-secret-key").await;
+    let bad_key = login_as(&sim, "demo-app", "nope").await;
+    let bad_app = login_as(&sim, "nope", "demo-secret-key").await;
+    sim.set_faults(|f| f.refuse_logins = true);
+    let refused = login_urlencoded(&sim).await;
+
+    assert_eq!(
+        (&ok["ret"], &ok["data"]["status"]),
+        (&200.into(), &0.into())
+    );
+    assert_eq!(ok["data"]["result"]["companycode"], "20000013");
+    assert_eq!(
+        ok["data"]["result"]["token"].as_str().map(str::len),
+        Some(32)
+    );
+    assert_eq!(
+        (&bad_key["ret"], &bad_key["data"]["status"]),
+        (&200.into(), &1.into())
+    );
+    assert_eq!(bad_key["data"]["errors"]["code"], "1003");
+    assert_eq!(bad_app["ret"], 601);
+    assert_eq!(refused["ret"], 601);
+    let stats = sim.stats();
+    assert_eq!((stats.logins, stats.failed_logins), (4, 3));
+    sim.shutdown().await;
+}
+
+async fn login_urlencoded(sim: &Simulator) -> Value {
+    let fields = [
+        ("service", "App.Sip_Auth.Login"),
+        ("appid", "demo-app"),
+        ("accesskey", "demo-secret-key"),
+    ];
+    let response = client().post(sim.api_url()).form(&fields).send().await;
+    response
+        .expect("api answers")
+        .json()
+        .await
+        .expect("api answers json")
+}
+
+#[tokio::test]
+async fn downloaded_bytes_hash_to_expected_sha256() {
+    let sim = start().await;
+    sim.add_recording("20000013-20261101-abc.wav", 300_000);
+    let token = login(&sim).await;
+
+    let answer = link(&sim, &token, "20000013-20261101-abc.wav").await;
+    let url = answer["data"]["result"]["downurl"]
+        .as_str()
+        .expect("downurl")
+        .to_owned();
+    let response = get(&url).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut hasher = Sha256::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        hasher.update(chunk.expect("body chunk"));
+    }
+
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "audio/wav");
+    assert_eq!(headers["content-length"], "300000");
+    assert_eq!(headers["accept-ranges"], "bytes");
+    assert!(
+        answer["data"]["result"]["expiredtime"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Expiration time:"))
+    );
+    assert_eq!(
+        Some(hex::encode(hasher.finalize())),
+        sim.expected_sha256("20000013-20261101-abc.wav")
+    );
+    assert_eq!(sim.stats().downloads, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn range_request_resumes_mid_file() {
+    let sim = start().await;
+    sim.add_recording("r.mp3", 200_000);
+    let token = login(&sim).await;
+    let url = downurl(&sim, &token, "r.mp3").await;
+
+    let full = get(&url).await.bytes().await.expect("full body");
+    let part = client()
+        .get(&url)
+        .header("Range", "bytes=70001-")
+        .send()
+        .await
+        .expect("part");
+    let status = part.status();
+    let content_range = part.headers()["content-range"].clone();
+    let part = part.bytes().await.expect("part body");
+
+    assert_eq!(status, 206);
+    assert_eq!(content_range, "bytes 70001-199999/200000");
+    assert_eq!(part, full.slice(70_001..));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_links_and_filenames_are_refused() {
+    let sim = start().await;
+    sim.add_recording("a.wav", 1000);
+    let token = login(&sim).await;
+    let url = downurl(&sim, &token, "a.wav").await;
+
+    let tampered = get(&url.replace("sig=", "sig=0")).await;
+    let unknown = link(&sim, &token, "missing.wav").await;
+    let illegal = link(&sim, &token, "../a.wav").await;
+    let no_token = link(&sim, "not-a-token", "a.wav").await;
+    sim.remove_recording("a.wav");
+    let removed = get(&url).await;
+
+    assert_eq!(tampered.status(), 403);
+    assert_eq!(unknown["data"]["status"], 1);
+    assert_eq!(unknown["data"]["errors"]["code"], "1002");
+    assert_eq!(illegal["ret"], 400);
+    assert_eq!(no_token["ret"], 600);
+    assert_eq!(removed.status(), 404);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_nth_link_request_invalidates_tokens() {
+    let sim = start().await;
+    sim.add_recording("a.wav", 1000);
+    sim.set_faults(|f| f.invalidate_tokens_every = Some(3));
+    let mut token = login(&sim).await;
+
+    let mut rets = Vec::new();
+    for _ in 0..6 {
+        let answer = link(&sim, &token, "a.wav").await;
+        if answer["ret"] == 600 {
+            token = login(&sim).await;
+        }
+        rets.push(answer["ret"].as_u64().expect("ret is a number"));
+    }
+
+    assert_eq!(rets, [200, 200, 600, 200, 200, 600]);
+    let stats = sim.stats();
+    assert_eq!(
+        (stats.invalidations, stats.url_requests, stats.logins),
+        (2, 6, 3)
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn api_faults_answer_in_order() {
+    let sim = start().await;
+    sim.add_recording("a.wav", 1000);
+    let token = login(&sim).await;
+    sim.set_faults(|f| {
+        f.server_error_next = 1;
+        f.code_1001_next = 1;
+        f.extension_exception_every = Some(3);
+    });
+
+    let server_error = link(&sim, &token, "a.wav").await;
+    let code_1001 = link(&sim, &token, "a.wav").await;
+    let extension = link(&sim, &token, "a.wav").await;
+    let after = link(&sim, &token, "a.wav").await;
+
+    assert_eq!(server_error["ret"], 500);
+    assert_eq!(code_1001["data"]["errors"]["code"], "1001");
+    assert_eq!(extension["data"]["errors"]["code"], "1010");
+    assert_eq!(after["ret"], 600);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn truncate_fault_cuts_the_body_short_once() {
+    let sim = start().await;
+    sim.add_recording("t.wav", 500_000);
+    sim.push_download_fault("t.wav", DownloadFault::Truncate(1000));
+    let token = login(&sim).await;
+    let url = downurl(&sim, &token, "t.wav").await;
+
+    let first = get(&url).await;
+    let declared = first.content_length();
+    let mut received = 0;
+    let mut failed = false;
+    let mut body = first.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(bytes) => received += bytes.len(),
+            Err(_) => failed = true,
+        }
+    }
+    let second = get(&url).await.bytes().await.expect("second body");
+
+    assert_eq!(declared, Some(500_000));
+    assert!(failed, "a truncated body must surface as an error");
+    assert_eq!(received, 1000);
+    assert_eq!(second.len(), 500_000);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn html_page_and_stall_faults() {
+    let sim = start().await;
+    sim.add_recording("h.wav", 10_000);
+    sim.push_download_fault("h.wav", DownloadFault::HtmlPage);
+    sim.push_download_fault("h.wav", DownloadFault::Stall(Duration::from_millis(300)));
+    let token = login(&sim).await;
+    let url = downurl(&sim, &token, "h.wav").await;
+
+    let html = get(&url).await;
+    let html_type = html.headers()["content-type"].clone();
+    let began = Instant::now();
+    let stalled = get(&url).await;
+    let headers_after = began.elapsed();
+    let body = stalled.bytes().await.expect("stalled body");
+    let body_after = began.elapsed();
+
+    assert_eq!(html.status(), 200);
+    assert!(html_type.to_str().is_ok_and(|t| t.starts_with("text/html")));
+    assert!(
+        headers_after < Duration::from_millis(250),
+        "headers come before the stall"
+    );
+    assert!(body_after >= Duration::from_millis(300));
+    assert_eq!(body.len(), 10_000);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stats_endpoint_reports_counters() {
+    let sim = start().await;
+    login(&sim).await;
+
+    let stats: Value = client()
+        .get(format!("{}_sim/stats", sim.api_url()))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+
+    assert_eq!(stats["logins"], 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn streamed_content_is_deterministic_per_filename() {
+    let mut hasher = Sha256::new();
+    let mut stream = std::pin::pin!(recording_bytes("x.wav", 123_457, 0..123_457));
+    while let Some(chunk) = stream.next().await {
+        hasher.update(chunk.expect("generation does not fail"));
+    }
+
+    let streamed = hex::encode(hasher.finalize());
+
+    assert_eq!(streamed, expected_sha256("x.wav", 123_457));
+    assert_ne!(streamed, expected_sha256("y.wav", 123_457));
+}

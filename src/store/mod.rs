@@ -1,0 +1,171 @@
+//! The object store: S3 (and S3-compatible), a local directory, or memory, chosen by URL.
+//! Speaks in keys relative to the configured prefix; uploads stream with hashing.
+
+mod key;
+mod upload;
+
+use std::sync::Arc;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use url::Url;
+
+pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
+pub use upload::{UploadError, UploadMeta, Uploaded};
+
+/// What went wrong with the store, by what the caller must do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store's URL or settings are wrong: fix the configuration (exit code 2).
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// The store refused our credentials or has no such bucket: stop the run.
+    #[error("the store refused access or has no such bucket ({context}): {source}")]
+    Refused {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// A passing failure (5xx, connection, timeout): retry later.
+    #[error("the store failed ({context}): {source}")]
+    Transient {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn classify(context: impl Into<String>, source: object_store::Error) -> Self {
+        let context = context.into();
+        match source {
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                Self::Refused { context, source }
+            }
+            _ => Self::Transient { context, source },
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "store_config",
+            Self::Refused { .. } => "store_refused",
+            Self::Transient { .. } => "store_failed",
+        }
+    }
+}
+
+/// Where the store keeps user metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetadataSupport {
+    /// As object attributes (S3 `x-amz-meta-*`, memory).
+    Attributes,
+    /// In a `<key>.metadata.json` object beside the recording (local directories).
+    Sidecar,
+}
+
+/// The archive's object store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    s3: Option<Arc<AmazonS3>>,
+    prefix: Option<Path>,
+    metadata: MetadataSupport,
+    part_size: usize,
+    description: String,
+}
+
+/// Settings for S3 stores, from the standard `AWS_*` variables (`aws_access_key_id`,
+/// `aws_endpoint`, `aws_region`, ...), as `object_store` names them.
+pub type S3Options = Vec<(String, String)>;
+
+impl Store {
+    /// Opens the store named by `url`: `s3://bucket/prefix`, `file:///path` or `memory://`.
+    pub fn open(url: &str, s3_options: &S3Options, part_size: usize) -> Result<Self, StoreError> {
+        let parsed = Url::parse(url).map_err(|e| StoreError::Config(format!("{url:?} is not a URL: {e}")))?;
+        let prefix_of = |p: &str| {
+            let p = p.trim_matches('/');
+            (!p.is_empty())
+                .then(|| Path::parse(p).map_err(|e| StoreError::Config(format!("bad prefix {p:?}: {e}"))))
+                .transpose()
+        };
+        let (inner, s3, prefix, metadata): (Arc<dyn ObjectStore>, _, _, _) = match parsed.scheme() {
+            "s3" => {
+                let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| StoreError::Config(format!("{url}: no bucket")))?;
+                let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+                for (key, value) in s3_options {
+                    let key: AmazonS3ConfigKey = key.parse().map_err(|e| StoreError::Config(format!("{key}: {e}")))?;
+                    builder = builder.with_config(key, value);
+                }
+                let plain_http = s3_options.iter().any(|(k, v)| k.to_ascii_lowercase().contains("endpoint") && v.starts_with("http://"));
+                let s3 = Arc::new(builder.with_allow_http(plain_http).build().map_err(|e| StoreError::Config(e.to_string()))?);
+                (s3.clone(), Some(s3), prefix_of(parsed.path())?, MetadataSupport::Attributes)
+            }
+            "file" => {
+                let dir = parsed.to_file_path().map_err(|()| StoreError::Config(format!("{url}: not a local path")))?;
+                std::fs::create_dir_all(&dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+                let local = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| StoreError::Config(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                (Arc::new(local), None, None, MetadataSupport::Sidecar)
+            }
+            "memory" => (Arc::new(InMemory::new()), None, prefix_of(parsed.path())?, MetadataSupport::Sidecar),
+            other => return Err(StoreError::Config(format!("unsupported store scheme {other:?} (use s3://, file:// or memory://)"))),
+        };
+        Ok(Self { inner, s3, prefix, metadata, part_size: part_size.max(1), description: redact_url(&parsed) })
+    }
+
+    /// A printable name for the store (no credentials).
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    pub fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    /// The store's own path for a key relative to the prefix.
+    pub fn path(&self, key: &str) -> Result<Path, StoreError> {
+        let full = match &self.prefix {
+            Some(prefix) => format!("{prefix}/{key}"),
+            None => key.to_owned(),
+        };
+        Path::parse(&full).map_err(|e| StoreError::Config(format!("key {key:?}: {e}")))
+    }
+
+    /// Size of the object at `key`, or `None` when there is none.
+    pub async fn size_of(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self.inner.head(&self.path(key)?).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError::classify(format!("reading the size of {key}"), e)),
+        }
+    }
+
+    /// Checks, before any work is claimed, that the store answers and lets us in.
+    pub async fn preflight(&self) -> Result<(), StoreError> {
+        match self.inner.list_with_delimiter(self.prefix.as_ref()).await {
+            Ok(_) => Ok(()),
+            Err(source @ object_store::Error::NotFound { .. }) => {
+                Err(StoreError::Refused { context: "listing the archive prefix (no such bucket?)".into(), source })
+            }
+            Err(e) => Err(StoreError::classify("checking the store is reachable", e)),
+        }
+    }
+
+    /// The underlying store, for verification and tests.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+}
+
+fn redact_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    shown.set_query(None);
+    shown.to_string()
+}

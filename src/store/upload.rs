@@ -1,0 +1,180 @@
+//! Streaming upload with hashing: a small recording goes up in one PUT, a large one as a
+//! multipart upload with at most two parts in flight (memory ≈ 3 × part size per transfer),
+//! aborted when the source fails or the run is cancelled.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use object_store::{Attribute, Attributes, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{MetadataSupport, Store, StoreError};
+use crate::provider::DownloadError;
+use crate::timefmt::to_ledger;
+
+/// What the object carries besides its bytes.
+#[derive(Debug, Clone)]
+pub struct UploadMeta {
+    pub uuid: String,
+    pub company_code: String,
+    pub call_start: Option<DateTime<Utc>>,
+    pub content_type: Option<String>,
+}
+
+/// What was written.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub size: u64,
+    pub sha256: String,
+    pub etag: Option<String>,
+    pub version: Option<String>,
+    pub multipart: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Source(DownloadError),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("cancelled by shutdown")]
+    Cancelled,
+}
+
+/// Parts uploading at once within one transfer, besides the one being filled.
+const PARTS_IN_FLIGHT: usize = 1;
+
+impl Store {
+    /// Streams `body` to `key`, hashing as it goes. Nothing is left behind on failure: a
+    /// multipart upload is aborted, a single PUT is never started.
+    pub async fn upload<S>(&self, key: &str, mut body: S, meta: &UploadMeta, cancel: &CancellationToken) -> Result<Uploaded, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, DownloadError>> + Unpin + Send,
+    {
+        let path = self.path(key).map_err(UploadError::Store)?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut first: Vec<Bytes> = Vec::new();
+        let mut buffered = 0usize;
+        let mut ended = false;
+        while buffered < self.part_size {
+            match next_chunk(&mut body, cancel).await? {
+                Some(chunk) => {
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    buffered += chunk.len();
+                    first.push(chunk);
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            let sha256 = hex::encode(hasher.finalize());
+            let opts = PutOptions { attributes: self.attributes(meta, Some(&sha256)), ..Default::default() };
+            let result = self
+                .inner
+                .put_opts(&path, PutPayload::from_iter(first), opts)
+                .await
+                .map_err(|e| UploadError::Store(StoreError::classify(format!("uploading {key}"), e)))?;
+            self.write_sidecar(key, meta, &sha256, size).await.map_err(UploadError::Store)?;
+            return Ok(Uploaded { size, sha256, etag: result.e_tag, version: result.version, multipart: false });
+        }
+
+        let opts = PutMultipartOptions { attributes: self.attributes(meta, None), ..Default::default() };
+        let upload = self
+            .inner
+            .put_multipart_opts(&path, opts)
+            .await
+            .map_err(|e| UploadError::Store(StoreError::classify(format!("starting a multipart upload of {key}"), e)))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        for chunk in first {
+            writer.put(chunk);
+        }
+        loop {
+            let step = async {
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| {
+                    UploadError::Store(StoreError::classify(format!("uploading a part of {key}"), e))
+                })?;
+                next_chunk(&mut body, cancel).await
+            };
+            match step.await {
+                Ok(Some(chunk)) => {
+                    hasher.update(&chunk);
+                    size += chunk.len() as u64;
+                    writer.put(chunk);
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    if let Err(abort) = writer.abort().await {
+                        tracing::warn!(key, error = %abort, "could not abort a multipart upload");
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        let result = writer
+            .finish()
+            .await
+            .map_err(|e| UploadError::Store(StoreError::classify(format!("completing the upload of {key}"), e)))?;
+        let sha256 = hex::encode(hasher.finalize());
+        self.write_sidecar(key, meta, &sha256, size).await.map_err(UploadError::Store)?;
+        Ok(Uploaded { size, sha256, etag: result.e_tag, version: result.version, multipart: true })
+    }
+
+    fn attributes(&self, meta: &UploadMeta, sha256: Option<&str>) -> Attributes {
+        let mut attrs = Attributes::new();
+        if let Some(ct) = &meta.content_type {
+            attrs.insert(Attribute::ContentType, ct.clone().into());
+        }
+        if self.metadata == MetadataSupport::Attributes {
+            for (name, value) in metadata_pairs(meta, sha256) {
+                attrs.insert(Attribute::Metadata(name.into()), value.into());
+            }
+        }
+        attrs
+    }
+
+    /// For stores without user metadata, `<key>.metadata.json` holds it.
+    async fn write_sidecar(&self, key: &str, meta: &UploadMeta, sha256: &str, size: u64) -> Result<(), StoreError> {
+        if self.metadata != MetadataSupport::Sidecar {
+            return Ok(());
+        }
+        let mut doc: serde_json::Map<String, serde_json::Value> =
+            metadata_pairs(meta, Some(sha256)).into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+        doc.insert("size".into(), size.into());
+        let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+        let path = self.path(&format!("{key}.metadata.json"))?;
+        self.inner
+            .put(&path, body.into())
+            .await
+            .map_err(|e| StoreError::classify(format!("writing the metadata of {key}"), e))?;
+        Ok(())
+    }
+}
+
+/// The user metadata every archived object carries.
+pub(crate) fn metadata_pairs(meta: &UploadMeta, sha256: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![("call-uuid", meta.uuid.clone()), ("company-code", meta.company_code.clone())];
+    if let Some(start) = meta.call_start {
+        pairs.push(("call-start", to_ledger(start)));
+    }
+    if let Some(sha) = sha256 {
+        pairs.push(("sha256", sha.to_owned()));
+    }
+    pairs
+}
+
+async fn next_chunk<S>(body: &mut S, cancel: &CancellationToken) -> Result<Option<Bytes>, UploadError>
+where
+    S: Stream<Item = Result<Bytes, DownloadError>> + Unpin,
+{
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(UploadError::Cancelled),
+        item = body.next() => item.transpose().map_err(UploadError::Source),
+    }
+}
