@@ -1,0 +1,246 @@
+//! The archival pass: claim → process one record → record the outcome, with bounded
+//! concurrency, a run deadline, lease renewal and a clean stop on shutdown. Concurrency
+//! and shutdown live here and nowhere else.
+
+mod record;
+mod report;
+mod retry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::ledger::{Ledger, LedgerError, RunRecord, Slice};
+use crate::provider::{Downloader, ProviderClient, ProviderError};
+use crate::store::{KeyTemplate, Store, StoreError};
+
+pub use report::{PlannedRecord, RecordOutcome, RunReport};
+pub use retry::RetryPolicy;
+
+/// Everything a pass needs from the outside world.
+#[derive(Clone)]
+pub struct Deps {
+    pub ledger: Ledger,
+    pub provider: Arc<ProviderClient>,
+    pub downloader: Downloader,
+    pub store: Store,
+    pub keys: KeyTemplate,
+}
+
+/// How a pass is told to stop: first stop claiming (SIGTERM, deadline), then, after the
+/// grace period, abort what is still in flight.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    pub stop_claiming: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+impl Shutdown {
+    /// Stops claiming now and aborts in-flight work after `grace`.
+    pub fn begin(&self, grace: Duration) {
+        if self.stop_claiming.is_cancelled() {
+            return;
+        }
+        self.stop_claiming.cancel();
+        let abort = self.abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            abort.cancel();
+        });
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub concurrency: usize,
+    pub max_records: Option<u64>,
+    /// Stop claiming new work this long after the start.
+    pub deadline: Option<Duration>,
+    pub dry_run: bool,
+    pub lease: Duration,
+    pub retry: RetryPolicy,
+    /// The provider deletes recordings this long after the call.
+    pub retention: chrono::Duration,
+    pub slice: Slice,
+    /// How long in-flight transfers may take to finish once a stop begins.
+    pub grace: Duration,
+    pub shutdown: Shutdown,
+    /// Recorded with the run, for the audit trail.
+    pub description: serde_json::Value,
+}
+
+/// Why a whole run stopped. A single record's failure is never one of these.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the provider refused the credentials: {0}")]
+    CredentialsRefused(ProviderError),
+    #[error("the provider cannot be reached: {0}")]
+    ProviderUnavailable(ProviderError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("the object store is not usable: {0}")]
+    Store(StoreError),
+}
+
+/// A run's result: the report, and the error that stopped it, if any.
+#[derive(Debug)]
+pub struct RunResult {
+    pub report: RunReport,
+    pub error: Option<RunError>,
+}
+
+impl RunResult {
+    /// 0 all archived or nothing to do; 1 some left or failed; 3 credentials refused.
+    /// (2, usage and configuration, is decided before a run exists.)
+    pub fn exit_code(&self) -> i32 {
+        match &self.error {
+            Some(RunError::CredentialsRefused(_)) => 3,
+            Some(RunError::Store(StoreError::Config(_))) => 2,
+            Some(_) => 1,
+            None if self.report.not_archived() > 0 => 1,
+            None => 0,
+        }
+    }
+}
+
+/// One archival pass over the ledger.
+pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, LedgerError> {
+    let started = Instant::now();
+    let run_id = format!("run-{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut report = RunReport { run_id: run_id.clone(), dry_run: opts.dry_run, ..Default::default() };
+    if opts.dry_run {
+        let limit = opts.max_records.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        for rec in deps.ledger.due(&opts.slice, Utc::now(), limit).await? {
+            let key = deps.keys.render(&rec).unwrap_or_else(|e| format!("<{e}>"));
+            report.planned.push(PlannedRecord { uuid: rec.uuid.to_string(), record_file: rec.record_file, call_start: rec.call_start, key });
+        }
+        report.finish(started.elapsed());
+        return Ok(RunResult { report, error: None });
+    }
+    deps.ledger
+        .start_run(&RunRecord {
+            id: run_id.clone(),
+            started_at: Utc::now(),
+            host: hostname(),
+            pid: std::process::id(),
+            options: opts.description.to_string(),
+        })
+        .await?;
+    let logins_before = deps.provider.logins();
+    let error = match preflight(deps).await {
+        Err(e) => Some(e),
+        Ok(()) => work(deps, opts, &run_id, &mut report).await,
+    };
+    report.logins = deps.provider.logins() - logins_before;
+    if let Some(e) = &error {
+        report.stopped = Some(e.to_string());
+    } else if opts.shutdown.stop_claiming.is_cancelled() {
+        report.stopped = Some("shutdown requested or deadline reached".into());
+    }
+    report.finish(started.elapsed());
+    let result = RunResult { report, error };
+    let status = match &result.error {
+        Some(RunError::CredentialsRefused(_)) => "credentials_refused",
+        Some(_) => "stopped",
+        None if result.report.stopped.is_some() => "interrupted",
+        None => "completed",
+    };
+    let summary = serde_json::to_value(&result.report).unwrap_or_default();
+    deps.ledger.finish_run(&run_id, status, &summary, result.exit_code(), Utc::now()).await?;
+    Ok(result)
+}
+
+/// Checks the provider accepts our credentials and the store answers, before claiming.
+async fn preflight(deps: &Deps) -> Result<(), RunError> {
+    deps.provider.ensure_login().await.map_err(|e| match e.action() {
+        crate::provider::Action::StopRun => RunError::CredentialsRefused(e),
+        _ => RunError::ProviderUnavailable(e),
+    })?;
+    deps.store.preflight().await.map_err(RunError::Store)
+}
+
+/// Runs the workers; returns the error that stopped the run, if one did.
+async fn work(deps: &Deps, opts: &RunOptions, run_id: &str, report: &mut RunReport) -> Option<RunError> {
+    let budget = AtomicU64::new(opts.max_records.unwrap_or(u64::MAX));
+    let stop = opts.shutdown.stop_claiming.clone();
+    if let Some(deadline) = opts.deadline {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            tracing::info!("deadline reached; no new records will be claimed");
+            stop.cancel();
+        });
+    }
+    let renewer = renew_leases(deps.ledger.clone(), run_id.to_owned(), opts.lease);
+    let workers = (0..opts.concurrency.max(1)).map(|_| worker(deps, opts, run_id, &budget));
+    let results = tokio::select! {
+        results = futures::future::join_all(workers) => results,
+        () = renewer => unreachable!("the lease renewer never ends"),
+    };
+    let mut first_error = None;
+    for (outcomes, error) in results {
+        for outcome in outcomes {
+            report.add(outcome);
+        }
+        if first_error.is_none() {
+            first_error = error;
+        }
+    }
+    first_error
+}
+
+/// One worker: claims and processes records until there is nothing due, the budget is
+/// spent, a stop begins, or the run must stop.
+async fn worker(deps: &Deps, opts: &RunOptions, run_id: &str, budget: &AtomicU64) -> (Vec<RecordOutcome>, Option<RunError>) {
+    let mut outcomes = Vec::new();
+    loop {
+        if opts.shutdown.stop_claiming.is_cancelled() {
+            break;
+        }
+        if budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+            break;
+        }
+        let now = Utc::now();
+        let lease_until = now + chrono::Duration::from_std(opts.lease).unwrap_or_default();
+        let claim = match deps.ledger.claim(run_id, &opts.slice, now, lease_until).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => break,
+            Err(e) => return stop_all(opts, outcomes, e.into()),
+        };
+        match record::process(deps, opts, run_id, claim).await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => return stop_all(opts, outcomes, e),
+        }
+    }
+    (outcomes, None)
+}
+
+fn stop_all(opts: &RunOptions, outcomes: Vec<RecordOutcome>, error: RunError) -> (Vec<RecordOutcome>, Option<RunError>) {
+    tracing::error!(%error, "stopping the run");
+    opts.shutdown.stop_claiming.cancel();
+    (outcomes, Some(error))
+}
+
+/// Keeps this run's leases alive while it works: renews every third of the lease.
+async fn renew_leases(ledger: Ledger, run_id: String, lease: Duration) {
+    let period = (lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+        if let Err(e) = ledger.renew_leases(&run_id, until).await {
+            tracing::warn!(error = %e, "could not renew leases");
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}

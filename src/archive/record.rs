@@ -1,0 +1,224 @@
+//! One claimed record, start to end: fresh link → download → streamed upload → checks →
+//! settle in the ledger. Returns the outcome; only a reason to stop the run is an error.
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::{Stream, StreamExt};
+
+use super::{Deps, RunError, RunOptions};
+use crate::archive::report::RecordOutcome;
+use crate::domain::{ArchivedObject, Claim};
+use crate::ledger::{AttemptEnd, Settlement};
+use crate::provider::{Action, DownloadError, looks_like_error_page};
+use crate::store::{UploadError, UploadMeta};
+
+/// Why one attempt did not archive the record, by what to do next.
+enum Failure {
+    /// Try again (later in this run, or in a later run).
+    Transient { code: String, message: String },
+    /// The recording cannot be had.
+    Permanent { code: String, message: String },
+    /// The provider refuses our credentials: stop the run, blame no record.
+    StopRun(RunError),
+    /// Shutdown: give the record back.
+    Cancelled,
+}
+
+impl From<crate::provider::ProviderError> for Failure {
+    fn from(err: crate::provider::ProviderError) -> Self {
+        let (code, message) = (err.code(), err.to_string());
+        match err.action() {
+            Action::StopRun => Failure::StopRun(RunError::CredentialsRefused(err)),
+            Action::GiveUp => Failure::Permanent { code, message },
+            Action::Retry | Action::Relogin => Failure::Transient { code, message },
+        }
+    }
+}
+
+impl From<DownloadError> for Failure {
+    fn from(err: DownloadError) -> Self {
+        let (code, message) = (err.code(), err.to_string());
+        if err.is_permanent() { Failure::Permanent { code, message } } else { Failure::Transient { code, message } }
+    }
+}
+
+impl From<UploadError> for Failure {
+    fn from(err: UploadError) -> Self {
+        match err {
+            UploadError::Source(e) => e.into(),
+            UploadError::Cancelled => Failure::Cancelled,
+            UploadError::Store(e) => Failure::Transient { code: e.code().into(), message: e.to_string() },
+        }
+    }
+}
+
+/// Works on one claim until it is settled; retries passing failures within the run.
+pub(super) async fn process(deps: &Deps, opts: &RunOptions, run_id: &str, claim: Claim) -> Result<RecordOutcome, RunError> {
+    let record = &claim.record;
+    let uuid = record.uuid.as_str();
+    let key = match deps.keys.render(record) {
+        Ok(key) => key,
+        Err(e) => {
+            let settled = Settlement::Failed { code: "key_unsafe", message: &e.to_string() };
+            return settle(deps, run_id, uuid, &settled, None, RecordOutcome::Failed).await;
+        }
+    };
+    let mut attempt_no = 0u32;
+    loop {
+        attempt_no += 1;
+        let attempt_id = deps.ledger.begin_attempt(uuid, run_id, Utc::now()).await?;
+        let result = attempt(deps, opts, &claim, &key).await;
+        let total_attempts = claim.previous_attempts + i64::from(attempt_no);
+        match result {
+            Ok(object) => {
+                let bytes = object.size;
+                let attempt = AttemptEnd { id: attempt_id, outcome: "archived", error_code: None, message: None, bytes };
+                tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, "archived");
+                return settle(deps, run_id, uuid, &Settlement::Archived(&object), Some(&attempt), RecordOutcome::Archived { bytes }).await;
+            }
+            Err(Failure::Cancelled) => {
+                let attempt = AttemptEnd { id: attempt_id, outcome: "aborted", error_code: Some("shutdown"), message: None, bytes: 0 };
+                let released = Settlement::Released { message: "interrupted by shutdown" };
+                return settle(deps, run_id, uuid, &released, Some(&attempt), RecordOutcome::Released).await;
+            }
+            Err(Failure::StopRun(err)) => {
+                let message = err.to_string();
+                let attempt = AttemptEnd { id: attempt_id, outcome: "stopped", error_code: Some("provider_credentials_refused"), message: Some(&message), bytes: 0 };
+                let released = Settlement::Released { message: "run stopped: the provider refused the credentials" };
+                settle(deps, run_id, uuid, &released, Some(&attempt), RecordOutcome::Released).await?;
+                return Err(err);
+            }
+            Err(Failure::Permanent { code, message }) => {
+                let past_horizon = record.call_start.is_some_and(|t| t < Utc::now() - opts.retention);
+                let gone = code == "provider_code_1002" || code.starts_with("download_http_4");
+                let (settlement, outcome, label) = if past_horizon && gone {
+                    (Settlement::Expired { code: &code, message: &message }, RecordOutcome::Expired, "expired")
+                } else {
+                    (Settlement::Failed { code: &code, message: &message }, RecordOutcome::Failed, "failed")
+                };
+                tracing::warn!(uuid, code, message, outcome = label, "cannot archive");
+                let attempt = AttemptEnd { id: attempt_id, outcome: label, error_code: Some(&code), message: Some(&message), bytes: 0 };
+                return settle(deps, run_id, uuid, &settlement, Some(&attempt), outcome).await;
+            }
+            Err(Failure::Transient { code, message }) => {
+                let attempt = AttemptEnd { id: attempt_id, outcome: "transient", error_code: Some(&code), message: Some(&message), bytes: 0 };
+                if total_attempts >= i64::from(opts.retry.max_attempts) {
+                    tracing::warn!(uuid, code, message, total_attempts, "giving up after too many attempts");
+                    let failed = Settlement::Failed { code: &code, message: &format!("gave up after {total_attempts} attempts: {message}") };
+                    return settle(deps, run_id, uuid, &failed, Some(&attempt), RecordOutcome::Failed).await;
+                }
+                if attempt_no >= opts.retry.attempts_per_run || opts.shutdown.stop_claiming.is_cancelled() {
+                    let rounds = u32::try_from(total_attempts / i64::from(opts.retry.attempts_per_run.max(1))).unwrap_or(u32::MAX);
+                    let next = Utc::now() + chrono::Duration::from_std(opts.retry.later(rounds.max(1))).unwrap_or_default();
+                    tracing::warn!(uuid, code, message, next_attempt = %next, "leaving for a later run");
+                    let retry = Settlement::Retry { next_attempt_at: next, code: &code, message: &message };
+                    return settle(deps, run_id, uuid, &retry, Some(&attempt), RecordOutcome::RetryLater).await;
+                }
+                tracing::info!(uuid, code, message, attempt_no, "attempt failed; retrying");
+                deps.ledger.finish_attempt(&attempt, Utc::now()).await?;
+                tokio::select! {
+                    () = tokio::time::sleep(opts.retry.backoff(attempt_no)) => {}
+                    () = opts.shutdown.abort.cancelled() => {
+                        let released = Settlement::Released { message: "interrupted by shutdown" };
+                        return settle(deps, run_id, uuid, &released, None, RecordOutcome::Released).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn settle(
+    deps: &Deps,
+    run_id: &str,
+    uuid: &str,
+    settlement: &Settlement<'_>,
+    attempt: Option<&AttemptEnd<'_>>,
+    outcome: RecordOutcome,
+) -> Result<RecordOutcome, RunError> {
+    if deps.ledger.settle(uuid, run_id, settlement, attempt, Utc::now()).await? {
+        Ok(outcome)
+    } else {
+        tracing::warn!(uuid, "lease lost to another run; outcome not recorded");
+        Ok(RecordOutcome::LeaseLost)
+    }
+}
+
+/// One attempt: a fresh link, the download streamed into the store, then the checks.
+async fn attempt(deps: &Deps, opts: &RunOptions, claim: &Claim, key: &str) -> Result<ArchivedObject, Failure> {
+    let record = &claim.record;
+    let abort = &opts.shutdown.abort;
+    let link = tokio::select! {
+        link = deps.provider.recording_link(record.record_file.trim()) => link?,
+        () = abort.cancelled() => return Err(Failure::Cancelled),
+    };
+    tracing::debug!(uuid = %record.uuid, url = %link.url, "fresh download link");
+    let download = tokio::select! {
+        d = deps.downloader.open(&link) => d?,
+        () = abort.cancelled() => return Err(Failure::Cancelled),
+    };
+    let meta = UploadMeta {
+        uuid: record.uuid.to_string(),
+        company_code: record.company_code.clone(),
+        call_start: record.call_start,
+        content_type: download.content_type.clone(),
+    };
+    let expected = download.content_length;
+    let body = checked_body(download.body, expected);
+    let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
+    if uploaded.size == 0 {
+        return Err(Failure::Transient { code: "download_empty".into(), message: "the download had no bytes".into() });
+    }
+    if let Some(n) = expected.filter(|n| *n != uploaded.size) {
+        return Err(Failure::Transient { code: "download_truncated".into(), message: format!("received {} of {n} bytes", uploaded.size) });
+    }
+    let stored = deps.store.size_of(key).await.map_err(|e| Failure::Transient { code: e.code().into(), message: e.to_string() })?;
+    if stored != Some(uploaded.size) {
+        return Err(Failure::Transient {
+            code: "store_size_mismatch".into(),
+            message: format!("the store holds {stored:?} bytes, {} were received", uploaded.size),
+        });
+    }
+    Ok(ArchivedObject {
+        key: key.to_owned(),
+        size: uploaded.size,
+        sha256: uploaded.sha256,
+        content_type: meta.content_type,
+        etag: uploaded.etag,
+        version: uploaded.version,
+        archived_at: Utc::now(),
+    })
+}
+
+/// The body, refused when it starts like an error page, and failing (so the upload is
+/// aborted) when it ends short of its Content-Length.
+fn checked_body(
+    body: impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static,
+    expected: Option<u64>,
+) -> impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static {
+    let state = (body.boxed(), 0u64, false);
+    futures::stream::unfold(state, move |(mut body, received, done)| async move {
+        if done {
+            return None;
+        }
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                if received == 0 && looks_like_error_page(&chunk) {
+                    let err = DownloadError::NotARecording("the body is an HTML/JSON/XML page".into());
+                    return Some((Err(err), (body, received, true)));
+                }
+                let received = received + chunk.len() as u64;
+                if expected.is_some_and(|n| received > n) {
+                    let err = DownloadError::Network(format!("more bytes than the announced {}", expected.unwrap_or(0)));
+                    return Some((Err(err), (body, received, true)));
+                }
+                Some((Ok(chunk), (body, received, false)))
+            }
+            Some(Err(e)) => Some((Err(e), (body, received, true))),
+            None => match expected {
+                Some(n) if received < n => Some((Err(DownloadError::Truncated { received, expected: n }), (body, received, true))),
+                _ => None,
+            },
+        }
+    })
+}

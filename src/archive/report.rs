@@ -1,0 +1,109 @@
+//! What a run did, counted per outcome; printed for people or as JSON, stored in the ledger.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// How one claimed record ended in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Archived { bytes: u64 },
+    /// Passing failures; back to pending for a later run.
+    RetryLater,
+    Failed,
+    Expired,
+    /// Interrupted by shutdown or a stop; back to pending.
+    Released,
+    /// Another run took the record over (our lease ran out); nothing was settled.
+    LeaseLost,
+}
+
+/// A record a dry run would archive.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedRecord {
+    pub uuid: String,
+    pub record_file: String,
+    pub call_start: Option<DateTime<Utc>>,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub archived: u64,
+    pub retry_later: u64,
+    pub failed: u64,
+    pub expired: u64,
+    pub released: u64,
+    pub lease_lost: u64,
+    pub bytes: u64,
+    pub duration_seconds: f64,
+    pub throughput_mib_per_second: f64,
+    pub records_per_second: f64,
+    /// Logins to the provider during the run.
+    pub logins: u64,
+    /// Why the run stopped early, if it did.
+    pub stopped: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<PlannedRecord>,
+}
+
+impl RunReport {
+    pub fn add(&mut self, outcome: RecordOutcome) {
+        match outcome {
+            RecordOutcome::Archived { bytes } => {
+                self.archived += 1;
+                self.bytes += bytes;
+            }
+            RecordOutcome::RetryLater => self.retry_later += 1,
+            RecordOutcome::Failed => self.failed += 1,
+            RecordOutcome::Expired => self.expired += 1,
+            RecordOutcome::Released => self.released += 1,
+            RecordOutcome::LeaseLost => self.lease_lost += 1,
+        }
+    }
+
+    pub fn attempted(&self) -> u64 {
+        self.archived + self.not_archived()
+    }
+
+    /// Records this run claimed and did not archive.
+    pub fn not_archived(&self) -> u64 {
+        self.retry_later + self.failed + self.expired + self.released + self.lease_lost
+    }
+
+    pub fn finish(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        self.duration_seconds = (secs * 1000.0).round() / 1000.0;
+        if secs > 0.0 {
+            self.throughput_mib_per_second = ((self.bytes as f64 / 1_048_576.0 / secs) * 100.0).round() / 100.0;
+            self.records_per_second = ((self.archived as f64 / secs) * 100.0).round() / 100.0;
+        }
+    }
+
+    /// A few lines for people.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        if self.dry_run {
+            out.push_str(&format!("dry run: {} record(s) would be archived\n", self.planned.len()));
+            for p in &self.planned {
+                out.push_str(&format!("  {}  {}  -> {}\n", p.uuid, p.record_file, p.key));
+            }
+            return out;
+        }
+        out.push_str(&format!(
+            "run {}: archived {}, retry later {}, failed {}, expired {}, released {}, lease lost {}\n",
+            self.run_id, self.archived, self.retry_later, self.failed, self.expired, self.released, self.lease_lost
+        ));
+        out.push_str(&format!(
+            "{} bytes in {:.1} s ({:.2} MiB/s, {:.2} records/s), {} provider login(s)\n",
+            self.bytes, self.duration_seconds, self.throughput_mib_per_second, self.records_per_second, self.logins
+        ));
+        if let Some(why) = &self.stopped {
+            out.push_str(&format!("stopped early: {why}\n"));
+        }
+        out
+    }
+}
