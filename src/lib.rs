@@ -1,11 +1,15 @@
 //! callvault: archives cloud-telephony call recordings into S3-compatible storage before the
 //! provider deletes them, and keeps a ledger that proves what was saved.
 
+pub mod app;
 pub mod archive;
 pub mod callback;
+pub mod cli;
+pub mod config;
 pub mod domain;
 pub mod ledger;
 pub mod provider;
-pub mod timefmt;
 pub mod simulator;
 pub mod store;
+pub mod telemetry;
+pub mod timefmt;

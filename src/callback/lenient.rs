@@ -11,27 +11,23 @@ pub struct Piece<'a> {
     pub broken: Option<&'static str>,
 }
 
-/// Splits `input` into its top-level objects. A top-level array is looked into, so
-/// `[{..},{..}]` yields its elements. Text that is not inside an object becomes a broken
-/// piece of its own line.
+/// Splits `input` into its top-level objects. Brackets outside objects are passed over, so
+/// `[{..},{..}]` yields its elements (also when a large array is read in several chunks).
+/// Text that is not inside an object becomes a broken piece of its own line.
 pub fn split_objects(input: &str) -> Vec<Piece<'_>> {
     let bytes = input.as_bytes();
     let mut pieces = Vec::new();
     let mut line = 1usize;
     let mut i = 0usize;
-    // Depth of brackets outside any top-level object: 0, or 1 inside a top-level array.
-    let mut base = 0usize;
     while i < bytes.len() {
         let b = bytes[i];
         match b {
             b'\n' => line += 1,
-            b' ' | b'\t' | b'\r' | b',' => {}
+            b' ' | b'\t' | b'\r' | b',' | b'[' | b']' => {}
             0xEF if input[i..].starts_with('\u{feff}') => {
                 i += 3;
                 continue;
             }
-            b'[' if base == 0 => base = 1,
-            b']' if base == 1 => base = 0,
             b'{' => {
                 let (end, lines, broken) = scan_object(bytes, i);
                 pieces.push(Piece { line, text: &input[i..end], broken });

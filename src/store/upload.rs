@@ -127,10 +127,10 @@ impl Store {
 
     fn attributes(&self, meta: &UploadMeta, sha256: Option<&str>) -> Attributes {
         let mut attrs = Attributes::new();
-        if let Some(ct) = &meta.content_type {
-            attrs.insert(Attribute::ContentType, ct.clone().into());
-        }
         if self.metadata == MetadataSupport::Attributes {
+            if let Some(ct) = &meta.content_type {
+                attrs.insert(Attribute::ContentType, ct.clone().into());
+            }
             for (name, value) in metadata_pairs(meta, sha256) {
                 attrs.insert(Attribute::Metadata(name.into()), value.into());
             }
@@ -146,6 +146,9 @@ impl Store {
         let mut doc: serde_json::Map<String, serde_json::Value> =
             metadata_pairs(meta, Some(sha256)).into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
         doc.insert("size".into(), size.into());
+        if let Some(ct) = &meta.content_type {
+            doc.insert("content-type".into(), ct.clone().into());
+        }
         let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
         let path = self.path(&format!("{key}.metadata.json"))?;
         self.inner

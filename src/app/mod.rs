@@ -1,0 +1,146 @@
+//! The edge: runs a parsed command line against the library and turns the outcome into an
+//! exit code (0 all done, 1 something left or failed, 2 usage or configuration, 3 the
+//! provider refused the credentials).
+
+mod demo;
+mod import;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+
+use crate::archive::{RunResult, Shutdown, run_pass};
+use crate::cli::{Cli, Command, RunArgs, StatusArgs};
+use crate::config::{ConfigError, build_deps, provider_tz, run_options};
+use crate::ledger::{Ledger, Slice};
+
+pub use demo::run_demo;
+pub use import::{ImportCounts, import_source};
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_INCOMPLETE: u8 = 1;
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_CREDENTIALS: u8 = 3;
+
+pub async fn dispatch(cli: Cli) -> ExitCode {
+    match execute(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("callvault: {err:#}");
+            let config = err.chain().any(|e| e.is::<ConfigError>());
+            ExitCode::from(if config { EXIT_CONFIG } else { EXIT_INCOMPLETE })
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<u8> {
+    let tz = provider_tz(&cli.provider_tz)?;
+    match cli.command {
+        Command::Import(args) => {
+            let ledger = open_ledger(&cli.ledger).await?;
+            let mut counts = ImportCounts::default();
+            for file in &args.files {
+                import_source(&ledger, file, tz, &mut counts).await?;
+            }
+            println!(
+                "imported: {} new ({} without recording), {} already known, {} late recordings added, {} rejected",
+                counts.new, counts.no_recording, counts.already_known, counts.recording_added, counts.rejected
+            );
+            Ok(if counts.rejected > 0 { EXIT_INCOMPLETE } else { EXIT_OK })
+        }
+        Command::Run(args) => run(&cli.ledger, &args, tz).await,
+        Command::Status(args) => status(&cli.ledger, &args).await,
+        Command::Demo(args) => run_demo(&args).await,
+        Command::Simulator(args) => {
+            let config = crate::simulator::SimulatorConfig { appid: args.appid, accesskey: args.accesskey, ..Default::default() };
+            crate::simulator::serve_forever(args.listen, config, args.recordings, args.callbacks_out)
+                .await
+                .context("running the simulator")?;
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+async fn open_ledger(url: &str) -> anyhow::Result<Ledger> {
+    Ledger::open(url).await.map_err(|e| ConfigError(e.to_string()).into())
+}
+
+async fn run(ledger_url: &str, args: &RunArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
+    let deps = build_deps(ledger_url, args, tz).await?;
+    let shutdown = Shutdown::default();
+    let signals = tokio::spawn(watch_signals(shutdown.clone(), args.grace));
+    let opts = run_options(args, Slice::default(), shutdown);
+    let result = run_pass(&deps, &opts).await.context("the ledger failed during the run")?;
+    signals.abort();
+    print_run(&result, args.json);
+    deps.ledger.close().await;
+    Ok(u8::try_from(result.exit_code()).unwrap_or(EXIT_INCOMPLETE))
+}
+
+/// First SIGTERM/SIGINT: stop claiming, give in-flight transfers `grace`; a second: abort now.
+pub async fn watch_signals(shutdown: Shutdown, grace: Duration) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            return;
+        }
+    };
+    for round in 0..2 {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        if round == 0 {
+            tracing::warn!(grace = %humantime::format_duration(grace), "stop requested: no new claims; in-flight transfers may finish");
+            shutdown.begin(grace);
+        } else {
+            tracing::warn!("second stop request: aborting in-flight transfers");
+            shutdown.abort.cancel();
+        }
+    }
+}
+
+pub fn print_run(result: &RunResult, json: bool) {
+    if json {
+        let mut value = serde_json::to_value(&result.report).unwrap_or_default();
+        value["exit_code"] = result.exit_code().into();
+        println!("{value}");
+    } else {
+        print!("{}", result.report.human());
+    }
+    if let Some(err) = &result.error {
+        eprintln!("callvault: run stopped: {err}");
+    }
+}
+
+async fn status(ledger_url: &str, args: &StatusArgs) -> anyhow::Result<u8> {
+    let ledger = open_ledger(ledger_url).await?;
+    let report = ledger.status(Utc::now(), chrono::Duration::days(i64::from(args.retention_days))).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for (state, n) in &report.counts {
+            println!("{state:>13}  {n}");
+        }
+        println!("{:>13}  {}", "total", report.total);
+        match (report.oldest_pending_call, report.oldest_pending_age_seconds) {
+            (Some(t), Some(age)) => println!("oldest pending call: {t} ({} days old)", age / 86_400),
+            _ => println!("oldest pending call: none"),
+        }
+        println!("not archived, deleted by the provider within 14 days: {}", report.at_risk_within_14_days);
+        match &report.last_run {
+            Some(run) => println!(
+                "last run: {} {} (exit {}), started {}",
+                run.id,
+                run.status,
+                run.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+                run.started_at.map_or_else(|| "?".into(), |t| t.to_string())
+            ),
+            None => println!("last run: none"),
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,152 @@
+//! The command line (clap derive). Nothing else in callvault sees raw arguments; every
+//! option has an environment variable behind it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "callvault", version, about = "Archive call recordings into S3-compatible storage before the provider deletes them")]
+pub struct Cli {
+    /// The ledger: `sqlite://path/to/ledger.db`.
+    #[arg(long, env = "CALLVAULT_LEDGER", default_value = "sqlite://callvault.db", global = true)]
+    pub ledger: String,
+    /// Log format on standard error.
+    #[arg(long, env = "CALLVAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `callvault=debug`.
+    #[arg(long, env = "CALLVAULT_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// The provider's zone for its zone-less times (the ledger stores UTC).
+    #[arg(long, env = "CALLVAULT_PROVIDER_TZ", default_value = "+08:00", global = true)]
+    pub provider_tz: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load call records (the provider's callback JSON: JSON lines or an array) into the ledger.
+    Import(ImportArgs),
+    /// One archival pass: archive every due record, then exit.
+    Run(RunArgs),
+    /// Counts per state, the oldest pending call, calls near deletion, the last run.
+    Status(StatusArgs),
+    /// Run everything on embedded defaults: simulator, fresh ledger, local directory.
+    Demo(DemoArgs),
+    /// Serve the built-in provider simulator (for trying callvault by hand).
+    Simulator(SimulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Files to import; `-` (the default) reads standard input.
+    #[arg(default_value = "-")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    /// The provider's API endpoint.
+    #[arg(long, env = "CALLVAULT_API_URL")]
+    pub api_url: Option<String>,
+    #[arg(long, env = "CALLVAULT_APPID")]
+    pub appid: Option<String>,
+    /// Prefer the environment variable: a flag shows in the process list.
+    #[arg(long, env = "CALLVAULT_ACCESSKEY", hide_env_values = true)]
+    pub accesskey: Option<String>,
+    /// Limit for one API request.
+    #[arg(long, env = "CALLVAULT_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub api_timeout: Duration,
+    /// A download that sends nothing for this long is abandoned (and retried).
+    #[arg(long, env = "CALLVAULT_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub stall_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+    /// Where recordings go: `s3://bucket/prefix` (credentials, region and endpoint from the
+    /// standard AWS_* variables) or `file:///path`.
+    #[arg(long, env = "CALLVAULT_STORE")]
+    pub store: Option<String>,
+    /// Object key template; placeholders {companycode} {uuid} {ext} {yyyy} {mm} {dd} {hh} {filename}.
+    #[arg(long, env = "CALLVAULT_KEY_TEMPLATE", default_value = crate::store::DEFAULT_TEMPLATE)]
+    pub key_template: String,
+    /// Transfers at once.
+    #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Multipart part size in MiB (S3 needs at least 5); memory ≈ concurrency × 3 × part size.
+    #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
+    pub part_size_mib: u16,
+    /// Claim at most this many records.
+    #[arg(long, env = "CALLVAULT_MAX_RECORDS")]
+    pub max_records: Option<u64>,
+    /// Stop claiming new records this long after the start (e.g. `50m`).
+    #[arg(long, env = "CALLVAULT_DEADLINE", value_parser = humantime::parse_duration)]
+    pub deadline: Option<Duration>,
+    /// Show what would be archived; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long a claim is held without renewal; a killed run's records are reclaimed after it.
+    #[arg(long, env = "CALLVAULT_LEASE", value_parser = humantime::parse_duration, default_value = "10m")]
+    pub lease: Duration,
+    /// On SIGTERM/SIGINT, in-flight transfers get this long to finish before they are aborted.
+    #[arg(long, env = "CALLVAULT_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub grace: Duration,
+    /// The provider deletes recordings this many days after the call.
+    #[arg(long, env = "CALLVAULT_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+    /// Attempts per record within one run.
+    #[arg(long, env = "CALLVAULT_ATTEMPTS_PER_RUN", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts_per_run: u32,
+    /// First backoff between attempts (doubles, with jitter).
+    #[arg(long, env = "CALLVAULT_RETRY_DELAY", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub retry_delay: Duration,
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, env = "CALLVAULT_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo's ledger and archive go (a fresh folder inside it each time).
+    #[arg(long, default_value = "callvault-demo")]
+    pub dir: PathBuf,
+    /// How many sample calls.
+    #[arg(long, default_value_t = 12)]
+    pub calls: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulatorArgs {
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Sample recordings to serve.
+    #[arg(long, default_value_t = 20)]
+    pub recordings: usize,
+    /// Write the sample calls' callbacks (JSON lines) here, ready for `callvault import`.
+    #[arg(long)]
+    pub callbacks_out: Option<PathBuf>,
+    #[arg(long, env = "CALLVAULT_APPID", default_value = "demo-app")]
+    pub appid: String,
+    #[arg(long, env = "CALLVAULT_ACCESSKEY", default_value = "demo-secret-key", hide_env_values = true)]
+    pub accesskey: String,
+}

@@ -1,0 +1,112 @@
+//! Settings: validated from the command line and environment (flags > environment >
+//! defaults) into the dependencies and options a run needs. Secrets stay wrapped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use secrecy::SecretString;
+use url::Url;
+
+use crate::archive::{Deps, RetryPolicy, RunOptions, Shutdown};
+use crate::cli::{ProviderArgs, RunArgs};
+use crate::ledger::{Ledger, Slice};
+use crate::provider::{Downloader, ProviderClient, ProviderConfig};
+use crate::store::{KeyTemplate, S3Options, Store};
+
+/// A setting is missing or wrong: the user must fix the configuration (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The provider's tokens live 12 hours; refresh a little before.
+const TOKEN_MAX_AGE: Duration = Duration::from_secs(11 * 3600 + 30 * 60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn provider_tz(raw: &str) -> Result<FixedOffset, ConfigError> {
+    crate::timefmt::parse_offset(raw).map_err(|e| ConfigError(format!("CALLVAULT_PROVIDER_TZ: {e}")))
+}
+
+pub fn provider_config(args: &ProviderArgs, tz: FixedOffset) -> Result<ProviderConfig, ConfigError> {
+    let missing = |what: &str, var: &str| ConfigError(format!("{what} is not set (--{what} or {var})"));
+    let api_url = args.api_url.as_deref().ok_or_else(|| missing("api-url", "CALLVAULT_API_URL"))?;
+    let api_url = Url::parse(api_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| ConfigError(format!("CALLVAULT_API_URL {api_url:?} is not an http(s) URL")))?;
+    let appid = args.appid.clone().filter(|a| !a.trim().is_empty()).ok_or_else(|| missing("appid", "CALLVAULT_APPID"))?;
+    let accesskey = args
+        .accesskey
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| missing("accesskey", "CALLVAULT_ACCESSKEY"))?;
+    Ok(ProviderConfig {
+        api_url,
+        appid,
+        accesskey: SecretString::from(accesskey),
+        api_timeout: args.api_timeout,
+        connect_timeout: CONNECT_TIMEOUT,
+        token_max_age: TOKEN_MAX_AGE,
+        tz,
+    })
+}
+
+/// The standard `AWS_*` variables, as object_store's S3 settings. Read here, at the edge.
+pub fn s3_options_from_env() -> S3Options {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .filter(|(k, _)| k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok())
+        .collect()
+}
+
+/// Opens everything a run talks to.
+pub async fn build_deps(ledger_url: &str, args: &RunArgs, tz: FixedOffset) -> Result<Deps, ConfigError> {
+    let provider = provider_config(&args.provider, tz)?;
+    let store_url = args.store.as_deref().ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
+    let store = Store::open(store_url, &s3_options_from_env(), usize::from(args.part_size_mib) * 1024 * 1024)
+        .map_err(|e| ConfigError(e.to_string()))?;
+    let keys = KeyTemplate::parse(&args.key_template, tz).map_err(|e| ConfigError(e.to_string()))?;
+    let downloader = Downloader::new(CONNECT_TIMEOUT, args.provider.stall_timeout).map_err(|e| ConfigError(e.to_string()))?;
+    let provider = Arc::new(ProviderClient::new(provider).map_err(|e| ConfigError(e.to_string()))?);
+    let ledger = Ledger::open(ledger_url).await.map_err(|e| ConfigError(e.to_string()))?;
+    Ok(Deps { ledger, provider, downloader, store, keys })
+}
+
+/// The options of one pass, from the command line.
+pub fn run_options(args: &RunArgs, slice: Slice, shutdown: Shutdown) -> RunOptions {
+    RunOptions {
+        concurrency: usize::from(args.concurrency),
+        max_records: args.max_records,
+        deadline: args.deadline,
+        dry_run: args.dry_run,
+        lease: args.lease.max(Duration::from_secs(1)),
+        retry: RetryPolicy { attempts_per_run: args.attempts_per_run, base_delay: args.retry_delay, ..RetryPolicy::default() },
+        retention: chrono::Duration::days(i64::from(args.retention_days)),
+        slice,
+        grace: args.grace,
+        shutdown,
+        description: serde_json::json!({
+            "concurrency": args.concurrency,
+            "max_records": args.max_records,
+            "deadline": args.deadline.map(|d| humantime::format_duration(d).to_string()),
+            "lease": humantime::format_duration(args.lease).to_string(),
+            "key_template": args.key_template,
+            "store": args.store.as_deref().map(redact),
+            "version": env!("CARGO_PKG_VERSION"),
+        }),
+    }
+}
+
+/// A URL without user, password or query, for logs and the ledger.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<not a URL>".into(),
+    }
+}
