@@ -8,10 +8,19 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "callvault", version, about = "Archive call recordings into S3-compatible storage before the provider deletes them")]
+#[command(
+    name = "callvault",
+    version,
+    about = "Archive call recordings into S3-compatible storage before the provider deletes them"
+)]
 pub struct Cli {
     /// The ledger: `sqlite://path/to/ledger.db`.
-    #[arg(long, env = "CALLVAULT_LEDGER", default_value = "sqlite://callvault.db", global = true)]
+    #[arg(
+        long,
+        env = "CALLVAULT_LEDGER",
+        default_value = "sqlite://callvault.db",
+        global = true
+    )]
     pub ledger: String,
     /// Log format on standard error.
     #[arg(long, env = "CALLVAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
@@ -20,7 +29,12 @@ pub struct Cli {
     #[arg(long, env = "CALLVAULT_LOG", default_value = "info", global = true)]
     pub log: String,
     /// The provider's zone for its zone-less times (the ledger stores UTC).
-    #[arg(long, env = "CALLVAULT_PROVIDER_TZ", default_value = "+08:00", global = true)]
+    #[arg(
+        long,
+        env = "CALLVAULT_PROVIDER_TZ",
+        default_value = "+08:00",
+        global = true
+    )]
     pub provider_tz: String,
     #[command(subcommand)]
     pub command: Command,
@@ -147,6 +161,11 @@ pub struct SimulatorArgs {
     pub callbacks_out: Option<PathBuf>,
     #[arg(long, env = "CALLVAULT_APPID", default_value = "demo-app")]
     pub appid: String,
-    #[arg(long, env = "CALLVAULT_ACCESSKEY", default_value = "demo-secret-key", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CALLVAULT_ACCESSKEY",
+        default_value = "demo-secret-key",
+        hide_env_values = true
+    )]
     pub accesskey: String,
 }

@@ -24,17 +24,33 @@ const TOKEN_MAX_AGE: Duration = Duration::from_secs(11 * 3600 + 30 * 60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn provider_tz(raw: &str) -> Result<FixedOffset, ConfigError> {
-    crate::timefmt::parse_offset(raw).map_err(|e| ConfigError(format!("CALLVAULT_PROVIDER_TZ: {e}")))
+    crate::timefmt::parse_offset(raw)
+        .map_err(|e| ConfigError(format!("CALLVAULT_PROVIDER_TZ: {e}")))
 }
 
-pub fn provider_config(args: &ProviderArgs, tz: FixedOffset) -> Result<ProviderConfig, ConfigError> {
-    let missing = |what: &str, var: &str| ConfigError(format!("{what} is not set (--{what} or {var})"));
-    let api_url = args.api_url.as_deref().ok_or_else(|| missing("api-url", "CALLVAULT_API_URL"))?;
+pub fn provider_config(
+    args: &ProviderArgs,
+    tz: FixedOffset,
+) -> Result<ProviderConfig, ConfigError> {
+    let missing =
+        |what: &str, var: &str| ConfigError(format!("{what} is not set (--{what} or {var})"));
+    let api_url = args
+        .api_url
+        .as_deref()
+        .ok_or_else(|| missing("api-url", "CALLVAULT_API_URL"))?;
     let api_url = Url::parse(api_url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| ConfigError(format!("CALLVAULT_API_URL {api_url:?} is not an http(s) URL")))?;
-    let appid = args.appid.clone().filter(|a| !a.trim().is_empty()).ok_or_else(|| missing("appid", "CALLVAULT_APPID"))?;
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "CALLVAULT_API_URL {api_url:?} is not an http(s) URL"
+            ))
+        })?;
+    let appid = args
+        .appid
+        .clone()
+        .filter(|a| !a.trim().is_empty())
+        .ok_or_else(|| missing("appid", "CALLVAULT_APPID"))?;
     let accesskey = args
         .accesskey
         .clone()
@@ -61,16 +77,37 @@ pub fn s3_options_from_env() -> S3Options {
 }
 
 /// Opens everything a run talks to.
-pub async fn build_deps(ledger_url: &str, args: &RunArgs, tz: FixedOffset) -> Result<Deps, ConfigError> {
+pub async fn build_deps(
+    ledger_url: &str,
+    args: &RunArgs,
+    tz: FixedOffset,
+) -> Result<Deps, ConfigError> {
     let provider = provider_config(&args.provider, tz)?;
-    let store_url = args.store.as_deref().ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
-    let store = Store::open(store_url, &s3_options_from_env(), usize::from(args.part_size_mib) * 1024 * 1024)
+    let store_url = args
+        .store
+        .as_deref()
+        .ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
+    let store = Store::open(
+        store_url,
+        &s3_options_from_env(),
+        usize::from(args.part_size_mib) * 1024 * 1024,
+    )
+    .map_err(|e| ConfigError(e.to_string()))?;
+    let keys =
+        KeyTemplate::parse(&args.key_template, tz).map_err(|e| ConfigError(e.to_string()))?;
+    let downloader = Downloader::new(CONNECT_TIMEOUT, args.provider.stall_timeout)
         .map_err(|e| ConfigError(e.to_string()))?;
-    let keys = KeyTemplate::parse(&args.key_template, tz).map_err(|e| ConfigError(e.to_string()))?;
-    let downloader = Downloader::new(CONNECT_TIMEOUT, args.provider.stall_timeout).map_err(|e| ConfigError(e.to_string()))?;
     let provider = Arc::new(ProviderClient::new(provider).map_err(|e| ConfigError(e.to_string()))?);
-    let ledger = Ledger::open(ledger_url).await.map_err(|e| ConfigError(e.to_string()))?;
-    Ok(Deps { ledger, provider, downloader, store, keys })
+    let ledger = Ledger::open(ledger_url)
+        .await
+        .map_err(|e| ConfigError(e.to_string()))?;
+    Ok(Deps {
+        ledger,
+        provider,
+        downloader,
+        store,
+        keys,
+    })
 }
 
 /// The options of one pass, from the command line.
@@ -81,7 +118,11 @@ pub fn run_options(args: &RunArgs, slice: Slice, shutdown: Shutdown) -> RunOptio
         deadline: args.deadline,
         dry_run: args.dry_run,
         lease: args.lease.max(Duration::from_secs(1)),
-        retry: RetryPolicy { attempts_per_run: args.attempts_per_run, base_delay: args.retry_delay, ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            attempts_per_run: args.attempts_per_run,
+            base_delay: args.retry_delay,
+            ..RetryPolicy::default()
+        },
         retention: chrono::Duration::days(i64::from(args.retention_days)),
         slice,
         grace: args.grace,

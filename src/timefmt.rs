@@ -10,7 +10,9 @@ pub fn to_ledger(t: DateTime<Utc>) -> String {
 
 /// Reads a time written by [`to_ledger`] (or any RFC 3339 time).
 pub fn from_ledger(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Parses a provider time. The provider writes `YYYY-MM-DD HH:MM:SS` in its own zone (`tz`),
@@ -29,7 +31,12 @@ pub fn parse_provider_time(raw: &str, tz: FixedOffset) -> Result<Option<DateTime
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(Some(t.with_timezone(&Utc)));
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y/%m/%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
             return tz
                 .from_local_datetime(&naive)
@@ -63,7 +70,9 @@ mod tests {
     #[test]
     fn provider_times_convert_to_utc() {
         let tz = default_provider_tz();
-        let t = parse_provider_time("2018-03-14 12:18:21", tz).unwrap().unwrap();
+        let t = parse_provider_time("2018-03-14 12:18:21", tz)
+            .unwrap()
+            .unwrap();
         assert_eq!(to_ledger(t), "2018-03-14T04:18:21.000Z");
         let unix = parse_provider_time("1598598959", tz).unwrap().unwrap();
         assert_eq!(unix.timestamp(), 1_598_598_959);
@@ -73,10 +82,15 @@ mod tests {
 
     #[test]
     fn ledger_text_round_trips_and_sorts() {
-        let a = parse_provider_time("2026-01-02 03:04:05", parse_offset("UTC").unwrap()).unwrap().unwrap();
+        let a = parse_provider_time("2026-01-02 03:04:05", parse_offset("UTC").unwrap())
+            .unwrap()
+            .unwrap();
         let b = a + chrono::Duration::milliseconds(1);
         assert_eq!(from_ledger(&to_ledger(a)), Some(a));
         assert!(to_ledger(a) < to_ledger(b));
-        assert_eq!(parse_offset("-05:30").unwrap().local_minus_utc(), -(5 * 3600 + 1800));
+        assert_eq!(
+            parse_offset("-05:30").unwrap().local_minus_utc(),
+            -(5 * 3600 + 1800)
+        );
     }
 }

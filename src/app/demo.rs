@@ -20,7 +20,9 @@ use crate::store::{DEFAULT_TEMPLATE, KeyTemplate, Store};
 use crate::timefmt::default_provider_tz;
 
 pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
-    let dir = args.dir.join(Utc::now().format("%Y%m%d-%H%M%S").to_string());
+    let dir = args
+        .dir
+        .join(Utc::now().format("%Y%m%d-%H%M%S").to_string());
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let archive_dir = dir.join("archive");
@@ -34,16 +36,27 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     std::fs::write(&callbacks_path, lines.join("\n") + "\n")?;
     // A flaky provider, as in real life: tokens invalidated now and then, one broken download.
     sim.set_faults(|f| f.invalidate_tokens_every = Some(5));
-    if let Some(file) = callbacks.iter().filter_map(|c| c["recordfilename"].as_str()).find(|f| !f.is_empty()) {
+    if let Some(file) = callbacks
+        .iter()
+        .filter_map(|c| c["recordfilename"].as_str())
+        .find(|f| !f.is_empty())
+    {
         sim.push_download_fault(file, DownloadFault::Truncate(1000));
     }
-    println!("provider simulator at {} with {} sample calls", sim.api_url(), callbacks.len());
+    println!(
+        "provider simulator at {} with {} sample calls",
+        sim.api_url(),
+        callbacks.len()
+    );
 
     let tz = default_provider_tz();
     let ledger = Ledger::open(&format!("sqlite://{}", ledger_path.display())).await?;
     let mut counts = ImportCounts::default();
     import_source(&ledger, &callbacks_path, tz, &mut counts).await?;
-    println!("imported {} call records ({} without a recording)", counts.new, counts.no_recording);
+    println!(
+        "imported {} call records ({} without a recording)",
+        counts.new, counts.no_recording
+    );
 
     let provider = ProviderClient::new(ProviderConfig {
         api_url: sim.api_url().parse()?,
@@ -54,7 +67,8 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
         token_max_age: Duration::from_secs(11 * 3600),
         tz,
     })?;
-    let store_url = url::Url::from_directory_path(&archive_dir).map_err(|()| anyhow::anyhow!("bad demo path"))?;
+    let store_url = url::Url::from_directory_path(&archive_dir)
+        .map_err(|()| anyhow::anyhow!("bad demo path"))?;
     let deps = Deps {
         ledger: ledger.clone(),
         provider: Arc::new(provider),
@@ -68,7 +82,10 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
         deadline: None,
         dry_run: false,
         lease: Duration::from_secs(60),
-        retry: RetryPolicy { base_delay: Duration::from_millis(200), ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            base_delay: Duration::from_millis(200),
+            ..RetryPolicy::default()
+        },
         retention: chrono::Duration::days(90),
         slice: Slice::default(),
         grace: Duration::from_secs(5),
@@ -79,10 +96,23 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     print_run(&result, false);
     let status = ledger.status(Utc::now(), opts.retention).await?;
     println!("ledger: {}", serde_json::to_string(&status.counts)?);
-    println!("provider: {} login(s), {} link request(s), {} download(s)", sim.stats().logins, sim.stats().url_requests, sim.stats().downloads);
+    println!(
+        "provider: {} login(s), {} link request(s), {} download(s)",
+        sim.stats().logins,
+        sim.stats().url_requests,
+        sim.stats().downloads
+    );
     println!("recordings are in {}", archive_dir.display());
-    println!("the ledger is {} (try: callvault --ledger sqlite://{} status)", ledger_path.display(), ledger_path.display());
+    println!(
+        "the ledger is {} (try: callvault --ledger sqlite://{} status)",
+        ledger_path.display(),
+        ledger_path.display()
+    );
     ledger.close().await;
     sim.shutdown().await;
-    Ok(if result.exit_code() == 0 { EXIT_OK } else { u8::try_from(result.exit_code()).unwrap_or(1) })
+    Ok(if result.exit_code() == 0 {
+        EXIT_OK
+    } else {
+        u8::try_from(result.exit_code()).unwrap_or(1)
+    })
 }

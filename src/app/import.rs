@@ -26,19 +26,36 @@ const CHUNK_BYTES: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("cannot read {name}: {source}")]
-    Read { name: String, source: std::io::Error },
+    Read {
+        name: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
 
 /// Imports one source; rejected records are reported on standard error as `name:line: why`.
-pub async fn import_source(ledger: &Ledger, path: &Path, tz: FixedOffset, counts: &mut ImportCounts) -> Result<(), ImportError> {
-    let name = if path == Path::new("-") { "<stdin>".to_owned() } else { path.display().to_string() };
-    let read_err = |source| ImportError::Read { name: name.clone(), source };
+pub async fn import_source(
+    ledger: &Ledger,
+    path: &Path,
+    tz: FixedOffset,
+    counts: &mut ImportCounts,
+) -> Result<(), ImportError> {
+    let name = if path == Path::new("-") {
+        "<stdin>".to_owned()
+    } else {
+        path.display().to_string()
+    };
+    let read_err = |source| ImportError::Read {
+        name: name.clone(),
+        source,
+    };
     let reader: Box<dyn BufRead + Send> = if path == Path::new("-") {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
-        Box::new(std::io::BufReader::new(std::fs::File::open(path).map_err(read_err)?))
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).map_err(read_err)?,
+        ))
     };
     let mut chunk = String::new();
     let mut chunk_first_line = 1usize;
@@ -48,7 +65,8 @@ pub async fn import_source(ledger: &Ledger, path: &Path, tz: FixedOffset, counts
         line_no += 1;
         chunk.push_str(&line);
         chunk.push('\n');
-        let at_boundary = matches!(line.trim_end().chars().last(), Some('}' | ',' | ']')) && line.trim_start().starts_with(['{', '}', ']']);
+        let at_boundary = matches!(line.trim_end().chars().last(), Some('}' | ',' | ']'))
+            && line.trim_start().starts_with(['{', '}', ']']);
         if chunk.len() >= CHUNK_BYTES && at_boundary {
             import_chunk(ledger, &name, &chunk, chunk_first_line, tz, counts).await?;
             chunk.clear();

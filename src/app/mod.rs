@@ -46,25 +46,44 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
             }
             println!(
                 "imported: {} new ({} without recording), {} already known, {} late recordings added, {} rejected",
-                counts.new, counts.no_recording, counts.already_known, counts.recording_added, counts.rejected
+                counts.new,
+                counts.no_recording,
+                counts.already_known,
+                counts.recording_added,
+                counts.rejected
             );
-            Ok(if counts.rejected > 0 { EXIT_INCOMPLETE } else { EXIT_OK })
+            Ok(if counts.rejected > 0 {
+                EXIT_INCOMPLETE
+            } else {
+                EXIT_OK
+            })
         }
         Command::Run(args) => run(&cli.ledger, &args, tz).await,
         Command::Status(args) => status(&cli.ledger, &args).await,
         Command::Demo(args) => run_demo(&args).await,
         Command::Simulator(args) => {
-            let config = crate::simulator::SimulatorConfig { appid: args.appid, accesskey: args.accesskey, ..Default::default() };
-            crate::simulator::serve_forever(args.listen, config, args.recordings, args.callbacks_out)
-                .await
-                .context("running the simulator")?;
+            let config = crate::simulator::SimulatorConfig {
+                appid: args.appid,
+                accesskey: args.accesskey,
+                ..Default::default()
+            };
+            crate::simulator::serve_forever(
+                args.listen,
+                config,
+                args.recordings,
+                args.callbacks_out,
+            )
+            .await
+            .context("running the simulator")?;
             Ok(EXIT_OK)
         }
     }
 }
 
 async fn open_ledger(url: &str) -> anyhow::Result<Ledger> {
-    Ledger::open(url).await.map_err(|e| ConfigError(e.to_string()).into())
+    Ledger::open(url)
+        .await
+        .map_err(|e| ConfigError(e.to_string()).into())
 }
 
 async fn run(ledger_url: &str, args: &RunArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
@@ -72,7 +91,9 @@ async fn run(ledger_url: &str, args: &RunArgs, tz: chrono::FixedOffset) -> anyho
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone(), args.grace));
     let opts = run_options(args, Slice::default(), shutdown);
-    let result = run_pass(&deps, &opts).await.context("the ledger failed during the run")?;
+    let result = run_pass(&deps, &opts)
+        .await
+        .context("the ledger failed during the run")?;
     signals.abort();
     print_run(&result, args.json);
     deps.ledger.close().await;
@@ -118,7 +139,12 @@ pub fn print_run(result: &RunResult, json: bool) {
 
 async fn status(ledger_url: &str, args: &StatusArgs) -> anyhow::Result<u8> {
     let ledger = open_ledger(ledger_url).await?;
-    let report = ledger.status(Utc::now(), chrono::Duration::days(i64::from(args.retention_days))).await?;
+    let report = ledger
+        .status(
+            Utc::now(),
+            chrono::Duration::days(i64::from(args.retention_days)),
+        )
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -126,11 +152,19 @@ async fn status(ledger_url: &str, args: &StatusArgs) -> anyhow::Result<u8> {
             println!("{state:>13}  {n}");
         }
         println!("{:>13}  {}", "total", report.total);
-        match (report.oldest_pending_call, report.oldest_pending_age_seconds) {
-            (Some(t), Some(age)) => println!("oldest pending call: {t} ({} days old)", age / 86_400),
+        match (
+            report.oldest_pending_call,
+            report.oldest_pending_age_seconds,
+        ) {
+            (Some(t), Some(age)) => {
+                println!("oldest pending call: {t} ({} days old)", age / 86_400)
+            }
             _ => println!("oldest pending call: none"),
         }
-        println!("not archived, deleted by the provider within 14 days: {}", report.at_risk_within_14_days);
+        println!(
+            "not archived, deleted by the provider within 14 days: {}",
+            report.at_risk_within_14_days
+        );
         match &report.last_run {
             Some(run) => println!(
                 "last run: {} {} (exit {}), started {}",

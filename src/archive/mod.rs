@@ -109,16 +109,34 @@ impl RunResult {
 /// One archival pass over the ledger.
 pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, LedgerError> {
     let started = Instant::now();
-    let run_id = format!("run-{}-{}", Utc::now().format("%Y%m%dT%H%M%SZ"), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut report = RunReport { run_id: run_id.clone(), dry_run: opts.dry_run, ..Default::default() };
+    let run_id = format!(
+        "run-{}-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let mut report = RunReport {
+        run_id: run_id.clone(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
     if opts.dry_run {
-        let limit = opts.max_records.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let limit = opts
+            .max_records
+            .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
         for rec in deps.ledger.due(&opts.slice, Utc::now(), limit).await? {
             let key = deps.keys.render(&rec).unwrap_or_else(|e| format!("<{e}>"));
-            report.planned.push(PlannedRecord { uuid: rec.uuid.to_string(), record_file: rec.record_file, call_start: rec.call_start, key });
+            report.planned.push(PlannedRecord {
+                uuid: rec.uuid.to_string(),
+                record_file: rec.record_file,
+                call_start: rec.call_start,
+                key,
+            });
         }
         report.finish(started.elapsed());
-        return Ok(RunResult { report, error: None });
+        return Ok(RunResult {
+            report,
+            error: None,
+        });
     }
     deps.ledger
         .start_run(&RunRecord {
@@ -149,21 +167,31 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         None => "completed",
     };
     let summary = serde_json::to_value(&result.report).unwrap_or_default();
-    deps.ledger.finish_run(&run_id, status, &summary, result.exit_code(), Utc::now()).await?;
+    deps.ledger
+        .finish_run(&run_id, status, &summary, result.exit_code(), Utc::now())
+        .await?;
     Ok(result)
 }
 
 /// Checks the provider accepts our credentials and the store answers, before claiming.
 async fn preflight(deps: &Deps) -> Result<(), RunError> {
-    deps.provider.ensure_login().await.map_err(|e| match e.action() {
-        crate::provider::Action::StopRun => RunError::CredentialsRefused(e),
-        _ => RunError::ProviderUnavailable(e),
-    })?;
+    deps.provider
+        .ensure_login()
+        .await
+        .map_err(|e| match e.action() {
+            crate::provider::Action::StopRun => RunError::CredentialsRefused(e),
+            _ => RunError::ProviderUnavailable(e),
+        })?;
     deps.store.preflight().await.map_err(RunError::Store)
 }
 
 /// Runs the workers; returns the error that stopped the run, if one did.
-async fn work(deps: &Deps, opts: &RunOptions, run_id: &str, report: &mut RunReport) -> Option<RunError> {
+async fn work(
+    deps: &Deps,
+    opts: &RunOptions,
+    run_id: &str,
+    report: &mut RunReport,
+) -> Option<RunError> {
     let budget = AtomicU64::new(opts.max_records.unwrap_or(u64::MAX));
     let stop = opts.shutdown.stop_claiming.clone();
     if let Some(deadline) = opts.deadline {
@@ -175,7 +203,8 @@ async fn work(deps: &Deps, opts: &RunOptions, run_id: &str, report: &mut RunRepo
         });
     }
     let renewer = renew_leases(deps.ledger.clone(), run_id.to_owned(), opts.lease);
-    let workers = (0..opts.concurrency.max(1)).map(|_| worker(deps, opts, run_id, &budget));
+    let due_by = Utc::now();
+    let workers = (0..opts.concurrency.max(1)).map(|_| worker(deps, opts, run_id, due_by, &budget));
     let results = tokio::select! {
         results = futures::future::join_all(workers) => results,
         () = renewer => unreachable!("the lease renewer never ends"),
@@ -194,18 +223,31 @@ async fn work(deps: &Deps, opts: &RunOptions, run_id: &str, report: &mut RunRepo
 
 /// One worker: claims and processes records until there is nothing due, the budget is
 /// spent, a stop begins, or the run must stop.
-async fn worker(deps: &Deps, opts: &RunOptions, run_id: &str, budget: &AtomicU64) -> (Vec<RecordOutcome>, Option<RunError>) {
+async fn worker(
+    deps: &Deps,
+    opts: &RunOptions,
+    run_id: &str,
+    due_by: chrono::DateTime<Utc>,
+    budget: &AtomicU64,
+) -> (Vec<RecordOutcome>, Option<RunError>) {
     let mut outcomes = Vec::new();
     loop {
         if opts.shutdown.stop_claiming.is_cancelled() {
             break;
         }
-        if budget.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_err() {
+        if budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
             break;
         }
         let now = Utc::now();
         let lease_until = now + chrono::Duration::from_std(opts.lease).unwrap_or_default();
-        let claim = match deps.ledger.claim(run_id, &opts.slice, now, lease_until).await {
+        let claim = match deps
+            .ledger
+            .claim(run_id, &opts.slice, due_by, now, lease_until)
+            .await
+        {
             Ok(Some(claim)) => claim,
             Ok(None) => break,
             Err(e) => return stop_all(opts, outcomes, e.into()),
@@ -218,7 +260,11 @@ async fn worker(deps: &Deps, opts: &RunOptions, run_id: &str, budget: &AtomicU64
     (outcomes, None)
 }
 
-fn stop_all(opts: &RunOptions, outcomes: Vec<RecordOutcome>, error: RunError) -> (Vec<RecordOutcome>, Option<RunError>) {
+fn stop_all(
+    opts: &RunOptions,
+    outcomes: Vec<RecordOutcome>,
+    error: RunError,
+) -> (Vec<RecordOutcome>, Option<RunError>) {
     tracing::error!(%error, "stopping the run");
     opts.shutdown.stop_claiming.cancel();
     (outcomes, Some(error))

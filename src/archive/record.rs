@@ -38,7 +38,11 @@ impl From<crate::provider::ProviderError> for Failure {
 impl From<DownloadError> for Failure {
     fn from(err: DownloadError) -> Self {
         let (code, message) = (err.code(), err.to_string());
-        if err.is_permanent() { Failure::Permanent { code, message } } else { Failure::Transient { code, message } }
+        if err.is_permanent() {
+            Failure::Permanent { code, message }
+        } else {
+            Failure::Transient { code, message }
+        }
     }
 }
 
@@ -47,19 +51,30 @@ impl From<UploadError> for Failure {
         match err {
             UploadError::Source(e) => e.into(),
             UploadError::Cancelled => Failure::Cancelled,
-            UploadError::Store(e) => Failure::Transient { code: e.code().into(), message: e.to_string() },
+            UploadError::Store(e) => Failure::Transient {
+                code: e.code().into(),
+                message: e.to_string(),
+            },
         }
     }
 }
 
 /// Works on one claim until it is settled; retries passing failures within the run.
-pub(super) async fn process(deps: &Deps, opts: &RunOptions, run_id: &str, claim: Claim) -> Result<RecordOutcome, RunError> {
+pub(super) async fn process(
+    deps: &Deps,
+    opts: &RunOptions,
+    run_id: &str,
+    claim: Claim,
+) -> Result<RecordOutcome, RunError> {
     let record = &claim.record;
     let uuid = record.uuid.as_str();
     let key = match deps.keys.render(record) {
         Ok(key) => key,
         Err(e) => {
-            let settled = Settlement::Failed { code: "key_unsafe", message: &e.to_string() };
+            let settled = Settlement::Failed {
+                code: "key_unsafe",
+                message: &e.to_string(),
+            };
             return settle(deps, run_id, uuid, &settled, None, RecordOutcome::Failed).await;
         }
     };
@@ -72,47 +87,157 @@ pub(super) async fn process(deps: &Deps, opts: &RunOptions, run_id: &str, claim:
         match result {
             Ok(object) => {
                 let bytes = object.size;
-                let attempt = AttemptEnd { id: attempt_id, outcome: "archived", error_code: None, message: None, bytes };
+                let attempt = AttemptEnd {
+                    id: attempt_id,
+                    outcome: "archived",
+                    error_code: None,
+                    message: None,
+                    bytes,
+                };
                 tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, "archived");
-                return settle(deps, run_id, uuid, &Settlement::Archived(&object), Some(&attempt), RecordOutcome::Archived { bytes }).await;
+                return settle(
+                    deps,
+                    run_id,
+                    uuid,
+                    &Settlement::Archived(&object),
+                    Some(&attempt),
+                    RecordOutcome::Archived { bytes },
+                )
+                .await;
             }
             Err(Failure::Cancelled) => {
-                let attempt = AttemptEnd { id: attempt_id, outcome: "aborted", error_code: Some("shutdown"), message: None, bytes: 0 };
-                let released = Settlement::Released { message: "interrupted by shutdown" };
-                return settle(deps, run_id, uuid, &released, Some(&attempt), RecordOutcome::Released).await;
+                let attempt = AttemptEnd {
+                    id: attempt_id,
+                    outcome: "aborted",
+                    error_code: Some("shutdown"),
+                    message: None,
+                    bytes: 0,
+                };
+                let released = Settlement::Released {
+                    message: "interrupted by shutdown",
+                };
+                return settle(
+                    deps,
+                    run_id,
+                    uuid,
+                    &released,
+                    Some(&attempt),
+                    RecordOutcome::Released,
+                )
+                .await;
             }
             Err(Failure::StopRun(err)) => {
                 let message = err.to_string();
-                let attempt = AttemptEnd { id: attempt_id, outcome: "stopped", error_code: Some("provider_credentials_refused"), message: Some(&message), bytes: 0 };
-                let released = Settlement::Released { message: "run stopped: the provider refused the credentials" };
-                settle(deps, run_id, uuid, &released, Some(&attempt), RecordOutcome::Released).await?;
+                let attempt = AttemptEnd {
+                    id: attempt_id,
+                    outcome: "stopped",
+                    error_code: Some("provider_credentials_refused"),
+                    message: Some(&message),
+                    bytes: 0,
+                };
+                let released = Settlement::Released {
+                    message: "run stopped: the provider refused the credentials",
+                };
+                settle(
+                    deps,
+                    run_id,
+                    uuid,
+                    &released,
+                    Some(&attempt),
+                    RecordOutcome::Released,
+                )
+                .await?;
                 return Err(err);
             }
             Err(Failure::Permanent { code, message }) => {
-                let past_horizon = record.call_start.is_some_and(|t| t < Utc::now() - opts.retention);
+                let past_horizon = record
+                    .call_start
+                    .is_some_and(|t| t < Utc::now() - opts.retention);
                 let gone = code == "provider_code_1002" || code.starts_with("download_http_4");
                 let (settlement, outcome, label) = if past_horizon && gone {
-                    (Settlement::Expired { code: &code, message: &message }, RecordOutcome::Expired, "expired")
+                    (
+                        Settlement::Expired {
+                            code: &code,
+                            message: &message,
+                        },
+                        RecordOutcome::Expired,
+                        "expired",
+                    )
                 } else {
-                    (Settlement::Failed { code: &code, message: &message }, RecordOutcome::Failed, "failed")
+                    (
+                        Settlement::Failed {
+                            code: &code,
+                            message: &message,
+                        },
+                        RecordOutcome::Failed,
+                        "failed",
+                    )
                 };
                 tracing::warn!(uuid, code, message, outcome = label, "cannot archive");
-                let attempt = AttemptEnd { id: attempt_id, outcome: label, error_code: Some(&code), message: Some(&message), bytes: 0 };
+                let attempt = AttemptEnd {
+                    id: attempt_id,
+                    outcome: label,
+                    error_code: Some(&code),
+                    message: Some(&message),
+                    bytes: 0,
+                };
                 return settle(deps, run_id, uuid, &settlement, Some(&attempt), outcome).await;
             }
             Err(Failure::Transient { code, message }) => {
-                let attempt = AttemptEnd { id: attempt_id, outcome: "transient", error_code: Some(&code), message: Some(&message), bytes: 0 };
+                let attempt = AttemptEnd {
+                    id: attempt_id,
+                    outcome: "transient",
+                    error_code: Some(&code),
+                    message: Some(&message),
+                    bytes: 0,
+                };
                 if total_attempts >= i64::from(opts.retry.max_attempts) {
-                    tracing::warn!(uuid, code, message, total_attempts, "giving up after too many attempts");
-                    let failed = Settlement::Failed { code: &code, message: &format!("gave up after {total_attempts} attempts: {message}") };
-                    return settle(deps, run_id, uuid, &failed, Some(&attempt), RecordOutcome::Failed).await;
+                    tracing::warn!(
+                        uuid,
+                        code,
+                        message,
+                        total_attempts,
+                        "giving up after too many attempts"
+                    );
+                    let failed = Settlement::Failed {
+                        code: &code,
+                        message: &format!("gave up after {total_attempts} attempts: {message}"),
+                    };
+                    return settle(
+                        deps,
+                        run_id,
+                        uuid,
+                        &failed,
+                        Some(&attempt),
+                        RecordOutcome::Failed,
+                    )
+                    .await;
                 }
-                if attempt_no >= opts.retry.attempts_per_run || opts.shutdown.stop_claiming.is_cancelled() {
-                    let rounds = u32::try_from(total_attempts / i64::from(opts.retry.attempts_per_run.max(1))).unwrap_or(u32::MAX);
-                    let next = Utc::now() + chrono::Duration::from_std(opts.retry.later(rounds.max(1))).unwrap_or_default();
+                if attempt_no >= opts.retry.attempts_per_run
+                    || opts.shutdown.stop_claiming.is_cancelled()
+                {
+                    let rounds = u32::try_from(
+                        total_attempts / i64::from(opts.retry.attempts_per_run.max(1)),
+                    )
+                    .unwrap_or(u32::MAX);
+                    let next = Utc::now()
+                        + chrono::Duration::from_std(opts.retry.later(rounds.max(1)))
+                            .unwrap_or_default();
                     tracing::warn!(uuid, code, message, next_attempt = %next, "leaving for a later run");
-                    let retry = Settlement::Retry { next_attempt_at: next, code: &code, message: &message };
-                    return settle(deps, run_id, uuid, &retry, Some(&attempt), RecordOutcome::RetryLater).await;
+                    let retry = Settlement::Retry {
+                        next_attempt_at: next,
+                        code: &code,
+                        message: &message,
+                    };
+                    return settle(
+                        deps,
+                        run_id,
+                        uuid,
+                        &retry,
+                        Some(&attempt),
+                        RecordOutcome::RetryLater,
+                    )
+                    .await;
                 }
                 tracing::info!(uuid, code, message, attempt_no, "attempt failed; retrying");
                 deps.ledger.finish_attempt(&attempt, Utc::now()).await?;
@@ -136,7 +261,11 @@ async fn settle(
     attempt: Option<&AttemptEnd<'_>>,
     outcome: RecordOutcome,
 ) -> Result<RecordOutcome, RunError> {
-    if deps.ledger.settle(uuid, run_id, settlement, attempt, Utc::now()).await? {
+    if deps
+        .ledger
+        .settle(uuid, run_id, settlement, attempt, Utc::now())
+        .await?
+    {
         Ok(outcome)
     } else {
         tracing::warn!(uuid, "lease lost to another run; outcome not recorded");
@@ -145,7 +274,12 @@ async fn settle(
 }
 
 /// One attempt: a fresh link, the download streamed into the store, then the checks.
-async fn attempt(deps: &Deps, opts: &RunOptions, claim: &Claim, key: &str) -> Result<ArchivedObject, Failure> {
+async fn attempt(
+    deps: &Deps,
+    opts: &RunOptions,
+    claim: &Claim,
+    key: &str,
+) -> Result<ArchivedObject, Failure> {
     let record = &claim.record;
     let abort = &opts.shutdown.abort;
     let link = tokio::select! {
@@ -167,16 +301,32 @@ async fn attempt(deps: &Deps, opts: &RunOptions, claim: &Claim, key: &str) -> Re
     let body = checked_body(download.body, expected);
     let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
     if uploaded.size == 0 {
-        return Err(Failure::Transient { code: "download_empty".into(), message: "the download had no bytes".into() });
+        return Err(Failure::Transient {
+            code: "download_empty".into(),
+            message: "the download had no bytes".into(),
+        });
     }
     if let Some(n) = expected.filter(|n| *n != uploaded.size) {
-        return Err(Failure::Transient { code: "download_truncated".into(), message: format!("received {} of {n} bytes", uploaded.size) });
+        return Err(Failure::Transient {
+            code: "download_truncated".into(),
+            message: format!("received {} of {n} bytes", uploaded.size),
+        });
     }
-    let stored = deps.store.size_of(key).await.map_err(|e| Failure::Transient { code: e.code().into(), message: e.to_string() })?;
+    let stored = deps
+        .store
+        .size_of(key)
+        .await
+        .map_err(|e| Failure::Transient {
+            code: e.code().into(),
+            message: e.to_string(),
+        })?;
     if stored != Some(uploaded.size) {
         return Err(Failure::Transient {
             code: "store_size_mismatch".into(),
-            message: format!("the store holds {stored:?} bytes, {} were received", uploaded.size),
+            message: format!(
+                "the store holds {stored:?} bytes, {} were received",
+                uploaded.size
+            ),
         });
     }
     Ok(ArchivedObject {
@@ -204,19 +354,29 @@ fn checked_body(
         match body.next().await {
             Some(Ok(chunk)) => {
                 if received == 0 && looks_like_error_page(&chunk) {
-                    let err = DownloadError::NotARecording("the body is an HTML/JSON/XML page".into());
+                    let err =
+                        DownloadError::NotARecording("the body is an HTML/JSON/XML page".into());
                     return Some((Err(err), (body, received, true)));
                 }
                 let received = received + chunk.len() as u64;
                 if expected.is_some_and(|n| received > n) {
-                    let err = DownloadError::Network(format!("more bytes than the announced {}", expected.unwrap_or(0)));
+                    let err = DownloadError::Network(format!(
+                        "more bytes than the announced {}",
+                        expected.unwrap_or(0)
+                    ));
                     return Some((Err(err), (body, received, true)));
                 }
                 Some((Ok(chunk), (body, received, false)))
             }
             Some(Err(e)) => Some((Err(e), (body, received, true))),
             None => match expected {
-                Some(n) if received < n => Some((Err(DownloadError::Truncated { received, expected: n }), (body, received, true))),
+                Some(n) if received < n => Some((
+                    Err(DownloadError::Truncated {
+                        received,
+                        expected: n,
+                    }),
+                    (body, received, true),
+                )),
                 _ => None,
             },
         }

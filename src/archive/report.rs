@@ -8,7 +8,9 @@ use serde::Serialize;
 /// How one claimed record ended in this run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordOutcome {
-    Archived { bytes: u64 },
+    Archived {
+        bytes: u64,
+    },
     /// Passing failures; back to pending for a later run.
     RetryLater,
     Failed,
@@ -78,7 +80,8 @@ impl RunReport {
         let secs = elapsed.as_secs_f64();
         self.duration_seconds = (secs * 1000.0).round() / 1000.0;
         if secs > 0.0 {
-            self.throughput_mib_per_second = ((self.bytes as f64 / 1_048_576.0 / secs) * 100.0).round() / 100.0;
+            self.throughput_mib_per_second =
+                ((self.bytes as f64 / 1_048_576.0 / secs) * 100.0).round() / 100.0;
             self.records_per_second = ((self.archived as f64 / secs) * 100.0).round() / 100.0;
         }
     }
@@ -87,7 +90,10 @@ impl RunReport {
     pub fn human(&self) -> String {
         let mut out = String::new();
         if self.dry_run {
-            out.push_str(&format!("dry run: {} record(s) would be archived\n", self.planned.len()));
+            out.push_str(&format!(
+                "dry run: {} record(s) would be archived\n",
+                self.planned.len()
+            ));
             for p in &self.planned {
                 out.push_str(&format!("  {}  {}  -> {}\n", p.uuid, p.record_file, p.key));
             }
@@ -99,7 +105,11 @@ impl RunReport {
         ));
         out.push_str(&format!(
             "{} bytes in {:.1} s ({:.2} MiB/s, {:.2} records/s), {} provider login(s)\n",
-            self.bytes, self.duration_seconds, self.throughput_mib_per_second, self.records_per_second, self.logins
+            self.bytes,
+            self.duration_seconds,
+            self.throughput_mib_per_second,
+            self.records_per_second,
+            self.logins
         ));
         if let Some(why) = &self.stopped {
             out.push_str(&format!("stopped early: {why}\n"));

@@ -50,7 +50,8 @@ impl RetryPolicy {
 }
 
 fn exponential(base: Duration, max: Duration, doublings: u32) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(doublings.min(30))).min(max)
+    base.saturating_mul(2u32.saturating_pow(doublings.min(30)))
+        .min(max)
 }
 
 #[cfg(test)]
@@ -62,9 +63,15 @@ mod tests {
         let p = RetryPolicy::default();
         for _ in 0..50 {
             let b1 = p.backoff(1);
-            assert!(b1 >= Duration::from_millis(500) && b1 <= Duration::from_secs(1), "{b1:?}");
+            assert!(
+                b1 >= Duration::from_millis(500) && b1 <= Duration::from_secs(1),
+                "{b1:?}"
+            );
             let b3 = p.backoff(3);
-            assert!(b3 >= Duration::from_secs(2) && b3 <= Duration::from_secs(4), "{b3:?}");
+            assert!(
+                b3 >= Duration::from_secs(2) && b3 <= Duration::from_secs(4),
+                "{b3:?}"
+            );
             assert!(p.backoff(40) <= p.max_delay);
         }
         assert_eq!(p.later(1), Duration::from_secs(300));

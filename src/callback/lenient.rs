@@ -30,7 +30,11 @@ pub fn split_objects(input: &str) -> Vec<Piece<'_>> {
             }
             b'{' => {
                 let (end, lines, broken) = scan_object(bytes, i);
-                pieces.push(Piece { line, text: &input[i..end], broken });
+                pieces.push(Piece {
+                    line,
+                    text: &input[i..end],
+                    broken,
+                });
                 line += lines;
                 i = end;
                 continue;
@@ -86,7 +90,10 @@ fn scan_object(bytes: &[u8], start: usize) -> (usize, usize, Option<&'static str
                 i += 1;
                 continue;
             }
-            b'{' if depth == 1 && at_line_start && !matches!(last_significant, b':' | b'[' | b',') => {
+            b'{' if depth == 1
+                && at_line_start
+                && !matches!(last_significant, b':' | b'[' | b',') =>
+            {
                 // A new record starts where this one should have continued: it was cut off.
                 return (i, newlines, Some("unterminated object"));
             }
@@ -137,7 +144,11 @@ pub fn repair(text: &str) -> String {
             continue;
         }
         if c.is_whitespace() {
-            if pending_comma { held.push(c) } else { out.push(c) }
+            if pending_comma {
+                held.push(c)
+            } else {
+                out.push(c)
+            }
             continue;
         }
         if pending_comma {
@@ -148,7 +159,8 @@ pub fn repair(text: &str) -> String {
             out.push_str(&held);
             held.clear();
         }
-        let starts_value = c == '"' || c == '{' || c == '[' || c == '-' || c.is_ascii_alphanumeric();
+        let starts_value =
+            c == '"' || c == '{' || c == '[' || c == '-' || c.is_ascii_alphanumeric();
         if after_value && starts_value {
             out.push(',');
             expect_key = true;
@@ -213,7 +225,10 @@ mod tests {
         let input = "{\"a\":1}\n[{\"b\":2},\n {\"c\":\n 3}]\n{\"d\":4}";
         let pieces = split_objects(input);
         let texts: Vec<_> = pieces.iter().map(|p| p.text).collect();
-        assert_eq!(texts, ["{\"a\":1}", "{\"b\":2}", "{\"c\":\n 3}", "{\"d\":4}"]);
+        assert_eq!(
+            texts,
+            ["{\"a\":1}", "{\"b\":2}", "{\"c\":\n 3}", "{\"d\":4}"]
+        );
         let lines: Vec<_> = pieces.iter().map(|p| p.line).collect();
         assert_eq!(lines, [1, 2, 3, 5]);
         assert!(pieces.iter().all(|p| p.broken.is_none()));
@@ -226,7 +241,10 @@ mod tests {
         assert_eq!(pieces.len(), 3, "{pieces:?}");
         assert_eq!(pieces[0].broken, Some("unterminated string"));
         assert_eq!(pieces[1].broken, Some("unterminated object"));
-        assert_eq!((pieces[2].text, pieces[2].line, pieces[2].broken), ("{\"d\":3}", 3, None));
+        assert_eq!(
+            (pieces[2].text, pieces[2].line, pieces[2].broken),
+            ("{\"d\":3}", 3, None)
+        );
     }
 
     #[test]

@@ -22,7 +22,10 @@ pub enum RecordError {
     #[error("missing field `{0}`")]
     Missing(&'static str),
     #[error("field `{field}`: {problem}")]
-    BadField { field: &'static str, problem: String },
+    BadField {
+        field: &'static str,
+        problem: String,
+    },
     #[error("an extension call-state callback, not a call record")]
     CallStateCallback,
 }
@@ -44,7 +47,10 @@ pub fn parse_document(text: &str, tz: FixedOffset) -> Vec<Parsed> {
                 Some(why) => Err(RecordError::Malformed(why.to_owned())),
                 None => parse_record(piece.text, tz),
             };
-            Parsed { line: piece.line, result }
+            Parsed {
+                line: piece.line,
+                result,
+            }
         })
         .collect()
 }
@@ -62,8 +68,14 @@ pub fn parse_record(text: &str, tz: FixedOffset) -> Result<CallRecord, RecordErr
     record_from_map(&map, text, tz)
 }
 
-fn record_from_map(map: &Map<String, Value>, raw: &str, tz: FixedOffset) -> Result<CallRecord, RecordError> {
-    if !map.contains_key("recordfilename") && (map.contains_key("isbleg") || map.contains_key("buuid")) {
+fn record_from_map(
+    map: &Map<String, Value>,
+    raw: &str,
+    tz: FixedOffset,
+) -> Result<CallRecord, RecordError> {
+    if !map.contains_key("recordfilename")
+        && (map.contains_key("isbleg") || map.contains_key("buuid"))
+    {
         return Err(RecordError::CallStateCallback);
     }
     let uuid_text = text_field(map, "uuid")?.ok_or(RecordError::Missing("uuid"))?;
@@ -76,21 +88,36 @@ fn record_from_map(map: &Map<String, Value>, raw: &str, tz: FixedOffset) -> Resu
         .ok_or(RecordError::Missing("companycode"))?;
     let record_file = text_field(map, "recordfilename")?.unwrap_or_default();
     let call_start = match text_field(map, "starttime")? {
-        Some(s) => parse_provider_time(&s, tz)
-            .map_err(|problem| RecordError::BadField { field: "starttime", problem })?,
+        Some(s) => parse_provider_time(&s, tz).map_err(|problem| RecordError::BadField {
+            field: "starttime",
+            problem,
+        })?,
         None => None,
     };
     let billsec = int_field(map, "billsec")?;
-    Ok(CallRecord { uuid, company_code, record_file, call_start, billsec, raw_json: raw.to_owned() })
+    Ok(CallRecord {
+        uuid,
+        company_code,
+        record_file,
+        call_start,
+        billsec,
+        raw_json: raw.to_owned(),
+    })
 }
 
 /// A field the provider sends as a string or a number; `null` and absence are `None`.
-fn text_field(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, RecordError> {
+fn text_field(
+    map: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, RecordError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(other) => Err(RecordError::BadField { field, problem: format!("expected a string or number, got {}", kind(other)) }),
+        Some(other) => Err(RecordError::BadField {
+            field,
+            problem: format!("expected a string or number, got {}", kind(other)),
+        }),
     }
 }
 
@@ -101,11 +128,19 @@ fn int_field(map: &Map<String, Value>, field: &'static str) -> Result<Option<i64
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9e15).map(|f| f as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                    .map(|f| f as i64)
+            })
             .map(Some)
             .ok_or_else(|| bad(format!("{n} is not a whole number"))),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(format!("{s:?} is not a whole number"))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| bad(format!("{s:?} is not a whole number"))),
         Some(other) => Err(bad(format!("expected a number, got {}", kind(other)))),
     }
 }
@@ -159,7 +194,10 @@ mod tests {
         assert_eq!(rec.company_code, "20000013");
         assert!(!rec.has_recording());
         assert_eq!(rec.billsec, Some(0));
-        assert_eq!(crate::timefmt::to_ledger(rec.call_start.unwrap()), "2018-03-14T04:18:21.000Z");
+        assert_eq!(
+            crate::timefmt::to_ledger(rec.call_start.unwrap()),
+            "2018-03-14T04:18:21.000Z"
+        );
         assert_eq!(rec.raw_json, DOC_EXAMPLE);
     }
 
@@ -181,9 +219,17 @@ mod tests {
         assert_eq!(err(r#"{"companycode": 1}"#), "missing field `uuid`");
         assert!(err(r#"{"uuid": "u", "companycode": 1, "billsec": "ten"}"#).contains("billsec"));
         assert!(err(r#"{"uuid": ["u"], "companycode": 1}"#).contains("uuid"));
-        assert!(err(r#"{"uuid": "u", "companycode": 1, "starttime": "soon"}"#).contains("starttime"));
+        assert!(
+            err(r#"{"uuid": "u", "companycode": 1, "starttime": "soon"}"#).contains("starttime")
+        );
         assert_eq!(err("[1]"), "not a JSON object");
-        assert_eq!(parse_record(r#"{"uuid":"u","buuid":"b","companycode":"1","isbleg":"false"}"#, tz), Err(RecordError::CallStateCallback));
+        assert_eq!(
+            parse_record(
+                r#"{"uuid":"u","buuid":"b","companycode":"1","isbleg":"false"}"#,
+                tz
+            ),
+            Err(RecordError::CallStateCallback)
+        );
     }
 
     #[test]

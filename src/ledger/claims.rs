@@ -23,7 +23,11 @@ pub enum Settlement<'a> {
     /// Verified in the store.
     Archived(&'a ArchivedObject),
     /// A passing problem: back to pending, not before `next_attempt_at`.
-    Retry { next_attempt_at: DateTime<Utc>, code: &'a str, message: &'a str },
+    Retry {
+        next_attempt_at: DateTime<Utc>,
+        code: &'a str,
+        message: &'a str,
+    },
     /// Will not be retried automatically.
     Failed { code: &'a str, message: &'a str },
     /// The provider no longer has the file and the call is past the retention horizon.
@@ -42,21 +46,25 @@ pub struct AttemptEnd<'a> {
     pub bytes: u64,
 }
 
-/// The filter clause shared by claiming and the dry-run listing; binds $2..$4.
+/// The filter clause shared by claiming and the dry-run listing: $1 company, $2 since,
+/// $3 until, $4 now (leases), $7 due-by (pending records).
 macro_rules! due_filter {
     () => {
         "(($1 IS NULL OR company_code = $1) AND ($2 IS NULL OR call_start >= $2) AND ($3 IS NULL OR call_start < $3))
-         AND ((state = 'pending' AND next_attempt_at <= $4) OR (state = 'in_progress' AND lease_until < $4))"
+         AND ((state = 'pending' AND next_attempt_at <= $7) OR (state = 'in_progress' AND lease_until < $4))"
     };
 }
 
 impl Ledger {
-    /// Claims the due record whose call is oldest, for `owner` until `lease_until`. A record
-    /// whose lease ran out (its run died) is due again. Returns `None` when nothing is due.
+    /// Claims the due record whose call is oldest, for `owner` until `lease_until`. Pending
+    /// records are due when their next attempt falls before `due_by` (a run passes its start,
+    /// so it never takes back what it gave up on); a record whose lease ran out (its run
+    /// died) is due at once. Returns `None` when nothing is due.
     pub async fn claim(
         &self,
         owner: &str,
         slice: &Slice,
+        due_by: DateTime<Utc>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Claim>, LedgerError> {
@@ -75,6 +83,7 @@ impl Ledger {
         .bind(&now_text)
         .bind(owner)
         .bind(to_ledger(lease_until))
+        .bind(to_ledger(due_by))
         .fetch_optional(&mut *tx)
         .await
         .ctx("claiming a record")?;
@@ -82,7 +91,10 @@ impl Ledger {
             tx.commit().await.ctx("ending an empty claim")?;
             return Ok(None);
         };
-        let claim = Claim { record: record_from_row(&row)?, previous_attempts: row.get("attempts") };
+        let claim = Claim {
+            record: record_from_row(&row)?,
+            previous_attempts: row.get("attempts"),
+        };
         // An attempt left running by a killed run ends here, honestly labelled.
         sqlx::query(
             "UPDATE attempts SET outcome = 'interrupted', finished_at = $1,
@@ -99,18 +111,29 @@ impl Ledger {
     }
 
     /// Extends every lease `owner` holds; called periodically while transfers run.
-    pub async fn renew_leases(&self, owner: &str, lease_until: DateTime<Utc>) -> Result<u64, LedgerError> {
-        Ok(sqlx::query("UPDATE calls SET lease_until = $1 WHERE lease_owner = $2 AND state = 'in_progress'")
-            .bind(to_ledger(lease_until))
-            .bind(owner)
-            .execute(&self.pool)
-            .await
-            .ctx("renewing leases")?
-            .rows_affected())
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64, LedgerError> {
+        Ok(sqlx::query(
+            "UPDATE calls SET lease_until = $1 WHERE lease_owner = $2 AND state = 'in_progress'",
+        )
+        .bind(to_ledger(lease_until))
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .ctx("renewing leases")?
+        .rows_affected())
     }
 
     /// The records a run would claim now, oldest call first, without claiming them.
-    pub async fn due(&self, slice: &Slice, now: DateTime<Utc>, limit: i64) -> Result<Vec<CallRecord>, LedgerError> {
+    pub async fn due(
+        &self,
+        slice: &Slice,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<CallRecord>, LedgerError> {
         let rows = sqlx::query(concat!(
             "SELECT uuid, company_code, record_file, call_start, billsec, raw_json FROM calls WHERE ",
             due_filter!(),
@@ -121,6 +144,8 @@ impl Ledger {
         .bind(slice.until.map(to_ledger))
         .bind(to_ledger(now))
         .bind(limit)
+        .bind(Option::<String>::None)
+        .bind(to_ledger(now))
         .fetch_all(&self.pool)
         .await
         .ctx("listing due records")?;
@@ -128,7 +153,12 @@ impl Ledger {
     }
 
     /// Starts an attempt on a claimed record; returns the attempt's id.
-    pub async fn begin_attempt(&self, uuid: &str, run_id: &str, now: DateTime<Utc>) -> Result<i64, LedgerError> {
+    pub async fn begin_attempt(
+        &self,
+        uuid: &str,
+        run_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, LedgerError> {
         let mut tx = self.pool.begin().await.ctx("starting an attempt")?;
         sqlx::query("UPDATE calls SET attempts = attempts + 1 WHERE uuid = $1")
             .bind(uuid)
@@ -149,8 +179,17 @@ impl Ledger {
     }
 
     /// Ends an attempt that does not settle its record (it will be tried again in this run).
-    pub async fn finish_attempt(&self, end: &AttemptEnd<'_>, now: DateTime<Utc>) -> Result<(), LedgerError> {
-        finish_attempt(&mut *self.pool.acquire().await.ctx("finishing an attempt")?, end, now).await
+    pub async fn finish_attempt(
+        &self,
+        end: &AttemptEnd<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        finish_attempt(
+            &mut *self.pool.acquire().await.ctx("finishing an attempt")?,
+            end,
+            now,
+        )
+        .await
     }
 
     /// Settles a claim and, in the same transaction, ends its last attempt. Returns `false`
@@ -195,14 +234,29 @@ impl Ledger {
                 .bind(obj.etag.as_deref())
                 .bind(obj.version.as_deref())
                 .bind(to_ledger(obj.archived_at)),
-            Settlement::Retry { next_attempt_at, code, message } => {
-                base.bind(to_ledger(*next_attempt_at)).bind(*code).bind(*message)
-            }
-            Settlement::Released { message } => base.bind(now_text.clone()).bind("interrupted").bind(*message),
+            Settlement::Retry {
+                next_attempt_at,
+                code,
+                message,
+            } => base
+                .bind(to_ledger(*next_attempt_at))
+                .bind(*code)
+                .bind(*message),
+            Settlement::Released { message } => base
+                .bind(now_text.clone())
+                .bind("interrupted")
+                .bind(*message),
             Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
-            Settlement::Expired { code, message } => base.bind("expired").bind(*code).bind(*message),
+            Settlement::Expired { code, message } => {
+                base.bind("expired").bind(*code).bind(*message)
+            }
         };
-        let held = query.execute(&mut *tx).await.ctx("settling a record")?.rows_affected() == 1;
+        let held = query
+            .execute(&mut *tx)
+            .await
+            .ctx("settling a record")?
+            .rows_affected()
+            == 1;
         if let Some(end) = last_attempt {
             finish_attempt(&mut tx, end, now).await?;
         }

@@ -9,7 +9,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 
 use crate::domain::{CallRecord, CallUuid};
 use crate::timefmt::from_ledger;
@@ -63,8 +66,15 @@ impl Ledger {
     /// Opens (creating if missing) the ledger at `location`: `sqlite://path/to/ledger.db`,
     /// `sqlite::memory:` or a bare file path. Runs pending migrations.
     pub async fn open(location: &str) -> Result<Self, LedgerError> {
-        let open_err = |source| LedgerError::Open { location: location.to_owned(), source };
-        let url = if location.starts_with("sqlite:") { location.to_owned() } else { format!("sqlite://{location}") };
+        let open_err = |source| LedgerError::Open {
+            location: location.to_owned(),
+            source,
+        };
+        let url = if location.starts_with("sqlite:") {
+            location.to_owned()
+        } else {
+            format!("sqlite://{location}")
+        };
         let options = SqliteConnectOptions::from_str(&url)
             .map_err(open_err)?
             .create_if_missing(true)
@@ -85,7 +95,10 @@ impl Ledger {
 
     /// Answers when the ledger can be read (for readiness checks).
     pub async fn ping(&self) -> Result<(), LedgerError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.ctx("checking the ledger")?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .ctx("checking the ledger")?;
         Ok(())
     }
 
@@ -98,11 +111,15 @@ fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
     let uuid: String = row.get("uuid");
     let call_start: Option<String> = row.get("call_start");
     Ok(CallRecord {
-        uuid: CallUuid::parse(&uuid).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {uuid:?}")))?,
+        uuid: CallUuid::parse(&uuid)
+            .ok_or_else(|| LedgerError::Corrupt(format!("call uuid {uuid:?}")))?,
         company_code: row.get("company_code"),
         record_file: row.get("record_file"),
         call_start: call_start
-            .map(|s| from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("call_start {s:?} of {uuid}"))))
+            .map(|s| {
+                from_ledger(&s)
+                    .ok_or_else(|| LedgerError::Corrupt(format!("call_start {s:?} of {uuid}")))
+            })
             .transpose()?,
         billsec: row.get("billsec"),
         raw_json: row.get("raw_json"),

@@ -40,12 +40,20 @@ pub struct LedgerRow {
 impl Ledger {
     /// Upserts records by uuid in one transaction. A record already known is left alone,
     /// except that a late recording for a call known as unanswered makes it pending.
-    pub async fn import(&self, records: &[CallRecord], now: DateTime<Utc>) -> Result<Vec<ImportOutcome>, LedgerError> {
+    pub async fn import(
+        &self,
+        records: &[CallRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ImportOutcome>, LedgerError> {
         let now_text = to_ledger(now);
         let mut tx = self.pool.begin().await.ctx("starting an import")?;
         let mut outcomes = Vec::with_capacity(records.len());
         for rec in records {
-            let state = if rec.has_recording() { RecordState::Pending } else { RecordState::NoRecording };
+            let state = if rec.has_recording() {
+                RecordState::Pending
+            } else {
+                RecordState::NoRecording
+            };
             let inserted = sqlx::query(
                 "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json, state,
                                     next_attempt_at, imported_at, updated_at)
@@ -80,7 +88,11 @@ impl Ledger {
                 .await
                 .ctx("adding a late recording")?
                 .rows_affected();
-                if updated == 1 { ImportOutcome::RecordingAdded } else { ImportOutcome::Known }
+                if updated == 1 {
+                    ImportOutcome::RecordingAdded
+                } else {
+                    ImportOutcome::Known
+                }
             } else {
                 ImportOutcome::Known
             };
@@ -104,10 +116,14 @@ impl Ledger {
         .ctx("reading a call record")?;
         let Some(row) = row else { return Ok(None) };
         let state: String = row.get("state");
-        let time = |col: &str| row.get::<Option<String>, _>(col).and_then(|s| from_ledger(&s));
+        let time = |col: &str| {
+            row.get::<Option<String>, _>(col)
+                .and_then(|s| from_ledger(&s))
+        };
         Ok(Some(LedgerRow {
             record: record_from_row(&row)?,
-            state: RecordState::parse(&state).ok_or_else(|| LedgerError::Corrupt(format!("state {state:?}")))?,
+            state: RecordState::parse(&state)
+                .ok_or_else(|| LedgerError::Corrupt(format!("state {state:?}")))?,
             attempts: row.get("attempts"),
             next_attempt_at: time("next_attempt_at"),
             lease_owner: row.get("lease_owner"),

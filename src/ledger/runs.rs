@@ -81,7 +81,11 @@ impl Ledger {
     }
 
     /// The status report; `retention` is the provider's deletion horizon.
-    pub async fn status(&self, now: DateTime<Utc>, retention: Duration) -> Result<StatusReport, LedgerError> {
+    pub async fn status(
+        &self,
+        now: DateTime<Utc>,
+        retention: Duration,
+    ) -> Result<StatusReport, LedgerError> {
         let mut counts: std::collections::BTreeMap<&'static str, i64> =
             RecordState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM calls GROUP BY state")
@@ -90,7 +94,8 @@ impl Ledger {
             .ctx("counting records")?;
         for row in &rows {
             let state: String = row.get("state");
-            let state = RecordState::parse(&state).ok_or_else(|| LedgerError::Corrupt(format!("state {state:?}")))?;
+            let state = RecordState::parse(&state)
+                .ok_or_else(|| LedgerError::Corrupt(format!("state {state:?}")))?;
             counts.insert(state.as_str(), row.get("n"));
         }
         let oldest: Option<String> = sqlx::query_scalar(
@@ -128,14 +133,19 @@ impl Ledger {
         .await
         .ctx("reading the last run")?;
         Ok(row.map(|row| {
-            let time = |col: &str| row.get::<Option<String>, _>(col).and_then(|s| from_ledger(&s));
+            let time = |col: &str| {
+                row.get::<Option<String>, _>(col)
+                    .and_then(|s| from_ledger(&s))
+            };
             LastRun {
                 id: row.get("id"),
                 started_at: time("started_at"),
                 finished_at: time("finished_at"),
                 status: row.get("status"),
                 exit_code: row.get("exit_code"),
-                summary: row.get::<Option<String>, _>("summary").and_then(|s| serde_json::from_str(&s).ok()),
+                summary: row
+                    .get::<Option<String>, _>("summary")
+                    .and_then(|s| serde_json::from_str(&s).ok()),
             }
         }))
     }

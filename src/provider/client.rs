@@ -58,7 +58,12 @@ impl ProviderClient {
             .user_agent(concat!("callvault/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ProviderError::from_transport(e, "building the HTTP client"))?;
-        Ok(Self { http, tokens: TokenCache::new(config.token_max_age), config, logins: AtomicU64::new(0) })
+        Ok(Self {
+            http,
+            tokens: TokenCache::new(config.token_max_age),
+            config,
+            logins: AtomicU64::new(0),
+        })
     }
 
     /// Logins this client performed (successful or not).
@@ -78,7 +83,10 @@ impl ProviderClient {
         let form = Form::new()
             .text("service", "App.Sip_Auth.Login")
             .text("appid", self.config.appid.clone())
-            .text("accesskey", self.config.accesskey.expose_secret().to_owned());
+            .text(
+                "accesskey",
+                self.config.accesskey.expose_secret().to_owned(),
+            );
         let envelope = self.post(form, "logging in").await?.check(true)?;
         let token = text(&envelope.result["token"]);
         if token.is_empty() {
@@ -109,27 +117,44 @@ impl ProviderClient {
         for _ in 0..MAX_RELOGINS_PER_REQUEST {
             match self.request_link(&token, filename).await {
                 Err(err) if err.action() == Action::Relogin => {
-                    tracing::debug!(generation = token.generation, "token rejected; logging in again");
-                    token = self.tokens.replace(token.generation, || self.login()).await?;
+                    tracing::debug!(
+                        generation = token.generation,
+                        "token rejected; logging in again"
+                    );
+                    token = self
+                        .tokens
+                        .replace(token.generation, || self.login())
+                        .await?;
                 }
                 other => return other,
             }
         }
-        self.request_link(&token, filename).await.map_err(|err| match err {
-            ProviderError::TokenRejected { detail } => ProviderError::Transient {
-                code: "provider_token_rejected".into(),
-                detail: format!("still rejected after {MAX_RELOGINS_PER_REQUEST} logins: {detail}"),
-            },
-            other => other,
-        })
+        self.request_link(&token, filename)
+            .await
+            .map_err(|err| match err {
+                ProviderError::TokenRejected { detail } => ProviderError::Transient {
+                    code: "provider_token_rejected".into(),
+                    detail: format!(
+                        "still rejected after {MAX_RELOGINS_PER_REQUEST} logins: {detail}"
+                    ),
+                },
+                other => other,
+            })
     }
 
-    async fn request_link(&self, token: &Token, filename: &str) -> Result<RecordingLink, ProviderError> {
+    async fn request_link(
+        &self,
+        token: &Token,
+        filename: &str,
+    ) -> Result<RecordingLink, ProviderError> {
         let form = Form::new()
             .text("service", "App.Sip_Cdr.GetRecodeFile")
             .text("token", token.secret.expose_secret().to_owned())
             .text("filename", filename.to_owned());
-        let envelope = self.post(form, "requesting a download link").await?.check(false)?;
+        let envelope = self
+            .post(form, "requesting a download link")
+            .await?
+            .check(false)?;
         let raw_url = text(&envelope.result["downurl"]);
         let url = Url::parse(&raw_url)
             .or_else(|_| self.config.api_url.join(&raw_url))
@@ -139,7 +164,10 @@ impl ProviderClient {
                 code: "provider_bad_link".into(),
                 detail: "the answer has no usable download link".into(),
             })?;
-        Ok(RecordingLink { url: DownloadUrl(url), expires_at: parse_expiry(&text(&envelope.result["expiredtime"]), self.config.tz) })
+        Ok(RecordingLink {
+            url: DownloadUrl(url),
+            expires_at: parse_expiry(&text(&envelope.result["expiredtime"]), self.config.tz),
+        })
     }
 
     async fn post(&self, form: Form, doing: &str) -> Result<Envelope, ProviderError> {
@@ -151,12 +179,21 @@ impl ProviderClient {
             .await
             .map_err(|e| ProviderError::from_transport(e, doing))?;
         let status = response.status();
-        let body = response.text().await.map_err(|e| ProviderError::from_transport(e, doing))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|e| ProviderError::from_transport(e, doing))?;
         if status.is_server_error() || status.as_u16() == 429 {
-            return Err(ProviderError::Transient { code: format!("provider_http_{}", status.as_u16()), detail: format!("{doing}: HTTP {status}") });
+            return Err(ProviderError::Transient {
+                code: format!("provider_http_{}", status.as_u16()),
+                detail: format!("{doing}: HTTP {status}"),
+            });
         }
         if !status.is_success() {
-            return Err(ProviderError::Unexpected { code: format!("provider_http_{}", status.as_u16()), detail: format!("{doing}: HTTP {status}") });
+            return Err(ProviderError::Unexpected {
+                code: format!("provider_http_{}", status.as_u16()),
+                detail: format!("{doing}: HTTP {status}"),
+            });
         }
         parse_envelope(&body)
     }

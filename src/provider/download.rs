@@ -44,7 +44,10 @@ impl DownloadError {
 
     pub fn code(&self) -> String {
         match self {
-            Self::Gone { status } | Self::LinkRefused { status } | Self::Server { status } | Self::Unexpected { status } => {
+            Self::Gone { status }
+            | Self::LinkRefused { status }
+            | Self::Server { status }
+            | Self::Unexpected { status } => {
                 format!("download_http_{status}")
             }
             Self::NotARecording(_) => "download_not_a_recording".into(),
@@ -92,36 +95,87 @@ impl Downloader {
 
     /// Requests the recording and checks the answer's status and headers.
     pub async fn open(&self, link: &RecordingLink) -> Result<Download, DownloadError> {
-        let response = self.http.get(link.url.0.clone()).send().await.map_err(DownloadError::from_transport)?;
+        let response = self
+            .http
+            .get(link.url.0.clone())
+            .send()
+            .await
+            .map_err(DownloadError::from_transport)?;
         let status = response.status();
         match status {
             StatusCode::OK => {}
-            StatusCode::NOT_FOUND | StatusCode::GONE => return Err(DownloadError::Gone { status: status.as_u16() }),
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                return Err(DownloadError::Gone {
+                    status: status.as_u16(),
+                });
+            }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(DownloadError::LinkRefused { status: status.as_u16() });
+                return Err(DownloadError::LinkRefused {
+                    status: status.as_u16(),
+                });
             }
             s if s.is_server_error() => return Err(DownloadError::Server { status: s.as_u16() }),
             s => return Err(DownloadError::Unexpected { status: s.as_u16() }),
         }
-        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let content_type = header(CONTENT_TYPE);
         let content_length = header(CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
         if let Some(ct) = &content_type {
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            if matches!(essence.as_str(), "text/html" | "application/json" | "text/xml" | "application/xml" | "application/xhtml+xml") {
-                return Err(DownloadError::NotARecording(format!("content type {essence}")));
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if matches!(
+                essence.as_str(),
+                "text/html"
+                    | "application/json"
+                    | "text/xml"
+                    | "application/xml"
+                    | "application/xhtml+xml"
+            ) {
+                return Err(DownloadError::NotARecording(format!(
+                    "content type {essence}"
+                )));
             }
         }
-        let body = response.bytes_stream().map(|r| r.map_err(DownloadError::from_transport)).boxed();
-        Ok(Download { content_length, content_type, body })
+        let body = response
+            .bytes_stream()
+            .map(|r| r.map_err(DownloadError::from_transport))
+            .boxed();
+        Ok(Download {
+            content_length,
+            content_type,
+            body,
+        })
     }
 }
 
 /// Says whether the first bytes of a body look like an error page rather than audio.
 pub fn looks_like_error_page(first: &[u8]) -> bool {
-    let start = first.iter().position(|b| !b.is_ascii_whitespace()).map_or(&[][..], |i| &first[i..]);
+    let start = first
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&[][..], |i| &first[i..]);
     let lower: Vec<u8> = start.iter().take(15).map(u8::to_ascii_lowercase).collect();
-    start.first() == Some(&b'{') || [&b"<!doctype"[..], b"<html", b"<?xml", b"<head", b"<body", b"<error"].iter().any(|p| lower.starts_with(p))
+    start.first() == Some(&b'{')
+        || [
+            &b"<!doctype"[..],
+            b"<html",
+            b"<?xml",
+            b"<head",
+            b"<body",
+            b"<error",
+        ]
+        .iter()
+        .any(|p| lower.starts_with(p))
 }
 
 #[cfg(test)]

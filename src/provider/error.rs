@@ -71,7 +71,10 @@ impl ProviderError {
         } else {
             "provider_transport"
         };
-        Self::Transient { code: code.into(), detail: format!("{doing}: {}", describe_transport(err)) }
+        Self::Transient {
+            code: code.into(),
+            detail: format!("{doing}: {}", describe_transport(err)),
+        }
     }
 }
 

@@ -28,7 +28,13 @@ impl DownloadUrl {
 impl fmt::Display for DownloadUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let u = &self.0;
-        write!(f, "{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path())?;
+        write!(
+            f,
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.path()
+        )?;
         if u.query().is_some() {
             f.write_str("?[redacted]")?;
         }

@@ -32,7 +32,11 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(max_age: Duration) -> Self {
-        Self { current: RwLock::new(None), login_lock: Mutex::new(()), max_age }
+        Self {
+            current: RwLock::new(None),
+            login_lock: Mutex::new(()),
+            max_age,
+        }
     }
 
     /// The current token, logging in first when there is none or it is about to expire.
@@ -69,7 +73,11 @@ impl TokenCache {
         let secret = login().await?;
         let mut current = self.current.write().await;
         let generation = current.as_ref().map_or(1, |c| c.generation + 1);
-        *current = Some(Cached { secret: secret.clone(), generation, obtained: Instant::now() });
+        *current = Some(Cached {
+            secret: secret.clone(),
+            generation,
+            obtained: Instant::now(),
+        });
         Ok(Token { secret, generation })
     }
 
@@ -79,7 +87,10 @@ impl TokenCache {
         current
             .as_ref()
             .filter(|c| c.obtained.elapsed() < self.max_age && Some(c.generation) != rejected)
-            .map(|c| Token { secret: c.secret.clone(), generation: c.generation })
+            .map(|c| Token {
+                secret: c.secret.clone(),
+                generation: c.generation,
+            })
     }
 
     /// Forgets the token (after a logout).
@@ -108,7 +119,12 @@ mod tests {
         let tasks: Vec<_> = (0..32)
             .map(|_| {
                 let (cache, logins) = (cache.clone(), logins.clone());
-                tokio::spawn(async move { cache.replace(first.generation, || login(logins)).await.unwrap() })
+                tokio::spawn(async move {
+                    cache
+                        .replace(first.generation, || login(logins))
+                        .await
+                        .unwrap()
+                })
             })
             .collect();
         for t in tasks {
@@ -122,8 +138,14 @@ mod tests {
     #[tokio::test]
     async fn an_old_token_is_refreshed_before_use() {
         let cache = TokenCache::new(Duration::ZERO);
-        let a = cache.get(|| async { Ok(SecretString::from("a")) }).await.unwrap();
-        let b = cache.get(|| async { Ok(SecretString::from("b")) }).await.unwrap();
+        let a = cache
+            .get(|| async { Ok(SecretString::from("a")) })
+            .await
+            .unwrap();
+        let b = cache
+            .get(|| async { Ok(SecretString::from("b")) })
+            .await
+            .unwrap();
         assert_eq!((a.generation, b.secret.expose_secret()), (1, "b"));
     }
 }

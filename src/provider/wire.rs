@@ -68,16 +68,44 @@ impl Envelope {
             if let Some(code) = e.error_code {
                 parts.push(format!("code {code}"));
             }
-            parts.extend([&e.msg, &e.desc, &e.error_msg].into_iter().filter(|s| !s.is_empty()).cloned());
+            parts.extend(
+                [&e.msg, &e.desc, &e.error_msg]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned(),
+            );
             parts.join(", ")
         };
         match self.ret {
             200 => {}
-            600 => return Err(ProviderError::TokenRejected { detail: detail(&self) }),
-            601..=604 => return Err(ProviderError::CredentialsRefused { detail: detail(&self) }),
-            500..=599 => return Err(ProviderError::Transient { code: format!("provider_ret_{}", self.ret), detail: detail(&self) }),
-            400 => return Err(ProviderError::Rejected { code: "provider_ret_400".into(), detail: detail(&self) }),
-            other => return Err(ProviderError::Unexpected { code: format!("provider_ret_{other}"), detail: detail(&self) }),
+            600 => {
+                return Err(ProviderError::TokenRejected {
+                    detail: detail(&self),
+                });
+            }
+            601..=604 => {
+                return Err(ProviderError::CredentialsRefused {
+                    detail: detail(&self),
+                });
+            }
+            500..=599 => {
+                return Err(ProviderError::Transient {
+                    code: format!("provider_ret_{}", self.ret),
+                    detail: detail(&self),
+                });
+            }
+            400 => {
+                return Err(ProviderError::Rejected {
+                    code: "provider_ret_400".into(),
+                    detail: detail(&self),
+                });
+            }
+            other => {
+                return Err(ProviderError::Unexpected {
+                    code: format!("provider_ret_{other}"),
+                    detail: detail(&self),
+                });
+            }
         }
         if self.status.unwrap_or(0) == 0 {
             return Ok(self);
@@ -85,11 +113,24 @@ impl Envelope {
         let code = self.error_code.unwrap_or(0);
         let code_text = format!("provider_code_{code}");
         Err(match code {
-            1010 => ProviderError::TokenRejected { detail: detail(&self) },
-            _ if during_login => ProviderError::CredentialsRefused { detail: detail(&self) },
-            1001 => ProviderError::Transient { code: code_text, detail: detail(&self) },
-            1002 => ProviderError::FileNotFound { code: code_text, detail: detail(&self) },
-            _ => ProviderError::Unexpected { code: code_text, detail: detail(&self) },
+            1010 => ProviderError::TokenRejected {
+                detail: detail(&self),
+            },
+            _ if during_login => ProviderError::CredentialsRefused {
+                detail: detail(&self),
+            },
+            1001 => ProviderError::Transient {
+                code: code_text,
+                detail: detail(&self),
+            },
+            1002 => ProviderError::FileNotFound {
+                code: code_text,
+                detail: detail(&self),
+            },
+            _ => ProviderError::Unexpected {
+                code: code_text,
+                detail: detail(&self),
+            },
         })
     }
 }
@@ -100,18 +141,45 @@ mod tests {
     use crate::provider::error::Action;
 
     fn action(body: &str) -> Action {
-        parse_envelope(body).unwrap().check(false).unwrap_err().action()
+        parse_envelope(body)
+            .unwrap()
+            .check(false)
+            .unwrap_err()
+            .action()
     }
 
     #[test]
     fn classifies_the_documented_answers() {
-        assert_eq!(action(r#"{"ret":600,"data":[],"msg":"The token is invalid"}"#), Action::Relogin);
-        assert_eq!(action(r#"{"ret":"601","data":[],"msg":"appid is not authorized"}"#), Action::StopRun);
-        assert_eq!(action(r#"{"ret":604,"data":[],"msg":"IP is not authorized"}"#), Action::StopRun);
-        assert_eq!(action(r#"{"ret":500,"data":[],"msg":"Server Error"}"#), Action::Retry);
-        assert_eq!(action(r#"{"ret":400, // status code
-            "data":[],"msg":"Illegal request: invalid parameter"}"#.replace("// status code", "").as_str()), Action::GiveUp);
-        let status = |code: &str| format!(r#"{{"ret":200,"data":{{"status":1,"desc":"x","errors":{{"code":"{code}","codemsg":"m"}}}},"msg":""}}"#);
+        assert_eq!(
+            action(r#"{"ret":600,"data":[],"msg":"The token is invalid"}"#),
+            Action::Relogin
+        );
+        assert_eq!(
+            action(r#"{"ret":"601","data":[],"msg":"appid is not authorized"}"#),
+            Action::StopRun
+        );
+        assert_eq!(
+            action(r#"{"ret":604,"data":[],"msg":"IP is not authorized"}"#),
+            Action::StopRun
+        );
+        assert_eq!(
+            action(r#"{"ret":500,"data":[],"msg":"Server Error"}"#),
+            Action::Retry
+        );
+        assert_eq!(
+            action(
+                r#"{"ret":400, // status code
+            "data":[],"msg":"Illegal request: invalid parameter"}"#
+                    .replace("// status code", "")
+                    .as_str()
+            ),
+            Action::GiveUp
+        );
+        let status = |code: &str| {
+            format!(
+                r#"{{"ret":200,"data":{{"status":1,"desc":"x","errors":{{"code":"{code}","codemsg":"m"}}}},"msg":""}}"#
+            )
+        };
         assert_eq!(action(&status("1010")), Action::Relogin);
         assert_eq!(action(&status("1001")), Action::Retry);
         assert_eq!(action(&status("1002")), Action::GiveUp);
@@ -121,7 +189,14 @@ mod tests {
     #[test]
     fn a_refused_login_stops_the_run() {
         let body = r#"{"ret":200,"data":{"status":1,"desc":"fail","errors":{"code":"1003","codemsg":"Authorization failed"}},"msg":""}"#;
-        assert_eq!(parse_envelope(body).unwrap().check(true).unwrap_err().action(), Action::StopRun);
+        assert_eq!(
+            parse_envelope(body)
+                .unwrap()
+                .check(true)
+                .unwrap_err()
+                .action(),
+            Action::StopRun
+        );
     }
 
     #[test]
@@ -129,6 +204,9 @@ mod tests {
         let body = "{\"ret\": \"200\"\n\"data\": {\"status\": \"0\", \"result\": {\"token\": \"t\"}}, \"msg\": \"\"}";
         let env = parse_envelope(body).unwrap().check(true).unwrap();
         assert_eq!(text(&env.result["token"]), "t");
-        assert!(matches!(parse_envelope("<html>502</html>"), Err(ProviderError::Transient { .. })));
+        assert!(matches!(
+            parse_envelope("<html>502</html>"),
+            Err(ProviderError::Transient { .. })
+        ));
     }
 }

@@ -44,7 +44,10 @@ pub struct KeyTemplate {
 
 impl KeyTemplate {
     pub fn parse(template: &str, tz: FixedOffset) -> Result<Self, KeyError> {
-        let fail = |problem: &str| KeyError::Template { template: template.to_owned(), problem: problem.to_owned() };
+        let fail = |problem: &str| KeyError::Template {
+            template: template.to_owned(),
+            problem: problem.to_owned(),
+        };
         let mut parts = Vec::new();
         let mut rest = template;
         while !rest.is_empty() {
@@ -70,7 +73,9 @@ impl KeyTemplate {
             }
         }
         if !parts.contains(&Part::Field(Field::Uuid)) {
-            return Err(fail("must contain {uuid}, or records would overwrite each other"));
+            return Err(fail(
+                "must contain {uuid}, or records would overwrite each other",
+            ));
         }
         let literal: String = parts
             .iter()
@@ -85,7 +90,9 @@ impl KeyTemplate {
 
     /// The key for `record`, relative to the store's prefix.
     pub fn render(&self, record: &CallRecord) -> Result<String, KeyError> {
-        let start: Option<DateTime<FixedOffset>> = record.call_start.map(|t: DateTime<Utc>| t.with_timezone(&self.tz));
+        let start: Option<DateTime<FixedOffset>> = record
+            .call_start
+            .map(|t: DateTime<Utc>| t.with_timezone(&self.tz));
         let two = |n: Option<u32>| n.map_or_else(|| "00".to_owned(), |n| format!("{n:02}"));
         let file_name = record.record_file.rsplit(['/', '\\']).next().unwrap_or("");
         let (stem, ext) = match file_name.rsplit_once('.') {
@@ -101,7 +108,9 @@ impl KeyTemplate {
                     Field::Uuid => clean(record.uuid.as_str()),
                     Field::FileStem => clean(stem),
                     Field::Ext => clean_ext(ext),
-                    Field::Year => start.map_or_else(|| "0000".to_owned(), |t| format!("{:04}", t.year())),
+                    Field::Year => {
+                        start.map_or_else(|| "0000".to_owned(), |t| format!("{:04}", t.year()))
+                    }
                     Field::Month => two(start.map(|t| t.month())),
                     Field::Day => two(start.map(|t| t.day())),
                     Field::Hour => two(start.map(|t| t.hour())),
@@ -120,15 +129,34 @@ fn clean(value: &str) -> String {
         .trim()
         .chars()
         .take(128)
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
-    if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') { "_".repeat(cleaned.len().max(1)) } else { cleaned }
+    if cleaned.is_empty() || cleaned.chars().all(|c| c == '.') {
+        "_".repeat(cleaned.len().max(1))
+    } else {
+        cleaned
+    }
 }
 
 /// `.wav` from `wav`: lower-case alphanumerics only, at most 8; empty when there is none.
 fn clean_ext(ext: &str) -> String {
-    let ext: String = ext.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>().to_ascii_lowercase();
-    if ext.is_empty() { ext } else { format!(".{ext}") }
+    let ext: String = ext
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if ext.is_empty() {
+        ext
+    } else {
+        format!(".{ext}")
+    }
 }
 
 fn check_segments(key: &str) -> Result<(), String> {
@@ -163,7 +191,11 @@ mod tests {
             uuid: CallUuid::parse(uuid).unwrap(),
             company_code: company.into(),
             record_file: file.into(),
-            call_start: crate::timefmt::parse_provider_time("2026-03-01 01:30:00", crate::timefmt::default_provider_tz()).unwrap(),
+            call_start: crate::timefmt::parse_provider_time(
+                "2026-03-01 01:30:00",
+                crate::timefmt::default_provider_tz(),
+            )
+            .unwrap(),
             billsec: Some(10),
             raw_json: "{}".into(),
         }
@@ -175,22 +207,42 @@ mod tests {
 
     #[test]
     fn the_default_template_uses_the_call_date_in_the_provider_zone() {
-        let key = default_template().render(&record("abc-1", "20000013", "x/2026/rec.WAV")).unwrap();
+        let key = default_template()
+            .render(&record("abc-1", "20000013", "x/2026/rec.WAV"))
+            .unwrap();
         assert_eq!(key, "20000013/2026/03/01/abc-1.wav");
     }
 
     #[test]
     fn hostile_values_cannot_escape_or_add_segments() {
         let t = default_template();
-        assert_eq!(t.render(&record("../../etc/passwd", "..", "a.wav")).unwrap(), "__/2026/03/01/.._.._etc_passwd.wav");
-        assert_eq!(t.render(&record("u", "a/b\u{0}c", "evil.w/../av")).unwrap(), "a_b_c/2026/03/01/u");
-        assert_eq!(t.render(&record("..", " ", "a.wav")).unwrap(), "_/2026/03/01/__.wav");
+        assert_eq!(
+            t.render(&record("../../etc/passwd", "..", "a.wav"))
+                .unwrap(),
+            "__/2026/03/01/.._.._etc_passwd.wav"
+        );
+        assert_eq!(
+            t.render(&record("u", "a/b\u{0}c", "evil.w/../av")).unwrap(),
+            "a_b_c/2026/03/01/u"
+        );
+        assert_eq!(
+            t.render(&record("..", " ", "a.wav")).unwrap(),
+            "_/2026/03/01/__.wav"
+        );
     }
 
     #[test]
     fn bad_templates_are_refused() {
         let tz = crate::timefmt::default_provider_tz();
-        for bad in ["{companycode}/{dd}", "/abs/{uuid}", "a//{uuid}", "../{uuid}", "{uuid}/{nope}", "{uuid", "a/./{uuid}"] {
+        for bad in [
+            "{companycode}/{dd}",
+            "/abs/{uuid}",
+            "a//{uuid}",
+            "../{uuid}",
+            "{uuid}/{nope}",
+            "{uuid",
+            "a/./{uuid}",
+        ] {
             assert!(KeyTemplate::parse(bad, tz).is_err(), "{bad}");
         }
         assert!(KeyTemplate::parse("calls/{yyyy}-{mm}/{filename}-{uuid}{ext}", tz).is_ok());

@@ -2,11 +2,12 @@
 //! Speaks in keys relative to the configured prefix; uploads stream with hashing.
 
 mod key;
+mod s3meta;
 mod upload;
 
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -42,9 +43,8 @@ impl StoreError {
     pub(crate) fn classify(context: impl Into<String>, source: object_store::Error) -> Self {
         let context = context.into();
         match source {
-            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-                Self::Refused { context, source }
-            }
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => Self::Refused { context, source },
             _ => Self::Transient { context, source },
         }
     }
@@ -71,7 +71,8 @@ enum MetadataSupport {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
-    s3: Option<Arc<AmazonS3>>,
+    /// Set for S3 stores: reaches the bucket for what object_store cannot do.
+    s3: Option<s3meta::S3Target>,
     prefix: Option<Path>,
     metadata: MetadataSupport,
     part_size: usize,
@@ -85,37 +86,104 @@ pub type S3Options = Vec<(String, String)>;
 impl Store {
     /// Opens the store named by `url`: `s3://bucket/prefix`, `file:///path` or `memory://`.
     pub fn open(url: &str, s3_options: &S3Options, part_size: usize) -> Result<Self, StoreError> {
-        let parsed = Url::parse(url).map_err(|e| StoreError::Config(format!("{url:?} is not a URL: {e}")))?;
+        let parsed = Url::parse(url)
+            .map_err(|e| StoreError::Config(format!("{url:?} is not a URL: {e}")))?;
         let prefix_of = |p: &str| {
             let p = p.trim_matches('/');
             (!p.is_empty())
-                .then(|| Path::parse(p).map_err(|e| StoreError::Config(format!("bad prefix {p:?}: {e}"))))
+                .then(|| {
+                    Path::parse(p).map_err(|e| StoreError::Config(format!("bad prefix {p:?}: {e}")))
+                })
                 .transpose()
         };
         let (inner, s3, prefix, metadata): (Arc<dyn ObjectStore>, _, _, _) = match parsed.scheme() {
             "s3" => {
-                let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| StoreError::Config(format!("{url}: no bucket")))?;
+                let bucket = parsed
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| StoreError::Config(format!("{url}: no bucket")))?;
                 let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
                 for (key, value) in s3_options {
-                    let key: AmazonS3ConfigKey = key.parse().map_err(|e| StoreError::Config(format!("{key}: {e}")))?;
+                    let key: AmazonS3ConfigKey = key
+                        .parse()
+                        .map_err(|e| StoreError::Config(format!("{key}: {e}")))?;
                     builder = builder.with_config(key, value);
                 }
-                let plain_http = s3_options.iter().any(|(k, v)| k.to_ascii_lowercase().contains("endpoint") && v.starts_with("http://"));
-                let s3 = Arc::new(builder.with_allow_http(plain_http).build().map_err(|e| StoreError::Config(e.to_string()))?);
-                (s3.clone(), Some(s3), prefix_of(parsed.path())?, MetadataSupport::Attributes)
+                let option = |names: &[&str]| {
+                    s3_options
+                        .iter()
+                        .find(|(k, _)| names.contains(&k.to_ascii_lowercase().as_str()))
+                        .map(|(_, v)| v.clone())
+                };
+                let region = option(&["aws_region", "aws_default_region", "region"])
+                    .unwrap_or_else(|| "us-east-1".into());
+                let endpoint = option(&[
+                    "aws_endpoint",
+                    "aws_endpoint_url",
+                    "endpoint",
+                    "endpoint_url",
+                ])
+                .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+                let endpoint = Url::parse(&endpoint)
+                    .map_err(|e| StoreError::Config(format!("S3 endpoint {endpoint:?}: {e}")))?;
+                let s3 = Arc::new(
+                    builder
+                        .with_region(&region)
+                        .with_allow_http(endpoint.scheme() == "http")
+                        .build()
+                        .map_err(|e| StoreError::Config(e.to_string()))?,
+                );
+                let http = reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .timeout(std::time::Duration::from_secs(300))
+                    .build()
+                    .map_err(|e| StoreError::Config(e.to_string()))?;
+                let target = s3meta::S3Target {
+                    s3: s3.clone(),
+                    endpoint,
+                    bucket: bucket.to_owned(),
+                    region,
+                    http,
+                };
+                (
+                    s3,
+                    Some(target),
+                    prefix_of(parsed.path())?,
+                    MetadataSupport::Attributes,
+                )
             }
             "file" => {
-                let dir = parsed.to_file_path().map_err(|()| StoreError::Config(format!("{url}: not a local path")))?;
-                std::fs::create_dir_all(&dir).map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| StoreError::Config(format!("{url}: not a local path")))?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    StoreError::Config(format!("cannot create {}: {e}", dir.display()))
+                })?;
                 let local = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| StoreError::Config(e.to_string()))?
                     .with_automatic_cleanup(true);
                 (Arc::new(local), None, None, MetadataSupport::Sidecar)
             }
-            "memory" => (Arc::new(InMemory::new()), None, prefix_of(parsed.path())?, MetadataSupport::Sidecar),
-            other => return Err(StoreError::Config(format!("unsupported store scheme {other:?} (use s3://, file:// or memory://)"))),
+            "memory" => (
+                Arc::new(InMemory::new()),
+                None,
+                prefix_of(parsed.path())?,
+                MetadataSupport::Sidecar,
+            ),
+            other => {
+                return Err(StoreError::Config(format!(
+                    "unsupported store scheme {other:?} (use s3://, file:// or memory://)"
+                )));
+            }
         };
-        Ok(Self { inner, s3, prefix, metadata, part_size: part_size.max(1), description: redact_url(&parsed) })
+        Ok(Self {
+            inner,
+            s3,
+            prefix,
+            metadata,
+            part_size: part_size.max(1),
+            description: redact_url(&parsed),
+        })
     }
 
     /// A printable name for the store (no credentials).
@@ -141,7 +209,10 @@ impl Store {
         match self.inner.head(&self.path(key)?).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(StoreError::classify(format!("reading the size of {key}"), e)),
+            Err(e) => Err(StoreError::classify(
+                format!("reading the size of {key}"),
+                e,
+            )),
         }
     }
 
@@ -149,9 +220,10 @@ impl Store {
     pub async fn preflight(&self) -> Result<(), StoreError> {
         match self.inner.list_with_delimiter(self.prefix.as_ref()).await {
             Ok(_) => Ok(()),
-            Err(source @ object_store::Error::NotFound { .. }) => {
-                Err(StoreError::Refused { context: "listing the archive prefix (no such bucket?)".into(), source })
-            }
+            Err(source @ object_store::Error::NotFound { .. }) => Err(StoreError::Refused {
+                context: "listing the archive prefix (no such bucket?)".into(),
+                source,
+            }),
             Err(e) => Err(StoreError::classify("checking the store is reachable", e)),
         }
     }

@@ -5,7 +5,10 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use object_store::{Attribute, Attributes, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart};
+use object_store::{
+    Attribute, Attributes, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
+};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -48,7 +51,13 @@ const PARTS_IN_FLIGHT: usize = 1;
 impl Store {
     /// Streams `body` to `key`, hashing as it goes. Nothing is left behind on failure: a
     /// multipart upload is aborted, a single PUT is never started.
-    pub async fn upload<S>(&self, key: &str, mut body: S, meta: &UploadMeta, cancel: &CancellationToken) -> Result<Uploaded, UploadError>
+    pub async fn upload<S>(
+        &self,
+        key: &str,
+        mut body: S,
+        meta: &UploadMeta,
+        cancel: &CancellationToken,
+    ) -> Result<Uploaded, UploadError>
     where
         S: Stream<Item = Result<Bytes, DownloadError>> + Unpin + Send,
     {
@@ -74,31 +83,58 @@ impl Store {
         }
         if ended {
             let sha256 = hex::encode(hasher.finalize());
-            let opts = PutOptions { attributes: self.attributes(meta, Some(&sha256)), ..Default::default() };
+            let opts = PutOptions {
+                attributes: self.attributes(meta, Some(&sha256)),
+                ..Default::default()
+            };
             let result = self
                 .inner
                 .put_opts(&path, PutPayload::from_iter(first), opts)
                 .await
-                .map_err(|e| UploadError::Store(StoreError::classify(format!("uploading {key}"), e)))?;
-            self.write_sidecar(key, meta, &sha256, size).await.map_err(UploadError::Store)?;
-            return Ok(Uploaded { size, sha256, etag: result.e_tag, version: result.version, multipart: false });
+                .map_err(|e| {
+                    UploadError::Store(StoreError::classify(format!("uploading {key}"), e))
+                })?;
+            self.write_sidecar(key, meta, &sha256, size)
+                .await
+                .map_err(UploadError::Store)?;
+            return Ok(Uploaded {
+                size,
+                sha256,
+                etag: result.e_tag,
+                version: result.version,
+                multipart: false,
+            });
         }
 
-        let opts = PutMultipartOptions { attributes: self.attributes(meta, None), ..Default::default() };
+        let opts = PutMultipartOptions {
+            attributes: self.attributes(meta, None),
+            ..Default::default()
+        };
         let upload = self
             .inner
             .put_multipart_opts(&path, opts)
             .await
-            .map_err(|e| UploadError::Store(StoreError::classify(format!("starting a multipart upload of {key}"), e)))?;
+            .map_err(|e| {
+                UploadError::Store(StoreError::classify(
+                    format!("starting a multipart upload of {key}"),
+                    e,
+                ))
+            })?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
         for chunk in first {
             writer.put(chunk);
         }
         loop {
             let step = async {
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| {
-                    UploadError::Store(StoreError::classify(format!("uploading a part of {key}"), e))
-                })?;
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| {
+                        UploadError::Store(StoreError::classify(
+                            format!("uploading a part of {key}"),
+                            e,
+                        ))
+                    })?;
                 next_chunk(&mut body, cancel).await
             };
             match step.await {
@@ -116,13 +152,33 @@ impl Store {
                 }
             }
         }
-        let result = writer
-            .finish()
-            .await
-            .map_err(|e| UploadError::Store(StoreError::classify(format!("completing the upload of {key}"), e)))?;
+        let result = writer.finish().await.map_err(|e| {
+            UploadError::Store(StoreError::classify(
+                format!("completing the upload of {key}"),
+                e,
+            ))
+        })?;
         let sha256 = hex::encode(hasher.finalize());
-        self.write_sidecar(key, meta, &sha256, size).await.map_err(UploadError::Store)?;
-        Ok(Uploaded { size, sha256, etag: result.e_tag, version: result.version, multipart: true })
+        let (mut etag, mut version) = (result.e_tag, result.version);
+        if let Some(s3) = &self.s3 {
+            let pairs = metadata_pairs(meta, Some(&sha256));
+            let (new_etag, new_version) = s3
+                .replace_metadata(&path, meta.content_type.as_deref(), &pairs)
+                .await
+                .map_err(UploadError::Store)?;
+            etag = new_etag.or(etag);
+            version = new_version.or(version);
+        }
+        self.write_sidecar(key, meta, &sha256, size)
+            .await
+            .map_err(UploadError::Store)?;
+        Ok(Uploaded {
+            size,
+            sha256,
+            etag,
+            version,
+            multipart: true,
+        })
     }
 
     fn attributes(&self, meta: &UploadMeta, sha256: Option<&str>) -> Attributes {
@@ -139,12 +195,21 @@ impl Store {
     }
 
     /// For stores without user metadata, `<key>.metadata.json` holds it.
-    async fn write_sidecar(&self, key: &str, meta: &UploadMeta, sha256: &str, size: u64) -> Result<(), StoreError> {
+    async fn write_sidecar(
+        &self,
+        key: &str,
+        meta: &UploadMeta,
+        sha256: &str,
+        size: u64,
+    ) -> Result<(), StoreError> {
         if self.metadata != MetadataSupport::Sidecar {
             return Ok(());
         }
         let mut doc: serde_json::Map<String, serde_json::Value> =
-            metadata_pairs(meta, Some(sha256)).into_iter().map(|(k, v)| (k.to_owned(), v.into())).collect();
+            metadata_pairs(meta, Some(sha256))
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into()))
+                .collect();
         doc.insert("size".into(), size.into());
         if let Some(ct) = &meta.content_type {
             doc.insert("content-type".into(), ct.clone().into());
@@ -160,8 +225,14 @@ impl Store {
 }
 
 /// The user metadata every archived object carries.
-pub(crate) fn metadata_pairs(meta: &UploadMeta, sha256: Option<&str>) -> Vec<(&'static str, String)> {
-    let mut pairs = vec![("call-uuid", meta.uuid.clone()), ("company-code", meta.company_code.clone())];
+pub(crate) fn metadata_pairs(
+    meta: &UploadMeta,
+    sha256: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut pairs = vec![
+        ("call-uuid", meta.uuid.clone()),
+        ("company-code", meta.company_code.clone()),
+    ];
     if let Some(start) = meta.call_start {
         pairs.push(("call-start", to_ledger(start)));
     }
@@ -171,7 +242,10 @@ pub(crate) fn metadata_pairs(meta: &UploadMeta, sha256: Option<&str>) -> Vec<(&'
     pairs
 }
 
-async fn next_chunk<S>(body: &mut S, cancel: &CancellationToken) -> Result<Option<Bytes>, UploadError>
+async fn next_chunk<S>(
+    body: &mut S,
+    cancel: &CancellationToken,
+) -> Result<Option<Bytes>, UploadError>
 where
     S: Stream<Item = Result<Bytes, DownloadError>> + Unpin,
 {

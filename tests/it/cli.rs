@@ -1,0 +1,381 @@
+//! The `callvault` binary, driven only by its environment variables, against the simulator
+//! and the S3 server on loopback: import, run, status, exit codes, SIGKILL and SIGTERM.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use callvault::domain::RecordState;
+use callvault::simulator::DownloadFault;
+
+use crate::world::{BUCKET, World};
+
+fn callvault(world: &World, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_callvault"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CALLVAULT_LEDGER", &world.ledger_url)
+        .env("CALLVAULT_API_URL", world.sim.api_url())
+        .env("CALLVAULT_APPID", &world.sim.config().appid)
+        .env("CALLVAULT_ACCESSKEY", &world.sim.config().accesskey)
+        .env("CALLVAULT_STORE", format!("s3://{BUCKET}/calls"))
+        .env("CALLVAULT_RETRY_DELAY", "10ms")
+        .current_dir(world.dir.path());
+    for (k, v) in world.s3.env() {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
+        .await
+        .unwrap()
+}
+
+fn write_callbacks(world: &World, n: usize) -> std::path::PathBuf {
+    let lines: Vec<String> = world
+        .sim
+        .sample_callbacks(n, chrono::Utc::now())
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let path = world.dir.path().join("callbacks.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[tokio::test]
+async fn import_then_run_then_run_again_then_status_from_the_environment_alone() {
+    let world = World::new().await;
+    let file = write_callbacks(&world, 15);
+
+    let import = output(callvault(&world, &["import", file.to_str().unwrap()])).await;
+    assert_eq!(
+        import.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    assert!(String::from_utf8_lossy(&import.stdout).contains("15 new (3 without recording)"));
+
+    let run = output(callvault(&world, &["run", "--json"])).await;
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&run.stdout).expect("--json prints JSON");
+    assert_eq!(summary["archived"], 12);
+    assert_eq!(summary["exit_code"], 0);
+
+    for uuid in world
+        .ledger
+        .uuids_in_state(RecordState::Archived)
+        .await
+        .unwrap()
+    {
+        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
+        assert_eq!(
+            world
+                .object_sha256(row.object_key.as_deref().unwrap())
+                .await,
+            row.sha256
+        );
+    }
+    let keys = world.object_keys().await;
+    let downloads = world.sim.stats().downloads;
+
+    let again = output(callvault(&world, &["run", "--json"])).await;
+    assert_eq!(again.status.code(), Some(0));
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["archived"], 0);
+    assert_eq!(
+        world.object_keys().await,
+        keys,
+        "the second run wrote nothing"
+    );
+    assert_eq!(world.sim.stats().downloads, downloads);
+
+    let status = output(callvault(&world, &["status", "--json"])).await;
+    assert_eq!(status.status.code(), Some(0));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let counts = &status["counts"];
+    assert_eq!(
+        (counts["archived"].as_i64(), counts["no_recording"].as_i64()),
+        (Some(12), Some(3))
+    );
+    for state in ["pending", "in_progress", "failed", "expired"] {
+        assert_eq!(counts[state], 0, "{state}");
+    }
+    assert_eq!(status["last_run"]["status"], "completed");
+}
+
+#[tokio::test]
+async fn importing_the_same_file_twice_changes_nothing_and_bad_lines_are_named() {
+    let world = World::new().await;
+    let good = write_callbacks(&world, 5);
+    let mut text = std::fs::read_to_string(&good).unwrap();
+    text.push_str(
+        "{\"uuid\": \"x1\", \"companycode\": 1, \"billsec\": \"lots\"}\nnot json at all\n",
+    );
+    text.push_str("[{\"uuid\": 77, \"companycode\": \"9\", \"recordfilename\": \"a.wav\", \"starttime\": \"\"}]\n");
+    let file = world.dir.path().join("mixed.json");
+    std::fs::write(&file, text).unwrap();
+
+    let first = output(callvault(&world, &["import", file.to_str().unwrap()])).await;
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "a rejected line makes the exit non-zero"
+    );
+    assert!(
+        stderr.contains("mixed.json:6: rejected: field `billsec`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("mixed.json:7: rejected: malformed JSON: not a JSON object"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains(
+        "6 new (1 without recording), 0 already known, 0 late recordings added, 2 rejected"
+    ));
+    let before = world.ledger.get("77").await.unwrap().unwrap();
+
+    let second = output(callvault(&world, &["import", file.to_str().unwrap()])).await;
+    assert!(
+        String::from_utf8_lossy(&second.stdout)
+            .contains("0 new (0 without recording), 6 already known")
+    );
+    let after = world.ledger.get("77").await.unwrap().unwrap();
+    assert_eq!(
+        (after.record, after.state, after.attempts),
+        (before.record, before.state, before.attempts)
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_exit_3_and_mark_nothing_failed() {
+    let world = World::new().await;
+    let file = write_callbacks(&world, 5);
+    assert_eq!(
+        output(callvault(&world, &["import", file.to_str().unwrap()]))
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    let mut run = callvault(&world, &["run"]);
+    run.env("CALLVAULT_ACCESSKEY", "wrong-key");
+
+    let out = output(run).await;
+
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused the credentials"));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("wrong-key"),
+        "the access key is never printed"
+    );
+    assert_eq!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::Pending)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::Failed)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn configuration_errors_exit_2() {
+    let world = World::new().await;
+    let mut no_store = callvault(&world, &["run"]);
+    no_store.env_remove("CALLVAULT_STORE");
+    let out = output(no_store).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CALLVAULT_STORE"));
+    let bad_flag = output(callvault(&world, &["run", "--concurrency", "0"])).await;
+    assert_eq!(bad_flag.status.code(), Some(2));
+}
+
+/// Waits until `check` holds, for at most `limit`.
+async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resumed() {
+    let world = World::new().await;
+    let file = write_callbacks(&world, 10);
+    assert_eq!(
+        output(callvault(&world, &["import", file.to_str().unwrap()]))
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    // Every recording stalls, so the run is surely mid-transfer when it dies.
+    for uuid in world
+        .ledger
+        .uuids_in_state(RecordState::Pending)
+        .await
+        .unwrap()
+    {
+        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
+        world.sim.push_download_fault(
+            &row.record.record_file,
+            DownloadFault::Stall(Duration::from_secs(20)),
+        );
+    }
+    let mut child = callvault(&world, &["run", "--lease", "2s", "--concurrency", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ledger = world.ledger.clone();
+    let claimed = wait_for(Duration::from_secs(20), async || {
+        ledger
+            .uuids_in_state(RecordState::InProgress)
+            .await
+            .unwrap()
+            .len()
+            == 4
+    })
+    .await;
+    assert!(claimed, "the run claimed its records");
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    assert!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::Archived)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(world.object_keys().await.is_empty());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let after = output(callvault(&world, &["run", "--stall-timeout", "30s"])).await;
+    assert_eq!(
+        after.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let archived = world
+        .ledger
+        .uuids_in_state(RecordState::Archived)
+        .await
+        .unwrap();
+    assert_eq!(archived.len(), 8);
+    for uuid in archived {
+        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
+        assert_eq!(
+            world
+                .object_sha256(row.object_key.as_deref().unwrap())
+                .await,
+            row.sha256
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_stops_claiming_and_releases_stalled_work_within_the_grace_period() {
+    let world = World::new().await;
+    let file = write_callbacks(&world, 5);
+    assert_eq!(
+        output(callvault(&world, &["import", file.to_str().unwrap()]))
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    for uuid in world
+        .ledger
+        .uuids_in_state(RecordState::Pending)
+        .await
+        .unwrap()
+    {
+        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
+        world.sim.push_download_fault(
+            &row.record.record_file,
+            DownloadFault::Stall(Duration::from_secs(30)),
+        );
+    }
+    let child = callvault(
+        &world,
+        &["run", "--grace", "1s", "--concurrency", "2", "--json"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let ledger = world.ledger.clone();
+    assert!(
+        wait_for(Duration::from_secs(20), async || ledger
+            .uuids_in_state(RecordState::InProgress)
+            .await
+            .unwrap()
+            .len()
+            == 2)
+        .await
+    );
+
+    let stopped_at = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "stopped within the grace period"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (summary["released"].as_u64(), summary["archived"].as_u64()),
+        (Some(2), Some(0)),
+        "{summary}"
+    );
+    assert_eq!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::Pending)
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "all back to pending"
+    );
+    assert!(world.object_keys().await.is_empty());
+}

@@ -1,0 +1,253 @@
+//! A flaky provider: rejected tokens, broken downloads, missing files, refused credentials.
+
+use std::time::Duration;
+
+use callvault::archive::RunError;
+use callvault::domain::RecordState;
+use callvault::simulator::DownloadFault;
+
+use crate::world::{TEST_PART, World, call};
+
+#[tokio::test]
+async fn many_workers_hitting_an_invalidated_token_cause_one_login_each_time() {
+    let world = World::new().await;
+    world.import_samples(60).await;
+    world.sim.set_faults(|f| {
+        f.invalidate_tokens_every = Some(7);
+        f.extension_exception_every = Some(11);
+    });
+    let mut opts = world.options();
+    opts.concurrency = 16;
+
+    let result = world.run(&opts).await;
+
+    let stats = world.sim.stats();
+    assert!(stats.invalidations >= 5, "{stats:?}");
+    assert_eq!(
+        stats.logins,
+        stats.invalidations + 1,
+        "one login at the start, one per invalidation: {stats:?}"
+    );
+    assert_eq!(result.report.logins, stats.logins);
+    assert_eq!(
+        (result.report.failed, result.report.retry_later),
+        (0, 0),
+        "{:?}",
+        result.report
+    );
+    assert_eq!(result.exit_code(), 0);
+}
+
+#[tokio::test]
+async fn a_truncated_download_is_never_archived_and_succeeds_later() {
+    let world = World::new().await;
+    world.import_call("small", "small.wav", 40_000).await;
+    world
+        .import_call("large", "large.wav", 3 * TEST_PART as u64)
+        .await;
+    for _ in 0..2 {
+        world
+            .sim
+            .push_download_fault("small.wav", DownloadFault::Truncate(10_000));
+        world.sim.push_download_fault(
+            "large.wav",
+            DownloadFault::Truncate(2 * TEST_PART as u64 + 10),
+        );
+    }
+    let mut opts = world.options();
+    opts.retry.attempts_per_run = 2;
+
+    let first = world.run(&opts).await;
+
+    assert_eq!(
+        (first.report.archived, first.report.retry_later),
+        (0, 2),
+        "{:?}",
+        first.report
+    );
+    assert_eq!(first.exit_code(), 1);
+    assert!(
+        world.object_keys().await.is_empty(),
+        "nothing half-written stays in the store"
+    );
+    assert!(
+        no_pending_multipart(&world),
+        "the multipart upload was aborted"
+    );
+    for uuid in ["small", "large"] {
+        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        assert_eq!(row.state, RecordState::Pending);
+        assert_eq!(row.attempts, 2);
+        assert!(row.sha256.is_none() && row.object_key.is_none());
+        assert!(
+            row.last_error_code
+                .as_deref()
+                .is_some_and(|c| c.starts_with("download_")),
+            "{row:?}"
+        );
+    }
+
+    let second = world.run(&opts).await;
+
+    assert_eq!(second.report.archived, 2, "{:?}", second.report);
+    for (uuid, file) in [("small", "small.wav"), ("large", "large.wav")] {
+        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        assert_eq!(row.sha256, world.sim.expected_sha256(file));
+        assert_eq!(
+            world
+                .object_sha256(row.object_key.as_deref().unwrap())
+                .await,
+            row.sha256
+        );
+    }
+}
+
+/// s3s-fs keeps unfinished multipart uploads as files under a hidden folder.
+fn no_pending_multipart(world: &World) -> bool {
+    walk(world.s3.root.path())
+        .iter()
+        .all(|p| !p.to_string_lossy().contains("upload"))
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path))
+        } else {
+            out.push(path)
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn error_pages_and_server_errors_are_retried_not_archived() {
+    let world = World::new().await;
+    world.import_call("html", "html.wav", 30_000).await;
+    world.import_call("five", "five.wav", 30_000).await;
+    world
+        .sim
+        .push_download_fault("html.wav", DownloadFault::HtmlPage);
+    world
+        .sim
+        .push_download_fault("five.wav", DownloadFault::Http500);
+    world.sim.set_faults(|f| {
+        f.server_error_next = 2;
+        f.code_1001_next = 1;
+    });
+    let mut opts = world.options();
+    opts.retry.attempts_per_run = 5;
+
+    let result = world.run(&opts).await;
+
+    assert_eq!(result.report.archived, 2, "{:?}", result.report);
+    for uuid in ["html", "five"] {
+        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        assert!(row.attempts >= 2, "{uuid} needed a retry: {row:?}");
+        assert_eq!(
+            row.sha256,
+            world.sim.expected_sha256(&row.record.record_file)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_missing_file_fails_and_an_old_one_is_expired() {
+    let world = World::new().await;
+    let recent = call("recent", "never-existed.wav", "2026-11-01 10:00:00");
+    let old_start = (chrono::Utc::now() - chrono::Duration::days(120))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let old = call("old", "deleted-by-provider.wav", &old_start);
+    world
+        .ledger
+        .import(&[recent, old], chrono::Utc::now())
+        .await
+        .unwrap();
+
+    let result = world.run(&world.options()).await;
+
+    assert_eq!(
+        (result.report.failed, result.report.expired),
+        (1, 1),
+        "{:?}",
+        result.report
+    );
+    assert_eq!(result.exit_code(), 1);
+    let recent = world.ledger.get("recent").await.unwrap().unwrap();
+    assert_eq!(
+        (recent.state, recent.attempts),
+        (RecordState::Failed, 1),
+        "a permanent error is not retried"
+    );
+    assert_eq!(
+        recent.last_error_code.as_deref(),
+        Some("provider_code_1002")
+    );
+    assert_eq!(
+        world.ledger.get("old").await.unwrap().unwrap().state,
+        RecordState::Expired
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_stop_the_run_and_fail_no_record() {
+    let world = World::new().await;
+    world.import_samples(5).await;
+    world.sim.set_faults(|f| f.refuse_logins = true);
+
+    let result = world.run(&world.options()).await;
+
+    assert!(
+        matches!(result.error, Some(RunError::CredentialsRefused(_))),
+        "{:?}",
+        result.error
+    );
+    assert_eq!(result.exit_code(), 3);
+    assert_eq!(result.report.attempted(), 0, "nothing was claimed");
+    let pending = world
+        .ledger
+        .uuids_in_state(RecordState::Pending)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(pending, 4, "every record with a recording is still pending");
+}
+
+#[tokio::test]
+async fn credentials_refused_mid_run_release_the_records() {
+    let world = World::new().await;
+    world.import_samples(20).await;
+    let mut opts = world.options();
+    opts.concurrency = 4;
+    let deps = world.deps();
+    deps.provider.ensure_login().await.unwrap();
+    // From now on the token dies and every login is refused.
+    world.sim.set_faults(|f| {
+        f.refuse_logins = true;
+        f.invalidate_tokens_every = Some(1);
+    });
+
+    let result = callvault::archive::run_pass(&deps, &opts).await.unwrap();
+
+    assert_eq!(result.exit_code(), 3, "{:?}", result.report);
+    assert!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::Failed)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::InProgress)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

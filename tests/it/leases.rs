@@ -1,0 +1,129 @@
+//! Claims and leases: a dead run's records come back, two runs never share a record, and a
+//! stop gives in-flight records back.
+
+use std::time::Duration;
+
+use callvault::domain::RecordState;
+use callvault::ledger::{Ledger, Slice};
+use callvault::simulator::DownloadFault;
+
+use crate::world::World;
+
+#[tokio::test]
+async fn a_dead_runs_records_are_reclaimed_once_its_lease_runs_out() {
+    let world = World::new().await;
+    world.import_samples(5).await;
+    // A run that claimed two records and died (no renewals, no settlement).
+    let now = chrono::Utc::now();
+    let lease_until = now + chrono::Duration::milliseconds(1500);
+    for _ in 0..2 {
+        world
+            .ledger
+            .claim("run-that-died", &Slice::default(), now, now, lease_until)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    let during_lease = world.run(&world.options()).await;
+    assert_eq!(
+        during_lease.report.archived, 2,
+        "only the unclaimed records: {:?}",
+        during_lease.report
+    );
+    assert_eq!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::InProgress)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let after_lease = world.run(&world.options()).await;
+    assert_eq!(after_lease.report.archived, 2, "{:?}", after_lease.report);
+    assert!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::InProgress)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn two_runs_at_once_never_work_on_the_same_record() {
+    let world = World::new().await;
+    world.import_samples(40).await;
+    // A second process's view of the same ledger file: its own connection pool.
+    let other_ledger = Ledger::open(&world.ledger_url).await.unwrap();
+    let a = world.deps();
+    let b = world.deps_with(other_ledger, world.store.clone());
+    let opts = world.options();
+
+    let (ra, rb) = tokio::join!(
+        callvault::archive::run_pass(&a, &opts),
+        callvault::archive::run_pass(&b, &opts)
+    );
+
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(
+        ra.report.archived + rb.report.archived,
+        32,
+        "{:?} {:?}",
+        ra.report,
+        rb.report
+    );
+    assert_eq!(ra.report.lease_lost + rb.report.lease_lost, 0);
+    // One download per record: no record was transferred twice.
+    assert_eq!(world.sim.stats().downloads, 32);
+}
+
+#[tokio::test]
+async fn a_stop_lets_short_transfers_finish_and_gives_stalled_ones_back() {
+    let world = World::new().await;
+    world.import_call("quick", "quick.wav", 10_000).await;
+    world.import_call("stuck", "stuck.wav", 10_000).await;
+    world
+        .sim
+        .push_download_fault("stuck.wav", DownloadFault::Stall(Duration::from_secs(30)));
+    let mut opts = world.options();
+    opts.concurrency = 2;
+    let shutdown = opts.shutdown.clone();
+    let grace = Duration::from_millis(700);
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        shutdown.begin(grace);
+    });
+
+    let started = std::time::Instant::now();
+    let result = world.run(&opts).await;
+    stopper.await.unwrap();
+
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stall was cut off by the grace period"
+    );
+    assert_eq!(
+        (result.report.archived, result.report.released),
+        (1, 1),
+        "{:?}",
+        result.report
+    );
+    assert_eq!(result.exit_code(), 1);
+    let stuck = world.ledger.get("stuck").await.unwrap().unwrap();
+    assert_eq!(stuck.state, RecordState::Pending);
+    assert!(
+        stuck.next_attempt_at.unwrap() <= chrono::Utc::now(),
+        "due again at once"
+    );
+    assert!(
+        world
+            .object_sha256("20000013/2026/11/01/stuck.wav")
+            .await
+            .is_none()
+    );
+}

@@ -1,0 +1,8 @@
+//! callvault's integration tests: the real code against the simulator, an in-process S3
+//! server and a temporary SQLite ledger.
+
+mod archive;
+mod cli;
+mod faults;
+mod leases;
+mod world;

@@ -1,0 +1,255 @@
+//! Spawns the world a test needs, all on loopback and all inside the test: the provider
+//! simulator, an S3 protocol server (s3s-fs over a temp directory), a temp SQLite ledger.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callvault::archive::{Deps, RetryPolicy, RunOptions, RunResult, Shutdown, run_pass};
+use callvault::callback::parse_record;
+use callvault::domain::CallRecord;
+use callvault::ledger::{Ledger, Slice};
+use callvault::provider::{Downloader, ProviderClient, ProviderConfig};
+use callvault::simulator::{Simulator, SimulatorConfig};
+use callvault::store::{DEFAULT_TEMPLATE, KeyTemplate, S3Options, Store};
+use callvault::timefmt::default_provider_tz;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+pub const S3_ACCESS_KEY: &str = "test-access-key";
+pub const S3_SECRET_KEY: &str = "test-secret-key-canary";
+pub const BUCKET: &str = "archive";
+
+/// An S3 protocol server over a temp directory.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl S3Server {
+    pub async fn start() -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(root.path().join(BUCKET)).expect("bucket dir");
+        let fs = s3s_fs::FileSystem::new(root.path()).expect("s3s-fs");
+        let service = {
+            let mut b = s3s::service::S3ServiceBuilder::new(fs);
+            b.set_auth(s3s::auth::SimpleAuth::from_single(
+                S3_ACCESS_KEY,
+                S3_SECRET_KEY,
+            ));
+            b.build()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let _ = ConnBuilder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+            root,
+            task,
+        }
+    }
+
+    /// The `AWS_*` settings (as environment variable names) that reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+        ]
+    }
+
+    pub fn options(&self) -> S3Options {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect()
+    }
+}
+
+/// Everything one test works against.
+pub struct World {
+    pub sim: Simulator,
+    pub s3: S3Server,
+    pub dir: TempDir,
+    pub ledger_url: String,
+    pub ledger: Ledger,
+    pub store: Store,
+}
+
+/// Multipart part size in tests: the smallest S3 accepts.
+pub const TEST_PART: usize = 5 * 1024 * 1024;
+
+impl World {
+    pub async fn new() -> Self {
+        let sim = Simulator::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SimulatorConfig::default(),
+        )
+        .await
+        .expect("simulator");
+        let s3 = S3Server::start().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger_url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let ledger = Ledger::open(&ledger_url).await.expect("ledger");
+        let store =
+            Store::open(&format!("s3://{BUCKET}/calls"), &s3.options(), TEST_PART).expect("store");
+        Self {
+            sim,
+            s3,
+            dir,
+            ledger_url,
+            ledger,
+            store,
+        }
+    }
+
+    pub fn provider_config(&self) -> ProviderConfig {
+        let c = self.sim.config();
+        ProviderConfig {
+            api_url: self.sim.api_url().parse().expect("url"),
+            appid: c.appid.clone(),
+            accesskey: SecretString::from(c.accesskey.clone()),
+            api_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            token_max_age: Duration::from_secs(3600),
+            tz: default_provider_tz(),
+        }
+    }
+
+    pub fn deps(&self) -> Deps {
+        self.deps_with(self.ledger.clone(), self.store.clone())
+    }
+
+    pub fn deps_with(&self, ledger: Ledger, store: Store) -> Deps {
+        Deps {
+            ledger,
+            provider: Arc::new(ProviderClient::new(self.provider_config()).expect("client")),
+            downloader: Downloader::new(Duration::from_secs(5), Duration::from_secs(5))
+                .expect("downloader"),
+            store,
+            keys: KeyTemplate::parse(DEFAULT_TEMPLATE, default_provider_tz()).expect("template"),
+        }
+    }
+
+    /// Fast options: tiny backoffs, later runs may retry at once.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            concurrency: 4,
+            max_records: None,
+            deadline: None,
+            dry_run: false,
+            lease: Duration::from_secs(30),
+            retry: RetryPolicy {
+                attempts_per_run: 3,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(50),
+                later_base: Duration::ZERO,
+                later_max: Duration::ZERO,
+                max_attempts: 30,
+            },
+            retention: chrono::Duration::days(90),
+            slice: Slice::default(),
+            grace: Duration::from_secs(2),
+            shutdown: Shutdown::default(),
+            description: serde_json::json!({"test": true}),
+        }
+    }
+
+    pub async fn run(&self, opts: &RunOptions) -> RunResult {
+        run_pass(&self.deps(), opts)
+            .await
+            .expect("the ledger works")
+    }
+
+    /// Registers `n` sample calls at the simulator and imports them; returns the records.
+    pub async fn import_samples(&self, n: usize) -> Vec<CallRecord> {
+        let callbacks = self.sim.sample_callbacks(n, chrono::Utc::now());
+        let records: Vec<CallRecord> = callbacks
+            .iter()
+            .map(|c| parse_record(&c.to_string(), default_provider_tz()).expect("sample parses"))
+            .collect();
+        self.ledger
+            .import(&records, chrono::Utc::now())
+            .await
+            .expect("import");
+        records
+    }
+
+    /// Imports one call whose recording of `size` bytes the simulator serves.
+    pub async fn import_call(&self, uuid: &str, file: &str, size: u64) -> CallRecord {
+        self.sim.add_recording(file, size);
+        let record = call(uuid, file, "2026-11-01 10:00:00");
+        self.ledger
+            .import(std::slice::from_ref(&record), chrono::Utc::now())
+            .await
+            .expect("import");
+        record
+    }
+
+    /// The bytes of an object in the S3 store and their SHA-256.
+    pub async fn object_sha256(&self, key: &str) -> Option<String> {
+        let path = self.store.path(key).expect("path");
+        match self.store.object_store().get(&path).await {
+            Ok(got) => Some(hex::encode(Sha256::digest(
+                got.bytes().await.expect("body"),
+            ))),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("reading {key}: {e}"),
+        }
+    }
+
+    /// Every object key under the store (relative to the bucket).
+    pub async fn object_keys(&self) -> Vec<String> {
+        use futures::TryStreamExt;
+        let mut keys: Vec<String> = self
+            .store
+            .object_store()
+            .list(None)
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .expect("list");
+        keys.sort();
+        keys
+    }
+
+    pub fn bucket_path(&self, key: &str) -> Path {
+        self.store.path(key).expect("path")
+    }
+}
+
+/// A call record in the provider's callback format.
+pub fn call(uuid: &str, file: &str, start: &str) -> CallRecord {
+    let json = serde_json::json!({
+        "uuid": uuid, "companycode": 20000013, "recordfilename": file, "starttime": start,
+        "answertime": start, "endtime": start, "duration": 30, "billsec": 25, "type": "callout",
+    });
+    parse_record(&json.to_string(), default_provider_tz()).expect("valid call")
+}
