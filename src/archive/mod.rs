@@ -93,12 +93,12 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// 0 all archived or nothing to do; 1 some left or failed; 3 credentials refused.
-    /// (2, usage and configuration, is decided before a run exists.)
+    /// 0 all archived or nothing to do; 1 some left or failed; 2 the store refuses us or has
+    /// no such bucket (configuration); 3 the provider refused the credentials.
     pub fn exit_code(&self) -> i32 {
         match &self.error {
             Some(RunError::CredentialsRefused(_)) => 3,
-            Some(RunError::Store(StoreError::Config(_))) => 2,
+            Some(RunError::Store(StoreError::Config(_) | StoreError::Refused { .. })) => 2,
             Some(_) => 1,
             None if self.report.not_archived() > 0 => 1,
             None => 0,

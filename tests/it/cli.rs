@@ -379,3 +379,112 @@ async fn sigterm_stops_claiming_and_releases_stalled_work_within_the_grace_perio
     );
     assert!(world.object_keys().await.is_empty());
 }
+
+#[tokio::test]
+async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_callvault"));
+    demo.args(["demo", "--calls", "10"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir.path());
+
+    let out = output(demo).await;
+
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("imported 10 call records (2 without a recording)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("archived 8, retry later 0, failed 0"),
+        "{stdout}"
+    );
+    let run_dir = std::fs::read_dir(dir.path().join("callvault-demo"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let recordings: Vec<_> = walk(&run_dir.join("archive"))
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with(".json"))
+        .collect();
+    assert_eq!(recordings.len(), 8);
+    for recording in recordings {
+        let sidecar = format!("{}.metadata.json", recording.display());
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(&recording).unwrap(),
+        ));
+        assert_eq!(meta["sha256"], sha, "{}", recording.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path))
+        } else {
+            out.push(path)
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
+    let world = World::new().await;
+    let file = write_callbacks(&world, 10);
+    assert_eq!(
+        output(callvault(&world, &["import", file.to_str().unwrap()]))
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    world
+        .sim
+        .set_faults(|f| f.invalidate_tokens_every = Some(3));
+    let first = world
+        .ledger
+        .uuids_in_state(RecordState::Pending)
+        .await
+        .unwrap()[0]
+        .clone();
+    let row = world.ledger.get(&first).await.unwrap().unwrap();
+    world
+        .sim
+        .push_download_fault(&row.record.record_file, DownloadFault::Truncate(100));
+    let mut run = callvault(&world, &["run", "--json", "--log", "debug"]);
+    run.env("CALLVAULT_LOG_FORMAT", "json");
+
+    let out = output(run).await;
+
+    assert_eq!(out.status.code(), Some(0));
+    let ledger_bytes = std::fs::read(world.dir.path().join("ledger.db")).unwrap();
+    let wal = std::fs::read(world.dir.path().join("ledger.db-wal")).unwrap_or_default();
+    let everything = [out.stdout, out.stderr, ledger_bytes, wal].concat();
+    let text = String::from_utf8_lossy(&everything);
+    for canary in [
+        world.sim.config().accesskey.as_str(),
+        crate::world::S3_SECRET_KEY,
+        "sig=",
+        "expires=",
+    ] {
+        assert!(!text.contains(canary), "{canary:?} leaked");
+    }
+    assert!(
+        text.contains("token rejected") || text.contains("logged in"),
+        "the debug log was captured"
+    );
+}

@@ -127,3 +127,38 @@ async fn a_stop_lets_short_transfers_finish_and_gives_stalled_ones_back() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_long_transfer_keeps_its_lease_and_no_other_run_takes_it() {
+    let world = World::new().await;
+    world.import_call("slow", "slow.wav", 20_000).await;
+    world.sim.push_download_fault(
+        "slow.wav",
+        DownloadFault::Stall(Duration::from_millis(2500)),
+    );
+    let mut opts = world.options();
+    opts.lease = Duration::from_secs(1);
+    let other = world.deps_with(
+        Ledger::open(&world.ledger_url).await.unwrap(),
+        world.store.clone(),
+    );
+    let second_opts = opts.clone();
+    let second = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        callvault::archive::run_pass(&other, &second_opts)
+            .await
+            .unwrap()
+    });
+
+    let first = world.run(&opts).await;
+    let second = second.await.unwrap();
+
+    assert_eq!(first.report.archived, 1, "{:?}", first.report);
+    assert_eq!(
+        second.report.attempted(),
+        0,
+        "the renewed lease kept the record: {:?}",
+        second.report
+    );
+    assert_eq!(world.sim.stats().downloads, 1);
+}
