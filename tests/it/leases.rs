@@ -162,3 +162,37 @@ async fn a_long_transfer_keeps_its_lease_and_no_other_run_takes_it() {
     );
     assert_eq!(world.sim.stats().downloads, 1);
 }
+
+#[tokio::test]
+async fn the_deadline_stops_claiming_but_lets_claimed_work_finish() {
+    let world = World::new().await;
+    for i in 0..6 {
+        let file = format!("d{i}.wav");
+        world.import_call(&format!("d{i}"), &file, 10_000).await;
+        world
+            .sim
+            .push_download_fault(&file, DownloadFault::Stall(Duration::from_millis(500)));
+    }
+    let mut opts = world.options();
+    opts.concurrency = 2;
+    opts.deadline = Some(Duration::from_millis(200));
+
+    let result = world.run(&opts).await;
+
+    assert_eq!(result.report.archived, 2, "{:?}", result.report);
+    assert!(result.report.stopped.is_some());
+    assert_eq!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::Pending)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        result.exit_code(),
+        0,
+        "nothing attempted was left unarchived"
+    );
+}

@@ -5,4 +5,5 @@ mod archive;
 mod cli;
 mod faults;
 mod leases;
+mod ledger;
 mod world;
