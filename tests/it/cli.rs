@@ -27,6 +27,18 @@ fn callvault(world: &World, args: &[&str]) -> Command {
     cmd
 }
 
+/// Writes `n` sample callbacks and imports them with the binary.
+async fn import_samples(world: &World, n: usize) {
+    let file = write_callbacks(world, n);
+    let out = output(callvault(world, &["import", file.to_str().unwrap()])).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn output(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
         .await
@@ -160,14 +172,7 @@ async fn importing_the_same_file_twice_changes_nothing_and_bad_lines_are_named()
 #[tokio::test]
 async fn refused_credentials_exit_3_and_mark_nothing_failed() {
     let world = World::new().await;
-    let file = write_callbacks(&world, 5);
-    assert_eq!(
-        output(callvault(&world, &["import", file.to_str().unwrap()]))
-            .await
-            .status
-            .code(),
-        Some(0)
-    );
+    import_samples(&world, 5).await;
     let mut run = callvault(&world, &["run"]);
     run.env("CALLVAULT_ACCESSKEY", "wrong-key");
 
@@ -230,27 +235,9 @@ async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool
 #[tokio::test]
 async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resumed() {
     let world = World::new().await;
-    let file = write_callbacks(&world, 10);
-    assert_eq!(
-        output(callvault(&world, &["import", file.to_str().unwrap()]))
-            .await
-            .status
-            .code(),
-        Some(0)
-    );
+    import_samples(&world, 10).await;
     // Every recording stalls, so the run is surely mid-transfer when it dies.
-    for uuid in world
-        .ledger
-        .uuids_in_state(RecordState::Pending)
-        .await
-        .unwrap()
-    {
-        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
-        world.sim.push_download_fault(
-            &row.record.record_file,
-            DownloadFault::Stall(Duration::from_secs(20)),
-        );
-    }
+    world.stall_all_pending(Duration::from_secs(20)).await;
     let mut child = callvault(&world, &["run", "--lease", "2s", "--concurrency", "4"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -308,26 +295,8 @@ async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resume
 #[tokio::test]
 async fn sigterm_stops_claiming_and_releases_stalled_work_within_the_grace_period() {
     let world = World::new().await;
-    let file = write_callbacks(&world, 5);
-    assert_eq!(
-        output(callvault(&world, &["import", file.to_str().unwrap()]))
-            .await
-            .status
-            .code(),
-        Some(0)
-    );
-    for uuid in world
-        .ledger
-        .uuids_in_state(RecordState::Pending)
-        .await
-        .unwrap()
-    {
-        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
-        world.sim.push_download_fault(
-            &row.record.record_file,
-            DownloadFault::Stall(Duration::from_secs(30)),
-        );
-    }
+    import_samples(&world, 5).await;
+    world.stall_all_pending(Duration::from_secs(30)).await;
     let child = callvault(
         &world,
         &["run", "--grace", "1s", "--concurrency", "2", "--json"],
@@ -412,7 +381,7 @@ async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
         .unwrap()
         .unwrap()
         .path();
-    let recordings: Vec<_> = walk(&run_dir.join("archive"))
+    let recordings: Vec<_> = crate::world::files_under(&run_dir.join("archive"))
         .into_iter()
         .filter(|p| !p.to_string_lossy().ends_with(".json"))
         .collect();
@@ -428,30 +397,10 @@ async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path))
-        } else {
-            out.push(path)
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
     let world = World::new().await;
-    let file = write_callbacks(&world, 10);
-    assert_eq!(
-        output(callvault(&world, &["import", file.to_str().unwrap()]))
-            .await
-            .status
-            .code(),
-        Some(0)
-    );
+    import_samples(&world, 10).await;
     world
         .sim
         .set_faults(|f| f.invalidate_tokens_every = Some(3));

@@ -104,22 +104,9 @@ async fn a_truncated_download_is_never_archived_and_succeeds_later() {
 
 /// s3s-fs keeps unfinished multipart uploads as files under a hidden folder.
 fn no_pending_multipart(world: &World) -> bool {
-    walk(world.s3.root.path())
+    crate::world::files_under(world.s3.root.path())
         .iter()
         .all(|p| !p.to_string_lossy().contains("upload"))
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path))
-        } else {
-            out.push(path)
-        }
-    }
-    out
 }
 
 #[tokio::test]

@@ -253,3 +253,35 @@ pub fn call(uuid: &str, file: &str, start: &str) -> CallRecord {
     });
     parse_record(&json.to_string(), default_provider_tz()).expect("valid call")
 }
+
+/// Every file below `dir`.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path))
+        } else {
+            out.push(path)
+        }
+    }
+    out
+}
+
+impl World {
+    /// Makes every pending record's next download stall for `how_long`.
+    pub async fn stall_all_pending(&self, how_long: std::time::Duration) {
+        for uuid in self
+            .ledger
+            .uuids_in_state(callvault::domain::RecordState::Pending)
+            .await
+            .unwrap()
+        {
+            let row = self.ledger.get(&uuid).await.unwrap().unwrap();
+            self.sim.push_download_fault(
+                &row.record.record_file,
+                callvault::simulator::DownloadFault::Stall(how_long),
+            );
+        }
+    }
+}
