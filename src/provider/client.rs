@@ -40,8 +40,11 @@ impl std::fmt::Debug for ProviderConfig {
     }
 }
 
-/// How many times one request logs in again before giving up on the token.
-const MAX_RELOGINS_PER_REQUEST: usize = 3;
+/// How many rejected tokens one request takes before it gives up (a passing failure). Under
+/// heavy invalidation churn a token can die before a request reaches the provider, and that
+/// is no fault of the record: only a provider that rejects token after token should end
+/// the attempt.
+const MAX_RELOGINS_PER_REQUEST: usize = 10;
 
 pub struct ProviderClient {
     http: reqwest::Client,

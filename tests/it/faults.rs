@@ -29,10 +29,19 @@ async fn many_workers_hitting_an_invalidated_token_cause_one_login_each_time() {
         "one login at the start, one per invalidation: {stats:?}"
     );
     assert_eq!(result.report.logins, stats.logins);
+    let mut left = Vec::new();
+    for uuid in world
+        .ledger
+        .uuids_in_state(RecordState::Pending)
+        .await
+        .unwrap()
+    {
+        left.push(world.ledger.get(&uuid).await.unwrap().unwrap().last_error);
+    }
     assert_eq!(
         (result.report.failed, result.report.retry_later),
         (0, 0),
-        "{:?}",
+        "{:?} {left:?}",
         result.report
     );
     assert_eq!(result.exit_code(), 0);

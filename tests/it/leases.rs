@@ -70,6 +70,12 @@ async fn two_runs_at_once_never_work_on_the_same_record() {
     );
 
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(
+        ra.error.is_none() && rb.error.is_none(),
+        "{:?} {:?}",
+        ra.error,
+        rb.error
+    );
     assert_eq!(
         ra.report.archived + rb.report.archived,
         32,
