@@ -22,6 +22,35 @@ pub struct ImportCounts {
 
 /// Read this much text before parsing and writing a batch (at a record boundary).
 const CHUNK_BYTES: usize = 1 << 20;
+/// A batch is cut here even inside a record (which then is reported as broken).
+const MAX_CHUNK_BYTES: usize = 32 << 20;
+
+/// Tracks whether the text read so far ends between records (brace depth 0), with strings
+/// taken into account. JSON strings cannot span lines, so string state ends with the line.
+#[derive(Debug, Default)]
+struct Depth {
+    braces: usize,
+}
+
+impl Depth {
+    fn feed(&mut self, line: &str) {
+        let (mut in_string, mut escaped) = (false, false);
+        for b in line.bytes() {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' if in_string => escaped = true,
+                b'"' => in_string = !in_string,
+                b'{' if !in_string => self.braces += 1,
+                b'}' if !in_string => self.braces = self.braces.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+
+    fn outside_objects(&self) -> bool {
+        self.braces == 0
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -60,17 +89,20 @@ pub async fn import_source(
     let mut chunk = String::new();
     let mut chunk_first_line = 1usize;
     let mut line_no = 0usize;
+    let mut depth = Depth::default();
     for line in reader.lines() {
         let line = line.map_err(read_err)?;
         line_no += 1;
         chunk.push_str(&line);
         chunk.push('\n');
-        let at_boundary = matches!(line.trim_end().chars().last(), Some('}' | ',' | ']'))
-            && line.trim_start().starts_with(['{', '}', ']']);
-        if chunk.len() >= CHUNK_BYTES && at_boundary {
+        depth.feed(&line);
+        // Cut between records; a record that never closes is cut anyway, much later.
+        if (chunk.len() >= CHUNK_BYTES && depth.outside_objects()) || chunk.len() >= MAX_CHUNK_BYTES
+        {
             import_chunk(ledger, &name, &chunk, chunk_first_line, tz, counts).await?;
             chunk.clear();
             chunk_first_line = line_no + 1;
+            depth = Depth::default();
         }
     }
     import_chunk(ledger, &name, &chunk, chunk_first_line, tz, counts).await
@@ -107,4 +139,20 @@ async fn import_chunk(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Depth;
+
+    #[test]
+    fn depth_sees_record_boundaries_through_strings_and_nesting() {
+        let mut d = Depth::default();
+        d.feed(r#"{"a": "}}{", "b": {"#);
+        assert!(!d.outside_objects());
+        d.feed(r#"  "c": "say \"}\" twice" },"#);
+        assert!(!d.outside_objects());
+        d.feed("},");
+        assert!(d.outside_objects());
+    }
 }

@@ -437,3 +437,46 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
         "the debug log was captured"
     );
 }
+
+#[tokio::test]
+async fn large_pretty_printed_arrays_and_standard_input_import_whole() {
+    let world = World::new().await;
+    let records: Vec<serde_json::Value> = (0..6000)
+        .map(|i| {
+            serde_json::json!({
+                "uuid": format!("bulk-{i:05}"), "companycode": 7, "recordfilename": format!("bulk-{i}.wav"),
+                "starttime": "2026-11-01 10:00:00", "billsec": i, "memberid": "x".repeat(600),
+                "nested": {"note": "braces } in { strings"},
+            })
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&records).unwrap();
+    assert!(text.len() > 3 << 20, "spans several import chunks");
+    let mut import = callvault(&world, &["import"]);
+    import
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = import.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6000 new (0 without recording)"));
+    let status = world
+        .ledger
+        .status(chrono::Utc::now(), chrono::Duration::days(90))
+        .await
+        .unwrap();
+    assert_eq!(status.counts["pending"], 6000);
+}
