@@ -156,6 +156,9 @@ pub struct SimulatorArgs {
     /// Sample recordings to serve.
     #[arg(long, default_value_t = 20)]
     pub recordings: usize,
+    /// Serve every recording at this size instead of the usual mix (for trying large files).
+    #[arg(long)]
+    pub recording_size_mib: Option<u64>,
     /// Write the sample calls' callbacks (JSON lines) here, ready for `callvault import`.
     #[arg(long)]
     pub callbacks_out: Option<PathBuf>,

@@ -67,10 +67,12 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
                 accesskey: args.accesskey,
                 ..Default::default()
             };
+            let size = args.recording_size_mib.map(|mib| mib * 1024 * 1024);
             crate::simulator::serve_forever(
                 args.listen,
                 config,
                 args.recordings,
+                size,
                 args.callbacks_out,
             )
             .await

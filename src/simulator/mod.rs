@@ -283,10 +283,20 @@ pub async fn serve_forever(
     bind: SocketAddr,
     config: SimulatorConfig,
     recordings: usize,
+    recording_size: Option<u64>,
     callbacks_out: Option<PathBuf>,
 ) -> io::Result<()> {
     let sim = Simulator::start(bind, config).await?;
     let callbacks = sim.sample_callbacks(recordings, chrono::Utc::now());
+    if let Some(size) = recording_size {
+        for name in callbacks
+            .iter()
+            .filter_map(|c| c["recordfilename"].as_str())
+            .filter(|n| !n.is_empty())
+        {
+            sim.add_recording(name, size);
+        }
+    }
     if let Some(path) = &callbacks_out {
         let mut lines = String::new();
         for callback in &callbacks {
