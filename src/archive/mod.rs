@@ -2,6 +2,7 @@
 //! concurrency, a run deadline, lease renewal and a clean stop on shutdown. Concurrency
 //! and shutdown live here and nowhere else.
 
+mod checks;
 mod record;
 mod report;
 mod retry;

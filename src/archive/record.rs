@@ -1,15 +1,14 @@
 //! One claimed record, start to end: fresh link → download → streamed upload → checks →
 //! settle in the ledger. Returns the outcome; only a reason to stop the run is an error.
 
-use bytes::Bytes;
 use chrono::Utc;
-use futures::{Stream, StreamExt};
 
+use super::checks::checked_body;
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
 use crate::domain::{ArchivedObject, Claim};
 use crate::ledger::{AttemptEnd, Settlement};
-use crate::provider::{Action, DownloadError, looks_like_error_page};
+use crate::provider::{Action, DownloadError};
 use crate::store::{UploadError, UploadMeta};
 
 /// Why one attempt did not archive the record, by what to do next.
@@ -337,48 +336,5 @@ async fn attempt(
         etag: uploaded.etag,
         version: uploaded.version,
         archived_at: Utc::now(),
-    })
-}
-
-/// The body, refused when it starts like an error page, and failing (so the upload is
-/// aborted) when it ends short of its Content-Length.
-fn checked_body(
-    body: impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static,
-    expected: Option<u64>,
-) -> impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static {
-    let state = (body.boxed(), 0u64, false);
-    futures::stream::unfold(state, move |(mut body, received, done)| async move {
-        if done {
-            return None;
-        }
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                if received == 0 && looks_like_error_page(&chunk) {
-                    let err =
-                        DownloadError::NotARecording("the body is an HTML/JSON/XML page".into());
-                    return Some((Err(err), (body, received, true)));
-                }
-                let received = received + chunk.len() as u64;
-                if expected.is_some_and(|n| received > n) {
-                    let err = DownloadError::Network(format!(
-                        "more bytes than the announced {}",
-                        expected.unwrap_or(0)
-                    ));
-                    return Some((Err(err), (body, received, true)));
-                }
-                Some((Ok(chunk), (body, received, false)))
-            }
-            Some(Err(e)) => Some((Err(e), (body, received, true))),
-            None => match expected {
-                Some(n) if received < n => Some((
-                    Err(DownloadError::Truncated {
-                        received,
-                        expected: n,
-                    }),
-                    (body, received, true),
-                )),
-                _ => None,
-            },
-        }
     })
 }
