@@ -123,6 +123,10 @@ async fn error_pages_and_server_errors_are_retried_not_archived() {
     let world = World::new().await;
     world.import_call("html", "html.wav", 30_000).await;
     world.import_call("five", "five.wav", 30_000).await;
+    world.import_call("expired", "expired.wav", 30_000).await;
+    world
+        .sim
+        .push_download_fault("expired.wav", DownloadFault::Expired);
     world
         .sim
         .push_download_fault("html.wav", DownloadFault::HtmlPage);
@@ -138,15 +142,40 @@ async fn error_pages_and_server_errors_are_retried_not_archived() {
 
     let result = world.run(&opts).await;
 
-    assert_eq!(result.report.archived, 2, "{:?}", result.report);
-    for uuid in ["html", "five"] {
+    assert_eq!(result.report.archived, 3, "{:?}", result.report);
+    let mut attempts = 0;
+    for uuid in ["html", "five", "expired"] {
         let row = world.ledger.get(uuid).await.unwrap().unwrap();
         assert!(row.attempts >= 2, "{uuid} needed a retry: {row:?}");
+        attempts += row.attempts as u64;
         assert_eq!(
             row.sha256,
             world.sim.expected_sha256(&row.record.record_file)
         );
     }
+    // Every attempt (those answered with ret 500 or code 1001 included) asked for exactly
+    // one fresh link: no link is ever reused.
+    assert_eq!(world.sim.stats().url_requests, attempts);
+}
+
+#[tokio::test]
+async fn an_illegal_file_name_fails_without_retries() {
+    let world = World::new().await;
+    let record = call("illegal", "../../etc/passwd", "2026-11-01 10:00:00");
+    world
+        .ledger
+        .import(&[record], chrono::Utc::now())
+        .await
+        .unwrap();
+
+    let result = world.run(&world.options()).await;
+
+    assert_eq!(result.report.failed, 1, "{:?}", result.report);
+    let row = world.ledger.get("illegal").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.attempts, row.last_error_code.as_deref()),
+        (RecordState::Failed, 1, Some("provider_ret_400"))
+    );
 }
 
 #[tokio::test]
