@@ -45,6 +45,10 @@ impl StoreError {
         match source {
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => Self::Refused { context, source },
+            // object_store reports some S3 refusals (a list request, say) only as text.
+            object_store::Error::Generic { .. } if says_refused(&source.to_string()) => {
+                Self::Refused { context, source }
+            }
             _ => Self::Transient { context, source },
         }
     }
@@ -57,6 +61,29 @@ impl StoreError {
         }
     }
 }
+
+/// Whether an S3 error text is a refusal no retry can fix (credentials, missing bucket).
+fn says_refused(text: &str) -> bool {
+    [
+        "AccessDenied",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "NoSuchBucket",
+        "403 Forbidden",
+        "401 Unauthorized",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
+/// object_store's own retries of one request, kept short: callvault retries whole
+/// attempts with a fresh link, and a store that is down should not hold a worker for minutes.
+static STORE_RETRY: std::sync::LazyLock<object_store::RetryConfig> =
+    std::sync::LazyLock::new(|| object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..Default::default()
+    });
 
 /// Where the store keeps user metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +155,7 @@ impl Store {
                     .map_err(|e| StoreError::Config(format!("S3 endpoint {endpoint:?}: {e}")))?;
                 let s3 = Arc::new(
                     builder
+                        .with_retry(STORE_RETRY.clone())
                         .with_region(&region)
                         .with_allow_http(endpoint.scheme() == "http")
                         .build()

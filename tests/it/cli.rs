@@ -480,3 +480,64 @@ async fn large_pretty_printed_arrays_and_standard_input_import_whole() {
         .unwrap();
     assert_eq!(status.counts["pending"], 6000);
 }
+
+#[tokio::test]
+async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
+    let world = World::new().await;
+    import_samples(&world, 5).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+
+    let mut no_provider = callvault(&world, &["run"]);
+    no_provider.env("CALLVAULT_API_URL", format!("{closed_url}/"));
+    let out = output(no_provider).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("provider cannot be reached"));
+
+    let mut no_store = callvault(&world, &["run"]);
+    no_store.env("AWS_ENDPOINT", &closed_url);
+    let out = output(no_store).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("object store is not usable"));
+
+    let mut wrong_key = callvault(&world, &["run"]);
+    wrong_key.env("AWS_SECRET_ACCESS_KEY", "not-the-key");
+    let out = output(wrong_key).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut no_bucket = callvault(&world, &["run"]);
+    no_bucket.env("CALLVAULT_STORE", "s3://no-such-bucket/calls");
+    let out = output(no_bucket).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_eq!(
+        world
+            .ledger
+            .uuids_in_state(RecordState::Pending)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        world.sim.stats().url_requests,
+        0,
+        "nothing was claimed or attempted"
+    );
+}
