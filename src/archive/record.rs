@@ -15,8 +15,13 @@ use crate::store::{UploadError, UploadMeta};
 enum Failure {
     /// Try again (later in this run, or in a later run).
     Transient { code: String, message: String },
-    /// The recording cannot be had.
-    Permanent { code: String, message: String },
+    /// The recording cannot be had; `gone` when the provider no longer has it (which past
+    /// the retention horizon means expired, not failed).
+    Permanent {
+        code: String,
+        message: String,
+        gone: bool,
+    },
     /// The provider refuses our credentials: stop the run, blame no record.
     StopRun(RunError),
     /// Shutdown: give the record back.
@@ -26,9 +31,14 @@ enum Failure {
 impl From<crate::provider::ProviderError> for Failure {
     fn from(err: crate::provider::ProviderError) -> Self {
         let (code, message) = (err.code(), err.to_string());
+        let gone = matches!(err, crate::provider::ProviderError::FileNotFound { .. });
         match err.action() {
             Action::StopRun => Failure::StopRun(RunError::CredentialsRefused(err)),
-            Action::GiveUp => Failure::Permanent { code, message },
+            Action::GiveUp => Failure::Permanent {
+                code,
+                message,
+                gone,
+            },
             Action::Retry | Action::Relogin => Failure::Transient { code, message },
         }
     }
@@ -38,7 +48,12 @@ impl From<DownloadError> for Failure {
     fn from(err: DownloadError) -> Self {
         let (code, message) = (err.code(), err.to_string());
         if err.is_permanent() {
-            Failure::Permanent { code, message }
+            // The only permanent download failure is the file being gone (404/410).
+            Failure::Permanent {
+                code,
+                message,
+                gone: true,
+            }
         } else {
             Failure::Transient { code, message }
         }
@@ -148,11 +163,14 @@ pub(super) async fn process(
                 .await?;
                 return Err(err);
             }
-            Err(Failure::Permanent { code, message }) => {
+            Err(Failure::Permanent {
+                code,
+                message,
+                gone,
+            }) => {
                 let past_horizon = record
                     .call_start
                     .is_some_and(|t| t < Utc::now() - opts.retention);
-                let gone = code == "provider_code_1002" || code.starts_with("download_http_4");
                 let (settlement, outcome, label) = if past_horizon && gone {
                     (
                         Settlement::Expired {
