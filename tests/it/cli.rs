@@ -96,6 +96,11 @@ async fn import_then_run_then_run_again_then_status_from_the_environment_alone()
                 .await,
             row.sha256
         );
+        assert_eq!(
+            row.sha256,
+            world.sim.expected_sha256(&row.record.record_file),
+            "the source's SHA-256"
+        );
     }
     let keys = world.object_keys().await;
     let downloads = world.sim.stats().downloads;
