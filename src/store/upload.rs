@@ -255,3 +255,104 @@ where
         item = body.next() => item.transpose().map_err(UploadError::Source),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+    use proptest::prelude::*;
+
+    fn meta() -> UploadMeta {
+        UploadMeta {
+            uuid: "u".into(),
+            company_code: "c".into(),
+            call_start: None,
+            content_type: Some("audio/wav".into()),
+        }
+    }
+
+    /// Uploads `data` cut into `cuts`-sized chunks through a store with `part` bytes per part.
+    async fn upload(data: &[u8], cuts: &[usize], part: usize) -> (Uploaded, Vec<u8>) {
+        let store = Store::open("memory:///prefix", &Vec::new(), part).unwrap();
+        let mut chunks = Vec::new();
+        let mut rest = data;
+        for &n in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = n.clamp(1, rest.len());
+            chunks.push(Ok(Bytes::copy_from_slice(&rest[..n])));
+            rest = &rest[n..];
+        }
+        let body = futures::stream::iter(chunks);
+        let uploaded = store
+            .upload("a/b.wav", body, &meta(), &CancellationToken::new())
+            .await
+            .unwrap();
+        let stored = store
+            .object_store()
+            .get(&store.path("a/b.wav").unwrap())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        (uploaded, stored.to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn streaming_hash_and_bytes_equal_one_shot(data in proptest::collection::vec(any::<u8>(), 0..5000),
+                                                  cuts in proptest::collection::vec(1usize..700, 1..8),
+                                                  part in 64usize..2048) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (uploaded, stored) = rt.block_on(upload(&data, &cuts, part));
+            prop_assert_eq!(&uploaded.sha256, &hex::encode(Sha256::digest(&data)));
+            prop_assert_eq!(uploaded.size, data.len() as u64);
+            prop_assert_eq!(uploaded.multipart, data.len() >= part);
+            prop_assert_eq!(stored, data);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_leaves_nothing_behind() {
+        let store = Store::open("memory:///", &Vec::new(), 100).unwrap();
+        let chunks: Vec<Result<Bytes, DownloadError>> = vec![
+            Ok(Bytes::from(vec![1u8; 150])),
+            Ok(Bytes::from(vec![2u8; 150])),
+            Err(DownloadError::Truncated {
+                received: 300,
+                expected: 900,
+            }),
+        ];
+        let err = store
+            .upload(
+                "x.wav",
+                futures::stream::iter(chunks),
+                &meta(),
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            UploadError::Source(DownloadError::Truncated { .. })
+        ));
+        assert_eq!(store.size_of("x.wav").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_upload_stops_and_leaves_nothing_behind() {
+        let store = Store::open("memory:///", &Vec::new(), 100).unwrap();
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let body = futures::stream::iter(vec![Ok(Bytes::from(vec![0u8; 500]))]);
+        let err = store
+            .upload("y.wav", body, &meta(), &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UploadError::Cancelled));
+        assert_eq!(store.size_of("y.wav").await.unwrap(), None);
+    }
+}
