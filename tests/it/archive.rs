@@ -74,15 +74,7 @@ async fn stored_objects_match_the_ledger_and_the_source_and_carry_metadata() {
         );
     }
     let unanswered = samples.iter().filter(|r| !r.has_recording()).count();
-    assert_eq!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::NoRecording)
-            .await
-            .unwrap()
-            .len(),
-        unanswered
-    );
+    assert_eq!(world.count(RecordState::NoRecording).await, unanswered);
 }
 
 #[tokio::test]
@@ -176,15 +168,7 @@ async fn a_dry_run_changes_nothing_and_max_records_limits_the_claims() {
     );
     assert_eq!(world.object_keys().await.len(), 0);
     assert_eq!(world.sim.stats().url_requests, 0);
-    assert_eq!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::Archived)
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(world.count(RecordState::Archived).await, 0);
 
     let mut limited = world.options();
     limited.max_records = Some(3);

@@ -31,9 +31,14 @@ fn callvault(world: &World, args: &[&str]) -> Command {
 async fn import_samples(world: &World, n: usize) {
     let file = write_callbacks(world, n);
     let out = output(callvault(world, &["import", file.to_str().unwrap()])).await;
+    assert_exit(&out, 0);
+}
+
+/// Asserts a process's exit code, showing its standard error when it is not `code`.
+fn assert_exit(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(code),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -63,21 +68,11 @@ async fn import_then_run_then_run_again_then_status_from_the_environment_alone()
     let file = write_callbacks(&world, 15);
 
     let import = output(callvault(&world, &["import", file.to_str().unwrap()])).await;
-    assert_eq!(
-        import.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    assert_exit(&import, 0);
     assert!(String::from_utf8_lossy(&import.stdout).contains("15 new (3 without recording)"));
 
     let run = output(callvault(&world, &["run", "--json"])).await;
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_exit(&run, 0);
     let summary: serde_json::Value =
         serde_json::from_slice(&run.stdout).expect("--json prints JSON");
     assert_eq!(summary["archived"], 12);
@@ -183,34 +178,14 @@ async fn refused_credentials_exit_3_and_mark_nothing_failed() {
 
     let out = output(run).await;
 
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 3);
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused the credentials"));
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains("wrong-key"),
         "the access key is never printed"
     );
-    assert_eq!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::Pending)
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
-    assert!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::Failed)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(world.count(RecordState::Pending).await, 4);
+    assert!(world.count(RecordState::Failed).await == 0);
 }
 
 #[tokio::test]
@@ -263,23 +238,11 @@ async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resume
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    assert!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::Archived)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(world.count(RecordState::Archived).await == 0);
     assert!(world.object_keys().await.is_empty());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let after = output(callvault(&world, &["run", "--stall-timeout", "30s"])).await;
-    assert_eq!(
-        after.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&after.stderr)
-    );
+    assert_exit(&after, 0);
     let archived = world
         .ledger
         .uuids_in_state(RecordState::Archived)
@@ -342,12 +305,7 @@ async fn sigterm_stops_claiming_and_releases_stalled_work_within_the_grace_perio
         "{summary}"
     );
     assert_eq!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::Pending)
-            .await
-            .unwrap()
-            .len(),
+        world.count(RecordState::Pending).await,
         4,
         "all back to pending"
     );
@@ -471,12 +429,7 @@ async fn large_pretty_printed_arrays_and_standard_input_import_whole() {
     .await
     .unwrap();
 
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("6000 new (0 without recording)"));
     let status = world
         .ledger
@@ -503,43 +456,20 @@ async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
     let mut no_store = callvault(&world, &["run"]);
     no_store.env("AWS_ENDPOINT", &closed_url);
     let out = output(no_store).await;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("object store is not usable"));
 
     let mut wrong_key = callvault(&world, &["run"]);
     wrong_key.env("AWS_SECRET_ACCESS_KEY", "not-the-key");
     let out = output(wrong_key).await;
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 2);
 
     let mut no_bucket = callvault(&world, &["run"]);
     no_bucket.env("CALLVAULT_STORE", "s3://no-such-bucket/calls");
     let out = output(no_bucket).await;
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exit(&out, 2);
 
-    assert_eq!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::Pending)
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(world.count(RecordState::Pending).await, 4);
     assert_eq!(
         world.sim.stats().url_requests,
         0,

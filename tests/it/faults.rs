@@ -232,12 +232,7 @@ async fn refused_credentials_stop_the_run_and_fail_no_record() {
     );
     assert_eq!(result.exit_code(), 3);
     assert_eq!(result.report.attempted(), 0, "nothing was claimed");
-    let pending = world
-        .ledger
-        .uuids_in_state(RecordState::Pending)
-        .await
-        .unwrap()
-        .len();
+    let pending = world.count(RecordState::Pending).await;
     assert_eq!(pending, 4, "every record with a recording is still pending");
 }
 
@@ -258,21 +253,7 @@ async fn credentials_refused_mid_run_release_the_records() {
     let result = callvault::archive::run_pass(&deps, &opts).await.unwrap();
 
     assert_eq!(result.exit_code(), 3, "{:?}", result.report);
-    assert!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::Failed)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::InProgress)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(world.count(RecordState::Failed).await == 0);
+    assert!(world.count(RecordState::InProgress).await == 0);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -31,27 +31,12 @@ async fn a_dead_runs_records_are_reclaimed_once_its_lease_runs_out() {
         "only the unclaimed records: {:?}",
         during_lease.report
     );
-    assert_eq!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::InProgress)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(world.count(RecordState::InProgress).await, 2);
 
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let after_lease = world.run(&world.options()).await;
     assert_eq!(after_lease.report.archived, 2, "{:?}", after_lease.report);
-    assert!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::InProgress)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(world.count(RecordState::InProgress).await == 0);
 }
 
 #[tokio::test]
@@ -187,15 +172,7 @@ async fn the_deadline_stops_claiming_but_lets_claimed_work_finish() {
 
     assert_eq!(result.report.archived, 2, "{:?}", result.report);
     assert!(result.report.stopped.is_some());
-    assert_eq!(
-        world
-            .ledger
-            .uuids_in_state(RecordState::Pending)
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(world.count(RecordState::Pending).await, 4);
     assert_eq!(
         result.exit_code(),
         0,

@@ -269,6 +269,11 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 impl World {
+    /// How many records are in `state`.
+    pub async fn count(&self, state: callvault::domain::RecordState) -> usize {
+        self.ledger.uuids_in_state(state).await.unwrap().len()
+    }
+
     /// Makes every pending record's next download stall for `how_long`.
     pub async fn stall_all_pending(&self, how_long: std::time::Duration) {
         for uuid in self
