@@ -82,85 +82,69 @@ pub(super) async fn process(
 ) -> Result<RecordOutcome, RunError> {
     let record = &claim.record;
     let uuid = record.uuid.as_str();
+    let ledger = Settler { deps, run_id, uuid };
     let key = match deps.keys.render(record) {
         Ok(key) => key,
         Err(e) => {
-            let settled = Settlement::Failed {
+            let message = e.to_string();
+            let failed = Settlement::Failed {
                 code: "key_unsafe",
-                message: &e.to_string(),
+                message: &message,
             };
-            return settle(deps, run_id, uuid, &settled, None, RecordOutcome::Failed).await;
+            return ledger.settle(&failed, None, RecordOutcome::Failed).await;
         }
     };
     let mut attempt_no = 0u32;
     loop {
         attempt_no += 1;
-        let attempt_id = deps.ledger.begin_attempt(uuid, run_id, Utc::now()).await?;
+        let id = deps.ledger.begin_attempt(uuid, run_id, Utc::now()).await?;
         let result = attempt(deps, opts, &claim, &key).await;
         let total_attempts = claim.previous_attempts + i64::from(attempt_no);
-        match result {
+        // Every outcome but a passing failure settles the record and returns.
+        let (code, message) = match result {
             Ok(object) => {
                 let bytes = object.size;
-                let attempt = AttemptEnd {
-                    id: attempt_id,
+                tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, "archived");
+                let end = AttemptEnd {
+                    id,
                     outcome: "archived",
                     error_code: None,
                     message: None,
                     bytes,
                 };
-                tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, "archived");
-                return settle(
-                    deps,
-                    run_id,
-                    uuid,
-                    &Settlement::Archived(&object),
-                    Some(&attempt),
-                    RecordOutcome::Archived { bytes },
-                )
-                .await;
+                return ledger
+                    .settle(
+                        &Settlement::Archived(&object),
+                        Some(&end),
+                        RecordOutcome::Archived { bytes },
+                    )
+                    .await;
             }
             Err(Failure::Cancelled) => {
-                let attempt = AttemptEnd {
-                    id: attempt_id,
+                let end = AttemptEnd {
+                    id,
                     outcome: "aborted",
                     error_code: Some("shutdown"),
                     message: None,
                     bytes: 0,
                 };
-                let released = Settlement::Released {
-                    message: "interrupted by shutdown",
-                };
-                return settle(
-                    deps,
-                    run_id,
-                    uuid,
-                    &released,
-                    Some(&attempt),
-                    RecordOutcome::Released,
-                )
-                .await;
+                return ledger.release("interrupted by shutdown", Some(&end)).await;
             }
             Err(Failure::StopRun(err)) => {
                 let message = err.to_string();
-                let attempt = AttemptEnd {
-                    id: attempt_id,
+                let end = AttemptEnd {
+                    id,
                     outcome: "stopped",
                     error_code: Some("provider_credentials_refused"),
                     message: Some(&message),
                     bytes: 0,
                 };
-                let released = Settlement::Released {
-                    message: "run stopped: the provider refused the credentials",
-                };
-                settle(
-                    deps,
-                    run_id,
-                    uuid,
-                    &released,
-                    Some(&attempt),
-                    RecordOutcome::Released,
-                )
-                .await?;
+                ledger
+                    .release(
+                        "run stopped: the provider refused the credentials",
+                        Some(&end),
+                    )
+                    .await?;
                 return Err(err);
             }
             Err(Failure::Permanent {
@@ -191,102 +175,110 @@ pub(super) async fn process(
                     )
                 };
                 tracing::warn!(uuid, code, message, outcome = label, "cannot archive");
-                let attempt = AttemptEnd {
-                    id: attempt_id,
+                let end = AttemptEnd {
+                    id,
                     outcome: label,
                     error_code: Some(&code),
                     message: Some(&message),
                     bytes: 0,
                 };
-                return settle(deps, run_id, uuid, &settlement, Some(&attempt), outcome).await;
+                return ledger.settle(&settlement, Some(&end), outcome).await;
             }
-            Err(Failure::Transient { code, message }) => {
-                let attempt = AttemptEnd {
-                    id: attempt_id,
-                    outcome: "transient",
-                    error_code: Some(&code),
-                    message: Some(&message),
-                    bytes: 0,
-                };
-                if total_attempts >= i64::from(opts.retry.max_attempts) {
-                    tracing::warn!(
-                        uuid,
-                        code,
-                        message,
-                        total_attempts,
-                        "giving up after too many attempts"
-                    );
-                    let failed = Settlement::Failed {
-                        code: &code,
-                        message: &format!("gave up after {total_attempts} attempts: {message}"),
-                    };
-                    return settle(
-                        deps,
-                        run_id,
-                        uuid,
-                        &failed,
-                        Some(&attempt),
-                        RecordOutcome::Failed,
-                    )
-                    .await;
-                }
-                if attempt_no >= opts.retry.attempts_per_run
-                    || opts.shutdown.stop_claiming.is_cancelled()
-                {
-                    let rounds = u32::try_from(
-                        total_attempts / i64::from(opts.retry.attempts_per_run.max(1)),
-                    )
-                    .unwrap_or(u32::MAX);
-                    let next = Utc::now()
-                        + chrono::Duration::from_std(opts.retry.later(rounds.max(1)))
-                            .unwrap_or_default();
-                    tracing::warn!(uuid, code, message, next_attempt = %next, "leaving for a later run");
-                    let retry = Settlement::Retry {
-                        next_attempt_at: next,
-                        code: &code,
-                        message: &message,
-                    };
-                    return settle(
-                        deps,
-                        run_id,
-                        uuid,
-                        &retry,
-                        Some(&attempt),
-                        RecordOutcome::RetryLater,
-                    )
-                    .await;
-                }
-                tracing::info!(uuid, code, message, attempt_no, "attempt failed; retrying");
-                deps.ledger.finish_attempt(&attempt, Utc::now()).await?;
-                tokio::select! {
-                    () = tokio::time::sleep(opts.retry.backoff(attempt_no)) => {}
-                    () = opts.shutdown.abort.cancelled() => {
-                        let released = Settlement::Released { message: "interrupted by shutdown" };
-                        return settle(deps, run_id, uuid, &released, None, RecordOutcome::Released).await;
-                    }
-                }
-            }
+            Err(Failure::Transient { code, message }) => (code, message),
+        };
+        let end = AttemptEnd {
+            id,
+            outcome: "transient",
+            error_code: Some(&code),
+            message: Some(&message),
+            bytes: 0,
+        };
+        if total_attempts >= i64::from(opts.retry.max_attempts) {
+            tracing::warn!(
+                uuid,
+                code,
+                message,
+                total_attempts,
+                "giving up after too many attempts"
+            );
+            let message = format!("gave up after {total_attempts} attempts: {message}");
+            let failed = Settlement::Failed {
+                code: &code,
+                message: &message,
+            };
+            return ledger
+                .settle(&failed, Some(&end), RecordOutcome::Failed)
+                .await;
+        }
+        if attempt_no >= opts.retry.attempts_per_run || opts.shutdown.stop_claiming.is_cancelled() {
+            let per_run = i64::from(opts.retry.attempts_per_run.max(1));
+            let rounds = u32::try_from(total_attempts / per_run)
+                .unwrap_or(u32::MAX)
+                .max(1);
+            let next = Utc::now()
+                + chrono::Duration::from_std(opts.retry.later(rounds)).unwrap_or_default();
+            tracing::warn!(uuid, code, message, next_attempt = %next, "leaving for a later run");
+            let retry = Settlement::Retry {
+                next_attempt_at: next,
+                code: &code,
+                message: &message,
+            };
+            return ledger
+                .settle(&retry, Some(&end), RecordOutcome::RetryLater)
+                .await;
+        }
+        tracing::info!(uuid, code, message, attempt_no, "attempt failed; retrying");
+        deps.ledger.finish_attempt(&end, Utc::now()).await?;
+        tokio::select! {
+            () = tokio::time::sleep(opts.retry.backoff(attempt_no)) => {}
+            () = opts.shutdown.abort.cancelled() => return ledger.release("interrupted by shutdown", None).await,
         }
     }
 }
 
-async fn settle(
-    deps: &Deps,
-    run_id: &str,
-    uuid: &str,
-    settlement: &Settlement<'_>,
-    attempt: Option<&AttemptEnd<'_>>,
-    outcome: RecordOutcome,
-) -> Result<RecordOutcome, RunError> {
-    if deps
-        .ledger
-        .settle(uuid, run_id, settlement, attempt, Utc::now())
-        .await?
-    {
-        Ok(outcome)
-    } else {
-        tracing::warn!(uuid, "lease lost to another run; outcome not recorded");
-        Ok(RecordOutcome::LeaseLost)
+/// Settles one claimed record in the ledger, on behalf of one run.
+struct Settler<'a> {
+    deps: &'a Deps,
+    run_id: &'a str,
+    uuid: &'a str,
+}
+
+impl Settler<'_> {
+    /// Records the outcome; `LeaseLost` when another run took the record meanwhile.
+    async fn settle(
+        &self,
+        settlement: &Settlement<'_>,
+        attempt: Option<&AttemptEnd<'_>>,
+        outcome: RecordOutcome,
+    ) -> Result<RecordOutcome, RunError> {
+        if self
+            .deps
+            .ledger
+            .settle(self.uuid, self.run_id, settlement, attempt, Utc::now())
+            .await?
+        {
+            Ok(outcome)
+        } else {
+            tracing::warn!(
+                uuid = self.uuid,
+                "lease lost to another run; outcome not recorded"
+            );
+            Ok(RecordOutcome::LeaseLost)
+        }
+    }
+
+    /// Gives the record back: pending, due at once.
+    async fn release(
+        &self,
+        message: &str,
+        attempt: Option<&AttemptEnd<'_>>,
+    ) -> Result<RecordOutcome, RunError> {
+        self.settle(
+            &Settlement::Released { message },
+            attempt,
+            RecordOutcome::Released,
+        )
+        .await
     }
 }
 
