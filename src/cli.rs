@@ -159,6 +159,12 @@ pub struct SimulatorArgs {
     /// Serve every recording at this size instead of the usual mix (for trying large files).
     #[arg(long)]
     pub recording_size_mib: Option<u64>,
+    /// Fault: every Nth link request invalidates all tokens (answers ret 600).
+    #[arg(long)]
+    pub invalidate_tokens_every: Option<u32>,
+    /// Fault: every Nth link request answers code 1010 and invalidates all tokens.
+    #[arg(long)]
+    pub extension_exception_every: Option<u32>,
     /// Write the sample calls' callbacks (JSON lines) here, ready for `callvault import`.
     #[arg(long)]
     pub callbacks_out: Option<PathBuf>,

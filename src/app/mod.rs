@@ -67,16 +67,19 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
                 accesskey: args.accesskey,
                 ..Default::default()
             };
-            let size = args.recording_size_mib.map(|mib| mib * 1024 * 1024);
-            crate::simulator::serve_forever(
-                args.listen,
-                config,
-                args.recordings,
-                size,
-                args.callbacks_out,
-            )
-            .await
-            .context("running the simulator")?;
+            let faults = crate::simulator::Faults {
+                invalidate_tokens_every: args.invalidate_tokens_every,
+                extension_exception_every: args.extension_exception_every,
+                ..Default::default()
+            };
+            let samples = crate::simulator::SampleOptions {
+                recordings: args.recordings,
+                recording_size: args.recording_size_mib.map(|mib| mib * 1024 * 1024),
+                callbacks_out: args.callbacks_out,
+            };
+            crate::simulator::serve_forever(args.listen, config, faults, samples)
+                .await
+                .context("running the simulator")?;
             Ok(EXIT_OK)
         }
     }

@@ -276,17 +276,32 @@ async fn stats_handler(State(shared): State<Arc<Shared>>) -> Json<SimStats> {
     Json(shared.lock().stats)
 }
 
+/// The sample calls [`serve_forever`] serves.
+#[derive(Debug, Clone, Default)]
+pub struct SampleOptions {
+    pub recordings: usize,
+    /// Every recording at this size instead of the usual mix.
+    pub recording_size: Option<u64>,
+    /// Where to write the calls' callbacks, as JSON lines.
+    pub callbacks_out: Option<PathBuf>,
+}
+
 /// Runs a simulator for the `callvault simulator` subcommand until Ctrl-C or SIGTERM:
 /// registers `recordings` sample recordings, writes their callbacks as JSON lines to
 /// `callbacks_out`, and prints the API URL and credentials to stdout.
 pub async fn serve_forever(
     bind: SocketAddr,
     config: SimulatorConfig,
-    recordings: usize,
-    recording_size: Option<u64>,
-    callbacks_out: Option<PathBuf>,
+    faults: Faults,
+    samples: SampleOptions,
 ) -> io::Result<()> {
+    let SampleOptions {
+        recordings,
+        recording_size,
+        callbacks_out,
+    } = samples;
     let sim = Simulator::start(bind, config).await?;
+    sim.set_faults(|f| *f = faults);
     let callbacks = sim.sample_callbacks(recordings, chrono::Utc::now());
     if let Some(size) = recording_size {
         for name in callbacks
