@@ -78,25 +78,7 @@ async fn import_then_run_then_run_again_then_status_from_the_environment_alone()
     assert_eq!(summary["archived"], 12);
     assert_eq!(summary["exit_code"], 0);
 
-    for uuid in world
-        .ledger
-        .uuids_in_state(RecordState::Archived)
-        .await
-        .unwrap()
-    {
-        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
-        assert_eq!(
-            world
-                .object_sha256(row.object_key.as_deref().unwrap())
-                .await,
-            row.sha256
-        );
-        assert_eq!(
-            row.sha256,
-            world.sim.expected_sha256(&row.record.record_file),
-            "the source's SHA-256"
-        );
-    }
+    assert_eq!(world.verify_archived().await, 12);
     let keys = world.object_keys().await;
     let downloads = world.sim.stats().downloads;
 
@@ -243,21 +225,7 @@ async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resume
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let after = output(callvault(&world, &["run", "--stall-timeout", "30s"])).await;
     assert_exit(&after, 0);
-    let archived = world
-        .ledger
-        .uuids_in_state(RecordState::Archived)
-        .await
-        .unwrap();
-    assert_eq!(archived.len(), 8);
-    for uuid in archived {
-        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
-        assert_eq!(
-            world
-                .object_sha256(row.object_key.as_deref().unwrap())
-                .await,
-            row.sha256
-        );
-    }
+    assert_eq!(world.verify_archived().await, 8);
 }
 
 #[tokio::test]

@@ -269,6 +269,35 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 impl World {
+    /// Checks every archived record: its object's SHA-256 equals the ledger's and the
+    /// source's. Returns how many there are.
+    pub async fn verify_archived(&self) -> usize {
+        let archived = self
+            .ledger
+            .uuids_in_state(callvault::domain::RecordState::Archived)
+            .await
+            .unwrap();
+        for uuid in &archived {
+            let row = self.ledger.get(uuid).await.unwrap().unwrap();
+            let key = row
+                .object_key
+                .as_deref()
+                .expect("an archived record has a key");
+            assert!(row.sha256.is_some(), "{uuid} has a SHA-256");
+            assert_eq!(
+                self.object_sha256(key).await,
+                row.sha256,
+                "the stored object of {uuid}"
+            );
+            assert_eq!(
+                row.sha256,
+                self.sim.expected_sha256(&row.record.record_file),
+                "the source of {uuid}"
+            );
+        }
+        archived.len()
+    }
+
     /// How many records are in `state`.
     pub async fn count(&self, state: callvault::domain::RecordState) -> usize {
         self.ledger.uuids_in_state(state).await.unwrap().len()
