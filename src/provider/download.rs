@@ -158,24 +158,40 @@ impl Downloader {
     }
 }
 
-/// Says whether the first bytes of a body look like an error page rather than audio.
+/// Says whether the first bytes of a body look like an error page rather than audio: an
+/// HTML/XML document, or JSON text. Binary audio that happens to start with `{` is not
+/// text, so it is not mistaken for JSON.
 pub fn looks_like_error_page(first: &[u8]) -> bool {
     let start = first
         .iter()
         .position(|b| !b.is_ascii_whitespace())
         .map_or(&[][..], |i| &first[i..]);
     let lower: Vec<u8> = start.iter().take(15).map(u8::to_ascii_lowercase).collect();
-    start.first() == Some(&b'{')
-        || [
-            &b"<!doctype"[..],
-            b"<html",
-            b"<?xml",
-            b"<head",
-            b"<body",
-            b"<error",
-        ]
-        .iter()
-        .any(|p| lower.starts_with(p))
+    let markup = [
+        &b"<!doctype"[..],
+        b"<html",
+        b"<?xml",
+        b"<head",
+        b"<body",
+        b"<error",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p));
+    let json =
+        matches!(start.first(), Some(b'{' | b'[')) && is_text(&start[..start.len().min(256)]);
+    markup || json
+}
+
+/// Valid UTF-8 (a character cut off at the end allowed) without control characters.
+fn is_text(bytes: &[u8]) -> bool {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or("")
+        }
+        Err(_) => return false,
+    };
+    text.chars().all(|c| !c.is_control() || c.is_whitespace())
 }
 
 #[cfg(test)]
@@ -191,5 +207,11 @@ mod tests {
         assert!(!looks_like_error_page(b"RIFF\x24\x00\x00\x00WAVEfmt "));
         assert!(!looks_like_error_page(b"ID3\x03\x00"));
         assert!(!looks_like_error_page(&[0xff, 0xfb, 0x90, 0x00]));
+        // Binary audio that starts with `{` or `[` by chance.
+        assert!(!looks_like_error_page(&[b'{', 0x00, 0x9c, 0xff, 0x12]));
+        assert!(!looks_like_error_page(&[b'[', 0xc3, 0x28, 0x41]));
+        // JSON with non-ASCII text (the provider writes Chinese descriptions), cut mid-character.
+        let json = "{\"ret\":500,\"msg\":\"服务器错误\"}".as_bytes();
+        assert!(looks_like_error_page(&json[..json.len() - 4]));
     }
 }

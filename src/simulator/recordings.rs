@@ -13,12 +13,18 @@ use sha2::{Digest, Sha256};
 const CHUNK: usize = 64 * 1024;
 const WAV_HEADER_LEN: usize = 44;
 
-/// The content of one recording: a WAV header for `.wav` files, pseudo-random bytes elsewhere.
+/// An ID3v2.4 tag header (empty tag) and the first MPEG-1 Layer III frame header.
+const MP3_HEADER: [u8; 14] = [
+    b'I', b'D', b'3', 4, 0, 0, 0, 0, 0, 0, 0xFF, 0xFB, 0x90, 0x64,
+];
+
+/// The content of one recording: a WAV header for `.wav` files, an ID3 tag and frame header
+/// for `.mp3` files, then pseudo-random bytes.
 #[derive(Debug, Clone)]
 pub(super) struct Content {
     seed: u64,
     size: u64,
-    header: Option<[u8; WAV_HEADER_LEN]>,
+    header: Option<Vec<u8>>,
 }
 
 impl Content {
@@ -26,11 +32,18 @@ impl Content {
         let digest = Sha256::digest(filename.as_bytes());
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&digest[..8]);
-        let is_wav = filename.to_ascii_lowercase().ends_with(".wav");
+        let lower = filename.to_ascii_lowercase();
+        let header = if lower.ends_with(".wav") {
+            Some(wav_header(size).to_vec())
+        } else if lower.ends_with(".mp3") {
+            Some(MP3_HEADER.to_vec())
+        } else {
+            None
+        };
         Self {
             seed: u64::from_le_bytes(seed),
             size,
-            header: is_wav.then(|| wav_header(size)),
+            header,
         }
     }
 
@@ -57,10 +70,10 @@ impl Content {
         tail.copy_from_slice(&splitmix64(self.seed, word).to_le_bytes()[..n]);
 
         if let Some(header) = &self.header
-            && offset < WAV_HEADER_LEN as u64
+            && offset < header.len() as u64
         {
             let start = offset as usize;
-            let n = (WAV_HEADER_LEN - start).min(buf.len());
+            let n = (header.len() - start).min(buf.len());
             buf[..n].copy_from_slice(&header[start..start + n]);
         }
     }
