@@ -111,7 +111,12 @@ pub async fn build_deps(
 }
 
 /// The options of one pass, from the command line.
-pub fn run_options(args: &RunArgs, slice: Slice, shutdown: Shutdown) -> RunOptions {
+pub fn run_options(
+    args: &RunArgs,
+    store_description: &str,
+    slice: Slice,
+    shutdown: Shutdown,
+) -> RunOptions {
     RunOptions {
         concurrency: usize::from(args.concurrency),
         max_records: args.max_records,
@@ -127,27 +132,25 @@ pub fn run_options(args: &RunArgs, slice: Slice, shutdown: Shutdown) -> RunOptio
         slice,
         grace: args.grace,
         shutdown,
+        host: hostname(),
         description: serde_json::json!({
             "concurrency": args.concurrency,
             "max_records": args.max_records,
             "deadline": args.deadline.map(|d| humantime::format_duration(d).to_string()),
             "lease": humantime::format_duration(args.lease).to_string(),
             "key_template": args.key_template,
-            "store": args.store.as_deref().map(redact),
+            "store": store_description,
             "version": env!("CARGO_PKG_VERSION"),
         }),
     }
 }
 
-/// A URL without user, password or query, for logs and the ledger.
-pub fn redact(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            u.set_query(None);
-            u.to_string()
-        }
-        Err(_) => "<not a URL>".into(),
-    }
+/// This machine's name (a pod's name on Kubernetes), for the runs table.
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -48,9 +48,14 @@ pub fn parse_provider_time(raw: &str, tz: FixedOffset) -> Result<Option<DateTime
     Err(format!("unrecognised time {s:?}"))
 }
 
-/// The provider's default zone (UTC+8), used when `CALLVAULT_PROVIDER_TZ` is not set.
+/// The provider's zone (UTC+8), the default when `CALLVAULT_PROVIDER_TZ` is not set.
+pub const PROVIDER_TZ: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+    Some(tz) => tz,
+    None => panic!("UTC+8 is a valid offset"),
+};
+
 pub fn default_provider_tz() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
+    PROVIDER_TZ
 }
 
 /// Parses `+08:00`, `-05:30`, `UTC` or `Z`.

@@ -91,6 +91,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
         grace: Duration::from_secs(5),
         shutdown: Shutdown::default(),
         description: serde_json::json!({"demo": true}),
+        host: crate::config::hostname(),
     };
     let result = run_pass(&deps, &opts).await?;
     print_run(&result, false);

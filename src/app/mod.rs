@@ -95,7 +95,7 @@ async fn run(ledger_url: &str, args: &RunArgs, tz: chrono::FixedOffset) -> anyho
     let deps = build_deps(ledger_url, args, tz).await?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone(), args.grace));
-    let opts = run_options(args, Slice::default(), shutdown);
+    let opts = run_options(args, deps.store.description(), Slice::default(), shutdown);
     let result = run_pass(&deps, &opts)
         .await
         .context("the ledger failed during the run")?;

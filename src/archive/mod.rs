@@ -69,8 +69,9 @@ pub struct RunOptions {
     /// How long in-flight transfers may take to finish once a stop begins.
     pub grace: Duration,
     pub shutdown: Shutdown,
-    /// Recorded with the run, for the audit trail.
+    /// Recorded with the run, for the audit trail: the options, and the host it ran on.
     pub description: serde_json::Value,
+    pub host: String,
 }
 
 /// Why a whole run stopped. A single record's failure is never one of these.
@@ -143,7 +144,7 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         .start_run(&RunRecord {
             id: run_id.clone(),
             started_at: Utc::now(),
-            host: hostname(),
+            host: opts.host.clone(),
             pid: std::process::id(),
             options: opts.description.to_string(),
         })
@@ -281,13 +282,4 @@ async fn renew_leases(ledger: Ledger, run_id: String, lease: Duration) {
             tracing::warn!(error = %e, "could not renew leases");
         }
     }
-}
-
-fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

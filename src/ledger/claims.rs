@@ -47,11 +47,11 @@ pub struct AttemptEnd<'a> {
 }
 
 /// The filter clause shared by claiming and the dry-run listing: $1 company, $2 since,
-/// $3 until, $4 now (leases), $7 due-by (pending records).
+/// $3 until, $4 now (leases), $5 due-by (pending records).
 macro_rules! due_filter {
     () => {
         "(($1 IS NULL OR company_code = $1) AND ($2 IS NULL OR call_start >= $2) AND ($3 IS NULL OR call_start < $3))
-         AND ((state = 'pending' AND next_attempt_at <= $7) OR (state = 'in_progress' AND lease_until < $4))"
+         AND ((state = 'pending' AND next_attempt_at <= $5) OR (state = 'in_progress' AND lease_until < $4))"
     };
 }
 
@@ -71,7 +71,7 @@ impl Ledger {
         let now_text = to_ledger(now);
         let mut tx = self.pool.begin().await.ctx("starting a claim")?;
         let row = sqlx::query(concat!(
-            "UPDATE calls SET state = 'in_progress', lease_owner = $5, lease_until = $6, updated_at = $4
+            "UPDATE calls SET state = 'in_progress', lease_owner = $6, lease_until = $7, updated_at = $4
              WHERE uuid = (SELECT uuid FROM calls WHERE ",
             due_filter!(),
             " ORDER BY call_start ASC NULLS LAST, uuid LIMIT 1)
@@ -81,9 +81,9 @@ impl Ledger {
         .bind(slice.since.map(to_ledger))
         .bind(slice.until.map(to_ledger))
         .bind(&now_text)
+        .bind(to_ledger(due_by))
         .bind(owner)
         .bind(to_ledger(lease_until))
-        .bind(to_ledger(due_by))
         .fetch_optional(&mut *tx)
         .await
         .ctx("claiming a record")?;
@@ -137,15 +137,14 @@ impl Ledger {
         let rows = sqlx::query(concat!(
             "SELECT uuid, company_code, record_file, call_start, billsec, raw_json FROM calls WHERE ",
             due_filter!(),
-            " ORDER BY call_start ASC NULLS LAST, uuid LIMIT $5"
+            " ORDER BY call_start ASC NULLS LAST, uuid LIMIT $6"
         ))
         .bind(slice.company.as_deref())
         .bind(slice.since.map(to_ledger))
         .bind(slice.until.map(to_ledger))
         .bind(to_ledger(now))
-        .bind(limit)
-        .bind(Option::<String>::None)
         .bind(to_ledger(now))
+        .bind(limit)
         .fetch_all(&self.pool)
         .await
         .ctx("listing due records")?;

@@ -9,7 +9,7 @@ use axum::Form;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::header;
 use axum::response::Json;
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::download::sign;
@@ -24,10 +24,7 @@ const ILLEGAL: &str = "Illegal request: invalid parameter";
 const TOKEN_INVALID: &str = "The token is invalid, please log in again to verify";
 
 /// The provider's clock: UTC+8, printed without a zone.
-pub(super) const PROVIDER_TZ: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
-    Some(tz) => tz,
-    None => panic!("UTC+8 is a valid offset"),
-};
+pub(super) use crate::timefmt::PROVIDER_TZ;
 
 /// `POST /`: every answer is HTTP 200; the outcome is in `ret` and `data.status`.
 pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Json<Value> {

@@ -179,6 +179,7 @@ impl World {
             grace: Duration::from_secs(2),
             shutdown: Shutdown::default(),
             description: serde_json::json!({"test": true}),
+            host: "test-host".into(),
         }
     }
 
