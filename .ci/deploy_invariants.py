@@ -107,7 +107,7 @@ def check_kubernetes(root):
             listed.add(target)
     for path in sorted(manifests - listed):
         if not path.name.endswith(".example.yaml"):
-            problem(path, "not listed in any kustomization.yaml (only *.example.yaml stand alone)")
+            problem(os.path.relpath(path), "not listed in any kustomization.yaml (only *.example.yaml stand alone)")
     for path in sorted(manifests):
         for doc in yaml.safe_load_all(path.read_text()):
             kind = (doc or {}).get("kind")
