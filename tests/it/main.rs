@@ -2,8 +2,10 @@
 //! server and a temporary SQLite ledger.
 
 mod archive;
+mod backfill;
 mod cli;
 mod faults;
 mod leases;
 mod ledger;
+mod serve;
 mod world;
