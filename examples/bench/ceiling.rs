@@ -1,0 +1,86 @@
+//! The ceiling: the same bytes, already in memory, put straight into the same S3 server
+//! with object_store (one PUT below the part size, a multipart upload of equal parts
+//! above it), at the same number of transfers at once. Nothing to download, hash or record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+
+use crate::rig::Rig;
+
+/// The recordings' bytes, generated once by the simulator's own content function.
+pub async fn contents(names: &[String], size: u64) -> anyhow::Result<Vec<(String, Bytes)>> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let chunks: Vec<Bytes> = callvault::simulator::recording_bytes(name, size, 0..size)
+            .try_collect()
+            .await?;
+        let mut whole = Vec::with_capacity(usize::try_from(size)?);
+        for chunk in chunks {
+            whole.extend_from_slice(&chunk);
+        }
+        out.push((name.clone(), Bytes::from(whole)));
+    }
+    Ok(out)
+}
+
+/// Puts every object into `bucket`, `concurrency` at a time, with `parts_in_flight` part
+/// uploads at once inside each multipart upload. Returns the wall time.
+pub async fn upload(
+    rig: &Rig,
+    bucket: &str,
+    objects: &[(String, Bytes)],
+    concurrency: usize,
+    part_size: usize,
+    parts_in_flight: usize,
+) -> anyhow::Result<Duration> {
+    let options: Vec<(String, String)> = rig
+        .s3_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let store = callvault::store::Store::open(&format!("s3://{bucket}"), &options, part_size)?;
+    let s3 = Arc::clone(store.object_store());
+    let started = Instant::now();
+    futures::stream::iter(objects)
+        .map(|(name, bytes)| {
+            let s3 = Arc::clone(&s3);
+            async move {
+                let path = Path::from(format!("ceiling/{name}"));
+                put_one(s3.as_ref(), &path, bytes.clone(), part_size, parts_in_flight)
+                    .await
+                    .with_context(|| format!("putting {name}"))
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+async fn put_one(
+    s3: &dyn ObjectStore,
+    path: &Path,
+    bytes: Bytes,
+    part_size: usize,
+    parts_in_flight: usize,
+) -> anyhow::Result<()> {
+    if bytes.len() < part_size {
+        s3.put(path, PutPayload::from(bytes)).await?;
+        return Ok(());
+    }
+    let mut writer = WriteMultipart::new_with_chunk_size(s3.put_multipart(path).await?, part_size);
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        writer.wait_for_capacity(parts_in_flight).await?;
+        let n = rest.len().min(part_size);
+        writer.put(rest.split_to(n));
+    }
+    writer.finish().await?;
+    Ok(())
+}

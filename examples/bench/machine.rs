@@ -1,0 +1,99 @@
+//! What the numbers were measured on: cores, memory, CPU model, kernel, toolchain, load.
+
+use std::process::Command;
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub nproc: usize,
+    pub mem_total: String,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub rustc: String,
+    pub rclone: String,
+    pub sqlite: String,
+    pub date: String,
+    pub load_before: String,
+}
+
+impl Machine {
+    pub async fn describe(rclone: String) -> Self {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let meminfo = read("/proc/meminfo");
+        let mem_total = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or_else(
+                || "unknown".into(),
+                |kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0),
+            );
+        let cpu_model = read("/proc/cpuinfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        Self {
+            nproc: std::thread::available_parallelism().map_or(0, usize::from),
+            mem_total,
+            cpu_model,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
+            rustc: output("rustc", &["--version"]),
+            rclone,
+            sqlite: sqlite_version().await,
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            load_before: load(),
+        }
+    }
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|e| format!("{program}: {e}"))
+}
+
+/// The SQLite library sqlx links (bundled), as the ledger uses it.
+async fn sqlite_version() -> String {
+    let Ok(pool) = sqlx::SqlitePool::connect("sqlite::memory:").await else {
+        return "unknown".into();
+    };
+    let version: Result<String, _> = sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(&pool)
+        .await;
+    pool.close().await;
+    version.unwrap_or_else(|_| "unknown".into())
+}
+
+/// Busy and total jiffies of all CPUs so far (the `cpu` line of /proc/stat).
+pub fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// The share of all CPUs that was busy since `before` (from [`cpu_jiffies`]).
+pub fn busy_since(before: (u64, u64)) -> f64 {
+    let now = cpu_jiffies();
+    (now.0 - before.0) as f64 / (now.1 - before.1).max(1) as f64
+}

@@ -1,0 +1,227 @@
+//! The benchmark behind BENCHMARKS.md (`bench/run` builds and runs it): the real callvault
+//! binary against the provider simulator and an in-process S3 server on loopback, next to
+//! the ceiling (the same bytes put from memory) and rclone `copyurl`, all in one process
+//! run so that the ratios hold on a noisy machine. Not a test: it measures and reports.
+
+mod ceiling;
+mod child;
+mod ledger_growth;
+mod machine;
+mod rclone;
+mod report;
+mod rig;
+mod transfers;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use report::Results;
+use rig::Rig;
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+/// callvault's default part size and concurrency.
+pub const PART_MIB: usize = 8;
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
+#[derive(Debug, Parser)]
+#[command(about = "callvault benchmarks (see BENCHMARKS.md)")]
+struct Args {
+    /// Smaller counts and sizes, to try the harness in a minute or two.
+    #[arg(long)]
+    quick: bool,
+    /// Write the measured section into this markdown file (replacing an earlier one).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The callvault binary to measure.
+    #[arg(long, default_value = "target/release/callvault")]
+    callvault: PathBuf,
+    /// Only these parts (default: all).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Part>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Small,
+    Large,
+    Ledger,
+    Logins,
+}
+
+/// Counts and sizes of one mode.
+struct Plan {
+    small: (usize, u64),
+    small_concurrency: Vec<usize>,
+    large: (usize, u64),
+    large_concurrency: Vec<usize>,
+    ledger_rows: Vec<usize>,
+    ledger_batch: usize,
+    /// Transfers are measured this many times, interleaved; the tables show medians.
+    rounds: usize,
+    logins_concurrency: usize,
+    invalidate_every: u32,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        Self {
+            small: (if quick { 300 } else { 2_000 }, 128 * KIB),
+            small_concurrency: vec![4, 8, 16, 32, 64],
+            large: (4, if quick { 48 * MIB } else { 512 * MIB }),
+            large_concurrency: vec![2, 8],
+            ledger_rows: if quick {
+                vec![10_000, 100_000]
+            } else {
+                vec![10_000, 1_000_000]
+            },
+            ledger_batch: if quick { 200 } else { 500 },
+            rounds: if quick { 1 } else { 3 },
+            logins_concurrency: 64,
+            invalidate_every: 25,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let wants = |p: Part| args.only.is_empty() || args.only.contains(&p);
+    let callvault = std::fs::canonicalize(&args.callvault).with_context(|| {
+        format!(
+            "{} not found: build it with `cargo build --release`",
+            args.callvault.display()
+        )
+    })?;
+    let rclone_version = rclone::version().await;
+    if (wants(Part::Small) || wants(Part::Large)) && !rclone_version.starts_with("rclone v") {
+        bail!("{rclone_version}: install it (`apt-get install -y rclone`; bench/run does)");
+    }
+    let machine = machine::Machine::describe(rclone_version).await;
+    println!(
+        "{} cores, {}, {}",
+        machine.nproc, machine.mem_total, machine.cpu_model
+    );
+    let plan = Plan::new(args.quick);
+    let rig = Rig::start(callvault).await?;
+    let mut results = Results::default();
+
+    if wants(Part::Small) {
+        let (n, size) = plan.small;
+        let names = rig.recordings("small", n, size);
+        let contents = ceiling::contents(&names, size).await?;
+        results
+            .notes
+            .push(format!("`small` is {n} × {} KiB.", size / KIB));
+        for round in 0..plan.rounds {
+            println!("small, round {}", round + 1);
+            for &c in &plan.small_concurrency {
+                let t = transfers::callvault(&rig, "small", &names, size, c).await?;
+                results.transfers.push(t);
+                let t = transfers::ceiling(&rig, "small", &contents, c, 1).await?;
+                results.transfers.push(t);
+            }
+            if round == 0 {
+                let t = transfers::rclone(&rig, "small", &names, size, DEFAULT_CONCURRENCY).await?;
+                results.transfers.push(t);
+            }
+        }
+    }
+
+    if wants(Part::Large) {
+        let (n, size) = plan.large;
+        let names = rig.recordings("large", n, size);
+        let contents = ceiling::contents(&names, size).await?;
+        for round in 0..plan.rounds {
+            println!("large, round {}", round + 1);
+            for &c in &plan.large_concurrency {
+                let t = transfers::callvault(&rig, "large", &names, size, c).await?;
+                results.transfers.push(t);
+            }
+            for parts in [1, 4] {
+                let t = transfers::ceiling(&rig, "large", &contents, n, parts).await?;
+                results.transfers.push(t);
+            }
+            let t = transfers::rclone(&rig, "large", &names, size, n).await?;
+            results.transfers.push(t);
+        }
+        drop(contents);
+        let doubled = rig.recordings("large2", n, size * 2);
+        let set = "large ×2";
+        let t = transfers::callvault(&rig, set, &doubled, size * 2, DEFAULT_CONCURRENCY).await?;
+        results.transfers.push(t);
+        results.notes.push(format!(
+            "`large` is {n} × {} MiB, `large ×2` is {n} × {} MiB.",
+            size / MIB,
+            size * 2 / MIB
+        ));
+    }
+    results.merge_rounds();
+
+    if wants(Part::Ledger) {
+        let names = rig.recordings("batch", plan.ledger_batch, plan.small.1);
+        for &rows in &plan.ledger_rows {
+            println!("ledger growth: {rows} rows");
+            let g = ledger_growth::measure(&rig, rows, &names).await?;
+            println!(
+                "    status {:.1} ms (queries {:.2} ms), {:.2} ms per record",
+                g.status_cli.as_secs_f64() * 1e3,
+                g.status_query.as_secs_f64() * 1e3,
+                g.per_record().as_secs_f64() * 1e3
+            );
+            results.growth.push(g);
+        }
+    }
+
+    if wants(Part::Logins) {
+        results.logins = Some(logins(&rig, &plan).await?);
+    }
+
+    let command = format!(
+        "bench/run{}",
+        if args.quick { " --quick" } else { "" }
+    );
+    let section = report::markdown(&machine, &command, &machine::load(), &results);
+    println!("\n{section}");
+    if let Some(out) = &args.out {
+        report::write_into(out, &section)?;
+        println!("written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// The small set at high concurrency with the token invalidated every few link requests.
+async fn logins(rig: &Rig, plan: &Plan) -> anyhow::Result<report::Logins> {
+    let (n, size) = plan.small;
+    let names = rig.recordings("logins", n, size);
+    let ledger = rig.ledger_with("logins", &names).await?;
+    let bucket = rig.bucket()?;
+    rig.sim
+        .set_faults(|f| f.invalidate_tokens_every = Some(plan.invalidate_every));
+    let before = rig.sim.stats();
+    let run = rig
+        .callvault_run(&ledger, &bucket, plan.logins_concurrency, PART_MIB, n)
+        .await;
+    let after = rig.sim.stats();
+    rig.sim.set_faults(|f| f.invalidate_tokens_every = None);
+    let (child, _) = run?;
+    rig.drop_bucket(&bucket)?;
+    rig.remove_ledger(&ledger);
+    let l = report::Logins {
+        concurrency: plan.logins_concurrency,
+        records: n,
+        every: plan.invalidate_every,
+        invalidations: after.invalidations - before.invalidations,
+        logins: after.logins - before.logins,
+        wall: child.wall,
+    };
+    println!(
+        "  logins: {} invalidations, {} logins in {:.1}s",
+        l.invalidations,
+        l.logins,
+        l.wall.as_secs_f64()
+    );
+    Ok(l)
+}

@@ -1,0 +1,126 @@
+//! What an operator would otherwise script: ask the provider for a fresh link per
+//! recording (as callvault does) and hand it to `rclone copyurl`, N processes at a time,
+//! into the same S3 server (an rclone S3 remote configured through the environment).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::rig::{Rig, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY};
+
+/// `rclone version`'s first line, or why there is none.
+pub async fn version() -> String {
+    match Command::new("rclone").arg("version").output().await {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or("rclone (no version)")
+            .to_owned(),
+        Err(e) => format!("rclone not runnable: {e}"),
+    }
+}
+
+/// Fetches a fresh link for each name and copies it with `rclone copyurl`, `parallel`
+/// at a time; `part_mib` is rclone's S3 chunk size. Returns the wall time of the whole.
+pub async fn copy_all(
+    rig: &Rig,
+    bucket: &str,
+    names: &[String],
+    parallel: usize,
+    part_mib: usize,
+) -> anyhow::Result<Duration> {
+    let config = rig.dir.path().join("rclone.conf");
+    std::fs::write(&config, "")?;
+    let http = reqwest::Client::new();
+    let api = rig.sim.api_url();
+    let started = Instant::now();
+    let token = login(&http, &api, rig).await?;
+    futures::stream::iter(names)
+        .map(|name| {
+            let (http, api, token, config) = (&http, &api, &token, &config);
+            async move {
+                let url = link(http, api, token, name).await?;
+                let target = format!("bench:{bucket}/rclone/{name}");
+                let out = Command::new("rclone")
+                    .args(["copyurl", &url, &target])
+                    .arg("--config")
+                    .arg(config)
+                    .arg(format!("--s3-chunk-size={part_mib}M"))
+                    // A clean environment, as for callvault: no proxy or CA-bundle settings.
+                    .env_clear()
+                    .env("PATH", std::env::var("PATH").unwrap_or_default())
+                    .env("HOME", rig.dir.path())
+                    .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
+                    .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
+                    .env("RCLONE_CONFIG_BENCH_ENDPOINT", &rig.s3_endpoint)
+                    .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", S3_ACCESS_KEY)
+                    .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+                    .env("RCLONE_CONFIG_BENCH_REGION", S3_REGION)
+                    .env("RCLONE_CONFIG_BENCH_NO_CHECK_BUCKET", "true")
+                    .kill_on_drop(true)
+                    .output()
+                    .await
+                    .context("running rclone")?;
+                if !out.status.success() {
+                    bail!(
+                        "rclone copyurl {name}: {}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                Ok(())
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+async fn call(http: &reqwest::Client, api: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
+    let answer: Value = http.post(api).form(form).send().await?.json().await?;
+    if answer["ret"] != 200 || answer["data"]["status"] != 0 {
+        bail!("the provider answered {answer}");
+    }
+    Ok(answer["data"]["result"].clone())
+}
+
+async fn login(http: &reqwest::Client, api: &str, rig: &Rig) -> anyhow::Result<String> {
+    let c = rig.sim.config();
+    let result = call(
+        http,
+        api,
+        &[
+            ("service", "App.Sip_Auth.Login"),
+            ("appid", &c.appid),
+            ("accesskey", &c.accesskey),
+        ],
+    )
+    .await?;
+    Ok(result["token"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn link(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    filename: &str,
+) -> anyhow::Result<String> {
+    let result = call(
+        http,
+        api,
+        &[
+            ("service", "App.Sip_Cdr.GetRecodeFile"),
+            ("token", token),
+            ("filename", filename),
+        ],
+    )
+    .await?;
+    result["downurl"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no downurl in the answer")
+}

@@ -1,0 +1,352 @@
+//! The measured section of BENCHMARKS.md: the machine, the commands, the tables and each
+//! target with its verdict, computed from the figures (nothing typed in by hand).
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::ledger_growth::Growth;
+use crate::machine::Machine;
+
+pub const BEGIN: &str = "<!-- measured:begin (written by examples/bench; do not edit by hand) -->";
+pub const END: &str = "<!-- measured:end -->";
+
+/// One set of recordings moved by one tool.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub set: String,
+    pub tool: &'static str,
+    pub concurrency: usize,
+    pub records: usize,
+    pub bytes: u64,
+    /// The median over the rounds (one value until [`Results::merge_rounds`]).
+    pub wall: Duration,
+    /// Every round's wall time.
+    pub walls: Vec<Duration>,
+    /// The highest over the rounds.
+    pub peak_rss_kib: Option<u64>,
+    /// 64 MiB + effective concurrency × part size, for callvault runs.
+    pub rss_limit_kib: Option<u64>,
+}
+
+impl Transfer {
+    pub fn per_second(&self) -> f64 {
+        self.records as f64 / self.wall.as_secs_f64()
+    }
+    pub fn mb_per_second(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.wall.as_secs_f64()
+    }
+}
+
+/// The token-invalidation run.
+#[derive(Debug, Clone)]
+pub struct Logins {
+    pub concurrency: usize,
+    pub records: usize,
+    pub every: u32,
+    pub invalidations: u64,
+    /// Logins the simulator saw during the run (the first one included).
+    pub logins: u64,
+    pub wall: Duration,
+}
+
+impl Logins {
+    pub fn per_invalidation(&self) -> f64 {
+        self.logins.saturating_sub(1) as f64 / self.invalidations.max(1) as f64
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Results {
+    pub transfers: Vec<Transfer>,
+    pub growth: Vec<Growth>,
+    pub logins: Option<Logins>,
+    pub notes: Vec<String>,
+}
+
+impl Results {
+    /// Folds repeated measurements of the same (set, tool, concurrency) into one row with
+    /// the median wall time and the highest peak RSS, in first-measured order.
+    pub fn merge_rounds(&mut self) {
+        let mut merged: Vec<Transfer> = Vec::new();
+        for t in self.transfers.drain(..) {
+            match merged
+                .iter_mut()
+                .find(|m| m.set == t.set && m.tool == t.tool && m.concurrency == t.concurrency)
+            {
+                Some(m) => {
+                    m.walls.extend(t.walls);
+                    m.peak_rss_kib = m.peak_rss_kib.max(t.peak_rss_kib);
+                }
+                None => merged.push(t),
+            }
+        }
+        for m in &mut merged {
+            m.walls.sort();
+            m.wall = m.walls[m.walls.len() / 2];
+        }
+        self.transfers = merged;
+    }
+
+    pub fn find(&self, set: &str, tool: &str, concurrency: Option<usize>) -> Option<&Transfer> {
+        self.transfers.iter().find(|t| {
+            t.set == set && t.tool == tool && concurrency.is_none_or(|c| t.concurrency == c)
+        })
+    }
+
+    /// The fastest run of `tool` on `set`, by recordings per second.
+    pub fn best(&self, set: &str, tool: &str) -> Option<&Transfer> {
+        self.transfers
+            .iter()
+            .filter(|t| t.set == set && t.tool == tool)
+            .max_by(|a, b| a.per_second().total_cmp(&b.per_second()))
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{BEGIN}");
+    let _ = writeln!(s, "Measured {} with `{command}`.\n", machine.date);
+    let _ = writeln!(s, "| machine | |\n|---|---|");
+    let _ = writeln!(s, "| `nproc` | {} |", machine.nproc);
+    let _ = writeln!(s, "| memory | {} |", machine.mem_total);
+    let _ = writeln!(s, "| CPU | {} |", machine.cpu_model);
+    let _ = writeln!(s, "| kernel | {} |", machine.kernel);
+    let _ = writeln!(s, "| rustc | {} |", machine.rustc);
+    let _ = writeln!(s, "| rclone | {} |", machine.rclone);
+    let _ = writeln!(s, "| SQLite (bundled by sqlx) | {} |", machine.sqlite);
+    let _ = writeln!(
+        s,
+        "| load average before / after | {} / {load_after} |\n",
+        machine.load_before
+    );
+
+    let _ = writeln!(s, "### Throughput\n");
+    let _ = writeln!(
+        s,
+        "MB = 10^6 bytes. Peak RSS is the callvault process's `VmHWM`; its limit is 64 MiB + \
+         min(concurrency, recordings) × part size (8 MiB).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| recordings | tool | concurrency | count | MB | seconds (median) | all rounds | recordings/s | MB/s | peak RSS MiB | RSS limit MiB |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
+    for t in &r.transfers {
+        let rss = t.peak_rss_kib.map_or("".into(), |k| format!("{:.1}", mib(k)));
+        let limit = t.rss_limit_kib.map_or("".into(), |k| format!("{:.0}", mib(k)));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.1} | {:.1} | {rss} | {limit} |",
+            t.set,
+            t.tool,
+            t.concurrency,
+            t.records,
+            t.bytes as f64 / 1e6,
+            t.wall.as_secs_f64(),
+            t.walls
+                .iter()
+                .map(|w| format!("{:.2}", w.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            t.per_second(),
+            t.mb_per_second()
+        );
+    }
+
+    if !r.growth.is_empty() {
+        let _ = writeln!(s, "\n### Ledger growth\n");
+        let _ = writeln!(
+            s,
+            "Each ledger is filled with history (78% archived, 20% unanswered, 1% pending with \
+             a retry due later, 0.5% failed, 0.5% expired; one attempt per recording, one run \
+             per 15 minutes), then `callvault status --json` runs {} times (median), then a \
+             run archives the same batch of new small recordings at concurrency 8.\n",
+            5
+        );
+        let _ = writeln!(
+            s,
+            "| rows | ledger MiB | `status` process ms | status queries ms | run batch | run s | ms per record | peak RSS MiB |"
+        );
+        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for g in &r.growth {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {:.1} |",
+                g.rows,
+                g.db_mib,
+                g.status_cli.as_secs_f64() * 1e3,
+                g.status_query.as_secs_f64() * 1e3,
+                g.batch,
+                g.run_wall.as_secs_f64(),
+                g.per_record().as_secs_f64() * 1e3,
+                mib(g.peak_rss_kib)
+            );
+        }
+    }
+
+    if let Some(l) = &r.logins {
+        let _ = writeln!(s, "\n### Logins per token invalidation\n");
+        let _ = writeln!(
+            s,
+            "{} small recordings at concurrency {}, the simulator invalidating every token on \
+             every {}th link request: {} invalidations, {} logins (the first one included) in \
+             {:.1} s: **{:.2} logins per invalidation**.",
+            l.records,
+            l.concurrency,
+            l.every,
+            l.invalidations,
+            l.logins,
+            l.wall.as_secs_f64(),
+            l.per_invalidation()
+        );
+    }
+
+    let _ = writeln!(s, "\n### Targets\n");
+    let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
+    for (target, measured, ok) in targets(r) {
+        let _ = writeln!(s, "| {target} | {measured} | {} |", verdict(ok));
+    }
+    for note in &r.notes {
+        let _ = writeln!(s, "\n{note}");
+    }
+    let _ = writeln!(s, "{END}");
+    s
+}
+
+/// Each target of the issue, its measured figure and whether it holds.
+fn targets(r: &Results) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for cv in r.transfers.iter().filter(|t| t.set.starts_with("large") && t.tool == CALLVAULT) {
+        let ceiling = r
+            .transfers
+            .iter()
+            .filter(|t| t.set == cv.set && (t.tool == CEILING || t.tool == CEILING_PARTS))
+            .max_by(|a, b| a.mb_per_second().total_cmp(&b.mb_per_second()));
+        if let Some(c) = ceiling {
+            let ratio = cv.mb_per_second() / c.mb_per_second();
+            out.push((
+                format!("{}, concurrency {}: ≥ 85% of the ceiling", cv.set, cv.concurrency),
+                format!(
+                    "{:.1} of {:.1} MB/s = {:.0}%",
+                    cv.mb_per_second(),
+                    c.mb_per_second(),
+                    ratio * 100.0
+                ),
+                ratio >= 0.85,
+            ));
+        }
+    }
+    for set in ["small", "large"] {
+        let (Some(cv), Some(rc)) = (r.find(set, CALLVAULT, Some(8)), r.best(set, RCLONE)) else {
+            continue;
+        };
+        let ratio = cv.per_second() / rc.per_second();
+        let (want, ok) = if set == "small" {
+            ("≥ 3× rclone", ratio >= 3.0)
+        } else {
+            ("no slower than rclone", ratio >= 1.0)
+        };
+        out.push((
+            format!("{set}, callvault at 8 vs rclone at {}: {want}", rc.concurrency),
+            format!(
+                "{:.1} vs {:.1} recordings/s = {ratio:.2}×",
+                cv.per_second(),
+                rc.per_second()
+            ),
+            ok,
+        ));
+    }
+    let over: Vec<String> = r
+        .transfers
+        .iter()
+        .filter(|t| matches!((t.peak_rss_kib, t.rss_limit_kib), (Some(p), Some(l)) if p > l))
+        .map(|t| format!("{} at {}", t.set, t.concurrency))
+        .collect();
+    let runs = r
+        .transfers
+        .iter()
+        .filter(|t| t.peak_rss_kib.is_some())
+        .count();
+    if runs > 0 {
+        out.push((
+            "peak RSS ≤ 64 MiB + concurrency × part size, every callvault run".into(),
+            if over.is_empty() {
+                format!("all {runs} runs within")
+            } else {
+                format!("over in: {}", over.join(", "))
+            },
+            over.is_empty(),
+        ));
+    }
+    if let (Some(a), Some(b)) = (
+        r.find("large", CALLVAULT, Some(8)),
+        r.find("large ×2", CALLVAULT, Some(8)),
+    ) && let (Some(pa), Some(pb)) = (a.peak_rss_kib, b.peak_rss_kib)
+    {
+        let ratio = pb as f64 / pa as f64;
+        out.push((
+            "peak RSS the same when the recording size doubles (within 10%)".into(),
+            format!("{:.1} → {:.1} MiB = {ratio:.2}×", mib(pa), mib(pb)),
+            ratio <= 1.10,
+        ));
+    }
+    if let (Some(first), Some(last)) = (r.growth.first(), r.growth.last())
+        && r.growth.len() > 1
+    {
+        let status = last.status_cli.as_secs_f64() / first.status_cli.as_secs_f64();
+        out.push((
+            format!("`status` at {} vs {} rows: within 1.5×", last.rows, first.rows),
+            format!(
+                "{:.1} vs {:.1} ms = {status:.2}×",
+                last.status_cli.as_secs_f64() * 1e3,
+                first.status_cli.as_secs_f64() * 1e3
+            ),
+            status <= 1.5,
+        ));
+        let per = last.per_record().as_secs_f64() / first.per_record().as_secs_f64();
+        out.push((
+            format!("run cost per record at {} vs {} rows: within 1.5×", last.rows, first.rows),
+            format!(
+                "{:.2} vs {:.2} ms = {per:.2}×",
+                last.per_record().as_secs_f64() * 1e3,
+                first.per_record().as_secs_f64() * 1e3
+            ),
+            per <= 1.5,
+        ));
+    }
+    if let Some(l) = &r.logins {
+        let per = l.per_invalidation();
+        out.push((
+            format!("logins per token invalidation at concurrency {}: 1", l.concurrency),
+            format!("{per:.2} ({} logins, {} invalidations)", l.logins, l.invalidations),
+            l.invalidations > 0 && l.logins == l.invalidations + 1,
+        ));
+    }
+    out
+}
+
+pub const CALLVAULT: &str = "callvault";
+pub const CEILING: &str = "ceiling: object_store from memory";
+pub const CEILING_PARTS: &str = "ceiling: object_store from memory, 4 parts in flight";
+pub const RCLONE: &str = "rclone copyurl";
+
+/// Writes `section` into `path`, replacing an earlier measured section when there is one.
+pub fn write_into(path: &std::path::Path, section: &str) -> std::io::Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    let updated = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            format!("{}{}{}", &existing[..b], section.trim_end(), &existing[e + END.len()..])
+        }
+        _ if existing.is_empty() => format!("# Benchmarks\n\n{section}"),
+        _ => format!("{}\n{section}", existing.trim_end()),
+    };
+    std::fs::write(path, updated)
+}

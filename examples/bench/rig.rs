@@ -1,0 +1,193 @@
+//! The world every measurement shares, on loopback: the provider simulator, an S3 server
+//! (s3s over s3s-fs in a temporary directory, one bucket per measurement) and fresh ledgers.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context;
+use callvault::callback::parse_record;
+use callvault::domain::CallRecord;
+use callvault::ledger::Ledger;
+use callvault::simulator::{Simulator, SimulatorConfig};
+use callvault::timefmt::default_provider_tz;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use tempfile::TempDir;
+
+pub const S3_ACCESS_KEY: &str = "bench-access-key";
+pub const S3_SECRET_KEY: &str = "bench-secret-key";
+pub const S3_REGION: &str = "us-east-1";
+
+/// Everything the measurements run against.
+pub struct Rig {
+    pub sim: Simulator,
+    /// `http://127.0.0.1:PORT`
+    pub s3_endpoint: String,
+    s3_root: PathBuf,
+    s3_task: tokio::task::JoinHandle<()>,
+    /// Holds the S3 root, the ledgers and rclone's config; removed on drop.
+    pub dir: TempDir,
+    pub callvault: PathBuf,
+    buckets: AtomicUsize,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.s3_task.abort();
+    }
+}
+
+impl Rig {
+    pub async fn start(callvault: PathBuf) -> anyhow::Result<Self> {
+        let sim = Simulator::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SimulatorConfig::default(),
+        )
+        .await
+        .context("starting the simulator")?;
+        let dir = tempfile::Builder::new()
+            .prefix("callvault-bench-")
+            .tempdir()
+            .context("creating the bench directory")?;
+        let s3_root = dir.path().join("s3");
+        std::fs::create_dir(&s3_root)?;
+        let (s3_endpoint, s3_task) = start_s3(&s3_root).await?;
+        Ok(Self {
+            sim,
+            s3_endpoint,
+            s3_root,
+            s3_task,
+            dir,
+            callvault,
+            buckets: AtomicUsize::new(0),
+        })
+    }
+
+    /// The `AWS_*` settings that reach the S3 server.
+    pub fn s3_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
+            ("AWS_REGION", S3_REGION.into()),
+            ("AWS_ENDPOINT", self.s3_endpoint.clone()),
+        ]
+    }
+
+    /// A new empty bucket; [`Rig::drop_bucket`] frees its disk space.
+    pub fn bucket(&self) -> anyhow::Result<String> {
+        let name = format!("bench-{}", self.buckets.fetch_add(1, Ordering::Relaxed));
+        std::fs::create_dir(self.s3_root.join(&name))?;
+        Ok(name)
+    }
+
+    /// Removes the bucket and any multipart leftovers.
+    pub fn drop_bucket(&self, name: &str) -> anyhow::Result<()> {
+        std::fs::remove_dir_all(self.s3_root.join(name))?;
+        for entry in std::fs::read_dir(&self.s3_root)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".upload_id-") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes and files under a bucket (what the store holds after a run).
+    pub fn bucket_usage(&self, name: &str) -> (u64, usize) {
+        fn walk(dir: &Path, acc: &mut (u64, usize)) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, acc);
+                } else if let Ok(meta) = entry.metadata() {
+                    acc.0 += meta.len();
+                    acc.1 += 1;
+                }
+            }
+        }
+        let mut acc = (0, 0);
+        walk(&self.s3_root.join(name), &mut acc);
+        acc
+    }
+
+    /// Registers `n` recordings of `size` bytes named `{prefix}-00000.wav`...; returns the names.
+    pub fn recordings(&self, prefix: &str, n: usize, size: u64) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let name = format!("{prefix}-{i:05}.wav");
+                self.sim.add_recording(&name, size);
+                name
+            })
+            .collect()
+    }
+
+    /// A fresh ledger file holding one pending call per recording name (new uuids each time).
+    pub async fn ledger_with(&self, label: &str, names: &[String]) -> anyhow::Result<String> {
+        let path = self.dir.path().join(format!("{label}.db"));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let url = format!("sqlite://{}", path.display());
+        let ledger = Ledger::open(&url).await?;
+        ledger.import(&calls(names), chrono::Utc::now()).await?;
+        ledger.close().await;
+        Ok(url)
+    }
+
+    pub fn remove_ledger(&self, url: &str) {
+        let path = url.trim_start_matches("sqlite://");
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+    }
+}
+
+/// One answered call per recording, started in the last days (well inside retention).
+pub fn calls(names: &[String]) -> Vec<CallRecord> {
+    let now = chrono::Utc::now();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let start = (now - chrono::Duration::minutes(10 + i as i64))
+                .with_timezone(&default_provider_tz())
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string();
+            let json = serde_json::json!({
+                "uuid": uuid::Uuid::new_v4().to_string(), "companycode": 20000013,
+                "recordfilename": name, "starttime": start, "answertime": start,
+                "endtime": start, "duration": 70, "billsec": 60, "type": "callout",
+            });
+            parse_record(&json.to_string(), default_provider_tz()).expect("a valid call")
+        })
+        .collect()
+}
+
+/// Serves S3 over `root` on 127.0.0.1; returns the endpoint and the accept loop's task.
+async fn start_s3(root: &Path) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("s3s-fs: {e:?}"))?;
+    let service = {
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(
+            S3_ACCESS_KEY,
+            S3_SECRET_KEY,
+        ));
+        b.build()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let _ = ConnBuilder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    Ok((format!("http://{addr}"), task))
+}
