@@ -26,8 +26,16 @@ pub async fn verify(ledger: &Ledger, args: &VerifyArgs, tz: FixedOffset) -> anyh
     };
     let slice = Slice {
         company: args.company.clone(),
-        since: args.since.as_deref().map(|s| time_bound(s, tz)).transpose()?,
-        until: args.until.as_deref().map(|s| time_bound(s, tz)).transpose()?,
+        since: args
+            .since
+            .as_deref()
+            .map(|s| time_bound(s, tz))
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(|s| time_bound(s, tz))
+            .transpose()?,
     };
     reachable(&store).await?;
     let id = format!(
@@ -101,7 +109,11 @@ pub async fn verify(ledger: &Ledger, args: &VerifyArgs, tz: FixedOffset) -> anyh
     ledger
         .finish_verification(&id, checked, problems, &summary, Utc::now())
         .await?;
-    let code = if problems > 0 { EXIT_INCOMPLETE } else { EXIT_OK };
+    let code = if problems > 0 {
+        EXIT_INCOMPLETE
+    } else {
+        EXIT_OK
+    };
     if args.json {
         summary["verification"] = id.into();
         summary["exit_code"] = code.into();

@@ -18,7 +18,10 @@ use crate::store::{Store, StoreError};
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum ChainProblem {
     /// `key` names a predecessor the store does not hold.
-    PreviousMissing { key: String, previous_key: String },
+    PreviousMissing {
+        key: String,
+        previous_key: String,
+    },
     /// The predecessor's bytes are not those `key` names.
     PreviousChanged {
         key: String,
@@ -27,10 +30,19 @@ pub enum ChainProblem {
         found_sha256: String,
     },
     /// A link out of sequence: a gap, a wrong number, a chain not starting at 1.
-    BrokenLink { key: String, reason: String },
+    BrokenLink {
+        key: String,
+        reason: String,
+    },
     /// The manifest's lines are not a manifest.
-    Malformed { key: String, reason: String },
-    Unreadable { key: String, error: String },
+    Malformed {
+        key: String,
+        reason: String,
+    },
+    Unreadable {
+        key: String,
+        error: String,
+    },
     EntryMissing {
         manifest: String,
         uuid: String,
@@ -50,7 +62,10 @@ pub enum ChainProblem {
         error: String,
     },
     /// The ledger records manifest `seq` as written; the store does not have it.
-    LedgerManifestMissing { seq: i64, key: String },
+    LedgerManifestMissing {
+        seq: i64,
+        key: String,
+    },
     LedgerManifestChanged {
         seq: i64,
         key: String,
@@ -63,7 +78,9 @@ pub enum ChainProblem {
         store: Option<String>,
     },
     /// A manifest in the store that the ledger has no record of.
-    UnknownToLedger { key: String },
+    UnknownToLedger {
+        key: String,
+    },
 }
 
 impl std::fmt::Display for ChainProblem {
@@ -84,7 +101,11 @@ impl std::fmt::Display for ChainProblem {
             Self::BrokenLink { key, reason } => write!(f, "{key}: broken link: {reason}"),
             Self::Malformed { key, reason } => write!(f, "{key}: malformed: {reason}"),
             Self::Unreadable { key, error } => write!(f, "{key}: unreadable: {error}"),
-            Self::EntryMissing { manifest, uuid, key } => {
+            Self::EntryMissing {
+                manifest,
+                uuid,
+                key,
+            } => {
                 write!(f, "{manifest}: entry {uuid}: {key} is missing")
             }
             Self::EntrySizeDiffers {
@@ -441,10 +462,14 @@ async fn compare_with_ledger(
             key: (*key).clone(),
         });
     }
-    let newest_written = known.iter().rev().find(|r| r.written).map(|r| r.key.clone());
+    let newest_written = known
+        .iter()
+        .rev()
+        .find(|r| r.written)
+        .map(|r| r.key.clone());
     let store_newest = report.newest.clone();
-    let consistent = store_newest == newest_written
-        || (writing.is_some() && store_newest.as_ref() == writing);
+    let consistent =
+        store_newest == newest_written || (writing.is_some() && store_newest.as_ref() == writing);
     if !consistent {
         report.problems.push(ChainProblem::NewestDiffers {
             ledger: newest_written,

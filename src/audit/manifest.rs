@@ -73,7 +73,11 @@ pub async fn write_manifests(
             ChainClaim::Claimed(claim) => claim,
             ChainClaim::NothingNew => break,
             ChainClaim::Busy { seq, owner } => {
-                tracing::info!(seq, ?owner, "another run is writing the chain head; its records wait for the next manifest");
+                tracing::info!(
+                    seq,
+                    ?owner,
+                    "another run is writing the chain head; its records wait for the next manifest"
+                );
                 break;
             }
         };
@@ -150,10 +154,19 @@ async fn write_one(
             UploadError::Cancelled => ManifestError::Cancelled,
         })?;
     if !ledger
-        .manifest_written(claim.seq, owner, &uploaded.sha256, uploaded.size, Utc::now())
+        .manifest_written(
+            claim.seq,
+            owner,
+            &uploaded.sha256,
+            uploaded.size,
+            Utc::now(),
+        )
         .await?
     {
-        tracing::warn!(key, "another run took the chain head over meanwhile; it writes the same bytes");
+        tracing::warn!(
+            key,
+            "another run took the chain head over meanwhile; it writes the same bytes"
+        );
     }
     Ok(ManifestWritten {
         seq: claim.seq,

@@ -6,8 +6,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use object_store::{
-    Attribute, Attributes, PutMultipartOptions, PutOptions, PutPayload,
-    WriteMultipart,
+    Attribute, Attributes, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
 };
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;

@@ -2,8 +2,10 @@
 //! server and a temporary SQLite ledger.
 
 mod archive;
+mod audit;
 mod cli;
 mod faults;
 mod leases;
 mod ledger;
+mod manifests;
 mod world;
