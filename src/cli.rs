@@ -194,11 +194,11 @@ pub struct LayoutArgs {
     /// Write a JSON sidecar `<key>.json` (the call record and the archive facts) beside each
     /// recording (`--sidecar false` or `--no-sidecar` to switch off).
     #[arg(long, env = "CALLVAULT_SIDECAR", default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true", overrides_with = "no_sidecar",
+          num_args = 0..=1, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub sidecar: bool,
-    /// No sidecars.
-    #[arg(long, overrides_with = "sidecar")]
+    /// No sidecars (wins over `--sidecar` and CALLVAULT_SIDECAR).
+    #[arg(long)]
     pub no_sidecar: bool,
     /// Where the manifest chain goes, below the store's prefix.
     #[arg(long, env = "CALLVAULT_MANIFESTS_PREFIX", default_value = crate::store::DEFAULT_MANIFESTS_PREFIX)]
@@ -270,4 +270,28 @@ pub struct RetryArgs {
     /// Expired records too (the provider may no longer have their files).
     #[arg(long)]
     pub include_expired: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sidecars(args: &[&str]) -> bool {
+        let cli = Cli::try_parse_from([&["callvault", "run"], args].concat()).unwrap();
+        match cli.command {
+            Command::Run(run) => run.layout.sidecars(),
+            _ => unreachable!(),
+        }
+    }
+
+    /// (CALLVAULT_SIDECAR is exercised through the binary, in the integration tests.)
+    #[test]
+    fn sidecars_are_on_unless_switched_off() {
+        assert!(sidecars(&[]));
+        assert!(sidecars(&["--sidecar"]));
+        assert!(sidecars(&["--sidecar", "yes"]));
+        assert!(!sidecars(&["--no-sidecar"]));
+        assert!(!sidecars(&["--sidecar", "false"]));
+        assert!(!sidecars(&["--no-sidecar", "--sidecar"]));
+    }
 }

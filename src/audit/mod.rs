@@ -5,8 +5,10 @@ mod chain;
 mod format;
 mod manifest;
 mod objects;
+mod problems;
 
-pub use chain::{ChainError, ChainProblem, ChainReport, verify_chain};
+pub use chain::{ChainError, ChainReport, verify_chain};
 pub use format::{MANIFEST_FORMAT, ManifestEntry, ManifestHeader, PreviousManifest};
 pub use manifest::{ManifestError, ManifestWritten, write_manifests};
-pub use objects::{ObjectProblem, ObjectsReport, Sample, VerifyOptions, verify_objects};
+pub use objects::{ObjectsReport, Sample, VerifyOptions, verify_objects};
+pub use problems::{ChainProblem, ObjectProblem};

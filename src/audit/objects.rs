@@ -9,6 +9,7 @@ use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::problems::ObjectProblem;
 use crate::ledger::{ArchivedEntry, Ledger, LedgerError, Slice};
 use crate::store::Store;
 
@@ -58,72 +59,6 @@ pub struct VerifyOptions {
     pub slice: Slice,
     pub sample: Sample,
     pub concurrency: usize,
-}
-
-/// What reading one object back found, when it is not what the ledger says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "problem", rename_all = "snake_case")]
-pub enum ObjectProblem {
-    Missing {
-        uuid: String,
-        key: String,
-        expected_sha256: String,
-        expected_size: u64,
-    },
-    Changed {
-        uuid: String,
-        key: String,
-        expected_sha256: String,
-        expected_size: u64,
-        found_sha256: String,
-        found_size: u64,
-    },
-    Unreadable {
-        uuid: String,
-        key: String,
-        error: String,
-    },
-}
-
-impl ObjectProblem {
-    /// As recorded on the call (`last_verify_result`).
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Missing { .. } => "missing",
-            Self::Changed { .. } => "changed",
-            Self::Unreadable { .. } => "unreadable",
-        }
-    }
-}
-
-impl std::fmt::Display for ObjectProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Missing {
-                uuid,
-                key,
-                expected_sha256,
-                expected_size,
-            } => write!(
-                f,
-                "missing     {uuid}  {key}  expected sha256 {expected_sha256}, {expected_size} bytes"
-            ),
-            Self::Changed {
-                uuid,
-                key,
-                expected_sha256,
-                expected_size,
-                found_sha256,
-                found_size,
-            } => write!(
-                f,
-                "changed     {uuid}  {key}  expected sha256 {expected_sha256}, {expected_size} bytes; found sha256 {found_sha256}, {found_size} bytes"
-            ),
-            Self::Unreadable { uuid, key, error } => {
-                write!(f, "unreadable  {uuid}  {key}  {error}")
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

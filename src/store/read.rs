@@ -86,3 +86,45 @@ impl Store {
         Ok(listed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn listing_and_digests_are_relative_to_the_prefix_and_absent_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        for store in [
+            Store::open(url.as_str(), &Vec::new(), 1024).unwrap(),
+            Store::open("memory:///tenant", &Vec::new(), 1024).unwrap(),
+        ] {
+            assert_eq!(store.list("manifests").await.unwrap(), []);
+            assert_eq!(store.digest("nothing/here").await.unwrap(), None);
+            let path = store.path("manifests/0000000001.jsonl").unwrap();
+            store
+                .object_store()
+                .put(&path, b"abc".to_vec().into())
+                .await
+                .unwrap();
+            assert_eq!(
+                store.list("manifests").await.unwrap(),
+                [Listed {
+                    key: "manifests/0000000001.jsonl".into(),
+                    size: 3
+                }]
+            );
+            assert_eq!(
+                store.digest("manifests/0000000001.jsonl").await.unwrap(),
+                Some(ObjectDigest {
+                    size: 3,
+                    sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+                        .into()
+                })
+            );
+            assert_eq!(store.manifest_seq("manifests/0000000001.jsonl"), Some(1));
+            assert_eq!(store.manifest_seq("manifests/1.jsonl"), None);
+        }
+    }
+}

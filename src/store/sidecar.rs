@@ -150,3 +150,20 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifests_prefix_is_a_plain_relative_path() {
+        let store = || Store::open("memory:///", &Vec::new(), 1024).unwrap();
+        for bad in ["", "/", "../up", "a/../b", "a//b", "a/./b"] {
+            assert!(store().with_manifests_prefix(bad).is_err(), "{bad:?}");
+        }
+        let store = store().with_manifests_prefix("/audit/chain/").unwrap();
+        assert_eq!(store.manifest_key(7), "audit/chain/0000000007.jsonl");
+        assert_eq!(store.manifest_seq("audit/chain/0000000007.jsonl"), Some(7));
+        assert_eq!(store.manifest_seq("manifests/0000000007.jsonl"), None);
+    }
+}

@@ -9,7 +9,7 @@ use callvault::simulator::DownloadFault;
 
 use crate::world::{BUCKET, World};
 
-fn callvault(world: &World, args: &[&str]) -> Command {
+pub fn callvault(world: &World, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_callvault"));
     cmd.args(args)
         .env_clear()
@@ -28,14 +28,14 @@ fn callvault(world: &World, args: &[&str]) -> Command {
 }
 
 /// Writes `n` sample callbacks and imports them with the binary.
-async fn import_samples(world: &World, n: usize) {
+pub async fn import_samples(world: &World, n: usize) {
     let file = write_callbacks(world, n);
     let out = output(callvault(world, &["import", file.to_str().unwrap()])).await;
     assert_exit(&out, 0);
 }
 
 /// Asserts a process's exit code, showing its standard error when it is not `code`.
-fn assert_exit(out: &Output, code: i32) {
+pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -44,13 +44,13 @@ fn assert_exit(out: &Output, code: i32) {
     );
 }
 
-async fn output(mut cmd: Command) -> Output {
+pub async fn output(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
         .await
         .unwrap()
 }
 
-fn write_callbacks(world: &World, n: usize) -> std::path::PathBuf {
+pub fn write_callbacks(world: &World, n: usize) -> std::path::PathBuf {
     let lines: Vec<String> = world
         .sim
         .sample_callbacks(n, chrono::Utc::now())

@@ -3,6 +3,7 @@
 
 mod archive;
 mod audit;
+mod audit_cli;
 mod cli;
 mod faults;
 mod leases;
