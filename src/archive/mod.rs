@@ -96,8 +96,9 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// 0 all archived or nothing to do; 1 some left or failed, or no manifest written; 2 the store refuses us or has
-    /// no such bucket (configuration); 3 the provider refused the credentials.
+    /// 0 all archived or nothing to do; 1 some left or failed, or no manifest written; 2 the
+    /// store refuses us or has no such bucket (configuration); 3 the provider refused the
+    /// credentials.
     pub fn exit_code(&self) -> i32 {
         match &self.error {
             Some(RunError::CredentialsRefused(_)) => 3,

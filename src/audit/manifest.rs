@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
+use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -184,21 +185,10 @@ fn body(
     seq: i64,
     header: ManifestHeader,
 ) -> impl futures::Stream<Item = Result<Bytes, LedgerError>> + Send {
-    enum Next {
-        Header(ManifestHeader),
-        Entries(Option<String>),
-    }
-    futures::stream::try_unfold(Some(Next::Header(header)), move |next| {
+    let header = futures::stream::once(async move { Ok(json_line(&header)) });
+    let entries = futures::stream::try_unfold(None::<String>, move |after| {
         let ledger = ledger.clone();
         async move {
-            let Some(next) = next else { return Ok(None) };
-            let after = match next {
-                Next::Header(header) => {
-                    let line = json_line(&header);
-                    return Ok(Some((line, Some(Next::Entries(None)))));
-                }
-                Next::Entries(after) => after,
-            };
             let page = ledger.manifest_entries(seq, after.as_deref(), PAGE).await?;
             let Some(last) = page.last().map(|e| e.uuid.clone()) else {
                 return Ok(None);
@@ -207,9 +197,10 @@ fn body(
             for entry in &page {
                 buf.extend_from_slice(&json_line(&ManifestEntry::from(entry)));
             }
-            Ok(Some((Bytes::from(buf), Some(Next::Entries(Some(last))))))
+            Ok(Some((Bytes::from(buf), Some(last))))
         }
-    })
+    });
+    header.chain(entries)
 }
 
 fn json_line<T: Serialize>(value: &T) -> Bytes {

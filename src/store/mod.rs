@@ -95,7 +95,7 @@ enum MetadataSupport {
     /// As object attributes (S3 `x-amz-meta-*`, memory).
     Attributes,
     /// In a `<key>.json` sidecar, or `<key>.metadata.json` without sidecars (local directories).
-    Sidecar,
+    BesideObject,
 }
 
 /// The archive's object store.
@@ -198,13 +198,13 @@ impl Store {
                 let local = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| StoreError::Config(e.to_string()))?
                     .with_automatic_cleanup(true);
-                (Arc::new(local), None, None, MetadataSupport::Sidecar)
+                (Arc::new(local), None, None, MetadataSupport::BesideObject)
             }
             "memory" => (
                 Arc::new(InMemory::new()),
                 None,
                 prefix_of(parsed.path())?,
-                MetadataSupport::Sidecar,
+                MetadataSupport::BesideObject,
             ),
             other => {
                 return Err(StoreError::Config(format!(

@@ -73,7 +73,7 @@ impl Store {
             uploaded.etag = etag.or(uploaded.etag);
             uploaded.version = version.or(uploaded.version);
         }
-        if self.metadata == MetadataSupport::Sidecar && !self.sidecars {
+        if self.metadata == MetadataSupport::BesideObject && !self.sidecars {
             self.write_metadata_file(key, meta, &uploaded.sha256, uploaded.size)
                 .await
                 .map_err(UploadError::Store)?;
