@@ -19,6 +19,7 @@ pub async fn verify(ledger: &Ledger, args: &VerifyArgs, tz: FixedOffset) -> anyh
         no_sidecar: false,
         manifests_prefix: args.manifests_prefix.clone(),
     };
+    // (The part size matters only for writing.)
     let store = open_store(args.store.as_deref(), &layout, 8 << 20)?;
     let sample = match &args.sample {
         Some(raw) => raw.parse::<Sample>().map_err(ConfigError)?,

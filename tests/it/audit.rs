@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use callvault::audit::{ManifestHeader, ObjectProblem, Sample, VerifyOptions, verify_objects};
 use callvault::domain::{ArchivedObject, RecordState};
-use callvault::ledger::{ChainClaim, Ledger, RetrySelection, Settlement, Slice};
+use callvault::ledger::{ChainClaim, Ledger, Settlement, Slice};
 use callvault::store::{Store, UploadMeta};
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -243,7 +243,7 @@ async fn a_file_store_gets_sidecars_instead_of_metadata_files_and_verify_reads_i
 
     // Without sidecars a file store still keeps the metadata beside the recording.
     world.import_call("f-plain", "f-plain.wav", 2500).await;
-    let plain = world.deps_with(world.ledger.clone(), store.with_sidecars(false));
+    let plain = world.deps_with(world.ledger.clone(), store.clone().with_sidecars(false));
     callvault::archive::run_pass(&plain, &world.options())
         .await
         .unwrap();
@@ -257,6 +257,27 @@ async fn a_file_store_gets_sidecars_instead_of_metadata_files_and_verify_reads_i
         .unwrap();
     assert!(dir.path().join(format!("{key}.metadata.json")).is_file());
     assert!(!dir.path().join(format!("{key}.json")).exists());
+
+    // The day's folder replaced by a file: its objects cannot be opened at all.
+    let day = dir.path().join(&key).parent().unwrap().to_owned();
+    std::fs::rename(&day, dir.path().join("moved-away")).unwrap();
+    std::fs::write(&day, b"in the way").unwrap();
+    let report = verify_objects(&world.ledger, &store, &all(2), |_| {})
+        .await
+        .unwrap();
+    assert_eq!((report.checked, report.unreadable), (4, 4));
+    let mut unreadable: Vec<&str> = report
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            ObjectProblem::Unreadable { uuid, .. } => Some(uuid.as_str()),
+            _ => None,
+        })
+        .collect();
+    unreadable.sort();
+    assert_eq!(unreadable, ["f-0", "f-1", "f-2", "f-plain"]);
+    let row = world.ledger.get("f-plain").await.unwrap().unwrap();
+    assert_eq!(row.last_verify_result.as_deref(), Some("unreadable"));
 }
 
 #[tokio::test]
@@ -354,121 +375,6 @@ async fn a_sidecar_that_cannot_be_written_leaves_the_record_pending_until_it_can
         .unwrap();
     assert_eq!((second.report.archived, second.exit_code()), (1, 0));
     assert!(obstacle.is_file());
-}
-
-#[tokio::test]
-async fn failures_are_listed_with_reasons_and_retry_requeues_only_failed_records() {
-    let world = World::new().await;
-    let old_start = (chrono::Utc::now() - chrono::Duration::days(120))
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string();
-    let records = [
-        call("missing", "never-existed.wav", "2026-11-01 10:00:00"),
-        call("illegal", "../../etc/passwd", "2026-11-01 10:00:00"),
-        call("gone", "deleted-by-provider.wav", &old_start),
-    ];
-    world
-        .ledger
-        .import(&records, chrono::Utc::now())
-        .await
-        .unwrap();
-    world.import_call("fine", "fine.wav", 2000).await;
-    let result = world.run(&world.options()).await;
-    assert_eq!(
-        (
-            result.report.failed,
-            result.report.expired,
-            result.report.archived
-        ),
-        (2, 1, 1)
-    );
-
-    let listed = world.ledger.failures_page(None, None, 100).await.unwrap();
-    let summary: Vec<_> = listed
-        .iter()
-        .map(|f| {
-            (
-                f.uuid.as_str(),
-                f.state,
-                f.last_error_code.as_deref(),
-                f.attempts,
-            )
-        })
-        .collect();
-    assert_eq!(
-        summary,
-        [
-            ("gone", RecordState::Expired, Some("provider_code_1002"), 1),
-            ("illegal", RecordState::Failed, Some("provider_ret_400"), 1),
-            (
-                "missing",
-                RecordState::Failed,
-                Some("provider_code_1002"),
-                1
-            ),
-        ]
-    );
-    assert!(listed.iter().all(|f| f.last_error.is_some()));
-    let by_code = world
-        .ledger
-        .failures_page(Some("provider_ret_400"), None, 100)
-        .await
-        .unwrap();
-    assert_eq!(by_code.len(), 1);
-    let paged = world
-        .ledger
-        .failures_page(None, Some("gone"), 1)
-        .await
-        .unwrap();
-    assert_eq!(paged[0].uuid, "illegal");
-
-    let now = chrono::Utc::now();
-    let named = ["missing".to_owned(), "fine".into(), "nobody".into()];
-    let by_uuid = world
-        .ledger
-        .retry_failed(RetrySelection::Uuids(&named), false, now)
-        .await
-        .unwrap();
-    assert_eq!(by_uuid.requeued, 1);
-    assert_eq!(
-        by_uuid.skipped,
-        [
-            ("fine".to_owned(), Some(RecordState::Archived)),
-            ("nobody".to_owned(), None)
-        ]
-    );
-    let missing = world.ledger.get("missing").await.unwrap().unwrap();
-    assert_eq!((missing.state, missing.attempts), (RecordState::Pending, 0));
-    assert!(missing.next_attempt_at.unwrap() <= chrono::Utc::now());
-    assert_eq!(
-        world.ledger.get("fine").await.unwrap().unwrap().state,
-        RecordState::Archived
-    );
-
-    let by_code = world
-        .ledger
-        .retry_failed(RetrySelection::ErrorCode("provider_ret_400"), false, now)
-        .await
-        .unwrap();
-    assert_eq!(by_code.requeued, 1);
-    let all = |expired| world.ledger.retry_failed(RetrySelection::All, expired, now);
-    assert_eq!(
-        all(false).await.unwrap().requeued,
-        0,
-        "expired needs asking"
-    );
-    assert_eq!(all(true).await.unwrap().requeued, 1);
-    assert_eq!(world.count(RecordState::Pending).await, 3);
-    assert_eq!(world.count(RecordState::Archived).await, 1);
-
-    // The provider has the missing file now: the next run archives it.
-    world.sim.add_recording("never-existed.wav", 2000);
-    let again = world.run(&world.options()).await;
-    assert_eq!(again.report.archived, 1);
-    assert_eq!(
-        world.ledger.get("missing").await.unwrap().unwrap().state,
-        RecordState::Archived
-    );
 }
 
 /// Reads a manifest's header line.

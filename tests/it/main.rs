@@ -5,6 +5,7 @@ mod archive;
 mod audit;
 mod audit_cli;
 mod cli;
+mod failures;
 mod faults;
 mod leases;
 mod ledger;
