@@ -69,11 +69,42 @@ pub fn provider_config(
 
 /// The standard `AWS_*` variables, as object_store's S3 settings. Read here, at the edge.
 pub fn s3_options_from_env() -> S3Options {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .filter(|(k, _)| k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok())
-        .collect()
+    s3_options(&[])
+}
+
+/// The config file's `[aws]` settings overridden by the `AWS_*` variables.
+pub fn s3_options(file: &[(String, String)]) -> S3Options {
+    let mut merged: std::collections::BTreeMap<String, String> = file.iter().cloned().collect();
+    merged.extend(
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .filter(|(k, _)| k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok()),
+    );
+    merged.into_iter().collect()
+}
+
+/// The `--since`/`--until`/`--company` slice of a run.
+pub fn slice(args: &RunArgs, tz: FixedOffset) -> Result<Slice, ConfigError> {
+    let bound = |raw: &Option<String>, name: &str, upper: bool| {
+        raw.as_deref()
+            .map(|r| {
+                crate::timefmt::parse_bound(r, tz, upper)
+                    .map_err(|e| ConfigError(format!("--{name}: {e}")))
+            })
+            .transpose()
+    };
+    let slice = Slice {
+        company: args.company.clone().filter(|c| !c.trim().is_empty()),
+        since: bound(&args.since, "since", false)?,
+        until: bound(&args.until, "until", true)?,
+    };
+    if let (Some(since), Some(until)) = (slice.since, slice.until)
+        && since >= until
+    {
+        return Err(ConfigError("--since must come before --until".into()));
+    }
+    Ok(slice)
 }
 
 /// Opens the store named by `--store`/`CALLVAULT_STORE`, laid out as `layout` says.
@@ -81,10 +112,11 @@ pub fn open_store(
     url: Option<&str>,
     layout: &LayoutArgs,
     part_size: usize,
+    s3: &S3Options,
 ) -> Result<Store, ConfigError> {
     let url =
         url.ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
-    Store::open(url, &s3_options_from_env(), part_size)
+    Store::open(url, s3, part_size)
         .and_then(|store| store.with_manifests_prefix(&layout.manifests_prefix))
         .map(|store| store.with_sidecars(layout.sidecars()))
         .map_err(|e| ConfigError(e.to_string()))
@@ -95,12 +127,14 @@ pub async fn build_deps(
     ledger_url: &str,
     args: &RunArgs,
     tz: FixedOffset,
+    s3: &S3Options,
 ) -> Result<Deps, ConfigError> {
     let provider = provider_config(&args.provider, tz)?;
     let store = open_store(
         args.store.as_deref(),
         &args.layout,
         usize::from(args.part_size_mib) * 1024 * 1024,
+        s3,
     )?;
     let keys =
         KeyTemplate::parse(&args.key_template, tz).map_err(|e| ConfigError(e.to_string()))?;
@@ -142,6 +176,7 @@ pub fn run_options(
         grace: args.grace,
         shutdown,
         host: hostname(),
+        progress: Default::default(),
         description: serde_json::json!({
             "concurrency": args.concurrency,
             "max_records": args.max_records,
@@ -151,6 +186,9 @@ pub fn run_options(
             "store": store_description,
             "sidecar": args.layout.sidecars(),
             "manifests_prefix": args.layout.manifests_prefix,
+            "company": args.company,
+            "since": args.since,
+            "until": args.until,
             "version": env!("CARGO_PKG_VERSION"),
         }),
     }

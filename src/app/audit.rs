@@ -3,40 +3,37 @@
 //! (or a named record not retried), 2 configuration.
 
 use anyhow::Context;
-use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 
 use super::{EXIT_INCOMPLETE, EXIT_OK};
 use crate::audit::{Sample, VerifyOptions, verify_chain, verify_objects};
 use crate::cli::{FailuresArgs, LayoutArgs, RetryArgs, VerifyArgs};
 use crate::config::{ConfigError, open_store};
 use crate::ledger::{Ledger, RetrySelection, Slice};
-use crate::store::{Store, StoreError};
-use crate::timefmt::parse_provider_time;
+use crate::store::{S3Options, Store, StoreError};
+use crate::timefmt::parse_bound;
 
-pub async fn verify(ledger: &Ledger, args: &VerifyArgs, tz: FixedOffset) -> anyhow::Result<u8> {
+pub async fn verify(
+    ledger: &Ledger,
+    args: &VerifyArgs,
+    tz: FixedOffset,
+    s3: &S3Options,
+) -> anyhow::Result<u8> {
     let layout = LayoutArgs {
         sidecar: true,
         no_sidecar: false,
         manifests_prefix: args.manifests_prefix.clone(),
     };
     // (The part size matters only for writing.)
-    let store = open_store(args.store.as_deref(), &layout, 8 << 20)?;
+    let store = open_store(args.store.as_deref(), &layout, 8 << 20, s3)?;
     let sample = match &args.sample {
         Some(raw) => raw.parse::<Sample>().map_err(ConfigError)?,
         None => Sample::All,
     };
     let slice = Slice {
         company: args.company.clone(),
-        since: args
-            .since
-            .as_deref()
-            .map(|s| time_bound(s, tz))
-            .transpose()?,
-        until: args
-            .until
-            .as_deref()
-            .map(|s| time_bound(s, tz))
-            .transpose()?,
+        since: bound(args.since.as_deref(), "since", tz, false)?,
+        until: bound(args.until.as_deref(), "until", tz, true)?,
     };
     reachable(&store).await?;
     let id = format!(
@@ -123,28 +120,23 @@ pub async fn verify(ledger: &Ledger, args: &VerifyArgs, tz: FixedOffset) -> anyh
     Ok(code)
 }
 
+/// A `--since`/`--until` bound: a date (whole days in the provider's zone) or a time.
+fn bound(
+    raw: Option<&str>,
+    name: &str,
+    tz: FixedOffset,
+    upper: bool,
+) -> Result<Option<DateTime<Utc>>, ConfigError> {
+    raw.map(|r| parse_bound(r, tz, upper).map_err(|e| ConfigError(format!("--{name}: {e}"))))
+        .transpose()
+}
+
 /// The store must answer before anything is judged missing; a refusal is configuration.
 async fn reachable(store: &Store) -> anyhow::Result<()> {
     match store.preflight().await {
         Ok(()) => Ok(()),
         Err(e @ StoreError::Refused { .. }) => Err(ConfigError(e.to_string()).into()),
         Err(e) => Err(anyhow::Error::new(e).context("the store cannot be read")),
-    }
-}
-
-/// A date (`2026-11-01`, midnight in the provider's zone) or a time.
-fn time_bound(raw: &str, tz: FixedOffset) -> Result<DateTime<Utc>, ConfigError> {
-    if let Ok(day) = NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d") {
-        return tz
-            .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
-            .single()
-            .map(|t| t.with_timezone(&Utc))
-            .ok_or_else(|| ConfigError(format!("date {raw:?} does not exist in {tz}")));
-    }
-    match parse_provider_time(raw, tz) {
-        Ok(Some(t)) => Ok(t),
-        Ok(None) => Err(ConfigError(format!("empty date {raw:?}"))),
-        Err(e) => Err(ConfigError(format!("--since/--until: {e}"))),
     }
 }
 

@@ -2,6 +2,7 @@
 //! settle in the ledger. Returns the outcome; only a reason to stop the run is an error.
 
 use chrono::Utc;
+use futures::StreamExt;
 
 use super::checks::checked_body;
 use super::{Deps, RunError, RunOptions};
@@ -309,7 +310,12 @@ async fn attempt(
         content_type: download.content_type.clone(),
     };
     let expected = download.content_length;
-    let body = checked_body(download.body, expected);
+    let progress = opts.progress.clone();
+    let body = checked_body(download.body, expected).inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            progress.bytes(bytes.len() as u64);
+        }
+    });
     let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
     if uploaded.size == 0 {
         return Err(Failure::Transient {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 pub use client::{ProviderClient, ProviderConfig};
 pub use download::{Download, DownloadError, Downloader, looks_like_error_page};
+pub(crate) use error::describe_transport;
 pub use error::{Action, ProviderError};
 
 /// A download link. Its query is a signature: it is shown without it, everywhere.

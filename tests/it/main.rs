@@ -4,10 +4,12 @@
 mod archive;
 mod audit;
 mod audit_cli;
+mod backfill;
 mod cli;
 mod failures;
 mod faults;
 mod leases;
 mod ledger;
 mod manifests;
+mod serve;
 mod world;
