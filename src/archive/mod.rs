@@ -6,6 +6,7 @@ mod checks;
 mod progress;
 mod record;
 mod report;
+mod resume;
 mod retry;
 
 use std::sync::Arc;
