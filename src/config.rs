@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::archive::{Deps, RetryPolicy, RunOptions, Shutdown};
-use crate::cli::{ProviderArgs, RunArgs};
+use crate::cli::{LayoutArgs, ProviderArgs, RunArgs};
 use crate::ledger::{Ledger, Slice};
 use crate::provider::{Downloader, ProviderClient, ProviderConfig};
 use crate::store::{KeyTemplate, S3Options, Store};
@@ -107,6 +107,21 @@ pub fn slice(args: &RunArgs, tz: FixedOffset) -> Result<Slice, ConfigError> {
     Ok(slice)
 }
 
+/// Opens the store named by `--store`/`CALLVAULT_STORE`, laid out as `layout` says.
+pub fn open_store(
+    url: Option<&str>,
+    layout: &LayoutArgs,
+    part_size: usize,
+    s3: &S3Options,
+) -> Result<Store, ConfigError> {
+    let url =
+        url.ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
+    Store::open(url, s3, part_size)
+        .and_then(|store| store.with_manifests_prefix(&layout.manifests_prefix))
+        .map(|store| store.with_sidecars(layout.sidecars()))
+        .map_err(|e| ConfigError(e.to_string()))
+}
+
 /// Opens everything a run talks to.
 pub async fn build_deps(
     ledger_url: &str,
@@ -115,12 +130,12 @@ pub async fn build_deps(
     s3: &S3Options,
 ) -> Result<Deps, ConfigError> {
     let provider = provider_config(&args.provider, tz)?;
-    let store_url = args
-        .store
-        .as_deref()
-        .ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
-    let store = Store::open(store_url, s3, usize::from(args.part_size_mib) * 1024 * 1024)
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let store = open_store(
+        args.store.as_deref(),
+        &args.layout,
+        usize::from(args.part_size_mib) * 1024 * 1024,
+        s3,
+    )?;
     let keys =
         KeyTemplate::parse(&args.key_template, tz).map_err(|e| ConfigError(e.to_string()))?;
     let downloader = Downloader::new(CONNECT_TIMEOUT, args.provider.stall_timeout)
@@ -169,6 +184,8 @@ pub fn run_options(
             "lease": humantime::format_duration(args.lease).to_string(),
             "key_template": args.key_template,
             "store": store_description,
+            "sidecar": args.layout.sidecars(),
+            "manifests_prefix": args.layout.manifests_prefix,
             "company": args.company,
             "since": args.since,
             "until": args.until,

@@ -29,7 +29,16 @@ pub struct FileSettings {
 }
 
 /// Arguments that make no sense in a file.
-const NOT_IN_FILE: &[&str] = &["config", "help", "version"];
+const NOT_IN_FILE: &[&str] = &[
+    "config",
+    "help",
+    "version",
+    // `retry`'s choice of records is made on the command line each time.
+    "uuid",
+    "retry_error_code",
+    "all",
+    "include_expired",
+];
 
 /// The `--config` path of this command line, else `CALLVAULT_CONFIG`.
 pub fn config_path(args: &[OsString]) -> Option<PathBuf> {

@@ -2,6 +2,7 @@
 //! exit code (0 all done, 1 something left or failed, 2 usage or configuration, 3 the
 //! provider refused the credentials).
 
+mod audit;
 mod demo;
 mod import;
 mod progress;
@@ -104,6 +105,12 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
                 .context("running the simulator")?;
             Ok(EXIT_OK)
         }
+        Command::Verify(ref args) => {
+            let s3 = s3_options(&cli.file_aws);
+            audit::verify(&open_ledger(&cli.ledger).await?, args, tz, &s3).await
+        }
+        Command::Failures(args) => audit::failures(&open_ledger(&cli.ledger).await?, &args).await,
+        Command::Retry(args) => audit::retry(&open_ledger(&cli.ledger).await?, &args).await,
     }
 }
 

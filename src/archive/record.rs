@@ -10,7 +10,7 @@ use crate::archive::report::RecordOutcome;
 use crate::domain::{ArchivedObject, Claim};
 use crate::ledger::{AttemptEnd, Settlement};
 use crate::provider::{Action, DownloadError};
-use crate::store::{UploadError, UploadMeta};
+use crate::store::{Sidecar, UploadError, UploadMeta};
 
 /// Why one attempt did not archive the record, by what to do next.
 enum Failure {
@@ -99,7 +99,7 @@ pub(super) async fn process(
     loop {
         attempt_no += 1;
         let id = deps.ledger.begin_attempt(uuid, run_id, Utc::now()).await?;
-        let result = attempt(deps, opts, &claim, &key).await;
+        let result = attempt(deps, opts, run_id, &claim, &key).await;
         let total_attempts = claim.previous_attempts + i64::from(attempt_no);
         // Every outcome but a passing failure settles the record and returns.
         let (code, message) = match result {
@@ -283,10 +283,12 @@ impl Settler<'_> {
     }
 }
 
-/// One attempt: a fresh link, the download streamed into the store, then the checks.
+/// One attempt: a fresh link, the download streamed into the store, the checks, then the
+/// sidecar (a record is archived only once its sidecar is written too).
 async fn attempt(
     deps: &Deps,
     opts: &RunOptions,
+    run_id: &str,
     claim: &Claim,
     key: &str,
 ) -> Result<ArchivedObject, Failure> {
@@ -344,7 +346,7 @@ async fn attempt(
             ),
         });
     }
-    Ok(ArchivedObject {
+    let object = ArchivedObject {
         key: key.to_owned(),
         size: uploaded.size,
         sha256: uploaded.sha256,
@@ -352,5 +354,16 @@ async fn attempt(
         etag: uploaded.etag,
         version: uploaded.version,
         archived_at: Utc::now(),
-    })
+    };
+    if deps.store.sidecars() {
+        let sidecar = Sidecar::new(record, &object, run_id);
+        deps.store
+            .write_sidecar(&sidecar)
+            .await
+            .map_err(|e| Failure::Transient {
+                code: "sidecar_failed".into(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(object)
 }

@@ -48,6 +48,12 @@ pub struct RunReport {
     pub logins: u64,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
+    /// Manifests written at the end of the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<crate::audit::ManifestWritten>,
+    /// Why no manifest was written (the next pass lists the records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_error: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<PlannedRecord>,
 }
@@ -111,6 +117,15 @@ impl RunReport {
             self.records_per_second,
             self.logins
         ));
+        for m in &self.manifests {
+            out.push_str(&format!(
+                "manifest {}: {} entries, sha256 {}\n",
+                m.key, m.entries, m.sha256
+            ));
+        }
+        if let Some(why) = &self.manifest_error {
+            out.push_str(&format!("no manifest written: {why}\n"));
+        }
         if let Some(why) = &self.stopped {
             out.push_str(&format!("stopped early: {why}\n"));
         }

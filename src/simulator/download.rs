@@ -48,7 +48,8 @@ pub(super) async fn download(
         }
         _ => false,
     };
-    let (size, fault) = {
+    let wants_range = headers.contains_key(header::RANGE);
+    let (size, fault, ignore_ranges) = {
         let mut state = shared.lock();
         state.stats.downloads += 1;
         if !signed {
@@ -57,7 +58,11 @@ pub(super) async fn download(
         let Some(size) = state.recordings.get(&filename).copied() else {
             return error_page(StatusCode::NOT_FOUND, "404 Not Found");
         };
-        (size, state.faults.take_download(&filename))
+        let ignore_ranges = state.faults.knobs().ignore_ranges;
+        if wants_range && !ignore_ranges {
+            state.stats.ranged_downloads += 1;
+        }
+        (size, state.faults.take_download(&filename), ignore_ranges)
     };
     tracing::debug!(%filename, size, ?fault, "simulator download");
 
@@ -84,8 +89,17 @@ pub(super) async fn download(
 
     let content = Content::new(&filename, size);
     let ctype = content_type(&filename);
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    match range.map_or(Ranged::Full, |r| parse_range(r, size)) {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !ignore_ranges);
+    let ranged = range.map_or(Ranged::Full, |r| parse_range(r, size));
+    shared.lock().stats.bytes_announced += match &ranged {
+        Ranged::Full => size,
+        Ranged::Partial(r) => r.end - r.start,
+        Ranged::Unsatisfiable => 0,
+    };
+    match ranged {
         Ranged::Full => {
             let body = Body::from_stream(body_stream(content, 0..size, plan));
             let hdrs = [

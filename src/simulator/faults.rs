@@ -21,6 +21,8 @@ pub struct Faults {
     pub refuse_logins: bool,
     /// Sleep this long before answering any API request.
     pub api_delay: Option<Duration>,
+    /// The download endpoint ignores `Range` and always sends the whole file (200).
+    pub ignore_ranges: bool,
 }
 
 /// A one-shot misbehaviour of the download endpoint, queued per filename.

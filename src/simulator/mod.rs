@@ -66,6 +66,10 @@ pub struct SimStats {
     /// Times live tokens were invalidated (fault knobs or `invalidate_all_tokens`); clearing
     /// when no token is live does not count.
     pub invalidations: u64,
+    /// Downloads asked for (and given) a byte range.
+    pub ranged_downloads: u64,
+    /// Body bytes the download endpoint announced (Content-Length), over all downloads.
+    pub bytes_announced: u64,
 }
 
 /// State shared by the handle and the request handlers.

@@ -28,7 +28,7 @@ pub(crate) fn callvault(world: &World, args: &[&str]) -> Command {
 }
 
 /// Writes `n` sample callbacks and imports them with the binary.
-async fn import_samples(world: &World, n: usize) {
+pub async fn import_samples(world: &World, n: usize) {
     let file = write_callbacks(world, n);
     let out = output(callvault(world, &["import", file.to_str().unwrap()])).await;
     assert_exit(&out, 0);
@@ -312,20 +312,32 @@ async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
         .unwrap()
         .unwrap()
         .path();
-    let recordings: Vec<_> = crate::world::files_under(&run_dir.join("archive"))
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().ends_with(".json"))
+    let files = crate::world::files_under(&run_dir.join("archive"));
+    let recordings: Vec<_> = files
+        .iter()
+        .filter(|p| {
+            !p.to_string_lossy().ends_with(".json")
+                && !p.starts_with(run_dir.join("archive/manifests"))
+        })
         .collect();
     assert_eq!(recordings.len(), 8);
     for recording in recordings {
-        let sidecar = format!("{}.metadata.json", recording.display());
+        let sidecar = format!("{}.json", recording.display());
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-            std::fs::read(&recording).unwrap(),
-        ));
+        let bytes = std::fs::read(recording).unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         assert_eq!(meta["sha256"], sha, "{}", recording.display());
+        assert_eq!(meta["size"], bytes.len());
+        assert_eq!(meta["call"]["uuid"], meta["uuid"]);
     }
+    assert!(
+        !files
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".metadata.json")),
+        "the sidecar replaces the metadata file"
+    );
+    assert!(run_dir.join("archive/manifests/0000000001.jsonl").is_file());
 }
 
 #[tokio::test]

@@ -2,10 +2,14 @@
 //! server and a temporary SQLite ledger.
 
 mod archive;
+mod audit;
+mod audit_cli;
 mod backfill;
 mod cli;
+mod failures;
 mod faults;
 mod leases;
 mod ledger;
+mod manifests;
 mod serve;
 mod world;
