@@ -52,9 +52,15 @@ pub async fn upload(
             let s3 = Arc::clone(&s3);
             async move {
                 let path = Path::from(format!("ceiling/{name}"));
-                put_one(s3.as_ref(), &path, bytes.clone(), part_size, parts_in_flight)
-                    .await
-                    .with_context(|| format!("putting {name}"))
+                put_one(
+                    s3.as_ref(),
+                    &path,
+                    bytes.clone(),
+                    part_size,
+                    parts_in_flight,
+                )
+                .await
+                .with_context(|| format!("putting {name}"))
             }
         })
         .buffer_unordered(concurrency.max(1))

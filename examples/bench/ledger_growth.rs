@@ -94,12 +94,13 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-/// Rows per INSERT statement (17 parameters a row, well under SQLite's 32766).
+/// Rows per INSERT statement (18 parameters a row, well under SQLite's 32766).
 const BATCH: usize = 500;
 
 /// `rows` calls over the last 90 days, newest last: 78% archived, 20% unanswered
 /// (no recording), 1% pending with a retry due in 6 hours, 0.5% failed, 0.5% expired;
-/// one attempt per call that had a recording, one run per 15 minutes of history.
+/// one attempt per call that had a recording, one run per 15 minutes of history, each with
+/// the manifest that lists what it archived.
 async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> {
     let options: SqliteConnectOptions = url.parse()?;
     let pool = SqlitePoolOptions::new()
@@ -127,6 +128,27 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
                 .push_bind(0_i64);
         });
         q.build().execute(&mut *tx).await?;
+        // Each run wrote the manifest of what it archived (the chain the audit keeps).
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO manifests (seq, object_key, state, run_id, previous_key, previous_sha256,
+                entries, sha256, size_bytes, created_at, written_at) ",
+        );
+        q.push_values(chunk, |mut b, &i| {
+            let seq = i64::try_from(i).unwrap_or(0) + 1;
+            let at = ts(now - span + span * i32::try_from(i).unwrap_or(0) / runs as i32);
+            b.push_bind(seq)
+                .push_bind(manifest_key(seq))
+                .push_bind("written")
+                .push_bind(run_id(i))
+                .push_bind((seq > 1).then(|| manifest_key(seq - 1)))
+                .push_bind((seq > 1).then(|| format!("{:064x}", seq - 1)))
+                .push_bind(i64::try_from(rows / runs).unwrap_or(0))
+                .push_bind(format!("{seq:064x}"))
+                .push_bind(30_000_i64)
+                .push_bind(at.clone())
+                .push_bind(at);
+        });
+        q.build().execute(&mut *tx).await?;
     }
     let ids: Vec<usize> = (0..rows).collect();
     for chunk in ids.chunks(BATCH) {
@@ -140,7 +162,7 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json, state, attempts,
                 next_attempt_at, object_key, size_bytes, sha256, content_type, etag, archived_at,
-                imported_at, updated_at) ",
+                manifest_seq, imported_at, updated_at) ",
         );
         q.push_values(chunk, |mut b, &i| {
             let call = start(i);
@@ -166,12 +188,15 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
                 .push_bind(state)
                 .push_bind(i64::from(state != "no_recording"))
                 .push_bind(later)
-                .push_bind(archived.then(|| format!("20000013/{}/{uuid}.wav", call.format("%Y/%m/%d"))))
+                .push_bind(
+                    archived.then(|| format!("20000013/{}/{uuid}.wav", call.format("%Y/%m/%d"))),
+                )
                 .push_bind(archived.then_some(960_044_i64))
                 .push_bind(archived.then(|| format!("{:064x}", i)))
                 .push_bind(archived.then_some("audio/wav"))
                 .push_bind(archived.then(|| format!("\"{:032x}\"", i)))
                 .push_bind(archived.then(|| ts(call + chrono::Duration::minutes(20))))
+                .push_bind(archived.then(|| i64::try_from(i * runs / rows + 1).unwrap_or(1)))
                 .push_bind(ts(call))
                 .push_bind(ts(call));
         });
@@ -233,4 +258,8 @@ fn raw_json(uuid: &str, file: &str, start: DateTime<Utc>) -> String {
         "hangupcause": "NORMAL_CLEARING",
     })
     .to_string()
+}
+
+fn manifest_key(seq: i64) -> String {
+    format!("manifests/{seq:010}.jsonl")
 }

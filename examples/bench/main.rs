@@ -38,6 +38,12 @@ struct Args {
     /// The callvault binary to measure.
     #[arg(long, default_value = "target/release/callvault")]
     callvault: PathBuf,
+    /// Measure each transfer this many times (default: 3, or 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Leave rclone out (for trying changes; the targets against it are then not shown).
+    #[arg(long)]
+    no_rclone: bool,
     /// Only these parts (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Part>,
@@ -96,7 +102,10 @@ async fn main() -> anyhow::Result<()> {
         )
     })?;
     let rclone_version = rclone::version().await;
-    if (wants(Part::Small) || wants(Part::Large)) && !rclone_version.starts_with("rclone v") {
+    if (wants(Part::Small) || wants(Part::Large))
+        && !args.no_rclone
+        && !rclone_version.starts_with("rclone v")
+    {
         bail!("{rclone_version}: install it (`apt-get install -y rclone`; bench/run does)");
     }
     let machine = machine::Machine::describe(rclone_version).await;
@@ -104,7 +113,8 @@ async fn main() -> anyhow::Result<()> {
         "{} cores, {}, {}",
         machine.nproc, machine.mem_total, machine.cpu_model
     );
-    let plan = Plan::new(args.quick);
+    let mut plan = Plan::new(args.quick);
+    plan.rounds = args.rounds.unwrap_or(plan.rounds).max(1);
     let rig = Rig::start(callvault).await?;
     let mut results = Results::default();
 
@@ -123,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
                 let t = transfers::ceiling(&rig, "small", &contents, c, 1).await?;
                 results.transfers.push(t);
             }
-            if round == 0 {
+            if round == 0 && !args.no_rclone {
                 let t = transfers::rclone(&rig, "small", &names, size, DEFAULT_CONCURRENCY).await?;
                 results.transfers.push(t);
             }
@@ -144,8 +154,10 @@ async fn main() -> anyhow::Result<()> {
                 let t = transfers::ceiling(&rig, "large", &contents, n, parts).await?;
                 results.transfers.push(t);
             }
-            let t = transfers::rclone(&rig, "large", &names, size, n).await?;
-            results.transfers.push(t);
+            if !args.no_rclone {
+                let t = transfers::rclone(&rig, "large", &names, size, n).await?;
+                results.transfers.push(t);
+            }
         }
         drop(contents);
         let doubled = rig.recordings("large2", n, size * 2);
@@ -179,10 +191,7 @@ async fn main() -> anyhow::Result<()> {
         results.logins = Some(logins(&rig, &plan).await?);
     }
 
-    let command = format!(
-        "bench/run{}",
-        if args.quick { " --quick" } else { "" }
-    );
+    let command = format!("bench/run{}", if args.quick { " --quick" } else { "" });
     let section = report::markdown(&machine, &command, &machine::load(), &results);
     println!("\n{section}");
     if let Some(out) = &args.out {

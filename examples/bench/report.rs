@@ -140,8 +140,12 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|");
     for t in &r.transfers {
-        let rss = t.peak_rss_kib.map_or("".into(), |k| format!("{:.1}", mib(k)));
-        let limit = t.rss_limit_kib.map_or("".into(), |k| format!("{:.0}", mib(k)));
+        let rss = t
+            .peak_rss_kib
+            .map_or("".into(), |k| format!("{:.1}", mib(k)));
+        let limit = t
+            .rss_limit_kib
+            .map_or("".into(), |k| format!("{:.0}", mib(k)));
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.1} | {:.1} | {rss} | {limit} |",
@@ -167,7 +171,7 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
             s,
             "Each ledger is filled with history (78% archived, 20% unanswered, 1% pending with \
              a retry due later, 0.5% failed, 0.5% expired; one attempt per recording, one run \
-             per 15 minutes), then `callvault status --json` runs {} times (median), then a \
+             and one manifest per 15 minutes), then `callvault status --json` runs {} times (median), then a \
              run archives the same batch of new small recordings at concurrency 8.\n",
             5
         );
@@ -224,7 +228,11 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
 /// Each target of the issue, its measured figure and whether it holds.
 fn targets(r: &Results) -> Vec<(String, String, bool)> {
     let mut out = Vec::new();
-    for cv in r.transfers.iter().filter(|t| t.set.starts_with("large") && t.tool == CALLVAULT) {
+    for cv in r
+        .transfers
+        .iter()
+        .filter(|t| t.set.starts_with("large") && t.tool == CALLVAULT)
+    {
         let ceiling = r
             .transfers
             .iter()
@@ -233,7 +241,10 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
         if let Some(c) = ceiling {
             let ratio = cv.mb_per_second() / c.mb_per_second();
             out.push((
-                format!("{}, concurrency {}: ≥ 85% of the ceiling", cv.set, cv.concurrency),
+                format!(
+                    "{}, concurrency {}: ≥ 85% of the ceiling",
+                    cv.set, cv.concurrency
+                ),
                 format!(
                     "{:.1} of {:.1} MB/s = {:.0}%",
                     cv.mb_per_second(),
@@ -255,7 +266,10 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
             ("no slower than rclone", ratio >= 1.0)
         };
         out.push((
-            format!("{set}, callvault at 8 vs rclone at {}: {want}", rc.concurrency),
+            format!(
+                "{set}, callvault at 8 vs rclone at {}: {want}",
+                rc.concurrency
+            ),
             format!(
                 "{:.1} vs {:.1} recordings/s = {ratio:.2}×",
                 cv.per_second(),
@@ -303,7 +317,10 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
     {
         let status = last.status_cli.as_secs_f64() / first.status_cli.as_secs_f64();
         out.push((
-            format!("`status` at {} vs {} rows: within 1.5×", last.rows, first.rows),
+            format!(
+                "`status` at {} vs {} rows: within 1.5×",
+                last.rows, first.rows
+            ),
             format!(
                 "{:.1} vs {:.1} ms = {status:.2}×",
                 last.status_cli.as_secs_f64() * 1e3,
@@ -313,7 +330,10 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
         ));
         let per = last.per_record().as_secs_f64() / first.per_record().as_secs_f64();
         out.push((
-            format!("run cost per record at {} vs {} rows: within 1.5×", last.rows, first.rows),
+            format!(
+                "run cost per record at {} vs {} rows: within 1.5×",
+                last.rows, first.rows
+            ),
             format!(
                 "{:.2} vs {:.2} ms = {per:.2}×",
                 last.per_record().as_secs_f64() * 1e3,
@@ -325,8 +345,14 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
     if let Some(l) = &r.logins {
         let per = l.per_invalidation();
         out.push((
-            format!("logins per token invalidation at concurrency {}: 1", l.concurrency),
-            format!("{per:.2} ({} logins, {} invalidations)", l.logins, l.invalidations),
+            format!(
+                "logins per token invalidation at concurrency {}: 1",
+                l.concurrency
+            ),
+            format!(
+                "{per:.2} ({} logins, {} invalidations)",
+                l.logins, l.invalidations
+            ),
             l.invalidations > 0 && l.logins == l.invalidations + 1,
         ));
     }
@@ -343,7 +369,12 @@ pub fn write_into(path: &std::path::Path, section: &str) -> std::io::Result<()> 
     let existing = std::fs::read_to_string(path).unwrap_or_default();
     let updated = match (existing.find(BEGIN), existing.find(END)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{}{}", &existing[..b], section.trim_end(), &existing[e + END.len()..])
+            format!(
+                "{}{}{}",
+                &existing[..b],
+                section.trim_end(),
+                &existing[e + END.len()..]
+            )
         }
         _ if existing.is_empty() => format!("# Benchmarks\n\n{section}"),
         _ => format!("{}\n{section}", existing.trim_end()),

@@ -85,7 +85,11 @@ impl Rig {
     pub fn drop_bucket(&self, name: &str) -> anyhow::Result<()> {
         std::fs::remove_dir_all(self.s3_root.join(name))?;
         for entry in std::fs::read_dir(&self.s3_root)?.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(".upload_id-") {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".upload_id-")
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

@@ -16,8 +16,10 @@ fn print(t: &Transfer) {
         t.wall.as_secs_f64(),
         t.per_second(),
         t.mb_per_second(),
-        t.peak_rss_kib
-            .map_or(String::new(), |k| format!(" rss {:.1} MiB", k as f64 / 1024.0))
+        t.peak_rss_kib.map_or(String::new(), |k| format!(
+            " rss {:.1} MiB",
+            k as f64 / 1024.0
+        ))
     );
 }
 
@@ -69,13 +71,18 @@ pub async fn ceiling(
     let bucket = rig.bucket()?;
     let cpu_before = crate::machine::cpu_jiffies();
     let part = PART_MIB * MIB as usize;
-    let wall = crate::ceiling::upload(rig, &bucket, contents, concurrency, part, parts_in_flight).await?;
+    let wall =
+        crate::ceiling::upload(rig, &bucket, contents, concurrency, part, parts_in_flight).await?;
     let size = contents.first().map_or(0, |(_, b)| b.len() as u64);
     check_stored(rig, &bucket, contents.len(), size)?;
     rig.drop_bucket(&bucket)?;
     let t = Transfer {
         set: set.to_owned(),
-        tool: if parts_in_flight > 1 { CEILING_PARTS } else { CEILING },
+        tool: if parts_in_flight > 1 {
+            CEILING_PARTS
+        } else {
+            CEILING
+        },
         concurrency,
         records: contents.len(),
         bytes: contents.iter().map(|(_, b)| b.len() as u64).sum(),
@@ -85,7 +92,10 @@ pub async fn ceiling(
         rss_limit_kib: None,
     };
     print(&t);
-    println!("             all CPUs {:.0}% busy", crate::machine::busy_since(cpu_before) * 100.0);
+    println!(
+        "             all CPUs {:.0}% busy",
+        crate::machine::busy_since(cpu_before) * 100.0
+    );
     Ok(t)
 }
 
@@ -123,4 +133,3 @@ fn check_stored(rig: &Rig, bucket: &str, n: usize, size: u64) -> anyhow::Result<
     }
     Ok(())
 }
-

@@ -50,8 +50,51 @@ pub struct AttemptEnd<'a> {
 /// $3 until, $4 now (leases), $5 due-by (pending records).
 macro_rules! due_filter {
     () => {
-        "(($1 IS NULL OR company_code = $1) AND ($2 IS NULL OR call_start >= $2) AND ($3 IS NULL OR call_start < $3))
-         AND ((state = 'pending' AND next_attempt_at <= $5) OR (state = 'in_progress' AND lease_until < $4))"
+        concat!(
+            slice_filter!(),
+            " AND ((state = 'pending' AND next_attempt_at <= $5) OR (state = 'in_progress' AND lease_until < $4))"
+        )
+    };
+}
+
+/// The slice part of [`due_filter`]: $1 company, $2 since, $3 until.
+macro_rules! slice_filter {
+    () => {
+        "(($1 IS NULL OR company_code = $1) AND ($2 IS NULL OR call_start >= $2) AND ($3 IS NULL OR call_start < $3))"
+    };
+}
+
+/// The uuid of the due record whose call is oldest (nulls last, then by uuid), with the
+/// parameters of [`due_filter`]. The same choice as `WHERE due_filter ORDER BY .. LIMIT 1`,
+/// written as the smallest of three disjoint candidates so that each is found through an
+/// index: dated pending records by walking `calls_due` (state, call_start, next_attempt_at)
+/// in call order, skipping those not due yet without reading their rows; undated pending
+/// records; lapsed leases. One due record costs one short index walk however long the
+/// backlog or the ledger (the single OR query sorted every due record on every claim).
+macro_rules! oldest_due {
+    () => {
+        concat!(
+            "SELECT uuid FROM (
+                SELECT uuid, call_start FROM (
+                    SELECT uuid, call_start FROM calls
+                    WHERE state = 'pending' AND call_start IS NOT NULL AND next_attempt_at <= $5 AND ",
+            slice_filter!(),
+            "       ORDER BY call_start, uuid LIMIT 1) dated
+                UNION ALL
+                SELECT uuid, call_start FROM (
+                    SELECT uuid, call_start FROM calls
+                    WHERE state = 'pending' AND call_start IS NULL AND next_attempt_at <= $5 AND ",
+            slice_filter!(),
+            "       ORDER BY uuid LIMIT 1) undated
+                UNION ALL
+                SELECT uuid, call_start FROM (
+                    SELECT uuid, call_start FROM calls
+                    WHERE state = 'in_progress' AND lease_until < $4 AND ",
+            slice_filter!(),
+            "       ORDER BY call_start ASC NULLS LAST, uuid LIMIT 1) lapsed
+            ) candidates
+            ORDER BY call_start ASC NULLS LAST, uuid LIMIT 1"
+        )
     };
 }
 
@@ -72,9 +115,9 @@ impl Ledger {
         let mut tx = self.pool.begin().await.ctx("starting a claim")?;
         let row = sqlx::query(concat!(
             "UPDATE calls SET state = 'in_progress', lease_owner = $6, lease_until = $7, updated_at = $4
-             WHERE uuid = (SELECT uuid FROM calls WHERE ",
-            due_filter!(),
-            " ORDER BY call_start ASC NULLS LAST, uuid LIMIT 1)
+             WHERE uuid = (",
+            oldest_due!(),
+            ")
              RETURNING uuid, company_code, record_file, call_start, billsec, raw_json, attempts"
         ))
         .bind(slice.company.as_deref())

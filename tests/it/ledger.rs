@@ -1,7 +1,7 @@
-//! The ledger on its own: imports, late recordings, the status report.
+//! The ledger on its own: imports, late recordings, the status report, the claim order.
 
-use callvault::domain::RecordState;
-use callvault::ledger::{ImportOutcome, Ledger};
+use callvault::domain::{ArchivedObject, RecordState};
+use callvault::ledger::{ImportOutcome, Ledger, Settlement, Slice};
 
 use crate::world::call;
 
@@ -83,4 +83,175 @@ async fn status_counts_states_and_calls_near_the_retention_horizon() {
     let age_days = status.oldest_pending_age_seconds.unwrap() / 86_400;
     assert!((88..=89).contains(&age_days), "{age_days}");
     assert!(status.last_run.is_none());
+}
+
+/// The counts `status` reports (kept by triggers) equal a full count of every state.
+async fn assert_counts_match(ledger: &Ledger, step: &str) {
+    let status = ledger
+        .status(chrono::Utc::now(), chrono::Duration::days(90))
+        .await
+        .unwrap();
+    let mut total = 0;
+    for state in RecordState::ALL {
+        let counted = ledger.uuids_in_state(state).await.unwrap().len() as i64;
+        assert_eq!(
+            status.counts[state.as_str()],
+            counted,
+            "{state} after {step}"
+        );
+        total += counted;
+    }
+    assert_eq!(status.total, total, "total after {step}");
+}
+
+#[tokio::test]
+async fn status_counts_follow_every_change_of_state() {
+    let (_dir, ledger) = temp_ledger().await;
+    let now = chrono::Utc::now();
+    let records: Vec<_> = (0..6)
+        .map(|i| {
+            call(
+                &format!("c{i}"),
+                &format!("c{i}.wav"),
+                "2026-11-01 10:00:00",
+            )
+        })
+        .chain([call("quiet", "", "2026-11-01 10:00:00")])
+        .collect();
+    ledger.import(&records, now).await.unwrap();
+    ledger.import(&records, now).await.unwrap();
+    assert_counts_match(&ledger, "importing twice").await;
+
+    let later = now + chrono::Duration::seconds(1);
+    let lease = later + chrono::Duration::minutes(5);
+    let all = Slice::default();
+    let mut claimed = Vec::new();
+    for _ in 0..6 {
+        let claim = ledger
+            .claim("run", &all, later, later, lease)
+            .await
+            .unwrap();
+        claimed.push(claim.unwrap().record.uuid.to_string());
+    }
+    assert_counts_match(&ledger, "claiming").await;
+
+    let object = ArchivedObject {
+        key: "k".into(),
+        size: 1,
+        sha256: "0".repeat(64),
+        content_type: None,
+        etag: None,
+        version: None,
+        archived_at: later,
+    };
+    let (code, message) = ("e", "m");
+    let settlements = [
+        Settlement::Archived(&object),
+        Settlement::Retry {
+            next_attempt_at: later,
+            code,
+            message,
+        },
+        Settlement::Failed { code, message },
+        Settlement::Expired { code, message },
+        Settlement::Released { message },
+    ];
+    for (uuid, settlement) in claimed.iter().zip(&settlements) {
+        assert!(
+            ledger
+                .settle(uuid, "run", settlement, None, later)
+                .await
+                .unwrap()
+        );
+    }
+    assert_counts_match(&ledger, "settling").await;
+
+    // The sixth claim's lease runs out and another run takes it over: still in progress.
+    // (Due by `now`: the records given back above are due only from `later`.)
+    let after_lease = lease + chrono::Duration::seconds(1);
+    let taken = ledger
+        .claim(
+            "other",
+            &all,
+            now,
+            after_lease,
+            after_lease + chrono::Duration::minutes(5),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.record.uuid.as_str(), claimed[5]);
+    ledger
+        .import(&[call("quiet", "quiet.wav", "2026-11-01 10:00:00")], later)
+        .await
+        .unwrap();
+    assert_counts_match(&ledger, "a lapsed lease taken over and a late recording").await;
+}
+
+#[tokio::test]
+async fn claims_take_the_oldest_due_call_first_undated_last_and_skip_what_is_not_due() {
+    let (_dir, ledger) = temp_ledger().await;
+    let now = chrono::Utc::now();
+    let records = [
+        call("a", "a.wav", "2026-10-01 10:00:00"),
+        call("c", "c.wav", "2026-10-05 10:00:00"),
+        call("b", "b.wav", "2026-10-05 10:00:00"),
+        call("e", "e.wav", ""),
+        call("d", "d.wav", ""),
+        call("f", "f.wav", "2026-09-01 10:00:00"),
+        call("g", "g.wav", "2026-09-15 10:00:00"),
+    ];
+    ledger.import(&records, now).await.unwrap();
+    let due_by = now + chrono::Duration::seconds(1);
+    let long = due_by + chrono::Duration::hours(1);
+    let claim = |owner: &'static str, slice: Slice, lease_until| {
+        let ledger = ledger.clone();
+        async move {
+            ledger
+                .claim(owner, &slice, due_by, due_by, lease_until)
+                .await
+                .unwrap()
+                .map(|c| c.record.uuid.to_string())
+        }
+    };
+    // "f" is retried later; "g" is held by a run whose lease has already run out.
+    assert_eq!(
+        claim("x", Slice::default(), long).await.as_deref(),
+        Some("f")
+    );
+    let retry = Settlement::Retry {
+        next_attempt_at: long,
+        code: "e",
+        message: "m",
+    };
+    assert!(ledger.settle("f", "x", &retry, None, due_by).await.unwrap());
+    assert_eq!(
+        claim("dead", Slice::default(), now).await.as_deref(),
+        Some("g")
+    );
+
+    let october = Slice {
+        since: Some(
+            chrono::DateTime::parse_from_rfc3339("2026-10-02T00:00:00Z")
+                .unwrap()
+                .into(),
+        ),
+        ..Slice::default()
+    };
+    assert_eq!(claim("y", october, long).await.as_deref(), Some("b"));
+    let other_company = Slice {
+        company: Some("99999999".into()),
+        ..Slice::default()
+    };
+    assert_eq!(claim("y", other_company, long).await, None);
+
+    let mut order = Vec::new();
+    while let Some(uuid) = claim("z", Slice::default(), long).await {
+        order.push(uuid);
+    }
+    assert_eq!(
+        order,
+        ["g", "a", "c", "d", "e"],
+        "oldest call first, undated last, ties by uuid"
+    );
 }
