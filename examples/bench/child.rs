@@ -149,8 +149,7 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 1000 / USER_HZ))
+    Some(Duration::from_millis(
+        ticks * 1000 / crate::machine::USER_HZ,
+    ))
 }
-
-/// Clock ticks per second in /proc (`getconf CLK_TCK`), 100 on Linux.
-const USER_HZ: u64 = 100;

@@ -1,6 +1,7 @@
 //! What the numbers were measured on: cores, memory, CPU model, kernel, toolchain, load.
 
 use std::process::Command;
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -76,8 +77,48 @@ async fn sqlite_version() -> String {
     version.unwrap_or_else(|_| "unknown".into())
 }
 
+/// Measures the CPU a transfer costs: this process (the simulator, the S3 server, the
+/// ceiling's client) plus its waited-for children (callvault, rclone), and how busy the
+/// whole machine was meanwhile (other tenants included).
+pub struct CpuMeter {
+    jiffies: (u64, u64),
+    own: Duration,
+}
+
+impl CpuMeter {
+    pub fn start() -> Self {
+        Self {
+            jiffies: cpu_jiffies(),
+            own: own_cpu(),
+        }
+    }
+
+    /// The benchmark's CPU time since the start, and the busy share of all CPUs.
+    pub fn stop(&self) -> (Duration, f64) {
+        let now = cpu_jiffies();
+        let busy = (now.0 - self.jiffies.0) as f64 / (now.1 - self.jiffies.1).max(1) as f64;
+        (own_cpu().saturating_sub(self.own), busy)
+    }
+}
+
+/// utime + stime + cutime + cstime of this process (fields 14 to 17 of /proc/self/stat).
+fn own_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 1000 / USER_HZ)
+}
+
+/// Clock ticks per second in /proc (`getconf CLK_TCK`), 100 on Linux.
+pub const USER_HZ: u64 = 100;
+
 /// Busy and total jiffies of all CPUs so far (the `cpu` line of /proc/stat).
-pub fn cpu_jiffies() -> (u64, u64) {
+fn cpu_jiffies() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let values: Vec<u64> = stat
         .lines()
@@ -90,10 +131,4 @@ pub fn cpu_jiffies() -> (u64, u64) {
     let total: u64 = values.iter().take(8).sum();
     let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
     (total - idle, total)
-}
-
-/// The share of all CPUs that was busy since `before` (from [`cpu_jiffies`]).
-pub fn busy_since(before: (u64, u64)) -> f64 {
-    let now = cpu_jiffies();
-    (now.0 - before.0) as f64 / (now.1 - before.1).max(1) as f64
 }

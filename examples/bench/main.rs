@@ -10,6 +10,7 @@ mod machine;
 mod rclone;
 mod report;
 mod rig;
+mod source;
 mod transfers;
 
 use std::path::PathBuf;
@@ -133,6 +134,8 @@ async fn main() -> anyhow::Result<()> {
                 let t = transfers::ceiling(&rig, "small", &contents, c, 1).await?;
                 results.transfers.push(t);
             }
+            let t = transfers::download_only(&rig, "small", &names, size, DEFAULT_CONCURRENCY);
+            results.transfers.push(t.await?);
             if round == 0 && !args.no_rclone {
                 let t = transfers::rclone(&rig, "small", &names, size, DEFAULT_CONCURRENCY).await?;
                 results.transfers.push(t);
@@ -150,9 +153,16 @@ async fn main() -> anyhow::Result<()> {
                 let t = transfers::callvault(&rig, "large", &names, size, c).await?;
                 results.transfers.push(t);
             }
-            for parts in [1, 4] {
-                let t = transfers::ceiling(&rig, "large", &contents, n, parts).await?;
-                results.transfers.push(t);
+            let t = transfers::download_only(&rig, "large", &names, size, n).await?;
+            results.transfers.push(t);
+            // The ceiling at each number of transfers callvault had at once.
+            let mut active: Vec<usize> = plan.large_concurrency.iter().map(|&c| c.min(n)).collect();
+            active.dedup();
+            for &c in &active {
+                for parts in [1, 4] {
+                    let t = transfers::ceiling(&rig, "large", &contents, c, parts).await?;
+                    results.transfers.push(t);
+                }
             }
             if !args.no_rclone {
                 let t = transfers::rclone(&rig, "large", &names, size, n).await?;

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
-use serde_json::Value;
 use tokio::process::Command;
 
 use crate::rig::{Rig, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY};
+use crate::source::{link, login};
 
 /// `rclone version`'s first line, or why there is none.
 pub async fn version() -> String {
@@ -78,49 +78,4 @@ pub async fn copy_all(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(started.elapsed())
-}
-
-async fn call(http: &reqwest::Client, api: &str, form: &[(&str, &str)]) -> anyhow::Result<Value> {
-    let answer: Value = http.post(api).form(form).send().await?.json().await?;
-    if answer["ret"] != 200 || answer["data"]["status"] != 0 {
-        bail!("the provider answered {answer}");
-    }
-    Ok(answer["data"]["result"].clone())
-}
-
-async fn login(http: &reqwest::Client, api: &str, rig: &Rig) -> anyhow::Result<String> {
-    let c = rig.sim.config();
-    let result = call(
-        http,
-        api,
-        &[
-            ("service", "App.Sip_Auth.Login"),
-            ("appid", &c.appid),
-            ("accesskey", &c.accesskey),
-        ],
-    )
-    .await?;
-    Ok(result["token"].as_str().unwrap_or_default().to_owned())
-}
-
-async fn link(
-    http: &reqwest::Client,
-    api: &str,
-    token: &str,
-    filename: &str,
-) -> anyhow::Result<String> {
-    let result = call(
-        http,
-        api,
-        &[
-            ("service", "App.Sip_Cdr.GetRecodeFile"),
-            ("token", token),
-            ("filename", filename),
-        ],
-    )
-    .await?;
-    result["downurl"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no downurl in the answer")
 }

@@ -1,26 +1,61 @@
 //! One measured transfer of a set of recordings by each contender: callvault (the real
 //! binary), the ceiling (object_store from memory) and rclone `copyurl`.
 
-use anyhow::bail;
+use std::time::Duration;
 
-use crate::report::{CALLVAULT, CEILING, CEILING_PARTS, RCLONE, Transfer};
+use anyhow::bail;
+use bytes::Bytes;
+
+use crate::machine::CpuMeter;
+use crate::report::{CALLVAULT, CEILING, CEILING_PARTS, DOWNLOAD, RCLONE, Transfer};
 use crate::rig::Rig;
 use crate::{MIB, PART_MIB};
 
-fn print(t: &Transfer) {
+/// A transfer's figures once it is done; the CPU meter was started just before it.
+struct Done<'a> {
+    set: &'a str,
+    tool: &'static str,
+    concurrency: usize,
+    records: usize,
+    bytes: u64,
+    wall: Duration,
+    meter: CpuMeter,
+}
+
+fn finish(done: Done<'_>, child: Option<&crate::child::Child>) -> Transfer {
+    let peak_rss_kib = child.map(|c| c.peak_rss_kib);
+    let (cpu, busy) = done.meter.stop();
+    let active = done.concurrency.min(done.records) as u64;
+    let t = Transfer {
+        set: done.set.to_owned(),
+        tool: done.tool,
+        concurrency: done.concurrency,
+        records: done.records,
+        bytes: done.bytes,
+        wall: done.wall,
+        walls: vec![done.wall],
+        peak_rss_kib,
+        rss_limit_kib: peak_rss_kib.map(|_| 64 * 1024 + active * PART_MIB as u64 * 1024),
+        cpu,
+        busy,
+        own_cpu: child.map(|c| c.cpu),
+    };
     println!(
-        "  {:<10} {:<52} c={:<3} {:>7.2}s {:>8.1} rec/s {:>7.1} MB/s{}",
+        "  {:<9} {:<52} c={:<3} {:>7.2}s {:>8.1} rec/s {:>7.1} MB/s  CPU {:>5.1} s/GB  busy {:>3.0}%{}",
         t.set,
         t.tool,
         t.concurrency,
         t.wall.as_secs_f64(),
         t.per_second(),
         t.mb_per_second(),
+        t.cpu_per_gb(),
+        t.busy * 100.0,
         t.peak_rss_kib.map_or(String::new(), |k| format!(
-            " rss {:.1} MiB",
+            "  rss {:.1} MiB",
             k as f64 / 1024.0
         ))
     );
+    t
 }
 
 pub async fn callvault(
@@ -32,52 +67,40 @@ pub async fn callvault(
 ) -> anyhow::Result<Transfer> {
     let ledger = rig.ledger_with("run", names).await?;
     let bucket = rig.bucket()?;
-    let cpu_before = crate::machine::cpu_jiffies();
+    let meter = CpuMeter::start();
     let (child, _) = rig
         .callvault_run(&ledger, &bucket, concurrency, PART_MIB, names.len())
         .await?;
-    check_stored(rig, &bucket, names.len(), size)?;
-    rig.drop_bucket(&bucket)?;
-    rig.remove_ledger(&ledger);
-    let active = concurrency.min(names.len()) as u64;
-    let t = Transfer {
-        set: set.to_owned(),
+    let done = Done {
+        set,
         tool: CALLVAULT,
         concurrency,
         records: names.len(),
         bytes: names.len() as u64 * size,
         wall: child.wall,
-        walls: vec![child.wall],
-        peak_rss_kib: Some(child.peak_rss_kib),
-        rss_limit_kib: Some(64 * 1024 + active * PART_MIB as u64 * 1024),
+        meter,
     };
-    print(&t);
-    println!(
-        "             callvault CPU {:.2}s ({:.0}% of one core); all CPUs {:.0}% busy",
-        child.cpu.as_secs_f64(),
-        child.cpu.as_secs_f64() / child.wall.as_secs_f64() * 100.0,
-        crate::machine::busy_since(cpu_before) * 100.0
-    );
+    let t = finish(done, Some(&child));
+    check_stored(rig, &bucket, names.len(), size)?;
+    rig.drop_bucket(&bucket)?;
+    rig.remove_ledger(&ledger);
     Ok(t)
 }
 
 pub async fn ceiling(
     rig: &Rig,
     set: &str,
-    contents: &[(String, bytes::Bytes)],
+    contents: &[(String, Bytes)],
     concurrency: usize,
     parts_in_flight: usize,
 ) -> anyhow::Result<Transfer> {
     let bucket = rig.bucket()?;
-    let cpu_before = crate::machine::cpu_jiffies();
     let part = PART_MIB * MIB as usize;
+    let meter = CpuMeter::start();
     let wall =
         crate::ceiling::upload(rig, &bucket, contents, concurrency, part, parts_in_flight).await?;
-    let size = contents.first().map_or(0, |(_, b)| b.len() as u64);
-    check_stored(rig, &bucket, contents.len(), size)?;
-    rig.drop_bucket(&bucket)?;
-    let t = Transfer {
-        set: set.to_owned(),
+    let done = Done {
+        set,
         tool: if parts_in_flight > 1 {
             CEILING_PARTS
         } else {
@@ -87,15 +110,12 @@ pub async fn ceiling(
         records: contents.len(),
         bytes: contents.iter().map(|(_, b)| b.len() as u64).sum(),
         wall,
-        walls: vec![wall],
-        peak_rss_kib: None,
-        rss_limit_kib: None,
+        meter,
     };
-    print(&t);
-    println!(
-        "             all CPUs {:.0}% busy",
-        crate::machine::busy_since(cpu_before) * 100.0
-    );
+    let t = finish(done, None);
+    let size = contents.first().map_or(0, |(_, b)| b.len() as u64);
+    check_stored(rig, &bucket, contents.len(), size)?;
+    rig.drop_bucket(&bucket)?;
     Ok(t)
 }
 
@@ -107,22 +127,42 @@ pub async fn rclone(
     parallel: usize,
 ) -> anyhow::Result<Transfer> {
     let bucket = rig.bucket()?;
+    let meter = CpuMeter::start();
     let wall = crate::rclone::copy_all(rig, &bucket, names, parallel, PART_MIB).await?;
-    check_stored(rig, &bucket, names.len(), size)?;
-    rig.drop_bucket(&bucket)?;
-    let t = Transfer {
-        set: set.to_owned(),
+    let done = Done {
+        set,
         tool: RCLONE,
         concurrency: parallel,
         records: names.len(),
         bytes: names.len() as u64 * size,
         wall,
-        walls: vec![wall],
-        peak_rss_kib: None,
-        rss_limit_kib: None,
+        meter,
     };
-    print(&t);
+    let t = finish(done, None);
+    check_stored(rig, &bucket, names.len(), size)?;
+    rig.drop_bucket(&bucket)?;
     Ok(t)
+}
+
+pub async fn download_only(
+    rig: &Rig,
+    set: &str,
+    names: &[String],
+    size: u64,
+    parallel: usize,
+) -> anyhow::Result<Transfer> {
+    let meter = CpuMeter::start();
+    let wall = crate::source::download_all(rig, names, parallel).await?;
+    let done = Done {
+        set,
+        tool: DOWNLOAD,
+        concurrency: parallel,
+        records: names.len(),
+        bytes: names.len() as u64 * size,
+        wall,
+        meter,
+    };
+    Ok(finish(done, None))
 }
 
 /// Fails unless the bucket holds at least `n` objects' worth of bytes.
