@@ -7,5 +7,7 @@ mod cli;
 mod faults;
 mod leases;
 mod ledger;
+mod s3proxy;
 mod serve;
+mod store_faults;
 mod world;
