@@ -22,6 +22,9 @@ pub struct Cli {
         global = true
     )]
     pub ledger: String,
+    /// How long a ledger write waits for another process's lock before the command fails.
+    #[arg(long, env = "CALLVAULT_LEDGER_BUSY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s", global = true)]
+    pub ledger_busy_timeout: Duration,
     /// Log format on standard error.
     #[arg(long, env = "CALLVAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,

@@ -110,6 +110,7 @@ pub fn slice(args: &RunArgs, tz: FixedOffset) -> Result<Slice, ConfigError> {
 /// Opens everything a run talks to.
 pub async fn build_deps(
     ledger_url: &str,
+    ledger_busy_timeout: std::time::Duration,
     args: &RunArgs,
     tz: FixedOffset,
     s3: &S3Options,
@@ -126,7 +127,7 @@ pub async fn build_deps(
     let downloader = Downloader::new(CONNECT_TIMEOUT, args.provider.stall_timeout)
         .map_err(|e| ConfigError(e.to_string()))?;
     let provider = Arc::new(ProviderClient::new(provider).map_err(|e| ConfigError(e.to_string()))?);
-    let ledger = Ledger::open(ledger_url)
+    let ledger = Ledger::open_with(ledger_url, ledger_busy_timeout)
         .await
         .map_err(|e| ConfigError(e.to_string()))?;
     Ok(Deps {

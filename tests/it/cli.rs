@@ -28,7 +28,7 @@ pub(crate) fn callvault(world: &World, args: &[&str]) -> Command {
 }
 
 /// Writes `n` sample callbacks and imports them with the binary.
-async fn import_samples(world: &World, n: usize) {
+pub(crate) async fn import_samples(world: &World, n: usize) {
     let file = write_callbacks(world, n);
     let out = output(callvault(world, &["import", file.to_str().unwrap()])).await;
     assert_exit(&out, 0);

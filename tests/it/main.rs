@@ -7,6 +7,7 @@ mod cli;
 mod faults;
 mod leases;
 mod ledger;
+mod process_faults;
 mod s3proxy;
 mod serve;
 mod store_faults;

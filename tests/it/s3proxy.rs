@@ -84,10 +84,7 @@ impl ProxyState {
     /// Counts the request and consumes the first rule that matches it.
     fn on_request(&mut self, op: S3Op) -> Option<Fault> {
         *self.seen.entry(op).or_default() += 1;
-        let rule = self
-            .rules
-            .iter_mut()
-            .find(|r| r.op == op && r.left > 0)?;
+        let rule = self.rules.iter_mut().find(|r| r.op == op && r.left > 0)?;
         rule.left -= 1;
         *self.injected.entry(op).or_default() += 1;
         Some(rule.fault)

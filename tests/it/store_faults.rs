@@ -59,7 +59,11 @@ async fn failing_part_uploads_are_retried_and_a_failed_upload_is_aborted() {
     assert_eq!(first.report.archived, 1, "{:?}", first.report);
     assert_eq!(world.attempts_of("parts-a").await, [archived()]);
     assert_eq!(proxy.injected(S3Op::UploadPart), 3);
-    assert_eq!(proxy.seen(S3Op::UploadPart), 2 + 3, "two parts, three retried");
+    assert_eq!(
+        proxy.seen(S3Op::UploadPart),
+        2 + 3,
+        "two parts, three retried"
+    );
     assert_eq!(proxy.seen(S3Op::AbortMultipart), 0);
 
     world.import_call("parts-b", "parts-b.wav", TWO_PARTS).await;
@@ -75,7 +79,11 @@ async fn failing_part_uploads_are_retried_and_a_failed_upload_is_aborted() {
         second.report
     );
     assert!(proxy.injected(S3Op::UploadPart) >= 3 + 4);
-    assert_eq!(proxy.seen(S3Op::AbortMultipart), 1, "the upload was aborted");
+    assert_eq!(
+        proxy.seen(S3Op::AbortMultipart),
+        1,
+        "the upload was aborted"
+    );
     assert!(no_pending_multipart(&world), "no part is left behind");
     assert_eq!(world.object_sha256(&key_of("parts-b.wav")).await, None);
     let row = world.ledger.get("parts-b").await.unwrap().unwrap();
@@ -127,7 +135,11 @@ async fn failing_completions_are_retried_and_never_leave_a_partial_object() {
 
     assert_eq!(second.report.retry_later, 1, "{:?}", second.report);
     assert_eq!(proxy.injected(S3Op::CompleteMultipart), 2 + 4);
-    assert_eq!(proxy.seen(S3Op::AbortMultipart), 1, "the upload was aborted");
+    assert_eq!(
+        proxy.seen(S3Op::AbortMultipart),
+        1,
+        "the upload was aborted"
+    );
     assert!(no_pending_multipart(&world));
     assert_eq!(world.object_sha256(&key_of("done-b.wav")).await, None);
     assert_eq!(
@@ -163,12 +175,18 @@ async fn a_lost_completion_answer_is_uploaded_again_and_archived_once() {
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[0].0, "transient");
     assert!(
-        attempts[0].1.as_deref().is_some_and(|c| c.starts_with("store_")),
+        attempts[0]
+            .1
+            .as_deref()
+            .is_some_and(|c| c.starts_with("store_")),
         "{attempts:?}"
     );
     assert_eq!(attempts[1], archived());
     assert_eq!(world.verify_archived().await, 1);
-    assert_eq!(world.object_keys().await, [format!("calls/{}", key_of("lost.wav"))]);
+    assert_eq!(
+        world.object_keys().await,
+        [format!("calls/{}", key_of("lost.wav"))]
+    );
     assert!(no_pending_multipart(&world));
 }
 
