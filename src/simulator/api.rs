@@ -50,6 +50,7 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     let answer = if service == LOGIN {
         login(&shared, &mut state, &fields, reqtime)
     } else if state.faults.take_server_error() {
+        state.stats.server_errors += 1;
         failure(500, "Server Error")
     } else {
         match service {

@@ -15,6 +15,10 @@ pub struct Faults {
     pub extension_exception_every: Option<u32>,
     /// The next N API requests other than Login answer `{"ret":500,...,"msg":"Server Error"}`.
     pub server_error_next: u32,
+    /// Bursts of `ret` 500: `Some((period, len))` makes the first `len` of every `period`
+    /// API requests other than Login (counted from when the knob was set) answer ret 500.
+    /// A `period` of 0 is off.
+    pub server_error_bursts: Option<(u32, u32)>,
     /// The next N `GetRecodeFile` requests with a valid token answer status 1 / code "1001".
     pub code_1001_next: u32,
     /// Every login answers ret 601.
@@ -55,6 +59,8 @@ pub(super) struct FaultState {
     knobs: Faults,
     /// `GetRecodeFile` requests seen since an `*_every` knob last changed.
     recode_seq: u64,
+    /// API requests other than Login seen since `server_error_bursts` last changed.
+    burst_seq: u64,
     downloads: HashMap<String, VecDeque<DownloadFault>>,
 }
 
@@ -70,7 +76,11 @@ impl FaultState {
             self.knobs.invalidate_tokens_every,
             self.knobs.extension_exception_every,
         );
+        let bursts = self.knobs.server_error_bursts;
         f(&mut self.knobs);
+        if bursts != self.knobs.server_error_bursts {
+            self.burst_seq = 0;
+        }
         let after = (
             self.knobs.invalidate_tokens_every,
             self.knobs.extension_exception_every,
@@ -80,9 +90,16 @@ impl FaultState {
         }
     }
 
-    /// Consumes one pending server error, if any.
+    /// Counts one API request other than Login; true when it must answer ret 500 (a
+    /// pending `server_error_next`, or a position inside a burst).
     pub fn take_server_error(&mut self) -> bool {
-        take_one(&mut self.knobs.server_error_next)
+        let seq = self.burst_seq;
+        self.burst_seq += 1;
+        let in_burst = self
+            .knobs
+            .server_error_bursts
+            .is_some_and(|(period, len)| period > 0 && seq % u64::from(period) < u64::from(len));
+        take_one(&mut self.knobs.server_error_next) || in_burst
     }
 
     /// Consumes one pending code-1001 answer, if any.
@@ -143,6 +160,22 @@ mod tests {
             .collect();
 
         assert_eq!(fired, [false, false, true, false, false, true]);
+    }
+
+    #[test]
+    fn bursts_of_server_errors_repeat_every_period() {
+        let mut state = FaultState::default();
+        state.take_server_error();
+        state.update(|f| f.server_error_bursts = Some((5, 2)));
+
+        let fired: Vec<bool> = (0..10).map(|_| state.take_server_error()).collect();
+
+        assert_eq!(
+            fired,
+            [
+                true, true, false, false, false, true, true, false, false, false
+            ]
+        );
     }
 
     #[test]

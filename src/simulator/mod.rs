@@ -63,6 +63,8 @@ pub struct SimStats {
     pub url_requests: u64,
     /// Requests to the download endpoint, whatever their answer.
     pub downloads: u64,
+    /// API requests answered `ret` 500 by a fault knob.
+    pub server_errors: u64,
     /// Times live tokens were invalidated (fault knobs or `invalidate_all_tokens`); clearing
     /// when no token is live does not count.
     pub invalidations: u64,

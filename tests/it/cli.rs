@@ -151,6 +151,7 @@ async fn importing_the_same_file_twice_changes_nothing_and_bad_lines_are_named()
     );
 }
 
+/// A wrong access key: the binary exits 3, never prints the key, marks nothing failed.
 #[tokio::test]
 async fn refused_credentials_exit_3_and_mark_nothing_failed() {
     let world = World::new().await;
@@ -194,6 +195,8 @@ pub(crate) async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bo
     false
 }
 
+/// SIGKILL mid-transfer: nothing is marked archived or stored; once the lease runs out the
+/// next run archives every record.
 #[tokio::test]
 async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resumed() {
     let world = World::new().await;
@@ -228,6 +231,9 @@ async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resume
     assert_eq!(world.verify_archived().await, 8);
 }
 
+/// SIGTERM while every transfer is stalled: no new claims, the in-flight transfers are
+/// aborted when the 1 s grace period ends and their records released (pending, due at
+/// once), nothing is stored, and the process exits 1 well within its grace period.
 #[tokio::test]
 async fn sigterm_stops_claiming_and_releases_stalled_work_within_the_grace_period() {
     let world = World::new().await;
@@ -407,6 +413,10 @@ async fn large_pretty_printed_arrays_and_standard_input_import_whole() {
     assert_eq!(status.counts["pending"], 6000);
 }
 
+/// A provider or store that cannot be reached (exit 1, a message naming which), an S3
+/// secret the store refuses and a bucket that does not exist (exit 2, the store's own
+/// reason): each stops the run before any claim, so no record is attempted, failed or
+/// archived, and every record stays pending.
 #[tokio::test]
 async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
     let world = World::new().await;
@@ -431,11 +441,22 @@ async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
     wrong_key.env("AWS_SECRET_ACCESS_KEY", "not-the-key");
     let out = output(wrong_key).await;
     assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the store refused access") && stderr.contains("SignatureDoesNotMatch"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-the-key"),
+        "the secret is never printed"
+    );
 
     let mut no_bucket = callvault(&world, &["run"]);
     no_bucket.env("CALLVAULT_STORE", "s3://no-such-bucket/calls");
     let out = output(no_bucket).await;
     assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NoSuchBucket"), "{stderr}");
 
     assert_eq!(world.count(RecordState::Pending).await, 4);
     assert_eq!(
@@ -443,4 +464,5 @@ async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
         0,
         "nothing was claimed or attempted"
     );
+    assert!(world.object_keys().await.is_empty());
 }

@@ -4,10 +4,12 @@
 mod archive;
 mod backfill;
 mod cli;
+mod download_faults;
 mod faults;
 mod leases;
 mod ledger;
 mod process_faults;
+mod provider_faults;
 mod s3proxy;
 mod serve;
 mod store_faults;
