@@ -7,10 +7,11 @@ use std::time::Duration;
 /// API-level faults, changed at runtime with [`super::Simulator::set_faults`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
-    /// Every Nth `GetRecodeFile` request first invalidates all tokens, so that request (and any
-    /// concurrent one) answers ret 600. `Some(0)` is treated as off.
+    /// Every Nth `GetRecodeFile` request made with a live token first invalidates all tokens,
+    /// so that request (and any concurrent one) answers ret 600: a token serves N - 1 link
+    /// requests. `Some(0)` is treated as off.
     pub invalidate_tokens_every: Option<u32>,
-    /// Every Nth `GetRecodeFile` request with a valid token answers status 1 / code "1010"
+    /// Every Nth `GetRecodeFile` request made with a live token answers status 1 / code "1010"
     /// (Extension exception) and invalidates all tokens. `Some(0)` is treated as off.
     pub extension_exception_every: Option<u32>,
     /// The next N API requests other than Login answer `{"ret":500,...,"msg":"Server Error"}`.
@@ -57,7 +58,7 @@ pub(super) struct Periodic {
 #[derive(Debug, Default)]
 pub(super) struct FaultState {
     knobs: Faults,
-    /// `GetRecodeFile` requests seen since an `*_every` knob last changed.
+    /// `GetRecodeFile` requests with a live token seen since an `*_every` knob last changed.
     recode_seq: u64,
     /// API requests other than Login seen since `server_error_bursts` last changed.
     burst_seq: u64,
