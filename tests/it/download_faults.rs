@@ -9,13 +9,6 @@ use callvault::simulator::DownloadFault;
 
 use crate::world::{TEST_PART, World};
 
-/// s3s-fs keeps unfinished multipart uploads as `.upload*` files in its root.
-fn no_pending_multipart(world: &World) -> bool {
-    crate::world::files_under(world.s3.root.path())
-        .iter()
-        .all(|p| !p.to_string_lossy().contains("upload"))
-}
-
 /// The connection is reset in the middle of the body (a small file after 10 kB, a large one
 /// inside its second part): the attempt fails, the multipart upload is aborted, nothing is
 /// stored, and the retry (with a fresh link) archives the whole file.
@@ -61,7 +54,7 @@ async fn a_connection_reset_mid_body_is_retried_and_never_archived_short() {
         "a fresh link per attempt"
     );
     assert!(
-        no_pending_multipart(&world),
+        world.no_pending_multipart(),
         "the broken upload was aborted"
     );
     assert_eq!(world.verify_archived().await, 2);

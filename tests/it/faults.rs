@@ -90,7 +90,7 @@ async fn a_truncated_download_is_never_archived_and_succeeds_later() {
         "nothing half-written stays in the store"
     );
     assert!(
-        no_pending_multipart(&world),
+        world.no_pending_multipart(),
         "the multipart upload was aborted"
     );
     for uuid in ["small", "large"] {
@@ -119,13 +119,6 @@ async fn a_truncated_download_is_never_archived_and_succeeds_later() {
             row.sha256
         );
     }
-}
-
-/// s3s-fs keeps unfinished multipart uploads as files under a hidden folder.
-fn no_pending_multipart(world: &World) -> bool {
-    crate::world::files_under(world.s3.root.path())
-        .iter()
-        .all(|p| !p.to_string_lossy().contains("upload"))
 }
 
 /// HTTP 200 with an HTML page, HTTP 500 and an expired link (403) on downloads, plus `ret`

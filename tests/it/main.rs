@@ -6,6 +6,7 @@ mod backfill;
 mod cli;
 mod download_faults;
 mod faults;
+mod inspect;
 mod leases;
 mod ledger;
 mod process_faults;

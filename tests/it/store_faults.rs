@@ -26,13 +26,6 @@ async fn run_through(world: &World, proxy: &S3Proxy, attempts_per_run: u32) -> R
         .expect("the ledger works")
 }
 
-/// s3s-fs keeps unfinished multipart uploads as `.upload*` files in its root.
-fn no_pending_multipart(world: &World) -> bool {
-    crate::world::files_under(world.s3.root.path())
-        .iter()
-        .all(|p| !p.to_string_lossy().contains("upload"))
-}
-
 fn transient(code: &str) -> (String, Option<String>) {
     ("transient".into(), Some(code.into()))
 }
@@ -84,7 +77,7 @@ async fn failing_part_uploads_are_retried_and_a_failed_upload_is_aborted() {
         1,
         "the upload was aborted"
     );
-    assert!(no_pending_multipart(&world), "no part is left behind");
+    assert!(world.no_pending_multipart(), "no part is left behind");
     assert_eq!(world.object_sha256(&key_of("parts-b.wav")).await, None);
     let row = world.ledger.get("parts-b").await.unwrap().unwrap();
     assert_eq!(row.state, RecordState::Pending);
@@ -140,7 +133,7 @@ async fn failing_completions_are_retried_and_never_leave_a_partial_object() {
         1,
         "the upload was aborted"
     );
-    assert!(no_pending_multipart(&world));
+    assert!(world.no_pending_multipart());
     assert_eq!(world.object_sha256(&key_of("done-b.wav")).await, None);
     assert_eq!(
         world.ledger.get("done-b").await.unwrap().unwrap().state,
@@ -187,7 +180,7 @@ async fn a_lost_completion_answer_is_uploaded_again_and_archived_once() {
         world.object_keys().await,
         [format!("calls/{}", key_of("lost.wav"))]
     );
-    assert!(no_pending_multipart(&world));
+    assert!(world.no_pending_multipart());
 }
 
 /// A single PUT answered 500/503 or dropped is retried by the store client; one that fails
