@@ -20,6 +20,7 @@ fn callvault(world: &World, args: &[&str]) -> Command {
         .env("CALLVAULT_ACCESSKEY", &world.sim.config().accesskey)
         .env("CALLVAULT_STORE", format!("s3://{BUCKET}/calls"))
         .env("CALLVAULT_RETRY_DELAY", "10ms")
+        .env("CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", crate::world::LOOPBACK)
         .current_dir(world.dir.path());
     for (k, v) in world.s3.env() {
         cmd.env(k, v);

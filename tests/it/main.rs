@@ -6,4 +6,5 @@ mod cli;
 mod faults;
 mod leases;
 mod ledger;
+mod security;
 mod world;
