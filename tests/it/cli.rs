@@ -445,3 +445,46 @@ async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
         "nothing was claimed or attempted"
     );
 }
+
+#[tokio::test]
+async fn proxy_variables_are_ignored_and_bad_download_policies_are_configuration_errors() {
+    let world = World::new().await;
+    import_samples(&world, 5).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    // The API and the store are reached as `localhost`, exempt from the proxy; the download
+    // links name 127.0.0.1, which only ignoring the proxy variables can reach.
+    let mut proxied = callvault(&world, &["run"]);
+    for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"] {
+        proxied.env(var, &nowhere);
+    }
+    proxied
+        .env("NO_PROXY", "localhost")
+        .env(
+            "CALLVAULT_API_URL",
+            world.sim.api_url().replace("127.0.0.1", "localhost"),
+        )
+        .env("CALLVAULT_DOWNLOAD_HOSTS", "127.0.0.1")
+        .env(
+            "AWS_ENDPOINT",
+            world.s3.endpoint.replace("127.0.0.1", "localhost"),
+        );
+
+    let out = output(proxied).await;
+
+    assert_exit(&out, 0);
+    assert_eq!(world.verify_archived().await, 4);
+
+    for (var, value) in [
+        ("CALLVAULT_DOWNLOAD_HOSTS", "ok.example,bad/host"),
+        ("CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", "10.0.0.0/40"),
+        ("CALLVAULT_DOWNLOAD_PROXY", "ftp://proxy.example"),
+    ] {
+        let mut run = callvault(&world, &["run"]);
+        run.env(var, value);
+        let out = output(run).await;
+        assert_exit(&out, 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("configuration"));
+    }
+}

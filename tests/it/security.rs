@@ -197,3 +197,43 @@ async fn three_redirects_within_the_policy_are_followed_and_a_fourth_is_not() {
     assert_eq!(second.report.archived, 1);
     assert_eq!(world.verify_archived().await, 2);
 }
+
+/// A byte pipe to the simulator that counts its connections: an HTTP proxy for plain-HTTP
+/// requests (the simulator's server reads the absolute-form request line).
+async fn counting_pipe(
+    to: std::net::SocketAddr,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn downloads_use_the_configured_proxy_and_only_that() {
+    let world = World::new().await;
+    world.import_call("proxied", "proxied.wav", 48_044).await;
+    let (proxy, connections) = counting_pipe(world.sim.local_addr()).await;
+    let mut settings = world.downloader_settings(&[], &[LOOPBACK]);
+    settings.proxy = Some(proxy.parse().unwrap());
+    let mut deps = world.deps();
+    deps.downloader = Downloader::new(settings).unwrap();
+
+    let result = run_pass(&deps, &world.options()).await.unwrap();
+
+    assert_eq!(result.report.archived, 1, "{:?}", result.report);
+    assert_eq!(world.verify_archived().await, 1);
+    assert!(connections.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
