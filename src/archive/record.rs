@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 
-use super::checks::checked_body;
+use super::checks::{MediaInfo, checked_body};
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
 use crate::domain::{ArchivedObject, Claim};
@@ -102,9 +102,17 @@ pub(super) async fn process(
         let total_attempts = claim.previous_attempts + i64::from(attempt_no);
         // Every outcome but a passing failure settles the record and returns.
         let (code, message) = match result {
-            Ok(object) => {
+            Ok((object, media)) => {
                 let bytes = object.size;
                 tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, "archived");
+                let note = media.and_then(|m| m.disagreement(record.billsec));
+                if let Some(note) = &note {
+                    tracing::warn!(uuid, note, "archived, but flagged");
+                }
+                let duration = media.and_then(|m| m.duration);
+                deps.ledger
+                    .note_media(uuid, run_id, duration, note.as_deref())
+                    .await?;
                 let end = AttemptEnd {
                     id,
                     outcome: "archived",
@@ -116,7 +124,10 @@ pub(super) async fn process(
                     .settle(
                         &Settlement::Archived(&object),
                         Some(&end),
-                        RecordOutcome::Archived { bytes },
+                        RecordOutcome::Archived {
+                            bytes,
+                            flagged: note.is_some(),
+                        },
                     )
                     .await;
             }
@@ -288,7 +299,7 @@ async fn attempt(
     opts: &RunOptions,
     claim: &Claim,
     key: &str,
-) -> Result<ArchivedObject, Failure> {
+) -> Result<(ArchivedObject, Option<MediaInfo>), Failure> {
     let record = &claim.record;
     let abort = &opts.shutdown.abort;
     let link = tokio::select! {
@@ -307,14 +318,8 @@ async fn attempt(
         content_type: download.content_type.clone(),
     };
     let expected = download.content_length;
-    let body = checked_body(download.body, expected);
+    let (body, media) = checked_body(download.body, expected, &record.record_file);
     let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
-    if uploaded.size == 0 {
-        return Err(Failure::Transient {
-            code: "download_empty".into(),
-            message: "the download had no bytes".into(),
-        });
-    }
     if let Some(n) = expected.filter(|n| *n != uploaded.size) {
         return Err(Failure::Transient {
             code: "download_truncated".into(),
@@ -338,7 +343,7 @@ async fn attempt(
             ),
         });
     }
-    Ok(ArchivedObject {
+    let object = ArchivedObject {
         key: key.to_owned(),
         size: uploaded.size,
         sha256: uploaded.sha256,
@@ -346,5 +351,6 @@ async fn attempt(
         etag: uploaded.etag,
         version: uploaded.version,
         archived_at: Utc::now(),
-    })
+    };
+    Ok((object, media.get()))
 }

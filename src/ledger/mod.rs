@@ -2,6 +2,7 @@
 //! (WAL, busy timeout, migrations on open); the SQL stays portable for a PostgreSQL ledger.
 
 mod claims;
+mod media;
 mod records;
 mod runs;
 
@@ -18,6 +19,7 @@ use crate::domain::{CallRecord, CallUuid};
 use crate::timefmt::from_ledger;
 
 pub use claims::{AttemptEnd, Settlement, Slice};
+pub use media::MediaNote;
 pub use records::{ImportOutcome, LedgerRow};
 pub use runs::{LastRun, RunRecord, StatusReport};
 

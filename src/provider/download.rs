@@ -36,6 +36,11 @@ pub enum DownloadError {
     Timeout(String),
     #[error("the download failed: {0}")]
     Network(String),
+    /// The bytes are not plausibly audio of the file's format (empty, a header alone,
+    /// something else). Passing: the provider may serve the real file next time; the usual
+    /// retry limits end it as failed.
+    #[error("the download is not audio: {0}")]
+    NotAudio(String),
     /// The link, a redirect or an address it resolves to is not allowed (see
     /// `DownloadPolicy`). Passing: the next attempt gets a fresh link, which may differ;
     /// the usual retry limits end it.
@@ -62,6 +67,7 @@ impl DownloadError {
             Self::Timeout(_) => "download_timeout".into(),
             Self::Network(_) => "download_network".into(),
             Self::Refused(_) => "url_refused".into(),
+            Self::NotAudio(_) => "not_audio".into(),
         }
     }
 

@@ -6,5 +6,6 @@ mod cli;
 mod faults;
 mod leases;
 mod ledger;
+mod media;
 mod security;
 mod world;
