@@ -11,8 +11,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-pub use media::MediaInfo;
-use media::Probe;
+pub use media::{MediaInfo, Probe};
 
 use crate::provider::{DownloadError, looks_like_error_page};
 

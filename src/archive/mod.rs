@@ -18,6 +18,7 @@ use crate::ledger::{Ledger, LedgerError, RunRecord, Slice};
 use crate::provider::{Downloader, ProviderClient, ProviderError};
 use crate::store::{KeyTemplate, Store, StoreError};
 
+pub use checks::{MediaInfo, Probe as MediaProbe};
 pub use report::{PlannedRecord, RecordOutcome, RunReport};
 pub use retry::RetryPolicy;
 
