@@ -36,8 +36,64 @@ pub struct Cli {
         global = true
     )]
     pub provider_tz: String,
+    /// A TOML file of settings (keys are the long flag names; `[aws]` holds the AWS_*
+    /// settings). Precedence: flag > environment > file > default.
+    #[arg(long, env = "CALLVAULT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Progress on standard error: a bar on a terminal, periodic log lines otherwise.
+    #[arg(long, env = "CALLVAULT_PROGRESS", value_enum, default_value_t = ProgressMode::Auto, global = true)]
+    pub progress: ProgressMode,
+    /// How often progress lines are logged when there is no bar.
+    #[arg(long, env = "CALLVAULT_PROGRESS_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s", global = true)]
+    pub progress_interval: Duration,
+    /// The config file's S3 settings (`[aws]`), under the environment's.
+    #[arg(skip)]
+    pub file_aws: Vec<(String, String)>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// A bar when standard error is a terminal and logs are human, else lines.
+    Auto,
+    Bar,
+    Lines,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// By file extension (`.csv`), else by the first character (`{` or `[` means JSON).
+    Auto,
+    Json,
+    Csv,
+}
+
+/// Why the command line could not be taken.
+#[derive(Debug)]
+pub enum CliError {
+    /// clap's own message (usage, `--help`, `--version`): print it and exit as clap says.
+    Usage(clap::Error),
+    /// The configuration file is unreadable or wrong.
+    Config(crate::config::ConfigError),
+}
+
+/// Parses `args` with the configuration file's settings (from `--config` or
+/// `CALLVAULT_CONFIG`) as the arguments' defaults.
+pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli, CliError> {
+    use clap::{CommandFactory, FromArgMatches};
+    let file = match crate::config_file::config_path(&args) {
+        Some(path) => crate::config_file::FileSettings::load(&path).map_err(CliError::Config)?,
+        None => crate::config_file::FileSettings::default(),
+    };
+    let command = file.apply(Cli::command()).map_err(CliError::Config)?;
+    let matches = command
+        .try_get_matches_from(args)
+        .map_err(CliError::Usage)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(CliError::Usage)?;
+    cli.file_aws = file.aws;
+    Ok(cli)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,6 +110,9 @@ pub enum Command {
     Run(RunArgs),
     /// Counts per state, the oldest pending call, calls near deletion, the last run.
     Status(StatusArgs),
+    /// Receive the provider's call-record callbacks into the ledger; with `--schedule`, also
+    /// run archival passes on that schedule (one process for a VM or a pod).
+    Serve(ServeArgs),
     /// Run everything on embedded defaults: simulator, fresh ledger, local directory.
     Demo(DemoArgs),
     /// Serve the built-in provider simulator (for trying callvault by hand).
@@ -65,6 +124,33 @@ pub struct ImportArgs {
     /// Files to import; `-` (the default) reads standard input.
     #[arg(default_value = "-")]
     pub files: Vec<PathBuf>,
+    /// JSON (callbacks: JSON lines, arrays, pretty-printed) or CSV (a header row of the
+    /// callback's field names).
+    #[arg(long, env = "CALLVAULT_IMPORT_FORMAT", value_enum, default_value_t = ImportFormat::Auto)]
+    pub format: ImportFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the receiver listens on.
+    #[arg(long, env = "CALLVAULT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The shared secret in the callback address: the provider posts to
+    /// `/callback/<secret>` (or `/callback?secret=<secret>`). At least 16 characters.
+    #[arg(long, env = "CALLVAULT_CALLBACK_SECRET", hide_env_values = true)]
+    pub callback_secret: Option<String>,
+    /// Only accept callbacks from these networks (comma-separated CIDRs); all when empty.
+    #[arg(long, env = "CALLVAULT_ALLOW_FROM", value_delimiter = ',')]
+    pub allow_from: Vec<ipnet::IpNet>,
+    /// Largest callback body accepted, in bytes (larger ones get 413).
+    #[arg(long, env = "CALLVAULT_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Run archival passes on this schedule (cron syntax with seconds:
+    /// `sec min hour day month weekday`, e.g. `0 */15 * * * *`), never two at a time.
+    #[arg(long, env = "CALLVAULT_SCHEDULE")]
+    pub schedule: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -85,20 +171,12 @@ pub struct ProviderArgs {
     pub stall_timeout: Duration,
     /// A host download links may point at besides the API's (repeatable; `*.example.com`
     /// for any name below example.com).
-    #[arg(
-        long = "download-host",
-        env = "CALLVAULT_DOWNLOAD_HOSTS",
-        value_delimiter = ','
-    )]
-    pub download_hosts: Vec<String>,
+    #[arg(long, env = "CALLVAULT_DOWNLOAD_HOSTS", value_delimiter = ',')]
+    pub download_host: Vec<String>,
     /// A network (CIDR) downloads may reach although it is loopback, private or link-local
     /// (repeatable); cloud-metadata addresses only when named exactly (`/32`).
-    #[arg(
-        long = "allow-download-network",
-        env = "CALLVAULT_ALLOW_DOWNLOAD_NETWORKS",
-        value_delimiter = ','
-    )]
-    pub allow_download_networks: Vec<String>,
+    #[arg(long, env = "CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", value_delimiter = ',')]
+    pub allow_download_network: Vec<String>,
     /// Fetch recordings through this proxy (proxy environment variables are ignored).
     #[arg(long, env = "CALLVAULT_DOWNLOAD_PROXY")]
     pub download_proxy: Option<String>,
@@ -145,6 +223,23 @@ pub struct RunArgs {
     /// First backoff between attempts (doubles, with jitter).
     #[arg(long, env = "CALLVAULT_RETRY_DELAY", value_parser = humantime::parse_duration, default_value = "1s")]
     pub retry_delay: Duration,
+    /// Only calls that started at or after this date (`2026-08-01`) or time, in the
+    /// provider's zone.
+    #[arg(long, env = "CALLVAULT_SINCE")]
+    pub since: Option<String>,
+    /// Only calls that started before the end of this date (or before this time).
+    #[arg(long, env = "CALLVAULT_UNTIL")]
+    pub until: Option<String>,
+    /// Only this company's calls.
+    #[arg(long, env = "CALLVAULT_COMPANY")]
+    pub company: Option<String>,
+    /// Push the run's metrics to this Prometheus Pushgateway (`http://host:9091`).
+    #[arg(long, env = "CALLVAULT_PUSHGATEWAY")]
+    pub pushgateway: Option<String>,
+    /// Write the run's metrics here in Prometheus text format (node-exporter textfile
+    /// collector: a `.prom` file in its directory); replaced atomically.
+    #[arg(long, env = "CALLVAULT_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     pub json: bool,

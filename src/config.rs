@@ -74,7 +74,7 @@ pub fn downloader_settings(
     args: &ProviderArgs,
     api_url: &Url,
 ) -> Result<DownloaderSettings, ConfigError> {
-    let policy = DownloadPolicy::new(api_url, &args.download_hosts, &args.allow_download_networks)
+    let policy = DownloadPolicy::new(api_url, &args.download_host, &args.allow_download_network)
         .map_err(ConfigError)?;
     let proxy = args
         .download_proxy
@@ -97,11 +97,42 @@ pub fn downloader_settings(
 
 /// The standard `AWS_*` variables, as object_store's S3 settings. Read here, at the edge.
 pub fn s3_options_from_env() -> S3Options {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .filter(|(k, _)| k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok())
-        .collect()
+    s3_options(&[])
+}
+
+/// The config file's `[aws]` settings overridden by the `AWS_*` variables.
+pub fn s3_options(file: &[(String, String)]) -> S3Options {
+    let mut merged: std::collections::BTreeMap<String, String> = file.iter().cloned().collect();
+    merged.extend(
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with("AWS_"))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .filter(|(k, _)| k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok()),
+    );
+    merged.into_iter().collect()
+}
+
+/// The `--since`/`--until`/`--company` slice of a run.
+pub fn slice(args: &RunArgs, tz: FixedOffset) -> Result<Slice, ConfigError> {
+    let bound = |raw: &Option<String>, name: &str, upper: bool| {
+        raw.as_deref()
+            .map(|r| {
+                crate::timefmt::parse_bound(r, tz, upper)
+                    .map_err(|e| ConfigError(format!("--{name}: {e}")))
+            })
+            .transpose()
+    };
+    let slice = Slice {
+        company: args.company.clone().filter(|c| !c.trim().is_empty()),
+        since: bound(&args.since, "since", false)?,
+        until: bound(&args.until, "until", true)?,
+    };
+    if let (Some(since), Some(until)) = (slice.since, slice.until)
+        && since >= until
+    {
+        return Err(ConfigError("--since must come before --until".into()));
+    }
+    Ok(slice)
 }
 
 /// Opens everything a run talks to.
@@ -109,18 +140,15 @@ pub async fn build_deps(
     ledger_url: &str,
     args: &RunArgs,
     tz: FixedOffset,
+    s3: &S3Options,
 ) -> Result<Deps, ConfigError> {
     let provider = provider_config(&args.provider, tz)?;
     let store_url = args
         .store
         .as_deref()
         .ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
-    let store = Store::open(
-        store_url,
-        &s3_options_from_env(),
-        usize::from(args.part_size_mib) * 1024 * 1024,
-    )
-    .map_err(|e| ConfigError(e.to_string()))?;
+    let store = Store::open(store_url, s3, usize::from(args.part_size_mib) * 1024 * 1024)
+        .map_err(|e| ConfigError(e.to_string()))?;
     let keys =
         KeyTemplate::parse(&args.key_template, tz).map_err(|e| ConfigError(e.to_string()))?;
     let downloader = Downloader::new(downloader_settings(&args.provider, &provider.api_url)?)
@@ -161,6 +189,7 @@ pub fn run_options(
         grace: args.grace,
         shutdown,
         host: hostname(),
+        progress: Default::default(),
         description: serde_json::json!({
             "concurrency": args.concurrency,
             "max_records": args.max_records,
@@ -168,6 +197,9 @@ pub fn run_options(
             "lease": humantime::format_duration(args.lease).to_string(),
             "key_template": args.key_template,
             "store": store_description,
+            "company": args.company,
+            "since": args.since,
+            "until": args.until,
             "version": env!("CARGO_PKG_VERSION"),
         }),
     }

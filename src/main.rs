@@ -2,10 +2,17 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use callvault::cli::CliError;
 
 fn main() -> ExitCode {
-    let cli = callvault::cli::Cli::parse();
+    let cli = match callvault::cli::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(CliError::Usage(err)) => err.exit(),
+        Err(CliError::Config(err)) => {
+            eprintln!("callvault: {err}");
+            return ExitCode::from(callvault::app::EXIT_CONFIG);
+        }
+    };
     callvault::telemetry::init(cli.log_format, &cli.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -48,6 +48,26 @@ pub fn parse_provider_time(raw: &str, tz: FixedOffset) -> Result<Option<DateTime
     Err(format!("unrecognised time {s:?}"))
 }
 
+/// A `--since`/`--until` bound: a date (`2026-08-01`, midnight in `tz`; as an upper bound the
+/// whole day is included, so it means the next midnight) or a time as the provider writes it.
+pub fn parse_bound(raw: &str, tz: FixedOffset, upper: bool) -> Result<DateTime<Utc>, String> {
+    let s = raw.trim();
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let day = if upper {
+            day.succ_opt()
+                .ok_or_else(|| format!("date out of range {s:?}"))?
+        } else {
+            day
+        };
+        return tz
+            .from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or_else(|| format!("date {s:?} does not exist in {tz}"));
+    }
+    parse_provider_time(s, tz)?.ok_or_else(|| "a date or time is needed".to_owned())
+}
+
 /// The provider's zone (UTC+8), the default when `CALLVAULT_PROVIDER_TZ` is not set.
 pub const PROVIDER_TZ: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
     Some(tz) => tz,
@@ -71,6 +91,19 @@ pub fn parse_offset(s: &str) -> Result<FixedOffset, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_bounds_cover_whole_days_in_the_provider_zone() {
+        let tz = default_provider_tz();
+        let since = parse_bound("2026-08-01", tz, false).unwrap();
+        let until = parse_bound("2026-08-01", tz, true).unwrap();
+        assert_eq!(to_ledger(since), "2026-07-31T16:00:00.000Z");
+        assert_eq!(to_ledger(until), "2026-08-01T16:00:00.000Z");
+        let exact = parse_bound("2026-08-01 12:00:00", tz, true).unwrap();
+        assert_eq!(to_ledger(exact), "2026-08-01T04:00:00.000Z");
+        assert!(parse_bound("soon", tz, false).is_err());
+        assert!(parse_bound("", tz, false).is_err());
+    }
 
     #[test]
     fn provider_times_convert_to_utc() {

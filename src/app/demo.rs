@@ -54,7 +54,15 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     let tz = default_provider_tz();
     let ledger = Ledger::open(&format!("sqlite://{}", ledger_path.display())).await?;
     let mut counts = ImportCounts::default();
-    import_source(&ledger, &callbacks_path, tz, &mut counts).await?;
+    import_source(
+        &ledger,
+        &callbacks_path,
+        crate::cli::ImportFormat::Json,
+        tz,
+        &mut counts,
+        None,
+    )
+    .await?;
     println!(
         "imported {} call records ({} without a recording)",
         counts.new, counts.no_recording
@@ -101,6 +109,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
         shutdown: Shutdown::default(),
         description: serde_json::json!({"demo": true}),
         host: crate::config::hostname(),
+        progress: Default::default(),
     };
     let result = run_pass(&deps, &opts).await?;
     print_run(&result, false);

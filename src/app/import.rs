@@ -1,5 +1,6 @@
-//! `callvault import`: callback files (or standard input) into the ledger, in chunks, so a
-//! large export never sits in memory whole. Bad records are named by file and line.
+//! `callvault import`: callback files or CSV exports (or standard input) into the ledger, in
+//! chunks, so a large export never sits in memory whole. Bad records are named by file and
+//! line.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -7,7 +8,10 @@ use std::path::Path;
 use chrono::{FixedOffset, Utc};
 use serde::Serialize;
 
-use crate::callback::parse_document;
+use super::progress::Meter;
+use crate::callback::{parse_document, parse_record};
+use crate::cli::ImportFormat;
+use crate::domain::CallRecord;
 use crate::ledger::{ImportOutcome, Ledger, LedgerError};
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -59,16 +63,23 @@ pub enum ImportError {
         name: String,
         source: std::io::Error,
     },
+    #[error("{name}: {problem}")]
+    Format { name: String, problem: String },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
+
+/// CSV rows go to the ledger in batches of this many.
+const CSV_BATCH: usize = 1000;
 
 /// Imports one source; rejected records are reported on standard error as `name:line: why`.
 pub async fn import_source(
     ledger: &Ledger,
     path: &Path,
+    format: ImportFormat,
     tz: FixedOffset,
     counts: &mut ImportCounts,
+    meter: Option<&Meter>,
 ) -> Result<(), ImportError> {
     let name = if path == Path::new("-") {
         "<stdin>".to_owned()
@@ -79,13 +90,18 @@ pub async fn import_source(
         name: name.clone(),
         source,
     };
-    let reader: Box<dyn BufRead + Send> = if path == Path::new("-") {
+    let mut reader: Box<dyn BufRead + Send> = if path == Path::new("-") {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).map_err(read_err)?,
-        ))
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        if let (Some(meter), Ok(meta)) = (meter, file.metadata()) {
+            meter.set_total(meta.len());
+        }
+        Box::new(std::io::BufReader::new(file))
     };
+    if is_csv(path, format, &mut reader).map_err(read_err)? {
+        return import_csv(ledger, &name, reader, tz, counts, meter).await;
+    }
     let mut chunk = String::new();
     let mut chunk_first_line = 1usize;
     let mut line_no = 0usize;
@@ -93,19 +109,141 @@ pub async fn import_source(
     for line in reader.lines() {
         let line = line.map_err(read_err)?;
         line_no += 1;
+        if let Some(meter) = meter {
+            meter.advance(line.len() as u64 + 1);
+        }
         chunk.push_str(&line);
         chunk.push('\n');
         depth.feed(&line);
         // Cut between records; a record that never closes is cut anyway, much later.
         if (chunk.len() >= CHUNK_BYTES && depth.outside_objects()) || chunk.len() >= MAX_CHUNK_BYTES
         {
-            import_chunk(ledger, &name, &chunk, chunk_first_line, tz, counts).await?;
+            import_chunk(ledger, &name, &chunk, chunk_first_line, tz, counts, meter).await?;
             chunk.clear();
             chunk_first_line = line_no + 1;
             depth = Depth::default();
         }
     }
-    import_chunk(ledger, &name, &chunk, chunk_first_line, tz, counts).await
+    import_chunk(ledger, &name, &chunk, chunk_first_line, tz, counts, meter).await
+}
+
+/// Whether the source is CSV: by the flag, the extension, or else its first character.
+fn is_csv(
+    path: &Path,
+    format: ImportFormat,
+    reader: &mut Box<dyn BufRead + Send>,
+) -> std::io::Result<bool> {
+    match format {
+        ImportFormat::Json => return Ok(false),
+        ImportFormat::Csv => return Ok(true),
+        ImportFormat::Auto => {}
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("csv") => return Ok(true),
+        Some(ext)
+            if ["json", "jsonl", "ndjson"]
+                .iter()
+                .any(|j| ext.eq_ignore_ascii_case(j)) =>
+        {
+            return Ok(false);
+        }
+        _ => {}
+    }
+    loop {
+        let buf = reader.fill_buf()?;
+        let Some(&first) = buf.first() else {
+            return Ok(false);
+        };
+        let blank = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        if blank == 0 {
+            return Ok(!matches!(first, b'{' | b'['));
+        }
+        reader.consume(blank);
+    }
+}
+
+/// A CSV export: a header row of the callback's field names, one call per row. Each row
+/// becomes a callback object (all values as text, which the parser takes) and is kept as
+/// such in the ledger.
+async fn import_csv(
+    ledger: &Ledger,
+    name: &str,
+    reader: Box<dyn BufRead + Send>,
+    tz: FixedOffset,
+    counts: &mut ImportCounts,
+    meter: Option<&Meter>,
+) -> Result<(), ImportError> {
+    let format_err = |problem: String| ImportError::Format {
+        name: name.to_owned(),
+        problem,
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_reader(reader);
+    let headers: Vec<String> = csv
+        .headers()
+        .map_err(|e| format_err(format!("unreadable CSV header: {e}")))?
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').to_ascii_lowercase())
+        .collect();
+    if !headers.iter().any(|h| h == "uuid") {
+        return Err(format_err(
+            "the CSV header has no `uuid` column (the header row must name the callback's fields)"
+                .into(),
+        ));
+    }
+    let mut row = csv::StringRecord::new();
+    let mut batch: Vec<CallRecord> = Vec::new();
+    let mut read_so_far = 0u64;
+    loop {
+        let result = csv.read_record(&mut row);
+        let line = match &result {
+            Err(e) => e.position().map_or(0, |p| p.line()),
+            Ok(_) => row.position().map_or(0, |p| p.line()),
+        };
+        match result {
+            Ok(false) => break,
+            Ok(true) if row.len() != headers.len() => {
+                counts.rejected += 1;
+                eprintln!(
+                    "{name}:{line}: rejected: {} fields where the header has {}",
+                    row.len(),
+                    headers.len()
+                );
+            }
+            Ok(true) => {
+                let object: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .zip(row.iter())
+                    .map(|(h, v)| (h.clone(), serde_json::Value::String(v.to_owned())))
+                    .collect();
+                let raw = serde_json::Value::Object(object).to_string();
+                match parse_record(&raw, tz) {
+                    Ok(record) => batch.push(record),
+                    Err(why) => {
+                        counts.rejected += 1;
+                        eprintln!("{name}:{line}: rejected: {why}");
+                    }
+                }
+            }
+            Err(e) if e.is_io_error() => return Err(format_err(format!("cannot read: {e}"))),
+            Err(e) => {
+                counts.rejected += 1;
+                eprintln!("{name}:{line}: rejected: {e}");
+            }
+        }
+        if let Some(meter) = meter {
+            let now = csv.position().byte();
+            meter.advance(now.saturating_sub(read_so_far));
+            read_so_far = now;
+        }
+        if batch.len() >= CSV_BATCH {
+            store_batch(ledger, &batch, counts, meter).await?;
+            batch.clear();
+        }
+    }
+    store_batch(ledger, &batch, counts, meter).await
 }
 
 async fn import_chunk(
@@ -115,6 +253,7 @@ async fn import_chunk(
     first_line: usize,
     tz: FixedOffset,
     counts: &mut ImportCounts,
+    meter: Option<&Meter>,
 ) -> Result<(), ImportError> {
     let mut records = Vec::new();
     for parsed in parse_document(text, tz) {
@@ -126,7 +265,22 @@ async fn import_chunk(
             }
         }
     }
-    let outcomes = ledger.import(&records, Utc::now()).await?;
+    store_batch(ledger, &records, counts, meter).await
+}
+
+async fn store_batch(
+    ledger: &Ledger,
+    records: &[CallRecord],
+    counts: &mut ImportCounts,
+    meter: Option<&Meter>,
+) -> Result<(), ImportError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let outcomes = ledger.import(records, Utc::now()).await?;
+    if let Some(meter) = meter {
+        meter.add_other(records.len() as u64);
+    }
     for (record, outcome) in records.iter().zip(outcomes) {
         match outcome {
             ImportOutcome::New if record.has_recording() => counts.new += 1,

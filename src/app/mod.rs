@@ -4,6 +4,8 @@
 
 mod demo;
 mod import;
+mod progress;
+mod serve;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,8 +15,9 @@ use chrono::Utc;
 
 use crate::archive::{RunResult, Shutdown, run_pass};
 use crate::cli::{Cli, Command, RunArgs, StatusArgs};
-use crate::config::{ConfigError, build_deps, provider_tz, run_options};
-use crate::ledger::{Ledger, Slice};
+use crate::config::{ConfigError, build_deps, provider_tz, run_options, s3_options};
+use crate::ledger::Ledger;
+use progress::{Meter, Unit};
 
 pub use demo::run_demo;
 pub use import::{ImportCounts, import_source};
@@ -42,7 +45,25 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
             let ledger = open_ledger(&cli.ledger).await?;
             let mut counts = ImportCounts::default();
             for file in &args.files {
-                import_source(&ledger, file, tz, &mut counts).await?;
+                let meter = Meter::start(
+                    cli.progress,
+                    cli.log_format,
+                    cli.progress_interval,
+                    "import",
+                    Unit::Bytes,
+                );
+                import_source(
+                    &ledger,
+                    file,
+                    args.format,
+                    tz,
+                    &mut counts,
+                    meter.as_deref(),
+                )
+                .await?;
+                if let Some(meter) = meter {
+                    meter.finish();
+                }
             }
             println!(
                 "imported: {} new ({} without recording), {} already known, {} late recordings added, {} rejected",
@@ -58,7 +79,8 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
                 EXIT_OK
             })
         }
-        Command::Run(args) => run(&cli.ledger, &args, tz).await,
+        Command::Run(ref args) => run(&cli, args, tz).await,
+        Command::Serve(ref args) => serve::serve(&cli, args, tz).await,
         Command::Status(args) => status(&cli.ledger, &args).await,
         Command::Demo(args) => run_demo(&args).await,
         Command::Simulator(args) => {
@@ -91,18 +113,50 @@ async fn open_ledger(url: &str) -> anyhow::Result<Ledger> {
         .map_err(|e| ConfigError(e.to_string()).into())
 }
 
-async fn run(ledger_url: &str, args: &RunArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
-    let deps = build_deps(ledger_url, args, tz).await?;
+async fn run(cli: &Cli, args: &RunArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
+    let slice = crate::config::slice(args, tz)?;
+    let deps = build_deps(&cli.ledger, args, tz, &s3_options(&cli.file_aws)).await?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone(), args.grace));
-    let opts = run_options(args, deps.store.description(), Slice::default(), shutdown);
+    let mut opts = run_options(args, deps.store.description(), slice, shutdown);
+    let meter = if args.dry_run {
+        None
+    } else {
+        Meter::start(
+            cli.progress,
+            cli.log_format,
+            cli.progress_interval,
+            "run",
+            Unit::Records,
+        )
+    };
+    if let Some(meter) = &meter {
+        opts.progress = crate::archive::Progress::new(meter.clone());
+    }
     let result = run_pass(&deps, &opts)
         .await
         .context("the ledger failed during the run")?;
     signals.abort();
+    if let Some(meter) = meter {
+        meter.finish();
+    }
     print_run(&result, args.json);
+    if !args.dry_run {
+        let targets = metrics_targets(args);
+        if let Err(e) = crate::metrics::publish(&deps.ledger, opts.retention, &targets).await {
+            // The archive is what matters; a lost metrics push is reported, not fatal.
+            tracing::warn!(error = %e, "could not publish the run's metrics");
+        }
+    }
     deps.ledger.close().await;
     Ok(u8::try_from(result.exit_code()).unwrap_or(EXIT_INCOMPLETE))
+}
+
+fn metrics_targets(args: &RunArgs) -> crate::metrics::Targets {
+    crate::metrics::Targets {
+        pushgateway: args.pushgateway.clone().filter(|u| !u.is_empty()),
+        file: args.metrics_file.clone(),
+    }
 }
 
 /// First SIGTERM/SIGINT: stop claiming, give in-flight transfers `grace`; a second: abort now.

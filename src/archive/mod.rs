@@ -3,6 +3,7 @@
 //! and shutdown live here and nowhere else.
 
 mod checks;
+mod progress;
 mod record;
 mod report;
 mod retry;
@@ -19,6 +20,7 @@ use crate::provider::{Downloader, ProviderClient, ProviderError};
 use crate::store::{KeyTemplate, Store, StoreError};
 
 pub use checks::{MediaInfo, Probe as MediaProbe};
+pub use progress::{Progress, ProgressSink};
 pub use report::{PlannedRecord, RecordOutcome, RunReport};
 pub use retry::RetryPolicy;
 
@@ -41,6 +43,15 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
+    /// A shutdown for one pass that follows this one (a process-wide stop reaches it) but
+    /// can end on its own (a pass's deadline does not stop the process).
+    pub fn child(&self) -> Shutdown {
+        Shutdown {
+            stop_claiming: self.stop_claiming.child_token(),
+            abort: self.abort.child_token(),
+        }
+    }
+
     /// Stops claiming now and aborts in-flight work after `grace`.
     pub fn begin(&self, grace: Duration) {
         if self.stop_claiming.is_cancelled() {
@@ -73,6 +84,7 @@ pub struct RunOptions {
     /// Recorded with the run, for the audit trail: the options, and the host it ran on.
     pub description: serde_json::Value,
     pub host: String,
+    pub progress: Progress,
 }
 
 /// Why a whole run stopped. A single record's failure is never one of these.
@@ -197,21 +209,30 @@ async fn work(
 ) -> Option<RunError> {
     let budget = AtomicU64::new(opts.max_records.unwrap_or(u64::MAX));
     let stop = opts.shutdown.stop_claiming.clone();
-    if let Some(deadline) = opts.deadline {
+    let deadline = opts.deadline.map(|deadline| {
         let stop = stop.clone();
         tokio::spawn(async move {
             tokio::time::sleep(deadline).await;
             tracing::info!("deadline reached; no new records will be claimed");
             stop.cancel();
-        });
-    }
+        })
+    });
     let renewer = renew_leases(deps.ledger.clone(), run_id.to_owned(), opts.lease);
     let due_by = Utc::now();
+    match deps.ledger.count_due(&opts.slice, due_by).await {
+        Ok(n) => opts
+            .progress
+            .planned(opts.max_records.map_or(n, |max| max.min(n))),
+        Err(e) => tracing::warn!(error = %e, "could not count the due records"),
+    }
     let workers = (0..opts.concurrency.max(1)).map(|_| worker(deps, opts, run_id, due_by, &budget));
     let results = tokio::select! {
         results = futures::future::join_all(workers) => results,
         () = renewer => unreachable!("the lease renewer never ends"),
     };
+    if let Some(deadline) = deadline {
+        deadline.abort();
+    }
     let mut first_error = None;
     for (outcomes, error) in results {
         for outcome in outcomes {
@@ -256,7 +277,10 @@ async fn worker(
             Err(e) => return stop_all(opts, outcomes, e.into()),
         };
         match record::process(deps, opts, run_id, claim).await {
-            Ok(outcome) => outcomes.push(outcome),
+            Ok(outcome) => {
+                opts.progress.record_done(outcome);
+                outcomes.push(outcome);
+            }
             Err(e) => return stop_all(opts, outcomes, e),
         }
     }

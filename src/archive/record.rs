@@ -2,6 +2,7 @@
 //! settle in the ledger. Returns the outcome; only a reason to stop the run is an error.
 
 use chrono::Utc;
+use futures::StreamExt;
 
 use super::checks::{MediaInfo, checked_body};
 use super::{Deps, RunError, RunOptions};
@@ -318,7 +319,13 @@ async fn attempt(
         content_type: download.content_type.clone(),
     };
     let expected = download.content_length;
+    let progress = opts.progress.clone();
     let (body, media) = checked_body(download.body, expected, &record.record_file);
+    let body = body.inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            progress.bytes(bytes.len() as u64);
+        }
+    });
     let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
     if let Some(n) = expected.filter(|n| *n != uploaded.size) {
         return Err(Failure::Transient {

@@ -151,6 +151,23 @@ impl Ledger {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// How many records are due now (for progress and planning).
+    pub async fn count_due(&self, slice: &Slice, now: DateTime<Utc>) -> Result<u64, LedgerError> {
+        let row = sqlx::query(concat!(
+            "SELECT COUNT(*) AS n FROM calls WHERE ",
+            due_filter!()
+        ))
+        .bind(slice.company.as_deref())
+        .bind(slice.since.map(to_ledger))
+        .bind(slice.until.map(to_ledger))
+        .bind(to_ledger(now))
+        .bind(to_ledger(now))
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting due records")?;
+        Ok(u64::try_from(row.get::<i64, _>("n")).unwrap_or(0))
+    }
+
     /// Starts an attempt on a claimed record; returns the attempt's id.
     pub async fn begin_attempt(
         &self,

@@ -44,6 +44,8 @@ pub struct StatusReport {
     pub media_flagged: i64,
     pub retention_days: i64,
     pub last_run: Option<LastRun>,
+    /// When the last run that archived everything it claimed (exit code 0) finished.
+    pub last_success_at: Option<DateTime<Utc>>,
 }
 
 impl Ledger {
@@ -116,6 +118,11 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await
         .ctx("counting calls near the retention horizon")?;
+        let last_success: Option<String> =
+            sqlx::query_scalar("SELECT MAX(finished_at) FROM runs WHERE exit_code = 0")
+                .fetch_one(&self.pool)
+                .await
+                .ctx("finding the last successful run")?;
         Ok(StatusReport {
             total: counts.values().sum(),
             counts,
@@ -125,6 +132,7 @@ impl Ledger {
             media_flagged: self.media_flagged().await?,
             retention_days: retention.num_days(),
             last_run: self.last_run().await?,
+            last_success_at: last_success.and_then(|s| from_ledger(&s)),
         })
     }
 

@@ -18,6 +18,7 @@ pub use client::{ProviderClient, ProviderConfig};
 pub use download::{
     Download, DownloadError, Downloader, DownloaderSettings, looks_like_error_page,
 };
+pub(crate) use error::describe_transport;
 pub use error::{Action, ProviderError};
 pub use policy::{DownloadPolicy, MAX_REDIRECTS, Refusal, special_kind};
 

@@ -9,7 +9,7 @@ use callvault::simulator::DownloadFault;
 
 use crate::world::{BUCKET, World};
 
-fn callvault(world: &World, args: &[&str]) -> Command {
+pub(crate) fn callvault(world: &World, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_callvault"));
     cmd.args(args)
         .env_clear()
@@ -36,7 +36,7 @@ async fn import_samples(world: &World, n: usize) {
 }
 
 /// Asserts a process's exit code, showing its standard error when it is not `code`.
-fn assert_exit(out: &Output, code: i32) {
+pub(crate) fn assert_exit(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -45,13 +45,13 @@ fn assert_exit(out: &Output, code: i32) {
     );
 }
 
-async fn output(mut cmd: Command) -> Output {
+pub(crate) async fn output(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
         .await
         .unwrap()
 }
 
-fn write_callbacks(world: &World, n: usize) -> std::path::PathBuf {
+pub(crate) fn write_callbacks(world: &World, n: usize) -> std::path::PathBuf {
     let lines: Vec<String> = world
         .sim
         .sample_callbacks(n, chrono::Utc::now())
@@ -184,7 +184,7 @@ async fn configuration_errors_exit_2() {
 }
 
 /// Waits until `check` holds, for at most `limit`.
-async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if check().await {

@@ -201,6 +201,7 @@ impl World {
             shutdown: Shutdown::default(),
             description: serde_json::json!({"test": true}),
             host: "test-host".into(),
+            progress: Default::default(),
         }
     }
 

@@ -1,0 +1,67 @@
+//! `callvault serve` at the edge: validates its settings (a missing or short secret, a bad
+//! schedule or bad run settings are configuration errors before anything listens), binds,
+//! and runs until SIGTERM.
+
+use anyhow::Context;
+use secrecy::SecretString;
+
+use super::{EXIT_OK, open_ledger, watch_signals};
+use crate::archive::Shutdown;
+use crate::cli::{Cli, ServeArgs};
+use crate::config::{ConfigError, build_deps, run_options, s3_options};
+use crate::serve::{MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ServeOptions};
+
+pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
+    let secret = args
+        .callback_secret
+        .clone()
+        .filter(|s| s.len() >= MIN_SECRET_LEN)
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "callback-secret is not set or shorter than {MIN_SECRET_LEN} characters \
+                 (--callback-secret or CALLVAULT_CALLBACK_SECRET)"
+            ))
+        })?;
+    let run = &args.run;
+    let shutdown = Shutdown::default();
+    let retention = chrono::Duration::days(i64::from(run.retention_days));
+    let (ledger, passes) = match &args.schedule {
+        Some(text) => {
+            let schedule = crate::serve::parse_schedule(text).map_err(ConfigError)?;
+            let slice = crate::config::slice(run, tz)?;
+            let deps = build_deps(&cli.ledger, run, tz, &s3_options(&cli.file_aws)).await?;
+            let options = run_options(run, deps.store.description(), slice, shutdown.clone());
+            let ledger = deps.ledger.clone();
+            let passes = ScheduledPasses {
+                schedule,
+                deps,
+                options,
+                metrics: super::metrics_targets(run),
+            };
+            (ledger, Some(passes))
+        }
+        None => (open_ledger(&cli.ledger).await?, None),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
+    let signals = tokio::spawn(watch_signals(shutdown.clone(), run.grace));
+    let options = ServeOptions {
+        ledger: ledger.clone(),
+        receiver: ReceiverConfig {
+            secret: SecretString::from(secret),
+            allow_from: args.allow_from.clone(),
+            max_body_bytes: args.max_body_bytes,
+            tz,
+        },
+        retention,
+        passes,
+    };
+    crate::serve::serve(listener, options, shutdown)
+        .await
+        .context("serving")?;
+    signals.abort();
+    ledger.close().await;
+    tracing::info!("stopped");
+    Ok(EXIT_OK)
+}

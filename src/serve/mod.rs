@@ -1,0 +1,148 @@
+//! `callvault serve`: one long-running process for a VM or a pod. It receives the provider's
+//! callbacks into the ledger, answers health, readiness and metrics probes, and, given a
+//! schedule, runs archival passes itself. SIGTERM stops all of it cleanly.
+
+mod receiver;
+mod schedule;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::archive::Shutdown;
+use crate::ledger::Ledger;
+
+pub use receiver::{Counters, MIN_SECRET_LEN, ReceiverConfig};
+pub use schedule::{ScheduledPasses, parse_schedule, run_scheduled};
+
+#[derive(Clone)]
+struct ServeState {
+    receiver: receiver::Receiver,
+    /// `callvault_scheduled_passes_total{exit_code=…}`.
+    passes: Counters,
+    retention: chrono::Duration,
+}
+
+impl FromRef<ServeState> for receiver::Receiver {
+    fn from_ref(state: &ServeState) -> Self {
+        state.receiver.clone()
+    }
+}
+
+/// What `serve` runs.
+pub struct ServeOptions {
+    pub ledger: Ledger,
+    pub receiver: ReceiverConfig,
+    pub retention: chrono::Duration,
+    pub passes: Option<ScheduledPasses>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the HTTP server failed: {0}")]
+pub struct ServeError(#[from] std::io::Error);
+
+/// Serves on `listener` until `shutdown` stops claiming, then lets a running pass finish
+/// within its grace period and returns.
+pub async fn serve(
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    let state = ServeState {
+        receiver: receiver::Receiver {
+            ledger: options.ledger.clone(),
+            config: Arc::new(options.receiver),
+            callbacks: Counters::default(),
+        },
+        passes: Counters::default(),
+        retention: options.retention,
+    };
+    let scheduler = options.passes.map(|passes| {
+        let counter = state.passes.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            run_scheduled(passes, shutdown, move |_run, code| {
+                counter
+                    .get_or_create(&vec![("exit_code".into(), code.to_string())])
+                    .inc();
+            })
+            .await
+        })
+    });
+    let router = Router::new()
+        .route("/callback/{secret}", post(receiver::with_path_secret))
+        .route("/callback", post(receiver::with_query_secret))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(receiver::not_found)
+        .with_state(state);
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.stop_claiming.clone().cancelled_owned())
+    .await;
+    // The server stopped (a stop was requested, or it failed): stop the scheduler too.
+    shutdown.stop_claiming.cancel();
+    if let Some(task) = scheduler {
+        match task.await {
+            Ok(ran) => tracing::info!(passes = ran, "scheduler stopped"),
+            Err(e) => tracing::error!(error = %e, "the scheduler failed"),
+        }
+    }
+    served.map_err(ServeError)
+}
+
+async fn readyz(State(state): State<ServeState>) -> Response {
+    match state.receiver.ledger.ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the ledger does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "ledger unavailable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<ServeState>) -> Response {
+    let status = match state
+        .receiver
+        .ledger
+        .status(chrono::Utc::now(), state.retention)
+        .await
+    {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: the ledger does not answer");
+            return (StatusCode::SERVICE_UNAVAILABLE, "ledger unavailable\n").into_response();
+        }
+    };
+    let mut registry = Registry::default();
+    registry.register(
+        "callvault_callbacks",
+        "Callbacks received, by result",
+        state.receiver.callbacks.clone(),
+    );
+    registry.register(
+        "callvault_scheduled_passes",
+        "Scheduled archival passes run by this process, by exit code",
+        state.passes.clone(),
+    );
+    crate::metrics::register_ledger(&mut registry, &status);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::encode_text(&registry),
+    )
+        .into_response()
+}

@@ -1,0 +1,224 @@
+//! The callback receiver: takes the provider's call-record callbacks into the ledger, and
+//! answers 200 only once the record is durable there. The provider can only be given an
+//! address, so it is authenticated by a secret in the path (or query) and, optionally, by
+//! the network it posts from.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::FixedOffset;
+use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::callback::{RecordError, parse_document};
+use crate::ledger::{ImportOutcome, Ledger};
+
+/// How the receiver checks and bounds what it is sent.
+#[derive(Debug)]
+pub struct ReceiverConfig {
+    pub secret: SecretString,
+    /// Empty: any source network.
+    pub allow_from: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub tz: FixedOffset,
+}
+
+/// A secret shorter than this is refused at start.
+pub const MIN_SECRET_LEN: usize = 16;
+
+pub type Counters = Family<Vec<(String, String)>, Counter>;
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub ledger: Ledger,
+    pub config: Arc<ReceiverConfig>,
+    /// `callvault_callbacks_total{result=…}`.
+    pub callbacks: Counters,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SecretQuery {
+    secret: Option<String>,
+}
+
+/// `POST /callback/{secret}`.
+pub async fn with_path_secret(
+    State(rx): State<Receiver>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(secret): Path<String>,
+    request: Request,
+) -> Response {
+    rx.handle(peer, Some(&secret), request).await
+}
+
+/// `POST /callback?secret=…`.
+pub async fn with_query_secret(
+    State(rx): State<Receiver>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<SecretQuery>,
+    request: Request,
+) -> Response {
+    rx.handle(peer, query.secret.as_deref(), request).await
+}
+
+impl Receiver {
+    async fn handle(&self, peer: SocketAddr, secret: Option<&str>, request: Request) -> Response {
+        let (result, response) = self.answer(peer, secret, request).await;
+        self.callbacks
+            .get_or_create(&vec![("result".into(), result.into())])
+            .inc();
+        response
+    }
+
+    async fn answer(
+        &self,
+        peer: SocketAddr,
+        secret: Option<&str>,
+        request: Request,
+    ) -> (&'static str, Response) {
+        if !self.source_allowed(peer.ip()) {
+            tracing::warn!(%peer, "callback from a network that is not allowed");
+            return (
+                "forbidden",
+                refuse(StatusCode::FORBIDDEN, "source not allowed"),
+            );
+        }
+        if !secret.is_some_and(|s| self.secret_matches(s)) {
+            tracing::warn!(%peer, "callback with a wrong or missing secret");
+            // 404, as for any unknown address: a wrong secret learns nothing.
+            return ("unauthorized", refuse(StatusCode::NOT_FOUND, "not found"));
+        }
+        let limit = self.config.max_body_bytes;
+        if declared_length(request.headers()).is_some_and(|n| n > limit) {
+            return ("too_large", too_large(limit));
+        }
+        let body = match axum::body::to_bytes(request.into_body(), limit).await {
+            Ok(body) => body,
+            Err(_) => return ("too_large", too_large(limit)),
+        };
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return (
+                "rejected",
+                refuse(StatusCode::BAD_REQUEST, "body is not UTF-8 text"),
+            );
+        };
+        self.store(text).await
+    }
+
+    /// Validates every record in the body, then writes them all in one transaction, or
+    /// none: a body with one bad record is refused whole.
+    async fn store(&self, text: &str) -> (&'static str, Response) {
+        let parsed = parse_document(text, self.config.tz);
+        if parsed.is_empty() {
+            return (
+                "rejected",
+                refuse(StatusCode::BAD_REQUEST, "no JSON object in the body"),
+            );
+        }
+        let mut records = Vec::new();
+        let mut ignored = 0;
+        for item in parsed {
+            match item.result {
+                Ok(record) => records.push(record),
+                Err(RecordError::CallStateCallback) => ignored += 1,
+                Err(why) => {
+                    return (
+                        "rejected",
+                        refuse(StatusCode::BAD_REQUEST, &why.to_string()),
+                    );
+                }
+            }
+        }
+        if records.is_empty() {
+            // Extension call-state callbacks: nothing to archive; acknowledged.
+            return (
+                "ignored",
+                (
+                    StatusCode::OK,
+                    Json(json!({"ok": true, "ignored": ignored})),
+                )
+                    .into_response(),
+            );
+        }
+        match self.ledger.import(&records, chrono::Utc::now()).await {
+            Ok(outcomes) => {
+                let names: Vec<_> = outcomes.iter().map(|o| outcome_name(*o)).collect();
+                let result = if outcomes.iter().all(|o| *o == ImportOutcome::Known) {
+                    "duplicate"
+                } else {
+                    "stored"
+                };
+                let body = json!({"ok": true, "outcomes": names, "ignored": ignored});
+                (result, (StatusCode::OK, Json(body)).into_response())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a callback");
+                (
+                    "ledger_error",
+                    refuse(StatusCode::SERVICE_UNAVAILABLE, "ledger unavailable; retry"),
+                )
+            }
+        }
+    }
+
+    fn source_allowed(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.config.allow_from.is_empty() || self.config.allow_from.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Compares digests in constant time, so neither content nor length leaks by timing.
+    fn secret_matches(&self, given: &str) -> bool {
+        let want = Sha256::digest(self.config.secret.expose_secret().as_bytes());
+        let got = Sha256::digest(given.as_bytes());
+        want.ct_eq(&got).into()
+    }
+}
+
+fn outcome_name(outcome: ImportOutcome) -> &'static str {
+    match outcome {
+        ImportOutcome::New => "new",
+        ImportOutcome::Known => "already_known",
+        ImportOutcome::RecordingAdded => "recording_added",
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn too_large(limit: usize) -> Response {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("body larger than {limit} bytes"),
+    )
+}
+
+fn refuse(status: StatusCode, reason: &str) -> Response {
+    let mut response = Json(json!({"ok": false, "error": reason})).into_response();
+    *response.status_mut() = status;
+    response
+}
+
+/// Any other address: 404 with the same body as a wrong secret.
+pub async fn not_found() -> Response {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"ok":false,"error":"not found"}"#))
+        .unwrap_or_default()
+}
