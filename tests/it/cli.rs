@@ -336,29 +336,49 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
     world
         .sim
         .set_faults(|f| f.invalidate_tokens_every = Some(3));
-    let first = world
+    // Failures whose messages name the link: a cut-off body, a redirect to a host not
+    // allowed (url_refused), a header with no audio (not_audio).
+    let localhost = format!("http://localhost:{}/", world.sim.local_addr().port());
+    let faults = [
+        DownloadFault::Truncate(100),
+        DownloadFault::RedirectTo(localhost),
+        DownloadFault::HeaderOnly,
+    ];
+    let pending = world
         .ledger
         .uuids_in_state(RecordState::Pending)
         .await
-        .unwrap()[0]
-        .clone();
-    let row = world.ledger.get(&first).await.unwrap().unwrap();
-    world
-        .sim
-        .push_download_fault(&row.record.record_file, DownloadFault::Truncate(100));
+        .unwrap();
+    for (uuid, fault) in pending.iter().zip(faults) {
+        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        world
+            .sim
+            .push_download_fault(&row.record.record_file, fault);
+    }
     let mut run = callvault(&world, &["run", "--json", "--log", "debug"]);
     run.env("CALLVAULT_LOG_FORMAT", "json");
 
     let out = output(run).await;
+    let status = output(callvault(&world, &["status", "--json", "--log", "debug"])).await;
 
     assert_eq!(out.status.code(), Some(0));
+    assert_exit(&status, 0);
     let ledger_bytes = std::fs::read(world.dir.path().join("ledger.db")).unwrap();
     let wal = std::fs::read(world.dir.path().join("ledger.db-wal")).unwrap_or_default();
-    let everything = [out.stdout, out.stderr, ledger_bytes, wal].concat();
+    let everything = [
+        out.stdout,
+        out.stderr,
+        status.stdout,
+        status.stderr,
+        ledger_bytes,
+        wal,
+    ]
+    .concat();
     let text = String::from_utf8_lossy(&everything);
     for canary in [
         world.sim.config().accesskey.as_str(),
         crate::world::S3_SECRET_KEY,
+        crate::world::S3_ACCESS_KEY,
         "sig=",
         "expires=",
     ] {
@@ -368,6 +388,9 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
         text.contains("token rejected") || text.contains("logged in"),
         "the debug log was captured"
     );
+    for code in ["url_refused", "not_audio"] {
+        assert!(text.contains(code), "the {code} failure was exercised");
+    }
 }
 
 #[tokio::test]

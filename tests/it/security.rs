@@ -237,3 +237,117 @@ async fn downloads_use_the_configured_proxy_and_only_that() {
     assert_eq!(world.verify_archived().await, 1);
     assert!(connections.load(std::sync::atomic::Ordering::SeqCst) >= 1);
 }
+
+#[tokio::test]
+async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() {
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    const SECRET: &str = "cb-secret-canary-7f3a9c21e5";
+    let world = World::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = [
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--schedule",
+        "*/1 * * * * *",
+        "--grace",
+        "2s",
+        "--log",
+        "debug",
+    ];
+    let child = crate::cli::callvault(&world, &args)
+        .env("CALLVAULT_CALLBACK_SECRET", SECRET)
+        .env("CALLVAULT_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let up = crate::cli::wait_for(Duration::from_secs(20), async || {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(up, "serve became ready");
+
+    // Good callbacks by path and by query, a wrong secret, a body that is not a record.
+    let client = reqwest::Client::new();
+    let callbacks = world.sim.sample_callbacks(4, chrono::Utc::now());
+    let mut answers = String::new();
+    let posts = callbacks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let path = match i % 2 {
+                0 => format!("/callback/{SECRET}"),
+                _ => format!("/callback?secret={SECRET}"),
+            };
+            (path, c.to_string())
+        })
+        .chain([
+            (format!("/callback/{SECRET}x"), callbacks[0].to_string()),
+            (format!("/callback/{SECRET}"), "{\"uuid\": ".to_owned()),
+        ]);
+    for (path, body) in posts {
+        let response = client
+            .post(format!("{base}{path}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        answers.push_str(&response.text().await.unwrap());
+    }
+    let archived = crate::cli::wait_for(Duration::from_secs(30), async || {
+        world.count(RecordState::Archived).await == callbacks.len()
+    })
+    .await;
+    assert!(archived, "the scheduled passes archived the received calls");
+    for page in ["/metrics", "/readyz", "/healthz"] {
+        answers.push_str(
+            &reqwest::get(format!("{base}{page}"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(0));
+    let ledger = std::fs::read(world.dir.path().join("ledger.db")).unwrap();
+    let wal = std::fs::read(world.dir.path().join("ledger.db-wal")).unwrap_or_default();
+    let everything = [out.stdout, out.stderr, answers.into_bytes(), ledger, wal].concat();
+    let text = String::from_utf8_lossy(&everything);
+    assert!(
+        text.contains("callvault_records"),
+        "the answers were captured"
+    );
+    assert!(
+        text.contains("\"level\":\"DEBUG\""),
+        "the debug log was captured"
+    );
+    for canary in [
+        SECRET,
+        world.sim.config().accesskey.as_str(),
+        crate::world::S3_SECRET_KEY,
+        crate::world::S3_ACCESS_KEY,
+        "sig=",
+    ] {
+        assert!(!text.contains(canary), "{canary:?} leaked");
+    }
+}
