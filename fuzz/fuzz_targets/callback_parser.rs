@@ -21,9 +21,16 @@ fuzz_target!(|data: &[u8]| {
     for piece in &pieces {
         let start = piece.text.as_ptr() as usize - base;
         assert!(start >= last_end, "pieces overlap or go backwards");
-        assert!(start + piece.text.len() <= text.len(), "a piece is outside the input");
+        assert!(
+            start + piece.text.len() <= text.len(),
+            "a piece is outside the input"
+        );
         assert_eq!(&text[start..start + piece.text.len()], piece.text);
-        assert!(piece.line >= last_line && piece.line <= lines, "line {}", piece.line);
+        assert!(
+            piece.line >= last_line && piece.line <= lines,
+            "line {}",
+            piece.line
+        );
         assert_eq!(
             piece.line,
             text[..start].matches('\n').count() + 1,

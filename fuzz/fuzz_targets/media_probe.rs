@@ -18,7 +18,9 @@ fn judge(name: &str, bytes: &[u8], cuts: &[u8]) -> Result<Option<u128>, String> 
         probe.feed(&rest[..n])?;
         rest = &rest[n..];
     }
-    probe.finish().map(|info| info.duration.map(|d| d.as_nanos()))
+    probe
+        .finish()
+        .map(|info| info.duration.map(|d| d.as_nanos()))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
     let (cuts, bytes) = rest.split_at(rest.len().min(8));
     let whole = judge(name, bytes, &[255]);
     let pieces = judge(name, bytes, if cuts.is_empty() { &[1] } else { cuts });
-    assert_eq!(whole.is_ok(), pieces.is_ok(), "{name}: {whole:?} vs {pieces:?}");
+    assert_eq!(
+        whole.is_ok(),
+        pieces.is_ok(),
+        "{name}: {whole:?} vs {pieces:?}"
+    );
     if let (Ok(a), Ok(b)) = (whole, pieces) {
         assert_eq!(a, b);
     }

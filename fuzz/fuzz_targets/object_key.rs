@@ -34,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
     let Some(uuid) = CallUuid::parse(&get(1)) else {
         return;
     };
-    let seconds = get(4).bytes().fold(0i64, |n, b| n.wrapping_mul(31).wrapping_add(i64::from(b)));
+    let seconds = get(4)
+        .bytes()
+        .fold(0i64, |n, b| n.wrapping_mul(31).wrapping_add(i64::from(b)));
     let record = CallRecord {
         uuid,
         company_code: get(2),
@@ -60,13 +62,25 @@ fuzz_target!(|data: &[u8]| {
     let literal_slashes = template
         .split('{')
         .enumerate()
-        .map(|(i, part)| if i == 0 { part } else { part.split_once('}').map_or("", |p| p.1) })
+        .map(|(i, part)| {
+            if i == 0 {
+                part
+            } else {
+                part.split_once('}').map_or("", |p| p.1)
+            }
+        })
         .map(|p| p.matches('/').count())
         .sum::<usize>();
-    assert_eq!(segments.len(), literal_slashes + 1, "{template:?} -> {key:?}");
+    assert_eq!(
+        segments.len(),
+        literal_slashes + 1,
+        "{template:?} -> {key:?}"
+    );
 
     let store = Store::open(&format!("memory:///{PREFIX}"), &Vec::new(), 5 << 20).unwrap();
-    let path = store.path(&key).expect("a rendered key is a valid store path");
+    let path = store
+        .path(&key)
+        .expect("a rendered key is a valid store path");
     let full = path.as_ref();
     assert!(full.starts_with(&format!("{PREFIX}/")), "{full:?}");
     assert_eq!(path.parts().count(), 2 + segments.len(), "{full:?}");
