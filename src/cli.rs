@@ -176,6 +176,17 @@ pub struct ProviderArgs {
     /// A download that sends nothing for this long is abandoned (and retried).
     #[arg(long, env = "CALLVAULT_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub stall_timeout: Duration,
+    /// A host download links may point at besides the API's (repeatable; `*.example.com`
+    /// for any name below example.com).
+    #[arg(long, env = "CALLVAULT_DOWNLOAD_HOSTS", value_delimiter = ',')]
+    pub download_host: Vec<String>,
+    /// A network (CIDR) downloads may reach although it is loopback, private or link-local
+    /// (repeatable); cloud-metadata addresses only when named exactly (`/32`).
+    #[arg(long, env = "CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", value_delimiter = ',')]
+    pub allow_download_network: Vec<String>,
+    /// Fetch recordings through this proxy (proxy environment variables are ignored).
+    #[arg(long, env = "CALLVAULT_DOWNLOAD_PROXY")]
+    pub download_proxy: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -231,6 +231,10 @@ async fn status(ledger_url: &str, args: &StatusArgs) -> anyhow::Result<u8> {
             "not archived, deleted by the provider within 14 days: {}",
             report.at_risk_within_14_days
         );
+        println!(
+            "archived, flagged (duration disagrees with billsec): {}",
+            report.media_flagged
+        );
         match &report.last_run {
             Some(run) => println!(
                 "last run: {} {} (exit {}), started {}",

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use futures::StreamExt;
 
-use super::checks::checked_body;
+use super::checks::{MediaInfo, checked_body};
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
 use crate::domain::{ArchivedObject, Claim};
@@ -103,9 +103,17 @@ pub(super) async fn process(
         let total_attempts = claim.previous_attempts + i64::from(attempt_no);
         // Every outcome but a passing failure settles the record and returns.
         let (code, message) = match result {
-            Ok(object) => {
+            Ok((object, media)) => {
                 let bytes = object.size;
                 tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, "archived");
+                let note = media.and_then(|m| m.disagreement(record.billsec));
+                if let Some(note) = &note {
+                    tracing::warn!(uuid, note, "archived, but flagged");
+                }
+                let duration = media.and_then(|m| m.duration);
+                deps.ledger
+                    .note_media(uuid, run_id, duration, note.as_deref())
+                    .await?;
                 let end = AttemptEnd {
                     id,
                     outcome: "archived",
@@ -117,7 +125,10 @@ pub(super) async fn process(
                     .settle(
                         &Settlement::Archived(&object),
                         Some(&end),
-                        RecordOutcome::Archived { bytes },
+                        RecordOutcome::Archived {
+                            bytes,
+                            flagged: note.is_some(),
+                        },
                     )
                     .await;
             }
@@ -291,7 +302,7 @@ async fn attempt(
     run_id: &str,
     claim: &Claim,
     key: &str,
-) -> Result<ArchivedObject, Failure> {
+) -> Result<(ArchivedObject, Option<MediaInfo>), Failure> {
     let record = &claim.record;
     let abort = &opts.shutdown.abort;
     let link = tokio::select! {
@@ -311,18 +322,13 @@ async fn attempt(
     };
     let expected = download.content_length;
     let progress = opts.progress.clone();
-    let body = checked_body(download.body, expected).inspect(move |chunk| {
+    let (body, media) = checked_body(download.body, expected, &record.record_file);
+    let body = body.inspect(move |chunk| {
         if let Ok(bytes) = chunk {
             progress.bytes(bytes.len() as u64);
         }
     });
     let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
-    if uploaded.size == 0 {
-        return Err(Failure::Transient {
-            code: "download_empty".into(),
-            message: "the download had no bytes".into(),
-        });
-    }
     if let Some(n) = expected.filter(|n| *n != uploaded.size) {
         return Err(Failure::Transient {
             code: "download_truncated".into(),
@@ -365,5 +371,5 @@ async fn attempt(
                 message: e.to_string(),
             })?;
     }
-    Ok(object)
+    Ok((object, media.get()))
 }

@@ -4,6 +4,7 @@
 mod audit;
 mod claims;
 mod manifests;
+mod media;
 mod records;
 mod runs;
 
@@ -22,6 +23,7 @@ use crate::timefmt::from_ledger;
 pub use audit::{FailedRecord, RetryOutcome, RetrySelection};
 pub use claims::{AttemptEnd, Settlement, Slice};
 pub use manifests::{ArchivedEntry, ChainClaim, ManifestClaim, ManifestLink, ManifestRow};
+pub use media::MediaNote;
 pub use records::{ImportOutcome, LedgerRow};
 pub use runs::{LastRun, RunRecord, StatusReport};
 

@@ -138,6 +138,18 @@ pub fn expected_sha256(filename: &str, size: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// The length of the header a recording of this name starts with (0 when it has none).
+pub(super) fn header_len(filename: &str) -> u64 {
+    let lower = filename.to_ascii_lowercase();
+    if lower.ends_with(".wav") {
+        WAV_HEADER_LEN as u64
+    } else if lower.ends_with(".mp3") {
+        MP3_HEADER.len() as u64
+    } else {
+        0
+    }
+}
+
 /// `Content-Type` the provider's storage would send for this file name.
 pub fn content_type(filename: &str) -> &'static str {
     let lower = filename.to_ascii_lowercase();

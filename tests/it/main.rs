@@ -11,5 +11,7 @@ mod faults;
 mod leases;
 mod ledger;
 mod manifests;
+mod media;
+mod security;
 mod serve;
 mod world;
