@@ -12,6 +12,8 @@ pub enum RecordOutcome {
         bytes: u64,
         /// Its duration disagrees with the call's billed seconds (noted in the ledger).
         flagged: bool,
+        /// Times the download broke and was resumed from its last byte.
+        resumes: u32,
     },
     /// Passing failures; back to pending for a later run.
     RetryLater,
@@ -45,6 +47,8 @@ pub struct RunReport {
     pub bytes: u64,
     /// Archived recordings whose duration disagrees with the call's billed seconds.
     pub media_flagged: u64,
+    /// Downloads that broke and were resumed from their last byte (not restarted).
+    pub resumed_downloads: u64,
     pub duration_seconds: f64,
     pub throughput_mib_per_second: f64,
     pub records_per_second: f64,
@@ -65,7 +69,12 @@ pub struct RunReport {
 impl RunReport {
     pub fn add(&mut self, outcome: RecordOutcome) {
         match outcome {
-            RecordOutcome::Archived { bytes, flagged } => {
+            RecordOutcome::Archived {
+                bytes,
+                flagged,
+                resumes,
+            } => {
+                self.resumed_downloads += u64::from(resumes);
                 self.archived += 1;
                 self.bytes += bytes;
                 self.media_flagged += u64::from(flagged);
@@ -130,6 +139,12 @@ impl RunReport {
         }
         if let Some(why) = &self.manifest_error {
             out.push_str(&format!("no manifest written: {why}\n"));
+        }
+        if self.resumed_downloads > 0 {
+            out.push_str(&format!(
+                "{} broken download(s) resumed from their last byte\n",
+                self.resumed_downloads
+            ));
         }
         if self.media_flagged > 0 {
             out.push_str(&format!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 
 use super::RecordingLink;
 use super::error::describe_transport;
@@ -36,6 +36,9 @@ pub enum DownloadError {
     Timeout(String),
     #[error("the download failed: {0}")]
     Network(String),
+    /// A resumed download's server did not answer with the asked byte range.
+    #[error("the download server did not honour the byte range")]
+    RangeIgnored,
     /// The bytes are not plausibly audio of the file's format (empty, a header alone,
     /// something else). Passing: the provider may serve the real file next time; the usual
     /// retry limits end it as failed.
@@ -66,6 +69,7 @@ impl DownloadError {
             Self::Truncated { .. } => "download_truncated".into(),
             Self::Timeout(_) => "download_timeout".into(),
             Self::Network(_) => "download_network".into(),
+            Self::RangeIgnored => "download_range_ignored".into(),
             Self::Refused(_) => "url_refused".into(),
             Self::NotAudio(_) => "not_audio".into(),
         }
@@ -141,18 +145,46 @@ impl Downloader {
 
     /// Requests the recording and checks the answer's status and headers.
     pub async fn open(&self, link: &RecordingLink) -> Result<Download, DownloadError> {
+        self.fetch(link, 0).await
+    }
+
+    /// Requests the recording from byte `offset` on (`Range: bytes=offset-`), to resume a
+    /// broken download. The answer must be a 206 whose range starts at `offset`; a server
+    /// that sends the whole file instead gives `RangeIgnored`.
+    pub async fn open_from(
+        &self,
+        link: &RecordingLink,
+        offset: u64,
+    ) -> Result<Download, DownloadError> {
+        self.fetch(link, offset).await
+    }
+
+    async fn fetch(&self, link: &RecordingLink, offset: u64) -> Result<Download, DownloadError> {
         self.policy
             .check_url(&link.url.0)
             .map_err(|Refusal(why)| DownloadError::Refused(why))?;
-        let response = self
-            .http
-            .get(link.url.0.clone())
+        let mut request = self.http.get(link.url.0.clone());
+        if offset > 0 {
+            request = request.header(RANGE, format!("bytes={offset}-"));
+        }
+        let response = request
             .send()
             .await
             .map_err(DownloadError::from_transport)?;
         let status = response.status();
         match status {
+            StatusCode::OK if offset > 0 => return Err(DownloadError::RangeIgnored),
             StatusCode::OK => {}
+            StatusCode::PARTIAL_CONTENT if offset > 0 => {
+                let start = response
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(range_start);
+                if start != Some(offset) {
+                    return Err(DownloadError::RangeIgnored);
+                }
+            }
             StatusCode::NOT_FOUND | StatusCode::GONE => {
                 return Err(DownloadError::Gone {
                     status: status.as_u16(),
@@ -241,6 +273,18 @@ fn is_text(bytes: &[u8]) -> bool {
         Err(_) => return false,
     };
     text.chars().all(|c| !c.is_control() || c.is_whitespace())
+}
+
+/// The first byte of a `Content-Range: bytes START-END/TOTAL` answer.
+fn range_start(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -86,6 +86,9 @@ pub(super) async fn download(
         Some(DownloadFault::Stall(pause)) => plan.stall = Some(pause),
         Some(DownloadFault::Truncate(n)) => plan.stop_after = Some(n),
         Some(DownloadFault::ResetMidBody(n)) => (plan.stop_after, plan.reset) = (Some(n), true),
+        Some(DownloadFault::StallAfter(n, pause)) => {
+            (plan.stop_after, plan.silence) = (Some(n), Some(pause));
+        }
         Some(DownloadFault::RedirectTo(base)) => {
             let target = format!(
                 "{}/{}",

@@ -45,6 +45,8 @@ pub enum DownloadFault {
     /// Like `Truncate`, but the body stream fails with a connection-reset error after this
     /// many bytes.
     ResetMidBody(u64),
+    /// After this many bytes the body goes silent for this long (a stall mid-body).
+    StallAfter(u64, Duration),
     /// HTTP 302 to the same path and query under this base URL (`http://host:port/`).
     RedirectTo(String),
     /// HTTP 200 with an empty body.

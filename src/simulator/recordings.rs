@@ -171,6 +171,8 @@ pub(super) struct Plan {
     pub stop_after: Option<u64>,
     /// With `stop_after`: fail the stream (connection reset) instead of ending it.
     pub reset: bool,
+    /// With `stop_after`: go silent this long at the cut (a stall mid-body), then end.
+    pub silence: Option<Duration>,
 }
 
 /// How long a cut-short body waits before closing, so hyper flushes what was sent first.
@@ -212,7 +214,7 @@ pub(super) fn body_stream(
                 return Some((Ok(buf.freeze()), cur));
             }
             cur.plan.stop_after.take()?;
-            tokio::time::sleep(LINGER).await;
+            tokio::time::sleep(cur.plan.silence.take().unwrap_or(LINGER)).await;
             if !cur.plan.reset {
                 return None;
             }

@@ -12,6 +12,7 @@ mod leases;
 mod ledger;
 mod manifests;
 mod media;
+mod resume;
 mod security;
 mod serve;
 mod world;
