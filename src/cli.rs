@@ -409,15 +409,7 @@ mod tests {
         assert!(!sidecars(&["--no-sidecar", "--sidecar"]));
     }
 
-    fn with_file(file: &str, args: &[&str]) -> Result<Cli, String> {
-        use clap::{CommandFactory, FromArgMatches};
-        let settings = crate::config_file::FileSettings::parse(file).map_err(|e| e.0)?;
-        let cmd = settings.apply(Cli::command()).map_err(|e| e.0)?;
-        let matches = cmd
-            .try_get_matches_from(args.iter().copied())
-            .map_err(|e| e.to_string())?;
-        Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
-    }
+    use crate::config_file::tests::parse_with as with_file;
 
     #[test]
     fn the_layout_may_come_from_a_file_but_retrys_choice_may_not() {

@@ -245,11 +245,7 @@ async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() 
 
     const SECRET: &str = "cb-secret-canary-7f3a9c21e5";
     let world = World::new().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::serve::free_port();
     let args = [
         "serve",
         "--listen",
@@ -268,14 +264,7 @@ async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let up = crate::cli::wait_for(Duration::from_secs(20), async || {
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    assert!(up, "serve became ready");
+    let base = crate::serve::wait_ready(port).await;
 
     // Good callbacks by path and by query, a wrong secret, a body that is not a record.
     let client = reqwest::Client::new();
