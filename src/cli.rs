@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -120,6 +120,13 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the built-in provider simulator (for trying callvault by hand).
     Simulator(SimulatorArgs),
+    /// Read archived objects back and compare them with the ledger, or (--manifests) check
+    /// the manifest chain.
+    Verify(VerifyArgs),
+    /// List failed and expired records with their last error and attempt count.
+    Failures(FailuresArgs),
+    /// Put chosen failed records back to pending.
+    Retry(RetryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +179,17 @@ pub struct ProviderArgs {
     /// A download that sends nothing for this long is abandoned (and retried).
     #[arg(long, env = "CALLVAULT_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub stall_timeout: Duration,
+    /// A host download links may point at besides the API's (repeatable; `*.example.com`
+    /// for any name below example.com).
+    #[arg(long, env = "CALLVAULT_DOWNLOAD_HOSTS", value_delimiter = ',')]
+    pub download_host: Vec<String>,
+    /// A network (CIDR) downloads may reach although it is loopback, private or link-local
+    /// (repeatable); cloud-metadata addresses only when named exactly (`/32`).
+    #[arg(long, env = "CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", value_delimiter = ',')]
+    pub allow_download_network: Vec<String>,
+    /// Fetch recordings through this proxy (proxy environment variables are ignored).
+    #[arg(long, env = "CALLVAULT_DOWNLOAD_PROXY")]
+    pub download_proxy: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +253,8 @@ pub struct RunArgs {
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
 }
 
 #[derive(Debug, Args)]
@@ -283,4 +303,143 @@ pub struct SimulatorArgs {
         hide_env_values = true
     )]
     pub accesskey: String,
+}
+
+/// The self-describing archive: sidecars beside recordings, manifests under a prefix.
+#[derive(Debug, Args)]
+pub struct LayoutArgs {
+    /// Write a JSON sidecar `<key>.json` (the call record and the archive facts) beside each
+    /// recording (`--sidecar false` or `--no-sidecar` to switch off).
+    #[arg(long, env = "CALLVAULT_SIDECAR", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub sidecar: bool,
+    /// No sidecars (wins over `--sidecar` and CALLVAULT_SIDECAR).
+    #[arg(long)]
+    pub no_sidecar: bool,
+    /// Where the manifest chain goes, below the store's prefix.
+    #[arg(long, env = "CALLVAULT_MANIFESTS_PREFIX", default_value = crate::store::DEFAULT_MANIFESTS_PREFIX)]
+    pub manifests_prefix: String,
+}
+
+impl LayoutArgs {
+    pub fn sidecars(&self) -> bool {
+        self.sidecar && !self.no_sidecar
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The store to read back (as for `run`; credentials from the AWS_* variables).
+    #[arg(long, env = "CALLVAULT_STORE")]
+    pub store: Option<String>,
+    /// Where the manifest chain is, below the store's prefix.
+    #[arg(long, env = "CALLVAULT_MANIFESTS_PREFIX", default_value = crate::store::DEFAULT_MANIFESTS_PREFIX)]
+    pub manifests_prefix: String,
+    /// Only calls that started at or after this: a date (`2026-11-01`, in the provider's
+    /// zone) or a time.
+    #[arg(long, env = "CALLVAULT_VERIFY_SINCE")]
+    pub since: Option<String>,
+    /// Only calls that started before this.
+    #[arg(long, env = "CALLVAULT_VERIFY_UNTIL")]
+    pub until: Option<String>,
+    /// Only this company's calls.
+    #[arg(long, env = "CALLVAULT_VERIFY_COMPANY")]
+    pub company: Option<String>,
+    /// Read back only N records, or P% of them (`5%`), picked at random.
+    #[arg(long, env = "CALLVAULT_VERIFY_SAMPLE")]
+    pub sample: Option<String>,
+    /// Check the manifest chain (from the bucket, then against the ledger) instead of
+    /// reading the objects back.
+    #[arg(long, env = "CALLVAULT_VERIFY_MANIFESTS")]
+    pub manifests: bool,
+    /// Objects read at once.
+    #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FailuresArgs {
+    /// Only records whose last error has this code.
+    #[arg(long, env = "CALLVAULT_FAILURES_ERROR_CODE")]
+    pub error_code: Option<String>,
+    /// JSON lines on standard output, one record a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Which records are chosen is a decision made each time: no environment variables here.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("which").required(true).args(["uuid", "retry_error_code", "all"])))]
+pub struct RetryArgs {
+    /// These records (repeat the flag, or separate with commas).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub uuid: Vec<String>,
+    /// Every failed record whose last error has this code.
+    #[arg(long = "error-code", id = "retry_error_code")]
+    pub error_code: Option<String>,
+    /// Every failed record.
+    #[arg(long)]
+    pub all: bool,
+    /// Expired records too (the provider may no longer have their files).
+    #[arg(long)]
+    pub include_expired: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sidecars(args: &[&str]) -> bool {
+        let cli = Cli::try_parse_from([&["callvault", "run"], args].concat()).unwrap();
+        match cli.command {
+            Command::Run(run) => run.layout.sidecars(),
+            _ => unreachable!(),
+        }
+    }
+
+    /// (CALLVAULT_SIDECAR is exercised through the binary, in the integration tests.)
+    #[test]
+    fn sidecars_are_on_unless_switched_off() {
+        assert!(sidecars(&[]));
+        assert!(sidecars(&["--sidecar"]));
+        assert!(sidecars(&["--sidecar", "yes"]));
+        assert!(!sidecars(&["--no-sidecar"]));
+        assert!(!sidecars(&["--sidecar", "false"]));
+        assert!(!sidecars(&["--no-sidecar", "--sidecar"]));
+    }
+
+    use crate::config_file::tests::parse_with as with_file;
+
+    #[test]
+    fn the_layout_may_come_from_a_file_but_retrys_choice_may_not() {
+        let cli = with_file(
+            "sidecar = false\nmanifests-prefix = \"audit\"",
+            &["callvault", "run"],
+        )
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            unreachable!()
+        };
+        assert!(!run.layout.sidecars());
+        assert_eq!(run.layout.manifests_prefix, "audit");
+        for choice in ["all = true", "uuid = [\"a\"]", "retry-error-code = \"x\""] {
+            assert!(
+                with_file(choice, &["callvault", "retry"]).is_err(),
+                "{choice}"
+            );
+        }
+        assert!(
+            with_file("", &["callvault", "retry"]).is_err(),
+            "a choice is required"
+        );
+        let cli = with_file("", &["callvault", "retry", "--error-code", "x"]).unwrap();
+        let Command::Retry(retry) = cli.command else {
+            unreachable!()
+        };
+        assert_eq!(retry.error_code.as_deref(), Some("x"));
+    }
 }

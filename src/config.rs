@@ -9,9 +9,11 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::archive::{Deps, RetryPolicy, RunOptions, Shutdown};
-use crate::cli::{ProviderArgs, RunArgs};
+use crate::cli::{LayoutArgs, ProviderArgs, RunArgs};
 use crate::ledger::{Ledger, Slice};
-use crate::provider::{Downloader, ProviderClient, ProviderConfig};
+use crate::provider::{
+    DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
+};
 use crate::store::{KeyTemplate, S3Options, Store};
 
 /// A setting is missing or wrong: the user must fix the configuration (exit code 2).
@@ -67,6 +69,32 @@ pub fn provider_config(
     })
 }
 
+/// The download policy (API host plus allowed hosts, allowed networks) and proxy.
+pub fn downloader_settings(
+    args: &ProviderArgs,
+    api_url: &Url,
+) -> Result<DownloaderSettings, ConfigError> {
+    let policy = DownloadPolicy::new(api_url, &args.download_host, &args.allow_download_network)
+        .map_err(ConfigError)?;
+    let proxy = args
+        .download_proxy
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            Url::parse(p.trim())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| ConfigError("CALLVAULT_DOWNLOAD_PROXY is not an http(s) URL".into()))
+        })
+        .transpose()?;
+    Ok(DownloaderSettings {
+        connect_timeout: CONNECT_TIMEOUT,
+        stall_timeout: args.stall_timeout,
+        policy,
+        proxy,
+    })
+}
+
 /// The standard `AWS_*` variables, as object_store's S3 settings. Read here, at the edge.
 pub fn s3_options_from_env() -> S3Options {
     s3_options(&[])
@@ -107,6 +135,21 @@ pub fn slice(args: &RunArgs, tz: FixedOffset) -> Result<Slice, ConfigError> {
     Ok(slice)
 }
 
+/// Opens the store named by `--store`/`CALLVAULT_STORE`, laid out as `layout` says.
+pub fn open_store(
+    url: Option<&str>,
+    layout: &LayoutArgs,
+    part_size: usize,
+    s3: &S3Options,
+) -> Result<Store, ConfigError> {
+    let url =
+        url.ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
+    Store::open(url, s3, part_size)
+        .and_then(|store| store.with_manifests_prefix(&layout.manifests_prefix))
+        .map(|store| store.with_sidecars(layout.sidecars()))
+        .map_err(|e| ConfigError(e.to_string()))
+}
+
 /// Opens everything a run talks to.
 pub async fn build_deps(
     ledger_url: &str,
@@ -116,15 +159,15 @@ pub async fn build_deps(
     s3: &S3Options,
 ) -> Result<Deps, ConfigError> {
     let provider = provider_config(&args.provider, tz)?;
-    let store_url = args
-        .store
-        .as_deref()
-        .ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
-    let store = Store::open(store_url, s3, usize::from(args.part_size_mib) * 1024 * 1024)
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let store = open_store(
+        args.store.as_deref(),
+        &args.layout,
+        usize::from(args.part_size_mib) * 1024 * 1024,
+        s3,
+    )?;
     let keys =
         KeyTemplate::parse(&args.key_template, tz).map_err(|e| ConfigError(e.to_string()))?;
-    let downloader = Downloader::new(CONNECT_TIMEOUT, args.provider.stall_timeout)
+    let downloader = Downloader::new(downloader_settings(&args.provider, &provider.api_url)?)
         .map_err(|e| ConfigError(e.to_string()))?;
     let provider = Arc::new(ProviderClient::new(provider).map_err(|e| ConfigError(e.to_string()))?);
     let ledger = Ledger::open_with(ledger_url, ledger_busy_timeout)
@@ -170,6 +213,8 @@ pub fn run_options(
             "lease": humantime::format_duration(args.lease).to_string(),
             "key_template": args.key_template,
             "store": store_description,
+            "sidecar": args.layout.sidecars(),
+            "manifests_prefix": args.layout.manifests_prefix,
             "company": args.company,
             "since": args.since,
             "until": args.until,

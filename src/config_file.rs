@@ -29,7 +29,16 @@ pub struct FileSettings {
 }
 
 /// Arguments that make no sense in a file.
-const NOT_IN_FILE: &[&str] = &["config", "help", "version"];
+const NOT_IN_FILE: &[&str] = &[
+    "config",
+    "help",
+    "version",
+    // `retry`'s choice of records is made on the command line each time.
+    "uuid",
+    "retry_error_code",
+    "all",
+    "include_expired",
+];
 
 /// The `--config` path of this command line, else `CALLVAULT_CONFIG`.
 pub fn config_path(args: &[OsString]) -> Option<PathBuf> {
@@ -162,12 +171,13 @@ fn scalar(key: &str, value: toml::Value) -> Result<String, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::{CommandFactory, FromArgMatches};
 
-    fn parse_with(file: &str, args: &[&str]) -> Result<Cli, String> {
+    /// Parses `args` with `file` as the configuration file (for tests here and in `cli`).
+    pub(crate) fn parse_with(file: &str, args: &[&str]) -> Result<Cli, String> {
         let settings = FileSettings::parse(file).map_err(|e| e.0)?;
         let cmd = settings.apply(Cli::command()).map_err(|e| e.0)?;
         let matches = cmd

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod archive;
+pub mod audit;
 pub mod callback;
 pub mod cli;
 pub mod config;

@@ -2,6 +2,7 @@
 //! exit code (0 all done, 1 something left or failed, 2 usage or configuration, 3 the
 //! provider refused the credentials).
 
+mod audit;
 mod demo;
 mod import;
 mod progress;
@@ -103,6 +104,30 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
                 .await
                 .context("running the simulator")?;
             Ok(EXIT_OK)
+        }
+        Command::Verify(ref args) => {
+            let s3 = s3_options(&cli.file_aws);
+            audit::verify(
+                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
+                args,
+                tz,
+                &s3,
+            )
+            .await
+        }
+        Command::Failures(args) => {
+            audit::failures(
+                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
+                &args,
+            )
+            .await
+        }
+        Command::Retry(args) => {
+            audit::retry(
+                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
+                &args,
+            )
+            .await
         }
     }
 }
@@ -230,6 +255,10 @@ async fn status(ledger_url: &str, busy_timeout: Duration, args: &StatusArgs) -> 
         println!(
             "not archived, deleted by the provider within 14 days: {}",
             report.at_risk_within_14_days
+        );
+        println!(
+            "archived, flagged (duration disagrees with billsec): {}",
+            report.media_flagged
         );
         match &report.last_run {
             Some(run) => println!(

@@ -6,6 +6,7 @@ mod checks;
 mod progress;
 mod record;
 mod report;
+mod resume;
 mod retry;
 
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::write_manifests;
 use crate::ledger::{Ledger, LedgerError, RunRecord, Slice};
 use crate::provider::{Downloader, ProviderClient, ProviderError};
 use crate::store::{KeyTemplate, Store, StoreError};
 
+pub use checks::{MediaInfo, Probe as MediaProbe};
 pub use progress::{Progress, ProgressSink};
 pub use report::{PlannedRecord, RecordOutcome, RunReport};
 pub use retry::RetryPolicy;
@@ -107,14 +110,15 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// 0 all archived or nothing to do; 1 some left or failed; 2 the store refuses us or has
-    /// no such bucket (configuration); 3 the provider refused the credentials.
+    /// 0 all archived or nothing to do; 1 some left or failed, or no manifest written; 2 the
+    /// store refuses us or has no such bucket (configuration); 3 the provider refused the
+    /// credentials.
     pub fn exit_code(&self) -> i32 {
         match &self.error {
             Some(RunError::CredentialsRefused(_)) => 3,
             Some(RunError::Store(StoreError::Config(_) | StoreError::Refused { .. })) => 2,
             Some(_) => 1,
-            None if self.report.not_archived() > 0 => 1,
+            None if self.report.not_archived() > 0 || self.report.manifest_error.is_some() => 1,
             None => 0,
         }
     }
@@ -167,6 +171,24 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         Ok(()) => work(deps, opts, &run_id, &mut report).await,
     };
     report.logins = deps.provider.logins() - logins_before;
+    if !matches!(error, Some(RunError::Store(_) | RunError::Ledger(_))) {
+        // Every archived record in no manifest yet, this run's and any killed run's.
+        match write_manifests(
+            &deps.ledger,
+            &deps.store,
+            &run_id,
+            opts.lease,
+            &opts.shutdown.abort,
+        )
+        .await
+        {
+            Ok(written) => report.manifests = written,
+            Err(e) => {
+                tracing::warn!(error = %e, "no manifest written; the next pass lists these records");
+                report.manifest_error = Some(e.to_string());
+            }
+        }
+    }
     if let Some(e) = &error {
         report.stopped = Some(e.to_string());
     } else if opts.shutdown.stop_claiming.is_cancelled() {

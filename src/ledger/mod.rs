@@ -1,7 +1,10 @@
 //! The ledger: what callvault knows about every call record, attempt and run. SQLite today
 //! (WAL, busy timeout, migrations on open); the SQL stays portable for a PostgreSQL ledger.
 
+mod audit;
 mod claims;
+mod manifests;
+mod media;
 mod records;
 mod runs;
 
@@ -17,7 +20,10 @@ use sqlx::sqlite::{
 use crate::domain::{CallRecord, CallUuid};
 use crate::timefmt::from_ledger;
 
+pub use audit::{FailedRecord, RetryOutcome, RetrySelection};
 pub use claims::{AttemptEnd, Settlement, Slice};
+pub use manifests::{ArchivedEntry, ChainClaim, ManifestClaim, ManifestLink, ManifestRow};
+pub use media::MediaNote;
 pub use records::{ImportOutcome, LedgerRow};
 pub use runs::{LastRun, RunRecord, StatusReport};
 

@@ -35,6 +35,10 @@ pub struct LedgerRow {
     pub archived_at: Option<DateTime<Utc>>,
     pub last_error_code: Option<String>,
     pub last_error: Option<String>,
+    /// The manifest that lists this record, once one does.
+    pub manifest_seq: Option<i64>,
+    /// What `verify` last found (`ok`, `missing`, `changed`, `unreadable`).
+    pub last_verify_result: Option<String>,
 }
 
 impl Ledger {
@@ -107,7 +111,7 @@ impl Ledger {
         let row = sqlx::query(
             "SELECT uuid, company_code, record_file, call_start, billsec, raw_json, state, attempts, next_attempt_at,
                     lease_owner, object_key, size_bytes, sha256, content_type, etag, archived_at,
-                    last_error_code, last_error
+                    last_error_code, last_error, manifest_seq, last_verify_result
              FROM calls WHERE uuid = $1",
         )
         .bind(uuid)
@@ -135,6 +139,8 @@ impl Ledger {
             archived_at: time("archived_at"),
             last_error_code: row.get("last_error_code"),
             last_error: row.get("last_error"),
+            manifest_seq: row.get("manifest_seq"),
+            last_verify_result: row.get("last_verify_result"),
         }))
     }
 

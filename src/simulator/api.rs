@@ -181,9 +181,15 @@ fn recode_file(
     }
     let ttl = i64::try_from(shared.config.link_ttl.as_secs()).unwrap_or(i64::MAX / 2);
     let expires = reqtime.timestamp().saturating_add(ttl);
+    let base = state
+        .faults
+        .knobs()
+        .link_base
+        .clone()
+        .unwrap_or_else(|| shared.base_url.clone());
     let downurl = format!(
-        "{}recordings/{}?expires={expires}&sig={}",
-        shared.base_url,
+        "{}/recordings/{}?expires={expires}&sig={}",
+        base.trim_end_matches('/'),
         percent_encode(filename),
         sign(&shared.secret, filename, expires)
     );

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Shared;
 use super::faults::DownloadFault;
-use super::recordings::{Content, Plan, body_stream, content_type};
+use super::recordings::{Content, Plan, body_stream, content_type, header_len};
 
 /// Hex SHA-256 over (secret, filename, expires), the signature of a download link.
 pub(super) fn sign(secret: &[u8], filename: &str, expires: i64) -> String {
@@ -36,6 +36,7 @@ pub(super) async fn download(
     State(shared): State<Arc<Shared>>,
     Path(filename): Path<String>,
     Query(link): Query<LinkQuery>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let now = chrono::Utc::now().timestamp();
@@ -48,7 +49,8 @@ pub(super) async fn download(
         }
         _ => false,
     };
-    let (size, fault) = {
+    let wants_range = headers.contains_key(header::RANGE);
+    let (size, fault, ignore_ranges) = {
         let mut state = shared.lock();
         state.stats.downloads += 1;
         if !signed {
@@ -57,11 +59,16 @@ pub(super) async fn download(
         let Some(size) = state.recordings.get(&filename).copied() else {
             return error_page(StatusCode::NOT_FOUND, "404 Not Found");
         };
-        (size, state.faults.take_download(&filename))
+        let ignore_ranges = state.faults.knobs().ignore_ranges;
+        if wants_range && !ignore_ranges {
+            state.stats.ranged_downloads += 1;
+        }
+        (size, state.faults.take_download(&filename), ignore_ranges)
     };
     tracing::debug!(%filename, size, ?fault, "simulator download");
 
     let mut plan = Plan::default();
+    let mut size = size;
     match fault {
         Some(DownloadFault::Http500) => {
             return error_page(
@@ -79,13 +86,37 @@ pub(super) async fn download(
         Some(DownloadFault::Stall(pause)) => plan.stall = Some(pause),
         Some(DownloadFault::Truncate(n)) => plan.stop_after = Some(n),
         Some(DownloadFault::ResetMidBody(n)) => (plan.stop_after, plan.reset) = (Some(n), true),
+        Some(DownloadFault::StallAfter(n, pause)) => {
+            (plan.stop_after, plan.silence) = (Some(n), Some(pause));
+        }
+        Some(DownloadFault::RedirectTo(base)) => {
+            let target = format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                uri.path_and_query()
+                    .map_or("", |p| p.as_str())
+                    .trim_start_matches('/')
+            );
+            return (StatusCode::FOUND, [(header::LOCATION, target)]).into_response();
+        }
+        Some(DownloadFault::ZeroLength) => size = 0,
+        Some(DownloadFault::HeaderOnly) => size = header_len(&filename).min(size),
         None => {}
     }
 
     let content = Content::new(&filename, size);
     let ctype = content_type(&filename);
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    match range.map_or(Ranged::Full, |r| parse_range(r, size)) {
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !ignore_ranges);
+    let ranged = range.map_or(Ranged::Full, |r| parse_range(r, size));
+    shared.lock().stats.bytes_announced += match &ranged {
+        Ranged::Full => size,
+        Ranged::Partial(r) => r.end - r.start,
+        Ranged::Unsatisfiable => 0,
+    };
+    match ranged {
         Ranged::Full => {
             let body = Body::from_stream(body_stream(content, 0..size, plan));
             let hdrs = [

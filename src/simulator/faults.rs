@@ -26,10 +26,15 @@ pub struct Faults {
     pub refuse_logins: bool,
     /// Sleep this long before answering any API request.
     pub api_delay: Option<Duration>,
+    /// The download endpoint ignores `Range` and always sends the whole file (200).
+    pub ignore_ranges: bool,
+    /// Hand out download links under this base URL (`http://host:port/`) instead of the
+    /// simulator's own, as a provider pointing at another host would.
+    pub link_base: Option<String>,
 }
 
 /// A one-shot misbehaviour of the download endpoint, queued per filename.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DownloadFault {
     /// HTTP 500 with an HTML error page.
     Http500,
@@ -45,6 +50,15 @@ pub enum DownloadFault {
     /// Like `Truncate`, but the body stream fails with a connection-reset error after this
     /// many bytes.
     ResetMidBody(u64),
+    /// After this many bytes the body goes silent for this long (a stall mid-body).
+    StallAfter(u64, Duration),
+    /// HTTP 302 to the same path and query under this base URL (`http://host:port/`).
+    RedirectTo(String),
+    /// HTTP 200 with an empty body.
+    ZeroLength,
+    /// HTTP 200 with the file's header alone (a 44-byte WAV with no samples, an ID3 tag and
+    /// frame header with no frame), a complete response that is not audio.
+    HeaderOnly,
 }
 
 /// The periodic faults that fire on one `GetRecodeFile` request.

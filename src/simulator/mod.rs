@@ -68,6 +68,10 @@ pub struct SimStats {
     /// Times live tokens were invalidated (fault knobs or `invalidate_all_tokens`); clearing
     /// when no token is live does not count.
     pub invalidations: u64,
+    /// Downloads asked for (and given) a byte range.
+    pub ranged_downloads: u64,
+    /// Body bytes the download endpoint announced (Content-Length), over all downloads.
+    pub bytes_announced: u64,
 }
 
 /// State shared by the handle and the request handlers.
@@ -304,14 +308,15 @@ pub async fn serve_forever(
     } = samples;
     let sim = Simulator::start(bind, config).await?;
     sim.set_faults(|f| *f = faults);
-    let callbacks = sim.sample_callbacks(recordings, chrono::Utc::now());
+    let mut callbacks = sim.sample_callbacks(recordings, chrono::Utc::now());
     if let Some(size) = recording_size {
-        for name in callbacks
-            .iter()
-            .filter_map(|c| c["recordfilename"].as_str())
-            .filter(|n| !n.is_empty())
-        {
-            sim.add_recording(name, size);
+        for callback in &mut callbacks {
+            let name = callback["recordfilename"].as_str().unwrap_or("").to_owned();
+            if !name.is_empty() {
+                sim.add_recording(&name, size);
+                // The billed seconds follow the recording's length, as the provider's do.
+                callback["billsec"] = callbacks::billsec_for(&name, size).into();
+            }
         }
     }
     if let Some(path) = &callbacks_out {

@@ -2,7 +2,9 @@
 //! Speaks in keys relative to the configured prefix; uploads stream with hashing.
 
 mod key;
+mod read;
 mod s3meta;
+mod sidecar;
 mod upload;
 
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
+pub use read::{Listed, ObjectDigest};
+pub use sidecar::{DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar};
 pub use upload::{UploadError, UploadMeta, Uploaded};
 
 /// What went wrong with the store, by what the caller must do.
@@ -90,8 +94,8 @@ static STORE_RETRY: std::sync::LazyLock<object_store::RetryConfig> =
 enum MetadataSupport {
     /// As object attributes (S3 `x-amz-meta-*`, memory).
     Attributes,
-    /// In a `<key>.metadata.json` object beside the recording (local directories).
-    Sidecar,
+    /// In a `<key>.json` sidecar, or `<key>.metadata.json` without sidecars (local directories).
+    BesideObject,
 }
 
 /// The archive's object store.
@@ -104,6 +108,10 @@ pub struct Store {
     metadata: MetadataSupport,
     part_size: usize,
     description: String,
+    /// Write a `<key>.json` sidecar beside each recording.
+    sidecars: bool,
+    /// Below the prefix: where the manifest chain lives.
+    manifests: String,
 }
 
 /// Settings for S3 stores, from the standard `AWS_*` variables (`aws_access_key_id`,
@@ -190,13 +198,13 @@ impl Store {
                 let local = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| StoreError::Config(e.to_string()))?
                     .with_automatic_cleanup(true);
-                (Arc::new(local), None, None, MetadataSupport::Sidecar)
+                (Arc::new(local), None, None, MetadataSupport::BesideObject)
             }
             "memory" => (
                 Arc::new(InMemory::new()),
                 None,
                 prefix_of(parsed.path())?,
-                MetadataSupport::Sidecar,
+                MetadataSupport::BesideObject,
             ),
             other => {
                 return Err(StoreError::Config(format!(
@@ -211,6 +219,8 @@ impl Store {
             metadata,
             part_size: part_size.max(1),
             description: redact_url(&parsed),
+            sidecars: true,
+            manifests: DEFAULT_MANIFESTS_PREFIX.into(),
         })
     }
 

@@ -6,8 +6,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use object_store::{
-    Attribute, Attributes, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
-    WriteMultipart,
+    Attribute, Attributes, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
 };
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -36,9 +35,9 @@ pub struct Uploaded {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub enum UploadError<E = DownloadError> {
     #[error(transparent)]
-    Source(DownloadError),
+    Source(E),
     #[error(transparent)]
     Store(StoreError),
     #[error("cancelled by shutdown")]
@@ -49,17 +48,71 @@ pub enum UploadError {
 const PARTS_IN_FLIGHT: usize = 1;
 
 impl Store {
-    /// Streams `body` to `key`, hashing as it goes. Nothing is left behind on failure: a
-    /// multipart upload is aborted, a single PUT is never started.
+    /// Streams a recording to `key`, hashing as it goes. Nothing is left behind on failure:
+    /// a multipart upload is aborted, a single PUT is never started.
     pub async fn upload<S>(
         &self,
         key: &str,
-        mut body: S,
+        body: S,
         meta: &UploadMeta,
         cancel: &CancellationToken,
     ) -> Result<Uploaded, UploadError>
     where
         S: Stream<Item = Result<Bytes, DownloadError>> + Unpin + Send,
+    {
+        let mut uploaded = self
+            .put_streamed(key, body, |sha| self.attributes(meta, sha), cancel)
+            .await?;
+        if let Some(s3) = self.s3.as_ref().filter(|_| uploaded.multipart) {
+            let pairs = metadata_pairs(meta, Some(&uploaded.sha256));
+            let path = self.path(key).map_err(UploadError::Store)?;
+            let (etag, version) = s3
+                .replace_metadata(&path, meta.content_type.as_deref(), &pairs)
+                .await
+                .map_err(UploadError::Store)?;
+            uploaded.etag = etag.or(uploaded.etag);
+            uploaded.version = version.or(uploaded.version);
+        }
+        if self.metadata == MetadataSupport::BesideObject && !self.sidecars {
+            self.write_metadata_file(key, meta, &uploaded.sha256, uploaded.size)
+                .await
+                .map_err(UploadError::Store)?;
+        }
+        Ok(uploaded)
+    }
+
+    /// Streams any body (a manifest, say) to `key` with a content type, hashing as it goes.
+    pub async fn put_stream<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        content_type: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Uploaded, UploadError<E>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    {
+        let attributes = || {
+            let mut attrs = Attributes::new();
+            if self.metadata == MetadataSupport::Attributes {
+                attrs.insert(Attribute::ContentType, content_type.to_owned().into());
+            }
+            attrs
+        };
+        self.put_streamed(key, body, |_| attributes(), cancel).await
+    }
+
+    /// The streaming engine: one PUT when the body fits in a part, else a multipart upload.
+    /// `attributes` gets the SHA-256 when it is known before the object is written.
+    async fn put_streamed<S, E>(
+        &self,
+        key: &str,
+        mut body: S,
+        attributes: impl Fn(Option<&str>) -> Attributes,
+        cancel: &CancellationToken,
+    ) -> Result<Uploaded, UploadError<E>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
     {
         let path = self.path(key).map_err(UploadError::Store)?;
         let mut hasher = Sha256::new();
@@ -84,7 +137,7 @@ impl Store {
         if ended {
             let sha256 = hex::encode(hasher.finalize());
             let opts = PutOptions {
-                attributes: self.attributes(meta, Some(&sha256)),
+                attributes: attributes(Some(&sha256)),
                 ..Default::default()
             };
             let result = self
@@ -94,9 +147,6 @@ impl Store {
                 .map_err(|e| {
                     UploadError::Store(StoreError::classify(format!("uploading {key}"), e))
                 })?;
-            self.write_sidecar(key, meta, &sha256, size)
-                .await
-                .map_err(UploadError::Store)?;
             return Ok(Uploaded {
                 size,
                 sha256,
@@ -107,7 +157,7 @@ impl Store {
         }
 
         let opts = PutMultipartOptions {
-            attributes: self.attributes(meta, None),
+            attributes: attributes(None),
             ..Default::default()
         };
         let upload = self
@@ -158,25 +208,11 @@ impl Store {
                 e,
             ))
         })?;
-        let sha256 = hex::encode(hasher.finalize());
-        let (mut etag, mut version) = (result.e_tag, result.version);
-        if let Some(s3) = &self.s3 {
-            let pairs = metadata_pairs(meta, Some(&sha256));
-            let (new_etag, new_version) = s3
-                .replace_metadata(&path, meta.content_type.as_deref(), &pairs)
-                .await
-                .map_err(UploadError::Store)?;
-            etag = new_etag.or(etag);
-            version = new_version.or(version);
-        }
-        self.write_sidecar(key, meta, &sha256, size)
-            .await
-            .map_err(UploadError::Store)?;
         Ok(Uploaded {
             size,
-            sha256,
-            etag,
-            version,
+            sha256: hex::encode(hasher.finalize()),
+            etag: result.e_tag,
+            version: result.version,
             multipart: true,
         })
     }
@@ -192,35 +228,6 @@ impl Store {
             }
         }
         attrs
-    }
-
-    /// For stores without user metadata, `<key>.metadata.json` holds it.
-    async fn write_sidecar(
-        &self,
-        key: &str,
-        meta: &UploadMeta,
-        sha256: &str,
-        size: u64,
-    ) -> Result<(), StoreError> {
-        if self.metadata != MetadataSupport::Sidecar {
-            return Ok(());
-        }
-        let mut doc: serde_json::Map<String, serde_json::Value> =
-            metadata_pairs(meta, Some(sha256))
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.into()))
-                .collect();
-        doc.insert("size".into(), size.into());
-        if let Some(ct) = &meta.content_type {
-            doc.insert("content-type".into(), ct.clone().into());
-        }
-        let body = serde_json::to_vec_pretty(&doc).unwrap_or_default();
-        let path = self.path(&format!("{key}.metadata.json"))?;
-        self.inner
-            .put(&path, body.into())
-            .await
-            .map_err(|e| StoreError::classify(format!("writing the metadata of {key}"), e))?;
-        Ok(())
     }
 }
 
@@ -242,12 +249,12 @@ pub(crate) fn metadata_pairs(
     pairs
 }
 
-async fn next_chunk<S>(
+async fn next_chunk<S, E>(
     body: &mut S,
     cancel: &CancellationToken,
-) -> Result<Option<Bytes>, UploadError>
+) -> Result<Option<Bytes>, UploadError<E>>
 where
-    S: Stream<Item = Result<Bytes, DownloadError>> + Unpin,
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     tokio::select! {
         biased;

@@ -139,7 +139,14 @@ async fn hostile_records_cannot_put_a_key_outside_the_prefix() {
 
     assert_eq!(result.report.archived, 1);
     let keys = world.object_keys().await;
-    assert_eq!(keys, ["tenant-a/.._../2026/11/01/.._.._.._escape.wav"]);
+    assert_eq!(
+        keys,
+        [
+            "tenant-a/.._../2026/11/01/.._.._.._escape.wav",
+            "tenant-a/.._../2026/11/01/.._.._.._escape.wav.json",
+            "tenant-a/manifests/0000000001.jsonl"
+        ]
+    );
     assert!(world.s3.root.path().join(BUCKET).join("tenant-a").is_dir());
     // (s3s-fs keeps its own bookkeeping in `.bucket-*` files at its root.)
     let outside: Vec<_> = std::fs::read_dir(world.s3.root.path())

@@ -20,6 +20,7 @@ pub(crate) fn callvault(world: &World, args: &[&str]) -> Command {
         .env("CALLVAULT_ACCESSKEY", &world.sim.config().accesskey)
         .env("CALLVAULT_STORE", format!("s3://{BUCKET}/calls"))
         .env("CALLVAULT_RETRY_DELAY", "10ms")
+        .env("CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", crate::world::LOOPBACK)
         .current_dir(world.dir.path());
     for (k, v) in world.s3.env() {
         cmd.env(k, v);
@@ -28,7 +29,7 @@ pub(crate) fn callvault(world: &World, args: &[&str]) -> Command {
 }
 
 /// Writes `n` sample callbacks and imports them with the binary.
-pub(crate) async fn import_samples(world: &World, n: usize) {
+pub async fn import_samples(world: &World, n: usize) {
     let file = write_callbacks(world, n);
     let out = output(callvault(world, &["import", file.to_str().unwrap()])).await;
     assert_exit(&out, 0);
@@ -318,20 +319,32 @@ async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
         .unwrap()
         .unwrap()
         .path();
-    let recordings: Vec<_> = crate::world::files_under(&run_dir.join("archive"))
-        .into_iter()
-        .filter(|p| !p.to_string_lossy().ends_with(".json"))
+    let files = crate::world::files_under(&run_dir.join("archive"));
+    let recordings: Vec<_> = files
+        .iter()
+        .filter(|p| {
+            !p.to_string_lossy().ends_with(".json")
+                && !p.starts_with(run_dir.join("archive/manifests"))
+        })
         .collect();
     assert_eq!(recordings.len(), 8);
     for recording in recordings {
-        let sidecar = format!("{}.metadata.json", recording.display());
+        let sidecar = format!("{}.json", recording.display());
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-            std::fs::read(&recording).unwrap(),
-        ));
+        let bytes = std::fs::read(recording).unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         assert_eq!(meta["sha256"], sha, "{}", recording.display());
+        assert_eq!(meta["size"], bytes.len());
+        assert_eq!(meta["call"]["uuid"], meta["uuid"]);
     }
+    assert!(
+        !files
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".metadata.json")),
+        "the sidecar replaces the metadata file"
+    );
+    assert!(run_dir.join("archive/manifests/0000000001.jsonl").is_file());
 }
 
 #[tokio::test]
@@ -340,30 +353,55 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
     import_samples(&world, 10).await;
     world
         .sim
-        .set_faults(|f| f.invalidate_tokens_every = Some(3));
-    let first = world
+        .set_faults(|f| f.invalidate_tokens_every = Some(5));
+    // Failures whose messages name the link: a cut-off body, a redirect to a host not
+    // allowed (url_refused), a header with no audio (not_audio).
+    let localhost = format!("http://localhost:{}/", world.sim.local_addr().port());
+    let faults = [
+        DownloadFault::Truncate(100),
+        DownloadFault::RedirectTo(localhost),
+        DownloadFault::HeaderOnly,
+    ];
+    let pending = world
         .ledger
         .uuids_in_state(RecordState::Pending)
         .await
-        .unwrap()[0]
-        .clone();
-    let row = world.ledger.get(&first).await.unwrap().unwrap();
-    world
-        .sim
-        .push_download_fault(&row.record.record_file, DownloadFault::Truncate(100));
-    let mut run = callvault(&world, &["run", "--json", "--log", "debug"]);
+        .unwrap();
+    for (uuid, fault) in pending.iter().zip(faults) {
+        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        world
+            .sim
+            .push_download_fault(&row.record.record_file, fault);
+    }
+    // Four workers: with tokens dying every 5 link requests, many more workers could churn
+    // through the per-request re-login limit on a loaded machine and leave a record for later.
+    let mut run = callvault(
+        &world,
+        &["run", "--json", "--log", "debug", "--concurrency", "4"],
+    );
     run.env("CALLVAULT_LOG_FORMAT", "json");
 
     let out = output(run).await;
+    let status = output(callvault(&world, &["status", "--json", "--log", "debug"])).await;
 
-    assert_eq!(out.status.code(), Some(0));
+    assert_exit(&out, 0);
+    assert_exit(&status, 0);
     let ledger_bytes = std::fs::read(world.dir.path().join("ledger.db")).unwrap();
     let wal = std::fs::read(world.dir.path().join("ledger.db-wal")).unwrap_or_default();
-    let everything = [out.stdout, out.stderr, ledger_bytes, wal].concat();
+    let everything = [
+        out.stdout,
+        out.stderr,
+        status.stdout,
+        status.stderr,
+        ledger_bytes,
+        wal,
+    ]
+    .concat();
     let text = String::from_utf8_lossy(&everything);
     for canary in [
         world.sim.config().accesskey.as_str(),
         crate::world::S3_SECRET_KEY,
+        crate::world::S3_ACCESS_KEY,
         "sig=",
         "expires=",
     ] {
@@ -373,6 +411,9 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
         text.contains("token rejected") || text.contains("logged in"),
         "the debug log was captured"
     );
+    for code in ["url_refused", "not_audio"] {
+        assert!(text.contains(code), "the {code} failure was exercised");
+    }
 }
 
 #[tokio::test]
@@ -465,4 +506,47 @@ async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
         "nothing was claimed or attempted"
     );
     assert!(world.object_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn proxy_variables_are_ignored_and_bad_download_policies_are_configuration_errors() {
+    let world = World::new().await;
+    import_samples(&world, 5).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    // The API and the store are reached as `localhost`, exempt from the proxy; the download
+    // links name 127.0.0.1, which only ignoring the proxy variables can reach.
+    let mut proxied = callvault(&world, &["run"]);
+    for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"] {
+        proxied.env(var, &nowhere);
+    }
+    proxied
+        .env("NO_PROXY", "localhost")
+        .env(
+            "CALLVAULT_API_URL",
+            world.sim.api_url().replace("127.0.0.1", "localhost"),
+        )
+        .env("CALLVAULT_DOWNLOAD_HOSTS", "127.0.0.1")
+        .env(
+            "AWS_ENDPOINT",
+            world.s3.endpoint.replace("127.0.0.1", "localhost"),
+        );
+
+    let out = output(proxied).await;
+
+    assert_exit(&out, 0);
+    assert_eq!(world.verify_archived().await, 4);
+
+    for (var, value) in [
+        ("CALLVAULT_DOWNLOAD_HOSTS", "ok.example,bad/host"),
+        ("CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", "10.0.0.0/40"),
+        ("CALLVAULT_DOWNLOAD_PROXY", "ftp://proxy.example"),
+    ] {
+        let mut run = callvault(&world, &["run"]);
+        run.env(var, value);
+        let out = output(run).await;
+        assert_exit(&out, 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("configuration"));
+    }
 }

@@ -29,6 +29,16 @@ impl World {
         Store::open(&format!("s3://{BUCKET}/calls"), &options, TEST_PART).expect("store")
     }
 
+    /// The recordings in the store (keys relative to the bucket): every object but the
+    /// sidecars (`<key>.json`) and the manifests.
+    pub async fn recording_keys(&self) -> Vec<String> {
+        self.object_keys()
+            .await
+            .into_iter()
+            .filter(|k| !k.ends_with(".json") && !k.contains("/manifests/"))
+            .collect()
+    }
+
     /// Whether the S3 server holds no unfinished multipart upload (s3s-fs keeps them as
     /// `.upload*` files in its root).
     pub fn no_pending_multipart(&self) -> bool {

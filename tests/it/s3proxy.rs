@@ -28,8 +28,10 @@ pub enum S3Op {
     AbortMultipart,
     /// `PUT /bucket/key` with `x-amz-copy-source` (the metadata rewrite after a multipart upload)
     CopyObject,
-    /// `PUT /bucket/key`, the whole object in one request
+    /// `PUT /bucket/key`, a recording in one request
     PutObject,
+    /// `PUT /bucket/key.json` or `.jsonl`: a sidecar or a manifest
+    PutMetadata,
     /// Anything else: GET, HEAD, listings, DELETE of an object.
     Other,
 }
@@ -47,6 +49,8 @@ impl S3Op {
             Method::POST if has("uploadId") => Self::CompleteMultipart,
             Method::PUT if has("partNumber") && has("uploadId") => Self::UploadPart,
             Method::PUT if req.headers().contains_key("x-amz-copy-source") => Self::CopyObject,
+            Method::PUT if req.uri().path().ends_with(".json") => Self::PutMetadata,
+            Method::PUT if req.uri().path().ends_with(".jsonl") => Self::PutMetadata,
             Method::PUT => Self::PutObject,
             Method::DELETE if has("uploadId") => Self::AbortMultipart,
             _ => Self::Other,

@@ -93,7 +93,7 @@ async fn failing_part_uploads_are_retried_and_a_failed_upload_is_aborted() {
     assert_eq!(third.report.archived, 1, "{:?}", third.report);
     assert_eq!(world.verify_archived().await, 2);
     assert_eq!(
-        world.object_keys().await,
+        world.recording_keys().await,
         [key_of("parts-a.wav"), key_of("parts-b.wav")].map(|k| format!("calls/{k}"))
     );
 }
@@ -177,7 +177,7 @@ async fn a_lost_completion_answer_is_uploaded_again_and_archived_once() {
     assert_eq!(attempts[1], archived());
     assert_eq!(world.verify_archived().await, 1);
     assert_eq!(
-        world.object_keys().await,
+        world.recording_keys().await,
         [format!("calls/{}", key_of("lost.wav"))]
     );
     assert!(world.no_pending_multipart());

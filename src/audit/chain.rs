@@ -1,0 +1,344 @@
+//! Checking the manifest chain. From the bucket alone: walk from the newest manifest back
+//! to the first, each one's recorded SHA-256 of its predecessor against the predecessor's
+//! bytes, and every entry's object present with its size. Then against the ledger: every
+//! manifest it knows is in the store with its SHA-256, and the newest are the same.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::format::{LineSplitter, ManifestEntry, ManifestHeader};
+use super::problems::ChainProblem;
+use crate::ledger::{Ledger, LedgerError};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ChainReport {
+    pub manifests_in_store: u64,
+    pub manifests_in_ledger: u64,
+    /// False when the ledger knows no manifest (checking from the bucket alone).
+    pub compared_with_ledger: bool,
+    pub entries_checked: u64,
+    pub newest: Option<String>,
+    /// Archived records in no manifest yet (the next pass lists them).
+    pub unlisted_archived: i64,
+    pub notes: Vec<String>,
+    pub problems: Vec<ChainProblem>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("listing the manifests: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Checks the chain in `store`, and against `ledger` when it knows any manifest.
+pub async fn verify_chain(
+    store: &Store,
+    ledger: &Ledger,
+    concurrency: usize,
+) -> Result<ChainReport, ChainError> {
+    let mut report = ChainReport::default();
+    let manifests: BTreeMap<i64, String> = store
+        .list(store.manifests_prefix())
+        .await?
+        .into_iter()
+        .filter_map(|l| store.manifest_seq(&l.key).map(|seq| (seq, l.key)))
+        .collect();
+    report.manifests_in_store = manifests.len() as u64;
+    report.newest = manifests.values().next_back().cloned();
+    let digests = walk(store, &manifests, concurrency.max(1), &mut report).await;
+    compare_with_ledger(ledger, &manifests, &digests, &mut report).await?;
+    Ok(report)
+}
+
+/// Walks every chain segment from its newest manifest back; returns each manifest's
+/// SHA-256 (`None` when it could not be read).
+async fn walk(
+    store: &Store,
+    manifests: &BTreeMap<i64, String>,
+    concurrency: usize,
+    report: &mut ChainReport,
+) -> HashMap<String, Option<String>> {
+    let mut digests: HashMap<String, Option<String>> = HashMap::new();
+    let mut unread: BTreeSet<i64> = manifests.keys().copied().collect();
+    while let Some(mut seq) = unread.last().copied() {
+        // (the manifest that named this one, the SHA-256 it gave)
+        let mut expected: Option<(String, String)> = None;
+        loop {
+            unread.remove(&seq);
+            let key = manifests[&seq].clone();
+            let read = read_manifest(store, &key, concurrency, report).await;
+            let sha = read.as_ref().map(|(sha, _)| sha.clone());
+            digests.insert(key.clone(), sha.clone());
+            if let (Some((from, want)), Some(found)) = (expected.take(), &sha)
+                && &want != found
+            {
+                report.problems.push(ChainProblem::PreviousChanged {
+                    key: from,
+                    previous_key: key.clone(),
+                    expected_sha256: want,
+                    found_sha256: found.clone(),
+                });
+            }
+            let Some((_, Some(header))) = read else { break };
+            let broken = |reason: String| ChainProblem::BrokenLink {
+                key: key.clone(),
+                reason,
+            };
+            if header.seq != seq {
+                report
+                    .problems
+                    .push(broken(format!("its header says seq {}", header.seq)));
+            }
+            let Some(previous) = header.previous else {
+                if seq != 1 {
+                    report.problems.push(broken(
+                        "it names no previous manifest but is not the first (seq 1)".into(),
+                    ));
+                }
+                break;
+            };
+            if previous.seq != seq - 1 {
+                report.problems.push(broken(format!(
+                    "it names seq {} as its previous, not {}",
+                    previous.seq,
+                    seq - 1
+                )));
+            }
+            let held = store
+                .manifest_seq(&previous.key)
+                .filter(|p| manifests.get(p) == Some(&previous.key));
+            match held {
+                None => {
+                    report.problems.push(ChainProblem::PreviousMissing {
+                        key,
+                        previous_key: previous.key,
+                    });
+                    break;
+                }
+                Some(p) if !unread.contains(&p) => {
+                    if let Some(Some(found)) = digests.get(&previous.key)
+                        && *found != previous.sha256
+                    {
+                        report.problems.push(ChainProblem::PreviousChanged {
+                            key,
+                            previous_key: previous.key,
+                            expected_sha256: previous.sha256,
+                            found_sha256: found.clone(),
+                        });
+                    }
+                    break;
+                }
+                Some(p) => {
+                    expected = Some((key, previous.sha256));
+                    seq = p;
+                }
+            }
+        }
+    }
+    digests
+}
+
+/// Streams one manifest: its SHA-256, its header (`None` if malformed), entries checked.
+/// `None` when it cannot be read at all.
+async fn read_manifest(
+    store: &Store,
+    key: &str,
+    concurrency: usize,
+    report: &mut ChainReport,
+) -> Option<(String, Option<ManifestHeader>)> {
+    let unreadable = |e: StoreError| ChainProblem::Unreadable {
+        key: key.to_owned(),
+        error: e.to_string(),
+    };
+    let mut body = match store.read(key).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            report.problems.push(ChainProblem::Unreadable {
+                key: key.to_owned(),
+                error: "listed but gone when read".into(),
+            });
+            return None;
+        }
+        Err(e) => {
+            report.problems.push(unreadable(e));
+            return None;
+        }
+    };
+    let mut hasher = Sha256::new();
+    let mut splitter = LineSplitter::default();
+    let mut header: Option<Option<ManifestHeader>> = None;
+    let mut malformed: Option<String> = None;
+    let mut entries = 0u64;
+    let mut finished = false;
+    while !finished {
+        let lines = match body.try_next().await {
+            Ok(Some(chunk)) => {
+                hasher.update(&chunk);
+                splitter.push(&chunk)
+            }
+            Ok(None) => {
+                finished = true;
+                Ok(std::mem::take(&mut splitter).finish().into_iter().collect())
+            }
+            Err(e) => {
+                report.problems.push(unreadable(e));
+                return None;
+            }
+        };
+        let lines = match lines {
+            Ok(lines) => lines,
+            Err(reason) => {
+                malformed.get_or_insert(reason);
+                continue;
+            }
+        };
+        let mut batch = Vec::new();
+        for line in lines {
+            if header.is_none() {
+                let parsed = serde_json::from_slice::<ManifestHeader>(&line);
+                if let Err(e) = &parsed {
+                    malformed.get_or_insert(format!("line 1 is not a manifest header: {e}"));
+                }
+                header = Some(parsed.ok());
+            } else if malformed.is_none() {
+                match serde_json::from_slice::<ManifestEntry>(&line) {
+                    Ok(entry) => batch.push(entry),
+                    Err(e) => {
+                        malformed = Some(format!("line {} is not an entry: {e}", entries + 2));
+                    }
+                }
+                entries += 1;
+            }
+        }
+        check_entries(store, key, batch, concurrency, report).await;
+    }
+    let header = header.flatten();
+    if let Some(h) = header.as_ref().filter(|h| h.entries != entries) {
+        malformed.get_or_insert(format!(
+            "the header counts {} entries, the manifest has {entries}",
+            h.entries
+        ));
+    }
+    if let Some(reason) = malformed {
+        report.problems.push(ChainProblem::Malformed {
+            key: key.to_owned(),
+            reason,
+        });
+    }
+    Some((hex::encode(hasher.finalize()), header))
+}
+
+/// Every entry's object must exist with the size the manifest gives.
+async fn check_entries(
+    store: &Store,
+    manifest: &str,
+    batch: Vec<ManifestEntry>,
+    concurrency: usize,
+    report: &mut ChainReport,
+) {
+    report.entries_checked += batch.len() as u64;
+    let found: Vec<_> = futures::stream::iter(batch)
+        .map(|entry| async move {
+            let size = store.size_of(&entry.key).await;
+            (entry, size)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    for (entry, size) in found {
+        let problem = match size {
+            Ok(Some(n)) if n == entry.size => continue,
+            Ok(Some(n)) => ChainProblem::EntrySizeDiffers {
+                manifest: manifest.to_owned(),
+                uuid: entry.uuid,
+                key: entry.key,
+                expected_size: entry.size,
+                found_size: n,
+            },
+            Ok(None) => ChainProblem::EntryMissing {
+                manifest: manifest.to_owned(),
+                uuid: entry.uuid,
+                key: entry.key,
+            },
+            Err(e) => ChainProblem::EntryUnreadable {
+                manifest: manifest.to_owned(),
+                uuid: entry.uuid,
+                key: entry.key,
+                error: e.to_string(),
+            },
+        };
+        report.problems.push(problem);
+    }
+}
+
+async fn compare_with_ledger(
+    ledger: &Ledger,
+    manifests: &BTreeMap<i64, String>,
+    digests: &HashMap<String, Option<String>>,
+    report: &mut ChainReport,
+) -> Result<(), LedgerError> {
+    let known = ledger.manifests().await?;
+    report.unlisted_archived = ledger.unlisted_archived().await?;
+    report.manifests_in_ledger = known.len() as u64;
+    if known.is_empty() {
+        report
+            .notes
+            .push("the ledger knows no manifest: checked from the bucket alone".into());
+        return Ok(());
+    }
+    report.compared_with_ledger = true;
+    let in_store: BTreeSet<&String> = manifests.values().collect();
+    let mut writing = None;
+    for row in &known {
+        if !row.written {
+            report.notes.push(format!(
+                "manifest {} is being written (or its run died; the next pass finishes it)",
+                row.key
+            ));
+            writing = Some(&row.key);
+            continue;
+        }
+        match (digests.get(&row.key), &row.sha256) {
+            (None, _) => report.problems.push(ChainProblem::LedgerManifestMissing {
+                seq: row.seq,
+                key: row.key.clone(),
+            }),
+            (Some(Some(found)), Some(want)) if found != want => {
+                report.problems.push(ChainProblem::LedgerManifestChanged {
+                    seq: row.seq,
+                    key: row.key.clone(),
+                    expected_sha256: want.clone(),
+                    found_sha256: found.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    let known_keys: BTreeSet<&String> = known.iter().map(|r| &r.key).collect();
+    for key in in_store.difference(&known_keys) {
+        report.problems.push(ChainProblem::UnknownToLedger {
+            key: (*key).clone(),
+        });
+    }
+    let newest_written = known
+        .iter()
+        .rev()
+        .find(|r| r.written)
+        .map(|r| r.key.clone());
+    let store_newest = report.newest.clone();
+    let consistent =
+        store_newest == newest_written || (writing.is_some() && store_newest.as_ref() == writing);
+    if !consistent {
+        report.problems.push(ChainProblem::NewestDiffers {
+            ledger: newest_written,
+            store: store_newest,
+        });
+    }
+    Ok(())
+}

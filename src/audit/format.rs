@@ -1,0 +1,119 @@
+//! The manifest format, shared by the writer and the checker: JSON lines, a header line
+//! naming the previous manifest by key and SHA-256, then one line per archived object.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{ArchivedEntry, ManifestLink};
+use crate::timefmt::to_ledger;
+
+/// Names the manifest format; bumped when a field changes meaning.
+pub const MANIFEST_FORMAT: &str = "callvault-manifest/1";
+pub const MANIFEST_CONTENT_TYPE: &str = "application/x-ndjson";
+/// A longer line is not a manifest line.
+const MAX_LINE: usize = 64 * 1024;
+
+/// The first line of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestHeader {
+    pub format: String,
+    pub seq: i64,
+    /// The run that claimed this manifest (a run taking it over writes the same bytes).
+    pub run_id: String,
+    pub created_at: String,
+    pub entries: u64,
+    /// `null` for the first manifest of the chain.
+    pub previous: Option<PreviousManifest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousManifest {
+    pub seq: i64,
+    pub key: String,
+    pub sha256: String,
+}
+
+impl From<&ManifestLink> for PreviousManifest {
+    fn from(link: &ManifestLink) -> Self {
+        Self {
+            seq: link.seq,
+            key: link.key.clone(),
+            sha256: link.sha256.clone(),
+        }
+    }
+}
+
+/// One archived object (its sidecar is `<key>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub uuid: String,
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub archived_at: String,
+}
+
+impl From<&ArchivedEntry> for ManifestEntry {
+    fn from(e: &ArchivedEntry) -> Self {
+        Self {
+            uuid: e.uuid.clone(),
+            key: e.key.clone(),
+            size: e.size,
+            sha256: e.sha256.clone(),
+            archived_at: to_ledger(e.archived_at),
+        }
+    }
+}
+
+/// Cuts a byte stream into lines without holding more than one partial line.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// The complete lines in `chunk` (with what came before it); `Err` on an overlong line.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let mut lines = Vec::new();
+        let mut rest = chunk;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..pos]);
+            lines.push(std::mem::take(&mut self.partial));
+            rest = &rest[pos + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() > MAX_LINE {
+            return Err(format!("a line longer than {MAX_LINE} bytes"));
+        }
+        Ok(lines)
+    }
+
+    /// The last line, when the stream did not end with a newline.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        (!self.partial.is_empty()).then_some(self.partial)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_out_whole_whatever_the_chunking() {
+        let text = b"{\"a\":1}\n{\"b\":2}\n\n{\"c\":3}";
+        for cut in 1..text.len() {
+            let mut splitter = LineSplitter::default();
+            let mut lines = Vec::new();
+            for chunk in text.chunks(cut) {
+                lines.extend(splitter.push(chunk).unwrap());
+            }
+            lines.extend(splitter.finish());
+            assert_eq!(
+                lines,
+                [&b"{\"a\":1}"[..], b"{\"b\":2}", b"", b"{\"c\":3}"],
+                "cut {cut}"
+            );
+        }
+        let mut splitter = LineSplitter::default();
+        assert!(splitter.push(&vec![b'x'; MAX_LINE + 1]).is_err());
+    }
+}
