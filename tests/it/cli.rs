@@ -353,7 +353,7 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
     import_samples(&world, 10).await;
     world
         .sim
-        .set_faults(|f| f.invalidate_tokens_every = Some(5));
+        .set_faults(|f| f.invalidate_tokens_every = Some(3));
     // Failures whose messages name the link: a cut-off body, a redirect to a host not
     // allowed (url_refused), a header with no audio (not_audio).
     let localhost = format!("http://localhost:{}/", world.sim.local_addr().port());
@@ -373,12 +373,7 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
             .sim
             .push_download_fault(&row.record.record_file, fault);
     }
-    // Four workers: with tokens dying every 5 link requests, many more workers could churn
-    // through the per-request re-login limit on a loaded machine and leave a record for later.
-    let mut run = callvault(
-        &world,
-        &["run", "--json", "--log", "debug", "--concurrency", "4"],
-    );
+    let mut run = callvault(&world, &["run", "--json", "--log", "debug"]);
     run.env("CALLVAULT_LOG_FORMAT", "json");
 
     let out = output(run).await;
