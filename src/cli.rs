@@ -22,6 +22,9 @@ pub struct Cli {
         global = true
     )]
     pub ledger: String,
+    /// How long a ledger write waits for another process's lock before the command fails.
+    #[arg(long, env = "CALLVAULT_LEDGER_BUSY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s", global = true)]
+    pub ledger_busy_timeout: Duration,
     /// Log format on standard error.
     #[arg(long, env = "CALLVAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
@@ -176,6 +179,17 @@ pub struct ProviderArgs {
     /// A download that sends nothing for this long is abandoned (and retried).
     #[arg(long, env = "CALLVAULT_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub stall_timeout: Duration,
+    /// A host download links may point at besides the API's (repeatable; `*.example.com`
+    /// for any name below example.com).
+    #[arg(long, env = "CALLVAULT_DOWNLOAD_HOSTS", value_delimiter = ',')]
+    pub download_host: Vec<String>,
+    /// A network (CIDR) downloads may reach although it is loopback, private or link-local
+    /// (repeatable); cloud-metadata addresses only when named exactly (`/32`).
+    #[arg(long, env = "CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", value_delimiter = ',')]
+    pub allow_download_network: Vec<String>,
+    /// Fetch recordings through this proxy (proxy environment variables are ignored).
+    #[arg(long, env = "CALLVAULT_DOWNLOAD_PROXY")]
+    pub download_proxy: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -398,15 +412,7 @@ mod tests {
         assert!(!sidecars(&["--no-sidecar", "--sidecar"]));
     }
 
-    fn with_file(file: &str, args: &[&str]) -> Result<Cli, String> {
-        use clap::{CommandFactory, FromArgMatches};
-        let settings = crate::config_file::FileSettings::parse(file).map_err(|e| e.0)?;
-        let cmd = settings.apply(Cli::command()).map_err(|e| e.0)?;
-        let matches = cmd
-            .try_get_matches_from(args.iter().copied())
-            .map_err(|e| e.to_string())?;
-        Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
-    }
+    use crate::config_file::tests::parse_with as with_file;
 
     #[test]
     fn the_layout_may_come_from_a_file_but_retrys_choice_may_not() {

@@ -11,7 +11,9 @@ use url::Url;
 use crate::archive::{Deps, RetryPolicy, RunOptions, Shutdown};
 use crate::cli::{LayoutArgs, ProviderArgs, RunArgs};
 use crate::ledger::{Ledger, Slice};
-use crate::provider::{Downloader, ProviderClient, ProviderConfig};
+use crate::provider::{
+    DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
+};
 use crate::store::{KeyTemplate, S3Options, Store};
 
 /// A setting is missing or wrong: the user must fix the configuration (exit code 2).
@@ -64,6 +66,32 @@ pub fn provider_config(
         connect_timeout: CONNECT_TIMEOUT,
         token_max_age: TOKEN_MAX_AGE,
         tz,
+    })
+}
+
+/// The download policy (API host plus allowed hosts, allowed networks) and proxy.
+pub fn downloader_settings(
+    args: &ProviderArgs,
+    api_url: &Url,
+) -> Result<DownloaderSettings, ConfigError> {
+    let policy = DownloadPolicy::new(api_url, &args.download_host, &args.allow_download_network)
+        .map_err(ConfigError)?;
+    let proxy = args
+        .download_proxy
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            Url::parse(p.trim())
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| ConfigError("CALLVAULT_DOWNLOAD_PROXY is not an http(s) URL".into()))
+        })
+        .transpose()?;
+    Ok(DownloaderSettings {
+        connect_timeout: CONNECT_TIMEOUT,
+        stall_timeout: args.stall_timeout,
+        policy,
+        proxy,
     })
 }
 
@@ -125,6 +153,7 @@ pub fn open_store(
 /// Opens everything a run talks to.
 pub async fn build_deps(
     ledger_url: &str,
+    ledger_busy_timeout: std::time::Duration,
     args: &RunArgs,
     tz: FixedOffset,
     s3: &S3Options,
@@ -138,10 +167,10 @@ pub async fn build_deps(
     )?;
     let keys =
         KeyTemplate::parse(&args.key_template, tz).map_err(|e| ConfigError(e.to_string()))?;
-    let downloader = Downloader::new(CONNECT_TIMEOUT, args.provider.stall_timeout)
+    let downloader = Downloader::new(downloader_settings(&args.provider, &provider.api_url)?)
         .map_err(|e| ConfigError(e.to_string()))?;
     let provider = Arc::new(ProviderClient::new(provider).map_err(|e| ConfigError(e.to_string()))?);
-    let ledger = Ledger::open(ledger_url)
+    let ledger = Ledger::open_with(ledger_url, ledger_busy_timeout)
         .await
         .map_err(|e| ConfigError(e.to_string()))?;
     Ok(Deps {

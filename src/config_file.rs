@@ -171,12 +171,13 @@ fn scalar(key: &str, value: toml::Value) -> Result<String, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::{CommandFactory, FromArgMatches};
 
-    fn parse_with(file: &str, args: &[&str]) -> Result<Cli, String> {
+    /// Parses `args` with `file` as the configuration file (for tests here and in `cli`).
+    pub(crate) fn parse_with(file: &str, args: &[&str]) -> Result<Cli, String> {
         let settings = FileSettings::parse(file).map_err(|e| e.0)?;
         let cmd = settings.apply(Cli::command()).map_err(|e| e.0)?;
         let matches = cmd

@@ -52,6 +52,12 @@ pub fn register_ledger(registry: &mut Registry, status: &StatusReport) {
         "Calls not archived whose recording the provider deletes within 14 days",
         status.at_risk_within_14_days as f64,
     );
+    gauge(
+        registry,
+        "callvault_media_flagged_records",
+        "Archived recordings whose duration disagrees with the call's billed seconds",
+        status.media_flagged as f64,
+    );
     if let Some(t) = status.last_success_at {
         gauge(
             registry,
@@ -251,6 +257,7 @@ mod tests {
             oldest_pending_call: None,
             oldest_pending_age_seconds: Some(3600),
             at_risk_within_14_days: 1,
+            media_flagged: 2,
             retention_days: 90,
             last_run: Some(LastRun {
                 id: "run-1".into(),
@@ -268,6 +275,7 @@ mod tests {
         for line in [
             "callvault_records{state=\"archived\"} 7",
             "callvault_records{state=\"pending\"} 2",
+            "callvault_media_flagged_records 2",
             "callvault_oldest_pending_age_seconds 3600",
             "callvault_last_success_timestamp_seconds 1700000000",
             "callvault_last_run_records{outcome=\"archived\"} 7",

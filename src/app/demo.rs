@@ -14,7 +14,9 @@ use super::{EXIT_OK, ImportCounts, import_source, print_run};
 use crate::archive::{Deps, RetryPolicy, RunOptions, Shutdown, run_pass};
 use crate::cli::DemoArgs;
 use crate::ledger::{Ledger, Slice};
-use crate::provider::{Downloader, ProviderClient, ProviderConfig};
+use crate::provider::{
+    DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
+};
 use crate::simulator::{DownloadFault, Simulator, SimulatorConfig};
 use crate::store::{DEFAULT_TEMPLATE, KeyTemplate, Store};
 use crate::timefmt::default_provider_tz;
@@ -80,7 +82,14 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     let deps = Deps {
         ledger: ledger.clone(),
         provider: Arc::new(provider),
-        downloader: Downloader::new(Duration::from_secs(5), Duration::from_secs(10))?,
+        downloader: Downloader::new(DownloaderSettings {
+            connect_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(10),
+            // The simulator runs on loopback, which downloads may not reach by default.
+            policy: DownloadPolicy::new(&sim.api_url().parse()?, &[], &["127.0.0.0/8".into()])
+                .map_err(anyhow::Error::msg)?,
+            proxy: None,
+        })?,
         store: Store::open(store_url.as_str(), &Vec::new(), 8 * 1024 * 1024)?,
         keys: KeyTemplate::parse(DEFAULT_TEMPLATE, tz)?,
     };

@@ -43,7 +43,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
     let tz = provider_tz(&cli.provider_tz)?;
     match cli.command {
         Command::Import(args) => {
-            let ledger = open_ledger(&cli.ledger).await?;
+            let ledger = open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?;
             let mut counts = ImportCounts::default();
             for file in &args.files {
                 let meter = Meter::start(
@@ -82,7 +82,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Run(ref args) => run(&cli, args, tz).await,
         Command::Serve(ref args) => serve::serve(&cli, args, tz).await,
-        Command::Status(args) => status(&cli.ledger, &args).await,
+        Command::Status(args) => status(&cli.ledger, cli.ledger_busy_timeout, &args).await,
         Command::Demo(args) => run_demo(&args).await,
         Command::Simulator(args) => {
             let config = crate::simulator::SimulatorConfig {
@@ -107,22 +107,47 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Verify(ref args) => {
             let s3 = s3_options(&cli.file_aws);
-            audit::verify(&open_ledger(&cli.ledger).await?, args, tz, &s3).await
+            audit::verify(
+                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
+                args,
+                tz,
+                &s3,
+            )
+            .await
         }
-        Command::Failures(args) => audit::failures(&open_ledger(&cli.ledger).await?, &args).await,
-        Command::Retry(args) => audit::retry(&open_ledger(&cli.ledger).await?, &args).await,
+        Command::Failures(args) => {
+            audit::failures(
+                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
+                &args,
+            )
+            .await
+        }
+        Command::Retry(args) => {
+            audit::retry(
+                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
+                &args,
+            )
+            .await
+        }
     }
 }
 
-async fn open_ledger(url: &str) -> anyhow::Result<Ledger> {
-    Ledger::open(url)
+async fn open_ledger(url: &str, busy_timeout: Duration) -> anyhow::Result<Ledger> {
+    Ledger::open_with(url, busy_timeout)
         .await
         .map_err(|e| ConfigError(e.to_string()).into())
 }
 
 async fn run(cli: &Cli, args: &RunArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
     let slice = crate::config::slice(args, tz)?;
-    let deps = build_deps(&cli.ledger, args, tz, &s3_options(&cli.file_aws)).await?;
+    let deps = build_deps(
+        &cli.ledger,
+        cli.ledger_busy_timeout,
+        args,
+        tz,
+        &s3_options(&cli.file_aws),
+    )
+    .await?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone(), args.grace));
     let mut opts = run_options(args, deps.store.description(), slice, shutdown);
@@ -203,8 +228,8 @@ pub fn print_run(result: &RunResult, json: bool) {
     }
 }
 
-async fn status(ledger_url: &str, args: &StatusArgs) -> anyhow::Result<u8> {
-    let ledger = open_ledger(ledger_url).await?;
+async fn status(ledger_url: &str, busy_timeout: Duration, args: &StatusArgs) -> anyhow::Result<u8> {
+    let ledger = open_ledger(ledger_url, busy_timeout).await?;
     let report = ledger
         .status(
             Utc::now(),
@@ -230,6 +255,10 @@ async fn status(ledger_url: &str, args: &StatusArgs) -> anyhow::Result<u8> {
         println!(
             "not archived, deleted by the provider within 14 days: {}",
             report.at_risk_within_14_days
+        );
+        println!(
+            "archived, flagged (duration disagrees with billsec): {}",
+            report.media_flagged
         );
         match &report.last_run {
             Some(run) => println!(

@@ -29,7 +29,14 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyh
         Some(text) => {
             let schedule = crate::serve::parse_schedule(text).map_err(ConfigError)?;
             let slice = crate::config::slice(run, tz)?;
-            let deps = build_deps(&cli.ledger, run, tz, &s3_options(&cli.file_aws)).await?;
+            let deps = build_deps(
+                &cli.ledger,
+                cli.ledger_busy_timeout,
+                run,
+                tz,
+                &s3_options(&cli.file_aws),
+            )
+            .await?;
             let options = run_options(run, deps.store.description(), slice, shutdown.clone());
             let ledger = deps.ledger.clone();
             let passes = ScheduledPasses {
@@ -40,7 +47,10 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyh
             };
             (ledger, Some(passes))
         }
-        None => (open_ledger(&cli.ledger).await?, None),
+        None => (
+            open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
+            None,
+        ),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -1,52 +1,109 @@
-//! The checks a download must pass while it streams: not an error page, no more and no
-//! fewer bytes than announced. A failing check fails the stream, so the upload is aborted.
+//! The checks a download must pass while it streams: not an error page, plausibly audio
+//! for its file name, no more and no fewer bytes than announced. A failing check fails the
+//! stream, so the upload is aborted and nothing is stored.
+
+mod media;
+#[cfg(test)]
+mod media_tests;
+
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+pub use media::{MediaInfo, Probe};
+
 use crate::provider::{DownloadError, looks_like_error_page};
 
-/// The body, refused when it starts like an error page, and failing (so the upload is
-/// aborted) when it ends short of its Content-Length.
+/// What the media check learnt, once the body has been read to its end.
+#[derive(Debug, Clone, Default)]
+pub(super) struct MediaReport(Arc<OnceLock<MediaInfo>>);
+
+impl MediaReport {
+    pub fn get(&self) -> Option<MediaInfo> {
+        self.0.get().copied()
+    }
+}
+
+struct Checked {
+    body: futures::stream::BoxStream<'static, Result<Bytes, DownloadError>>,
+    received: u64,
+    done: bool,
+    probe: Option<Probe>,
+    report: MediaReport,
+}
+
+/// The body of the recording `file_name`: refused when it starts like an error page or
+/// unlike audio of its format, and failing (so the upload is aborted) when it ends short of
+/// its Content-Length or holds no audio. The report fills in when the body ends well.
 pub(super) fn checked_body(
     body: impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static,
     expected: Option<u64>,
-) -> impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static {
-    let state = (body.boxed(), 0u64, false);
-    futures::stream::unfold(state, move |(mut body, received, done)| async move {
-        if done {
+    file_name: &str,
+) -> (
+    impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static,
+    MediaReport,
+) {
+    let report = MediaReport::default();
+    let state = Checked {
+        body: body.boxed(),
+        received: 0,
+        done: false,
+        probe: Some(Probe::new(file_name)),
+        report: report.clone(),
+    };
+    let stream = futures::stream::unfold(state, move |mut st| async move {
+        if st.done {
             return None;
         }
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                if received == 0 && looks_like_error_page(&chunk) {
-                    let err =
-                        DownloadError::NotARecording("the body is an HTML/JSON/XML page".into());
-                    return Some((Err(err), (body, received, true)));
-                }
-                let received = received + chunk.len() as u64;
-                if expected.is_some_and(|n| received > n) {
-                    let err = DownloadError::Network(format!(
-                        "more bytes than the announced {}",
-                        expected.unwrap_or(0)
-                    ));
-                    return Some((Err(err), (body, received, true)));
-                }
-                Some((Ok(chunk), (body, received, false)))
-            }
-            Some(Err(e)) => Some((Err(e), (body, received, true))),
-            None => match expected {
-                Some(n) if received < n => Some((
-                    Err(DownloadError::Truncated {
-                        received,
-                        expected: n,
-                    }),
-                    (body, received, true),
-                )),
-                _ => None,
-            },
+        let step = match st.body.next().await {
+            Some(Ok(chunk)) => check_chunk(&mut st, chunk, expected),
+            Some(Err(e)) => Some(Err(e)),
+            None => check_end(&mut st, expected),
+        };
+        st.done = !matches!(step, Some(Ok(_)));
+        step.map(|item| (item, st))
+    });
+    (stream, report)
+}
+
+fn check_chunk(
+    st: &mut Checked,
+    chunk: Bytes,
+    expected: Option<u64>,
+) -> Option<Result<Bytes, DownloadError>> {
+    if st.received == 0 && looks_like_error_page(&chunk) {
+        let err = DownloadError::NotARecording("the body is an HTML/JSON/XML page".into());
+        return Some(Err(err));
+    }
+    st.received += chunk.len() as u64;
+    if let Some(n) = expected.filter(|n| st.received > *n) {
+        let err = DownloadError::Network(format!("more bytes than the announced {n}"));
+        return Some(Err(err));
+    }
+    if let Some(probe) = &mut st.probe
+        && let Err(why) = probe.feed(&chunk)
+    {
+        return Some(Err(DownloadError::NotAudio(why)));
+    }
+    Some(Ok(chunk))
+}
+
+fn check_end(st: &mut Checked, expected: Option<u64>) -> Option<Result<Bytes, DownloadError>> {
+    if let Some(n) = expected.filter(|n| st.received < *n) {
+        return Some(Err(DownloadError::Truncated {
+            received: st.received,
+            expected: n,
+        }));
+    }
+    match st.probe.take().map(Probe::finish) {
+        Some(Err(why)) => Some(Err(DownloadError::NotAudio(why))),
+        Some(Ok(info)) => {
+            let _ = st.report.0.set(info);
+            None
         }
-    })
+        None => None,
+    }
 }
 
 #[cfg(test)]
@@ -64,7 +121,10 @@ mod tests {
                 .map(|c| Ok(Bytes::from_static(c)))
                 .collect::<Vec<_>>(),
         );
-        let parts: Vec<Bytes> = checked_body(body, expected).try_collect().await?;
+        let parts: Vec<Bytes> = checked_body(body, expected, "x.bin")
+            .0
+            .try_collect()
+            .await?;
         Ok(parts.concat())
     }
 

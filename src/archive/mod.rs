@@ -21,6 +21,7 @@ use crate::ledger::{Ledger, LedgerError, RunRecord, Slice};
 use crate::provider::{Downloader, ProviderClient, ProviderError};
 use crate::store::{KeyTemplate, Store, StoreError};
 
+pub use checks::{MediaInfo, Probe as MediaProbe};
 pub use progress::{Progress, ProgressSink};
 pub use report::{PlannedRecord, RecordOutcome, RunReport};
 pub use retry::RetryPolicy;

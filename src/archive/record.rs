@@ -1,10 +1,15 @@
 //! One claimed record, start to end: fresh link → download → streamed upload → checks →
 //! settle in the ledger. Returns the outcome; only a reason to stop the run is an error.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use chrono::Utc;
 use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
 
-use super::checks::checked_body;
+use super::checks::{MediaInfo, checked_body};
+use super::resume::{Reopen, resuming};
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
 use crate::domain::{ArchivedObject, Claim};
@@ -103,21 +108,34 @@ pub(super) async fn process(
         let total_attempts = claim.previous_attempts + i64::from(attempt_no);
         // Every outcome but a passing failure settles the record and returns.
         let (code, message) = match result {
-            Ok(object) => {
+            Ok((object, media, resumes)) => {
                 let bytes = object.size;
-                tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, "archived");
+                tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, resumes, "archived");
+                let resumed = (resumes > 0).then(|| format!("resumed {resumes} time(s)"));
+                let note = media.and_then(|m| m.disagreement(record.billsec));
+                if let Some(note) = &note {
+                    tracing::warn!(uuid, note, "archived, but flagged");
+                }
+                let duration = media.and_then(|m| m.duration);
+                deps.ledger
+                    .note_media(uuid, run_id, duration, note.as_deref())
+                    .await?;
                 let end = AttemptEnd {
                     id,
                     outcome: "archived",
                     error_code: None,
-                    message: None,
+                    message: resumed.as_deref(),
                     bytes,
                 };
                 return ledger
                     .settle(
                         &Settlement::Archived(&object),
                         Some(&end),
-                        RecordOutcome::Archived { bytes },
+                        RecordOutcome::Archived {
+                            bytes,
+                            flagged: note.is_some(),
+                            resumes,
+                        },
                     )
                     .await;
             }
@@ -291,7 +309,7 @@ async fn attempt(
     run_id: &str,
     claim: &Claim,
     key: &str,
-) -> Result<ArchivedObject, Failure> {
+) -> Result<(ArchivedObject, Option<MediaInfo>, u32), Failure> {
     let record = &claim.record;
     let abort = &opts.shutdown.abort;
     let link = tokio::select! {
@@ -311,18 +329,20 @@ async fn attempt(
     };
     let expected = download.content_length;
     let progress = opts.progress.clone();
-    let body = checked_body(download.body, expected).inspect(move |chunk| {
+    let resumes = Arc::new(AtomicU32::new(0));
+    let raw = resuming(
+        download.body,
+        expected,
+        reopen(deps, record.record_file.trim(), abort),
+        Arc::clone(&resumes),
+    );
+    let (body, media) = checked_body(raw, expected, &record.record_file);
+    let body = body.inspect(move |chunk| {
         if let Ok(bytes) = chunk {
             progress.bytes(bytes.len() as u64);
         }
     });
     let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
-    if uploaded.size == 0 {
-        return Err(Failure::Transient {
-            code: "download_empty".into(),
-            message: "the download had no bytes".into(),
-        });
-    }
     if let Some(n) = expected.filter(|n| *n != uploaded.size) {
         return Err(Failure::Transient {
             code: "download_truncated".into(),
@@ -365,5 +385,26 @@ async fn attempt(
                 message: e.to_string(),
             })?;
     }
-    Ok(object)
+    Ok((object, media.get(), resumes.load(Ordering::Relaxed)))
+}
+
+/// How a broken download continues: a fresh link (a resumption is a new request, and the old
+/// link may have expired), then the rest from `offset`.
+fn reopen(deps: &Deps, file: &str, abort: &CancellationToken) -> Reopen {
+    let (provider, downloader) = (Arc::clone(&deps.provider), deps.downloader.clone());
+    let (file, abort) = (file.to_owned(), abort.clone());
+    Box::new(move |offset| {
+        let (provider, downloader) = (Arc::clone(&provider), downloader.clone());
+        let (file, abort) = (file.clone(), abort.clone());
+        Box::pin(async move {
+            let link = tokio::select! {
+                link = provider.recording_link(&file) => link
+                    .map_err(|e| DownloadError::Network(format!("no fresh link to resume: {e}")))?,
+                () = abort.cancelled() => {
+                    return Err(DownloadError::Network("cancelled by shutdown".into()));
+                }
+            };
+            downloader.open_from(&link, offset).await
+        })
+    })
 }

@@ -10,6 +10,10 @@ use serde::Serialize;
 pub enum RecordOutcome {
     Archived {
         bytes: u64,
+        /// Its duration disagrees with the call's billed seconds (noted in the ledger).
+        flagged: bool,
+        /// Times the download broke and was resumed from its last byte.
+        resumes: u32,
     },
     /// Passing failures; back to pending for a later run.
     RetryLater,
@@ -41,6 +45,10 @@ pub struct RunReport {
     pub released: u64,
     pub lease_lost: u64,
     pub bytes: u64,
+    /// Archived recordings whose duration disagrees with the call's billed seconds.
+    pub media_flagged: u64,
+    /// Downloads that broke and were resumed from their last byte (not restarted).
+    pub resumed_downloads: u64,
     pub duration_seconds: f64,
     pub throughput_mib_per_second: f64,
     pub records_per_second: f64,
@@ -61,9 +69,15 @@ pub struct RunReport {
 impl RunReport {
     pub fn add(&mut self, outcome: RecordOutcome) {
         match outcome {
-            RecordOutcome::Archived { bytes } => {
+            RecordOutcome::Archived {
+                bytes,
+                flagged,
+                resumes,
+            } => {
+                self.resumed_downloads += u64::from(resumes);
                 self.archived += 1;
                 self.bytes += bytes;
+                self.media_flagged += u64::from(flagged);
             }
             RecordOutcome::RetryLater => self.retry_later += 1,
             RecordOutcome::Failed => self.failed += 1,
@@ -125,6 +139,18 @@ impl RunReport {
         }
         if let Some(why) = &self.manifest_error {
             out.push_str(&format!("no manifest written: {why}\n"));
+        }
+        if self.resumed_downloads > 0 {
+            out.push_str(&format!(
+                "{} broken download(s) resumed from their last byte\n",
+                self.resumed_downloads
+            ));
+        }
+        if self.media_flagged > 0 {
+            out.push_str(&format!(
+                "{} archived recording(s) flagged: duration disagrees with the billed seconds (see `status`)\n",
+                self.media_flagged
+            ));
         }
         if let Some(why) = &self.stopped {
             out.push_str(&format!("stopped early: {why}\n"));

@@ -59,7 +59,8 @@ pub fn split_objects(input: &str) -> Vec<Piece<'_>> {
 /// Scans one object starting at `start` (a `{`). Returns its end (exclusive), the number of
 /// newlines inside it and why it is broken, if it is.
 fn scan_object(bytes: &[u8], start: usize) -> (usize, usize, Option<&'static str>) {
-    let mut depth = 0usize;
+    // The brackets still open, innermost last.
+    let mut open: Vec<u8> = Vec::new();
     let mut in_string = false;
     let mut escaped = false;
     let mut newlines = 0usize;
@@ -70,10 +71,11 @@ fn scan_object(bytes: &[u8], start: usize) -> (usize, usize, Option<&'static str
         let b = bytes[i];
         if in_string {
             match b {
+                // JSON strings hold no raw line break, escaped or not.
+                b'\n' => return (i, newlines, Some("unterminated string")),
                 _ if escaped => escaped = false,
                 b'\\' => escaped = true,
                 b'"' => in_string = false,
-                b'\n' => return (i, newlines, Some("unterminated string")),
                 _ => {}
             }
             i += 1;
@@ -90,17 +92,20 @@ fn scan_object(bytes: &[u8], start: usize) -> (usize, usize, Option<&'static str
                 i += 1;
                 continue;
             }
-            b'{' if depth == 1
+            b'{' if open.len() == 1
                 && at_line_start
                 && !matches!(last_significant, b':' | b'[' | b',') =>
             {
                 // A new record starts where this one should have continued: it was cut off.
                 return (i, newlines, Some("unterminated object"));
             }
-            b'{' | b'[' => depth += 1,
+            b'{' | b'[' => open.push(b),
             b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                if depth == 0 {
+                let opener = if b == b'}' { b'{' } else { b'[' };
+                if open.pop() != Some(opener) {
+                    return (i + 1, newlines, Some("mismatched brackets"));
+                }
+                if open.is_empty() {
                     return (i + 1, newlines, None);
                 }
             }
@@ -232,6 +237,33 @@ mod tests {
         let lines: Vec<_> = pieces.iter().map(|p| p.line).collect();
         assert_eq!(lines, [1, 2, 3, 5]);
         assert!(pieces.iter().all(|p| p.broken.is_none()));
+    }
+
+    #[test]
+    fn mismatched_brackets_make_a_broken_piece() {
+        // Found by the callback_parser fuzz target: `]` closed the object.
+        let pieces = split_objects("{\r]]\n{\"a\":[1}\n{\"b\":[{}]}");
+        let found: Vec<_> = pieces.iter().map(|p| (p.text, p.broken)).collect();
+        assert_eq!(
+            found,
+            [
+                ("{\r]", Some("mismatched brackets")),
+                ("{\"a\":[1}", Some("mismatched brackets")),
+                ("{\"b\":[{}]}", None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_break_after_a_backslash_still_ends_the_string() {
+        // Found by the callback_parser fuzz target: the escaped line break went uncounted,
+        // so every later record was reported a line too early.
+        let pieces = split_objects("{\"a\":\"x\\\n{\"b\":1}\n{\"c\":2}");
+        let found: Vec<_> = pieces.iter().map(|p| (p.line, p.broken)).collect();
+        assert_eq!(
+            found,
+            [(1, Some("unterminated string")), (2, None), (3, None)]
+        );
     }
 
     #[test]

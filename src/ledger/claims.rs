@@ -316,8 +316,23 @@ impl Ledger {
             .ctx("settling a record")?
             .rows_affected()
             == 1;
-        if let Some(end) = last_attempt {
-            finish_attempt(&mut tx, end, now).await?;
+        match last_attempt {
+            Some(end) if held => finish_attempt(&mut tx, end, now).await?,
+            // Another run holds the record now: the attempt's own outcome did not count.
+            Some(end) => {
+                let message = format!(
+                    "lease lost before settling (would have been {})",
+                    end.outcome
+                );
+                let lost = AttemptEnd {
+                    outcome: "lease_lost",
+                    error_code: Some("lease_lost"),
+                    message: Some(&message),
+                    ..end.clone()
+                };
+                finish_attempt(&mut tx, &lost, now).await?;
+            }
+            None => {}
         }
         tx.commit().await.ctx("committing a settlement")?;
         Ok(held)

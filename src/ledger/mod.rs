@@ -4,6 +4,7 @@
 mod audit;
 mod claims;
 mod manifests;
+mod media;
 mod records;
 mod runs;
 
@@ -22,6 +23,7 @@ use crate::timefmt::from_ledger;
 pub use audit::{FailedRecord, RetryOutcome, RetrySelection};
 pub use claims::{AttemptEnd, Settlement, Slice};
 pub use manifests::{ArchivedEntry, ChainClaim, ManifestClaim, ManifestLink, ManifestRow};
+pub use media::MediaNote;
 pub use records::{ImportOutcome, LedgerRow};
 pub use runs::{LastRun, RunRecord, StatusReport};
 
@@ -45,6 +47,11 @@ pub enum LedgerError {
     },
     #[error("the ledger holds a value callvault cannot read: {0}")]
     Corrupt(String),
+    /// Another process held the ledger's write lock for longer than the busy timeout.
+    #[error(
+        "the ledger is locked by another process (still locked after the busy timeout) while {context}"
+    )]
+    Locked { context: &'static str },
 }
 
 trait QueryContext<T> {
@@ -53,8 +60,24 @@ trait QueryContext<T> {
 
 impl<T> QueryContext<T> for Result<T, sqlx::Error> {
     fn ctx(self, context: &'static str) -> Result<T, LedgerError> {
-        self.map_err(|source| LedgerError::Query { context, source })
+        self.map_err(|source| {
+            if is_busy(&source) {
+                LedgerError::Locked { context }
+            } else {
+                LedgerError::Query { context, source }
+            }
+        })
     }
+}
+
+/// SQLITE_BUSY (and its extended codes): the busy timeout ran out.
+fn is_busy(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    db.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 /// A handle on the ledger; cheap to clone.
@@ -63,13 +86,19 @@ pub struct Ledger {
     pool: SqlitePool,
 }
 
-/// How long a writer waits for another process's write lock before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a writer waits, by default, for another process's write lock before giving up.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Ledger {
     /// Opens (creating if missing) the ledger at `location`: `sqlite://path/to/ledger.db`,
     /// `sqlite::memory:` or a bare file path. Runs pending migrations.
     pub async fn open(location: &str) -> Result<Self, LedgerError> {
+        Self::open_with(location, DEFAULT_BUSY_TIMEOUT).await
+    }
+
+    /// Like [`Ledger::open`]; a write waits at most `busy_timeout` for another process's
+    /// lock, then fails with [`LedgerError::Locked`].
+    pub async fn open_with(location: &str, busy_timeout: Duration) -> Result<Self, LedgerError> {
         let open_err = |source| LedgerError::Open {
             location: location.to_owned(),
             source,
@@ -85,11 +114,11 @@ impl Ledger {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(busy_timeout);
         let in_memory = url.contains(":memory:");
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 4 })
-            .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(5))
+            .acquire_timeout(busy_timeout + Duration::from_secs(5))
             .connect_with(options)
             .await
             .map_err(open_err)?;

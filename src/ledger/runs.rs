@@ -40,6 +40,8 @@ pub struct StatusReport {
     pub oldest_pending_age_seconds: Option<i64>,
     /// Calls not archived whose recording the provider deletes within 14 days.
     pub at_risk_within_14_days: i64,
+    /// Archived recordings whose duration disagrees with the call's billed seconds.
+    pub media_flagged: i64,
     pub retention_days: i64,
     pub last_run: Option<LastRun>,
     /// When the last run that archived everything it claimed (exit code 0) finished.
@@ -128,6 +130,7 @@ impl Ledger {
             oldest_pending_call: oldest,
             oldest_pending_age_seconds: oldest.map(|t| (now - t).num_seconds()),
             at_risk_within_14_days: at_risk,
+            media_flagged: self.media_flagged().await?,
             retention_days: retention.num_days(),
             last_run: self.last_run().await?,
             last_success_at: last_success.and_then(|s| from_ledger(&s)),

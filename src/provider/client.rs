@@ -43,8 +43,12 @@ impl std::fmt::Debug for ProviderConfig {
 /// How many rejected tokens one request takes before it gives up (a passing failure). Under
 /// heavy invalidation churn a token can die before a request reaches the provider, and that
 /// is no fault of the record: only a provider that rejects token after token should end
-/// the attempt.
+/// the attempt. So only tokens the provider never accepted count here, and
+/// [`MAX_REJECTIONS_PER_REQUEST`] bounds the rest.
 const MAX_RELOGINS_PER_REQUEST: usize = 10;
+
+/// Rejections of any token (churn included) one request takes before it gives up.
+const MAX_REJECTIONS_PER_REQUEST: usize = 100;
 
 pub struct ProviderClient {
     http: reqwest::Client,
@@ -117,32 +121,36 @@ impl ProviderClient {
     /// when the token is rejected (one login per rejection, however many callers).
     pub async fn recording_link(&self, filename: &str) -> Result<RecordingLink, ProviderError> {
         let mut token = self.tokens.get(|| self.login()).await?;
-        for _ in 0..MAX_RELOGINS_PER_REQUEST {
-            match self.request_link(&token, filename).await {
-                Err(err) if err.action() == Action::Relogin => {
-                    tracing::debug!(
-                        generation = token.generation,
-                        "token rejected; logging in again"
-                    );
-                    token = self
-                        .tokens
-                        .replace(token.generation, || self.login())
-                        .await?;
+        let (mut never_accepted, mut rejections) = (0, 0);
+        loop {
+            let err = match self.request_link(&token, filename).await {
+                Ok(link) => {
+                    self.tokens.accepted(token.generation);
+                    return Ok(link);
                 }
-                other => return other,
+                Err(err) if err.action() == Action::Relogin => err,
+                Err(other) => return Err(other),
+            };
+            rejections += 1;
+            if !self.tokens.was_accepted(token.generation) {
+                never_accepted += 1;
             }
-        }
-        self.request_link(&token, filename)
-            .await
-            .map_err(|err| match err {
-                ProviderError::TokenRejected { detail } => ProviderError::Transient {
+            if never_accepted > MAX_RELOGINS_PER_REQUEST || rejections > MAX_REJECTIONS_PER_REQUEST
+            {
+                return Err(ProviderError::Transient {
                     code: "provider_token_rejected".into(),
-                    detail: format!(
-                        "still rejected after {MAX_RELOGINS_PER_REQUEST} logins: {detail}"
-                    ),
-                },
-                other => other,
-            })
+                    detail: format!("still rejected after {rejections} tokens: {err}"),
+                });
+            }
+            tracing::debug!(
+                generation = token.generation,
+                "token rejected; logging in again"
+            );
+            token = self
+                .tokens
+                .replace(token.generation, || self.login())
+                .await?;
+        }
     }
 
     async fn request_link(
@@ -218,5 +226,37 @@ mod tests {
         let t = parse_expiry("Expiration time:2020-02-11 17:27:23", tz).unwrap();
         assert_eq!(crate::timefmt::to_ledger(t), "2020-02-11T09:27:23.000Z");
         assert_eq!(parse_expiry("soon", tz), None);
+    }
+
+    /// A provider that rejects every token at once (never accepting one) makes a request
+    /// give up after `MAX_RELOGINS_PER_REQUEST` logins, as a passing failure.
+    #[tokio::test]
+    async fn a_provider_that_never_accepts_a_token_ends_the_request() {
+        let sim = crate::simulator::Simulator::start(
+            ([127, 0, 0, 1], 0).into(),
+            crate::simulator::SimulatorConfig::default(),
+        )
+        .await
+        .unwrap();
+        sim.add_recording("a.wav", 100);
+        sim.set_faults(|f| f.invalidate_tokens_every = Some(1));
+        let client = ProviderClient::new(ProviderConfig {
+            api_url: sim.api_url().parse().unwrap(),
+            appid: sim.config().appid.clone(),
+            accesskey: SecretString::from(sim.config().accesskey.clone()),
+            api_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            token_max_age: Duration::from_secs(3600),
+            tz: crate::timefmt::default_provider_tz(),
+        })
+        .unwrap();
+
+        let err = client.recording_link("a.wav").await.unwrap_err();
+
+        assert_eq!(err.code(), "provider_token_rejected");
+        assert_eq!(err.action(), Action::Retry);
+        let stats = sim.stats();
+        let tries = MAX_RELOGINS_PER_REQUEST as u64 + 1;
+        assert_eq!((stats.url_requests, stats.logins), (tries, tries));
     }
 }

@@ -1,15 +1,17 @@
 //! Fetching a recording from a download link: status and header checks up front, then the
 //! body as a stream (never buffered whole), with a stall timeout between chunks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 
 use super::RecordingLink;
 use super::error::describe_transport;
+use super::policy::{DownloadPolicy, PolicyResolver, Refusal, refusal_in};
 
 /// Why a download could not be used. Each says whether a later attempt (with a fresh
 /// link) may succeed.
@@ -34,6 +36,19 @@ pub enum DownloadError {
     Timeout(String),
     #[error("the download failed: {0}")]
     Network(String),
+    /// A resumed download's server did not answer with the asked byte range.
+    #[error("the download server did not honour the byte range")]
+    RangeIgnored,
+    /// The bytes are not plausibly audio of the file's format (empty, a header alone,
+    /// something else). Passing: the provider may serve the real file next time; the usual
+    /// retry limits end it as failed.
+    #[error("the download is not audio: {0}")]
+    NotAudio(String),
+    /// The link, a redirect or an address it resolves to is not allowed (see
+    /// `DownloadPolicy`). Passing: the next attempt gets a fresh link, which may differ;
+    /// the usual retry limits end it.
+    #[error("the download link was refused: {0}")]
+    Refused(String),
 }
 
 impl DownloadError {
@@ -54,11 +69,16 @@ impl DownloadError {
             Self::Truncated { .. } => "download_truncated".into(),
             Self::Timeout(_) => "download_timeout".into(),
             Self::Network(_) => "download_network".into(),
+            Self::RangeIgnored => "download_range_ignored".into(),
+            Self::Refused(_) => "url_refused".into(),
+            Self::NotAudio(_) => "not_audio".into(),
         }
     }
 
     fn from_transport(err: reqwest::Error) -> Self {
-        if err.is_timeout() {
+        if let Some(Refusal(why)) = refusal_in(&err) {
+            Self::Refused(why)
+        } else if err.is_timeout() {
             Self::Timeout(describe_transport(err))
         } else {
             Self::Network(describe_transport(err))
@@ -73,37 +93,98 @@ pub struct Download {
     pub body: BoxStream<'static, Result<Bytes, DownloadError>>,
 }
 
+/// How the downloader connects.
+#[derive(Debug, Clone)]
+pub struct DownloaderSettings {
+    pub connect_timeout: Duration,
+    /// A download that sends nothing for this long fails.
+    pub stall_timeout: Duration,
+    /// Which links, redirects and addresses may be fetched.
+    pub policy: DownloadPolicy,
+    /// Downloads go through this proxy; without it, proxy environment variables are ignored.
+    pub proxy: Option<url::Url>,
+}
+
 /// The HTTP client for recordings: no total timeout (recordings can be large), a stall
-/// timeout between reads, at most 3 redirects, no proxy from the environment.
+/// timeout between reads, every link, redirect (at most 3) and resolved address checked
+/// against the policy, no proxy from the environment.
 #[derive(Clone)]
 pub struct Downloader {
     http: reqwest::Client,
+    policy: Arc<DownloadPolicy>,
 }
 
 impl Downloader {
-    pub fn new(connect_timeout: Duration, stall_timeout: Duration) -> Result<Self, DownloadError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .read_timeout(stall_timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+    pub fn new(settings: DownloaderSettings) -> Result<Self, DownloadError> {
+        let mut policy = settings.policy;
+        if let Some(proxy) = &settings.proxy {
+            policy = policy.with_proxy(proxy);
+        }
+        let policy = Arc::new(policy);
+        let hops = Arc::clone(&policy);
+        let builder = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.stall_timeout)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| match hops
+                .check_redirect(attempt.url(), attempt.previous().len())
+            {
+                Ok(()) => attempt.follow(),
+                Err(refusal) => attempt.error(refusal),
+            }))
+            .dns_resolver(PolicyResolver(Arc::clone(&policy)))
             .no_proxy()
-            .user_agent(concat!("callvault/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(DownloadError::from_transport)?;
-        Ok(Self { http })
+            .user_agent(concat!("callvault/", env!("CARGO_PKG_VERSION")));
+        let builder = match settings.proxy {
+            Some(proxy) => builder
+                .proxy(reqwest::Proxy::all(proxy.as_str()).map_err(DownloadError::from_transport)?),
+            None => builder,
+        };
+        let http = builder.build().map_err(DownloadError::from_transport)?;
+        Ok(Self { http, policy })
     }
 
     /// Requests the recording and checks the answer's status and headers.
     pub async fn open(&self, link: &RecordingLink) -> Result<Download, DownloadError> {
-        let response = self
-            .http
-            .get(link.url.0.clone())
+        self.fetch(link, 0).await
+    }
+
+    /// Requests the recording from byte `offset` on (`Range: bytes=offset-`), to resume a
+    /// broken download. The answer must be a 206 whose range starts at `offset`; a server
+    /// that sends the whole file instead gives `RangeIgnored`.
+    pub async fn open_from(
+        &self,
+        link: &RecordingLink,
+        offset: u64,
+    ) -> Result<Download, DownloadError> {
+        self.fetch(link, offset).await
+    }
+
+    async fn fetch(&self, link: &RecordingLink, offset: u64) -> Result<Download, DownloadError> {
+        self.policy
+            .check_url(&link.url.0)
+            .map_err(|Refusal(why)| DownloadError::Refused(why))?;
+        let mut request = self.http.get(link.url.0.clone());
+        if offset > 0 {
+            request = request.header(RANGE, format!("bytes={offset}-"));
+        }
+        let response = request
             .send()
             .await
             .map_err(DownloadError::from_transport)?;
         let status = response.status();
         match status {
+            StatusCode::OK if offset > 0 => return Err(DownloadError::RangeIgnored),
             StatusCode::OK => {}
+            StatusCode::PARTIAL_CONTENT if offset > 0 => {
+                let start = response
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(range_start);
+                if start != Some(offset) {
+                    return Err(DownloadError::RangeIgnored);
+                }
+            }
             StatusCode::NOT_FOUND | StatusCode::GONE => {
                 return Err(DownloadError::Gone {
                     status: status.as_u16(),
@@ -192,6 +273,18 @@ fn is_text(bytes: &[u8]) -> bool {
         Err(_) => return false,
     };
     text.chars().all(|c| !c.is_control() || c.is_whitespace())
+}
+
+/// The first byte of a `Content-Range: bytes START-END/TOTAL` answer.
+fn range_start(value: &str) -> Option<u64> {
+    value
+        .trim()
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 mod client;
 mod download;
 mod error;
+mod policy;
+#[cfg(test)]
+mod policy_tests;
 mod token;
 mod wire;
 
@@ -12,9 +15,12 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 pub use client::{ProviderClient, ProviderConfig};
-pub use download::{Download, DownloadError, Downloader, looks_like_error_page};
+pub use download::{
+    Download, DownloadError, Downloader, DownloaderSettings, looks_like_error_page,
+};
 pub(crate) use error::describe_transport;
 pub use error::{Action, ProviderError};
+pub use policy::{DownloadPolicy, MAX_REDIRECTS, Refusal, special_kind};
 
 /// A download link. Its query is a signature: it is shown without it, everywhere.
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 //! (single flight: the login lock is taken, then the generation checked again).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -28,6 +29,8 @@ pub struct TokenCache {
     login_lock: Mutex<()>,
     /// Refresh once a token is this old (the provider's 12 h less a margin).
     max_age: Duration,
+    /// The newest generation the provider accepted at least once (0: none yet).
+    accepted: AtomicU64,
 }
 
 impl TokenCache {
@@ -36,7 +39,20 @@ impl TokenCache {
             current: RwLock::new(None),
             login_lock: Mutex::new(()),
             max_age,
+            accepted: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that the provider accepted a request made with the token of `generation`.
+    pub fn accepted(&self, generation: u64) {
+        self.accepted.fetch_max(generation, Ordering::Relaxed);
+    }
+
+    /// Whether the provider accepted the token of `generation` (or a newer one): then its
+    /// rejection is churn (another login, an invalidation), not a provider refusing our
+    /// tokens.
+    pub fn was_accepted(&self, generation: u64) -> bool {
+        self.accepted.load(Ordering::Relaxed) >= generation
     }
 
     /// The current token, logging in first when there is none or it is about to expire.
@@ -133,6 +149,18 @@ mod tests {
             assert_eq!(token.generation, 2);
         }
         assert_eq!(logins.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_generation_counts_as_accepted_once_it_or_a_newer_one_was() {
+        let cache = TokenCache::new(Duration::from_secs(3600));
+        assert!(!cache.was_accepted(1));
+
+        cache.accepted(2);
+        cache.accepted(1);
+
+        assert!(cache.was_accepted(1) && cache.was_accepted(2));
+        assert!(!cache.was_accepted(3));
     }
 
     #[tokio::test]

@@ -42,14 +42,19 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     let mut periodic = Periodic::default();
     if service == GET_RECODE_FILE {
         state.stats.url_requests += 1;
-        periodic = state.faults.next_recode();
-        if periodic.invalidate_tokens {
-            state.invalidate_all_tokens();
+        // Only requests made with a live token count: a token serves N - 1 requests, however
+        // many stale requests arrive after it was invalidated.
+        if has_live_token(&state, &fields) {
+            periodic = state.faults.next_recode();
+            if periodic.invalidate_tokens {
+                state.invalidate_all_tokens();
+            }
         }
     }
     let answer = if service == LOGIN {
         login(&shared, &mut state, &fields, reqtime)
     } else if state.faults.take_server_error() {
+        state.stats.server_errors += 1;
         failure(500, "Server Error")
     } else {
         match service {
@@ -144,11 +149,7 @@ fn recode_file(
     periodic: Periodic,
     reqtime: DateTime<Utc>,
 ) -> Value {
-    let token_ok = fields
-        .get("token")
-        .and_then(|t| state.tokens.get(t.trim()))
-        .is_some_and(|expiry| *expiry > Instant::now());
-    if !token_ok {
+    if !has_live_token(state, fields) {
         return failure(600, TOKEN_INVALID);
     }
     let Some(filename) = fields
@@ -180,9 +181,15 @@ fn recode_file(
     }
     let ttl = i64::try_from(shared.config.link_ttl.as_secs()).unwrap_or(i64::MAX / 2);
     let expires = reqtime.timestamp().saturating_add(ttl);
+    let base = state
+        .faults
+        .knobs()
+        .link_base
+        .clone()
+        .unwrap_or_else(|| shared.base_url.clone());
     let downurl = format!(
-        "{}recordings/{}?expires={expires}&sig={}",
-        shared.base_url,
+        "{}/recordings/{}?expires={expires}&sig={}",
+        base.trim_end_matches('/'),
         percent_encode(filename),
         sign(&shared.secret, filename, expires)
     );
@@ -192,6 +199,13 @@ fn recode_file(
         "expiredtime": format!("Expiration time:{}", provider_time(expired_at)),
     });
     success("get success", Some(result), reqtime)
+}
+
+fn has_live_token(state: &SimState, fields: &HashMap<String, String>) -> bool {
+    fields
+        .get("token")
+        .and_then(|t| state.tokens.get(t.trim()))
+        .is_some_and(|expiry| *expiry > Instant::now())
 }
 
 fn legal_filename(name: &str) -> bool {

@@ -49,7 +49,7 @@ fn sample_call(
             true => ("mp3", MP3_BYTES_PER_SEC),
             false => ("wav", WAV_BYTES_PER_SEC),
         };
-        let billsec = i64::try_from(size / rate).unwrap_or(1).max(1);
+        let billsec = seconds(size, rate);
         (billsec, Some((ext, size)))
     } else {
         (0, None)
@@ -95,6 +95,19 @@ fn sample_call(
         callback,
         recording,
     }
+}
+
+/// The seconds a recording of `size` bytes lasts (at least 1): what the provider bills.
+pub(super) fn billsec_for(filename: &str, size: u64) -> i64 {
+    let rate = match filename.to_ascii_lowercase().ends_with(".mp3") {
+        true => MP3_BYTES_PER_SEC,
+        false => WAV_BYTES_PER_SEC,
+    };
+    seconds(size, rate)
+}
+
+fn seconds(size: u64, rate: u64) -> i64 {
+    i64::try_from(size / rate).unwrap_or(i64::MAX).max(1)
 }
 
 #[cfg(test)]

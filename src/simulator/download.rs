@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Shared;
 use super::faults::DownloadFault;
-use super::recordings::{Content, Plan, body_stream, content_type};
+use super::recordings::{Content, Plan, body_stream, content_type, header_len};
 
 /// Hex SHA-256 over (secret, filename, expires), the signature of a download link.
 pub(super) fn sign(secret: &[u8], filename: &str, expires: i64) -> String {
@@ -36,6 +36,7 @@ pub(super) async fn download(
     State(shared): State<Arc<Shared>>,
     Path(filename): Path<String>,
     Query(link): Query<LinkQuery>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let now = chrono::Utc::now().timestamp();
@@ -67,6 +68,7 @@ pub(super) async fn download(
     tracing::debug!(%filename, size, ?fault, "simulator download");
 
     let mut plan = Plan::default();
+    let mut size = size;
     match fault {
         Some(DownloadFault::Http500) => {
             return error_page(
@@ -84,6 +86,21 @@ pub(super) async fn download(
         Some(DownloadFault::Stall(pause)) => plan.stall = Some(pause),
         Some(DownloadFault::Truncate(n)) => plan.stop_after = Some(n),
         Some(DownloadFault::ResetMidBody(n)) => (plan.stop_after, plan.reset) = (Some(n), true),
+        Some(DownloadFault::StallAfter(n, pause)) => {
+            (plan.stop_after, plan.silence) = (Some(n), Some(pause));
+        }
+        Some(DownloadFault::RedirectTo(base)) => {
+            let target = format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                uri.path_and_query()
+                    .map_or("", |p| p.as_str())
+                    .trim_start_matches('/')
+            );
+            return (StatusCode::FOUND, [(header::LOCATION, target)]).into_response();
+        }
+        Some(DownloadFault::ZeroLength) => size = 0,
+        Some(DownloadFault::HeaderOnly) => size = header_len(&filename).min(size),
         None => {}
     }
 

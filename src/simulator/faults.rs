@@ -7,14 +7,19 @@ use std::time::Duration;
 /// API-level faults, changed at runtime with [`super::Simulator::set_faults`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
-    /// Every Nth `GetRecodeFile` request first invalidates all tokens, so that request (and any
-    /// concurrent one) answers ret 600. `Some(0)` is treated as off.
+    /// Every Nth `GetRecodeFile` request made with a live token first invalidates all tokens,
+    /// so that request (and any concurrent one) answers ret 600: a token serves N - 1 link
+    /// requests. `Some(0)` is treated as off.
     pub invalidate_tokens_every: Option<u32>,
-    /// Every Nth `GetRecodeFile` request with a valid token answers status 1 / code "1010"
+    /// Every Nth `GetRecodeFile` request made with a live token answers status 1 / code "1010"
     /// (Extension exception) and invalidates all tokens. `Some(0)` is treated as off.
     pub extension_exception_every: Option<u32>,
     /// The next N API requests other than Login answer `{"ret":500,...,"msg":"Server Error"}`.
     pub server_error_next: u32,
+    /// Bursts of `ret` 500: `Some((period, len))` makes the first `len` of every `period`
+    /// API requests other than Login (counted from when the knob was set) answer ret 500.
+    /// A `period` of 0 is off.
+    pub server_error_bursts: Option<(u32, u32)>,
     /// The next N `GetRecodeFile` requests with a valid token answer status 1 / code "1001".
     pub code_1001_next: u32,
     /// Every login answers ret 601.
@@ -23,10 +28,13 @@ pub struct Faults {
     pub api_delay: Option<Duration>,
     /// The download endpoint ignores `Range` and always sends the whole file (200).
     pub ignore_ranges: bool,
+    /// Hand out download links under this base URL (`http://host:port/`) instead of the
+    /// simulator's own, as a provider pointing at another host would.
+    pub link_base: Option<String>,
 }
 
 /// A one-shot misbehaviour of the download endpoint, queued per filename.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DownloadFault {
     /// HTTP 500 with an HTML error page.
     Http500,
@@ -42,6 +50,15 @@ pub enum DownloadFault {
     /// Like `Truncate`, but the body stream fails with a connection-reset error after this
     /// many bytes.
     ResetMidBody(u64),
+    /// After this many bytes the body goes silent for this long (a stall mid-body).
+    StallAfter(u64, Duration),
+    /// HTTP 302 to the same path and query under this base URL (`http://host:port/`).
+    RedirectTo(String),
+    /// HTTP 200 with an empty body.
+    ZeroLength,
+    /// HTTP 200 with the file's header alone (a 44-byte WAV with no samples, an ID3 tag and
+    /// frame header with no frame), a complete response that is not audio.
+    HeaderOnly,
 }
 
 /// The periodic faults that fire on one `GetRecodeFile` request.
@@ -55,8 +72,10 @@ pub(super) struct Periodic {
 #[derive(Debug, Default)]
 pub(super) struct FaultState {
     knobs: Faults,
-    /// `GetRecodeFile` requests seen since an `*_every` knob last changed.
+    /// `GetRecodeFile` requests with a live token seen since an `*_every` knob last changed.
     recode_seq: u64,
+    /// API requests other than Login seen since `server_error_bursts` last changed.
+    burst_seq: u64,
     downloads: HashMap<String, VecDeque<DownloadFault>>,
 }
 
@@ -72,7 +91,11 @@ impl FaultState {
             self.knobs.invalidate_tokens_every,
             self.knobs.extension_exception_every,
         );
+        let bursts = self.knobs.server_error_bursts;
         f(&mut self.knobs);
+        if bursts != self.knobs.server_error_bursts {
+            self.burst_seq = 0;
+        }
         let after = (
             self.knobs.invalidate_tokens_every,
             self.knobs.extension_exception_every,
@@ -82,9 +105,16 @@ impl FaultState {
         }
     }
 
-    /// Consumes one pending server error, if any.
+    /// Counts one API request other than Login; true when it must answer ret 500 (a
+    /// pending `server_error_next`, or a position inside a burst).
     pub fn take_server_error(&mut self) -> bool {
-        take_one(&mut self.knobs.server_error_next)
+        let seq = self.burst_seq;
+        self.burst_seq += 1;
+        let in_burst = self
+            .knobs
+            .server_error_bursts
+            .is_some_and(|(period, len)| period > 0 && seq % u64::from(period) < u64::from(len));
+        take_one(&mut self.knobs.server_error_next) || in_burst
     }
 
     /// Consumes one pending code-1001 answer, if any.
@@ -145,6 +175,22 @@ mod tests {
             .collect();
 
         assert_eq!(fired, [false, false, true, false, false, true]);
+    }
+
+    #[test]
+    fn bursts_of_server_errors_repeat_every_period() {
+        let mut state = FaultState::default();
+        state.take_server_error();
+        state.update(|f| f.server_error_bursts = Some((5, 2)));
+
+        let fired: Vec<bool> = (0..10).map(|_| state.take_server_error()).collect();
+
+        assert_eq!(
+            fired,
+            [
+                true, true, false, false, false, true, true, false, false, false
+            ]
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct SimStats {
     pub url_requests: u64,
     /// Requests to the download endpoint, whatever their answer.
     pub downloads: u64,
+    /// API requests answered `ret` 500 by a fault knob.
+    pub server_errors: u64,
     /// Times live tokens were invalidated (fault knobs or `invalidate_all_tokens`); clearing
     /// when no token is live does not count.
     pub invalidations: u64,
@@ -306,14 +308,15 @@ pub async fn serve_forever(
     } = samples;
     let sim = Simulator::start(bind, config).await?;
     sim.set_faults(|f| *f = faults);
-    let callbacks = sim.sample_callbacks(recordings, chrono::Utc::now());
+    let mut callbacks = sim.sample_callbacks(recordings, chrono::Utc::now());
     if let Some(size) = recording_size {
-        for name in callbacks
-            .iter()
-            .filter_map(|c| c["recordfilename"].as_str())
-            .filter(|n| !n.is_empty())
-        {
-            sim.add_recording(name, size);
+        for callback in &mut callbacks {
+            let name = callback["recordfilename"].as_str().unwrap_or("").to_owned();
+            if !name.is_empty() {
+                sim.add_recording(&name, size);
+                // The billed seconds follow the recording's length, as the provider's do.
+                callback["billsec"] = callbacks::billsec_for(&name, size).into();
+            }
         }
     }
     if let Some(path) = &callbacks_out {

@@ -138,6 +138,18 @@ pub fn expected_sha256(filename: &str, size: u64) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// The length of the header a recording of this name starts with (0 when it has none).
+pub(super) fn header_len(filename: &str) -> u64 {
+    let lower = filename.to_ascii_lowercase();
+    if lower.ends_with(".wav") {
+        WAV_HEADER_LEN as u64
+    } else if lower.ends_with(".mp3") {
+        MP3_HEADER.len() as u64
+    } else {
+        0
+    }
+}
+
 /// `Content-Type` the provider's storage would send for this file name.
 pub fn content_type(filename: &str) -> &'static str {
     let lower = filename.to_ascii_lowercase();
@@ -159,6 +171,8 @@ pub(super) struct Plan {
     pub stop_after: Option<u64>,
     /// With `stop_after`: fail the stream (connection reset) instead of ending it.
     pub reset: bool,
+    /// With `stop_after`: go silent this long at the cut (a stall mid-body), then end.
+    pub silence: Option<Duration>,
 }
 
 /// How long a cut-short body waits before closing, so hyper flushes what was sent first.
@@ -200,7 +214,7 @@ pub(super) fn body_stream(
                 return Some((Ok(buf.freeze()), cur));
             }
             cur.plan.stop_after.take()?;
-            tokio::time::sleep(LINGER).await;
+            tokio::time::sleep(cur.plan.silence.take().unwrap_or(LINGER)).await;
             if !cur.plan.reset {
                 return None;
             }

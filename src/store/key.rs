@@ -8,6 +8,11 @@ use crate::domain::CallRecord;
 
 pub const DEFAULT_TEMPLATE: &str = "{companycode}/{yyyy}/{mm}/{dd}/{uuid}{ext}";
 
+/// Object keys stay well under S3's 1024 bytes, with room for a store prefix.
+const MAX_KEY_BYTES: usize = 900;
+/// A placeholder's value is cut to this many (ASCII, once cleaned) characters.
+const MAX_VALUE_CHARS: usize = 128;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("key template {template:?}: {problem}")]
@@ -77,14 +82,31 @@ impl KeyTemplate {
                 "must contain {uuid}, or records would overwrite each other",
             ));
         }
-        let literal: String = parts
+        // Checked with every value at its shortest (an extension may be empty; any other
+        // value is at least one safe character) and at its longest, so that a template that
+        // parses renders a safe key for every record.
+        let shortest: String = parts
             .iter()
             .map(|p| match p {
                 Part::Literal(s) => s.as_str(),
+                Part::Field(Field::Ext) => "",
                 Part::Field(_) => "x",
             })
             .collect();
-        check_segments(&literal).map_err(|p| fail(&p))?;
+        check_segments(&shortest).map_err(|p| fail(&p))?;
+        let longest: usize = parts
+            .iter()
+            .map(|p| match p {
+                Part::Literal(s) => s.len(),
+                Part::Field(Field::Ext) => 9,
+                Part::Field(Field::Year) => 7,
+                Part::Field(Field::Month | Field::Day | Field::Hour) => 2,
+                Part::Field(_) => MAX_VALUE_CHARS,
+            })
+            .sum();
+        if longest > MAX_KEY_BYTES {
+            return Err(fail(&format!("keys could grow past {MAX_KEY_BYTES} bytes")));
+        }
         Ok(Self { parts, tz })
     }
 
@@ -128,7 +150,7 @@ fn clean(value: &str) -> String {
     let cleaned: String = value
         .trim()
         .chars()
-        .take(128)
+        .take(MAX_VALUE_CHARS)
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                 c
@@ -163,8 +185,8 @@ fn check_segments(key: &str) -> Result<(), String> {
     if key.starts_with('/') {
         return Err("must not start with `/`".into());
     }
-    if key.len() > 900 {
-        return Err("longer than 900 bytes".into());
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!("longer than {MAX_KEY_BYTES} bytes"));
     }
     for segment in key.split('/') {
         if segment.is_empty() {
@@ -242,23 +264,88 @@ mod tests {
             "{uuid}/{nope}",
             "{uuid",
             "a/./{uuid}",
+            // An empty extension would leave an empty or `..` segment.
+            "x/{ext}/{uuid}",
+            "x/{ext}../{uuid}",
+            // Seven 128-character values cannot fit in 900 bytes.
+            "{uuid}{filename}{filename}{filename}{filename}{filename}{filename}{companycode}",
         ] {
             assert!(KeyTemplate::parse(bad, tz).is_err(), "{bad}");
         }
         assert!(KeyTemplate::parse("calls/{yyyy}-{mm}/{filename}-{uuid}{ext}", tz).is_ok());
     }
 
+    /// Values a hostile or broken callback might carry: any text, or one built from the
+    /// pieces that break paths.
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(".."),
+                    Just("."),
+                    Just("/"),
+                    Just("\\"),
+                    Just("\0"),
+                    Just("\n"),
+                    Just(" "),
+                    Just("%2e%2e"),
+                    Just("\u{202e}"),
+                    Just("Ä"),
+                    Just("a"),
+                    Just("wav"),
+                ],
+                0..12,
+            )
+            .prop_map(|parts| parts.concat()),
+        ]
+    }
+
+    /// Templates that parse, with literal text, several segments and every placeholder.
+    const TEMPLATES: [&str; 4] = [
+        DEFAULT_TEMPLATE,
+        "calls/{companycode}/{yyyy}-{mm}-{dd}T{hh}/{filename}_{uuid}{ext}",
+        "{uuid}",
+        "x/{filename}/v{ext}/{uuid}.bin",
+    ];
+
     proptest! {
         #[test]
-        fn no_record_renders_an_unsafe_key(uuid in "\\PC{1,40}", company in "\\PC{0,20}", file in "\\PC{0,40}") {
-            prop_assume!(CallUuid::parse(&uuid).is_some());
-            let key = default_template().render(&record(&uuid, &company, &file)).unwrap();
+        fn no_record_renders_a_key_outside_its_prefix(
+            template in 0..TEMPLATES.len(),
+            uuid in hostile(),
+            company in hostile(),
+            file in hostile(),
+            start in proptest::option::of(-62_000_000_000i64..250_000_000_000),
+        ) {
+            let template_text = TEMPLATES[template];
+            let uuid = CallUuid::parse(&uuid);
+            prop_assume!(uuid.is_some());
+            let keys = KeyTemplate::parse(template_text, crate::timefmt::default_provider_tz()).unwrap();
+            let record = CallRecord {
+                uuid: uuid.unwrap(),
+                company_code: company,
+                record_file: file,
+                call_start: start.and_then(|s| DateTime::from_timestamp(s, 0)),
+                billsec: None,
+                raw_json: String::new(),
+            };
+
+            // A template that parses renders every record.
+            let key = keys.render(&record).unwrap();
+
+            // As many segments as the template has: values never add one.
             let segments: Vec<&str> = key.split('/').collect();
-            prop_assert_eq!(segments.len(), 5);
-            for s in segments {
-                prop_assert!(!s.is_empty() && s != "." && s != "..");
-                prop_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)));
+            prop_assert_eq!(segments.len(), template_text.matches('/').count() + 1);
+            for s in &segments {
+                prop_assert!(!s.is_empty() && *s != "." && *s != "..", "{:?}", key);
+                prop_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)), "{:?}", key);
             }
+            // And the store puts it under its prefix.
+            let store = crate::store::Store::open("memory:///archive/calls", &Vec::new(), 5 << 20).unwrap();
+            let path = store.path(&key).unwrap();
+            prop_assert!(path.as_ref().starts_with("archive/calls/"), "{:?}", path);
+            prop_assert_eq!(path.parts().count(), 2 + segments.len());
         }
     }
 }

@@ -20,6 +20,7 @@ pub(crate) fn callvault(world: &World, args: &[&str]) -> Command {
         .env("CALLVAULT_ACCESSKEY", &world.sim.config().accesskey)
         .env("CALLVAULT_STORE", format!("s3://{BUCKET}/calls"))
         .env("CALLVAULT_RETRY_DELAY", "10ms")
+        .env("CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", crate::world::LOOPBACK)
         .current_dir(world.dir.path());
     for (k, v) in world.s3.env() {
         cmd.env(k, v);
@@ -151,6 +152,7 @@ async fn importing_the_same_file_twice_changes_nothing_and_bad_lines_are_named()
     );
 }
 
+/// A wrong access key: the binary exits 3, never prints the key, marks nothing failed.
 #[tokio::test]
 async fn refused_credentials_exit_3_and_mark_nothing_failed() {
     let world = World::new().await;
@@ -194,6 +196,8 @@ pub(crate) async fn wait_for(limit: Duration, mut check: impl AsyncFnMut() -> bo
     false
 }
 
+/// SIGKILL mid-transfer: nothing is marked archived or stored; once the lease runs out the
+/// next run archives every record.
 #[tokio::test]
 async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resumed() {
     let world = World::new().await;
@@ -228,6 +232,9 @@ async fn a_run_killed_with_sigkill_leaves_nothing_falsely_archived_and_is_resume
     assert_eq!(world.verify_archived().await, 8);
 }
 
+/// SIGTERM while every transfer is stalled: no new claims, the in-flight transfers are
+/// aborted when the 1 s grace period ends and their records released (pending, due at
+/// once), nothing is stored, and the process exits 1 well within its grace period.
 #[tokio::test]
 async fn sigterm_stops_claiming_and_releases_stalled_work_within_the_grace_period() {
     let world = World::new().await;
@@ -347,29 +354,49 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
     world
         .sim
         .set_faults(|f| f.invalidate_tokens_every = Some(3));
-    let first = world
+    // Failures whose messages name the link: a cut-off body, a redirect to a host not
+    // allowed (url_refused), a header with no audio (not_audio).
+    let localhost = format!("http://localhost:{}/", world.sim.local_addr().port());
+    let faults = [
+        DownloadFault::Truncate(100),
+        DownloadFault::RedirectTo(localhost),
+        DownloadFault::HeaderOnly,
+    ];
+    let pending = world
         .ledger
         .uuids_in_state(RecordState::Pending)
         .await
-        .unwrap()[0]
-        .clone();
-    let row = world.ledger.get(&first).await.unwrap().unwrap();
-    world
-        .sim
-        .push_download_fault(&row.record.record_file, DownloadFault::Truncate(100));
+        .unwrap();
+    for (uuid, fault) in pending.iter().zip(faults) {
+        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        world
+            .sim
+            .push_download_fault(&row.record.record_file, fault);
+    }
     let mut run = callvault(&world, &["run", "--json", "--log", "debug"]);
     run.env("CALLVAULT_LOG_FORMAT", "json");
 
     let out = output(run).await;
+    let status = output(callvault(&world, &["status", "--json", "--log", "debug"])).await;
 
-    assert_eq!(out.status.code(), Some(0));
+    assert_exit(&out, 0);
+    assert_exit(&status, 0);
     let ledger_bytes = std::fs::read(world.dir.path().join("ledger.db")).unwrap();
     let wal = std::fs::read(world.dir.path().join("ledger.db-wal")).unwrap_or_default();
-    let everything = [out.stdout, out.stderr, ledger_bytes, wal].concat();
+    let everything = [
+        out.stdout,
+        out.stderr,
+        status.stdout,
+        status.stderr,
+        ledger_bytes,
+        wal,
+    ]
+    .concat();
     let text = String::from_utf8_lossy(&everything);
     for canary in [
         world.sim.config().accesskey.as_str(),
         crate::world::S3_SECRET_KEY,
+        crate::world::S3_ACCESS_KEY,
         "sig=",
         "expires=",
     ] {
@@ -379,6 +406,9 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
         text.contains("token rejected") || text.contains("logged in"),
         "the debug log was captured"
     );
+    for code in ["url_refused", "not_audio"] {
+        assert!(text.contains(code), "the {code} failure was exercised");
+    }
 }
 
 #[tokio::test]
@@ -419,6 +449,10 @@ async fn large_pretty_printed_arrays_and_standard_input_import_whole() {
     assert_eq!(status.counts["pending"], 6000);
 }
 
+/// A provider or store that cannot be reached (exit 1, a message naming which), an S3
+/// secret the store refuses and a bucket that does not exist (exit 2, the store's own
+/// reason): each stops the run before any claim, so no record is attempted, failed or
+/// archived, and every record stays pending.
 #[tokio::test]
 async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
     let world = World::new().await;
@@ -443,11 +477,22 @@ async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
     wrong_key.env("AWS_SECRET_ACCESS_KEY", "not-the-key");
     let out = output(wrong_key).await;
     assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the store refused access") && stderr.contains("SignatureDoesNotMatch"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-the-key"),
+        "the secret is never printed"
+    );
 
     let mut no_bucket = callvault(&world, &["run"]);
     no_bucket.env("CALLVAULT_STORE", "s3://no-such-bucket/calls");
     let out = output(no_bucket).await;
     assert_exit(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NoSuchBucket"), "{stderr}");
 
     assert_eq!(world.count(RecordState::Pending).await, 4);
     assert_eq!(
@@ -455,4 +500,48 @@ async fn an_unreachable_provider_or_store_stops_the_run_before_any_claim() {
         0,
         "nothing was claimed or attempted"
     );
+    assert!(world.object_keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn proxy_variables_are_ignored_and_bad_download_policies_are_configuration_errors() {
+    let world = World::new().await;
+    import_samples(&world, 5).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    // The API and the store are reached as `localhost`, exempt from the proxy; the download
+    // links name 127.0.0.1, which only ignoring the proxy variables can reach.
+    let mut proxied = callvault(&world, &["run"]);
+    for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"] {
+        proxied.env(var, &nowhere);
+    }
+    proxied
+        .env("NO_PROXY", "localhost")
+        .env(
+            "CALLVAULT_API_URL",
+            world.sim.api_url().replace("127.0.0.1", "localhost"),
+        )
+        .env("CALLVAULT_DOWNLOAD_HOSTS", "127.0.0.1")
+        .env(
+            "AWS_ENDPOINT",
+            world.s3.endpoint.replace("127.0.0.1", "localhost"),
+        );
+
+    let out = output(proxied).await;
+
+    assert_exit(&out, 0);
+    assert_eq!(world.verify_archived().await, 4);
+
+    for (var, value) in [
+        ("CALLVAULT_DOWNLOAD_HOSTS", "ok.example,bad/host"),
+        ("CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", "10.0.0.0/40"),
+        ("CALLVAULT_DOWNLOAD_PROXY", "ftp://proxy.example"),
+    ] {
+        let mut run = callvault(&world, &["run"]);
+        run.env(var, value);
+        let out = output(run).await;
+        assert_exit(&out, 2);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("configuration"));
+    }
 }

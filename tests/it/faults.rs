@@ -1,28 +1,29 @@
 //! A flaky provider: rejected tokens, broken downloads, missing files, refused credentials.
 
-use std::time::Duration;
-
 use callvault::archive::RunError;
 use callvault::domain::RecordState;
 use callvault::simulator::DownloadFault;
 
 use crate::world::{TEST_PART, World, call};
 
+/// 32 workers, the token invalidated every 3rd link request (and code 1010 every 11th):
+/// however many workers see the rejection, each invalidation costs exactly one login, and
+/// no record is failed or left for later because of it.
 #[tokio::test]
-async fn many_workers_hitting_an_invalidated_token_cause_one_login_each_time() {
+async fn thirty_two_workers_hitting_an_invalidated_token_cause_one_login_each_time() {
     let world = World::new().await;
     world.import_samples(60).await;
     world.sim.set_faults(|f| {
-        f.invalidate_tokens_every = Some(7);
+        f.invalidate_tokens_every = Some(3);
         f.extension_exception_every = Some(11);
     });
     let mut opts = world.options();
-    opts.concurrency = 16;
+    opts.concurrency = 32;
 
     let result = world.run(&opts).await;
 
     let stats = world.sim.stats();
-    assert!(stats.invalidations >= 5, "{stats:?}");
+    assert!(stats.invalidations >= 10, "{stats:?}");
     assert_eq!(
         stats.logins,
         stats.invalidations + 1,
@@ -45,16 +46,28 @@ async fn many_workers_hitting_an_invalidated_token_cause_one_login_each_time() {
         result.report
     );
     assert_eq!(result.exit_code(), 0);
+    assert_eq!(world.verify_archived().await, 48);
+    // A token that worked and then died is churn, not a fault of the record: no attempt
+    // was given up for it.
+    let attempts = world.attempts().await;
+    assert_eq!(attempts.len(), 48, "{attempts:?}");
+    assert!(attempts.iter().all(|a| a.outcome == "archived"));
 }
 
+/// A body cut short (cleanly, after 10 kB of a small file and after two parts of a large
+/// one): never archived, nothing half-written stays in the store, the multipart upload is
+/// aborted; the record stays pending and a later run archives it whole.
 #[tokio::test]
 async fn a_truncated_download_is_never_archived_and_succeeds_later() {
     let world = World::new().await;
+    // A server without ranges: the attempt must start over (resuming is `resume::*`).
+    world.sim.set_faults(|f| f.ignore_ranges = true);
     world.import_call("small", "small.wav", 40_000).await;
     world
         .import_call("large", "large.wav", 3 * TEST_PART as u64)
         .await;
-    for _ in 0..2 {
+    // Two attempts, each a download and a refused resumption, all truncated.
+    for _ in 0..4 {
         world
             .sim
             .push_download_fault("small.wav", DownloadFault::Truncate(10_000));
@@ -80,7 +93,7 @@ async fn a_truncated_download_is_never_archived_and_succeeds_later() {
         "nothing half-written stays in the store"
     );
     assert!(
-        no_pending_multipart(&world),
+        world.no_pending_multipart(),
         "the multipart upload was aborted"
     );
     for uuid in ["small", "large"] {
@@ -111,13 +124,9 @@ async fn a_truncated_download_is_never_archived_and_succeeds_later() {
     }
 }
 
-/// s3s-fs keeps unfinished multipart uploads as files under a hidden folder.
-fn no_pending_multipart(world: &World) -> bool {
-    crate::world::files_under(world.s3.root.path())
-        .iter()
-        .all(|p| !p.to_string_lossy().contains("upload"))
-}
-
+/// HTTP 200 with an HTML page, HTTP 500 and an expired link (403) on downloads, plus `ret`
+/// 500 and code 1001 on link requests: each costs one attempt with its own error code, is
+/// retried with a fresh link, and every record ends archived with the source's SHA-256.
 #[tokio::test]
 async fn error_pages_and_server_errors_are_retried_not_archived() {
     let world = World::new().await;
@@ -156,6 +165,30 @@ async fn error_pages_and_server_errors_are_retried_not_archived() {
     // Every attempt (those answered with ret 500 or code 1001 included) asked for exactly
     // one fresh link: no link is ever reused.
     assert_eq!(world.sim.stats().url_requests, attempts);
+    for (uuid, code) in [
+        ("html", "download_not_a_recording"),
+        ("five", "download_http_500"),
+        ("expired", "download_http_403"),
+    ] {
+        let tried = world.attempts_of(uuid).await;
+        assert!(
+            tried.contains(&("transient".into(), Some(code.into()))),
+            "{uuid}: {tried:?}"
+        );
+        assert_eq!(tried.last().unwrap().0, "archived", "{uuid}: {tried:?}");
+    }
+    let codes: Vec<_> = world
+        .attempts()
+        .await
+        .into_iter()
+        .filter_map(|a| a.error_code)
+        .collect();
+    assert_eq!(codes.len(), 3 + 2 + 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| *c == "provider_ret_500").count(), 2);
+    assert_eq!(
+        codes.iter().filter(|c| *c == "provider_code_1001").count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -217,6 +250,7 @@ async fn a_missing_file_fails_and_an_old_one_is_expired() {
     );
 }
 
+/// Every login refused from the start: the run stops before any claim with exit code 3.
 #[tokio::test]
 async fn refused_credentials_stop_the_run_and_fail_no_record() {
     let world = World::new().await;
@@ -236,24 +270,57 @@ async fn refused_credentials_stop_the_run_and_fail_no_record() {
     assert_eq!(pending, 4, "every record with a recording is still pending");
 }
 
+/// Logins are refused in the middle of a run (the token dies on the 6th link request and
+/// the re-login is refused): the run stops with exit code 3, the records it had archived
+/// stay archived, the ones it held go back to pending, none is marked failed, and the run
+/// is recorded as stopped for credentials.
 #[tokio::test]
-async fn credentials_refused_mid_run_release_the_records() {
+async fn logins_refused_mid_run_stop_it_with_exit_3_and_fail_nothing() {
     let world = World::new().await;
     world.import_samples(20).await;
-    let mut opts = world.options();
-    opts.concurrency = 4;
     let deps = world.deps();
     deps.provider.ensure_login().await.unwrap();
-    // From now on the token dies and every login is refused.
     world.sim.set_faults(|f| {
+        f.invalidate_tokens_every = Some(6);
         f.refuse_logins = true;
-        f.invalidate_tokens_every = Some(1);
     });
+    let mut opts = world.options();
+    opts.concurrency = 2;
 
     let result = callvault::archive::run_pass(&deps, &opts).await.unwrap();
 
-    assert_eq!(result.exit_code(), 3, "{:?}", result.report);
-    assert!(world.count(RecordState::Failed).await == 0);
-    assert!(world.count(RecordState::InProgress).await == 0);
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        matches!(result.error, Some(RunError::CredentialsRefused(_))),
+        "{:?}",
+        result.error
+    );
+    assert_eq!(result.exit_code(), 3);
+    assert_eq!(
+        result.report.archived, 5,
+        "the five links handed out before: {:?}",
+        result.report
+    );
+    assert_eq!(world.verify_archived().await, 5);
+    assert_eq!(world.count(RecordState::Pending).await, 16 - 5);
+    assert_eq!(world.count(RecordState::Failed).await, 0);
+    assert_eq!(world.count(RecordState::InProgress).await, 0);
+    let stopped: Vec<_> = world
+        .attempts()
+        .await
+        .into_iter()
+        .filter(|a| a.outcome != "archived")
+        .collect();
+    assert!(!stopped.is_empty() && stopped.len() <= 2, "{stopped:?}");
+    assert!(stopped.iter().all(|a| a.outcome == "stopped"
+        && a.error_code.as_deref() == Some("provider_credentials_refused")));
+    let status = world
+        .ledger
+        .status(chrono::Utc::now(), chrono::Duration::days(90))
+        .await
+        .unwrap();
+    let last_run = status.last_run.expect("the run is recorded");
+    assert_eq!(
+        (last_run.status.as_str(), last_run.exit_code),
+        ("credentials_refused", Some(3))
+    );
 }

@@ -39,6 +39,8 @@ async fn a_dead_runs_records_are_reclaimed_once_its_lease_runs_out() {
     assert!(world.count(RecordState::InProgress).await == 0);
 }
 
+/// Two runs at once in one process, each with its own connection pool on the ledger file:
+/// every record archived once, one download per record, no lease lost.
 #[tokio::test]
 async fn two_runs_at_once_never_work_on_the_same_record() {
     let world = World::new().await;
@@ -73,6 +75,8 @@ async fn two_runs_at_once_never_work_on_the_same_record() {
     assert_eq!(world.sim.stats().downloads, 32);
 }
 
+/// A stop (as on SIGTERM) lets a short transfer finish within the grace period and aborts
+/// and releases a stalled one: it is pending and due at once, and nothing of it is stored.
 #[tokio::test]
 async fn a_stop_lets_short_transfers_finish_and_gives_stalled_ones_back() {
     let world = World::new().await;

@@ -85,6 +85,97 @@ async fn status_counts_states_and_calls_near_the_retention_horizon() {
     assert!(status.last_run.is_none());
 }
 
+#[tokio::test]
+async fn an_attempt_whose_lease_ran_out_is_recorded_as_lost_not_as_its_outcome() {
+    use callvault::ledger::{AttemptEnd, RunRecord};
+    use chrono::Duration;
+
+    let (dir, ledger) = temp_ledger().await;
+    let now = chrono::Utc::now();
+    ledger
+        .import(&[call("c1", "c1.wav", "2026-11-01 10:00:00")], now)
+        .await
+        .unwrap();
+    for id in ["run-a", "run-b"] {
+        let run = RunRecord {
+            id: id.into(),
+            started_at: now,
+            host: "test".into(),
+            pid: 1,
+            options: "{}".into(),
+        };
+        ledger.start_run(&run).await.unwrap();
+    }
+    let slice = Slice::default();
+    let short = now + Duration::milliseconds(1);
+    assert!(
+        ledger
+            .claim("run-a", &slice, now, now, short)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let attempt_a = ledger.begin_attempt("c1", "run-a", now).await.unwrap();
+    // run-a's lease runs out; run-b takes the record over.
+    let later = now + Duration::seconds(1);
+    let long = later + Duration::seconds(60);
+    assert!(
+        ledger
+            .claim("run-b", &slice, later, later, long)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let object = ArchivedObject {
+        key: "k".into(),
+        size: 1,
+        sha256: "00".into(),
+        content_type: None,
+        etag: None,
+        version: None,
+        archived_at: later,
+    };
+    let end = AttemptEnd {
+        id: attempt_a,
+        outcome: "archived",
+        error_code: None,
+        message: None,
+        bytes: 1,
+    };
+    let held = ledger
+        .settle(
+            "c1",
+            "run-a",
+            &Settlement::Archived(&object),
+            Some(&end),
+            later,
+        )
+        .await
+        .unwrap();
+
+    assert!(!held, "run-a no longer holds the record");
+    let row = ledger.get("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.lease_owner.as_deref(), row.sha256),
+        (RecordState::InProgress, Some("run-b"), None)
+    );
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("l.db").display()))
+            .await
+            .unwrap();
+    let (outcome, code): (String, Option<String>) =
+        sqlx::query_as("SELECT outcome, error_code FROM attempts WHERE id = $1")
+            .bind(attempt_a)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (outcome.as_str(), code.as_deref()),
+        ("lease_lost", Some("lease_lost"))
+    );
+}
+
 /// The counts `status` reports (kept by triggers) equal a full count of every state.
 async fn assert_counts_match(ledger: &Ledger, step: &str) {
     let status = ledger

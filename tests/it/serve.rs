@@ -93,6 +93,25 @@ fn record(uuid: &str) -> Value {
     })
 }
 
+/// A port nothing listens on (for a child process to bind).
+pub(crate) fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// Waits until a `serve` on `port` is ready; returns its base URL.
+pub(crate) async fn wait_ready(port: u16) -> String {
+    let base = format!("http://127.0.0.1:{port}");
+    let up = wait_for(Duration::from_secs(20), async || {
+        reqwest::get(format!("{base}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    assert!(up, "serve became ready");
+    base
+}
+
 #[tokio::test]
 async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
     let rx = start_receiver(&[]).await;
@@ -237,10 +256,7 @@ async fn callbacks_from_outside_the_allowed_networks_are_refused() {
 #[tokio::test]
 async fn serve_with_a_schedule_archives_what_it_receives_and_stops_cleanly_on_sigterm() {
     let world = World::new().await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let metrics_file = world.dir.path().join("callvault.prom");
     let child = callvault(
         &world,
@@ -261,14 +277,7 @@ async fn serve_with_a_schedule_archives_what_it_receives_and_stops_cleanly_on_si
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let up = wait_for(Duration::from_secs(20), async || {
-        reqwest::get(format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    assert!(up, "serve became ready");
+    let base = wait_ready(port).await;
 
     let client = reqwest::Client::new();
     let callbacks = world.sim.sample_callbacks(6, chrono::Utc::now());

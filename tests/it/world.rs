@@ -9,7 +9,9 @@ use callvault::archive::{Deps, RetryPolicy, RunOptions, RunResult, Shutdown, run
 use callvault::callback::parse_record;
 use callvault::domain::CallRecord;
 use callvault::ledger::{Ledger, Slice};
-use callvault::provider::{Downloader, ProviderClient, ProviderConfig};
+use callvault::provider::{
+    DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
+};
 use callvault::simulator::{Simulator, SimulatorConfig};
 use callvault::store::{DEFAULT_TEMPLATE, KeyTemplate, S3Options, Store};
 use callvault::timefmt::default_provider_tz;
@@ -24,6 +26,8 @@ use tempfile::TempDir;
 pub const S3_ACCESS_KEY: &str = "test-access-key";
 pub const S3_SECRET_KEY: &str = "test-secret-key-canary";
 pub const BUCKET: &str = "archive";
+/// The network the simulator and the S3 server run on, allowed for downloads explicitly.
+pub const LOOPBACK: &str = "127.0.0.0/8";
 
 /// An S3 protocol server over a temp directory.
 pub struct S3Server {
@@ -151,10 +155,27 @@ impl World {
         Deps {
             ledger,
             provider: Arc::new(ProviderClient::new(self.provider_config()).expect("client")),
-            downloader: Downloader::new(Duration::from_secs(5), Duration::from_secs(5))
+            downloader: Downloader::new(self.downloader_settings(&[], &[LOOPBACK]))
                 .expect("downloader"),
             store,
             keys: KeyTemplate::parse(DEFAULT_TEMPLATE, default_provider_tz()).expect("template"),
+        }
+    }
+
+    /// The downloader's settings: the simulator's host plus `hosts`, and `networks` allowed
+    /// (tests run on loopback, which is refused unless allowed).
+    pub fn downloader_settings(&self, hosts: &[&str], networks: &[&str]) -> DownloaderSettings {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        DownloaderSettings {
+            connect_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
+            policy: DownloadPolicy::new(
+                &self.sim.api_url().parse().expect("url"),
+                &owned(hosts),
+                &owned(networks),
+            )
+            .expect("policy"),
+            proxy: None,
         }
     }
 

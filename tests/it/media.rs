@@ -1,0 +1,151 @@
+//! Media sanity: bytes that are not audio (empty, a header alone) are never archived as
+//! good, and a WAV whose length disagrees with the call's billed seconds is archived but
+//! flagged, in the ledger, the run summary and `status`.
+
+use callvault::callback::parse_record;
+use callvault::domain::RecordState;
+use callvault::simulator::DownloadFault;
+use callvault::timefmt::default_provider_tz;
+
+use crate::world::World;
+
+/// Bytes per second of the simulator's WAVs (8 kHz, 16-bit, mono) and their header.
+const WAV_RATE: u64 = 16_000;
+const WAV_HEADER: u64 = 44;
+
+impl World {
+    /// Imports a call billed `billsec` seconds whose WAV lasts `seconds`.
+    async fn import_wav(&self, uuid: &str, billsec: i64, seconds: u64) {
+        let file = format!("{uuid}.wav");
+        self.sim
+            .add_recording(&file, WAV_HEADER + seconds * WAV_RATE);
+        let json = serde_json::json!({
+            "uuid": uuid, "companycode": 20000013, "recordfilename": file,
+            "starttime": "2026-11-01 10:00:00", "billsec": billsec,
+        });
+        let record = parse_record(&json.to_string(), default_provider_tz()).unwrap();
+        self.ledger
+            .import(&[record], chrono::Utc::now())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn empty_and_header_only_recordings_are_retried_then_failed_as_not_audio() {
+    let world = World::new().await;
+    world.import_wav("empty", 30, 30).await;
+    world.import_wav("header", 30, 30).await;
+    world.import_wav("once", 30, 30).await;
+    for _ in 0..3 {
+        world
+            .sim
+            .push_download_fault("empty.wav", DownloadFault::ZeroLength);
+        world
+            .sim
+            .push_download_fault("header.wav", DownloadFault::HeaderOnly);
+    }
+    world
+        .sim
+        .push_download_fault("once.wav", DownloadFault::HeaderOnly);
+    let mut opts = world.options();
+    opts.retry.max_attempts = 3;
+
+    let result = world.run(&opts).await;
+
+    assert_eq!(
+        (result.report.archived, result.report.failed),
+        (1, 2),
+        "{:?}",
+        result.report
+    );
+    for (uuid, why) in [("empty", "empty"), ("header", "header with no audio")] {
+        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.attempts, row.last_error_code.as_deref()),
+            (RecordState::Failed, 3, Some("not_audio")),
+            "{uuid}"
+        );
+        assert!(row.last_error.unwrap().contains(why), "{uuid}");
+        assert_eq!(row.object_key, None);
+    }
+    // Nothing but the one good recording (and its sidecar, if any) was ever stored.
+    let keys = world.object_keys().await;
+    assert!(
+        keys.iter()
+            .filter(|k| !k.starts_with("calls/manifests/"))
+            .all(|k| k.contains("/once.")),
+        "{keys:?}"
+    );
+    let once = world.ledger.get("once").await.unwrap().unwrap();
+    assert_eq!((once.state, once.attempts), (RecordState::Archived, 2));
+    assert_eq!(world.verify_archived().await, 1);
+}
+
+#[tokio::test]
+async fn a_wav_far_from_its_billed_seconds_is_archived_and_flagged() {
+    let world = World::new().await;
+    world.import_wav("agrees", 30, 31).await;
+    world.import_wav("longer", 25, 60).await;
+    world.import_wav("shorter", 300, 200).await;
+    world.import_wav("close", 100, 118).await;
+
+    let result = world.run(&world.options()).await;
+
+    assert_eq!(result.report.archived, 4);
+    assert_eq!(result.report.media_flagged, 2);
+    assert!(
+        result
+            .report
+            .human()
+            .contains("2 archived recording(s) flagged")
+    );
+    assert_eq!(result.exit_code(), 0, "a flag is not a failure");
+    for (uuid, ms, flagged) in [
+        ("agrees", 31_000, false),
+        ("longer", 60_000, true),
+        ("shorter", 200_000, true),
+        ("close", 118_000, false),
+    ] {
+        let media = world.ledger.media_of(uuid).await.unwrap().unwrap();
+        assert_eq!(media.duration_ms, Some(ms), "{uuid}");
+        assert_eq!(media.note.is_some(), flagged, "{uuid}: {media:?}");
+    }
+    let note = world.ledger.media_of("longer").await.unwrap().unwrap().note;
+    assert!(
+        note.unwrap()
+            .contains("60.0 s but the call was billed 25 s")
+    );
+    let status = world
+        .ledger
+        .status(chrono::Utc::now(), chrono::Duration::days(90))
+        .await
+        .unwrap();
+    assert_eq!(status.media_flagged, 2);
+    assert_eq!(world.verify_archived().await, 4);
+}
+
+#[tokio::test]
+async fn the_simulators_sample_recordings_agree_with_their_callbacks() {
+    let world = World::new().await;
+    let records = world.import_samples(30).await;
+
+    let result = world.run(&world.options()).await;
+
+    assert_eq!(result.report.archived, 24);
+    assert_eq!(result.report.media_flagged, 0);
+    let mut wavs = 0;
+    for record in records.iter().filter(|r| r.record_file.ends_with(".wav")) {
+        let media = world
+            .ledger
+            .media_of(record.uuid.as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        let ms = media.duration_ms.expect("a WAV has a duration");
+        let billed = record.billsec.unwrap() * 1000;
+        assert!((ms - billed).abs() < 1000, "{ms} ms vs {billed} ms billed");
+        wavs += 1;
+    }
+    assert!(wavs > 0);
+}
