@@ -257,13 +257,24 @@ async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() 
         "--log",
         "debug",
     ];
-    let child = crate::cli::callvault(&world, &args)
+    let mut child = crate::cli::callvault(&world, &args)
         .env("CALLVAULT_CALLBACK_SECRET", SECRET)
         .env("CALLVAULT_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read the pipes while the server runs: its debug log outgrows a pipe's buffer, and a
+    // full pipe would block the server's logging (and its answers) until the end.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let base = crate::serve::wait_ready(port).await;
 
     // Good callbacks by path and by query, a wrong secret, a body that is not a record.
@@ -313,14 +324,15 @@ async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() 
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
 
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(status.code(), Some(0));
     let ledger = std::fs::read(world.dir.path().join("ledger.db")).unwrap();
     let wal = std::fs::read(world.dir.path().join("ledger.db-wal")).unwrap_or_default();
-    let everything = [out.stdout, out.stderr, answers.into_bytes(), ledger, wal].concat();
+    let everything = [stdout, stderr, answers.into_bytes(), ledger, wal].concat();
     let text = String::from_utf8_lossy(&everything);
     assert!(
         text.contains("callvault_records"),
