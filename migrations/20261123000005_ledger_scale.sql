@@ -8,12 +8,14 @@
 --    reads six rows instead of counting every call. The table and what reads it are
 --    portable SQL; the triggers are SQLite's syntax (a PostgreSQL ledger writes the three
 --    as one row-level trigger function, as it writes the attempts key as an identity column).
--- 3. The last successful run is found through an index, not by reading every run.
+-- 3. The last successful run is found through an index, not by reading every run, and the
+--    recordings the media check flagged through a partial index that holds only them.
 
 CREATE INDEX calls_due ON calls (state, call_start, next_attempt_at);
 DROP INDEX calls_state_start;
 
 CREATE INDEX runs_exit_finished ON runs (exit_code, finished_at);
+CREATE INDEX calls_media_flagged ON calls (state) WHERE media_note IS NOT NULL;
 
 CREATE TABLE state_counts (
     state TEXT PRIMARY KEY,

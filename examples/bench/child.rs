@@ -21,6 +21,10 @@ pub struct Child {
     pub stdout: String,
 }
 
+/// Longer than any measured run takes: a run that hangs (or retries every record because
+/// something is misconfigured) is stopped and reported instead of stalling the benchmark.
+const CHILD_LIMIT: Duration = Duration::from_secs(20 * 60);
+
 /// How often the memory high-water mark is read; it is a kernel-kept maximum, so a
 /// poll only misses what happens after the last read before the process exits.
 const POLL: Duration = Duration::from_millis(20);
@@ -39,6 +43,8 @@ impl Rig {
             .env("CALLVAULT_STORE", format!("s3://{bucket}/calls"))
             .env("CALLVAULT_PROGRESS", "off")
             .env("CALLVAULT_LOG", "warn")
+            // The simulator serves its links on loopback, which downloads refuse by default.
+            .env("CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", "127.0.0.0/8")
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -62,6 +68,10 @@ impl Rig {
         let mut peak = 0u64;
         let mut cpu = Duration::ZERO;
         let status = loop {
+            if started.elapsed() > CHILD_LIMIT {
+                child.kill().await?;
+                bail!("callvault ran for more than {CHILD_LIMIT:?}: stopped");
+            }
             if let Some(kib) = vm_hwm_kib(pid) {
                 peak = peak.max(kib);
             }

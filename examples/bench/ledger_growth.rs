@@ -33,11 +33,17 @@ impl Growth {
     }
 }
 
-const REPEATS: usize = 5;
+/// `status` takes a few milliseconds, mostly process start: enough runs for a steady median.
+pub const REPEATS: usize = 11;
 
 /// Fills a fresh ledger with `rows` calls of history, then measures `status` and a run
 /// over `batch` (recording names the simulator serves) at concurrency 8.
-pub async fn measure(rig: &Rig, rows: usize, batch: &[String]) -> anyhow::Result<Growth> {
+pub async fn measure(
+    rig: &Rig,
+    rows: usize,
+    batch: &[String],
+    size: u64,
+) -> anyhow::Result<Growth> {
     let path = rig.dir.path().join(format!("growth-{rows}.db"));
     let url = format!("sqlite://{}", path.display());
     rig.remove_ledger(&url);
@@ -72,7 +78,7 @@ pub async fn measure(rig: &Rig, rows: usize, batch: &[String]) -> anyhow::Result
         cli_times.push(child.wall);
     }
 
-    ledger.import(&calls(batch), Utc::now()).await?;
+    ledger.import(&calls(batch, size), Utc::now()).await?;
     ledger.close().await;
     let bucket = rig.bucket()?;
     let (child, _) = rig.callvault_run(&url, &bucket, 8, 8, batch.len()).await?;
@@ -94,11 +100,12 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-/// Rows per INSERT statement (18 parameters a row, well under SQLite's 32766).
+/// Rows per INSERT statement (20 parameters a row, well under SQLite's 32766).
 const BATCH: usize = 500;
 
 /// `rows` calls over the last 90 days, newest last: 78% archived, 20% unanswered
-/// (no recording), 1% pending with a retry due in 6 hours, 0.5% failed, 0.5% expired;
+/// (no recording), 1% pending with a retry due in 6 hours, 0.5% failed, 0.5% expired, one
+/// archived recording in a thousand flagged by the media check;
 /// one attempt per call that had a recording, one run per 15 minutes of history, each with
 /// the manifest that lists what it archived.
 async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> {
@@ -162,7 +169,7 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json, state, attempts,
                 next_attempt_at, object_key, size_bytes, sha256, content_type, etag, archived_at,
-                manifest_seq, imported_at, updated_at) ",
+                manifest_seq, media_duration_ms, media_note, imported_at, updated_at) ",
         );
         q.push_values(chunk, |mut b, &i| {
             let call = start(i);
@@ -197,6 +204,10 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
                 .push_bind(archived.then(|| format!("\"{:032x}\"", i)))
                 .push_bind(archived.then(|| ts(call + chrono::Duration::minutes(20))))
                 .push_bind(archived.then(|| i64::try_from(i * runs / rows + 1).unwrap_or(1)))
+                .push_bind(archived.then_some(60_000_i64))
+                .push_bind(
+                    (archived && i % 1000 == 7).then_some("duration 0:31 for 60 billed seconds"),
+                )
                 .push_bind(ts(call))
                 .push_bind(ts(call));
         });
@@ -226,6 +237,10 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
         q.build().execute(&mut *tx).await?;
     }
     tx.commit().await?;
+    // Into the database file, as in a ledger that has lived a while (not all in the WAL).
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await?;
     pool.close().await;
     Ok(())
 }

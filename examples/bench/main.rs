@@ -186,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         let names = rig.recordings("batch", plan.ledger_batch, plan.small.1);
         for &rows in &plan.ledger_rows {
             println!("ledger growth: {rows} rows");
-            let g = ledger_growth::measure(&rig, rows, &names).await?;
+            let g = ledger_growth::measure(&rig, rows, &names, plan.small.1).await?;
             println!(
                 "    status {:.1} ms (queries {:.2} ms), {:.2} ms per record",
                 g.status_cli.as_secs_f64() * 1e3,
@@ -215,7 +215,7 @@ async fn main() -> anyhow::Result<()> {
 async fn logins(rig: &Rig, plan: &Plan) -> anyhow::Result<report::Logins> {
     let (n, size) = plan.small;
     let names = rig.recordings("logins", n, size);
-    let ledger = rig.ledger_with("logins", &names).await?;
+    let ledger = rig.ledger_with("logins", &names, size).await?;
     let bucket = rig.bucket()?;
     rig.sim
         .set_faults(|f| f.invalidate_tokens_every = Some(plan.invalidate_every));

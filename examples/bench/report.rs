@@ -200,10 +200,11 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
         let _ = writeln!(
             s,
             "Each ledger is filled with history (78% archived, 20% unanswered, 1% pending with \
-             a retry due later, 0.5% failed, 0.5% expired; one attempt per recording, one run \
+             a retry due later, 0.5% failed, 0.5% expired; 0.1% of the archived recordings \
+             flagged by the media check; one attempt per recording, one run \
              and one manifest per 15 minutes), then `callvault status --json` runs {} times (median), then a \
              run archives the same batch of new small recordings at concurrency 8.\n",
-            5
+            crate::ledger_growth::REPEATS
         );
         let _ = writeln!(
             s,

@@ -126,14 +126,21 @@ impl Rig {
     }
 
     /// A fresh ledger file holding one pending call per recording name (new uuids each time).
-    pub async fn ledger_with(&self, label: &str, names: &[String]) -> anyhow::Result<String> {
+    pub async fn ledger_with(
+        &self,
+        label: &str,
+        names: &[String],
+        size: u64,
+    ) -> anyhow::Result<String> {
         let path = self.dir.path().join(format!("{label}.db"));
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
         let url = format!("sqlite://{}", path.display());
         let ledger = Ledger::open(&url).await?;
-        ledger.import(&calls(names), chrono::Utc::now()).await?;
+        ledger
+            .import(&calls(names, size), chrono::Utc::now())
+            .await?;
         ledger.close().await;
         Ok(url)
     }
@@ -146,9 +153,11 @@ impl Rig {
     }
 }
 
-/// One answered call per recording, started in the last days (well inside retention).
-pub fn calls(names: &[String]) -> Vec<CallRecord> {
+/// One answered call per recording, started in the last days (well inside retention), billed
+/// for as long as its WAV recording of `size` bytes lasts (8 kHz, 16 bit, mono).
+pub fn calls(names: &[String], size: u64) -> Vec<CallRecord> {
     let now = chrono::Utc::now();
+    let billsec = (size / 16_000).max(1);
     names
         .iter()
         .enumerate()
@@ -160,7 +169,7 @@ pub fn calls(names: &[String]) -> Vec<CallRecord> {
             let json = serde_json::json!({
                 "uuid": uuid::Uuid::new_v4().to_string(), "companycode": 20000013,
                 "recordfilename": name, "starttime": start, "answertime": start,
-                "endtime": start, "duration": 70, "billsec": 60, "type": "callout",
+                "endtime": start, "duration": billsec + 10, "billsec": billsec, "type": "callout",
             });
             parse_record(&json.to_string(), default_provider_tz()).expect("a valid call")
         })

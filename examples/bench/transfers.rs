@@ -65,7 +65,7 @@ pub async fn callvault(
     size: u64,
     concurrency: usize,
 ) -> anyhow::Result<Transfer> {
-    let ledger = rig.ledger_with("run", names).await?;
+    let ledger = rig.ledger_with("run", names, size).await?;
     let bucket = rig.bucket()?;
     let meter = CpuMeter::start();
     let (child, _) = rig
