@@ -160,7 +160,7 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     );
     let _ = writeln!(
         s,
-        "| recordings | tool | concurrency | count | MB | seconds (median) | all rounds | recordings/s | MB/s | CPU s/GB | machine busy | peak RSS MiB | RSS limit MiB |"
+        "| recordings | tool | concurrency | count | MB | seconds (median) | all rounds | recordings/s | MB/s | CPU s/GB | of which callvault | machine busy | peak RSS MiB | RSS limit MiB |"
     );
     let _ = writeln!(
         s,
@@ -244,6 +244,30 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
         );
     }
 
+    let mut summary = Vec::new();
+    for set in ["small", "large"] {
+        let (Some(default), Some(best)) = (r.find(set, CALLVAULT, Some(8)), r.best(set, CALLVAULT))
+        else {
+            continue;
+        };
+        summary.push(format!(
+            "- {set}: callvault at its default concurrency (8) {:.1} recordings/s, {:.1} MB/s; \
+             at its best ({}) {:.1} recordings/s, {:.1} MB/s.",
+            default.per_second(),
+            default.mb_per_second(),
+            best.concurrency,
+            best.per_second(),
+            best.mb_per_second()
+        ));
+    }
+    if !summary.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### Default and best concurrency\n\n{}",
+            summary.join("\n")
+        );
+    }
+
     let _ = writeln!(s, "\n### Targets\n");
     let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
     for (target, measured, ok) in targets(r) {
@@ -295,21 +319,24 @@ fn targets(r: &Results) -> Vec<(String, String, bool)> {
             continue;
         };
         let ratio = cv.per_second() / rc.per_second();
-        let (want, ok) = if set == "small" {
-            ("≥ 3× rclone", ratio >= 3.0)
+        let (want, ok, unit, a, b) = if set == "small" {
+            (
+                "≥ 3× rclone",
+                ratio >= 3.0,
+                "recordings/s",
+                cv.per_second(),
+                rc.per_second(),
+            )
         } else {
-            ("no slower than rclone", ratio >= 1.0)
+            let (a, b) = (cv.mb_per_second(), rc.mb_per_second());
+            ("no slower than rclone", ratio >= 1.0, "MB/s", a, b)
         };
         out.push((
             format!(
                 "{set}, callvault at 8 vs rclone at {}: {want}",
                 rc.concurrency
             ),
-            format!(
-                "{:.1} vs {:.1} recordings/s = {ratio:.2}×",
-                cv.per_second(),
-                rc.per_second()
-            ),
+            format!("{a:.1} vs {b:.1} {unit} = {ratio:.2}×"),
             ok,
         ));
     }
