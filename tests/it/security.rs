@@ -257,13 +257,15 @@ async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() 
         "--log",
         "debug",
     ];
-    let child = crate::cli::callvault(&world, &args)
+    let mut child = crate::cli::callvault(&world, &args)
         .env("CALLVAULT_CALLBACK_SECRET", SECRET)
         .env("CALLVAULT_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read the output as it comes: a full pipe would block the process's logging.
+    let outputs = crate::serve::drain(&mut child);
     let base = crate::serve::wait_ready(port).await;
 
     // Good callbacks by path and by query, a wrong secret, a body that is not a record.
@@ -313,14 +315,15 @@ async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() 
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
+    let (stdout, stderr) = outputs.collect();
 
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(status.code(), Some(0));
     let ledger = std::fs::read(world.dir.path().join("ledger.db")).unwrap();
     let wal = std::fs::read(world.dir.path().join("ledger.db-wal")).unwrap_or_default();
-    let everything = [out.stdout, out.stderr, answers.into_bytes(), ledger, wal].concat();
+    let everything = [stdout, stderr, answers.into_bytes(), ledger, wal].concat();
     let text = String::from_utf8_lossy(&everything);
     assert!(
         text.contains("callvault_records"),
