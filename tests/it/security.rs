@@ -264,17 +264,8 @@ async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() 
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Read the pipes while the server runs: its debug log outgrows a pipe's buffer, and a
-    // full pipe would block the server's logging (and its answers) until the end.
-    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            pipe.read_to_end(&mut bytes).unwrap();
-            bytes
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    // Read the output as it comes: a full pipe would block the process's logging.
+    let outputs = crate::serve::drain(&mut child);
     let base = crate::serve::wait_ready(port).await;
 
     // Good callbacks by path and by query, a wrong secret, a body that is not a record.
@@ -327,7 +318,7 @@ async fn the_callback_secret_never_reaches_the_logs_the_answers_or_the_ledger() 
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let (stdout, stderr) = outputs.collect();
 
     assert_eq!(status.code(), Some(0));
     let ledger = std::fs::read(world.dir.path().join("ledger.db")).unwrap();

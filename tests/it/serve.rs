@@ -93,6 +93,33 @@ fn record(uuid: &str) -> Value {
     })
 }
 
+/// A child's standard output and error, read as they come (a full pipe would block it).
+pub(crate) struct Drained(
+    std::thread::JoinHandle<Vec<u8>>,
+    std::thread::JoinHandle<Vec<u8>>,
+);
+
+impl Drained {
+    /// Everything written, once the child has ended.
+    pub(crate) fn collect(self) -> (Vec<u8>, Vec<u8>) {
+        (self.0.join().unwrap(), self.1.join().unwrap())
+    }
+}
+
+pub(crate) fn drain(child: &mut std::process::Child) -> Drained {
+    fn reader(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = from.read_to_end(&mut all);
+            all
+        })
+    }
+    Drained(
+        reader(child.stdout.take().expect("stdout piped")),
+        reader(child.stderr.take().expect("stderr piped")),
+    )
+}
+
 /// A port nothing listens on (for a child process to bind).
 pub(crate) fn free_port() -> u16 {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
