@@ -11,6 +11,7 @@ mod rclone;
 mod report;
 mod rig;
 mod source;
+mod targets;
 mod transfers;
 
 use std::path::PathBuf;

@@ -1,0 +1,149 @@
+//! The issue's targets, each with its measured figure and whether it holds, computed from
+//! the results.
+
+use crate::report::{CALLVAULT, CEILING, CEILING_PARTS, RCLONE, Results};
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Each target of the issue, its measured figure and whether it holds.
+pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for cv in r
+        .transfers
+        .iter()
+        .filter(|t| t.set.starts_with("large") && t.tool == CALLVAULT)
+    {
+        let ceiling = r
+            .transfers
+            .iter()
+            .filter(|t| t.set == cv.set && (t.tool == CEILING || t.tool == CEILING_PARTS))
+            .filter(|t| t.concurrency == cv.concurrency.min(cv.records))
+            .max_by(|a, b| a.mb_per_second().total_cmp(&b.mb_per_second()));
+        if let Some(c) = ceiling {
+            let ratio = cv.mb_per_second() / c.mb_per_second();
+            out.push((
+                format!(
+                    "{}, callvault at {} vs the ceiling at {} transfers: ≥ 85%",
+                    cv.set, cv.concurrency, c.concurrency
+                ),
+                format!(
+                    "{:.1} of {:.1} MB/s = {:.0}% (CPU per GB: {:.1} vs {:.1} s = {:.0}%)",
+                    cv.mb_per_second(),
+                    c.mb_per_second(),
+                    ratio * 100.0,
+                    cv.cpu_per_gb(),
+                    c.cpu_per_gb(),
+                    c.cpu_per_gb() / cv.cpu_per_gb() * 100.0
+                ),
+                ratio >= 0.85,
+            ));
+        }
+    }
+    for set in ["small", "large"] {
+        let (Some(cv), Some(rc)) = (r.find(set, CALLVAULT, Some(8)), r.best(set, RCLONE)) else {
+            continue;
+        };
+        let ratio = cv.per_second() / rc.per_second();
+        let (want, ok, unit, a, b) = if set == "small" {
+            (
+                "≥ 3× rclone",
+                ratio >= 3.0,
+                "recordings/s",
+                cv.per_second(),
+                rc.per_second(),
+            )
+        } else {
+            let (a, b) = (cv.mb_per_second(), rc.mb_per_second());
+            ("no slower than rclone", ratio >= 1.0, "MB/s", a, b)
+        };
+        out.push((
+            format!(
+                "{set}, callvault at 8 vs rclone at {}: {want}",
+                rc.concurrency
+            ),
+            format!("{a:.1} vs {b:.1} {unit} = {ratio:.2}×"),
+            ok,
+        ));
+    }
+    let over: Vec<String> = r
+        .transfers
+        .iter()
+        .filter(|t| matches!((t.peak_rss_kib, t.rss_limit_kib), (Some(p), Some(l)) if p > l))
+        .map(|t| format!("{} at {}", t.set, t.concurrency))
+        .collect();
+    let runs = r
+        .transfers
+        .iter()
+        .filter(|t| t.peak_rss_kib.is_some())
+        .count();
+    if runs > 0 {
+        out.push((
+            "peak RSS ≤ 64 MiB + concurrency × part size, every callvault run".into(),
+            if over.is_empty() {
+                format!("all {runs} runs within")
+            } else {
+                format!("over in: {}", over.join(", "))
+            },
+            over.is_empty(),
+        ));
+    }
+    if let (Some(a), Some(b)) = (
+        r.find("large", CALLVAULT, Some(8)),
+        r.find("large ×2", CALLVAULT, Some(8)),
+    ) && let (Some(pa), Some(pb)) = (a.peak_rss_kib, b.peak_rss_kib)
+    {
+        let ratio = pb as f64 / pa as f64;
+        out.push((
+            "peak RSS the same when the recording size doubles (within 10%)".into(),
+            format!("{:.1} → {:.1} MiB = {ratio:.2}×", mib(pa), mib(pb)),
+            ratio <= 1.10,
+        ));
+    }
+    if let (Some(first), Some(last)) = (r.growth.first(), r.growth.last())
+        && r.growth.len() > 1
+    {
+        let status = last.status_cli.as_secs_f64() / first.status_cli.as_secs_f64();
+        out.push((
+            format!(
+                "`status` at {} vs {} rows: within 1.5×",
+                last.rows, first.rows
+            ),
+            format!(
+                "{:.1} vs {:.1} ms = {status:.2}×",
+                last.status_cli.as_secs_f64() * 1e3,
+                first.status_cli.as_secs_f64() * 1e3
+            ),
+            status <= 1.5,
+        ));
+        let per = last.per_record().as_secs_f64() / first.per_record().as_secs_f64();
+        out.push((
+            format!(
+                "run cost per record at {} vs {} rows: within 1.5×",
+                last.rows, first.rows
+            ),
+            format!(
+                "{:.2} vs {:.2} ms = {per:.2}×",
+                last.per_record().as_secs_f64() * 1e3,
+                first.per_record().as_secs_f64() * 1e3
+            ),
+            per <= 1.5,
+        ));
+    }
+    if let Some(l) = &r.logins {
+        let per = l.per_invalidation();
+        out.push((
+            format!(
+                "logins per token invalidation at concurrency {}: 1",
+                l.concurrency
+            ),
+            format!(
+                "{per:.2} ({} logins, {} invalidations)",
+                l.logins, l.invalidations
+            ),
+            l.invalidations > 0 && l.logins == l.invalidations + 1,
+        ));
+    }
+    out
+}
