@@ -206,7 +206,7 @@ pub struct RunArgs {
     /// Transfers at once.
     #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
-    /// Multipart part size in MiB (S3 needs at least 5); memory ≈ concurrency × 3 × part size.
+    /// Multipart part size in MiB (S3 needs at least 5); memory ≤ about concurrency × 2 × part size.
     #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
     pub part_size_mib: u16,
     /// Claim at most this many records.

@@ -1,6 +1,6 @@
 //! Streaming upload with hashing: a small recording goes up in one PUT, a large one as a
-//! multipart upload with at most two parts in flight (memory ≈ 3 × part size per transfer),
-//! aborted when the source fails or the run is cancelled.
+//! multipart upload with one part uploading while the next fills (memory ≤ about 2 × part
+//! size per transfer), aborted when the source fails or the run is cancelled.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
