@@ -138,19 +138,24 @@ async fn open_ledger(url: &str, busy_timeout: Duration) -> anyhow::Result<Ledger
         .map_err(|e| ConfigError(e.to_string()).into())
 }
 
-async fn run(cli: &Cli, args: &RunArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
+/// What a pass needs, from the run settings: `run` and `serve --schedule` share this.
+async fn prepare_pass(
+    cli: &Cli,
+    args: &RunArgs,
+    tz: chrono::FixedOffset,
+    shutdown: Shutdown,
+) -> anyhow::Result<(crate::archive::Deps, crate::archive::RunOptions)> {
     let slice = crate::config::slice(args, tz)?;
-    let deps = build_deps(
-        &cli.ledger,
-        cli.ledger_busy_timeout,
-        args,
-        tz,
-        &s3_options(&cli.file_aws),
-    )
-    .await?;
+    let s3 = s3_options(&cli.file_aws);
+    let deps = build_deps(&cli.ledger, cli.ledger_busy_timeout, args, tz, &s3).await?;
+    let options = run_options(args, deps.store.description(), slice, shutdown);
+    Ok((deps, options))
+}
+
+async fn run(cli: &Cli, args: &RunArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
     let shutdown = Shutdown::default();
-    let signals = tokio::spawn(watch_signals(shutdown.clone(), args.grace));
-    let mut opts = run_options(args, deps.store.description(), slice, shutdown);
+    let (deps, mut opts) = prepare_pass(cli, args, tz, shutdown.clone()).await?;
+    let signals = tokio::spawn(watch_signals(shutdown, args.grace));
     let meter = if args.dry_run {
         None
     } else {

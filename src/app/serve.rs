@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use super::{EXIT_OK, open_ledger, watch_signals};
 use crate::archive::Shutdown;
 use crate::cli::{Cli, ServeArgs};
-use crate::config::{ConfigError, build_deps, run_options, s3_options};
+use crate::config::ConfigError;
 use crate::serve::{MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ServeOptions};
 
 pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
@@ -28,16 +28,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyh
     let (ledger, passes) = match &args.schedule {
         Some(text) => {
             let schedule = crate::serve::parse_schedule(text).map_err(ConfigError)?;
-            let slice = crate::config::slice(run, tz)?;
-            let deps = build_deps(
-                &cli.ledger,
-                cli.ledger_busy_timeout,
-                run,
-                tz,
-                &s3_options(&cli.file_aws),
-            )
-            .await?;
-            let options = run_options(run, deps.store.description(), slice, shutdown.clone());
+            let (deps, options) = super::prepare_pass(cli, run, tz, shutdown.clone()).await?;
             let ledger = deps.ledger.clone();
             let passes = ScheduledPasses {
                 schedule,
