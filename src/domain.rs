@@ -119,3 +119,140 @@ pub struct ArchivedObject {
     pub version: Option<String>,
     pub archived_at: DateTime<Utc>,
 }
+
+/// The id of one `callvault run` (or scheduled pass); also the owner of the leases and the
+/// manifest claim the run holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RunId(String);
+
+impl RunId {
+    /// A fresh id: `run-<UTC time>-<8 hex digits>`, sortable by start.
+    pub fn generate() -> Self {
+        Self(format!(
+            "run-{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%SZ"),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ))
+    }
+
+    /// An id read back from the ledger (or given by a test).
+    pub fn from_ledger(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The ledger's id of one archival attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct AttemptId(pub i64);
+
+/// How one attempt ended, as the attempts table records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// Started and not ended yet (or its process died: see `Interrupted`).
+    Running,
+    Archived,
+    /// A passing failure; the record is tried again.
+    Transient,
+    Failed,
+    Expired,
+    /// Shutdown: the record was given back.
+    Aborted,
+    /// The run stopped (the provider refused the credentials); the record was given back.
+    Stopped,
+    /// Its run died before it ended; closed by the next claim of the record.
+    Interrupted,
+    /// Another run took the record over before this attempt settled it.
+    LeaseLost,
+}
+
+impl AttemptOutcome {
+    pub const ALL: [AttemptOutcome; 9] = [
+        Self::Running,
+        Self::Archived,
+        Self::Transient,
+        Self::Failed,
+        Self::Expired,
+        Self::Aborted,
+        Self::Stopped,
+        Self::Interrupted,
+        Self::LeaseLost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Archived => "archived",
+            Self::Transient => "transient",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Aborted => "aborted",
+            Self::Stopped => "stopped",
+            Self::Interrupted => "interrupted",
+            Self::LeaseLost => "lease_lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a run ended, as the runs table records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Interrupted,
+    Stopped,
+    CredentialsRefused,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        Self::Running,
+        Self::Completed,
+        Self::Interrupted,
+        Self::Stopped,
+        Self::CredentialsRefused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Interrupted => "interrupted",
+            Self::Stopped => "stopped",
+            Self::CredentialsRefused => "credentials_refused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

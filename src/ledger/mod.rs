@@ -1,44 +1,66 @@
-//! The ledger: what callvault knows about every call record, attempt and run. SQLite today
-//! (WAL, busy timeout, migrations on open); the SQL stays portable for a PostgreSQL ledger.
+//! The ledger: what callvault knows about every call record, attempt, run and manifest, and
+//! the only coordinator between processes. One interface in domain types (the traits below,
+//! by concern), two backends behind it, chosen by the URL's scheme:
+//! - `sqlite://path` (or a bare path, or `sqlite::memory:`): the embedded default, for one
+//!   machine (WAL, busy timeout);
+//! - `postgres://…` / `postgresql://…`: for several receivers and workers on many machines
+//!   (claims with `FOR UPDATE SKIP LOCKED`, the chain head under an advisory lock).
+//!
+//! Each backend keeps its own migrations (`migrations/sqlite/`, `migrations/postgres/`),
+//! applied on open under a lock. No pool or row type leaves its backend module.
 
 mod audit;
 mod claims;
+mod copy;
 mod manifests;
 mod media;
+mod postgres;
 mod records;
 mod runs;
+mod sqlite;
+mod transfer;
 
-use std::str::FromStr;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+use async_trait::async_trait;
+
+pub use audit::{Audit, FailedRecord, RetryOutcome, RetrySelection, VerifyResult};
+pub use claims::{
+    AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, Settlement, Slice, lease_lost_message,
 };
+pub use copy::{CopyReport, TableCheck, copy_ledger, table_checksum};
+pub use manifests::{
+    ArchivedEntry, ChainClaim, ManifestClaim, ManifestKeyFn, ManifestLink, ManifestRow, Manifests,
+};
+pub use media::{Media, MediaNote};
+pub use records::{ImportOutcome, LedgerRow, Records};
+pub use runs::{LastRun, LedgerFigures, RunRecord, Runs, StatusReport, risk_line};
+pub use transfer::{Kind, Table, TableRow, Transfer};
 
-use crate::domain::{CallRecord, CallUuid};
-use crate::timefmt::from_ledger;
+/// Everything a caller needs in scope to use a [`Ledger`]: `use crate::ledger::prelude::*`.
+pub mod prelude {
+    pub use super::{Admin, Audit, Claims, Ledger, Manifests, Media, Records, Runs, Transfer};
+}
 
-pub use audit::{FailedRecord, RetryOutcome, RetrySelection};
-pub use claims::{AttemptEnd, Settlement, Slice};
-pub use manifests::{ArchivedEntry, ChainClaim, ManifestClaim, ManifestLink, ManifestRow};
-pub use media::MediaNote;
-pub use records::{ImportOutcome, LedgerRow};
-pub use runs::{LastRun, RunRecord, StatusReport};
-
-/// What went wrong with the ledger. Every variant stops the run: records already claimed
-/// keep their lease and are picked up again once it runs out.
+/// What went wrong with the ledger, by what the caller must do.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
+    /// The ledger cannot be opened: a configuration problem (exit 2).
     #[error("cannot open the ledger at {location}: {source}")]
     Open {
         location: String,
         #[source]
         source: sqlx::Error,
     },
+    /// The location names no ledger callvault knows how to open (exit 2).
+    #[error("{0}")]
+    BadLocation(String),
     #[error("cannot bring the ledger's schema up to date: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed for a reason retrying will not fix: stop the run.
     #[error("ledger query failed while {context}: {source}")]
     Query {
         context: &'static str,
@@ -52,109 +74,180 @@ pub enum LedgerError {
         "the ledger is locked by another process (still locked after the busy timeout) while {context}"
     )]
     Locked { context: &'static str },
+    /// Lost to another transaction (serialization failure, deadlock, lock timeout): the same
+    /// statement may be tried again at once.
+    #[error("the ledger gave way to another transaction while {context}: {source}")]
+    Conflict {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The ledger cannot be reached (connection lost, server restarting): stop claiming;
+    /// leases held run out and the records are taken over.
+    #[error("the ledger cannot be reached while {context}: {source}")]
+    Unavailable {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
-trait QueryContext<T> {
-    fn ctx(self, context: &'static str) -> Result<T, LedgerError>;
+impl LedgerError {
+    /// Whether the same call may simply be made again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+
+    /// Whether the ledger could not be reached at all (a pass stops claiming).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Open { .. })
+    }
 }
 
-impl<T> QueryContext<T> for Result<T, sqlx::Error> {
-    fn ctx(self, context: &'static str) -> Result<T, LedgerError> {
-        self.map_err(|source| {
-            if is_busy(&source) {
-                LedgerError::Locked { context }
-            } else {
-                LedgerError::Query { context, source }
-            }
+/// Which engine holds a ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
         })
     }
 }
 
-/// SQLITE_BUSY (and its extended codes): the busy timeout ran out.
-fn is_busy(err: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(db) = err else {
-        return false;
-    };
-    db.code()
-        .and_then(|code| code.parse::<i32>().ok())
-        .is_some_and(|code| code & 0xff == 5)
+impl BackendKind {
+    /// The backend a ledger location names: `postgres://` and `postgresql://` are
+    /// PostgreSQL; `sqlite:` URLs and bare paths are SQLite; any other scheme is refused.
+    pub fn of(location: &str) -> Result<Self, LedgerError> {
+        let lower = location.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            return Ok(Self::Postgres);
+        }
+        if lower.starts_with("sqlite:") {
+            return Ok(Self::Sqlite);
+        }
+        match lower.split_once("://") {
+            Some((scheme, _)) => Err(LedgerError::BadLocation(format!(
+                "ledger URL scheme {scheme:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DB"
+            ))),
+            None => Ok(Self::Sqlite),
+        }
+    }
 }
 
-/// A handle on the ledger; cheap to clone.
+/// How to open a ledger.
 #[derive(Debug, Clone)]
-pub struct Ledger {
-    pool: SqlitePool,
+pub struct LedgerOptions {
+    /// SQLite: how long a writer waits for another process's write lock. PostgreSQL: how
+    /// long a statement waits for a row or advisory lock, and for a pooled connection.
+    pub busy_timeout: Duration,
+    /// PostgreSQL connections at most (SQLite keeps its own small pool).
+    pub max_connections: u32,
 }
 
 /// How long a writer waits, by default, for another process's write lock before giving up.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl Ledger {
-    /// Opens (creating if missing) the ledger at `location`: `sqlite://path/to/ledger.db`,
-    /// `sqlite::memory:` or a bare file path. Runs pending migrations.
-    pub async fn open(location: &str) -> Result<Self, LedgerError> {
-        Self::open_with(location, DEFAULT_BUSY_TIMEOUT).await
-    }
-
-    /// Like [`Ledger::open`]; a write waits at most `busy_timeout` for another process's
-    /// lock, then fails with [`LedgerError::Locked`].
-    pub async fn open_with(location: &str, busy_timeout: Duration) -> Result<Self, LedgerError> {
-        let open_err = |source| LedgerError::Open {
-            location: location.to_owned(),
-            source,
-        };
-        let url = if location.starts_with("sqlite:") {
-            location.to_owned()
-        } else {
-            format!("sqlite://{location}")
-        };
-        let options = SqliteConnectOptions::from_str(&url)
-            .map_err(open_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(busy_timeout);
-        let in_memory = url.contains(":memory:");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if in_memory { 1 } else { 4 })
-            .acquire_timeout(busy_timeout + Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(open_err)?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
-    }
-
-    /// Answers when the ledger can be read (for readiness checks).
-    pub async fn ping(&self) -> Result<(), LedgerError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .ctx("checking the ledger")?;
-        Ok(())
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
+impl Default for LedgerOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            max_connections: 16,
+        }
     }
 }
 
-fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
-    let uuid: String = row.get("uuid");
-    let call_start: Option<String> = row.get("call_start");
-    Ok(CallRecord {
-        uuid: CallUuid::parse(&uuid)
-            .ok_or_else(|| LedgerError::Corrupt(format!("call uuid {uuid:?}")))?,
-        company_code: row.get("company_code"),
-        record_file: row.get("record_file"),
-        call_start: call_start
-            .map(|s| {
-                from_ledger(&s)
-                    .ok_or_else(|| LedgerError::Corrupt(format!("call_start {s:?} of {uuid}")))
-            })
-            .transpose()?,
-        billsec: row.get("billsec"),
-        raw_json: row.get("raw_json"),
-    })
+/// Opening, probing and closing, whichever the backend.
+#[async_trait]
+pub trait Admin: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// Answers when the ledger can be read and written (for readiness checks).
+    async fn ping(&self) -> Result<(), LedgerError>;
+
+    async fn close(&self);
+}
+
+/// The whole interface a backend implements.
+pub trait Backend:
+    Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + fmt::Debug
+{
+}
+
+impl<T> Backend for T where
+    T: Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + fmt::Debug
+{
+}
+
+/// A handle on the ledger; cheap to clone. Its methods are the traits in [`prelude`].
+#[derive(Clone)]
+pub struct Ledger(Arc<dyn Backend>);
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Deref for Ledger {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl Ledger {
+    /// Opens (creating a SQLite file if missing) the ledger at `location` with the default
+    /// options, and brings its schema up to date.
+    pub async fn open(location: &str) -> Result<Self, LedgerError> {
+        Self::open_with(location, &LedgerOptions::default()).await
+    }
+
+    /// Opens the ledger at `location` and applies pending migrations (under the backend's
+    /// lock, so several processes starting at once migrate once).
+    pub async fn open_with(location: &str, options: &LedgerOptions) -> Result<Self, LedgerError> {
+        Ok(match BackendKind::of(location)? {
+            BackendKind::Sqlite => Self(Arc::new(
+                sqlite::SqliteLedger::open(location, options).await?,
+            )),
+            BackendKind::Postgres => Self(Arc::new(
+                postgres::PgLedger::open(location, options).await?,
+            )),
+        })
+    }
+
+    /// The migrations each backend knows, and which of them the ledger at `location` has
+    /// applied, after applying the missing ones (for `callvault migrate`).
+    pub async fn migrate(location: &str, options: &LedgerOptions) -> Result<Vec<Migration>, LedgerError> {
+        match BackendKind::of(location)? {
+            BackendKind::Sqlite => sqlite::SqliteLedger::migrate(location, options).await,
+            BackendKind::Postgres => postgres::PgLedger::migrate(location, options).await,
+        }
+    }
+}
+
+/// One schema migration as `callvault migrate` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Migration {
+    pub version: i64,
+    pub description: String,
+    /// Applied by this call (it was missing before).
+    pub applied_now: bool,
+}
+
+/// A location with its password (if any) hidden, for messages and logs.
+pub fn redact_location(location: &str) -> String {
+    match url::Url::parse(location) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => location.to_owned(),
+    }
 }

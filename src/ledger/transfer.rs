@@ -1,0 +1,169 @@
+//! Whole tables in and out of a ledger, backend-neutral, for `callvault ledger copy`: every
+//! row as a map of column → JSON value, times in the ledger's fixed-width UTC text, so the
+//! same table reads the same on SQLite and PostgreSQL and a checksum over it compares.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use super::LedgerError;
+
+/// The tables a ledger holds, in an order that satisfies their references (runs before the
+/// attempts that name them, calls before attempts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Runs,
+    Calls,
+    Attempts,
+    Manifests,
+    Verifications,
+}
+
+/// How a column's values travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Int,
+    /// A UTC time: text in SQLite, `timestamptz` in PostgreSQL, [`crate::timefmt::to_ledger`]
+    /// text in a [`TableRow`].
+    Time,
+}
+
+/// One row: column → value (`null`, a string, or an integer).
+pub type TableRow = Map<String, Value>;
+
+impl Table {
+    pub const ALL: [Table; 5] = [
+        Self::Runs,
+        Self::Calls,
+        Self::Attempts,
+        Self::Manifests,
+        Self::Verifications,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Runs => "runs",
+            Self::Calls => "calls",
+            Self::Attempts => "attempts",
+            Self::Manifests => "manifests",
+            Self::Verifications => "verifications",
+        }
+    }
+
+    /// The column rows are read in order of (unique), and paged by.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Runs | Self::Attempts | Self::Verifications => "id",
+            Self::Calls => "uuid",
+            Self::Manifests => "seq",
+        }
+    }
+
+    pub fn columns(self) -> &'static [(&'static str, Kind)] {
+        use Kind::{Int, Text, Time};
+        match self {
+            Self::Runs => &[
+                ("id", Text),
+                ("started_at", Time),
+                ("finished_at", Time),
+                ("status", Text),
+                ("host", Text),
+                ("pid", Int),
+                ("options", Text),
+                ("summary", Text),
+                ("exit_code", Int),
+            ],
+            Self::Calls => &[
+                ("uuid", Text),
+                ("company_code", Text),
+                ("record_file", Text),
+                ("call_start", Time),
+                ("billsec", Int),
+                ("raw_json", Text),
+                ("state", Text),
+                ("attempts", Int),
+                ("next_attempt_at", Time),
+                ("lease_owner", Text),
+                ("lease_until", Time),
+                ("object_key", Text),
+                ("size_bytes", Int),
+                ("sha256", Text),
+                ("content_type", Text),
+                ("etag", Text),
+                ("object_version", Text),
+                ("archived_at", Time),
+                ("last_error_code", Text),
+                ("last_error", Text),
+                ("imported_at", Time),
+                ("updated_at", Time),
+                ("manifest_seq", Int),
+                ("last_verified_at", Time),
+                ("last_verify_result", Text),
+                ("media_duration_ms", Int),
+                ("media_note", Text),
+            ],
+            Self::Attempts => &[
+                ("id", Int),
+                ("call_uuid", Text),
+                ("run_id", Text),
+                ("started_at", Time),
+                ("finished_at", Time),
+                ("outcome", Text),
+                ("error_code", Text),
+                ("message", Text),
+                ("bytes", Int),
+            ],
+            Self::Manifests => &[
+                ("seq", Int),
+                ("object_key", Text),
+                ("state", Text),
+                ("run_id", Text),
+                ("owner", Text),
+                ("claimed_until", Time),
+                ("previous_key", Text),
+                ("previous_sha256", Text),
+                ("entries", Int),
+                ("sha256", Text),
+                ("size_bytes", Int),
+                ("created_at", Time),
+                ("written_at", Time),
+            ],
+            Self::Verifications => &[
+                ("id", Text),
+                ("started_at", Time),
+                ("finished_at", Time),
+                ("scope", Text),
+                ("checked", Int),
+                ("problems", Int),
+                ("summary", Text),
+            ],
+        }
+    }
+
+    /// `SELECT` list of every column, in [`Table::columns`] order.
+    pub fn column_list(self) -> String {
+        self.columns()
+            .iter()
+            .map(|(c, _)| *c)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[async_trait]
+pub trait Transfer: Send + Sync {
+    /// How many rows `table` holds.
+    async fn count_rows(&self, table: Table) -> Result<i64, LedgerError>;
+
+    /// Up to `limit` rows of `table` whose key is greater than `after`, by key.
+    async fn export_rows(
+        &self,
+        table: Table,
+        after: Option<&Value>,
+        limit: i64,
+    ) -> Result<Vec<TableRow>, LedgerError>;
+
+    /// Inserts rows read by [`Transfer::export_rows`] (from any backend) as they are, in one
+    /// transaction; keeps identity sequences and derived counts right.
+    async fn import_rows(&self, table: Table, rows: &[TableRow]) -> Result<(), LedgerError>;
+}
