@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::archive::{Deps, RetryPolicy, RunOptions, Shutdown};
 use crate::cli::{LayoutArgs, ProviderArgs, RunArgs};
-use crate::ledger::{Ledger, Slice};
+use crate::ledger::{Ledger, LedgerOptions, Slice};
 use crate::provider::{
     DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
 };
@@ -150,6 +150,23 @@ pub fn open_store(
         .map_err(|e| ConfigError(e.to_string()))
 }
 
+/// Opens the ledger at `url`: a ledger that cannot be reached is worth trying again later
+/// (exit 1); any other failure to open it is a configuration error (exit 2).
+pub async fn open_ledger(
+    url: &str,
+    busy_timeout: std::time::Duration,
+) -> anyhow::Result<Ledger> {
+    let options = LedgerOptions {
+        busy_timeout,
+        ..LedgerOptions::default()
+    };
+    match Ledger::open_with(url, &options).await {
+        Ok(ledger) => Ok(ledger),
+        Err(e) if e.is_unavailable() => Err(anyhow::Error::new(e)),
+        Err(e) => Err(ConfigError(e.to_string()).into()),
+    }
+}
+
 /// Opens everything a run talks to.
 pub async fn build_deps(
     ledger_url: &str,
@@ -157,7 +174,7 @@ pub async fn build_deps(
     args: &RunArgs,
     tz: FixedOffset,
     s3: &S3Options,
-) -> Result<Deps, ConfigError> {
+) -> anyhow::Result<Deps> {
     let provider = provider_config(&args.provider, tz)?;
     let store = open_store(
         args.store.as_deref(),
@@ -170,9 +187,7 @@ pub async fn build_deps(
     let downloader = Downloader::new(downloader_settings(&args.provider, &provider.api_url)?)
         .map_err(|e| ConfigError(e.to_string()))?;
     let provider = Arc::new(ProviderClient::new(provider).map_err(|e| ConfigError(e.to_string()))?);
-    let ledger = Ledger::open_with(ledger_url, ledger_busy_timeout)
-        .await
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let ledger = open_ledger(ledger_url, ledger_busy_timeout).await?;
     Ok(Deps {
         ledger,
         provider,

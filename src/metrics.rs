@@ -260,10 +260,10 @@ mod tests {
             media_flagged: 2,
             retention_days: 90,
             last_run: Some(LastRun {
-                id: "run-1".into(),
+                id: crate::domain::RunId::from_ledger("run-1"),
                 started_at: None,
                 finished_at: DateTime::from_timestamp(1_700_000_000, 0),
-                status: "completed".into(),
+                status: crate::domain::RunStatus::Completed,
                 exit_code: Some(0),
                 summary: Some(
                     serde_json::json!({"archived": 7, "bytes": 1234, "duration_seconds": 2.5}),

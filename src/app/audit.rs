@@ -9,7 +9,9 @@ use super::{EXIT_INCOMPLETE, EXIT_OK};
 use crate::audit::{Sample, VerifyOptions, verify_chain, verify_objects};
 use crate::cli::{FailuresArgs, LayoutArgs, RetryArgs, VerifyArgs};
 use crate::config::{ConfigError, open_store};
-use crate::ledger::{Ledger, RetrySelection, Slice};
+use crate::domain::CallUuid;
+use crate::ledger::Ledger;
+use crate::ledger::{RetrySelection, Slice};
 use crate::store::{S3Options, Store, StoreError};
 use crate::timefmt::parse_bound;
 
@@ -141,11 +143,11 @@ async fn reachable(store: &Store) -> anyhow::Result<()> {
 }
 
 pub async fn failures(ledger: &Ledger, args: &FailuresArgs) -> anyhow::Result<u8> {
-    let mut after: Option<String> = None;
+    let mut after: Option<CallUuid> = None;
     let mut total = 0u64;
     loop {
         let page = ledger
-            .failures_page(args.error_code.as_deref(), after.as_deref(), 500)
+            .failures_page(args.error_code.as_deref(), after.as_ref(), 500)
             .await?;
         let Some(last) = page.last() else { break };
         after = Some(last.uuid.clone());
@@ -172,12 +174,19 @@ pub async fn failures(ledger: &Ledger, args: &FailuresArgs) -> anyhow::Result<u8
 }
 
 pub async fn retry(ledger: &Ledger, args: &RetryArgs) -> anyhow::Result<u8> {
+    let uuids = args
+        .uuid
+        .iter()
+        .map(|raw| {
+            CallUuid::parse(raw).ok_or_else(|| ConfigError(format!("{raw:?} is not a call uuid")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let selection = if args.all {
         RetrySelection::All
     } else if let Some(code) = &args.error_code {
         RetrySelection::ErrorCode(code)
     } else {
-        RetrySelection::Uuids(&args.uuid)
+        RetrySelection::Uuids(&uuids)
     };
     let outcome = ledger
         .retry_failed(selection, args.include_expired, Utc::now())

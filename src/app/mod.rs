@@ -133,9 +133,7 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
 }
 
 async fn open_ledger(url: &str, busy_timeout: Duration) -> anyhow::Result<Ledger> {
-    Ledger::open_with(url, busy_timeout)
-        .await
-        .map_err(|e| ConfigError(e.to_string()).into())
+    crate::config::open_ledger(url, busy_timeout).await
 }
 
 /// What a pass needs, from the run settings: `run` and `serve --schedule` share this.

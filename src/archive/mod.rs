@@ -17,7 +17,9 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::write_manifests;
-use crate::ledger::{Ledger, LedgerError, RunRecord, Slice};
+use crate::domain::{RunId, RunStatus};
+use crate::ledger::Ledger;
+use crate::ledger::{ClaimRequest, LedgerError, RunRecord, Slice};
 use crate::provider::{Downloader, ProviderClient, ProviderError};
 use crate::store::{KeyTemplate, Store, StoreError};
 
@@ -127,13 +129,9 @@ impl RunResult {
 /// One archival pass over the ledger.
 pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, LedgerError> {
     let started = Instant::now();
-    let run_id = format!(
-        "run-{}-{}",
-        Utc::now().format("%Y%m%dT%H%M%SZ"),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
+    let run_id = RunId::generate();
     let mut report = RunReport {
-        run_id: run_id.clone(),
+        run_id: run_id.to_string(),
         dry_run: opts.dry_run,
         ..Default::default()
     };
@@ -197,10 +195,10 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
     report.finish(started.elapsed());
     let result = RunResult { report, error };
     let status = match &result.error {
-        Some(RunError::CredentialsRefused(_)) => "credentials_refused",
-        Some(_) => "stopped",
-        None if result.report.stopped.is_some() => "interrupted",
-        None => "completed",
+        Some(RunError::CredentialsRefused(_)) => RunStatus::CredentialsRefused,
+        Some(_) => RunStatus::Stopped,
+        None if result.report.stopped.is_some() => RunStatus::Interrupted,
+        None => RunStatus::Completed,
     };
     let summary = serde_json::to_value(&result.report).unwrap_or_default();
     deps.ledger
@@ -225,7 +223,7 @@ async fn preflight(deps: &Deps) -> Result<(), RunError> {
 async fn work(
     deps: &Deps,
     opts: &RunOptions,
-    run_id: &str,
+    run_id: &RunId,
     report: &mut RunReport,
 ) -> Option<RunError> {
     let budget = AtomicU64::new(opts.max_records.unwrap_or(u64::MAX));
@@ -238,7 +236,7 @@ async fn work(
             stop.cancel();
         })
     });
-    let renewer = renew_leases(deps.ledger.clone(), run_id.to_owned(), opts.lease);
+    let renewer = renew_leases(deps.ledger.clone(), run_id.clone(), opts.lease);
     let due_by = Utc::now();
     match deps.ledger.count_due(&opts.slice, due_by).await {
         Ok(n) => opts
@@ -271,7 +269,7 @@ async fn work(
 async fn worker(
     deps: &Deps,
     opts: &RunOptions,
-    run_id: &str,
+    run_id: &RunId,
     due_by: chrono::DateTime<Utc>,
     budget: &AtomicU64,
 ) -> (Vec<RecordOutcome>, Option<RunError>) {
@@ -288,11 +286,15 @@ async fn worker(
         }
         let now = Utc::now();
         let lease_until = now + chrono::Duration::from_std(opts.lease).unwrap_or_default();
-        let claim = match deps
-            .ledger
-            .claim(run_id, &opts.slice, due_by, now, lease_until)
-            .await
-        {
+        let request = ClaimRequest {
+            owner: run_id,
+            slice: &opts.slice,
+            due_by,
+            now,
+            lease_until,
+            limit: 1,
+        };
+        let claim = match claim_one(&deps.ledger, &request).await {
             Ok(Some(claim)) => claim,
             Ok(None) => break,
             Err(e) => return stop_all(opts, outcomes, e.into()),
@@ -308,6 +310,26 @@ async fn worker(
     (outcomes, None)
 }
 
+/// Claims one record; a claim that lost to another transaction (PostgreSQL: deadlock,
+/// serialization failure, lock timeout) is simply made again, a few times.
+async fn claim_one(
+    ledger: &Ledger,
+    request: &ClaimRequest<'_>,
+) -> Result<Option<crate::domain::Claim>, LedgerError> {
+    let mut tries = 0u32;
+    loop {
+        match ledger.claim(request).await {
+            Ok(claims) => return Ok(claims.into_iter().next()),
+            Err(e) if e.is_conflict() && tries < 5 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "claim lost to another transaction; again");
+                tokio::time::sleep(Duration::from_millis(10 * u64::from(tries))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn stop_all(
     opts: &RunOptions,
     outcomes: Vec<RecordOutcome>,
@@ -319,7 +341,7 @@ fn stop_all(
 }
 
 /// Keeps this run's leases alive while it works: renews every third of the lease.
-async fn renew_leases(ledger: Ledger, run_id: String, lease: Duration) {
+async fn renew_leases(ledger: Ledger, run_id: RunId, lease: Duration) {
     let period = (lease / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;

@@ -12,7 +12,7 @@ use super::checks::{MediaInfo, checked_body};
 use super::resume::{Reopen, resuming};
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
-use crate::domain::{ArchivedObject, Claim};
+use crate::domain::{ArchivedObject, AttemptOutcome, CallUuid, Claim, RunId};
 use crate::ledger::{AttemptEnd, Settlement};
 use crate::provider::{Action, DownloadError};
 use crate::store::{Sidecar, UploadError, UploadMeta};
@@ -83,11 +83,11 @@ impl From<UploadError> for Failure {
 pub(super) async fn process(
     deps: &Deps,
     opts: &RunOptions,
-    run_id: &str,
+    run_id: &RunId,
     claim: Claim,
 ) -> Result<RecordOutcome, RunError> {
     let record = &claim.record;
-    let uuid = record.uuid.as_str();
+    let uuid = &record.uuid;
     let ledger = Settler { deps, run_id, uuid };
     let key = match deps.keys.render(record) {
         Ok(key) => key,
@@ -110,11 +110,11 @@ pub(super) async fn process(
         let (code, message) = match result {
             Ok((object, media, resumes)) => {
                 let bytes = object.size;
-                tracing::info!(uuid, key = %object.key, bytes, sha256 = %object.sha256, resumes, "archived");
+                tracing::info!(%uuid, key = %object.key, bytes, sha256 = %object.sha256, resumes, "archived");
                 let resumed = (resumes > 0).then(|| format!("resumed {resumes} time(s)"));
                 let note = media.and_then(|m| m.disagreement(record.billsec));
                 if let Some(note) = &note {
-                    tracing::warn!(uuid, note, "archived, but flagged");
+                    tracing::warn!(%uuid, note, "archived, but flagged");
                 }
                 let duration = media.and_then(|m| m.duration);
                 deps.ledger
@@ -122,7 +122,7 @@ pub(super) async fn process(
                     .await?;
                 let end = AttemptEnd {
                     id,
-                    outcome: "archived",
+                    outcome: AttemptOutcome::Archived,
                     error_code: None,
                     message: resumed.as_deref(),
                     bytes,
@@ -142,7 +142,7 @@ pub(super) async fn process(
             Err(Failure::Cancelled) => {
                 let end = AttemptEnd {
                     id,
-                    outcome: "aborted",
+                    outcome: AttemptOutcome::Aborted,
                     error_code: Some("shutdown"),
                     message: None,
                     bytes: 0,
@@ -153,7 +153,7 @@ pub(super) async fn process(
                 let message = err.to_string();
                 let end = AttemptEnd {
                     id,
-                    outcome: "stopped",
+                    outcome: AttemptOutcome::Stopped,
                     error_code: Some("provider_credentials_refused"),
                     message: Some(&message),
                     bytes: 0,
@@ -181,7 +181,7 @@ pub(super) async fn process(
                             message: &message,
                         },
                         RecordOutcome::Expired,
-                        "expired",
+                        AttemptOutcome::Expired,
                     )
                 } else {
                     (
@@ -190,10 +190,10 @@ pub(super) async fn process(
                             message: &message,
                         },
                         RecordOutcome::Failed,
-                        "failed",
+                        AttemptOutcome::Failed,
                     )
                 };
-                tracing::warn!(uuid, code, message, outcome = label, "cannot archive");
+                tracing::warn!(%uuid, code, message, outcome = %label, "cannot archive");
                 let end = AttemptEnd {
                     id,
                     outcome: label,
@@ -207,14 +207,14 @@ pub(super) async fn process(
         };
         let end = AttemptEnd {
             id,
-            outcome: "transient",
+            outcome: AttemptOutcome::Transient,
             error_code: Some(&code),
             message: Some(&message),
             bytes: 0,
         };
         if total_attempts >= i64::from(opts.retry.max_attempts) {
             tracing::warn!(
-                uuid,
+                %uuid,
                 code,
                 message,
                 total_attempts,
@@ -236,7 +236,7 @@ pub(super) async fn process(
                 .max(1);
             let next = Utc::now()
                 + chrono::Duration::from_std(opts.retry.later(rounds)).unwrap_or_default();
-            tracing::warn!(uuid, code, message, next_attempt = %next, "leaving for a later run");
+            tracing::warn!(%uuid, code, message, next_attempt = %next, "leaving for a later run");
             let retry = Settlement::Retry {
                 next_attempt_at: next,
                 code: &code,
@@ -246,7 +246,7 @@ pub(super) async fn process(
                 .settle(&retry, Some(&end), RecordOutcome::RetryLater)
                 .await;
         }
-        tracing::info!(uuid, code, message, attempt_no, "attempt failed; retrying");
+        tracing::info!(%uuid, code, message, attempt_no, "attempt failed; retrying");
         deps.ledger.finish_attempt(&end, Utc::now()).await?;
         tokio::select! {
             () = tokio::time::sleep(opts.retry.backoff(attempt_no)) => {}
@@ -258,8 +258,8 @@ pub(super) async fn process(
 /// Settles one claimed record in the ledger, on behalf of one run.
 struct Settler<'a> {
     deps: &'a Deps,
-    run_id: &'a str,
-    uuid: &'a str,
+    run_id: &'a RunId,
+    uuid: &'a CallUuid,
 }
 
 impl Settler<'_> {
@@ -279,7 +279,7 @@ impl Settler<'_> {
             Ok(outcome)
         } else {
             tracing::warn!(
-                uuid = self.uuid,
+                uuid = %self.uuid,
                 "lease lost to another run; outcome not recorded"
             );
             Ok(RecordOutcome::LeaseLost)
@@ -306,7 +306,7 @@ impl Settler<'_> {
 async fn attempt(
     deps: &Deps,
     opts: &RunOptions,
-    run_id: &str,
+    run_id: &RunId,
     claim: &Claim,
     key: &str,
 ) -> Result<(ArchivedObject, Option<MediaInfo>, u32), Failure> {
@@ -376,7 +376,7 @@ async fn attempt(
         archived_at: Utc::now(),
     };
     if deps.store.sidecars() {
-        let sidecar = Sidecar::new(record, &object, run_id);
+        let sidecar = Sidecar::new(record, &object, run_id.as_str());
         deps.store
             .write_sidecar(&sidecar)
             .await

@@ -55,7 +55,7 @@ pub struct ManifestEntry {
 impl From<&ArchivedEntry> for ManifestEntry {
     fn from(e: &ArchivedEntry) -> Self {
         Self {
-            uuid: e.uuid.clone(),
+            uuid: e.uuid.to_string(),
             key: e.key.clone(),
             size: e.size,
             sha256: e.sha256.clone(),

@@ -12,7 +12,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::format::{MANIFEST_CONTENT_TYPE, MANIFEST_FORMAT, ManifestEntry, ManifestHeader};
-use crate::ledger::{ChainClaim, Ledger, LedgerError, ManifestClaim};
+use crate::domain::{CallUuid, RunId};
+use crate::ledger::Ledger;
+use crate::ledger::{ChainClaim, LedgerError, ManifestClaim};
 use crate::store::{Store, StoreError, UploadError};
 use crate::timefmt::to_ledger;
 
@@ -56,7 +58,7 @@ pub enum ManifestError {
 pub async fn write_manifests(
     ledger: &Ledger,
     store: &Store,
-    owner: &str,
+    owner: &RunId,
     lease: Duration,
     cancel: &CancellationToken,
 ) -> Result<Vec<ManifestWritten>, ManifestError> {
@@ -68,7 +70,7 @@ pub async fn write_manifests(
         }
         let now = Utc::now();
         let claim = ledger
-            .claim_manifest(owner, |seq| store.manifest_key(seq), now, now + lease)
+            .claim_manifest(owner, &|seq| store.manifest_key(seq), now, now + lease)
             .await?;
         let claim = match claim {
             ChainClaim::Claimed(claim) => claim,
@@ -103,7 +105,7 @@ pub async fn write_manifests(
     Ok(written)
 }
 
-async fn renew(ledger: &Ledger, seq: i64, owner: &str, lease: chrono::Duration) {
+async fn renew(ledger: &Ledger, seq: i64, owner: &RunId, lease: chrono::Duration) {
     let period = (lease / 3)
         .to_std()
         .unwrap_or_default()
@@ -119,7 +121,7 @@ async fn renew(ledger: &Ledger, seq: i64, owner: &str, lease: chrono::Duration) 
 async fn write_one(
     ledger: &Ledger,
     store: &Store,
-    owner: &str,
+    owner: &RunId,
     claim: &ManifestClaim,
     cancel: &CancellationToken,
 ) -> Result<ManifestWritten, ManifestError> {
@@ -136,7 +138,7 @@ async fn write_one(
     let header = ManifestHeader {
         format: MANIFEST_FORMAT.into(),
         seq: claim.seq,
-        run_id: claim.run_id.clone(),
+        run_id: claim.run_id.to_string(),
         created_at: to_ledger(claim.created_at),
         entries: claim.entries,
         previous: claim.previous.as_ref().map(Into::into),
@@ -186,10 +188,10 @@ fn body(
     header: ManifestHeader,
 ) -> impl futures::Stream<Item = Result<Bytes, LedgerError>> + Send {
     let header = futures::stream::once(async move { Ok(json_line(&header)) });
-    let entries = futures::stream::try_unfold(None::<String>, move |after| {
+    let entries = futures::stream::try_unfold(None::<CallUuid>, move |after| {
         let ledger = ledger.clone();
         async move {
-            let page = ledger.manifest_entries(seq, after.as_deref(), PAGE).await?;
+            let page = ledger.manifest_entries(seq, after.as_ref(), PAGE).await?;
             let Some(last) = page.last().map(|e| e.uuid.clone()) else {
                 return Ok(None);
             };

@@ -10,7 +10,9 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::problems::ObjectProblem;
-use crate::ledger::{ArchivedEntry, Ledger, LedgerError, Slice};
+use crate::domain::CallUuid;
+use crate::ledger::Ledger;
+use crate::ledger::{ArchivedEntry, LedgerError, Slice, VerifyResult};
 use crate::store::Store;
 
 /// Records read from the ledger at a time.
@@ -112,7 +114,7 @@ pub async fn verify_objects(
 ) -> Result<ObjectsReport, LedgerError> {
     let mut report = ObjectsReport::default();
     let mut check = async |batch: Vec<ArchivedEntry>, report: &mut ObjectsReport| {
-        let results: Vec<(String, Result<u64, ObjectProblem>)> = futures::stream::iter(batch)
+        let results: Vec<(CallUuid, Result<u64, ObjectProblem>)> = futures::stream::iter(batch)
             .map(|entry| async move { (entry.uuid.clone(), check_one(store, &entry).await) })
             .buffer_unordered(opts.concurrency.max(1))
             .collect()
@@ -125,17 +127,19 @@ pub async fn verify_objects(
             report.add(result);
             labels.push((
                 uuid.clone(),
-                result.as_ref().map_or_else(ObjectProblem::label, |_| "ok"),
+                result
+                    .as_ref()
+                    .map_or_else(ObjectProblem::result, |_| VerifyResult::Ok),
             ));
         }
         ledger.record_verified(&labels, Utc::now()).await
     };
     match opts.sample {
         Sample::All => {
-            let mut after: Option<String> = None;
+            let mut after: Option<CallUuid> = None;
             loop {
                 let page = ledger
-                    .archived_page(&opts.slice, after.as_deref(), PAGE)
+                    .archived_page(&opts.slice, after.as_ref(), PAGE)
                     .await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.uuid.clone());
@@ -171,9 +175,9 @@ async fn reservoir(
     let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
     let mut kept: Vec<ArchivedEntry> = Vec::new();
     let mut seen = 0usize;
-    let mut after: Option<String> = None;
+    let mut after: Option<CallUuid> = None;
     loop {
-        let page = ledger.archived_page(slice, after.as_deref(), PAGE).await?;
+        let page = ledger.archived_page(slice, after.as_ref(), PAGE).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.uuid.clone());
         for entry in page {
@@ -198,7 +202,7 @@ async fn check_one(store: &Store, entry: &ArchivedEntry) -> Result<u64, ObjectPr
             Ok(found.size)
         }
         Ok(Some(found)) => Err(ObjectProblem::Changed {
-            uuid: entry.uuid.clone(),
+            uuid: entry.uuid.to_string(),
             key: entry.key.clone(),
             expected_sha256: entry.sha256.clone(),
             expected_size: entry.size,
@@ -206,13 +210,13 @@ async fn check_one(store: &Store, entry: &ArchivedEntry) -> Result<u64, ObjectPr
             found_size: found.size,
         }),
         Ok(None) => Err(ObjectProblem::Missing {
-            uuid: entry.uuid.clone(),
+            uuid: entry.uuid.to_string(),
             key: entry.key.clone(),
             expected_sha256: entry.sha256.clone(),
             expected_size: entry.size,
         }),
         Err(e) => Err(ObjectProblem::Unreadable {
-            uuid: entry.uuid.clone(),
+            uuid: entry.uuid.to_string(),
             key: entry.key.clone(),
             error: e.to_string(),
         }),

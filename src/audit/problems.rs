@@ -33,10 +33,16 @@ pub enum ObjectProblem {
 impl ObjectProblem {
     /// As recorded on the call (`last_verify_result`).
     pub fn label(&self) -> &'static str {
+        self.result().as_str()
+    }
+
+    /// What the ledger records for this problem.
+    pub fn result(&self) -> crate::ledger::VerifyResult {
+        use crate::ledger::VerifyResult;
         match self {
-            Self::Missing { .. } => "missing",
-            Self::Changed { .. } => "changed",
-            Self::Unreadable { .. } => "unreadable",
+            Self::Missing { .. } => VerifyResult::Missing,
+            Self::Changed { .. } => VerifyResult::Changed,
+            Self::Unreadable { .. } => VerifyResult::Unreadable,
         }
     }
 }

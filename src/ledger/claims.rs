@@ -121,3 +121,18 @@ pub trait Claims: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError>;
 }
+
+/// Puts claims in claim order: oldest call first, undated calls last, then by uuid (the
+/// order the ledger picked them in; `RETURNING` gives no order of its own).
+pub fn sort_claims(claims: &mut [Claim]) {
+    claims.sort_by(|a, b| {
+        let (a, b) = (&a.record, &b.record);
+        match (a.call_start, b.call_start) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        }
+        .then_with(|| a.uuid.cmp(&b.uuid))
+    });
+}

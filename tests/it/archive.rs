@@ -30,7 +30,12 @@ async fn stored_objects_match_the_ledger_and_the_source_and_carry_metadata() {
         .await
         .unwrap()
     {
-        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(&uuid))
+            .await
+            .unwrap()
+            .unwrap();
         let key = row.object_key.clone().unwrap();
         let ledger_sha = row.sha256.clone().unwrap();
         let source_sha = world.sim.expected_sha256(&row.record.record_file).unwrap();

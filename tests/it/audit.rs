@@ -63,18 +63,17 @@ pub async fn archive_without_manifest(world: &World, store: &Store, uuid: &str, 
         .await
         .unwrap();
     let now = chrono::Utc::now();
-    let claim = world
-        .ledger
-        .claim(
-            "run-killed",
-            &Slice::default(),
-            now,
-            now,
-            now + chrono::Duration::seconds(30),
-        )
-        .await
-        .unwrap()
-        .expect("the call is due");
+    let claim = crate::world::claim_one(
+        &world.ledger,
+        "run-killed",
+        &Slice::default(),
+        now,
+        now,
+        now + chrono::Duration::seconds(30),
+    )
+    .await
+    .unwrap()
+    .expect("the call is due");
     assert_eq!(claim.record.uuid.as_str(), uuid, "nothing else was pending");
     let key = world.deps().keys.render(&record).unwrap();
     let meta = UploadMeta {
@@ -100,8 +99,8 @@ pub async fn archive_without_manifest(world: &World, store: &Store, uuid: &str, 
     let settled = world
         .ledger
         .settle(
-            uuid,
-            "run-killed",
+            &crate::world::cu(uuid),
+            &"run-killed".into(),
             &Settlement::Archived(&object),
             None,
             now,
@@ -126,8 +125,18 @@ async fn verify_finds_objects_changed_or_deleted_behind_the_ledgers_back_in_s3()
         .unwrap();
     assert_eq!((clean.checked, clean.ok, clean.problem_count()), (5, 5, 0));
 
-    let changed = world.ledger.get("v-1").await.unwrap().unwrap();
-    let deleted = world.ledger.get("v-3").await.unwrap().unwrap();
+    let changed = world
+        .ledger
+        .get(&crate::world::cu("v-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let deleted = world
+        .ledger
+        .get(&crate::world::cu("v-3"))
+        .await
+        .unwrap()
+        .unwrap();
     let changed_key = changed.object_key.clone().unwrap();
     let deleted_key = deleted.object_key.clone().unwrap();
     let mut tampered = bytes_of(&world.store, &changed_key).await.unwrap();
@@ -162,7 +171,14 @@ async fn verify_finds_objects_changed_or_deleted_behind_the_ledgers_back_in_s3()
         expected_size: deleted.size_bytes.unwrap() as u64,
     }));
     let ledger = &world.ledger;
-    let result = async |uuid: &str| ledger.get(uuid).await.unwrap().unwrap().last_verify_result;
+    let result = async |uuid: &str| {
+        ledger
+            .get(&crate::world::cu(uuid))
+            .await
+            .unwrap()
+            .unwrap()
+            .last_verify_result
+    };
     assert_eq!(result("v-1").await.as_deref(), Some("changed"));
     assert_eq!(result("v-3").await.as_deref(), Some("missing"));
     assert_eq!(result("v-0").await.as_deref(), Some("ok"));
@@ -220,14 +236,19 @@ async fn a_file_store_gets_sidecars_instead_of_metadata_files_and_verify_reads_i
         3
     );
 
-    let row = world.ledger.get("f-2").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("f-2"))
+        .await
+        .unwrap()
+        .unwrap();
     let path = dir.path().join(row.object_key.unwrap());
     std::fs::write(&path, b"not the recording").unwrap();
     std::fs::remove_file(
         dir.path().join(
             world
                 .ledger
-                .get("f-0")
+                .get(&crate::world::cu("f-0"))
                 .await
                 .unwrap()
                 .unwrap()
@@ -249,7 +270,7 @@ async fn a_file_store_gets_sidecars_instead_of_metadata_files_and_verify_reads_i
         .unwrap();
     let key = world
         .ledger
-        .get("f-plain")
+        .get(&crate::world::cu("f-plain"))
         .await
         .unwrap()
         .unwrap()
@@ -276,7 +297,12 @@ async fn a_file_store_gets_sidecars_instead_of_metadata_files_and_verify_reads_i
         .collect();
     unreadable.sort();
     assert_eq!(unreadable, ["f-0", "f-1", "f-2", "f-plain"]);
-    let row = world.ledger.get("f-plain").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("f-plain"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.last_verify_result.as_deref(), Some("unreadable"));
 }
 
@@ -296,7 +322,12 @@ async fn sidecars_hold_the_call_record_and_the_archive_facts() {
     let result = world.run(&world.options()).await;
 
     assert_eq!(result.report.archived, 2);
-    let row = world.ledger.get("s-1").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("s-1"))
+        .await
+        .unwrap()
+        .unwrap();
     let key = row.object_key.clone().unwrap();
     let sidecar: serde_json::Value = serde_json::from_slice(
         &bytes_of(&world.store, &format!("{key}.json"))
@@ -322,7 +353,7 @@ async fn sidecars_hold_the_call_record_and_the_archive_facts() {
 
     let key = world
         .ledger
-        .get("s-2")
+        .get(&crate::world::cu("s-2"))
         .await
         .unwrap()
         .unwrap()
@@ -360,7 +391,12 @@ async fn a_sidecar_that_cannot_be_written_leaves_the_record_pending_until_it_can
 
     assert_eq!((first.report.archived, first.report.retry_later), (0, 1));
     assert_eq!(first.exit_code(), 1);
-    let row = world.ledger.get("blocked").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("blocked"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, RecordState::Pending);
     assert_eq!(row.last_error_code.as_deref(), Some("sidecar_failed"));
     assert_eq!((row.sha256, row.manifest_seq), (None, None));
@@ -387,8 +423,8 @@ pub async fn claim_dead_head(ledger: &Ledger, store: &Store) -> ChainClaim {
     let now = chrono::Utc::now();
     ledger
         .claim_manifest(
-            "run-dead",
-            |seq| store.manifest_key(seq),
+            &"run-dead".into(),
+            &|seq| store.manifest_key(seq),
             now - chrono::Duration::minutes(1),
             now - chrono::Duration::seconds(30),
         )

@@ -144,7 +144,7 @@ async fn verify_exit_codes_then_failures_and_retry_from_the_command_line() {
     assert_exit(&output(plain).await, 1);
     let key = world
         .ledger
-        .get("plain")
+        .get(&crate::world::cu("plain"))
         .await
         .unwrap()
         .unwrap()

@@ -80,7 +80,12 @@ async fn a_csv_export_imports_and_a_slice_archives_only_its_calls() {
         "{stderr}"
     );
     assert!(stderr.contains("export.csv:9: rejected:"), "{stderr}");
-    let row = world.ledger.get(&uuid(0)).await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu(&uuid(0)))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, RecordState::Pending);
     let raw: Value = serde_json::from_str(&row.record.raw_json).unwrap();
     assert_eq!(

@@ -138,14 +138,24 @@ async fn importing_the_same_file_twice_changes_nothing_and_bad_lines_are_named()
     assert!(String::from_utf8_lossy(&first.stdout).contains(
         "6 new (1 without recording), 0 already known, 0 late recordings added, 2 rejected"
     ));
-    let before = world.ledger.get("77").await.unwrap().unwrap();
+    let before = world
+        .ledger
+        .get(&crate::world::cu("77"))
+        .await
+        .unwrap()
+        .unwrap();
 
     let second = output(callvault(&world, &["import", file.to_str().unwrap()])).await;
     assert!(
         String::from_utf8_lossy(&second.stdout)
             .contains("0 new (0 without recording), 6 already known")
     );
-    let after = world.ledger.get("77").await.unwrap().unwrap();
+    let after = world
+        .ledger
+        .get(&crate::world::cu("77"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (after.record, after.state, after.attempts),
         (before.record, before.state, before.attempts)
@@ -368,7 +378,12 @@ async fn secrets_never_reach_the_logs_the_summary_or_the_ledger() {
         .await
         .unwrap();
     for (uuid, fault) in pending.iter().zip(faults) {
-        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(uuid))
+            .await
+            .unwrap()
+            .unwrap();
         world
             .sim
             .push_download_fault(&row.record.record_file, fault);

@@ -66,13 +66,17 @@ async fn failures_are_listed_with_reasons_and_retry_requeues_only_failed_records
     assert_eq!(by_code.len(), 1);
     let paged = world
         .ledger
-        .failures_page(None, Some("gone"), 1)
+        .failures_page(None, Some(&crate::world::cu("gone")), 1)
         .await
         .unwrap();
     assert_eq!(paged[0].uuid, "illegal");
 
     let now = chrono::Utc::now();
-    let named = ["missing".to_owned(), "fine".into(), "nobody".into()];
+    let named = [
+        crate::world::cu("missing"),
+        crate::world::cu("fine"),
+        crate::world::cu("nobody"),
+    ];
     let by_uuid = world
         .ledger
         .retry_failed(RetrySelection::Uuids(&named), false, now)
@@ -82,15 +86,26 @@ async fn failures_are_listed_with_reasons_and_retry_requeues_only_failed_records
     assert_eq!(
         by_uuid.skipped,
         [
-            ("fine".to_owned(), Some(RecordState::Archived)),
-            ("nobody".to_owned(), None)
+            (crate::world::cu("fine"), Some(RecordState::Archived)),
+            (crate::world::cu("nobody"), None)
         ]
     );
-    let missing = world.ledger.get("missing").await.unwrap().unwrap();
+    let missing = world
+        .ledger
+        .get(&crate::world::cu("missing"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((missing.state, missing.attempts), (RecordState::Pending, 0));
     assert!(missing.next_attempt_at.unwrap() <= chrono::Utc::now());
     assert_eq!(
-        world.ledger.get("fine").await.unwrap().unwrap().state,
+        world
+            .ledger
+            .get(&crate::world::cu("fine"))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RecordState::Archived
     );
 
@@ -115,7 +130,13 @@ async fn failures_are_listed_with_reasons_and_retry_requeues_only_failed_records
     let again = world.run(&world.options()).await;
     assert_eq!(again.report.archived, 1);
     assert_eq!(
-        world.ledger.get("missing").await.unwrap().unwrap().state,
+        world
+            .ledger
+            .get(&crate::world::cu("missing"))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RecordState::Archived
     );
 }

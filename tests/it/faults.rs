@@ -37,7 +37,15 @@ async fn thirty_two_workers_hitting_an_invalidated_token_cause_one_login_each_ti
         .await
         .unwrap()
     {
-        left.push(world.ledger.get(&uuid).await.unwrap().unwrap().last_error);
+        left.push(
+            world
+                .ledger
+                .get(&crate::world::cu(&uuid))
+                .await
+                .unwrap()
+                .unwrap()
+                .last_error,
+        );
     }
     assert_eq!(
         (result.report.failed, result.report.retry_later),
@@ -97,7 +105,12 @@ async fn a_truncated_download_is_never_archived_and_succeeds_later() {
         "the multipart upload was aborted"
     );
     for uuid in ["small", "large"] {
-        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(uuid))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.state, RecordState::Pending);
         assert_eq!(row.attempts, 2);
         assert!(row.sha256.is_none() && row.object_key.is_none());
@@ -113,7 +126,12 @@ async fn a_truncated_download_is_never_archived_and_succeeds_later() {
 
     assert_eq!(second.report.archived, 2, "{:?}", second.report);
     for (uuid, file) in [("small", "small.wav"), ("large", "large.wav")] {
-        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(uuid))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.sha256, world.sim.expected_sha256(file));
         assert_eq!(
             world
@@ -154,7 +172,12 @@ async fn error_pages_and_server_errors_are_retried_not_archived() {
     assert_eq!(result.report.archived, 3, "{:?}", result.report);
     let mut attempts = 0;
     for uuid in ["html", "five", "expired"] {
-        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(uuid))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(row.attempts >= 2, "{uuid} needed a retry: {row:?}");
         attempts += row.attempts as u64;
         assert_eq!(
@@ -204,7 +227,12 @@ async fn an_illegal_file_name_fails_without_retries() {
     let result = world.run(&world.options()).await;
 
     assert_eq!(result.report.failed, 1, "{:?}", result.report);
-    let row = world.ledger.get("illegal").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("illegal"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (row.state, row.attempts, row.last_error_code.as_deref()),
         (RecordState::Failed, 1, Some("provider_ret_400"))
@@ -234,7 +262,12 @@ async fn a_missing_file_fails_and_an_old_one_is_expired() {
         result.report
     );
     assert_eq!(result.exit_code(), 1);
-    let recent = world.ledger.get("recent").await.unwrap().unwrap();
+    let recent = world
+        .ledger
+        .get(&crate::world::cu("recent"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (recent.state, recent.attempts),
         (RecordState::Failed, 1),
@@ -245,7 +278,13 @@ async fn a_missing_file_fails_and_an_old_one_is_expired() {
         Some("provider_code_1002")
     );
     assert_eq!(
-        world.ledger.get("old").await.unwrap().unwrap().state,
+        world
+            .ledger
+            .get(&crate::world::cu("old"))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RecordState::Expired
     );
 }

@@ -17,12 +17,17 @@ async fn a_dead_runs_records_are_reclaimed_once_its_lease_runs_out() {
     let now = chrono::Utc::now();
     let lease_until = now + chrono::Duration::milliseconds(1500);
     for _ in 0..2 {
-        world
-            .ledger
-            .claim("run-that-died", &Slice::default(), now, now, lease_until)
-            .await
-            .unwrap()
-            .unwrap();
+        crate::world::claim_one(
+            &world.ledger,
+            "run-that-died",
+            &Slice::default(),
+            now,
+            now,
+            lease_until,
+        )
+        .await
+        .unwrap()
+        .unwrap();
     }
 
     let during_lease = world.run(&world.options()).await;
@@ -109,7 +114,12 @@ async fn a_stop_lets_short_transfers_finish_and_gives_stalled_ones_back() {
         result.report
     );
     assert_eq!(result.exit_code(), 1);
-    let stuck = world.ledger.get("stuck").await.unwrap().unwrap();
+    let stuck = world
+        .ledger
+        .get(&crate::world::cu("stuck"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(stuck.state, RecordState::Pending);
     assert!(
         stuck.next_attempt_at.unwrap() <= chrono::Utc::now(),

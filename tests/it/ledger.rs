@@ -1,6 +1,8 @@
 //! The ledger on its own: imports, late recordings, the status report, the claim order.
 
+use crate::world::cu;
 use callvault::domain::{ArchivedObject, RecordState};
+
 use callvault::ledger::{ImportOutcome, Ledger, Settlement, Slice};
 
 use crate::world::call;
@@ -27,7 +29,12 @@ async fn a_late_recording_makes_an_unanswered_call_pending_and_nothing_else_chan
         [ImportOutcome::New, ImportOutcome::New]
     );
     assert_eq!(
-        ledger.get("c1").await.unwrap().unwrap().state,
+        ledger
+            .get(&crate::world::cu("c1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RecordState::NoRecording
     );
 
@@ -39,13 +46,19 @@ async fn a_late_recording_makes_an_unanswered_call_pending_and_nothing_else_chan
         [ImportOutcome::RecordingAdded, ImportOutcome::Known]
     );
 
-    let c1 = ledger.get("c1").await.unwrap().unwrap();
+    let c1 = ledger.get(&crate::world::cu("c1")).await.unwrap().unwrap();
     assert_eq!(
         (c1.state, c1.record.record_file.as_str()),
         (RecordState::Pending, "c1.wav")
     );
     assert_eq!(
-        ledger.get("c2").await.unwrap().unwrap().record.record_file,
+        ledger
+            .get(&crate::world::cu("c2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .record_file,
         "c2.wav",
         "a known record is not overwritten"
     );
@@ -109,19 +122,20 @@ async fn an_attempt_whose_lease_ran_out_is_recorded_as_lost_not_as_its_outcome()
     let slice = Slice::default();
     let short = now + Duration::milliseconds(1);
     assert!(
-        ledger
-            .claim("run-a", &slice, now, now, short)
+        crate::world::claim_one(&ledger, "run-a", &slice, now, now, short)
             .await
             .unwrap()
             .is_some()
     );
-    let attempt_a = ledger.begin_attempt("c1", "run-a", now).await.unwrap();
+    let attempt_a = ledger
+        .begin_attempt(&cu("c1"), &"run-a".into(), now)
+        .await
+        .unwrap();
     // run-a's lease runs out; run-b takes the record over.
     let later = now + Duration::seconds(1);
     let long = later + Duration::seconds(60);
     assert!(
-        ledger
-            .claim("run-b", &slice, later, later, long)
+        crate::world::claim_one(&ledger, "run-b", &slice, later, later, long)
             .await
             .unwrap()
             .is_some()
@@ -138,15 +152,15 @@ async fn an_attempt_whose_lease_ran_out_is_recorded_as_lost_not_as_its_outcome()
     };
     let end = AttemptEnd {
         id: attempt_a,
-        outcome: "archived",
+        outcome: callvault::domain::AttemptOutcome::Archived,
         error_code: None,
         message: None,
         bytes: 1,
     };
     let held = ledger
         .settle(
-            "c1",
-            "run-a",
+            &cu("c1"),
+            &"run-a".into(),
             &Settlement::Archived(&object),
             Some(&end),
             later,
@@ -155,7 +169,7 @@ async fn an_attempt_whose_lease_ran_out_is_recorded_as_lost_not_as_its_outcome()
         .unwrap();
 
     assert!(!held, "run-a no longer holds the record");
-    let row = ledger.get("c1").await.unwrap().unwrap();
+    let row = ledger.get(&crate::world::cu("c1")).await.unwrap().unwrap();
     assert_eq!(
         (row.state, row.lease_owner.as_deref(), row.sha256),
         (RecordState::InProgress, Some("run-b"), None)
@@ -166,7 +180,7 @@ async fn an_attempt_whose_lease_ran_out_is_recorded_as_lost_not_as_its_outcome()
             .unwrap();
     let (outcome, code): (String, Option<String>) =
         sqlx::query_as("SELECT outcome, error_code FROM attempts WHERE id = $1")
-            .bind(attempt_a)
+            .bind(attempt_a.0)
             .fetch_one(&pool)
             .await
             .unwrap();
@@ -218,8 +232,7 @@ async fn status_counts_follow_every_change_of_state() {
     let all = Slice::default();
     let mut claimed = Vec::new();
     for _ in 0..6 {
-        let claim = ledger
-            .claim("run", &all, later, later, lease)
+        let claim = crate::world::claim_one(&ledger, "run", &all, later, later, lease)
             .await
             .unwrap();
         claimed.push(claim.unwrap().record.uuid.to_string());
@@ -250,7 +263,7 @@ async fn status_counts_follow_every_change_of_state() {
     for (uuid, settlement) in claimed.iter().zip(&settlements) {
         assert!(
             ledger
-                .settle(uuid, "run", settlement, None, later)
+                .settle(&cu(uuid), &"run".into(), settlement, None, later)
                 .await
                 .unwrap()
         );
@@ -260,17 +273,17 @@ async fn status_counts_follow_every_change_of_state() {
     // The sixth claim's lease runs out and another run takes it over: still in progress.
     // (Due by `now`: the records given back above are due only from `later`.)
     let after_lease = lease + chrono::Duration::seconds(1);
-    let taken = ledger
-        .claim(
-            "other",
-            &all,
-            now,
-            after_lease,
-            after_lease + chrono::Duration::minutes(5),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let taken = crate::world::claim_one(
+        &ledger,
+        "other",
+        &all,
+        now,
+        after_lease,
+        after_lease + chrono::Duration::minutes(5),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(taken.record.uuid.as_str(), claimed[5]);
     ledger
         .import(&[call("quiet", "quiet.wav", "2026-11-01 10:00:00")], later)
@@ -298,8 +311,7 @@ async fn claims_take_the_oldest_due_call_first_undated_last_and_skip_what_is_not
     let claim = |owner: &'static str, slice: Slice, lease_until| {
         let ledger = ledger.clone();
         async move {
-            ledger
-                .claim(owner, &slice, due_by, due_by, lease_until)
+            crate::world::claim_one(&ledger, owner, &slice, due_by, due_by, lease_until)
                 .await
                 .unwrap()
                 .map(|c| c.record.uuid.to_string())
@@ -315,7 +327,12 @@ async fn claims_take_the_oldest_due_call_first_undated_last_and_skip_what_is_not
         code: "e",
         message: "m",
     };
-    assert!(ledger.settle("f", "x", &retry, None, due_by).await.unwrap());
+    assert!(
+        ledger
+            .settle(&cu("f"), &"x".into(), &retry, None, due_by)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         claim("dead", Slice::default(), now).await.as_deref(),
         Some("g")

@@ -112,7 +112,12 @@ async fn the_chain_spans_runs_and_killed_runs_and_shows_removed_or_edited_manife
     );
     assert_eq!(manifest_uuids(store, &keys[2]).await, ["k-2"]);
     assert_eq!(manifest_uuids(store, &keys[3]).await, ["m-4"]);
-    let k1 = world.ledger.get("k-1").await.unwrap().unwrap();
+    let k1 = world
+        .ledger
+        .get(&crate::world::cu("k-1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(k1.manifest_seq, Some(2));
     let line = String::from_utf8(bodies[1].clone()).unwrap();
     assert!(line.contains(&format!(
@@ -198,7 +203,7 @@ async fn the_chain_spans_runs_and_killed_runs_and_shows_removed_or_edited_manife
     // A listed recording gone from the store.
     let m1 = world
         .ledger
-        .get("m-1")
+        .get(&crate::world::cu("m-1"))
         .await
         .unwrap()
         .unwrap()
@@ -258,7 +263,7 @@ async fn a_file_store_chain_is_checked_from_the_bucket_alone_too() {
     let report = verify_chain(&store, &world.ledger, 2).await.unwrap();
     let fs1 = world
         .ledger
-        .get("fs-1")
+        .get(&crate::world::cu("fs-1"))
         .await
         .unwrap()
         .unwrap()
@@ -303,10 +308,11 @@ async fn two_runs_never_write_the_chain_head_at_once() {
     let now = chrono::Utc::now();
     let until = now + chrono::Duration::minutes(5);
     let key = |seq: i64| world.store.manifest_key(seq);
+    let (run_a, run_b) = ("run-a".into(), "run-b".into());
 
     let (a, b) = tokio::join!(
-        world.ledger.claim_manifest("run-a", key, now, until),
-        other.claim_manifest("run-b", key, now, until)
+        world.ledger.claim_manifest(&run_a, &key, now, until),
+        other.claim_manifest(&run_b, &key, now, until)
     );
 
     let claims = [a.unwrap(), b.unwrap()];

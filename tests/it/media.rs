@@ -60,7 +60,12 @@ async fn empty_and_header_only_recordings_are_retried_then_failed_as_not_audio()
         result.report
     );
     for (uuid, why) in [("empty", "empty"), ("header", "header with no audio")] {
-        let row = world.ledger.get(uuid).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(uuid))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (row.state, row.attempts, row.last_error_code.as_deref()),
             (RecordState::Failed, 3, Some("not_audio")),
@@ -77,7 +82,12 @@ async fn empty_and_header_only_recordings_are_retried_then_failed_as_not_audio()
             .all(|k| k.contains("/once.")),
         "{keys:?}"
     );
-    let once = world.ledger.get("once").await.unwrap().unwrap();
+    let once = world
+        .ledger
+        .get(&crate::world::cu("once"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((once.state, once.attempts), (RecordState::Archived, 2));
     assert_eq!(world.verify_archived().await, 1);
 }
@@ -107,11 +117,22 @@ async fn a_wav_far_from_its_billed_seconds_is_archived_and_flagged() {
         ("shorter", 200_000, true),
         ("close", 118_000, false),
     ] {
-        let media = world.ledger.media_of(uuid).await.unwrap().unwrap();
+        let media = world
+            .ledger
+            .media_of(&crate::world::cu(uuid))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(media.duration_ms, Some(ms), "{uuid}");
         assert_eq!(media.note.is_some(), flagged, "{uuid}: {media:?}");
     }
-    let note = world.ledger.media_of("longer").await.unwrap().unwrap().note;
+    let note = world
+        .ledger
+        .media_of(&crate::world::cu("longer"))
+        .await
+        .unwrap()
+        .unwrap()
+        .note;
     assert!(
         note.unwrap()
             .contains("60.0 s but the call was billed 25 s")
@@ -136,12 +157,7 @@ async fn the_simulators_sample_recordings_agree_with_their_callbacks() {
     assert_eq!(result.report.media_flagged, 0);
     let mut wavs = 0;
     for record in records.iter().filter(|r| r.record_file.ends_with(".wav")) {
-        let media = world
-            .ledger
-            .media_of(record.uuid.as_str())
-            .await
-            .unwrap()
-            .unwrap();
+        let media = world.ledger.media_of(&record.uuid).await.unwrap().unwrap();
         let ms = media.duration_ms.expect("a WAV has a duration");
         let billed = record.billsec.unwrap() * 1000;
         assert!((ms - billed).abs() < 1000, "{ms} ms vs {billed} ms billed");

@@ -44,7 +44,12 @@ async fn assert_archived_exactly_once(world: &World, records: usize) {
         .await
         .unwrap()
     {
-        let row = world.ledger.get(&uuid).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(&uuid))
+            .await
+            .unwrap()
+            .unwrap();
         recordings.insert(format!("calls/{}", row.object_key.unwrap()));
     }
     let sidecars: BTreeSet<String> = recordings.iter().map(|k| format!("{k}.json")).collect();

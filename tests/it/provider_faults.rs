@@ -133,7 +133,12 @@ async fn api_answers_slower_than_the_timeout_are_retried_later_and_fail_nothing(
         slow.report
     );
     for i in 0..3 {
-        let row = world.ledger.get(&format!("s{i}")).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(&format!("s{i}")))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (row.state, row.attempts, row.last_error_code.as_deref()),
             (RecordState::Pending, 2, Some("provider_timeout"))

@@ -15,7 +15,12 @@ const MIB: u64 = 1024 * 1024;
 
 /// The record was archived in one attempt with the source's SHA-256, in the store too.
 async fn archived_whole(world: &World, uuid: &str, file: &str) {
-    let row = world.ledger.get(uuid).await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu(uuid))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, RecordState::Archived, "{row:?}");
     assert_eq!(row.attempts, 1, "resumed, not retried");
     assert_eq!(row.sha256, world.sim.expected_sha256(file));
@@ -115,7 +120,12 @@ async fn a_server_that_ignores_ranges_makes_the_attempt_start_over_cleanly() {
         "{:?}",
         result.report
     );
-    let row = world.ledger.get("whole").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("whole"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         row.attempts, 2,
         "the broken attempt was given up and redone"

@@ -50,7 +50,12 @@ async fn a_link_to_another_host_is_refused_until_the_retry_limit_and_nothing_is_
     let first = world.run(&opts).await;
 
     assert_eq!(first.report.retry_later, 1, "{:?}", first.report);
-    let row = world.ledger.get("elsewhere").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("elsewhere"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, RecordState::Pending);
     assert_eq!(row.last_error_code.as_deref(), Some("url_refused"));
     let message = row.last_error.unwrap();
@@ -62,7 +67,12 @@ async fn a_link_to_another_host_is_refused_until_the_retry_limit_and_nothing_is_
         world.run(&opts).await;
     }
 
-    let row = world.ledger.get("elsewhere").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("elsewhere"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (row.state, row.attempts, row.last_error_code.as_deref()),
         (RecordState::Failed, 3, Some("url_refused"))
@@ -83,7 +93,12 @@ async fn an_allowed_host_must_still_resolve_to_an_allowed_address() {
     let refused = world.run_with_policy(&opts, &["localhost"], &[]).await;
 
     assert_eq!(refused.report.retry_later, 1);
-    let row = world.ledger.get("named").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("named"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.last_error_code.as_deref(), Some("url_refused"));
     assert!(row.last_error.unwrap().contains("loopback"));
     assert_eq!(world.sim.stats().downloads, 0);
@@ -112,7 +127,12 @@ async fn links_to_metadata_and_other_special_addresses_are_refused_even_when_all
         .await;
 
     assert_eq!(result.report.retry_later, 2);
-    let row = world.ledger.get("meta").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("meta"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.last_error_code.as_deref(), Some("url_refused"));
     assert!(row.last_error.unwrap().contains("cloud metadata"));
 
@@ -121,7 +141,12 @@ async fn links_to_metadata_and_other_special_addresses_are_refused_even_when_all
     let result = world.run_with_policy(&opts, &[], &["127.0.0.2/32"]).await;
 
     assert_eq!(result.report.retry_later, 2);
-    let row = world.ledger.get("other").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("other"))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(row.last_error.unwrap().contains("a loopback address"));
     assert_eq!(world.sim.stats().downloads, 0);
     assert!(world.object_keys().await.is_empty());
@@ -139,7 +164,12 @@ async fn a_redirect_to_a_host_not_allowed_is_refused_and_a_fresh_link_succeeds()
     let refused = world.run(&opts).await;
 
     assert_eq!(refused.report.retry_later, 1);
-    let row = world.ledger.get("hop").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("hop"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.last_error_code.as_deref(), Some("url_refused"));
     let message = row.last_error.unwrap();
     assert!(message.contains("redirect refused"), "{message}");
@@ -184,10 +214,21 @@ async fn three_redirects_within_the_policy_are_followed_and_a_fourth_is_not() {
         first.report
     );
     assert_eq!(
-        world.ledger.get("three").await.unwrap().unwrap().state,
+        world
+            .ledger
+            .get(&crate::world::cu("three"))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RecordState::Archived
     );
-    let four = world.ledger.get("four").await.unwrap().unwrap();
+    let four = world
+        .ledger
+        .get(&crate::world::cu("four"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(four.last_error_code.as_deref(), Some("url_refused"));
     assert!(four.last_error.unwrap().contains("more than 3 redirects"));
     assert_eq!(world.sim.stats().downloads, 4 + 4);

@@ -151,7 +151,12 @@ async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
         (200, &json!(["new"])),
         "{body}"
     );
-    let row = rx.ledger.get("call-1").await.unwrap().expect("stored");
+    let row = rx
+        .ledger
+        .get(&crate::world::cu("call-1"))
+        .await
+        .unwrap()
+        .expect("stored");
     assert_eq!(row.state, RecordState::Pending);
     let raw = row.record.raw_json.clone();
 
@@ -163,7 +168,7 @@ async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
     );
     assert_eq!(
         rx.ledger
-            .get("call-1")
+            .get(&crate::world::cu("call-1"))
             .await
             .unwrap()
             .unwrap()
@@ -176,13 +181,25 @@ async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
     let sloppy = "{\"uuid\": \"call-2\"\n\"companycode\": 7\n\"recordfilename\": \"b.mp3\"}";
     let (status, _) = rx.post(&format!("/callback?secret={SECRET}"), sloppy).await;
     assert_eq!(status, 200);
-    assert!(rx.ledger.get("call-2").await.unwrap().is_some());
+    assert!(
+        rx.ledger
+            .get(&crate::world::cu("call-2"))
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // An extension call-state callback: acknowledged, not stored.
     let state = json!({"uuid": "ext-1", "buuid": "b", "companycode": "9024", "isbleg": "false", "status": "ring"});
     let (status, body) = rx.post(&path, state.to_string()).await;
     assert_eq!((status, &body["ignored"]), (200, &json!(1)));
-    assert!(rx.ledger.get("ext-1").await.unwrap().is_none());
+    assert!(
+        rx.ledger
+            .get(&crate::world::cu("ext-1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Refusals, each with its reason; none writes anything.
     let oversized = json!({"uuid": "big", "companycode": 1, "pad": "x".repeat(MAX_BODY)});
@@ -224,7 +241,11 @@ async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
     }
     for uuid in ["big", "m", "t", "half-1", "half-2"] {
         assert!(
-            rx.ledger.get(uuid).await.unwrap().is_none(),
+            rx.ledger
+                .get(&crate::world::cu(uuid))
+                .await
+                .unwrap()
+                .is_none(),
             "{uuid} written"
         );
     }
@@ -239,12 +260,18 @@ async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
         let (status, _) = rx.post(&wrong, record("intruder").to_string()).await;
         assert_eq!(status, 404, "{wrong}");
     }
-    assert!(rx.ledger.get("intruder").await.unwrap().is_none());
+    assert!(
+        rx.ledger
+            .get(&crate::world::cu("intruder"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Probes and metrics.
-    assert_eq!(rx.get("/healthz").await.0, 200);
-    assert_eq!(rx.get("/readyz").await.0, 200);
-    let (status, metrics) = rx.get("/metrics").await;
+    assert_eq!(rx.get(&crate::world::cu("/healthz")).await.0, 200);
+    assert_eq!(rx.get(&crate::world::cu("/readyz")).await.0, 200);
+    let (status, metrics) = rx.get(&crate::world::cu("/metrics")).await;
     assert_eq!(status, 200);
     for line in [
         "callvault_callbacks_total{result=\"stored\"} 2",
@@ -269,7 +296,14 @@ async fn callbacks_from_outside_the_allowed_networks_are_refused() {
         .post(&format!("/callback/{SECRET}"), record("c").to_string())
         .await;
     assert_eq!(status, 403);
-    assert!(outside.ledger.get("c").await.unwrap().is_none());
+    assert!(
+        outside
+            .ledger
+            .get(&crate::world::cu("c"))
+            .await
+            .unwrap()
+            .is_none()
+    );
     outside.stop().await;
 
     let inside = start_receiver(&["127.0.0.0/8"]).await;
@@ -366,7 +400,7 @@ async fn serve_with_a_schedule_archives_what_it_receives_and_stops_cleanly_on_si
         .unwrap();
     assert_ne!(
         still_running.last_run.map(|r| r.status),
-        Some("running".into()),
+        Some(callvault::domain::RunStatus::Running),
         "no pass was left half-recorded"
     );
 }

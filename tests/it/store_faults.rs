@@ -79,7 +79,12 @@ async fn failing_part_uploads_are_retried_and_a_failed_upload_is_aborted() {
     );
     assert!(world.no_pending_multipart(), "no part is left behind");
     assert_eq!(world.object_sha256(&key_of("parts-b.wav")).await, None);
-    let row = world.ledger.get("parts-b").await.unwrap().unwrap();
+    let row = world
+        .ledger
+        .get(&crate::world::cu("parts-b"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.state, RecordState::Pending);
     assert!(row.sha256.is_none() && row.object_key.is_none());
     assert_eq!(
@@ -136,7 +141,13 @@ async fn failing_completions_are_retried_and_never_leave_a_partial_object() {
     assert!(world.no_pending_multipart());
     assert_eq!(world.object_sha256(&key_of("done-b.wav")).await, None);
     assert_eq!(
-        world.ledger.get("done-b").await.unwrap().unwrap().state,
+        world
+            .ledger
+            .get(&crate::world::cu("done-b"))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         RecordState::Pending
     );
 
@@ -251,7 +262,12 @@ async fn a_store_that_stops_taking_writes_archives_nothing_and_fails_nothing() {
     assert_eq!(proxy.seen(S3Op::PutObject), 3 * 2 * 4, "every try was made");
     assert!(world.object_keys().await.is_empty());
     for i in 0..3 {
-        let row = world.ledger.get(&format!("w{i}")).await.unwrap().unwrap();
+        let row = world
+            .ledger
+            .get(&crate::world::cu(&format!("w{i}")))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.state, RecordState::Pending);
         assert_eq!(row.last_error_code.as_deref(), Some("store_failed"));
         assert!(

@@ -301,7 +301,12 @@ impl World {
             .await
             .unwrap();
         for uuid in &archived {
-            let row = self.ledger.get(uuid).await.unwrap().unwrap();
+            let row = self
+                .ledger
+                .get(&crate::world::cu(uuid))
+                .await
+                .unwrap()
+                .unwrap();
             let key = row
                 .object_key
                 .as_deref()
@@ -334,11 +339,42 @@ impl World {
             .await
             .unwrap()
         {
-            let row = self.ledger.get(&uuid).await.unwrap().unwrap();
+            let row = self
+                .ledger
+                .get(&crate::world::cu(&uuid))
+                .await
+                .unwrap()
+                .unwrap();
             self.sim.push_download_fault(
                 &row.record.record_file,
                 callvault::simulator::DownloadFault::Stall(how_long),
             );
         }
     }
+}
+
+/// A call uuid from a test's string (panics on a blank one: a test's own mistake).
+pub fn cu(raw: &str) -> callvault::domain::CallUuid {
+    callvault::domain::CallUuid::parse(raw).expect("a test uuid")
+}
+
+/// Claims the one oldest due record for `owner` (the ledger's claim, one at a time).
+pub async fn claim_one(
+    ledger: &Ledger,
+    owner: &str,
+    slice: &Slice,
+    due_by: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    lease_until: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<callvault::domain::Claim>, callvault::ledger::LedgerError> {
+    let owner = callvault::domain::RunId::from(owner);
+    let request = callvault::ledger::ClaimRequest {
+        owner: &owner,
+        slice,
+        due_by,
+        now,
+        lease_until,
+        limit: 1,
+    };
+    Ok(ledger.claim(&request).await?.into_iter().next())
 }

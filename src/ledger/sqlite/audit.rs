@@ -1,44 +1,17 @@
-//! The ledger's side of auditing: archived records to read back (and what the read-back
+//! SQLite: the ledger's side of auditing: archived records to read back (and what the read-back
 //! found), the records that failed, and putting chosen failed records back in the queue.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::Row;
 
-use super::manifests::{ArchivedEntry, entry_from_row};
-use super::{Ledger, LedgerError, QueryContext, Slice};
-use crate::domain::RecordState;
-use crate::timefmt::{from_ledger, to_ledger};
-
-/// A failed or expired record, with why.
-#[derive(Debug, Clone, Serialize)]
-pub struct FailedRecord {
-    pub uuid: String,
-    pub state: RecordState,
-    pub company_code: String,
-    pub record_file: String,
-    pub call_start: Option<DateTime<Utc>>,
-    pub attempts: i64,
-    pub last_error_code: Option<String>,
-    pub last_error: Option<String>,
-    pub updated_at: Option<DateTime<Utc>>,
-}
-
-/// Which failed records `retry` puts back.
-#[derive(Debug, Clone, Copy)]
-pub enum RetrySelection<'a> {
-    Uuids(&'a [String]),
-    ErrorCode(&'a str),
-    All,
-}
-
-/// What `retry` did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RetryOutcome {
-    pub requeued: u64,
-    /// Named uuids left alone: unknown (`None`) or not in a state retry may touch.
-    pub skipped: Vec<(String, Option<RecordState>)>,
-}
+use super::manifests::entry_from_row;
+use super::{QueryContext, SqliteLedger, col, time_col, uuid_col};
+use crate::domain::{CallUuid, RecordState};
+use crate::ledger::{
+    ArchivedEntry, Audit, FailedRecord, LedgerError, RetryOutcome, RetrySelection, Slice,
+    VerifyResult,
+};
+use crate::timefmt::to_ledger;
 
 /// Back to pending, due now ($1), from `failed` or from state $2.
 macro_rules! requeue {
@@ -49,12 +22,12 @@ macro_rules! requeue {
     };
 }
 
-impl Ledger {
-    /// Up to `limit` archived records of `slice` after uuid `after`, by uuid.
-    pub async fn archived_page(
+#[async_trait]
+impl Audit for SqliteLedger {
+    async fn archived_page(
         &self,
         slice: &Slice,
-        after: Option<&str>,
+        after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<ArchivedEntry>, LedgerError> {
         let rows = sqlx::query(
@@ -67,7 +40,7 @@ impl Ledger {
         .bind(slice.company.as_deref())
         .bind(slice.since.map(to_ledger))
         .bind(slice.until.map(to_ledger))
-        .bind(after)
+        .bind(after.map(CallUuid::as_str))
         .bind(limit)
         .fetch_all(&self.pool)
         .await
@@ -75,8 +48,7 @@ impl Ledger {
         rows.iter().map(entry_from_row).collect()
     }
 
-    /// How many archived records `slice` holds.
-    pub async fn archived_count(&self, slice: &Slice) -> Result<i64, LedgerError> {
+    async fn archived_count(&self, slice: &Slice) -> Result<i64, LedgerError> {
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM calls
              WHERE state = 'archived' AND ($1 IS NULL OR company_code = $1)
@@ -90,10 +62,9 @@ impl Ledger {
         .ctx("counting archived records")
     }
 
-    /// Records what reading objects back found (`ok`, `missing`, `changed`, `unreadable`).
-    pub async fn record_verified(
+    async fn record_verified(
         &self,
-        results: &[(String, &'static str)],
+        results: &[(CallUuid, VerifyResult)],
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         let now = to_ledger(now);
@@ -103,8 +74,8 @@ impl Ledger {
                 "UPDATE calls SET last_verified_at = $1, last_verify_result = $2 WHERE uuid = $3",
             )
             .bind(&now)
-            .bind(*result)
-            .bind(uuid)
+            .bind(result.as_str())
+            .bind(uuid.as_str())
             .execute(&mut *tx)
             .await
             .ctx("recording a verify result")?;
@@ -113,8 +84,7 @@ impl Ledger {
         Ok(())
     }
 
-    /// Starts a `verify` in the audit trail.
-    pub async fn start_verification(
+    async fn start_verification(
         &self,
         id: &str,
         scope: &serde_json::Value,
@@ -130,7 +100,7 @@ impl Ledger {
         Ok(())
     }
 
-    pub async fn finish_verification(
+    async fn finish_verification(
         &self,
         id: &str,
         checked: u64,
@@ -152,12 +122,10 @@ impl Ledger {
         Ok(())
     }
 
-    /// Up to `limit` failed and expired records after uuid `after` (by uuid), optionally
-    /// only those whose last error has `code`.
-    pub async fn failures_page(
+    async fn failures_page(
         &self,
         code: Option<&str>,
-        after: Option<&str>,
+        after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<FailedRecord>, LedgerError> {
         let rows = sqlx::query(
@@ -168,38 +136,31 @@ impl Ledger {
              ORDER BY uuid LIMIT $3",
         )
         .bind(code)
-        .bind(after)
+        .bind(after.map(CallUuid::as_str))
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .ctx("listing failed records")?;
         rows.iter()
             .map(|row| {
-                let state: String = row.get("state");
-                let time = |col: &str| {
-                    row.get::<Option<String>, _>(col)
-                        .and_then(|s| from_ledger(&s))
-                };
+                let state: String = col(row, "state")?;
                 Ok(FailedRecord {
-                    uuid: row.get("uuid"),
+                    uuid: uuid_col(row, "uuid")?,
                     state: RecordState::parse(&state)
                         .ok_or_else(|| LedgerError::Corrupt(format!("state {state:?}")))?,
-                    company_code: row.get("company_code"),
-                    record_file: row.get("record_file"),
-                    call_start: time("call_start"),
-                    attempts: row.get("attempts"),
-                    last_error_code: row.get("last_error_code"),
-                    last_error: row.get("last_error"),
-                    updated_at: time("updated_at"),
+                    company_code: col(row, "company_code")?,
+                    record_file: col(row, "record_file")?,
+                    call_start: time_col(row, "call_start")?,
+                    attempts: col(row, "attempts")?,
+                    last_error_code: col(row, "last_error_code")?,
+                    last_error: col(row, "last_error")?,
+                    updated_at: time_col(row, "updated_at")?,
                 })
             })
             .collect()
     }
 
-    /// Puts the chosen failed (and, with `include_expired`, expired) records back to
-    /// `pending`, due now, with their attempt count reset (the attempts table keeps the
-    /// history). Never touches records in any other state.
-    pub async fn retry_failed(
+    async fn retry_failed(
         &self,
         selection: RetrySelection<'_>,
         include_expired: bool,
@@ -235,7 +196,7 @@ impl Ledger {
                     let n = sqlx::query(concat!(requeue!(), " AND uuid = $3"))
                         .bind(&now)
                         .bind(second)
-                        .bind(uuid)
+                        .bind(uuid.as_str())
                         .execute(&mut *tx)
                         .await
                         .ctx("requeueing a failed record")?
@@ -246,7 +207,7 @@ impl Ledger {
                     }
                     let state: Option<String> =
                         sqlx::query_scalar("SELECT state FROM calls WHERE uuid = $1")
-                            .bind(uuid)
+                            .bind(uuid.as_str())
                             .fetch_optional(&mut *tx)
                             .await
                             .ctx("reading a record's state")?;

@@ -1,50 +1,17 @@
-//! Work distribution: claiming due records under a lease, recording attempts, and settling
+//! SQLite's side of work distribution: claiming due records under a lease, recording attempts, and settling
 //! each claim with its outcome. Every change to a claimed record checks that the lease is
 //! still ours, so two runs can never both settle the same record.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
-use super::{Ledger, LedgerError, QueryContext, record_from_row};
-use crate::domain::{ArchivedObject, CallRecord, Claim};
+use super::{QueryContext, SqliteLedger, col, record_from_row};
+use crate::domain::{AttemptId, AttemptOutcome, CallRecord, CallUuid, Claim, RunId};
+use crate::ledger::{
+    AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, LedgerError, Settlement, Slice,
+    lease_lost_message, sort_claims,
+};
 use crate::timefmt::to_ledger;
-
-/// Which records a run may take: everything due, or a slice of it (backfills).
-#[derive(Debug, Clone, Default)]
-pub struct Slice {
-    pub company: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
-}
-
-/// How a claim ends.
-#[derive(Debug, Clone)]
-pub enum Settlement<'a> {
-    /// Verified in the store.
-    Archived(&'a ArchivedObject),
-    /// A passing problem: back to pending, not before `next_attempt_at`.
-    Retry {
-        next_attempt_at: DateTime<Utc>,
-        code: &'a str,
-        message: &'a str,
-    },
-    /// Will not be retried automatically.
-    Failed { code: &'a str, message: &'a str },
-    /// The provider no longer has the file and the call is past the retention horizon.
-    Expired { code: &'a str, message: &'a str },
-    /// Interrupted (shutdown): back to pending, due at once.
-    Released { message: &'a str },
-}
-
-/// The end of one attempt, as written to the attempts table.
-#[derive(Debug, Clone)]
-pub struct AttemptEnd<'a> {
-    pub id: i64,
-    pub outcome: &'a str,
-    pub error_code: Option<&'a str>,
-    pub message: Option<&'a str>,
-    pub bytes: u64,
-}
 
 /// The filter clause shared by claiming and the dry-run listing: $1 company, $2 since,
 /// $3 until, $4 now (leases), $5 due-by (pending records).
@@ -64,14 +31,14 @@ macro_rules! slice_filter {
     };
 }
 
-/// The uuid of the due record whose call is oldest (nulls last, then by uuid), with the
-/// parameters of [`due_filter`]. The same choice as `WHERE due_filter ORDER BY .. LIMIT 1`,
+/// The uuids of the $8 due records whose calls are oldest (nulls last, then by uuid), with
+/// the parameters of [`due_filter`]. The same choice as `WHERE due_filter ORDER BY .. LIMIT n`,
 /// written as the smallest of three disjoint candidates so that each is found through an
 /// index: dated pending records by walking `calls_due` (state, call_start, next_attempt_at)
 /// in call order, skipping those not due yet without reading their rows; undated pending
-/// records; lapsed leases. One due record costs one short index walk however long the
+/// records; lapsed leases. A batch costs one short index walk however long the
 /// backlog or the ledger (the single OR query sorted every due record on every claim).
-macro_rules! oldest_due {
+macro_rules! oldest_due_batch {
     () => {
         concat!(
             "SELECT uuid FROM (
@@ -79,44 +46,35 @@ macro_rules! oldest_due {
                     SELECT uuid, call_start FROM calls
                     WHERE state = 'pending' AND call_start IS NOT NULL AND next_attempt_at <= $5 AND ",
             slice_filter!(),
-            "       ORDER BY call_start, uuid LIMIT 1) dated
+            "       ORDER BY call_start, uuid LIMIT $8) dated
                 UNION ALL
                 SELECT uuid, call_start FROM (
                     SELECT uuid, call_start FROM calls
                     WHERE state = 'pending' AND call_start IS NULL AND next_attempt_at <= $5 AND ",
             slice_filter!(),
-            "       ORDER BY uuid LIMIT 1) undated
+            "       ORDER BY uuid LIMIT $8) undated
                 UNION ALL
                 SELECT uuid, call_start FROM (
                     SELECT uuid, call_start FROM calls
                     WHERE state = 'in_progress' AND lease_until < $4 AND ",
             slice_filter!(),
-            "       ORDER BY call_start ASC NULLS LAST, uuid LIMIT 1) lapsed
+            "       ORDER BY call_start ASC NULLS LAST, uuid LIMIT $8) lapsed
             ) candidates
-            ORDER BY call_start ASC NULLS LAST, uuid LIMIT 1"
+            ORDER BY call_start ASC NULLS LAST, uuid LIMIT $8"
         )
     };
 }
 
-impl Ledger {
-    /// Claims the due record whose call is oldest, for `owner` until `lease_until`. Pending
-    /// records are due when their next attempt falls before `due_by` (a run passes its start,
-    /// so it never takes back what it gave up on); a record whose lease ran out (its run
-    /// died) is due at once. Returns `None` when nothing is due.
-    pub async fn claim(
-        &self,
-        owner: &str,
-        slice: &Slice,
-        due_by: DateTime<Utc>,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<Claim>, LedgerError> {
-        let now_text = to_ledger(now);
+#[async_trait]
+impl Claims for SqliteLedger {
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>, LedgerError> {
+        let now_text = to_ledger(request.now);
+        let slice = request.slice;
         let mut tx = self.pool.begin().await.ctx("starting a claim")?;
-        let row = sqlx::query(concat!(
+        let rows = sqlx::query(concat!(
             "UPDATE calls SET state = 'in_progress', lease_owner = $6, lease_until = $7, updated_at = $4
-             WHERE uuid = (",
-            oldest_due!(),
+             WHERE uuid IN (",
+            oldest_due_batch!(),
             ")
              RETURNING uuid, company_code, record_file, call_start, billsec, raw_json, attempts"
         ))
@@ -124,54 +82,55 @@ impl Ledger {
         .bind(slice.since.map(to_ledger))
         .bind(slice.until.map(to_ledger))
         .bind(&now_text)
-        .bind(to_ledger(due_by))
-        .bind(owner)
-        .bind(to_ledger(lease_until))
-        .fetch_optional(&mut *tx)
+        .bind(to_ledger(request.due_by))
+        .bind(request.owner.as_str())
+        .bind(to_ledger(request.lease_until))
+        .bind(i64::from(request.limit.max(1)))
+        .fetch_all(&mut *tx)
         .await
-        .ctx("claiming a record")?;
-        let Some(row) = row else {
-            tx.commit().await.ctx("ending an empty claim")?;
-            return Ok(None);
-        };
-        let claim = Claim {
-            record: record_from_row(&row)?,
-            previous_attempts: row.get("attempts"),
-        };
+        .ctx("claiming records")?;
+        let mut claims = Vec::with_capacity(rows.len());
+        for row in &rows {
+            claims.push(Claim {
+                record: record_from_row(row)?,
+                previous_attempts: col(row, "attempts")?,
+            });
+        }
         // An attempt left running by a killed run ends here, honestly labelled.
-        sqlx::query(
-            "UPDATE attempts SET outcome = 'interrupted', finished_at = $1,
-                    message = 'the run ended before this attempt did (killed or lease expired)'
-             WHERE call_uuid = $2 AND outcome = 'running'",
-        )
-        .bind(&now_text)
-        .bind(claim.record.uuid.as_str())
-        .execute(&mut *tx)
-        .await
-        .ctx("closing interrupted attempts")?;
+        for claim in &claims {
+            sqlx::query(
+                "UPDATE attempts SET outcome = 'interrupted', finished_at = $1, message = $3
+                 WHERE call_uuid = $2 AND outcome = 'running'",
+            )
+            .bind(&now_text)
+            .bind(claim.record.uuid.as_str())
+            .bind(INTERRUPTED_MESSAGE)
+            .execute(&mut *tx)
+            .await
+            .ctx("closing interrupted attempts")?;
+        }
         tx.commit().await.ctx("committing a claim")?;
-        Ok(Some(claim))
+        sort_claims(&mut claims);
+        Ok(claims)
     }
 
-    /// Extends every lease `owner` holds; called periodically while transfers run.
-    pub async fn renew_leases(
+    async fn renew_leases(
         &self,
-        owner: &str,
+        owner: &RunId,
         lease_until: DateTime<Utc>,
     ) -> Result<u64, LedgerError> {
         Ok(sqlx::query(
             "UPDATE calls SET lease_until = $1 WHERE lease_owner = $2 AND state = 'in_progress'",
         )
         .bind(to_ledger(lease_until))
-        .bind(owner)
+        .bind(owner.as_str())
         .execute(&self.pool)
         .await
         .ctx("renewing leases")?
         .rows_affected())
     }
 
-    /// The records a run would claim now, oldest call first, without claiming them.
-    pub async fn due(
+    async fn due(
         &self,
         slice: &Slice,
         now: DateTime<Utc>,
@@ -194,9 +153,8 @@ impl Ledger {
         rows.iter().map(record_from_row).collect()
     }
 
-    /// How many records are due now (for progress and planning).
-    pub async fn count_due(&self, slice: &Slice, now: DateTime<Utc>) -> Result<u64, LedgerError> {
-        let row = sqlx::query(concat!(
+    async fn count_due(&self, slice: &Slice, now: DateTime<Utc>) -> Result<u64, LedgerError> {
+        let n: i64 = sqlx::query_scalar(concat!(
             "SELECT COUNT(*) AS n FROM calls WHERE ",
             due_filter!()
         ))
@@ -208,37 +166,35 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await
         .ctx("counting due records")?;
-        Ok(u64::try_from(row.get::<i64, _>("n")).unwrap_or(0))
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Starts an attempt on a claimed record; returns the attempt's id.
-    pub async fn begin_attempt(
+    async fn begin_attempt(
         &self,
-        uuid: &str,
-        run_id: &str,
+        uuid: &CallUuid,
+        run_id: &RunId,
         now: DateTime<Utc>,
-    ) -> Result<i64, LedgerError> {
+    ) -> Result<AttemptId, LedgerError> {
         let mut tx = self.pool.begin().await.ctx("starting an attempt")?;
         sqlx::query("UPDATE calls SET attempts = attempts + 1 WHERE uuid = $1")
-            .bind(uuid)
+            .bind(uuid.as_str())
             .execute(&mut *tx)
             .await
             .ctx("counting an attempt")?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO attempts (call_uuid, run_id, started_at, outcome) VALUES ($1, $2, $3, 'running') RETURNING id",
         )
-        .bind(uuid)
-        .bind(run_id)
+        .bind(uuid.as_str())
+        .bind(run_id.as_str())
         .bind(to_ledger(now))
         .fetch_one(&mut *tx)
         .await
         .ctx("recording an attempt")?;
         tx.commit().await.ctx("committing an attempt")?;
-        Ok(id)
+        Ok(AttemptId(id))
     }
 
-    /// Ends an attempt that does not settle its record (it will be tried again in this run).
-    pub async fn finish_attempt(
+    async fn finish_attempt(
         &self,
         end: &AttemptEnd<'_>,
         now: DateTime<Utc>,
@@ -251,12 +207,10 @@ impl Ledger {
         .await
     }
 
-    /// Settles a claim and, in the same transaction, ends its last attempt. Returns `false`
-    /// (and changes nothing) when `owner` no longer holds the lease.
-    pub async fn settle(
+    async fn settle(
         &self,
-        uuid: &str,
-        owner: &str,
+        uuid: &CallUuid,
+        owner: &RunId,
         settlement: &Settlement<'_>,
         last_attempt: Option<&AttemptEnd<'_>>,
         now: DateTime<Utc>,
@@ -281,8 +235,8 @@ impl Ledger {
                  WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
             }
         })
-        .bind(uuid)
-        .bind(owner)
+        .bind(uuid.as_str())
+        .bind(owner.as_str())
         .bind(&now_text);
         let query = match settlement {
             Settlement::Archived(obj) => base
@@ -320,12 +274,9 @@ impl Ledger {
             Some(end) if held => finish_attempt(&mut tx, end, now).await?,
             // Another run holds the record now: the attempt's own outcome did not count.
             Some(end) => {
-                let message = format!(
-                    "lease lost before settling (would have been {})",
-                    end.outcome
-                );
+                let message = lease_lost_message(end.outcome);
                 let lost = AttemptEnd {
-                    outcome: "lease_lost",
+                    outcome: AttemptOutcome::LeaseLost,
                     error_code: Some("lease_lost"),
                     message: Some(&message),
                     ..end.clone()
@@ -346,11 +297,11 @@ async fn finish_attempt(
 ) -> Result<(), LedgerError> {
     sqlx::query("UPDATE attempts SET finished_at = $1, outcome = $2, error_code = $3, message = $4, bytes = $5 WHERE id = $6")
         .bind(to_ledger(now))
-        .bind(end.outcome)
+        .bind(end.outcome.as_str())
         .bind(end.error_code)
         .bind(end.message)
         .bind(i64::try_from(end.bytes).unwrap_or(i64::MAX))
-        .bind(end.id)
+        .bind(end.id.0)
         .execute(conn)
         .await
         .ctx("ending an attempt")?;

@@ -1,82 +1,30 @@
-//! The manifest chain as the ledger keeps it: which archived records are in no manifest
+//! SQLite: the manifest chain as the ledger keeps it: which archived records are in no manifest
 //! yet, who holds the chain head while a manifest is written, and what was written.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
 
-use super::{Ledger, LedgerError, QueryContext};
+use super::{QueryContext, SqliteLedger, col, time_col, uuid_col};
+use crate::domain::{CallUuid, RunId};
+use crate::ledger::{
+    ArchivedEntry, ChainClaim, LedgerError, ManifestClaim, ManifestKeyFn, ManifestLink,
+    ManifestRow, Manifests,
+};
 use crate::timefmt::{from_ledger, to_ledger};
 
-/// One archived object as a manifest (and `verify`) lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ArchivedEntry {
-    pub uuid: String,
-    pub key: String,
-    pub size: u64,
-    pub sha256: String,
-    pub archived_at: DateTime<Utc>,
-}
-
-/// The manifest a new one names as its predecessor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ManifestLink {
-    pub seq: i64,
-    pub key: String,
-    pub sha256: String,
-}
-
-/// The chain head, claimed by one run to be written.
-#[derive(Debug, Clone)]
-pub struct ManifestClaim {
-    pub seq: i64,
-    pub key: String,
-    /// The run that first claimed it (written into the manifest: a rewrite is identical).
-    pub run_id: String,
-    pub created_at: DateTime<Utc>,
-    pub previous: Option<ManifestLink>,
-    pub entries: u64,
-    /// Claimed by a run that died (or failed) before writing it; taken over.
-    pub taken_over: bool,
-}
-
-/// What claiming the chain head found.
-#[derive(Debug, Clone)]
-pub enum ChainClaim {
-    Claimed(ManifestClaim),
-    /// Another run is writing manifest `seq`; records it does not list wait for the next.
-    Busy {
-        seq: i64,
-        owner: Option<String>,
-    },
-    /// Every archived record is already in a manifest.
-    NothingNew,
-}
-
-/// A manifest the ledger knows.
-#[derive(Debug, Clone, Serialize)]
-pub struct ManifestRow {
-    pub seq: i64,
-    pub key: String,
-    pub written: bool,
-    pub sha256: Option<String>,
-    pub entries: i64,
-}
-
-impl Ledger {
-    /// Claims the chain head for `owner` until `until`: a head left unwritten by a dead run
-    /// first, else a new manifest listing every archived record in none yet. One
-    /// transaction with the write lock taken up front, so two runs never claim at once.
-    pub async fn claim_manifest(
+#[async_trait]
+impl Manifests for SqliteLedger {
+    /// One transaction with the write lock taken up front, so two runs never claim at once.
+    async fn claim_manifest(
         &self,
-        owner: &str,
-        key_for: impl Fn(i64) -> String,
+        owner: &RunId,
+        key_for: ManifestKeyFn<'_>,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<ChainClaim, LedgerError> {
         let now_text = to_ledger(now);
-        // SQLite: take the write lock now, not on the first write (PostgreSQL: plain BEGIN
-        // and `SELECT ... FOR UPDATE` on the head).
+        // Take the write lock now, not on the first write.
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
@@ -90,16 +38,16 @@ impl Ledger {
         .await
         .ctx("reading the chain head")?;
         if let Some(row) = writing {
-            let seq: i64 = row.get("seq");
-            let claimed_until: Option<String> = row.get("claimed_until");
+            let seq: i64 = col(&row, "seq")?;
+            let claimed_until: Option<String> = col(&row, "claimed_until")?;
             if claimed_until.is_some_and(|t| t >= now_text) {
                 return Ok(ChainClaim::Busy {
                     seq,
-                    owner: row.get("owner"),
+                    owner: col::<Option<String>>(&row, "owner")?.map(RunId::from_ledger),
                 });
             }
             sqlx::query("UPDATE manifests SET owner = $1, claimed_until = $2 WHERE seq = $3")
-                .bind(owner)
+                .bind(owner.as_str())
                 .bind(to_ledger(until))
                 .bind(seq)
                 .execute(&mut *tx)
@@ -107,8 +55,8 @@ impl Ledger {
                 .ctx("taking over the chain head")?;
             tx.commit().await.ctx("committing a manifest claim")?;
             let previous = match (
-                row.get::<Option<String>, _>("previous_key"),
-                row.get::<Option<String>, _>("previous_sha256"),
+                col::<Option<String>>(&row, "previous_key")?,
+                col::<Option<String>>(&row, "previous_sha256")?,
             ) {
                 (Some(key), Some(sha256)) => Some(ManifestLink {
                     seq: seq - 1,
@@ -117,15 +65,14 @@ impl Ledger {
                 }),
                 _ => None,
             };
-            let created: String = row.get("created_at");
             return Ok(ChainClaim::Claimed(ManifestClaim {
                 seq,
-                key: row.get("object_key"),
-                run_id: row.get("run_id"),
-                created_at: from_ledger(&created)
-                    .ok_or_else(|| LedgerError::Corrupt(format!("manifest time {created:?}")))?,
+                key: col(&row, "object_key")?,
+                run_id: RunId::from_ledger(col::<String>(&row, "run_id")?),
+                created_at: time_col(&row, "created_at")?
+                    .ok_or_else(|| LedgerError::Corrupt("a manifest without a time".into()))?,
                 previous,
-                entries: u64::try_from(row.get::<i64, _>("entries")).unwrap_or(0),
+                entries: u64::try_from(col::<i64>(&row, "entries")?).unwrap_or(0),
                 taken_over: true,
             }));
         }
@@ -138,9 +85,9 @@ impl Ledger {
         let previous = head
             .map(|row| {
                 Ok::<_, LedgerError>(ManifestLink {
-                    seq: row.get("seq"),
-                    key: row.get("object_key"),
-                    sha256: row.get::<Option<String>, _>("sha256").ok_or_else(|| {
+                    seq: col(&row, "seq")?,
+                    key: col(&row, "object_key")?,
+                    sha256: col::<Option<String>>(&row, "sha256")?.ok_or_else(|| {
                         LedgerError::Corrupt("a written manifest without SHA-256".into())
                     })?,
                 })
@@ -155,7 +102,7 @@ impl Ledger {
         )
         .bind(seq)
         .bind(&key)
-        .bind(owner)
+        .bind(owner.as_str())
         .bind(to_ledger(until))
         .bind(previous.as_ref().map(|p| p.key.as_str()))
         .bind(previous.as_ref().map(|p| p.sha256.as_str()))
@@ -185,7 +132,7 @@ impl Ledger {
         Ok(ChainClaim::Claimed(ManifestClaim {
             seq,
             key,
-            run_id: owner.to_owned(),
+            run_id: owner.clone(),
             created_at: from_ledger(&now_text).unwrap_or(now),
             previous,
             entries,
@@ -193,11 +140,10 @@ impl Ledger {
         }))
     }
 
-    /// Up to `limit` entries of manifest `seq` after uuid `after`, by uuid.
-    pub async fn manifest_entries(
+    async fn manifest_entries(
         &self,
         seq: i64,
-        after: Option<&str>,
+        after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<ArchivedEntry>, LedgerError> {
         let rows = sqlx::query(
@@ -206,7 +152,7 @@ impl Ledger {
              ORDER BY uuid LIMIT $3",
         )
         .bind(seq)
-        .bind(after)
+        .bind(after.map(CallUuid::as_str))
         .bind(limit)
         .fetch_all(&self.pool)
         .await
@@ -214,11 +160,10 @@ impl Ledger {
         rows.iter().map(entry_from_row).collect()
     }
 
-    /// Records manifest `seq` as written, if `owner` still holds it.
-    pub async fn manifest_written(
+    async fn manifest_written(
         &self,
         seq: i64,
-        owner: &str,
+        owner: &RunId,
         sha256: &str,
         size: u64,
         now: DateTime<Utc>,
@@ -232,7 +177,7 @@ impl Ledger {
         .bind(i64::try_from(size).unwrap_or(i64::MAX))
         .bind(to_ledger(now))
         .bind(seq)
-        .bind(owner)
+        .bind(owner.as_str())
         .execute(&self.pool)
         .await
         .ctx("recording a written manifest")?
@@ -240,11 +185,10 @@ impl Ledger {
             == 1)
     }
 
-    /// Keeps `owner`'s claim on manifest `seq` alive while it is written.
-    pub async fn renew_manifest(
+    async fn renew_manifest(
         &self,
         seq: i64,
-        owner: &str,
+        owner: &RunId,
         until: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         sqlx::query(
@@ -252,49 +196,47 @@ impl Ledger {
         )
         .bind(to_ledger(until))
         .bind(seq)
-        .bind(owner)
+        .bind(owner.as_str())
         .execute(&self.pool)
         .await
         .ctx("renewing the chain head")?;
         Ok(())
     }
 
-    /// Gives the chain head back unwritten: the next run takes it over at once.
-    pub async fn release_manifest(&self, seq: i64, owner: &str) -> Result<(), LedgerError> {
+    async fn release_manifest(&self, seq: i64, owner: &RunId) -> Result<(), LedgerError> {
         sqlx::query(
             "UPDATE manifests SET owner = NULL, claimed_until = NULL
              WHERE seq = $1 AND owner = $2 AND state = 'writing'",
         )
         .bind(seq)
-        .bind(owner)
+        .bind(owner.as_str())
         .execute(&self.pool)
         .await
         .ctx("releasing the chain head")?;
         Ok(())
     }
 
-    /// Every manifest the ledger knows, oldest first.
-    pub async fn manifests(&self) -> Result<Vec<ManifestRow>, LedgerError> {
+    async fn manifests(&self) -> Result<Vec<ManifestRow>, LedgerError> {
         let rows = sqlx::query(
             "SELECT seq, object_key, state, sha256, entries FROM manifests ORDER BY seq",
         )
         .fetch_all(&self.pool)
         .await
         .ctx("listing manifests")?;
-        Ok(rows
-            .iter()
-            .map(|row| ManifestRow {
-                seq: row.get("seq"),
-                key: row.get("object_key"),
-                written: row.get::<String, _>("state") == "written",
-                sha256: row.get("sha256"),
-                entries: row.get("entries"),
+        rows.iter()
+            .map(|row| {
+                Ok(ManifestRow {
+                    seq: col(row, "seq")?,
+                    key: col(row, "object_key")?,
+                    written: col::<String>(row, "state")? == "written",
+                    sha256: col(row, "sha256")?,
+                    entries: col(row, "entries")?,
+                })
             })
-            .collect())
+            .collect()
     }
 
-    /// How many archived records are in no manifest yet.
-    pub async fn unlisted_archived(&self) -> Result<i64, LedgerError> {
+    async fn unlisted_archived(&self) -> Result<i64, LedgerError> {
         sqlx::query_scalar(
             "SELECT COUNT(*) FROM calls WHERE state = 'archived' AND manifest_seq IS NULL",
         )
@@ -304,25 +246,16 @@ impl Ledger {
     }
 }
 
-pub(super) fn entry_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ArchivedEntry, LedgerError> {
-    let uuid: String = row.get("uuid");
+pub(super) fn entry_from_row(row: &SqliteRow) -> Result<ArchivedEntry, LedgerError> {
+    let uuid = uuid_col(row, "uuid")?;
     let corrupt = |what: &str| LedgerError::Corrupt(format!("{what} of archived record {uuid}"));
-    let archived_at: Option<String> = row.get("archived_at");
     Ok(ArchivedEntry {
-        key: row
-            .get::<Option<String>, _>("object_key")
-            .ok_or_else(|| corrupt("object key"))?,
-        size: row
-            .get::<Option<i64>, _>("size_bytes")
+        key: col::<Option<String>>(row, "object_key")?.ok_or_else(|| corrupt("object key"))?,
+        size: col::<Option<i64>>(row, "size_bytes")?
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| corrupt("size"))?,
-        sha256: row
-            .get::<Option<String>, _>("sha256")
-            .ok_or_else(|| corrupt("SHA-256"))?,
-        archived_at: archived_at
-            .as_deref()
-            .and_then(from_ledger)
-            .ok_or_else(|| corrupt("archive time"))?,
+        sha256: col::<Option<String>>(row, "sha256")?.ok_or_else(|| corrupt("SHA-256"))?,
+        archived_at: time_col(row, "archived_at")?.ok_or_else(|| corrupt("archive time"))?,
         uuid,
     })
 }

@@ -1,28 +1,19 @@
-//! What the media check noted about archived recordings: the duration the file's header
-//! gives, and a note when it disagrees with the call's billed seconds (archived, but flagged
-//! for a person to look at).
+//! SQLite: what the media check noted about archived recordings.
 
 use std::time::Duration;
 
-use serde::Serialize;
-use sqlx::Row;
+use async_trait::async_trait;
 
-use super::{Ledger, LedgerError, QueryContext};
+use super::{QueryContext, SqliteLedger, col};
+use crate::domain::{CallUuid, RunId};
+use crate::ledger::{LedgerError, Media, MediaNote};
 
-/// The media columns of one call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MediaNote {
-    pub duration_ms: Option<i64>,
-    pub note: Option<String>,
-}
-
-impl Ledger {
-    /// Records the media check's findings on a record `owner` holds, just before it is
-    /// settled as archived (a later archival of the record overwrites them).
-    pub async fn note_media(
+#[async_trait]
+impl Media for SqliteLedger {
+    async fn note_media(
         &self,
-        uuid: &str,
-        owner: &str,
+        uuid: &CallUuid,
+        owner: &RunId,
         duration: Option<Duration>,
         note: Option<&str>,
     ) -> Result<(), LedgerError> {
@@ -33,33 +24,26 @@ impl Ledger {
         )
         .bind(ms)
         .bind(note)
-        .bind(uuid)
-        .bind(owner)
+        .bind(uuid.as_str())
+        .bind(owner.as_str())
         .execute(&self.pool)
         .await
         .ctx("noting a recording's media check")?;
         Ok(())
     }
 
-    pub async fn media_of(&self, uuid: &str) -> Result<Option<MediaNote>, LedgerError> {
+    async fn media_of(&self, uuid: &CallUuid) -> Result<Option<MediaNote>, LedgerError> {
         let row = sqlx::query("SELECT media_duration_ms, media_note FROM calls WHERE uuid = $1")
-            .bind(uuid)
+            .bind(uuid.as_str())
             .fetch_optional(&self.pool)
             .await
             .ctx("reading a recording's media check")?;
-        Ok(row.map(|row| MediaNote {
-            duration_ms: row.get("media_duration_ms"),
-            note: row.get("media_note"),
-        }))
-    }
-
-    /// Archived recordings whose duration disagrees with the billed seconds.
-    pub(super) async fn media_flagged(&self) -> Result<i64, LedgerError> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM calls WHERE state = 'archived' AND media_note IS NOT NULL",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .ctx("counting flagged recordings")
+        row.map(|row| {
+            Ok(MediaNote {
+                duration_ms: col(&row, "media_duration_ms")?,
+                note: col(&row, "media_note")?,
+            })
+        })
+        .transpose()
     }
 }

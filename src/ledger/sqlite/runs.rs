@@ -1,60 +1,23 @@
-//! Runs (one row per `callvault run`) and the status report operators read.
+//! SQLite: runs, and the figures `status` and `/metrics` read. Per-state counts come from
+//! `state_counts`, kept by triggers (one writer at a time, so no contention).
 
-use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
-use sqlx::Row;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
-use super::{Ledger, LedgerError, QueryContext};
-use crate::domain::RecordState;
+use super::{QueryContext, SqliteLedger, col, time_col};
+use crate::domain::{RecordState, RunId, RunStatus};
+use crate::ledger::{LastRun, LedgerError, LedgerFigures, RunRecord, Runs};
 use crate::timefmt::{from_ledger, to_ledger};
 
-/// The identity of a run as the ledger stores it.
-#[derive(Debug, Clone)]
-pub struct RunRecord {
-    pub id: String,
-    pub started_at: DateTime<Utc>,
-    pub host: String,
-    pub pid: u32,
-    /// The run's options, as JSON, for the audit trail.
-    pub options: String,
-}
-
-/// The latest run, as `status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LastRun {
-    pub id: String,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub status: String,
-    pub exit_code: Option<i64>,
-    pub summary: Option<serde_json::Value>,
-}
-
-/// Counts per state and the figures that tell whether the archive keeps up.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusReport {
-    pub counts: std::collections::BTreeMap<&'static str, i64>,
-    pub total: i64,
-    /// Start of the oldest call still waiting (pending or in progress).
-    pub oldest_pending_call: Option<DateTime<Utc>>,
-    pub oldest_pending_age_seconds: Option<i64>,
-    /// Calls not archived whose recording the provider deletes within 14 days.
-    pub at_risk_within_14_days: i64,
-    /// Archived recordings whose duration disagrees with the call's billed seconds.
-    pub media_flagged: i64,
-    pub retention_days: i64,
-    pub last_run: Option<LastRun>,
-    /// When the last run that archived everything it claimed (exit code 0) finished.
-    pub last_success_at: Option<DateTime<Utc>>,
-}
-
-impl Ledger {
-    pub async fn start_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
+#[async_trait]
+impl Runs for SqliteLedger {
+    async fn start_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
         sqlx::query(
-            "INSERT INTO runs (id, started_at, status, host, pid, options) VALUES ($1, $2, 'running', $3, $4, $5)",
+            "INSERT INTO runs (id, started_at, status, host, pid, options) VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(&run.id)
+        .bind(run.id.as_str())
         .bind(to_ledger(run.started_at))
+        .bind(RunStatus::Running.as_str())
         .bind(&run.host)
         .bind(i64::from(run.pid))
         .bind(&run.options)
@@ -64,44 +27,38 @@ impl Ledger {
         Ok(())
     }
 
-    pub async fn finish_run(
+    async fn finish_run(
         &self,
-        id: &str,
-        status: &str,
+        id: &RunId,
+        status: RunStatus,
         summary: &serde_json::Value,
         exit_code: i32,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
         sqlx::query("UPDATE runs SET finished_at = $1, status = $2, summary = $3, exit_code = $4 WHERE id = $5")
             .bind(to_ledger(now))
-            .bind(status)
+            .bind(status.as_str())
             .bind(summary.to_string())
             .bind(exit_code)
-            .bind(id)
+            .bind(id.as_str())
             .execute(&self.pool)
             .await
             .ctx("recording the end of a run")?;
         Ok(())
     }
 
-    /// The status report; `retention` is the provider's deletion horizon.
-    pub async fn status(
-        &self,
-        now: DateTime<Utc>,
-        retention: Duration,
-    ) -> Result<StatusReport, LedgerError> {
-        let mut counts: std::collections::BTreeMap<&'static str, i64> =
-            RecordState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    async fn figures(&self, risk_line: DateTime<Utc>) -> Result<LedgerFigures, LedgerError> {
         // Kept by triggers (migration 20261123000005): six rows, however large the ledger.
         let rows = sqlx::query("SELECT state, n FROM state_counts")
             .fetch_all(&self.pool)
             .await
             .ctx("counting records")?;
+        let mut counts = Vec::with_capacity(rows.len());
         for row in &rows {
-            let state: String = row.get("state");
+            let state: String = col(row, "state")?;
             let state = RecordState::parse(&state)
                 .ok_or_else(|| LedgerError::Corrupt(format!("state {state:?}")))?;
-            counts.insert(state.as_str(), row.get("n"));
+            counts.push((state, col(row, "n")?));
         }
         let oldest: Option<String> = sqlx::query_scalar(
             "SELECT MIN(call_start) FROM calls WHERE state IN ('pending', 'in_progress') AND call_start IS NOT NULL",
@@ -109,8 +66,6 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await
         .ctx("finding the oldest pending call")?;
-        let oldest = oldest.and_then(|s| from_ledger(&s));
-        let risk_line = now - retention + Duration::days(14);
         let at_risk: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM calls WHERE state IN ('pending', 'in_progress', 'failed')
                     AND call_start IS NOT NULL AND call_start < $1",
@@ -124,19 +79,24 @@ impl Ledger {
                 .fetch_one(&self.pool)
                 .await
                 .ctx("finding the last successful run")?;
-        Ok(StatusReport {
-            total: counts.values().sum(),
+        let media_flagged: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM calls WHERE state = 'archived' AND media_note IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting flagged recordings")?;
+        Ok(LedgerFigures {
             counts,
-            oldest_pending_call: oldest,
-            oldest_pending_age_seconds: oldest.map(|t| (now - t).num_seconds()),
-            at_risk_within_14_days: at_risk,
-            media_flagged: self.media_flagged().await?,
-            retention_days: retention.num_days(),
+            oldest_pending_call: oldest.and_then(|s| from_ledger(&s)),
+            at_risk,
+            media_flagged,
             last_run: self.last_run().await?,
             last_success_at: last_success.and_then(|s| from_ledger(&s)),
         })
     }
+}
 
+impl SqliteLedger {
     async fn last_run(&self) -> Result<Option<LastRun>, LedgerError> {
         let row = sqlx::query(
             "SELECT id, started_at, finished_at, status, exit_code, summary FROM runs ORDER BY started_at DESC LIMIT 1",
@@ -144,21 +104,17 @@ impl Ledger {
         .fetch_optional(&self.pool)
         .await
         .ctx("reading the last run")?;
-        Ok(row.map(|row| {
-            let time = |col: &str| {
-                row.get::<Option<String>, _>(col)
-                    .and_then(|s| from_ledger(&s))
-            };
-            LastRun {
-                id: row.get("id"),
-                started_at: time("started_at"),
-                finished_at: time("finished_at"),
-                status: row.get("status"),
-                exit_code: row.get("exit_code"),
-                summary: row
-                    .get::<Option<String>, _>("summary")
-                    .and_then(|s| serde_json::from_str(&s).ok()),
-            }
+        let Some(row) = row else { return Ok(None) };
+        let status: String = col(&row, "status")?;
+        Ok(Some(LastRun {
+            id: RunId::from_ledger(col::<String>(&row, "id")?),
+            started_at: time_col(&row, "started_at")?,
+            finished_at: time_col(&row, "finished_at")?,
+            status: RunStatus::parse(&status)
+                .ok_or_else(|| LedgerError::Corrupt(format!("run status {status:?}")))?,
+            exit_code: col(&row, "exit_code")?,
+            summary: col::<Option<String>>(&row, "summary")?
+                .and_then(|s| serde_json::from_str(&s).ok()),
         }))
     }
 }

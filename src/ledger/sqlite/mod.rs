@@ -1,0 +1,176 @@
+//! The SQLite backend: the embedded default for one machine (`demo`, a VM, a single pod).
+//! WAL, `synchronous=FULL`, a busy timeout for the write lock other processes hold, and
+//! migrations from `migrations/sqlite/` on open. Times are fixed-width UTC text, which
+//! sorts and compares as text.
+
+mod audit;
+mod claims;
+mod manifests;
+mod media;
+mod records;
+mod runs;
+mod transfer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration};
+use crate::domain::{CallRecord, CallUuid};
+use crate::timefmt::from_ledger;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A SQLite ledger; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteLedger {
+    pool: SqlitePool,
+}
+
+trait QueryContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T, LedgerError>;
+}
+
+impl<T> QueryContext<T> for Result<T, sqlx::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, LedgerError> {
+        self.map_err(|source| classify(source, context))
+    }
+}
+
+/// SQLite's errors by what the caller must do: SQLITE_BUSY (and its extended codes) means
+/// the busy timeout ran out behind another process's lock; anything else stops the run.
+fn classify(source: sqlx::Error, context: &'static str) -> LedgerError {
+    let busy = match &source {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 5),
+        _ => false,
+    };
+    if busy {
+        LedgerError::Locked { context }
+    } else {
+        LedgerError::Query { context, source }
+    }
+}
+
+impl SqliteLedger {
+    async fn connect(location: &str, options: &LedgerOptions) -> Result<SqlitePool, LedgerError> {
+        let open_err = |source| LedgerError::Open {
+            location: location.to_owned(),
+            source,
+        };
+        let url = if location.starts_with("sqlite:") {
+            location.to_owned()
+        } else {
+            format!("sqlite://{location}")
+        };
+        let connect = SqliteConnectOptions::from_str(&url)
+            .map_err(open_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let in_memory = url.contains(":memory:");
+        SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
+            .connect_with(connect)
+            .await
+            .map_err(open_err)
+    }
+
+    /// Opens (creating if missing) the ledger at `location` and runs pending migrations
+    /// (inside SQLite's write lock, so two processes opening at once migrate once).
+    pub async fn open(location: &str, options: &LedgerOptions) -> Result<Self, LedgerError> {
+        let pool = Self::connect(location, options).await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(
+        location: &str,
+        options: &LedgerOptions,
+    ) -> Result<Vec<Migration>, LedgerError> {
+        let pool = Self::connect(location, options).await?;
+        let before = applied(&pool).await;
+        MIGRATOR.run(&pool).await?;
+        pool.close().await;
+        Ok(MIGRATOR
+            .iter()
+            .map(|m| Migration {
+                version: m.version,
+                description: m.description.to_string(),
+                applied_now: !before.contains(&m.version),
+            })
+            .collect())
+    }
+}
+
+/// The versions already applied (none on a new ledger).
+async fn applied(pool: &SqlitePool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl Admin for SqliteLedger {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sqlite
+    }
+
+    async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .ctx("checking the ledger")?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Reads column `col`, turning a type mismatch into an error instead of a panic.
+fn col<'r, T>(row: &'r SqliteRow, col: &'static str) -> Result<T, LedgerError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(col).ctx("reading a ledger row")
+}
+
+/// Reads an optional time column.
+fn time_col(row: &SqliteRow, name: &'static str) -> Result<Option<DateTime<Utc>>, LedgerError> {
+    col::<Option<String>>(row, name)?
+        .map(|s| {
+            from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}")))
+        })
+        .transpose()
+}
+
+fn uuid_col(row: &SqliteRow, name: &'static str) -> Result<CallUuid, LedgerError> {
+    let raw: String = col(row, name)?;
+    CallUuid::parse(&raw).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {raw:?}")))
+}
+
+fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
+    Ok(CallRecord {
+        uuid: uuid_col(row, "uuid")?,
+        company_code: col(row, "company_code")?,
+        record_file: col(row, "record_file")?,
+        call_start: time_col(row, "call_start")?,
+        billsec: col(row, "billsec")?,
+        raw_json: col(row, "raw_json")?,
+    })
+}
