@@ -127,6 +127,38 @@ pub enum Command {
     Failures(FailuresArgs),
     /// Put chosen failed records back to pending.
     Retry(RetryArgs),
+    /// Bring the ledger's schema up to date and exit (every command also does this on open,
+    /// under a lock; this is for operators who run migrations as a step of their own).
+    Migrate(MigrateArgs),
+    /// Ledger maintenance: `ledger copy` moves a whole ledger to another backend.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Copy every table of one ledger into another, empty one (for example from
+    /// `sqlite://callvault.db` to `postgres://…`), then check row counts and a SHA-256 of
+    /// every table on both sides. Exits 0 only when they all match.
+    Copy(LedgerCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerCopyArgs {
+    /// The ledger to copy from (left unchanged).
+    #[arg(long)]
+    pub from: String,
+    /// The ledger to copy into: must be empty (a new database; its schema is created).
+    #[arg(long)]
+    pub to: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

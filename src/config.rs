@@ -156,11 +156,19 @@ pub async fn open_ledger(
     url: &str,
     busy_timeout: std::time::Duration,
 ) -> anyhow::Result<Ledger> {
-    let options = LedgerOptions {
-        busy_timeout,
-        ..LedgerOptions::default()
-    };
-    match Ledger::open_with(url, &options).await {
+    open_ledger_with(
+        url,
+        &LedgerOptions {
+            busy_timeout,
+            ..LedgerOptions::default()
+        },
+    )
+    .await
+}
+
+/// [`open_ledger`] with every option; a pass sizes the PostgreSQL pool to its workers.
+pub async fn open_ledger_with(url: &str, options: &LedgerOptions) -> anyhow::Result<Ledger> {
+    match Ledger::open_with(url, options).await {
         Ok(ledger) => Ok(ledger),
         Err(e) if e.is_unavailable() => Err(anyhow::Error::new(e)),
         Err(e) => Err(ConfigError(e.to_string()).into()),
@@ -187,7 +195,12 @@ pub async fn build_deps(
     let downloader = Downloader::new(downloader_settings(&args.provider, &provider.api_url)?)
         .map_err(|e| ConfigError(e.to_string()))?;
     let provider = Arc::new(ProviderClient::new(provider).map_err(|e| ConfigError(e.to_string()))?);
-    let ledger = open_ledger(ledger_url, ledger_busy_timeout).await?;
+    // One connection per worker, plus the lease renewer, the manifest writer and a spare.
+    let options = LedgerOptions {
+        busy_timeout: ledger_busy_timeout,
+        max_connections: u32::from(args.concurrency).saturating_add(4),
+    };
+    let ledger = open_ledger_with(ledger_url, &options).await?;
     Ok(Deps {
         ledger,
         provider,

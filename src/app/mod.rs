@@ -5,6 +5,7 @@
 mod audit;
 mod demo;
 mod import;
+mod ledger;
 mod progress;
 mod serve;
 
@@ -15,7 +16,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::archive::{RunResult, Shutdown, run_pass};
-use crate::cli::{Cli, Command, RunArgs, StatusArgs};
+use crate::cli::{Cli, Command, LedgerCommand, RunArgs, StatusArgs};
 use crate::config::{ConfigError, build_deps, provider_tz, run_options, s3_options};
 use crate::ledger::Ledger;
 use progress::{Meter, Unit};
@@ -121,6 +122,10 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
                 &args,
             )
             .await
+        }
+        Command::Migrate(args) => ledger::migrate(&cli.ledger, cli.ledger_busy_timeout, &args).await,
+        Command::Ledger(LedgerCommand::Copy(args)) => {
+            ledger::copy(&args, cli.ledger_busy_timeout).await
         }
         Command::Retry(args) => {
             audit::retry(

@@ -112,15 +112,21 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// 0 all archived or nothing to do; 1 some left or failed, or no manifest written; 2 the
-    /// store refuses us or has no such bucket (configuration); 3 the provider refused the
-    /// credentials.
+    /// 0 every record attempted archived and nothing due any more; 1 some left, failed or
+    /// still due (a deadline, a stop or `--max-records`), or no manifest written; 2 the store
+    /// refuses us or has no such bucket (configuration); 3 the provider refused the
+    /// credentials. A work-queue worker's 0 thus means "nothing left to do".
     pub fn exit_code(&self) -> i32 {
         match &self.error {
             Some(RunError::CredentialsRefused(_)) => 3,
             Some(RunError::Store(StoreError::Config(_) | StoreError::Refused { .. })) => 2,
             Some(_) => 1,
-            None if self.report.not_archived() > 0 || self.report.manifest_error.is_some() => 1,
+            None if self.report.not_archived() > 0
+                || self.report.left_due > 0
+                || self.report.manifest_error.is_some() =>
+            {
+                1
+            }
             None => 0,
         }
     }
@@ -185,6 +191,12 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
                 tracing::warn!(error = %e, "no manifest written; the next pass lists these records");
                 report.manifest_error = Some(e.to_string());
             }
+        }
+    }
+    if error.is_none() {
+        match deps.ledger.count_due(&opts.slice, Utc::now()).await {
+            Ok(n) => report.left_due = n,
+            Err(e) => tracing::warn!(error = %e, "could not count the records still due"),
         }
     }
     if let Some(e) = &error {

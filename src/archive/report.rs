@@ -56,6 +56,10 @@ pub struct RunReport {
     pub logins: u64,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
+    /// Records of the run's slice still due when it ended (left by a deadline, a stop or
+    /// `--max-records`, or given up by a lease that ran out elsewhere): a worker of a
+    /// work-queue Job exits 0 only when this is 0.
+    pub left_due: u64,
     /// Manifests written at the end of the run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<crate::audit::ManifestWritten>,
@@ -135,6 +139,12 @@ impl RunReport {
             out.push_str(&format!(
                 "manifest {}: {} entries, sha256 {}\n",
                 m.key, m.entries, m.sha256
+            ));
+        }
+        if self.left_due > 0 {
+            out.push_str(&format!(
+                "{} record(s) still due: another pass (or another worker) takes them\n",
+                self.left_due
             ));
         }
         if let Some(why) = &self.manifest_error {
