@@ -1,6 +1,11 @@
-//! Looking inside after a fault: the ledger's attempts, the S3 server's unfinished
-//! multipart uploads, and a store reached through the fault-injecting proxy.
+//! Looking inside after a fault: the ledger's tables (read the same way on both backends,
+//! through `export_rows`), the S3 server's unfinished multipart uploads, and a store reached
+//! through the fault-injecting proxy.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use callvault::domain::RecordState;
+use callvault::ledger::{Ledger, Table, TableRow};
 use callvault::store::{S3Options, Store};
 
 use crate::world::{BUCKET, TEST_PART, World, files_under};
@@ -8,6 +13,7 @@ use crate::world::{BUCKET, TEST_PART, World, files_under};
 /// One row of the ledger's `attempts` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRow {
+    pub id: i64,
     pub uuid: String,
     pub run_id: String,
     pub outcome: String,
@@ -49,24 +55,52 @@ impl World {
 
     /// Every attempt the ledger recorded, in order.
     pub async fn attempts(&self) -> Vec<AttemptRow> {
-        use sqlx::Row;
-        let pool = sqlx::SqlitePool::connect(&self.ledger_url)
+        attempts(&self.ledger).await
+    }
+
+    /// Checks the end state after faults: `records` records archived and none left waiting
+    /// or failed; each archived by exactly one attempt, its object's SHA-256 the ledger's
+    /// and the source's; and the store holding exactly the archived recordings, their
+    /// sidecars and the manifests (nothing stored that is not archived, no stray object).
+    pub async fn assert_archived_exactly_once(&self, records: usize) {
+        assert_eq!(self.count(RecordState::Archived).await, records);
+        for state in [
+            RecordState::Pending,
+            RecordState::InProgress,
+            RecordState::Failed,
+        ] {
+            assert_eq!(self.count(state).await, 0, "{state:?}");
+        }
+        assert_eq!(self.verify_archived().await, records);
+        let mut archived_attempts: BTreeMap<String, usize> = BTreeMap::new();
+        for attempt in self.attempts().await {
+            if attempt.outcome == "archived" {
+                *archived_attempts.entry(attempt.uuid).or_default() += 1;
+            }
+        }
+        assert_eq!(archived_attempts.len(), records);
+        assert!(
+            archived_attempts.values().all(|n| *n == 1),
+            "{archived_attempts:?}"
+        );
+        let mut recordings = BTreeSet::new();
+        for uuid in self
+            .ledger
+            .uuids_in_state(RecordState::Archived)
             .await
-            .expect("ledger file");
-        let rows =
-            sqlx::query("SELECT call_uuid, run_id, outcome, error_code FROM attempts ORDER BY id")
-                .fetch_all(&pool)
-                .await
-                .expect("attempts");
-        pool.close().await;
-        rows.iter()
-            .map(|r| AttemptRow {
-                uuid: r.get("call_uuid"),
-                run_id: r.get("run_id"),
-                outcome: r.get("outcome"),
-                error_code: r.get("error_code"),
-            })
-            .collect()
+            .unwrap()
+        {
+            let row = self.ledger.get(&uuid).await.unwrap().unwrap();
+            recordings.insert(format!("calls/{}", row.object_key.unwrap()));
+        }
+        let sidecars: BTreeSet<String> = recordings.iter().map(|k| format!("{k}.json")).collect();
+        let mut stored: BTreeSet<String> = self.object_keys().await.into_iter().collect();
+        stored.retain(|k| !k.starts_with("calls/manifests/"));
+        assert_eq!(
+            stored,
+            &recordings | &sidecars,
+            "the store holds exactly the archived recordings and their sidecars"
+        );
     }
 
     /// The attempts on `uuid`, as (outcome, error code) pairs.
@@ -78,4 +112,42 @@ impl World {
             .map(|a| (a.outcome, a.error_code))
             .collect()
     }
+}
+
+/// Every row of `table`, by key, as `ledger copy` reads it (column → JSON value).
+pub async fn table_rows(ledger: &Ledger, table: Table) -> Vec<TableRow> {
+    const PAGE: i64 = 1000;
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let page = ledger
+            .export_rows(table, after.as_ref(), PAGE)
+            .await
+            .unwrap_or_else(|e| panic!("reading {}: {e}", table.name()));
+        let Some(last) = page.last() else { break };
+        after = last.get(table.key()).cloned();
+        let full = page.len() as i64 == PAGE;
+        rows.extend(page);
+        if !full {
+            break;
+        }
+    }
+    rows
+}
+
+/// Every attempt `ledger` recorded, in order.
+pub async fn attempts(ledger: &Ledger) -> Vec<AttemptRow> {
+    let text =
+        |row: &TableRow, column: &str| row.get(column).and_then(|v| v.as_str()).map(str::to_owned);
+    table_rows(ledger, Table::Attempts)
+        .await
+        .iter()
+        .map(|row| AttemptRow {
+            id: row["id"].as_i64().expect("an attempt's id"),
+            uuid: text(row, "call_uuid").expect("an attempt's call"),
+            run_id: text(row, "run_id").expect("an attempt's run"),
+            outcome: text(row, "outcome").expect("an attempt's outcome"),
+            error_code: text(row, "error_code"),
+        })
+        .collect()
 }

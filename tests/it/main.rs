@@ -1,5 +1,23 @@
 //! callvault's integration tests: the real code against the simulator, an in-process S3
-//! server and a temporary SQLite ledger.
+//! server and a fresh ledger, SQLite or PostgreSQL (a server the tests start themselves).
+
+/// Runs tests on both ledger backends: for each `async fn name(kind: BackendKind)` named,
+/// a module `name` with the tests `name::sqlite` and `name::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(callvault::ledger::BackendKind::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(callvault::ledger::BackendKind::Postgres).await
+            }
+        }
+    )+};
+}
 
 mod archive;
 mod audit;
@@ -14,6 +32,9 @@ mod leases;
 mod ledger;
 mod manifests;
 mod media;
+mod pg;
+mod postgres_receivers;
+mod postgres_workers;
 mod process_faults;
 mod provider_faults;
 mod resume;

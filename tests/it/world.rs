@@ -1,5 +1,6 @@
 //! Spawns the world a test needs, all on loopback and all inside the test: the provider
-//! simulator, an S3 protocol server (s3s-fs over a temp directory), a temp SQLite ledger.
+//! simulator, an S3 protocol server (s3s-fs over a temp directory), and a fresh ledger: a
+//! temp SQLite file, or a new database on the test binary's PostgreSQL (see `pg.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use callvault::archive::{Deps, RetryPolicy, RunOptions, RunResult, Shutdown, run_pass};
 use callvault::callback::parse_record;
 use callvault::domain::CallRecord;
-use callvault::ledger::{Ledger, Slice};
+use callvault::ledger::{BackendKind, Ledger, Slice};
 use callvault::provider::{
     DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
 };
@@ -111,7 +112,25 @@ pub struct World {
 pub const TEST_PART: usize = 5 * 1024 * 1024;
 
 impl World {
+    /// A world on a temp SQLite ledger.
     pub async fn new() -> Self {
+        Self::with_backend(BackendKind::Sqlite).await
+    }
+
+    /// A world on a fresh database of the test binary's PostgreSQL.
+    pub async fn postgres() -> Self {
+        Self::with_backend(BackendKind::Postgres).await
+    }
+
+    pub async fn with_backend(kind: BackendKind) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger_url = fresh_ledger_url(kind, dir.path()).await;
+        Self::on_ledger(ledger_url, dir).await
+    }
+
+    /// A world on the ledger at `ledger_url` (a dedicated server's, say); `dir` is the
+    /// world's working directory.
+    pub async fn on_ledger(ledger_url: String, dir: TempDir) -> Self {
         let sim = Simulator::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             SimulatorConfig::default(),
@@ -119,8 +138,6 @@ impl World {
         .await
         .expect("simulator");
         let s3 = S3Server::start().await;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ledger_url = format!("sqlite://{}", dir.path().join("ledger.db").display());
         let ledger = Ledger::open(&ledger_url).await.expect("ledger");
         let store =
             Store::open(&format!("s3://{BUCKET}/calls"), &s3.options(), TEST_PART).expect("store");
@@ -265,6 +282,48 @@ impl World {
 
     pub fn bucket_path(&self, key: &str) -> Path {
         self.store.path(key).expect("path")
+    }
+}
+
+/// The URL of a new, empty ledger: `ledger.db` in `dir`, or a new PostgreSQL database.
+pub async fn fresh_ledger_url(kind: BackendKind, dir: &std::path::Path) -> String {
+    match kind {
+        BackendKind::Sqlite => format!("sqlite://{}", dir.join("ledger.db").display()),
+        BackendKind::Postgres => crate::pg::database().await,
+    }
+}
+
+/// A new, empty ledger on its own (no simulator, no store), for the ledger's own tests.
+pub struct TempLedger {
+    pub ledger: Ledger,
+    pub url: String,
+    _dir: TempDir,
+}
+
+impl TempLedger {
+    pub async fn new(kind: BackendKind) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = fresh_ledger_url(kind, dir.path()).await;
+        let ledger = Ledger::open(&url).await.expect("ledger");
+        Self {
+            ledger,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// Another handle on the same ledger with its own connections, as another process
+    /// would have.
+    pub async fn reopen(&self) -> Ledger {
+        Ledger::open(&self.url).await.expect("ledger")
+    }
+}
+
+impl std::ops::Deref for TempLedger {
+    type Target = Ledger;
+
+    fn deref(&self) -> &Ledger {
+        &self.ledger
     }
 }
 
