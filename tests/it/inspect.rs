@@ -1,7 +1,7 @@
 //! Looking inside after a fault: the ledger's attempts, the S3 server's unfinished
 //! multipart uploads, and a store reached through the fault-injecting proxy.
 
-use callvault::store::{S3Options, Store};
+use callvault::store::{S3Options, Store, StoreConfig};
 
 use crate::world::{BUCKET, TEST_PART, World, files_under};
 
@@ -26,7 +26,12 @@ impl World {
                 _ => (k, v),
             })
             .collect();
-        Store::open(&format!("s3://{BUCKET}/calls"), &options, TEST_PART).expect("store")
+        Store::open(&StoreConfig {
+            s3: options,
+            part_size: TEST_PART,
+            ..StoreConfig::new(format!("s3://{BUCKET}/calls"))
+        })
+        .expect("store")
     }
 
     /// The recordings in the store (keys relative to the bucket): every object but the
