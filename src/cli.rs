@@ -1,5 +1,6 @@
 //! The command line (clap derive). Nothing else in callvault sees raw arguments; every
-//! option has an environment variable behind it.
+//! option has an environment variable behind it. Only the definitions live here: `app::args`
+//! parses them with the configuration file applied and turns them into typed settings.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,9 +50,6 @@ pub struct Cli {
     /// How often progress lines are logged when there is no bar.
     #[arg(long, env = "CALLVAULT_PROGRESS_INTERVAL", value_parser = humantime::parse_duration, default_value = "30s", global = true)]
     pub progress_interval: Duration,
-    /// The config file's S3 settings (`[aws]`), under the environment's.
-    #[arg(skip)]
-    pub file_aws: Vec<(String, String)>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -71,32 +69,6 @@ pub enum ImportFormat {
     Auto,
     Json,
     Csv,
-}
-
-/// Why the command line could not be taken.
-#[derive(Debug)]
-pub enum CliError {
-    /// clap's own message (usage, `--help`, `--version`): print it and exit as clap says.
-    Usage(clap::Error),
-    /// The configuration file is unreadable or wrong.
-    Config(crate::config::ConfigError),
-}
-
-/// Parses `args` with the configuration file's settings (from `--config` or
-/// `CALLVAULT_CONFIG`) as the arguments' defaults.
-pub fn parse(args: Vec<std::ffi::OsString>) -> Result<Cli, CliError> {
-    use clap::{CommandFactory, FromArgMatches};
-    let file = match crate::config_file::config_path(&args) {
-        Some(path) => crate::config_file::FileSettings::load(&path).map_err(CliError::Config)?,
-        None => crate::config_file::FileSettings::default(),
-    };
-    let command = file.apply(Cli::command()).map_err(CliError::Config)?;
-    let matches = command
-        .try_get_matches_from(args)
-        .map_err(CliError::Usage)?;
-    let mut cli = Cli::from_arg_matches(&matches).map_err(CliError::Usage)?;
-    cli.file_aws = file.aws;
-    Ok(cli)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -442,36 +414,5 @@ mod tests {
         assert!(!sidecars(&["--no-sidecar"]));
         assert!(!sidecars(&["--sidecar", "false"]));
         assert!(!sidecars(&["--no-sidecar", "--sidecar"]));
-    }
-
-    use crate::config_file::tests::parse_with as with_file;
-
-    #[test]
-    fn the_layout_may_come_from_a_file_but_retrys_choice_may_not() {
-        let cli = with_file(
-            "sidecar = false\nmanifests-prefix = \"audit\"",
-            &["callvault", "run"],
-        )
-        .unwrap();
-        let Command::Run(run) = cli.command else {
-            unreachable!()
-        };
-        assert!(!run.layout.sidecars());
-        assert_eq!(run.layout.manifests_prefix, "audit");
-        for choice in ["all = true", "uuid = [\"a\"]", "retry-error-code = \"x\""] {
-            assert!(
-                with_file(choice, &["callvault", "retry"]).is_err(),
-                "{choice}"
-            );
-        }
-        assert!(
-            with_file("", &["callvault", "retry"]).is_err(),
-            "a choice is required"
-        );
-        let cli = with_file("", &["callvault", "retry", "--error-code", "x"]).unwrap();
-        let Command::Retry(retry) = cli.command else {
-            unreachable!()
-        };
-        assert_eq!(retry.error_code.as_deref(), Some("x"));
     }
 }

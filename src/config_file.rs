@@ -1,6 +1,8 @@
 //! The TOML configuration file (`--config`). Its settings become the defaults of the command
 //! line's own arguments, so clap keeps the precedence flag > environment > file > built-in
 //! default, and every setting with a flag can be put in the file under the flag's long name.
+//! The file knows the command line only as the `clap::Command` it is given; `app::args`
+//! puts the two together.
 //!
 //! ```toml
 //! ledger = "sqlite:///var/lib/callvault/ledger.db"
@@ -17,7 +19,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::config::ConfigError;
+/// The configuration file is unreadable or wrong; the message names the file and the
+/// setting. (The caller reports it as a configuration error.)
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FileError(String);
 
 /// What a configuration file says.
 #[derive(Debug, Default)]
@@ -61,19 +67,19 @@ pub fn config_path(args: &[OsString]) -> Option<PathBuf> {
 }
 
 impl FileSettings {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, FileError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+            .map_err(|e| FileError(format!("cannot read config file {}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| FileError(format!("{}: {}", path.display(), e.0)))
     }
 
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| FileError(e.to_string()))?;
         let mut settings = Self::default();
         for (key, value) in table {
             if key == "aws" {
                 let toml::Value::Table(aws) = value else {
-                    return Err(ConfigError("`aws` must be a table".into()));
+                    return Err(FileError("`aws` must be a table".into()));
                 };
                 for (k, v) in aws {
                     let name = k.to_ascii_lowercase().replace('-', "_");
@@ -86,11 +92,11 @@ impl FileSettings {
                         .parse::<object_store::aws::AmazonS3ConfigKey>()
                         .is_err()
                     {
-                        return Err(ConfigError(format!("unknown S3 setting `aws.{k}`")));
+                        return Err(FileError(format!("unknown S3 setting `aws.{k}`")));
                     }
                     let mut scalar = scalars(&k, v)?;
                     if scalar.len() != 1 {
-                        return Err(ConfigError(format!("`aws.{k}` must be one value")));
+                        return Err(FileError(format!("`aws.{k}` must be one value")));
                     }
                     settings.aws.push((name, scalar.remove(0)));
                 }
@@ -104,7 +110,7 @@ impl FileSettings {
 
     /// Sets the file's values as the defaults of `cmd`'s arguments (and its subcommands').
     /// A key no argument has is an error: a typo must not pass silently.
-    pub fn apply(&self, cmd: clap::Command) -> Result<clap::Command, ConfigError> {
+    pub fn apply(&self, cmd: clap::Command) -> Result<clap::Command, FileError> {
         let mut known = BTreeSet::new();
         collect_ids(&cmd, &mut known);
         if let Some(unknown) = self
@@ -112,7 +118,7 @@ impl FileSettings {
             .keys()
             .find(|k| !known.contains(k.as_str()) || NOT_IN_FILE.contains(&k.as_str()))
         {
-            return Err(ConfigError(format!(
+            return Err(FileError(format!(
                 "config file: unknown setting `{}`",
                 unknown.replace('_', "-")
             )));
@@ -148,14 +154,14 @@ fn collect_ids(cmd: &clap::Command, into: &mut BTreeSet<String>) {
     }
 }
 
-fn scalars(key: &str, value: toml::Value) -> Result<Vec<String>, ConfigError> {
+fn scalars(key: &str, value: toml::Value) -> Result<Vec<String>, FileError> {
     match value {
         toml::Value::Array(items) => items.into_iter().map(|v| scalar(key, v)).collect(),
         other => Ok(vec![scalar(key, other)?]),
     }
 }
 
-fn scalar(key: &str, value: toml::Value) -> Result<String, ConfigError> {
+fn scalar(key: &str, value: toml::Value) -> Result<String, FileError> {
     Ok(match value {
         toml::Value::String(s) => s,
         toml::Value::Integer(i) => i.to_string(),
@@ -163,58 +169,48 @@ fn scalar(key: &str, value: toml::Value) -> Result<String, ConfigError> {
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => d.to_string(),
         toml::Value::Array(_) | toml::Value::Table(_) => {
-            return Err(ConfigError(format!(
-                "`{key}`: expected a value, not a table"
-            )));
+            return Err(FileError(format!("`{key}`: expected a value, not a table")));
         }
     })
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::{CommandFactory, FromArgMatches};
-
-    /// Parses `args` with `file` as the configuration file (for tests here and in `cli`).
-    pub(crate) fn parse_with(file: &str, args: &[&str]) -> Result<Cli, String> {
-        let settings = FileSettings::parse(file).map_err(|e| e.0)?;
-        let cmd = settings.apply(Cli::command()).map_err(|e| e.0)?;
-        let matches = cmd
-            .try_get_matches_from(args.iter().copied())
-            .map_err(|e| e.to_string())?;
-        Cli::from_arg_matches(&matches).map_err(|e| e.to_string())
-    }
 
     #[test]
-    fn file_values_fill_in_and_flags_win() {
-        let file = "concurrency = 3\nstore = \"file:///tmp/x\"\ndry-run = true\n[aws]\nregion = \"eu-1\"\n";
-        let cli = parse_with(file, &["callvault", "run", "--concurrency", "5"]).unwrap();
-        let Command::Run(run) = cli.command else {
-            panic!("not run")
-        };
-        assert_eq!(run.concurrency, 5);
-        assert_eq!(run.store.as_deref(), Some("file:///tmp/x"));
-        assert!(run.dry_run);
-        let settings = FileSettings::parse(file).unwrap();
-        assert_eq!(settings.aws, [("aws_region".to_owned(), "eu-1".to_owned())]);
-    }
-
-    #[test]
-    fn a_global_setting_reaches_every_subcommand() {
-        let cli = parse_with("ledger = \"sqlite://f.db\"", &["callvault", "status"]).unwrap();
-        assert_eq!(cli.ledger, "sqlite://f.db");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_are_named() {
-        let err = parse_with("concurency = 3", &["callvault", "status"]).unwrap_err();
-        assert!(err.contains("unknown setting `concurency`"), "{err}");
-        let err = parse_with("[aws]\nbogus = 1", &["callvault", "status"]).unwrap_err();
+    fn the_aws_table_takes_object_stores_names() {
+        let settings =
+            FileSettings::parse("[aws]\nregion = \"eu-1\"\naws-endpoint = \"http://s3\"\n")
+                .unwrap();
+        let mut aws = settings.aws;
+        aws.sort();
+        assert_eq!(
+            aws,
+            [
+                ("aws_endpoint".to_owned(), "http://s3".to_owned()),
+                ("aws_region".to_owned(), "eu-1".to_owned()),
+            ]
+        );
+        let err = FileSettings::parse("[aws]\nbogus = 1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("aws.bogus"), "{err}");
-        let err = parse_with("concurrency = \"many\"", &["callvault", "run"]).unwrap_err();
-        assert!(err.contains("many"), "{err}");
-        assert!(parse_with("config = \"x\"", &["callvault", "status"]).is_err());
+    }
+
+    /// (With callvault's own command line: `app::args`.)
+    #[test]
+    fn file_values_become_the_arguments_defaults() {
+        let cmd = || clap::Command::new("t").arg(clap::Arg::new("concurrency").long("concurrency"));
+        let settings = FileSettings::parse("concurrency = 3").unwrap();
+        let matches = settings.apply(cmd()).unwrap().get_matches_from(["t"]);
+        assert_eq!(
+            matches.get_one::<String>("concurrency").map(String::as_str),
+            Some("3")
+        );
+        let unknown = FileSettings::parse("concurency = 3").unwrap();
+        let err = unknown.apply(cmd()).unwrap_err().to_string();
+        assert!(err.contains("unknown setting `concurency`"), "{err}");
     }
 
     #[test]

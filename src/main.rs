@@ -2,18 +2,18 @@
 
 use std::process::ExitCode;
 
-use callvault::cli::CliError;
+use callvault::app::CliError;
 
 fn main() -> ExitCode {
-    let cli = match callvault::cli::parse(std::env::args_os().collect()) {
-        Ok(cli) => cli,
+    let invocation = match callvault::app::parse(std::env::args_os().collect()) {
+        Ok(invocation) => invocation,
         Err(CliError::Usage(err)) => err.exit(),
         Err(CliError::Config(err)) => {
             eprintln!("callvault: {err}");
             return ExitCode::from(callvault::app::EXIT_CONFIG);
         }
     };
-    callvault::telemetry::init(cli.log_format, &cli.log);
+    callvault::telemetry::init(invocation.cli.log_format, &invocation.cli.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -21,5 +21,5 @@ fn main() -> ExitCode {
             return ExitCode::from(callvault::app::EXIT_INCOMPLETE);
         }
     };
-    runtime.block_on(callvault::app::dispatch(cli))
+    runtime.block_on(callvault::app::dispatch(invocation))
 }

@@ -44,7 +44,11 @@ pub async fn upload(
         .into_iter()
         .map(|(k, v)| (k.to_ascii_lowercase(), v))
         .collect();
-    let store = callvault::store::Store::open(&format!("s3://{bucket}"), &options, part_size)?;
+    let store = callvault::store::Store::open(&callvault::store::StoreConfig {
+        s3: options,
+        part_size,
+        ..callvault::store::StoreConfig::new(format!("s3://{bucket}"))
+    })?;
     let s3 = Arc::clone(store.object_store());
     let started = Instant::now();
     futures::stream::iter(objects)

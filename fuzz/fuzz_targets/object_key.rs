@@ -5,7 +5,7 @@
 #![no_main]
 
 use callvault::domain::{CallRecord, CallUuid};
-use callvault::store::{DEFAULT_TEMPLATE, KeyTemplate, Store};
+use callvault::store::{DEFAULT_TEMPLATE, KeyTemplate, Store, StoreConfig};
 use callvault::timefmt::default_provider_tz;
 use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
@@ -77,7 +77,11 @@ fuzz_target!(|data: &[u8]| {
         "{template:?} -> {key:?}"
     );
 
-    let store = Store::open(&format!("memory:///{PREFIX}"), &Vec::new(), 5 << 20).unwrap();
+    let store = Store::open(&StoreConfig {
+        part_size: 5 << 20,
+        ..StoreConfig::new(format!("memory:///{PREFIX}"))
+    })
+    .unwrap();
     let path = store
         .path(&key)
         .expect("a rendered key is a valid store path");

@@ -5,13 +5,13 @@
 use anyhow::Context;
 use chrono::{DateTime, FixedOffset, Utc};
 
+use super::wiring::open_store;
 use super::{EXIT_INCOMPLETE, EXIT_OK};
 use crate::audit::{Sample, VerifyOptions, verify_chain, verify_objects};
-use crate::cli::{FailuresArgs, LayoutArgs, RetryArgs, VerifyArgs};
-use crate::config::{ConfigError, open_store};
+use crate::cli::{FailuresArgs, RetryArgs, VerifyArgs};
+use crate::config::ConfigError;
 use crate::domain::CallUuid;
-use crate::ledger::Ledger;
-use crate::ledger::{RetrySelection, Slice};
+use crate::ledger::{Ledger, RetrySelection, Slice};
 use crate::store::{S3Options, Store, StoreError};
 use crate::timefmt::parse_bound;
 
@@ -21,13 +21,7 @@ pub async fn verify(
     tz: FixedOffset,
     s3: &S3Options,
 ) -> anyhow::Result<u8> {
-    let layout = LayoutArgs {
-        sidecar: true,
-        no_sidecar: false,
-        manifests_prefix: args.manifests_prefix.clone(),
-    };
-    // (The part size matters only for writing.)
-    let store = open_store(args.store.as_deref(), &layout, 8 << 20, s3)?;
+    let store = open_store(&super::args::verify_store(args, s3)?)?;
     let sample = match &args.sample {
         Some(raw) => raw.parse::<Sample>().map_err(ConfigError)?,
         None => Sample::All,

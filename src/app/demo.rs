@@ -18,7 +18,7 @@ use crate::provider::{
     DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
 };
 use crate::simulator::{DownloadFault, Simulator, SimulatorConfig};
-use crate::store::{DEFAULT_TEMPLATE, KeyTemplate, Store};
+use crate::store::{DEFAULT_TEMPLATE, KeyTemplate, Store, StoreConfig};
 use crate::timefmt::default_provider_tz;
 
 pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
@@ -90,7 +90,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
                 .map_err(anyhow::Error::msg)?,
             proxy: None,
         })?,
-        store: Store::open(store_url.as_str(), &Vec::new(), 8 * 1024 * 1024)?,
+        store: Store::open(&StoreConfig::new(store_url.as_str()))?,
         keys: KeyTemplate::parse(DEFAULT_TEMPLATE, tz)?,
     };
     let opts = RunOptions {

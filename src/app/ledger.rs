@@ -1,16 +1,16 @@
 //! Ledger maintenance from the command line: `migrate` (the schema, as a step of its own)
 //! and `ledger copy` (a whole ledger moved to another backend, checked table by table).
 
-use std::time::Duration;
-
+use super::wiring::open_ledger;
 use super::{EXIT_INCOMPLETE, EXIT_OK};
 use crate::cli::{LedgerCopyArgs, MigrateArgs};
-use crate::config::{ConfigError, open_ledger};
+use crate::config::{ConfigError, LedgerSettings};
 use crate::ledger::{CopyError, Ledger, LedgerOptions, copy_ledger, redact_location};
 
-pub async fn migrate(url: &str, busy_timeout: Duration, args: &MigrateArgs) -> anyhow::Result<u8> {
+pub async fn migrate(ledger: &LedgerSettings, args: &MigrateArgs) -> anyhow::Result<u8> {
+    let url = &ledger.url;
     let options = LedgerOptions {
-        busy_timeout,
+        busy_timeout: ledger.busy_timeout,
         ..LedgerOptions::default()
     };
     let migrations = match Ledger::migrate(url, &options).await {
@@ -35,9 +35,13 @@ pub async fn migrate(url: &str, busy_timeout: Duration, args: &MigrateArgs) -> a
     Ok(EXIT_OK)
 }
 
-pub async fn copy(args: &LedgerCopyArgs, busy_timeout: Duration) -> anyhow::Result<u8> {
-    let from = open_ledger(&args.from, busy_timeout).await?;
-    let to = open_ledger(&args.to, busy_timeout).await?;
+pub async fn copy(args: &LedgerCopyArgs, ledger: &LedgerSettings) -> anyhow::Result<u8> {
+    let settings = |url: &str| LedgerSettings {
+        url: url.to_owned(),
+        busy_timeout: ledger.busy_timeout,
+    };
+    let from = open_ledger(&settings(&args.from)).await?;
+    let to = open_ledger(&settings(&args.to)).await?;
     let report = match copy_ledger(&from, &to).await {
         Ok(report) => report,
         Err(e @ CopyError::TargetNotEmpty { .. }) => return Err(ConfigError(e.to_string()).into()),

@@ -2,12 +2,14 @@
 //! exit code (0 all done, 1 something left or failed, 2 usage or configuration, 3 the
 //! provider refused the credentials).
 
+mod args;
 mod audit;
 mod demo;
 mod import;
 mod ledger;
 mod progress;
 mod serve;
+mod wiring;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,10 +19,11 @@ use chrono::Utc;
 
 use crate::archive::{RunResult, Shutdown, run_pass};
 use crate::cli::{Cli, Command, LedgerCommand, RunArgs, StatusArgs};
-use crate::config::{ConfigError, build_deps, provider_tz, run_options, s3_options};
-use crate::ledger::Ledger;
+use crate::config::{CommonSettings, ConfigError, LedgerSettings};
 use progress::{Meter, Unit};
+use wiring::open_ledger;
 
+pub use args::{CliError, Invocation, parse};
 pub use demo::run_demo;
 pub use import::{ImportCounts, import_source};
 
@@ -29,8 +32,8 @@ pub const EXIT_INCOMPLETE: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_CREDENTIALS: u8 = 3;
 
-pub async fn dispatch(cli: Cli) -> ExitCode {
-    match execute(cli).await {
+pub async fn dispatch(invocation: Invocation) -> ExitCode {
+    match execute(invocation).await {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("callvault: {err:#}");
@@ -40,11 +43,13 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
-async fn execute(cli: Cli) -> anyhow::Result<u8> {
-    let tz = provider_tz(&cli.provider_tz)?;
+async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
+    let Invocation { cli, file_aws } = invocation;
+    let common = args::common_settings(&cli, &file_aws)?;
+    let tz = common.tz;
     match cli.command {
         Command::Import(args) => {
-            let ledger = open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?;
+            let ledger = open_ledger(&common.ledger).await?;
             let mut counts = ImportCounts::default();
             for file in &args.files {
                 let meter = Meter::start(
@@ -81,9 +86,9 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
                 EXIT_OK
             })
         }
-        Command::Run(ref args) => run(&cli, args, tz).await,
-        Command::Serve(ref args) => serve::serve(&cli, args, tz).await,
-        Command::Status(args) => status(&cli.ledger, cli.ledger_busy_timeout, &args).await,
+        Command::Run(ref args) => run(&cli, &common, args).await,
+        Command::Serve(ref args) => serve::serve(&common, args).await,
+        Command::Status(args) => status(&common.ledger, &args).await,
         Command::Demo(args) => run_demo(&args).await,
         Command::Simulator(args) => {
             let config = crate::simulator::SimulatorConfig {
@@ -107,57 +112,33 @@ async fn execute(cli: Cli) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Command::Verify(ref args) => {
-            let s3 = s3_options(&cli.file_aws);
-            audit::verify(
-                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
-                args,
-                tz,
-                &s3,
-            )
-            .await
+            audit::verify(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
         }
         Command::Failures(args) => {
-            audit::failures(
-                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
-                &args,
-            )
-            .await
+            audit::failures(&open_ledger(&common.ledger).await?, &args).await
         }
-        Command::Migrate(args) => ledger::migrate(&cli.ledger, cli.ledger_busy_timeout, &args).await,
-        Command::Ledger(LedgerCommand::Copy(args)) => {
-            ledger::copy(&args, cli.ledger_busy_timeout).await
-        }
-        Command::Retry(args) => {
-            audit::retry(
-                &open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
-                &args,
-            )
-            .await
-        }
+        Command::Retry(args) => audit::retry(&open_ledger(&common.ledger).await?, &args).await,
+        Command::Migrate(args) => ledger::migrate(&common.ledger, &args).await,
+        Command::Ledger(LedgerCommand::Copy(args)) => ledger::copy(&args, &common.ledger).await,
     }
-}
-
-async fn open_ledger(url: &str, busy_timeout: Duration) -> anyhow::Result<Ledger> {
-    crate::config::open_ledger(url, busy_timeout).await
 }
 
 /// What a pass needs, from the run settings: `run` and `serve --schedule` share this.
 async fn prepare_pass(
-    cli: &Cli,
-    args: &RunArgs,
-    tz: chrono::FixedOffset,
+    common: &CommonSettings,
+    run: &RunArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<(crate::archive::Deps, crate::archive::RunOptions)> {
-    let slice = crate::config::slice(args, tz)?;
-    let s3 = s3_options(&cli.file_aws);
-    let deps = build_deps(&cli.ledger, cli.ledger_busy_timeout, args, tz, &s3).await?;
-    let options = run_options(args, deps.store.description(), slice, shutdown);
+    let slice = args::slice(run, common.tz)?;
+    let settings = args::pass_settings(run, common)?;
+    let deps = wiring::build_deps(&common.ledger, settings, run.concurrency).await?;
+    let options = args::run_options(run, deps.store.description(), slice, shutdown);
     Ok((deps, options))
 }
 
-async fn run(cli: &Cli, args: &RunArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
+async fn run(cli: &Cli, common: &CommonSettings, args: &RunArgs) -> anyhow::Result<u8> {
     let shutdown = Shutdown::default();
-    let (deps, mut opts) = prepare_pass(cli, args, tz, shutdown.clone()).await?;
+    let (deps, mut opts) = prepare_pass(common, args, shutdown.clone()).await?;
     let signals = tokio::spawn(watch_signals(shutdown, args.grace));
     let meter = if args.dry_run {
         None
@@ -236,8 +217,8 @@ pub fn print_run(result: &RunResult, json: bool) {
     }
 }
 
-async fn status(ledger_url: &str, busy_timeout: Duration, args: &StatusArgs) -> anyhow::Result<u8> {
-    let ledger = open_ledger(ledger_url, busy_timeout).await?;
+async fn status(ledger: &LedgerSettings, args: &StatusArgs) -> anyhow::Result<u8> {
+    let ledger = open_ledger(ledger).await?;
     let report = ledger
         .status(
             Utc::now(),

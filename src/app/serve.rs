@@ -7,11 +7,11 @@ use secrecy::SecretString;
 
 use super::{EXIT_OK, open_ledger, watch_signals};
 use crate::archive::Shutdown;
-use crate::cli::{Cli, ServeArgs};
-use crate::config::ConfigError;
+use crate::cli::ServeArgs;
+use crate::config::{CommonSettings, ConfigError};
 use crate::serve::{MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ServeOptions};
 
-pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyhow::Result<u8> {
+pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
     let secret = args
         .callback_secret
         .clone()
@@ -28,7 +28,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyh
     let (ledger, passes) = match &args.schedule {
         Some(text) => {
             let schedule = crate::serve::parse_schedule(text).map_err(ConfigError)?;
-            let (deps, options) = super::prepare_pass(cli, run, tz, shutdown.clone()).await?;
+            let (deps, options) = super::prepare_pass(common, run, shutdown.clone()).await?;
             let ledger = deps.ledger.clone();
             let passes = ScheduledPasses {
                 schedule,
@@ -38,10 +38,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyh
             };
             (ledger, Some(passes))
         }
-        None => (
-            open_ledger(&cli.ledger, cli.ledger_busy_timeout).await?,
-            None,
-        ),
+        None => (open_ledger(&common.ledger).await?, None),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -53,7 +50,7 @@ pub async fn serve(cli: &Cli, args: &ServeArgs, tz: chrono::FixedOffset) -> anyh
             secret: SecretString::from(secret),
             allow_from: args.allow_from.clone(),
             max_body_bytes: args.max_body_bytes,
-            tz,
+            tz: common.tz,
         },
         retention,
         passes,

@@ -342,7 +342,7 @@ mod tests {
                 prop_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)), "{:?}", key);
             }
             // And the store puts it under its prefix.
-            let store = crate::store::Store::open("memory:///archive/calls", &Vec::new(), 5 << 20).unwrap();
+            let store = crate::store::Store::open(&crate::store::StoreConfig { part_size: 5 << 20, ..crate::store::StoreConfig::new("memory:///archive/calls") }).unwrap();
             let path = store.path(&key).unwrap();
             prop_assert!(path.as_ref().starts_with("archive/calls/"), "{:?}", path);
             prop_assert_eq!(path.parts().count(), 2 + segments.len());

@@ -118,9 +118,47 @@ pub struct Store {
 /// `aws_endpoint`, `aws_region`, ...), as `object_store` names them.
 pub type S3Options = Vec<(String, String)>;
 
+/// The multipart part size when none is chosen (the command line's default, 8 MiB).
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Everything [`Store::open`] needs: where the archive is and how it is laid out.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `s3://bucket/prefix`, `file:///path` or `memory://`.
+    pub url: String,
+    /// S3 settings (unused by the other schemes).
+    pub s3: S3Options,
+    /// Multipart part size in bytes.
+    pub part_size: usize,
+    /// Write a `<key>.json` sidecar beside each recording.
+    pub sidecars: bool,
+    /// Below the store's prefix: where the manifest chain goes.
+    pub manifests_prefix: String,
+}
+
+impl StoreConfig {
+    /// The store at `url` with no S3 settings, the default part size, sidecars on and the
+    /// default manifests prefix.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            s3: S3Options::new(),
+            part_size: DEFAULT_PART_SIZE,
+            sidecars: true,
+            manifests_prefix: DEFAULT_MANIFESTS_PREFIX.into(),
+        }
+    }
+}
+
 impl Store {
-    /// Opens the store named by `url`: `s3://bucket/prefix`, `file:///path` or `memory://`.
-    pub fn open(url: &str, s3_options: &S3Options, part_size: usize) -> Result<Self, StoreError> {
+    /// Opens the store `config` names: `s3://bucket/prefix`, `file:///path` or `memory://`.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let store = Self::open_url(&config.url, &config.s3, config.part_size)?
+            .with_manifests_prefix(&config.manifests_prefix)?;
+        Ok(store.with_sidecars(config.sidecars))
+    }
+
+    fn open_url(url: &str, s3_options: &S3Options, part_size: usize) -> Result<Self, StoreError> {
         let parsed = Url::parse(url)
             .map_err(|e| StoreError::Config(format!("{url:?} is not a URL: {e}")))?;
         let prefix_of = |p: &str| {

@@ -90,6 +90,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreConfig;
     use object_store::ObjectStoreExt;
 
     #[tokio::test]
@@ -97,8 +98,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = url::Url::from_directory_path(dir.path()).unwrap();
         for store in [
-            Store::open(url.as_str(), &Vec::new(), 1024).unwrap(),
-            Store::open("memory:///tenant", &Vec::new(), 1024).unwrap(),
+            Store::open(&StoreConfig {
+                part_size: 1024,
+                ..StoreConfig::new(url.as_str())
+            })
+            .unwrap(),
+            Store::open(&StoreConfig {
+                part_size: 1024,
+                ..StoreConfig::new("memory:///tenant")
+            })
+            .unwrap(),
         ] {
             assert_eq!(store.list("manifests").await.unwrap(), []);
             assert_eq!(store.digest("nothing/here").await.unwrap(), None);

@@ -154,10 +154,17 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreConfig;
 
     #[test]
     fn the_manifests_prefix_is_a_plain_relative_path() {
-        let store = || Store::open("memory:///", &Vec::new(), 1024).unwrap();
+        let store = || {
+            Store::open(&StoreConfig {
+                part_size: 1024,
+                ..StoreConfig::new("memory:///")
+            })
+            .unwrap()
+        };
         for bad in ["", "/", "../up", "a/../b", "a//b", "a/./b"] {
             assert!(store().with_manifests_prefix(bad).is_err(), "{bad:?}");
         }

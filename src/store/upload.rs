@@ -266,6 +266,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreConfig;
     use object_store::ObjectStoreExt;
     use proptest::prelude::*;
 
@@ -280,7 +281,11 @@ mod tests {
 
     /// Uploads `data` cut into `cuts`-sized chunks through a store with `part` bytes per part.
     async fn upload(data: &[u8], cuts: &[usize], part: usize) -> (Uploaded, Vec<u8>) {
-        let store = Store::open("memory:///prefix", &Vec::new(), part).unwrap();
+        let store = Store::open(&StoreConfig {
+            part_size: part,
+            ..StoreConfig::new("memory:///prefix")
+        })
+        .unwrap();
         let mut chunks = Vec::new();
         let mut rest = data;
         for &n in cuts.iter().cycle() {
@@ -324,7 +329,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_source_leaves_nothing_behind() {
-        let store = Store::open("memory:///", &Vec::new(), 100).unwrap();
+        let store = Store::open(&StoreConfig {
+            part_size: 100,
+            ..StoreConfig::new("memory:///")
+        })
+        .unwrap();
         let chunks: Vec<Result<Bytes, DownloadError>> = vec![
             Ok(Bytes::from(vec![1u8; 150])),
             Ok(Bytes::from(vec![2u8; 150])),
@@ -351,7 +360,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_upload_stops_and_leaves_nothing_behind() {
-        let store = Store::open("memory:///", &Vec::new(), 100).unwrap();
+        let store = Store::open(&StoreConfig {
+            part_size: 100,
+            ..StoreConfig::new("memory:///")
+        })
+        .unwrap();
         let cancel = CancellationToken::new();
         cancel.cancel();
         let body = futures::stream::iter(vec![Ok(Bytes::from(vec![0u8; 500]))]);

@@ -1,7 +1,7 @@
 //! The archive pass end to end: what lands in the store, what the ledger says about it.
 
 use callvault::domain::RecordState;
-use callvault::store::Store;
+use callvault::store::{Store, StoreConfig};
 use object_store::{Attribute, GetOptions};
 
 use crate::world::{BUCKET, TEST_PART, World, call};
@@ -128,11 +128,11 @@ async fn hostile_records_cannot_put_a_key_outside_the_prefix() {
         .import(&[evil], chrono::Utc::now())
         .await
         .unwrap();
-    let store = Store::open(
-        &format!("s3://{BUCKET}/tenant-a"),
-        &world.s3.options(),
-        TEST_PART,
-    )
+    let store = Store::open(&StoreConfig {
+        s3: world.s3.options(),
+        part_size: TEST_PART,
+        ..StoreConfig::new(format!("s3://{BUCKET}/tenant-a"))
+    })
     .unwrap();
 
     let result = callvault::archive::run_pass(

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use callvault::audit::{ManifestHeader, ObjectProblem, Sample, VerifyOptions, verify_objects};
 use callvault::domain::{ArchivedObject, RecordState};
 use callvault::ledger::{ChainClaim, Ledger, Settlement, Slice};
-use callvault::store::{Store, UploadMeta};
+use callvault::store::{Store, StoreConfig, UploadMeta};
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,11 @@ pub fn sha256(bytes: &[u8]) -> String {
 
 pub fn file_store(dir: &std::path::Path) -> Store {
     let url = url::Url::from_directory_path(dir).unwrap();
-    Store::open(url.as_str(), &Vec::new(), TEST_PART).unwrap()
+    Store::open(&StoreConfig {
+        part_size: TEST_PART,
+        ..StoreConfig::new(url.as_str())
+    })
+    .unwrap()
 }
 
 /// Archives one call the way a run does, then "dies" before any manifest: imports it,

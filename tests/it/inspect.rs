@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use callvault::domain::RecordState;
 use callvault::ledger::{Ledger, Table, TableRow};
-use callvault::store::{S3Options, Store};
+use callvault::store::{S3Options, Store, StoreConfig};
 
 use crate::world::{BUCKET, TEST_PART, World, files_under};
 
@@ -32,7 +32,12 @@ impl World {
                 _ => (k, v),
             })
             .collect();
-        Store::open(&format!("s3://{BUCKET}/calls"), &options, TEST_PART).expect("store")
+        Store::open(&StoreConfig {
+            s3: options,
+            part_size: TEST_PART,
+            ..StoreConfig::new(format!("s3://{BUCKET}/calls"))
+        })
+        .expect("store")
     }
 
     /// The recordings in the store (keys relative to the bucket): every object but the

@@ -14,7 +14,7 @@ use callvault::provider::{
     DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
 };
 use callvault::simulator::{Simulator, SimulatorConfig};
-use callvault::store::{DEFAULT_TEMPLATE, KeyTemplate, S3Options, Store};
+use callvault::store::{DEFAULT_TEMPLATE, KeyTemplate, S3Options, Store, StoreConfig};
 use callvault::timefmt::default_provider_tz;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -139,8 +139,12 @@ impl World {
         .expect("simulator");
         let s3 = S3Server::start().await;
         let ledger = Ledger::open(&ledger_url).await.expect("ledger");
-        let store =
-            Store::open(&format!("s3://{BUCKET}/calls"), &s3.options(), TEST_PART).expect("store");
+        let store = Store::open(&StoreConfig {
+            s3: s3.options(),
+            part_size: TEST_PART,
+            ..StoreConfig::new(format!("s3://{BUCKET}/calls"))
+        })
+        .expect("store");
         Self {
             sim,
             s3,
