@@ -11,11 +11,19 @@
 -- value may be negative (one connection imports a call, another settles it); only the sum
 -- means anything.
 --
--- Row-level triggers keep the deltas: insert (+1 for the new state), update of `state` when
--- it changes (-1 old, +1 new) and delete (-1). The two rows an update touches are written
--- in state-name order, so transactions changing states in opposite directions (a claim,
--- pending -> in_progress, and a retry, in_progress -> pending) lock them in the same order.
--- TRUNCATE, which fires no row triggers, empties the deltas.
+-- The deltas are written by statement-level triggers that read the statement's transition
+-- tables: one upsert per state a statement changes, in state-name order (so a claim,
+-- pending -> in_progress, and a retry, in_progress -> pending, lock their rows in the same
+-- order). Row-level triggers were measured and refused: every row upserts the same delta
+-- row again within one transaction, and each upsert must step over the versions the earlier
+-- ones left, so the cost grows with the square of the rows a statement touches (a 1,000-row
+-- claim took 146 ms instead of 15; a 20,000-row import 3 s instead of 0.2; a 1,000,000-row
+-- load did not finish in 13 minutes). Statement-level, both cost what they cost without
+-- counting.
+--
+-- An update is counted by joining the old and new rows on `uuid` (the key, which nothing
+-- updates); only rows whose state changed count. TRUNCATE, which has no transition tables,
+-- empties the deltas.
 
 CREATE TABLE state_count_deltas (
     slot  integer NOT NULL,
@@ -25,31 +33,49 @@ CREATE TABLE state_count_deltas (
     PRIMARY KEY (slot, state)
 );
 
-CREATE FUNCTION calls_count_states() RETURNS trigger
+CREATE FUNCTION calls_count_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_slot integer := pg_backend_pid() % 64;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO state_count_deltas AS d (slot, state, n)
-        VALUES (v_slot, NEW.state, 1)
-        ON CONFLICT (slot, state) DO UPDATE SET n = d.n + EXCLUDED.n;
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO state_count_deltas AS d (slot, state, n)
-        VALUES (v_slot, OLD.state, -1)
-        ON CONFLICT (slot, state) DO UPDATE SET n = d.n + EXCLUDED.n;
-    ELSE
-        INSERT INTO state_count_deltas AS d (slot, state, n)
-        SELECT v_slot, change.state, change.n
-        FROM (VALUES (OLD.state, -1), (NEW.state, 1)) AS change (state, n)
-        ORDER BY change.state
-        ON CONFLICT (slot, state) DO UPDATE SET n = d.n + EXCLUDED.n;
-    END IF;
+    INSERT INTO state_count_deltas AS d (slot, state, n)
+    SELECT pg_backend_pid() % 64, inserted.state, count(*)
+    FROM new_calls AS inserted
+    GROUP BY inserted.state
+    ORDER BY inserted.state
+    ON CONFLICT (slot, state) DO UPDATE SET n = d.n + EXCLUDED.n;
     RETURN NULL;
 END;
 $$;
 
-CREATE FUNCTION calls_count_truncate() RETURNS trigger
+CREATE FUNCTION calls_count_updated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO state_count_deltas AS d (slot, state, n)
+    SELECT pg_backend_pid() % 64, change.state, sum(change.n)
+    FROM old_calls AS before
+    JOIN new_calls AS after ON after.uuid = before.uuid AND after.state <> before.state
+    CROSS JOIN LATERAL (VALUES (before.state, -1), (after.state, 1)) AS change (state, n)
+    GROUP BY change.state
+    HAVING sum(change.n) <> 0
+    ORDER BY change.state
+    ON CONFLICT (slot, state) DO UPDATE SET n = d.n + EXCLUDED.n;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION calls_count_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO state_count_deltas AS d (slot, state, n)
+    SELECT pg_backend_pid() % 64, deleted.state, -count(*)
+    FROM old_calls AS deleted
+    GROUP BY deleted.state
+    ORDER BY deleted.state
+    ON CONFLICT (slot, state) DO UPDATE SET n = d.n + EXCLUDED.n;
+    RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION calls_count_truncated() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM state_count_deltas;
@@ -58,17 +84,19 @@ END;
 $$;
 
 CREATE TRIGGER calls_count_insert AFTER INSERT ON calls
-    FOR EACH ROW EXECUTE FUNCTION calls_count_states();
+    REFERENCING NEW TABLE AS new_calls
+    FOR EACH STATEMENT EXECUTE FUNCTION calls_count_inserted();
 
-CREATE TRIGGER calls_count_update AFTER UPDATE OF state ON calls
-    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
-    EXECUTE FUNCTION calls_count_states();
+CREATE TRIGGER calls_count_update AFTER UPDATE ON calls
+    REFERENCING OLD TABLE AS old_calls NEW TABLE AS new_calls
+    FOR EACH STATEMENT EXECUTE FUNCTION calls_count_updated();
 
 CREATE TRIGGER calls_count_delete AFTER DELETE ON calls
-    FOR EACH ROW EXECUTE FUNCTION calls_count_states();
+    REFERENCING OLD TABLE AS old_calls
+    FOR EACH STATEMENT EXECUTE FUNCTION calls_count_deleted();
 
 CREATE TRIGGER calls_count_truncate AFTER TRUNCATE ON calls
-    FOR EACH STATEMENT EXECUTE FUNCTION calls_count_truncate();
+    FOR EACH STATEMENT EXECUTE FUNCTION calls_count_truncated();
 
 -- Calls already present (none in a new ledger) start in slot 0.
 INSERT INTO state_count_deltas (slot, state, n)

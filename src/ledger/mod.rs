@@ -14,7 +14,6 @@ mod claims;
 mod copy;
 mod manifests;
 mod media;
-#[cfg(any())]
 mod postgres;
 mod records;
 mod runs;
@@ -215,7 +214,9 @@ impl Ledger {
             BackendKind::Sqlite => Self(Arc::new(
                 sqlite::SqliteLedger::open(location, options).await?,
             )),
-            BackendKind::Postgres => return Err(LedgerError::BadLocation("TEMP".into())),
+            BackendKind::Postgres => Self(Arc::new(
+                postgres::PgLedger::open(location, options).await?,
+            )),
         })
     }
 
@@ -224,7 +225,7 @@ impl Ledger {
     pub async fn migrate(location: &str, options: &LedgerOptions) -> Result<Vec<Migration>, LedgerError> {
         match BackendKind::of(location)? {
             BackendKind::Sqlite => sqlite::SqliteLedger::migrate(location, options).await,
-            BackendKind::Postgres => Err(LedgerError::BadLocation("TEMP".into())),
+            BackendKind::Postgres => postgres::PgLedger::migrate(location, options).await,
         }
     }
 }

@@ -1,0 +1,345 @@
+//! The PostgreSQL ledger, for receivers and workers on several machines sharing one ledger.
+//! It keeps the SQLite ledger's behaviour exactly (same tables and columns, same choices of
+//! what is due and in which order, same outcomes) and changes only how writers coordinate:
+//! claims take rows with `FOR UPDATE SKIP LOCKED` instead of holding a file-wide write
+//! lock, the manifest chain head is claimed under a transaction-level advisory lock, and
+//! per-state counts are spread over per-connection delta rows instead of one hot row.
+//!
+//! The pool never leaves this module. Every statement's failure goes through
+//! [`error::Ctx::ctx`], the one place that says what a PostgreSQL error means for the
+//! caller; transactions that lose a race (deadlock, serialization failure) are run again
+//! by [`error::retry_conflicts`].
+//!
+//! Times are bound as `DateTime<Utc>` cut to whole milliseconds ([`at`]), the precision of
+//! the SQLite ledger's text, so both backends store, compare and export the same instants.
+
+mod audit;
+mod claims;
+mod error;
+mod manifests;
+mod media;
+mod records;
+mod runs;
+mod transfer;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::migrate::Migrate;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+
+use self::error::Ctx;
+use super::{
+    Admin, ArchivedEntry, BackendKind, LedgerError, LedgerOptions, Migration, Slice,
+    redact_location,
+};
+use crate::domain::{CallRecord, CallUuid, RecordState};
+
+/// A PostgreSQL ledger; see the module documentation.
+pub struct PgLedger {
+    pool: PgPool,
+}
+
+impl fmt::Debug for PgLedger {
+    /// The pool's size, never its connection options (they hold the password).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("connections", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .field("closed", &self.pool.is_closed())
+            .finish()
+    }
+}
+
+impl PgLedger {
+    /// Connects to `location` (`postgres://…`) and brings the schema up to date.
+    pub async fn open(location: &str, options: &LedgerOptions) -> Result<Self, LedgerError> {
+        let pool = connect(location, options).await?;
+        if let Err(err) = apply_migrations(&pool).await {
+            pool.close().await;
+            return Err(err);
+        }
+        Ok(Self { pool })
+    }
+
+    /// Applies the missing migrations to the ledger at `location` and lists every migration
+    /// this build knows, saying which were applied by this call.
+    pub async fn migrate(
+        location: &str,
+        options: &LedgerOptions,
+    ) -> Result<Vec<Migration>, LedgerError> {
+        let options = LedgerOptions {
+            max_connections: 1,
+            ..options.clone()
+        };
+        let pool = connect(location, &options).await?;
+        let result = apply_migrations(&pool).await;
+        pool.close().await;
+        result
+    }
+}
+
+/// A pool on `location`. Each connection waits at most the busy timeout for a row or
+/// advisory lock (`lock_timeout`; zero would mean "forever" to PostgreSQL, so it is at
+/// least a millisecond), and a caller waits at most as long for a free connection (at
+/// least a second, so that opening a connection can succeed at all).
+async fn connect(location: &str, options: &LedgerOptions) -> Result<PgPool, LedgerError> {
+    let open_err = |source| LedgerError::Open {
+        location: redact_location(location),
+        source,
+    };
+    let mut connect = PgConnectOptions::from_str(location).map_err(open_err)?;
+    if connect.get_application_name().is_none() {
+        connect = connect.application_name("callvault");
+    }
+    let lock_timeout = format!("{}ms", options.busy_timeout.as_millis().max(1));
+    PgPoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
+        .after_connect(move |conn, _meta| {
+            let lock_timeout = lock_timeout.clone();
+            Box::pin(async move {
+                sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+                    .bind(lock_timeout)
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect_with(connect)
+        .await
+        .map_err(open_err)
+}
+
+/// Where sqlx records the migrations applied.
+const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+/// Applies the missing migrations and reports every known one.
+///
+/// sqlx's migrator takes a session-level advisory lock (`pg_advisory_lock`, key derived
+/// from the database name: sqlx-postgres 0.9 `migrate.rs`, `lock`/`generate_lock_id`) so
+/// that processes opening the ledger at once migrate one after the other. Taken on a pooled
+/// connection, that lock would outlive a failed migration (the unlock is skipped on error
+/// and the connection goes back to the pool still holding it), so the migrations run on a
+/// connection taken out of the pool and closed afterwards: whatever happens, ending the
+/// session releases the lock. Holding it ourselves around the migrator (with the
+/// migrator's own locking off) also makes "applied now" exact: the list of applied
+/// migrations is read under the same lock.
+async fn apply_migrations(pool: &PgPool) -> Result<Vec<Migration>, LedgerError> {
+    let mut migrator = sqlx::migrate!("./migrations/postgres");
+    migrator.set_locking(false);
+    // sqlx's default name, set explicitly so that the list read below is the table the
+    // migrator writes.
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    let mut conn = pool
+        .acquire()
+        .await
+        .ctx("taking a connection to migrate the schema")?
+        .detach();
+    let result = async {
+        conn.lock().await?;
+        conn.ensure_migrations_table(MIGRATIONS_TABLE).await?;
+        let before: HashSet<i64> = conn
+            .list_applied_migrations(MIGRATIONS_TABLE)
+            .await?
+            .into_iter()
+            .map(|m| m.version)
+            .collect();
+        migrator.run(&mut conn).await?;
+        conn.unlock().await?;
+        Ok::<_, sqlx::migrate::MigrateError>(
+            migrator
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration())
+                .map(|m| Migration {
+                    version: m.version,
+                    description: m.description.to_string(),
+                    applied_now: !before.contains(&m.version),
+                })
+                .collect(),
+        )
+    }
+    .await;
+    // Closing ends the session, and with it any advisory lock a failure left held.
+    let _ = conn.close().await;
+    Ok(result?)
+}
+
+#[async_trait]
+impl Admin for PgLedger {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Postgres
+    }
+
+    /// Reads from the server and checks that it accepts writes (after a failover the URL
+    /// may lead to a standby, which answers but cannot record anything).
+    async fn ping(&self) -> Result<(), LedgerError> {
+        let read_only: String =
+            sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+                .fetch_one(&self.pool)
+                .await
+                .ctx("checking the ledger")?;
+        if read_only == "on" {
+            return Err(LedgerError::Unavailable {
+                context: "checking the ledger",
+                source: sqlx::Error::Configuration(
+                    "the PostgreSQL server accepts only reads (a standby?): point the ledger \
+                     URL at the primary"
+                        .into(),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A time as the ledger stores it: cut to whole milliseconds, like the SQLite ledger's text.
+fn at(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(3)
+}
+
+/// A count or size for a `bigint` column (saturating, as the SQLite ledger does).
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn parse_state(state: &str) -> Result<RecordState, LedgerError> {
+    RecordState::parse(state).ok_or_else(|| LedgerError::Corrupt(format!("record state {state:?}")))
+}
+
+fn parse_uuid(uuid: &str) -> Result<CallUuid, LedgerError> {
+    CallUuid::parse(uuid).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {uuid:?}")))
+}
+
+/// The call record in a row holding `uuid, company_code, record_file, call_start, billsec,
+/// raw_json`.
+fn record_from_row(row: &PgRow) -> Result<CallRecord, LedgerError> {
+    const CONTEXT: &str = "reading a call record";
+    let uuid: String = row.try_get("uuid").ctx(CONTEXT)?;
+    Ok(CallRecord {
+        uuid: parse_uuid(&uuid)?,
+        company_code: row.try_get("company_code").ctx(CONTEXT)?,
+        record_file: row.try_get("record_file").ctx(CONTEXT)?,
+        call_start: row.try_get("call_start").ctx(CONTEXT)?,
+        billsec: row.try_get("billsec").ctx(CONTEXT)?,
+        raw_json: row.try_get("raw_json").ctx(CONTEXT)?,
+    })
+}
+
+/// The archived object in a row holding `uuid, object_key, size_bytes, sha256, archived_at`.
+fn entry_from_row(row: &PgRow) -> Result<ArchivedEntry, LedgerError> {
+    const CONTEXT: &str = "reading an archived record";
+    let uuid: String = row.try_get("uuid").ctx(CONTEXT)?;
+    let corrupt = |what: &str| LedgerError::Corrupt(format!("{what} of archived record {uuid}"));
+    let key: Option<String> = row.try_get("object_key").ctx(CONTEXT)?;
+    let size: Option<i64> = row.try_get("size_bytes").ctx(CONTEXT)?;
+    let sha256: Option<String> = row.try_get("sha256").ctx(CONTEXT)?;
+    let archived_at: Option<DateTime<Utc>> = row.try_get("archived_at").ctx(CONTEXT)?;
+    Ok(ArchivedEntry {
+        key: key.ok_or_else(|| corrupt("object key"))?,
+        size: size
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| corrupt("size"))?,
+        sha256: sha256.ok_or_else(|| corrupt("SHA-256"))?,
+        archived_at: archived_at.ok_or_else(|| corrupt("archive time"))?,
+        uuid: parse_uuid(&uuid)?,
+    })
+}
+
+/// One statement per combination of slice bounds: the conditions a slice sets are written
+/// into the SQL (`$1` company, `$2` since, `$3` until, always bound, named only when set),
+/// so each combination is planned with its bounds as index ranges instead of
+/// `($2 IS NULL OR …)` that a generic plan cannot use. Built once from static text.
+struct BySlice(LazyLock<[String; 8]>);
+
+impl BySlice {
+    /// `build` receives the slice's conditions, each as ` AND …`.
+    const fn new(build: fn() -> [String; 8]) -> Self {
+        Self(LazyLock::new(build))
+    }
+
+    fn sql(&'static self, slice: &Slice) -> &'static str {
+        &self.0[slice_mask(slice)]
+    }
+}
+
+fn slice_mask(slice: &Slice) -> usize {
+    usize::from(slice.company.is_some())
+        | usize::from(slice.since.is_some()) << 1
+        | usize::from(slice.until.is_some()) << 2
+}
+
+/// The eight statements `template` gives with every combination of slice conditions
+/// (`template` takes the conditions as ` AND …` text).
+fn by_slice(template: impl Fn(&str) -> String) -> [String; 8] {
+    std::array::from_fn(|mask| {
+        let mut filter = String::new();
+        if mask & 1 != 0 {
+            filter.push_str(" AND company_code = $1");
+        }
+        if mask & 2 != 0 {
+            filter.push_str(" AND call_start >= $2");
+        }
+        if mask & 4 != 0 {
+            filter.push_str(" AND call_start < $3");
+        }
+        template(&filter)
+    })
+}
+
+/// Binds a slice's `$1` company, `$2` since and `$3` until (NULL when unset).
+fn bind_slice<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    slice: &Slice,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(slice.company.clone())
+        .bind(slice.since.map(at))
+        .bind(slice.until.map(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_statements_name_only_the_bounds_set() {
+        static SQL: BySlice = BySlice::new(|| by_slice(|f| format!("WHERE true{f}")));
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0);
+        let all = Slice {
+            company: Some("c".into()),
+            since: t,
+            until: t,
+        };
+        assert_eq!(SQL.sql(&Slice::default()), "WHERE true");
+        assert_eq!(
+            SQL.sql(&all),
+            "WHERE true AND company_code = $1 AND call_start >= $2 AND call_start < $3"
+        );
+        let since_only = Slice {
+            since: t,
+            ..Slice::default()
+        };
+        assert_eq!(SQL.sql(&since_only), "WHERE true AND call_start >= $2");
+    }
+
+    #[test]
+    fn times_are_cut_to_milliseconds() {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
+        assert_eq!(at(t).timestamp_subsec_nanos(), 123_000_000);
+        assert_eq!(
+            crate::timefmt::to_ledger(at(t)),
+            crate::timefmt::to_ledger(t)
+        );
+    }
+}
