@@ -175,9 +175,11 @@ async fn a_config_file_fills_in_below_the_environment_and_the_flags() {
 
     // The file gives the template and the S3 secret; the environment's 3 beats the file's 5.
     let run = output(with_file(&["run", "--json"])).await;
-    assert_exit(&run, 0);
+    // Records left due by --max-records: not "nothing left to do", so exit 1.
+    assert_exit(&run, 1);
     let summary: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(summary["archived"], 3, "{summary}");
+    assert!(summary["left_due"].as_u64().unwrap() > 0, "{summary}");
     let keys = world.object_keys().await;
     assert!(
         keys.iter()

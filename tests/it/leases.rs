@@ -187,9 +187,10 @@ async fn the_deadline_stops_claiming_but_lets_claimed_work_finish() {
     assert_eq!(result.report.archived, 2, "{:?}", result.report);
     assert!(result.report.stopped.is_some());
     assert_eq!(world.count(RecordState::Pending).await, 4);
+    assert_eq!(result.report.left_due, 4, "{:?}", result.report);
     assert_eq!(
         result.exit_code(),
-        0,
-        "nothing attempted was left unarchived"
+        1,
+        "records are still due: a work-queue worker must not report the queue empty"
     );
 }
