@@ -31,7 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::migrate::Migrate;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
 use self::error::Ctx;
@@ -58,13 +58,22 @@ impl fmt::Debug for PgLedger {
 }
 
 impl PgLedger {
-    /// Connects to `location` (`postgres://…`) and brings the schema up to date.
+    /// Connects to `location` (`postgres://…`), brings the schema up to date, and keeps a
+    /// pool of at most `options.max_connections` connections.
     pub async fn open(location: &str, options: &LedgerOptions) -> Result<Self, LedgerError> {
-        let pool = connect(location, options).await?;
-        if let Err(err) = apply_migrations(&pool).await {
-            pool.close().await;
-            return Err(err);
-        }
+        let connect = connect_options(location)?;
+        apply_migrations(&connect, location, options).await?;
+        let lock_timeout = lock_timeout(options);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.busy_timeout.max(MIN_ACQUIRE_TIMEOUT))
+            .after_connect(move |conn, _meta| {
+                let lock_timeout = lock_timeout.clone();
+                Box::pin(async move { set_lock_timeout(conn, lock_timeout).await })
+            })
+            // The migration's connection just proved the server, the database and the
+            // credentials; the pool connects as work needs it.
+            .connect_lazy_with(connect);
         Ok(Self { pool })
     }
 
@@ -74,74 +83,106 @@ impl PgLedger {
         location: &str,
         options: &LedgerOptions,
     ) -> Result<Vec<Migration>, LedgerError> {
-        let options = LedgerOptions {
-            max_connections: 1,
-            ..options.clone()
-        };
-        let pool = connect(location, &options).await?;
-        let result = apply_migrations(&pool).await;
-        pool.close().await;
-        result
+        let connect = connect_options(location)?;
+        apply_migrations(&connect, location, options).await
     }
 }
 
-/// A pool on `location`. Each connection waits at most the busy timeout for a row or
-/// advisory lock (`lock_timeout`; zero would mean "forever" to PostgreSQL, so it is at
-/// least a millisecond), and a caller waits at most as long for a free connection (at
-/// least a second, so that opening a connection can succeed at all).
-async fn connect(location: &str, options: &LedgerOptions) -> Result<PgPool, LedgerError> {
-    let open_err = |source| LedgerError::Open {
-        location: redact_location(location),
-        source,
-    };
-    let mut connect = PgConnectOptions::from_str(location).map_err(open_err)?;
-    if connect.get_application_name().is_none() {
-        connect = connect.application_name("callvault");
+/// A caller waits at most the busy timeout for a pooled connection, but at least this long,
+/// so that opening a connection can succeed at all.
+const MIN_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A server that cannot be reached now (refused, timed out, starting up or shutting down)
+/// is [`LedgerError::Unavailable`]: worth trying again later, not a configuration error;
+/// anything else (a bad URL, an unknown database, refused credentials) is
+/// [`LedgerError::Open`].
+fn open_error(location: &str, source: sqlx::Error) -> LedgerError {
+    match error::classify("connecting to the ledger", source) {
+        unavailable @ LedgerError::Unavailable { .. } => unavailable,
+        LedgerError::Conflict { source, .. } | LedgerError::Query { source, .. } => {
+            LedgerError::Open {
+                location: redact_location(location),
+                source,
+            }
+        }
+        other => other,
     }
-    let lock_timeout = format!("{}ms", options.busy_timeout.as_millis().max(1));
-    PgPoolOptions::new()
-        .max_connections(options.max_connections.max(1))
-        .acquire_timeout(options.busy_timeout.max(Duration::from_secs(1)))
-        .after_connect(move |conn, _meta| {
-            let lock_timeout = lock_timeout.clone();
-            Box::pin(async move {
-                sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-                    .bind(lock_timeout)
-                    .execute(conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .connect_with(connect)
-        .await
-        .map_err(open_err)
+}
+
+/// The connection options `location` names, with `application_name` set to `callvault`
+/// unless the URL sets it (so the ledger's sessions are recognisable in `pg_stat_activity`).
+/// sqlx fills in what the URL leaves out from the `PG*` environment variables and
+/// `~/.pgpass`, as libpq does.
+fn connect_options(location: &str) -> Result<PgConnectOptions, LedgerError> {
+    let connect =
+        PgConnectOptions::from_str(location).map_err(|source| open_error(location, source))?;
+    Ok(if connect.get_application_name().is_none() {
+        connect.application_name("callvault")
+    } else {
+        connect
+    })
+}
+
+/// How long a statement waits for a row or advisory lock: the busy timeout (at least a
+/// millisecond: zero would mean "for ever" to PostgreSQL).
+fn lock_timeout(options: &LedgerOptions) -> String {
+    format!("{}ms", options.busy_timeout.as_millis().max(1))
+}
+
+async fn set_lock_timeout(
+    conn: &mut PgConnection,
+    lock_timeout: String,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+        .bind(lock_timeout)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Where sqlx records the migrations applied.
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
-/// Applies the missing migrations and reports every known one.
+/// Applies the missing migrations on a connection of its own and reports every known one.
+/// Failing to connect is [`LedgerError::Open`] with the server's own reason (refused,
+/// unknown database, authentication failed), not a pool's timeout; connecting may take at
+/// most the busy timeout (a host that never answers would otherwise hang for minutes).
 ///
 /// sqlx's migrator takes a session-level advisory lock (`pg_advisory_lock`, key derived
 /// from the database name: sqlx-postgres 0.9 `migrate.rs`, `lock`/`generate_lock_id`) so
-/// that processes opening the ledger at once migrate one after the other. Taken on a pooled
-/// connection, that lock would outlive a failed migration (the unlock is skipped on error
-/// and the connection goes back to the pool still holding it), so the migrations run on a
-/// connection taken out of the pool and closed afterwards: whatever happens, ending the
-/// session releases the lock. Holding it ourselves around the migrator (with the
-/// migrator's own locking off) also makes "applied now" exact: the list of applied
-/// migrations is read under the same lock.
-async fn apply_migrations(pool: &PgPool) -> Result<Vec<Migration>, LedgerError> {
+/// that processes opening the ledger at once migrate one after the other; the others wait
+/// for it (at most the busy timeout, `lock_timeout`). On a pooled connection that lock
+/// would outlive a failed migration (the unlock is skipped on error and the connection
+/// goes back to the pool still holding it), so the migrations run on a connection of
+/// their own that is closed afterwards: whatever happens, ending the session releases the
+/// lock. Taking the lock ourselves around the migrator (with the migrator's own locking
+/// off) also makes "applied now" exact: the list of applied migrations is read under it.
+async fn apply_migrations(
+    connect: &PgConnectOptions,
+    location: &str,
+    options: &LedgerOptions,
+) -> Result<Vec<Migration>, LedgerError> {
+    let timeout = options.busy_timeout.max(MIN_ACQUIRE_TIMEOUT);
+    let mut conn = match tokio::time::timeout(timeout, PgConnection::connect_with(connect)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(source)) => return Err(open_error(location, source)),
+        Err(_) => {
+            let source = std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within the busy timeout ({timeout:?})"),
+            );
+            return Err(open_error(location, sqlx::Error::Io(source)));
+        }
+    };
+    if let Err(source) = set_lock_timeout(&mut conn, lock_timeout(options)).await {
+        let _ = conn.close().await;
+        return Err(open_error(location, source));
+    }
     let mut migrator = sqlx::migrate!("./migrations/postgres");
     migrator.set_locking(false);
     // sqlx's default name, set explicitly so that the list read below is the table the
     // migrator writes.
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-    let mut conn = pool
-        .acquire()
-        .await
-        .ctx("taking a connection to migrate the schema")?
-        .detach();
     let result = async {
         conn.lock().await?;
         conn.ensure_migrations_table(MIGRATIONS_TABLE).await?;
