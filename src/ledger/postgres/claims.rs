@@ -102,15 +102,21 @@ impl Claims for PgLedger {
         owner: &RunId,
         lease_until: DateTime<Utc>,
     ) -> Result<u64, LedgerError> {
-        Ok(sqlx::query(
-            "UPDATE calls SET lease_until = $1 WHERE lease_owner = $2 AND state = 'in_progress'",
-        )
-        .bind(at(lease_until))
-        .bind(owner.as_str())
-        .execute(&self.pool)
+        // Many rows in one statement, which may wait for a row a settlement holds: run again
+        // if it ever loses a deadlock.
+        let lease_until = at(lease_until);
+        retry_conflicts(|| async move {
+            Ok(sqlx::query(
+                "UPDATE calls SET lease_until = $1 WHERE lease_owner = $2 AND state = 'in_progress'",
+            )
+            .bind(lease_until)
+            .bind(owner.as_str())
+            .execute(&self.pool)
+            .await
+            .ctx("renewing leases")?
+            .rows_affected())
+        })
         .await
-        .ctx("renewing leases")?
-        .rows_affected())
     }
 
     async fn due(

@@ -144,9 +144,10 @@ async fn set_lock_timeout(
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
 /// Applies the missing migrations on a connection of its own and reports every known one.
-/// Failing to connect is [`LedgerError::Open`] with the server's own reason (refused,
-/// unknown database, authentication failed), not a pool's timeout; connecting may take at
-/// most the busy timeout (a host that never answers would otherwise hang for minutes).
+/// Failing to connect gives the server's own reason (refused, unknown database,
+/// authentication failed), classified by [`open_error`], not a pool's timeout; connecting
+/// may take at most the busy timeout (a host that never answers would otherwise hang for
+/// minutes).
 ///
 /// sqlx's migrator takes a session-level advisory lock (`pg_advisory_lock`, key derived
 /// from the database name: sqlx-postgres 0.9 `migrate.rs`, `lock`/`generate_lock_id`) so
