@@ -112,6 +112,11 @@ fn text_field(
 ) -> Result<Option<String>, RecordError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
+        // No ledger can hold a NUL in text (PostgreSQL refuses it), and no real field has one.
+        Some(Value::String(s)) if s.contains('\0') => Err(RecordError::BadField {
+            field,
+            problem: "contains a NUL character".into(),
+        }),
         Some(Value::String(s)) => Ok(Some(s.trim().to_owned())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(other) => Err(RecordError::BadField {
@@ -217,6 +222,10 @@ mod tests {
         let tz = default_provider_tz();
         let err = |s| parse_record(s, tz).unwrap_err().to_string();
         assert_eq!(err(r#"{"companycode": 1}"#), "missing field `uuid`");
+        assert!(
+            err(r#"{"uuid": "u", "companycode": "1", "recordfilename": "a\u0000.wav"}"#)
+                .contains("NUL")
+        );
         assert!(err(r#"{"uuid": "u", "companycode": 1, "billsec": "ten"}"#).contains("billsec"));
         assert!(err(r#"{"uuid": ["u"], "companycode": 1}"#).contains("uuid"));
         assert!(
