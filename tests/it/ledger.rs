@@ -664,7 +664,7 @@ async fn concurrent_imports_of_the_same_records_give_one_row_and_one_new_each(ki
     // Every 6th call is first known as unanswered by half the receivers, and with its
     // recording by the other half.
     let uuids: Vec<String> = (0..60).map(|i| format!("u{i:02}")).collect();
-    let late = |i: usize| i % 6 == 0;
+    let late = |i: usize| i.is_multiple_of(6);
     let version = |with_all_recordings: bool| -> Vec<CallRecord> {
         uuids
             .iter()

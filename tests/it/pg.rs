@@ -54,19 +54,12 @@ impl Dedicated {
         &self.url
     }
 
-    /// Fast shutdown (sessions are ended, in-flight transactions rolled back), then
-    /// started again on the same port and directory; returns once it accepts connections.
-    pub async fn restart(&self) {
-        self.stop().await;
-        self.start().await;
-    }
-
-    /// Fast shutdown: connections are refused until [`Dedicated::start`].
-    pub async fn stop(&self) {
+    /// Fast shutdown (sessions are ended, in-flight transactions rolled back), `down` with
+    /// connections refused, then started again on the same port and directory; returns
+    /// once it accepts connections.
+    pub async fn restart(&self, down: Duration) {
         self.server.stop(libc::SIGINT, STOP_LIMIT).await;
-    }
-
-    pub async fn start(&self) {
+        tokio::time::sleep(down).await;
         self.server.spawn_postgres().await;
         self.server
             .wait_ready()
