@@ -22,7 +22,11 @@ pub async fn migrate(ledger: &LedgerSettings, args: &MigrateArgs) -> anyhow::Res
         println!("{}", serde_json::to_string_pretty(&migrations)?);
     } else {
         for m in &migrations {
-            let what = if m.applied_now { "applied now" } else { "already applied" };
+            let what = if m.applied_now {
+                "applied now"
+            } else {
+                "already applied"
+            };
             println!("{:>14}  {:<40} {what}", m.version, m.description);
         }
         let now = migrations.iter().filter(|m| m.applied_now).count();
@@ -45,7 +49,9 @@ pub async fn copy(args: &LedgerCopyArgs, ledger: &LedgerSettings) -> anyhow::Res
     let report = match copy_ledger(&from, &to).await {
         Ok(report) => report,
         Err(e @ CopyError::TargetNotEmpty { .. }) => return Err(ConfigError(e.to_string()).into()),
-        Err(CopyError::Ledger(e)) => return Err(anyhow::Error::new(e).context("copying the ledger")),
+        Err(CopyError::Ledger(e)) => {
+            return Err(anyhow::Error::new(e).context("copying the ledger"));
+        }
     };
     from.close().await;
     to.close().await;

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::LedgerError;
-use crate::domain::{ArchivedObject, AttemptId, AttemptOutcome, CallRecord, CallUuid, Claim, RunId};
+use crate::domain::{
+    ArchivedObject, AttemptId, AttemptOutcome, CallRecord, CallUuid, Claim, RunId,
+};
 
 /// Which records a run may take: everything due, or a slice of it (backfills).
 #[derive(Debug, Clone, Default)]
@@ -73,8 +75,10 @@ pub fn lease_lost_message(would_have_been: AttemptOutcome) -> String {
 pub trait Claims: Send + Sync {
     /// Claims up to `limit` due records in one statement, oldest call first (undated
     /// calls last, then by uuid): pending records due by `due_by`, and records whose lease
-    /// ran out (their run died), which are due at once. An attempt left `running` on a
-    /// claimed record is closed as `interrupted`. Empty when nothing is due.
+    /// ran out (their run died), which are due at once, except the claimer's own (its
+    /// renewals may have failed while one of its workers still transfers the record). An
+    /// attempt left `running` on a claimed record is closed as `interrupted`. Empty when
+    /// nothing is due.
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>, LedgerError>;
 
     /// Extends every lease `owner` holds; called periodically while transfers run.

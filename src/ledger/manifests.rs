@@ -48,7 +48,10 @@ pub struct ManifestClaim {
 pub enum ChainClaim {
     Claimed(ManifestClaim),
     /// Another run is writing manifest `seq`; records it does not list wait for the next.
-    Busy { seq: i64, owner: Option<RunId> },
+    Busy {
+        seq: i64,
+        owner: Option<RunId>,
+    },
     /// Every archived record is already in a manifest.
     NothingNew,
 }

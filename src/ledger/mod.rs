@@ -214,15 +214,18 @@ impl Ledger {
             BackendKind::Sqlite => Self(Arc::new(
                 sqlite::SqliteLedger::open(location, options).await?,
             )),
-            BackendKind::Postgres => Self(Arc::new(
-                postgres::PgLedger::open(location, options).await?,
-            )),
+            BackendKind::Postgres => {
+                Self(Arc::new(postgres::PgLedger::open(location, options).await?))
+            }
         })
     }
 
     /// The migrations each backend knows, and which of them the ledger at `location` has
     /// applied, after applying the missing ones (for `callvault migrate`).
-    pub async fn migrate(location: &str, options: &LedgerOptions) -> Result<Vec<Migration>, LedgerError> {
+    pub async fn migrate(
+        location: &str,
+        options: &LedgerOptions,
+    ) -> Result<Vec<Migration>, LedgerError> {
         match BackendKind::of(location)? {
             BackendKind::Sqlite => sqlite::SqliteLedger::migrate(location, options).await,
             BackendKind::Postgres => postgres::PgLedger::migrate(location, options).await,

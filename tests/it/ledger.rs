@@ -857,3 +857,34 @@ async fn ledger_copy_from_sqlite_with_history_matches_table_by_table(kind: Backe
     );
 }
 on_both_backends!(ledger_copy_from_sqlite_with_history_matches_table_by_table);
+
+async fn a_run_never_takes_back_its_own_lapsed_lease(kind: BackendKind) {
+    let ledger = TempLedger::new(kind).await;
+    let now = Utc::now();
+    ledger
+        .import(&[call("mine", "m.wav", "2026-11-01 10:00:00")], now)
+        .await
+        .unwrap();
+    let slice = Slice::default();
+    let short = now + Duration::milliseconds(1);
+    let first = crate::world::claim_one(&ledger, "run-a", &slice, now, now, short)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    // run-a's renewals failed and its lease ran out while its worker still transfers.
+    let later = now + Duration::seconds(1);
+    let long = later + Duration::seconds(60);
+    let again = crate::world::claim_one(&ledger, "run-a", &slice, later, later, long)
+        .await
+        .unwrap();
+    assert!(again.is_none(), "run-a's other workers leave it alone");
+    let other = crate::world::claim_one(&ledger, "run-b", &slice, later, later, long)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.map(|c| c.record.uuid.to_string()).as_deref(),
+        Some("mine"),
+        "another run takes it over"
+    );
+}
+on_both_backends!(a_run_never_takes_back_its_own_lapsed_lease);

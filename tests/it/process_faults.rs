@@ -1,7 +1,6 @@
 //! The process dies or has company: SIGKILL at random moments, two runs started together as
 //! two processes, the ledger locked by another process. All with the real binary.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -12,55 +11,6 @@ use sqlx::Connection;
 
 use crate::cli::{assert_exit, callvault, import_samples, output};
 use crate::world::World;
-
-/// Checks the final state after faults: every record with a recording is archived, by
-/// exactly one attempt, its object's SHA-256 equals the ledger's and the source's, and the
-/// store holds exactly the archived recordings, their sidecars and the manifests (no strays).
-async fn assert_archived_exactly_once(world: &World, records: usize) {
-    assert_eq!(world.count(RecordState::Archived).await, records);
-    for state in [
-        RecordState::Pending,
-        RecordState::InProgress,
-        RecordState::Failed,
-    ] {
-        assert_eq!(world.count(state).await, 0, "{state:?}");
-    }
-    assert_eq!(world.verify_archived().await, records);
-    let mut archived_attempts: BTreeMap<String, usize> = BTreeMap::new();
-    for attempt in world.attempts().await {
-        if attempt.outcome == "archived" {
-            *archived_attempts.entry(attempt.uuid).or_default() += 1;
-        }
-    }
-    assert_eq!(archived_attempts.len(), records);
-    assert!(
-        archived_attempts.values().all(|n| *n == 1),
-        "{archived_attempts:?}"
-    );
-    let mut recordings = BTreeSet::new();
-    for uuid in world
-        .ledger
-        .uuids_in_state(RecordState::Archived)
-        .await
-        .unwrap()
-    {
-        let row = world
-            .ledger
-            .get(&crate::world::cu(&uuid))
-            .await
-            .unwrap()
-            .unwrap();
-        recordings.insert(format!("calls/{}", row.object_key.unwrap()));
-    }
-    let sidecars: BTreeSet<String> = recordings.iter().map(|k| format!("{k}.json")).collect();
-    let mut stored: BTreeSet<String> = world.object_keys().await.into_iter().collect();
-    stored.retain(|k| !k.starts_with("calls/manifests/"));
-    assert_eq!(
-        stored,
-        &recordings | &sidecars,
-        "the store holds exactly the archived recordings and their sidecars"
-    );
-}
 
 /// Five runs killed with SIGKILL at random moments (50–800 ms after their start: during
 /// start-up, claims, transfers or settlements), then one run to the end: nothing was lost,
@@ -113,7 +63,7 @@ async fn runs_killed_at_random_moments_lose_nothing_and_archive_each_record_once
     let last = output(callvault(&world, &["run", "--json"])).await;
 
     assert_exit(&last, 0);
-    assert_archived_exactly_once(&world, 32).await;
+    world.assert_archived_exactly_once(32).await;
 }
 
 /// Two `callvault run` processes started together on the same ledger share the work and
@@ -147,7 +97,7 @@ async fn two_processes_started_together_download_each_record_once() {
     assert_eq!(archived(&a) + archived(&b), 20);
     let stats = world.sim.stats();
     assert_eq!((stats.url_requests, stats.downloads), (20, 20), "{stats:?}");
-    assert_archived_exactly_once(&world, 20).await;
+    world.assert_archived_exactly_once(20).await;
 }
 
 /// Holds the ledger's write lock from another connection, as another process would.
@@ -186,7 +136,7 @@ async fn a_run_waits_for_a_ledger_locked_briefly_by_another_process() {
 
     assert_exit(&out, 0);
     assert!(started.elapsed() >= Duration::from_millis(800));
-    assert_archived_exactly_once(&world, 4).await;
+    world.assert_archived_exactly_once(4).await;
 }
 
 /// A ledger locked by another process for longer than the busy timeout: the run fails with

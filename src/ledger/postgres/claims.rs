@@ -33,7 +33,10 @@ use crate::ledger::{
 ///
 /// `$1`..`$3` are the slice's bounds (see [`BySlice`]); `lock` is `FOR UPDATE SKIP LOCKED`
 /// when claiming, empty when only looking.
-fn due_candidates(filter: &str, columns: &str, lock: &str) -> String {
+/// `not_owner` excludes the claimer's own lapsed leases (a claim passes
+/// ` AND lease_owner <> $7`): a run whose renewals failed for a while must not take back a
+/// record one of its own workers is still transferring.
+fn due_candidates(filter: &str, columns: &str, lock: &str, not_owner: &str) -> String {
     format!(
         "SELECT {columns} FROM (
              SELECT {columns} FROM calls
@@ -42,7 +45,7 @@ fn due_candidates(filter: &str, columns: &str, lock: &str) -> String {
          UNION ALL
          SELECT {columns} FROM (
              SELECT {columns} FROM calls
-             WHERE state = 'in_progress' AND lease_until < $4{filter}
+             WHERE state = 'in_progress' AND lease_until < $4{not_owner}{filter}
              ORDER BY call_start ASC NULLS LAST, uuid LIMIT $6{lock}) AS lapsed"
     )
 }
@@ -63,7 +66,12 @@ static CLAIM: BySlice = BySlice::new(|| {
              FROM picked WHERE c.uuid = picked.uuid
              RETURNING c.uuid, c.company_code, c.record_file, c.call_start, c.billsec,
                        c.raw_json, c.attempts",
-            due_candidates(filter, "uuid, call_start", " FOR UPDATE SKIP LOCKED")
+            due_candidates(
+                filter,
+                "uuid, call_start",
+                " FOR UPDATE SKIP LOCKED",
+                " AND lease_owner <> $7",
+            )
         )
     })
 });
@@ -74,7 +82,7 @@ static DUE: BySlice = BySlice::new(|| {
         format!(
             "SELECT {RECORD_COLUMNS} FROM ({}) AS candidates
              ORDER BY call_start ASC NULLS LAST, uuid LIMIT $6",
-            due_candidates(filter, RECORD_COLUMNS, "")
+            due_candidates(filter, RECORD_COLUMNS, "", "")
         )
     })
 });

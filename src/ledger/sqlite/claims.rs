@@ -56,7 +56,7 @@ macro_rules! oldest_due_batch {
                 UNION ALL
                 SELECT uuid, call_start FROM (
                     SELECT uuid, call_start FROM calls
-                    WHERE state = 'in_progress' AND lease_until < $4 AND ",
+                    WHERE state = 'in_progress' AND lease_until < $4 AND lease_owner <> $6 AND ",
             slice_filter!(),
             "       ORDER BY call_start ASC NULLS LAST, uuid LIMIT $8) lapsed
             ) candidates

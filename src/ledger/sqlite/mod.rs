@@ -153,9 +153,7 @@ where
 /// Reads an optional time column.
 fn time_col(row: &SqliteRow, name: &'static str) -> Result<Option<DateTime<Utc>>, LedgerError> {
     col::<Option<String>>(row, name)?
-        .map(|s| {
-            from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}")))
-        })
+        .map(|s| from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}"))))
         .transpose()
 }
 

@@ -49,9 +49,9 @@ impl Transfer for SqliteLedger {
             "SELECT COUNT(*) FROM {}",
             table.name()
         )))
-            .fetch_one(&self.pool)
-            .await
-            .ctx("counting a table's rows")
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting a table's rows")
     }
 
     async fn export_rows(
@@ -71,7 +71,8 @@ impl Transfer for SqliteLedger {
             table.column_list(),
             table.name()
         );
-        let query = bind_value(sqlx::query(sqlx::AssertSqlSafe(sql)), after, key, key_kind)?.bind(limit);
+        let query =
+            bind_value(sqlx::query(sqlx::AssertSqlSafe(sql)), after, key, key_kind)?.bind(limit);
         let rows = query
             .fetch_all(&self.pool)
             .await
@@ -104,10 +105,7 @@ impl Transfer for SqliteLedger {
             for (name, kind) in columns {
                 query = bind_value(query, row.get(*name), name, *kind)?;
             }
-            query
-                .execute(&mut *tx)
-                .await
-                .ctx("writing a copied row")?;
+            query.execute(&mut *tx).await.ctx("writing a copied row")?;
         }
         tx.commit().await.ctx("committing a table import")?;
         Ok(())
