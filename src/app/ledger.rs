@@ -71,7 +71,7 @@ pub async fn copy(args: &LedgerCopyArgs, ledger: &LedgerSettings) -> anyhow::Res
         }
     }
     if report.all_match() {
-        println!(
+        eprintln!(
             "copied {} into {}: every table matches",
             redact_location(&args.from),
             redact_location(&args.to)

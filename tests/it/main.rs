@@ -30,6 +30,7 @@ mod faults;
 mod inspect;
 mod leases;
 mod ledger;
+mod ledger_copy;
 mod manifests;
 mod media;
 mod pg;
