@@ -12,6 +12,8 @@ pub struct Machine {
     pub rustc: String,
     pub rclone: String,
     pub sqlite: String,
+    /// The server the PostgreSQL parts started, when they ran.
+    pub postgres: Option<String>,
     pub date: String,
     pub load_before: String,
 }
@@ -41,6 +43,7 @@ impl Machine {
             rustc: output("rustc", &["--version"]),
             rclone,
             sqlite: sqlite_version().await,
+            postgres: None,
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             load_before: load(),
         }

@@ -1,12 +1,18 @@
 //! The benchmark behind BENCHMARKS.md (`bench/run` builds and runs it): the real callvault
 //! binary against the provider simulator and an in-process S3 server on loopback, next to
 //! the ceiling (the same bytes put from memory) and rclone `copyurl`, all in one process
-//! run so that the ratios hold on a noisy machine. Not a test: it measures and reports.
+//! run so that the ratios hold on a noisy machine; and the ledger on PostgreSQL (a server
+//! the harness starts) alone, under several processes, and as it grows. Not a test: it
+//! measures and reports.
 
 mod ceiling;
 mod child;
 mod ledger_growth;
 mod machine;
+mod pg_history;
+mod pg_ledger;
+mod postgres;
+mod processes;
 mod rclone;
 mod report;
 mod rig;
@@ -19,6 +25,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use ledger_growth::On;
+use postgres::Postgres;
 use report::Results;
 use rig::Rig;
 
@@ -55,8 +63,15 @@ struct Args {
 enum Part {
     Small,
     Large,
+    /// The SQLite ledger's growth.
     Ledger,
     Logins,
+    /// The ledger alone on PostgreSQL: claims and settlements by 64 claimers.
+    PgLedger,
+    /// The small set by 1, 2 and 4 processes on one PostgreSQL ledger, and one on SQLite.
+    PgProcesses,
+    /// The PostgreSQL ledger's growth.
+    PgStatus,
 }
 
 /// Counts and sizes of one mode.
@@ -71,6 +86,15 @@ struct Plan {
     rounds: usize,
     logins_concurrency: usize,
     invalidate_every: u32,
+    /// Calls of history in the ledger the claimers work on.
+    claim_rows: usize,
+    claimers: usize,
+    claim_limits: Vec<u32>,
+    /// Due calls added for each claim size, and the time the claimers have for them.
+    claim_due: usize,
+    claim_time: std::time::Duration,
+    /// (processes, concurrency of each) on PostgreSQL; SQLite runs one process at the total.
+    processes: Vec<(usize, usize)>,
 }
 
 impl Plan {
@@ -89,6 +113,12 @@ impl Plan {
             rounds: if quick { 1 } else { 3 },
             logins_concurrency: 64,
             invalidate_every: 25,
+            claim_rows: if quick { 100_000 } else { 1_000_000 },
+            claimers: 64,
+            claim_limits: vec![1, 16],
+            claim_due: if quick { 5_000 } else { 50_000 },
+            claim_time: std::time::Duration::from_secs(if quick { 5 } else { 20 }),
+            processes: vec![(1, 16), (2, 8), (4, 4)],
         }
     }
 }
@@ -110,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
     {
         bail!("{rclone_version}: install it (`apt-get install -y rclone`; bench/run does)");
     }
-    let machine = machine::Machine::describe(rclone_version).await;
+    let mut machine = machine::Machine::describe(rclone_version).await;
     println!(
         "{} cores, {}, {}",
         machine.nproc, machine.mem_total, machine.cpu_model
@@ -119,6 +149,14 @@ async fn main() -> anyhow::Result<()> {
     plan.rounds = args.rounds.unwrap_or(plan.rounds).max(1);
     let rig = Rig::start(callvault).await?;
     let mut results = Results::default();
+    let pg = if wants(Part::PgLedger) || wants(Part::PgProcesses) || wants(Part::PgStatus) {
+        let pg = Postgres::start().await?;
+        println!("{}", pg.version);
+        machine.postgres = Some(pg.version.clone());
+        Some(pg)
+    } else {
+        None
+    };
 
     if wants(Part::Small) {
         let (n, size) = plan.small;
@@ -187,15 +225,13 @@ async fn main() -> anyhow::Result<()> {
         let names = rig.recordings("batch", plan.ledger_batch, plan.small.1);
         for &rows in &plan.ledger_rows {
             println!("ledger growth: {rows} rows");
-            let g = ledger_growth::measure(&rig, rows, &names, plan.small.1).await?;
-            println!(
-                "    status {:.1} ms (queries {:.2} ms), {:.2} ms per record",
-                g.status_cli.as_secs_f64() * 1e3,
-                g.status_query.as_secs_f64() * 1e3,
-                g.per_record().as_secs_f64() * 1e3
-            );
+            let g = ledger_growth::measure(&rig, On::Sqlite, rows, &names, plan.small.1).await?;
             results.growth.push(g);
         }
+    }
+
+    if let Some(pg) = &pg {
+        postgres_parts(&rig, pg, &plan, &wants, &mut results).await?;
     }
 
     if wants(Part::Logins) {
@@ -208,6 +244,83 @@ async fn main() -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         report::write_into(out, &section)?;
         println!("written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// The PostgreSQL parts: the ledger's growth, the ledger alone under 64 claimers, and the
+/// small set by several processes on one ledger (against one on SQLite).
+async fn postgres_parts(
+    rig: &Rig,
+    pg: &Postgres,
+    plan: &Plan,
+    wants: &impl Fn(Part) -> bool,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    // The claim benchmark reuses the PostgreSQL ledger the growth measurement filled.
+    let mut filled_pg = None;
+    if wants(Part::PgStatus) {
+        let names = rig.recordings("batch", plan.ledger_batch, plan.small.1);
+        for &rows in &plan.ledger_rows {
+            println!("ledger growth on PostgreSQL: {rows} rows");
+            let on = On::Postgres(pg);
+            let g = ledger_growth::measure(rig, on, rows, &names, plan.small.1).await?;
+            results.growth.push(g);
+            if rows == plan.claim_rows {
+                filled_pg = Some(pg.url(&ledger_growth::pg_database(rows)));
+            } else {
+                pg.drop_database(&ledger_growth::pg_database(rows)).await?;
+            }
+        }
+    }
+
+    if wants(Part::PgLedger) {
+        let rows = plan.claim_rows;
+        println!(
+            "the ledger alone on PostgreSQL: {rows} rows, {} claimers",
+            plan.claimers
+        );
+        let url = match filled_pg.take() {
+            Some(url) => url,
+            None => {
+                let url = pg.database(&ledger_growth::pg_database(rows)).await?;
+                callvault::ledger::Ledger::open(&url).await?.close().await;
+                pg_history::fill(&url, rows, chrono::Utc::now()).await?;
+                url
+            }
+        };
+        for &limit in &plan.claim_limits {
+            let c = pg_ledger::measure(
+                pg,
+                &url,
+                rows,
+                plan.claimers,
+                limit,
+                plan.claim_due,
+                plan.claim_time,
+            );
+            results.claiming.push(c.await?);
+        }
+    }
+    pg.drop_database(&ledger_growth::pg_database(plan.claim_rows))
+        .await?;
+
+    if wants(Part::PgProcesses) {
+        let (n, size) = plan.small;
+        let names = rig.recordings("processes", n, size);
+        let total = plan.processes.first().map_or(16, |&(p, c)| p * c);
+        let mut rows = Vec::new();
+        for round in 0..plan.rounds {
+            println!("processes on one ledger, round {}", round + 1);
+            let p = processes::measure(rig, On::Sqlite, 1, total, &names, size).await?;
+            rows.push(p);
+            for &(count, each) in &plan.processes {
+                let on = On::Postgres(pg);
+                let p = processes::measure(rig, on, count, each, &names, size).await?;
+                rows.push(p);
+            }
+        }
+        results.processes = processes::merge_rounds(rows);
     }
     Ok(())
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use crate::ledger_growth::Growth;
 use crate::machine::Machine;
+use crate::pg_ledger::Claiming;
+use crate::processes::Processes;
 
 pub const BEGIN: &str = "<!-- measured:begin (written by examples/bench; do not edit by hand) -->";
 pub const END: &str = "<!-- measured:end -->";
@@ -77,6 +79,10 @@ pub struct Results {
     pub transfers: Vec<Transfer>,
     pub growth: Vec<Growth>,
     pub logins: Option<Logins>,
+    /// The ledger alone on PostgreSQL, one row per claim size.
+    pub claiming: Vec<Claiming>,
+    /// Several processes on one ledger (SQLite first, the baseline).
+    pub processes: Vec<Processes>,
     pub notes: Vec<String>,
 }
 
@@ -143,90 +149,19 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     let _ = writeln!(s, "| rustc | {} |", machine.rustc);
     let _ = writeln!(s, "| rclone | {} |", machine.rclone);
     let _ = writeln!(s, "| SQLite (bundled by sqlx) | {} |", machine.sqlite);
+    if let Some(postgres) = &machine.postgres {
+        let _ = writeln!(s, "| PostgreSQL (Debian) | {postgres} |");
+    }
     let _ = writeln!(
         s,
         "| load average before / after | {} / {load_after} |\n",
         machine.load_before
     );
 
-    let _ = writeln!(s, "### Throughput\n");
-    let _ = writeln!(
-        s,
-        "MB = 10^6 bytes. CPU s/GB: CPU time of every process involved (the simulator and the \
-         S3 server, which share the benchmark process, plus callvault, the ceiling's client or \
-         the rclone processes) per GB moved; machine busy: the share of both CPUs in use, \
-         other tenants included. Peak RSS is the callvault process's `VmHWM`; its limit is \
-         64 MiB + min(concurrency, recordings) × part size (8 MiB).\n"
-    );
-    let _ = writeln!(
-        s,
-        "| recordings | tool | concurrency | count | MB | seconds (median) | all rounds | recordings/s | MB/s | CPU s/GB | of which callvault | machine busy | peak RSS MiB | RSS limit MiB |"
-    );
-    let _ = writeln!(
-        s,
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for t in &r.transfers {
-        let rss = t
-            .peak_rss_kib
-            .map_or("".into(), |k| format!("{:.1}", mib(k)));
-        let limit = t
-            .rss_limit_kib
-            .map_or("".into(), |k| format!("{:.0}", mib(k)));
-        let own = t.own_cpu_per_gb().map_or("".into(), |c| format!("{c:.1}"));
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {own} | {:.0}% | {rss} | {limit} |",
-            t.set,
-            t.tool,
-            t.concurrency,
-            t.records,
-            t.bytes as f64 / 1e6,
-            t.wall.as_secs_f64(),
-            t.walls
-                .iter()
-                .map(|w| format!("{:.2}", w.as_secs_f64()))
-                .collect::<Vec<_>>()
-                .join(" "),
-            t.per_second(),
-            t.mb_per_second(),
-            t.cpu_per_gb(),
-            t.busy * 100.0
-        );
+    if !r.transfers.is_empty() {
+        throughput(&mut s, r);
     }
-
-    if !r.growth.is_empty() {
-        let _ = writeln!(s, "\n### Ledger growth\n");
-        let _ = writeln!(
-            s,
-            "Each ledger is filled with history (78% archived, 20% unanswered, 1% pending with \
-             a retry due later, 0.5% failed, 0.5% expired; 0.1% of the archived recordings \
-             flagged by the media check; one attempt per recording, one run \
-             and one manifest per 15 minutes), then `callvault status --json` runs {} times (median), then a \
-             run archives the same batch of new small recordings at concurrency 8.\n",
-            crate::ledger_growth::REPEATS
-        );
-        let _ = writeln!(
-            s,
-            "| rows | ledger MiB | `status` process ms | status queries ms | run batch | run s | ms per record | peak RSS MiB |"
-        );
-        let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for g in &r.growth {
-            let _ = writeln!(
-                s,
-                "| {} | {:.0} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {:.1} |",
-                g.rows,
-                g.db_mib,
-                g.status_cli.as_secs_f64() * 1e3,
-                g.status_query.as_secs_f64() * 1e3,
-                g.batch,
-                g.run_wall.as_secs_f64(),
-                g.per_record().as_secs_f64() * 1e3,
-                mib(g.peak_rss_kib)
-            );
-        }
-    }
-
+    ledger_sections(&mut s, r);
     if let Some(l) = &r.logins {
         let _ = writeln!(s, "\n### Logins per token invalidation\n");
         let _ = writeln!(
@@ -278,6 +213,214 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     }
     let _ = writeln!(s, "{END}");
     s
+}
+
+/// The transfers: one row per set, tool and concurrency.
+fn throughput(s: &mut String, r: &Results) {
+    let _ = writeln!(s, "### Throughput\n");
+    let _ = writeln!(
+        s,
+        "MB = 10^6 bytes. CPU s/GB: CPU time of every process involved (the simulator and the \
+         S3 server, which share the benchmark process, plus callvault, the ceiling's client or \
+         the rclone processes) per GB moved; machine busy: the share of both CPUs in use, \
+         other tenants included. Peak RSS is the callvault process's `VmHWM`; its limit is \
+         64 MiB + min(concurrency, recordings) × part size (8 MiB).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| recordings | tool | concurrency | count | MB | seconds (median) | all rounds | recordings/s | MB/s | CPU s/GB | of which callvault | machine busy | peak RSS MiB | RSS limit MiB |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for t in &r.transfers {
+        let rss = t
+            .peak_rss_kib
+            .map_or("".into(), |k| format!("{:.1}", mib(k)));
+        let limit = t
+            .rss_limit_kib
+            .map_or("".into(), |k| format!("{:.0}", mib(k)));
+        let own = t.own_cpu_per_gb().map_or("".into(), |c| format!("{c:.1}"));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {own} | {:.0}% | {rss} | {limit} |",
+            t.set,
+            t.tool,
+            t.concurrency,
+            t.records,
+            t.bytes as f64 / 1e6,
+            t.wall.as_secs_f64(),
+            t.walls
+                .iter()
+                .map(|w| format!("{:.2}", w.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            t.per_second(),
+            t.mb_per_second(),
+            t.cpu_per_gb(),
+            t.busy * 100.0
+        );
+    }
+}
+
+/// The ledger's own sections: growth on each backend, the ledger alone on PostgreSQL, and
+/// several processes on one ledger.
+fn ledger_sections(s: &mut String, r: &Results) {
+    if !r.growth.is_empty() {
+        let _ = writeln!(s, "\n### Ledger growth\n");
+        let _ = writeln!(
+            s,
+            "Each ledger is filled with history (78% archived, 20% unanswered, 1% pending with \
+             a retry due later, 0.5% failed, 0.5% expired; 0.1% of the archived recordings \
+             flagged by the media check; one attempt per recording, one run \
+             and one manifest per 15 minutes), then `callvault status --json` runs {} times (median), then a \
+             run archives the same batch of new small recordings at concurrency 8. Ledger MiB: \
+             the SQLite file, or the PostgreSQL database (`pg_database_size`).\n",
+            crate::ledger_growth::REPEATS
+        );
+        let _ = writeln!(
+            s,
+            "| ledger | rows | ledger MiB | `status` process ms | status queries ms | run batch | run s | ms per record | peak RSS MiB |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for g in &r.growth {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {:.1} |",
+                g.backend,
+                g.rows,
+                g.db_mib,
+                g.status_cli.as_secs_f64() * 1e3,
+                g.status_query.as_secs_f64() * 1e3,
+                g.batch,
+                g.run_wall.as_secs_f64(),
+                g.per_record().as_secs_f64() * 1e3,
+                mib(g.peak_rss_kib)
+            );
+        }
+    }
+
+    if let Some(first) = r.claiming.first() {
+        let _ = writeln!(s, "\n### The ledger alone on PostgreSQL\n");
+        let _ = writeln!(
+            s,
+            "A ledger of {} calls of history (the mix above) with {} due calls added for each \
+             claim size; {} claimers (tasks of one process, all in one run, {} pooled \
+             connections) each loop claim → begin the attempt → settle it archived, until the \
+             due calls or {} s are spent. A record is one claim's share plus two commits. Claim \
+             latency: from asking to having the records (a claim that lost to another \
+             transaction is made again, as the pass does, and counted once). Server CPU: the \
+             PostgreSQL processes; client CPU: the claimers' process.\n",
+            first.rows,
+            first.due,
+            first.claimers,
+            first.claimers + 4,
+            first.time.as_secs()
+        );
+        let _ = writeln!(
+            s,
+            "| records per claim | claimers | records | seconds | records/s | claims | claim p50 ms | claim p99 ms | claim max ms | claims made again | server CPU ms/record | client CPU ms/record | machine busy |"
+        );
+        let _ = writeln!(
+            s,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for c in &r.claiming {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.0}% |",
+                c.limit,
+                c.claimers,
+                c.records,
+                c.wall.as_secs_f64(),
+                c.per_second(),
+                c.claims,
+                c.p50.as_secs_f64() * 1e3,
+                c.p99.as_secs_f64() * 1e3,
+                c.max.as_secs_f64() * 1e3,
+                c.conflicts,
+                c.server_ms_per_record(),
+                c.client_cpu.as_secs_f64() * 1e3 / c.records.max(1) as f64,
+                c.busy * 100.0
+            );
+        }
+    }
+
+    if let Some(c) = r.claiming.first() {
+        let _ = writeln!(
+            s,
+            "\nWhere the server's time went with {} record per claim (`pg_stat_statements`, \
+             triggers' statements included; mean times include waiting for a CPU):\n",
+            c.limit
+        );
+        let _ = writeln!(
+            s,
+            "| statement | calls | mean ms | buffers per call |\n|---|---:|---:|---:|"
+        );
+        for st in &c.statements {
+            let _ = writeln!(
+                s,
+                "| `{}…` | {} | {:.2} | {:.0} |",
+                st.text.replace('|', "\\|"),
+                st.calls,
+                st.mean_ms,
+                st.buffers
+            );
+        }
+    }
+
+    if let Some(first) = r.processes.first() {
+        let _ = writeln!(s, "\n### Several processes on one ledger\n");
+        let _ = writeln!(
+            s,
+            "The small set ({} × {} KiB) by `callvault run` processes started together on one \
+             fresh ledger, at the same total concurrency; medians over {} rounds, interleaved. \
+             Every record archived once: the runs' summaries, the simulator's downloads and \
+             the ledger's count agree. CPU s/GB: the benchmark process (simulator, S3 \
+             server), the callvault processes and the PostgreSQL server, per GB moved.\n",
+            first.records,
+            first.bytes / first.records.max(1) as u64 / crate::KIB,
+            first.walls.len()
+        );
+        let _ = writeln!(
+            s,
+            "| ledger | processes × concurrency | seconds (median) | all rounds | recordings/s | vs one process on SQLite | CPU s/GB | of which PostgreSQL | machine busy | peak RSS MiB (one process) |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|");
+        let sqlite = r
+            .processes
+            .iter()
+            .find(|p| p.backend == crate::ledger_growth::SQLITE);
+        for p in &r.processes {
+            let ratio = sqlite.map_or(String::new(), |b| {
+                format!("{:.2}×", p.per_second() / b.per_second())
+            });
+            let server = p.server_cpu.map_or(String::new(), |c| {
+                format!(
+                    "{:.1}",
+                    c.as_secs_f64() / (p.bytes as f64 * p.walls.len() as f64 / 1e9)
+                )
+            });
+            let _ = writeln!(
+                s,
+                "| {} | {} × {} | {:.2} | {} | {:.1} | {ratio} | {:.1} | {server} | {:.0}% | {:.1} |",
+                p.backend,
+                p.processes,
+                p.each,
+                p.wall.as_secs_f64(),
+                p.walls
+                    .iter()
+                    .map(|w| format!("{:.2}", w.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                p.per_second(),
+                p.cpu_per_gb(),
+                p.busy * 100.0,
+                mib(p.peak_rss_kib)
+            );
+        }
+    }
 }
 
 pub const CALLVAULT: &str = "callvault";

@@ -1,6 +1,7 @@
 //! The targets, each with its measured figure and whether it holds, computed from
 //! the results.
 
+use crate::ledger_growth::{POSTGRES, SQLITE};
 use crate::report::{CALLVAULT, CEILING, CEILING_PARTS, RCLONE, Results};
 
 fn mib(kib: u64) -> f64 {
@@ -101,13 +102,18 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
             ratio <= 1.10,
         ));
     }
-    if let (Some(first), Some(last)) = (r.growth.first(), r.growth.last())
-        && r.growth.len() > 1
-    {
+    for backend in [SQLITE, POSTGRES] {
+        let growth: Vec<_> = r.growth.iter().filter(|g| g.backend == backend).collect();
+        let (Some(first), Some(last)) = (growth.first(), growth.last()) else {
+            continue;
+        };
+        if growth.len() < 2 {
+            continue;
+        }
         let status = last.status_cli.as_secs_f64() / first.status_cli.as_secs_f64();
         out.push((
             format!(
-                "`status` at {} vs {} rows: within 1.5×",
+                "`status` at {} vs {} rows, {backend}: within 1.5×",
                 last.rows, first.rows
             ),
             format!(
@@ -120,7 +126,7 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
         let per = last.per_record().as_secs_f64() / first.per_record().as_secs_f64();
         out.push((
             format!(
-                "run cost per record at {} vs {} rows: within 1.5×",
+                "run cost per record at {} vs {} rows, {backend}: within 1.5×",
                 last.rows, first.rows
             ),
             format!(
@@ -129,6 +135,23 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
                 first.per_record().as_secs_f64() * 1e3
             ),
             per <= 1.5,
+        ));
+    }
+    for c in &r.claiming {
+        let per = c.per_second();
+        out.push((
+            format!(
+                "the ledger alone on PostgreSQL ({} rows, {} claimers, {} per claim): ≥ 2,000 records/s",
+                c.rows, c.claimers, c.limit
+            ),
+            format!("{per:.0} records/s"),
+            per >= 2000.0,
+        ));
+        let p99 = c.p99.as_secs_f64() * 1e3;
+        out.push((
+            format!("the same, {} per claim: p99 claim latency < 50 ms", c.limit),
+            format!("{p99:.1} ms (p50 {:.1} ms)", c.p50.as_secs_f64() * 1e3),
+            p99 < 50.0,
         ));
     }
     if let Some(l) = &r.logins {
