@@ -246,22 +246,25 @@ impl PgLedger {
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
         let now = at(now);
+        // The row is found by its primary key alone: the lease check is written so that no
+        // index can serve it (`IS NOT DISTINCT FROM`), or a generic plan may walk
+        // `calls_lease` over every record in progress (and its dead entries) instead.
         let base = sqlx::query(match settlement {
             Settlement::Archived(_) => {
                 "UPDATE calls SET state = 'archived', lease_owner = NULL, lease_until = NULL, updated_at = $3,
                         object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
                         object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL
-                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+                 WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
             }
             Settlement::Retry { .. } | Settlement::Released { .. } => {
                 "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
                         next_attempt_at = $4, last_error_code = $5, last_error = $6
-                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+                 WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
             }
             Settlement::Failed { .. } | Settlement::Expired { .. } => {
                 "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
                         last_error_code = $5, last_error = $6
-                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+                 WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
             }
         })
         .bind(uuid.as_str())

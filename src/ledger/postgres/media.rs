@@ -23,7 +23,7 @@ impl Media for PgLedger {
         let ms = duration.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         sqlx::query(
             "UPDATE calls SET media_duration_ms = $1, media_note = $2
-             WHERE uuid = $3 AND lease_owner = $4 AND state = 'in_progress'",
+             WHERE uuid = $3 AND (lease_owner, state) IS NOT DISTINCT FROM ($4, 'in_progress')",
         )
         .bind(ms)
         .bind(note)
