@@ -132,6 +132,8 @@ pub struct Claim {
     pub record: CallRecord,
     /// Attempts made before this claim (in all runs).
     pub previous_attempts: i64,
+    /// The attempt the claim started (in the claim's own commit): the first of this run.
+    pub attempt: AttemptId,
 }
 
 /// What the store holds for an archived record; written to the ledger only after verification.

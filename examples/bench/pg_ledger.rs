@@ -1,7 +1,7 @@
 //! The ledger alone on PostgreSQL: how many records a second it hands out and settles with
 //! no transfer in between, and how long a claim waits. Claimers (tokio tasks in this
 //! process, all in one run, as the workers of one `callvault run --concurrency 64` are)
-//! each loop claim → begin the attempt → settle it archived, over a ledger of a million
+//! each loop claim (which starts the attempt in its commit) → settle it archived, over a ledger of a million
 //! calls of history with a batch of due calls added, until the batch or the time is spent.
 
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use callvault::domain::{ArchivedObject, AttemptOutcome, RunId};
 use callvault::ledger::{
-    AttemptEnd, ClaimRequest, Ledger, LedgerOptions, RunRecord, Settlement, Slice,
+    AttemptEnd, ClaimRequest, Ledger, LedgerOptions, MediaNote, RunRecord, Settlement, Slice,
 };
 use chrono::Utc;
 
@@ -253,7 +253,8 @@ async fn claimer(
         for claim in claims {
             let uuid = &claim.record.uuid;
             let now = Utc::now();
-            let id = ledger.begin_attempt(uuid, &run, now).await?;
+            // The claim started the attempt in its own commit.
+            let id = claim.attempt;
             let object = ArchivedObject {
                 key: format!("20000013/bench/{}.wav", uuid.as_str()),
                 size: 128 * 1024,
@@ -274,7 +275,7 @@ async fn claimer(
                 .settle(
                     uuid,
                     &run,
-                    &Settlement::Archived(&object),
+                    &Settlement::Archived(&object, &MediaNote::default()),
                     Some(&end),
                     Utc::now(),
                 )

@@ -307,8 +307,9 @@ fn ledger_sections(s: &mut String, r: &Results) {
             s,
             "A ledger of {} calls of history (the mix above) with {} due calls added for each \
              claim size; {} claimers (tasks of one process, all in one run, {} pooled \
-             connections) each loop claim → begin the attempt → settle it archived, until the \
-             due calls or {} s are spent. A record is one claim's share plus two commits. Claim \
+             connections) each loop claim (which starts the attempt in its commit) → settle it \
+             archived (with its media note), until the due calls or {} s are spent. A record is \
+             one claim's share plus one commit. Claim \
              latency: from asking to having the records (a claim that lost to another \
              transaction is made again, as the pass does, and counted once). Server CPU: the \
              PostgreSQL processes; client CPU: the claimers' process.\n",

@@ -13,7 +13,7 @@ use super::resume::{Reopen, resuming};
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
 use crate::domain::{ArchivedObject, AttemptOutcome, CallUuid, Claim, RunId};
-use crate::ledger::{AttemptEnd, Settlement};
+use crate::ledger::{AttemptEnd, MediaNote, Settlement};
 use crate::provider::{Action, DownloadError};
 use crate::store::{Sidecar, UploadError, UploadMeta};
 
@@ -97,13 +97,27 @@ pub(super) async fn process(
                 code: "key_unsafe",
                 message: &message,
             };
-            return ledger.settle(&failed, None, RecordOutcome::Failed).await;
+            let end = AttemptEnd {
+                id: claim.attempt,
+                outcome: AttemptOutcome::Failed,
+                error_code: Some("key_unsafe"),
+                message: Some(&message),
+                bytes: 0,
+            };
+            return ledger
+                .settle(&failed, Some(&end), RecordOutcome::Failed)
+                .await;
         }
     };
     let mut attempt_no = 0u32;
     loop {
         attempt_no += 1;
-        let id = deps.ledger.begin_attempt(uuid, run_id, Utc::now()).await?;
+        // The claim started the first attempt in its own commit; later ones start here.
+        let id = if attempt_no == 1 {
+            claim.attempt
+        } else {
+            deps.ledger.begin_attempt(uuid, run_id, Utc::now()).await?
+        };
         let result = attempt(deps, opts, run_id, &claim, &key).await;
         let total_attempts = claim.previous_attempts + i64::from(attempt_no);
         // Every outcome but a passing failure settles the record and returns.
@@ -116,10 +130,12 @@ pub(super) async fn process(
                 if let Some(note) = &note {
                     tracing::warn!(%uuid, note, "archived, but flagged");
                 }
-                let duration = media.and_then(|m| m.duration);
-                deps.ledger
-                    .note_media(uuid, run_id, duration, note.as_deref())
-                    .await?;
+                let media_note = MediaNote {
+                    duration_ms: media
+                        .and_then(|m| m.duration)
+                        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                    note: note.clone(),
+                };
                 let end = AttemptEnd {
                     id,
                     outcome: AttemptOutcome::Archived,
@@ -129,7 +145,7 @@ pub(super) async fn process(
                 };
                 return ledger
                     .settle(
-                        &Settlement::Archived(&object),
+                        &Settlement::Archived(&object, &media_note),
                         Some(&end),
                         RecordOutcome::Archived {
                             bytes,

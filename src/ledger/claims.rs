@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::LedgerError;
+use super::{LedgerError, MediaNote};
 use crate::domain::{
     ArchivedObject, AttemptId, AttemptOutcome, CallRecord, CallUuid, Claim, RunId,
 };
@@ -21,8 +21,8 @@ pub struct Slice {
 /// How a claim ends.
 #[derive(Debug, Clone)]
 pub enum Settlement<'a> {
-    /// Verified in the store.
-    Archived(&'a ArchivedObject),
+    /// Verified in the store, with what the media check noted (in the same commit).
+    Archived(&'a ArchivedObject, &'a MediaNote),
     /// A passing problem: back to pending, not before `next_attempt_at`.
     Retry {
         next_attempt_at: DateTime<Utc>,
@@ -77,8 +77,9 @@ pub trait Claims: Send + Sync {
     /// calls last, then by uuid): pending records due by `due_by`, and records whose lease
     /// ran out (their run died), which are due at once, except the claimer's own (its
     /// renewals may have failed while one of its workers still transfers the record). An
-    /// attempt left `running` on a claimed record is closed as `interrupted`. Empty when
-    /// nothing is due.
+    /// attempt left `running` on a claimed record is closed as `interrupted`, and each
+    /// claimed record's next attempt is started and counted ([`Claim::attempt`]), all in
+    /// one commit. Empty when nothing is due.
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Claim>, LedgerError>;
 
     /// Extends every lease `owner` holds; called periodically while transfers run.
@@ -99,7 +100,7 @@ pub trait Claims: Send + Sync {
     /// How many records are due now (for progress and planning).
     async fn count_due(&self, slice: &Slice, now: DateTime<Utc>) -> Result<u64, LedgerError>;
 
-    /// Starts an attempt on a claimed record.
+    /// Starts another attempt on a claimed record (the claim started the first).
     async fn begin_attempt(
         &self,
         uuid: &CallUuid,

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use callvault::audit::{ManifestHeader, ObjectProblem, Sample, VerifyOptions, verify_objects};
 use callvault::domain::{ArchivedObject, RecordState};
-use callvault::ledger::{ChainClaim, Ledger, Settlement, Slice};
+use callvault::ledger::{ChainClaim, Ledger, MediaNote, Settlement, Slice};
 use callvault::store::{Store, StoreConfig, UploadMeta};
 use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -105,7 +105,7 @@ pub async fn archive_without_manifest(world: &World, store: &Store, uuid: &str, 
         .settle(
             &crate::world::cu(uuid),
             &"run-killed".into(),
-            &Settlement::Archived(&object),
+            &Settlement::Archived(&object, &MediaNote::default()),
             None,
             now,
         )

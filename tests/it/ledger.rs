@@ -7,8 +7,8 @@ use std::time::Duration as StdDuration;
 
 use callvault::domain::{ArchivedObject, AttemptOutcome, CallRecord, RecordState, RunId};
 use callvault::ledger::{
-    AttemptEnd, BackendKind, ClaimRequest, CopyError, ImportOutcome, Ledger, RunRecord, Settlement,
-    Slice, Table, copy_ledger, table_checksum,
+    AttemptEnd, BackendKind, ClaimRequest, CopyError, ImportOutcome, Ledger, MediaNote, RunRecord,
+    Settlement, Slice, Table, copy_ledger, table_checksum,
 };
 use chrono::{DateTime, Duration, Utc};
 
@@ -162,7 +162,7 @@ async fn an_attempt_whose_lease_ran_out_is_recorded_as_lost_not_as_its_outcome(k
         .settle(
             &cu("c1"),
             &"run-a".into(),
-            &Settlement::Archived(&object),
+            &Settlement::Archived(&object, &MediaNote::default()),
             Some(&end),
             later,
         )
@@ -235,7 +235,7 @@ async fn status_counts_follow_every_change_of_state(kind: BackendKind) {
     let object = object(later);
     let (code, message) = ("e", "m");
     let settlements = [
-        Settlement::Archived(&object),
+        Settlement::Archived(&object, &MediaNote::default()),
         Settlement::Retry {
             next_attempt_at: later,
             code,
@@ -360,6 +360,7 @@ async fn claim_batch(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
 ) -> Vec<String> {
+    crate::world::ensure_run(ledger, owner).await;
     let owner = RunId::from(owner);
     let request = ClaimRequest {
         owner: &owner,
@@ -515,17 +516,14 @@ async fn a_lapsed_lease_is_taken_over_exactly_once_when_claimers_race(kind: Back
     }
     // The first holder dies mid-attempt; its lease runs out a millisecond later.
     let lapses = |at: DateTime<Utc>| at + Duration::milliseconds(1);
+    // (The claim starts its attempt in the same commit.)
     assert_eq!(
         claim_batch(&ledger, "dead", 1, t0, lapses(t0)).await,
         ["c1"]
     );
-    ledger
-        .begin_attempt(&cu("c1"), &"dead".into(), t0)
-        .await
-        .unwrap();
 
     // Each round, every racer tries to take the lapsed record over at once; the winner
-    // starts an attempt and its lease lapses in turn.
+    // has started an attempt with its claim, and its lease lapses in turn.
     let mut winners = Vec::new();
     for round in 1..=ROUNDS {
         let now = t0 + Duration::seconds(round);
@@ -542,12 +540,7 @@ async fn a_lapsed_lease_is_taken_over_exactly_once_when_claimers_race(kind: Back
             .expect("the racers finish");
         let won: Vec<_> = results.iter().filter(|(_, got)| !got.is_empty()).collect();
         assert_eq!(won.len(), 1, "round {round}: {results:?}");
-        let winner = won[0].0.clone();
-        ledger
-            .begin_attempt(&cu("c1"), &RunId::from(winner.as_str()), now)
-            .await
-            .unwrap();
-        winners.push(winner);
+        winners.push(won[0].0.clone());
     }
 
     let row = ledger.get(&cu("c1")).await.unwrap().unwrap();
@@ -607,7 +600,7 @@ async fn status_counts_stay_exact_after_concurrent_settlements(kind: BackendKind
             let (code, message) = ("e", "m");
             for (i, uuid) in mine {
                 let settlement = match i % 5 {
-                    0 => Settlement::Archived(&object),
+                    0 => Settlement::Archived(&object, &MediaNote::default()),
                     1 => Settlement::Retry {
                         next_attempt_at: later,
                         code,
@@ -888,3 +881,40 @@ async fn a_run_never_takes_back_its_own_lapsed_lease(kind: BackendKind) {
     );
 }
 on_both_backends!(a_run_never_takes_back_its_own_lapsed_lease);
+
+async fn a_claim_starts_and_counts_the_first_attempt_in_its_own_commit(kind: BackendKind) {
+    let ledger = TempLedger::new(kind).await;
+    let now = Utc::now();
+    ledger
+        .import(&[call("one", "one.wav", "2026-11-01 10:00:00")], now)
+        .await
+        .unwrap();
+    let claim = claim_one(&ledger, "run-a", &Slice::default(), now, now, now)
+        .await
+        .unwrap()
+        .expect("one due record");
+    assert_eq!(claim.previous_attempts, 0);
+    let row = ledger.get(&cu("one")).await.unwrap().unwrap();
+    assert_eq!(row.attempts, 1, "counted with the claim");
+    let started: Vec<(String, String)> = attempts(&ledger)
+        .await
+        .into_iter()
+        .map(|a| (a.run_id, a.outcome))
+        .collect();
+    assert_eq!(started, [("run-a".to_owned(), "running".to_owned())]);
+    // Its lease ran out at once: the next claimer closes it and starts its own.
+    let later = now + Duration::seconds(1);
+    let next = claim_one(&ledger, "run-b", &Slice::default(), later, later, later)
+        .await
+        .unwrap()
+        .expect("the lapsed record");
+    assert_eq!(next.previous_attempts, 1);
+    assert_ne!(next.attempt, claim.attempt);
+    let outcomes: Vec<String> = attempts(&ledger)
+        .await
+        .into_iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, ["interrupted", "running"]);
+}
+on_both_backends!(a_claim_starts_and_counts_the_first_attempt_in_its_own_commit);

@@ -421,6 +421,20 @@ pub fn cu(raw: &str) -> callvault::domain::CallUuid {
     callvault::domain::CallUuid::parse(raw).expect("a test uuid")
 }
 
+/// Records run `id` in the runs table unless it is there (a claim starts attempts, which
+/// name their run).
+pub async fn ensure_run(ledger: &Ledger, id: &str) {
+    let run = callvault::ledger::RunRecord {
+        id: id.into(),
+        started_at: chrono::Utc::now(),
+        host: "test".into(),
+        pid: 1,
+        options: "{}".into(),
+    };
+    // A second start of the same id is refused by the primary key: it is there already.
+    let _ = ledger.start_run(&run).await;
+}
+
 /// Claims the one oldest due record for `owner` (the ledger's claim, one at a time).
 pub async fn claim_one(
     ledger: &Ledger,
@@ -430,6 +444,7 @@ pub async fn claim_one(
     now: chrono::DateTime<chrono::Utc>,
     lease_until: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<callvault::domain::Claim>, callvault::ledger::LedgerError> {
+    ensure_run(ledger, owner).await;
     let owner = callvault::domain::RunId::from(owner);
     let request = callvault::ledger::ClaimRequest {
         owner: &owner,

@@ -62,10 +62,11 @@ static CLAIM: BySlice = BySlice::new(|| {
              picked AS (
                  SELECT uuid FROM candidates ORDER BY call_start ASC NULLS LAST, uuid LIMIT $6)
              UPDATE calls AS c
-             SET state = 'in_progress', lease_owner = $7, lease_until = $8, updated_at = $4
+             SET state = 'in_progress', lease_owner = $7, lease_until = $8, updated_at = $4,
+                 attempts = c.attempts + 1
              FROM picked WHERE c.uuid = picked.uuid
              RETURNING c.uuid, c.company_code, c.record_file, c.call_start, c.billsec,
-                       c.raw_json, c.attempts",
+                       c.raw_json, c.attempts - 1 AS attempts",
             due_candidates(
                 filter,
                 "uuid, call_start",
@@ -211,16 +212,16 @@ impl PgLedger {
             .fetch_all(&mut *tx)
             .await
             .ctx("claiming records")?;
-        let mut claims = Vec::with_capacity(rows.len());
+        let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            claims.push(Claim {
-                record: record_from_row(row)?,
-                previous_attempts: row.try_get("attempts").ctx("reading a claim")?,
-            });
+            let previous: i64 = row.try_get("attempts").ctx("reading a claim")?;
+            claimed.push((record_from_row(row)?, previous));
         }
-        if !claims.is_empty() {
-            // An attempt left running by a killed run ends here, honestly labelled.
-            let uuids: Vec<&str> = claims.iter().map(|c| c.record.uuid.as_str()).collect();
+        let mut claims = Vec::with_capacity(claimed.len());
+        if !claimed.is_empty() {
+            // An attempt left running by a killed run ends here, honestly labelled; then
+            // each record's first attempt of this claim starts, in the same commit.
+            let uuids: Vec<&str> = claimed.iter().map(|(r, _)| r.uuid.as_str()).collect();
             sqlx::query(
                 "UPDATE attempts SET outcome = 'interrupted', finished_at = $1, message = $2
                  WHERE call_uuid = ANY($3) AND outcome = 'running'",
@@ -231,6 +232,36 @@ impl PgLedger {
             .execute(&mut *tx)
             .await
             .ctx("closing interrupted attempts")?;
+            let started = sqlx::query(
+                "INSERT INTO attempts (call_uuid, run_id, started_at, outcome)
+                 SELECT u, $2, $3, 'running' FROM unnest($1::text[]) AS u
+                 RETURNING id, call_uuid",
+            )
+            .bind(&uuids)
+            .bind(request.owner.as_str())
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx("starting the claims' attempts")?;
+            let mut ids = std::collections::HashMap::with_capacity(started.len());
+            for row in &started {
+                let uuid: String = row.try_get("call_uuid").ctx("reading a started attempt")?;
+                let id: i64 = row.try_get("id").ctx("reading a started attempt")?;
+                ids.insert(uuid, id);
+            }
+            for (record, previous_attempts) in claimed {
+                let id = ids.get(record.uuid.as_str()).copied().ok_or_else(|| {
+                    LedgerError::Corrupt(format!(
+                        "no attempt started for claimed call {}",
+                        record.uuid
+                    ))
+                })?;
+                claims.push(Claim {
+                    record,
+                    previous_attempts,
+                    attempt: AttemptId(id),
+                });
+            }
         }
         tx.commit().await.ctx("committing a claim")?;
         sort_claims(&mut claims);
@@ -250,10 +281,11 @@ impl PgLedger {
         // index can serve it (`IS NOT DISTINCT FROM`), or a generic plan may walk
         // `calls_lease` over every record in progress (and its dead entries) instead.
         let base = sqlx::query(match settlement {
-            Settlement::Archived(_) => {
+            Settlement::Archived(..) => {
                 "UPDATE calls SET state = 'archived', lease_owner = NULL, lease_until = NULL, updated_at = $3,
                         object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
-                        object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL
+                        object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL,
+                        media_duration_ms = $11, media_note = $12
                  WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
             }
             Settlement::Retry { .. } | Settlement::Released { .. } => {
@@ -271,14 +303,16 @@ impl PgLedger {
         .bind(owner.as_str())
         .bind(now);
         let query = match settlement {
-            Settlement::Archived(obj) => base
+            Settlement::Archived(obj, media) => base
                 .bind(obj.key.as_str())
                 .bind(big(obj.size))
                 .bind(obj.sha256.as_str())
                 .bind(obj.content_type.as_deref())
                 .bind(obj.etag.as_deref())
                 .bind(obj.version.as_deref())
-                .bind(at(obj.archived_at)),
+                .bind(at(obj.archived_at))
+                .bind(media.duration_ms)
+                .bind(media.note.as_deref()),
             Settlement::Retry {
                 next_attempt_at,
                 code,

@@ -72,11 +72,12 @@ impl Claims for SqliteLedger {
         let slice = request.slice;
         let mut tx = self.pool.begin().await.ctx("starting a claim")?;
         let rows = sqlx::query(concat!(
-            "UPDATE calls SET state = 'in_progress', lease_owner = $6, lease_until = $7, updated_at = $4
+            "UPDATE calls SET state = 'in_progress', lease_owner = $6, lease_until = $7, updated_at = $4,
+                    attempts = attempts + 1
              WHERE uuid IN (",
             oldest_due_batch!(),
             ")
-             RETURNING uuid, company_code, record_file, call_start, billsec, raw_json, attempts"
+             RETURNING uuid, company_code, record_file, call_start, billsec, raw_json, attempts - 1 AS attempts"
         ))
         .bind(slice.company.as_deref())
         .bind(slice.since.map(to_ledger))
@@ -91,23 +92,33 @@ impl Claims for SqliteLedger {
         .ctx("claiming records")?;
         let mut claims = Vec::with_capacity(rows.len());
         for row in &rows {
-            claims.push(Claim {
-                record: record_from_row(row)?,
-                previous_attempts: col(row, "attempts")?,
-            });
-        }
-        // An attempt left running by a killed run ends here, honestly labelled.
-        for claim in &claims {
+            let record = record_from_row(row)?;
+            // An attempt left running by a killed run ends here, honestly labelled; then
+            // this claim's first attempt starts, in the same commit.
             sqlx::query(
                 "UPDATE attempts SET outcome = 'interrupted', finished_at = $1, message = $3
                  WHERE call_uuid = $2 AND outcome = 'running'",
             )
             .bind(&now_text)
-            .bind(claim.record.uuid.as_str())
+            .bind(record.uuid.as_str())
             .bind(INTERRUPTED_MESSAGE)
             .execute(&mut *tx)
             .await
             .ctx("closing interrupted attempts")?;
+            let attempt: i64 = sqlx::query_scalar(
+                "INSERT INTO attempts (call_uuid, run_id, started_at, outcome) VALUES ($1, $2, $3, 'running') RETURNING id",
+            )
+            .bind(record.uuid.as_str())
+            .bind(request.owner.as_str())
+            .bind(&now_text)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx("starting the claim's attempt")?;
+            claims.push(Claim {
+                record,
+                previous_attempts: col(row, "attempts")?,
+                attempt: AttemptId(attempt),
+            });
         }
         tx.commit().await.ctx("committing a claim")?;
         sort_claims(&mut claims);
@@ -218,10 +229,11 @@ impl Claims for SqliteLedger {
         let now_text = to_ledger(now);
         let mut tx = self.pool.begin().await.ctx("starting a settlement")?;
         let base = sqlx::query(match settlement {
-            Settlement::Archived(_) => {
+            Settlement::Archived(..) => {
                 "UPDATE calls SET state = 'archived', lease_owner = NULL, lease_until = NULL, updated_at = $3,
                         object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
-                        object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL
+                        object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL,
+                        media_duration_ms = $11, media_note = $12
                  WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
             }
             Settlement::Retry { .. } | Settlement::Released { .. } => {
@@ -239,14 +251,16 @@ impl Claims for SqliteLedger {
         .bind(owner.as_str())
         .bind(&now_text);
         let query = match settlement {
-            Settlement::Archived(obj) => base
+            Settlement::Archived(obj, media) => base
                 .bind(&obj.key)
                 .bind(i64::try_from(obj.size).unwrap_or(i64::MAX))
                 .bind(&obj.sha256)
                 .bind(obj.content_type.as_deref())
                 .bind(obj.etag.as_deref())
                 .bind(obj.version.as_deref())
-                .bind(to_ledger(obj.archived_at)),
+                .bind(to_ledger(obj.archived_at))
+                .bind(media.duration_ms)
+                .bind(media.note.as_deref()),
             Settlement::Retry {
                 next_attempt_at,
                 code,
