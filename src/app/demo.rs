@@ -76,6 +76,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
         connect_timeout: Duration::from_secs(5),
         token_max_age: Duration::from_secs(11 * 3600),
         tz,
+        pace: Arc::default(),
     })?;
     let store_url = url::Url::from_directory_path(&archive_dir)
         .map_err(|()| anyhow::anyhow!("bad demo path"))?;

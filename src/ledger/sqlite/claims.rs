@@ -76,7 +76,8 @@ impl Claims for SqliteLedger {
              WHERE uuid IN (",
             oldest_due_batch!(),
             ")
-             RETURNING uuid, company_code, record_file, call_start, billsec, raw_json, attempts"
+             RETURNING uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes,
+                       origin, imported_at, attempts"
         ))
         .bind(slice.company.as_deref())
         .bind(slice.since.map(to_ledger))
@@ -137,7 +138,8 @@ impl Claims for SqliteLedger {
         limit: i64,
     ) -> Result<Vec<CallRecord>, LedgerError> {
         let rows = sqlx::query(concat!(
-            "SELECT uuid, company_code, record_file, call_start, billsec, raw_json FROM calls WHERE ",
+            "SELECT uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes,
+                    origin, imported_at FROM calls WHERE ",
             due_filter!(),
             " ORDER BY call_start ASC NULLS LAST, uuid LIMIT $6"
         ))
