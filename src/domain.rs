@@ -27,7 +27,11 @@ impl CallUuid {
     /// callback that later names the call's uuid takes the row over (see
     /// [`crate::ledger::Records::import`]).
     pub fn for_bill(company_code: &str, bill_id: &str) -> Option<Self> {
-        Self::parse(&format!("{BILL_KEY_PREFIX}{}-{}", company_code.trim(), bill_id.trim()))
+        Self::parse(&format!(
+            "{BILL_KEY_PREFIX}{}-{}",
+            company_code.trim(),
+            bill_id.trim()
+        ))
     }
 
     /// Whether this key was made by [`CallUuid::for_bill`], not given by the provider.

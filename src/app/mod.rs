@@ -278,7 +278,9 @@ async fn status(ledger: &LedgerSettings, args: &StatusArgs) -> anyhow::Result<u8
                 sync.started_at,
                 sync.progress.bills,
                 sync.progress.found,
-                sync.progress.covered_until.map_or_else(|| "-".into(), |t| t.to_string())
+                sync.progress
+                    .covered_until
+                    .map_or_else(|| "-".into(), |t| t.to_string())
             ),
             None => println!("last sync: none"),
         }

@@ -126,7 +126,11 @@ pub async fn completeness(common: &CommonSettings, args: &CompletenessArgs) -> a
             println!(
                 "{:<10} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
                 d.day.map_or_else(|| "?".into(), |d| d.to_string()),
-                if d.company_code.is_empty() { "?" } else { &d.company_code },
+                if d.company_code.is_empty() {
+                    "?"
+                } else {
+                    &d.company_code
+                },
                 d.provider_listed,
                 d.in_ledger,
                 d.archived,
@@ -135,13 +139,19 @@ pub async fn completeness(common: &CommonSettings, args: &CompletenessArgs) -> a
                 d.no_recording,
                 d.found_by_sync,
                 d.at_risk,
-                if d.complete() { "complete" } else { "INCOMPLETE" }
+                if d.complete() {
+                    "complete"
+                } else {
+                    "INCOMPLETE"
+                }
             );
         }
         let sync = ledger.sync_figures().await?;
         match sync.last_success_at {
             Some(t) => println!("last complete sync: {t}"),
-            None => println!("last complete sync: none (run `callvault sync`: without it, calls whose callback never came are not listed)"),
+            None => println!(
+                "last complete sync: none (run `callvault sync`: without it, calls whose callback never came are not listed)"
+            ),
         }
     }
     ledger.close().await;

@@ -360,7 +360,12 @@ mod tests {
         assert_eq!(rec.uuid.as_str(), "u");
         assert_eq!(rec.record_file, "a.wav");
         assert_eq!(
-            (rec.company_code.as_str(), rec.billsec, rec.call_start, rec.bill_id),
+            (
+                rec.company_code.as_str(),
+                rec.billsec,
+                rec.call_start,
+                rec.bill_id
+            ),
             ("", None, None, None)
         );
         let notes = rec.notes.unwrap();
@@ -391,7 +396,10 @@ mod tests {
         let map: Map<String, Value> = serde_json::from_str(raw).unwrap();
         let rec = parse_bill(&map, raw, "20000013", tz).unwrap();
         assert_eq!(rec.uuid.as_str(), "bill-20000013-17");
-        assert_eq!((rec.company_code.as_str(), rec.billsec), ("20000013", Some(25)));
+        assert_eq!(
+            (rec.company_code.as_str(), rec.billsec),
+            ("20000013", Some(25))
+        );
         assert_eq!((rec.origin, rec.call_start), (Origin::Bill, None));
         assert_eq!(rec.raw_json, raw);
     }

@@ -40,9 +40,7 @@ pub use manifests::{
 pub use media::{Media, MediaNote};
 pub use records::{ImportOutcome, LedgerRow, Records};
 pub use runs::{LastRun, LedgerFigures, RunRecord, Runs, StatusReport, risk_line};
-pub use sync::{
-    DayCompleteness, SyncFigures, SyncId, SyncProgress, SyncRow, SyncStatus, Syncs,
-};
+pub use sync::{DayCompleteness, SyncFigures, SyncId, SyncProgress, SyncRow, SyncStatus, Syncs};
 pub use transfer::{Kind, Table, TableRow, Transfer};
 
 /// What went wrong with the ledger, by what the caller must do.

@@ -146,7 +146,8 @@ impl DayCompleteness {
     /// Every call of the day is either archived or has no recording, and the ledger holds
     /// at least every call the provider listed.
     pub fn complete(&self) -> bool {
-        self.archived + self.no_recording == self.in_ledger && self.in_ledger >= self.provider_listed
+        self.archived + self.no_recording == self.in_ledger
+            && self.in_ledger >= self.provider_listed
     }
 }
 

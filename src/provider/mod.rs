@@ -22,8 +22,8 @@ pub use download::{
 pub(crate) use error::describe_transport;
 pub use error::{Action, ProviderError};
 pub use pace::{MAX_BACKOFF_SPACING, MIN_BACKOFF_SPACING, Pace};
-pub use wire::{BILLS_PER_PAGE_MAX, BillPage, BillQuery};
 pub use policy::{DownloadPolicy, MAX_REDIRECTS, Refusal, special_kind};
+pub use wire::{BILLS_PER_PAGE_MAX, BillPage, BillQuery};
 
 /// A download link. Its query is a signature: it is shown without it, everywhere.
 #[derive(Clone)]

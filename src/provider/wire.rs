@@ -63,7 +63,10 @@ pub fn parse_bill_page(result: &Value, query: &BillQuery) -> Result<BillPage, Pr
 fn short(v: &Value) -> String {
     let mut text = v.to_string();
     if text.len() > 80 {
-        let cut = (0..=80).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=80)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
         text.truncate(cut);
         text.push('…');
     }

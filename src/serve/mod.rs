@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::archive::Shutdown;
 use crate::ledger::Ledger;
 
-pub use receiver::{Counters, MIN_SECRET_LEN, ReceiverConfig};
+pub use receiver::{CallbackAnswer, Counters, MIN_SECRET_LEN, ReceiverConfig};
 pub use schedule::{
     ScheduledPasses, ScheduledSyncs, parse_schedule, run_scheduled, run_scheduled_syncs,
 };

@@ -64,7 +64,11 @@ impl SimCall {
         let mut bill = Map::new();
         bill.insert(
             "id".into(),
-            if sloppy { json!(id.to_string()) } else { json!(id) },
+            if sloppy {
+                json!(id.to_string())
+            } else {
+                json!(id)
+            },
         );
         for name in ["extnumber", "destnumber"] {
             bill.insert(name.into(), copy(name));

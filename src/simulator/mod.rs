@@ -290,7 +290,11 @@ impl Simulator {
 
     /// Changes the bill of call `id` as the provider would show it (a field missing, a
     /// number as a string, an empty time).
-    pub fn edit_bill(&self, id: u64, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    pub fn edit_bill(
+        &self,
+        id: u64,
+        edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) {
         let mut state = self.shared.lock();
         if let Some(call) = state.calls.iter_mut().find(|c| c.id == id) {
             edit(&mut call.bill);

@@ -231,7 +231,9 @@ pub async fn run_sync(deps: &SyncDeps, opts: &SyncOptions) -> Result<SyncReport,
             Utc::now(),
         )
         .await;
-    outcome?;
+    if let Err(e) = outcome {
+        return Err(e);
+    }
     finished?;
     tracing::info!(
         sync = %id,
@@ -408,11 +410,7 @@ impl Pass<'_> {
         if records.is_empty() {
             return Ok(());
         }
-        let outcomes = self
-            .deps
-            .ledger
-            .import_bills(&records, Utc::now())
-            .await?;
+        let outcomes = self.deps.ledger.import_bills(&records, Utc::now()).await?;
         self.report.progress.bills += records.len() as i64;
         for (record, outcome) in records.into_iter().zip(outcomes) {
             match outcome {

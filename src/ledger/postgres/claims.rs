@@ -50,8 +50,7 @@ fn due_candidates(filter: &str, columns: &str, lock: &str, not_owner: &str) -> S
     )
 }
 
-const RECORD_COLUMNS: &str =
-    "uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes, origin, imported_at";
+const RECORD_COLUMNS: &str = "uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes, origin, imported_at";
 
 /// Claims the first `$6` due records for `$7` until `$8` (updated at `$4`). Both candidate
 /// sets are locked (up to twice `$6` rows, for the length of this short transaction) and

@@ -76,7 +76,10 @@ pub(super) async fn take_over_bill_rows(
     const CONTEXT: &str = "matching callbacks to calls found by sync";
     lock_calls(conn, &call_lock_keys(records.iter().copied())).await?;
     let uuids: Vec<&str> = records.iter().map(|r| r.uuid.as_str()).collect();
-    let bill_ids: Vec<&str> = records.iter().filter_map(|r| r.bill_id.as_deref()).collect();
+    let bill_ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.bill_id.as_deref())
+        .collect();
     let files: Vec<&str> = records
         .iter()
         .map(|r| r.record_file.trim())
@@ -373,11 +376,7 @@ impl Syncs for PgLedger {
         Ok(())
     }
 
-    async fn record_sync_progress(
-        &self,
-        id: &SyncId,
-        p: &SyncProgress,
-    ) -> Result<(), LedgerError> {
+    async fn record_sync_progress(&self, id: &SyncId, p: &SyncProgress) -> Result<(), LedgerError> {
         sqlx::query(
             "UPDATE syncs SET covered_until = $2, bills = $3, found = $4, recordings_added = $5,
                     unreadable = $6, requests = $7

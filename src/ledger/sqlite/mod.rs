@@ -163,7 +163,8 @@ fn uuid_col(row: &SqliteRow, name: &'static str) -> Result<CallUuid, LedgerError
     CallUuid::parse(&raw).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {raw:?}")))
 }
 
-/// The call record in a row holding [`RECORD_COLUMNS`].
+/// The call record in a row holding `uuid, company_code, record_file, call_start, billsec,
+/// raw_json, bill_id, notes, origin, imported_at`.
 fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
     let origin: String = col(row, "origin")?;
     Ok(CallRecord {
@@ -180,7 +181,3 @@ fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
         received_at: time_col(row, "imported_at")?,
     })
 }
-
-/// The columns [`record_from_row`] reads.
-const RECORD_COLUMNS: &str =
-    "uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes, origin, imported_at";

@@ -269,11 +269,7 @@ impl Syncs for SqliteLedger {
         Ok(())
     }
 
-    async fn record_sync_progress(
-        &self,
-        id: &SyncId,
-        p: &SyncProgress,
-    ) -> Result<(), LedgerError> {
+    async fn record_sync_progress(&self, id: &SyncId, p: &SyncProgress) -> Result<(), LedgerError> {
         sqlx::query(
             "UPDATE syncs SET covered_until = $2, bills = $3, found = $4, recordings_added = $5,
                     unreadable = $6, requests = $7
