@@ -356,7 +356,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "callvault-demo")]
     pub dir: PathBuf,
     /// How many sample calls.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 20)]
     pub calls: usize,
 }
 

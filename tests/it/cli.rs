@@ -301,7 +301,7 @@ async fn sigterm_stops_claiming_and_releases_stalled_work_within_the_grace_perio
 async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
     let dir = tempfile::tempdir().unwrap();
     let mut demo = Command::new(env!("CARGO_BIN_EXE_callvault"));
-    demo.args(["demo", "--calls", "10"])
+    demo.args(["demo", "--calls", "20"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .current_dir(dir.path());
@@ -316,11 +316,15 @@ async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("imported 10 call records (2 without a recording)"),
+        stdout.contains("receiver got 18 callbacks; 2 were dropped on the way"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("archived 8, retry later 0, failed 0"),
+        stdout.contains("sync recovered 2 of the 2 dropped callbacks' calls"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("archived 16, retry later 0, failed 0"),
         "{stdout}"
     );
     let run_dir = std::fs::read_dir(dir.path().join("callvault-demo"))
@@ -337,7 +341,7 @@ async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
                 && !p.starts_with(run_dir.join("archive/manifests"))
         })
         .collect();
-    assert_eq!(recordings.len(), 8);
+    assert_eq!(recordings.len(), 16);
     for recording in recordings {
         let sidecar = format!("{}.json", recording.display());
         let meta: serde_json::Value =

@@ -133,9 +133,18 @@ async fn callback_outage_drill(kind: BackendKind) {
     let callbacks = world.sim.sample_callbacks(60, Utc::now());
     world.sim.set_faults(|f| f.drop_callbacks_percent = 10);
 
-    let delivery = world.sim.deliver_callbacks(&receiver.url, &callbacks).await;
+    // Delivered in reverse, so that the dropped calls (every tenth) all have recordings.
+    let reversed: Vec<Value> = callbacks.iter().rev().cloned().collect();
+    let delivery = world.sim.deliver_callbacks(&receiver.url, &reversed).await;
 
     assert_eq!(delivery.dropped.len(), 6, "{delivery:?}");
+    assert!(
+        callbacks
+            .iter()
+            .filter(|c| delivery.dropped.iter().any(|u| c["uuid"] == u.as_str()))
+            .all(|c| c["recordfilename"] != ""),
+        "the dropped calls have recordings"
+    );
     assert_eq!(delivery.delivered.len(), 54);
     assert!(delivery.failed.is_empty());
     let dropped_ids: BTreeSet<String> = callbacks
