@@ -20,8 +20,8 @@ use crate::provider::{
 };
 use crate::serve::{CallbackAnswer, ReceiverConfig, ServeOptions, serve};
 use crate::simulator::{DownloadFault, Simulator, SimulatorConfig};
-use crate::sync::{SyncDeps, SyncOptions, run_sync};
 use crate::store::{DEFAULT_TEMPLATE, KeyTemplate, Store, StoreConfig};
+use crate::sync::{SyncDeps, SyncOptions, run_sync};
 use crate::timefmt::default_provider_tz;
 
 pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {

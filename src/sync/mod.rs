@@ -349,7 +349,7 @@ impl Pass<'_> {
                 let listed = u64::from(page) * u64::from(per_page);
                 let more = match total {
                     Some(total) => listed < total && count > 0,
-                    None => count == per_page as usize,
+                    None => u32::try_from(count).is_ok_and(|n| n == per_page),
                 };
                 if !more {
                     break;
@@ -411,7 +411,7 @@ impl Pass<'_> {
             return Ok(());
         }
         let outcomes = self.deps.ledger.import_bills(&records, Utc::now()).await?;
-        self.report.progress.bills += records.len() as i64;
+        self.report.progress.bills += i64::try_from(records.len()).unwrap_or(i64::MAX);
         for (record, outcome) in records.into_iter().zip(outcomes) {
             match outcome {
                 ImportOutcome::New => {

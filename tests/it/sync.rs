@@ -351,7 +351,10 @@ async fn pages_and_a_sync_killed_between_them(kind: BackendKind) {
 
     assert_eq!(report.status, SyncStatus::Completed, "{:?}", report.error);
     assert!(report.pages >= 3, "{}", report.pages);
-    assert_eq!(report.progress.found, 2300 - partial as i64);
+    assert_eq!(
+        report.progress.found,
+        2300 - i64::try_from(partial).unwrap()
+    );
     let all = rows(&world).await;
     assert_eq!(all.len(), 2300, "no call twice");
     let ids: BTreeSet<String> = all

@@ -56,7 +56,7 @@ async fn lock_calls(conn: &mut PgConnection, keys: &[i64]) -> Result<(), LedgerE
         return Ok(());
     }
     sqlx::query(
-        "SELECT count(pg_advisory_xact_lock(k))
+        "SELECT pg_advisory_xact_lock(k)
          FROM (SELECT k FROM unnest($1::bigint[]) AS u (k) ORDER BY k) AS sorted",
     )
     .bind(keys)
