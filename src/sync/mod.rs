@@ -206,19 +206,20 @@ pub async fn run_sync(deps: &SyncDeps, opts: &SyncOptions) -> Result<SyncReport,
         },
         requests_before: deps.provider.requests(),
     };
-    let outcome = pass.run(since, until).await;
+    // `None`: the whole window read; `Some`: why it stopped short.
+    let outcome = pass.run(since, until).await.map(Result::err);
     let mut report = pass.finish();
     report.status = match &outcome {
-        Ok(Ok(())) => SyncStatus::Completed,
-        Ok(Err(Stop::Provider(e))) if e.action() == Action::StopRun => {
+        Ok(None) => SyncStatus::Completed,
+        Ok(Some(Stop::Provider(e))) if e.action() == Action::StopRun => {
             SyncStatus::CredentialsRefused
         }
-        Ok(Err(_)) | Err(_) => SyncStatus::Failed,
+        Ok(Some(_)) | Err(_) => SyncStatus::Failed,
     };
     report.error = match &outcome {
-        Ok(Ok(())) => None,
-        Ok(Err(Stop::Provider(e))) => Some(e.to_string()),
-        Ok(Err(Stop::Shutdown)) => Some("stopped on request".into()),
+        Ok(None) => None,
+        Ok(Some(Stop::Provider(e))) => Some(e.to_string()),
+        Ok(Some(Stop::Shutdown)) => Some("stopped on request".into()),
         Err(e) => Some(e.to_string()),
     };
     let finished = deps
@@ -231,9 +232,7 @@ pub async fn run_sync(deps: &SyncDeps, opts: &SyncOptions) -> Result<SyncReport,
             Utc::now(),
         )
         .await;
-    if let Err(e) = outcome {
-        return Err(e);
-    }
+    outcome?;
     finished?;
     tracing::info!(
         sync = %id,
