@@ -276,7 +276,7 @@ async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
     for line in [
         "callvault_callbacks_total{result=\"stored\"} 2",
         "callvault_callbacks_total{result=\"duplicate\"} 1",
-        "callvault_callbacks_total{result=\"rejected\"} 7",
+        "callvault_callbacks_total{result=\"rejected\"} 6",
         "callvault_callbacks_total{result=\"too_large\"} 1",
         "callvault_callbacks_total{result=\"unauthorized\"} 4",
         "callvault_records{state=\"pending\"} 2",

@@ -631,3 +631,66 @@ async fn the_sync_command() {
     refused.env("CALLVAULT_ACCESSKEY", "wrong-key");
     assert_exit(&output(refused).await, 3);
 }
+
+/// `serve` with a sync schedule runs syncs in its process, one at a time, and `/metrics`
+/// exports the last complete sync and the calls found by sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_scheduled_syncs_and_exports_their_figures() {
+    let world = World::new().await;
+    world.sim.sample_callbacks(5, Utc::now());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::default();
+    let options = ServeOptions {
+        ledger: world.ledger.clone(),
+        receiver: ReceiverConfig {
+            secret: SecretString::from(SECRET),
+            allow_from: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            tz: PROVIDER_TZ,
+            answer: CallbackAnswer::Json,
+        },
+        retention: chrono::Duration::days(90),
+        passes: None,
+        syncs: Some(callvault::serve::ScheduledSyncs {
+            schedule: callvault::serve::parse_schedule("* * * * * *").unwrap(),
+            deps: sync_deps(&world),
+            options: sync_options(),
+        }),
+    };
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move { serve(listener, options, stop).await.unwrap() });
+
+    let metrics = async || {
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let synced = wait_for(Duration::from_secs(30), async || {
+        metrics()
+            .await
+            .contains("callvault_scheduled_syncs_total{exit_code=\"0\"}")
+    })
+    .await;
+
+    assert!(synced, "a scheduled sync completed");
+    assert_eq!(rows(&world).await.len(), 5);
+    let metrics = metrics().await;
+    assert!(
+        metrics.contains("callvault_sync_last_success_timestamp_seconds "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("callvault_sync_found_records 5"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("callvault_at_risk_records"), "{metrics}");
+    shutdown.stop_claiming.cancel();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("serve stops")
+        .unwrap();
+}
