@@ -21,7 +21,7 @@ MARGIN_S = 60
 UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 # The exit codes after which retrying cannot help, per callvault command: a Job running that
 # command must fail at once on exactly these (README, "Exit codes"; `migrate` has no provider).
-FAIL_NOW = {"run": {2, 3}, "migrate": {2}}
+FAIL_NOW = {"run": {2, 3}, "sync": {2, 3}, "migrate": {2}}
 POSTGRES_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)
 WORKLOADS = ("CronJob", "Job", "Deployment")
 # Any other object, as the checks name it.
@@ -203,10 +203,10 @@ def check_cronjob(w, kind):
         problem(w.where, "concurrencyPolicy must be Forbid")
     if "startingDeadlineSeconds" not in spec:
         problem(w.where, "startingDeadlineSeconds must be set")
-    if w.command != "run":
-        problem(w.where, f"the CronJob should run `callvault run`, not {w.command!r}")
+    if w.command not in ("run", "sync"):
+        problem(w.where, f"the CronJob should run `callvault run` or `callvault sync`, not {w.command!r}")
     check_job(w)
-    deadline, grace = check_timing(w, runs_passes=True)
+    deadline, grace = check_timing(w, runs_passes=w.command == "run")
     job, active = w.job, w.job.get("activeDeadlineSeconds")
     if active is not None and deadline is not None and not deadline + grace + MARGIN_S < active:
         problem(w.where, f"activeDeadlineSeconds {active} must exceed deadline {deadline:g}s + grace {grace:g}s + margin {MARGIN_S}s")
@@ -215,6 +215,11 @@ def check_cronjob(w, kind):
     if active is not None and slot and not active + tgps < slot:
         problem(w.where, f"activeDeadlineSeconds {active} + terminationGracePeriodSeconds {tgps} must end inside the schedule's {slot} s slot")
     parallelism = job.get("parallelism", 1)
+    if w.command == "sync":
+        # A sync is a sequence of pages: one worker; Forbid keeps two syncs apart.
+        if parallelism != 1:
+            problem(w.where, "a sync CronJob runs one worker (parallelism 1)")
+        return
     if kind == "sqlite" and parallelism != 1:
         problem(w.where, "parallelism must be 1 on a SQLite ledger (parallel workers are the PostgreSQL shape)")
     if kind == "postgres":
@@ -415,7 +420,10 @@ def check_systemd(root):
         stop = seconds(s.get("TimeoutStopSec", ["90s"])[-1])
         if not stop > grace:
             problem(path, f"TimeoutStopSec {stop:g}s must exceed CALLVAULT_GRACE {grace:g}s")
-        if s.get("Type", [""])[-1] == "oneshot":
+        if s.get("Type", [""])[-1] == "oneshot" and " sync" in s.get("ExecStart", [""])[-1]:
+            if not s.get("TimeoutStartSec"):
+                problem(path, "a oneshot sync needs TimeoutStartSec (its hard stop)")
+        elif s.get("Type", [""])[-1] == "oneshot":
             if "CALLVAULT_DEADLINE" not in env:
                 problem(path, "a oneshot pass needs CALLVAULT_DEADLINE")
                 continue
@@ -436,8 +444,8 @@ def check_crontab(path):
         fields = line.split(None, 6)
         if len(fields) < 7 or not all(CRON_FIELD.match(f) for f in fields[:5]):
             problem(path, f"not 'min hour dom month dow user command': {line}")
-        elif "callvault run" not in fields[6]:
-            problem(path, "the command should run `callvault run`")
+        elif "callvault run" not in fields[6] and "callvault sync" not in fields[6]:
+            problem(path, "the command should run `callvault run` or `callvault sync`")
 
 
 def main():

@@ -83,8 +83,14 @@ pub enum Command {
     Import(ImportArgs),
     /// One archival pass: archive every due record, then exit.
     Run(RunArgs),
-    /// Counts per state, the oldest pending call, calls near deletion, the last run.
+    /// Counts per state, the oldest pending call, calls near deletion, the last run and sync.
     Status(StatusArgs),
+    /// Read the provider's bill list for a window and store the calls the ledger lacks
+    /// (their callback never came).
+    Sync(SyncArgs),
+    /// Per day and company: calls the provider listed, in the ledger, archived, pending,
+    /// failed, without recording, found only by sync, and at risk.
+    Completeness(CompletenessArgs),
     /// Receive the provider's call-record callbacks into the ledger; with `--schedule`, also
     /// run archival passes on that schedule (one process for a VM or a pod).
     Serve(ServeArgs),
@@ -163,8 +169,69 @@ pub struct ServeArgs {
     /// `sec min hour day month weekday`, e.g. `0 */15 * * * *`), never two at a time.
     #[arg(long, env = "CALLVAULT_SCHEDULE")]
     pub schedule: Option<String>,
+    /// Run syncs with the provider's bill list on this schedule (same syntax), never two at
+    /// a time; each continues from the ledger's checkpoint.
+    #[arg(long, env = "CALLVAULT_SYNC_SCHEDULE")]
+    pub sync_schedule: Option<String>,
+    /// How far before the checkpoint each scheduled sync starts again.
+    #[arg(long, env = "CALLVAULT_SYNC_OVERLAP", value_parser = humantime::parse_duration, default_value = "1day")]
+    pub sync_overlap: Duration,
+    /// How the callback is answered: `json` (`{"ok":true,...}`, 4xx/5xx on refusal) or
+    /// `text` (HTTP 200 with `1` when stored, `0` when not, as one public client of this
+    /// provider answers).
+    #[arg(long, env = "CALLVAULT_CALLBACK_ANSWER", value_enum, default_value_t = CallbackAnswer::Json)]
+    pub callback_answer: CallbackAnswer,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallbackAnswer {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+    /// Read the bills of calls that started at or after this date (`2026-08-01`) or time,
+    /// in the provider's zone; without it, from the last sync's checkpoint less the overlap
+    /// (the first sync reads the whole retention).
+    #[arg(long, env = "CALLVAULT_SYNC_SINCE")]
+    pub since: Option<String>,
+    /// Up to the end of this date (or this time); now when unset.
+    #[arg(long, env = "CALLVAULT_SYNC_UNTIL")]
+    pub until: Option<String>,
+    /// How far before the checkpoint a sync without `--since` starts again.
+    #[arg(long, env = "CALLVAULT_SYNC_OVERLAP", value_parser = humantime::parse_duration, default_value = "1day")]
+    pub overlap: Duration,
+    /// The provider deletes recordings this many days after the call.
+    #[arg(long, env = "CALLVAULT_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+    /// Tries per bill page for passing errors.
+    #[arg(long, env = "CALLVAULT_ATTEMPTS_PER_RUN", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub attempts_per_page: u32,
+    /// First backoff between tries (doubles).
+    #[arg(long, env = "CALLVAULT_RETRY_DELAY", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub retry_delay: Duration,
+    /// Print the summary as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletenessArgs {
+    /// From this date (provider's zone); default: the provider's retention ago.
+    #[arg(long, env = "CALLVAULT_COMPLETENESS_SINCE")]
+    pub since: Option<String>,
+    /// Up to the end of this date; default: now.
+    #[arg(long, env = "CALLVAULT_COMPLETENESS_UNTIL")]
+    pub until: Option<String>,
+    #[arg(long, env = "CALLVAULT_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +247,11 @@ pub struct ProviderArgs {
     /// Limit for one API request.
     #[arg(long, env = "CALLVAULT_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub api_timeout: Duration,
+    /// At most this many provider API requests per second (link requests, bill pages and
+    /// logins together, however many workers); none when unset. Server errors slow it
+    /// down further.
+    #[arg(long, env = "CALLVAULT_API_RATE", value_parser = parse_rate)]
+    pub api_rate: Option<f64>,
     /// A download that sends nothing for this long is abandoned (and retried).
     #[arg(long, env = "CALLVAULT_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub stall_timeout: Duration,
@@ -194,6 +266,15 @@ pub struct ProviderArgs {
     /// Fetch recordings through this proxy (proxy environment variables are ignored).
     #[arg(long, env = "CALLVAULT_DOWNLOAD_PROXY")]
     pub download_proxy: Option<String>,
+}
+
+/// A positive number of requests per second (`0.5`, `20`).
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| format!("{raw:?} is not a positive number of requests per second"))
 }
 
 #[derive(Debug, Args)]
@@ -275,7 +356,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "callvault-demo")]
     pub dir: PathBuf,
     /// How many sample calls.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 20)]
     pub calls: usize,
 }
 
@@ -298,6 +379,17 @@ pub struct SimulatorArgs {
     /// Write the sample calls' callbacks (JSON lines) here, ready for `callvault import`.
     #[arg(long)]
     pub callbacks_out: Option<PathBuf>,
+    /// Post the sample calls' callbacks to this receiver address
+    /// (`http://127.0.0.1:8080/callback/<secret>`).
+    #[arg(long)]
+    pub callback_url: Option<String>,
+    /// Fault: drop this percentage of the callbacks posted to `--callback-url` (the bill
+    /// list still names them).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_callbacks: u8,
+    /// Bills carry their call's uuid (by default they do not, like the clients seen).
+    #[arg(long)]
+    pub bills_with_uuid: bool,
     #[arg(long, env = "CALLVAULT_APPID", default_value = "demo-app")]
     pub appid: String,
     #[arg(

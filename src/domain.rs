@@ -21,7 +21,26 @@ impl CallUuid {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key of a call the provider named only by its bill `id` within a company (a bill
+    /// without `uuid`, or a callback whose `uuid` is missing): `bill-<company>-<id>`. A
+    /// callback that later names the call's uuid takes the row over (see
+    /// [`crate::ledger::Records::import`]).
+    pub fn for_bill(company_code: &str, bill_id: &str) -> Option<Self> {
+        Self::parse(&format!(
+            "{BILL_KEY_PREFIX}{}-{}",
+            company_code.trim(),
+            bill_id.trim()
+        ))
+    }
+
+    /// Whether this key was made by [`CallUuid::for_bill`], not given by the provider.
+    pub fn is_bill_key(&self) -> bool {
+        self.0.starts_with(BILL_KEY_PREFIX)
+    }
 }
+
+const BILL_KEY_PREFIX: &str = "bill-";
 
 impl std::ops::Deref for CallUuid {
     type Target = str;
@@ -105,24 +124,81 @@ impl fmt::Display for RecordState {
     }
 }
 
-/// A call record as the provider's callback describes it, reduced to what the job needs,
-/// plus the original JSON verbatim.
+/// Where the ledger learnt of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The provider's call-record callback (received by `serve`, or imported).
+    Callback,
+    /// Only the provider's bill list (`sync`): the callback never came. A callback that
+    /// arrives later turns the row into a `Callback` one.
+    Bill,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Callback => "callback",
+            Self::Bill => "bill",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Callback, Self::Bill]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+}
+
+/// A call record as the provider's callback (or bill) describes it, reduced to what the job
+/// needs, plus the original JSON verbatim.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRecord {
     pub uuid: CallUuid,
+    /// Empty when the provider's was missing or unreadable (then noted).
     pub company_code: String,
     /// Empty for unanswered calls.
     pub record_file: String,
     /// Call start in UTC (the provider's zone-less time converted), when it had one.
     pub call_start: Option<DateTime<Utc>>,
     pub billsec: Option<i64>,
-    /// The callback exactly as received.
+    /// The callback (or bill) exactly as received.
     pub raw_json: String,
+    /// The provider's id of the call: the bill's `id`, the callback's `id`.
+    pub bill_id: Option<String>,
+    /// The fields that could not be read, each with why (`billsec: "abc" is not a whole
+    /// number`); the record was stored without them.
+    pub notes: Option<String>,
+    pub origin: Origin,
+    /// When the ledger first stored it (none before); an undated call's object key uses
+    /// this day.
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 impl CallRecord {
     pub fn has_recording(&self) -> bool {
         !self.record_file.trim().is_empty()
+    }
+
+    /// A record with only what every record has; the rest empty (tests, tools).
+    pub fn new(uuid: CallUuid, company_code: &str, record_file: &str, raw_json: &str) -> Self {
+        Self {
+            uuid,
+            company_code: company_code.to_owned(),
+            record_file: record_file.to_owned(),
+            call_start: None,
+            billsec: None,
+            raw_json: raw_json.to_owned(),
+            bill_id: None,
+            notes: None,
+            origin: Origin::Callback,
+            received_at: None,
+        }
+    }
+
+    /// The day the record is filed under: its call's start, else the day it was received.
+    pub fn filing_time(&self) -> Option<DateTime<Utc>> {
+        self.call_start.or(self.received_at)
     }
 }
 

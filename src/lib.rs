@@ -15,5 +15,6 @@ pub mod provider;
 pub mod serve;
 pub mod simulator;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod timefmt;

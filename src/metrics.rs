@@ -116,6 +116,40 @@ pub fn register_ledger(registry: &mut Registry, status: &StatusReport) {
     );
 }
 
+/// Adds the syncs' figures: when the bill list was last read whole (alert on its age: a
+/// missed sync), the calls found only by sync (a rise means callbacks are not arriving),
+/// and the rows stored with unreadable fields.
+pub fn register_syncs(registry: &mut Registry, syncs: &crate::ledger::SyncFigures) {
+    if let Some(t) = syncs.last_success_at {
+        gauge(
+            registry,
+            "callvault_sync_last_success_timestamp_seconds",
+            "When the last sync that read its whole window of the bill list finished",
+            seconds(t),
+        );
+    }
+    gauge(
+        registry,
+        "callvault_sync_found_records",
+        "Calls known only from the provider's bill list: their callback never came",
+        syncs.found_by_sync as f64,
+    );
+    if let Some(last) = &syncs.last_sync {
+        gauge(
+            registry,
+            "callvault_last_sync_found_records",
+            "Calls the last sync found that the ledger did not know",
+            last.progress.found as f64,
+        );
+    }
+    gauge(
+        registry,
+        "callvault_noted_records",
+        "Calls stored with fields that could not be read",
+        syncs.noted as f64,
+    );
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
     let g = FloatGauge::default();
     g.set(value);

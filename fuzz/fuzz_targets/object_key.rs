@@ -38,14 +38,10 @@ fuzz_target!(|data: &[u8]| {
         .bytes()
         .fold(0i64, |n, b| n.wrapping_mul(31).wrapping_add(i64::from(b)));
     let record = CallRecord {
-        uuid,
-        company_code: get(2),
-        record_file: get(3),
         call_start: (!get(4).is_empty())
             .then(|| DateTime::<Utc>::from_timestamp(seconds.rem_euclid(8_000_000_000), 0))
             .flatten(),
-        billsec: None,
-        raw_json: String::new(),
+        ..CallRecord::new(uuid, &get(2), &get(3), "")
     };
     let key = keys
         .render(&record)

@@ -3,6 +3,7 @@
 //! `config_file` meet here so that none of them needs another.
 
 use std::ffi::OsString;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::FixedOffset;
@@ -18,7 +19,7 @@ use crate::config::{
 };
 use crate::config_file::{FileSettings, config_path};
 use crate::ledger::Slice;
-use crate::provider::{DownloadPolicy, DownloaderSettings, ProviderConfig};
+use crate::provider::{DownloadPolicy, DownloaderSettings, Pace, ProviderConfig};
 use crate::store::{KeyTemplate, S3Options, StoreConfig};
 
 /// A command line with the configuration file applied.
@@ -170,6 +171,7 @@ pub fn provider_config(
         connect_timeout: CONNECT_TIMEOUT,
         token_max_age: TOKEN_MAX_AGE,
         tz,
+        pace: Arc::new(Pace::new(args.api_rate)),
     })
 }
 

@@ -1,5 +1,6 @@
 //! `callvault demo`: the whole job on embedded defaults, with nothing configured — the
-//! simulator in-process (with a few faults to show recovery), a fresh ledger, a local
+//! simulator in-process (with a few faults to show recovery), a receiver that misses 10% of
+//! the callbacks, a sync that finds those calls in the bill list, a fresh ledger, a local
 //! directory as the store.
 
 use std::net::SocketAddr;
@@ -10,15 +11,17 @@ use anyhow::Context;
 use chrono::Utc;
 use secrecy::SecretString;
 
-use super::{EXIT_OK, ImportCounts, import_source, print_run};
+use super::{EXIT_OK, print_run};
 use crate::archive::{Deps, RetryPolicy, RunOptions, Shutdown, run_pass};
 use crate::cli::DemoArgs;
 use crate::ledger::{Ledger, Slice};
 use crate::provider::{
     DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
 };
+use crate::serve::{CallbackAnswer, ReceiverConfig, ServeOptions, serve};
 use crate::simulator::{DownloadFault, Simulator, SimulatorConfig};
 use crate::store::{DEFAULT_TEMPLATE, KeyTemplate, Store, StoreConfig};
+use crate::sync::{SyncDeps, SyncOptions, run_sync};
 use crate::timefmt::default_provider_tz;
 
 pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
@@ -53,19 +56,11 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
 
     let tz = default_provider_tz();
     let ledger = Ledger::open(&format!("sqlite://{}", ledger_path.display())).await?;
-    let mut counts = ImportCounts::default();
-    import_source(
-        &ledger,
-        &callbacks_path,
-        crate::cli::ImportFormat::Json,
-        tz,
-        &mut counts,
-        None,
-    )
-    .await?;
+    let delivery = receive_callbacks(&ledger, &sim, &callbacks, tz).await?;
     println!(
-        "imported {} call records ({} without a recording)",
-        counts.new, counts.no_recording
+        "receiver got {} callbacks; {} were dropped on the way (a callback outage)",
+        delivery.delivered.len(),
+        delivery.dropped.len()
     );
 
     let provider = ProviderClient::new(ProviderConfig {
@@ -76,12 +71,40 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
         connect_timeout: Duration::from_secs(5),
         token_max_age: Duration::from_secs(11 * 3600),
         tz,
+        pace: Arc::default(),
     })?;
+    let provider = Arc::new(provider);
+    let sync = run_sync(
+        &SyncDeps {
+            ledger: ledger.clone(),
+            provider: Arc::clone(&provider),
+        },
+        &SyncOptions {
+            retry_delay: Duration::from_millis(200),
+            ..SyncOptions::new(tz)
+        },
+    )
+    .await?;
+    print!("{}", sync.human());
+    let recovered = sync
+        .found_calls
+        .iter()
+        .filter(|c| {
+            callbacks.iter().any(|cb| {
+                delivery.dropped.iter().any(|u| cb["uuid"] == u.as_str())
+                    && cb["id"].to_string().trim_matches('"') == c.bill_id.as_deref().unwrap_or("")
+            })
+        })
+        .count();
+    println!(
+        "sync recovered {recovered} of the {} dropped callbacks' calls from the provider's bill list",
+        delivery.dropped.len()
+    );
     let store_url = url::Url::from_directory_path(&archive_dir)
         .map_err(|()| anyhow::anyhow!("bad demo path"))?;
     let deps = Deps {
         ledger: ledger.clone(),
-        provider: Arc::new(provider),
+        provider,
         downloader: Downloader::new(DownloaderSettings {
             connect_timeout: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(10),
@@ -127,6 +150,21 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
         ledger_path.display(),
         ledger_path.display()
     );
+    let now = Utc::now();
+    let days = ledger
+        .completeness(
+            now - opts.retention,
+            now + chrono::Duration::days(1),
+            tz,
+            crate::ledger::risk_line(now, opts.retention),
+        )
+        .await?;
+    let complete = days.iter().filter(|d| d.complete()).count();
+    println!(
+        "completeness: {complete} of {} days complete (try: callvault --ledger sqlite://{} completeness)",
+        days.len(),
+        ledger_path.display()
+    );
     ledger.close().await;
     sim.shutdown().await;
     Ok(if result.exit_code() == 0 {
@@ -134,4 +172,40 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     } else {
         u8::try_from(result.exit_code()).unwrap_or(1)
     })
+}
+
+/// Posts the sample callbacks to a receiver on the demo's ledger (`serve`'s, in this
+/// process), with 10% of them dropped by the simulator.
+async fn receive_callbacks(
+    ledger: &Ledger,
+    sim: &Simulator,
+    callbacks: &[serde_json::Value],
+    tz: chrono::FixedOffset,
+) -> anyhow::Result<crate::simulator::Delivery> {
+    const SECRET: &str = "demo-callback-secret";
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let url = format!("http://{}/callback/{SECRET}", listener.local_addr()?);
+    let shutdown = Shutdown::default();
+    let options = ServeOptions {
+        ledger: ledger.clone(),
+        receiver: ReceiverConfig {
+            secret: SecretString::from(SECRET),
+            allow_from: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            tz,
+            answer: CallbackAnswer::Json,
+        },
+        retention: chrono::Duration::days(90),
+        passes: None,
+        syncs: None,
+    };
+    let server = tokio::spawn(serve(listener, options, shutdown.clone()));
+    sim.set_faults(|f| f.drop_callbacks_percent = 10);
+    // Newest first, as a backlog drains; the dropped ones then are calls with recordings.
+    let newest_first: Vec<_> = callbacks.iter().rev().cloned().collect();
+    let delivery = sim.deliver_callbacks(&url, &newest_first).await;
+    sim.set_faults(|f| f.drop_callbacks_percent = 0);
+    shutdown.stop_claiming.cancel();
+    server.await??;
+    Ok(delivery)
 }

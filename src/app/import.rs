@@ -22,6 +22,8 @@ pub struct ImportCounts {
     pub rejected: u64,
     /// New records of unanswered calls (nothing to archive).
     pub no_recording: u64,
+    /// Records of calls known only from the bill list, which they took over.
+    pub matched_bill: u64,
 }
 
 /// Read this much text before parsing and writing a batch (at a record boundary).
@@ -290,6 +292,7 @@ async fn store_batch(
             }
             ImportOutcome::Known => counts.already_known += 1,
             ImportOutcome::RecordingAdded => counts.recording_added += 1,
+            ImportOutcome::MatchedBill => counts.matched_bill += 1,
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ mod import;
 mod ledger;
 mod progress;
 mod serve;
+mod sync;
 mod wiring;
 
 use std::process::ExitCode;
@@ -73,11 +74,12 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
                 }
             }
             println!(
-                "imported: {} new ({} without recording), {} already known, {} late recordings added, {} rejected",
+                "imported: {} new ({} without recording), {} already known, {} late recordings added, {} joined to calls found by sync, {} rejected",
                 counts.new,
                 counts.no_recording,
                 counts.already_known,
                 counts.recording_added,
+                counts.matched_bill,
                 counts.rejected
             );
             Ok(if counts.rejected > 0 {
@@ -89,6 +91,8 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Run(ref args) => run(&cli, &common, args).await,
         Command::Serve(ref args) => serve::serve(&common, args).await,
         Command::Status(args) => status(&common.ledger, &args).await,
+        Command::Sync(ref args) => sync::sync(&common, args).await,
+        Command::Completeness(ref args) => sync::completeness(&common, args).await,
         Command::Demo(args) => run_demo(&args).await,
         Command::Simulator(args) => {
             let config = crate::simulator::SimulatorConfig {
@@ -99,12 +103,15 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
             let faults = crate::simulator::Faults {
                 invalidate_tokens_every: args.invalidate_tokens_every,
                 extension_exception_every: args.extension_exception_every,
+                drop_callbacks_percent: args.drop_callbacks,
+                bills_with_uuid: args.bills_with_uuid,
                 ..Default::default()
             };
             let samples = crate::simulator::SampleOptions {
                 recordings: args.recordings,
                 recording_size: args.recording_size_mib.map(|mib| mib * 1024 * 1024),
                 callbacks_out: args.callbacks_out,
+                callback_url: args.callback_url,
             };
             crate::simulator::serve_forever(args.listen, config, faults, samples)
                 .await
@@ -225,8 +232,11 @@ async fn status(ledger: &LedgerSettings, args: &StatusArgs) -> anyhow::Result<u8
             chrono::Duration::days(i64::from(args.retention_days)),
         )
         .await?;
+    let syncs = ledger.sync_figures().await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        value["sync"] = serde_json::to_value(&syncs)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         for (state, n) in &report.counts {
             println!("{state:>13}  {n}");
@@ -259,6 +269,33 @@ async fn status(ledger: &LedgerSettings, args: &StatusArgs) -> anyhow::Result<u8
             ),
             None => println!("last run: none"),
         }
+        match &syncs.last_sync {
+            Some(sync) => println!(
+                "last sync: {} {} (exit {}), started {}, {} bills read, {} calls found whose callback never came, covered until {}",
+                sync.id,
+                sync.status.as_str(),
+                sync.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+                sync.started_at,
+                sync.progress.bills,
+                sync.progress.found,
+                sync.progress
+                    .covered_until
+                    .map_or_else(|| "-".into(), |t| t.to_string())
+            ),
+            None => println!("last sync: none"),
+        }
+        match syncs.last_success_at {
+            Some(t) => println!("last complete sync: {t}"),
+            None => println!("last complete sync: none"),
+        }
+        println!(
+            "known only from the bill list (callback never came): {}",
+            syncs.found_by_sync
+        );
+        println!(
+            "stored with unreadable fields (see their notes): {}",
+            syncs.noted
+        );
     }
     Ok(EXIT_OK)
 }

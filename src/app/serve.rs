@@ -2,6 +2,8 @@
 //! schedule or bad run settings are configuration errors before anything listens), binds,
 //! and runs until SIGTERM.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use secrecy::SecretString;
 
@@ -9,7 +11,9 @@ use super::{EXIT_OK, open_ledger, watch_signals};
 use crate::archive::Shutdown;
 use crate::cli::ServeArgs;
 use crate::config::{CommonSettings, ConfigError};
-use crate::serve::{MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ServeOptions};
+use crate::provider::ProviderClient;
+use crate::serve::{MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ScheduledSyncs, ServeOptions};
+use crate::sync::{SyncDeps, SyncOptions};
 
 pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
     let secret = args
@@ -40,6 +44,35 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
         }
         None => (open_ledger(&common.ledger).await?, None),
     };
+    let syncs = match &args.sync_schedule {
+        Some(text) => {
+            let schedule = crate::serve::parse_schedule(text).map_err(ConfigError)?;
+            // The passes' client when there are passes: one token, one pace for the process.
+            let provider = match &passes {
+                Some(passes) => Arc::clone(&passes.deps.provider),
+                None => Arc::new(
+                    ProviderClient::new(super::args::provider_config(&run.provider, common.tz)?)
+                        .map_err(|e| ConfigError(e.to_string()))?,
+                ),
+            };
+            let options = SyncOptions {
+                overlap: chrono::Duration::from_std(args.sync_overlap)
+                    .map_err(|_| ConfigError("--sync-overlap is too long".into()))?,
+                retention,
+                retry_delay: run.retry_delay,
+                ..SyncOptions::new(common.tz)
+            };
+            Some(ScheduledSyncs {
+                schedule,
+                deps: SyncDeps {
+                    ledger: ledger.clone(),
+                    provider,
+                },
+                options,
+            })
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -51,9 +84,11 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
             allow_from: args.allow_from.clone(),
             max_body_bytes: args.max_body_bytes,
             tz: common.tz,
+            answer: args.callback_answer,
         },
         retention,
         passes,
+        syncs,
     };
     crate::serve::serve(listener, options, shutdown)
         .await

@@ -7,7 +7,7 @@ mod lenient;
 use chrono::FixedOffset;
 use serde_json::{Map, Value};
 
-use crate::domain::{CallRecord, CallUuid};
+use crate::domain::{CallRecord, CallUuid, Origin};
 use crate::timefmt::parse_provider_time;
 
 pub use lenient::{repair, split_objects};
@@ -78,31 +78,145 @@ fn record_from_map(
     {
         return Err(RecordError::CallStateCallback);
     }
-    let uuid_text = text_field(map, "uuid")?.ok_or(RecordError::Missing("uuid"))?;
-    let uuid = CallUuid::parse(&uuid_text).ok_or(RecordError::BadField {
-        field: "uuid",
-        problem: "empty, too long or has control characters".into(),
-    })?;
-    let company_code = text_field(map, "companycode")?
-        .filter(|c| !c.is_empty())
-        .ok_or(RecordError::Missing("companycode"))?;
-    let record_file = text_field(map, "recordfilename")?.unwrap_or_default();
-    let call_start = match text_field(map, "starttime")? {
-        Some(s) => parse_provider_time(&s, tz).map_err(|problem| RecordError::BadField {
-            field: "starttime",
-            problem,
-        })?,
-        None => None,
+    lenient_record(map, raw, tz, Origin::Callback, None)
+}
+
+/// Reads one bill of `App.Sip_Cdr.GetBill` (see `provider-api/bill-list-and-callback-notes.md`):
+/// the callback's fields under the same names (`direction` for `type`), most often without
+/// `uuid` and without `companycode`, which is then `company` (the logged-in company's).
+/// `raw` is the bill as the provider sent it.
+pub fn parse_bill(
+    map: &Map<String, Value>,
+    raw: &str,
+    company: &str,
+    tz: FixedOffset,
+) -> Result<CallRecord, RecordError> {
+    lenient_record(map, raw, tz, Origin::Bill, Some(company))
+}
+
+/// The record in `map`, keeping every field it can read and noting the others. Only what
+/// names no call is refused: neither a `uuid` nor an `id` with its company. A `uuid` (or
+/// record file name) that cannot be stored (a NUL, control characters) is refused too,
+/// being what the call is known and fetched by.
+fn lenient_record(
+    map: &Map<String, Value>,
+    raw: &str,
+    tz: FixedOffset,
+    origin: Origin,
+    default_company: Option<&str>,
+) -> Result<CallRecord, RecordError> {
+    let mut notes = Notes::default();
+    let uuid_text = match text_field(map, "uuid") {
+        Ok(found) => found.filter(|u| !u.is_empty()),
+        Err(RecordError::BadField { problem, .. }) if problem.contains("NUL") => {
+            return Err(RecordError::BadField {
+                field: "uuid",
+                problem,
+            });
+        }
+        Err(why) => {
+            notes.add(why);
+            None
+        }
     };
-    let billsec = int_field(map, "billsec")?;
+    let company_code = match text_field(map, "companycode") {
+        Ok(found) => found.filter(|c| !c.is_empty()),
+        Err(why) => {
+            notes.add(why);
+            None
+        }
+    }
+    .or_else(|| default_company.map(str::to_owned).filter(|c| !c.is_empty()));
+    let bill_id = match text_field(map, "id") {
+        Ok(found) => found.filter(|id| !id.is_empty()),
+        Err(why) => {
+            notes.add(why);
+            None
+        }
+    };
+    let uuid = match (&uuid_text, &company_code, &bill_id) {
+        (Some(text), _, _) => CallUuid::parse(text).ok_or(RecordError::BadField {
+            field: "uuid",
+            problem: "too long or has control characters".into(),
+        })?,
+        (None, Some(company), Some(id)) => {
+            CallUuid::for_bill(company, id).ok_or(RecordError::BadField {
+                field: "id",
+                problem: "too long or has control characters".into(),
+            })?
+        }
+        (None, None, Some(_)) => return Err(RecordError::Missing("uuid (or companycode with id)")),
+        (None, _, None) => return Err(RecordError::Missing("uuid")),
+    };
+    if company_code.is_none() && !notes.names("companycode") {
+        notes.add(RecordError::Missing("companycode"));
+    }
+    let record_file = match text_field(map, "recordfilename") {
+        Ok(found) => found.unwrap_or_default(),
+        Err(why) => {
+            // Kept as a call without a recording, noted: a later bill or callback with a
+            // readable name makes it pending.
+            notes.add(why);
+            String::new()
+        }
+    };
+    if record_file.chars().any(char::is_control) {
+        return Err(RecordError::BadField {
+            field: "recordfilename",
+            problem: "has control characters".into(),
+        });
+    }
+    let call_start = match text_field(map, "starttime") {
+        Ok(Some(s)) => match parse_provider_time(&s, tz) {
+            Ok(t) => t,
+            Err(problem) => {
+                notes.add(RecordError::BadField {
+                    field: "starttime",
+                    problem,
+                });
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(why) => {
+            notes.add(why);
+            None
+        }
+    };
+    let billsec = int_field(map, "billsec").unwrap_or_else(|why| {
+        notes.add(why);
+        None
+    });
     Ok(CallRecord {
         uuid,
-        company_code,
+        company_code: company_code.unwrap_or_default(),
         record_file,
         call_start,
         billsec,
         raw_json: raw.to_owned(),
+        bill_id,
+        notes: notes.joined(),
+        origin,
+        received_at: None,
     })
+}
+
+/// The fields of one record that could not be read, and why.
+#[derive(Debug, Default)]
+struct Notes(Vec<String>);
+
+impl Notes {
+    fn add(&mut self, why: RecordError) {
+        self.0.push(why.to_string());
+    }
+
+    fn names(&self, field: &str) -> bool {
+        self.0.iter().any(|n| n.contains(&format!("`{field}`")))
+    }
+
+    fn joined(self) -> Option<String> {
+        (!self.0.is_empty()).then(|| self.0.join("; "))
+    }
 }
 
 /// A field the provider sends as a string or a number; `null` and absence are `None`.
@@ -218,19 +332,12 @@ mod tests {
     }
 
     #[test]
-    fn wrong_types_and_missing_ids_are_rejected_with_the_field() {
+    fn only_what_names_no_call_is_rejected() {
         let tz = default_provider_tz();
         let err = |s| parse_record(s, tz).unwrap_err().to_string();
         assert_eq!(err(r#"{"companycode": 1}"#), "missing field `uuid`");
-        assert!(
-            err(r#"{"uuid": "u", "companycode": "1", "recordfilename": "a\u0000.wav"}"#)
-                .contains("NUL")
-        );
-        assert!(err(r#"{"uuid": "u", "companycode": 1, "billsec": "ten"}"#).contains("billsec"));
-        assert!(err(r#"{"uuid": ["u"], "companycode": 1}"#).contains("uuid"));
-        assert!(
-            err(r#"{"uuid": "u", "companycode": 1, "starttime": "soon"}"#).contains("starttime")
-        );
+        assert!(err(r#"{"uuid": "u\u0000", "companycode": "1"}"#).contains("NUL"));
+        assert!(err(r#"{"id": 7}"#).contains("companycode"));
         assert_eq!(err("[1]"), "not a JSON object");
         assert_eq!(
             parse_record(
@@ -239,6 +346,62 @@ mod tests {
             ),
             Err(RecordError::CallStateCallback)
         );
+    }
+
+    #[test]
+    fn unreadable_fields_are_left_empty_and_noted() {
+        let tz = default_provider_tz();
+        let rec = parse_record(
+            r#"{"uuid": "u", "companycode": {"x": 1}, "recordfilename": "a.wav",
+                "billsec": "ten", "starttime": "soon", "id": [1]}"#,
+            tz,
+        )
+        .unwrap();
+        assert_eq!(rec.uuid.as_str(), "u");
+        assert_eq!(rec.record_file, "a.wav");
+        assert_eq!(
+            (
+                rec.company_code.as_str(),
+                rec.billsec,
+                rec.call_start,
+                rec.bill_id
+            ),
+            ("", None, None, None)
+        );
+        let notes = rec.notes.unwrap();
+        for field in ["companycode", "billsec", "starttime", "id"] {
+            assert!(notes.contains(&format!("`{field}`")), "{notes}");
+        }
+        let clean = parse_record(r#"{"uuid": "u", "companycode": 1, "billsec": 3}"#, tz).unwrap();
+        assert_eq!(clean.notes, None);
+    }
+
+    #[test]
+    fn a_call_named_by_its_id_and_company_gets_a_bill_key() {
+        let tz = default_provider_tz();
+        let rec = parse_record(
+            r#"{"id": "982", "companycode": 20000013, "recordfilename": "x.wav"}"#,
+            tz,
+        )
+        .unwrap();
+        assert_eq!(rec.uuid.as_str(), "bill-20000013-982");
+        assert!(rec.uuid.is_bill_key());
+        assert_eq!(rec.bill_id.as_deref(), Some("982"));
+    }
+
+    #[test]
+    fn a_bill_takes_the_logged_in_company_and_keeps_its_id() {
+        let tz = default_provider_tz();
+        let raw = r#"{"id": "17", "starttime": "", "billsec": "25", "recordfilename": "r.wav", "direction": "callin"}"#;
+        let map: Map<String, Value> = serde_json::from_str(raw).unwrap();
+        let rec = parse_bill(&map, raw, "20000013", tz).unwrap();
+        assert_eq!(rec.uuid.as_str(), "bill-20000013-17");
+        assert_eq!(
+            (rec.company_code.as_str(), rec.billsec),
+            ("20000013", Some(25))
+        );
+        assert_eq!((rec.origin, rec.call_start), (Origin::Bill, None));
+        assert_eq!(rec.raw_json, raw);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod postgres;
 mod records;
 mod runs;
 mod sqlite;
+mod sync;
 mod transfer;
 
 use std::fmt;
@@ -39,6 +40,7 @@ pub use manifests::{
 pub use media::{Media, MediaNote};
 pub use records::{ImportOutcome, LedgerRow, Records};
 pub use runs::{LastRun, LedgerFigures, RunRecord, Runs, StatusReport, risk_line};
+pub use sync::{DayCompleteness, SyncFigures, SyncId, SyncProgress, SyncRow, SyncStatus, Syncs};
 pub use transfer::{Kind, Table, TableRow, Transfer};
 
 /// What went wrong with the ledger, by what the caller must do.
@@ -172,12 +174,12 @@ pub trait Admin: Send + Sync {
 
 /// The whole interface a backend implements.
 pub trait Backend:
-    Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + fmt::Debug
+    Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + Syncs + fmt::Debug
 {
 }
 
 impl<T> Backend for T where
-    T: Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + fmt::Debug
+    T: Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + Syncs + fmt::Debug
 {
 }
 

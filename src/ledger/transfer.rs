@@ -16,6 +16,7 @@ pub enum Table {
     Attempts,
     Manifests,
     Verifications,
+    Syncs,
 }
 
 /// How a column's values travel.
@@ -32,12 +33,13 @@ pub enum Kind {
 pub type TableRow = Map<String, Value>;
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Self::Runs,
         Self::Calls,
         Self::Attempts,
         Self::Manifests,
         Self::Verifications,
+        Self::Syncs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,13 +49,14 @@ impl Table {
             Self::Attempts => "attempts",
             Self::Manifests => "manifests",
             Self::Verifications => "verifications",
+            Self::Syncs => "syncs",
         }
     }
 
     /// The column rows are read in order of (unique), and paged by.
     pub fn key(self) -> &'static str {
         match self {
-            Self::Runs | Self::Attempts | Self::Verifications => "id",
+            Self::Runs | Self::Attempts | Self::Verifications | Self::Syncs => "id",
             Self::Calls => "uuid",
             Self::Manifests => "seq",
         }
@@ -101,6 +104,10 @@ impl Table {
                 ("last_verify_result", Text),
                 ("media_duration_ms", Int),
                 ("media_note", Text),
+                ("bill_id", Text),
+                ("origin", Text),
+                ("bill_seen_at", Time),
+                ("notes", Text),
             ],
             Self::Attempts => &[
                 ("id", Int),
@@ -135,6 +142,22 @@ impl Table {
                 ("scope", Text),
                 ("checked", Int),
                 ("problems", Int),
+                ("summary", Text),
+            ],
+            Self::Syncs => &[
+                ("id", Text),
+                ("started_at", Time),
+                ("finished_at", Time),
+                ("status", Text),
+                ("since", Time),
+                ("until", Time),
+                ("covered_until", Time),
+                ("bills", Int),
+                ("found", Int),
+                ("recordings_added", Int),
+                ("unreadable", Int),
+                ("requests", Int),
+                ("exit_code", Int),
                 ("summary", Text),
             ],
         }

@@ -1,7 +1,10 @@
-//! The provider's API: login, logout and fresh recording-download links, with the token
-//! cache doing re-login on `ret` 600 / code 1010.
+//! The provider's API: login, logout, fresh recording-download links and the bill list,
+//! with the token cache doing re-login on `ret` 600 / code 1010, and every request paced by
+//! the process's shared [`Pace`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
@@ -10,8 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::error::{Action, ProviderError};
+use super::pace::Pace;
 use super::token::{Token, TokenCache};
-use super::wire::{Envelope, parse_envelope, text};
+use super::wire::{BillPage, BillQuery, Envelope, parse_bill_page, parse_envelope, text};
 use super::{DownloadUrl, RecordingLink};
 use crate::timefmt::parse_provider_time;
 
@@ -28,6 +32,9 @@ pub struct ProviderConfig {
     pub token_max_age: Duration,
     /// The provider's zone for its zone-less times.
     pub tz: FixedOffset,
+    /// The pace every request waits for; clones of the configuration share it, so every
+    /// client of a process keeps one rate (`--api-rate`).
+    pub pace: Arc<Pace>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -55,6 +62,9 @@ pub struct ProviderClient {
     config: ProviderConfig,
     tokens: TokenCache,
     logins: AtomicU64,
+    requests: AtomicU64,
+    /// The company the last login named (bills do not carry it).
+    company: Mutex<Option<String>>,
 }
 
 impl ProviderClient {
@@ -70,7 +80,22 @@ impl ProviderClient {
             tokens: TokenCache::new(config.token_max_age),
             config,
             logins: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            company: Mutex::new(None),
         })
+    }
+
+    /// Requests this client made to the API (logins included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The company code the provider gave at the last login, if it gave one.
+    pub fn company_code(&self) -> Option<String> {
+        self.company
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Logins this client performed (successful or not).
@@ -102,7 +127,11 @@ impl ProviderClient {
                 detail: "the login answer has no token".into(),
             });
         }
-        tracing::info!(company = %text(&envelope.result["companycode"]), "logged in to the provider");
+        let company = text(&envelope.result["companycode"]);
+        tracing::info!(company = %company, "logged in to the provider");
+        if !company.is_empty() {
+            *self.company.lock().unwrap_or_else(|e| e.into_inner()) = Some(company);
+        }
         Ok(SecretString::from(token))
     }
 
@@ -120,13 +149,32 @@ impl ProviderClient {
     /// `App.Sip_Cdr.GetRecodeFile`: a fresh download link for `filename`. Logs in again
     /// when the token is rejected (one login per rejection, however many callers).
     pub async fn recording_link(&self, filename: &str) -> Result<RecordingLink, ProviderError> {
+        self.with_token(|token| async move { self.request_link(&token, filename).await })
+            .await
+    }
+
+    /// `App.Sip_Cdr.GetBill`, always with `syncflag=3` (every bill: the provider's "not yet
+    /// fetched" cursor would hide bills from other readers and lose a page on a crash), all
+    /// directions and call methods: one page of the bills of calls in the query's window.
+    pub async fn bills(&self, query: &BillQuery) -> Result<BillPage, ProviderError> {
+        self.with_token(|token| async move { self.request_bills(&token, query).await })
+            .await
+    }
+
+    /// Runs `request` with the current token, logging in again when the provider rejects
+    /// it; gives up as a passing failure after too many rejections.
+    async fn with_token<'a, T, F, Fut>(&'a self, request: F) -> Result<T, ProviderError>
+    where
+        F: Fn(Token) -> Fut,
+        Fut: Future<Output = Result<T, ProviderError>> + 'a,
+    {
         let mut token = self.tokens.get(|| self.login()).await?;
         let (mut never_accepted, mut rejections) = (0, 0);
         loop {
-            let err = match self.request_link(&token, filename).await {
-                Ok(link) => {
+            let err = match request(token.clone()).await {
+                Ok(answer) => {
                     self.tokens.accepted(token.generation);
-                    return Ok(link);
+                    return Ok(answer);
                 }
                 Err(err) if err.action() == Action::Relogin => err,
                 Err(other) => return Err(other),
@@ -151,6 +199,33 @@ impl ProviderClient {
                 .replace(token.generation, || self.login())
                 .await?;
         }
+    }
+
+    async fn request_bills(
+        &self,
+        token: &Token,
+        query: &BillQuery,
+    ) -> Result<BillPage, ProviderError> {
+        let time = |t: DateTime<Utc>| {
+            t.with_timezone(&self.config.tz)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        };
+        let form = Form::new()
+            .text("service", "App.Sip_Cdr.GetBill")
+            .text("token", token.secret.expose_secret().to_owned())
+            .text("starttime", time(query.start))
+            .text("endtime", time(query.end))
+            .text("syncflag", "3")
+            .text("direction", "3")
+            .text("callmethod", "0")
+            .text("currentpage", query.page.to_string())
+            .text("itemsperpage", query.per_page.to_string());
+        let envelope = self
+            .post(form, "reading the bill list")
+            .await?
+            .check(false)?;
+        parse_bill_page(&envelope.result, query)
     }
 
     async fn request_link(
@@ -181,7 +256,27 @@ impl ProviderClient {
         })
     }
 
+    /// One API request, paced; a server error slows the pace, a proper answer relaxes it.
     async fn post(&self, form: Form, doing: &str) -> Result<Envelope, ProviderError> {
+        self.config.pace.wait().await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let answer = self.post_now(form, doing).await;
+        let overloaded = match &answer {
+            Ok(envelope) => (500..=599).contains(&envelope.ret),
+            Err(ProviderError::Transient { code, .. }) => {
+                code.starts_with("provider_http_5") || code == "provider_http_429"
+            }
+            Err(_) => false,
+        };
+        if overloaded {
+            self.config.pace.server_error();
+        } else if answer.is_ok() {
+            self.config.pace.success();
+        }
+        answer
+    }
+
+    async fn post_now(&self, form: Form, doing: &str) -> Result<Envelope, ProviderError> {
         let response = self
             .http
             .post(self.config.api_url.clone())
@@ -248,6 +343,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             token_max_age: Duration::from_secs(3600),
             tz: crate::timefmt::default_provider_tz(),
+            pace: Arc::default(),
         })
         .unwrap();
 

@@ -1,9 +1,10 @@
-//! The telephony provider: its API client (token cache with single-flight re-login, wire
-//! types, error classes) and the recording downloader.
+//! The telephony provider: its API client (token cache with single-flight re-login, the
+//! bill list, a shared pace, wire types, error classes) and the recording downloader.
 
 mod client;
 mod download;
 mod error;
+mod pace;
 mod policy;
 #[cfg(test)]
 mod policy_tests;
@@ -20,7 +21,9 @@ pub use download::{
 };
 pub(crate) use error::describe_transport;
 pub use error::{Action, ProviderError};
+pub use pace::{MAX_BACKOFF_SPACING, MIN_BACKOFF_SPACING, Pace};
 pub use policy::{DownloadPolicy, MAX_REDIRECTS, Refusal, special_kind};
+pub use wire::{BILLS_PER_PAGE_MAX, BillPage, BillQuery};
 
 /// A download link. Its query is a signature: it is shown without it, everywhere.
 #[derive(Clone)]

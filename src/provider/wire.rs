@@ -1,9 +1,77 @@
 //! The provider's JSON envelope (`ret`, `data.status`, `data.errors.code`, `msg`), read
 //! tolerantly: numbers may come as strings, `data` may be `[]`, commas may be missing.
 
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
 
 use super::error::ProviderError;
+
+/// The most bills `App.Sip_Cdr.GetBill` returns in one page.
+pub const BILLS_PER_PAGE_MAX: u32 = 1000;
+
+/// One page of the bill list to ask for: calls that started in `[start, end]` (the
+/// provider's window, in its zone, to the second).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BillQuery {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// From 1.
+    pub page: u32,
+    /// At most [`BILLS_PER_PAGE_MAX`].
+    pub per_page: u32,
+}
+
+/// One page of bills as the provider sent it.
+#[derive(Debug, Clone)]
+pub struct BillPage {
+    /// How many bills the whole window holds, when the provider says.
+    pub total_items: Option<u64>,
+    /// The bills, each as the JSON object the provider sent; an element that is not an
+    /// object is kept as `Err` with its text, to be reported.
+    pub bills: Vec<Result<Map<String, Value>, String>>,
+}
+
+/// Reads `result` of a GetBill answer: `{"totalitems", "currentpage", "itemsperpage",
+/// "bills": [...]}`, numbers possibly as strings; no `bills` (or `null`) is an empty page.
+pub fn parse_bill_page(result: &Value, query: &BillQuery) -> Result<BillPage, ProviderError> {
+    let unreadable = |detail: String| ProviderError::Transient {
+        code: "provider_unreadable".into(),
+        detail,
+    };
+    let list = match &result["bills"] {
+        Value::Array(items) => items.as_slice(),
+        Value::Null => &[],
+        other => {
+            return Err(unreadable(format!(
+                "bill page {}: `bills` is not a list ({})",
+                query.page,
+                short(other)
+            )));
+        }
+    };
+    let total_items = int(&result["totalitems"]).and_then(|n| u64::try_from(n).ok());
+    let bills = list
+        .iter()
+        .map(|item| match item {
+            Value::Object(map) => Ok(map.clone()),
+            other => Err(short(other)),
+        })
+        .collect();
+    Ok(BillPage { total_items, bills })
+}
+
+fn short(v: &Value) -> String {
+    let mut text = v.to_string();
+    if text.len() > 80 {
+        let cut = (0..=80)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
 
 /// What a provider answer boils down to.
 #[derive(Debug)]
@@ -184,6 +252,27 @@ mod tests {
         assert_eq!(action(&status("1001")), Action::Retry);
         assert_eq!(action(&status("1002")), Action::GiveUp);
         assert_eq!(action(&status("1024")), Action::Retry);
+    }
+
+    #[test]
+    fn a_bill_page_tolerates_strings_and_missing_lists() {
+        let query = BillQuery {
+            start: DateTime::from_timestamp(0, 0).unwrap_or_default(),
+            end: DateTime::from_timestamp(60, 0).unwrap_or_default(),
+            page: 2,
+            per_page: 1000,
+        };
+        let page = parse_bill_page(
+            &serde_json::json!({"totalitems": "1234", "bills": [{"id": "1"}, 7]}),
+            &query,
+        )
+        .unwrap();
+        assert_eq!(page.total_items, Some(1234));
+        assert_eq!(page.bills.len(), 2);
+        assert!(page.bills[0].is_ok() && page.bills[1].is_err());
+        let empty = parse_bill_page(&serde_json::json!({"totalitems": 0}), &query).unwrap();
+        assert!(empty.bills.is_empty());
+        assert!(parse_bill_page(&serde_json::json!({"bills": "x"}), &query).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `callvault serve`: one long-running process for a VM or a pod. It receives the provider's
-//! callbacks into the ledger, answers health, readiness and metrics probes, and, given a
-//! schedule, runs archival passes itself. SIGTERM stops all of it cleanly.
+//! callbacks into the ledger, answers health, readiness and metrics probes, and, given
+//! schedules, runs archival passes and syncs itself. SIGTERM stops all of it cleanly.
 
 mod receiver;
 mod schedule;
@@ -19,14 +19,18 @@ use tokio::net::TcpListener;
 use crate::archive::Shutdown;
 use crate::ledger::Ledger;
 
-pub use receiver::{Counters, MIN_SECRET_LEN, ReceiverConfig};
-pub use schedule::{ScheduledPasses, parse_schedule, run_scheduled};
+pub use receiver::{CallbackAnswer, Counters, MIN_SECRET_LEN, ReceiverConfig};
+pub use schedule::{
+    ScheduledPasses, ScheduledSyncs, parse_schedule, run_scheduled, run_scheduled_syncs,
+};
 
 #[derive(Clone)]
 struct ServeState {
     receiver: receiver::Receiver,
     /// `callvault_scheduled_passes_total{exit_code=…}`.
     passes: Counters,
+    /// `callvault_scheduled_syncs_total{exit_code=…}`.
+    syncs: Counters,
     retention: chrono::Duration,
 }
 
@@ -42,6 +46,7 @@ pub struct ServeOptions {
     pub receiver: ReceiverConfig,
     pub retention: chrono::Duration,
     pub passes: Option<ScheduledPasses>,
+    pub syncs: Option<ScheduledSyncs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +67,21 @@ pub async fn serve(
             callbacks: Counters::default(),
         },
         passes: Counters::default(),
+        syncs: Counters::default(),
         retention: options.retention,
     };
+    let sync_scheduler = options.syncs.map(|syncs| {
+        let counter = state.syncs.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            run_scheduled_syncs(syncs, shutdown, move |code| {
+                counter
+                    .get_or_create(&vec![("exit_code".into(), code.to_string())])
+                    .inc();
+            })
+            .await
+        })
+    });
     let scheduler = options.passes.map(|passes| {
         let counter = state.passes.clone();
         let shutdown = shutdown.clone();
@@ -99,6 +117,12 @@ pub async fn serve(
             Err(e) => tracing::error!(error = %e, "the scheduler failed"),
         }
     }
+    if let Some(task) = sync_scheduler {
+        match task.await {
+            Ok(ran) => tracing::info!(syncs = ran, "sync scheduler stopped"),
+            Err(e) => tracing::error!(error = %e, "the sync scheduler failed"),
+        }
+    }
     served.map_err(ServeError)
 }
 
@@ -113,13 +137,14 @@ async fn readyz(State(state): State<ServeState>) -> Response {
 }
 
 async fn metrics(State(state): State<ServeState>) -> Response {
-    let status = match state
-        .receiver
-        .ledger
-        .status(chrono::Utc::now(), state.retention)
-        .await
-    {
-        Ok(status) => status,
+    let ledger = &state.receiver.ledger;
+    let figures = async {
+        let status = ledger.status(chrono::Utc::now(), state.retention).await?;
+        let syncs = ledger.sync_figures().await?;
+        Ok::<_, crate::ledger::LedgerError>((status, syncs))
+    };
+    let (status, syncs) = match figures.await {
+        Ok(figures) => figures,
         Err(e) => {
             tracing::warn!(error = %e, "metrics: the ledger does not answer");
             return (StatusCode::SERVICE_UNAVAILABLE, "ledger unavailable\n").into_response();
@@ -136,7 +161,13 @@ async fn metrics(State(state): State<ServeState>) -> Response {
         "Scheduled archival passes run by this process, by exit code",
         state.passes.clone(),
     );
+    registry.register(
+        "callvault_scheduled_syncs",
+        "Scheduled syncs run by this process, by exit code",
+        state.syncs.clone(),
+    );
     crate::metrics::register_ledger(&mut registry, &status);
+    crate::metrics::register_syncs(&mut registry, &syncs);
     (
         [(
             header::CONTENT_TYPE,

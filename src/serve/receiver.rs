@@ -21,9 +21,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::callback::{RecordError, parse_document};
+pub use crate::cli::CallbackAnswer;
 use crate::ledger::{ImportOutcome, Ledger};
 
-/// How the receiver checks and bounds what it is sent.
+/// How the receiver checks and bounds what it is sent, and how it answers.
 #[derive(Debug)]
 pub struct ReceiverConfig {
     pub secret: SecretString,
@@ -31,6 +32,7 @@ pub struct ReceiverConfig {
     pub allow_from: Vec<IpNet>,
     pub max_body_bytes: usize,
     pub tz: FixedOffset,
+    pub answer: CallbackAnswer,
 }
 
 /// A secret shorter than this is refused at start.
@@ -77,7 +79,10 @@ impl Receiver {
         self.callbacks
             .get_or_create(&vec![("result".into(), result.into())])
             .inc();
-        response
+        match self.config.answer {
+            CallbackAnswer::Json => response,
+            CallbackAnswer::Text => as_text(result, response),
+        }
     }
 
     async fn answer(
@@ -152,7 +157,7 @@ impl Receiver {
         }
         match self.ledger.import(&records, chrono::Utc::now()).await {
             Ok(outcomes) => {
-                let names: Vec<_> = outcomes.iter().map(|o| outcome_name(*o)).collect();
+                let names: Vec<_> = outcomes.iter().map(|o| o.as_str()).collect();
                 let result = if outcomes.iter().all(|o| *o == ImportOutcome::Known) {
                     "duplicate"
                 } else {
@@ -184,12 +189,21 @@ impl Receiver {
     }
 }
 
-fn outcome_name(outcome: ImportOutcome) -> &'static str {
-    match outcome {
-        ImportOutcome::New => "new",
-        ImportOutcome::Known => "already_known",
-        ImportOutcome::RecordingAdded => "recording_added",
-    }
+/// The plain-text answer (`--callback-answer text`): HTTP 200 with `1` when the callback is
+/// in the ledger (stored now or before, or an ignored call-state callback), `0` when it is
+/// not; a wrong secret or source keeps its 404/403, which tells a stranger nothing.
+fn as_text(result: &str, json: Response) -> Response {
+    let stored = match result {
+        "stored" | "duplicate" | "ignored" => "1",
+        "unauthorized" | "forbidden" => return json,
+        _ => "0",
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        stored,
+    )
+        .into_response()
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<usize> {

@@ -1,5 +1,6 @@
-//! Archival passes on a cron schedule inside `serve`: one pass at a time (a pass that runs
-//! past the next tick makes that tick be skipped, not queued), stopping with the process.
+//! Archival passes and syncs on cron schedules inside `serve`: one pass (and one sync) at a
+//! time (one that runs past the next tick makes that tick be skipped, not queued), stopping
+//! with the process.
 
 use std::str::FromStr;
 
@@ -7,6 +8,52 @@ use chrono::Utc;
 
 use crate::archive::{Deps, RunOptions, Shutdown, run_pass};
 use crate::metrics::Targets;
+use crate::sync::{SyncDeps, SyncOptions, run_sync};
+
+/// What the sync scheduler runs.
+pub struct ScheduledSyncs {
+    pub schedule: cron::Schedule,
+    pub deps: SyncDeps,
+    /// The options of every sync (without `since`: each continues from the checkpoint).
+    pub options: SyncOptions,
+}
+
+/// Runs syncs on the schedule until `shutdown` stops claiming; `on_sync` hears each one's
+/// exit code. Returns how many ran.
+pub async fn run_scheduled_syncs(
+    syncs: ScheduledSyncs,
+    shutdown: Shutdown,
+    on_sync: impl Fn(i32),
+) -> u64 {
+    let mut ran = 0;
+    loop {
+        let Some(next) = syncs.schedule.upcoming(Utc).next() else {
+            tracing::info!("the sync schedule has no further times");
+            return ran;
+        };
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.stop_claiming.cancelled() => return ran,
+        }
+        let mut options = syncs.options.clone();
+        options.shutdown = shutdown.child();
+        tracing::info!(scheduled = %next, "starting a scheduled sync");
+        ran += 1;
+        match run_sync(&syncs.deps, &options).await {
+            Ok(report) => {
+                if let Some(err) = &report.error {
+                    tracing::error!(error = %err, "the scheduled sync stopped early");
+                }
+                on_sync(report.exit_code());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the ledger failed during a scheduled sync");
+                on_sync(1);
+            }
+        }
+    }
+}
 
 /// What the scheduler runs.
 pub struct ScheduledPasses {

@@ -1,5 +1,5 @@
-//! The provider's single POST endpoint (login, logout, recording links), answered in the
-//! provider's JSON envelope with the provider's error codes, faults applied.
+//! The provider's single POST endpoint (login, logout, recording links, the bill list),
+//! answered in the provider's JSON envelope with the provider's error codes, faults applied.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use super::{Shared, SimState};
 const LOGIN: &str = "App.Sip_Auth.Login";
 const LOGOUT: &str = "App.Sip_Auth.Logout";
 const GET_RECODE_FILE: &str = "App.Sip_Cdr.GetRecodeFile";
+const GET_BILL: &str = "App.Sip_Cdr.GetBill";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 const ILLEGAL: &str = "Illegal request: invalid parameter";
 const TOKEN_INVALID: &str = "The token is invalid, please log in again to verify";
@@ -29,6 +30,7 @@ pub(super) use crate::timefmt::PROVIDER_TZ;
 /// `POST /`: every answer is HTTP 200; the outcome is in `ret` and `data.status`.
 pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Json<Value> {
     let reqtime = Utc::now();
+    shared.lock().api_arrivals.push(Instant::now());
     let fields = read_fields(request).await;
     let delay = shared.lock().faults.knobs().api_delay;
     if let Some(delay) = delay {
@@ -59,6 +61,8 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     } else {
         match service {
             GET_RECODE_FILE => recode_file(&shared, &mut state, &fields, periodic, reqtime),
+            GET_BILL if !has_live_token(&state, &fields) => failure(600, TOKEN_INVALID),
+            GET_BILL => super::bills::get_bill(&mut state, &fields, reqtime),
             LOGOUT => logout(&mut state, &fields, reqtime),
             _ => failure(400, "Illegal request: unknown service"),
         }
@@ -234,11 +238,11 @@ pub(super) fn provider_time(t: DateTime<Utc>) -> String {
         .to_string()
 }
 
-fn failure(ret: u16, msg: &str) -> Value {
+pub(super) fn failure(ret: u16, msg: &str) -> Value {
     json!({ "ret": ret, "data": [], "msg": msg })
 }
 
-fn success(desc: &str, result: Option<Value>, reqtime: DateTime<Utc>) -> Value {
+pub(super) fn success(desc: &str, result: Option<Value>, reqtime: DateTime<Utc>) -> Value {
     let mut data = json!({
         "status": 0,
         "desc": desc,

@@ -31,6 +31,11 @@ pub struct Faults {
     /// Hand out download links under this base URL (`http://host:port/`) instead of the
     /// simulator's own, as a provider pointing at another host would.
     pub link_base: Option<String>,
+    /// Drop this share (0–100) of the callbacks `deliver_callbacks` would post: exactly
+    /// that many in every hundred, spread evenly, so the drill knows what to expect.
+    pub drop_callbacks_percent: u8,
+    /// Bills carry their call's `uuid` (the clients seen read none; off by default).
+    pub bills_with_uuid: bool,
 }
 
 /// A one-shot misbehaviour of the download endpoint, queued per filename.
@@ -76,6 +81,8 @@ pub(super) struct FaultState {
     recode_seq: u64,
     /// API requests other than Login seen since `server_error_bursts` last changed.
     burst_seq: u64,
+    /// Callbacks considered for delivery since `drop_callbacks_percent` last changed.
+    delivery_seq: u64,
     downloads: HashMap<String, VecDeque<DownloadFault>>,
 }
 
@@ -92,7 +99,11 @@ impl FaultState {
             self.knobs.extension_exception_every,
         );
         let bursts = self.knobs.server_error_bursts;
+        let drops = self.knobs.drop_callbacks_percent;
         f(&mut self.knobs);
+        if drops != self.knobs.drop_callbacks_percent {
+            self.delivery_seq = 0;
+        }
         if bursts != self.knobs.server_error_bursts {
             self.burst_seq = 0;
         }
@@ -115,6 +126,15 @@ impl FaultState {
             .server_error_bursts
             .is_some_and(|(period, len)| period > 0 && seq % u64::from(period) < u64::from(len));
         take_one(&mut self.knobs.server_error_next) || in_burst
+    }
+
+    /// Counts one callback about to be delivered; true when it must be dropped. With p %,
+    /// the n-th callback is dropped when ⌊n·p/100⌋ steps up: p of every 100, evenly.
+    pub fn take_drop(&mut self) -> bool {
+        let percent = u64::from(self.knobs.drop_callbacks_percent.min(100));
+        let n = self.delivery_seq;
+        self.delivery_seq += 1;
+        (n + 1) * percent / 100 > n * percent / 100
     }
 
     /// Consumes one pending code-1001 answer, if any.
@@ -163,6 +183,17 @@ fn take_one(counter: &mut u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_callbacks_are_exactly_the_share_asked() {
+        let mut state = FaultState::default();
+        state.update(|f| f.drop_callbacks_percent = 10);
+
+        let dropped: Vec<u64> = (0..100).filter(|_| state.take_drop()).collect();
+
+        assert_eq!(dropped.len(), 10);
+        assert_eq!(dropped, [9, 19, 29, 39, 49, 59, 69, 79, 89, 99]);
+    }
 
     #[test]
     fn every_n_counts_from_when_the_knob_was_set() {

@@ -1,7 +1,9 @@
 //! An in-process imitation of the telephony provider (token API, signed recording links,
-//! downloads) with fault injection, for integration tests, `callvault demo` and benchmarks.
+//! downloads, the bill list, callback delivery) with fault injection, for integration tests,
+//! `callvault demo` and benchmarks.
 
 mod api;
+mod bills;
 mod callbacks;
 mod download;
 mod faults;
@@ -24,6 +26,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use bills::{Delivery, MAX_ITEMS_PER_PAGE};
 pub use faults::{DownloadFault, Faults};
 pub use recordings::{content_type, expected_sha256, recording_bytes};
 
@@ -72,6 +75,10 @@ pub struct SimStats {
     pub ranged_downloads: u64,
     /// Body bytes the download endpoint announced (Content-Length), over all downloads.
     pub bytes_announced: u64,
+    /// `GetBill` requests, whatever their answer.
+    pub bill_requests: u64,
+    /// Bills returned, over all pages.
+    pub bills_listed: u64,
 }
 
 /// State shared by the handle and the request handlers.
@@ -99,6 +106,10 @@ struct SimState {
     faults: FaultState,
     stats: SimStats,
     next_call_id: u64,
+    /// Every call the provider knows, as its bill.
+    calls: Vec<bills::SimCall>,
+    /// When each API request arrived (for measuring a client's rate).
+    api_arrivals: Vec<Instant>,
 }
 
 impl SimState {
@@ -235,7 +246,8 @@ impl Simulator {
     }
 
     /// Registers `n` sample recordings and returns their call-record callbacks (see
-    /// `callbacks::sample_calls`); every 5th call is unanswered and has no recording.
+    /// `callbacks::sample_calls`); every 5th call is unanswered and has no recording. The
+    /// calls are in the bill list too.
     pub fn sample_callbacks(
         &self,
         n: usize,
@@ -251,9 +263,88 @@ impl Simulator {
                 if let Some((name, size)) = call.recording {
                     state.recordings.insert(name, size);
                 }
+                if let Some(bill) = bills::SimCall::from_callback(&call.callback, now) {
+                    state.calls.push(bill);
+                }
                 call.callback
             })
             .collect()
+    }
+
+    /// Puts the call `callback` describes (it needs an `id`) into the bill list, listed as
+    /// having started at `started` when its own `starttime` is empty or unreadable. Returns
+    /// whether it was added.
+    pub fn add_call(
+        &self,
+        callback: &serde_json::Value,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        let Some(call) = bills::SimCall::from_callback(callback, started) else {
+            return false;
+        };
+        let mut state = self.shared.lock();
+        state.next_call_id = state.next_call_id.max(call.id + 1);
+        state.calls.push(call);
+        true
+    }
+
+    /// Changes the bill of call `id` as the provider would show it (a field missing, a
+    /// number as a string, an empty time).
+    pub fn edit_bill(
+        &self,
+        id: u64,
+        edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    ) {
+        let mut state = self.shared.lock();
+        if let Some(call) = state.calls.iter_mut().find(|c| c.id == id) {
+            edit(&mut call.bill);
+        }
+    }
+
+    /// A fresh call id, for tests that write their own callbacks.
+    pub fn next_call_id(&self) -> u64 {
+        let mut state = self.shared.lock();
+        let id = state.next_call_id;
+        state.next_call_id += 1;
+        id
+    }
+
+    /// When each API request (any service) arrived, in order.
+    pub fn api_arrivals(&self) -> Vec<Instant> {
+        self.shared.lock().api_arrivals.clone()
+    }
+
+    /// Posts each callback as JSON to `url` (a receiver's callback address), one at a time,
+    /// except those the `drop_callbacks_percent` fault drops. Never fails: what happened
+    /// to each call is in the answer.
+    pub async fn deliver_callbacks(&self, url: &str, callbacks: &[serde_json::Value]) -> Delivery {
+        let http = reqwest::Client::new();
+        let mut delivery = Delivery::default();
+        for callback in callbacks {
+            let uuid = callback["uuid"].as_str().unwrap_or_default().to_owned();
+            if self.shared.lock().faults.take_drop() {
+                delivery.dropped.push(uuid);
+                continue;
+            }
+            let sent = http
+                .post(url)
+                .timeout(Duration::from_secs(30))
+                .json(callback)
+                .send()
+                .await;
+            match sent {
+                Ok(answer) if answer.status().is_success() => delivery.delivered.push(uuid),
+                Ok(answer) => {
+                    tracing::warn!(status = %answer.status(), "callback refused");
+                    delivery.failed.push(uuid);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "callback not delivered");
+                    delivery.failed.push(uuid);
+                }
+            }
+        }
+        delivery
     }
 
     /// Stops accepting connections and waits (up to a few seconds) for in-flight responses.
@@ -290,6 +381,9 @@ pub struct SampleOptions {
     pub recording_size: Option<u64>,
     /// Where to write the calls' callbacks, as JSON lines.
     pub callbacks_out: Option<PathBuf>,
+    /// A receiver's callback address to post the calls' callbacks to (a share dropped
+    /// with the `drop_callbacks_percent` fault).
+    pub callback_url: Option<String>,
 }
 
 /// Runs a simulator for the `callvault simulator` subcommand until Ctrl-C or SIGTERM:
@@ -305,6 +399,7 @@ pub async fn serve_forever(
         recordings,
         recording_size,
         callbacks_out,
+        callback_url,
     } = samples;
     let sim = Simulator::start(bind, config).await?;
     sim.set_faults(|f| *f = faults);
@@ -332,6 +427,18 @@ pub async fn serve_forever(
     println!("accesskey: {}", sim.config().accesskey);
     if let Some(path) = &callbacks_out {
         println!("callbacks: {} ({} lines)", path.display(), callbacks.len());
+    }
+    if let Some(url) = &callback_url {
+        let delivery = sim.deliver_callbacks(url, &callbacks).await;
+        println!(
+            "callbacks posted: {} delivered, {} dropped, {} failed",
+            delivery.delivered.len(),
+            delivery.dropped.len(),
+            delivery.failed.len()
+        );
+        for uuid in &delivery.dropped {
+            println!("dropped: {uuid}");
+        }
     }
     let stopped = shutdown_signal().await;
     sim.shutdown().await;

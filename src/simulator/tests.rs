@@ -342,3 +342,93 @@ async fn streamed_content_is_deterministic_per_filename() {
     assert_eq!(streamed, expected_sha256("x.wav", 123_457));
     assert_ne!(streamed, expected_sha256("y.wav", 123_457));
 }
+
+/// `GetBill` as the notes describe it: windows by call start, pages, `itemsperpage` capped
+/// at 1,000, the provider-side cursor of `syncflag` 1 (2: fetched ones, 3: all), sloppy
+/// numbers, no uuid unless asked, a stale token refused.
+#[tokio::test]
+async fn the_bill_list_pages_and_keeps_a_cursor() {
+    let sim = start().await;
+    let now = chrono::Utc::now();
+    let callbacks = sim.sample_callbacks(25, now);
+    let token = login(&sim).await;
+    let window = |from: chrono::DateTime<chrono::Utc>| api::provider_time(from);
+    let (start, end) = (
+        window(now - chrono::Duration::days(31)),
+        window(now + chrono::Duration::minutes(1)),
+    );
+    let bills = |flag: &'static str, page: &'static str, per: &'static str| {
+        let (token, start, end) = (token.clone(), start.clone(), end.clone());
+        let sim = sim.clone();
+        async move {
+            call(
+                &sim,
+                &[
+                    ("service", "App.Sip_Cdr.GetBill"),
+                    ("token", &token),
+                    ("starttime", &start),
+                    ("endtime", &end),
+                    ("syncflag", flag),
+                    ("currentpage", page),
+                    ("itemsperpage", per),
+                ],
+            )
+            .await
+        }
+    };
+
+    let all = bills("3", "1", "5000").await;
+    let result = &all["data"]["result"];
+    assert_eq!(result["totalitems"], 25, "{all}");
+    assert_eq!(result["itemsperpage"], MAX_ITEMS_PER_PAGE);
+    let listed = result["bills"].as_array().unwrap();
+    assert_eq!(listed.len(), 25);
+    assert!(
+        listed
+            .iter()
+            .all(|b| b.get("uuid").is_none() && b.get("companycode").is_none())
+    );
+    assert!(
+        listed.iter().any(|b| b["id"].is_string()) && listed.iter().any(|b| b["id"].is_number())
+    );
+    assert_eq!(listed[0]["recordfilename"], callbacks[0]["recordfilename"]);
+
+    // The cursor: page 1 of syncflag 1 marks its 10 bills fetched, so page 2 of the rest
+    // skips 10 that nobody has read: a reader paging with 1 loses them.
+    let first = bills("1", "1", "10").await;
+    assert_eq!(
+        first["data"]["result"]["bills"].as_array().unwrap().len(),
+        10
+    );
+    let second = bills("1", "2", "10").await;
+    assert_eq!(second["data"]["result"]["totalitems"], 15);
+    assert_eq!(
+        second["data"]["result"]["bills"].as_array().unwrap().len(),
+        5
+    );
+    let fetched = bills("2", "1", "100").await;
+    assert_eq!(fetched["data"]["result"]["totalitems"], 15);
+    let page3 = bills("3", "3", "10").await;
+    assert_eq!(
+        page3["data"]["result"]["bills"].as_array().unwrap().len(),
+        5
+    );
+    assert_eq!(
+        bills("3", "1", "0").await["data"]["result"]["itemsperpage"],
+        10
+    );
+
+    sim.set_faults(|f| f.bills_with_uuid = true);
+    let with_uuid = bills("3", "1", "1").await;
+    assert_eq!(
+        with_uuid["data"]["result"]["bills"][0]["uuid"],
+        callbacks[0]["uuid"]
+    );
+    sim.invalidate_all_tokens();
+    assert_eq!(bills("3", "1", "1").await["ret"], 600);
+    assert_eq!(
+        sim.stats().bill_requests,
+        7,
+        "the stale-token request is refused before"
+    );
+}

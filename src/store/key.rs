@@ -112,8 +112,9 @@ impl KeyTemplate {
 
     /// The key for `record`, relative to the store's prefix.
     pub fn render(&self, record: &CallRecord) -> Result<String, KeyError> {
+        // An undated call is filed under the day it was received (README, "Object keys").
         let start: Option<DateTime<FixedOffset>> = record
-            .call_start
+            .filing_time()
             .map(|t: DateTime<Utc>| t.with_timezone(&self.tz));
         let two = |n: Option<u32>| n.map_or_else(|| "00".to_owned(), |n| format!("{n:02}"));
         let file_name = record.record_file.rsplit(['/', '\\']).next().unwrap_or("");
@@ -210,16 +211,13 @@ mod tests {
 
     fn record(uuid: &str, company: &str, file: &str) -> CallRecord {
         CallRecord {
-            uuid: CallUuid::parse(uuid).unwrap(),
-            company_code: company.into(),
-            record_file: file.into(),
             call_start: crate::timefmt::parse_provider_time(
                 "2026-03-01 01:30:00",
                 crate::timefmt::default_provider_tz(),
             )
             .unwrap(),
             billsec: Some(10),
-            raw_json: "{}".into(),
+            ..CallRecord::new(CallUuid::parse(uuid).unwrap(), company, file, "{}")
         }
     }
 
@@ -323,12 +321,10 @@ mod tests {
             prop_assume!(uuid.is_some());
             let keys = KeyTemplate::parse(template_text, crate::timefmt::default_provider_tz()).unwrap();
             let record = CallRecord {
-                uuid: uuid.unwrap(),
                 company_code: company,
                 record_file: file,
                 call_start: start.and_then(|s| DateTime::from_timestamp(s, 0)),
-                billsec: None,
-                raw_json: String::new(),
+                ..CallRecord::new(uuid.unwrap(), "", "", "")
             };
 
             // A template that parses renders every record.

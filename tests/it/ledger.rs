@@ -771,6 +771,19 @@ async fn ledger_copy_from_sqlite_with_history_matches_table_by_table(kind: Backe
         .finish_verification("verify-1", 2, 0, &serde_json::json!({"ok": 2}), Utc::now())
         .await
         .unwrap();
+    let provider = world.provider_config();
+    let sync = callvault::sync::run_sync(
+        &callvault::sync::SyncDeps {
+            ledger: world.ledger.clone(),
+            provider: std::sync::Arc::new(
+                callvault::provider::ProviderClient::new(provider).unwrap(),
+            ),
+        },
+        &callvault::sync::SyncOptions::new(callvault::timefmt::default_provider_tz()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sync.progress.bills, 10, "{sync:?}");
     let target = TempLedger::new(kind).await;
 
     let report = copy_ledger(&world.ledger, &target).await.expect("the copy");

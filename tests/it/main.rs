@@ -43,4 +43,5 @@ mod s3proxy;
 mod security;
 mod serve;
 mod store_faults;
+mod sync;
 mod world;

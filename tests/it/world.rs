@@ -165,6 +165,7 @@ impl World {
             connect_timeout: Duration::from_secs(5),
             token_max_age: Duration::from_secs(3600),
             tz: default_provider_tz(),
+            pace: Arc::default(),
         }
     }
 

@@ -50,7 +50,7 @@ fn due_candidates(filter: &str, columns: &str, lock: &str, not_owner: &str) -> S
     )
 }
 
-const RECORD_COLUMNS: &str = "uuid, company_code, record_file, call_start, billsec, raw_json";
+const RECORD_COLUMNS: &str = "uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes, origin, imported_at";
 
 /// Claims the first `$6` due records for `$7` until `$8` (updated at `$4`). Both candidate
 /// sets are locked (up to twice `$6` rows, for the length of this short transaction) and
@@ -66,7 +66,8 @@ static CLAIM: BySlice = BySlice::new(|| {
                  attempts = c.attempts + 1
              FROM picked WHERE c.uuid = picked.uuid
              RETURNING c.uuid, c.company_code, c.record_file, c.call_start, c.billsec,
-                       c.raw_json, c.attempts - 1 AS attempts",
+                       c.raw_json, c.bill_id, c.notes, c.origin, c.imported_at,
+                       c.attempts - 1 AS attempts",
             due_candidates(
                 filter,
                 "uuid, call_start",

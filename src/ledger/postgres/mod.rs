@@ -20,6 +20,7 @@ mod manifests;
 mod media;
 mod records;
 mod runs;
+mod sync;
 mod transfer;
 
 use std::collections::HashSet;
@@ -39,7 +40,7 @@ use super::{
     Admin, ArchivedEntry, BackendKind, LedgerError, LedgerOptions, Migration, Slice,
     redact_location,
 };
-use crate::domain::{CallRecord, CallUuid, RecordState};
+use crate::domain::{CallRecord, CallUuid, Origin, RecordState};
 
 /// A PostgreSQL ledger; see the module documentation.
 pub struct PgLedger {
@@ -264,7 +265,7 @@ fn parse_uuid(uuid: &str) -> Result<CallUuid, LedgerError> {
 }
 
 /// The call record in a row holding `uuid, company_code, record_file, call_start, billsec,
-/// raw_json`.
+/// raw_json, bill_id, notes, origin, imported_at`.
 fn record_from_row(row: &PgRow) -> Result<CallRecord, LedgerError> {
     const CONTEXT: &str = "reading a call record";
     let uuid: String = row.try_get("uuid").ctx(CONTEXT)?;
@@ -275,7 +276,15 @@ fn record_from_row(row: &PgRow) -> Result<CallRecord, LedgerError> {
         call_start: row.try_get("call_start").ctx(CONTEXT)?,
         billsec: row.try_get("billsec").ctx(CONTEXT)?,
         raw_json: row.try_get("raw_json").ctx(CONTEXT)?,
+        bill_id: row.try_get("bill_id").ctx(CONTEXT)?,
+        notes: row.try_get("notes").ctx(CONTEXT)?,
+        origin: parse_origin(&row.try_get::<String, _>("origin").ctx(CONTEXT)?)?,
+        received_at: row.try_get("imported_at").ctx(CONTEXT)?,
     })
+}
+
+fn parse_origin(origin: &str) -> Result<Origin, LedgerError> {
+    Origin::parse(origin).ok_or_else(|| LedgerError::Corrupt(format!("origin {origin:?}")))
 }
 
 /// The archived object in a row holding `uuid, object_key, size_bytes, sha256, archived_at`.

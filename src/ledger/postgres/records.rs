@@ -1,6 +1,8 @@
 //! PostgreSQL: call records coming in (import, upsert by uuid) and being looked at.
 //!
-//! An import is two statements whatever the batch size (a CSV batch is a thousand
+//! Before anything is written, the calls of the batch are locked (transaction-level
+//! advisory locks on their bill ids and record file names, which `sync` takes too) and the
+//! rows sync found for them are taken over (see `sync.rs`). Then an import is two statements whatever the batch size (a CSV batch is a thousand
 //! records): one `INSERT … SELECT FROM unnest(…) ON CONFLICT (uuid) DO NOTHING` for the
 //! first occurrence of each uuid, then one `UPDATE` for late recordings. The outcomes are
 //! those of importing the records one by one, as the SQLite ledger does. Two receivers
@@ -15,7 +17,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::error::{Ctx, retry_conflicts};
-use super::{PgLedger, at, parse_state, parse_uuid, record_from_row};
+use super::{PgLedger, at, parse_state, parse_uuid, record_from_row, sync};
 use crate::domain::{CallRecord, CallUuid, RecordState, RunId};
 use crate::ledger::{ImportOutcome, LedgerError, LedgerRow, Records};
 
@@ -30,16 +32,25 @@ impl Records for PgLedger {
             return Ok(Vec::new());
         }
         let plan = ImportPlan::new(records);
-        let (inserted, added) = retry_conflicts(|| self.import_once(records, &plan, now)).await?;
-        Ok(plan.outcomes(records, &inserted, &added))
+        let (inserted, added, merged) =
+            retry_conflicts(|| self.import_once(records, &plan, now)).await?;
+        let mut outcomes = plan.outcomes(records, &inserted, &added);
+        for &i in &plan.firsts {
+            if merged.contains(records[i].uuid.as_str()) {
+                outcomes[i] = ImportOutcome::MatchedBill;
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn get(&self, uuid: &CallUuid) -> Result<Option<LedgerRow>, LedgerError> {
         const CONTEXT: &str = "reading a call record";
         let row = sqlx::query(
-            "SELECT uuid, company_code, record_file, call_start, billsec, raw_json, state, attempts,
+            "SELECT uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes,
+                    origin, imported_at, state, attempts,
                     next_attempt_at, lease_owner, object_key, size_bytes, sha256, content_type, etag,
-                    archived_at, last_error_code, last_error, manifest_seq, last_verify_result
+                    archived_at, last_error_code, last_error, manifest_seq, last_verify_result,
+                    bill_seen_at
              FROM calls WHERE uuid = $1",
         )
         .bind(uuid.as_str())
@@ -67,6 +78,7 @@ impl Records for PgLedger {
             last_error: row.try_get("last_error").ctx(CONTEXT)?,
             manifest_seq: row.try_get("manifest_seq").ctx(CONTEXT)?,
             last_verify_result: row.try_get("last_verify_result").ctx(CONTEXT)?,
+            bill_seen_at: row.try_get("bill_seen_at").ctx(CONTEXT)?,
         }))
     }
 
@@ -158,26 +170,28 @@ impl ImportPlan {
 }
 
 impl PgLedger {
-    /// One attempt at the import's transaction: the uuids inserted, and those whose late
-    /// recording was added.
+    /// One attempt at the import's transaction: the uuids inserted, those whose late
+    /// recording was added, and those that took over a row found by sync.
     async fn import_once(
         &self,
         records: &[CallRecord],
         plan: &ImportPlan,
         now: DateTime<Utc>,
-    ) -> Result<(HashSet<String>, HashSet<String>), LedgerError> {
+    ) -> Result<(HashSet<String>, HashSet<String>, HashSet<String>), LedgerError> {
         let now = at(now);
         let firsts = plan.firsts.iter().map(|&i| &records[i]);
         let mut tx = self.pool.begin().await.ctx("starting an import")?;
+        let first_records: Vec<&CallRecord> = firsts.clone().collect();
+        let merged = sync::take_over_bill_rows(&mut tx, &first_records, now).await?;
         let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json, state,
-                                next_attempt_at, imported_at, updated_at)
+                                next_attempt_at, imported_at, updated_at, bill_id, notes, origin)
              SELECT r.uuid, r.company_code, r.record_file, r.call_start, r.billsec, r.raw_json,
-                    r.state, $8, $8, $8
+                    r.state, $8, $8, $8, r.bill_id, r.notes, 'callback'
              FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[],
-                         $6::text[], $7::text[])
+                         $6::text[], $7::text[], $9::text[], $10::text[])
                   WITH ORDINALITY AS r (uuid, company_code, record_file, call_start, billsec,
-                                        raw_json, state, ord)
+                                        raw_json, state, bill_id, notes, ord)
              ORDER BY r.ord
              ON CONFLICT (uuid) DO NOTHING
              RETURNING uuid",
@@ -200,6 +214,8 @@ impl PgLedger {
                 .collect::<Vec<_>>(),
         )
         .bind(now)
+        .bind(first_records.iter().map(|r| r.bill_id.as_deref()).collect::<Vec<_>>())
+        .bind(first_records.iter().map(|r| r.notes.as_deref()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await
         .ctx("importing call records")?;
@@ -240,7 +256,7 @@ impl PgLedger {
             added.extend(rows);
         }
         tx.commit().await.ctx("committing an import")?;
-        Ok((inserted, added))
+        Ok((inserted, added, merged))
     }
 }
 
@@ -249,14 +265,12 @@ mod tests {
     use super::*;
 
     fn rec(uuid: &str, file: &str) -> CallRecord {
-        CallRecord {
-            uuid: CallUuid::parse(uuid).unwrap_or_else(|| panic!("test uuid {uuid:?}")),
-            company_code: "c".into(),
-            record_file: file.into(),
-            call_start: None,
-            billsec: None,
-            raw_json: "{}".into(),
-        }
+        CallRecord::new(
+            CallUuid::parse(uuid).unwrap_or_else(|| panic!("test uuid {uuid:?}")),
+            "c",
+            file,
+            "{}",
+        )
     }
 
     fn set(items: &[&str]) -> HashSet<String> {

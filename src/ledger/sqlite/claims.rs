@@ -77,7 +77,8 @@ impl Claims for SqliteLedger {
              WHERE uuid IN (",
             oldest_due_batch!(),
             ")
-             RETURNING uuid, company_code, record_file, call_start, billsec, raw_json, attempts - 1 AS attempts"
+             RETURNING uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes,
+                       origin, imported_at, attempts - 1 AS attempts"
         ))
         .bind(slice.company.as_deref())
         .bind(slice.since.map(to_ledger))
@@ -148,7 +149,8 @@ impl Claims for SqliteLedger {
         limit: i64,
     ) -> Result<Vec<CallRecord>, LedgerError> {
         let rows = sqlx::query(concat!(
-            "SELECT uuid, company_code, record_file, call_start, billsec, raw_json FROM calls WHERE ",
+            "SELECT uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes,
+                    origin, imported_at FROM calls WHERE ",
             due_filter!(),
             " ORDER BY call_start ASC NULLS LAST, uuid LIMIT $6"
         ))

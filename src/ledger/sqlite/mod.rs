@@ -9,6 +9,7 @@ mod manifests;
 mod media;
 mod records;
 mod runs;
+mod sync;
 mod transfer;
 
 use std::str::FromStr;
@@ -23,7 +24,7 @@ use sqlx::sqlite::{
 };
 
 use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration};
-use crate::domain::{CallRecord, CallUuid};
+use crate::domain::{CallRecord, CallUuid, Origin};
 use crate::timefmt::from_ledger;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -162,7 +163,10 @@ fn uuid_col(row: &SqliteRow, name: &'static str) -> Result<CallUuid, LedgerError
     CallUuid::parse(&raw).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {raw:?}")))
 }
 
+/// The call record in a row holding `uuid, company_code, record_file, call_start, billsec,
+/// raw_json, bill_id, notes, origin, imported_at`.
 fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
+    let origin: String = col(row, "origin")?;
     Ok(CallRecord {
         uuid: uuid_col(row, "uuid")?,
         company_code: col(row, "company_code")?,
@@ -170,5 +174,10 @@ fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
         call_start: time_col(row, "call_start")?,
         billsec: col(row, "billsec")?,
         raw_json: col(row, "raw_json")?,
+        bill_id: col(row, "bill_id")?,
+        notes: col(row, "notes")?,
+        origin: Origin::parse(&origin)
+            .ok_or_else(|| LedgerError::Corrupt(format!("origin {origin:?}")))?,
+        received_at: time_col(row, "imported_at")?,
     })
 }

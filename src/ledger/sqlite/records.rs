@@ -1,9 +1,10 @@
-//! SQLite: call records coming in (import, upsert by uuid) and being looked at (one row, due work).
+//! SQLite: call records coming in (import, upsert by uuid, taking over rows found by sync)
+//! and being looked at (one row, due work).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{QueryContext, SqliteLedger, col, record_from_row, time_col, uuid_col};
+use super::{QueryContext, SqliteLedger, col, record_from_row, sync, time_col, uuid_col};
 use crate::domain::{CallRecord, CallUuid, RecordState, RunId};
 use crate::ledger::{ImportOutcome, LedgerError, LedgerRow, Records};
 use crate::timefmt::to_ledger;
@@ -16,9 +17,19 @@ impl Records for SqliteLedger {
         now: DateTime<Utc>,
     ) -> Result<Vec<ImportOutcome>, LedgerError> {
         let now_text = to_ledger(now);
-        let mut tx = self.pool.begin().await.ctx("starting an import")?;
+        // The write lock from the start: the rows read to match a call are the rows written.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .ctx("starting an import")?;
         let mut outcomes = Vec::with_capacity(records.len());
         for rec in records {
+            if let Some(bill_row) = sync::bill_row_for(&mut tx, rec).await? {
+                sync::take_over(&mut tx, &bill_row, rec, &now_text).await?;
+                outcomes.push(ImportOutcome::MatchedBill);
+                continue;
+            }
             let state = if rec.has_recording() {
                 RecordState::Pending
             } else {
@@ -26,8 +37,8 @@ impl Records for SqliteLedger {
             };
             let inserted = sqlx::query(
                 "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json, state,
-                                    next_attempt_at, imported_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)
+                                    next_attempt_at, imported_at, updated_at, bill_id, notes, origin)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9, $10, 'callback')
                  ON CONFLICT (uuid) DO NOTHING",
             )
             .bind(rec.uuid.as_str())
@@ -38,6 +49,8 @@ impl Records for SqliteLedger {
             .bind(&rec.raw_json)
             .bind(state.as_str())
             .bind(&now_text)
+            .bind(rec.bill_id.as_deref())
+            .bind(rec.notes.as_deref())
             .execute(&mut *tx)
             .await
             .ctx("importing a call record")?
@@ -74,9 +87,10 @@ impl Records for SqliteLedger {
 
     async fn get(&self, uuid: &CallUuid) -> Result<Option<LedgerRow>, LedgerError> {
         let row = sqlx::query(
-            "SELECT uuid, company_code, record_file, call_start, billsec, raw_json, state, attempts, next_attempt_at,
+            "SELECT uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes, origin,
+                    imported_at, state, attempts, next_attempt_at,
                     lease_owner, object_key, size_bytes, sha256, content_type, etag, archived_at,
-                    last_error_code, last_error, manifest_seq, last_verify_result
+                    last_error_code, last_error, manifest_seq, last_verify_result, bill_seen_at
              FROM calls WHERE uuid = $1",
         )
         .bind(uuid.as_str())
@@ -102,6 +116,7 @@ impl Records for SqliteLedger {
             last_error: col(&row, "last_error")?,
             manifest_seq: col(&row, "manifest_seq")?,
             last_verify_result: col(&row, "last_verify_result")?,
+            bill_seen_at: time_col(&row, "bill_seen_at")?,
         }))
     }
 

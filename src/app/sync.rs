@@ -1,0 +1,169 @@
+//! `callvault sync` (the bill list against the ledger) and `callvault completeness` (per
+//! day and company, whether every call the provider knows is archived).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{FixedOffset, Utc};
+
+use super::args;
+use super::wiring::open_ledger;
+use super::{EXIT_INCOMPLETE, EXIT_OK, watch_signals};
+use crate::archive::Shutdown;
+use crate::cli::{CompletenessArgs, SyncArgs};
+use crate::config::{CommonSettings, ConfigError};
+use crate::ledger::{DayCompleteness, Ledger, risk_line};
+use crate::provider::ProviderClient;
+use crate::sync::{SyncDeps, SyncOptions, SyncReport, run_sync};
+use crate::timefmt::parse_bound;
+
+/// The options of a sync from its command line.
+pub fn sync_options(
+    args: &SyncArgs,
+    tz: FixedOffset,
+    shutdown: Shutdown,
+) -> Result<SyncOptions, ConfigError> {
+    let bound = |raw: &Option<String>, upper: bool, what: &str| {
+        raw.as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| parse_bound(s, tz, upper).map_err(|e| ConfigError(format!("{what}: {e}"))))
+            .transpose()
+    };
+    let since = bound(&args.since, false, "--since")?;
+    let until = bound(&args.until, true, "--until")?;
+    if let (Some(since), Some(until)) = (since, until)
+        && since >= until
+    {
+        return Err(ConfigError("--since must be before --until".into()));
+    }
+    Ok(SyncOptions {
+        since,
+        until,
+        overlap: chrono::Duration::from_std(args.overlap)
+            .map_err(|_| ConfigError("--overlap is too long".into()))?,
+        retention: chrono::Duration::days(i64::from(args.retention_days)),
+        page_attempts: args.attempts_per_page,
+        retry_delay: args.retry_delay,
+        shutdown,
+        ..SyncOptions::new(tz)
+    })
+}
+
+pub async fn sync(common: &CommonSettings, args: &SyncArgs) -> anyhow::Result<u8> {
+    let shutdown = Shutdown::default();
+    let opts = sync_options(args, common.tz, shutdown.clone())?;
+    let provider = ProviderClient::new(args::provider_config(&args.provider, common.tz)?)
+        .map_err(|e| ConfigError(e.to_string()))?;
+    let deps = SyncDeps {
+        ledger: open_ledger(&common.ledger).await?,
+        provider: Arc::new(provider),
+    };
+    let signals = tokio::spawn(watch_signals(shutdown, Duration::ZERO));
+    let report = run_sync(&deps, &opts)
+        .await
+        .context("the ledger failed during the sync")?;
+    signals.abort();
+    print_sync(&report, args.json);
+    deps.ledger.close().await;
+    Ok(u8::try_from(report.exit_code()).unwrap_or(EXIT_INCOMPLETE))
+}
+
+pub fn print_sync(report: &SyncReport, json: bool) {
+    if json {
+        let mut value = serde_json::to_value(report).unwrap_or_default();
+        value["exit_code"] = report.exit_code().into();
+        println!("{value}");
+    } else {
+        print!("{}", report.human());
+    }
+    if let Some(err) = &report.error {
+        eprintln!("callvault: sync stopped: {err}");
+    }
+}
+
+pub async fn completeness(common: &CommonSettings, args: &CompletenessArgs) -> anyhow::Result<u8> {
+    let tz = common.tz;
+    let now = Utc::now();
+    let retention = chrono::Duration::days(i64::from(args.retention_days));
+    let bound = |raw: &Option<String>, upper: bool| {
+        raw.as_deref()
+            .map(|s| parse_bound(s, tz, upper).map_err(ConfigError))
+            .transpose()
+    };
+    let since = bound(&args.since, false)?.unwrap_or(now - retention);
+    let until = bound(&args.until, true)?.unwrap_or(now);
+    let ledger = open_ledger(&common.ledger).await?;
+    let days = report(&ledger, since, until, tz, risk_line(now, retention)).await?;
+    let complete = days.iter().all(DayCompleteness::complete);
+    if args.json {
+        let value = serde_json::json!({
+            "since": since,
+            "until": until,
+            "complete": complete,
+            "days": days.iter().map(|d| {
+                let mut v = serde_json::to_value(d).unwrap_or_default();
+                v["complete"] = d.complete().into();
+                v
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "{:<10} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  ",
+            "day",
+            "company",
+            "listed",
+            "ledger",
+            "archived",
+            "pending",
+            "failed",
+            "no_rec",
+            "by_sync",
+            "at_risk"
+        );
+        for d in &days {
+            println!(
+                "{:<10} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+                d.day.map_or_else(|| "?".into(), |d| d.to_string()),
+                if d.company_code.is_empty() {
+                    "?"
+                } else {
+                    &d.company_code
+                },
+                d.provider_listed,
+                d.in_ledger,
+                d.archived,
+                d.pending,
+                d.failed,
+                d.no_recording,
+                d.found_by_sync,
+                d.at_risk,
+                if d.complete() {
+                    "complete"
+                } else {
+                    "INCOMPLETE"
+                }
+            );
+        }
+        let sync = ledger.sync_figures().await?;
+        match sync.last_success_at {
+            Some(t) => println!("last complete sync: {t}"),
+            None => println!(
+                "last complete sync: none (run `callvault sync`: without it, calls whose callback never came are not listed)"
+            ),
+        }
+    }
+    ledger.close().await;
+    Ok(if complete { EXIT_OK } else { EXIT_INCOMPLETE })
+}
+
+async fn report(
+    ledger: &Ledger,
+    since: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
+    tz: FixedOffset,
+    risk: chrono::DateTime<Utc>,
+) -> anyhow::Result<Vec<DayCompleteness>> {
+    Ok(ledger.completeness(since, until, tz, risk).await?)
+}
