@@ -136,8 +136,8 @@ impl SyncReport {
             "sync {}: {} from {} to {}\n  bills read: {} in {} page(s), {} window(s)\n  calls found (callback never came): {}\n  recordings added to calls known without one: {}\n  unreadable bills: {}\n",
             self.id,
             self.status.as_str(),
-            self.since,
-            self.until,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.until.format("%Y-%m-%d %H:%M:%S UTC"),
             self.progress.bills,
             self.pages,
             self.windows,
@@ -146,7 +146,10 @@ impl SyncReport {
             self.progress.unreadable,
         );
         if let Some(covered) = self.progress.covered_until {
-            out.push_str(&format!("  covered until: {covered}\n"));
+            out.push_str(&format!(
+                "  covered until: {}\n",
+                covered.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
         }
         if let Some(err) = &self.error {
             out.push_str(&format!("  stopped: {err}\n"));
