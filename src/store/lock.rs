@@ -253,6 +253,17 @@ impl Store {
     /// Preflight for Object Lock: retention configured on a bucket without Object Lock is a
     /// configuration error; Object Lock without retention configured is said once.
     pub(super) async fn preflight_lock(&self) -> Result<(), StoreError> {
+        if self.retention.is_none() {
+            // Only a note to give: a store that cannot say (no Object Lock API) is no error.
+            if let Ok(Some(true)) = self.object_lock_enabled().await {
+                tracing::info!(
+                    store = %self.description,
+                    "the bucket has Object Lock enabled but no --retention-mode is set: \
+                     the bucket's default retention (if any) applies"
+                );
+            }
+            return Ok(());
+        }
         match (self.retention, self.object_lock_enabled().await?) {
             (Some(policy), None) => Err(StoreError::Config(format!(
                 "--retention-mode {} needs an S3 bucket with Object Lock; {} is not S3",
