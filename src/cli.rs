@@ -340,6 +340,20 @@ pub struct RunArgs {
     pub json: bool,
     #[command(flatten)]
     pub layout: LayoutArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// S3 Object Lock retention for every recording and its sidecar (both or neither).
+#[derive(Debug, Args, Clone, Default)]
+pub struct RetentionArgs {
+    /// Object Lock mode: `governance` (administrators with the bypass permission may lift
+    /// it) or `compliance` (no one may, until the date). Needs a bucket with Object Lock.
+    #[arg(long, env = "CALLVAULT_RETENTION_MODE", requires = "retain_for", value_parser = ["governance", "compliance"])]
+    pub retention_mode: Option<String>,
+    /// How long each recording is locked, counted from its call's start: `7y`, `18mo`, `90d`.
+    #[arg(long, env = "CALLVAULT_RETAIN_FOR", requires = "retention_mode")]
+    pub retain_for: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -455,6 +469,9 @@ pub struct VerifyArgs {
     /// Print the report as JSON on standard output.
     #[arg(long)]
     pub json: bool,
+    /// The retention policy to check each object's lock against.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 #[derive(Debug, Args)]

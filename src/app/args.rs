@@ -117,6 +117,7 @@ fn run_store(args: &RunArgs, s3: &S3Options) -> Result<StoreConfig, ConfigError>
         part_size: usize::from(args.part_size_mib) * 1024 * 1024,
         sidecars: args.layout.sidecars(),
         manifests_prefix: args.layout.manifests_prefix.clone(),
+        retention: retention_policy(&args.retention)?,
         ..StoreConfig::new(store_url(args.store.as_deref())?)
     })
 }
@@ -126,8 +127,25 @@ pub fn verify_store(args: &VerifyArgs, s3: &S3Options) -> Result<StoreConfig, Co
     Ok(StoreConfig {
         s3: s3.clone(),
         manifests_prefix: args.manifests_prefix.clone(),
+        retention: retention_policy(&args.retention)?,
         ..StoreConfig::new(store_url(args.store.as_deref())?)
     })
+}
+
+/// `--retention-mode` and `--retain-for` as a policy (clap makes them go together).
+pub fn retention_policy(
+    args: &crate::cli::RetentionArgs,
+) -> Result<Option<crate::store::RetentionPolicy>, ConfigError> {
+    match (&args.retention_mode, &args.retain_for) {
+        (Some(mode), Some(retain_for)) => Ok(Some(crate::store::RetentionPolicy {
+            mode: mode.parse().map_err(ConfigError)?,
+            retain_for: retain_for.parse().map_err(ConfigError)?,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError(
+            "--retention-mode and --retain-for go together: give both or neither".into(),
+        )),
+    }
 }
 
 /// `--store`/`CALLVAULT_STORE`, which has no default.

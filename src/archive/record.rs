@@ -401,7 +401,51 @@ async fn attempt(
                 message: e.to_string(),
             })?;
     }
+    lock(deps, record, &object).await?;
     Ok((object, media.get(), resumes.load(Ordering::Relaxed)))
+}
+
+/// Puts the Object Lock retention on the recording and its sidecar, when a policy is set:
+/// until the call's start plus the policy (the archive time when the start is unknown). Until
+/// this succeeds the record is not archived: a run that dies before it leaves the record
+/// claimed, and the next run uploads it again (a new version) and locks it.
+async fn lock(
+    deps: &Deps,
+    record: &crate::domain::CallRecord,
+    object: &ArchivedObject,
+) -> Result<(), Failure> {
+    let Some(policy) = deps.store.retention() else {
+        return Ok(());
+    };
+    let start = record.call_start.unwrap_or(object.archived_at);
+    let Some(until) = policy.retain_for.until(start) else {
+        return Err(Failure::Permanent {
+            code: "retention_out_of_range".into(),
+            message: format!(
+                "{start} plus {} is past the dates S3 can hold",
+                policy.retain_for
+            ),
+            gone: false,
+        });
+    };
+    let mut keys = vec![object.key.clone()];
+    if deps.store.sidecars() {
+        keys.push(deps.store.sidecar_key(&object.key));
+    }
+    for key in &keys {
+        let locked = deps
+            .store
+            .lock_until(key, until)
+            .await
+            .map_err(|e| Failure::Transient {
+                code: "lock_failed".into(),
+                message: format!("the object is stored but not yet locked: {e}"),
+            })?;
+        if !locked {
+            tracing::info!(uuid = %record.uuid, key, %until, "retention already ended; not locked");
+        }
+    }
+    Ok(())
 }
 
 /// How a broken download continues: a fresh link (a resumption is a new request, and the old

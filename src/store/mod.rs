@@ -2,6 +2,7 @@
 //! Speaks in keys relative to the configured prefix; uploads stream with hashing.
 
 mod key;
+mod lock;
 mod read;
 mod s3meta;
 mod sidecar;
@@ -17,6 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
+pub use lock::{LockMode, ObjectRetention, RetainFor, RetentionPolicy};
 pub use read::{Listed, ObjectDigest};
 pub use sidecar::{DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar};
 pub use upload::{UploadError, UploadMeta, Uploaded};
@@ -112,6 +114,8 @@ pub struct Store {
     sidecars: bool,
     /// Below the prefix: where the manifest chain lives.
     manifests: String,
+    /// Object Lock retention for every recording and sidecar, when configured.
+    retention: Option<RetentionPolicy>,
 }
 
 /// Settings for S3 stores, from the standard `AWS_*` variables (`aws_access_key_id`,
@@ -134,6 +138,8 @@ pub struct StoreConfig {
     pub sidecars: bool,
     /// Below the store's prefix: where the manifest chain goes.
     pub manifests_prefix: String,
+    /// Object Lock retention for every recording and sidecar (S3 with Object Lock only).
+    pub retention: Option<RetentionPolicy>,
 }
 
 impl StoreConfig {
@@ -146,6 +152,7 @@ impl StoreConfig {
             part_size: DEFAULT_PART_SIZE,
             sidecars: true,
             manifests_prefix: DEFAULT_MANIFESTS_PREFIX.into(),
+            retention: None,
         }
     }
 }
@@ -155,7 +162,9 @@ impl Store {
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
         let store = Self::open_url(&config.url, &config.s3, config.part_size)?
             .with_manifests_prefix(&config.manifests_prefix)?;
-        Ok(store.with_sidecars(config.sidecars))
+        Ok(store
+            .with_sidecars(config.sidecars)
+            .with_retention(config.retention))
     }
 
     fn open_url(url: &str, s3_options: &S3Options, part_size: usize) -> Result<Self, StoreError> {
@@ -259,6 +268,7 @@ impl Store {
             description: redact_url(&parsed),
             sidecars: true,
             manifests: DEFAULT_MANIFESTS_PREFIX.into(),
+            retention: None,
         })
     }
 
@@ -292,10 +302,11 @@ impl Store {
         }
     }
 
-    /// Checks, before any work is claimed, that the store answers and lets us in.
+    /// Checks, before any work is claimed, that the store answers and lets us in, and that
+    /// the bucket can hold the retention asked of it.
     pub async fn preflight(&self) -> Result<(), StoreError> {
         match self.inner.list_with_delimiter(self.prefix.as_ref()).await {
-            Ok(_) => Ok(()),
+            Ok(_) => self.preflight_lock().await,
             Err(source @ object_store::Error::NotFound { .. }) => Err(StoreError::Refused {
                 context: "listing the archive prefix (no such bucket?)".into(),
                 source,

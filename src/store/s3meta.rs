@@ -22,7 +22,7 @@ pub(crate) struct S3Target {
     pub http: reqwest::Client,
 }
 
-fn failed(context: &str, detail: String) -> StoreError {
+pub(crate) fn failed(context: &str, detail: String) -> StoreError {
     StoreError::Transient {
         context: context.to_owned(),
         source: object_store::Error::Generic {
@@ -119,4 +119,145 @@ impl S3Target {
             .map(|(etag, _)| etag.replace("&quot;", "\"").trim().to_owned());
         Ok((etag, version))
     }
+}
+
+/// A response to a signed request: status, headers and body text.
+pub(crate) struct Answer {
+    pub status: http::StatusCode,
+    pub body: String,
+    /// `x-amz-object-lock-mode`, when the answer carries it.
+    pub lock_mode: Option<String>,
+    /// `x-amz-object-lock-retain-until-date`, when the answer carries it.
+    pub lock_until: Option<String>,
+}
+
+impl S3Target {
+    /// The URL of `path` in the bucket (or of the bucket itself, `None`), with `query`.
+    fn url_of(&self, path: Option<&Path>, query: &str, context: &str) -> Result<Url, StoreError> {
+        let mut url = self.endpoint.clone();
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|()| failed(context, "endpoint cannot take a path".into()))?;
+            segments.pop_if_empty().push(&self.bucket);
+            if let Some(path) = path {
+                for part in path.parts() {
+                    segments.push(part.as_ref());
+                }
+            }
+        }
+        url.set_query((!query.is_empty()).then_some(query));
+        Ok(url)
+    }
+
+    /// Sends one SigV4-signed request (payload signed; a body carries its
+    /// `x-amz-checksum-sha256`, which S3 requires of Object Lock requests).
+    pub(crate) async fn signed(
+        &self,
+        method: http::Method,
+        path: Option<&Path>,
+        query: &str,
+        headers: &[(&str, String)],
+        body: Option<String>,
+        context: &str,
+    ) -> Result<Answer, StoreError> {
+        use base64::Engine;
+        use sha2::Digest;
+        let url = self.url_of(path, query, context)?;
+        let mut builder = http::Request::builder()
+            .method(method.clone())
+            .uri(url.as_str());
+        for (name, value) in headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        if let Some(body) = &body {
+            let digest = sha2::Sha256::digest(body.as_bytes());
+            builder = builder
+                .header(
+                    "x-amz-checksum-sha256",
+                    base64::engine::general_purpose::STANDARD.encode(digest),
+                )
+                .header(http::header::CONTENT_TYPE, "application/xml");
+        }
+        let payload = body.clone().unwrap_or_default();
+        let mut request: HttpRequest = builder
+            .body(HttpRequestBody::from(payload.clone()))
+            .map_err(|e| failed(context, e.to_string()))?;
+        let credential = self
+            .s3
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| StoreError::classify(context, e))?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut request, None)
+            .map_err(|e| StoreError::classify(context, e))?;
+        let mut call = self.http.request(method, url.as_str());
+        for (name, value) in request.headers() {
+            call = call.header(name.as_str(), value.as_bytes());
+        }
+        if body.is_some() {
+            call = call.body(payload);
+        }
+        let response = call
+            .send()
+            .await
+            .map_err(|e| failed(context, e.without_url().to_string()))?;
+        let status = response.status();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let lock_mode = header("x-amz-object-lock-mode");
+        let lock_until = header("x-amz-object-lock-retain-until-date");
+        let body = response
+            .text()
+            .await
+            .map_err(|e| failed(context, e.without_url().to_string()))?;
+        Ok(Answer {
+            status,
+            body,
+            lock_mode,
+            lock_until,
+        })
+    }
+}
+
+impl Answer {
+    /// The S3 error code in the body (`<Code>…</Code>`), if any.
+    pub fn error_code(&self) -> Option<&str> {
+        xml_value(&self.body, "Code")
+    }
+
+    /// The answer as an error for `context`: 403 a refusal, anything else passing.
+    pub fn into_error(self, context: &str) -> StoreError {
+        let detail = format!(
+            "HTTP {}: {}",
+            self.status,
+            self.body.chars().take(300).collect::<String>()
+        );
+        if self.status.as_u16() == 403 {
+            StoreError::Refused {
+                context: context.into(),
+                source: object_store::Error::Generic {
+                    store: "S3",
+                    source: detail.into(),
+                },
+            }
+        } else {
+            failed(context, detail)
+        }
+    }
+}
+
+/// The text of the first `<tag>…</tag>` in an XML body.
+pub(crate) fn xml_value<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let (_, rest) = body.split_once(open.as_str())?;
+    let (value, _) = rest.split_once(close.as_str())?;
+    Some(value.trim())
 }

@@ -106,10 +106,15 @@ impl Store {
             .flatten()
     }
 
+    /// The key of the sidecar of the recording at `key`.
+    pub fn sidecar_key(&self, key: &str) -> String {
+        format!("{key}{SIDECAR_SUFFIX}")
+    }
+
     /// Writes the sidecar of the recording at `sidecar.key`.
     pub async fn write_sidecar(&self, sidecar: &Sidecar) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(sidecar).unwrap_or_default();
-        let key = format!("{}{SIDECAR_SUFFIX}", sidecar.key);
+        let key = self.sidecar_key(&sidecar.key);
         self.put_json(&key, body).await
     }
 

@@ -32,6 +32,8 @@ pub enum S3Op {
     PutObject,
     /// `PUT /bucket/key.json` or `.jsonl`: a sidecar or a manifest
     PutMetadata,
+    /// `PUT /bucket/key?retention`: an Object Lock retention
+    PutRetention,
     /// Anything else: GET, HEAD, listings, DELETE of an object.
     Other,
 }
@@ -48,6 +50,7 @@ impl S3Op {
             Method::POST if has("uploads") => Self::CreateMultipart,
             Method::POST if has("uploadId") => Self::CompleteMultipart,
             Method::PUT if has("partNumber") && has("uploadId") => Self::UploadPart,
+            Method::PUT if has("retention") => Self::PutRetention,
             Method::PUT if req.headers().contains_key("x-amz-copy-source") => Self::CopyObject,
             Method::PUT if req.uri().path().ends_with(".json") => Self::PutMetadata,
             Method::PUT if req.uri().path().ends_with(".jsonl") => Self::PutMetadata,

@@ -1,0 +1,158 @@
+//! An S3 server that enforces Object Lock, for the compliance tests: the in-process s3s-fs
+//! server knows no retention, legal holds or refused deletes; `moto` (PyPI, `moto[server]`)
+//! does. The suite installs it itself, pinned, into a cached virtual environment under the
+//! target directory (as `.ci/validate-deploy` does for its validators), and starts
+//! `moto_server` on a free loopback port per test. When it cannot be had, the test fails
+//! with what to do: these tests are never skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use callvault::store::S3Options;
+use tokio::process::{Child, Command};
+use tokio::sync::OnceCell;
+
+/// The pinned requirement; the venv is rebuilt when it changes.
+const REQUIREMENT: &str = "moto[server]==5.2.5";
+const ACCESS_KEY: &str = "moto-access-key";
+const SECRET_KEY: &str = "moto-secret-key";
+/// How long moto may take to answer after it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+static VENV: OnceCell<PathBuf> = OnceCell::const_new();
+
+/// The venv's `moto_server`, installed on first use (once per test binary; a stamp file
+/// records the requirement it was built from).
+async fn moto_server_bin() -> PathBuf {
+    VENV.get_or_init(|| async {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/moto-venv");
+        let bin = venv.join("bin/moto_server");
+        let stamp = venv.join(".callvault-requirement");
+        let ready =
+            bin.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == REQUIREMENT);
+        if !ready {
+            let venv_s = venv.to_string_lossy().into_owned();
+            run(
+                "python3",
+                &["-m", "venv", "--clear", &venv_s],
+                "create a Python virtual environment for moto (is python3 with venv installed?)",
+            )
+            .await;
+            let pip = venv.join("bin/pip").to_string_lossy().into_owned();
+            run(
+                &pip,
+                &[
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    REQUIREMENT,
+                ],
+                "install moto from PyPI (the Object Lock tests need it: allow access to PyPI)",
+            )
+            .await;
+            std::fs::write(&stamp, REQUIREMENT).expect("write the moto venv's stamp");
+        }
+        assert!(
+            bin.exists(),
+            "{} missing after installing moto",
+            bin.display()
+        );
+        venv
+    })
+    .await
+    .join("bin/moto_server")
+}
+
+async fn run(program: &str, args: &[&str], what: &str) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot {what}: {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "cannot {what}: {program} {args:?} exited {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `moto_server` on loopback; killed when dropped.
+pub struct Moto {
+    pub endpoint: String,
+    _child: Child,
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let bin = moto_server_bin().await;
+        // A free port: bind, read, release (moto binds it a moment later).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if http
+                .get(format!("{endpoint}/moto-api/"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "moto_server did not answer on {endpoint} within {START_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self {
+            endpoint,
+            _child: child,
+        }
+    }
+
+    /// Creates `bucket`, with Object Lock enabled (and so versioning) when `object_lock`.
+    pub async fn create_bucket(&self, bucket: &str, object_lock: bool) {
+        let mut request = reqwest::Client::new().put(format!("{}/{bucket}", self.endpoint));
+        if object_lock {
+            request = request.header("x-amz-bucket-object-lock-enabled", "true");
+        }
+        let response = request.send().await.expect("create bucket");
+        assert!(
+            response.status().is_success(),
+            "creating bucket {bucket}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
+    /// The `AWS_*` settings (as environment variable names) that reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_CHECKSUM_ALGORITHM", "SHA256".into()),
+        ]
+    }
+
+    pub fn options(&self) -> S3Options {
+        self.env()
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect()
+    }
+}
