@@ -253,7 +253,7 @@ impl Store {
     /// Preflight for Object Lock: retention configured on a bucket without Object Lock is a
     /// configuration error; Object Lock without retention configured is said once.
     pub(super) async fn preflight_lock(&self) -> Result<(), StoreError> {
-        if self.retention.is_none() {
+        let Some(policy) = self.retention else {
             // Only a note to give: a store that cannot say (no Object Lock API) is no error.
             if let Ok(Some(true)) = self.object_lock_enabled().await {
                 tracing::info!(
@@ -263,27 +263,19 @@ impl Store {
                 );
             }
             return Ok(());
-        }
-        match (self.retention, self.object_lock_enabled().await?) {
-            (Some(policy), None) => Err(StoreError::Config(format!(
+        };
+        match self.object_lock_enabled().await? {
+            None => Err(StoreError::Config(format!(
                 "--retention-mode {} needs an S3 bucket with Object Lock; {} is not S3",
                 policy.mode, self.description
             ))),
-            (Some(policy), Some(false)) => Err(StoreError::Config(format!(
+            Some(false) => Err(StoreError::Config(format!(
                 "--retention-mode {} is set but the bucket of {} does not have Object Lock \
                  enabled: create the bucket with Object Lock (it cannot be retrofitted on \
                  MinIO; on AWS enable it in the bucket's properties) or drop the retention settings",
                 policy.mode, self.description
             ))),
-            (None, Some(true)) => {
-                tracing::info!(
-                    store = %self.description,
-                    "the bucket has Object Lock enabled but no --retention-mode is set: \
-                     the bucket's default retention (if any) applies"
-                );
-                Ok(())
-            }
-            _ => Ok(()),
+            Some(true) => Ok(()),
         }
     }
 }
