@@ -20,6 +20,12 @@ pub struct RetryPolicy {
     pub later_max: Duration,
     /// After this many attempts in all, a record that still fails is marked failed. Default 30.
     pub max_attempts: u32,
+    /// The run's breaker: when the store (or the download host) has not answered at all
+    /// (connection refused, reset, timed out) this many times in a row, across workers,
+    /// over at least `outage_window`, the run stops and gives its records back without
+    /// spending their attempts (exit 1). Default 4 failures over 2 s.
+    pub outage_failures: u32,
+    pub outage_window: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -31,6 +37,8 @@ impl Default for RetryPolicy {
             later_base: Duration::from_secs(300),
             later_max: Duration::from_secs(6 * 3600),
             max_attempts: 30,
+            outage_failures: 4,
+            outage_window: Duration::from_secs(2),
         }
     }
 }

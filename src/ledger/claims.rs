@@ -35,6 +35,15 @@ pub enum Settlement<'a> {
     Expired { code: &'a str, message: &'a str },
     /// Interrupted (shutdown): back to pending, due at once.
     Released { message: &'a str },
+    /// The run stopped (refused credentials, a store that refuses us, an outage), no fault
+    /// of the record's: back to pending, due at once, and the attempt the claim counted is
+    /// given back: `attempts` is set to `attempts_before`, the count before the claim (the
+    /// attempts rows stay, closed as `stopped`, for the audit trail).
+    Returned {
+        code: &'a str,
+        message: &'a str,
+        attempts_before: i64,
+    },
 }
 
 /// The end of one attempt, as written to the attempts table.

@@ -216,6 +216,8 @@ impl World {
                 later_base: Duration::ZERO,
                 later_max: Duration::ZERO,
                 max_attempts: 30,
+                outage_failures: 3,
+                outage_window: Duration::from_millis(200),
             },
             retention: chrono::Duration::days(90),
             slice: Slice::default(),

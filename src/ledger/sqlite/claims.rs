@@ -243,6 +243,12 @@ impl Claims for SqliteLedger {
                         next_attempt_at = $4, last_error_code = $5, last_error = $6
                  WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
             }
+            Settlement::Returned { .. } => {
+                "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                        next_attempt_at = $4, last_error_code = $5, last_error = $6,
+                        attempts = $7
+                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+            }
             Settlement::Failed { .. } | Settlement::Expired { .. } => {
                 "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
                         last_error_code = $5, last_error = $6
@@ -275,6 +281,15 @@ impl Claims for SqliteLedger {
                 .bind(now_text.clone())
                 .bind("interrupted")
                 .bind(*message),
+            Settlement::Returned {
+                code,
+                message,
+                attempts_before,
+            } => base
+                .bind(now_text.clone())
+                .bind(*code)
+                .bind(*message)
+                .bind(*attempts_before),
             Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
             Settlement::Expired { code, message } => {
                 base.bind("expired").bind(*code).bind(*message)
