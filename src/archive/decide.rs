@@ -37,6 +37,10 @@ pub(super) struct Standing {
     /// Another worker stopped the run (a refusal, an outage): whatever happened here, the
     /// record goes back without spending this attempt.
     pub halted: bool,
+    /// Attempts that got this same answer, this one included, and how long since the
+    /// first of them: an answer that the recording cannot be had must repeat.
+    pub same_answers: u32,
+    pub same_answers_over: std::time::Duration,
 }
 
 /// How the record is settled.
@@ -78,7 +82,14 @@ pub(super) fn decide(happened: Happened, at: Standing, policy: &RetryPolicy) -> 
         Happened::CannotBeHad { gone: true } if at.past_horizon => {
             d(Verdict::Expire, AttemptOutcome::Expired)
         }
-        Happened::CannotBeHad { .. } => d(Verdict::Fail { gave_up: false }, AttemptOutcome::Failed),
+        Happened::CannotBeHad { .. }
+            if at.same_answers >= policy.give_up_answers
+                && at.same_answers_over >= policy.give_up_window =>
+        {
+            d(Verdict::Fail { gave_up: false }, AttemptOutcome::Failed)
+        }
+        // Not repeated enough yet: tried again like any passing failure.
+        Happened::CannotBeHad { .. } => decide(Happened::Passing, at, policy),
         Happened::Passing if at.total_attempts >= i64::from(policy.max_attempts) => {
             d(Verdict::Fail { gave_up: true }, AttemptOutcome::Transient)
         }
@@ -99,6 +110,7 @@ mod tests {
     use AttemptOutcome as O;
     use Happened as H;
     use Verdict as V;
+    use std::time::Duration;
 
     /// `attempts_per_run` 3, `max_attempts` 30.
     fn at(attempt_in_run: u32, total_attempts: i64) -> Standing {
@@ -108,6 +120,17 @@ mod tests {
             past_horizon: false,
             stopping: false,
             halted: false,
+            same_answers: 1,
+            same_answers_over: Duration::ZERO,
+        }
+    }
+
+    /// The same answer came back `n` times over `hours`.
+    fn repeated(n: u32, hours: u64, s: Standing) -> Standing {
+        Standing {
+            same_answers: n,
+            same_answers_over: Duration::from_secs(hours * 3600),
+            ..s
         }
     }
 
@@ -134,7 +157,7 @@ mod tests {
         let policy = RetryPolicy::default();
         let gone = H::CannotBeHad { gone: true };
         let refused = H::CannotBeHad { gone: false };
-        let table: [(Happened, Standing, Verdict, AttemptOutcome); 20] = [
+        let table: [(Happened, Standing, Verdict, AttemptOutcome); 25] = [
             (H::Archived, at(1, 1), V::Archive, O::Archived),
             (H::Archived, halted(at(2, 5)), V::Archive, O::Archived),
             (
@@ -166,14 +189,34 @@ mod tests {
                 O::Transient,
             ),
             (H::Passing, halted(at(1, 30)), V::Return, O::Stopped),
-            (gone, at(1, 1), V::Fail { gave_up: false }, O::Failed),
-            (gone, past(at(1, 1)), V::Expire, O::Expired),
+            (gone, at(1, 1), V::Again, O::Transient),
             (
-                refused,
-                past(at(1, 1)),
+                gone,
+                repeated(2, 2, at(3, 3)),
+                V::Later { rounds: 1 },
+                O::Transient,
+            ),
+            (gone, repeated(3, 0, at(1, 3)), V::Again, O::Transient),
+            (
+                gone,
+                repeated(3, 1, at(1, 3)),
                 V::Fail { gave_up: false },
                 O::Failed,
             ),
+            (
+                refused,
+                repeated(4, 5, at(2, 8)),
+                V::Fail { gave_up: false },
+                O::Failed,
+            ),
+            (
+                refused,
+                stopping(at(1, 1)),
+                V::Later { rounds: 1 },
+                O::Transient,
+            ),
+            (gone, past(at(1, 1)), V::Expire, O::Expired),
+            (refused, past(at(1, 1)), V::Again, O::Transient),
             (gone, halted(at(1, 1)), V::Return, O::Stopped),
             (H::RunStopped, at(1, 1), V::Return, O::Stopped),
             (H::RunStopped, past(at(3, 30)), V::Return, O::Stopped),

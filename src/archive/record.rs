@@ -204,12 +204,23 @@ pub(super) async fn process(
             }
             Err(Failure::Cancelled) => (Happened::Interrupted, None),
         };
+        // Only an answer that the recording cannot be had needs its history.
+        let (same_answers, same_answers_over) = match &result {
+            Err(Failure::CannotBeHad { code, .. }) => {
+                let (before, first) = deps.ledger.answers_like(uuid, code).await?;
+                let over = first.map_or(chrono::Duration::zero(), |t| Utc::now() - t);
+                (before + 1, over.to_std().unwrap_or_default())
+            }
+            _ => (1, std::time::Duration::ZERO),
+        };
         let standing = Standing {
             attempt_in_run: attempt_no,
             total_attempts: claim.previous_attempts + i64::from(attempt_no),
             past_horizon,
             stopping: opts.shutdown.stop_claiming.is_cancelled(),
             halted: guard.is_halted(),
+            same_answers,
+            same_answers_over,
         };
         let decision = decide(happened, standing, &opts.retry);
         // The decision is made; what the stop was is kept for the caller.

@@ -26,6 +26,13 @@ pub struct RetryPolicy {
     /// spending their attempts (exit 1). Default 4 failures over 2 s.
     pub outage_failures: u32,
     pub outage_window: Duration,
+    /// An answer that says the recording cannot be had (`code 1002`, HTTP 404/410 on a
+    /// fresh link, an illegal file name) fails the record only once it came back on at
+    /// least this many attempts spread over at least `give_up_window`; before that it is
+    /// retried like a passing failure. Past the retention horizon a vanished file is
+    /// `expired` at once. Default 3 answers over 1 h.
+    pub give_up_answers: u32,
+    pub give_up_window: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -39,6 +46,8 @@ impl Default for RetryPolicy {
             max_attempts: 30,
             outage_failures: 4,
             outage_window: Duration::from_secs(2),
+            give_up_answers: 3,
+            give_up_window: Duration::from_secs(3600),
         }
     }
 }

@@ -124,6 +124,14 @@ pub trait Claims: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError>;
 
+    /// How many ended attempts on `uuid` came back with `error_code`, and when the first of
+    /// them started: whether an answer that says the recording cannot be had repeats.
+    async fn answers_like(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+    ) -> Result<(u32, Option<DateTime<Utc>>), LedgerError>;
+
     /// Settles a claim and, in the same transaction, ends its last attempt. Returns `false`
     /// (and records the attempt as `lease_lost`) when `owner` no longer holds the lease.
     async fn settle(

@@ -220,6 +220,26 @@ impl Claims for SqliteLedger {
         .await
     }
 
+    async fn answers_like(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+    ) -> Result<(u32, Option<DateTime<Utc>>), LedgerError> {
+        let (n, first): (i64, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(started_at) FROM attempts
+             WHERE call_uuid = $1 AND error_code = $2 AND finished_at IS NOT NULL",
+        )
+        .bind(uuid.as_str())
+        .bind(error_code)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting repeated answers")?;
+        Ok((
+            u32::try_from(n).unwrap_or(u32::MAX),
+            first.as_deref().and_then(crate::timefmt::from_ledger),
+        ))
+    }
+
     async fn settle(
         &self,
         uuid: &CallUuid,
