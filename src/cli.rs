@@ -318,6 +318,15 @@ pub struct RunArgs {
     /// First backoff between attempts (doubles, with jitter).
     #[arg(long, env = "CALLVAULT_RETRY_DELAY", value_parser = humantime::parse_duration, default_value = "1s")]
     pub retry_delay: Duration,
+    /// An answer that the recording cannot be had (provider code 1002, HTTP 404/410 on a
+    /// fresh link, an illegal file name) fails the record only once it came back on this
+    /// many attempts...
+    #[arg(long, env = "CALLVAULT_GIVE_UP_ANSWERS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub give_up_answers: u32,
+    /// ...spread over at least this long (past the retention horizon a vanished file is
+    /// `expired` at once).
+    #[arg(long, env = "CALLVAULT_GIVE_UP_WINDOW", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub give_up_window: Duration,
     /// Only calls that started at or after this date (`2026-08-01`) or time, in the
     /// provider's zone.
     #[arg(long, env = "CALLVAULT_SINCE")]

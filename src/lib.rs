@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod domain;
+pub mod failure;
 pub mod ledger;
 pub mod metrics;
 pub mod provider;

@@ -235,6 +235,8 @@ pub fn run_options(
         retry: RetryPolicy {
             attempts_per_run: args.attempts_per_run,
             base_delay: args.retry_delay,
+            give_up_answers: args.give_up_answers,
+            give_up_window: args.give_up_window,
             ..RetryPolicy::default()
         },
         retention: chrono::Duration::days(i64::from(args.retention_days)),

@@ -78,7 +78,7 @@ fn check_chunk(
     }
     st.received += chunk.len() as u64;
     if let Some(n) = expected.filter(|n| st.received > *n) {
-        let err = DownloadError::Network(format!("more bytes than the announced {n}"));
+        let err = DownloadError::TooLong { announced: n };
         return Some(Err(err));
     }
     if let Some(probe) = &mut st.probe
@@ -148,7 +148,7 @@ mod tests {
         ));
         assert!(matches!(
             run(&[b"RIFF", b"datadata"], Some(8)).await,
-            Err(DownloadError::Network(_))
+            Err(DownloadError::TooLong { announced: 8 })
         ));
         assert!(matches!(
             run(&[b"<html><body>oops"], None).await,

@@ -2,7 +2,9 @@
 //! concurrency, a run deadline, lease renewal and a clean stop on shutdown. Concurrency
 //! and shutdown live here and nowhere else.
 
+mod breaker;
 mod checks;
+mod decide;
 mod progress;
 mod record;
 mod report;
@@ -102,6 +104,10 @@ pub enum RunError {
     Ledger(#[from] LedgerError),
     #[error("the object store is not usable: {0}")]
     Store(StoreError),
+    /// The breaker tripped: the store or the download host stopped answering (exit 1; the
+    /// records went back unspent, the next run starts normally).
+    #[error("{side} is not answering: {detail}")]
+    Outage { side: &'static str, detail: String },
 }
 
 /// A run's result: the report, and the error that stopped it, if any.
@@ -256,7 +262,9 @@ async fn work(
             .planned(opts.max_records.map_or(n, |max| max.min(n))),
         Err(e) => tracing::warn!(error = %e, "could not count the due records"),
     }
-    let workers = (0..opts.concurrency.max(1)).map(|_| worker(deps, opts, run_id, due_by, &budget));
+    let guard = breaker::RunGuard::new(opts.retry.outage_failures, opts.retry.outage_window);
+    let workers =
+        (0..opts.concurrency.max(1)).map(|_| worker(deps, opts, run_id, due_by, &budget, &guard));
     let results = tokio::select! {
         results = futures::future::join_all(workers) => results,
         () = renewer => unreachable!("the lease renewer never ends"),
@@ -284,10 +292,11 @@ async fn worker(
     run_id: &RunId,
     due_by: chrono::DateTime<Utc>,
     budget: &AtomicU64,
+    guard: &breaker::RunGuard,
 ) -> (Vec<RecordOutcome>, Option<RunError>) {
     let mut outcomes = Vec::new();
     loop {
-        if opts.shutdown.stop_claiming.is_cancelled() {
+        if opts.shutdown.stop_claiming.is_cancelled() || guard.is_halted() {
             break;
         }
         if budget
@@ -309,14 +318,19 @@ async fn worker(
         let claim = match claim_one(&deps.ledger, &request).await {
             Ok(Some(claim)) => claim,
             Ok(None) => break,
-            Err(e) => return stop_all(opts, outcomes, e.into()),
+            Err(e) => return stop_all(opts, guard, outcomes, e.into()),
         };
-        match record::process(deps, opts, run_id, claim).await {
+        match record::process(deps, opts, run_id, guard, claim).await {
             Ok(outcome) => {
                 opts.progress.record_done(outcome);
                 outcomes.push(outcome);
             }
-            Err(e) => return stop_all(opts, outcomes, e),
+            Err(e) => {
+                // The record that met the stop was settled (given back) before this.
+                opts.progress.record_done(RecordOutcome::Released);
+                outcomes.push(RecordOutcome::Released);
+                return stop_all(opts, guard, outcomes, e);
+            }
         }
     }
     (outcomes, None)
@@ -344,10 +358,12 @@ async fn claim_one(
 
 fn stop_all(
     opts: &RunOptions,
+    guard: &breaker::RunGuard,
     outcomes: Vec<RecordOutcome>,
     error: RunError,
 ) -> (Vec<RecordOutcome>, Option<RunError>) {
     tracing::error!(%error, "stopping the run");
+    guard.halt();
     opts.shutdown.stop_claiming.cancel();
     (outcomes, Some(error))
 }

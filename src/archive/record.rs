@@ -1,5 +1,7 @@
 //! One claimed record, start to end: fresh link → download → streamed upload → checks →
-//! settle in the ledger. Returns the outcome; only a reason to stop the run is an error.
+//! settle in the ledger. How an attempt ends is chosen by `decide` (pure); this is the
+//! loop that runs attempts and carries the choice out. Only a reason to stop the run is an
+//! error.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -8,44 +10,64 @@ use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{RunGuard, Side};
 use super::checks::{MediaInfo, checked_body};
+use super::decide::{Decision, Happened, Standing, Verdict, decide};
 use super::resume::{Reopen, resuming};
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
 use crate::domain::{ArchivedObject, AttemptOutcome, CallUuid, Claim, RunId};
+use crate::failure::Action;
 use crate::ledger::{AttemptEnd, MediaNote, Settlement};
-use crate::provider::{Action, DownloadError};
-use crate::store::{Sidecar, UploadError, UploadMeta};
+use crate::provider::{DownloadError, ProviderError};
+use crate::store::{Sidecar, StoreError, UploadError, UploadMeta};
 
-/// Why one attempt did not archive the record, by what to do next.
+/// Why one attempt did not archive the record, sorted by the crate's one classification
+/// (`crate::failure::Action`) of whoever failed.
 enum Failure {
-    /// Try again (later in this run, or in a later run).
-    Transient { code: String, message: String },
-    /// The recording cannot be had; `gone` when the provider no longer has it (which past
-    /// the retention horizon means expired, not failed).
-    Permanent {
+    /// Try again (later in this run, or in a later run); `unanswered` names the side that
+    /// did not answer at all, for the run's breaker.
+    Passing {
+        code: String,
+        message: String,
+        unanswered: Option<Side>,
+    },
+    /// The answer says the recording cannot be had; `gone` when the provider no longer has
+    /// it (which past the retention horizon means expired, not failed).
+    CannotBeHad {
         code: String,
         message: String,
         gone: bool,
     },
-    /// The provider refuses our credentials: stop the run, blame no record.
+    /// No retry can fix it and no record is to blame (refused credentials, a store that
+    /// refuses us): stop the run.
     StopRun(RunError),
     /// Shutdown: give the record back.
     Cancelled,
 }
 
-impl From<crate::provider::ProviderError> for Failure {
-    fn from(err: crate::provider::ProviderError) -> Self {
+impl Failure {
+    fn passing(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Failure::Passing {
+            code: code.into(),
+            message: message.into(),
+            unanswered: None,
+        }
+    }
+}
+
+impl From<ProviderError> for Failure {
+    fn from(err: ProviderError) -> Self {
         let (code, message) = (err.code(), err.to_string());
-        let gone = matches!(err, crate::provider::ProviderError::FileNotFound { .. });
+        let gone = matches!(err, ProviderError::FileNotFound { .. });
         match err.action() {
             Action::StopRun => Failure::StopRun(RunError::CredentialsRefused(err)),
-            Action::GiveUp => Failure::Permanent {
+            Action::GiveUp => Failure::CannotBeHad {
                 code,
                 message,
                 gone,
             },
-            Action::Retry | Action::Relogin => Failure::Transient { code, message },
+            Action::Retry | Action::Relogin => Failure::passing(code, message),
         }
     }
 }
@@ -53,15 +75,36 @@ impl From<crate::provider::ProviderError> for Failure {
 impl From<DownloadError> for Failure {
     fn from(err: DownloadError) -> Self {
         let (code, message) = (err.code(), err.to_string());
-        if err.is_permanent() {
-            // The only permanent download failure is the file being gone (404/410).
-            Failure::Permanent {
+        match (err.action(), &err) {
+            (_, DownloadError::Cancelled) => Failure::Cancelled,
+            (Action::GiveUp, DownloadError::Gone { .. }) => Failure::CannotBeHad {
                 code,
                 message,
                 gone: true,
-            }
-        } else {
-            Failure::Transient { code, message }
+            },
+            (Action::GiveUp, _) => Failure::CannotBeHad {
+                code,
+                message,
+                gone: false,
+            },
+            _ => Failure::Passing {
+                code,
+                message,
+                unanswered: err.is_unreachable().then_some(Side::DownloadHost),
+            },
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        match err.action() {
+            Action::StopRun => Failure::StopRun(RunError::Store(err)),
+            _ => Failure::Passing {
+                code: err.code().into(),
+                message: err.to_string(),
+                unanswered: err.is_unreachable().then_some(Side::Store),
+            },
         }
     }
 }
@@ -71,24 +114,35 @@ impl From<UploadError> for Failure {
         match err {
             UploadError::Source(e) => e.into(),
             UploadError::Cancelled => Failure::Cancelled,
-            UploadError::Store(e) => Failure::Transient {
-                code: e.code().into(),
-                message: e.to_string(),
-            },
+            UploadError::Store(e) => e.into(),
         }
     }
 }
 
-/// Works on one claim until it is settled; retries passing failures within the run.
+/// What an attempt produced, for the settlement.
+struct Stored {
+    object: ArchivedObject,
+    media: Option<MediaInfo>,
+    resumes: u32,
+}
+
+/// Works on one claim until it is settled: runs attempts and carries out what
+/// [`decide`] chooses. Returns the outcome; only a reason to stop the run is an error.
 pub(super) async fn process(
     deps: &Deps,
     opts: &RunOptions,
     run_id: &RunId,
+    guard: &RunGuard,
     claim: Claim,
 ) -> Result<RecordOutcome, RunError> {
     let record = &claim.record;
     let uuid = &record.uuid;
-    let ledger = Settler { deps, run_id, uuid };
+    let ledger = Settler {
+        deps,
+        run_id,
+        uuid,
+        billsec: record.billsec,
+    };
     let key = match deps.keys.render(record) {
         Ok(key) => key,
         Err(e) => {
@@ -109,6 +163,9 @@ pub(super) async fn process(
                 .await;
         }
     };
+    let past_horizon = record
+        .call_start
+        .is_some_and(|t| t < Utc::now() - opts.retention);
     let mut attempt_no = 0u32;
     loop {
         attempt_no += 1;
@@ -119,151 +176,68 @@ pub(super) async fn process(
             deps.ledger.begin_attempt(uuid, run_id, Utc::now()).await?
         };
         let result = attempt(deps, opts, run_id, &claim, &key).await;
-        let total_attempts = claim.previous_attempts + i64::from(attempt_no);
-        // Every outcome but a passing failure settles the record and returns.
-        let (code, message) = match result {
-            Ok((object, media, resumes)) => {
-                let bytes = object.size;
-                tracing::info!(%uuid, key = %object.key, bytes, sha256 = %object.sha256, resumes, "archived");
-                let resumed = (resumes > 0).then(|| format!("resumed {resumes} time(s)"));
-                let note = media.and_then(|m| m.disagreement(record.billsec));
-                if let Some(note) = &note {
-                    tracing::warn!(%uuid, note, "archived, but flagged");
-                }
-                let media_note = MediaNote {
-                    duration_ms: media
-                        .and_then(|m| m.duration)
-                        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                    note: note.clone(),
-                };
-                let end = AttemptEnd {
-                    id,
-                    outcome: AttemptOutcome::Archived,
-                    error_code: None,
-                    message: resumed.as_deref(),
-                    bytes,
-                };
-                return ledger
-                    .settle(
-                        &Settlement::Archived(&object, &media_note),
-                        Some(&end),
-                        RecordOutcome::Archived {
-                            bytes,
-                            flagged: note.is_some(),
-                            resumes,
-                        },
-                    )
-                    .await;
+        let (happened, stop) = match &result {
+            Ok(_) => {
+                guard.answered(Side::Store);
+                guard.answered(Side::DownloadHost);
+                (Happened::Archived, None)
             }
-            Err(Failure::Cancelled) => {
-                let end = AttemptEnd {
-                    id,
-                    outcome: AttemptOutcome::Aborted,
-                    error_code: Some("shutdown"),
-                    message: None,
-                    bytes: 0,
-                };
-                return ledger.release("interrupted by shutdown", Some(&end)).await;
-            }
-            Err(Failure::StopRun(err)) => {
-                let message = err.to_string();
-                let end = AttemptEnd {
-                    id,
-                    outcome: AttemptOutcome::Stopped,
-                    error_code: Some("provider_credentials_refused"),
-                    message: Some(&message),
-                    bytes: 0,
-                };
-                ledger
-                    .release(
-                        "run stopped: the provider refused the credentials",
-                        Some(&end),
-                    )
-                    .await?;
-                return Err(err);
-            }
-            Err(Failure::Permanent {
-                code,
+            Err(Failure::Passing {
+                unanswered,
                 message,
-                gone,
+                ..
             }) => {
-                let past_horizon = record
-                    .call_start
-                    .is_some_and(|t| t < Utc::now() - opts.retention);
-                let (settlement, outcome, label) = if past_horizon && gone {
-                    (
-                        Settlement::Expired {
-                            code: &code,
-                            message: &message,
-                        },
-                        RecordOutcome::Expired,
-                        AttemptOutcome::Expired,
-                    )
-                } else {
-                    (
-                        Settlement::Failed {
-                            code: &code,
-                            message: &message,
-                        },
-                        RecordOutcome::Failed,
-                        AttemptOutcome::Failed,
-                    )
-                };
-                tracing::warn!(%uuid, code, message, outcome = %label, "cannot archive");
-                let end = AttemptEnd {
-                    id,
-                    outcome: label,
-                    error_code: Some(&code),
-                    message: Some(&message),
-                    bytes: 0,
-                };
-                return ledger.settle(&settlement, Some(&end), outcome).await;
+                // Whoever did not answer at all may trip the breaker; any answer resets it.
+                let tripped = unanswered
+                    .filter(|side| guard.unanswered(*side))
+                    .map(|side| RunError::Outage {
+                        side: side.describe(),
+                        detail: message.clone(),
+                    });
+                (Happened::Passing, tripped)
             }
-            Err(Failure::Transient { code, message }) => (code, message),
+            Err(Failure::CannotBeHad { gone, .. }) => (Happened::CannotBeHad { gone: *gone }, None),
+            Err(Failure::StopRun(_)) => {
+                // Every other worker gives its record back from now on.
+                guard.halt();
+                (Happened::RunStopped, None)
+            }
+            Err(Failure::Cancelled) => (Happened::Interrupted, None),
         };
-        let end = AttemptEnd {
-            id,
-            outcome: AttemptOutcome::Transient,
-            error_code: Some(&code),
-            message: Some(&message),
-            bytes: 0,
+        // Only an answer that the recording cannot be had needs its history.
+        let (same_answers, same_answers_over) = match &result {
+            Err(Failure::CannotBeHad { code, .. }) => {
+                let (before, first) = deps.ledger.answers_like(uuid, code).await?;
+                let over = first.map_or(chrono::Duration::zero(), |t| Utc::now() - t);
+                (before + 1, over.to_std().unwrap_or_default())
+            }
+            _ => (1, std::time::Duration::ZERO),
         };
-        if total_attempts >= i64::from(opts.retry.max_attempts) {
-            tracing::warn!(
-                %uuid,
-                code,
-                message,
-                total_attempts,
-                "giving up after too many attempts"
-            );
-            let message = format!("gave up after {total_attempts} attempts: {message}");
-            let failed = Settlement::Failed {
-                code: &code,
-                message: &message,
-            };
-            return ledger
-                .settle(&failed, Some(&end), RecordOutcome::Failed)
-                .await;
+        let standing = Standing {
+            attempt_in_run: attempt_no,
+            total_attempts: claim.previous_attempts + i64::from(attempt_no),
+            past_horizon,
+            stopping: opts.shutdown.stop_claiming.is_cancelled(),
+            halted: guard.is_halted(),
+            same_answers,
+            same_answers_over,
+        };
+        let decision = decide(happened, standing, &opts.retry);
+        // The decision is made; what the stop was is kept for the caller.
+        let (result, stop) = match result {
+            Err(Failure::StopRun(err)) => {
+                let said = Failure::passing(stop_code(&err), err.to_string());
+                (Err(said), Some(err))
+            }
+            other => (other, stop),
+        };
+        let done = settle(&ledger, id, decision, result, standing, &opts.retry).await?;
+        if let Some(err) = stop {
+            return Err(err);
         }
-        if attempt_no >= opts.retry.attempts_per_run || opts.shutdown.stop_claiming.is_cancelled() {
-            let per_run = i64::from(opts.retry.attempts_per_run.max(1));
-            let rounds = u32::try_from(total_attempts / per_run)
-                .unwrap_or(u32::MAX)
-                .max(1);
-            let next = Utc::now()
-                + chrono::Duration::from_std(opts.retry.later(rounds)).unwrap_or_default();
-            tracing::warn!(%uuid, code, message, next_attempt = %next, "leaving for a later run");
-            let retry = Settlement::Retry {
-                next_attempt_at: next,
-                code: &code,
-                message: &message,
-            };
-            return ledger
-                .settle(&retry, Some(&end), RecordOutcome::RetryLater)
-                .await;
+        if let Some(outcome) = done {
+            return Ok(outcome);
         }
-        tracing::info!(%uuid, code, message, attempt_no, "attempt failed; retrying");
-        deps.ledger.finish_attempt(&end, Utc::now()).await?;
         tokio::select! {
             () = tokio::time::sleep(opts.retry.backoff(attempt_no)) => {}
             () = opts.shutdown.abort.cancelled() => return ledger.release("interrupted by shutdown", None).await,
@@ -271,11 +245,182 @@ pub(super) async fn process(
     }
 }
 
+/// Carries out a decision: settles the record (`Some` outcome) or ends the attempt so the
+/// loop tries again (`None`).
+async fn settle(
+    ledger: &Settler<'_>,
+    id: crate::domain::AttemptId,
+    decision: Decision,
+    result: Result<Stored, Failure>,
+    standing: Standing,
+    policy: &super::RetryPolicy,
+) -> Result<Option<RecordOutcome>, RunError> {
+    let uuid = ledger.uuid;
+    let (code, message) = match result {
+        Ok(stored) => return archive(ledger, id, &stored).await.map(Some),
+        Err(
+            Failure::Passing { code, message, .. } | Failure::CannotBeHad { code, message, .. },
+        ) => (code, message),
+        Err(Failure::StopRun(err)) => (stop_code(&err).to_owned(), err.to_string()),
+        Err(Failure::Cancelled) => ("shutdown".to_owned(), String::new()),
+    };
+    let end = |message| AttemptEnd {
+        id,
+        outcome: decision.outcome,
+        error_code: Some(code.as_str()),
+        message,
+        bytes: 0,
+    };
+    let (settlement_message, outcome) = match decision.verdict {
+        Verdict::Archive => unreachable!("only a stored recording is archived"),
+        Verdict::Again => {
+            tracing::info!(%uuid, code, message, attempt_no = standing.attempt_in_run, "attempt failed; retrying");
+            ledger
+                .deps
+                .ledger
+                .finish_attempt(&end(Some(&message)), Utc::now())
+                .await?;
+            return Ok(None);
+        }
+        Verdict::Release => {
+            let end = AttemptEnd {
+                message: None,
+                ..end(None)
+            };
+            return ledger
+                .release("interrupted by shutdown", Some(&end))
+                .await
+                .map(Some);
+        }
+        Verdict::Return => {
+            tracing::warn!(%uuid, code, message, "run stopped; record given back unspent");
+            let text = format!("run stopped: {message}");
+            let settlement = Settlement::Returned {
+                code: "run_stopped",
+                message: &text,
+                attempts_before: standing.total_attempts - i64::from(standing.attempt_in_run),
+            };
+            return ledger
+                .settle(
+                    &settlement,
+                    Some(&end(Some(&message))),
+                    RecordOutcome::Released,
+                )
+                .await
+                .map(Some);
+        }
+        Verdict::Later { rounds } => {
+            let next =
+                Utc::now() + chrono::Duration::from_std(policy.later(rounds)).unwrap_or_default();
+            tracing::warn!(%uuid, code, message, next_attempt = %next, "leaving for a later run");
+            let retry = Settlement::Retry {
+                next_attempt_at: next,
+                code: &code,
+                message: &message,
+            };
+            return ledger
+                .settle(
+                    &retry,
+                    Some(&end(Some(&message))),
+                    RecordOutcome::RetryLater,
+                )
+                .await
+                .map(Some);
+        }
+        Verdict::Fail { gave_up: true } => {
+            let total = standing.total_attempts;
+            tracing::warn!(%uuid, code, message, total_attempts = total, "giving up after too many attempts");
+            (
+                format!("gave up after {total} attempts: {message}"),
+                RecordOutcome::Failed,
+            )
+        }
+        Verdict::Fail { gave_up: false } => {
+            tracing::warn!(%uuid, code, message, outcome = "failed", "cannot archive");
+            (message.clone(), RecordOutcome::Failed)
+        }
+        Verdict::Expire => {
+            tracing::warn!(%uuid, code, message, outcome = "expired", "cannot archive");
+            (message.clone(), RecordOutcome::Expired)
+        }
+    };
+    let settlement = if outcome == RecordOutcome::Expired {
+        Settlement::Expired {
+            code: &code,
+            message: &settlement_message,
+        }
+    } else {
+        Settlement::Failed {
+            code: &code,
+            message: &settlement_message,
+        }
+    };
+    ledger
+        .settle(&settlement, Some(&end(Some(&message))), outcome)
+        .await
+        .map(Some)
+}
+
+/// The `error_code` of an attempt a stopped run gave back.
+fn stop_code(err: &RunError) -> &'static str {
+    match err {
+        RunError::CredentialsRefused(_) => "provider_credentials_refused",
+        RunError::Store(e) => e.code(),
+        RunError::Outage { .. } => "outage",
+        RunError::ProviderUnavailable(_) | RunError::Ledger(_) => "run_stopped",
+    }
+}
+
+/// Settles a stored recording as archived, with its media note.
+async fn archive(
+    ledger: &Settler<'_>,
+    id: crate::domain::AttemptId,
+    stored: &Stored,
+) -> Result<RecordOutcome, RunError> {
+    let Stored {
+        object,
+        media,
+        resumes,
+    } = stored;
+    let (uuid, bytes, resumes, media) = (ledger.uuid, object.size, *resumes, *media);
+    tracing::info!(%uuid, key = %object.key, bytes, sha256 = %object.sha256, resumes, "archived");
+    let resumed = (resumes > 0).then(|| format!("resumed {resumes} time(s)"));
+    let note = media.and_then(|m| m.disagreement(ledger.billsec));
+    if let Some(note) = &note {
+        tracing::warn!(%uuid, note, "archived, but flagged");
+    }
+    let media_note = MediaNote {
+        duration_ms: media
+            .and_then(|m| m.duration)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        note: note.clone(),
+    };
+    let end = AttemptEnd {
+        id,
+        outcome: AttemptOutcome::Archived,
+        error_code: None,
+        message: resumed.as_deref(),
+        bytes,
+    };
+    ledger
+        .settle(
+            &Settlement::Archived(object, &media_note),
+            Some(&end),
+            RecordOutcome::Archived {
+                bytes,
+                flagged: note.is_some(),
+                resumes,
+            },
+        )
+        .await
+}
+
 /// Settles one claimed record in the ledger, on behalf of one run.
 struct Settler<'a> {
     deps: &'a Deps,
     run_id: &'a RunId,
     uuid: &'a CallUuid,
+    billsec: Option<i64>,
 }
 
 impl Settler<'_> {
@@ -325,7 +470,7 @@ async fn attempt(
     run_id: &RunId,
     claim: &Claim,
     key: &str,
-) -> Result<(ArchivedObject, Option<MediaInfo>, u32), Failure> {
+) -> Result<Stored, Failure> {
     let record = &claim.record;
     let abort = &opts.shutdown.abort;
     let link = tokio::select! {
@@ -360,27 +505,20 @@ async fn attempt(
     });
     let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
     if let Some(n) = expected.filter(|n| *n != uploaded.size) {
-        return Err(Failure::Transient {
-            code: "download_truncated".into(),
-            message: format!("received {} of {n} bytes", uploaded.size),
-        });
+        return Err(Failure::passing(
+            "download_truncated",
+            format!("received {} of {n} bytes", uploaded.size),
+        ));
     }
-    let stored = deps
-        .store
-        .size_of(key)
-        .await
-        .map_err(|e| Failure::Transient {
-            code: e.code().into(),
-            message: e.to_string(),
-        })?;
+    let stored = deps.store.size_of(key).await?;
     if stored != Some(uploaded.size) {
-        return Err(Failure::Transient {
-            code: "store_size_mismatch".into(),
-            message: format!(
+        return Err(Failure::passing(
+            "store_size_mismatch",
+            format!(
                 "the store holds {stored:?} bytes, {} were received",
                 uploaded.size
             ),
-        });
+        ));
     }
     let object = ArchivedObject {
         key: key.to_owned(),
@@ -396,13 +534,25 @@ async fn attempt(
         deps.store
             .write_sidecar(&sidecar)
             .await
-            .map_err(|e| Failure::Transient {
-                code: "sidecar_failed".into(),
-                message: e.to_string(),
+            .map_err(|e| match Failure::from(e) {
+                Failure::Passing {
+                    message,
+                    unanswered,
+                    ..
+                } => Failure::Passing {
+                    code: "sidecar_failed".into(),
+                    message,
+                    unanswered,
+                },
+                other => other,
             })?;
     }
     lock(deps, record, &object).await?;
-    Ok((object, media.get(), resumes.load(Ordering::Relaxed)))
+    Ok(Stored {
+        object,
+        media: media.get(),
+        resumes: resumes.load(Ordering::Relaxed),
+    })
 }
 
 /// Puts the Object Lock retention on the recording and its sidecar, when a policy is set:
@@ -419,7 +569,7 @@ async fn lock(
     };
     let start = record.call_start.unwrap_or(object.archived_at);
     let Some(until) = policy.retain_for.until(start) else {
-        return Err(Failure::Permanent {
+        return Err(Failure::CannotBeHad {
             code: "retention_out_of_range".into(),
             message: format!(
                 "{start} plus {} is past the dates S3 can hold",
@@ -433,14 +583,12 @@ async fn lock(
         keys.push(deps.store.sidecar_key(&object.key));
     }
     for key in &keys {
-        let locked = deps
-            .store
-            .lock_until(key, until)
-            .await
-            .map_err(|e| Failure::Transient {
-                code: "lock_failed".into(),
-                message: format!("the object is stored but not yet locked: {e}"),
-            })?;
+        let locked = deps.store.lock_until(key, until).await.map_err(|e| {
+            Failure::passing(
+                "lock_failed",
+                format!("the object is stored but not yet locked: {e}"),
+            )
+        })?;
         if !locked {
             tracing::info!(uuid = %record.uuid, key, %until, "retention already ended; not locked");
         }
@@ -460,9 +608,7 @@ fn reopen(deps: &Deps, file: &str, abort: &CancellationToken) -> Reopen {
             let link = tokio::select! {
                 link = provider.recording_link(&file) => link
                     .map_err(|e| DownloadError::Network(format!("no fresh link to resume: {e}")))?,
-                () = abort.cancelled() => {
-                    return Err(DownloadError::Network("cancelled by shutdown".into()));
-                }
+                () = abort.cancelled() => return Err(DownloadError::Cancelled),
             };
             downloader.open_from(&link, offset).await
         })

@@ -108,7 +108,10 @@ pub(super) fn resuming(
 fn resumable(err: &DownloadError) -> bool {
     matches!(
         err,
-        DownloadError::Network(_) | DownloadError::Timeout(_) | DownloadError::Truncated { .. }
+        DownloadError::Network(_)
+            | DownloadError::Connect(_)
+            | DownloadError::Timeout(_)
+            | DownloadError::Truncated { .. }
     )
 }
 

@@ -20,6 +20,19 @@ pub struct RetryPolicy {
     pub later_max: Duration,
     /// After this many attempts in all, a record that still fails is marked failed. Default 30.
     pub max_attempts: u32,
+    /// The run's breaker: when the store (or the download host) has not answered at all
+    /// (connection refused, reset, timed out) this many times in a row, across workers,
+    /// over at least `outage_window`, the run stops and gives its records back without
+    /// spending their attempts (exit 1). Default 4 failures over 2 s.
+    pub outage_failures: u32,
+    pub outage_window: Duration,
+    /// An answer that says the recording cannot be had (`code 1002`, HTTP 404/410 on a
+    /// fresh link, an illegal file name) fails the record only once it came back on at
+    /// least this many attempts spread over at least `give_up_window`; before that it is
+    /// retried like a passing failure. Past the retention horizon a vanished file is
+    /// `expired` at once. Default 3 answers over 1 h.
+    pub give_up_answers: u32,
+    pub give_up_window: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -31,6 +44,10 @@ impl Default for RetryPolicy {
             later_base: Duration::from_secs(300),
             later_max: Duration::from_secs(6 * 3600),
             max_attempts: 30,
+            outage_failures: 4,
+            outage_window: Duration::from_secs(2),
+            give_up_answers: 3,
+            give_up_window: Duration::from_secs(3600),
         }
     }
 }

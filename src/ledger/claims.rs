@@ -35,6 +35,15 @@ pub enum Settlement<'a> {
     Expired { code: &'a str, message: &'a str },
     /// Interrupted (shutdown): back to pending, due at once.
     Released { message: &'a str },
+    /// The run stopped (refused credentials, a store that refuses us, an outage), no fault
+    /// of the record's: back to pending, due at once, and the attempt the claim counted is
+    /// given back: `attempts` is set to `attempts_before`, the count before the claim (the
+    /// attempts rows stay, closed as `stopped`, for the audit trail).
+    Returned {
+        code: &'a str,
+        message: &'a str,
+        attempts_before: i64,
+    },
 }
 
 /// The end of one attempt, as written to the attempts table.
@@ -114,6 +123,14 @@ pub trait Claims: Send + Sync {
         end: &AttemptEnd<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError>;
+
+    /// How many ended attempts on `uuid` came back with `error_code`, and when the first of
+    /// them started: whether an answer that says the recording cannot be had repeats.
+    async fn answers_like(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+    ) -> Result<(u32, Option<DateTime<Utc>>), LedgerError>;
 
     /// Settles a claim and, in the same transaction, ends its last attempt. Returns `false`
     /// (and records the attempt as `lease_lost`) when `owner` no longer holds the lease.

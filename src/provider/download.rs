@@ -34,8 +34,19 @@ pub enum DownloadError {
     Truncated { received: u64, expected: u64 },
     #[error("the download stalled or timed out: {0}")]
     Timeout(String),
+    /// The connection broke or could not be read (a resumable break).
     #[error("the download failed: {0}")]
     Network(String),
+    /// The download host refused the connection or could not be connected to: if that
+    /// happens on every try, the host is down (the run's breaker), not the recording bad.
+    #[error("the download host cannot be reached: {0}")]
+    Connect(String),
+    /// The body went on past the length the server announced.
+    #[error("the download sent more bytes than the announced {announced}")]
+    TooLong { announced: u64 },
+    /// The run is shutting down; the record is given back, not blamed.
+    #[error("cancelled by shutdown")]
+    Cancelled,
     /// A resumed download's server did not answer with the asked byte range.
     #[error("the download server did not honour the byte range")]
     RangeIgnored,
@@ -53,8 +64,18 @@ pub enum DownloadError {
 
 impl DownloadError {
     /// True when no later attempt can succeed.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Gone { .. })
+    /// What the pass must do about it: only a 404/410 on a fresh link says the recording
+    /// cannot be had; everything else may pass (a fresh link, the real file next time).
+    pub fn action(&self) -> crate::failure::Action {
+        match self {
+            Self::Gone { .. } => crate::failure::Action::GiveUp,
+            _ => crate::failure::Action::Retry,
+        }
+    }
+
+    /// Whether the host could not be reached at all (for the run's breaker).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Connect(_))
     }
 
     pub fn code(&self) -> String {
@@ -69,6 +90,9 @@ impl DownloadError {
             Self::Truncated { .. } => "download_truncated".into(),
             Self::Timeout(_) => "download_timeout".into(),
             Self::Network(_) => "download_network".into(),
+            Self::Connect(_) => "download_connect".into(),
+            Self::TooLong { .. } => "download_too_long".into(),
+            Self::Cancelled => "shutdown".into(),
             Self::RangeIgnored => "download_range_ignored".into(),
             Self::Refused(_) => "url_refused".into(),
             Self::NotAudio(_) => "not_audio".into(),
@@ -80,6 +104,8 @@ impl DownloadError {
             Self::Refused(why)
         } else if err.is_timeout() {
             Self::Timeout(describe_transport(err))
+        } else if err.is_connect() {
+            Self::Connect(describe_transport(err))
         } else {
             Self::Network(describe_transport(err))
         }

@@ -1,22 +1,10 @@
 //! What can go wrong talking to the provider, sorted by what the caller must do about it.
 //!
-//! Policy: every failure is one of four actions. Re-login is handled inside the client (a
-//! caller only sees it when logging in again did not help); stop-the-run is for credentials,
-//! which no retry can fix and which must not mark any record failed; retry is for anything
-//! passing; give-up is for answers that say the recording cannot be had.
+//! Every failure maps to one [`Action`] of the crate's one classification (`crate::failure`):
+//! refused credentials stop the run, a rejected token asks for a re-login, answers that say
+//! the recording cannot be had give up (once they repeat), anything else is retried.
 
-/// The action a failure asks of the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Log in again and repeat the request.
-    Relogin,
-    /// Stop the whole run: the provider refuses our credentials (exit code 3).
-    StopRun,
-    /// Try again later (backoff, then a later run).
-    Retry,
-    /// The recording cannot be had: settle the record as failed (or expired).
-    GiveUp,
-}
+pub use crate::failure::Action;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
@@ -48,6 +36,11 @@ impl ProviderError {
             Self::Transient { .. } | Self::Unexpected { .. } => Action::Retry,
             Self::FileNotFound { .. } | Self::Rejected { .. } => Action::GiveUp,
         }
+    }
+
+    /// Whether the provider's API could not be reached at all (refused or timed out).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Transient { code, .. } if code == "provider_connect" || code == "provider_timeout")
     }
 
     /// A short stable code for the ledger's `error_code` columns.

@@ -59,6 +59,35 @@ impl StoreError {
         }
     }
 
+    /// What the pass must do about it: a store that refuses us or is misconfigured stops
+    /// the run (no record is to blame); anything else is passing.
+    pub fn action(&self) -> crate::failure::Action {
+        match self {
+            Self::Config(_) | Self::Refused { .. } => crate::failure::Action::StopRun,
+            Self::Transient { .. } => crate::failure::Action::Retry,
+        }
+    }
+
+    /// Whether the store did not answer at all (connection refused, reset or timed out,
+    /// after the client's own retries), as opposed to answering with an error status.
+    pub fn is_unreachable(&self) -> bool {
+        let Self::Transient { source, .. } = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(err) = cause {
+            if let Some(http) = err.downcast_ref::<object_store::client::HttpError>() {
+                use object_store::client::HttpErrorKind as Kind;
+                return matches!(
+                    http.kind(),
+                    Kind::Connect | Kind::Request | Kind::Timeout | Kind::Interrupted
+                );
+            }
+            cause = err.source();
+        }
+        false
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             Self::Config(_) => "store_config",

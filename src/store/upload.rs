@@ -202,11 +202,14 @@ impl Store {
                 }
             }
         }
+        // The parts went up with our credentials just now: a refusal here is about the
+        // upload's state (an answer lost, then the abort of a completed upload refused),
+        // not about access, so it is passing, never a reason to stop the run.
         let result = writer.finish().await.map_err(|e| {
-            UploadError::Store(StoreError::classify(
-                format!("completing the upload of {key}"),
-                e,
-            ))
+            UploadError::Store(StoreError::Transient {
+                context: format!("completing the upload of {key}"),
+                source: e,
+            })
         })?;
         Ok(Uploaded {
             size,

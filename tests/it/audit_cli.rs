@@ -24,7 +24,18 @@ async fn verify_exit_codes_then_failures_and_retry_from_the_command_line() {
         &output(callvault(&world, &["import", file.to_str().unwrap()])).await,
         0,
     );
-    let run = output(callvault(&world, &["run", "--json"])).await;
+    let run = output(callvault(
+        &world,
+        &[
+            "run",
+            "--json",
+            "--give-up-answers",
+            "1",
+            "--give-up-window",
+            "0s",
+        ],
+    ))
+    .await;
     assert_exit(&run, 1);
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     let archived = summary["archived"].as_u64().unwrap();

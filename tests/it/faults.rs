@@ -363,3 +363,60 @@ async fn logins_refused_mid_run_stop_it_with_exit_3_and_fail_nothing() {
         ("credentials_refused", Some(3))
     );
 }
+
+/// An answer that the recording cannot be had must repeat before the record fails: `1002`
+/// twice, then the provider has the file: archived. `1002` three times within the window:
+/// still pending; three times once the window has passed: failed.
+#[tokio::test]
+async fn a_missing_file_fails_only_once_the_answer_repeats_over_the_window() {
+    let world = World::new().await;
+    let soon = call("soon", "soon.wav", "2026-11-01 10:00:00");
+    let never = call("never", "never.wav", "2026-11-01 10:00:00");
+    world
+        .ledger
+        .import(&[soon, never], chrono::Utc::now())
+        .await
+        .unwrap();
+    let mut opts = world.options();
+    opts.retry.give_up_answers = 3;
+    opts.retry.give_up_window = std::time::Duration::from_secs(3600);
+    opts.retry.attempts_per_run = 2;
+
+    let first = world.run(&opts).await;
+
+    assert_eq!(
+        (first.report.failed, first.report.retry_later),
+        (0, 2),
+        "{:?}",
+        first.report
+    );
+    world.sim.add_recording("soon.wav", 40_000);
+    let second = world.run(&opts).await;
+
+    assert_eq!(second.report.archived, 1, "{:?}", second.report);
+    assert_eq!(
+        (second.report.failed, second.report.retry_later),
+        (0, 1),
+        "three answers, but not over an hour: {:?}",
+        second.report
+    );
+    opts.retry.give_up_window = std::time::Duration::ZERO;
+    let third = world.run(&opts).await;
+
+    assert_eq!(third.report.failed, 1, "{:?}", third.report);
+    let never = world
+        .ledger
+        .get(&crate::world::cu("never"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(never.state, RecordState::Failed);
+    assert_eq!(never.last_error_code.as_deref(), Some("provider_code_1002"));
+    let soon = world
+        .ledger
+        .get(&crate::world::cu("soon"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(soon.state, RecordState::Archived);
+}

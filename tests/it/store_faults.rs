@@ -229,11 +229,12 @@ async fn failing_single_puts_are_retried() {
     assert_eq!(world.verify_archived().await, 2);
 }
 
-/// The store answers the pre-flight check, then refuses every write for the rest of the
-/// run: nothing is archived, nothing is marked failed, every record goes back to pending
-/// with the store's error, no object is written and the run exits 1.
+/// The store answers the pre-flight check, then stops answering (every write dropped): the
+/// breaker trips within seconds, nothing is archived, nothing is marked failed, every
+/// record goes back to pending with its attempt count as before the run, no object is
+/// written and the run exits 1. The next run, the store back, starts normally.
 #[tokio::test]
-async fn a_store_that_stops_taking_writes_archives_nothing_and_fails_nothing() {
+async fn a_store_that_goes_away_mid_run_trips_the_breaker_and_spends_no_attempts() {
     let world = World::new().await;
     let proxy = S3Proxy::start(&world.s3.endpoint).await;
     for i in 0..3 {
@@ -244,22 +245,33 @@ async fn a_store_that_stops_taking_writes_archives_nothing_and_fails_nothing() {
     proxy.inject(S3Op::PutObject, Fault::Drop, u32::MAX);
     let deps = world.deps_with(world.ledger.clone(), world.store_through(&proxy.endpoint));
     let mut opts = world.options();
-    opts.retry.attempts_per_run = 2;
+    opts.retry.attempts_per_run = 5;
+    let started = std::time::Instant::now();
 
     let result = callvault::archive::run_pass(&deps, &opts).await.unwrap();
 
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     assert_eq!(
         (
             result.report.archived,
             result.report.failed,
-            result.report.retry_later
+            result.report.retry_later,
+            result.report.released
         ),
-        (0, 0, 3),
+        (0, 0, 0, 3),
         "{:?}",
         result.report
     );
     assert_eq!(result.exit_code(), 1);
-    assert_eq!(proxy.seen(S3Op::PutObject), 3 * 2 * 4, "every try was made");
+    assert!(
+        result
+            .report
+            .stopped
+            .as_deref()
+            .is_some_and(|s| s.contains("the object store is not answering")),
+        "{:?}",
+        result.report
+    );
     assert!(world.object_keys().await.is_empty());
     for i in 0..3 {
         let row = world
@@ -269,12 +281,62 @@ async fn a_store_that_stops_taking_writes_archives_nothing_and_fails_nothing() {
             .unwrap()
             .unwrap();
         assert_eq!(row.state, RecordState::Pending);
-        assert_eq!(row.last_error_code.as_deref(), Some("store_failed"));
-        assert!(
-            row.last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("the store failed")),
-            "{row:?}"
-        );
+        assert_eq!(row.attempts, 0, "no attempt spent: {row:?}");
+        assert_eq!(row.last_error_code.as_deref(), Some("run_stopped"));
     }
+
+    proxy.clear();
+    let next = run_through(&world, &proxy, 1).await;
+
+    assert_eq!(next.report.archived, 3, "{:?}", next.report);
+    assert_eq!(next.exit_code(), 0);
+}
+
+/// The store starts refusing us mid-run (403 on every write): the run stops claiming at
+/// once and exits 2 naming the cause, every record is pending again with its attempt count
+/// unchanged, nothing is failed, no object is written.
+#[tokio::test]
+async fn a_store_that_refuses_mid_run_stops_the_run_with_exit_2_and_spends_no_attempts() {
+    let world = World::new().await;
+    let proxy = S3Proxy::start(&world.s3.endpoint).await;
+    for i in 0..6 {
+        world
+            .import_call(&format!("r{i}"), &format!("r{i}.wav"), 30_000)
+            .await;
+    }
+    proxy.inject(S3Op::PutObject, Fault::Status(403), u32::MAX);
+    let deps = world.deps_with(world.ledger.clone(), world.store_through(&proxy.endpoint));
+    let opts = world.options();
+
+    let result = callvault::archive::run_pass(&deps, &opts).await.unwrap();
+
+    assert_eq!(result.exit_code(), 2, "{:?}", result.report);
+    assert_eq!(
+        (
+            result.report.archived,
+            result.report.failed,
+            result.report.retry_later
+        ),
+        (0, 0, 0),
+        "{:?}",
+        result.report
+    );
+    let stopped = result.report.stopped.clone().unwrap_or_default();
+    assert!(stopped.contains("refused access"), "{stopped}");
+    assert!(world.object_keys().await.is_empty());
+    for i in 0..6 {
+        let row = world
+            .ledger
+            .get(&crate::world::cu(&format!("r{i}")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, RecordState::Pending, "{row:?}");
+        assert_eq!(row.attempts, 0, "no attempt spent: {row:?}");
+    }
+    assert!(
+        proxy.seen(S3Op::PutObject) <= 4,
+        "claiming stopped at once: {} PUTs",
+        proxy.seen(S3Op::PutObject)
+    );
 }

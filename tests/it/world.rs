@@ -216,6 +216,11 @@ impl World {
                 later_base: Duration::ZERO,
                 later_max: Duration::ZERO,
                 max_attempts: 30,
+                outage_failures: 3,
+                outage_window: Duration::from_millis(200),
+                // The old rule (fail on the first such answer) unless a test asks for more.
+                give_up_answers: 1,
+                give_up_window: Duration::ZERO,
             },
             retention: chrono::Duration::days(90),
             slice: Slice::default(),

@@ -188,6 +188,23 @@ impl Claims for PgLedger {
         finish_attempt(&mut conn, end, now).await
     }
 
+    async fn answers_like(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+    ) -> Result<(u32, Option<DateTime<Utc>>), LedgerError> {
+        let (n, first): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(started_at) FROM attempts
+             WHERE call_uuid = $1 AND error_code = $2 AND finished_at IS NOT NULL",
+        )
+        .bind(uuid.as_str())
+        .bind(error_code)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting repeated answers")?;
+        Ok((u32::try_from(n).unwrap_or(u32::MAX), first))
+    }
+
     async fn settle(
         &self,
         uuid: &CallUuid,
@@ -294,6 +311,12 @@ impl PgLedger {
                         next_attempt_at = $4, last_error_code = $5, last_error = $6
                  WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
             }
+            Settlement::Returned { .. } => {
+                "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                        next_attempt_at = $4, last_error_code = $5, last_error = $6,
+                        attempts = $7
+                 WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
+            }
             Settlement::Failed { .. } | Settlement::Expired { .. } => {
                 "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
                         last_error_code = $5, last_error = $6
@@ -320,6 +343,15 @@ impl PgLedger {
                 message,
             } => base.bind(at(*next_attempt_at)).bind(*code).bind(*message),
             Settlement::Released { message } => base.bind(now).bind("interrupted").bind(*message),
+            Settlement::Returned {
+                code,
+                message,
+                attempts_before,
+            } => base
+                .bind(now)
+                .bind(*code)
+                .bind(*message)
+                .bind(*attempts_before),
             Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
             Settlement::Expired { code, message } => {
                 base.bind("expired").bind(*code).bind(*message)

@@ -220,6 +220,26 @@ impl Claims for SqliteLedger {
         .await
     }
 
+    async fn answers_like(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+    ) -> Result<(u32, Option<DateTime<Utc>>), LedgerError> {
+        let (n, first): (i64, Option<String>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(started_at) FROM attempts
+             WHERE call_uuid = $1 AND error_code = $2 AND finished_at IS NOT NULL",
+        )
+        .bind(uuid.as_str())
+        .bind(error_code)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting repeated answers")?;
+        Ok((
+            u32::try_from(n).unwrap_or(u32::MAX),
+            first.as_deref().and_then(crate::timefmt::from_ledger),
+        ))
+    }
+
     async fn settle(
         &self,
         uuid: &CallUuid,
@@ -241,6 +261,12 @@ impl Claims for SqliteLedger {
             Settlement::Retry { .. } | Settlement::Released { .. } => {
                 "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
                         next_attempt_at = $4, last_error_code = $5, last_error = $6
+                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+            }
+            Settlement::Returned { .. } => {
+                "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                        next_attempt_at = $4, last_error_code = $5, last_error = $6,
+                        attempts = $7
                  WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
             }
             Settlement::Failed { .. } | Settlement::Expired { .. } => {
@@ -275,6 +301,15 @@ impl Claims for SqliteLedger {
                 .bind(now_text.clone())
                 .bind("interrupted")
                 .bind(*message),
+            Settlement::Returned {
+                code,
+                message,
+                attempts_before,
+            } => base
+                .bind(now_text.clone())
+                .bind(*code)
+                .bind(*message)
+                .bind(*attempts_before),
             Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
             Settlement::Expired { code, message } => {
                 base.bind("expired").bind(*code).bind(*message)

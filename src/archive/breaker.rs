@@ -1,0 +1,113 @@
+//! The run's guard against an outage and its stop signal. A store or download host that
+//! does not answer at all is not a property of each recording: once it has failed that way
+//! on every try for a short window, across workers, the run stops claiming and gives its
+//! records back unspent (exit 1). Any answer from the far side resets the count. A refusal
+//! (the store's 403, the provider's credentials) halts the run at once through the same
+//! signal, so every worker gives its record back.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+/// The far side a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Store,
+    DownloadHost,
+}
+
+impl Side {
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Side::Store => "the object store",
+            Side::DownloadHost => "the recordings' download host",
+        }
+    }
+}
+
+/// Unanswered tries in a row on one side, and when the first of them was.
+#[derive(Debug, Default, Clone, Copy)]
+struct Streak {
+    failures: u32,
+    since: Option<Instant>,
+}
+
+/// Shared by the workers of one run.
+#[derive(Debug)]
+pub(super) struct RunGuard {
+    halted: CancellationToken,
+    failures: u32,
+    window: Duration,
+    streaks: Mutex<[Streak; 2]>,
+}
+
+impl RunGuard {
+    pub(super) fn new(failures: u32, window: Duration) -> Self {
+        Self {
+            halted: CancellationToken::new(),
+            failures: failures.max(1),
+            window,
+            streaks: Mutex::new([Streak::default(); 2]),
+        }
+    }
+
+    /// The run was stopped by a worker (a refusal or an outage).
+    pub(super) fn is_halted(&self) -> bool {
+        self.halted.is_cancelled()
+    }
+
+    pub(super) fn halt(&self) {
+        self.halted.cancel();
+    }
+
+    /// The side answered (whatever it said): the outage count starts over.
+    pub(super) fn answered(&self, side: Side) {
+        if let Ok(mut streaks) = self.streaks.lock() {
+            streaks[side as usize] = Streak::default();
+        }
+    }
+
+    /// The side did not answer at all; `true` when that trips the breaker (the run halts).
+    pub(super) fn unanswered(&self, side: Side) -> bool {
+        let now = Instant::now();
+        let tripped = match self.streaks.lock() {
+            Ok(mut streaks) => {
+                let streak = &mut streaks[side as usize];
+                streak.failures = streak.failures.saturating_add(1);
+                let since = *streak.since.get_or_insert(now);
+                streak.failures >= self.failures && now.duration_since(since) >= self.window
+            }
+            Err(_) => false,
+        };
+        if tripped {
+            self.halt();
+        }
+        tripped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trips_only_on_enough_unanswered_tries_over_the_window() {
+        let guard = RunGuard::new(3, Duration::ZERO);
+        assert!(!guard.unanswered(Side::Store));
+        assert!(!guard.unanswered(Side::Store));
+        guard.answered(Side::Store);
+        assert!(!guard.unanswered(Side::Store));
+        assert!(!guard.unanswered(Side::DownloadHost));
+        assert!(!guard.unanswered(Side::Store));
+        assert!(!guard.is_halted());
+        assert!(guard.unanswered(Side::Store));
+        assert!(guard.is_halted());
+
+        let slow = RunGuard::new(1, Duration::from_secs(3600));
+        assert!(
+            !slow.unanswered(Side::DownloadHost),
+            "not over the window yet"
+        );
+    }
+}
