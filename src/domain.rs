@@ -240,19 +240,21 @@ impl RunId {
         ))
     }
 
-    /// An id read back from the ledger (or given by a test).
-    pub fn from_ledger(raw: impl Into<String>) -> Self {
-        Self(raw.into())
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
+/// An id read back from the ledger (or given by a test).
 impl From<&str> for RunId {
     fn from(raw: &str) -> Self {
         Self(raw.to_owned())
+    }
+}
+
+impl From<String> for RunId {
+    fn from(raw: String) -> Self {
+        Self(raw)
     }
 }
 

@@ -294,7 +294,7 @@ mod tests {
             media_flagged: 2,
             retention_days: 90,
             last_run: Some(LastRun {
-                id: crate::domain::RunId::from_ledger("run-1"),
+                id: crate::domain::RunId::from("run-1"),
                 started_at: None,
                 finished_at: DateTime::from_timestamp(1_700_000_000, 0),
                 status: crate::domain::RunStatus::Completed,

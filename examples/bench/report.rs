@@ -311,7 +311,7 @@ fn ledger_sections(s: &mut String, r: &Results) {
              archived (with its media note), until the due calls or {} s are spent. A record is \
              one claim's share plus one commit. Claim \
              latency: from asking to having the records (a claim that lost to another \
-             transaction is made again, as the pass does, and counted once). Server CPU: the \
+             transaction is run again inside the ledger, as for the pass). Server CPU: the \
              PostgreSQL processes; client CPU: the claimers' process.\n",
             first.rows,
             first.due,
@@ -321,16 +321,16 @@ fn ledger_sections(s: &mut String, r: &Results) {
         );
         let _ = writeln!(
             s,
-            "| records per claim | claimers | records | seconds | records/s | claims | claim p50 ms | claim p99 ms | claim max ms | claims made again | server CPU ms/record | client CPU ms/record | machine busy |"
+            "| records per claim | claimers | records | seconds | records/s | claims | claim p50 ms | claim p99 ms | claim max ms | server CPU ms/record | client CPU ms/record | machine busy |"
         );
         let _ = writeln!(
             s,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for c in &r.claiming {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.0}% |",
+                "| {} | {} | {} | {:.1} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0}% |",
                 c.limit,
                 c.claimers,
                 c.records,
@@ -340,7 +340,6 @@ fn ledger_sections(s: &mut String, r: &Results) {
                 c.p50.as_secs_f64() * 1e3,
                 c.p99.as_secs_f64() * 1e3,
                 c.max.as_secs_f64() * 1e3,
-                c.conflicts,
                 c.server_ms_per_record(),
                 c.client_cpu.as_secs_f64() * 1e3 / c.records.max(1) as f64,
                 c.busy * 100.0

@@ -315,9 +315,13 @@ async fn worker(
             lease_until,
             limit: 1,
         };
-        let claim = match claim_one(&deps.ledger, &request).await {
-            Ok(Some(claim)) => claim,
-            Ok(None) => break,
+        // A claim that lost a race is run again by the ledger itself (PostgreSQL's
+        // serialization failures and deadlocks); what reaches us stops the run.
+        let claim = match deps.ledger.claim(&request).await {
+            Ok(claims) => match claims.into_iter().next() {
+                Some(claim) => claim,
+                None => break,
+            },
             Err(e) => return stop_all(opts, guard, outcomes, e.into()),
         };
         match record::process(deps, opts, run_id, guard, claim).await {
@@ -334,26 +338,6 @@ async fn worker(
         }
     }
     (outcomes, None)
-}
-
-/// Claims one record; a claim that lost to another transaction (PostgreSQL: deadlock,
-/// serialization failure, lock timeout) is simply made again, a few times.
-async fn claim_one(
-    ledger: &Ledger,
-    request: &ClaimRequest<'_>,
-) -> Result<Option<crate::domain::Claim>, LedgerError> {
-    let mut tries = 0u32;
-    loop {
-        match ledger.claim(request).await {
-            Ok(claims) => return Ok(claims.into_iter().next()),
-            Err(e) if e.is_conflict() && tries < 5 => {
-                tries += 1;
-                tracing::debug!(error = %e, tries, "claim lost to another transaction; again");
-                tokio::time::sleep(Duration::from_millis(10 * u64::from(tries))).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 fn stop_all(

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Ledger, LedgerError, Table};
+use super::{Ledger, LedgerError, Table, TableRow};
 
 /// Rows moved per transaction.
 const PAGE: i64 = 1000;
@@ -62,15 +62,9 @@ pub async fn copy_ledger(from: &Ledger, to: &Ledger) -> Result<CopyReport, CopyE
         }
     }
     for table in Table::ALL {
-        let mut after: Option<Value> = None;
-        loop {
-            let page = from.export_rows(table, after.as_ref(), PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.get(table.key()).cloned();
+        let mut pages = Pages::new(table);
+        while let Some(page) = pages.next(from).await? {
             to.import_rows(table, &page).await?;
-            if i64::try_from(page.len()).unwrap_or(i64::MAX) < PAGE {
-                break;
-            }
         }
         tracing::info!(table = table.name(), "copied");
     }
@@ -94,11 +88,8 @@ pub async fn copy_ledger(from: &Ledger, to: &Ledger) -> Result<CopyReport, CopyE
 pub async fn table_checksum(ledger: &Ledger, table: Table) -> Result<(i64, String), LedgerError> {
     let mut hasher = Sha256::new();
     let mut rows = 0i64;
-    let mut after: Option<Value> = None;
-    loop {
-        let page = ledger.export_rows(table, after.as_ref(), PAGE).await?;
-        let Some(last) = page.last() else { break };
-        after = last.get(table.key()).cloned();
+    let mut pages = Pages::new(table);
+    while let Some(page) = pages.next(ledger).await? {
         for row in &page {
             let line = serde_json::to_string(row)
                 .map_err(|e| LedgerError::Corrupt(format!("a row of {}: {e}", table.name())))?;
@@ -106,9 +97,39 @@ pub async fn table_checksum(ledger: &Ledger, table: Table) -> Result<(i64, Strin
             hasher.update(b"\n");
             rows += 1;
         }
-        if i64::try_from(page.len()).unwrap_or(i64::MAX) < PAGE {
-            break;
-        }
     }
     Ok((rows, hex::encode(hasher.finalize())))
+}
+
+/// A table read page by page in key order.
+struct Pages {
+    table: Table,
+    after: Option<Value>,
+    done: bool,
+}
+
+impl Pages {
+    fn new(table: Table) -> Self {
+        Self {
+            table,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page of up to [`PAGE`] rows, `None` once the table is read.
+    async fn next(&mut self, ledger: &Ledger) -> Result<Option<Vec<TableRow>>, LedgerError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = ledger
+            .export_rows(self.table, self.after.as_ref(), PAGE)
+            .await?;
+        self.done = i64::try_from(page.len()).unwrap_or(i64::MAX) < PAGE;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.after = last.get(self.table.key()).cloned();
+        Ok(Some(page))
+    }
 }

@@ -188,7 +188,7 @@ impl PgLedger {
                     owner: row
                         .try_get::<Option<String>, _>("owner")
                         .ctx(CONTEXT)?
-                        .map(RunId::from_ledger),
+                        .map(RunId::from),
                 });
             }
             sqlx::query("UPDATE manifests SET owner = $1, claimed_until = $2 WHERE seq = $3")
@@ -290,7 +290,7 @@ fn taken_over(row: &PgRow, seq: i64) -> Result<ManifestClaim, LedgerError> {
     Ok(ManifestClaim {
         seq,
         key: row.try_get("object_key").ctx(CONTEXT)?,
-        run_id: RunId::from_ledger(row.try_get::<String, _>("run_id").ctx(CONTEXT)?),
+        run_id: RunId::from(row.try_get::<String, _>("run_id").ctx(CONTEXT)?),
         created_at: row.try_get("created_at").ctx(CONTEXT)?,
         previous,
         entries: u64::try_from(row.try_get::<i64, _>("entries").ctx(CONTEXT)?).unwrap_or(0),

@@ -67,7 +67,7 @@ impl Records for PgLedger {
             lease_owner: row
                 .try_get::<Option<String>, _>("lease_owner")
                 .ctx(CONTEXT)?
-                .map(RunId::from_ledger),
+                .map(RunId::from),
             object_key: row.try_get("object_key").ctx(CONTEXT)?,
             size_bytes: row.try_get("size_bytes").ctx(CONTEXT)?,
             sha256: row.try_get("sha256").ctx(CONTEXT)?,

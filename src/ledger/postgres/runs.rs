@@ -122,7 +122,7 @@ async fn last_run(conn: &mut sqlx::PgConnection) -> Result<Option<LastRun>, Ledg
     let Some(row) = row else { return Ok(None) };
     let status: String = row.try_get("status").ctx(CONTEXT)?;
     Ok(Some(LastRun {
-        id: RunId::from_ledger(row.try_get::<String, _>("id").ctx(CONTEXT)?),
+        id: RunId::from(row.try_get::<String, _>("id").ctx(CONTEXT)?),
         started_at: row.try_get("started_at").ctx(CONTEXT)?,
         finished_at: row.try_get("finished_at").ctx(CONTEXT)?,
         status: RunStatus::parse(&status)

@@ -43,7 +43,7 @@ impl Manifests for SqliteLedger {
             if claimed_until.is_some_and(|t| t >= now_text) {
                 return Ok(ChainClaim::Busy {
                     seq,
-                    owner: col::<Option<String>>(&row, "owner")?.map(RunId::from_ledger),
+                    owner: col::<Option<String>>(&row, "owner")?.map(RunId::from),
                 });
             }
             sqlx::query("UPDATE manifests SET owner = $1, claimed_until = $2 WHERE seq = $3")
@@ -68,7 +68,7 @@ impl Manifests for SqliteLedger {
             return Ok(ChainClaim::Claimed(ManifestClaim {
                 seq,
                 key: col(&row, "object_key")?,
-                run_id: RunId::from_ledger(col::<String>(&row, "run_id")?),
+                run_id: RunId::from(col::<String>(&row, "run_id")?),
                 created_at: time_col(&row, "created_at")?
                     .ok_or_else(|| LedgerError::Corrupt("a manifest without a time".into()))?,
                 previous,

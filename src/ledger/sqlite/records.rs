@@ -105,7 +105,7 @@ impl Records for SqliteLedger {
                 .ok_or_else(|| LedgerError::Corrupt(format!("state {state:?}")))?,
             attempts: col(&row, "attempts")?,
             next_attempt_at: time_col(&row, "next_attempt_at")?,
-            lease_owner: col::<Option<String>>(&row, "lease_owner")?.map(RunId::from_ledger),
+            lease_owner: col::<Option<String>>(&row, "lease_owner")?.map(RunId::from),
             object_key: col(&row, "object_key")?,
             size_bytes: col(&row, "size_bytes")?,
             sha256: col(&row, "sha256")?,

@@ -107,7 +107,7 @@ impl SqliteLedger {
         let Some(row) = row else { return Ok(None) };
         let status: String = col(&row, "status")?;
         Ok(Some(LastRun {
-            id: RunId::from_ledger(col::<String>(&row, "id")?),
+            id: RunId::from(col::<String>(&row, "id")?),
             started_at: time_col(&row, "started_at")?,
             finished_at: time_col(&row, "finished_at")?,
             status: RunStatus::parse(&status)
