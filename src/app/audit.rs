@@ -128,7 +128,7 @@ fn bound(
 }
 
 /// The store must answer before anything is judged missing; a refusal is configuration.
-async fn reachable(store: &Store) -> anyhow::Result<()> {
+pub(super) async fn reachable(store: &Store) -> anyhow::Result<()> {
     match store.preflight().await {
         Ok(()) => Ok(()),
         Err(e @ StoreError::Refused { .. }) => Err(ConfigError(e.to_string()).into()),
