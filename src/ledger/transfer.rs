@@ -17,6 +17,10 @@ pub enum Table {
     Manifests,
     Verifications,
     Syncs,
+    /// Who looked at which calls (append-only).
+    AccessLog,
+    /// The calls each access-log entry touched.
+    AccessLogCalls,
 }
 
 /// How a column's values travel.
@@ -33,13 +37,15 @@ pub enum Kind {
 pub type TableRow = Map<String, Value>;
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 8] = [
         Self::Runs,
         Self::Calls,
         Self::Attempts,
         Self::Manifests,
         Self::Verifications,
         Self::Syncs,
+        Self::AccessLog,
+        Self::AccessLogCalls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,13 +56,20 @@ impl Table {
             Self::Manifests => "manifests",
             Self::Verifications => "verifications",
             Self::Syncs => "syncs",
+            Self::AccessLog => "access_log",
+            Self::AccessLogCalls => "access_log_calls",
         }
     }
 
     /// The column rows are read in order of (unique), and paged by.
     pub fn key(self) -> &'static str {
         match self {
-            Self::Runs | Self::Attempts | Self::Verifications | Self::Syncs => "id",
+            Self::Runs
+            | Self::Attempts
+            | Self::Verifications
+            | Self::Syncs
+            | Self::AccessLog
+            | Self::AccessLogCalls => "id",
             Self::Calls => "uuid",
             Self::Manifests => "seq",
         }
@@ -160,6 +173,17 @@ impl Table {
                 ("exit_code", Int),
                 ("summary", Text),
             ],
+            Self::AccessLog => &[
+                ("id", Int),
+                ("at", Time),
+                ("actor", Text),
+                ("action", Text),
+                ("source", Text),
+                ("reason", Text),
+                ("query", Text),
+                ("calls", Int),
+            ],
+            Self::AccessLogCalls => &[("id", Int), ("entry_id", Int), ("call_uuid", Text)],
         }
     }
 

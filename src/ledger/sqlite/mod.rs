@@ -3,12 +3,14 @@
 //! migrations from `migrations/sqlite/` on open. Times are fixed-width UTC text, which
 //! sorts and compares as text.
 
+mod access;
 mod audit;
 mod claims;
 mod manifests;
 mod media;
 mod records;
 mod runs;
+mod search;
 mod sync;
 mod transfer;
 
