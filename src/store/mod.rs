@@ -3,6 +3,7 @@
 
 mod key;
 mod legal;
+mod link;
 mod lock;
 mod read;
 mod s3meta;
@@ -20,6 +21,7 @@ use url::Url;
 
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
 pub use legal::{LegalHoldOutcome, ObjectVersion, VersionLock};
+pub use link::MAX_LINK_LIFETIME;
 pub use lock::{LockMode, ObjectRetention, RetainFor, RetentionPolicy};
 pub use read::{Listed, ObjectDigest};
 pub use sidecar::{DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar};

@@ -28,6 +28,7 @@ mod download_faults;
 mod failures;
 mod faults;
 mod holds;
+mod find;
 mod inspect;
 mod leases;
 mod ledger;
