@@ -137,8 +137,8 @@ pub enum Command {
     AccessLog(AccessLogArgs),
 }
 
-/// Which calls a hold, a release or an erasure chooses (all the given conditions at once).
-/// Chosen each time: no environment variables here.
+/// Which calls a hold, a release or an erasure chooses (all the given conditions at once;
+/// the same query as `find`). Chosen each time: no environment variables here.
 #[derive(Debug, Args, Clone)]
 pub struct CallSelectArgs {
     /// A call by its uuid (repeat for more).
@@ -154,11 +154,13 @@ pub struct CallSelectArgs {
     /// Calls that started before this.
     #[arg(long)]
     pub until: Option<String>,
-    /// Calls carrying this phone number as caller, callee, displayed number or extension
-    /// (digits compared; a number of 7 digits or more also matches with a country or trunk
-    /// prefix). Repeat for more (any of them).
-    #[arg(long = "number")]
-    pub numbers: Vec<String>,
+    /// Calls whose caller, callee or displayed number is this number or ends with these
+    /// digits (as `find --number`; only digits count). `erase` asks for 7 digits or more.
+    #[arg(long)]
+    pub number: Option<String>,
+    /// Calls of this extension (`extnumber`), exactly.
+    #[arg(long)]
+    pub extension: Option<String>,
 }
 
 /// The store whose objects a hold, release or erasure acts on, laid out as `run` writes it.
@@ -239,7 +241,6 @@ pub struct ExpireArgs {
     #[command(flatten)]
     pub store: RetentionStoreArgs,
 }
-
 
 /// Who is asking, and why: recorded in the access log with every find, get and link.
 #[derive(Debug, Args)]

@@ -39,8 +39,7 @@ pub use claims::{
 };
 pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
 pub use holds::{
-    CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold,
-    Released, Tombstone,
+    CallFacts, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold, Released, Tombstone,
 };
 pub use manifests::{
     ArchivedEntry, ChainClaim, ManifestClaim, ManifestKeyFn, ManifestLink, ManifestRow, Manifests,

@@ -8,7 +8,7 @@ use callvault::archive::run_pass;
 use callvault::audit::{Sample, VerifyOptions, verify_chain, verify_objects, write_manifests};
 use callvault::domain::{CallRecord, RecordState, RunId};
 use callvault::ledger::{
-    BackendKind, CallFilter, ChainClaim, EraseRecorded, HoldId, Ledger, MediaNote, NewHold,
+    BackendKind, CallQuery, ChainClaim, EraseRecorded, HoldId, Ledger, MediaNote, NewHold,
     ObjectHold, Settlement, Slice, Tombstone,
 };
 use callvault::retention::{
@@ -56,21 +56,15 @@ async fn import(world: &World, record: &CallRecord, size: u64) {
 }
 
 fn by_uuid(uuid: &str) -> Selection {
-    Selection {
-        filter: CallFilter {
-            uuids: vec![cu(uuid)],
-            ..Default::default()
-        },
-        numbers: Vec::new(),
-    }
+    Selection::new(CallQuery {
+        uuids: vec![cu(uuid)],
+        ..CallQuery::default()
+    })
 }
 
 /// The archived object's key of `uuid`.
 async fn key_of(ledger: &Ledger, uuid: &str) -> String {
-    let facts = ledger
-        .select_calls(&by_uuid(uuid).filter, None, 1)
-        .await
-        .unwrap();
+    let facts = ledger.call_facts(&[cu(uuid)]).await.unwrap();
     facts[0].object.as_ref().expect("archived").key.clone()
 }
 
@@ -339,7 +333,7 @@ async fn a_held_call_is_kept_and_a_released_one_erased_once_its_lock_lapses() {
     );
     let row = world
         .ledger
-        .select_calls(&by_uuid("g-1").filter, None, 1)
+        .call_facts(&[cu("g-1")])
         .await
         .unwrap()
         .remove(0);
@@ -432,13 +426,10 @@ async fn expire_dry_run_lists_exactly_the_calls_past_retention() {
     .unwrap();
     assert_eq!(held.calls, vec![(cu("e-old"), ObjectHold::Unsupported)]);
 
-    let selection = Selection {
-        filter: CallFilter {
-            until: Some(retention_cutoff(RetainFor::Years(1), now).unwrap() + Duration::days(1)),
-            ..Default::default()
-        },
-        numbers: Vec::new(),
-    };
+    let selection = Selection::new(CallQuery {
+        until: Some(retention_cutoff(RetainFor::Years(1), now).unwrap() + Duration::days(1)),
+        ..CallQuery::default()
+    });
     let report = erase(
         &world.ledger,
         &world.store,
@@ -517,18 +508,21 @@ async fn holds_and_tombstones_in_the_ledger(kind: BackendKind) {
             c.uuid
         );
     }
-    let one = by_uuid("t-1").filter;
-    let facts = ledger.select_calls(&one, None, 10).await.unwrap();
+    let one = [cu("t-1")];
+    let facts = ledger.call_facts(&one).await.unwrap();
     assert_eq!(facts.len(), 1);
     assert_eq!(facts[0].state, RecordState::Archived);
     assert!(facts[0].holds.is_empty());
-    let company = CallFilter {
-        company: Some("20000013".into()),
-        ..Default::default()
-    };
     assert_eq!(
-        ledger.select_calls(&company, None, 10).await.unwrap().len(),
-        2
+        ledger
+            .call_facts(&[cu("t-2"), cu("t-1"), cu("unknown")])
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.uuid.as_str())
+            .collect::<Vec<_>>(),
+        ["t-1", "t-2"],
+        "by uuid, unknown ones left out"
     );
 
     let id = HoldId::generate();
@@ -562,7 +556,7 @@ async fn holds_and_tombstones_in_the_ledger(kind: BackendKind) {
     );
     assert_eq!(active[0].selection, selection);
     assert_eq!(
-        ledger.select_calls(&one, None, 1).await.unwrap()[0].holds,
+        ledger.call_facts(&one).await.unwrap()[0].holds,
         vec![id.clone()]
     );
 
@@ -614,7 +608,7 @@ async fn holds_and_tombstones_in_the_ledger(kind: BackendKind) {
             state: Some(RecordState::Erased)
         }
     );
-    let erased = ledger.select_calls(&one, None, 1).await.unwrap().remove(0);
+    let erased = ledger.call_facts(&one).await.unwrap().remove(0);
     assert_eq!(
         (
             erased.state,
