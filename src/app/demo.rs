@@ -204,7 +204,15 @@ async fn compliance(
         })
     };
     let now = Utc::now();
-    let hold = place_hold(ledger, store, &one(&held.uuid), "DEMO-CASE-1 (a disputed call)", &actor, now).await?;
+    let hold = place_hold(
+        ledger,
+        store,
+        &one(&held.uuid),
+        "DEMO-CASE-1 (a disputed call)",
+        &actor,
+        now,
+    )
+    .await?;
     let hold_id = hold.hold.context("the demo's hold")?;
     println!(
         "compliance: call {} put on legal hold {hold_id} (a local directory has no Object Lock: the ledger's hold alone keeps it)",
