@@ -17,6 +17,7 @@ mod media;
 mod postgres;
 mod records;
 mod runs;
+mod sessions;
 mod sqlite;
 mod sync;
 mod transfer;
@@ -40,6 +41,7 @@ pub use manifests::{
 pub use media::{Media, MediaNote};
 pub use records::{ImportOutcome, LedgerRow, Records};
 pub use runs::{LastRun, LedgerFigures, RunRecord, Runs, StatusReport, risk_line};
+pub use sessions::{Sessions, UiSession};
 pub use sync::{DayCompleteness, SyncFigures, SyncId, SyncProgress, SyncRow, SyncStatus, Syncs};
 pub use transfer::{Kind, Table, TableRow, Transfer};
 
@@ -174,12 +176,32 @@ pub trait Admin: Send + Sync {
 
 /// The whole interface a backend implements.
 pub trait Backend:
-    Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + Syncs + fmt::Debug
+    Admin
+    + Records
+    + Claims
+    + Runs
+    + Manifests
+    + Audit
+    + Media
+    + Transfer
+    + Syncs
+    + Sessions
+    + fmt::Debug
 {
 }
 
 impl<T> Backend for T where
-    T: Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + Syncs + fmt::Debug
+    T: Admin
+    + Records
+    + Claims
+    + Runs
+    + Manifests
+    + Audit
+    + Media
+    + Transfer
+    + Syncs
+    + Sessions
+    + fmt::Debug
 {
 }
 

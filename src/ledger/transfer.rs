@@ -17,6 +17,7 @@ pub enum Table {
     Manifests,
     Verifications,
     Syncs,
+    UiSessions,
 }
 
 /// How a column's values travel.
@@ -33,13 +34,14 @@ pub enum Kind {
 pub type TableRow = Map<String, Value>;
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Self::Runs,
         Self::Calls,
         Self::Attempts,
         Self::Manifests,
         Self::Verifications,
         Self::Syncs,
+        Self::UiSessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Table {
             Self::Manifests => "manifests",
             Self::Verifications => "verifications",
             Self::Syncs => "syncs",
+            Self::UiSessions => "ui_sessions",
         }
     }
 
@@ -59,6 +62,7 @@ impl Table {
             Self::Runs | Self::Attempts | Self::Verifications | Self::Syncs => "id",
             Self::Calls => "uuid",
             Self::Manifests => "seq",
+            Self::UiSessions => "token_sha256",
         }
     }
 
@@ -159,6 +163,12 @@ impl Table {
                 ("requests", Int),
                 ("exit_code", Int),
                 ("summary", Text),
+            ],
+            Self::UiSessions => &[
+                ("token_sha256", Text),
+                ("username", Text),
+                ("created_at", Time),
+                ("expires_at", Time),
             ],
         }
     }

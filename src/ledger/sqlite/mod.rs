@@ -9,6 +9,7 @@ mod manifests;
 mod media;
 mod records;
 mod runs;
+mod sessions;
 mod sync;
 mod transfer;
 
