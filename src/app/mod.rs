@@ -10,6 +10,7 @@ mod ledger;
 mod progress;
 mod serve;
 mod sync;
+mod user;
 mod wiring;
 
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::archive::{RunResult, Shutdown, run_pass};
-use crate::cli::{Cli, Command, LedgerCommand, RunArgs, StatusArgs};
+use crate::cli::{Cli, Command, LedgerCommand, RunArgs, StatusArgs, UserCommand};
 use crate::config::{CommonSettings, ConfigError, LedgerSettings};
 use progress::{Meter, Unit};
 use wiring::open_ledger;
@@ -127,6 +128,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Retry(args) => audit::retry(&open_ledger(&common.ledger).await?, &args).await,
         Command::Migrate(args) => ledger::migrate(&common.ledger, &args).await,
         Command::Ledger(LedgerCommand::Copy(args)) => ledger::copy(&args, &common.ledger).await,
+        Command::User(UserCommand::Add(args)) => user::add(&args),
     }
 }
 

@@ -46,4 +46,6 @@ mod security;
 mod serve;
 mod store_faults;
 mod sync;
+mod ui_browser;
+mod ui_security;
 mod world;
