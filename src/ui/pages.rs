@@ -161,7 +161,7 @@ async fn logged(
         })
 }
 
-pub async fn root() -> Redirect {
+pub async fn root(_user: User) -> Redirect {
     Redirect::to("/ui/")
 }
 

@@ -367,7 +367,9 @@ async fn search_input_with_html_or_sql_is_escaped_and_bound() {
         assert!(status == 200 || status == 400, "{field}={value}: {status}");
         assert!(!body.contains("<script>alert"), "{field}: raw script in the page");
         assert!(!body.contains("<img src=x"), "{field}: raw markup in the page");
-        assert!(body.contains("&lt;script&gt;") || body.contains("&lt;img"), "{field}: escaped in the form");
+        if value.contains('<') {
+            assert!(body.contains("&lt;"), "{field}: escaped in the page");
+        }
         // SQL in a filter is a value: it matches no call, it does not match every call.
         if field != "number" {
             assert!(body.contains("0 call(s)"), "{field}={value} matched calls");
@@ -408,7 +410,8 @@ async fn the_audio_route_serves_ranges_of_ledger_calls_only_and_downloads_are_ch
                 "{bad}/{route}: {}",
                 answer.status()
             );
-            assert!(answer.headers().get("content-type").unwrap().to_str().unwrap().starts_with("text/"));
+            let kind = answer.headers().get("content-type").unwrap().to_str().unwrap();
+            assert!(!kind.starts_with("audio/"), "{bad}/{route}: {kind}");
         }
     }
     let unknown = server
