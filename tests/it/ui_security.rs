@@ -567,3 +567,57 @@ async fn the_proxy_user_header_counts_only_from_the_proxy_networks() {
         .unwrap();
     assert_eq!(bad_name.status(), 401);
 }
+
+/// Sessions live until logout or their end, only the token's hash is kept, expired ones are
+/// dropped, `ledger copy` carries them; the dashboard's per-day count sees archived calls.
+async fn sessions_and_daily_counts_in_the_ledger(kind: callvault::ledger::BackendKind) {
+    use callvault::ledger::{Table, UiSession, copy_ledger, table_checksum};
+    let world = World::with_backend(kind).await;
+    let ledger = &world.ledger;
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let session = UiSession {
+        username: USER.into(),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(1),
+    };
+    let hash = "a".repeat(64);
+    ledger.create_session(&hash, &session, now).await.unwrap();
+    assert_eq!(ledger.session(&hash, now).await.unwrap(), Some(session.clone()));
+    assert_eq!(ledger.session(&"b".repeat(64), now).await.unwrap(), None);
+    let later = now + chrono::Duration::hours(2);
+    assert_eq!(ledger.session(&hash, later).await.unwrap(), None, "ran out");
+    // A new session drops the ones that ran out.
+    let next = UiSession {
+        created_at: later,
+        expires_at: later + chrono::Duration::hours(1),
+        ..session.clone()
+    };
+    let hash2 = "c".repeat(64);
+    ledger.create_session(&hash2, &next, later).await.unwrap();
+    assert_eq!(ledger.count_rows(Table::UiSessions).await.unwrap(), 1);
+    // Copied with the ledger, then ended (logout) here.
+    let target = crate::world::TempLedger::new(kind).await;
+    copy_ledger(ledger, &target).await.unwrap();
+    assert_eq!(
+        table_checksum(ledger, Table::UiSessions).await.unwrap(),
+        table_checksum(&target, Table::UiSessions).await.unwrap()
+    );
+    assert!(ledger.end_session(&hash2).await.unwrap());
+    assert!(!ledger.end_session(&hash2).await.unwrap());
+    assert_eq!(ledger.session(&hash2, later).await.unwrap(), None);
+
+    let today = chrono::Utc::now();
+    let midnight = today.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    assert!(ledger.archived_per_day(midnight).await.unwrap().is_empty());
+    archive_call(&world, "ui-daily-0001", NUMBER, AGENT).await;
+    assert_eq!(
+        ledger.archived_per_day(midnight).await.unwrap(),
+        vec![(today.date_naive(), 1)]
+    );
+    let tomorrow = midnight + chrono::Duration::days(1);
+    assert!(ledger.archived_per_day(tomorrow).await.unwrap().is_empty());
+}
+
+on_both_backends!(sessions_and_daily_counts_in_the_ledger);
