@@ -44,7 +44,9 @@ pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigE
     let number = match args.number.as_deref() {
         None => None,
         Some(raw) => Some(PhoneNumber::parse(raw).ok_or_else(|| {
-            ConfigError(format!("--number {raw:?} has no digits: give the number or its last digits"))
+            ConfigError(format!(
+                "--number {raw:?} has no digits: give the number or its last digits"
+            ))
         })?),
     };
     let states = args
@@ -127,7 +129,12 @@ fn print_table(
                     |t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string(),
                 ),
                 c.company.clone(),
-                dash(&c.parties.display_number.clone().or(c.parties.caller.clone())),
+                dash(
+                    &c.parties
+                        .display_number
+                        .clone()
+                        .or(c.parties.caller.clone()),
+                ),
                 dash(&c.parties.callee),
                 dash(&c.parties.extension),
                 dash(&c.parties.crmid.clone().or(c.parties.userid.clone())),
@@ -180,11 +187,10 @@ pub async fn get(ledger: &Ledger, args: &GetArgs, common: &CommonSettings) -> an
         .map(|u| uuid(u))
         .collect::<Result<Vec<_>, _>>()?;
     let who = requester(&args.requester);
-    let results =
-        match retrieve::get_recordings(ledger, &store, &uuids, &args.output, &who).await {
-            Ok(results) => results,
-            Err(e) => return Ok(report(&e)),
-        };
+    let results = match retrieve::get_recordings(ledger, &store, &uuids, &args.output, &who).await {
+        Ok(results) => results,
+        Err(e) => return Ok(report(&e)),
+    };
     let mut code = EXIT_OK;
     for result in results {
         match result {
@@ -212,11 +218,7 @@ fn report(e: &RetrieveError) -> u8 {
     }
 }
 
-pub async fn link(
-    ledger: &Ledger,
-    args: &LinkArgs,
-    common: &CommonSettings,
-) -> anyhow::Result<u8> {
+pub async fn link(ledger: &Ledger, args: &LinkArgs, common: &CommonSettings) -> anyhow::Result<u8> {
     let store = store_for(args.store.as_deref(), &common.s3)?;
     let uuid = uuid(&args.uuid)?;
     match retrieve::link(
@@ -279,7 +281,10 @@ pub async fn access_log(
         }
     }
     if entries.len() == args.limit as usize {
-        eprintln!("callvault: the first {} entries shown (--limit)", args.limit);
+        eprintln!(
+            "callvault: the first {} entries shown (--limit)",
+            args.limit
+        );
     }
     Ok(EXIT_OK)
 }

@@ -160,12 +160,14 @@ async fn write_sidecar(store: &Store, object: &Archived, path: &Path) -> Result<
         source,
     };
     let body = match store.read(&store.sidecar_key(&object.key)).await? {
-        Some(stream) => stream
-            .try_fold(Vec::new(), |mut all, chunk| async move {
-                all.extend_from_slice(&chunk);
-                Ok(all)
-            })
-            .await?,
+        Some(stream) => {
+            stream
+                .try_fold(Vec::new(), |mut all, chunk| async move {
+                    all.extend_from_slice(&chunk);
+                    Ok(all)
+                })
+                .await?
+        }
         None => {
             let row = &object.row;
             let archived = ArchivedObject {

@@ -40,7 +40,9 @@ impl Requester {
         Self {
             actor,
             source: format!("cli@{}", crate::config::hostname()),
-            reason: reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()),
+            reason: reason
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty()),
         }
     }
 

@@ -28,6 +28,7 @@ mod download_faults;
 mod failures;
 mod faults;
 mod find;
+mod find_cli;
 mod inspect;
 mod leases;
 mod ledger;
