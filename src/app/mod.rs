@@ -8,6 +8,7 @@ mod demo;
 mod import;
 mod ledger;
 mod progress;
+mod retrieve;
 mod serve;
 mod sync;
 mod user;
@@ -129,6 +130,18 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Migrate(args) => ledger::migrate(&common.ledger, &args).await,
         Command::Ledger(LedgerCommand::Copy(args)) => ledger::copy(&args, &common.ledger).await,
         Command::User(UserCommand::Add(args)) => user::add(&args),
+        Command::Find(ref args) => {
+            retrieve::find(&open_ledger(&common.ledger).await?, args, tz).await
+        }
+        Command::Get(ref args) => {
+            retrieve::get(&open_ledger(&common.ledger).await?, args, &common).await
+        }
+        Command::Link(ref args) => {
+            retrieve::link(&open_ledger(&common.ledger).await?, args, &common).await
+        }
+        Command::AccessLog(ref args) => {
+            retrieve::access_log(&open_ledger(&common.ledger).await?, args, tz).await
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! Each backend keeps its own migrations (`migrations/sqlite/`, `migrations/postgres/`),
 //! applied on open under a lock. No pool or row type leaves its backend module.
 
+mod access;
 mod audit;
 mod claims;
 mod copy;
@@ -18,6 +19,7 @@ mod postgres;
 mod records;
 mod runs;
 mod sessions;
+mod search;
 mod sqlite;
 mod sync;
 mod transfer;
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use access::{AccessAction, AccessEntry, AccessLog, AccessQuery, LoggedAccess};
 pub use audit::{Audit, FailedRecord, RetryOutcome, RetrySelection, VerifyResult};
 pub use claims::{
     AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, Settlement, Slice, lease_lost_message,
@@ -42,6 +45,10 @@ pub use media::{Media, MediaNote};
 pub use records::{ImportOutcome, LedgerRow, Records};
 pub use runs::{LastRun, LedgerFigures, RunRecord, Runs, StatusReport, risk_line};
 pub use sessions::{Sessions, UiSession};
+pub use search::{
+    AttemptView, CallCursor, CallDetail, CallParties, CallQuery, CallSummary, MAX_PAGE,
+    ManifestRef, PhoneNumber, Search, TermField,
+};
 pub use sync::{DayCompleteness, SyncFigures, SyncId, SyncProgress, SyncRow, SyncStatus, Syncs};
 pub use transfer::{Kind, Table, TableRow, Transfer};
 
@@ -186,22 +193,26 @@ pub trait Backend:
     + Transfer
     + Syncs
     + Sessions
+    + Search
+    + AccessLog
     + fmt::Debug
 {
 }
 
 impl<T> Backend for T where
     T: Admin
-    + Records
-    + Claims
-    + Runs
-    + Manifests
-    + Audit
-    + Media
-    + Transfer
-    + Syncs
-    + Sessions
-    + fmt::Debug
+        + Records
+        + Claims
+        + Runs
+        + Manifests
+        + Audit
+        + Media
+        + Transfer
+        + Syncs
+        + Search
+        + AccessLog
+        + Sessions
+        + fmt::Debug
 {
 }
 

@@ -18,6 +18,10 @@ pub enum Table {
     Verifications,
     Syncs,
     UiSessions,
+    /// Who looked at which calls (append-only).
+    AccessLog,
+    /// The calls each access-log entry touched.
+    AccessLogCalls,
 }
 
 /// How a column's values travel.
@@ -34,7 +38,7 @@ pub enum Kind {
 pub type TableRow = Map<String, Value>;
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 9] = [
         Self::Runs,
         Self::Calls,
         Self::Attempts,
@@ -42,6 +46,8 @@ impl Table {
         Self::Verifications,
         Self::Syncs,
         Self::UiSessions,
+        Self::AccessLog,
+        Self::AccessLogCalls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,13 +59,20 @@ impl Table {
             Self::Verifications => "verifications",
             Self::Syncs => "syncs",
             Self::UiSessions => "ui_sessions",
+            Self::AccessLog => "access_log",
+            Self::AccessLogCalls => "access_log_calls",
         }
     }
 
     /// The column rows are read in order of (unique), and paged by.
     pub fn key(self) -> &'static str {
         match self {
-            Self::Runs | Self::Attempts | Self::Verifications | Self::Syncs => "id",
+            Self::Runs
+            | Self::Attempts
+            | Self::Verifications
+            | Self::Syncs
+            | Self::AccessLog
+            | Self::AccessLogCalls => "id",
             Self::Calls => "uuid",
             Self::Manifests => "seq",
             Self::UiSessions => "token_sha256",
@@ -170,6 +183,17 @@ impl Table {
                 ("created_at", Time),
                 ("expires_at", Time),
             ],
+            Self::AccessLog => &[
+                ("id", Int),
+                ("at", Time),
+                ("actor", Text),
+                ("action", Text),
+                ("source", Text),
+                ("reason", Text),
+                ("query", Text),
+                ("calls", Int),
+            ],
+            Self::AccessLogCalls => &[("id", Int), ("entry_id", Int), ("call_uuid", Text)],
         }
     }
 

@@ -2,6 +2,7 @@
 //! Speaks in keys relative to the configured prefix; uploads stream with hashing.
 
 mod key;
+mod link;
 mod lock;
 mod read;
 mod s3meta;
@@ -18,6 +19,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
+pub use link::MAX_LINK_LIFETIME;
 pub use lock::{LockMode, ObjectRetention, RetainFor, RetentionPolicy};
 pub use read::{Listed, ObjectDigest};
 pub use sidecar::{DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar};

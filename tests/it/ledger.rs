@@ -784,6 +784,16 @@ async fn ledger_copy_from_sqlite_with_history_matches_table_by_table(kind: Backe
     .await
     .unwrap();
     assert_eq!(sync.progress.bills, 10, "{sync:?}");
+    let looked_at = callvault::ledger::AccessEntry {
+        at: Utc::now(),
+        actor: "auditor".into(),
+        action: callvault::ledger::AccessAction::Find,
+        source: "cli@test".into(),
+        reason: None,
+        query: Some("company=20000013".into()),
+        calls: archived.iter().take(2).cloned().collect(),
+    };
+    world.ledger.log_access(&looked_at).await.unwrap();
     let target = TempLedger::new(kind).await;
 
     let report = copy_ledger(&world.ledger, &target).await.expect("the copy");

@@ -27,6 +27,8 @@ mod cli;
 mod download_faults;
 mod failures;
 mod faults;
+mod find;
+mod find_cli;
 mod inspect;
 mod leases;
 mod ledger;
