@@ -139,7 +139,11 @@ pub enum UserCommand {
 pub struct UserAddArgs {
     /// The user's name: letters, digits and `. _ @ -`.
     pub name: String,
-    #[arg(long, env = "CALLVAULT_UI_USERS_FILE", default_value = "callvault-users")]
+    #[arg(
+        long,
+        env = "CALLVAULT_UI_USERS_FILE",
+        default_value = "callvault-users"
+    )]
     pub users_file: PathBuf,
 }
 
@@ -152,14 +156,27 @@ pub struct UiArgs {
     pub ui: bool,
     /// The page's users: `name:argon2-hash` lines, written by `callvault user add` (or a
     /// Kubernetes Secret mounted as a file). Read at every login.
-    #[arg(long, env = "CALLVAULT_UI_USERS_FILE", default_value = "callvault-users")]
+    #[arg(
+        long,
+        env = "CALLVAULT_UI_USERS_FILE",
+        default_value = "callvault-users"
+    )]
     pub ui_users_file: PathBuf,
     /// Trust this header as the user's name (`X-Forwarded-User`, `X-Auth-Request-User`), set
     /// by an authenticating proxy such as oauth2-proxy, from `--ui-proxy-networks` only.
-    #[arg(long, env = "CALLVAULT_UI_PROXY_HEADER", requires = "ui_proxy_networks")]
+    #[arg(
+        long,
+        env = "CALLVAULT_UI_PROXY_HEADER",
+        requires = "ui_proxy_networks"
+    )]
     pub ui_proxy_header: Option<String>,
     /// The proxy's networks (comma-separated CIDRs): the header is ignored from anywhere else.
-    #[arg(long, env = "CALLVAULT_UI_PROXY_NETWORKS", value_delimiter = ',', requires = "ui_proxy_header")]
+    #[arg(
+        long,
+        env = "CALLVAULT_UI_PROXY_NETWORKS",
+        value_delimiter = ',',
+        requires = "ui_proxy_header"
+    )]
     pub ui_proxy_networks: Vec<ipnet::IpNet>,
     /// How long a login lasts.
     #[arg(long, env = "CALLVAULT_UI_SESSION_TTL", value_parser = humantime::parse_duration, default_value = "8h")]
@@ -340,7 +357,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CALLVAULT_CALLBACK_ANSWER", value_enum, default_value_t = CallbackAnswer::Json)]
     pub callback_answer: CallbackAnswer,
     #[command(flatten)]
-    pub ui: UiArgs,
+    pub ui: Box<UiArgs>,
     #[command(flatten)]
     pub run: RunArgs,
 }

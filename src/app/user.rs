@@ -18,13 +18,17 @@ pub fn add(args: &UserAddArgs) -> anyhow::Result<u8> {
     let users = UsersFile::new(&args.users_file);
     match users.add(&name, &password) {
         Ok(replaced) => {
-            let what = if replaced { "new password for" } else { "added" };
+            let what = if replaced {
+                "new password for"
+            } else {
+                "added"
+            };
             println!("{what} {name} in {}", users.path().display());
             Ok(EXIT_OK)
         }
-        Err(e @ (UsersError::ShortPassword | UsersError::BadName(_) | UsersError::BadLine { .. })) => {
-            Err(ConfigError(e.to_string()).into())
-        }
+        Err(
+            e @ (UsersError::ShortPassword | UsersError::BadName(_) | UsersError::BadLine { .. }),
+        ) => Err(ConfigError(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
 }
@@ -33,8 +37,7 @@ fn read_password(name: &UserName) -> anyhow::Result<SecretString> {
     if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(format!("Password for {name}: "))
             .context("reading the password")?;
-        let again =
-            rpassword::prompt_password("Once more: ").context("reading the password")?;
+        let again = rpassword::prompt_password("Once more: ").context("reading the password")?;
         if first != again {
             return Err(ConfigError("the two passwords differ; nothing was written".into()).into());
         }

@@ -18,8 +18,8 @@ mod media;
 mod postgres;
 mod records;
 mod runs;
-mod sessions;
 mod search;
+mod sessions;
 mod sqlite;
 mod sync;
 mod transfer;
@@ -44,11 +44,11 @@ pub use manifests::{
 pub use media::{Media, MediaNote};
 pub use records::{ImportOutcome, LedgerRow, Records};
 pub use runs::{LastRun, LedgerFigures, RunRecord, Runs, StatusReport, risk_line};
-pub use sessions::{Sessions, UiSession};
 pub use search::{
     AttemptView, CallCursor, CallDetail, CallParties, CallQuery, CallSummary, MAX_PAGE,
     ManifestRef, PhoneNumber, Search, TermField,
 };
+pub use sessions::{Sessions, UiSession};
 pub use sync::{DayCompleteness, SyncFigures, SyncId, SyncProgress, SyncRow, SyncStatus, Syncs};
 pub use transfer::{Kind, Table, TableRow, Transfer};
 

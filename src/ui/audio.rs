@@ -30,13 +30,14 @@ async fn archived(ui: &Ui, raw: &str) -> Result<(LedgerRow, String, u64), Respon
         Ok(None) => return Err(plain(StatusCode::NOT_FOUND, "no such call in the ledger")),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a call for the web page");
-            return Err(plain(StatusCode::SERVICE_UNAVAILABLE, "the ledger does not answer"));
+            return Err(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the ledger does not answer",
+            ));
         }
     };
     match (&row.state, row.object_key.clone(), row.size_bytes) {
-        (RecordState::Archived, Some(key), Some(size)) if size >= 0 => {
-            Ok((row, key, size as u64))
-        }
+        (RecordState::Archived, Some(key), Some(size)) if size >= 0 => Ok((row, key, size as u64)),
         _ => Err(plain(
             StatusCode::NOT_FOUND,
             "this call has no archived recording",
@@ -122,7 +123,10 @@ pub async fn play(
         .await
     {
         tracing::error!(error = %e, "cannot write the access log; not playing");
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "the access log cannot be written");
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the access log cannot be written",
+        );
     }
     let (stream, served) = match open(&ui, &key, range.clone()).await {
         Ok(opened) => opened,
@@ -132,7 +136,10 @@ pub async fn play(
     let h = response.headers_mut();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_TYPE, content_type(&row));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(served.end - served.start));
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(served.end - served.start),
+    );
     if range.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         if let Ok(v) = HeaderValue::from_str(&format!(
@@ -167,7 +174,10 @@ pub async fn download(State(ui): State<Ui>, user: User, Path(raw): Path<String>)
         .await
     {
         tracing::error!(error = %e, "cannot write the access log; not downloading");
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "the access log cannot be written");
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the access log cannot be written",
+        );
     }
     let (stream, _) = match open(&ui, &key, None).await {
         Ok(opened) => opened,
@@ -191,10 +201,17 @@ pub async fn download(State(ui): State<Ui>, user: User, Path(raw): Path<String>)
 type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>;
 
 /// The object at `key` (or `range` of it) as a stream, and the range actually served.
-async fn open(ui: &Ui, key: &str, range: Option<Range<u64>>) -> Result<(ByteStream, Range<u64>), Response> {
+async fn open(
+    ui: &Ui,
+    key: &str,
+    range: Option<Range<u64>>,
+) -> Result<(ByteStream, Range<u64>), Response> {
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "cannot read a recording from the store");
-        plain(StatusCode::BAD_GATEWAY, "the store does not answer; try again shortly")
+        plain(
+            StatusCode::BAD_GATEWAY,
+            "the store does not answer; try again shortly",
+        )
     };
     let path = ui.store.path(key).map_err(|e| unavailable(&e))?;
     let options = GetOptions {
@@ -305,7 +322,13 @@ fn content_type(row: &LedgerRow) -> HeaderValue {
 fn download_name(uuid: &str, record_file: &str) -> String {
     let safe = |s: &str| -> String {
         s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect()
     };
     let ext = record_file
@@ -317,7 +340,12 @@ fn download_name(uuid: &str, record_file: &str) -> String {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -356,8 +384,14 @@ mod tests {
         let out: Vec<_> = checked(chunks(), good, 6, "u".into()).collect().await;
         assert!(out.iter().all(Result::is_ok));
         assert_eq!(out.len(), 2);
-        let out: Vec<_> = checked(chunks(), "00".repeat(32), 6, "u".into()).collect().await;
-        assert_eq!(out.len(), 2, "the first chunk, then the error instead of the last");
+        let out: Vec<_> = checked(chunks(), "00".repeat(32), 6, "u".into())
+            .collect()
+            .await;
+        assert_eq!(
+            out.len(),
+            2,
+            "the first chunk, then the error instead of the last"
+        );
         assert!(out[0].is_ok() && out[1].is_err());
     }
 }

@@ -47,7 +47,10 @@ impl ProxyAuth {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
     /// A session; the SHA-256 of its token (to end it), and the CSRF token its forms carry.
-    Session { token_sha256: String, csrf: String },
+    Session {
+        token_sha256: String,
+        csrf: String,
+    },
     Proxy,
 }
 
@@ -144,7 +147,8 @@ impl FromRequestParts<Ui> for User {
 
     async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Self, Self::Rejection> {
         let from = peer(parts);
-        let is_page = !parts.uri.path().ends_with("/audio") && !parts.uri.path().ends_with("/download");
+        let is_page =
+            !parts.uri.path().ends_with("/audio") && !parts.uri.path().ends_with("/download");
         let refuse = || {
             Unauthenticated {
                 page: is_page,
@@ -156,7 +160,10 @@ impl FromRequestParts<Ui> for User {
             && proxy.trusts(from)
             && let Some(value) = parts.headers.get(&proxy.header)
         {
-            let name = value.to_str().ok().and_then(|v| UserName::parse(v.trim()).ok());
+            let name = value
+                .to_str()
+                .ok()
+                .and_then(|v| UserName::parse(v.trim()).ok());
             return match name {
                 Some(name) => Ok(User {
                     name,
@@ -188,7 +195,9 @@ impl FromRequestParts<Ui> for User {
             Ok(None) => Err(refuse()),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read sessions from the ledger");
-                Err(pages::unavailable("the ledger does not answer; try again shortly"))
+                Err(pages::unavailable(
+                    "the ledger does not answer; try again shortly",
+                ))
             }
         }
     }
@@ -290,8 +299,14 @@ mod tests {
         assert!(guard.locked("alice", a).is_none());
         guard.failed("alice", a);
         assert!(guard.locked("alice", a).is_some());
-        assert!(guard.locked("alice", b).is_some(), "the name is locked from anywhere");
-        assert!(guard.locked("bob", a).is_some(), "the address is locked for any name");
+        assert!(
+            guard.locked("alice", b).is_some(),
+            "the name is locked from anywhere"
+        );
+        assert!(
+            guard.locked("bob", a).is_some(),
+            "the address is locked for any name"
+        );
         assert!(guard.locked("bob", b).is_none());
         std::thread::sleep(Duration::from_millis(250));
         assert!(guard.locked("alice", a).is_none());

@@ -45,7 +45,10 @@ pub fn daily(counts: &[(NaiveDate, i64)], first: NaiveDate, last: NaiveDate) -> 
         .iter_days()
         .take_while(|d| *d <= last)
         .map(|d| {
-            let n = counts.iter().find(|(day, _)| *day == d).map_or(0, |(_, n)| *n);
+            let n = counts
+                .iter()
+                .find(|(day, _)| *day == d)
+                .map_or(0, |(_, n)| *n);
             (d.format("%m-%d").to_string(), n)
         })
         .collect()
@@ -63,11 +66,21 @@ mod tests {
     fn days_without_archives_are_zero_and_bars_scale_to_the_largest() {
         let d = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
         let points = daily(&[(d("2026-11-02"), 4)], d("2026-11-01"), d("2026-11-03"));
-        assert_eq!(points, vec![("11-01".into(), 0), ("11-02".into(), 4), ("11-03".into(), 0)]);
+        assert_eq!(
+            points,
+            vec![
+                ("11-01".into(), 0),
+                ("11-02".into(), 4),
+                ("11-03".into(), 0)
+            ]
+        );
         let svg = bars("Archived per day", &points).into_string();
         assert!(svg.starts_with("<svg"));
         assert_eq!(svg.matches("<rect").count(), 3);
-        assert!(svg.contains("height=\"150.0\""), "the largest bar fills the plot: {svg}");
+        assert!(
+            svg.contains("height=\"150.0\""),
+            "the largest bar fills the plot: {svg}"
+        );
         assert!(svg.contains("11-02: 4"));
     }
 }

@@ -6,8 +6,8 @@
 //! view, play and download is appended to the ledger's access log under that user's name
 //! before the answer is sent.
 
-pub mod auth;
 mod audio;
+pub mod auth;
 mod chart;
 mod pages;
 pub mod users;

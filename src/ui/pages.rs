@@ -13,15 +13,14 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::auth::{
-    self, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Via, clear_cookie, new_token, same_token,
-    set_cookie, sha256_hex,
+    self, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Via, clear_cookie, new_token, same_token, set_cookie,
+    sha256_hex,
 };
 use super::users::UserName;
 use super::{Ui, User, chart, uuid_from_path};
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
-    AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, PhoneNumber, UiSession,
-    risk_line,
+    AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, PhoneNumber, UiSession, risk_line,
 };
 
 const CSS: &str = "
@@ -126,18 +125,33 @@ fn login_page(status: StatusCode, message: Option<&str>, secure: bool) -> Respon
 
 /// What an unauthenticated request to a page gets: the login form, with 401.
 pub fn login_required(secure: bool) -> Response {
-    login_page(StatusCode::UNAUTHORIZED, Some("Log in to continue."), secure)
+    login_page(
+        StatusCode::UNAUTHORIZED,
+        Some("Log in to continue."),
+        secure,
+    )
 }
 
 pub fn unavailable(message: &'static str) -> Response {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
-        layout("Unavailable", None, html! { p.error role="alert" { (message) } }),
+        layout(
+            "Unavailable",
+            None,
+            html! { p.error role="alert" { (message) } },
+        ),
     )
 }
 
 fn error_page(status: StatusCode, user: &User, title: &str, message: &str) -> Response {
-    page(status, layout(title, Some(user), html! { p.error role="alert" { (message) } }))
+    page(
+        status,
+        layout(
+            title,
+            Some(user),
+            html! { p.error role="alert" { (message) } },
+        ),
+    )
 }
 
 /// Logs a page's access; on failure the page is not shown.
@@ -195,10 +209,17 @@ pub async fn login(
         );
     }
     let name = form.username.trim().to_owned();
-    let actor = UserName::parse(&name).map_or_else(|_| "(invalid name)".to_owned(), |n| n.to_string());
+    let actor =
+        UserName::parse(&name).map_or_else(|_| "(invalid name)".to_owned(), |n| n.to_string());
     if let Some(wait) = ui.guard.locked(&name, from) {
         let _ = ui
-            .log(&actor, from, AccessAction::LoginFailed, Some("locked".into()), vec![])
+            .log(
+                &actor,
+                from,
+                AccessAction::LoginFailed,
+                Some("locked".into()),
+                vec![],
+            )
             .await;
         let minutes = wait.as_secs().div_ceil(60).max(1);
         return login_page(
@@ -229,9 +250,19 @@ pub async fn login(
     let Some(user) = user else {
         ui.guard.failed(&name, from);
         let _ = ui
-            .log(&actor, from, AccessAction::LoginFailed, Some("wrong name or password".into()), vec![])
+            .log(
+                &actor,
+                from,
+                AccessAction::LoginFailed,
+                Some("wrong name or password".into()),
+                vec![],
+            )
             .await;
-        return login_page(StatusCode::UNAUTHORIZED, Some("Wrong user name or password."), secure);
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong user name or password."),
+            secure,
+        );
     };
     ui.guard.succeeded(&name);
     let token = new_token();
@@ -243,8 +274,11 @@ pub async fn login(
         expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(8)),
     };
     let stored = async {
-        ui.ledger.create_session(&sha256_hex(&token), &session, now).await?;
-        ui.log(user.as_str(), from, AccessAction::Login, None, vec![]).await
+        ui.ledger
+            .create_session(&sha256_hex(&token), &session, now)
+            .await?;
+        ui.log(user.as_str(), from, AccessAction::Login, None, vec![])
+            .await
     };
     if let Err(e) = stored.await {
         tracing::error!(error = %e, "cannot record a session");
@@ -290,7 +324,15 @@ pub async fn logout(State(ui): State<Ui>, user: User, Form(form): Form<LogoutFor
         tracing::error!(error = %e, "cannot end a session");
         return unavailable("The ledger does not answer; try again shortly.");
     }
-    let _ = ui.log(user.name.as_str(), user.from, AccessAction::Logout, None, vec![]).await;
+    let _ = ui
+        .log(
+            user.name.as_str(),
+            user.from,
+            AccessAction::Logout,
+            None,
+            vec![],
+        )
+        .await;
     let mut response = Redirect::to("/ui/login").into_response();
     if let Ok(v) = HeaderValue::from_str(&clear_cookie(SESSION_COOKIE, ui.config.secure_cookies)) {
         response.headers_mut().append(header::SET_COOKIE, v);
@@ -327,8 +369,14 @@ const PAGE: u32 = 50;
 impl SearchForm {
     fn is_empty(&self) -> bool {
         [
-            &self.number, &self.extension, &self.agent, &self.company, &self.since, &self.until,
-            &self.state, &self.uuid,
+            &self.number,
+            &self.extension,
+            &self.agent,
+            &self.company,
+            &self.since,
+            &self.until,
+            &self.state,
+            &self.uuid,
         ]
         .iter()
         .all(|f| f.trim().is_empty())
@@ -338,9 +386,9 @@ impl SearchForm {
     fn query(&self, tz: chrono::FixedOffset) -> Result<CallQuery, String> {
         let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
         let number = match text(&self.number) {
-            Some(n) => Some(
-                PhoneNumber::parse(&n).ok_or("the phone number must have digits in it")?,
-            ),
+            Some(n) => {
+                Some(PhoneNumber::parse(&n).ok_or("the phone number must have digits in it")?)
+            }
             None => None,
         };
         let bound = |s: &str, upper| -> Result<Option<DateTime<Utc>>, String> {
@@ -434,7 +482,9 @@ fn filters(form: &SearchForm) -> Markup {
 }
 
 fn local(t: Option<DateTime<Utc>>, tz: chrono::FixedOffset) -> String {
-    t.map_or_else(String::new, |t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string())
+    t.map_or_else(String::new, |t| {
+        t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string()
+    })
 }
 
 fn size_text(bytes: Option<i64>) -> String {
@@ -450,7 +500,9 @@ fn size_text(bytes: Option<i64>) -> String {
 pub async fn search(State(ui): State<Ui>, user: User, Query(form): Query<SearchForm>) -> Response {
     let tz = ui.config.tz;
     if form.is_empty() {
-        if let Err(refusal) = logged(&ui, &user, AccessAction::View, "search form".into(), vec![]).await {
+        if let Err(refusal) =
+            logged(&ui, &user, AccessAction::View, "search form".into(), vec![]).await
+        {
             return refusal;
         }
         let body = html! {
@@ -463,7 +515,10 @@ pub async fn search(State(ui): State<Ui>, user: User, Query(form): Query<SearchF
         Ok(query) => query,
         Err(why) => {
             let body = html! { p.error role="alert" { (why) } (filters(&form)) };
-            return page(StatusCode::BAD_REQUEST, layout("Find calls", Some(&user), body));
+            return page(
+                StatusCode::BAD_REQUEST,
+                layout("Find calls", Some(&user), body),
+            );
         }
     };
     let found = match ui.ledger.find_calls(&query).await {
@@ -532,22 +587,47 @@ fn urlencode(s: &str) -> String {
 /// `GET /ui/calls/{uuid}`: everything the ledger knows about one call, and its recording.
 pub async fn call(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> Response {
     let Some(uuid) = uuid_from_path(&raw) else {
-        return error_page(StatusCode::BAD_REQUEST, &user, "Not a call", "That is not a call id.");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            &user,
+            "Not a call",
+            "That is not a call id.",
+        );
     };
     let detail = match ui.ledger.call_detail(&uuid).await {
         Ok(Some(detail)) => detail,
         Ok(None) => {
-            return error_page(StatusCode::NOT_FOUND, &user, "No such call", "The ledger holds no call with this id.");
+            return error_page(
+                StatusCode::NOT_FOUND,
+                &user,
+                "No such call",
+                "The ledger holds no call with this id.",
+            );
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot read a call");
             return unavailable("The ledger does not answer; try again shortly.");
         }
     };
-    if let Err(refusal) = logged(&ui, &user, AccessAction::View, format!("call {}", uuid.as_str()), vec![uuid.clone()]).await {
+    if let Err(refusal) = logged(
+        &ui,
+        &user,
+        AccessAction::View,
+        format!("call {}", uuid.as_str()),
+        vec![uuid.clone()],
+    )
+    .await
+    {
         return refusal;
     }
-    page(StatusCode::OK, layout(&format!("Call {}", uuid.as_str()), Some(&user), call_body(&detail, ui.config.tz)))
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("Call {}", uuid.as_str()),
+            Some(&user),
+            call_body(&detail, ui.config.tz),
+        ),
+    )
 }
 
 fn call_body(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
@@ -649,7 +729,15 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
     let since = now - chrono::Duration::days(29);
     let figures = async {
         let figures = ui.ledger.figures(line).await?;
-        let daily = ui.ledger.archived_per_day(since.date_naive().and_time(chrono::NaiveTime::MIN).and_utc()).await?;
+        let daily = ui
+            .ledger
+            .archived_per_day(
+                since
+                    .date_naive()
+                    .and_time(chrono::NaiveTime::MIN)
+                    .and_utc(),
+            )
+            .await?;
         Ok::<_, crate::ledger::LedgerError>((figures, daily))
     };
     let (figures, daily) = match figures.await {
@@ -665,7 +753,11 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
     let states: Vec<(String, i64)> = RecordState::ALL
         .iter()
         .map(|s| {
-            let n = figures.counts.iter().find(|(st, _)| st == s).map_or(0, |(_, n)| *n);
+            let n = figures
+                .counts
+                .iter()
+                .find(|(st, _)| st == s)
+                .map_or(0, |(_, n)| *n);
             (s.as_str().to_owned(), n)
         })
         .collect();
@@ -714,11 +806,16 @@ pub async fn protect(mut response: Response) -> Response {
              form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     response
 }
-

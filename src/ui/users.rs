@@ -17,7 +17,9 @@ pub const MIN_PASSWORD_LEN: usize = 12;
 /// Why the users file could not be read or written, by what the operator must do.
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
-    #[error("cannot read the users file {path}: {source} (create it with `callvault user add NAME`)")]
+    #[error(
+        "cannot read the users file {path}: {source} (create it with `callvault user add NAME`)"
+    )]
     Read {
         path: PathBuf,
         #[source]
@@ -128,7 +130,11 @@ impl UsersFile {
 
     /// Checks a name and password (CPU-heavy: call it off the async threads). A wrong name
     /// and a wrong password take as long and both answer `Ok(None)`.
-    pub fn verify(&self, name: &str, password: &SecretString) -> Result<Option<UserName>, UsersError> {
+    pub fn verify(
+        &self,
+        name: &str,
+        password: &SecretString,
+    ) -> Result<Option<UserName>, UsersError> {
         let entries = self.entries()?;
         let found = entries.iter().find(|(n, _)| n == name);
         let hash = found.map_or(decoy_hash(), |(_, h)| h.as_str());
@@ -157,7 +163,8 @@ impl UsersFile {
         let replaced = entries.iter().any(|(n, _)| n == name.as_str());
         entries.retain(|(n, _)| n != name.as_str());
         entries.push((name.as_str().to_owned(), hash));
-        let mut text = String::from("# callvault web page users: name:argon2id-hash (`callvault user add`)\n");
+        let mut text =
+            String::from("# callvault web page users: name:argon2id-hash (`callvault user add`)\n");
         for (n, h) in &entries {
             text.push_str(&format!("{n}:{h}\n"));
         }
@@ -185,7 +192,11 @@ impl UsersFile {
 /// A new file beside the users file, owner-only.
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let name = format!(".callvault-users.{}.{}", std::process::id(), rand::random::<u64>());
+    let name = format!(
+        ".callvault-users.{}.{}",
+        std::process::id(),
+        rand::random::<u64>()
+    );
     let path = dir.join(name);
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -207,7 +218,12 @@ mod tests {
         let pw = SecretString::from("correct horse battery");
         assert!(!users.add(&name, &pw).unwrap());
         assert_eq!(users.verify("alice", &pw).unwrap(), Some(name.clone()));
-        assert_eq!(users.verify("alice", &SecretString::from("wrong password!")).unwrap(), None);
+        assert_eq!(
+            users
+                .verify("alice", &SecretString::from("wrong password!"))
+                .unwrap(),
+            None
+        );
         assert_eq!(users.verify("bob", &pw).unwrap(), None);
         let text = std::fs::read_to_string(users.path()).unwrap();
         assert!(!text.contains("correct horse"), "only the hash is written");

@@ -59,7 +59,9 @@ impl Driver {
         let url = format!("http://127.0.0.1:{port}");
         let status = format!("{url}/status");
         let ready = wait_for(Duration::from_secs(20), async || {
-            reqwest::get(&status).await.is_ok_and(|r| r.status().is_success())
+            reqwest::get(&status)
+                .await
+                .is_ok_and(|r| r.status().is_success())
         })
         .await;
         assert!(ready, "chromedriver did not answer on {url} within 20 s");
@@ -105,11 +107,20 @@ async fn browser(driver: &Driver, chromium: &Path, profile: &Path, downloads: &P
 
 /// Waits for an element; the page's source in the failure.
 async fn element(client: &Client, locator: Locator<'_>) -> fantoccini::elements::Element {
-    match client.wait().at_most(Duration::from_secs(10)).for_element(locator).await {
+    match client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(locator)
+        .await
+    {
         Ok(found) => found,
         Err(e) => panic!(
             "no {locator:?} ({e}) on {}:\n{}",
-            client.current_url().await.map(|u| u.to_string()).unwrap_or_default(),
+            client
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
             client.source().await.unwrap_or_default()
         ),
     }
@@ -128,7 +139,11 @@ async fn a_browser_logs_in_finds_plays_downloads_and_logs_out_and_each_step_is_l
     let chromedriver = require(CHROMEDRIVER);
     let server = UiServer::start().await;
     let uuid = server.call.uuid.as_str().to_owned();
-    let want_sha = server.row().await.sha256.expect("an archived call has a SHA-256");
+    let want_sha = server
+        .row()
+        .await
+        .sha256
+        .expect("an archived call has a SHA-256");
     let profile = tempfile::tempdir().unwrap();
     let downloads = tempfile::tempdir().unwrap();
     let driver = Driver::start(&chromedriver).await;
@@ -136,17 +151,48 @@ async fn a_browser_logs_in_finds_plays_downloads_and_logs_out_and_each_step_is_l
 
     // Log in.
     client.goto(&server.url("/ui/login")).await.unwrap();
-    element(&client, Locator::Id("username")).await.send_keys(USER).await.unwrap();
-    element(&client, Locator::Id("password")).await.send_keys(PASSWORD).await.unwrap();
-    element(&client, Locator::Id("login")).await.click().await.unwrap();
-    assert!(path_is(&client, "/ui/").await, "the search page after login");
+    element(&client, Locator::Id("username"))
+        .await
+        .send_keys(USER)
+        .await
+        .unwrap();
+    element(&client, Locator::Id("password"))
+        .await
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    element(&client, Locator::Id("login"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        path_is(&client, "/ui/").await,
+        "the search page after login"
+    );
 
     // Search the number's last digits, open the call.
-    element(&client, Locator::Id("number")).await.send_keys("13692").await.unwrap();
-    element(&client, Locator::Id("search")).await.click().await.unwrap();
-    element(&client, Locator::LinkText(&uuid)).await.click().await.unwrap();
+    element(&client, Locator::Id("number"))
+        .await
+        .send_keys("13692")
+        .await
+        .unwrap();
+    element(&client, Locator::Id("search"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    element(&client, Locator::LinkText(&uuid))
+        .await
+        .click()
+        .await
+        .unwrap();
     assert!(path_is(&client, &format!("/ui/calls/{uuid}")).await);
-    let shown = element(&client, Locator::Id("sha256")).await.text().await.unwrap();
+    let shown = element(&client, Locator::Id("sha256"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert_eq!(shown, want_sha, "the page shows the ledger's SHA-256");
 
     // Play until the <audio> element reports it is playing.
@@ -182,21 +228,39 @@ async fn a_browser_logs_in_finds_plays_downloads_and_logs_out_and_each_step_is_l
     std::fs::write(artifacts.join("ui-call-page.png"), &png).unwrap();
 
     // Download through the button; the file's SHA-256 is the ledger's.
-    element(&client, Locator::Id("download")).await.click().await.unwrap();
+    element(&client, Locator::Id("download"))
+        .await
+        .click()
+        .await
+        .unwrap();
     let file = downloads.path().join(format!("{uuid}.wav"));
     let downloaded = wait_for(Duration::from_secs(15), async || file.is_file()).await;
     assert!(
         downloaded,
         "the download arrived in {}: {:?}",
         downloads.path().display(),
-        std::fs::read_dir(downloads.path()).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>()
+        std::fs::read_dir(downloads.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>()
     );
     let got = hex::encode(Sha256::digest(std::fs::read(&file).unwrap()));
-    assert_eq!(got, want_sha, "the downloaded recording is the archived one");
+    assert_eq!(
+        got, want_sha,
+        "the downloaded recording is the archived one"
+    );
 
     // Log out; the page is then the login form again.
-    element(&client, Locator::Id("logout")).await.click().await.unwrap();
-    assert!(path_is(&client, "/ui/login").await, "the login page after logout");
+    element(&client, Locator::Id("logout"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        path_is(&client, "/ui/login").await,
+        "the login page after logout"
+    );
     client.goto(&server.url("/ui/dashboard")).await.unwrap();
     element(&client, Locator::Id("username")).await;
     client.close().await.unwrap();
@@ -221,6 +285,12 @@ async fn a_browser_logs_in_finds_plays_downloads_and_logs_out_and_each_step_is_l
         }
     }
     assert_eq!(at, expected.len(), "the steps in order in {log:?}");
-    assert!(log.contains(&(AccessAction::Find, Some("number=13692 limit=50".into()))), "{log:?}");
-    assert!(log.contains(&(AccessAction::View, Some(format!("call {uuid}")))), "{log:?}");
+    assert!(
+        log.contains(&(AccessAction::Find, Some("number=13692 limit=50".into()))),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(&(AccessAction::View, Some(format!("call {uuid}")))),
+        "{log:?}"
+    );
 }

@@ -104,14 +104,20 @@ impl UiServer {
     }
 
     pub async fn row(&self) -> LedgerRow {
-        self.world.ledger.get(&self.call.uuid).await.unwrap().unwrap()
+        self.world
+            .ledger
+            .get(&self.call.uuid)
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     /// Logs in as `name` with `password`; the answer (not followed).
     pub async fn try_login(&self, name: &str, password: &str) -> reqwest::Response {
         let client = client();
         let form = client.get(self.url("/ui/login")).send().await.unwrap();
-        let cookie = cookie_of(form.headers(), "callvault_login_csrf").expect("a login CSRF cookie");
+        let cookie =
+            cookie_of(form.headers(), "callvault_login_csrf").expect("a login CSRF cookie");
         let csrf = csrf_in(&form.text().await.unwrap());
         client
             .post(self.url("/ui/login"))
@@ -179,7 +185,9 @@ pub fn cookie_of(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The CSRF token a page's form carries.
 pub fn csrf_in(html: &str) -> String {
-    let at = html.find(r#"name="csrf" value=""#).expect("a form with a CSRF token");
+    let at = html
+        .find(r#"name="csrf" value=""#)
+        .expect("a form with a CSRF token");
     let rest = &html[at + r#"name="csrf" value=""#.len()..];
     rest[..rest.find('"').unwrap()].to_owned()
 }
@@ -202,7 +210,10 @@ pub async fn archive_call(world: &World, uuid: &str, number: &str, agent: &str) 
         .await
         .unwrap();
     let result = world.run(&world.options()).await;
-    assert!(result.report.archived >= 1, "the call is archived: {result:?}");
+    assert!(
+        result.report.archived >= 1,
+        "the call is archived: {result:?}"
+    );
     let row = world.ledger.get(&cu(uuid)).await.unwrap().unwrap();
     assert_eq!(row.state, RecordState::Archived);
     record
@@ -236,12 +247,21 @@ async fn every_page_route_answers_strangers_with_the_login_page_or_401() {
             assert_eq!(answer.status(), 401, "{method} {path} with {cookie:?}");
             let body = answer.text().await.unwrap();
             if !path.ends_with("/audio") && !path.ends_with("/download") {
-                assert!(body.contains(r#"action="/ui/login""#), "{path}: the login page");
+                assert!(
+                    body.contains(r#"action="/ui/login""#),
+                    "{path}: the login page"
+                );
             }
-            assert!(!body.contains(NUMBER) && !body.contains(&uuid), "{path} shows nothing");
+            assert!(
+                !body.contains(NUMBER) && !body.contains(&uuid),
+                "{path} shows nothing"
+            );
         }
     }
-    assert!(server.access_log(USER).await.is_empty(), "nothing was accessed");
+    assert!(
+        server.access_log(USER).await.is_empty(),
+        "nothing was accessed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +279,10 @@ async fn a_session_cookie_is_dead_after_logout_and_logout_needs_its_csrf_token()
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
         assert!(set[0].contains(attribute), "{attribute} in {}", set[0]);
     }
-    assert!(!set[0].contains("Secure"), "plain HTTP on loopback: no Secure");
+    assert!(
+        !set[0].contains("Secure"),
+        "plain HTTP on loopback: no Secure"
+    );
     let cookie = format!(
         "callvault_session={}",
         cookie_of(answer.headers(), "callvault_session").unwrap()
@@ -329,7 +352,13 @@ async fn five_wrong_passwords_lock_the_login_even_for_the_right_one() {
     let locked = server.try_login(USER, PASSWORD).await;
     assert_eq!(locked.status(), 429, "locked after five wrong passwords");
     assert!(cookie_of(locked.headers(), "callvault_session").is_none());
-    assert!(locked.text().await.unwrap().contains("Too many wrong passwords"));
+    assert!(
+        locked
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many wrong passwords")
+    );
     let failed = server
         .access_log(USER)
         .await
@@ -361,12 +390,23 @@ async fn search_input_with_html_or_sql_is_escaped_and_bound() {
     for (field, value) in injections {
         let url = reqwest::Url::parse_with_params(&server.url("/ui/"), &[(field, value.as_str())])
             .unwrap();
-        let answer = client().get(url).header(COOKIE, &cookie).send().await.unwrap();
+        let answer = client()
+            .get(url)
+            .header(COOKIE, &cookie)
+            .send()
+            .await
+            .unwrap();
         let status = answer.status();
         let body = answer.text().await.unwrap();
         assert!(status == 200 || status == 400, "{field}={value}: {status}");
-        assert!(!body.contains("<script>alert"), "{field}: raw script in the page");
-        assert!(!body.contains("<img src=x"), "{field}: raw markup in the page");
+        assert!(
+            !body.contains("<script>alert"),
+            "{field}: raw script in the page"
+        );
+        assert!(
+            !body.contains("<img src=x"),
+            "{field}: raw markup in the page"
+        );
         if value.contains('<') {
             assert!(body.contains("&lt;"), "{field}: escaped in the page");
         }
@@ -377,7 +417,13 @@ async fn search_input_with_html_or_sql_is_escaped_and_bound() {
     }
     // The digits in `<script>…13692` still find the call by its number's suffix.
     let answer = server.get("/ui/?number=13692", Some(&cookie)).await;
-    assert!(answer.text().await.unwrap().contains(server.call.uuid.as_str()));
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains(server.call.uuid.as_str())
+    );
     let calls_after = server
         .world
         .ledger
@@ -410,18 +456,33 @@ async fn the_audio_route_serves_ranges_of_ledger_calls_only_and_downloads_are_ch
                 "{bad}/{route}: {}",
                 answer.status()
             );
-            let kind = answer.headers().get("content-type").unwrap().to_str().unwrap();
+            let kind = answer
+                .headers()
+                .get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap();
             assert!(!kind.starts_with("audio/"), "{bad}/{route}: {kind}");
         }
     }
     let unknown = server
-        .get("/ui/calls/00000000-0000-0000-0000-000000000000/audio", Some(&cookie))
+        .get(
+            "/ui/calls/00000000-0000-0000-0000-000000000000/audio",
+            Some(&cookie),
+        )
         .await;
     assert_eq!(unknown.status(), 404);
     // A call in the ledger without an archived recording: nothing to play.
-    let pending = server.world.ledger.uuids_in_state(RecordState::NoRecording).await.unwrap();
+    let pending = server
+        .world
+        .ledger
+        .uuids_in_state(RecordState::NoRecording)
+        .await
+        .unwrap();
     if let Some(none) = pending.first() {
-        let answer = server.get(&format!("/ui/calls/{none}/audio"), Some(&cookie)).await;
+        let answer = server
+            .get(&format!("/ui/calls/{none}/audio"), Some(&cookie))
+            .await;
         assert_eq!(answer.status(), 404);
     }
 
@@ -445,7 +506,16 @@ async fn the_audio_route_serves_ranges_of_ledger_calls_only_and_downloads_are_ch
     let path = server.world.store.path(&key).unwrap();
     let whole = {
         use object_store::ObjectStoreExt;
-        server.world.store.object_store().get(&path).await.unwrap().bytes().await.unwrap()
+        server
+            .world
+            .store
+            .object_store()
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
     };
     assert_eq!(&part[..], &whole[100..200]);
     let beyond = client()
@@ -457,9 +527,16 @@ async fn the_audio_route_serves_ranges_of_ledger_calls_only_and_downloads_are_ch
         .unwrap();
     assert_eq!(beyond.status(), 416);
 
-    let download = server.get(&format!("/ui/calls/{uuid}/download"), Some(&cookie)).await;
+    let download = server
+        .get(&format!("/ui/calls/{uuid}/download"), Some(&cookie))
+        .await;
     assert_eq!(download.status(), 200);
-    assert!(download.headers()["content-disposition"].to_str().unwrap().contains(".wav"));
+    assert!(
+        download.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(".wav")
+    );
     let body = download.bytes().await.unwrap();
     assert_eq!(Some(hex::encode(Sha256::digest(&body))), row.sha256);
 
@@ -476,13 +553,30 @@ async fn the_audio_route_serves_ranges_of_ledger_calls_only_and_downloads_are_ch
             .await
             .unwrap();
     }
-    let download = server.get(&format!("/ui/calls/{uuid}/download"), Some(&cookie)).await;
-    assert_eq!(download.status(), 200, "the headers go out before the end is hashed");
-    assert!(download.bytes().await.is_err(), "a changed recording is not handed over whole");
+    let download = server
+        .get(&format!("/ui/calls/{uuid}/download"), Some(&cookie))
+        .await;
+    assert_eq!(
+        download.status(),
+        200,
+        "the headers go out before the end is hashed"
+    );
+    assert!(
+        download.bytes().await.is_err(),
+        "a changed recording is not handed over whole"
+    );
 
     let log = server.access_log(USER).await;
-    assert!(log.contains(&(AccessAction::Play, Some("bytes=100-199".into()))), "{log:?}");
-    assert_eq!(log.iter().filter(|(a, _)| *a == AccessAction::Download).count(), 2);
+    assert!(
+        log.contains(&(AccessAction::Play, Some("bytes=100-199".into()))),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|(a, _)| *a == AccessAction::Download)
+            .count(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,17 +606,32 @@ async fn no_page_or_header_shows_the_callback_secret_or_the_store_keys() {
             seen.push_str(&answer.text().await.unwrap());
         }
     }
-    assert!(seen.contains(server.call.uuid.as_str()), "the pages were seen");
-    assert!(seen.contains("default-src 'none'"), "a content policy forbids outside assets");
+    assert!(
+        seen.contains(server.call.uuid.as_str()),
+        "the pages were seen"
+    );
+    assert!(
+        seen.contains("default-src 'none'"),
+        "a content policy forbids outside assets"
+    );
     for secret in [CALLBACK_SECRET, S3_SECRET_KEY, S3_ACCESS_KEY] {
-        assert!(!seen.contains(secret), "{secret} appears in a page or header");
+        assert!(
+            !seen.contains(secret),
+            "{secret} appears in a page or header"
+        );
     }
     for outside in [r#"src="http"#, r#"href="http"#, "url(http", "@import"] {
-        assert!(!seen.contains(outside), "a page loads something from elsewhere: {outside}");
+        assert!(
+            !seen.contains(outside),
+            "a page loads something from elsewhere: {outside}"
+        );
     }
     let users = std::fs::read_to_string(&server.users).unwrap();
     let hash = users.lines().last().unwrap().split_once(':').unwrap().1;
-    assert!(!seen.contains(hash), "the password hash never leaves the file");
+    assert!(
+        !seen.contains(hash),
+        "the password hash never leaves the file"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,7 +648,11 @@ async fn the_proxy_user_header_counts_only_from_the_proxy_networks() {
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status(), 401, "the header from outside the proxy's networks is ignored");
+    assert_eq!(
+        answer.status(),
+        401,
+        "the header from outside the proxy's networks is ignored"
+    );
     assert!(elsewhere.access_log("mallory").await.is_empty());
 
     let behind = UiServer::with_proxy(Some(ProxyAuth {
@@ -584,7 +697,10 @@ async fn sessions_and_daily_counts_in_the_ledger(kind: callvault::ledger::Backen
     };
     let hash = "a".repeat(64);
     ledger.create_session(&hash, &session, now).await.unwrap();
-    assert_eq!(ledger.session(&hash, now).await.unwrap(), Some(session.clone()));
+    assert_eq!(
+        ledger.session(&hash, now).await.unwrap(),
+        Some(session.clone())
+    );
     assert_eq!(ledger.session(&"b".repeat(64), now).await.unwrap(), None);
     let later = now + chrono::Duration::hours(2);
     assert_eq!(ledger.session(&hash, later).await.unwrap(), None, "ran out");
@@ -609,7 +725,10 @@ async fn sessions_and_daily_counts_in_the_ledger(kind: callvault::ledger::Backen
     assert_eq!(ledger.session(&hash2, later).await.unwrap(), None);
 
     let today = chrono::Utc::now();
-    let midnight = today.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let midnight = today
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
     assert!(ledger.archived_per_day(midnight).await.unwrap().is_empty());
     archive_call(&world, "ui-daily-0001", NUMBER, AGENT).await;
     assert_eq!(

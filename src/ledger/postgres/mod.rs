@@ -21,8 +21,8 @@ mod manifests;
 mod media;
 mod records;
 mod runs;
-mod sessions;
 mod search;
+mod sessions;
 mod sync;
 mod transfer;
 

@@ -85,7 +85,12 @@ impl Sessions for PgLedger {
         .await
         .ctx(CONTEXT)?;
         rows.iter()
-            .map(|row| Ok((row.try_get("day").ctx(CONTEXT)?, row.try_get("n").ctx(CONTEXT)?)))
+            .map(|row| {
+                Ok((
+                    row.try_get("day").ctx(CONTEXT)?,
+                    row.try_get("n").ctx(CONTEXT)?,
+                ))
+            })
             .collect()
     }
 }
