@@ -740,3 +740,94 @@ async fn sessions_and_daily_counts_in_the_ledger(kind: callvault::ledger::Backen
 }
 
 on_both_backends!(sessions_and_daily_counts_in_the_ledger);
+
+/// The binary: `user add` takes the password from standard input and writes only its hash;
+/// `serve --ui` without a users file stops with a configuration error that says what to
+/// do; with one, and no callback secret, it serves the page alone (no receiver).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_and_serve_ui_from_the_command_line() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    use crate::cli::{assert_exit, callvault, output, wait_for};
+
+    let world = World::new().await;
+    let add = |password: &'static str| {
+        let mut cmd = callvault(&world, &["user", "add", USER, "--users-file", "users"]);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut child = cmd.spawn().expect("the binary runs");
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("{password}\n").as_bytes())
+                    .unwrap();
+                child.wait_with_output().unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert_exit(&add("short").await, 2);
+    assert_exit(&add(PASSWORD).await, 0);
+    let users = UsersFile::new(world.dir.path().join("users"));
+    assert!(
+        users
+            .verify(USER, &SecretString::from(PASSWORD))
+            .unwrap()
+            .is_some()
+    );
+    let text = std::fs::read_to_string(users.path()).unwrap();
+    assert!(!text.contains(PASSWORD));
+
+    let missing = output(callvault(
+        &world,
+        &["serve", "--ui", "--ui-users-file", "nobody"],
+    ))
+    .await;
+    assert_exit(&missing, 2);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("callvault user add"));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut serve = callvault(
+        &world,
+        &[
+            "serve",
+            "--ui",
+            "--ui-users-file",
+            "users",
+            "--listen",
+            &listen,
+        ],
+    );
+    serve.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = serve.spawn().expect("serve runs");
+    let base = format!("http://{listen}");
+    let up = wait_for(std::time::Duration::from_secs(20), async || {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await;
+    let page = client().get(format!("{base}/ui/")).send().await;
+    let callback = client()
+        .post(format!("{base}/callback/{CALLBACK_SECRET}"))
+        .send()
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "serve --ui answers");
+    assert_eq!(page.unwrap().status(), 401, "the page wants a user");
+    assert_eq!(
+        callback.unwrap().status(),
+        404,
+        "no receiver without a callback secret"
+    );
+}
