@@ -121,6 +121,14 @@ pub fn peer(parts: &Parts) -> IpAddr {
         .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip().to_canonical())
 }
 
+/// The browser's address as a trusted proxy reports it (the first of `X-Forwarded-For`), for
+/// the access log; asked only of requests from the proxy's networks.
+fn forwarded_for(parts: &Parts) -> Option<IpAddr> {
+    let value = parts.headers.get("x-forwarded-for")?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    first.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
 /// The request has no valid user: the login page (401) for a page, a plain 401 otherwise.
 pub struct Unauthenticated {
     page: bool,
@@ -168,7 +176,7 @@ impl FromRequestParts<Ui> for User {
                 Some(name) => Ok(User {
                     name,
                     via: Via::Proxy,
-                    from,
+                    from: forwarded_for(parts).unwrap_or(from),
                 }),
                 None => {
                     tracing::warn!(%from, "the proxy's user header holds no valid user name");

@@ -663,6 +663,7 @@ async fn the_proxy_user_header_counts_only_from_the_proxy_networks() {
     let answer = client()
         .get(behind.url("/ui/dashboard"))
         .header(&header, "carol")
+        .header("x-forwarded-for", "192.0.2.7, 10.1.2.3")
         .send()
         .await
         .unwrap();
@@ -671,6 +672,20 @@ async fn the_proxy_user_header_counts_only_from_the_proxy_networks() {
     assert_eq!(
         behind.access_log("carol").await,
         vec![(AccessAction::View, Some("dashboard".into()))]
+    );
+    let entries = behind
+        .world
+        .ledger
+        .access_entries(&AccessQuery {
+            actor: Some("carol".into()),
+            limit: 10,
+            ..AccessQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        entries[0].entry.source, "web@192.0.2.7",
+        "the browser's address, as the proxy saw it"
     );
     let bad_name = client()
         .get(behind.url("/ui/dashboard"))
