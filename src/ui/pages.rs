@@ -819,3 +819,63 @@ pub async fn protect(mut response: Response) -> Response {
         .or_insert(HeaderValue::from_static("no-store"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> SearchForm {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        serde_urlencoded_form(&query)
+    }
+
+    fn serde_urlencoded_form(query: &str) -> SearchForm {
+        let uri: axum::http::Uri = format!("/ui/?{query}").parse().unwrap();
+        Query::<SearchForm>::try_from_uri(&uri).unwrap().0
+    }
+
+    #[test]
+    fn the_form_becomes_a_query_and_bad_fields_say_what_is_wrong() {
+        let tz = crate::timefmt::PROVIDER_TZ;
+        let q = form(&[
+            ("number", "+49 (0)30-13692"),
+            ("state", "archived"),
+            ("since", "2026-03-01"),
+        ])
+        .query(tz)
+        .unwrap();
+        assert_eq!(q.number.unwrap().as_str(), "4903013692");
+        assert_eq!(q.states, vec![RecordState::Archived]);
+        assert_eq!(q.since.unwrap().to_rfc3339(), "2026-02-28T16:00:00+00:00");
+        assert_eq!(q.limit, PAGE);
+        assert!(form(&[("number", "abc")]).query(tz).is_err());
+        assert!(form(&[("state", "gone")]).query(tz).is_err());
+        assert!(form(&[("since", "March")]).query(tz).is_err());
+        assert!(form(&[]).is_empty() && !form(&[("agent", "7")]).is_empty());
+    }
+
+    #[test]
+    fn the_next_page_keeps_the_filters_and_continues_after_the_last_call() {
+        let f = form(&[("agent", "a&b=c"), ("company", "")]);
+        let last = CallSummary {
+            uuid: CallUuid::parse("u-1").unwrap(),
+            call_start: None,
+            company: "1".into(),
+            parties: Default::default(),
+            billsec: None,
+            state: RecordState::Archived,
+            size_bytes: None,
+            sha256: None,
+        };
+        let next = f.next_page(&last);
+        assert_eq!(next, "/ui/?agent=a%26b%3Dc&after=-%2Fu-1");
+        let back = serde_urlencoded_form(next.strip_prefix("/ui/?").unwrap());
+        assert_eq!(back.agent, "a&b=c");
+        assert_eq!(
+            back.query(crate::timefmt::PROVIDER_TZ).unwrap().after,
+            Some(CallCursor::Undated(CallUuid::parse("u-1").unwrap()))
+        );
+    }
+}
