@@ -365,6 +365,8 @@ pub struct SearchForm {
 
 /// Results per page on the web page.
 const PAGE: u32 = 50;
+/// Calls at risk listed on the dashboard (all are counted).
+const AT_RISK_SHOWN: u32 = 20;
 
 impl SearchForm {
     fn is_empty(&self) -> bool {
@@ -727,8 +729,19 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
     let now = Utc::now();
     let line = risk_line(now, ui.config.retention);
     let since = now - chrono::Duration::days(29);
+    let risky = CallQuery {
+        states: vec![
+            RecordState::Pending,
+            RecordState::InProgress,
+            RecordState::Failed,
+        ],
+        until: Some(line),
+        limit: AT_RISK_SHOWN,
+        ..CallQuery::default()
+    };
     let figures = async {
         let figures = ui.ledger.figures(line).await?;
+        let risky = ui.ledger.find_calls(&risky).await?;
         let daily = ui
             .ledger
             .archived_per_day(
@@ -738,16 +751,17 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
                     .and_utc(),
             )
             .await?;
-        Ok::<_, crate::ledger::LedgerError>((figures, daily))
+        Ok::<_, crate::ledger::LedgerError>((figures, daily, risky))
     };
-    let (figures, daily) = match figures.await {
+    let (figures, daily, risky) = match figures.await {
         Ok(got) => got,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the dashboard's figures");
             return unavailable("The ledger does not answer; try again shortly.");
         }
     };
-    if let Err(refusal) = logged(&ui, &user, AccessAction::View, "dashboard".into(), vec![]).await {
+    let listed = risky.iter().map(|c| c.uuid.clone()).collect();
+    if let Err(refusal) = logged(&ui, &user, AccessAction::View, "dashboard".into(), listed).await {
         return refusal;
     }
     let states: Vec<(String, i64)> = RecordState::ALL
@@ -779,6 +793,21 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
             (ui.config.retention.num_days()) " days; the oldest still held date from "
             (local(Some(deletion_from), tz)) "). "
             a href=(risky_search) { "List pending calls at risk" }
+        }
+        @if !risky.is_empty() {
+            table aria-labelledby="at-risk-calls" {
+                caption id="at-risk-calls" { "Calls at risk (oldest first, at most " (AT_RISK_SHOWN) ")" }
+                thead { tr {
+                    th scope="col" { "Start (" (tz) ")" } th scope="col" { "Call" }
+                    th scope="col" { "Company" } th scope="col" { "State" }
+                } }
+                tbody { @for call in &risky { tr {
+                    td { (local(call.call_start, tz)) }
+                    td { a href={"/ui/calls/" (urlencode(call.uuid.as_str()))} { (call.uuid.as_str()) } }
+                    td { (call.company) }
+                    td { (call.state.as_str()) }
+                } } }
+            }
         }
         @if let Some(oldest) = figures.oldest_pending_call {
             p { "Oldest pending call: " (local(Some(oldest), tz)) }

@@ -846,3 +846,47 @@ async fn user_add_and_serve_ui_from_the_command_line() {
         "no receiver without a callback secret"
     );
 }
+
+/// The dashboard counts the calls at risk (not archived, close to the provider's deletion)
+/// and lists them; the access log names the calls it showed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_counts_and_lists_the_calls_at_risk() {
+    let server = UiServer::start().await;
+    let old = (chrono::Utc::now() - chrono::Duration::days(80))
+        .with_timezone(&default_provider_tz())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let risky = crate::world::call("ui-risky-0001", "20000013-risky.wav", &old);
+    server
+        .world
+        .ledger
+        .import(std::slice::from_ref(&risky), chrono::Utc::now())
+        .await
+        .unwrap();
+    let cookie = server.login().await;
+    let page = server.get("/ui/dashboard", Some(&cookie)).await;
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    assert!(
+        body.contains(r#"<strong class="risk" id="at-risk">1</strong>"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"href="/ui/calls/ui-risky-0001""#));
+    assert!(body.contains("<svg"), "the charts are drawn in the page");
+    assert!(body.contains("<title>Recordings archived per day</title>"));
+    let entries = server
+        .world
+        .ledger
+        .access_entries(&AccessQuery {
+            actor: Some(USER.into()),
+            limit: 10,
+            ..AccessQuery::default()
+        })
+        .await
+        .unwrap();
+    let view = entries
+        .iter()
+        .find(|e| e.entry.action == AccessAction::View)
+        .unwrap();
+    assert_eq!(view.entry.calls, vec![risky.uuid.clone()]);
+}
