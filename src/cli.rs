@@ -135,6 +135,65 @@ pub enum Command {
     Link(LinkArgs),
     /// Read the access log: who found, copied, linked or played which calls, when and why.
     AccessLog(AccessLogArgs),
+    /// Users of the web page (`serve --ui`): `user add NAME` writes one to the users file.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user to the web page's users file, or set a new password for one. The password
+    /// is read from standard input (one line), or asked for without echo on a terminal;
+    /// never from the command line. Only its Argon2id hash is written.
+    Add(UserAddArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// The user's name: letters, digits and `. _ @ -`.
+    pub name: String,
+    #[arg(
+        long,
+        env = "CALLVAULT_UI_USERS_FILE",
+        default_value = "callvault-users"
+    )]
+    pub users_file: PathBuf,
+}
+
+/// The web page's settings (`serve --ui`).
+#[derive(Debug, Args)]
+pub struct UiArgs {
+    /// Serve the web page under `/ui` (search, call pages, player, download, dashboard). Without
+    /// `--callback-secret` the process serves the page alone, without the callback receiver.
+    #[arg(long, env = "CALLVAULT_UI")]
+    pub ui: bool,
+    /// The page's users: `name:argon2-hash` lines, written by `callvault user add` (or a
+    /// Kubernetes Secret mounted as a file). Read at every login.
+    #[arg(
+        long,
+        env = "CALLVAULT_UI_USERS_FILE",
+        default_value = "callvault-users"
+    )]
+    pub ui_users_file: PathBuf,
+    /// Trust this header as the user's name (`X-Forwarded-User`, `X-Auth-Request-User`), set
+    /// by an authenticating proxy such as oauth2-proxy, from `--ui-proxy-networks` only.
+    #[arg(
+        long,
+        env = "CALLVAULT_UI_PROXY_HEADER",
+        requires = "ui_proxy_networks"
+    )]
+    pub ui_proxy_header: Option<String>,
+    /// The proxy's networks (comma-separated CIDRs): the header is ignored from anywhere else.
+    #[arg(
+        long,
+        env = "CALLVAULT_UI_PROXY_NETWORKS",
+        value_delimiter = ',',
+        requires = "ui_proxy_header"
+    )]
+    pub ui_proxy_networks: Vec<ipnet::IpNet>,
+    /// How long a login lasts.
+    #[arg(long, env = "CALLVAULT_UI_SESSION_TTL", value_parser = humantime::parse_duration, default_value = "8h")]
+    pub ui_session_ttl: Duration,
 }
 
 /// Which calls a hold, a release or an erasure chooses (all the given conditions at once;
@@ -415,6 +474,8 @@ pub struct ServeArgs {
     /// provider answers).
     #[arg(long, env = "CALLVAULT_CALLBACK_ANSWER", value_enum, default_value_t = CallbackAnswer::Json)]
     pub callback_answer: CallbackAnswer,
+    #[command(flatten)]
+    pub ui: Box<UiArgs>,
     #[command(flatten)]
     pub run: RunArgs,
 }

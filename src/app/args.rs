@@ -111,7 +111,7 @@ pub fn slice(args: &RunArgs, tz: FixedOffset) -> Result<Slice, ConfigError> {
 }
 
 /// The store a run writes to, laid out as `--sidecar` and `--manifests-prefix` say.
-fn run_store(args: &RunArgs, s3: &S3Options) -> Result<StoreConfig, ConfigError> {
+pub fn run_store(args: &RunArgs, s3: &S3Options) -> Result<StoreConfig, ConfigError> {
     Ok(StoreConfig {
         s3: s3.clone(),
         part_size: usize::from(args.part_size_mib) * 1024 * 1024,

@@ -267,13 +267,14 @@ async fn receive_callbacks(
     let shutdown = Shutdown::default();
     let options = ServeOptions {
         ledger: ledger.clone(),
-        receiver: ReceiverConfig {
+        receiver: Some(ReceiverConfig {
             secret: SecretString::from(SECRET),
             allow_from: Vec::new(),
             max_body_bytes: 64 * 1024,
             tz,
             answer: CallbackAnswer::Json,
-        },
+        }),
+        ui: None,
         retention: chrono::Duration::days(90),
         passes: None,
         syncs: None,

@@ -12,6 +12,7 @@ mod retention;
 mod retrieve;
 mod serve;
 mod sync;
+mod user;
 mod wiring;
 
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::archive::{RunResult, Shutdown, run_pass};
-use crate::cli::{Cli, Command, LedgerCommand, RunArgs, StatusArgs};
+use crate::cli::{Cli, Command, LedgerCommand, RunArgs, StatusArgs, UserCommand};
 use crate::config::{CommonSettings, ConfigError, LedgerSettings};
 use progress::{Meter, Unit};
 use wiring::open_ledger;
@@ -144,6 +145,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Expire(ref args) => {
             retention::expire(&open_ledger(&common.ledger).await?, args, &common.s3).await
         }
+        Command::User(UserCommand::Add(args)) => user::add(&args),
         Command::Find(ref args) => {
             retrieve::find(&open_ledger(&common.ledger).await?, args, tz).await
         }

@@ -14,18 +14,25 @@ use crate::config::{CommonSettings, ConfigError};
 use crate::provider::ProviderClient;
 use crate::serve::{MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ScheduledSyncs, ServeOptions};
 use crate::sync::{SyncDeps, SyncOptions};
+use crate::ui::{ProxyAuth, Ui, UiConfig, UsersFile};
+use axum::http::HeaderName;
 
 pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
-    let secret = args
-        .callback_secret
-        .clone()
-        .filter(|s| s.len() >= MIN_SECRET_LEN)
-        .ok_or_else(|| {
-            ConfigError(format!(
-                "callback-secret is not set or shorter than {MIN_SECRET_LEN} characters \
-                 (--callback-secret or CALLVAULT_CALLBACK_SECRET)"
-            ))
-        })?;
+    // With --ui and no secret at all, the page is served alone (no receiver).
+    let secret = match &args.callback_secret {
+        None if args.ui.ui => None,
+        given => Some(
+            given
+                .clone()
+                .filter(|s| s.len() >= MIN_SECRET_LEN)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "callback-secret is not set or shorter than {MIN_SECRET_LEN} characters \
+                         (--callback-secret or CALLVAULT_CALLBACK_SECRET)"
+                    ))
+                })?,
+        ),
+    };
     let run = &args.run;
     let shutdown = Shutdown::default();
     let retention = chrono::Duration::days(i64::from(run.retention_days));
@@ -73,19 +80,25 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
         }
         None => None,
     };
+    let ui = if args.ui.ui {
+        Some(ui_settings(common, args, &ledger, retention)?)
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", args.listen)))?;
     let signals = tokio::spawn(watch_signals(shutdown.clone(), run.grace));
     let options = ServeOptions {
         ledger: ledger.clone(),
-        receiver: ReceiverConfig {
+        receiver: secret.map(|secret| ReceiverConfig {
             secret: SecretString::from(secret),
             allow_from: args.allow_from.clone(),
             max_body_bytes: args.max_body_bytes,
             tz: common.tz,
             answer: args.callback_answer,
-        },
+        }),
+        ui,
         retention,
         passes,
         syncs,
@@ -97,4 +110,41 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
     ledger.close().await;
     tracing::info!("stopped");
     Ok(EXIT_OK)
+}
+
+/// The web page's settings: its store (as a run's), users file, proxy and cookies.
+fn ui_settings(
+    common: &CommonSettings,
+    args: &ServeArgs,
+    ledger: &crate::ledger::Ledger,
+    retention: chrono::Duration,
+) -> Result<Ui, ConfigError> {
+    let store = super::wiring::open_store(&super::args::run_store(&args.run, &common.s3)?)?;
+    let proxy = match &args.ui.ui_proxy_header {
+        Some(name) => Some(ProxyAuth {
+            header: HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+                ConfigError(format!("--ui-proxy-header {name:?} is not a header name"))
+            })?,
+            networks: args.ui.ui_proxy_networks.clone(),
+        }),
+        None => None,
+    };
+    let users = UsersFile::new(&args.ui.ui_users_file);
+    if proxy.is_none() && !users.path().exists() {
+        return Err(ConfigError(format!(
+            "the users file {} does not exist: add a user with `callvault user add NAME \
+             --users-file {}`, or set --ui-proxy-header and --ui-proxy-networks",
+            users.path().display(),
+            users.path().display()
+        )));
+    }
+    let config = UiConfig {
+        proxy,
+        // Plain HTTP on loopback (a laptop, a test): browsers drop `Secure` cookies there.
+        secure_cookies: !args.listen.ip().is_loopback(),
+        session_ttl: args.ui.ui_session_ttl,
+        retention,
+        ..UiConfig::new(users, common.tz)
+    };
+    Ok(Ui::new(ledger.clone(), store, config))
 }

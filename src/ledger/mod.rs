@@ -20,6 +20,7 @@ mod postgres;
 mod records;
 mod runs;
 mod search;
+mod sessions;
 mod sqlite;
 mod sync;
 mod transfer;
@@ -51,6 +52,7 @@ pub use search::{
     AttemptView, CallCursor, CallDetail, CallParties, CallQuery, CallSummary, MAX_PAGE,
     ManifestRef, PhoneNumber, Search, TermField,
 };
+pub use sessions::{Sessions, UiSession};
 pub use sync::{DayCompleteness, SyncFigures, SyncId, SyncProgress, SyncRow, SyncStatus, Syncs};
 pub use transfer::{Kind, Table, TableRow, Transfer};
 
@@ -194,6 +196,7 @@ pub trait Backend:
     + Media
     + Transfer
     + Syncs
+    + Sessions
     + Search
     + AccessLog
     + Holds
@@ -214,6 +217,7 @@ impl<T> Backend for T where
         + Holds
         + Search
         + AccessLog
+        + Sessions
         + fmt::Debug
 {
 }

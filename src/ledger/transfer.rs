@@ -20,6 +20,7 @@ pub enum Table {
     Holds,
     HeldCalls,
     Tombstones,
+    UiSessions,
     /// Who looked at which calls (append-only).
     AccessLog,
     /// The calls each access-log entry touched.
@@ -40,7 +41,7 @@ pub enum Kind {
 pub type TableRow = Map<String, Value>;
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Self::Runs,
         Self::Calls,
         Self::Attempts,
@@ -50,6 +51,7 @@ impl Table {
         Self::Holds,
         Self::HeldCalls,
         Self::Tombstones,
+        Self::UiSessions,
         Self::AccessLog,
         Self::AccessLogCalls,
     ];
@@ -65,6 +67,7 @@ impl Table {
             Self::Holds => "holds",
             Self::HeldCalls => "held_calls",
             Self::Tombstones => "tombstones",
+            Self::UiSessions => "ui_sessions",
             Self::AccessLog => "access_log",
             Self::AccessLogCalls => "access_log_calls",
         }
@@ -84,6 +87,7 @@ impl Table {
             Self::Calls => "uuid",
             Self::Tombstones => "call_uuid",
             Self::Manifests => "seq",
+            Self::UiSessions => "token_sha256",
         }
     }
 
@@ -213,6 +217,12 @@ impl Table {
                 ("erased_by", Text),
                 ("versions_deleted", Int),
                 ("manifest_seq", Int),
+            ],
+            Self::UiSessions => &[
+                ("token_sha256", Text),
+                ("username", Text),
+                ("created_at", Time),
+                ("expires_at", Time),
             ],
             Self::AccessLog => &[
                 ("id", Int),

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRef, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,7 +26,9 @@ pub use schedule::{
 
 #[derive(Clone)]
 struct ServeState {
-    receiver: receiver::Receiver,
+    ledger: Ledger,
+    /// `callvault_callbacks_total{result=…}` (the receiver's, when it runs).
+    callbacks: Counters,
     /// `callvault_scheduled_passes_total{exit_code=…}`.
     passes: Counters,
     /// `callvault_scheduled_syncs_total{exit_code=…}`.
@@ -34,16 +36,13 @@ struct ServeState {
     retention: chrono::Duration,
 }
 
-impl FromRef<ServeState> for receiver::Receiver {
-    fn from_ref(state: &ServeState) -> Self {
-        state.receiver.clone()
-    }
-}
-
 /// What `serve` runs.
 pub struct ServeOptions {
     pub ledger: Ledger,
-    pub receiver: ReceiverConfig,
+    /// The callback receiver; `None` serves the web page alone.
+    pub receiver: Option<ReceiverConfig>,
+    /// The web page (`serve --ui`), under `/ui`.
+    pub ui: Option<crate::ui::Ui>,
     pub retention: chrono::Duration,
     pub passes: Option<ScheduledPasses>,
     pub syncs: Option<ScheduledSyncs>,
@@ -61,11 +60,8 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let state = ServeState {
-        receiver: receiver::Receiver {
-            ledger: options.ledger.clone(),
-            config: Arc::new(options.receiver),
-            callbacks: Counters::default(),
-        },
+        ledger: options.ledger.clone(),
+        callbacks: Counters::default(),
         passes: Counters::default(),
         syncs: Counters::default(),
         retention: options.retention,
@@ -94,14 +90,28 @@ pub async fn serve(
             .await
         })
     });
-    let router = Router::new()
-        .route("/callback/{secret}", post(receiver::with_path_secret))
-        .route("/callback", post(receiver::with_query_secret))
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(receiver::not_found)
-        .with_state(state);
+        .with_state(state.clone());
+    if let Some(config) = options.receiver {
+        let receiver = receiver::Receiver {
+            ledger: options.ledger.clone(),
+            config: Arc::new(config),
+            callbacks: state.callbacks.clone(),
+        };
+        router = router.merge(
+            Router::new()
+                .route("/callback/{secret}", post(receiver::with_path_secret))
+                .route("/callback", post(receiver::with_query_secret))
+                .with_state(receiver),
+        );
+    }
+    if let Some(ui) = options.ui {
+        router = router.merge(ui.router());
+    }
+    let router = router.fallback(receiver::not_found);
     tracing::info!(addr = %listener.local_addr()?, "serving");
     let served = axum::serve(
         listener,
@@ -127,7 +137,7 @@ pub async fn serve(
 }
 
 async fn readyz(State(state): State<ServeState>) -> Response {
-    match state.receiver.ledger.ping().await {
+    match state.ledger.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: the ledger does not answer");
@@ -137,7 +147,7 @@ async fn readyz(State(state): State<ServeState>) -> Response {
 }
 
 async fn metrics(State(state): State<ServeState>) -> Response {
-    let ledger = &state.receiver.ledger;
+    let ledger = &state.ledger;
     let figures = async {
         let status = ledger.status(chrono::Utc::now(), state.retention).await?;
         let syncs = ledger.sync_figures().await?;
@@ -154,7 +164,7 @@ async fn metrics(State(state): State<ServeState>) -> Response {
     registry.register(
         "callvault_callbacks",
         "Callbacks received, by result",
-        state.receiver.callbacks.clone(),
+        state.callbacks.clone(),
     );
     registry.register(
         "callvault_scheduled_passes",

@@ -843,6 +843,18 @@ async fn ledger_copy_from_sqlite_with_history_matches_table_by_table(kind: Backe
         world.ledger.record_erasure(&tombstone).await.unwrap(),
         callvault::ledger::EraseRecorded::Erased
     );
+    // A web page session (only its token's hash is kept).
+    let now = chrono::Utc::now();
+    let session = callvault::ledger::UiSession {
+        username: "officer".into(),
+        created_at: now,
+        expires_at: now + chrono::Duration::hours(8),
+    };
+    world
+        .ledger
+        .create_session(&"e".repeat(64), &session, now)
+        .await
+        .unwrap();
     let target = TempLedger::new(kind).await;
 
     let report = copy_ledger(&world.ledger, &target).await.expect("the copy");

@@ -37,13 +37,14 @@ async fn start_receiver(allow_from: &[&str]) -> Receiver {
     let shutdown = Shutdown::default();
     let options = ServeOptions {
         ledger: ledger.clone(),
-        receiver: ReceiverConfig {
+        receiver: Some(ReceiverConfig {
             secret: SecretString::from(SECRET),
             allow_from: allow_from.iter().map(|n| n.parse().unwrap()).collect(),
             max_body_bytes: MAX_BODY,
             tz: callvault::timefmt::PROVIDER_TZ,
             answer: callvault::serve::CallbackAnswer::Json,
-        },
+        }),
+        ui: None,
         retention: chrono::Duration::days(90),
         passes: None,
         syncs: None,

@@ -40,13 +40,14 @@ impl Receiver {
         let shutdown = Shutdown::default();
         let options = ServeOptions {
             ledger,
-            receiver: ReceiverConfig {
+            receiver: Some(ReceiverConfig {
                 secret: SecretString::from(SECRET),
                 allow_from: Vec::new(),
                 max_body_bytes: 64 * 1024,
                 tz: PROVIDER_TZ,
                 answer,
-            },
+            }),
+            ui: None,
             retention: chrono::Duration::days(90),
             passes: None,
             syncs: None,
@@ -643,13 +644,14 @@ async fn serve_runs_scheduled_syncs_and_exports_their_figures() {
     let shutdown = Shutdown::default();
     let options = ServeOptions {
         ledger: world.ledger.clone(),
-        receiver: ReceiverConfig {
+        receiver: Some(ReceiverConfig {
             secret: SecretString::from(SECRET),
             allow_from: Vec::new(),
             max_body_bytes: 64 * 1024,
             tz: PROVIDER_TZ,
             answer: CallbackAnswer::Json,
-        },
+        }),
+        ui: None,
         retention: chrono::Duration::days(90),
         passes: None,
         syncs: Some(callvault::serve::ScheduledSyncs {

@@ -23,6 +23,7 @@ mod media;
 mod records;
 mod runs;
 mod search;
+mod sessions;
 mod sync;
 mod transfer;
 

@@ -1,0 +1,910 @@
+//! The web page's HTML: login, search, a call's page and the dashboard, rendered on the
+//! server with maud (which escapes every value it is given). One layout, inline CSS, no
+//! script; forms that change anything carry a CSRF token; every control has a label and is
+//! reachable by keyboard.
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::auth::{
+    self, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Via, clear_cookie, new_token, same_token, set_cookie,
+    sha256_hex,
+};
+use super::users::UserName;
+use super::{Ui, User, chart, uuid_from_path};
+use crate::domain::{CallUuid, RecordState};
+use crate::ledger::{
+    AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, PhoneNumber, UiSession, risk_line,
+};
+
+const CSS: &str = "
+body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1a202c;background:#f7fafc}
+header{background:#1a365d;color:#fff;padding:.5rem 1rem;display:flex;gap:1rem;align-items:center;flex-wrap:wrap}
+header a{color:#fff}header nav{display:flex;gap:1rem;flex:1}
+main{padding:1rem;max-width:72rem}
+a:focus,button:focus,input:focus,select:focus{outline:3px solid #f6ad55;outline-offset:2px}
+.skip{position:absolute;left:-999px}.skip:focus{left:1rem;top:1rem;background:#fff;color:#000;padding:.3rem}
+form.filters{display:grid;grid-template-columns:repeat(auto-fill,minmax(13rem,1fr));gap:.6rem;align-items:end}
+label{display:block;font-weight:600;font-size:.9rem}
+input,select,button{font:inherit;padding:.3rem .4rem;width:100%;box-sizing:border-box}
+button{background:#2b6cb0;color:#fff;border:0;border-radius:3px;cursor:pointer;width:auto;padding:.4rem 1rem}
+table{border-collapse:collapse;width:100%;background:#fff;margin:1rem 0}
+th,td{border:1px solid #cbd5e0;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#edf2f7}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.2rem 1rem;background:#fff;padding:1rem}
+dt{font-weight:600}dd{margin:0;word-break:break-all}
+.error{background:#fed7d7;border:1px solid #c53030;padding:.5rem;margin:.5rem 0}
+.note{color:#4a5568}
+.login{max-width:22rem;margin:3rem auto;background:#fff;padding:1.5rem}
+.login p{margin:.6rem 0}
+a.button{display:inline-block;background:#2b6cb0;color:#fff;padding:.4rem 1rem;border-radius:3px;text-decoration:none}
+.figures{display:flex;gap:1rem;flex-wrap:wrap}.figures div{background:#fff;padding:.6rem 1rem;border:1px solid #cbd5e0}
+.risk{color:#c53030;font-weight:700}
+";
+
+fn layout(title: &str, user: Option<&User>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — callvault" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    strong { "callvault" }
+                    @if let Some(user) = user {
+                        nav aria-label="Main" {
+                            a href="/ui/" { "Search" }
+                            a href="/ui/dashboard" { "Dashboard" }
+                        }
+                        span { "Signed in as " strong { (user.name) } }
+                        @match &user.via {
+                            Via::Session { csrf, .. } => {
+                                form method="post" action="/ui/logout" {
+                                    input type="hidden" name="csrf" value=(csrf);
+                                    button type="submit" id="logout" { "Log out" }
+                                }
+                            }
+                            Via::Proxy => span.note { "(through the sign-in proxy)" }
+                        }
+                    }
+                }
+                main id="main" tabindex="-1" { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// An HTML answer the browser must not keep.
+fn page(status: StatusCode, markup: Markup) -> Response {
+    let mut response = (status, axum::response::Html(markup.into_string())).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The login form; sets a fresh login CSRF cookie.
+fn login_page(status: StatusCode, message: Option<&str>, secure: bool) -> Response {
+    let csrf = new_token();
+    let body = html! {
+        div.login {
+            @if let Some(message) = message {
+                p.error role="alert" { (message) }
+            }
+            form method="post" action="/ui/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                p {
+                    label for="username" { "User name" }
+                    input id="username" name="username" type="text" autocomplete="username" required autofocus;
+                }
+                p {
+                    label for="password" { "Password" }
+                    input id="password" name="password" type="password" autocomplete="current-password" required;
+                }
+                p { button type="submit" id="login" { "Log in" } }
+            }
+        }
+    };
+    let mut response = page(status, layout("Log in", None, body));
+    if let Ok(v) = HeaderValue::from_str(&set_cookie(LOGIN_CSRF_COOKIE, &csrf, None, secure)) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// What an unauthenticated request to a page gets: the login form, with 401.
+pub fn login_required(secure: bool) -> Response {
+    login_page(
+        StatusCode::UNAUTHORIZED,
+        Some("Log in to continue."),
+        secure,
+    )
+}
+
+pub fn unavailable(message: &'static str) -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        layout(
+            "Unavailable",
+            None,
+            html! { p.error role="alert" { (message) } },
+        ),
+    )
+}
+
+fn error_page(status: StatusCode, user: &User, title: &str, message: &str) -> Response {
+    page(
+        status,
+        layout(
+            title,
+            Some(user),
+            html! { p.error role="alert" { (message) } },
+        ),
+    )
+}
+
+/// Logs a page's access; on failure the page is not shown.
+async fn logged(
+    ui: &Ui,
+    user: &User,
+    action: AccessAction,
+    query: String,
+    calls: Vec<CallUuid>,
+) -> Result<(), Response> {
+    ui.log(user.name.as_str(), user.from, action, Some(query), calls)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot write the access log; the page is not shown");
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                user,
+                "Unavailable",
+                "The access log cannot be written, so nothing is shown. Try again shortly.",
+            )
+        })
+}
+
+pub async fn root(_user: User) -> Redirect {
+    Redirect::to("/ui/")
+}
+
+pub async fn login_form(State(ui): State<Ui>) -> Response {
+    login_page(StatusCode::OK, None, ui.config.secure_cookies)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn login(
+    State(ui): State<Ui>,
+    parts: axum::http::request::Parts,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let secure = ui.config.secure_cookies;
+    let from = auth::peer(&parts);
+    let cookie_csrf = auth::cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
+    if cookie_csrf.is_empty() || !same_token(cookie_csrf, &form.csrf) {
+        return login_page(
+            StatusCode::FORBIDDEN,
+            Some("The form expired or did not come from this page; log in again."),
+            secure,
+        );
+    }
+    let name = form.username.trim().to_owned();
+    let actor =
+        UserName::parse(&name).map_or_else(|_| "(invalid name)".to_owned(), |n| n.to_string());
+    if let Some(wait) = ui.guard.locked(&name, from) {
+        let _ = ui
+            .log(
+                &actor,
+                from,
+                AccessAction::LoginFailed,
+                Some("locked".into()),
+                vec![],
+            )
+            .await;
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        return login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!(
+                "Too many wrong passwords for this user or from this address. Try again in {minutes} minute(s)."
+            )),
+            secure,
+        );
+    }
+    let users = ui.config.users.clone();
+    let password = SecretString::from(form.password);
+    let checked = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || users.verify(&name, &password)).await
+    };
+    let user = match checked {
+        Ok(Ok(user)) => user,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot check a login");
+            return unavailable("The users file cannot be read; tell the operator.");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the login check failed");
+            return unavailable("The login check failed; try again.");
+        }
+    };
+    let Some(user) = user else {
+        ui.guard.failed(&name, from);
+        let _ = ui
+            .log(
+                &actor,
+                from,
+                AccessAction::LoginFailed,
+                Some("wrong name or password".into()),
+                vec![],
+            )
+            .await;
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong user name or password."),
+            secure,
+        );
+    };
+    ui.guard.succeeded(&name);
+    let token = new_token();
+    let now = Utc::now();
+    let ttl = ui.config.session_ttl;
+    let session = UiSession {
+        username: user.to_string(),
+        created_at: now,
+        expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(8)),
+    };
+    let stored = async {
+        ui.ledger
+            .create_session(&sha256_hex(&token), &session, now)
+            .await?;
+        ui.log(user.as_str(), from, AccessAction::Login, None, vec![])
+            .await
+    };
+    if let Err(e) = stored.await {
+        tracing::error!(error = %e, "cannot record a session");
+        return unavailable("The ledger does not answer; try again shortly.");
+    }
+    let mut response = Redirect::to("/ui/").into_response();
+    let h = response.headers_mut();
+    for cookie in [
+        set_cookie(SESSION_COOKIE, &token, Some(ttl), secure),
+        clear_cookie(LOGIN_CSRF_COOKIE, secure),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(State(ui): State<Ui>, user: User, Form(form): Form<LogoutForm>) -> Response {
+    let Via::Session { token_sha256, csrf } = &user.via else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            &user,
+            "Log out",
+            "You are signed in through the sign-in proxy: log out there.",
+        );
+    };
+    if !same_token(csrf, &form.csrf) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            &user,
+            "Log out",
+            "The form did not come from this page.",
+        );
+    }
+    if let Err(e) = ui.ledger.end_session(token_sha256).await {
+        tracing::error!(error = %e, "cannot end a session");
+        return unavailable("The ledger does not answer; try again shortly.");
+    }
+    let _ = ui
+        .log(
+            user.name.as_str(),
+            user.from,
+            AccessAction::Logout,
+            None,
+            vec![],
+        )
+        .await;
+    let mut response = Redirect::to("/ui/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&clear_cookie(SESSION_COOKIE, ui.config.secure_cookies)) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// The search form's fields, as typed.
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchForm {
+    #[serde(default)]
+    number: String,
+    #[serde(default)]
+    extension: String,
+    #[serde(default)]
+    agent: String,
+    #[serde(default)]
+    company: String,
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    uuid: String,
+    #[serde(default)]
+    after: String,
+}
+
+/// Results per page on the web page.
+const PAGE: u32 = 50;
+/// Calls at risk listed on the dashboard (all are counted).
+const AT_RISK_SHOWN: u32 = 20;
+
+impl SearchForm {
+    fn is_empty(&self) -> bool {
+        [
+            &self.number,
+            &self.extension,
+            &self.agent,
+            &self.company,
+            &self.since,
+            &self.until,
+            &self.state,
+            &self.uuid,
+        ]
+        .iter()
+        .all(|f| f.trim().is_empty())
+    }
+
+    /// The query these fields ask for, or what is wrong with them.
+    fn query(&self, tz: chrono::FixedOffset) -> Result<CallQuery, String> {
+        let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+        let number = match text(&self.number) {
+            Some(n) => {
+                Some(PhoneNumber::parse(&n).ok_or("the phone number must have digits in it")?)
+            }
+            None => None,
+        };
+        let bound = |s: &str, upper| -> Result<Option<DateTime<Utc>>, String> {
+            text(s)
+                .map(|s| crate::timefmt::parse_bound(&s, tz, upper))
+                .transpose()
+        };
+        let states = match text(&self.state) {
+            Some(s) => vec![RecordState::parse(&s).ok_or("unknown state")?],
+            None => vec![],
+        };
+        let uuids = match text(&self.uuid) {
+            Some(u) => vec![CallUuid::parse(&u).ok_or("not a call id")?],
+            None => vec![],
+        };
+        let after = match text(&self.after) {
+            Some(a) => Some(CallCursor::parse(&a).ok_or("bad page cursor")?),
+            None => None,
+        };
+        Ok(CallQuery {
+            number,
+            extension: text(&self.extension),
+            agent: text(&self.agent),
+            company: text(&self.company),
+            since: bound(&self.since, false)?,
+            until: bound(&self.until, true)?,
+            states,
+            uuids,
+            limit: PAGE,
+            after,
+        })
+    }
+
+    /// The address of the next page after `last`.
+    fn next_page(&self, last: &CallSummary) -> String {
+        let pairs = [
+            ("number", &self.number),
+            ("extension", &self.extension),
+            ("agent", &self.agent),
+            ("company", &self.company),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("state", &self.state),
+            ("uuid", &self.uuid),
+        ];
+        let mut url = url::Url::parse("http://x/ui/").expect("a fixed URL");
+        {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in pairs {
+                if !v.trim().is_empty() {
+                    q.append_pair(k, v.trim());
+                }
+            }
+            q.append_pair("after", &CallCursor::after(last).to_string());
+        }
+        format!("/ui/?{}", url.query().unwrap_or(""))
+    }
+}
+
+fn filters(form: &SearchForm) -> Markup {
+    let field = |id: &str, label: &str, value: &str, kind: &str, hint: &str| {
+        html! {
+            div {
+                label for=(id) { (label) }
+                input id=(id) name=(id) type=(kind) value=(value) aria-describedby={(id) "-hint"};
+                small.note id={(id) "-hint"} { (hint) }
+            }
+        }
+    };
+    html! {
+        form.filters method="get" action="/ui/" role="search" aria-label="Find calls" {
+            (field("number", "Phone number", &form.number, "search", "caller, callee or shown; last digits match"))
+            (field("extension", "Extension", &form.extension, "text", "exact"))
+            (field("agent", "Agent", &form.agent, "text", "crmid or userid, exact"))
+            (field("company", "Company", &form.company, "text", "company code"))
+            (field("since", "From", &form.since, "date", "call start, this day or later"))
+            (field("until", "To", &form.until, "date", "call start, up to this day"))
+            div {
+                label for="state" { "State" }
+                select id="state" name="state" {
+                    option value="" { "any" }
+                    @for state in RecordState::ALL {
+                        option value=(state.as_str()) selected[form.state == state.as_str()] { (state.as_str()) }
+                    }
+                }
+            }
+            (field("uuid", "Call id", &form.uuid, "text", "the call's uuid"))
+            div { button type="submit" id="search" { "Search" } }
+        }
+    }
+}
+
+fn local(t: Option<DateTime<Utc>>, tz: chrono::FixedOffset) -> String {
+    t.map_or_else(String::new, |t| {
+        t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string()
+    })
+}
+
+fn size_text(bytes: Option<i64>) -> String {
+    match bytes {
+        Some(b) if b >= 1024 * 1024 => format!("{:.1} MiB ({b} bytes)", b as f64 / 1048576.0),
+        Some(b) if b >= 1024 => format!("{:.1} KiB ({b} bytes)", b as f64 / 1024.0),
+        Some(b) => format!("{b} bytes"),
+        None => String::new(),
+    }
+}
+
+/// `GET /ui/`: the search form, and the calls it finds.
+pub async fn search(State(ui): State<Ui>, user: User, Query(form): Query<SearchForm>) -> Response {
+    let tz = ui.config.tz;
+    if form.is_empty() {
+        if let Err(refusal) =
+            logged(&ui, &user, AccessAction::View, "search form".into(), vec![]).await
+        {
+            return refusal;
+        }
+        let body = html! {
+            (filters(&form))
+            p.note { "Fill in any of the fields; calls matching all of them are listed, oldest first." }
+        };
+        return page(StatusCode::OK, layout("Find calls", Some(&user), body));
+    }
+    let query = match form.query(tz) {
+        Ok(query) => query,
+        Err(why) => {
+            let body = html! { p.error role="alert" { (why) } (filters(&form)) };
+            return page(
+                StatusCode::BAD_REQUEST,
+                layout("Find calls", Some(&user), body),
+            );
+        }
+    };
+    let found = match ui.ledger.find_calls(&query).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::error!(error = %e, "a search failed");
+            return unavailable("The ledger does not answer; try again shortly.");
+        }
+    };
+    let calls = found.iter().map(|c| c.uuid.clone()).collect();
+    if let Err(refusal) = logged(&ui, &user, AccessAction::Find, query.describe(), calls).await {
+        return refusal;
+    }
+    let next = (found.len() as u32 >= query.page_size())
+        .then(|| found.last().map(|last| form.next_page(last)))
+        .flatten();
+    let body = html! {
+        (filters(&form))
+        h2 id="results" { (found.len()) " call(s)" }
+        @if found.is_empty() {
+            p { "No call matches." }
+        } @else {
+            table aria-labelledby="results" {
+                thead { tr {
+                    th scope="col" { "Start (" (tz) ")" }
+                    th scope="col" { "Call" }
+                    th scope="col" { "Shown number" }
+                    th scope="col" { "Callee" }
+                    th scope="col" { "Extension" }
+                    th scope="col" { "Agent" }
+                    th scope="col" { "Company" }
+                    th scope="col" { "Seconds" }
+                    th scope="col" { "State" }
+                } }
+                tbody {
+                    @for call in &found {
+                        tr {
+                            td { (local(call.call_start, tz)) }
+                            td { a href={"/ui/calls/" (urlencode(call.uuid.as_str()))} { (call.uuid.as_str()) } }
+                            td { (call.parties.display_number.as_deref().unwrap_or("")) }
+                            td { (call.parties.callee.as_deref().unwrap_or("")) }
+                            td { (call.parties.extension.as_deref().unwrap_or("")) }
+                            td { (call.parties.crmid.as_deref().or(call.parties.userid.as_deref()).unwrap_or("")) }
+                            td { (call.company) }
+                            td { (call.billsec.map(|s| s.to_string()).unwrap_or_default()) }
+                            td { (call.state.as_str()) }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = next {
+                p { a href=(next) { "Next page" } }
+            }
+        }
+    };
+    page(StatusCode::OK, layout("Find calls", Some(&user), body))
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
+/// `GET /ui/calls/{uuid}`: everything the ledger knows about one call, and its recording.
+pub async fn call(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> Response {
+    let Some(uuid) = uuid_from_path(&raw) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            &user,
+            "Not a call",
+            "That is not a call id.",
+        );
+    };
+    let detail = match ui.ledger.call_detail(&uuid).await {
+        Ok(Some(detail)) => detail,
+        Ok(None) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                &user,
+                "No such call",
+                "The ledger holds no call with this id.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a call");
+            return unavailable("The ledger does not answer; try again shortly.");
+        }
+    };
+    if let Err(refusal) = logged(
+        &ui,
+        &user,
+        AccessAction::View,
+        format!("call {}", uuid.as_str()),
+        vec![uuid.clone()],
+    )
+    .await
+    {
+        return refusal;
+    }
+    page(
+        StatusCode::OK,
+        layout(
+            &format!("Call {}", uuid.as_str()),
+            Some(&user),
+            call_body(&detail, ui.config.tz),
+        ),
+    )
+}
+
+fn call_body(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
+    let s = &d.summary;
+    let href = urlencode(s.uuid.as_str());
+    let playable = s.state == RecordState::Archived && d.object_key.is_some();
+    html! {
+        section aria-labelledby="recording" {
+            h2 id="recording" { "Recording" }
+            @if playable {
+                audio id="player" controls preload="metadata" src={"/ui/calls/" (href) "/audio"} aria-label="Play the recording" {
+                    "Your browser cannot play this recording; download it instead."
+                }
+                p { a.button id="download" href={"/ui/calls/" (href) "/download"} download { "Download the recording" } }
+            } @else {
+                p.note { "No archived recording to play (state: " (s.state.as_str()) ")." }
+            }
+        }
+        section aria-labelledby="call" {
+            h2 id="call" { "Call" }
+            dl {
+                dt { "Call id" } dd id="uuid" { (s.uuid.as_str()) }
+                dt { "Start (" (tz) ")" } dd { (local(s.call_start, tz)) }
+                dt { "Company" } dd { (s.company) }
+                dt { "Shown number" } dd { (s.parties.display_number.as_deref().unwrap_or("")) }
+                dt { "Callee" } dd { (s.parties.callee.as_deref().unwrap_or("")) }
+                dt { "Caller" } dd { (s.parties.caller.as_deref().unwrap_or("")) }
+                dt { "Extension" } dd { (s.parties.extension.as_deref().unwrap_or("")) }
+                dt { "Agent (crmid / userid)" } dd { (s.parties.crmid.as_deref().unwrap_or("")) " / " (s.parties.userid.as_deref().unwrap_or("")) }
+                dt { "Billed seconds" } dd { (s.billsec.map(|b| b.to_string()).unwrap_or_default()) }
+                dt { "Recording file" } dd { (d.record_file) }
+                dt { "Provider id" } dd { (d.bill_id.as_deref().unwrap_or("")) }
+            }
+        }
+        section aria-labelledby="archive" {
+            h2 id="archive" { "Archive" }
+            dl {
+                dt { "State" } dd id="state" { (s.state.as_str()) }
+                dt { "Archived at" } dd { (local(d.archived_at, tz)) }
+                dt { "SHA-256" } dd id="sha256" { (s.sha256.as_deref().unwrap_or("")) }
+                dt { "Size" } dd { (size_text(s.size_bytes)) }
+                dt { "Object" } dd { (d.object_key.as_deref().unwrap_or("")) }
+                dt { "Content type" } dd { (d.content_type.as_deref().unwrap_or("")) }
+                dt { "Verification" } dd id="verification" {
+                    @match &d.last_verify_result {
+                        Some(result) => { (result) " at " (local(d.last_verified_at, tz)) }
+                        None => "not verified yet",
+                    }
+                }
+                dt { "Media check" } dd {
+                    (d.media_duration_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_default())
+                    " " (d.media_note.as_deref().unwrap_or(""))
+                }
+                dt { "Last error" } dd { (d.last_error_code.as_deref().unwrap_or("")) " " (d.last_error.as_deref().unwrap_or("")) }
+                (hold_state(d))
+            }
+        }
+        section aria-labelledby="manifest" {
+            h2 id="manifest" { "Manifest" }
+            @if d.manifests.is_empty() {
+                p.note { "Not listed in a manifest yet (the next archival pass writes one)." }
+            } @else {
+                table aria-labelledby="manifest" {
+                    thead { tr { th scope="col" { "Seq" } th scope="col" { "Object" } th scope="col" { "SHA-256" } th scope="col" { "Written" } } }
+                    tbody { @for m in &d.manifests { tr {
+                        td { (m.seq) } td { (m.object_key) } td { (m.sha256.as_deref().unwrap_or("being written")) } td { (local(m.written_at, tz)) }
+                    } } }
+                }
+            }
+        }
+        section aria-labelledby="attempts" {
+            h2 id="attempts" { "Attempts (" (d.attempts_made) ")" }
+            table aria-labelledby="attempts" {
+                thead { tr {
+                    th scope="col" { "Started" } th scope="col" { "Finished" } th scope="col" { "Outcome" }
+                    th scope="col" { "Bytes" } th scope="col" { "Error" } th scope="col" { "Run" }
+                } }
+                tbody { @for a in &d.attempts { tr {
+                    td { (local(Some(a.started_at), tz)) } td { (local(a.finished_at, tz)) } td { (a.outcome.as_str()) }
+                    td { (a.bytes) } td { (a.error_code.as_deref().unwrap_or("")) " " (a.message.as_deref().unwrap_or("")) } td { (a.run_id) }
+                } } }
+            }
+        }
+    }
+}
+
+/// The call's legal-hold state. Holds are not in this ledger yet: the branch that adds them
+/// fills this in from the call's detail; until then the page says so plainly.
+fn hold_state(_detail: &CallDetail) -> Markup {
+    html! {
+        dt { "Hold" } dd id="hold" { "not tracked by this version of callvault" }
+    }
+}
+
+/// `GET /ui/dashboard`: counts per state, archived per day, calls at risk.
+pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
+    let now = Utc::now();
+    let line = risk_line(now, ui.config.retention);
+    let since = now - chrono::Duration::days(29);
+    let risky = CallQuery {
+        states: vec![
+            RecordState::Pending,
+            RecordState::InProgress,
+            RecordState::Failed,
+        ],
+        until: Some(line),
+        limit: AT_RISK_SHOWN,
+        ..CallQuery::default()
+    };
+    let figures = async {
+        let figures = ui.ledger.figures(line).await?;
+        let risky = ui.ledger.find_calls(&risky).await?;
+        let daily = ui
+            .ledger
+            .archived_per_day(
+                since
+                    .date_naive()
+                    .and_time(chrono::NaiveTime::MIN)
+                    .and_utc(),
+            )
+            .await?;
+        Ok::<_, crate::ledger::LedgerError>((figures, daily, risky))
+    };
+    let (figures, daily, risky) = match figures.await {
+        Ok(got) => got,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the dashboard's figures");
+            return unavailable("The ledger does not answer; try again shortly.");
+        }
+    };
+    let listed = risky.iter().map(|c| c.uuid.clone()).collect();
+    if let Err(refusal) = logged(&ui, &user, AccessAction::View, "dashboard".into(), listed).await {
+        return refusal;
+    }
+    let states: Vec<(String, i64)> = RecordState::ALL
+        .iter()
+        .map(|s| {
+            let n = figures
+                .counts
+                .iter()
+                .find(|(st, _)| st == s)
+                .map_or(0, |(_, n)| *n);
+            (s.as_str().to_owned(), n)
+        })
+        .collect();
+    let days = chart::daily(&daily, since.date_naive(), now.date_naive());
+    let deletion_from = line - chrono::Duration::days(14);
+    let tz = ui.config.tz;
+    let risky_search = format!(
+        "/ui/?state=pending&until={}",
+        line.with_timezone(&tz).format("%Y-%m-%d")
+    );
+    let body = html! {
+        div.figures {
+            @for (state, n) in &states { div { strong { (n) } " " (state) } }
+            div { strong.risk id="at-risk" { (figures.at_risk) } " at risk" }
+        }
+        p {
+            "At risk: calls not archived whose start is before " (local(Some(line), tz))
+            ", so the provider deletes their recordings within 14 days (retention "
+            (ui.config.retention.num_days()) " days; the oldest still held date from "
+            (local(Some(deletion_from), tz)) "). "
+            a href=(risky_search) { "List pending calls at risk" }
+        }
+        @if !risky.is_empty() {
+            table aria-labelledby="at-risk-calls" {
+                caption id="at-risk-calls" { "Calls at risk (oldest first, at most " (AT_RISK_SHOWN) ")" }
+                thead { tr {
+                    th scope="col" { "Start (" (tz) ")" } th scope="col" { "Call" }
+                    th scope="col" { "Company" } th scope="col" { "State" }
+                } }
+                tbody { @for call in &risky { tr {
+                    td { (local(call.call_start, tz)) }
+                    td { a href={"/ui/calls/" (urlencode(call.uuid.as_str()))} { (call.uuid.as_str()) } }
+                    td { (call.company) }
+                    td { (call.state.as_str()) }
+                } } }
+            }
+        }
+        @if let Some(oldest) = figures.oldest_pending_call {
+            p { "Oldest pending call: " (local(Some(oldest), tz)) }
+        }
+        h2 id="per-state" { "Calls per state" }
+        (chart::bars("Calls per state", &states))
+        h2 id="per-day" { "Recordings archived per day (UTC, last 30 days)" }
+        (chart::bars("Recordings archived per day", &days))
+        table aria-labelledby="per-day" {
+            thead { tr { th scope="col" { "Day" } th scope="col" { "Archived" } } }
+            tbody { @for (day, n) in days.iter().filter(|(_, n)| *n > 0) { tr { td { (day) } td { (n) } } } }
+        }
+    };
+    page(StatusCode::OK, layout("Dashboard", Some(&user), body))
+}
+
+/// Adds the page's protective headers to every answer: no framing, no sniffing, no
+/// referrer, and a content policy that forbids scripts and anything from elsewhere.
+pub async fn protect(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; media-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> SearchForm {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        serde_urlencoded_form(&query)
+    }
+
+    fn serde_urlencoded_form(query: &str) -> SearchForm {
+        let uri: axum::http::Uri = format!("/ui/?{query}").parse().unwrap();
+        Query::<SearchForm>::try_from_uri(&uri).unwrap().0
+    }
+
+    #[test]
+    fn the_form_becomes_a_query_and_bad_fields_say_what_is_wrong() {
+        let tz = crate::timefmt::PROVIDER_TZ;
+        let q = form(&[
+            ("number", "+49 (0)30-13692"),
+            ("state", "archived"),
+            ("since", "2026-03-01"),
+        ])
+        .query(tz)
+        .unwrap();
+        assert_eq!(q.number.unwrap().as_str(), "4903013692");
+        assert_eq!(q.states, vec![RecordState::Archived]);
+        assert_eq!(q.since.unwrap().to_rfc3339(), "2026-02-28T16:00:00+00:00");
+        assert_eq!(q.limit, PAGE);
+        assert!(form(&[("number", "abc")]).query(tz).is_err());
+        assert!(form(&[("state", "gone")]).query(tz).is_err());
+        assert!(form(&[("since", "March")]).query(tz).is_err());
+        assert!(form(&[]).is_empty() && !form(&[("agent", "7")]).is_empty());
+    }
+
+    #[test]
+    fn the_next_page_keeps_the_filters_and_continues_after_the_last_call() {
+        let f = form(&[("agent", "a&b=c"), ("company", "")]);
+        let last = CallSummary {
+            uuid: CallUuid::parse("u-1").unwrap(),
+            call_start: None,
+            company: "1".into(),
+            parties: Default::default(),
+            billsec: None,
+            state: RecordState::Archived,
+            size_bytes: None,
+            sha256: None,
+        };
+        let next = f.next_page(&last);
+        assert_eq!(next, "/ui/?agent=a%26b%3Dc&after=-%2Fu-1");
+        let back = serde_urlencoded_form(next.strip_prefix("/ui/?").unwrap());
+        assert_eq!(back.agent, "a&b=c");
+        assert_eq!(
+            back.query(crate::timefmt::PROVIDER_TZ).unwrap().after,
+            Some(CallCursor::Undated(CallUuid::parse("u-1").unwrap()))
+        );
+    }
+}
