@@ -125,6 +125,35 @@ pub enum LedgerCommand {
     /// `sqlite://callvault.db` to `postgres://…`), then check row counts and a SHA-256 of
     /// every table on both sides. Exits 0 only when they all match.
     Copy(LedgerCopyArgs),
+    /// Rebuild a lost ledger from the bucket alone: the manifests (the chain, and the calls
+    /// each lists) and the sidecars beside the recordings (the provider's records, and the
+    /// recordings archived after the last manifest). Prints what it found; exits 1 when the
+    /// bucket is inconsistent (a recording without its sidecar, a sidecar without its
+    /// recording, a broken chain), 2 when the ledger already holds calls.
+    Rebuild(LedgerRebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerRebuildArgs {
+    /// Read the store (the only source there is; the flag says what the command does).
+    #[arg(long, required = true)]
+    pub from_store: bool,
+    /// The store to read (as for `run`; credentials from the AWS_* variables).
+    #[arg(long, env = "CALLVAULT_STORE")]
+    pub store: Option<String>,
+    /// Where the manifest chain is, below the store's prefix.
+    #[arg(long, env = "CALLVAULT_MANIFESTS_PREFIX", default_value = crate::store::DEFAULT_MANIFESTS_PREFIX)]
+    pub manifests_prefix: String,
+    /// Add to a ledger that already holds calls: what it knows is left as it is, the rest
+    /// is added (also: to finish a rebuild that was interrupted).
+    #[arg(long)]
+    pub merge: bool,
+    /// Sidecars read at once.
+    #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ pub mod failure;
 pub mod ledger;
 pub mod metrics;
 pub mod provider;
+pub mod rebuild;
 pub mod serve;
 pub mod simulator;
 pub mod store;

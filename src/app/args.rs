@@ -132,6 +132,18 @@ pub fn verify_store(args: &VerifyArgs, s3: &S3Options) -> Result<StoreConfig, Co
     })
 }
 
+/// The store `ledger rebuild --from-store` reads.
+pub fn rebuild_store(
+    args: &crate::cli::LedgerRebuildArgs,
+    s3: &S3Options,
+) -> Result<StoreConfig, ConfigError> {
+    Ok(StoreConfig {
+        s3: s3.clone(),
+        manifests_prefix: args.manifests_prefix.clone(),
+        ..StoreConfig::new(store_url(args.store.as_deref())?)
+    })
+}
+
 /// `--retention-mode` and `--retain-for` as a policy (clap makes them go together).
 pub fn retention_policy(
     args: &crate::cli::RetentionArgs,

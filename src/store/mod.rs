@@ -20,7 +20,9 @@ use url::Url;
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
 pub use lock::{LockMode, ObjectRetention, RetainFor, RetentionPolicy};
 pub use read::{Listed, ObjectDigest};
-pub use sidecar::{DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar};
+pub use sidecar::{
+    DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar, StoredSidecar,
+};
 pub use upload::{UploadError, UploadMeta, Uploaded};
 
 /// What went wrong with the store, by what the caller must do.

@@ -39,6 +39,7 @@ mod postgres_receivers;
 mod postgres_workers;
 mod process_faults;
 mod provider_faults;
+mod rebuild;
 mod resume;
 mod retention;
 mod s3proxy;
