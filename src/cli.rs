@@ -323,6 +323,12 @@ pub struct RunArgs {
     /// Multipart part size in MiB (S3 needs at least 5); memory ≤ about concurrency × 2 × part size.
     #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
     pub part_size_mib: u16,
+    /// The S3 storage class of recordings and sidecars (STANDARD, STANDARD_IA, ONEZONE_IA,
+    /// INTELLIGENT_TIERING, GLACIER_IR, REDUCED_REDUNDANCY); the bucket's default if unset.
+    /// Server-side encryption comes from AWS_SERVER_SIDE_ENCRYPTION, AWS_SSE_KMS_KEY_ID and
+    /// AWS_SSE_BUCKET_KEY_ENABLED.
+    #[arg(long, env = "CALLVAULT_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
     /// Claim at most this many records.
     #[arg(long, env = "CALLVAULT_MAX_RECORDS")]
     pub max_records: Option<u64>,

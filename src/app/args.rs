@@ -118,6 +118,13 @@ fn run_store(args: &RunArgs, s3: &S3Options) -> Result<StoreConfig, ConfigError>
         sidecars: args.layout.sidecars(),
         manifests_prefix: args.layout.manifests_prefix.clone(),
         retention: retention_policy(&args.retention)?,
+        storage_class: args
+            .storage_class
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(str::parse)
+            .transpose()
+            .map_err(ConfigError)?,
         ..StoreConfig::new(store_url(args.store.as_deref())?)
     })
 }

@@ -199,6 +199,9 @@ impl Store {
         if self.metadata == MetadataSupport::Attributes {
             attributes.insert(Attribute::ContentType, "application/json".into());
         }
+        if let Some(class) = self.storage_class {
+            attributes.insert(Attribute::StorageClass, class.as_str().into());
+        }
         let opts = PutOptions {
             attributes,
             ..Default::default()

@@ -25,6 +25,7 @@ mod audit_cli;
 mod backfill;
 mod cli;
 mod download_faults;
+mod encryption;
 mod failures;
 mod faults;
 mod inspect;
