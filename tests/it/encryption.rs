@@ -26,33 +26,6 @@ fn on_moto(world: &World, moto: &Moto, endpoint: &str, args: &[&str]) -> Command
 
 const KMS_KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/callvault-test";
 
-/// A SigV4-signed HEAD of `path` (`/bucket/key`) straight at moto (S3 answers 403 to an
-/// unsigned request for a KMS-encrypted object).
-async fn signed_head(moto: &Moto, path: &str) -> reqwest::Response {
-    use object_store::aws::{AwsAuthorizer, AwsCredential};
-    use object_store::client::{HttpRequest, HttpRequestBody};
-    let env: std::collections::HashMap<_, _> = moto.env().into_iter().collect();
-    let credential = AwsCredential {
-        key_id: env["AWS_ACCESS_KEY_ID"].clone(),
-        secret_key: env["AWS_SECRET_ACCESS_KEY"].clone(),
-        token: None,
-    };
-    let url = format!("{}{path}", moto.endpoint);
-    let mut request: HttpRequest = http::Request::builder()
-        .method(http::Method::HEAD)
-        .uri(url.as_str())
-        .body(HttpRequestBody::empty())
-        .unwrap();
-    AwsAuthorizer::new(&credential, "s3", "us-east-1")
-        .try_authorize(&mut request, None)
-        .expect("signed");
-    let mut head = reqwest::Client::new().head(url.as_str());
-    for (name, value) in request.headers() {
-        head = head.header(name.as_str(), value.as_bytes());
-    }
-    head.send().await.unwrap()
-}
-
 fn assert_headers(request: &SeenRequest, want: &[(&str, &str)]) {
     for (name, value) in want {
         assert_eq!(
@@ -143,7 +116,7 @@ async fn storage_class_and_kms_encryption_reach_the_server_on_every_write() {
         copies[0].path.as_str(),
         sidecars[0].path.as_str(),
     ] {
-        let head = signed_head(&moto, key).await;
+        let head = moto.signed(http::Method::HEAD, key, "").await;
         assert!(head.status().is_success(), "{key}: {}", head.status());
         let header = |name: &str| {
             head.headers()
