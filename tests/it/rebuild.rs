@@ -2,7 +2,8 @@
 //! recording archived after the last manifest is rebuilt from the bucket alone, into SQLite
 //! and into PostgreSQL; `status`, `verify` and `verify --manifests` answer as the lost
 //! ledger did, and the next run's manifest links to the rebuilt head. A bucket that does
-//! not add up is reported, and a ledger that holds calls is refused.
+//! not add up (a recording without its sidecar, a sidecar without its recording, an edited
+//! manifest) is reported, and a ledger that holds calls is refused unless `--merge`.
 
 use bytes::Bytes;
 use callvault::domain::ArchivedObject;
@@ -197,10 +198,24 @@ async fn a_lost_ledger_is_rebuilt_from_the_bucket_and_the_chain_goes_on() {
         assert_eq!(row.attempts, 1);
         ledger.close().await;
 
-        // A second rebuild into the now full ledger is refused.
+        // A second rebuild into the now full ledger is refused; with --merge it adds nothing.
         let twice = output(on(url, &["ledger", "rebuild", "--from-store"])).await;
         assert_exit(&twice, 2);
         assert!(String::from_utf8_lossy(&twice.stderr).contains("--merge"));
+        let merged = output(on(
+            url,
+            &["ledger", "rebuild", "--from-store", "--merge", "--json"],
+        ))
+        .await;
+        assert_exit(&merged, 0);
+        let merged = report(&merged);
+        assert_eq!(merged["calls_already_known"], 8, "{merged}");
+        assert_eq!(merged["calls_from_manifests"], 0, "{merged}");
+        assert_eq!(merged["calls_not_in_a_manifest"], 0, "{merged}");
+        assert_eq!(
+            counts(&output(on(url, &["status", "--json"])).await),
+            expected
+        );
     }
 
     // The chain goes on from the rebuilt head (on the SQLite ledger; the PostgreSQL one
@@ -246,6 +261,13 @@ async fn a_bucket_that_does_not_add_up_is_reported_and_exits_1() {
     }
     let run = world.run(&world.options()).await;
     assert_eq!(run.report.archived, 4);
+    world.import_call("r-4", "r-4.wav", 2004).await;
+    assert_eq!(world.run(&world.options()).await.report.archived, 1);
+    // Manifest 1 edited behind the chain's back (a line added): manifest 2's link breaks.
+    let first = world.store.manifest_key(1);
+    let mut bytes = crate::audit::bytes_of(&world.store, &first).await.unwrap();
+    bytes.extend_from_slice(b"\n");
+    crate::audit::put(&world.store, &first, bytes).await;
     let key = |uuid: &str| {
         let row = futures::executor::block_on(world.ledger.get(&cu(uuid)))
             .unwrap()
@@ -266,15 +288,27 @@ async fn a_bucket_that_does_not_add_up_is_reported_and_exits_1() {
 
     assert_exit(&rebuilt, 1);
     let found = report(&rebuilt);
-    assert_eq!(found["calls_from_manifests"], 4, "{found}");
+    assert_eq!(found["calls_from_manifests"], 5, "{found}");
+    assert_eq!(found["manifests"], 2, "{found}");
     assert_eq!(
         found["problem_counts"],
         serde_json::json!({
+            "chain_break": 1,
             "entry_without_sidecar": 1,
             "object_without_sidecar": 1,
             "sidecar_without_object": 1,
         }),
         "{found}"
+    );
+    let problems = found["problems"].as_array().unwrap();
+    let chain_break = problems
+        .iter()
+        .find(|p| p["kind"] == "chain_break")
+        .unwrap();
+    assert_eq!(chain_break["key"], world.store.manifest_key(2).as_str());
+    assert!(
+        chain_break["reason"].as_str().unwrap().contains("SHA-256"),
+        "{chain_break}"
     );
     // The manifest still lists both: r-1 is recovered from its entry alone, r-2 from its
     // sidecar; `verify` then finds r-2's object missing, as it would have on the lost ledger.
