@@ -111,6 +111,122 @@ pub enum Command {
     /// Ledger maintenance: `ledger copy` moves a whole ledger to another backend.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Place a legal hold on chosen calls: recorded in the ledger (who, when, why, which
+    /// calls) and set on each recording and sidecar in the bucket. A held call is never erased.
+    Hold(HoldArgs),
+    /// End legal holds on chosen calls (the bucket's hold is cleared once no hold keeps a call).
+    Release(ReleaseArgs),
+    /// List the legal holds that keep calls now (or, with --all, every hold).
+    Holds(HoldsArgs),
+    /// Erase chosen calls: their recordings and sidecars (every version) leave the store, the
+    /// ledger keeps a tombstone and forgets their personal data. A dry run unless --yes.
+    Erase(EraseArgs),
+    /// Erase the calls whose retention has ended (counted from each call's start). A dry run
+    /// unless --yes.
+    Expire(ExpireArgs),
+}
+
+/// Which calls a hold, a release or an erasure chooses (all the given conditions at once).
+/// Chosen each time: no environment variables here.
+#[derive(Debug, Args, Clone)]
+pub struct CallSelectArgs {
+    /// A call by its uuid (repeat for more).
+    #[arg(long = "uuid")]
+    pub uuids: Vec<String>,
+    /// Only this company's calls.
+    #[arg(long)]
+    pub company: Option<String>,
+    /// Calls that started at or after this: a date (`2026-11-01`, in the provider's zone) or
+    /// a time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Calls that started before this.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Calls carrying this phone number as caller, callee, displayed number or extension
+    /// (digits compared; a number of 7 digits or more also matches with a country or trunk
+    /// prefix). Repeat for more (any of them).
+    #[arg(long = "number")]
+    pub numbers: Vec<String>,
+}
+
+/// The store whose objects a hold, release or erasure acts on, laid out as `run` writes it.
+#[derive(Debug, Args)]
+pub struct RetentionStoreArgs {
+    /// The store (as for `run`; credentials from the AWS_* variables).
+    #[arg(long, env = "CALLVAULT_STORE")]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    /// Who acts, as the ledger records it (default: the operating system's user).
+    #[arg(long, env = "CALLVAULT_ACTOR")]
+    pub actor: Option<String>,
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    #[command(flatten)]
+    pub select: CallSelectArgs,
+    /// Why (a case reference): recorded with the hold.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub store: RetentionStoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub select: CallSelectArgs,
+    /// Only from this hold (`hold-…`, as `callvault holds` lists it); default every hold.
+    #[arg(long)]
+    pub hold: Option<String>,
+    /// Why the hold ends: recorded with the release.
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub store: RetentionStoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldsArgs {
+    /// Also the holds that keep no call any more.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub select: CallSelectArgs,
+    /// Why (a request or case reference): recorded in each tombstone.
+    #[arg(long)]
+    pub reason: String,
+    /// Erase for real; without it, only say what would go and what would not.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub store: RetentionStoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// The retention: calls that started at least this long ago go (`7y`, `18mo`, `90d`).
+    #[arg(long)]
+    pub older_than: String,
+    /// Only this company's calls.
+    #[arg(long)]
+    pub company: Option<String>,
+    /// Erase for real; without it, only say what would go and what would not.
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub store: RetentionStoreArgs,
 }
 
 #[derive(Debug, Args)]

@@ -90,16 +90,21 @@ pub enum RecordState {
     Expired,
     /// Unanswered call: the provider recorded nothing.
     NoRecording,
+    /// Archived, then erased (`callvault erase` or `expire`): the recording and its sidecar
+    /// are gone from the store, the row's personal fields blanked; a tombstone says what
+    /// went, when, why and by whom.
+    Erased,
 }
 
 impl RecordState {
-    pub const ALL: [RecordState; 6] = [
+    pub const ALL: [RecordState; 7] = [
         Self::Pending,
         Self::InProgress,
         Self::Archived,
         Self::Failed,
         Self::Expired,
         Self::NoRecording,
+        Self::Erased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -110,6 +115,7 @@ impl RecordState {
             Self::Failed => "failed",
             Self::Expired => "expired",
             Self::NoRecording => "no_recording",
+            Self::Erased => "erased",
         }
     }
 

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod provider;
 pub mod rebuild;
+pub mod retention;
 pub mod serve;
 pub mod simulator;
 pub mod store;

@@ -151,6 +151,54 @@ pub fn rebuild_store(
     })
 }
 
+/// The store `hold`, `release` and `erase` act on, laid out as `run` writes it.
+pub fn retention_store(
+    args: &crate::cli::RetentionStoreArgs,
+    s3: &S3Options,
+) -> Result<StoreConfig, ConfigError> {
+    Ok(StoreConfig {
+        s3: s3.clone(),
+        sidecars: args.layout.sidecars(),
+        manifests_prefix: args.layout.manifests_prefix.clone(),
+        ..StoreConfig::new(store_url(args.store.as_deref())?)
+    })
+}
+
+/// The calls `--uuid`, `--company`, `--since`/`--until` and `--number` choose.
+pub fn selection(
+    args: &crate::cli::CallSelectArgs,
+    tz: FixedOffset,
+) -> Result<crate::retention::Selection, ConfigError> {
+    let uuids = args
+        .uuids
+        .iter()
+        .map(|raw| {
+            crate::domain::CallUuid::parse(raw)
+                .ok_or_else(|| ConfigError(format!("--uuid {raw:?} is not a call uuid")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let slice = crate::config::slice(
+        args.company.as_deref(),
+        args.since.as_deref(),
+        args.until.as_deref(),
+        tz,
+    )?;
+    for n in &args.numbers {
+        if !n.chars().any(|c| c.is_ascii_digit()) {
+            return Err(ConfigError(format!("--number {n:?} has no digits")));
+        }
+    }
+    Ok(crate::retention::Selection {
+        filter: crate::ledger::CallFilter {
+            uuids,
+            company: slice.company,
+            since: slice.since,
+            until: slice.until,
+        },
+        numbers: args.numbers.clone(),
+    })
+}
+
 /// `--retention-mode` and `--retain-for` as a policy (clap makes them go together).
 pub fn retention_policy(
     args: &crate::cli::RetentionArgs,

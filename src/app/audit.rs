@@ -58,11 +58,13 @@ pub async fn verify(
                 println!("note: {note}");
             }
             println!(
-                "manifest chain: {} manifest(s) in the store, {} in the ledger, newest {}, {} entries checked, {} problem(s); {} archived record(s) not yet in a manifest",
+                "manifest chain: {} manifest(s) in the store, {} in the ledger, newest {}, {} entries checked ({} erased since), {} erasure(s) listed, {} problem(s); {} archived record(s) not yet in a manifest",
                 report.manifests_in_store,
                 report.manifests_in_ledger,
                 report.newest.as_deref().unwrap_or("none"),
                 report.entries_checked,
+                report.entries_erased,
+                report.erasures_listed,
                 report.problems.len(),
                 report.unlisted_archived
             );
@@ -88,13 +90,19 @@ pub async fn verify(
         .await?;
         if !json {
             println!(
-                "verified {} object(s), {} bytes read: {} ok, {} missing, {} changed, {} unreadable",
+                "verified {} object(s), {} bytes read: {} ok, {} missing, {} changed, {} unreadable{}; {} call(s) erased (not read back: gone on purpose)",
                 report.checked,
                 report.bytes_read,
                 report.ok,
                 report.missing,
                 report.changed,
-                report.unreadable
+                report.unreadable,
+                if store.retention().is_some() {
+                    format!(", {} lock(s) short of the retention policy", report.lock_short)
+                } else {
+                    String::new()
+                },
+                report.erased
             );
         }
         let summary = serde_json::json!({ "objects": report });
@@ -128,7 +136,7 @@ fn bound(
 }
 
 /// The store must answer before anything is judged missing; a refusal is configuration.
-async fn reachable(store: &Store) -> anyhow::Result<()> {
+pub(super) async fn reachable(store: &Store) -> anyhow::Result<()> {
     match store.preflight().await {
         Ok(()) => Ok(()),
         Err(e @ StoreError::Refused { .. }) => Err(ConfigError(e.to_string()).into()),

@@ -8,6 +8,7 @@ mod demo;
 mod import;
 mod ledger;
 mod progress;
+mod retention;
 mod serve;
 mod sync;
 mod wiring;
@@ -129,6 +130,20 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Ledger(LedgerCommand::Copy(args)) => ledger::copy(&args, &common.ledger).await,
         Command::Ledger(LedgerCommand::Rebuild(args)) => {
             ledger::rebuild(&args, &common.ledger, &common.s3).await
+        }
+        Command::Hold(ref args) => {
+            retention::hold(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
+        }
+        Command::Release(ref args) => {
+            retention::release_cmd(&open_ledger(&common.ledger).await?, args, tz, &common.s3)
+                .await
+        }
+        Command::Holds(ref args) => retention::holds(&open_ledger(&common.ledger).await?, args).await,
+        Command::Erase(ref args) => {
+            retention::erase_cmd(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
+        }
+        Command::Expire(ref args) => {
+            retention::expire(&open_ledger(&common.ledger).await?, args, &common.s3).await
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Checking the manifest chain. From the bucket alone: walk from the newest manifest back
 //! to the first, each one's recorded SHA-256 of its predecessor against the predecessor's
-//! bytes, and every entry's object present with its size. Then against the ledger: every
+//! bytes, and every entry's object present with its size, unless a newer manifest (read
+//! first: the walk goes newest first) lists its erasure, or the ledger holds its tombstone
+//! (an erasure the next manifest lists); every erased object gone. Then against the ledger: every
 //! manifest it knows is in the store with its SHA-256, and the newest are the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -9,7 +11,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::format::{LineSplitter, ManifestEntry, ManifestHeader};
+use super::format::{LineSplitter, ManifestEntry, ManifestErasure, ManifestHeader, ManifestLine};
 use super::problems::ChainProblem;
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::{Store, StoreError};
@@ -21,6 +23,10 @@ pub struct ChainReport {
     /// False when the ledger knows no manifest (checking from the bucket alone).
     pub compared_with_ledger: bool,
     pub entries_checked: u64,
+    /// Entries whose object was erased since (listed as erased, not missing).
+    pub entries_erased: u64,
+    /// Erasure lines read.
+    pub erasures_listed: u64,
     pub newest: Option<String>,
     /// Archived records in no manifest yet (the next pass lists them).
     pub unlisted_archived: i64,
@@ -51,19 +57,34 @@ pub async fn verify_chain(
         .collect();
     report.manifests_in_store = manifests.len() as u64;
     report.newest = manifests.values().next_back().cloned();
-    let digests = walk(store, &manifests, concurrency.max(1), &mut report).await;
+    let mut check = Check {
+        store,
+        ledger,
+        concurrency: concurrency.max(1),
+        erased: HashMap::new(),
+    };
+    let digests = walk(&mut check, &manifests, &mut report).await?;
     compare_with_ledger(ledger, &manifests, &digests, &mut report).await?;
     Ok(report)
 }
 
 /// Walks every chain segment from its newest manifest back; returns each manifest's
 /// SHA-256 (`None` when it could not be read).
-async fn walk(
-    store: &Store,
-    manifests: &BTreeMap<i64, String>,
+/// What reading the manifests needs: the store, the ledger (tombstones of erasures not yet
+/// listed), and the erasures read so far (key → uuid).
+struct Check<'a> {
+    store: &'a Store,
+    ledger: &'a Ledger,
     concurrency: usize,
+    erased: HashMap<String, String>,
+}
+
+async fn walk(
+    check: &mut Check<'_>,
+    manifests: &BTreeMap<i64, String>,
     report: &mut ChainReport,
-) -> HashMap<String, Option<String>> {
+) -> Result<HashMap<String, Option<String>>, LedgerError> {
+    let store = check.store;
     let mut digests: HashMap<String, Option<String>> = HashMap::new();
     let mut unread: BTreeSet<i64> = manifests.keys().copied().collect();
     while let Some(mut seq) = unread.last().copied() {
@@ -72,7 +93,7 @@ async fn walk(
         loop {
             unread.remove(&seq);
             let key = manifests[&seq].clone();
-            let read = read_manifest(store, &key, concurrency, report).await;
+            let read = read_manifest(check, &key, report).await?;
             let sha = read.as_ref().map(|(sha, _)| sha.clone());
             digests.insert(key.clone(), sha.clone());
             if let (Some((from, want)), Some(found)) = (expected.take(), &sha)
@@ -141,17 +162,17 @@ async fn walk(
             }
         }
     }
-    digests
+    Ok(digests)
 }
 
 /// Streams one manifest: its SHA-256, its header (`None` if malformed), entries checked.
 /// `None` when it cannot be read at all.
 async fn read_manifest(
-    store: &Store,
+    check: &mut Check<'_>,
     key: &str,
-    concurrency: usize,
     report: &mut ChainReport,
-) -> Option<(String, Option<ManifestHeader>)> {
+) -> Result<Option<(String, Option<ManifestHeader>)>, LedgerError> {
+    let store = check.store;
     let unreadable = |e: StoreError| ChainProblem::Unreadable {
         key: key.to_owned(),
         error: e.to_string(),
@@ -163,11 +184,11 @@ async fn read_manifest(
                 key: key.to_owned(),
                 error: "listed but gone when read".into(),
             });
-            return None;
+            return Ok(None);
         }
         Err(e) => {
             report.problems.push(unreadable(e));
-            return None;
+            return Ok(None);
         }
     };
     let mut hasher = Sha256::new();
@@ -188,7 +209,7 @@ async fn read_manifest(
             }
             Err(e) => {
                 report.problems.push(unreadable(e));
-                return None;
+                return Ok(None);
             }
         };
         let lines = match lines {
@@ -199,6 +220,7 @@ async fn read_manifest(
             }
         };
         let mut batch = Vec::new();
+        let mut erasures = Vec::new();
         for line in lines {
             if header.is_none() {
                 let parsed = serde_json::from_slice::<ManifestHeader>(&line);
@@ -207,8 +229,9 @@ async fn read_manifest(
                 }
                 header = Some(parsed.ok());
             } else if malformed.is_none() {
-                match serde_json::from_slice::<ManifestEntry>(&line) {
-                    Ok(entry) => batch.push(entry),
+                match serde_json::from_slice::<ManifestLine>(&line) {
+                    Ok(ManifestLine::Entry(entry)) => batch.push(entry),
+                    Ok(ManifestLine::Erased { erased }) => erasures.push(erased),
                     Err(e) => {
                         malformed = Some(format!("line {} is not an entry: {e}", entries + 2));
                     }
@@ -216,7 +239,8 @@ async fn read_manifest(
                 entries += 1;
             }
         }
-        check_entries(store, key, batch, concurrency, report).await;
+        check_erasures(check, key, erasures, report).await;
+        check_entries(check, key, batch, report).await?;
     }
     let header = header.flatten();
     if let Some(h) = header.as_ref().filter(|h| h.entries != entries) {
@@ -231,24 +255,61 @@ async fn read_manifest(
             reason,
         });
     }
-    Some((hex::encode(hasher.finalize()), header))
+    Ok(Some((hex::encode(hasher.finalize()), header)))
 }
 
-/// Every entry's object must exist with the size the manifest gives.
-async fn check_entries(
-    store: &Store,
+/// Every erased object must be gone; each erasure is remembered, so that the older
+/// manifests listing the object (read later) report it as erased, not missing.
+async fn check_erasures(
+    check: &mut Check<'_>,
     manifest: &str,
-    batch: Vec<ManifestEntry>,
-    concurrency: usize,
+    erasures: Vec<ManifestErasure>,
     report: &mut ChainReport,
 ) {
+    report.erasures_listed += erasures.len() as u64;
+    let store = check.store;
+    let found: Vec<_> = futures::stream::iter(erasures)
+        .map(|e| async move {
+            let size = store.size_of(&e.key).await;
+            (e, size)
+        })
+        .buffer_unordered(check.concurrency)
+        .collect()
+        .await;
+    for (erased, size) in found {
+        match size {
+            Ok(None) => {}
+            Ok(Some(_)) => report.problems.push(ChainProblem::ErasedStillPresent {
+                manifest: manifest.to_owned(),
+                uuid: erased.uuid.clone(),
+                key: erased.key.clone(),
+            }),
+            Err(e) => report.problems.push(ChainProblem::EntryUnreadable {
+                manifest: manifest.to_owned(),
+                uuid: erased.uuid.clone(),
+                key: erased.key.clone(),
+                error: e.to_string(),
+            }),
+        }
+        check.erased.insert(erased.key, erased.uuid);
+    }
+}
+
+/// Every entry's object must exist with the size the manifest gives, unless erased since.
+async fn check_entries(
+    check: &Check<'_>,
+    manifest: &str,
+    batch: Vec<ManifestEntry>,
+    report: &mut ChainReport,
+) -> Result<(), LedgerError> {
     report.entries_checked += batch.len() as u64;
+    let store = check.store;
     let found: Vec<_> = futures::stream::iter(batch)
         .map(|entry| async move {
             let size = store.size_of(&entry.key).await;
             (entry, size)
         })
-        .buffer_unordered(concurrency)
+        .buffer_unordered(check.concurrency)
         .collect()
         .await;
     for (entry, size) in found {
@@ -261,6 +322,14 @@ async fn check_entries(
                 expected_size: entry.size,
                 found_size: n,
             },
+            Ok(None) if check.erased.get(&entry.key) == Some(&entry.uuid) => {
+                report.entries_erased += 1;
+                continue;
+            }
+            Ok(None) if erased_in_ledger(check.ledger, &entry).await? => {
+                report.entries_erased += 1;
+                continue;
+            }
             Ok(None) => ChainProblem::EntryMissing {
                 manifest: manifest.to_owned(),
                 uuid: entry.uuid,
@@ -275,6 +344,18 @@ async fn check_entries(
         };
         report.problems.push(problem);
     }
+    Ok(())
+}
+
+/// Whether the ledger holds a tombstone for the entry's object (erased, not yet listed).
+async fn erased_in_ledger(ledger: &Ledger, entry: &ManifestEntry) -> Result<bool, LedgerError> {
+    let Some(uuid) = crate::domain::CallUuid::parse(&entry.uuid) else {
+        return Ok(false);
+    };
+    Ok(ledger
+        .tombstone(&uuid)
+        .await?
+        .is_some_and(|t| t.key == entry.key))
 }
 
 async fn compare_with_ledger(

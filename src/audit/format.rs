@@ -1,13 +1,15 @@
 //! The manifest format, shared by the writer and the checker: JSON lines, a header line
-//! naming the previous manifest by key and SHA-256, then one line per archived object.
+//! naming the previous manifest by key and SHA-256, then one line per archived object, then
+//! (format 2) one line per erasure: `{"erased":{…}}`, an object that left the store for good.
 
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::{ArchivedEntry, ManifestLink};
+use crate::ledger::{ArchivedEntry, ManifestLink, Tombstone};
 use crate::timefmt::to_ledger;
 
-/// Names the manifest format; bumped when a field changes meaning.
-pub const MANIFEST_FORMAT: &str = "callvault-manifest/1";
+/// Names the manifest format; bumped when a field changes meaning. Format 2 added erasure
+/// lines; a format-1 manifest is a format-2 manifest without them.
+pub const MANIFEST_FORMAT: &str = "callvault-manifest/2";
 pub const MANIFEST_CONTENT_TYPE: &str = "application/x-ndjson";
 /// A longer line is not a manifest line.
 const MAX_LINE: usize = 64 * 1024;
@@ -64,6 +66,47 @@ impl From<&ArchivedEntry> for ManifestEntry {
     }
 }
 
+/// An erasure: the call's recording (`key`) and sidecar left the store for good, every
+/// version; what they were (`size`, `sha256`, `archived_at`: as the manifest that listed
+/// the recording said) and when, why and by whom they went. No personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestErasure {
+    pub uuid: String,
+    pub key: String,
+    pub sidecar_key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub archived_at: Option<String>,
+    pub erased_at: String,
+    pub reason: String,
+    pub erased_by: String,
+}
+
+impl From<&Tombstone> for ManifestErasure {
+    fn from(t: &Tombstone) -> Self {
+        Self {
+            uuid: t.uuid.to_string(),
+            key: t.key.clone(),
+            sidecar_key: t.sidecar_key.clone(),
+            size: t.size,
+            sha256: t.sha256.clone(),
+            archived_at: t.archived_at.map(to_ledger),
+            erased_at: to_ledger(t.erased_at),
+            reason: t.reason.clone(),
+            erased_by: t.erased_by.clone(),
+        }
+    }
+}
+
+/// A manifest line after the header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ManifestLine {
+    /// `{"erased":{…}}`.
+    Erased { erased: ManifestErasure },
+    Entry(ManifestEntry),
+}
+
 /// Cuts a byte stream into lines without holding more than one partial line.
 #[derive(Debug, Default)]
 pub struct LineSplitter {
@@ -96,6 +139,37 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_and_erasure_lines_read_back_as_written() {
+        let entry = ManifestLine::Entry(ManifestEntry {
+            uuid: "u1".into(),
+            key: "k1".into(),
+            size: 3,
+            sha256: "ab".into(),
+            archived_at: "2026-11-30T00:00:00.000Z".into(),
+        });
+        let erased = ManifestLine::Erased {
+            erased: ManifestErasure {
+                uuid: "u2".into(),
+                key: "k2".into(),
+                sidecar_key: "k2.json".into(),
+                size: 4,
+                sha256: "cd".into(),
+                archived_at: None,
+                erased_at: "2026-11-30T00:00:00.000Z".into(),
+                reason: "GDPR-1".into(),
+                erased_by: "dpo".into(),
+            },
+        };
+        for line in [entry, erased] {
+            let text = serde_json::to_string(&line).unwrap();
+            assert_eq!(serde_json::from_str::<ManifestLine>(&text).unwrap(), line, "{text}");
+        }
+        // A format-1 entry line reads as an entry.
+        let old = r#"{"uuid":"u","key":"k","size":1,"sha256":"s","archived_at":"t"}"#;
+        assert!(matches!(serde_json::from_str::<ManifestLine>(old).unwrap(), ManifestLine::Entry(_)));
+    }
 
     #[test]
     fn lines_come_out_whole_whatever_the_chunking() {

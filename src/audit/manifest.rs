@@ -1,6 +1,6 @@
 //! Writing the manifest chain at the end of a pass: claim the chain head in the ledger,
-//! stream every archived record not yet in a manifest into a JSON-lines object that names
-//! its predecessor's SHA-256, then record it as written. A head left unwritten by a killed
+//! stream every archived record and every erasure not yet in a manifest into a JSON-lines
+//! object that names its predecessor's SHA-256, then record it as written. A head left unwritten by a killed
 //! run is taken over and written first, with the same records and the same bytes.
 
 use std::time::Duration;
@@ -11,7 +11,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::format::{MANIFEST_CONTENT_TYPE, MANIFEST_FORMAT, ManifestEntry, ManifestHeader};
+use super::format::{
+    MANIFEST_CONTENT_TYPE, MANIFEST_FORMAT, ManifestEntry, ManifestErasure, ManifestHeader,
+    ManifestLine,
+};
 use crate::domain::{CallUuid, RunId};
 use crate::ledger::Ledger;
 use crate::ledger::{ChainClaim, LedgerError, ManifestClaim};
@@ -181,15 +184,17 @@ async fn write_one(
     })
 }
 
-/// The manifest's bytes: the header line, then the entries page by page from the ledger.
+/// The manifest's bytes: the header line, then the archived records page by page from the
+/// ledger, then the erasures it lists (`{"erased":{…}}` lines).
 fn body(
     ledger: Ledger,
     seq: i64,
     header: ManifestHeader,
 ) -> impl futures::Stream<Item = Result<Bytes, LedgerError>> + Send {
     let header = futures::stream::once(async move { Ok(json_line(&header)) });
+    let for_entries = ledger.clone();
     let entries = futures::stream::try_unfold(None::<CallUuid>, move |after| {
-        let ledger = ledger.clone();
+        let ledger = for_entries.clone();
         async move {
             let page = ledger.manifest_entries(seq, after.as_ref(), PAGE).await?;
             let Some(last) = page.last().map(|e| e.uuid.clone()) else {
@@ -202,7 +207,23 @@ fn body(
             Ok(Some((Bytes::from(buf), Some(last))))
         }
     });
-    header.chain(entries)
+    let erasures = futures::stream::try_unfold(None::<CallUuid>, move |after| {
+        let ledger = ledger.clone();
+        async move {
+            let page = ledger.manifest_erasures(seq, after.as_ref(), PAGE).await?;
+            let Some(last) = page.last().map(|t| t.uuid.clone()) else {
+                return Ok(None);
+            };
+            let mut buf = Vec::with_capacity(page.len() * 384);
+            for tombstone in &page {
+                buf.extend_from_slice(&json_line(&ManifestLine::Erased {
+                    erased: ManifestErasure::from(tombstone),
+                }));
+            }
+            Ok(Some((Bytes::from(buf), Some(last))))
+        }
+    });
+    header.chain(entries).chain(erasures)
 }
 
 fn json_line<T: Serialize>(value: &T) -> Bytes {

@@ -8,7 +8,10 @@ mod objects;
 mod problems;
 
 pub use chain::{ChainError, ChainReport, verify_chain};
-pub use format::{LineSplitter, MANIFEST_FORMAT, ManifestEntry, ManifestHeader, PreviousManifest};
+pub use format::{
+    LineSplitter, MANIFEST_FORMAT, ManifestEntry, ManifestErasure, ManifestHeader, ManifestLine,
+    PreviousManifest,
+};
 pub use manifest::{ManifestError, ManifestWritten, write_manifests};
 pub use objects::{ObjectsReport, Sample, VerifyOptions, verify_objects};
 pub use problems::{ChainProblem, ObjectProblem};

@@ -1,10 +1,14 @@
 //! Reading archived objects back: each one streamed from the store and hashed, its SHA-256
 //! and size compared with the ledger's. All archived records of a slice, or a random
-//! sample of them; a few at a time; every result recorded on the record.
+//! sample of them; a few at a time; every result recorded on the record. With a retention
+//! policy, each recording's and sidecar's Object Lock is read too and compared with what the
+//! policy asks (missing, another mode, shorter). Erased calls are counted as erased: their
+//! objects are meant to be gone.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -12,7 +16,7 @@ use serde::Serialize;
 use super::problems::ObjectProblem;
 use crate::domain::CallUuid;
 use crate::ledger::Ledger;
-use crate::ledger::{ArchivedEntry, LedgerError, Slice, VerifyResult};
+use crate::ledger::{ArchivedEntry, CallFilter, LedgerError, Slice, VerifyResult};
 use crate::store::Store;
 
 /// Records read from the ledger at a time.
@@ -70,6 +74,10 @@ pub struct ObjectsReport {
     pub missing: u64,
     pub changed: u64,
     pub unreadable: u64,
+    /// Objects whose Object Lock falls short of the retention policy (with one).
+    pub lock_short: u64,
+    /// Calls erased (their objects gone on purpose; tombstones in the ledger).
+    pub erased: u64,
     pub bytes_read: u64,
     pub problems: Vec<ObjectProblem>,
     /// More problems were found than the report keeps.
@@ -78,7 +86,16 @@ pub struct ObjectsReport {
 
 impl ObjectsReport {
     pub fn problem_count(&self) -> u64 {
-        self.missing + self.changed + self.unreadable
+        self.missing + self.changed + self.unreadable + self.lock_short
+    }
+
+    fn add_lock(&mut self, problem: ObjectProblem) {
+        self.lock_short += 1;
+        if self.problems.len() < MAX_KEPT {
+            self.problems.push(problem);
+        } else {
+            self.problems_truncated = true;
+        }
     }
 
     fn add(&mut self, result: &Result<u64, ObjectProblem>) {
@@ -93,6 +110,7 @@ impl ObjectsReport {
                     ObjectProblem::Missing { .. } => self.missing += 1,
                     ObjectProblem::Changed { .. } => self.changed += 1,
                     ObjectProblem::Unreadable { .. } => self.unreadable += 1,
+                    ObjectProblem::LockShort { .. } => self.lock_short += 1,
                 }
                 if self.problems.len() < MAX_KEPT {
                     self.problems.push(problem.clone());
@@ -112,8 +130,15 @@ pub async fn verify_objects(
     opts: &VerifyOptions,
     mut on_problem: impl FnMut(&ObjectProblem),
 ) -> Result<ObjectsReport, LedgerError> {
-    let mut report = ObjectsReport::default();
+    let mut report = ObjectsReport {
+        erased: u64::try_from(ledger.erasure_counts().await?.0).unwrap_or(0),
+        ..Default::default()
+    };
     let mut check = async |batch: Vec<ArchivedEntry>, report: &mut ObjectsReport| {
+        for problem in check_locks(ledger, store, &batch, opts.concurrency).await? {
+            on_problem(&problem);
+            report.add_lock(problem);
+        }
         let results: Vec<(CallUuid, Result<u64, ObjectProblem>)> = futures::stream::iter(batch)
             .map(|entry| async move { (entry.uuid.clone(), check_one(store, &entry).await) })
             .buffer_unordered(opts.concurrency.max(1))
@@ -193,6 +218,62 @@ async fn reservoir(
         }
     }
     Ok(kept)
+}
+
+/// The Object Lock of each entry's recording and sidecar against the store's retention
+/// policy (none: nothing to check). A lock that would already have lapsed is not asked for.
+async fn check_locks(
+    ledger: &Ledger,
+    store: &Store,
+    batch: &[ArchivedEntry],
+    concurrency: usize,
+) -> Result<Vec<ObjectProblem>, LedgerError> {
+    let Some(policy) = store.retention() else {
+        return Ok(Vec::new());
+    };
+    let filter = CallFilter {
+        uuids: batch.iter().map(|e| e.uuid.clone()).collect(),
+        ..Default::default()
+    };
+    let starts: HashMap<CallUuid, Option<DateTime<Utc>>> = ledger
+        .select_calls(&filter, None, i64::try_from(batch.len()).unwrap_or(i64::MAX))
+        .await?
+        .into_iter()
+        .map(|c| (c.uuid, c.call_start))
+        .collect();
+    let now = Utc::now();
+    let mut wanted = Vec::new();
+    for entry in batch {
+        // As the archive locked it: from the call's start, else from its archive time.
+        let start = starts
+            .get(&entry.uuid)
+            .copied()
+            .flatten()
+            .unwrap_or(entry.archived_at);
+        if policy.retain_for.until(start).is_none_or(|until| until <= now) {
+            continue;
+        }
+        wanted.push((entry, start, entry.key.clone()));
+        if store.sidecars() {
+            wanted.push((entry, start, store.sidecar_key(&entry.key)));
+        }
+    }
+    let found: Vec<Option<ObjectProblem>> = futures::stream::iter(wanted)
+        .map(|(entry, start, key)| async move {
+            let detail = match store.object_retention(&key).await {
+                Ok(found) => policy.shortfall(start, found.as_ref())?,
+                Err(e) => format!("its retention could not be read: {e}"),
+            };
+            Some(ObjectProblem::LockShort {
+                uuid: entry.uuid.to_string(),
+                key,
+                detail,
+            })
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    Ok(found.into_iter().flatten().collect())
 }
 
 /// Reads one object back: `Ok(bytes read)` when it is what the ledger says.

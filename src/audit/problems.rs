@@ -28,6 +28,13 @@ pub enum ObjectProblem {
         key: String,
         error: String,
     },
+    /// The object's Object Lock is missing, of another mode, or shorter than the policy
+    /// asks (its bytes may be fine).
+    LockShort {
+        uuid: String,
+        key: String,
+        detail: String,
+    },
 }
 
 impl ObjectProblem {
@@ -43,6 +50,8 @@ impl ObjectProblem {
             Self::Missing { .. } => VerifyResult::Missing,
             Self::Changed { .. } => VerifyResult::Changed,
             Self::Unreadable { .. } => VerifyResult::Unreadable,
+            // The read-back itself is recorded on its own; the lock is reported here.
+            Self::LockShort { .. } => VerifyResult::Ok,
         }
     }
 }
@@ -72,6 +81,9 @@ impl fmt::Display for ObjectProblem {
             ),
             Self::Unreadable { uuid, key, error } => {
                 write!(f, "unreadable  {uuid}  {key}  {error}")
+            }
+            Self::LockShort { uuid, key, detail } => {
+                write!(f, "lock short  {uuid}  {key}  {detail}")
             }
         }
     }
@@ -124,6 +136,12 @@ pub enum ChainProblem {
         uuid: String,
         key: String,
         error: String,
+    },
+    /// A manifest lists the erasure of an object the store still holds.
+    ErasedStillPresent {
+        manifest: String,
+        uuid: String,
+        key: String,
     },
     /// The ledger records manifest `seq` as written; the store does not have it.
     LedgerManifestMissing {
@@ -188,6 +206,14 @@ impl fmt::Display for ChainProblem {
                 key,
                 error,
             } => write!(f, "{manifest}: entry {uuid}: {key} unreadable: {error}"),
+            Self::ErasedStillPresent {
+                manifest,
+                uuid,
+                key,
+            } => write!(
+                f,
+                "{manifest}: erasure of {uuid}: {key} is still in the store"
+            ),
             Self::LedgerManifestMissing { seq, key } => write!(
                 f,
                 "{key}: missing from the store (the ledger recorded manifest {seq} as written)"

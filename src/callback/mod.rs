@@ -2,7 +2,7 @@
 //! real provider sends (numbers as strings, empty times, missing commas) and naming the line
 //! of every record it must reject.
 
-mod lenient;
+pub(crate) mod lenient;
 
 use chrono::FixedOffset;
 use serde_json::{Map, Value};

@@ -12,6 +12,7 @@
 mod audit;
 mod claims;
 mod copy;
+mod holds;
 mod manifests;
 mod media;
 mod postgres;
@@ -34,6 +35,10 @@ pub use claims::{
     sort_claims,
 };
 pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
+pub use holds::{
+    CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold, Released,
+    Tombstone,
+};
 pub use manifests::{
     ArchivedEntry, ChainClaim, ManifestClaim, ManifestKeyFn, ManifestLink, ManifestRow, Manifests,
 };
@@ -174,12 +179,32 @@ pub trait Admin: Send + Sync {
 
 /// The whole interface a backend implements.
 pub trait Backend:
-    Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + Syncs + fmt::Debug
+    Admin
+    + Records
+    + Claims
+    + Runs
+    + Manifests
+    + Audit
+    + Media
+    + Transfer
+    + Syncs
+    + Holds
+    + fmt::Debug
 {
 }
 
 impl<T> Backend for T where
-    T: Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + Syncs + fmt::Debug
+    T: Admin
+    + Records
+    + Claims
+    + Runs
+    + Manifests
+    + Audit
+    + Media
+    + Transfer
+    + Syncs
+    + Holds
+    + fmt::Debug
 {
 }
 

@@ -17,6 +17,9 @@ pub enum Table {
     Manifests,
     Verifications,
     Syncs,
+    Holds,
+    HeldCalls,
+    Tombstones,
 }
 
 /// How a column's values travel.
@@ -33,13 +36,16 @@ pub enum Kind {
 pub type TableRow = Map<String, Value>;
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 9] = [
         Self::Runs,
         Self::Calls,
         Self::Attempts,
         Self::Manifests,
         Self::Verifications,
         Self::Syncs,
+        Self::Holds,
+        Self::HeldCalls,
+        Self::Tombstones,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,14 +56,23 @@ impl Table {
             Self::Manifests => "manifests",
             Self::Verifications => "verifications",
             Self::Syncs => "syncs",
+            Self::Holds => "holds",
+            Self::HeldCalls => "held_calls",
+            Self::Tombstones => "tombstones",
         }
     }
 
     /// The column rows are read in order of (unique), and paged by.
     pub fn key(self) -> &'static str {
         match self {
-            Self::Runs | Self::Attempts | Self::Verifications | Self::Syncs => "id",
+            Self::Runs
+            | Self::Attempts
+            | Self::Verifications
+            | Self::Syncs
+            | Self::Holds
+            | Self::HeldCalls => "id",
             Self::Calls => "uuid",
+            Self::Tombstones => "call_uuid",
             Self::Manifests => "seq",
         }
     }
@@ -159,6 +174,35 @@ impl Table {
                 ("requests", Int),
                 ("exit_code", Int),
                 ("summary", Text),
+            ],
+            Self::Holds => &[
+                ("id", Text),
+                ("reason", Text),
+                ("placed_by", Text),
+                ("placed_at", Time),
+                ("selection", Text),
+            ],
+            Self::HeldCalls => &[
+                ("id", Text),
+                ("hold_id", Text),
+                ("call_uuid", Text),
+                ("object_hold", Text),
+                ("released_at", Time),
+                ("released_by", Text),
+                ("release_reason", Text),
+            ],
+            Self::Tombstones => &[
+                ("call_uuid", Text),
+                ("object_key", Text),
+                ("sidecar_key", Text),
+                ("sha256", Text),
+                ("size_bytes", Int),
+                ("archived_at", Time),
+                ("erased_at", Time),
+                ("reason", Text),
+                ("erased_by", Text),
+                ("versions_deleted", Int),
+                ("manifest_seq", Int),
             ],
         }
     }

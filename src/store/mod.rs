@@ -3,6 +3,7 @@
 
 mod class;
 mod key;
+mod legal;
 mod lock;
 mod read;
 mod s3meta;
@@ -20,6 +21,7 @@ use url::Url;
 
 pub use class::StorageClass;
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
+pub use legal::{LegalHoldOutcome, ObjectVersion, VersionLock};
 pub use lock::{LockMode, ObjectRetention, RetainFor, RetentionPolicy};
 pub use read::{Listed, ObjectDigest};
 pub use sidecar::{

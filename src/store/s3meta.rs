@@ -135,6 +135,8 @@ pub(crate) struct Answer {
     pub lock_mode: Option<String>,
     /// `x-amz-object-lock-retain-until-date`, when the answer carries it.
     pub lock_until: Option<String>,
+    /// `x-amz-object-lock-legal-hold` (`ON`/`OFF`), when the answer carries it.
+    pub legal_hold: Option<String>,
 }
 
 impl S3Target {
@@ -219,6 +221,7 @@ impl S3Target {
         };
         let lock_mode = header("x-amz-object-lock-mode");
         let lock_until = header("x-amz-object-lock-retain-until-date");
+        let legal_hold = header("x-amz-object-lock-legal-hold");
         let body = response
             .text()
             .await
@@ -228,6 +231,7 @@ impl S3Target {
             body,
             lock_mode,
             lock_until,
+            legal_hold,
         })
     }
 }

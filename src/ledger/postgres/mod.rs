@@ -16,6 +16,7 @@
 mod audit;
 mod claims;
 mod error;
+mod holds;
 mod manifests;
 mod media;
 mod records;

@@ -5,6 +5,7 @@
 
 mod audit;
 mod claims;
+mod holds;
 mod manifests;
 mod media;
 mod records;
