@@ -98,7 +98,10 @@ pub async fn verify(
                 report.changed,
                 report.unreadable,
                 if store.retention().is_some() {
-                    format!(", {} lock(s) short of the retention policy", report.lock_short)
+                    format!(
+                        ", {} lock(s) short of the retention policy",
+                        report.lock_short
+                    )
                 } else {
                     String::new()
                 },

@@ -135,10 +135,11 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
             retention::hold(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
         }
         Command::Release(ref args) => {
-            retention::release_cmd(&open_ledger(&common.ledger).await?, args, tz, &common.s3)
-                .await
+            retention::release_cmd(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
         }
-        Command::Holds(ref args) => retention::holds(&open_ledger(&common.ledger).await?, args).await,
+        Command::Holds(ref args) => {
+            retention::holds(&open_ledger(&common.ledger).await?, args).await
+        }
         Command::Erase(ref args) => {
             retention::erase_cmd(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
         }

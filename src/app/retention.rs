@@ -144,11 +144,13 @@ pub async fn release_cmd(
             report.not_held
         );
     }
-    Ok(if report.problems.is_empty() && !report.released.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_INCOMPLETE
-    })
+    Ok(
+        if report.problems.is_empty() && !report.released.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_INCOMPLETE
+        },
+    )
 }
 
 pub async fn holds(ledger: &Ledger, args: &HoldsArgs) -> anyhow::Result<u8> {

@@ -103,7 +103,9 @@ impl From<&Tombstone> for ManifestErasure {
 #[serde(untagged)]
 pub enum ManifestLine {
     /// `{"erased":{…}}`.
-    Erased { erased: ManifestErasure },
+    Erased {
+        erased: ManifestErasure,
+    },
     Entry(ManifestEntry),
 }
 
@@ -164,11 +166,18 @@ mod tests {
         };
         for line in [entry, erased] {
             let text = serde_json::to_string(&line).unwrap();
-            assert_eq!(serde_json::from_str::<ManifestLine>(&text).unwrap(), line, "{text}");
+            assert_eq!(
+                serde_json::from_str::<ManifestLine>(&text).unwrap(),
+                line,
+                "{text}"
+            );
         }
         // A format-1 entry line reads as an entry.
         let old = r#"{"uuid":"u","key":"k","size":1,"sha256":"s","archived_at":"t"}"#;
-        assert!(matches!(serde_json::from_str::<ManifestLine>(old).unwrap(), ManifestLine::Entry(_)));
+        assert!(matches!(
+            serde_json::from_str::<ManifestLine>(old).unwrap(),
+            ManifestLine::Entry(_)
+        ));
     }
 
     #[test]

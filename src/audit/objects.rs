@@ -236,7 +236,11 @@ async fn check_locks(
         ..Default::default()
     };
     let starts: HashMap<CallUuid, Option<DateTime<Utc>>> = ledger
-        .select_calls(&filter, None, i64::try_from(batch.len()).unwrap_or(i64::MAX))
+        .select_calls(
+            &filter,
+            None,
+            i64::try_from(batch.len()).unwrap_or(i64::MAX),
+        )
         .await?
         .into_iter()
         .map(|c| (c.uuid, c.call_start))
@@ -250,7 +254,11 @@ async fn check_locks(
             .copied()
             .flatten()
             .unwrap_or(entry.archived_at);
-        if policy.retain_for.until(start).is_none_or(|until| until <= now) {
+        if policy
+            .retain_for
+            .until(start)
+            .is_none_or(|until| until <= now)
+        {
             continue;
         }
         wanted.push((entry, start, entry.key.clone()));

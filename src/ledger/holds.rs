@@ -71,9 +71,14 @@ impl ObjectHold {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Set, Self::Unsupported, Self::NotArchived, Self::Failed]
-            .into_iter()
-            .find(|h| h.as_str() == s)
+        [
+            Self::Set,
+            Self::Unsupported,
+            Self::NotArchived,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|h| h.as_str() == s)
     }
 }
 
@@ -171,11 +176,17 @@ pub struct Tombstone {
 pub enum EraseRecorded {
     Erased,
     /// A hold was placed meanwhile: the ledger row is left as it was.
-    OnHold { holds: Vec<HoldId> },
+    OnHold {
+        holds: Vec<HoldId>,
+    },
     /// Not archived (any more): nothing recorded.
-    NotArchived { state: Option<RecordState> },
+    NotArchived {
+        state: Option<RecordState>,
+    },
     /// The manifest listing it is being written: try again once it is.
-    ManifestBeingWritten { seq: i64 },
+    ManifestBeingWritten {
+        seq: i64,
+    },
 }
 
 #[async_trait]

@@ -36,8 +36,8 @@ pub use claims::{
 };
 pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
 pub use holds::{
-    CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold, Released,
-    Tombstone,
+    CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold,
+    Released, Tombstone,
 };
 pub use manifests::{
     ArchivedEntry, ChainClaim, ManifestClaim, ManifestKeyFn, ManifestLink, ManifestRow, Manifests,
@@ -179,32 +179,22 @@ pub trait Admin: Send + Sync {
 
 /// The whole interface a backend implements.
 pub trait Backend:
-    Admin
-    + Records
-    + Claims
-    + Runs
-    + Manifests
-    + Audit
-    + Media
-    + Transfer
-    + Syncs
-    + Holds
-    + fmt::Debug
+    Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + Syncs + Holds + fmt::Debug
 {
 }
 
 impl<T> Backend for T where
     T: Admin
-    + Records
-    + Claims
-    + Runs
-    + Manifests
-    + Audit
-    + Media
-    + Transfer
-    + Syncs
-    + Holds
-    + fmt::Debug
+        + Records
+        + Claims
+        + Runs
+        + Manifests
+        + Audit
+        + Media
+        + Transfer
+        + Syncs
+        + Holds
+        + fmt::Debug
 {
 }
 

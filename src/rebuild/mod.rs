@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 
 pub use report::{ChainHead, MAX_LISTED, RebuildProblem, RebuildReport};
 
-use crate::audit::{LineSplitter, ManifestEntry, ManifestHeader};
-use crate::domain::{CallUuid, RunId};
+use crate::audit::{LineSplitter, ManifestEntry, ManifestErasure, ManifestHeader, ManifestLine};
+use crate::domain::{CallUuid, RecordState, RunId};
 use crate::ledger::{Ledger, LedgerError, Table, TableRow};
 use crate::store::{Listed, SIDECAR_SUFFIX, Store, StoreError, StoredSidecar};
 use crate::timefmt::from_ledger;
@@ -198,29 +198,41 @@ impl Rebuild<'_> {
             .into_iter()
             .filter_map(|l| self.store.manifest_seq(&l.key).map(|seq| (seq, l)))
             .collect();
+        // Erasures first: an erased call's entry, in an older manifest, then finds it erased
+        // (its recording and sidecar are gone on purpose, not missing).
+        for (seq, listed) in &listed {
+            self.manifest(*seq, &listed.key, None, Pass::Erasures)
+                .await?;
+        }
         let mut previous: Option<ChainHead> = None;
         for (seq, listed) in listed {
-            previous = self.manifest(seq, &listed.key, previous).await?;
+            previous = self
+                .manifest(seq, &listed.key, previous, Pass::Entries)
+                .await?;
         }
         self.report.head = previous;
         Ok(())
     }
 
-    /// Reads manifest `seq` at `key`, whose predecessor in the bucket is `previous`;
-    /// returns what the next one must link to.
+    /// Reads manifest `seq` at `key`, whose predecessor in the bucket is `previous`: its
+    /// erasures (`Pass::Erasures`), or its entries, row and link (`Pass::Entries`); returns
+    /// what the next one must link to.
     async fn manifest(
         &mut self,
         seq: i64,
         key: &str,
         previous: Option<ChainHead>,
+        pass: Pass,
     ) -> Result<Option<ChainHead>, RebuildError> {
         let unreadable = |error: String| RebuildProblem::ManifestUnreadable {
             key: key.to_owned(),
             error,
         };
         let Some(mut body) = self.store.read(key).await? else {
-            self.report
-                .problem(unreadable("listed but gone when read".into()));
+            if pass == Pass::Entries {
+                self.report
+                    .problem(unreadable("listed but gone when read".into()));
+            }
             return Ok(None);
         };
         let mut hasher = Sha256::new();
@@ -229,7 +241,8 @@ impl Rebuild<'_> {
         let mut header: Option<ManifestHeader> = None;
         let mut broken: Option<String> = None;
         let mut entries = 0u64;
-        let mut page: Vec<ManifestEntry> = Vec::with_capacity(PAGE);
+        let mut page: Vec<ManifestEntry> = Vec::new();
+        let mut erased: Vec<ManifestErasure> = Vec::new();
         let mut finished = false;
         while !finished {
             let lines = match body.try_next().await? {
@@ -263,17 +276,32 @@ impl Rebuild<'_> {
                     }
                     continue;
                 }
-                match serde_json::from_slice::<ManifestEntry>(&line) {
-                    Ok(entry) => {
+                match serde_json::from_slice::<ManifestLine>(&line) {
+                    Ok(ManifestLine::Entry(entry)) => {
                         entries += 1;
-                        page.push(entry);
-                        if page.len() >= PAGE {
-                            self.entries(&mut page, seq, key).await?;
+                        if pass == Pass::Entries {
+                            page.push(entry);
+                            if page.len() >= PAGE {
+                                self.entries(&mut page, seq, key).await?;
+                            }
                         }
                     }
-                    Err(e) => broken = Some(format!("entry {}: {e}", entries + 1)),
+                    Ok(ManifestLine::Erased { erased: erasure }) => {
+                        entries += 1;
+                        if pass == Pass::Erasures {
+                            erased.push(erasure);
+                            if erased.len() >= PAGE {
+                                self.erasures(&mut erased, seq, key).await?;
+                            }
+                        }
+                    }
+                    Err(e) => broken = Some(format!("line {}: {e}", entries + 2)),
                 }
             }
+        }
+        if pass == Pass::Erasures {
+            self.erasures(&mut erased, seq, key).await?;
+            return Ok(None);
         }
         self.entries(&mut page, seq, key).await?;
         let sha256 = hex::encode(hasher.finalize());
@@ -382,9 +410,31 @@ impl Rebuild<'_> {
         if page.is_empty() {
             return Ok(());
         }
+        let mut unknown = Vec::with_capacity(page.len());
+        for entry in page.drain(..) {
+            self.report.manifest_entries += 1;
+            let Some(uuid) = CallUuid::parse(&entry.uuid) else {
+                self.report.problem(RebuildProblem::ManifestUnreadable {
+                    key: manifest.to_owned(),
+                    error: format!("uuid {:?} is not a call's id", entry.uuid),
+                });
+                continue;
+            };
+            match self.ledger.get(&uuid).await? {
+                None => unknown.push(entry),
+                Some(row) if row.state == RecordState::Erased => {
+                    self.report.entries_erased += 1;
+                }
+                Some(_) if self.merge => self.report.calls_already_known += 1,
+                Some(_) => self.report.problem(RebuildProblem::Duplicate {
+                    uuid: entry.uuid,
+                    key: entry.key,
+                }),
+            }
+        }
         let store = self.store;
         let read: Vec<(ManifestEntry, Option<Result<StoredSidecar, String>>)> =
-            futures::stream::iter(page.drain(..))
+            futures::stream::iter(unknown)
                 .map(|entry| async move {
                     let found = store.read_sidecar(&store.sidecar_key(&entry.key)).await?;
                     Ok::<_, StoreError>((entry, found))
@@ -394,7 +444,6 @@ impl Rebuild<'_> {
                 .await?;
         let mut batch = Batch::default();
         for (entry, found) in read {
-            self.report.manifest_entries += 1;
             let sidecar = self.store.sidecar_key(&entry.key);
             let from_sidecar = match found {
                 Some(Ok(s)) => rows::from_sidecar(&s),
@@ -455,6 +504,57 @@ impl Rebuild<'_> {
             }
         }
         self.write(batch).await
+    }
+
+    /// Restores the erasures manifest `seq` lists: each call as the erasure left it (state
+    /// `erased`, no personal data), and its tombstone, listed by that manifest.
+    async fn erasures(
+        &mut self,
+        page: &mut Vec<ManifestErasure>,
+        seq: i64,
+        manifest: &str,
+    ) -> Result<(), RebuildError> {
+        let mut calls = Vec::new();
+        let mut tombstones = Vec::new();
+        let mut seen = HashSet::new();
+        for erased in page.drain(..) {
+            let tombstone = match rows::tombstone(&erased, seq) {
+                Ok(t) => t,
+                Err(error) => {
+                    self.report.problem(RebuildProblem::ManifestUnreadable {
+                        key: manifest.to_owned(),
+                        error,
+                    });
+                    continue;
+                }
+            };
+            let uuid = tombstone.uuid.clone();
+            if !seen.insert(uuid.clone()) || self.ledger.tombstone(&uuid).await?.is_some() {
+                if !self.merge {
+                    self.report.problem(RebuildProblem::Duplicate {
+                        uuid: uuid.to_string(),
+                        key: tombstone.key,
+                    });
+                }
+                continue;
+            }
+            if self.ledger.get(&uuid).await?.is_some() {
+                // (`--merge`) The ledger knows the call but not its erasure: left as it is.
+                self.report.problem(RebuildProblem::ErasureUnknownToLedger {
+                    uuid: uuid.to_string(),
+                    manifest: manifest.to_owned(),
+                });
+                continue;
+            }
+            calls.push(rows::erased_call_row(&tombstone));
+            tombstones.push(rows::tombstone_row(&tombstone));
+            self.report.erased += 1;
+        }
+        self.ledger.import_rows(Table::Calls, &calls).await?;
+        self.ledger
+            .import_rows(Table::Tombstones, &tombstones)
+            .await?;
+        Ok(())
     }
 
     /// Lists the whole store page by page: recovers the calls of sidecars no manifest
@@ -545,9 +645,22 @@ impl Rebuild<'_> {
                 });
                 continue;
             };
-            if batch.uuids.contains(&call.uuid) || self.ledger.get(&call.uuid).await?.is_some() {
-                // Listed by a manifest (recovered then), or known before a merge.
+            if batch.uuids.contains(&call.uuid) {
+                self.report.problem(RebuildProblem::Duplicate {
+                    uuid: call.uuid.to_string(),
+                    key: call.key,
+                });
                 continue;
+            }
+            match self.ledger.get(&call.uuid).await? {
+                None => {}
+                Some(row) if row.state == RecordState::Erased => {
+                    self.report
+                        .problem(RebuildProblem::ErasedStillPresent { key: recording });
+                    continue;
+                }
+                // Listed by a manifest (recovered then), or known before a merge.
+                Some(_) => continue,
             }
             if call.key != recording {
                 self.report.problem(RebuildProblem::SidecarDisagrees {
@@ -571,24 +684,14 @@ impl Rebuild<'_> {
         self.write(batch).await
     }
 
-    /// Adds `call` to `batch` unless the ledger (or the batch) has it already; true if added.
+    /// Adds `call` (which the ledger does not hold) to `batch` unless the batch has it
+    /// already; true if added.
     async fn add(&mut self, call: Recovered, batch: &mut Batch) -> Result<bool, RebuildError> {
         if batch.uuids.contains(&call.uuid) {
             self.report.problem(RebuildProblem::Duplicate {
                 uuid: call.uuid.to_string(),
                 key: call.key,
             });
-            return Ok(false);
-        }
-        if self.ledger.get(&call.uuid).await?.is_some() {
-            if self.merge {
-                self.report.calls_already_known += 1;
-            } else {
-                self.report.problem(RebuildProblem::Duplicate {
-                    uuid: call.uuid.to_string(),
-                    key: call.key,
-                });
-            }
             return Ok(false);
         }
         if let Some(run) = &call.run_id {
@@ -617,6 +720,15 @@ impl Rebuild<'_> {
             .await?;
         Ok(())
     }
+}
+
+/// The two readings of the manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The erasures only (first, so that entries of erased calls are known as such).
+    Erasures,
+    /// The entries, each manifest's row and its link.
+    Entries,
 }
 
 /// Rows recovered from one page, written together.

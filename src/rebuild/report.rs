@@ -37,6 +37,11 @@ pub enum RebuildProblem {
     ChainBreak { key: String, reason: String },
     /// (`--merge`) A manifest the ledger knows with other bytes than the bucket's.
     ManifestDiffers { key: String, reason: String },
+    /// A recording (with its sidecar) of a call a manifest lists as erased: the erasure
+    /// did not finish, or the object was put back.
+    ErasedStillPresent { key: String },
+    /// (`--merge`) A manifest lists the erasure of a call the ledger holds unerased.
+    ErasureUnknownToLedger { uuid: String, manifest: String },
 }
 
 impl RebuildProblem {
@@ -51,6 +56,8 @@ impl RebuildProblem {
             Self::ManifestUnreadable { .. } => "manifest_unreadable",
             Self::ChainBreak { .. } => "chain_break",
             Self::ManifestDiffers { .. } => "manifest_differs",
+            Self::ErasedStillPresent { .. } => "erased_still_present",
+            Self::ErasureUnknownToLedger { .. } => "erasure_unknown_to_ledger",
         }
     }
 }
@@ -95,6 +102,14 @@ impl fmt::Display for RebuildProblem {
             Self::ManifestDiffers { key, reason } => {
                 write!(f, "manifest {key} differs from the ledger's: {reason}")
             }
+            Self::ErasedStillPresent { key } => write!(
+                f,
+                "{key} is still in the bucket, but a manifest lists its call as erased"
+            ),
+            Self::ErasureUnknownToLedger { uuid, manifest } => write!(
+                f,
+                "{manifest} lists the erasure of {uuid}, which the ledger holds unerased: left as it is"
+            ),
         }
     }
 }
@@ -121,6 +136,10 @@ pub struct RebuildReport {
     /// Calls recovered from sidecars no manifest lists yet (archived after the last one);
     /// the next run's manifest lists them.
     pub calls_not_in_a_manifest: u64,
+    /// Erased calls restored from the manifests' erasure lines, each with its tombstone.
+    pub erased: u64,
+    /// Manifest entries of calls erased since (their objects are gone on purpose).
+    pub entries_erased: u64,
     /// (`--merge`) Calls the ledger already held, left as they were.
     pub calls_already_known: u64,
     /// Runs named by the sidecars (one archival attempt recovered per call).

@@ -7,10 +7,10 @@
 use chrono::{DateTime, Offset, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::audit::{ManifestEntry, ManifestHeader};
+use crate::audit::{ManifestEntry, ManifestErasure, ManifestHeader};
 use crate::callback::{parse_bill, parse_record};
 use crate::domain::{CallRecord, CallUuid, Origin, RecordState};
-use crate::ledger::TableRow;
+use crate::ledger::{TableRow, Tombstone};
 use crate::store::StoredSidecar;
 use crate::timefmt::{from_ledger, to_ledger};
 
@@ -283,5 +283,91 @@ pub fn manifest_row(key: &str, header: &ManifestHeader, sha256: &str, size: u64)
     );
     row.insert("created_at".into(), header.created_at.clone().into());
     row.insert("written_at".into(), header.created_at.clone().into());
+    row
+}
+
+/// The tombstone an erasure line describes, listed by manifest `seq`.
+pub fn tombstone(erased: &ManifestErasure, seq: i64) -> Result<Tombstone, Unusable> {
+    Ok(Tombstone {
+        uuid: CallUuid::parse(&erased.uuid)
+            .ok_or_else(|| format!("erased uuid {:?} is not a call's id", erased.uuid))?,
+        key: erased.key.clone(),
+        sidecar_key: erased.sidecar_key.clone(),
+        sha256: erased.sha256.clone(),
+        size: erased.size,
+        archived_at: erased
+            .archived_at
+            .as_deref()
+            .map(|t| time("archived_at", t))
+            .transpose()?,
+        erased_at: time("erased_at", &erased.erased_at)?,
+        reason: erased.reason.clone(),
+        erased_by: erased.erased_by.clone(),
+        versions_deleted: 0,
+        manifest_seq: Some(seq),
+    })
+}
+
+/// An erased call as the erasure left it: what was archived (key, size, SHA-256), no
+/// personal data. Its company, call start and billed seconds are not in the bucket.
+pub fn erased_call_row(t: &Tombstone) -> TableRow {
+    let erased = to_ledger(t.erased_at);
+    let archived = t.archived_at.map(to_ledger);
+    let mut row = Map::new();
+    let mut set = |k: &str, v: Value| {
+        row.insert(k.to_owned(), v);
+    };
+    set("uuid", t.uuid.to_string().into());
+    set("company_code", "".into());
+    set("record_file", "".into());
+    set("raw_json", "{}".into());
+    set("state", RecordState::Erased.as_str().into());
+    set("attempts", 0.into());
+    set("next_attempt_at", erased.clone().into());
+    set("object_key", t.key.clone().into());
+    set(
+        "size_bytes",
+        i64::try_from(t.size).unwrap_or(i64::MAX).into(),
+    );
+    set("sha256", t.sha256.clone().into());
+    set(
+        "archived_at",
+        archived.clone().map_or(Value::Null, Value::from),
+    );
+    set(
+        "imported_at",
+        archived.unwrap_or_else(|| erased.clone()).into(),
+    );
+    set("updated_at", erased.into());
+    set("origin", Origin::Callback.as_str().into());
+    row
+}
+
+/// The `tombstones` row of an erasure (versions deleted are not in the manifest: 0).
+pub fn tombstone_row(t: &Tombstone) -> TableRow {
+    let mut row = Map::new();
+    row.insert("call_uuid".into(), t.uuid.to_string().into());
+    row.insert("object_key".into(), t.key.clone().into());
+    row.insert("sidecar_key".into(), t.sidecar_key.clone().into());
+    row.insert("sha256".into(), t.sha256.clone().into());
+    row.insert(
+        "size_bytes".into(),
+        i64::try_from(t.size).unwrap_or(i64::MAX).into(),
+    );
+    row.insert(
+        "archived_at".into(),
+        t.archived_at.map_or(Value::Null, |a| to_ledger(a).into()),
+    );
+    row.insert("erased_at".into(), to_ledger(t.erased_at).into());
+    row.insert("reason".into(), t.reason.clone().into());
+    row.insert("erased_by".into(), t.erased_by.clone().into());
+    row.insert(
+        "versions_deleted".into(),
+        i64::try_from(t.versions_deleted).unwrap_or(i64::MAX).into(),
+    );
+    row.insert(
+        "manifest_seq".into(),
+        t.manifest_seq.map_or(Value::Null, Value::from),
+    );
     row
 }

@@ -37,15 +37,27 @@ impl EraseMode {
 #[serde(tag = "why", rename_all = "snake_case")]
 pub enum KeptReason {
     /// Kept by legal holds (ids and reasons).
-    OnHold { holds: Vec<(HoldId, String)> },
+    OnHold {
+        holds: Vec<(HoldId, String)>,
+    },
     /// The bucket will not let an object go yet.
-    Locked { key: String, detail: String },
-    NotArchived { state: Option<RecordState> },
+    Locked {
+        key: String,
+        detail: String,
+    },
+    NotArchived {
+        state: Option<RecordState>,
+    },
     AlreadyErased,
     /// The manifest that lists it is being written: run again once it is.
-    ManifestBeingWritten { seq: i64 },
+    ManifestBeingWritten {
+        seq: i64,
+    },
     /// The store refused or failed to delete; nothing recorded (run again).
-    StoreFailed { key: String, detail: String },
+    StoreFailed {
+        key: String,
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for KeptReason {
@@ -66,7 +78,10 @@ impl std::fmt::Display for KeptReason {
             Self::NotArchived { state: None } => f.write_str("not in the ledger"),
             Self::AlreadyErased => f.write_str("already erased"),
             Self::ManifestBeingWritten { seq } => {
-                write!(f, "manifest {seq}, which lists it, is being written: run again")
+                write!(
+                    f,
+                    "manifest {seq}, which lists it, is being written: run again"
+                )
             }
             Self::StoreFailed { key, detail } => {
                 write!(f, "the store did not delete {key}: {detail}")
@@ -241,7 +256,9 @@ pub async fn erase(
                     report.kept.push(kept(KeptReason::NotArchived { state }));
                 }
                 EraseRecorded::ManifestBeingWritten { seq } => {
-                    report.kept.push(kept(KeptReason::ManifestBeingWritten { seq }));
+                    report
+                        .kept
+                        .push(kept(KeptReason::ManifestBeingWritten { seq }));
                 }
             }
         }

@@ -53,7 +53,11 @@ pub(super) fn object_keys(store: &Store, key: &str) -> Vec<String> {
 }
 
 /// Sets or clears the S3 legal hold on a call's objects.
-async fn set_object_hold(store: &Store, call: &CallFacts, on: bool) -> Result<ObjectHold, StoreError> {
+async fn set_object_hold(
+    store: &Store,
+    call: &CallFacts,
+    on: bool,
+) -> Result<ObjectHold, StoreError> {
     let Some(object) = &call.object else {
         return Ok(ObjectHold::NotArchived);
     };

@@ -85,9 +85,8 @@ fn same_number(want: &str, carried: &str) -> bool {
 
 /// The digits of every number field in a record as received.
 fn numbers_of(raw_json: &str) -> Vec<String> {
-    let value = serde_json::from_str::<serde_json::Value>(raw_json).or_else(|_| {
-        serde_json::from_str(&crate::callback::lenient::repair(raw_json))
-    });
+    let value = serde_json::from_str::<serde_json::Value>(raw_json)
+        .or_else(|_| serde_json::from_str(&crate::callback::lenient::repair(raw_json)));
     let Ok(serde_json::Value::Object(map)) = value else {
         return Vec::new();
     };
@@ -184,10 +183,19 @@ mod tests {
             numbers: vec![n.into()],
             ..Default::default()
         };
-        assert!(by("+86 138 1234 5678").matches(&call(raw)), "callee, with a country code");
+        assert!(
+            by("+86 138 1234 5678").matches(&call(raw)),
+            "callee, with a country code"
+        );
         assert!(by("7003").matches(&call(raw)), "extension");
-        assert!(by("025 6123 4567").matches(&call(raw)), "displayed number as a JSON number");
-        assert!(!by("003").matches(&call(raw)), "a short number matches only whole");
+        assert!(
+            by("025 6123 4567").matches(&call(raw)),
+            "displayed number as a JSON number"
+        );
+        assert!(
+            !by("003").matches(&call(raw)),
+            "a short number matches only whole"
+        );
         assert!(!by("013899999999").matches(&call(raw)));
         assert!(!by("7003").matches(&call("{}")));
     }

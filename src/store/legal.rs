@@ -171,7 +171,12 @@ impl Store {
                 xml_value(&answer.body, "NextVersionIdMarker"),
             ) {
                 (Some(k), Some(v)) => marker = Some((xml_text(k), xml_text(v))),
-                _ => return Err(failed(CONTEXT, "a truncated listing without markers".into())),
+                _ => {
+                    return Err(failed(
+                        CONTEXT,
+                        "a truncated listing without markers".into(),
+                    ));
+                }
             }
         }
         Ok(Some(found))
@@ -227,7 +232,14 @@ impl Store {
         };
         let query = format!("versionId={}", encode(version));
         let answer = s3
-            .signed(http::Method::DELETE, Some(&path), &query, &[], None, CONTEXT)
+            .signed(
+                http::Method::DELETE,
+                Some(&path),
+                &query,
+                &[],
+                None,
+                CONTEXT,
+            )
             .await?;
         if answer.status.is_success() || answer.status.as_u16() == 404 {
             Ok(())

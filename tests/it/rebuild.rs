@@ -318,3 +318,71 @@ async fn a_bucket_that_does_not_add_up_is_reported_and_exits_1() {
     assert_exit(&verify, 1);
     assert!(String::from_utf8_lossy(&verify.stdout).contains(&without_object));
 }
+
+#[tokio::test]
+async fn erasures_come_back_as_tombstones_and_erased_calls() {
+    // Arrange: a manifest, an erasure, a second manifest listing it.
+    let world = World::new().await;
+    for i in 0..3 {
+        world
+            .import_call(&format!("e-{i}"), &format!("e-{i}.wav"), 2000 + i)
+            .await;
+    }
+    assert_eq!(world.run(&world.options()).await.report.archived, 3);
+    let erase = output(callvault(
+        &world,
+        &["erase", "--uuid", "e-1", "--reason", "GDPR-42", "--yes"],
+    ))
+    .await;
+    assert_exit(&erase, 0);
+    world.import_call("e-3", "e-3.wav", 2003).await;
+    assert_eq!(world.run(&world.options()).await.report.archived, 1);
+    let status = counts(&output(callvault(&world, &["status", "--json"])).await);
+    assert_eq!(status["counts"]["erased"], 1, "{status}");
+    let verify = output(callvault(&world, &["verify"])).await;
+    let chain = output(callvault(&world, &["verify", "--manifests"])).await;
+    assert_exit(&verify, 0);
+    assert_exit(&chain, 0);
+    let fresh = format!("sqlite://{}", world.dir.path().join("rebuilt.db").display());
+    let on = |args: &[&str]| {
+        let mut cmd = callvault(&world, args);
+        cmd.env("CALLVAULT_LEDGER", &fresh);
+        cmd
+    };
+
+    // Act
+    let rebuilt = output(on(&["ledger", "rebuild", "--from-store", "--json"])).await;
+
+    // Assert
+    assert_exit(&rebuilt, 0);
+    let found = report(&rebuilt);
+    assert_eq!(found["erased"], 1, "{found}");
+    assert_eq!(found["entries_erased"], 1, "{found}");
+    assert_eq!(found["calls_from_manifests"], 3, "{found}");
+    assert_eq!(found["problems"], serde_json::json!([]), "{found}");
+    assert_eq!(counts(&output(on(&["status", "--json"])).await), status);
+    for (args, lost) in [
+        (&["verify"][..], &verify),
+        (&["verify", "--manifests"][..], &chain),
+    ] {
+        let again = output(on(args)).await;
+        assert_exit(&again, 0);
+        assert_eq!(
+            String::from_utf8_lossy(&again.stdout),
+            String::from_utf8_lossy(&lost.stdout),
+            "{args:?}"
+        );
+    }
+    let ledger = Ledger::open(&fresh).await.unwrap();
+    let tombstone = ledger
+        .tombstone(&cu("e-1"))
+        .await
+        .unwrap()
+        .expect("a tombstone");
+    assert_eq!(tombstone.reason, "GDPR-42");
+    assert_eq!(tombstone.manifest_seq, Some(2));
+    let row = ledger.get(&cu("e-1")).await.unwrap().unwrap();
+    assert_eq!(row.state, RecordState::Erased);
+    assert_eq!(row.record.raw_json, "{}", "no personal data");
+    ledger.close().await;
+}

@@ -12,8 +12,8 @@ use super::manifests::CHAIN_HEAD_LOCK;
 use super::{PgLedger, at, big, parse_state, parse_uuid};
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
-    ArchivedEntry, CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds,
-    LedgerError, NewHold, ObjectHold, Released, Tombstone,
+    ArchivedEntry, CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, LedgerError,
+    NewHold, ObjectHold, Released, Tombstone,
 };
 
 macro_rules! tombstone_columns {
@@ -197,7 +197,11 @@ impl Holds for PgLedger {
     }
 
     async fn tombstone(&self, uuid: &CallUuid) -> Result<Option<Tombstone>, LedgerError> {
-        let row = sqlx::query(concat!("SELECT ", tombstone_columns!(), " FROM tombstones WHERE call_uuid = $1"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            tombstone_columns!(),
+            " FROM tombstones WHERE call_uuid = $1"
+        ))
         .bind(uuid.as_str())
         .fetch_optional(&self.pool)
         .await
@@ -211,9 +215,13 @@ impl Holds for PgLedger {
         after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<Tombstone>, LedgerError> {
-        let rows = sqlx::query(concat!("SELECT ", tombstone_columns!(), " FROM tombstones
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            tombstone_columns!(),
+            " FROM tombstones
              WHERE manifest_seq = $1 AND ($2::text IS NULL OR call_uuid > $2)
-             ORDER BY call_uuid LIMIT $3"))
+             ORDER BY call_uuid LIMIT $3"
+        ))
         .bind(seq)
         .bind(after.map(CallUuid::as_str))
         .bind(limit.max(0))
@@ -280,7 +288,11 @@ impl PgLedger {
             });
         }
         let now = at(t.erased_at);
-        sqlx::query(concat!("INSERT INTO tombstones (", tombstone_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"))
+        sqlx::query(concat!(
+            "INSERT INTO tombstones (",
+            tombstone_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"
+        ))
         .bind(t.uuid.as_str())
         .bind(&t.key)
         .bind(&t.sidecar_key)

@@ -249,14 +249,13 @@ impl PgLedger {
         .ctx("assigning records to a manifest")?
         .rows_affected();
         // Erasures not yet listed go in the same manifest, after its archived records.
-        let erasures = sqlx::query(
-            "UPDATE tombstones SET manifest_seq = $1 WHERE manifest_seq IS NULL",
-        )
-        .bind(seq)
-        .execute(&mut *tx)
-        .await
-        .ctx("assigning erasures to a manifest")?
-        .rows_affected();
+        let erasures =
+            sqlx::query("UPDATE tombstones SET manifest_seq = $1 WHERE manifest_seq IS NULL")
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .ctx("assigning erasures to a manifest")?
+                .rows_affected();
         let entries = entries + erasures;
         if entries == 0 {
             tx.rollback().await.ctx("dropping an empty manifest")?;

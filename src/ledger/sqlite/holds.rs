@@ -9,8 +9,8 @@ use sqlx::sqlite::SqliteRow;
 use super::{QueryContext, SqliteLedger, col, time_col, uuid_col};
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
-    ArchivedEntry, CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds,
-    LedgerError, NewHold, ObjectHold, Released, Tombstone,
+    ArchivedEntry, CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, LedgerError,
+    NewHold, ObjectHold, Released, Tombstone,
 };
 use crate::timefmt::to_ledger;
 
@@ -83,7 +83,11 @@ impl Holds for SqliteLedger {
         hold: &HoldId,
         calls: &[(CallUuid, ObjectHold)],
     ) -> Result<(), LedgerError> {
-        let mut tx = self.pool.begin().await.ctx("starting to record held calls")?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .ctx("starting to record held calls")?;
         for (uuid, object_hold) in calls {
             sqlx::query(
                 "INSERT INTO held_calls (id, hold_id, call_uuid, object_hold) VALUES ($1, $2, $3, $4)
@@ -218,7 +222,11 @@ impl Holds for SqliteLedger {
             });
         }
         let now = to_ledger(t.erased_at);
-        sqlx::query(concat!("INSERT INTO tombstones (", tombstone_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"))
+        sqlx::query(concat!(
+            "INSERT INTO tombstones (",
+            tombstone_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"
+        ))
         .bind(t.uuid.as_str())
         .bind(&t.key)
         .bind(&t.sidecar_key)
@@ -243,7 +251,11 @@ impl Holds for SqliteLedger {
     }
 
     async fn tombstone(&self, uuid: &CallUuid) -> Result<Option<Tombstone>, LedgerError> {
-        let row = sqlx::query(concat!("SELECT ", tombstone_columns!(), " FROM tombstones WHERE call_uuid = $1"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            tombstone_columns!(),
+            " FROM tombstones WHERE call_uuid = $1"
+        ))
         .bind(uuid.as_str())
         .fetch_optional(&self.pool)
         .await
@@ -257,9 +269,13 @@ impl Holds for SqliteLedger {
         after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<Tombstone>, LedgerError> {
-        let rows = sqlx::query(concat!("SELECT ", tombstone_columns!(), " FROM tombstones
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            tombstone_columns!(),
+            " FROM tombstones
              WHERE manifest_seq = $1 AND ($2 IS NULL OR call_uuid > $2)
-             ORDER BY call_uuid LIMIT $3"))
+             ORDER BY call_uuid LIMIT $3"
+        ))
         .bind(seq)
         .bind(after.map(CallUuid::as_str))
         .bind(limit)
