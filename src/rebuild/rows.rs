@@ -371,3 +371,71 @@ pub fn tombstone_row(t: &Tombstone) -> TableRow {
     );
     row
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sidecar(call: Option<Value>, call_raw: Option<&str>) -> StoredSidecar {
+        StoredSidecar {
+            format: crate::store::SIDECAR_FORMAT.into(),
+            uuid: "u-1".into(),
+            company_code: "20000013".into(),
+            call_start: Some("2026-11-01T02:00:00.000Z".into()),
+            key: "20000013/2026/11/01/a.wav".into(),
+            size: 48213,
+            sha256: "ab".into(),
+            content_type: Some("audio/wav".into()),
+            archived_at: "2026-11-23T19:30:00.123Z".into(),
+            run_id: "run-1".into(),
+            call,
+            call_raw: call_raw.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_sidecar_gives_back_the_record_as_import_read_it() {
+        let call = json!({
+            "uuid": "u-1", "companycode": 20000013, "recordfilename": "a.wav",
+            "starttime": "2026-11-01 10:00:00", "billsec": "25", "id": 77
+        });
+        let found = from_sidecar(&sidecar(Some(call), None)).unwrap();
+        let record = found.record.clone().unwrap();
+        assert_eq!(record.record_file, "a.wav");
+        assert_eq!(record.billsec, Some(25));
+        assert_eq!(record.bill_id.as_deref(), Some("77"));
+        assert_eq!(record.origin, Origin::Callback);
+        // The start is the sidecar's (UTC), not the record's zone-less time read again.
+        assert_eq!(
+            record.call_start.map(to_ledger).as_deref(),
+            Some("2026-11-01T02:00:00.000Z")
+        );
+        let row = call_row(&found, Utc::now());
+        assert_eq!(row["state"], "archived");
+        assert_eq!(row["attempts"], 1);
+        assert_eq!(row["manifest_seq"], Value::Null);
+    }
+
+    #[test]
+    fn a_bill_and_a_record_kept_verbatim_are_read_back_too() {
+        let bill = json!({ "id": 9, "recordfilename": "b.wav", "billsec": 3 });
+        let record = from_sidecar(&sidecar(Some(bill), None))
+            .unwrap()
+            .record
+            .unwrap();
+        assert_eq!(record.origin, Origin::Bill);
+        assert_eq!(record.company_code, "20000013", "the sidecar's company");
+        let sloppy = r#"{"uuid": "u-1" "companycode": "20000013", "recordfilename": "c.wav"}"#;
+        let record = from_sidecar(&sidecar(None, Some(sloppy)))
+            .unwrap()
+            .record
+            .unwrap();
+        assert_eq!(record.raw_json, sloppy, "verbatim");
+        assert_eq!(record.record_file, "c.wav");
+        let bad = StoredSidecar {
+            archived_at: "yesterday".into(),
+            ..sidecar(None, None)
+        };
+        assert!(from_sidecar(&bad).unwrap_err().contains("archived_at"));
+    }
+}
