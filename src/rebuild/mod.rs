@@ -66,7 +66,12 @@ pub async fn rebuild_from_store(
 ) -> Result<RebuildReport, RebuildError> {
     let started = Utc::now();
     if !options.merge {
-        for table in [Table::Calls, Table::Manifests, Table::Attempts] {
+        for table in [
+            Table::Calls,
+            Table::Manifests,
+            Table::Attempts,
+            Table::Tombstones,
+        ] {
             let rows = ledger.count_rows(table).await?;
             if rows > 0 {
                 return Err(RebuildError::NotEmpty {
@@ -99,13 +104,15 @@ pub async fn rebuild_from_store(
     rebuild.listing().await?;
     let mut report = rebuild.report;
     let id = RunId::generate();
-    let exit = if report.consistent() { 0 } else { 1 };
     let summary = serde_json::json!({
         "rebuild": {
+            "consistent": report.consistent(),
             "calls": report.calls(),
             "calls_from_manifests": report.calls_from_manifests,
             "calls_not_in_a_manifest": report.calls_not_in_a_manifest,
             "calls_already_known": report.calls_already_known,
+            "erased": report.erased,
+            "entries_erased": report.entries_erased,
             "manifests": report.manifests,
             "objects_listed": report.objects_listed,
             "head": report.head,
@@ -121,7 +128,6 @@ pub async fn rebuild_from_store(
                 Utc::now(),
                 &report.store,
                 &summary,
-                exit,
             )],
         )
         .await?;

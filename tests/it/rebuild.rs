@@ -167,8 +167,14 @@ async fn a_lost_ledger_is_rebuilt_from_the_bucket_and_the_chain_goes_on() {
         let mut expected = status.clone();
         expected["counts"]["no_recording"] = 0.into();
         expected["total"] = 9.into();
-        let again = counts(&output(on(url, &["status", "--json"])).await);
-        assert_eq!(again, expected, "{url}");
+        let shown = output(on(url, &["status", "--json"])).await;
+        assert_eq!(counts(&shown), expected, "{url}");
+        // Its last run is the rebuild, with its report, and no exit code: it archived nothing.
+        let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+        let rebuild = &shown["last_run"]["summary"]["rebuild"];
+        assert_eq!(rebuild["consistent"], true, "{shown}");
+        assert_eq!(rebuild["calls"], 9, "{shown}");
+        assert_eq!(shown["last_run"]["exit_code"], Value::Null, "{shown}");
         let verified = output(on(url, &["verify"])).await;
         assert_exit(&verified, 0);
         assert_eq!(
