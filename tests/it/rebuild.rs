@@ -349,46 +349,49 @@ async fn erasures_come_back_as_tombstones_and_erased_calls() {
     let chain = output(callvault(&world, &["verify", "--manifests"])).await;
     assert_exit(&verify, 0);
     assert_exit(&chain, 0);
-    let fresh = format!("sqlite://{}", world.dir.path().join("rebuilt.db").display());
-    let on = |args: &[&str]| {
-        let mut cmd = callvault(&world, args);
-        cmd.env("CALLVAULT_LEDGER", &fresh);
-        cmd
-    };
+    let sqlite = format!("sqlite://{}", world.dir.path().join("rebuilt.db").display());
+    let postgres = crate::pg::database().await;
+    for fresh in [sqlite, postgres] {
+        let on = |args: &[&str]| {
+            let mut cmd = callvault(&world, args);
+            cmd.env("CALLVAULT_LEDGER", &fresh);
+            cmd
+        };
 
-    // Act
-    let rebuilt = output(on(&["ledger", "rebuild", "--from-store", "--json"])).await;
+        // Act
+        let rebuilt = output(on(&["ledger", "rebuild", "--from-store", "--json"])).await;
 
-    // Assert
-    assert_exit(&rebuilt, 0);
-    let found = report(&rebuilt);
-    assert_eq!(found["erased"], 1, "{found}");
-    assert_eq!(found["entries_erased"], 1, "{found}");
-    assert_eq!(found["calls_from_manifests"], 3, "{found}");
-    assert_eq!(found["problems"], serde_json::json!([]), "{found}");
-    assert_eq!(counts(&output(on(&["status", "--json"])).await), status);
-    for (args, lost) in [
-        (&["verify"][..], &verify),
-        (&["verify", "--manifests"][..], &chain),
-    ] {
-        let again = output(on(args)).await;
-        assert_exit(&again, 0);
-        assert_eq!(
-            String::from_utf8_lossy(&again.stdout),
-            String::from_utf8_lossy(&lost.stdout),
-            "{args:?}"
-        );
+        // Assert
+        assert_exit(&rebuilt, 0);
+        let found = report(&rebuilt);
+        assert_eq!(found["erased"], 1, "{found}");
+        assert_eq!(found["entries_erased"], 1, "{found}");
+        assert_eq!(found["calls_from_manifests"], 3, "{found}");
+        assert_eq!(found["problems"], serde_json::json!([]), "{found}");
+        assert_eq!(counts(&output(on(&["status", "--json"])).await), status);
+        for (args, lost) in [
+            (&["verify"][..], &verify),
+            (&["verify", "--manifests"][..], &chain),
+        ] {
+            let again = output(on(args)).await;
+            assert_exit(&again, 0);
+            assert_eq!(
+                String::from_utf8_lossy(&again.stdout),
+                String::from_utf8_lossy(&lost.stdout),
+                "{fresh} {args:?}"
+            );
+        }
+        let ledger = Ledger::open(&fresh).await.unwrap();
+        let tombstone = ledger
+            .tombstone(&cu("e-1"))
+            .await
+            .unwrap()
+            .expect("a tombstone");
+        assert_eq!(tombstone.reason, "GDPR-42");
+        assert_eq!(tombstone.manifest_seq, Some(2));
+        let row = ledger.get(&cu("e-1")).await.unwrap().unwrap();
+        assert_eq!(row.state, RecordState::Erased);
+        assert_eq!(row.record.raw_json, "{}", "no personal data");
+        ledger.close().await;
     }
-    let ledger = Ledger::open(&fresh).await.unwrap();
-    let tombstone = ledger
-        .tombstone(&cu("e-1"))
-        .await
-        .unwrap()
-        .expect("a tombstone");
-    assert_eq!(tombstone.reason, "GDPR-42");
-    assert_eq!(tombstone.manifest_seq, Some(2));
-    let row = ledger.get(&cu("e-1")).await.unwrap().unwrap();
-    assert_eq!(row.state, RecordState::Erased);
-    assert_eq!(row.record.raw_json, "{}", "no personal data");
-    ledger.close().await;
 }
