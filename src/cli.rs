@@ -124,10 +124,21 @@ pub enum Command {
     /// Erase the calls whose retention has ended (counted from each call's start). A dry run
     /// unless --yes.
     Expire(ExpireArgs),
+    /// Search the ledger's calls by number (or its last digits), extension, agent, company,
+    /// date range, state or uuid; sorted by call start. Written to the access log.
+    Find(FindArgs),
+    /// Copy recordings out of the store into files, checking each one's SHA-256 against the
+    /// ledger while streaming; the sidecar is written beside each. Written to the access log.
+    Get(GetArgs),
+    /// Print a presigned URL for one recording (S3 stores), for someone without
+    /// credentials. Written to the access log.
+    Link(LinkArgs),
+    /// Read the access log: who found, copied, linked or played which calls, when and why.
+    AccessLog(AccessLogArgs),
 }
 
-/// Which calls a hold, a release or an erasure chooses (all the given conditions at once).
-/// Chosen each time: no environment variables here.
+/// Which calls a hold, a release or an erasure chooses (all the given conditions at once;
+/// the same query as `find`). Chosen each time: no environment variables here.
 #[derive(Debug, Args, Clone)]
 pub struct CallSelectArgs {
     /// A call by its uuid (repeat for more).
@@ -143,11 +154,13 @@ pub struct CallSelectArgs {
     /// Calls that started before this.
     #[arg(long)]
     pub until: Option<String>,
-    /// Calls carrying this phone number as caller, callee, displayed number or extension
-    /// (digits compared; a number of 7 digits or more also matches with a country or trunk
-    /// prefix). Repeat for more (any of them).
-    #[arg(long = "number")]
-    pub numbers: Vec<String>,
+    /// Calls whose caller, callee or displayed number is this number or ends with these
+    /// digits (as `find --number`; only digits count). `erase` asks for 7 digits or more.
+    #[arg(long)]
+    pub number: Option<String>,
+    /// Calls of this extension (`extnumber`), exactly.
+    #[arg(long)]
+    pub extension: Option<String>,
 }
 
 /// The store whose objects a hold, release or erasure acts on, laid out as `run` writes it.
@@ -227,6 +240,111 @@ pub struct ExpireArgs {
     pub yes: bool,
     #[command(flatten)]
     pub store: RetentionStoreArgs,
+}
+
+/// Who is asking, and why: recorded in the access log with every find, get and link.
+#[derive(Debug, Args)]
+pub struct RequesterArgs {
+    /// Who is asking (default: the OS user).
+    #[arg(long, env = "CALLVAULT_ACTOR")]
+    pub actor: Option<String>,
+    /// Why (a ticket, a complaint, a regulator's request): kept in the access log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// A phone number (caller, callee or the number shown), or its last digits:
+    /// `--number 13692` finds `015029913692`. Only digits count (`+49 30 …` is `4930…`).
+    #[arg(long)]
+    pub number: Option<String>,
+    /// The extension (`extnumber`), exactly.
+    #[arg(long)]
+    pub extension: Option<String>,
+    /// The agent: `crmid` or `userid`, exactly.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// The company code.
+    #[arg(long)]
+    pub company: Option<String>,
+    /// Calls that started at or after this: a date (`2026-03-01`, in the provider's zone) or
+    /// a time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Calls that started before this (a date means up to the end of that day).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only calls in these states (pending, in_progress, archived, failed, expired,
+    /// no_recording; repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub state: Vec<String>,
+    /// Only these calls (repeat or separate with commas).
+    #[arg(long, value_delimiter = ',')]
+    pub uuid: Vec<String>,
+    /// At most this many calls.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// Continue after this cursor (printed at the end of a full page).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// JSON lines on standard output, one call a line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub requester: RequesterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The calls whose recordings to copy out.
+    #[arg(required = true, num_args = 1..)]
+    pub uuids: Vec<String>,
+    /// The directory to write them into (created if missing).
+    #[arg(short = 'o', long = "output", default_value = ".")]
+    pub output: PathBuf,
+    /// The store the recordings are in (as for `run`; credentials from the AWS_* variables).
+    #[arg(long, env = "CALLVAULT_STORE")]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub requester: RequesterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The call whose recording to link to.
+    pub uuid: String,
+    /// How long the link works (at most 7 days).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
+    pub expires: Duration,
+    /// The store the recording is in: an `s3://` store (a local directory cannot sign links).
+    #[arg(long, env = "CALLVAULT_STORE")]
+    pub store: Option<String>,
+    /// Print `{"uuid", "url", "expires_at"}` as JSON instead of the bare URL.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub requester: RequesterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AccessLogArgs {
+    /// Entries at or after this: a date (in the provider's zone), a time, or a duration
+    /// ago (`24h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only what this actor did.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only entries that touched this call.
+    #[arg(long)]
+    pub uuid: Option<String>,
+    /// At most this many entries (oldest first).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// JSON lines on standard output, one entry a line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

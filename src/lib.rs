@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod provider;
 pub mod rebuild;
 pub mod retention;
+pub mod retrieve;
 pub mod serve;
 pub mod simulator;
 pub mod store;

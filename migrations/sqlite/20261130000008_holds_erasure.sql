@@ -6,7 +6,8 @@
 --    SQLite cannot change a CHECK constraint in place, so `calls` is rebuilt (SQLite's
 --    documented procedure): the rows copied aside, the table dropped and made again with the
 --    same columns in the same order, the rows copied back, the indexes and state-count
---    triggers made again and the counts recomputed. References to `calls` (attempts) are
+--    triggers made again (state counts; search terms, from the access-log migration) and the
+--    counts recomputed; the search terms that cascade from `calls` are kept aside and put back. References to `calls` (attempts) are
 --    checked at commit (`defer_foreign_keys`), when `calls` holds every row again.
 -- 2. `holds`: one row per legal hold (a case): why, who placed it, when, and the selection
 --    it was placed with; `held_calls`: the calls it holds, each released on its own (who,
@@ -17,6 +18,8 @@
 PRAGMA defer_foreign_keys = ON;
 
 CREATE TEMP TABLE calls_copy AS SELECT * FROM calls;
+-- Dropping `calls` deletes the search terms that cascade from it: kept aside, put back.
+CREATE TEMP TABLE call_terms_copy AS SELECT * FROM call_terms;
 DROP TABLE calls;
 
 CREATE TABLE calls (
@@ -56,6 +59,8 @@ CREATE TABLE calls (
 
 INSERT INTO calls SELECT * FROM temp.calls_copy;
 DROP TABLE temp.calls_copy;
+INSERT INTO call_terms SELECT * FROM temp.call_terms_copy;
+DROP TABLE temp.call_terms_copy;
 
 CREATE INDEX calls_lease ON calls (state, lease_until);
 CREATE INDEX calls_manifest ON calls (state, manifest_seq);
@@ -64,7 +69,9 @@ CREATE INDEX calls_media_flagged ON calls (state) WHERE media_note IS NOT NULL;
 CREATE INDEX calls_bill ON calls (company_code, bill_id) WHERE bill_id IS NOT NULL;
 CREATE INDEX calls_record_file ON calls (record_file) WHERE record_file <> '';
 CREATE INDEX calls_origin ON calls (origin) WHERE origin = 'bill';
-CREATE INDEX calls_start ON calls (call_start);
+-- From the access-log migration (20261130000007): calls listed by start then uuid.
+CREATE INDEX calls_start_uuid ON calls (call_start, uuid);
+CREATE INDEX calls_company_start ON calls (company_code, call_start, uuid);
 
 CREATE TRIGGER calls_count_insert AFTER INSERT ON calls
 BEGIN
@@ -81,6 +88,19 @@ END;
 CREATE TRIGGER calls_count_delete AFTER DELETE ON calls
 BEGIN
     UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+
+-- From the access-log migration (20261130000007): a call's search terms are rewritten when
+-- it is new or its record or start changes (an erasure blanks the record: its terms go).
+CREATE TRIGGER calls_terms_insert AFTER INSERT ON calls
+BEGIN
+    INSERT OR IGNORE INTO call_terms_stale (uuid) VALUES (NEW.uuid);
+END;
+
+CREATE TRIGGER calls_terms_update AFTER UPDATE OF raw_json, call_start ON calls
+WHEN OLD.raw_json IS NOT NEW.raw_json OR OLD.call_start IS NOT NEW.call_start
+BEGIN
+    INSERT OR IGNORE INTO call_terms_stale (uuid) VALUES (NEW.uuid);
 END;
 
 INSERT INTO state_counts (state, n) VALUES ('erased', 0);

@@ -164,7 +164,8 @@ pub fn retention_store(
     })
 }
 
-/// The calls `--uuid`, `--company`, `--since`/`--until` and `--number` choose.
+/// The calls `--uuid`, `--company`, `--since`/`--until`, `--number` and `--extension`
+/// choose, as the ledger's one query (the one `find` uses).
 pub fn selection(
     args: &crate::cli::CallSelectArgs,
     tz: FixedOffset,
@@ -183,20 +184,23 @@ pub fn selection(
         args.until.as_deref(),
         tz,
     )?;
-    for n in &args.numbers {
-        if !n.chars().any(|c| c.is_ascii_digit()) {
-            return Err(ConfigError(format!("--number {n:?} has no digits")));
-        }
-    }
-    Ok(crate::retention::Selection {
-        filter: crate::ledger::CallFilter {
-            uuids,
-            company: slice.company,
-            since: slice.since,
-            until: slice.until,
-        },
-        numbers: args.numbers.clone(),
-    })
+    let number = args
+        .number
+        .as_deref()
+        .map(|n| {
+            crate::ledger::PhoneNumber::parse(n)
+                .ok_or_else(|| ConfigError(format!("--number {n:?} has no digits")))
+        })
+        .transpose()?;
+    Ok(crate::retention::Selection::new(crate::ledger::CallQuery {
+        number,
+        extension: args.extension.clone(),
+        company: slice.company,
+        since: slice.since,
+        until: slice.until,
+        uuids,
+        ..crate::ledger::CallQuery::default()
+    }))
 }
 
 /// `--retention-mode` and `--retain-for` as a policy (clap makes them go together).

@@ -136,6 +136,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     };
     let result = run_pass(&deps, &opts).await?;
     print_run(&result, false);
+    compliance(&ledger, &deps.store, &ledger_path).await?;
     let status = ledger.status(Utc::now(), opts.retention).await?;
     println!("ledger: {}", serde_json::to_string(&status.counts)?);
     println!(
@@ -172,6 +173,84 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     } else {
         u8::try_from(result.exit_code()).unwrap_or(1)
     })
+}
+
+/// A legal hold and erasure, as a compliance team uses them: one archived call put on hold
+/// (a dispute), an erasure of it refused, naming the hold; another erased (a GDPR request),
+/// its tombstone listed by the next manifest.
+async fn compliance(
+    ledger: &Ledger,
+    store: &Store,
+    ledger_path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::ledger::CallQuery;
+    use crate::retention::{Actor, EraseMode, Selection, erase, place_hold};
+    let archived = ledger
+        .find_calls(&CallQuery {
+            states: vec![crate::domain::RecordState::Archived],
+            limit: 2,
+            ..CallQuery::default()
+        })
+        .await?;
+    let [held, gone] = archived.as_slice() else {
+        println!("compliance: fewer than two calls archived; no hold or erasure shown");
+        return Ok(());
+    };
+    let actor = Actor::new("demo").context("the demo's actor")?;
+    let one = |uuid: &crate::domain::CallUuid| {
+        Selection::new(CallQuery {
+            uuids: vec![uuid.clone()],
+            ..CallQuery::default()
+        })
+    };
+    let now = Utc::now();
+    let hold = place_hold(
+        ledger,
+        store,
+        &one(&held.uuid),
+        "DEMO-CASE-1 (a disputed call)",
+        &actor,
+        now,
+    )
+    .await?;
+    let hold_id = hold.hold.context("the demo's hold")?;
+    println!(
+        "compliance: call {} put on legal hold {hold_id} (a local directory has no Object Lock: the ledger's hold alone keeps it)",
+        held.uuid
+    );
+    let mode = EraseMode::Chosen {
+        reason: "DEMO-GDPR-1 (an erasure request)".into(),
+    };
+    let refused = erase(ledger, store, &one(&held.uuid), &mode, &actor, true, now).await?;
+    for kept in &refused.kept {
+        println!("compliance: erasing {} refused: {}", kept.uuid, kept.why);
+    }
+    let erased = erase(ledger, store, &one(&gone.uuid), &mode, &actor, true, now).await?;
+    for e in &erased.erased {
+        println!(
+            "compliance: call {} erased ({}, {} bytes): tombstone kept, personal data blanked",
+            e.uuid, e.key, e.size
+        );
+    }
+    let listed = crate::audit::write_manifests(
+        ledger,
+        store,
+        &crate::domain::RunId::generate(),
+        Duration::from_secs(60),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    for m in &listed {
+        println!("compliance: manifest {} lists the erasure", m.key);
+    }
+    let at = ledger_path.display();
+    println!(
+        "compliance: try callvault --ledger sqlite://{at} holds; \
+         callvault --ledger sqlite://{at} erase --uuid {} --reason R (a dry run: it names the hold); \
+         callvault --ledger sqlite://{at} verify --manifests --store <the archive's file:// URL>",
+        held.uuid
+    );
+    Ok(())
 }
 
 /// Posts the sample callbacks to a receiver on the demo's ledger (`serve`'s, in this

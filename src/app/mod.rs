@@ -9,6 +9,7 @@ mod import;
 mod ledger;
 mod progress;
 mod retention;
+mod retrieve;
 mod serve;
 mod sync;
 mod wiring;
@@ -145,6 +146,18 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         }
         Command::Expire(ref args) => {
             retention::expire(&open_ledger(&common.ledger).await?, args, &common.s3).await
+        }
+        Command::Find(ref args) => {
+            retrieve::find(&open_ledger(&common.ledger).await?, args, tz).await
+        }
+        Command::Get(ref args) => {
+            retrieve::get(&open_ledger(&common.ledger).await?, args, &common).await
+        }
+        Command::Link(ref args) => {
+            retrieve::link(&open_ledger(&common.ledger).await?, args, &common).await
+        }
+        Command::AccessLog(ref args) => {
+            retrieve::access_log(&open_ledger(&common.ledger).await?, args, tz).await
         }
     }
 }

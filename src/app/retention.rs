@@ -10,11 +10,15 @@ use super::wiring::open_store;
 use super::{EXIT_INCOMPLETE, EXIT_OK};
 use crate::cli::{EraseArgs, ExpireArgs, HoldArgs, HoldsArgs, ReleaseArgs, RetentionStoreArgs};
 use crate::config::ConfigError;
-use crate::ledger::{CallFilter, HoldId, Ledger, ObjectHold};
+use crate::ledger::{CallQuery, HoldId, Ledger, ObjectHold};
 use crate::retention::{
     Actor, EraseMode, EraseReport, Selection, erase, place_hold, release, retention_cutoff,
 };
 use crate::store::{RetainFor, S3Options, Store};
+
+/// A number `erase` takes: a whole one, not the last digits `find` accepts (erasing every
+/// call ending in `1234` is not what anyone means).
+const MIN_ERASE_DIGITS: usize = 7;
 
 /// `--actor`, `CALLVAULT_ACTOR`, else the operating system's user.
 fn actor(args: &RetentionStoreArgs) -> Result<Actor, ConfigError> {
@@ -47,7 +51,7 @@ fn chosen(select: &crate::cli::CallSelectArgs, tz: FixedOffset) -> Result<Select
     let selection = selection(select, tz)?;
     if selection.is_empty() {
         return Err(ConfigError(
-            "choose the calls: --uuid, --company, --since/--until or --number".into(),
+            "choose the calls: --uuid, --company, --since/--until, --number or --extension".into(),
         ));
     }
     Ok(selection)
@@ -189,6 +193,15 @@ pub async fn erase_cmd(
     s3: &S3Options,
 ) -> anyhow::Result<u8> {
     let selection = chosen(&args.select, tz)?;
+    if let Some(n) = &selection.query.number
+        && n.as_str().len() < MIN_ERASE_DIGITS
+    {
+        return Err(ConfigError(format!(
+            "--number {}: erase asks for a whole number ({MIN_ERASE_DIGITS} digits or more), not its last digits",
+            n.as_str()
+        ))
+        .into());
+    }
     let reason = reason(&args.reason)?.to_owned();
     let actor = actor(&args.store)?;
     let store = store(&args.store, s3).await?;
@@ -220,14 +233,11 @@ pub async fn expire(ledger: &Ledger, args: &ExpireArgs, s3: &S3Options) -> anyho
     let cutoff = retention_cutoff(older_than, now)
         .ok_or_else(|| ConfigError(format!("--older-than {older_than}: too long")))?;
     // The ledger chooses by start with a day to spare; each call is then checked exactly.
-    let selection = Selection {
-        filter: CallFilter {
-            company: args.company.clone(),
-            until: Some(cutoff + chrono::Duration::days(1)),
-            ..Default::default()
-        },
-        numbers: Vec::new(),
-    };
+    let selection = Selection::new(CallQuery {
+        company: args.company.clone(),
+        until: Some(cutoff + chrono::Duration::days(1)),
+        ..CallQuery::default()
+    });
     let store = store(&args.store, s3).await?;
     let report = erase(
         ledger,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::problems::ObjectProblem;
 use crate::domain::CallUuid;
 use crate::ledger::Ledger;
-use crate::ledger::{ArchivedEntry, CallFilter, LedgerError, Slice, VerifyResult};
+use crate::ledger::{ArchivedEntry, LedgerError, Slice, VerifyResult};
 use crate::store::Store;
 
 /// Records read from the ledger at a time.
@@ -231,16 +231,9 @@ async fn check_locks(
     let Some(policy) = store.retention() else {
         return Ok(Vec::new());
     };
-    let filter = CallFilter {
-        uuids: batch.iter().map(|e| e.uuid.clone()).collect(),
-        ..Default::default()
-    };
+    let uuids: Vec<CallUuid> = batch.iter().map(|e| e.uuid.clone()).collect();
     let starts: HashMap<CallUuid, Option<DateTime<Utc>>> = ledger
-        .select_calls(
-            &filter,
-            None,
-            i64::try_from(batch.len()).unwrap_or(i64::MAX),
-        )
+        .call_facts(&uuids)
         .await?
         .into_iter()
         .map(|c| (c.uuid, c.call_start))

@@ -2,7 +2,7 @@
 //! real provider sends (numbers as strings, empty times, missing commas) and naming the line
 //! of every record it must reject.
 
-pub(crate) mod lenient;
+mod lenient;
 
 use chrono::FixedOffset;
 use serde_json::{Map, Value};

@@ -82,19 +82,6 @@ impl ObjectHold {
     }
 }
 
-/// Which calls a command chooses, as far as SQL can choose them: by uuid, company and call
-/// start (phone numbers are matched on the record by `retention::select`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CallFilter {
-    /// Empty: any.
-    pub uuids: Vec<CallUuid>,
-    pub company: Option<String>,
-    /// Calls that started at or after this.
-    pub since: Option<DateTime<Utc>>,
-    /// Calls that started before this.
-    pub until: Option<DateTime<Utc>>,
-}
-
 /// A chosen call with what hold, erase and expire decide on.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallFacts {
@@ -102,7 +89,7 @@ pub struct CallFacts {
     pub state: RecordState,
     pub company_code: String,
     pub call_start: Option<DateTime<Utc>>,
-    /// The record as received (numbers are matched on it); `{}` once erased.
+    /// The record as received; `{}` once erased.
     #[serde(skip)]
     pub raw_json: String,
     /// The archived object, when the call is archived.
@@ -191,13 +178,9 @@ pub enum EraseRecorded {
 
 #[async_trait]
 pub trait Holds: Send + Sync {
-    /// Up to `limit` calls of `filter` after uuid `after`, by uuid, with their holds.
-    async fn select_calls(
-        &self,
-        filter: &CallFilter,
-        after: Option<&CallUuid>,
-        limit: i64,
-    ) -> Result<Vec<CallFacts>, LedgerError>;
+    /// What hold, erase and expire decide on for each of `uuids` (chosen by a
+    /// [`super::CallQuery`]), by uuid; unknown uuids are left out.
+    async fn call_facts(&self, uuids: &[CallUuid]) -> Result<Vec<CallFacts>, LedgerError>;
 
     /// Records a new hold (its calls are added by [`Holds::add_held_calls`]).
     async fn create_hold(&self, hold: &NewHold<'_>) -> Result<(), LedgerError>;

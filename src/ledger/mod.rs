@@ -9,6 +9,7 @@
 //! Each backend keeps its own migrations (`migrations/sqlite/`, `migrations/postgres/`),
 //! applied on open under a lock. No pool or row type leaves its backend module.
 
+mod access;
 mod audit;
 mod claims;
 mod copy;
@@ -18,6 +19,7 @@ mod media;
 mod postgres;
 mod records;
 mod runs;
+mod search;
 mod sqlite;
 mod sync;
 mod transfer;
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use access::{AccessAction, AccessEntry, AccessLog, AccessQuery, LoggedAccess};
 pub use audit::{Audit, FailedRecord, RetryOutcome, RetrySelection, VerifyResult};
 pub use claims::{
     AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, Settlement, Slice, lease_lost_message,
@@ -36,8 +39,7 @@ pub use claims::{
 };
 pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
 pub use holds::{
-    CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold,
-    Released, Tombstone,
+    CallFacts, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold, Released, Tombstone,
 };
 pub use manifests::{
     ArchivedEntry, ChainClaim, ManifestClaim, ManifestKeyFn, ManifestLink, ManifestRow, Manifests,
@@ -45,6 +47,10 @@ pub use manifests::{
 pub use media::{Media, MediaNote};
 pub use records::{ImportOutcome, LedgerRow, Records};
 pub use runs::{LastRun, LedgerFigures, RunRecord, Runs, StatusReport, risk_line};
+pub use search::{
+    AttemptView, CallCursor, CallDetail, CallParties, CallQuery, CallSummary, MAX_PAGE,
+    ManifestRef, PhoneNumber, Search, TermField,
+};
 pub use sync::{DayCompleteness, SyncFigures, SyncId, SyncProgress, SyncRow, SyncStatus, Syncs};
 pub use transfer::{Kind, Table, TableRow, Transfer};
 
@@ -179,7 +185,19 @@ pub trait Admin: Send + Sync {
 
 /// The whole interface a backend implements.
 pub trait Backend:
-    Admin + Records + Claims + Runs + Manifests + Audit + Media + Transfer + Syncs + Holds + fmt::Debug
+    Admin
+    + Records
+    + Claims
+    + Runs
+    + Manifests
+    + Audit
+    + Media
+    + Transfer
+    + Syncs
+    + Search
+    + AccessLog
+    + Holds
+    + fmt::Debug
 {
 }
 
@@ -194,6 +212,8 @@ impl<T> Backend for T where
         + Transfer
         + Syncs
         + Holds
+        + Search
+        + AccessLog
         + fmt::Debug
 {
 }

@@ -20,6 +20,10 @@ pub enum Table {
     Holds,
     HeldCalls,
     Tombstones,
+    /// Who looked at which calls (append-only).
+    AccessLog,
+    /// The calls each access-log entry touched.
+    AccessLogCalls,
 }
 
 /// How a column's values travel.
@@ -36,7 +40,7 @@ pub enum Kind {
 pub type TableRow = Map<String, Value>;
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Self::Runs,
         Self::Calls,
         Self::Attempts,
@@ -46,6 +50,8 @@ impl Table {
         Self::Holds,
         Self::HeldCalls,
         Self::Tombstones,
+        Self::AccessLog,
+        Self::AccessLogCalls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -59,6 +65,8 @@ impl Table {
             Self::Holds => "holds",
             Self::HeldCalls => "held_calls",
             Self::Tombstones => "tombstones",
+            Self::AccessLog => "access_log",
+            Self::AccessLogCalls => "access_log_calls",
         }
     }
 
@@ -70,7 +78,9 @@ impl Table {
             | Self::Verifications
             | Self::Syncs
             | Self::Holds
-            | Self::HeldCalls => "id",
+            | Self::HeldCalls
+            | Self::AccessLog
+            | Self::AccessLogCalls => "id",
             Self::Calls => "uuid",
             Self::Tombstones => "call_uuid",
             Self::Manifests => "seq",
@@ -204,6 +214,17 @@ impl Table {
                 ("versions_deleted", Int),
                 ("manifest_seq", Int),
             ],
+            Self::AccessLog => &[
+                ("id", Int),
+                ("at", Time),
+                ("actor", Text),
+                ("action", Text),
+                ("source", Text),
+                ("reason", Text),
+                ("query", Text),
+                ("calls", Int),
+            ],
+            Self::AccessLogCalls => &[("id", Int), ("entry_id", Int), ("call_uuid", Text)],
         }
     }
 

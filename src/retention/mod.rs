@@ -17,7 +17,7 @@ mod select;
 
 pub use erase::{EraseMode, EraseReport, Erased, Kept, KeptReason, erase};
 pub use hold::{HoldReport, ReleaseReport, place_hold, release};
-pub use select::{NUMBER_FIELDS, Pages, Selection, retention_cutoff};
+pub use select::{Pages, Selection, retention_cutoff};
 
 use crate::ledger::LedgerError;
 use crate::store::StoreError;

@@ -4,6 +4,7 @@
 mod class;
 mod key;
 mod legal;
+mod link;
 mod lock;
 mod read;
 mod s3meta;
@@ -22,6 +23,7 @@ use url::Url;
 pub use class::StorageClass;
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
 pub use legal::{LegalHoldOutcome, ObjectVersion, VersionLock};
+pub use link::MAX_LINK_LIFETIME;
 pub use lock::{LockMode, ObjectRetention, RetainFor, RetentionPolicy};
 pub use read::{Listed, ObjectDigest};
 pub use sidecar::{

@@ -784,6 +784,64 @@ async fn ledger_copy_from_sqlite_with_history_matches_table_by_table(kind: Backe
     .await
     .unwrap();
     assert_eq!(sync.progress.bills, 10, "{sync:?}");
+    let looked_at = callvault::ledger::AccessEntry {
+        at: Utc::now(),
+        actor: "auditor".into(),
+        action: callvault::ledger::AccessAction::Find,
+        source: "cli@test".into(),
+        reason: None,
+        query: Some("company=20000013".into()),
+        calls: archived.iter().take(2).cloned().collect(),
+    };
+    world.ledger.log_access(&looked_at).await.unwrap();
+    // A legal hold placed and released, and an erasure (a tombstone).
+    let hold = callvault::ledger::HoldId::generate();
+    world
+        .ledger
+        .create_hold(&callvault::ledger::NewHold {
+            id: &hold,
+            reason: "CASE-1",
+            placed_by: "legal",
+            placed_at: Utc::now(),
+            selection: &serde_json::json!("uuid=x"),
+        })
+        .await
+        .unwrap();
+    world
+        .ledger
+        .add_held_calls(
+            &hold,
+            &[(
+                archived[0].clone(),
+                callvault::ledger::ObjectHold::Unsupported,
+            )],
+        )
+        .await
+        .unwrap();
+    world
+        .ledger
+        .release_calls(&archived[..1], None, "legal", "closed", Utc::now())
+        .await
+        .unwrap();
+    let erased = world.ledger.call_facts(&archived[1..2]).await.unwrap();
+    let object = erased[0].object.clone().unwrap();
+    let tombstone = callvault::ledger::Tombstone {
+        uuid: object.uuid.clone(),
+        sidecar_key: format!("{}.json", object.key),
+        key: object.key,
+        sha256: object.sha256,
+        size: object.size,
+        archived_at: Some(object.archived_at),
+        erased_at: Utc::now(),
+        reason: "GDPR-1".into(),
+        erased_by: "dpo".into(),
+        versions_deleted: 2,
+        manifest_seq: None,
+    };
+    assert_eq!(
+        world.ledger.record_erasure(&tombstone).await.unwrap(),
+        callvault::ledger::EraseRecorded::Erased
+    );
     let target = TempLedger::new(kind).await;
 
     let report = copy_ledger(&world.ledger, &target).await.expect("the copy");

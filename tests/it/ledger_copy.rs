@@ -29,6 +29,64 @@ async fn a_sqlite_ledger_copied_to_postgres_behaves_the_same_and_goes_on() {
     );
     assert_exit(&output(callvault(&world, &["run"])).await, 0);
     assert_exit(&output(callvault(&world, &["verify"])).await, 0);
+    // A legal hold and an erasure through the binary: the held call is refused, naming the
+    // hold; the other is erased, and the next pass's manifest lists the erasure.
+    let found = output(callvault(
+        &world,
+        &["find", "--state", "archived", "--limit", "2", "--json"],
+    ))
+    .await;
+    assert_exit(&found, 0);
+    let uuids: Vec<String> = String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["uuid"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let (held, gone) = (&uuids[0], &uuids[1]);
+    let hold = output(callvault(
+        &world,
+        &[
+            "hold", "--uuid", held, "--reason", "CASE-9", "--actor", "legal",
+        ],
+    ))
+    .await;
+    assert_exit(&hold, 0);
+    let hold_text = String::from_utf8_lossy(&hold.stdout).into_owned();
+    assert!(hold_text.contains("no Object Lock"), "{hold_text}");
+    let refused = output(callvault(
+        &world,
+        &["erase", "--uuid", held, "--reason", "GDPR-3", "--yes"],
+    ))
+    .await;
+    assert_exit(&refused, 1);
+    let refused_text = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(
+        refused_text.contains("on hold: hold-") && refused_text.contains("CASE-9"),
+        "{refused_text}"
+    );
+    let erased = output(callvault(
+        &world,
+        &["erase", "--uuid", gone, "--reason", "GDPR-4", "--yes"],
+    ))
+    .await;
+    assert_exit(&erased, 0);
+    let holds = output(callvault(&world, &["holds", "--json"])).await;
+    assert_exit(&holds, 0);
+    let holds: Value = serde_json::from_slice(&holds.stdout).unwrap();
+    assert_eq!(holds[0]["reason"], "CASE-9", "{holds}");
+    assert_eq!(holds[0]["placed_by"], "legal", "{holds}");
+    assert_exit(&output(callvault(&world, &["run"])).await, 0);
+    let chain = output(callvault(&world, &["verify", "--manifests"])).await;
+    assert_exit(&chain, 0);
+    assert!(
+        String::from_utf8_lossy(&chain.stdout).contains("1 erasure(s) listed"),
+        "{}",
+        String::from_utf8_lossy(&chain.stdout)
+    );
     let target = crate::pg::database().await;
 
     let copy = output(callvault(
@@ -48,13 +106,17 @@ async fn a_sqlite_ledger_copied_to_postgres_behaves_the_same_and_goes_on() {
     assert_exit(&copy, 0);
     let report: Value = serde_json::from_slice(&copy.stdout).unwrap();
     let tables = report["tables"].as_array().unwrap();
-    assert_eq!(tables.len(), 6, "{report}");
+    assert_eq!(tables.len(), 11, "{report}");
     for t in tables {
         assert_eq!(t["source_rows"], t["target_rows"], "{t}");
         assert_eq!(t["source_sha256"], t["target_sha256"], "{t}");
     }
     let calls = tables.iter().find(|t| t["table"] == "calls").unwrap();
     assert_eq!(calls["target_rows"], 12);
+    for table in ["holds", "held_calls", "tombstones"] {
+        let t = tables.iter().find(|t| t["table"] == table).unwrap();
+        assert_eq!(t["target_rows"], 1, "{t}");
+    }
     // A second copy into the same (now full) target is refused as a configuration error.
     let again = output(callvault(
         &world,

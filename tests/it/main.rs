@@ -28,6 +28,8 @@ mod download_faults;
 mod encryption;
 mod failures;
 mod faults;
+mod find;
+mod holds;
 mod inspect;
 mod leases;
 mod ledger;

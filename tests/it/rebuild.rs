@@ -137,6 +137,21 @@ async fn a_lost_ledger_is_rebuilt_from_the_bucket_and_the_chain_goes_on() {
     assert_eq!(status["counts"]["archived"], 9, "{status}");
     assert_eq!(status["counts"]["no_recording"], 2, "{status}");
 
+    // A call to find again by its callee's number (a sample call with a recording).
+    let sample: Value = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|c| c["recordfilename"].as_str().is_some_and(|f| !f.is_empty()))
+        .unwrap();
+    let (number, uuid) = (
+        sample["destnumber"].as_str().unwrap().to_owned(),
+        sample["uuid"].as_str().unwrap().to_owned(),
+    );
+    let found = output(callvault(&world, &["find", "--number", &number, "--json"])).await;
+    assert_exit(&found, 0);
+    assert!(String::from_utf8_lossy(&found.stdout).contains(&uuid));
+
     // The ledger is lost.
     world.ledger.close().await;
     let path = world
@@ -188,6 +203,14 @@ async fn a_lost_ledger_is_rebuilt_from_the_bucket_and_the_chain_goes_on() {
             String::from_utf8_lossy(&chained.stdout),
             String::from_utf8_lossy(&chain.stdout),
             "{url}"
+        );
+        // Its calls are found by number again.
+        let found = output(on(url, &["find", "--number", &number, "--json"])).await;
+        assert_exit(&found, 0);
+        assert!(
+            String::from_utf8_lossy(&found.stdout).contains(&uuid),
+            "{url}: {}",
+            String::from_utf8_lossy(&found.stdout)
         );
         // The late recording is back, with its original record and its attempt.
         let ledger = Ledger::open(url).await.unwrap();

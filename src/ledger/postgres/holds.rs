@@ -12,8 +12,8 @@ use super::manifests::CHAIN_HEAD_LOCK;
 use super::{PgLedger, at, big, parse_state, parse_uuid};
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
-    ArchivedEntry, CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, LedgerError,
-    NewHold, ObjectHold, Released, Tombstone,
+    ArchivedEntry, CallFacts, EraseRecorded, HoldId, HoldSummary, Holds, LedgerError, NewHold,
+    ObjectHold, Released, Tombstone,
 };
 
 macro_rules! tombstone_columns {
@@ -32,14 +32,8 @@ const BLANK_ERASED: &str =
 
 #[async_trait]
 impl Holds for PgLedger {
-    async fn select_calls(
-        &self,
-        filter: &CallFilter,
-        after: Option<&CallUuid>,
-        limit: i64,
-    ) -> Result<Vec<CallFacts>, LedgerError> {
-        let uuids: Option<Vec<String>> = (!filter.uuids.is_empty())
-            .then(|| filter.uuids.iter().map(|u| u.as_str().to_owned()).collect());
+    async fn call_facts(&self, uuids: &[CallUuid]) -> Result<Vec<CallFacts>, LedgerError> {
+        let list: Vec<&str> = uuids.iter().map(CallUuid::as_str).collect();
         let rows = sqlx::query(
             "SELECT c.uuid, c.state, c.company_code, c.call_start, c.raw_json, c.object_key,
                     c.size_bytes, c.sha256, c.archived_at, c.manifest_seq,
@@ -47,22 +41,13 @@ impl Holds for PgLedger {
                     (SELECT string_agg(h.hold_id, ' ') FROM held_calls h
                      WHERE h.call_uuid = c.uuid AND h.released_at IS NULL) AS holds
              FROM calls c LEFT JOIN manifests m ON m.seq = c.manifest_seq
-             WHERE ($1::text IS NULL OR c.company_code = $1)
-               AND ($2::timestamptz IS NULL OR c.call_start >= $2)
-               AND ($3::timestamptz IS NULL OR c.call_start < $3)
-               AND ($4::text IS NULL OR c.uuid > $4)
-               AND ($5::text[] IS NULL OR c.uuid = ANY($5))
-             ORDER BY c.uuid LIMIT $6",
+             WHERE c.uuid = ANY($1)
+             ORDER BY c.uuid",
         )
-        .bind(filter.company.as_deref())
-        .bind(filter.since.map(at))
-        .bind(filter.until.map(at))
-        .bind(after.map(CallUuid::as_str))
-        .bind(uuids)
-        .bind(limit.max(0))
+        .bind(&list)
         .fetch_all(&self.pool)
         .await
-        .ctx("selecting calls")?;
+        .ctx("reading chosen calls")?;
         rows.iter().map(facts_from_row).collect()
     }
 

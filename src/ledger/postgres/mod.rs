@@ -13,6 +13,7 @@
 //! Times are bound as `DateTime<Utc>` cut to whole milliseconds ([`at`]), the precision of
 //! the SQLite ledger's text, so both backends store, compare and export the same instants.
 
+mod access;
 mod audit;
 mod claims;
 mod error;
@@ -21,6 +22,7 @@ mod manifests;
 mod media;
 mod records;
 mod runs;
+mod search;
 mod sync;
 mod transfer;
 

@@ -217,16 +217,20 @@ impl Transfer for PgLedger {
                     column.bind(query)
                 });
             query.execute(&mut *tx).await.ctx("writing copied rows")?;
-            if table == Table::Attempts {
-                // The next attempt recorded here numbers after the copied ones.
-                sqlx::query(
-                    "SELECT setval(pg_get_serial_sequence('attempts', 'id'),
+            if matches!(
+                table,
+                Table::Attempts | Table::AccessLog | Table::AccessLogCalls
+            ) {
+                // The next row recorded here numbers after the copied ones.
+                let name = table.name();
+                sqlx::query(assert_safe(format!(
+                    "SELECT setval(pg_get_serial_sequence('{name}', 'id'),
                                    GREATEST(max(id), 1), max(id) IS NOT NULL)
-                     FROM attempts",
-                )
+                     FROM {name}"
+                )))
                 .execute(&mut *tx)
                 .await
-                .ctx("moving the attempts' id sequence past the copied ids")?;
+                .ctx("moving an identity sequence past the copied ids")?;
             }
             tx.commit().await.ctx("committing a table import")
         })

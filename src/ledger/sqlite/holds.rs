@@ -9,8 +9,8 @@ use sqlx::sqlite::SqliteRow;
 use super::{QueryContext, SqliteLedger, col, time_col, uuid_col};
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
-    ArchivedEntry, CallFacts, CallFilter, EraseRecorded, HoldId, HoldSummary, Holds, LedgerError,
-    NewHold, ObjectHold, Released, Tombstone,
+    ArchivedEntry, CallFacts, EraseRecorded, HoldId, HoldSummary, Holds, LedgerError, NewHold,
+    ObjectHold, Released, Tombstone,
 };
 use crate::timefmt::to_ledger;
 
@@ -22,22 +22,14 @@ macro_rules! tombstone_columns {
 
 #[async_trait]
 impl Holds for SqliteLedger {
-    async fn select_calls(
-        &self,
-        filter: &CallFilter,
-        after: Option<&CallUuid>,
-        limit: i64,
-    ) -> Result<Vec<CallFacts>, LedgerError> {
-        let uuids = (!filter.uuids.is_empty()).then(|| {
-            serde_json::Value::from(
-                filter
-                    .uuids
-                    .iter()
-                    .map(|u| u.as_str().to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .to_string()
-        });
+    async fn call_facts(&self, uuids: &[CallUuid]) -> Result<Vec<CallFacts>, LedgerError> {
+        let list = serde_json::Value::from(
+            uuids
+                .iter()
+                .map(|u| u.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .to_string();
         let rows = sqlx::query(
             "SELECT c.uuid, c.state, c.company_code, c.call_start, c.raw_json, c.object_key,
                     c.size_bytes, c.sha256, c.archived_at, c.manifest_seq,
@@ -45,21 +37,13 @@ impl Holds for SqliteLedger {
                     (SELECT group_concat(h.hold_id, ' ') FROM held_calls h
                      WHERE h.call_uuid = c.uuid AND h.released_at IS NULL) AS holds
              FROM calls c LEFT JOIN manifests m ON m.seq = c.manifest_seq
-             WHERE ($1 IS NULL OR c.company_code = $1)
-               AND ($2 IS NULL OR c.call_start >= $2) AND ($3 IS NULL OR c.call_start < $3)
-               AND ($4 IS NULL OR c.uuid > $4)
-               AND ($5 IS NULL OR c.uuid IN (SELECT value FROM json_each($5)))
-             ORDER BY c.uuid LIMIT $6",
+             WHERE c.uuid IN (SELECT value FROM json_each($1))
+             ORDER BY c.uuid",
         )
-        .bind(filter.company.as_deref())
-        .bind(filter.since.map(to_ledger))
-        .bind(filter.until.map(to_ledger))
-        .bind(after.map(CallUuid::as_str))
-        .bind(uuids)
-        .bind(limit)
+        .bind(list)
         .fetch_all(&self.pool)
         .await
-        .ctx("selecting calls")?;
+        .ctx("reading chosen calls")?;
         rows.iter().map(facts_from_row).collect()
     }
 

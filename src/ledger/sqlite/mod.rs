@@ -3,6 +3,7 @@
 //! migrations from `migrations/sqlite/` on open. Times are fixed-width UTC text, which
 //! sorts and compares as text.
 
+mod access;
 mod audit;
 mod claims;
 mod holds;
@@ -10,6 +11,7 @@ mod manifests;
 mod media;
 mod records;
 mod runs;
+mod search;
 mod sync;
 mod transfer;
 

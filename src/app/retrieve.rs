@@ -1,0 +1,314 @@
+//! `find`, `get`, `link` and `access-log`: the command-line side of `crate::retrieve`.
+//! Turns flags into a query and a requester, prints the answer. Exit codes: 0 done, 1 a
+//! call could not be given out (unknown, not archived, checksum mismatch), 2 usage or
+//! configuration (a bad flag, a store that cannot sign links).
+
+use std::io::Write;
+
+use chrono::{DateTime, FixedOffset, Utc};
+
+use super::wiring::open_store;
+use super::{EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK};
+use crate::cli::{AccessLogArgs, FindArgs, GetArgs, LinkArgs, RequesterArgs};
+use crate::config::{CommonSettings, ConfigError};
+use crate::domain::{CallUuid, RecordState};
+use crate::ledger::{
+    AccessAction, AccessQuery, CallCursor, CallQuery, CallSummary, Ledger, LoggedAccess,
+    PhoneNumber,
+};
+use crate::retrieve::{self, Requester, RetrieveError};
+use crate::store::{S3Options, Store, StoreConfig};
+use crate::timefmt::{parse_bound, to_ledger};
+
+fn requester(args: &RequesterArgs) -> Requester {
+    Requester::at_cli(args.actor.clone(), args.reason.clone())
+}
+
+fn uuid(raw: &str) -> Result<CallUuid, ConfigError> {
+    CallUuid::parse(raw).ok_or_else(|| ConfigError(format!("{raw:?} is not a call uuid")))
+}
+
+/// The search `find`'s flags describe.
+pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigError> {
+    let bound = |raw: &Option<String>, flag: &str, upper: bool| {
+        raw.as_deref()
+            .map(|r| parse_bound(r, tz, upper).map_err(|e| ConfigError(format!("--{flag}: {e}"))))
+            .transpose()
+    };
+    let text = |raw: &Option<String>| {
+        raw.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let number = match args.number.as_deref() {
+        None => None,
+        Some(raw) => Some(PhoneNumber::parse(raw).ok_or_else(|| {
+            ConfigError(format!(
+                "--number {raw:?} has no digits: give the number or its last digits"
+            ))
+        })?),
+    };
+    let states = args
+        .state
+        .iter()
+        .map(|s| {
+            RecordState::parse(s.trim()).ok_or_else(|| {
+                let known: Vec<&str> = RecordState::ALL.iter().map(|s| s.as_str()).collect();
+                ConfigError(format!("--state {s:?}: use one of {}", known.join(", ")))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let query = CallQuery {
+        number,
+        extension: text(&args.extension),
+        agent: text(&args.agent),
+        company: text(&args.company),
+        since: bound(&args.since, "since", false)?,
+        until: bound(&args.until, "until", true)?,
+        states,
+        uuids: args
+            .uuid
+            .iter()
+            .map(|u| uuid(u))
+            .collect::<Result<Vec<_>, _>>()?,
+        limit: args.limit,
+        after: args
+            .after
+            .as_deref()
+            .map(|a| {
+                CallCursor::parse(a).ok_or_else(|| {
+                    ConfigError(format!("--after {a:?} is not a cursor printed by `find`"))
+                })
+            })
+            .transpose()?,
+    };
+    if let (Some(since), Some(until)) = (query.since, query.until)
+        && since >= until
+    {
+        return Err(ConfigError("--since must come before --until".into()));
+    }
+    Ok(query)
+}
+
+pub async fn find(ledger: &Ledger, args: &FindArgs, tz: FixedOffset) -> anyhow::Result<u8> {
+    let query = call_query(args, tz)?;
+    let found = retrieve::find(ledger, &query, &requester(&args.requester)).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for call in &found {
+            writeln!(out, "{}", serde_json::to_string(call)?)?;
+        }
+    } else {
+        print_table(&mut out, &found, tz)?;
+    }
+    if found.len() == query.page_size() as usize
+        && let Some(last) = found.last()
+    {
+        eprintln!(
+            "callvault: more calls may match: continue with --after {}",
+            CallCursor::after(last)
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+fn print_table(
+    out: &mut impl Write,
+    calls: &[CallSummary],
+    tz: FixedOffset,
+) -> std::io::Result<()> {
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let rows: Vec<[String; 9]> = calls
+        .iter()
+        .map(|c| {
+            [
+                c.uuid.to_string(),
+                c.call_start.map_or_else(
+                    || "-".into(),
+                    |t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string(),
+                ),
+                c.company.clone(),
+                dash(
+                    &c.parties
+                        .display_number
+                        .clone()
+                        .or(c.parties.caller.clone()),
+                ),
+                dash(&c.parties.callee),
+                dash(&c.parties.extension),
+                dash(&c.parties.crmid.clone().or(c.parties.userid.clone())),
+                c.billsec.map_or_else(|| "-".into(), |s| s.to_string()),
+                c.state.to_string(),
+            ]
+        })
+        .collect();
+    let start = format!("START ({tz})");
+    let header = [
+        "UUID", &start, "COMPANY", "FROM", "TO", "EXT", "AGENT", "SECS", "STATE",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    writeln!(out, "{} call(s)", rows.len())
+}
+
+fn store_for(url: Option<&str>, s3: &S3Options) -> Result<Store, ConfigError> {
+    let url =
+        url.ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
+    open_store(&StoreConfig {
+        s3: s3.clone(),
+        ..StoreConfig::new(url)
+    })
+}
+
+pub async fn get(ledger: &Ledger, args: &GetArgs, common: &CommonSettings) -> anyhow::Result<u8> {
+    let store = store_for(args.store.as_deref(), &common.s3)?;
+    let uuids = args
+        .uuids
+        .iter()
+        .map(|u| uuid(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let who = requester(&args.requester);
+    let results = match retrieve::get_recordings(ledger, &store, &uuids, &args.output, &who).await {
+        Ok(results) => results,
+        Err(e) => return Ok(report(&e)),
+    };
+    let mut code = EXIT_OK;
+    for result in results {
+        match result {
+            Ok(fetched) => println!(
+                "{}  {}  {} bytes  sha256 {}  (sidecar {})",
+                fetched.uuid,
+                fetched.path.display(),
+                fetched.size,
+                fetched.sha256,
+                fetched.sidecar.display()
+            ),
+            Err(e) => code = code.max(report(&e)),
+        }
+    }
+    Ok(code)
+}
+
+/// Prints why a call could not be given out; its exit code.
+fn report(e: &RetrieveError) -> u8 {
+    eprintln!("callvault: {e}");
+    if e.is_config() {
+        EXIT_CONFIG
+    } else {
+        EXIT_INCOMPLETE
+    }
+}
+
+pub async fn link(ledger: &Ledger, args: &LinkArgs, common: &CommonSettings) -> anyhow::Result<u8> {
+    let store = store_for(args.store.as_deref(), &common.s3)?;
+    let uuid = uuid(&args.uuid)?;
+    match retrieve::link(
+        ledger,
+        &store,
+        &uuid,
+        args.expires,
+        &requester(&args.requester),
+    )
+    .await
+    {
+        Ok(link) if args.json => println!("{}", serde_json::to_string(&link)?),
+        Ok(link) => println!("{}", link.url),
+        Err(e) => return Ok(report(&e)),
+    }
+    Ok(EXIT_OK)
+}
+
+/// `--since`: a duration ago (`24h`, `7d`), else a date or time.
+fn since(raw: &str, tz: FixedOffset) -> Result<DateTime<Utc>, ConfigError> {
+    if let Ok(ago) = humantime::parse_duration(raw.trim()) {
+        let ago = chrono::Duration::from_std(ago)
+            .map_err(|_| ConfigError(format!("--since {raw:?} is too long ago")))?;
+        return Ok(Utc::now() - ago);
+    }
+    parse_bound(raw, tz, false).map_err(|e| ConfigError(format!("--since: {e}")))
+}
+
+pub async fn access_log(
+    ledger: &Ledger,
+    args: &AccessLogArgs,
+    tz: FixedOffset,
+) -> anyhow::Result<u8> {
+    let query = AccessQuery {
+        since: args.since.as_deref().map(|s| since(s, tz)).transpose()?,
+        actor: args.actor.clone(),
+        uuid: args.uuid.as_deref().map(uuid).transpose()?,
+        after_id: None,
+        limit: args.limit,
+    };
+    // Reading who looked is itself a look: logged first, under the reader's name.
+    let reader = Requester::at_cli(std::env::var("CALLVAULT_ACTOR").ok(), None);
+    let described = format!(
+        "since={} actor={} uuid={}",
+        query.since.map_or_else(|| "-".into(), to_ledger),
+        query.actor.as_deref().unwrap_or("-"),
+        query.uuid.as_ref().map_or("-", |u| u.as_str())
+    );
+    let calls = query.uuid.iter().cloned().collect();
+    ledger
+        .log_access(&reader.entry(AccessAction::ReadLog, Some(described), calls))
+        .await?;
+    let entries = ledger.access_entries(&query).await?;
+    let mut out = std::io::stdout().lock();
+    for entry in &entries {
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(entry)?)?;
+        } else {
+            writeln!(out, "{}", human_entry(entry))?;
+        }
+    }
+    if entries.len() == args.limit as usize {
+        eprintln!(
+            "callvault: the first {} entries shown (--limit)",
+            args.limit
+        );
+    }
+    Ok(EXIT_OK)
+}
+
+fn human_entry(logged: &LoggedAccess) -> String {
+    let e = &logged.entry;
+    let calls: Vec<&str> = e.calls.iter().map(|c| c.as_str()).collect();
+    let mut line = format!(
+        "{}  {}  {}  {}  calls: {}",
+        to_ledger(e.at),
+        e.actor,
+        e.action,
+        e.source,
+        if calls.is_empty() {
+            "-".into()
+        } else {
+            calls.join(",")
+        }
+    );
+    if let Some(reason) = &e.reason {
+        line.push_str(&format!("  reason: {reason}"));
+    }
+    if let Some(query) = &e.query {
+        line.push_str(&format!("  ({query})"));
+    }
+    line
+}

@@ -1,0 +1,597 @@
+//! Finding calls the way the people who ask for them search: by a phone number (or its last
+//! digits), an extension, an agent, a company, a date range, a state or a uuid; and one
+//! call's whole story. Used by `callvault find`, the web page, and by the commands that act
+//! on a selection of calls (holds, erasure), so the query type is the one way to name "these
+//! calls".
+//!
+//! Numbers, extensions and agents exist only in the callback's raw JSON; the ledger keeps
+//! them as search terms (`call_terms`, see the migration `*_access_log.sql`), a number's
+//! digits reversed so that a suffix is an index range. The terms are derived here, in Rust,
+//! with the callback's lenient parser ([`CallParties::of`]); each backend rewrites the terms
+//! of the calls its triggers queued before it searches.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::LedgerError;
+use crate::domain::{AttemptOutcome, CallUuid, RecordState};
+use crate::timefmt::{from_ledger, to_ledger};
+
+/// The most calls one page may hold.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// A phone number as searched and indexed: its digits only (`+49 (0)30-1234` is
+/// `490301234`). Never empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// The digits of `raw`; `None` when it has none.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+        (!digits.is_empty()).then_some(Self(digits))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The digits in reverse: how the ledger indexes a number, so that "ends with" is a
+    /// prefix of the reversed text.
+    pub fn reversed(&self) -> String {
+        self.0.chars().rev().collect()
+    }
+}
+
+/// Where a search resumes: after the last call of the previous page, in the order calls are
+/// listed (dated calls by start then uuid, then undated calls by uuid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallCursor {
+    Dated(DateTime<Utc>, CallUuid),
+    Undated(CallUuid),
+}
+
+impl CallCursor {
+    /// The cursor that continues after `call`.
+    pub fn after(call: &CallSummary) -> Self {
+        match call.call_start {
+            Some(start) => Self::Dated(start, call.uuid.clone()),
+            None => Self::Undated(call.uuid.clone()),
+        }
+    }
+
+    /// `START/UUID` (start in the ledger's UTC text) or `-/UUID` for an undated call:
+    /// printed by `find` for the next page, read back by `--after`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (start, uuid) = raw.split_once('/')?;
+        let uuid = CallUuid::parse(uuid)?;
+        match start {
+            "-" => Some(Self::Undated(uuid)),
+            s => Some(Self::Dated(from_ledger(s)?, uuid)),
+        }
+    }
+}
+
+impl std::fmt::Display for CallCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dated(start, uuid) => write!(f, "{}/{uuid}", to_ledger(*start)),
+            Self::Undated(uuid) => write!(f, "-/{uuid}"),
+        }
+    }
+}
+
+/// Which calls: every filter set must hold (AND). Calls come sorted by call start (oldest
+/// first, undated calls last), then uuid; `limit` of them after `after`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallQuery {
+    /// Caller, callee or displayed number equal to, or ending with, these digits.
+    pub number: Option<PhoneNumber>,
+    /// The extension (`extnumber`), exactly.
+    pub extension: Option<String>,
+    /// The agent (`crmid` or `userid`), exactly.
+    pub agent: Option<String>,
+    pub company: Option<String>,
+    /// Calls that started at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Calls that started before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// Any of these states (none: any state).
+    pub states: Vec<RecordState>,
+    /// Any of these calls (none: any call).
+    pub uuids: Vec<CallUuid>,
+    /// At most this many calls (at least 1, at most [`MAX_PAGE`]).
+    pub limit: u32,
+    pub after: Option<CallCursor>,
+}
+
+impl CallQuery {
+    /// A query for every call, `limit` at a time.
+    pub fn all(limit: u32) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// Whether no filter is set (every call matches): commands that change calls refuse it.
+    pub fn selects_everything(&self) -> bool {
+        self.number.is_none()
+            && self.extension.is_none()
+            && self.agent.is_none()
+            && self.company.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.states.is_empty()
+            && self.uuids.is_empty()
+    }
+
+    /// The page size actually used.
+    pub fn page_size(&self) -> u32 {
+        self.limit.clamp(1, MAX_PAGE)
+    }
+
+    /// The filters as text, for the access log (`number=13692 agent=2001 since=…`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = &self.number {
+            parts.push(format!("number={}", n.as_str()));
+        }
+        if let Some(e) = &self.extension {
+            parts.push(format!("extension={e}"));
+        }
+        if let Some(a) = &self.agent {
+            parts.push(format!("agent={a}"));
+        }
+        if let Some(c) = &self.company {
+            parts.push(format!("company={c}"));
+        }
+        if let Some(t) = self.since {
+            parts.push(format!("since={}", to_ledger(t)));
+        }
+        if let Some(t) = self.until {
+            parts.push(format!("until={}", to_ledger(t)));
+        }
+        if !self.states.is_empty() {
+            let states: Vec<&str> = self.states.iter().map(|s| s.as_str()).collect();
+            parts.push(format!("state={}", states.join(",")));
+        }
+        if !self.uuids.is_empty() {
+            let uuids: Vec<&str> = self.uuids.iter().map(|u| u.as_str()).collect();
+            parts.push(format!("uuid={}", uuids.join(",")));
+        }
+        if let Some(after) = &self.after {
+            parts.push(format!("after={after}"));
+        }
+        parts.push(format!("limit={}", self.page_size()));
+        parts.join(" ")
+    }
+}
+
+/// The people and numbers of a call, read from its raw record (the provider's fields:
+/// `disnumber`/`displaynumber` shown, `destnumber`/`callee` called, `caller` calling,
+/// `extnumber`, `crmid`, `userid`). Absent or empty fields are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CallParties {
+    /// The number shown (`disnumber`, a bill's `displaynumber`).
+    pub display_number: Option<String>,
+    /// The called number (`destnumber`, else `callee`).
+    pub callee: Option<String>,
+    /// The calling number (`caller`), when the record has one.
+    pub caller: Option<String>,
+    pub extension: Option<String>,
+    /// The agent's employee number (`crmid`).
+    pub crmid: Option<String>,
+    /// The agent's user id (`userid`).
+    pub userid: Option<String>,
+}
+
+impl CallParties {
+    /// Reads `raw_json` strictly, else repaired as the callback parser repairs it; a record
+    /// that cannot be read at all has no parties.
+    pub fn of(raw_json: &str) -> Self {
+        let value = serde_json::from_str::<Value>(raw_json)
+            .or_else(|_| serde_json::from_str::<Value>(&crate::callback::repair(raw_json)));
+        let Ok(Value::Object(map)) = value else {
+            return Self::default();
+        };
+        let field = |names: &[&str]| names.iter().find_map(|n| text_of(&map, n));
+        Self {
+            display_number: field(&["disnumber", "displaynumber"]),
+            callee: field(&["destnumber", "callee"]),
+            caller: field(&["caller"]),
+            extension: field(&["extnumber"]),
+            crmid: field(&["crmid"]),
+            userid: field(&["userid"]),
+        }
+    }
+
+    /// The search terms of these parties: each number reversed (once, however many fields
+    /// hold it), the extension and the agent ids.
+    pub fn terms(&self) -> Vec<(TermField, String)> {
+        let mut terms: Vec<(TermField, String)> = Vec::new();
+        let numbers = [&self.display_number, &self.callee, &self.caller];
+        for number in numbers.into_iter().flatten() {
+            if let Some(n) = PhoneNumber::parse(number) {
+                terms.push((TermField::Number, n.reversed()));
+            }
+        }
+        terms.extend(self.extension.clone().map(|e| (TermField::Extension, e)));
+        for agent in [&self.crmid, &self.userid].into_iter().flatten() {
+            terms.push((TermField::Agent, agent.clone()));
+        }
+        terms.sort();
+        terms.dedup();
+        terms
+    }
+}
+
+/// A field's value as text: strings trimmed, numbers as written; empty is none.
+fn text_of(map: &Map<String, Value>, name: &str) -> Option<String> {
+    let text = match map.get(name)? {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// What a search term stands for (`call_terms.field`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TermField {
+    /// A phone number, digits reversed.
+    Number,
+    Extension,
+    /// `crmid` or `userid`.
+    Agent,
+}
+
+impl TermField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Number => "number",
+            Self::Extension => "extension",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+/// One call in a list of search results.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallSummary {
+    pub uuid: CallUuid,
+    pub call_start: Option<DateTime<Utc>>,
+    pub company: String,
+    #[serde(flatten)]
+    pub parties: CallParties,
+    /// Talk time billed by the provider, seconds.
+    pub billsec: Option<i64>,
+    pub state: RecordState,
+    pub size_bytes: Option<i64>,
+    pub sha256: Option<String>,
+}
+
+/// One archival attempt, as a call's page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptView {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: AttemptOutcome,
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+    pub bytes: i64,
+}
+
+/// The manifest that lists a call (its entry in the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestRef {
+    pub seq: i64,
+    pub object_key: String,
+    /// `None` while the manifest is being written.
+    pub sha256: Option<String>,
+    pub written_at: Option<DateTime<Utc>>,
+}
+
+/// Everything the ledger knows about one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallDetail {
+    #[serde(flatten)]
+    pub summary: CallSummary,
+    pub record_file: String,
+    pub bill_id: Option<String>,
+    pub attempts_made: i64,
+    /// The object in the store, once archived.
+    pub object_key: Option<String>,
+    pub content_type: Option<String>,
+    pub archived_at: Option<DateTime<Utc>>,
+    pub last_error_code: Option<String>,
+    pub last_error: Option<String>,
+    /// What `verify` last found (`ok`, `missing`, `changed`, `unreadable`) and when.
+    pub last_verify_result: Option<String>,
+    pub last_verified_at: Option<DateTime<Utc>>,
+    pub media_duration_ms: Option<i64>,
+    pub media_note: Option<String>,
+    /// The callback (or bill) exactly as received.
+    pub raw_json: String,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// The manifest(s) listing this call (one, once listed; none before).
+    pub manifests: Vec<ManifestRef>,
+}
+
+#[async_trait]
+pub trait Search: Send + Sync {
+    /// One page of the calls `query` selects, sorted by call start (undated last), then
+    /// uuid. Brings the search terms up to date first.
+    async fn find_calls(&self, query: &CallQuery) -> Result<Vec<CallSummary>, LedgerError>;
+
+    /// One call's fields, state, attempts, checksum, object, verification and manifest.
+    async fn call_detail(&self, uuid: &CallUuid) -> Result<Option<CallDetail>, LedgerError>;
+
+    /// Rewrites the search terms of every call queued since the last time (new calls,
+    /// changed records), at most `batch` per transaction; returns how many calls it read.
+    async fn refresh_terms(&self, batch: u32) -> Result<u64, LedgerError>;
+}
+
+/// A value bound to a search statement's placeholder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Arg {
+    Text(String),
+    Time(DateTime<Utc>),
+    Int(i64),
+}
+
+/// Which part of the listing a statement reads: the dated calls, or the undated ones after
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Dated,
+    Undated,
+}
+
+/// The columns a search statement selects (from `calls AS c`), for [`CallSummary`].
+pub(crate) const SUMMARY_COLUMNS: &str = "c.uuid, c.company_code, c.call_start, c.billsec, \
+     c.raw_json, c.state, c.size_bytes, c.sha256";
+
+/// A search statement with `$n` placeholders, the same text on both backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SearchSql {
+    pub text: String,
+    pub args: Vec<Arg>,
+}
+
+impl SearchSql {
+    fn bind(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+}
+
+/// Which parts a query reads, in order: dated calls first, then (when no date bound
+/// excludes them and the cursor is not past them) the undated ones.
+pub(crate) fn parts(query: &CallQuery) -> Vec<Part> {
+    let dated = !matches!(query.after, Some(CallCursor::Undated(_)));
+    let undated = query.since.is_none() && query.until.is_none();
+    let mut parts = Vec::new();
+    if dated {
+        parts.push(Part::Dated);
+    }
+    if undated {
+        parts.push(Part::Undated);
+    }
+    parts
+}
+
+/// The statement reading `part` of `query`'s results, at most `limit` rows.
+///
+/// The driving table is chosen so that the first page is read in order without sorting
+/// every match: with an extension or agent (and no number) the term index
+/// `(field, term, call_start, uuid)` is walked; otherwise `calls`, through the company or
+/// start index; a number's suffix range is matched in the term index and the few calls
+/// it finds are sorted.
+pub(crate) fn search_sql(query: &CallQuery, part: Part, limit: u32) -> SearchSql {
+    let mut sql = SearchSql {
+        text: String::new(),
+        args: Vec::new(),
+    };
+    let mut conditions: Vec<String> = Vec::new();
+    let driver = match (&query.number, &query.extension, &query.agent) {
+        (None, Some(ext), _) => Some((TermField::Extension, ext.clone())),
+        (None, None, Some(agent)) => Some((TermField::Agent, agent.clone())),
+        _ => None,
+    };
+    // The table whose call_start and uuid order the rows.
+    let (from, order) = match &driver {
+        Some((field, term)) => {
+            let term = sql.bind(Arg::Text(term.clone()));
+            conditions.push(format!(
+                "d.field = '{}' AND d.term = {term}",
+                field.as_str()
+            ));
+            ("call_terms AS d JOIN calls AS c ON c.uuid = d.uuid", "d")
+        }
+        None => ("calls AS c", "c"),
+    };
+    let term_filter = |sql: &mut SearchSql, field: TermField, value: &str| {
+        let value = sql.bind(Arg::Text(value.to_owned()));
+        format!(
+            "c.uuid IN (SELECT t.uuid FROM call_terms AS t WHERE t.field = '{}' AND t.term = {value})",
+            field.as_str()
+        )
+    };
+    if let Some(number) = &query.number {
+        let low = number.reversed();
+        // Digits only: every term with this prefix sorts below the prefix followed by ':'.
+        let high = format!("{low}:");
+        let low = sql.bind(Arg::Text(low));
+        let high = sql.bind(Arg::Text(high));
+        conditions.push(format!(
+            "c.uuid IN (SELECT t.uuid FROM call_terms AS t \
+             WHERE t.field = 'number' AND t.term >= {low} AND t.term < {high})"
+        ));
+    }
+    let driven = driver.as_ref().map(|(field, _)| *field);
+    if let Some(ext) = &query.extension
+        && driven != Some(TermField::Extension)
+    {
+        let c = term_filter(&mut sql, TermField::Extension, ext);
+        conditions.push(c);
+    }
+    if let Some(agent) = &query.agent
+        && driven != Some(TermField::Agent)
+    {
+        let c = term_filter(&mut sql, TermField::Agent, agent);
+        conditions.push(c);
+    }
+    if let Some(company) = &query.company {
+        let p = sql.bind(Arg::Text(company.clone()));
+        conditions.push(format!("c.company_code = {p}"));
+    }
+    if !query.states.is_empty() {
+        let list: Vec<String> = query
+            .states
+            .iter()
+            .map(|s| sql.bind(Arg::Text(s.as_str().to_owned())))
+            .collect();
+        conditions.push(format!("c.state IN ({})", list.join(", ")));
+    }
+    if !query.uuids.is_empty() {
+        let list: Vec<String> = query
+            .uuids
+            .iter()
+            .map(|u| sql.bind(Arg::Text(u.as_str().to_owned())))
+            .collect();
+        conditions.push(format!("c.uuid IN ({})", list.join(", ")));
+    }
+    match part {
+        Part::Dated => {
+            conditions.push(format!("{order}.call_start IS NOT NULL"));
+            if let Some(since) = query.since {
+                let p = sql.bind(Arg::Time(since));
+                conditions.push(format!("{order}.call_start >= {p}"));
+            }
+            if let Some(until) = query.until {
+                let p = sql.bind(Arg::Time(until));
+                conditions.push(format!("{order}.call_start < {p}"));
+            }
+            if let Some(CallCursor::Dated(start, uuid)) = &query.after {
+                let s = sql.bind(Arg::Time(*start));
+                let u = sql.bind(Arg::Text(uuid.as_str().to_owned()));
+                conditions.push(format!("({order}.call_start, {order}.uuid) > ({s}, {u})"));
+            }
+        }
+        Part::Undated => {
+            conditions.push(format!("{order}.call_start IS NULL"));
+            if let Some(CallCursor::Undated(uuid)) = &query.after {
+                let u = sql.bind(Arg::Text(uuid.as_str().to_owned()));
+                conditions.push(format!("{order}.uuid > {u}"));
+            }
+        }
+    }
+    let limit = sql.bind(Arg::Int(i64::from(limit)));
+    sql.text = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM {from} WHERE {} \
+         ORDER BY {order}.call_start, {order}.uuid LIMIT {limit}",
+        conditions.join(" AND ")
+    );
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC_EXAMPLE: &str = r#"{
+"crmid": "2001",
+"disnumber": "02566823420",
+"destnumber": "015029913692",
+"extnumber": "7003"
+"uuid": "cda5c6c4-0a17-11e8-b177-e7cbf2bd1f36"
+"userid": 17
+}"#;
+
+    #[test]
+    fn parties_are_read_from_a_record_missing_commas() {
+        let parties = CallParties::of(DOC_EXAMPLE);
+        assert_eq!(parties.callee.as_deref(), Some("015029913692"));
+        assert_eq!(parties.display_number.as_deref(), Some("02566823420"));
+        assert_eq!(parties.extension.as_deref(), Some("7003"));
+        assert_eq!(parties.userid.as_deref(), Some("17"));
+        assert_eq!(
+            parties.terms(),
+            [
+                (TermField::Number, "02432866520".to_owned()),
+                (TermField::Number, "296319920510".to_owned()),
+                (TermField::Extension, "7003".to_owned()),
+                (TermField::Agent, "17".to_owned()),
+                (TermField::Agent, "2001".to_owned()),
+            ]
+        );
+        assert_eq!(CallParties::of("not json"), CallParties::default());
+    }
+
+    #[test]
+    fn a_number_is_its_digits() {
+        let n = PhoneNumber::parse("+49 (0)30-13692").unwrap_or_else(|| panic!("digits"));
+        assert_eq!(n.as_str(), "4903013692");
+        assert_eq!(n.reversed(), "2963103094");
+        assert_eq!(PhoneNumber::parse("abc"), None);
+    }
+
+    #[test]
+    fn cursors_read_back_what_they_print() {
+        let uuid = CallUuid::parse("u-1").unwrap_or_else(|| panic!("uuid"));
+        let t = from_ledger("2026-03-01T10:00:00.000Z").unwrap_or_else(|| panic!("time"));
+        for cursor in [
+            CallCursor::Dated(t, uuid.clone()),
+            CallCursor::Undated(uuid),
+        ] {
+            assert_eq!(CallCursor::parse(&cursor.to_string()), Some(cursor));
+        }
+        assert_eq!(CallCursor::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn an_agent_search_walks_the_term_index_and_a_number_search_the_calls() {
+        let agent = CallQuery {
+            agent: Some("2001".into()),
+            ..CallQuery::all(50)
+        };
+        let sql = search_sql(&agent, Part::Dated, 50);
+        assert!(sql.text.contains("FROM call_terms AS d JOIN calls AS c"));
+        assert!(sql.text.contains("ORDER BY d.call_start, d.uuid"));
+        let both = CallQuery {
+            number: PhoneNumber::parse("13692"),
+            agent: Some("2001".into()),
+            ..CallQuery::all(50)
+        };
+        let sql = search_sql(&both, Part::Dated, 50);
+        assert!(
+            sql.text
+                .starts_with(&format!("SELECT {SUMMARY_COLUMNS} FROM calls AS c"))
+        );
+        assert_eq!(sql.args[0], Arg::Text("29631".into()));
+        assert_eq!(sql.args[1], Arg::Text("29631:".into()));
+    }
+
+    #[test]
+    fn a_date_bound_leaves_the_undated_calls_out() {
+        assert_eq!(parts(&CallQuery::all(5)), [Part::Dated, Part::Undated]);
+        let bounded = CallQuery {
+            since: Some(Utc::now()),
+            ..CallQuery::all(5)
+        };
+        assert_eq!(parts(&bounded), [Part::Dated]);
+        let past_dated = CallQuery {
+            after: CallQuery::all(1).after.or(Some(CallCursor::Undated(
+                CallUuid::parse("x").unwrap_or_else(|| panic!("uuid")),
+            ))),
+            ..CallQuery::all(5)
+        };
+        assert_eq!(parts(&past_dated), [Part::Undated]);
+    }
+}

@@ -1,0 +1,219 @@
+//! SQLite: finding calls through the search terms, one call's whole story, and keeping the
+//! terms up to date with the calls the triggers queued.
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Sqlite, SqliteConnection};
+
+use super::{QueryContext, SqliteLedger, col, time_col, uuid_col};
+use crate::domain::{AttemptOutcome, CallUuid, RecordState};
+use crate::ledger::search::{Arg, SearchSql, parts, search_sql};
+use crate::ledger::{
+    AttemptView, CallDetail, CallParties, CallQuery, CallSummary, LedgerError, ManifestRef, Search,
+};
+use crate::timefmt::to_ledger;
+
+/// Calls whose terms are rewritten per transaction while catching up.
+const REFRESH_BATCH: u32 = 5_000;
+
+fn bind_args<'q>(sql: &'q SearchSql) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    sql.args.iter().fold(
+        sqlx::query(sqlx::AssertSqlSafe(sql.text.as_str())),
+        |query, arg| match arg {
+            Arg::Text(s) => query.bind(s.as_str()),
+            Arg::Time(t) => query.bind(to_ledger(*t)),
+            Arg::Int(n) => query.bind(*n),
+        },
+    )
+}
+
+/// A row holding [`crate::ledger::search::SUMMARY_COLUMNS`].
+fn summary_from_row(row: &SqliteRow) -> Result<CallSummary, LedgerError> {
+    let state: String = col(row, "state")?;
+    let raw: String = col(row, "raw_json")?;
+    Ok(CallSummary {
+        uuid: uuid_col(row, "uuid")?,
+        call_start: time_col(row, "call_start")?,
+        company: col(row, "company_code")?,
+        parties: CallParties::of(&raw),
+        billsec: col(row, "billsec")?,
+        state: RecordState::parse(&state)
+            .ok_or_else(|| LedgerError::Corrupt(format!("record state {state:?}")))?,
+        size_bytes: col(row, "size_bytes")?,
+        sha256: col(row, "sha256")?,
+    })
+}
+
+/// Rewrites the terms of up to `batch` queued calls in one write transaction; how many it
+/// took off the queue.
+async fn refresh_batch(conn: &mut SqliteConnection, batch: u32) -> Result<u64, LedgerError> {
+    const CONTEXT: &str = "indexing calls for search";
+    let queued: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT s.uuid, c.call_start, c.raw_json
+         FROM call_terms_stale AS s LEFT JOIN calls AS c ON c.uuid = s.uuid
+         ORDER BY s.uuid LIMIT $1",
+    )
+    .bind(i64::from(batch))
+    .fetch_all(&mut *conn)
+    .await
+    .ctx(CONTEXT)?;
+    for (uuid, call_start, raw_json) in &queued {
+        sqlx::query("DELETE FROM call_terms WHERE uuid = $1")
+            .bind(uuid)
+            .execute(&mut *conn)
+            .await
+            .ctx(CONTEXT)?;
+        if let Some(raw) = raw_json {
+            for (field, term) in CallParties::of(raw).terms() {
+                sqlx::query(
+                    "INSERT INTO call_terms (uuid, field, term, call_start) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(uuid)
+                .bind(field.as_str())
+                .bind(term)
+                .bind(call_start.as_deref())
+                .execute(&mut *conn)
+                .await
+                .ctx(CONTEXT)?;
+            }
+        }
+        sqlx::query("DELETE FROM call_terms_stale WHERE uuid = $1")
+            .bind(uuid)
+            .execute(&mut *conn)
+            .await
+            .ctx(CONTEXT)?;
+    }
+    Ok(queued.len() as u64)
+}
+
+#[async_trait]
+impl Search for SqliteLedger {
+    async fn find_calls(&self, query: &CallQuery) -> Result<Vec<CallSummary>, LedgerError> {
+        self.refresh_terms(REFRESH_BATCH).await?;
+        let limit = query.page_size();
+        let mut found = Vec::new();
+        for part in parts(query) {
+            let want = limit - u32::try_from(found.len()).unwrap_or(limit);
+            if want == 0 {
+                break;
+            }
+            let sql = search_sql(query, part, want);
+            let rows = bind_args(&sql)
+                .fetch_all(&self.pool)
+                .await
+                .ctx("searching calls")?;
+            for row in &rows {
+                found.push(summary_from_row(row)?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn call_detail(&self, uuid: &CallUuid) -> Result<Option<CallDetail>, LedgerError> {
+        const CONTEXT: &str = "reading a call's details";
+        let row = sqlx::query(
+            "SELECT c.uuid, c.company_code, c.call_start, c.billsec, c.raw_json, c.state,
+                    c.size_bytes, c.sha256, c.record_file, c.bill_id, c.attempts, c.object_key,
+                    c.content_type, c.archived_at, c.last_error_code, c.last_error,
+                    c.last_verify_result, c.last_verified_at, c.media_duration_ms, c.media_note,
+                    c.manifest_seq
+             FROM calls AS c WHERE c.uuid = $1",
+        )
+        .bind(uuid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .ctx(CONTEXT)?;
+        let Some(row) = row else { return Ok(None) };
+        let attempts = sqlx::query(
+            "SELECT run_id, started_at, finished_at, outcome, error_code, message, bytes
+             FROM attempts WHERE call_uuid = $1 ORDER BY started_at, id",
+        )
+        .bind(uuid.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .ctx(CONTEXT)?
+        .iter()
+        .map(|a| {
+            let outcome: String = col(a, "outcome")?;
+            Ok(AttemptView {
+                run_id: col(a, "run_id")?,
+                started_at: time_col(a, "started_at")?
+                    .ok_or_else(|| LedgerError::Corrupt("attempt without a start".into()))?,
+                finished_at: time_col(a, "finished_at")?,
+                outcome: AttemptOutcome::parse(&outcome)
+                    .ok_or_else(|| LedgerError::Corrupt(format!("attempt outcome {outcome:?}")))?,
+                error_code: col(a, "error_code")?,
+                message: col(a, "message")?,
+                bytes: col(a, "bytes")?,
+            })
+        })
+        .collect::<Result<Vec<_>, LedgerError>>()?;
+        let seq: Option<i64> = col(&row, "manifest_seq")?;
+        let manifests = match seq {
+            None => Vec::new(),
+            Some(seq) => sqlx::query(
+                "SELECT seq, object_key, sha256, written_at FROM manifests WHERE seq = $1",
+            )
+            .bind(seq)
+            .fetch_all(&self.pool)
+            .await
+            .ctx(CONTEXT)?
+            .iter()
+            .map(|m| {
+                Ok(ManifestRef {
+                    seq: col(m, "seq")?,
+                    object_key: col(m, "object_key")?,
+                    sha256: col(m, "sha256")?,
+                    written_at: time_col(m, "written_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?,
+        };
+        Ok(Some(CallDetail {
+            summary: summary_from_row(&row)?,
+            record_file: col(&row, "record_file")?,
+            bill_id: col(&row, "bill_id")?,
+            attempts_made: col(&row, "attempts")?,
+            object_key: col(&row, "object_key")?,
+            content_type: col(&row, "content_type")?,
+            archived_at: time_col(&row, "archived_at")?,
+            last_error_code: col(&row, "last_error_code")?,
+            last_error: col(&row, "last_error")?,
+            last_verify_result: col(&row, "last_verify_result")?,
+            last_verified_at: time_col(&row, "last_verified_at")?,
+            media_duration_ms: col(&row, "media_duration_ms")?,
+            media_note: col(&row, "media_note")?,
+            raw_json: col(&row, "raw_json")?,
+            attempts,
+            manifests,
+        }))
+    }
+
+    async fn refresh_terms(&self, batch: u32) -> Result<u64, LedgerError> {
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            // Without the write lock when nothing is queued (the usual case).
+            let queued: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM call_terms_stale)")
+                .fetch_one(&self.pool)
+                .await
+                .ctx("looking for calls to index")?;
+            if !queued {
+                return Ok(total);
+            }
+            let mut tx = self
+                .pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .ctx("starting to index calls")?;
+            let n = refresh_batch(&mut tx, batch).await?;
+            tx.commit()
+                .await
+                .ctx("committing the calls' search terms")?;
+            total += n;
+            if n < u64::from(batch) {
+                return Ok(total);
+            }
+        }
+    }
+}
