@@ -115,6 +115,23 @@ mod tests {
     }
 
     #[test]
+    fn a_storage_class_is_for_s3_stores_only() {
+        let config = crate::store::StoreConfig {
+            storage_class: Some(StorageClass::StandardIa),
+            ..crate::store::StoreConfig::new("memory:///archive")
+        };
+        let err = crate::store::Store::open(&config).unwrap_err().to_string();
+        assert!(err.contains("S3 stores only"), "{err}");
+        let s3 = crate::store::Store::open(&crate::store::StoreConfig {
+            storage_class: Some(StorageClass::GlacierIr),
+            s3: vec![("aws_endpoint".into(), "http://127.0.0.1:9".into())],
+            ..crate::store::StoreConfig::new("s3://bucket/calls")
+        })
+        .unwrap();
+        assert_eq!(s3.storage_class(), Some(StorageClass::GlacierIr));
+    }
+
+    #[test]
     fn the_copy_repeats_the_encryption_settings_and_sse_c_is_refused() {
         let s3 = vec![
             (
