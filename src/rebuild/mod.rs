@@ -311,16 +311,12 @@ impl Rebuild<'_> {
         }
         self.entries(&mut page, seq, key).await?;
         let sha256 = hex::encode(hasher.finalize());
+        let was_broken = broken.is_some();
         if let Some(why) = broken {
             self.report.problem(unreadable(why));
         }
         let Some(mut header) = header else {
-            if !self
-                .report
-                .problems
-                .iter()
-                .any(|p| matches!(p, RebuildProblem::ManifestUnreadable { key: k, .. } if k == key))
-            {
+            if !was_broken {
                 self.report.problem(unreadable("no header line".into()));
             }
             return Ok(None);
