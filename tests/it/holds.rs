@@ -656,3 +656,107 @@ async fn holds_and_tombstones_in_the_ledger(kind: BackendKind) {
         vec![cu("t-1")]
     );
 }
+
+/// `verify` with a retention policy reads each recording's and sidecar's lock: clean when it
+/// is the policy's; reported when it is of the other mode, shorter than the policy asks, or
+/// missing (a recording archived without retention).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_locks_missing_of_another_mode_or_too_short() {
+    let world = World::new().await;
+    let moto = Moto::start().await;
+    moto.create_bucket(BUCKET, true).await;
+    let seven_years = RetentionPolicy {
+        mode: LockMode::Governance,
+        retain_for: RetainFor::Years(7),
+    };
+    world.import_call("v-locked", "v-locked.wav", 8_000).await;
+    let locked = run_pass(
+        &world.deps_with(world.ledger.clone(), moto_store(&moto, Some(seven_years))),
+        &world.options(),
+    )
+    .await
+    .expect("ledger");
+    assert_eq!(locked.report.archived, 1, "{:?}", locked.report.stopped);
+    world.import_call("v-bare", "v-bare.wav", 8_000).await;
+    let bare = run_pass(
+        &world.deps_with(world.ledger.clone(), moto_store(&moto, None)),
+        &world.options(),
+    )
+    .await
+    .expect("ledger");
+    assert_eq!(bare.report.archived, 1, "{:?}", bare.report.stopped);
+
+    let verify = async |policy: RetentionPolicy| {
+        verify_objects(
+            &world.ledger,
+            &moto_store(&moto, Some(policy)),
+            &VerifyOptions {
+                slice: Slice::default(),
+                sample: Sample::All,
+                concurrency: 4,
+            },
+            |_| {},
+        )
+        .await
+        .unwrap()
+    };
+    let short = |report: &callvault::audit::ObjectsReport| -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = report
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                callvault::audit::ObjectProblem::LockShort { uuid, key, detail } => {
+                    Some((format!("{uuid} {}", key.ends_with(".json")), detail.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        found.sort();
+        found
+    };
+
+    let same = verify(seven_years).await;
+    assert_eq!(same.ok, 2, "both read back");
+    let found = short(&same);
+    assert_eq!(
+        found.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>(),
+        ["v-bare false", "v-bare true"],
+        "only the recording archived without retention, and its sidecar: {found:?}"
+    );
+    assert!(
+        found.iter().all(|(_, d)| d.starts_with("no retention")),
+        "{found:?}"
+    );
+    assert_eq!(same.lock_short, 2);
+
+    let other_mode = verify(RetentionPolicy {
+        mode: LockMode::Compliance,
+        ..seven_years
+    })
+    .await;
+    let found = short(&other_mode);
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .filter(|(w, _)| w.starts_with("v-locked"))
+            .all(|(_, d)| d.contains("mode governance")),
+        "{found:?}"
+    );
+
+    let longer = verify(RetentionPolicy {
+        retain_for: RetainFor::Years(8),
+        ..seven_years
+    })
+    .await;
+    let found = short(&longer);
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .filter(|(w, _)| w.starts_with("v-locked"))
+            .all(|(_, d)| d.starts_with("retained until")),
+        "{found:?}"
+    );
+    assert_eq!(longer.problem_count(), 4);
+}

@@ -636,6 +636,7 @@ async fn status_counts_stay_exact_after_concurrent_settlements(kind: BackendKind
         counts,
         [
             ("archived", 20),
+            ("erased", 0),
             ("expired", 20),
             ("failed", 20),
             ("in_progress", 0),
