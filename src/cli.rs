@@ -418,6 +418,35 @@ pub enum LedgerCommand {
     /// `sqlite://callvault.db` to `postgres://…`), then check row counts and a SHA-256 of
     /// every table on both sides. Exits 0 only when they all match.
     Copy(LedgerCopyArgs),
+    /// Rebuild a lost ledger from the bucket alone: the manifests (the chain, and the calls
+    /// each lists) and the sidecars beside the recordings (the provider's records, and the
+    /// recordings archived after the last manifest). Prints what it found; exits 1 when the
+    /// bucket is inconsistent (a recording without its sidecar, a sidecar without its
+    /// recording, a broken chain), 2 when the ledger already holds calls.
+    Rebuild(LedgerRebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerRebuildArgs {
+    /// Read the store (the only source there is; the flag says what the command does).
+    #[arg(long, required = true)]
+    pub from_store: bool,
+    /// The store to read (as for `run`; credentials from the AWS_* variables).
+    #[arg(long, env = "CALLVAULT_STORE")]
+    pub store: Option<String>,
+    /// Where the manifest chain is, below the store's prefix.
+    #[arg(long, env = "CALLVAULT_MANIFESTS_PREFIX", default_value = crate::store::DEFAULT_MANIFESTS_PREFIX)]
+    pub manifests_prefix: String,
+    /// Add to a ledger that already holds calls: what it knows is left as it is, the rest
+    /// is added (also: to finish a rebuild that was interrupted).
+    #[arg(long)]
+    pub merge: bool,
+    /// Sidecars read at once.
+    #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+    /// Print the report as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -589,6 +618,12 @@ pub struct RunArgs {
     /// Multipart part size in MiB (S3 needs at least 5); memory ≤ about concurrency × 2 × part size.
     #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
     pub part_size_mib: u16,
+    /// The S3 storage class of recordings and sidecars (STANDARD, STANDARD_IA, ONEZONE_IA,
+    /// INTELLIGENT_TIERING, GLACIER_IR, REDUCED_REDUNDANCY); the bucket's default if unset.
+    /// Server-side encryption comes from AWS_SERVER_SIDE_ENCRYPTION, AWS_SSE_KMS_KEY_ID and
+    /// AWS_SSE_BUCKET_KEY_ENABLED.
+    #[arg(long, env = "CALLVAULT_STORAGE_CLASS")]
+    pub storage_class: Option<String>,
     /// Claim at most this many records.
     #[arg(long, env = "CALLVAULT_MAX_RECORDS")]
     pub max_records: Option<u64>,

@@ -13,6 +13,7 @@ pub mod failure;
 pub mod ledger;
 pub mod metrics;
 pub mod provider;
+pub mod rebuild;
 pub mod retention;
 pub mod retrieve;
 pub mod serve;

@@ -118,6 +118,13 @@ pub fn run_store(args: &RunArgs, s3: &S3Options) -> Result<StoreConfig, ConfigEr
         sidecars: args.layout.sidecars(),
         manifests_prefix: args.layout.manifests_prefix.clone(),
         retention: retention_policy(&args.retention)?,
+        storage_class: args
+            .storage_class
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(str::parse)
+            .transpose()
+            .map_err(ConfigError)?,
         ..StoreConfig::new(store_url(args.store.as_deref())?)
     })
 }
@@ -128,6 +135,18 @@ pub fn verify_store(args: &VerifyArgs, s3: &S3Options) -> Result<StoreConfig, Co
         s3: s3.clone(),
         manifests_prefix: args.manifests_prefix.clone(),
         retention: retention_policy(&args.retention)?,
+        ..StoreConfig::new(store_url(args.store.as_deref())?)
+    })
+}
+
+/// The store `ledger rebuild --from-store` reads.
+pub fn rebuild_store(
+    args: &crate::cli::LedgerRebuildArgs,
+    s3: &S3Options,
+) -> Result<StoreConfig, ConfigError> {
+    Ok(StoreConfig {
+        s3: s3.clone(),
+        manifests_prefix: args.manifests_prefix.clone(),
         ..StoreConfig::new(store_url(args.store.as_deref())?)
     })
 }

@@ -1,11 +1,16 @@
-//! Ledger maintenance from the command line: `migrate` (the schema, as a step of its own)
-//! and `ledger copy` (a whole ledger moved to another backend, checked table by table).
+//! Ledger maintenance from the command line: `migrate` (the schema, as a step of its own),
+//! `ledger copy` (a whole ledger moved to another backend, checked table by table) and
+//! `ledger rebuild --from-store` (a lost ledger rebuilt from the bucket).
 
-use super::wiring::open_ledger;
+use anyhow::Context;
+
+use super::wiring::{open_ledger, open_store};
 use super::{EXIT_INCOMPLETE, EXIT_OK};
-use crate::cli::{LedgerCopyArgs, MigrateArgs};
+use crate::cli::{LedgerCopyArgs, LedgerRebuildArgs, MigrateArgs};
 use crate::config::{ConfigError, LedgerSettings};
 use crate::ledger::{CopyError, Ledger, LedgerOptions, copy_ledger, redact_location};
+use crate::rebuild::{RebuildError, RebuildOptions, RebuildReport, rebuild_from_store};
+use crate::store::S3Options;
 
 pub async fn migrate(ledger: &LedgerSettings, args: &MigrateArgs) -> anyhow::Result<u8> {
     let url = &ledger.url;
@@ -80,5 +85,79 @@ pub async fn copy(args: &LedgerCopyArgs, ledger: &LedgerSettings) -> anyhow::Res
     } else {
         eprintln!("callvault: the copy does not match its source; do not switch to it");
         Ok(EXIT_INCOMPLETE)
+    }
+}
+
+pub async fn rebuild(
+    args: &LedgerRebuildArgs,
+    ledger: &LedgerSettings,
+    s3: &S3Options,
+) -> anyhow::Result<u8> {
+    let store = open_store(&super::args::rebuild_store(args, s3)?)?;
+    let ledger = open_ledger(ledger).await?;
+    let options = RebuildOptions {
+        merge: args.merge,
+        concurrency: usize::from(args.concurrency),
+    };
+    let report = match rebuild_from_store(&store, &ledger, &options).await {
+        Ok(report) => report,
+        Err(e @ RebuildError::NotEmpty { .. }) => return Err(ConfigError(e.to_string()).into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)).context("rebuilding the ledger from the store");
+        }
+    };
+    ledger.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_rebuild(&report);
+    }
+    if report.consistent() {
+        Ok(EXIT_OK)
+    } else {
+        eprintln!(
+            "callvault: the bucket is inconsistent ({} problem(s)): what could be recovered is in the ledger; see the report",
+            report.problem_total()
+        );
+        Ok(EXIT_INCOMPLETE)
+    }
+}
+
+fn print_rebuild(report: &RebuildReport) {
+    for problem in &report.problems {
+        println!("{problem}");
+    }
+    if report.problem_total() > report.problems.len() as u64 {
+        println!(
+            "... and {} more problem(s) (counted below)",
+            report.problem_total() - report.problems.len() as u64
+        );
+    }
+    println!("store:                    {}", report.store);
+    println!("objects listed:           {}", report.objects_listed);
+    println!(
+        "manifests:                {} ({} entries), head {}",
+        report.manifests,
+        report.manifest_entries,
+        report.head.as_ref().map_or_else(
+            || "none".to_owned(),
+            |h| format!("{} sha256 {}", h.key, h.sha256)
+        )
+    );
+    println!(
+        "calls recovered:          {} ({} listed by a manifest, {} archived after the last one)",
+        report.calls(),
+        report.calls_from_manifests,
+        report.calls_not_in_a_manifest
+    );
+    if report.calls_already_known > 0 {
+        println!("calls already known:      {}", report.calls_already_known);
+    }
+    println!("runs named by sidecars:   {}", report.runs);
+    if report.problem_counts.is_empty() {
+        println!("problems:                 none");
+    }
+    for (kind, n) in &report.problem_counts {
+        println!("problems {kind:<24} {n}");
     }
 }

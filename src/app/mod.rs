@@ -130,6 +130,9 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Retry(args) => audit::retry(&open_ledger(&common.ledger).await?, &args).await,
         Command::Migrate(args) => ledger::migrate(&common.ledger, &args).await,
         Command::Ledger(LedgerCommand::Copy(args)) => ledger::copy(&args, &common.ledger).await,
+        Command::Ledger(LedgerCommand::Rebuild(args)) => {
+            ledger::rebuild(&args, &common.ledger, &common.s3).await
+        }
         Command::Hold(ref args) => {
             retention::hold(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
         }

@@ -9,7 +9,8 @@ mod problems;
 
 pub use chain::{ChainError, ChainReport, verify_chain};
 pub use format::{
-    MANIFEST_FORMAT, ManifestEntry, ManifestErasure, ManifestHeader, ManifestLine, PreviousManifest,
+    LineSplitter, MANIFEST_FORMAT, ManifestEntry, ManifestErasure, ManifestHeader, ManifestLine,
+    PreviousManifest,
 };
 pub use manifest::{ManifestError, ManifestWritten, write_manifests};
 pub use objects::{ObjectsReport, Sample, VerifyOptions, verify_objects};

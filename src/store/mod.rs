@@ -1,6 +1,7 @@
 //! The object store: S3 (and S3-compatible), a local directory, or memory, chosen by URL.
 //! Speaks in keys relative to the configured prefix; uploads stream with hashing.
 
+mod class;
 mod key;
 mod legal;
 mod link;
@@ -19,12 +20,15 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
+pub use class::StorageClass;
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
 pub use legal::{LegalHoldOutcome, ObjectVersion, VersionLock};
 pub use link::MAX_LINK_LIFETIME;
 pub use lock::{LockMode, ObjectRetention, RetainFor, RetentionPolicy};
 pub use read::{Listed, ObjectDigest};
-pub use sidecar::{DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar};
+pub use sidecar::{
+    DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar, StoredSidecar,
+};
 pub use upload::{UploadError, UploadMeta, Uploaded};
 
 /// What went wrong with the store, by what the caller must do.
@@ -149,6 +153,8 @@ pub struct Store {
     manifests: String,
     /// Object Lock retention for every recording and sidecar, when configured.
     retention: Option<RetentionPolicy>,
+    /// The S3 storage class of every recording and sidecar (the bucket's default if none).
+    storage_class: Option<StorageClass>,
 }
 
 /// Settings for S3 stores, from the standard `AWS_*` variables (`aws_access_key_id`,
@@ -173,6 +179,8 @@ pub struct StoreConfig {
     pub manifests_prefix: String,
     /// Object Lock retention for every recording and sidecar (S3 with Object Lock only).
     pub retention: Option<RetentionPolicy>,
+    /// The S3 storage class of every recording and sidecar (S3 only).
+    pub storage_class: Option<StorageClass>,
 }
 
 impl StoreConfig {
@@ -186,6 +194,7 @@ impl StoreConfig {
             sidecars: true,
             manifests_prefix: DEFAULT_MANIFESTS_PREFIX.into(),
             retention: None,
+            storage_class: None,
         }
     }
 }
@@ -193,11 +202,27 @@ impl StoreConfig {
 impl Store {
     /// Opens the store `config` names: `s3://bucket/prefix`, `file:///path` or `memory://`.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        let store = Self::open_url(&config.url, &config.s3, config.part_size)?
+        let mut store = Self::open_url(&config.url, &config.s3, config.part_size)?
             .with_manifests_prefix(&config.manifests_prefix)?;
+        if let Some(class) = config.storage_class {
+            let Some(s3) = store.s3.as_mut() else {
+                return Err(StoreError::Config(format!(
+                    "--storage-class {class} applies to S3 stores only, not {}",
+                    store.description
+                )));
+            };
+            s3.copy_headers
+                .push(("x-amz-storage-class", class.as_str().to_owned()));
+            store.storage_class = Some(class);
+        }
         Ok(store
             .with_sidecars(config.sidecars)
             .with_retention(config.retention))
+    }
+
+    /// The storage class recordings and sidecars are written in, if one is set.
+    pub fn storage_class(&self) -> Option<StorageClass> {
+        self.storage_class
     }
 
     fn open_url(url: &str, s3_options: &S3Options, part_size: usize) -> Result<Self, StoreError> {
@@ -260,6 +285,8 @@ impl Store {
                     bucket: bucket.to_owned(),
                     region,
                     http,
+                    copy_headers: class::encryption_headers(s3_options)
+                        .map_err(StoreError::Config)?,
                 };
                 (
                     s3,
@@ -302,6 +329,7 @@ impl Store {
             sidecars: true,
             manifests: DEFAULT_MANIFESTS_PREFIX.into(),
             retention: None,
+            storage_class: None,
         })
     }
 

@@ -60,6 +60,30 @@ impl Store {
         }
     }
 
+    /// Every object in the store (below its prefix), keys relative to the prefix, as the
+    /// store lists them page by page (S3: in key order); nothing is held beyond a page.
+    pub fn list_everything(&self) -> BoxStream<'static, Result<Listed, StoreError>> {
+        let strip = self.prefix.as_ref().map(|p| format!("{p}/"));
+        self.inner
+            .list(self.prefix.as_ref())
+            .map_ok(move |meta| {
+                let full = meta.location.to_string();
+                let key = match &strip {
+                    Some(strip) => full
+                        .strip_prefix(strip.as_str())
+                        .unwrap_or(&full)
+                        .to_owned(),
+                    None => full,
+                };
+                Listed {
+                    key,
+                    size: meta.size,
+                }
+            })
+            .map_err(|e| StoreError::classify("listing the store", e))
+            .boxed()
+    }
+
     /// Every object below `prefix` (relative to the store's prefix), keys relative too.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StoreError> {
         let base = self.path(prefix)?;

@@ -20,6 +20,9 @@ pub(crate) struct S3Target {
     pub bucket: String,
     pub region: String,
     pub http: reqwest::Client,
+    /// What a `CopyObject` must repeat of how object_store writes (server-side encryption,
+    /// storage class): a copy takes the bucket's defaults for whatever it does not name.
+    pub copy_headers: Vec<(&'static str, String)>,
 }
 
 pub(crate) fn failed(context: &str, detail: String) -> StoreError {
@@ -63,6 +66,9 @@ impl S3Target {
         }
         for (name, value) in metadata {
             builder = builder.header(format!("x-amz-meta-{name}"), value.as_str());
+        }
+        for (name, value) in &self.copy_headers {
+            builder = builder.header(*name, value.as_str());
         }
         let mut request: HttpRequest = builder
             .body(HttpRequestBody::empty())

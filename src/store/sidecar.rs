@@ -6,7 +6,7 @@
 
 use object_store::path::Path;
 use object_store::{Attribute, Attributes, PutOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::upload::metadata_pairs;
 use super::{MetadataSupport, Store, StoreError, UploadMeta};
@@ -17,6 +17,8 @@ use crate::timefmt::to_ledger;
 pub const SIDECAR_FORMAT: &str = "callvault-sidecar/1";
 pub const SIDECAR_SUFFIX: &str = ".json";
 pub const DEFAULT_MANIFESTS_PREFIX: &str = "manifests";
+/// A longer object is not a sidecar (one holds a call record and a few facts).
+const MAX_SIDECAR: usize = 1024 * 1024;
 
 /// The JSON beside a recording.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +39,25 @@ pub struct Sidecar {
     pub call: Option<serde_json::Value>,
     /// The call record as imported, verbatim, when it is not strict JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_raw: Option<String>,
+}
+
+/// A sidecar as read back from the store (`callvault ledger rebuild --from-store`): the same
+/// fields as [`Sidecar`], owned, every one the reader needs required.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoredSidecar {
+    pub format: String,
+    pub uuid: String,
+    #[serde(default)]
+    pub company_code: String,
+    pub call_start: Option<String>,
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub content_type: Option<String>,
+    pub archived_at: String,
+    pub run_id: String,
+    pub call: Option<serde_json::Value>,
     pub call_raw: Option<String>,
 }
 
@@ -111,6 +132,40 @@ impl Store {
         format!("{key}{SIDECAR_SUFFIX}")
     }
 
+    /// Whether `key` names a sidecar or a metadata file rather than a recording.
+    pub fn is_sidecar_key(key: &str) -> bool {
+        key.ends_with(SIDECAR_SUFFIX)
+    }
+
+    /// Reads the sidecar at `sidecar_key`: `None` when there is none, `Some(Err(why))` when
+    /// it is there but is not a sidecar callvault can read.
+    pub async fn read_sidecar(
+        &self,
+        sidecar_key: &str,
+    ) -> Result<Option<Result<StoredSidecar, String>>, StoreError> {
+        let Some(mut body) = self.read(sidecar_key).await? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = futures::TryStreamExt::try_next(&mut body).await? {
+            if bytes.len() + chunk.len() > MAX_SIDECAR {
+                return Ok(Some(Err(format!("longer than {MAX_SIDECAR} bytes"))));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(
+            serde_json::from_slice::<StoredSidecar>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|s| {
+                    if s.format == SIDECAR_FORMAT {
+                        Ok(s)
+                    } else {
+                        Err(format!("format {:?}, not {SIDECAR_FORMAT}", s.format))
+                    }
+                }),
+        ))
+    }
+
     /// Writes the sidecar of the recording at `sidecar.key`.
     pub async fn write_sidecar(&self, sidecar: &Sidecar) -> Result<(), StoreError> {
         let body = serde_json::to_vec_pretty(sidecar).unwrap_or_default();
@@ -143,6 +198,9 @@ impl Store {
         let mut attributes = Attributes::new();
         if self.metadata == MetadataSupport::Attributes {
             attributes.insert(Attribute::ContentType, "application/json".into());
+        }
+        if let Some(class) = self.storage_class {
+            attributes.insert(Attribute::StorageClass, class.as_str().into());
         }
         let opts = PutOptions {
             attributes,

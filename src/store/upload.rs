@@ -230,6 +230,9 @@ impl Store {
                 attrs.insert(Attribute::Metadata(name.into()), value.into());
             }
         }
+        if let Some(class) = self.storage_class {
+            attrs.insert(Attribute::StorageClass, class.as_str().into());
+        }
         attrs
     }
 }

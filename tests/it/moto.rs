@@ -149,6 +149,63 @@ impl Moto {
         ]
     }
 
+    /// A SigV4-signed request straight at moto, for what callvault does not ask itself (an
+    /// object's headers, its versions). `path` is `/bucket/key`; `query` may be empty.
+    pub async fn signed(&self, method: http::Method, path: &str, query: &str) -> reqwest::Response {
+        use object_store::aws::{AwsAuthorizer, AwsCredential};
+        use object_store::client::{HttpRequest, HttpRequestBody};
+        let credential = AwsCredential {
+            key_id: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+            token: None,
+        };
+        let mut url = format!("{}{path}", self.endpoint);
+        if !query.is_empty() {
+            url = format!("{url}?{query}");
+        }
+        let mut request: HttpRequest = http::Request::builder()
+            .method(method.clone())
+            .uri(url.as_str())
+            .body(HttpRequestBody::empty())
+            .expect("a request");
+        AwsAuthorizer::new(&credential, "s3", "us-east-1")
+            .try_authorize(&mut request, None)
+            .expect("signed");
+        let mut call = reqwest::Client::new().request(method, url.as_str());
+        for (name, value) in request.headers() {
+            call = call.header(name.as_str(), value.as_bytes());
+        }
+        call.send().await.expect("moto answers")
+    }
+
+    /// The version ids `bucket` holds of `key` (newest first, as S3 lists them).
+    pub async fn versions(&self, bucket: &str, key: &str) -> Vec<String> {
+        let answer = self
+            .signed(
+                http::Method::GET,
+                &format!("/{bucket}"),
+                &format!(
+                    "prefix={}&versions=",
+                    url::form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>()
+                ),
+            )
+            .await;
+        assert!(
+            answer.status().is_success(),
+            "listing versions: {}",
+            answer.status()
+        );
+        let body = answer.text().await.expect("a listing");
+        body.split("<Version>")
+            .skip(1)
+            .filter(|v| v.contains(&format!("<Key>{key}</Key>")))
+            .filter_map(|v| {
+                let (_, rest) = v.split_once("<VersionId>")?;
+                Some(rest.split_once("</VersionId>")?.0.to_owned())
+            })
+            .collect()
+    }
+
     pub fn options(&self) -> S3Options {
         self.env()
             .into_iter()

@@ -184,3 +184,145 @@ async fn a_record_is_archived_only_once_locked() {
             .unwrap()
     );
 }
+
+/// The binary, killed (SIGKILL) while its PutObjectRetention hangs: the recording is stored
+/// but unlocked and the record not archived; the next run archives it, locked until the
+/// call's start plus the policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_between_upload_and_lock_leaves_the_record_for_the_next_run() {
+    // Arrange: the binary against moto through a proxy that holds every retention request.
+    let world = World::new().await;
+    let moto = Moto::start().await;
+    moto.create_bucket(LOCKED, true).await;
+    let proxy = S3Proxy::start(&moto.endpoint).await;
+    proxy.inject(S3Op::PutRetention, Fault::Stall, u32::MAX);
+    let record = world.import_call("kill-1", "kill-1.wav", 30_000).await;
+    let run = |endpoint: &str| {
+        let mut cmd = crate::cli::callvault(
+            &world,
+            &[
+                "run",
+                "--retention-mode",
+                "governance",
+                "--retain-for",
+                "7y",
+                "--lease",
+                "2s",
+            ],
+        );
+        for (k, v) in moto.env() {
+            cmd.env(k, v);
+        }
+        cmd.env("AWS_ENDPOINT", endpoint)
+            .env("CALLVAULT_STORE", format!("s3://{LOCKED}/calls"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    };
+    let mut child = run(&proxy.endpoint).spawn().expect("the binary starts");
+    let started = std::time::Instant::now();
+    while proxy.injected(S3Op::PutRetention) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the run never reached the lock"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before locking"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Act: kill it there.
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+
+    // Assert: stored, unlocked, not archived.
+    let direct = store_on(
+        &moto.endpoint,
+        &moto,
+        LOCKED,
+        Some(policy(LockMode::Governance)),
+    );
+    let key = key_of("kill-1.wav");
+    assert!(direct.size_of(&key).await.unwrap().is_some(), "uploaded");
+    assert_eq!(
+        direct.object_retention(&key).await.unwrap(),
+        None,
+        "not locked"
+    );
+    let row = world
+        .ledger
+        .get(&crate::world::cu("kill-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.state,
+        RecordState::InProgress,
+        "claimed by the dead run, not archived"
+    );
+    assert_eq!(row.archived_at, None);
+    assert_eq!(
+        moto.versions(LOCKED, &format!("calls/{key}")).await.len(),
+        1
+    );
+
+    // The next run, once the dead run's lease has lapsed, archives it locked.
+    let started = std::time::Instant::now();
+    loop {
+        let out = crate::cli::output(run(&moto.endpoint)).await;
+        assert_eq!(out.status.code(), Some(0), "the next run");
+        if world.count(RecordState::Archived).await == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the dead run's lease never lapsed"
+        );
+    }
+    let want = RetainFor::Years(7)
+        .until(record.call_start.unwrap())
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    for k in [key.clone(), direct.sidecar_key(&key)] {
+        let found = direct
+            .object_retention(&k)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{k} locked now"));
+        assert_eq!(
+            (found.mode, found.until),
+            (LockMode::Governance, want),
+            "{k}"
+        );
+    }
+    // The next run uploaded again (S3 cannot tell it the bytes are the same): two versions of
+    // the same recording, the current one locked; the dead run's stays unlocked and
+    // noncurrent, for a lifecycle rule on noncurrent versions to remove.
+    let versions = moto.versions(LOCKED, &format!("calls/{key}")).await;
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let lock_of = |version: String| {
+        let (moto, path) = (&moto, format!("/{LOCKED}/calls/{key}"));
+        async move {
+            let head = moto
+                .signed(http::Method::HEAD, &path, &format!("versionId={version}"))
+                .await;
+            assert!(head.status().is_success(), "{}", head.status());
+            head.headers()
+                .get("x-amz-object-lock-mode")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(
+        lock_of(versions[0].clone()).await.as_deref(),
+        Some("GOVERNANCE"),
+        "the current version is locked"
+    );
+    assert_eq!(
+        lock_of(versions[1].clone()).await,
+        None,
+        "the dead run's version never was"
+    );
+}

@@ -1,7 +1,9 @@
-//! A fault-injecting HTTP proxy in front of the in-process S3 server. It forwards every
-//! request as it came (the `Host` header too, so the client's SigV4 signatures stay valid)
-//! and, per rule, answers an error status or drops the connection for the first N requests
-//! of one kind: part uploads, multipart completions, single PUTs.
+//! A fault-injecting HTTP proxy in front of the in-process S3 server (or moto). It forwards
+//! every request as it came (the `Host` header too, so the client's SigV4 signatures stay
+//! valid) and, per rule, answers an error status, drops the connection or holds the request
+//! for the first N requests of one kind: part uploads, multipart completions, single PUTs,
+//! retention. It records each request's kind, path and `x-amz-*` headers, for tests that
+//! check what reached the server.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,6 +73,24 @@ pub enum Fault {
     /// Forwards the request (the store does the work), then closes the connection without
     /// passing the answer on: the client cannot know it succeeded.
     DropAfterForward,
+    /// Holds the request, unanswered and not forwarded, for as long as its client waits.
+    Stall,
+}
+
+/// One request as it reached the proxy.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub op: S3Op,
+    /// The path, `/bucket/key`.
+    pub path: String,
+    /// Its `x-amz-*` headers (names in lower case), signing headers left out.
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl SeenRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
 }
 
 #[derive(Debug)]
@@ -85,6 +105,7 @@ struct ProxyState {
     rules: Vec<Rule>,
     seen: HashMap<S3Op, u32>,
     injected: HashMap<S3Op, u32>,
+    requests: Vec<SeenRequest>,
 }
 
 impl ProxyState {
@@ -166,6 +187,16 @@ impl S3Proxy {
         self.lock().seen.get(&op).copied().unwrap_or(0)
     }
 
+    /// Every request of kind `op` that reached the proxy, in order.
+    pub fn requests(&self, op: S3Op) -> Vec<SeenRequest> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.op == op)
+            .cloned()
+            .collect()
+    }
+
     /// Requests of kind `op` that met a fault.
     pub fn injected(&self, op: S3Op) -> u32 {
         self.lock().injected.get(&op).copied().unwrap_or(0)
@@ -182,7 +213,29 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, BoxError> {
     let op = S3Op::of(&req);
-    let fault = state.lock().expect("proxy state").on_request(op);
+    let seen = SeenRequest {
+        op,
+        path: req.uri().path().to_owned(),
+        headers: req
+            .headers()
+            .iter()
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                name.starts_with("x-amz-") && !matches!(name, "x-amz-date" | "x-amz-content-sha256")
+            })
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    let fault = {
+        let mut state = state.lock().expect("proxy state");
+        state.requests.push(seen);
+        state.on_request(op)
+    };
     match fault {
         None => forward(upstream, req).await,
         Some(Fault::Status(code)) => {
@@ -192,6 +245,10 @@ async fn handle(
         Some(Fault::Drop) => {
             drain(req).await;
             Err(format!("dropping a {op:?} request").into())
+        }
+        Some(Fault::Stall) => {
+            drain(req).await;
+            std::future::pending().await
         }
         Some(Fault::DropAfterForward) => {
             let answer = forward(upstream, req).await?;
