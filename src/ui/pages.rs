@@ -20,7 +20,8 @@ use super::users::UserName;
 use super::{Ui, User, chart, uuid_from_path};
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
-    AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, PhoneNumber, UiSession, risk_line,
+    AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, HoldSummary, LedgerError,
+    PhoneNumber, UiSession, risk_line,
 };
 
 const CSS: &str = "
@@ -611,6 +612,13 @@ pub async fn call(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> 
             return unavailable("The ledger does not answer; try again shortly.");
         }
     };
+    let holds = match call_holds(&ui, &uuid).await {
+        Ok(holds) => holds,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a call's holds");
+            return unavailable("The ledger does not answer; try again shortly.");
+        }
+    };
     if let Err(refusal) = logged(
         &ui,
         &user,
@@ -627,12 +635,12 @@ pub async fn call(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> 
         layout(
             &format!("Call {}", uuid.as_str()),
             Some(&user),
-            call_body(&detail, ui.config.tz),
+            call_body(&detail, &holds, ui.config.tz),
         ),
     )
 }
 
-fn call_body(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
+fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
     let s = &d.summary;
     let href = urlencode(s.uuid.as_str());
     let playable = s.state == RecordState::Archived && d.object_key.is_some();
@@ -684,7 +692,7 @@ fn call_body(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
                     " " (d.media_note.as_deref().unwrap_or(""))
                 }
                 dt { "Last error" } dd { (d.last_error_code.as_deref().unwrap_or("")) " " (d.last_error.as_deref().unwrap_or("")) }
-                (hold_state(d))
+                (hold_state(holds, tz))
             }
         }
         section aria-labelledby="manifest" {
@@ -716,11 +724,33 @@ fn call_body(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
     }
 }
 
-/// The call's legal-hold state. Holds are not in this ledger yet: the branch that adds them
-/// fills this in from the call's detail; until then the page says so plainly.
-fn hold_state(_detail: &CallDetail) -> Markup {
+/// The active legal holds that keep this call (their case references), from the ledger.
+async fn call_holds(ui: &Ui, uuid: &CallUuid) -> Result<Vec<HoldSummary>, LedgerError> {
+    let facts = ui.ledger.call_facts(std::slice::from_ref(uuid)).await?;
+    let Some(ids) = facts.into_iter().next().map(|f| f.holds) else {
+        return Ok(Vec::new());
+    };
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let active = ui.ledger.holds(false).await?;
+    Ok(active.into_iter().filter(|h| ids.contains(&h.id)).collect())
+}
+
+/// The call's legal-hold state: each active hold's reference, reason and who placed it.
+fn hold_state(holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
     html! {
-        dt { "Hold" } dd id="hold" { "not tracked by this version of callvault" }
+        dt { "Hold" }
+        dd id="hold" {
+            @if holds.is_empty() {
+                "not on hold"
+            } @else {
+                @for h in holds {
+                    "on hold: " (h.reason) " (" (h.id.as_str()) ", placed by " (h.placed_by) " at " (local(Some(h.placed_at), tz)) ")"
+                    br;
+                }
+            }
+        }
     }
 }
 
