@@ -890,3 +890,48 @@ async fn the_dashboard_counts_and_lists_the_calls_at_risk() {
         .unwrap();
     assert_eq!(view.entry.calls, vec![risky.uuid.clone()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_page_names_the_legal_holds_that_keep_the_call() {
+    let server = UiServer::start().await;
+    let cookie = server.login().await;
+    let path = format!("/ui/calls/{}", server.call.uuid.as_str());
+    let before = server.get(&path, Some(&cookie)).await.text().await.unwrap();
+    assert!(
+        before.contains(r#"<dd id="hold">not on hold</dd>"#),
+        "{before}"
+    );
+
+    let hold = callvault::ledger::HoldId::generate();
+    server
+        .world
+        .ledger
+        .create_hold(&callvault::ledger::NewHold {
+            id: &hold,
+            reason: "CASE-<2026>-17",
+            placed_by: "legal",
+            placed_at: chrono::Utc::now(),
+            selection: &serde_json::json!({"uuid": [server.call.uuid.as_str()]}),
+        })
+        .await
+        .unwrap();
+    server
+        .world
+        .ledger
+        .add_held_calls(
+            &hold,
+            &[(
+                server.call.uuid.clone(),
+                callvault::ledger::ObjectHold::Unsupported,
+            )],
+        )
+        .await
+        .unwrap();
+    let held = server.get(&path, Some(&cookie)).await.text().await.unwrap();
+    assert!(
+        held.contains("on hold: CASE-&lt;2026&gt;-17"),
+        "the hold's reason is shown, escaped: {held}"
+    );
+    assert!(held.contains(hold.as_str()), "{held}");
+    assert!(held.contains("placed by legal"), "{held}");
+}
