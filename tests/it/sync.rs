@@ -547,12 +547,17 @@ async fn the_api_rate_holds_with_64_workers() {
     assert_eq!(result.exit_code(), 0, "{:?}", result.report);
     let arrivals = world.sim.api_arrivals();
     assert!(arrivals.len() >= 81, "{} requests", arrivals.len());
+    // Windows of 950 ms, not a full second: the pace releases a request every 50 ms, and
+    // a request that reached the simulator a few milliseconds late (a loaded machine) must
+    // not make the one released a second after it look like a 21st in the same second. A
+    // pace that let more than 20 a second through still shows here.
+    let window = Duration::from_millis(950);
     let busiest = arrivals
         .iter()
         .map(|t| {
             arrivals
                 .iter()
-                .filter(|u| **u >= *t && u.duration_since(*t) < Duration::from_secs(1))
+                .filter(|u| **u >= *t && u.duration_since(*t) < window)
                 .count()
         })
         .max()
