@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::{RunGuard, Side};
 use super::checks::{MediaInfo, checked_body};
 use super::decide::{Decision, Happened, Standing, Verdict, decide};
+use super::group_commit::{self, Queue};
 use super::resume::{Reopen, resuming};
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
@@ -133,12 +134,14 @@ pub(super) async fn process(
     opts: &RunOptions,
     run_id: &RunId,
     guard: &RunGuard,
+    queue: &Queue,
     claim: Claim,
 ) -> Result<RecordOutcome, RunError> {
     let record = &claim.record;
     let uuid = &record.uuid;
     let ledger = Settler {
         deps,
+        queue,
         run_id,
         uuid,
         billsec: record.billsec,
@@ -418,6 +421,8 @@ async fn archive(
 /// Settles one claimed record in the ledger, on behalf of one run.
 struct Settler<'a> {
     deps: &'a Deps,
+    /// Settlements go through the pass's group commit.
+    queue: &'a Queue,
     run_id: &'a RunId,
     uuid: &'a CallUuid,
     billsec: Option<i64>,
@@ -431,11 +436,15 @@ impl Settler<'_> {
         attempt: Option<&AttemptEnd<'_>>,
         outcome: RecordOutcome,
     ) -> Result<RecordOutcome, RunError> {
-        if self
-            .deps
-            .ledger
-            .settle(self.uuid, self.run_id, settlement, attempt, Utc::now())
-            .await?
+        if group_commit::settle(
+            self.queue,
+            &self.deps.ledger,
+            self.run_id,
+            self.uuid,
+            settlement,
+            attempt,
+        )
+        .await?
         {
             Ok(outcome)
         } else {

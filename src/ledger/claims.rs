@@ -56,6 +56,15 @@ pub struct AttemptEnd<'a> {
     pub bytes: u64,
 }
 
+/// One settlement of a group committed together ([`Claims::settle_many`]).
+#[derive(Debug, Clone)]
+pub struct SettleItem<'a> {
+    pub uuid: &'a CallUuid,
+    pub owner: &'a RunId,
+    pub settlement: Settlement<'a>,
+    pub last_attempt: Option<AttemptEnd<'a>>,
+}
+
 /// What a claim asks for: whose lease, until when, and how many records at most.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
@@ -142,6 +151,15 @@ pub trait Claims: Send + Sync {
         last_attempt: Option<&AttemptEnd<'_>>,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError>;
+
+    /// Settles several claims (any owners) in one transaction and one commit, each as
+    /// [`Claims::settle`] would: one `bool` per item, in order, `false` where the lease was
+    /// lost. Either every settlement of the group is written or none is.
+    async fn settle_many(
+        &self,
+        items: &[SettleItem<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, LedgerError>;
 }
 
 /// Puts claims in claim order: oldest call first, undated calls last, then by uuid (the

@@ -27,6 +27,7 @@ mod cli;
 mod download_faults;
 mod failures;
 mod faults;
+mod group_commit;
 mod inspect;
 mod leases;
 mod ledger;
