@@ -294,6 +294,11 @@ pub struct RunArgs {
     /// Multipart part size in MiB (S3 needs at least 5); memory ≤ about concurrency × 2 × part size.
     #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
     pub part_size_mib: u16,
+    /// S3: send `x-amz-checksum-sha256` with every PUT, so the server checks the bytes and
+    /// no HEAD follows a single PUT; `false` for a server that does not check checksums
+    /// (every upload is then read back with a HEAD).
+    #[arg(long, env = "CALLVAULT_STORE_CHECKSUMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub store_checksums: bool,
     /// Claim at most this many records.
     #[arg(long, env = "CALLVAULT_MAX_RECORDS")]
     pub max_records: Option<u64>,

@@ -519,7 +519,13 @@ async fn attempt(
             format!("received {} of {n} bytes", uploaded.size),
         ));
     }
-    let stored = deps.store.size_of(key).await?;
+    // The store checked a single PUT's bytes against its SHA-256; anything else is read
+    // back (a multipart upload, a server without checksums).
+    let stored = if uploaded.checked_by_store {
+        Some(uploaded.size)
+    } else {
+        deps.store.size_of(key).await?
+    };
     if stored != Some(uploaded.size) {
         return Err(Failure::passing(
             "store_size_mismatch",

@@ -145,6 +145,10 @@ pub struct Store {
     manifests: String,
     /// Object Lock retention for every recording and sidecar, when configured.
     retention: Option<RetentionPolicy>,
+    /// Every PUT carries `x-amz-checksum-sha256` and the server refuses bytes that do not
+    /// match it (S3 stores with `checksums` set): a single PUT's answer is then proof enough
+    /// and needs no HEAD after it.
+    checksums: bool,
 }
 
 /// Settings for S3 stores, from the standard `AWS_*` variables (`aws_access_key_id`,
@@ -169,6 +173,10 @@ pub struct StoreConfig {
     pub manifests_prefix: String,
     /// Object Lock retention for every recording and sidecar (S3 with Object Lock only).
     pub retention: Option<RetentionPolicy>,
+    /// S3: send `x-amz-checksum-sha256` with every PUT (the server checks the bytes) and
+    /// skip the HEAD after a single PUT. Off for a server that does not check checksums
+    /// (it would then be trusted without a check): the HEAD is made after every upload.
+    pub checksums: bool,
 }
 
 impl StoreConfig {
@@ -182,6 +190,7 @@ impl StoreConfig {
             sidecars: true,
             manifests_prefix: DEFAULT_MANIFESTS_PREFIX.into(),
             retention: None,
+            checksums: true,
         }
     }
 }
@@ -189,14 +198,19 @@ impl StoreConfig {
 impl Store {
     /// Opens the store `config` names: `s3://bucket/prefix`, `file:///path` or `memory://`.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        let store = Self::open_url(&config.url, &config.s3, config.part_size)?
+        let store = Self::open_url(&config.url, &config.s3, config.part_size, config.checksums)?
             .with_manifests_prefix(&config.manifests_prefix)?;
         Ok(store
             .with_sidecars(config.sidecars)
             .with_retention(config.retention))
     }
 
-    fn open_url(url: &str, s3_options: &S3Options, part_size: usize) -> Result<Self, StoreError> {
+    fn open_url(
+        url: &str,
+        s3_options: &S3Options,
+        part_size: usize,
+        checksums: bool,
+    ) -> Result<Self, StoreError> {
         let parsed = Url::parse(url)
             .map_err(|e| StoreError::Config(format!("{url:?} is not a URL: {e}")))?;
         let prefix_of = |p: &str| {
@@ -237,6 +251,9 @@ impl Store {
                 .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
                 let endpoint = Url::parse(&endpoint)
                     .map_err(|e| StoreError::Config(format!("S3 endpoint {endpoint:?}: {e}")))?;
+                if checksums {
+                    builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+                }
                 let s3 = Arc::new(
                     builder
                         .with_retry(STORE_RETRY.clone())
@@ -298,6 +315,7 @@ impl Store {
             sidecars: true,
             manifests: DEFAULT_MANIFESTS_PREFIX.into(),
             retention: None,
+            checksums: checksums && parsed.scheme() == "s3",
         })
     }
 
