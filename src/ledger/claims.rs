@@ -141,6 +141,16 @@ pub trait Claims: Send + Sync {
         error_code: &str,
     ) -> Result<(u32, Option<DateTime<Utc>>), LedgerError>;
 
+    /// How many ended attempts on `uuid` came back with `error_code` and exactly `message`:
+    /// whether the provider served the very same odd body before (the message names its
+    /// SHA-256).
+    async fn answers_with(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+        message: &str,
+    ) -> Result<u32, LedgerError>;
+
     /// Settles a claim and, in the same transaction, ends its last attempt. Returns `false`
     /// (and records the attempt as `lease_lost`) when `owner` no longer holds the lease.
     async fn settle(

@@ -337,6 +337,15 @@ impl Store {
         Path::parse(&full).map_err(|e| StoreError::Config(format!("key {key:?}: {e}")))
     }
 
+    /// Removes the object at `key` (nothing when there is none): a body the pass stored but
+    /// will not keep (an odd recording seen for the first time).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&self.path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::classify(format!("deleting {key}"), e)),
+        }
+    }
+
     /// Size of the object at `key`, or `None` when there is none.
     pub async fn size_of(&self, key: &str) -> Result<Option<u64>, StoreError> {
         match self.inner.head(&self.path(key)?).await {

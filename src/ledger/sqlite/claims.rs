@@ -240,6 +240,25 @@ impl Claims for SqliteLedger {
         ))
     }
 
+    async fn answers_with(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+        message: &str,
+    ) -> Result<u32, LedgerError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM attempts
+             WHERE call_uuid = $1 AND error_code = $2 AND message = $3 AND finished_at IS NOT NULL",
+        )
+        .bind(uuid.as_str())
+        .bind(error_code)
+        .bind(message)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting identical answers")?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     async fn settle(
         &self,
         uuid: &CallUuid,
