@@ -205,3 +205,43 @@ async fn the_simulators_sample_recordings_agree_with_their_callbacks() {
     }
     assert!(wavs > 0);
 }
+
+/// A recording first served as an HTML error page (200, `text/html`), then as the real
+/// file: archived as the real file; the page never reached the store (one recording PUT,
+/// the good one).
+#[tokio::test]
+async fn a_recording_first_served_as_an_html_page_is_archived_and_the_page_never_stored() {
+    use crate::s3proxy::{S3Op, S3Proxy};
+    let world = World::new().await;
+    let proxy = S3Proxy::start(&world.s3.endpoint).await;
+    world.import_wav("page", 30, 30).await;
+    world
+        .sim
+        .push_download_fault("page.wav", DownloadFault::HtmlPage);
+    let deps = world.deps_with(world.ledger.clone(), world.store_through(&proxy.endpoint));
+
+    let result = callvault::archive::run_pass(&deps, &world.options())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (result.report.archived, result.report.media_flagged),
+        (1, 0),
+        "{:?}",
+        result.report
+    );
+    assert_eq!(
+        proxy.seen(S3Op::PutObject),
+        1,
+        "only the real recording was put"
+    );
+    assert_eq!(
+        world
+            .attempts_of("page")
+            .await
+            .first()
+            .and_then(|a| a.1.clone()),
+        Some("download_not_a_recording".into())
+    );
+    world.assert_archived_exactly_once(1).await;
+}
