@@ -133,6 +133,11 @@ enum MetadataSupport {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// Where multipart uploads go: on S3 the same bucket through a client whose parts carry
+    /// `x-amz-checksum-crc64nvme` (the server checks each part) and an unsigned payload, so
+    /// a large recording is hashed with SHA-256 once (ours) instead of twice (ours and the
+    /// signature's); elsewhere `inner`.
+    bulk: Arc<dyn ObjectStore>,
     /// Set for S3 stores: reaches the bucket for what object_store cannot do.
     s3: Option<s3meta::S3Target>,
     prefix: Option<Path>,
@@ -221,6 +226,7 @@ impl Store {
                 })
                 .transpose()
         };
+        let mut bulk: Option<Arc<dyn ObjectStore>> = None;
         let (inner, s3, prefix, metadata): (Arc<dyn ObjectStore>, _, _, _) = match parsed.scheme() {
             "s3" => {
                 let bucket = parsed
@@ -251,14 +257,26 @@ impl Store {
                 .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
                 let endpoint = Url::parse(&endpoint)
                     .map_err(|e| StoreError::Config(format!("S3 endpoint {endpoint:?}: {e}")))?;
+                let builder = builder
+                    .with_retry(STORE_RETRY.clone())
+                    .with_region(&region)
+                    .with_allow_http(endpoint.scheme() == "http");
+                let mut parts = builder.clone().with_unsigned_payload(true);
+                let mut builder = builder;
                 if checksums {
                     builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+                    parts = parts.with_checksum_algorithm(object_store::aws::Checksum::CRC64NVME);
+                } else {
+                    // Without checksums the signature is what covers the parts' bytes.
+                    parts = parts.with_unsigned_payload(false);
                 }
+                bulk = Some(Arc::new(
+                    parts
+                        .build()
+                        .map_err(|e| StoreError::Config(e.to_string()))?,
+                ));
                 let s3 = Arc::new(
                     builder
-                        .with_retry(STORE_RETRY.clone())
-                        .with_region(&region)
-                        .with_allow_http(endpoint.scheme() == "http")
                         .build()
                         .map_err(|e| StoreError::Config(e.to_string()))?,
                 );
@@ -306,6 +324,7 @@ impl Store {
             }
         };
         Ok(Self {
+            bulk: bulk.unwrap_or_else(|| Arc::clone(&inner)),
             inner,
             s3,
             prefix,

@@ -167,7 +167,7 @@ impl Store {
             ..Default::default()
         };
         let upload = self
-            .inner
+            .bulk
             .put_multipart_opts(&path, opts)
             .await
             .map_err(|e| {
