@@ -291,7 +291,8 @@ pub struct RunArgs {
     /// Transfers at once.
     #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
-    /// Multipart part size in MiB (S3 needs at least 5); memory ≤ about concurrency × 2 × part size.
+    /// Multipart part size in MiB (S3 needs at least 5); memory ≈ concurrency × part size
+    /// (one part per transfer) plus some 20 MiB.
     #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
     pub part_size_mib: u16,
     /// S3: send `x-amz-checksum-sha256` with every PUT, so the server checks the bytes and

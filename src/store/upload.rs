@@ -1,6 +1,7 @@
 //! Streaming upload with hashing: a small recording goes up in one PUT, a large one as a
-//! multipart upload with one part uploading while the next fills (memory ≤ about 2 × part
-//! size per transfer), aborted when the source fails or the run is cancelled. On S3 every
+//! multipart upload, one part at a time (`PARTS_IN_FLIGHT`: the next chunk is read only
+//! once no part is uploading, so memory is about one part per transfer, as BENCHMARKS.md
+//! measures), aborted when the source fails or the run is cancelled. On S3 every
 //! PUT carries `x-amz-checksum-sha256` (unless `checksums` is off), so a single PUT that
 //! succeeded was checked by the server itself; multipart uploads are checked by a HEAD.
 
