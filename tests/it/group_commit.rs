@@ -7,6 +7,7 @@ use callvault::domain::{ArchivedObject, AttemptOutcome, RecordState, RunId};
 use callvault::ledger::{
     AttemptEnd, BackendKind, ClaimRequest, MediaNote, SettleItem, Settlement, Slice,
 };
+use callvault::simulator::DownloadFault;
 use chrono::{Duration, Utc};
 
 use crate::inspect::attempts;
@@ -119,12 +120,15 @@ on_both_backends!(a_grouped_settlement_writes_each_record_and_reports_lost_lease
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_at_the_default_concurrency_commits_at_most_once_per_archived_record() {
     let world = World::new().await;
-    world.import_samples(64).await;
-    // A provider API that takes a moment to answer, as real ones do: settlements then
-    // arrive while a commit is being written, as they do in a backfill.
-    world
-        .sim
-        .set_faults(|f| f.api_delay = Some(std::time::Duration::from_millis(20)));
+    // Every download's body comes 300 ms after its headers, so the workers of a batch end
+    // their transfers together and their settlements meet at the ledger, as they do in a
+    // backfill whenever the ledger's commits are the slower side.
+    for record in world.import_samples(64).await {
+        world.sim.push_download_fault(
+            &record.record_file,
+            DownloadFault::Stall(std::time::Duration::from_millis(300)),
+        );
+    }
     let opts = callvault::archive::RunOptions {
         concurrency: 8,
         ..world.options()
