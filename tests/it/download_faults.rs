@@ -65,8 +65,11 @@ async fn a_download_host_refusing_every_connection_trips_the_breaker_and_spends_
     world
         .sim
         .set_faults(|f| f.link_base = Some(format!("http://127.0.0.1:{closed}/")));
+    // Refused connections fail fast: enough tries that the streak outlasts the breaker's
+    // window (200 ms in tests), whatever the machine's speed.
     let mut opts = world.options();
-    opts.retry.attempts_per_run = 5;
+    opts.retry.attempts_per_run = 1000;
+    opts.retry.max_attempts = 10_000;
     let started = Instant::now();
 
     let result = world.run(&opts).await;
