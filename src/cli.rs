@@ -615,7 +615,8 @@ pub struct RunArgs {
     /// Transfers at once.
     #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
-    /// Multipart part size in MiB (S3 needs at least 5); memory ≤ about concurrency × 2 × part size.
+    /// Multipart part size in MiB (S3 needs at least 5); memory ≈ concurrency × part size
+    /// (one part per transfer) plus some 20 MiB.
     #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
     pub part_size_mib: u16,
     /// The S3 storage class of recordings and sidecars (STANDARD, STANDARD_IA, ONEZONE_IA,
@@ -624,6 +625,11 @@ pub struct RunArgs {
     /// AWS_SSE_BUCKET_KEY_ENABLED.
     #[arg(long, env = "CALLVAULT_STORAGE_CLASS")]
     pub storage_class: Option<String>,
+    /// S3: send `x-amz-checksum-sha256` with every PUT, so the server checks the bytes and
+    /// no HEAD follows a single PUT; `false` for a server that does not check checksums
+    /// (every upload is then read back with a HEAD).
+    #[arg(long, env = "CALLVAULT_STORE_CHECKSUMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub store_checksums: bool,
     /// Claim at most this many records.
     #[arg(long, env = "CALLVAULT_MAX_RECORDS")]
     pub max_records: Option<u64>,

@@ -1,6 +1,8 @@
 //! The ceiling: the same bytes, already in memory, put straight into the same S3 server
 //! with object_store (one PUT below the part size, a multipart upload of equal parts
-//! above it), at the same number of transfers at once. Nothing to download, hash or record.
+//! above it), at the same number of transfers at once, and each recording's sidecar PUT
+//! beside it (the same requests callvault makes per record). Nothing to download, hash or
+//! record.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,6 +58,10 @@ pub async fn upload(
             let s3 = Arc::clone(&s3);
             async move {
                 let path = Path::from(format!("ceiling/{name}"));
+                let sidecar = Path::from(format!("ceiling/{name}.json"));
+                s3.put(&sidecar, PutPayload::from(Bytes::from_static(SIDECAR)))
+                    .await
+                    .with_context(|| format!("putting the sidecar of {name}"))?;
                 put_one(
                     s3.as_ref(),
                     &path,
@@ -72,6 +78,9 @@ pub async fn upload(
         .await?;
     Ok(started.elapsed())
 }
+
+/// A sidecar's size and shape (callvault's are about this long).
+const SIDECAR: &[u8] = br#"{"uuid":"0f3e2f5c-7d8a-4b6e-9a51-3c2d1e0f9a8b","company_code":"20000013","record_file":"20000013/2026/11/01/recording.wav","call_start":"2026-11-01T10:00:00Z","billsec":62,"object_key":"20000013/2026/11/01/recording.wav","size":131072,"sha256":"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08","content_type":"audio/wav","etag":""b1946ac92492d2347c6235b4d2611184"","archived_at":"2026-11-30T05:00:00Z","run_id":"run-0f3e2f5c","source":{"provider":"callvault"}}"#;
 
 async fn put_one(
     s3: &dyn ObjectStore,

@@ -186,6 +186,7 @@ async fn main() -> anyhow::Result<()> {
         let (n, size) = plan.large;
         let names = rig.recordings("large", n, size);
         let contents = ceiling::contents(&names, size).await?;
+        results.sha256_cpu_per_gb = Some(sha256_cpu_per_gb(&contents));
         for round in 0..plan.rounds {
             println!("large, round {}", round + 1);
             for &c in &plan.large_concurrency {
@@ -323,6 +324,27 @@ async fn postgres_parts(
         results.processes = processes::merge_rounds(rows);
     }
     Ok(())
+}
+
+/// CPU seconds per GB of SHA-256 alone: the large recordings hashed from memory on one
+/// thread with sha2 (callvault's hasher), this process's CPU time measured around it.
+fn sha256_cpu_per_gb(contents: &[(String, bytes::Bytes)]) -> f64 {
+    use sha2::Digest;
+    let meter = machine::CpuMeter::start();
+    let mut bytes = 0u64;
+    let mut digests = Vec::with_capacity(contents.len());
+    for (_, body) in contents {
+        digests.push(sha2::Sha256::digest(body));
+        bytes += body.len() as u64;
+    }
+    let (cpu, _) = meter.stop();
+    std::hint::black_box(digests);
+    let per_gb = cpu.as_secs_f64() / (bytes as f64 / 1e9);
+    println!(
+        "  SHA-256 alone: {per_gb:.2} CPU s/GB over {} MB",
+        bytes / 1_000_000
+    );
+    per_gb
 }
 
 /// The small set at high concurrency with the token invalidated every few link requests.

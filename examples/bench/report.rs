@@ -34,6 +34,10 @@ pub struct Transfer {
     pub busy: f64,
     /// CPU time of the callvault process alone, summed over rounds.
     pub own_cpu: Option<Duration>,
+    /// Ledger commits callvault's pass made (its `ledger_commits`), summed over rounds.
+    pub commits: Option<u64>,
+    /// Records callvault archived, summed over rounds.
+    pub archived: u64,
 }
 
 impl Transfer {
@@ -50,6 +54,10 @@ impl Transfer {
     /// CPU seconds of the callvault process per GB moved.
     pub fn own_cpu_per_gb(&self) -> Option<f64> {
         self.own_cpu.map(|c| c.as_secs_f64() / self.gb_moved())
+    }
+    /// Ledger commits per archived record.
+    pub fn commits_per_record(&self) -> Option<f64> {
+        self.commits.map(|c| c as f64 / self.archived.max(1) as f64)
     }
     fn gb_moved(&self) -> f64 {
         self.bytes as f64 * self.walls.len() as f64 / 1e9
@@ -83,6 +91,8 @@ pub struct Results {
     pub claiming: Vec<Claiming>,
     /// Several processes on one ledger (SQLite first, the baseline).
     pub processes: Vec<Processes>,
+    /// CPU seconds per GB of SHA-256 alone (sha2, one thread, from memory) on this machine.
+    pub sha256_cpu_per_gb: Option<f64>,
     pub notes: Vec<String>,
 }
 
@@ -101,6 +111,8 @@ impl Results {
                     m.busy = (m.busy * n + t.busy) / (n + 1.0);
                     m.cpu += t.cpu;
                     m.own_cpu = m.own_cpu.zip(t.own_cpu).map(|(a, b)| a + b);
+                    m.commits = m.commits.zip(t.commits).map(|(a, b)| a + b);
+                    m.archived += t.archived;
                     m.walls.extend(t.walls);
                     m.peak_rss_kib = m.peak_rss_kib.max(t.peak_rss_kib);
                 }

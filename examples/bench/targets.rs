@@ -42,6 +42,41 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
             ));
         }
     }
+    if let (Some(cv), Some(c)) = (
+        r.find("small", CALLVAULT, Some(8)),
+        r.find("small", CEILING, Some(8)),
+    ) {
+        let ratio = cv.per_second() / c.per_second();
+        out.push((
+            "small, callvault at 8 vs the ceiling (recording + sidecar PUT) at 8: ≥ 80%".into(),
+            format!(
+                "{:.1} of {:.1} recordings/s = {:.0}%",
+                cv.per_second(),
+                c.per_second(),
+                ratio * 100.0
+            ),
+            ratio >= 0.80,
+        ));
+    }
+    if let Some(per) = r
+        .find("small", CALLVAULT, Some(8))
+        .and_then(|t| t.commits_per_record())
+    {
+        out.push((
+            "small, ledger commits per archived record at 8 (counted): ≤ 1.0".into(),
+            format!("{per:.3}"),
+            per <= 1.0,
+        ));
+    }
+    if let (Some(cv), Some(sha)) = (r.find("large", CALLVAULT, Some(8)), r.sha256_cpu_per_gb)
+        && let Some(own) = cv.own_cpu_per_gb()
+    {
+        out.push((
+            "large, callvault's own CPU per GB at 8: ≤ 2× SHA-256 alone".into(),
+            format!("{own:.2} vs {sha:.2} s/GB = {:.2}×", own / sha),
+            own <= 2.0 * sha,
+        ));
+    }
     for set in ["small", "large"] {
         let (Some(cv), Some(rc)) = (r.find(set, CALLVAULT, Some(8)), r.best(set, RCLONE)) else {
             continue;

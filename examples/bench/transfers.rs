@@ -39,6 +39,8 @@ fn finish(done: Done<'_>, child: Option<&crate::child::Child>) -> Transfer {
         cpu,
         busy,
         own_cpu: child.map(|c| c.cpu),
+        commits: None,
+        archived: 0,
     };
     println!(
         "  {:<9} {:<52} c={:<3} {:>7.2}s {:>8.1} rec/s {:>7.1} MB/s  CPU {:>5.1} s/GB  busy {:>3.0}%{}",
@@ -68,7 +70,7 @@ pub async fn callvault(
     let ledger = rig.ledger_with("run", names, size).await?;
     let bucket = rig.bucket()?;
     let meter = CpuMeter::start();
-    let (child, _) = rig
+    let (child, report) = rig
         .callvault_run(&ledger, &bucket, concurrency, PART_MIB, names.len())
         .await?;
     let done = Done {
@@ -80,7 +82,12 @@ pub async fn callvault(
         wall: child.wall,
         meter,
     };
-    let t = finish(done, Some(&child));
+    let mut t = finish(done, Some(&child));
+    t.commits = report["ledger_commits"].as_u64();
+    t.archived = report["archived"].as_u64().unwrap_or(0);
+    if let Some(per) = t.commits_per_record() {
+        println!("            ledger commits per archived record: {per:.3}");
+    }
     check_stored(rig, &bucket, names.len(), size)?;
     rig.drop_bucket(&bucket)?;
     rig.remove_ledger(&ledger);

@@ -115,6 +115,7 @@ pub fn run_store(args: &RunArgs, s3: &S3Options) -> Result<StoreConfig, ConfigEr
     Ok(StoreConfig {
         s3: s3.clone(),
         part_size: usize::from(args.part_size_mib) * 1024 * 1024,
+        checksums: args.store_checksums,
         sidecars: args.layout.sidecars(),
         manifests_prefix: args.layout.manifests_prefix.clone(),
         retention: retention_policy(&args.retention)?,

@@ -1,6 +1,8 @@
-//! The checks a download must pass while it streams: not an error page, plausibly audio
-//! for its file name, no more and no fewer bytes than announced. A failing check fails the
-//! stream, so the upload is aborted and nothing is stored.
+//! The checks a download must pass while it streams: not an error page, no more and no
+//! fewer bytes than announced. A failing check fails the stream, so the upload is aborted
+//! and nothing is stored. Whether the bytes are plausibly audio for the file's name is
+//! noted, not enforced: an odd body (empty, a header alone, another format) is what the
+//! provider has, and the pass keeps it, flagged, once the same bytes come back.
 
 mod media;
 #[cfg(test)]
@@ -15,13 +17,19 @@ pub use media::{MediaInfo, Probe};
 
 use crate::provider::{DownloadError, looks_like_error_page};
 
-/// What the media check learnt, once the body has been read to its end.
+/// What the media check learnt, once the body has been read to its end: what the audio
+/// holds, or why the bytes do not look like audio of their format.
 #[derive(Debug, Clone, Default)]
-pub(super) struct MediaReport(Arc<OnceLock<MediaInfo>>);
+pub(super) struct MediaReport(Arc<OnceLock<Result<MediaInfo, String>>>);
 
 impl MediaReport {
     pub fn get(&self) -> Option<MediaInfo> {
-        self.0.get().copied()
+        self.0.get().and_then(|r| r.as_ref().ok()).copied()
+    }
+
+    /// Why the body is not audio of its format, when it is not.
+    pub fn odd(&self) -> Option<String> {
+        self.0.get().and_then(|r| r.as_ref().err()).cloned()
     }
 }
 
@@ -33,9 +41,9 @@ struct Checked {
     report: MediaReport,
 }
 
-/// The body of the recording `file_name`: refused when it starts like an error page or
-/// unlike audio of its format, and failing (so the upload is aborted) when it ends short of
-/// its Content-Length or holds no audio. The report fills in when the body ends well.
+/// The body of the recording `file_name`: refused when it starts like an error page, and
+/// failing (so the upload is aborted) when it ends short of its Content-Length. The report
+/// fills in when the body ends well: its audio, or why it is not audio of its format.
 pub(super) fn checked_body(
     body: impl Stream<Item = Result<Bytes, DownloadError>> + Send + 'static,
     expected: Option<u64>,
@@ -84,7 +92,9 @@ fn check_chunk(
     if let Some(probe) = &mut st.probe
         && let Err(why) = probe.feed(&chunk)
     {
-        return Some(Err(DownloadError::NotAudio(why)));
+        // Noted, not refused: the rest goes on unprobed.
+        st.probe = None;
+        let _ = st.report.0.set(Err(why));
     }
     Some(Ok(chunk))
 }
@@ -96,14 +106,10 @@ fn check_end(st: &mut Checked, expected: Option<u64>) -> Option<Result<Bytes, Do
             expected: n,
         }));
     }
-    match st.probe.take().map(Probe::finish) {
-        Some(Err(why)) => Some(Err(DownloadError::NotAudio(why))),
-        Some(Ok(info)) => {
-            let _ = st.report.0.set(info);
-            None
-        }
-        None => None,
+    if let Some(probe) = st.probe.take() {
+        let _ = st.report.0.set(probe.finish());
     }
+    None
 }
 
 #[cfg(test)]

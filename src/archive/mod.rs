@@ -5,12 +5,14 @@
 mod breaker;
 mod checks;
 mod decide;
+mod group_commit;
 mod progress;
 mod record;
 mod report;
 mod resume;
 mod retry;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,9 +21,11 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::write_manifests;
-use crate::domain::{RunId, RunStatus};
+use crate::domain::{AttemptOutcome, Claim, RunId, RunStatus};
 use crate::ledger::Ledger;
-use crate::ledger::{ClaimRequest, LedgerError, RunRecord, Slice};
+use crate::ledger::{
+    AttemptEnd, ClaimRequest, LedgerError, RunRecord, SettleItem, Settlement, Slice,
+};
 use crate::provider::{Downloader, ProviderClient, ProviderError};
 use crate::store::{KeyTemplate, Store, StoreError};
 
@@ -176,10 +180,18 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         })
         .await?;
     let logins_before = deps.provider.logins();
+    let commits_before = deps.ledger.commits();
     let error = match preflight(deps).await {
         Err(e) => Some(e),
         Ok(()) => work(deps, opts, &run_id, &mut report).await,
     };
+    // The pass's own commits (claims, attempts, settlements, lease renewals), not the run's
+    // start and end or its manifests, which are per run, not per record.
+    report.ledger_commits = deps
+        .ledger
+        .commits()
+        .zip(commits_before)
+        .map(|(after, before)| after - before);
     report.logins = deps.provider.logins() - logins_before;
     if !matches!(error, Some(RunError::Store(_) | RunError::Ledger(_))) {
         // Every archived record in no manifest yet, this run's and any killed run's.
@@ -263,16 +275,27 @@ async fn work(
         Err(e) => tracing::warn!(error = %e, "could not count the due records"),
     }
     let guard = breaker::RunGuard::new(opts.retry.outage_failures, opts.retry.outage_window);
-    let workers =
-        (0..opts.concurrency.max(1)).map(|_| worker(deps, opts, run_id, due_by, &budget, &guard));
+    let feed = ClaimFeed {
+        queue: tokio::sync::Mutex::new(VecDeque::new()),
+        batch: u32::try_from(opts.concurrency.max(1)).unwrap_or(u32::MAX),
+        due_by,
+        budget,
+    };
+    let (queue, settlements) = tokio::sync::mpsc::unbounded_channel();
+    let workers: Vec<_> = (0..opts.concurrency.max(1))
+        .map(|_| worker(deps, opts, run_id, &feed, &guard, queue.clone()))
+        .collect();
+    drop(queue);
+    let grouped = group_settlements(deps.ledger.clone(), run_id.clone(), settlements);
     let results = tokio::select! {
-        results = futures::future::join_all(workers) => results,
+        (results, ()) = futures::future::join(futures::future::join_all(workers), grouped) => results,
         () = renewer => unreachable!("the lease renewer never ends"),
     };
+    let unstarted = give_back_unstarted(deps, run_id, &feed).await;
     if let Some(deadline) = deadline {
         deadline.abort();
     }
-    let mut first_error = None;
+    let mut first_error = unstarted.err().map(RunError::from);
     for (outcomes, error) in results {
         for outcome in outcomes {
             report.add(outcome);
@@ -284,47 +307,141 @@ async fn work(
     first_error
 }
 
-/// One worker: claims and processes records until there is nothing due, the budget is
-/// spent, a stop begins, or the run must stop.
+/// Where workers take their claims from: one claim statement takes a batch of due records
+/// (as many as there are workers, within the budget) and the workers share it, so claiming
+/// costs one commit per batch, not per record. A record waiting here is leased (the renewer
+/// keeps it) and its first attempt counted; what a stop leaves here is given back unspent.
+struct ClaimFeed {
+    queue: tokio::sync::Mutex<VecDeque<Claim>>,
+    batch: u32,
+    due_by: chrono::DateTime<Utc>,
+    /// Records this pass may still claim (`--max-records`).
+    budget: AtomicU64,
+}
+
+impl ClaimFeed {
+    /// The next claim, claiming a new batch when none is waiting; `None` when nothing is due
+    /// or the budget is spent.
+    async fn next(
+        &self,
+        deps: &Deps,
+        opts: &RunOptions,
+        run_id: &RunId,
+    ) -> Result<Option<Claim>, LedgerError> {
+        let mut queue = self.queue.lock().await;
+        if opts.shutdown.stop_claiming.is_cancelled() {
+            return Ok(None);
+        }
+        if let Some(claim) = queue.pop_front() {
+            return Ok(Some(claim));
+        }
+        let Ok(left) = self
+            .budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                n.checked_sub(n.min(u64::from(self.batch)))
+            })
+        else {
+            return Ok(None);
+        };
+        let limit = u32::try_from(left.min(u64::from(self.batch))).unwrap_or(self.batch);
+        if limit == 0 {
+            return Ok(None);
+        }
+        let now = Utc::now();
+        let request = ClaimRequest {
+            owner: run_id,
+            slice: &opts.slice,
+            due_by: self.due_by,
+            now,
+            lease_until: now + chrono::Duration::from_std(opts.lease).unwrap_or_default(),
+            limit,
+        };
+        // A claim that lost a race is run again by the ledger itself (PostgreSQL's
+        // serialization failures and deadlocks); what reaches us stops the run.
+        let claims = deps.ledger.claim(&request).await?;
+        let unclaimed = u64::from(limit) - claims.len() as u64;
+        self.budget.fetch_add(unclaimed, Ordering::SeqCst);
+        queue.extend(claims);
+        Ok(queue.pop_front())
+    }
+}
+
+/// The group commit's loop: each commit takes every settlement queued at that moment (no
+/// timer). Ends when every worker has dropped its end of the queue.
+async fn group_settlements(
+    ledger: Ledger,
+    run_id: RunId,
+    mut settlements: tokio::sync::mpsc::UnboundedReceiver<group_commit::Request>,
+) {
+    while let Some(first) = settlements.recv().await {
+        let mut group = vec![first];
+        while let Ok(next) = settlements.try_recv() {
+            group.push(next);
+        }
+        group_commit::commit(&ledger, &run_id, group).await;
+    }
+}
+
+/// Gives back, in one commit, the records a stop left claimed but never started: pending,
+/// due at once, with the attempt their claim counted taken back.
+async fn give_back_unstarted(
+    deps: &Deps,
+    run_id: &RunId,
+    feed: &ClaimFeed,
+) -> Result<(), LedgerError> {
+    let left: Vec<Claim> = feed.queue.lock().await.drain(..).collect();
+    if left.is_empty() {
+        return Ok(());
+    }
+    let message = "claimed but not started before the run stopped";
+    let items: Vec<SettleItem<'_>> = left
+        .iter()
+        .map(|claim| SettleItem {
+            uuid: &claim.record.uuid,
+            owner: run_id,
+            settlement: Settlement::Returned {
+                code: "not_started",
+                message,
+                attempts_before: claim.previous_attempts,
+            },
+            last_attempt: Some(AttemptEnd {
+                id: claim.attempt,
+                outcome: AttemptOutcome::Aborted,
+                error_code: Some("not_started"),
+                message: Some(message),
+                bytes: 0,
+            }),
+        })
+        .collect();
+    tracing::info!(
+        records = items.len(),
+        "giving back records claimed but not started"
+    );
+    deps.ledger.settle_many(&items, Utc::now()).await?;
+    Ok(())
+}
+
+/// One worker: takes claims and processes records until there is nothing due, the budget
+/// is spent, a stop begins, or the run must stop.
 async fn worker(
     deps: &Deps,
     opts: &RunOptions,
     run_id: &RunId,
-    due_by: chrono::DateTime<Utc>,
-    budget: &AtomicU64,
+    feed: &ClaimFeed,
     guard: &breaker::RunGuard,
+    queue: group_commit::Queue,
 ) -> (Vec<RecordOutcome>, Option<RunError>) {
     let mut outcomes = Vec::new();
     loop {
         if opts.shutdown.stop_claiming.is_cancelled() || guard.is_halted() {
             break;
         }
-        if budget
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            break;
-        }
-        let now = Utc::now();
-        let lease_until = now + chrono::Duration::from_std(opts.lease).unwrap_or_default();
-        let request = ClaimRequest {
-            owner: run_id,
-            slice: &opts.slice,
-            due_by,
-            now,
-            lease_until,
-            limit: 1,
-        };
-        // A claim that lost a race is run again by the ledger itself (PostgreSQL's
-        // serialization failures and deadlocks); what reaches us stops the run.
-        let claim = match deps.ledger.claim(&request).await {
-            Ok(claims) => match claims.into_iter().next() {
-                Some(claim) => claim,
-                None => break,
-            },
+        let claim = match feed.next(deps, opts, run_id).await {
+            Ok(Some(claim)) => claim,
+            Ok(None) => break,
             Err(e) => return stop_all(opts, guard, outcomes, e.into()),
         };
-        match record::process(deps, opts, run_id, guard, claim).await {
+        match record::process(deps, opts, run_id, guard, &queue, claim).await {
             Ok(outcome) => {
                 opts.progress.record_done(outcome);
                 outcomes.push(outcome);

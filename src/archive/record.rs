@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::breaker::{RunGuard, Side};
 use super::checks::{MediaInfo, checked_body};
 use super::decide::{Decision, Happened, Standing, Verdict, decide};
+use super::group_commit::{self, Queue};
 use super::resume::{Reopen, resuming};
 use super::{Deps, RunError, RunOptions};
 use crate::archive::report::RecordOutcome;
@@ -123,6 +124,9 @@ impl From<UploadError> for Failure {
 struct Stored {
     object: ArchivedObject,
     media: Option<MediaInfo>,
+    /// Why the recording is flagged (an odd body kept as served, a duration far from the
+    /// billed seconds); the sidecar carries it too.
+    note: Option<String>,
     resumes: u32,
 }
 
@@ -133,15 +137,16 @@ pub(super) async fn process(
     opts: &RunOptions,
     run_id: &RunId,
     guard: &RunGuard,
+    queue: &Queue,
     claim: Claim,
 ) -> Result<RecordOutcome, RunError> {
     let record = &claim.record;
     let uuid = &record.uuid;
     let ledger = Settler {
         deps,
+        queue,
         run_id,
         uuid,
-        billsec: record.billsec,
     };
     let key = match deps.keys.render(record) {
         Ok(key) => key,
@@ -380,13 +385,13 @@ async fn archive(
     let Stored {
         object,
         media,
+        note,
         resumes,
     } = stored;
     let (uuid, bytes, resumes, media) = (ledger.uuid, object.size, *resumes, *media);
     tracing::info!(%uuid, key = %object.key, bytes, sha256 = %object.sha256, resumes, "archived");
     let resumed = (resumes > 0).then(|| format!("resumed {resumes} time(s)"));
-    let note = media.and_then(|m| m.disagreement(ledger.billsec));
-    if let Some(note) = &note {
+    if let Some(note) = note {
         tracing::warn!(%uuid, note, "archived, but flagged");
     }
     let media_note = MediaNote {
@@ -418,9 +423,10 @@ async fn archive(
 /// Settles one claimed record in the ledger, on behalf of one run.
 struct Settler<'a> {
     deps: &'a Deps,
+    /// Settlements go through the pass's group commit.
+    queue: &'a Queue,
     run_id: &'a RunId,
     uuid: &'a CallUuid,
-    billsec: Option<i64>,
 }
 
 impl Settler<'_> {
@@ -431,11 +437,15 @@ impl Settler<'_> {
         attempt: Option<&AttemptEnd<'_>>,
         outcome: RecordOutcome,
     ) -> Result<RecordOutcome, RunError> {
-        if self
-            .deps
-            .ledger
-            .settle(self.uuid, self.run_id, settlement, attempt, Utc::now())
-            .await?
+        if group_commit::settle(
+            self.queue,
+            &self.deps.ledger,
+            self.run_id,
+            self.uuid,
+            settlement,
+            attempt,
+        )
+        .await?
         {
             Ok(outcome)
         } else {
@@ -510,7 +520,13 @@ async fn attempt(
             format!("received {} of {n} bytes", uploaded.size),
         ));
     }
-    let stored = deps.store.size_of(key).await?;
+    // The store checked a single PUT's bytes against its SHA-256; anything else is read
+    // back (a multipart upload, a server without checksums).
+    let stored = if uploaded.checked_by_store {
+        Some(uploaded.size)
+    } else {
+        deps.store.size_of(key).await?
+    };
     if stored != Some(uploaded.size) {
         return Err(Failure::passing(
             "store_size_mismatch",
@@ -520,6 +536,10 @@ async fn attempt(
             ),
         ));
     }
+    let note = match media.odd() {
+        Some(why) => Some(odd_body(deps, record, key, &why, &uploaded.sha256).await?),
+        None => media.get().and_then(|m| m.disagreement(record.billsec)),
+    };
     let object = ArchivedObject {
         key: key.to_owned(),
         size: uploaded.size,
@@ -530,7 +550,7 @@ async fn attempt(
         archived_at: Utc::now(),
     };
     if deps.store.sidecars() {
-        let sidecar = Sidecar::new(record, &object, run_id.as_str());
+        let sidecar = Sidecar::new(record, &object, run_id.as_str()).with_note(note.as_deref());
         deps.store
             .write_sidecar(&sidecar)
             .await
@@ -551,8 +571,37 @@ async fn attempt(
     Ok(Stored {
         object,
         media: media.get(),
+        note,
         resumes: resumes.load(Ordering::Relaxed),
     })
+}
+
+/// A stored body that is not audio of its format (empty, a header alone, another format):
+/// kept, with the returned note, when an earlier attempt got the very same bytes (the
+/// provider has nothing else: it is the only copy there will be); the first time, removed
+/// again and tried once more, since the provider may serve the real file next time.
+async fn odd_body(
+    deps: &Deps,
+    record: &crate::domain::CallRecord,
+    key: &str,
+    why: &str,
+    sha256: &str,
+) -> Result<String, Failure> {
+    let message = format!("not audio ({why}); sha256 {sha256}");
+    let seen = deps
+        .ledger
+        .answers_with(&record.uuid, "not_audio", &message)
+        .await
+        .map_err(|e| Failure::StopRun(RunError::Ledger(e)))?;
+    if seen > 0 {
+        return Ok(format!(
+            "kept as the provider serves it (the same bytes twice): not audio ({why})"
+        ));
+    }
+    if let Err(e) = deps.store.delete(key).await {
+        tracing::warn!(uuid = %record.uuid, key, error = %e, "could not remove an odd body; the next attempt overwrites it");
+    }
+    Err(Failure::passing("not_audio", message))
 }
 
 /// Puts the Object Lock retention on the recording and its sidecar, when a policy is set:

@@ -54,6 +54,10 @@ pub struct RunReport {
     pub records_per_second: f64,
     /// Logins to the provider during the run.
     pub logins: u64,
+    /// Ledger commits the pass made (claims, attempts, settlements, lease renewals; not the
+    /// run's own start, end and manifests); `None` on a ledger that does not count them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_commits: Option<u64>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
     /// Records of the run's slice still due when it ended (left by a deadline, a stop or

@@ -56,6 +56,15 @@ pub struct AttemptEnd<'a> {
     pub bytes: u64,
 }
 
+/// One settlement of a group committed together ([`Claims::settle_many`]).
+#[derive(Debug, Clone)]
+pub struct SettleItem<'a> {
+    pub uuid: &'a CallUuid,
+    pub owner: &'a RunId,
+    pub settlement: Settlement<'a>,
+    pub last_attempt: Option<AttemptEnd<'a>>,
+}
+
 /// What a claim asks for: whose lease, until when, and how many records at most.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
@@ -132,6 +141,16 @@ pub trait Claims: Send + Sync {
         error_code: &str,
     ) -> Result<(u32, Option<DateTime<Utc>>), LedgerError>;
 
+    /// How many ended attempts on `uuid` came back with `error_code` and exactly `message`:
+    /// whether the provider served the very same odd body before (the message names its
+    /// SHA-256).
+    async fn answers_with(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+        message: &str,
+    ) -> Result<u32, LedgerError>;
+
     /// Settles a claim and, in the same transaction, ends its last attempt. Returns `false`
     /// (and records the attempt as `lease_lost`) when `owner` no longer holds the lease.
     async fn settle(
@@ -142,6 +161,15 @@ pub trait Claims: Send + Sync {
         last_attempt: Option<&AttemptEnd<'_>>,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError>;
+
+    /// Settles several claims (any owners) in one transaction and one commit, each as
+    /// [`Claims::settle`] would: one `bool` per item, in order, `false` where the lease was
+    /// lost. Either every settlement of the group is written or none is.
+    async fn settle_many(
+        &self,
+        items: &[SettleItem<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, LedgerError>;
 }
 
 /// Puts claims in claim order: oldest call first, undated calls last, then by uuid (the

@@ -35,8 +35,8 @@ use async_trait::async_trait;
 pub use access::{AccessAction, AccessEntry, AccessLog, AccessQuery, LoggedAccess};
 pub use audit::{Audit, FailedRecord, RetryOutcome, RetrySelection, VerifyResult};
 pub use claims::{
-    AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, Settlement, Slice, lease_lost_message,
-    sort_claims,
+    AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, SettleItem, Settlement, Slice,
+    lease_lost_message, sort_claims,
 };
 pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
 pub use holds::{
@@ -183,6 +183,12 @@ pub trait Admin: Send + Sync {
     async fn ping(&self) -> Result<(), LedgerError>;
 
     async fn close(&self);
+
+    /// Write transactions this process has committed on the ledger since it was opened
+    /// (SQLite: counted by a commit hook on every connection, whichever statement made it),
+    /// for the pass's report and the benchmarks; `None` where the backend does not count
+    /// them (PostgreSQL).
+    fn commits(&self) -> Option<u64>;
 }
 
 /// The whole interface a backend implements.

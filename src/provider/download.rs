@@ -50,11 +50,6 @@ pub enum DownloadError {
     /// A resumed download's server did not answer with the asked byte range.
     #[error("the download server did not honour the byte range")]
     RangeIgnored,
-    /// The bytes are not plausibly audio of the file's format (empty, a header alone,
-    /// something else). Passing: the provider may serve the real file next time; the usual
-    /// retry limits end it as failed.
-    #[error("the download is not audio: {0}")]
-    NotAudio(String),
     /// The link, a redirect or an address it resolves to is not allowed (see
     /// `DownloadPolicy`). Passing: the next attempt gets a fresh link, which may differ;
     /// the usual retry limits end it.
@@ -95,7 +90,6 @@ impl DownloadError {
             Self::Cancelled => "shutdown".into(),
             Self::RangeIgnored => "download_range_ignored".into(),
             Self::Refused(_) => "url_refused".into(),
-            Self::NotAudio(_) => "not_audio".into(),
         }
     }
 

@@ -141,6 +141,11 @@ enum MetadataSupport {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
+    /// Where multipart uploads go: on S3 the same bucket through a client whose parts carry
+    /// `x-amz-checksum-crc64nvme` (the server checks each part) and an unsigned payload, so
+    /// a large recording is hashed with SHA-256 once (ours) instead of twice (ours and the
+    /// signature's); elsewhere `inner`.
+    bulk: Arc<dyn ObjectStore>,
     /// Set for S3 stores: reaches the bucket for what object_store cannot do.
     s3: Option<s3meta::S3Target>,
     prefix: Option<Path>,
@@ -155,6 +160,10 @@ pub struct Store {
     retention: Option<RetentionPolicy>,
     /// The S3 storage class of every recording and sidecar (the bucket's default if none).
     storage_class: Option<StorageClass>,
+    /// Every PUT carries `x-amz-checksum-sha256` and the server refuses bytes that do not
+    /// match it (S3 stores with `checksums` set): a single PUT's answer is then proof enough
+    /// and needs no HEAD after it.
+    checksums: bool,
 }
 
 /// Settings for S3 stores, from the standard `AWS_*` variables (`aws_access_key_id`,
@@ -181,6 +190,10 @@ pub struct StoreConfig {
     pub retention: Option<RetentionPolicy>,
     /// The S3 storage class of every recording and sidecar (S3 only).
     pub storage_class: Option<StorageClass>,
+    /// S3: send `x-amz-checksum-sha256` with every PUT (the server checks the bytes) and
+    /// skip the HEAD after a single PUT. Off for a server that does not check checksums
+    /// (it would then be trusted without a check): the HEAD is made after every upload.
+    pub checksums: bool,
 }
 
 impl StoreConfig {
@@ -195,6 +208,7 @@ impl StoreConfig {
             manifests_prefix: DEFAULT_MANIFESTS_PREFIX.into(),
             retention: None,
             storage_class: None,
+            checksums: true,
         }
     }
 }
@@ -202,8 +216,9 @@ impl StoreConfig {
 impl Store {
     /// Opens the store `config` names: `s3://bucket/prefix`, `file:///path` or `memory://`.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        let mut store = Self::open_url(&config.url, &config.s3, config.part_size)?
-            .with_manifests_prefix(&config.manifests_prefix)?;
+        let mut store =
+            Self::open_url(&config.url, &config.s3, config.part_size, config.checksums)?
+                .with_manifests_prefix(&config.manifests_prefix)?;
         if let Some(class) = config.storage_class {
             let Some(s3) = store.s3.as_mut() else {
                 return Err(StoreError::Config(format!(
@@ -225,7 +240,12 @@ impl Store {
         self.storage_class
     }
 
-    fn open_url(url: &str, s3_options: &S3Options, part_size: usize) -> Result<Self, StoreError> {
+    fn open_url(
+        url: &str,
+        s3_options: &S3Options,
+        part_size: usize,
+        checksums: bool,
+    ) -> Result<Self, StoreError> {
         let parsed = Url::parse(url)
             .map_err(|e| StoreError::Config(format!("{url:?} is not a URL: {e}")))?;
         let prefix_of = |p: &str| {
@@ -236,6 +256,7 @@ impl Store {
                 })
                 .transpose()
         };
+        let mut bulk: Option<Arc<dyn ObjectStore>> = None;
         let (inner, s3, prefix, metadata): (Arc<dyn ObjectStore>, _, _, _) = match parsed.scheme() {
             "s3" => {
                 let bucket = parsed
@@ -266,11 +287,26 @@ impl Store {
                 .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
                 let endpoint = Url::parse(&endpoint)
                     .map_err(|e| StoreError::Config(format!("S3 endpoint {endpoint:?}: {e}")))?;
+                let builder = builder
+                    .with_retry(STORE_RETRY.clone())
+                    .with_region(&region)
+                    .with_allow_http(endpoint.scheme() == "http");
+                let mut parts = builder.clone().with_unsigned_payload(true);
+                let mut builder = builder;
+                if checksums {
+                    builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+                    parts = parts.with_checksum_algorithm(object_store::aws::Checksum::CRC64NVME);
+                } else {
+                    // Without checksums the signature is what covers the parts' bytes.
+                    parts = parts.with_unsigned_payload(false);
+                }
+                bulk = Some(Arc::new(
+                    parts
+                        .build()
+                        .map_err(|e| StoreError::Config(e.to_string()))?,
+                ));
                 let s3 = Arc::new(
                     builder
-                        .with_retry(STORE_RETRY.clone())
-                        .with_region(&region)
-                        .with_allow_http(endpoint.scheme() == "http")
                         .build()
                         .map_err(|e| StoreError::Config(e.to_string()))?,
                 );
@@ -320,6 +356,7 @@ impl Store {
             }
         };
         Ok(Self {
+            bulk: bulk.unwrap_or_else(|| Arc::clone(&inner)),
             inner,
             s3,
             prefix,
@@ -330,6 +367,7 @@ impl Store {
             manifests: DEFAULT_MANIFESTS_PREFIX.into(),
             retention: None,
             storage_class: None,
+            checksums: checksums && parsed.scheme() == "s3",
         })
     }
 
@@ -349,6 +387,15 @@ impl Store {
             None => key.to_owned(),
         };
         Path::parse(&full).map_err(|e| StoreError::Config(format!("key {key:?}: {e}")))
+    }
+
+    /// Removes the object at `key` (nothing when there is none): a body the pass stored but
+    /// will not keep (an odd recording seen for the first time).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&self.path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::classify(format!("deleting {key}"), e)),
+        }
     }
 
     /// Size of the object at `key`, or `None` when there is none.

@@ -40,6 +40,10 @@ pub struct Sidecar {
     /// The call record as imported, verbatim, when it is not strict JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_raw: Option<String>,
+    /// Why the recording is flagged (an odd body kept as the provider serves it, a duration
+    /// far from the billed seconds), as the ledger's `media_note` says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_note: Option<String>,
 }
 
 /// A sidecar as read back from the store (`callvault ledger rebuild --from-store`): the same
@@ -78,7 +82,14 @@ impl Sidecar {
             callvault_version: env!("CARGO_PKG_VERSION"),
             call_raw: call.is_none().then(|| record.raw_json.clone()),
             call,
+            media_note: None,
         }
+    }
+
+    /// The sidecar with the recording's flag, if it has one.
+    pub fn with_note(mut self, note: Option<&str>) -> Self {
+        self.media_note = note.map(str::to_owned);
+        self
     }
 }
 

@@ -1,6 +1,9 @@
 //! Streaming upload with hashing: a small recording goes up in one PUT, a large one as a
-//! multipart upload with one part uploading while the next fills (memory ≤ about 2 × part
-//! size per transfer), aborted when the source fails or the run is cancelled.
+//! multipart upload, one part at a time (`PARTS_IN_FLIGHT`: the next chunk is read only
+//! once no part is uploading, so memory is about one part per transfer, as BENCHMARKS.md
+//! measures), aborted when the source fails or the run is cancelled. On S3 every
+//! PUT carries `x-amz-checksum-sha256` (unless `checksums` is off), so a single PUT that
+//! succeeded was checked by the server itself; multipart uploads are checked by a HEAD.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -32,6 +35,9 @@ pub struct Uploaded {
     pub etag: Option<String>,
     pub version: Option<String>,
     pub multipart: bool,
+    /// The server checked the bytes against the SHA-256 sent with them (a single PUT with
+    /// `x-amz-checksum-sha256`): no HEAD is needed to trust what it holds.
+    pub checked_by_store: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +159,7 @@ impl Store {
                 etag: result.e_tag,
                 version: result.version,
                 multipart: false,
+                checked_by_store: self.checksums,
             });
         }
 
@@ -161,7 +168,7 @@ impl Store {
             ..Default::default()
         };
         let upload = self
-            .inner
+            .bulk
             .put_multipart_opts(&path, opts)
             .await
             .map_err(|e| {
@@ -217,6 +224,7 @@ impl Store {
             etag: result.e_tag,
             version: result.version,
             multipart: true,
+            checked_by_store: false,
         })
     }
 

@@ -44,3 +44,71 @@ async fn a_download_stalled_past_the_stall_timeout_is_abandoned_and_retried() {
     );
     assert_eq!(world.verify_archived().await, 1);
 }
+
+/// The provider hands out links to a download host that refuses every connection (the API
+/// answers; the recordings' host is down): an outage, not a property of each recording. The
+/// breaker trips within seconds, the run exits 1 naming the download host, no record is
+/// failed and no attempt is spent; the next run, the host back, archives them all.
+#[tokio::test]
+async fn a_download_host_refusing_every_connection_trips_the_breaker_and_spends_no_attempts() {
+    let world = World::new().await;
+    for i in 0..3 {
+        world
+            .import_call(&format!("down{i}"), &format!("down{i}.wav"), 30_000)
+            .await;
+    }
+    // A port on the simulator's own address that nothing listens on any more.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    world
+        .sim
+        .set_faults(|f| f.link_base = Some(format!("http://127.0.0.1:{closed}/")));
+    // Refused connections fail fast: enough tries that the streak outlasts the breaker's
+    // window (200 ms in tests), whatever the machine's speed.
+    let mut opts = world.options();
+    opts.retry.attempts_per_run = 1000;
+    opts.retry.max_attempts = 10_000;
+    let started = Instant::now();
+
+    let result = world.run(&opts).await;
+
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let r = &result.report;
+    assert_eq!(
+        (r.archived, r.failed, r.retry_later, r.released),
+        (0, 0, 0, 3),
+        "{r:?}"
+    );
+    assert_eq!(result.exit_code(), 1);
+    assert!(
+        r.stopped
+            .as_deref()
+            .is_some_and(|s| s.contains("download host is not answering")),
+        "{r:?}"
+    );
+    for i in 0..3 {
+        let row = world
+            .ledger
+            .get(&crate::world::cu(&format!("down{i}")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.state, row.attempts),
+            (callvault::domain::RecordState::Pending, 0),
+            "no attempt spent: {row:?}"
+        );
+    }
+
+    world.sim.set_faults(|f| f.link_base = None);
+    let next = world.run(&world.options()).await;
+
+    assert_eq!(
+        (next.report.archived, next.exit_code()),
+        (3, 0),
+        "{:?}",
+        next.report
+    );
+}

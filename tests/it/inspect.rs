@@ -23,6 +23,11 @@ pub struct AttemptRow {
 impl World {
     /// A store on the same bucket reached through `endpoint` (a fault-injecting proxy).
     pub fn store_through(&self, endpoint: &str) -> Store {
+        self.store_through_with(endpoint, true)
+    }
+
+    /// The store through `endpoint`, sending `x-amz-checksum-sha256` with each PUT or not.
+    pub fn store_through_with(&self, endpoint: &str, checksums: bool) -> Store {
         let options: S3Options = self
             .s3
             .options()
@@ -35,6 +40,7 @@ impl World {
         Store::open(&StoreConfig {
             s3: options,
             part_size: TEST_PART,
+            checksums,
             ..StoreConfig::new(format!("s3://{BUCKET}/calls"))
         })
         .expect("store")

@@ -30,6 +30,7 @@ mod failures;
 mod faults;
 mod find;
 mod find_cli;
+mod group_commit;
 mod holds;
 mod inspect;
 mod leases;

@@ -1,11 +1,13 @@
-//! Media sanity: bytes that are not audio (empty, a header alone) are never archived as
-//! good, and a WAV whose length disagrees with the call's billed seconds is archived but
+//! Media sanity: bytes that are not audio (empty, a header alone) are kept only when the
+//! provider serves the same bytes twice, and then flagged, never as good; and a WAV whose length disagrees with the call's billed seconds is archived but
 //! flagged, in the ledger, the run summary and `status`.
 
 use callvault::callback::parse_record;
 use callvault::domain::RecordState;
 use callvault::simulator::DownloadFault;
 use callvault::timefmt::default_provider_tz;
+
+use object_store::ObjectStoreExt;
 
 use crate::world::World;
 
@@ -31,13 +33,17 @@ impl World {
     }
 }
 
+/// An empty recording and a header alone, served identically on two attempts, are what the
+/// provider has: archived as served and flagged (the ledger's `media_note`, the sidecar, the
+/// run summary, `status` and `/metrics` say so), never refused. A header served once, then
+/// the real file, is archived as the real file, unflagged; the odd body is not kept.
 #[tokio::test]
-async fn empty_and_header_only_recordings_are_retried_then_failed_as_not_audio() {
+async fn odd_recordings_served_identically_twice_are_archived_and_flagged() {
     let world = World::new().await;
     world.import_wav("empty", 30, 30).await;
     world.import_wav("header", 30, 30).await;
     world.import_wav("once", 30, 30).await;
-    for _ in 0..3 {
+    for _ in 0..2 {
         world
             .sim
             .push_download_fault("empty.wav", DownloadFault::ZeroLength);
@@ -48,18 +54,19 @@ async fn empty_and_header_only_recordings_are_retried_then_failed_as_not_audio()
     world
         .sim
         .push_download_fault("once.wav", DownloadFault::HeaderOnly);
-    let mut opts = world.options();
-    opts.retry.max_attempts = 3;
 
-    let result = world.run(&opts).await;
+    let result = world.run(&world.options()).await;
 
+    let r = &result.report;
     assert_eq!(
-        (result.report.archived, result.report.failed),
-        (1, 2),
-        "{:?}",
-        result.report
+        (r.archived, r.failed, r.media_flagged, result.exit_code()),
+        (3, 0, 2, 0),
+        "{r:?}"
     );
-    for (uuid, why) in [("empty", "empty"), ("header", "header with no audio")] {
+    for (uuid, why, size) in [
+        ("empty", "empty", 0),
+        ("header", "header with no audio", 44),
+    ] {
         let row = world
             .ledger
             .get(&crate::world::cu(uuid))
@@ -67,21 +74,43 @@ async fn empty_and_header_only_recordings_are_retried_then_failed_as_not_audio()
             .unwrap()
             .unwrap();
         assert_eq!(
-            (row.state, row.attempts, row.last_error_code.as_deref()),
-            (RecordState::Failed, 3, Some("not_audio")),
+            (row.state, row.attempts, row.size_bytes),
+            (RecordState::Archived, 2, Some(size)),
             "{uuid}"
         );
-        assert!(row.last_error.unwrap().contains(why), "{uuid}");
-        assert_eq!(row.object_key, None);
+        let note = world
+            .ledger
+            .media_of(&crate::world::cu(uuid))
+            .await
+            .unwrap()
+            .and_then(|m| m.note)
+            .unwrap_or_default();
+        assert!(
+            note.contains("as the provider serves it") && note.contains(why),
+            "{uuid}: {note}"
+        );
+        let key = row.object_key.expect("archived");
+        assert_eq!(
+            world.object_sha256(&key).await,
+            row.sha256,
+            "{uuid}: stored as served"
+        );
+        let sidecar = world
+            .store
+            .object_store()
+            .get(&world.bucket_path(&format!("{key}.json")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let sidecar: serde_json::Value = serde_json::from_slice(&sidecar).unwrap();
+        assert_eq!(
+            sidecar["media_note"].as_str(),
+            Some(note.as_str()),
+            "{uuid}"
+        );
     }
-    // Nothing but the one good recording (and its sidecar, if any) was ever stored.
-    let keys = world.object_keys().await;
-    assert!(
-        keys.iter()
-            .filter(|k| !k.starts_with("calls/manifests/"))
-            .all(|k| k.contains("/once.")),
-        "{keys:?}"
-    );
     let once = world
         .ledger
         .get(&crate::world::cu("once"))
@@ -89,7 +118,18 @@ async fn empty_and_header_only_recordings_are_retried_then_failed_as_not_audio()
         .unwrap()
         .unwrap();
     assert_eq!((once.state, once.attempts), (RecordState::Archived, 2));
-    assert_eq!(world.verify_archived().await, 1);
+    assert_eq!(once.sha256, world.sim.expected_sha256("once.wav"));
+    let status = world
+        .ledger
+        .status(chrono::Utc::now(), chrono::Duration::days(90))
+        .await
+        .unwrap();
+    assert_eq!(status.media_flagged, 2);
+    let metrics = callvault::metrics::render(&status);
+    assert!(
+        metrics.contains("callvault_media_flagged_records 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -164,4 +204,44 @@ async fn the_simulators_sample_recordings_agree_with_their_callbacks() {
         wavs += 1;
     }
     assert!(wavs > 0);
+}
+
+/// A recording first served as an HTML error page (200, `text/html`), then as the real
+/// file: archived as the real file; the page never reached the store (one recording PUT,
+/// the good one).
+#[tokio::test]
+async fn a_recording_first_served_as_an_html_page_is_archived_and_the_page_never_stored() {
+    use crate::s3proxy::{S3Op, S3Proxy};
+    let world = World::new().await;
+    let proxy = S3Proxy::start(&world.s3.endpoint).await;
+    world.import_wav("page", 30, 30).await;
+    world
+        .sim
+        .push_download_fault("page.wav", DownloadFault::HtmlPage);
+    let deps = world.deps_with(world.ledger.clone(), world.store_through(&proxy.endpoint));
+
+    let result = callvault::archive::run_pass(&deps, &world.options())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (result.report.archived, result.report.media_flagged),
+        (1, 0),
+        "{:?}",
+        result.report
+    );
+    assert_eq!(
+        proxy.seen(S3Op::PutObject),
+        1,
+        "only the real recording was put"
+    );
+    assert_eq!(
+        world
+            .attempts_of("page")
+            .await
+            .first()
+            .and_then(|a| a.1.clone()),
+        Some("download_not_a_recording".into())
+    );
+    world.assert_archived_exactly_once(1).await;
 }

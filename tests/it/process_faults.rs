@@ -165,3 +165,84 @@ async fn a_ledger_locked_past_the_busy_timeout_fails_the_run_and_marks_nothing()
     assert!(world.attempts().await.is_empty());
     assert_eq!(world.sim.stats().url_requests, 0);
 }
+
+/// Polls `done` every 10 ms for up to 20 s.
+async fn wait_for<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The run is killed (SIGKILL) after every recording and sidecar is stored but before the
+/// grouped commit that would settle them (held back by another process's lock on the
+/// ledger): nothing was archived; the next run archives each record once, with one object
+/// each and no stray object.
+#[tokio::test]
+async fn a_crash_between_the_stored_objects_and_the_grouped_commit_archives_each_record_once() {
+    let world = World::new().await;
+    import_samples(&world, 5).await;
+    // Link requests answer late, so the test can take the ledger's lock between the claim
+    // and the settlements.
+    world
+        .sim
+        .set_faults(|f| f.api_delay = Some(Duration::from_millis(300)));
+    let mut child = callvault(
+        &world,
+        &[
+            "run",
+            "--lease",
+            "1s",
+            "--concurrency",
+            "8",
+            "--ledger-busy-timeout",
+            "60s",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    wait_for("the claim", || async {
+        world.count(RecordState::InProgress).await == 4
+    })
+    .await;
+    let mut holder = lock_ledger(&world).await;
+    wait_for("every recording and sidecar stored", || async {
+        let keys = world.object_keys().await;
+        keys.iter().filter(|k| k.ends_with(".json")).count() == 4
+    })
+    .await;
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+
+    assert_eq!(
+        world.count(RecordState::Archived).await,
+        0,
+        "no commit got through"
+    );
+    // The killed run's leases run out; the next run takes the records over.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    world.sim.set_faults(|f| f.api_delay = None);
+    let last = output(callvault(&world, &["run", "--json"])).await;
+
+    assert_exit(&last, 0);
+    world.assert_archived_exactly_once(4).await;
+    let interrupted = world
+        .attempts()
+        .await
+        .iter()
+        .filter(|a| a.outcome == "interrupted")
+        .count();
+    assert_eq!(
+        interrupted, 4,
+        "the killed run's attempts are closed honestly"
+    );
+}

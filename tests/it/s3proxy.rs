@@ -36,7 +36,9 @@ pub enum S3Op {
     PutMetadata,
     /// `PUT /bucket/key?retention`: an Object Lock retention
     PutRetention,
-    /// Anything else: GET, HEAD, listings, DELETE of an object.
+    /// `HEAD /bucket/key`: reading an object's size back
+    Head,
+    /// Anything else: GET, listings, DELETE of an object.
     Other,
 }
 
@@ -58,6 +60,7 @@ impl S3Op {
             Method::PUT if req.uri().path().ends_with(".jsonl") => Self::PutMetadata,
             Method::PUT => Self::PutObject,
             Method::DELETE if has("uploadId") => Self::AbortMultipart,
+            Method::HEAD => Self::Head,
             _ => Self::Other,
         }
     }

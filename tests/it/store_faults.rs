@@ -340,3 +340,45 @@ async fn a_store_that_refuses_mid_run_stops_the_run_with_exit_2_and_spends_no_at
         proxy.seen(S3Op::PutObject)
     );
 }
+
+/// A single PUT sent with `x-amz-checksum-sha256` was checked by the server: no HEAD
+/// follows it. A multipart upload, or a store opened without checksums, is read back.
+#[tokio::test]
+async fn a_checksummed_single_put_needs_no_head_and_the_rest_are_read_back() {
+    let world = World::new().await;
+    let proxy = S3Proxy::start(&world.s3.endpoint).await;
+    world.import_call("small-a", "small-a.wav", 40_000).await;
+    world.import_call("large-a", "large-a.wav", TWO_PARTS).await;
+    let deps = world.deps_with(world.ledger.clone(), world.store_through(&proxy.endpoint));
+    let mut opts = world.options();
+    opts.concurrency = 1;
+
+    let checked = callvault::archive::run_pass(&deps, &opts).await.unwrap();
+
+    assert_eq!(checked.report.archived, 2, "{:?}", checked.report);
+    assert_eq!(proxy.seen(S3Op::PutObject), 1);
+    // One HEAD for the multipart upload, one for the run's manifest (is its key free?).
+    assert_eq!(
+        proxy.seen(S3Op::Head),
+        1 + 1,
+        "the single PUT is not read back"
+    );
+
+    // Without checksums, the single PUT is read back too.
+    world.import_call("small-b", "small-b.wav", 40_000).await;
+    let unchecked = world.deps_with(
+        world.ledger.clone(),
+        world.store_through_with(&proxy.endpoint, false),
+    );
+    let run = callvault::archive::run_pass(&unchecked, &opts)
+        .await
+        .unwrap();
+
+    assert_eq!(run.report.archived, 1, "{:?}", run.report);
+    assert_eq!(
+        proxy.seen(S3Op::Head),
+        2 + 1 + 1,
+        "the recording and the manifest"
+    );
+    assert_eq!(world.verify_archived().await, 3);
+}

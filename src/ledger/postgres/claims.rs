@@ -17,8 +17,8 @@ use super::error::{Ctx, retry_conflicts};
 use super::{BySlice, PgLedger, at, big, bind_slice, by_slice, record_from_row};
 use crate::domain::{AttemptId, AttemptOutcome, CallRecord, CallUuid, Claim, RunId};
 use crate::ledger::{
-    AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, LedgerError, Settlement, Slice,
-    lease_lost_message, sort_claims,
+    AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, LedgerError, SettleItem, Settlement,
+    Slice, lease_lost_message, sort_claims,
 };
 
 /// The due records in claim order (oldest call first, undated last, then uuid), as the
@@ -205,6 +205,25 @@ impl Claims for PgLedger {
         Ok((u32::try_from(n).unwrap_or(u32::MAX), first))
     }
 
+    async fn answers_with(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+        message: &str,
+    ) -> Result<u32, LedgerError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM attempts
+             WHERE call_uuid = $1 AND error_code = $2 AND message = $3 AND finished_at IS NOT NULL",
+        )
+        .bind(uuid.as_str())
+        .bind(error_code)
+        .bind(message)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting identical answers")?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     async fn settle(
         &self,
         uuid: &CallUuid,
@@ -214,6 +233,14 @@ impl Claims for PgLedger {
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
         retry_conflicts(|| self.settle_once(uuid, owner, settlement, last_attempt, now)).await
+    }
+
+    async fn settle_many(
+        &self,
+        items: &[SettleItem<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, LedgerError> {
+        retry_conflicts(|| self.settle_many_once(items, now)).await
     }
 }
 
@@ -294,94 +321,133 @@ impl PgLedger {
         last_attempt: Option<&AttemptEnd<'_>>,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        let now = at(now);
-        // The row is found by its primary key alone: the lease check is written so that no
-        // index can serve it (`IS NOT DISTINCT FROM`), or a generic plan may walk
-        // `calls_lease` over every record in progress (and its dead entries) instead.
-        let base = sqlx::query(match settlement {
-            Settlement::Archived(..) => {
-                "UPDATE calls SET state = 'archived', lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                        object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
-                        object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL,
-                        media_duration_ms = $11, media_note = $12
-                 WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
-            }
-            Settlement::Retry { .. } | Settlement::Released { .. } => {
-                "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                        next_attempt_at = $4, last_error_code = $5, last_error = $6
-                 WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
-            }
-            Settlement::Returned { .. } => {
-                "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                        next_attempt_at = $4, last_error_code = $5, last_error = $6,
-                        attempts = $7
-                 WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
-            }
-            Settlement::Failed { .. } | Settlement::Expired { .. } => {
-                "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                        last_error_code = $5, last_error = $6
-                 WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
-            }
-        })
-        .bind(uuid.as_str())
-        .bind(owner.as_str())
-        .bind(now);
-        let query = match settlement {
-            Settlement::Archived(obj, media) => base
-                .bind(obj.key.as_str())
-                .bind(big(obj.size))
-                .bind(obj.sha256.as_str())
-                .bind(obj.content_type.as_deref())
-                .bind(obj.etag.as_deref())
-                .bind(obj.version.as_deref())
-                .bind(at(obj.archived_at))
-                .bind(media.duration_ms)
-                .bind(media.note.as_deref()),
-            Settlement::Retry {
-                next_attempt_at,
-                code,
-                message,
-            } => base.bind(at(*next_attempt_at)).bind(*code).bind(*message),
-            Settlement::Released { message } => base.bind(now).bind("interrupted").bind(*message),
-            Settlement::Returned {
-                code,
-                message,
-                attempts_before,
-            } => base
-                .bind(now)
-                .bind(*code)
-                .bind(*message)
-                .bind(*attempts_before),
-            Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
-            Settlement::Expired { code, message } => {
-                base.bind("expired").bind(*code).bind(*message)
-            }
-        };
         let mut tx = self.pool.begin().await.ctx("starting a settlement")?;
-        let held = query
-            .execute(&mut *tx)
-            .await
-            .ctx("settling a record")?
-            .rows_affected()
-            == 1;
-        match last_attempt {
-            Some(end) if held => finish_attempt(&mut tx, end, now).await?,
-            // Another run holds the record now: the attempt's own outcome did not count.
-            Some(end) => {
-                let message = lease_lost_message(end.outcome);
-                let lost = AttemptEnd {
-                    outcome: AttemptOutcome::LeaseLost,
-                    error_code: Some("lease_lost"),
-                    message: Some(&message),
-                    ..end.clone()
-                };
-                finish_attempt(&mut tx, &lost, now).await?;
-            }
-            None => {}
-        }
+        let held = settle_in(&mut tx, uuid, owner, settlement, last_attempt, now).await?;
         tx.commit().await.ctx("committing a settlement")?;
         Ok(held)
     }
+
+    async fn settle_many_once(
+        &self,
+        items: &[SettleItem<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, LedgerError> {
+        // Rows are taken in uuid order, so two processes' groups cannot deadlock each other.
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by(|a, b| items[*a].uuid.cmp(items[*b].uuid));
+        let mut held = vec![false; items.len()];
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .ctx("starting grouped settlements")?;
+        for i in order {
+            let item = &items[i];
+            held[i] = settle_in(
+                &mut tx,
+                item.uuid,
+                item.owner,
+                &item.settlement,
+                item.last_attempt.as_ref(),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await.ctx("committing grouped settlements")?;
+        Ok(held)
+    }
+}
+
+/// One settlement inside the caller's transaction: the record's new state and, with it, the
+/// end of its last attempt. `false` when `owner` no longer holds the lease.
+async fn settle_in(
+    conn: &mut PgConnection,
+    uuid: &CallUuid,
+    owner: &RunId,
+    settlement: &Settlement<'_>,
+    last_attempt: Option<&AttemptEnd<'_>>,
+    now: DateTime<Utc>,
+) -> Result<bool, LedgerError> {
+    let now_at = at(now);
+    let base = sqlx::query(match settlement {
+        Settlement::Archived(..) => {
+            "UPDATE calls SET state = 'archived', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                    object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
+                    object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL,
+                    media_duration_ms = $11, media_note = $12
+             WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
+        }
+        Settlement::Retry { .. } | Settlement::Released { .. } => {
+            "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                    next_attempt_at = $4, last_error_code = $5, last_error = $6
+             WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
+        }
+        Settlement::Returned { .. } => {
+            "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                    next_attempt_at = $4, last_error_code = $5, last_error = $6,
+                    attempts = $7
+             WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
+        }
+        Settlement::Failed { .. } | Settlement::Expired { .. } => {
+            "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                    last_error_code = $5, last_error = $6
+             WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')"
+        }
+    })
+    .bind(uuid.as_str())
+    .bind(owner.as_str())
+    .bind(now_at);
+    let query = match settlement {
+        Settlement::Archived(obj, media) => base
+            .bind(obj.key.as_str())
+            .bind(big(obj.size))
+            .bind(obj.sha256.as_str())
+            .bind(obj.content_type.as_deref())
+            .bind(obj.etag.as_deref())
+            .bind(obj.version.as_deref())
+            .bind(at(obj.archived_at))
+            .bind(media.duration_ms)
+            .bind(media.note.as_deref()),
+        Settlement::Retry {
+            next_attempt_at,
+            code,
+            message,
+        } => base.bind(at(*next_attempt_at)).bind(*code).bind(*message),
+        Settlement::Released { message } => base.bind(now_at).bind("interrupted").bind(*message),
+        Settlement::Returned {
+            code,
+            message,
+            attempts_before,
+        } => base
+            .bind(now_at)
+            .bind(*code)
+            .bind(*message)
+            .bind(*attempts_before),
+        Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
+        Settlement::Expired { code, message } => base.bind("expired").bind(*code).bind(*message),
+    };
+    let held = query
+        .execute(&mut *conn)
+        .await
+        .ctx("settling a record")?
+        .rows_affected()
+        == 1;
+    match last_attempt {
+        Some(end) if held => finish_attempt(conn, end, now).await?,
+        // Another run holds the record now: the attempt's own outcome did not count.
+        Some(end) => {
+            let message = lease_lost_message(end.outcome);
+            let lost = AttemptEnd {
+                outcome: AttemptOutcome::LeaseLost,
+                error_code: Some("lease_lost"),
+                message: Some(&message),
+                ..end.clone()
+            };
+            finish_attempt(conn, &lost, now).await?;
+        }
+        None => {}
+    }
+    Ok(held)
 }
 
 async fn finish_attempt(

@@ -248,6 +248,10 @@ impl Admin for PgLedger {
     async fn close(&self) {
         self.pool.close().await;
     }
+
+    fn commits(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A time as the ledger stores it: cut to whole milliseconds, like the SQLite ledger's text.

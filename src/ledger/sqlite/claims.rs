@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::{QueryContext, SqliteLedger, col, record_from_row};
 use crate::domain::{AttemptId, AttemptOutcome, CallRecord, CallUuid, Claim, RunId};
 use crate::ledger::{
-    AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, LedgerError, Settlement, Slice,
-    lease_lost_message, sort_claims,
+    AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, LedgerError, SettleItem, Settlement,
+    Slice, lease_lost_message, sort_claims,
 };
 use crate::timefmt::to_ledger;
 
@@ -240,6 +240,25 @@ impl Claims for SqliteLedger {
         ))
     }
 
+    async fn answers_with(
+        &self,
+        uuid: &CallUuid,
+        error_code: &str,
+        message: &str,
+    ) -> Result<u32, LedgerError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM attempts
+             WHERE call_uuid = $1 AND error_code = $2 AND message = $3 AND finished_at IS NOT NULL",
+        )
+        .bind(uuid.as_str())
+        .bind(error_code)
+        .bind(message)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("counting identical answers")?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     async fn settle(
         &self,
         uuid: &CallUuid,
@@ -248,97 +267,137 @@ impl Claims for SqliteLedger {
         last_attempt: Option<&AttemptEnd<'_>>,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        let now_text = to_ledger(now);
         let mut tx = self.pool.begin().await.ctx("starting a settlement")?;
-        let base = sqlx::query(match settlement {
-            Settlement::Archived(..) => {
-                "UPDATE calls SET state = 'archived', lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                        object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
-                        object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL,
-                        media_duration_ms = $11, media_note = $12
-                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
-            }
-            Settlement::Retry { .. } | Settlement::Released { .. } => {
-                "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                        next_attempt_at = $4, last_error_code = $5, last_error = $6
-                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
-            }
-            Settlement::Returned { .. } => {
-                "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                        next_attempt_at = $4, last_error_code = $5, last_error = $6,
-                        attempts = $7
-                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
-            }
-            Settlement::Failed { .. } | Settlement::Expired { .. } => {
-                "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
-                        last_error_code = $5, last_error = $6
-                 WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
-            }
-        })
-        .bind(uuid.as_str())
-        .bind(owner.as_str())
-        .bind(&now_text);
-        let query = match settlement {
-            Settlement::Archived(obj, media) => base
-                .bind(&obj.key)
-                .bind(i64::try_from(obj.size).unwrap_or(i64::MAX))
-                .bind(&obj.sha256)
-                .bind(obj.content_type.as_deref())
-                .bind(obj.etag.as_deref())
-                .bind(obj.version.as_deref())
-                .bind(to_ledger(obj.archived_at))
-                .bind(media.duration_ms)
-                .bind(media.note.as_deref()),
-            Settlement::Retry {
-                next_attempt_at,
-                code,
-                message,
-            } => base
-                .bind(to_ledger(*next_attempt_at))
-                .bind(*code)
-                .bind(*message),
-            Settlement::Released { message } => base
-                .bind(now_text.clone())
-                .bind("interrupted")
-                .bind(*message),
-            Settlement::Returned {
-                code,
-                message,
-                attempts_before,
-            } => base
-                .bind(now_text.clone())
-                .bind(*code)
-                .bind(*message)
-                .bind(*attempts_before),
-            Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
-            Settlement::Expired { code, message } => {
-                base.bind("expired").bind(*code).bind(*message)
-            }
-        };
-        let held = query
-            .execute(&mut *tx)
-            .await
-            .ctx("settling a record")?
-            .rows_affected()
-            == 1;
-        match last_attempt {
-            Some(end) if held => finish_attempt(&mut tx, end, now).await?,
-            // Another run holds the record now: the attempt's own outcome did not count.
-            Some(end) => {
-                let message = lease_lost_message(end.outcome);
-                let lost = AttemptEnd {
-                    outcome: AttemptOutcome::LeaseLost,
-                    error_code: Some("lease_lost"),
-                    message: Some(&message),
-                    ..end.clone()
-                };
-                finish_attempt(&mut tx, &lost, now).await?;
-            }
-            None => {}
-        }
+        let held = settle_in(&mut tx, uuid, owner, settlement, last_attempt, now).await?;
         tx.commit().await.ctx("committing a settlement")?;
         Ok(held)
     }
+
+    async fn settle_many(
+        &self,
+        items: &[SettleItem<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, LedgerError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .ctx("starting grouped settlements")?;
+        let mut held = Vec::with_capacity(items.len());
+        for item in items {
+            held.push(
+                settle_in(
+                    &mut tx,
+                    item.uuid,
+                    item.owner,
+                    &item.settlement,
+                    item.last_attempt.as_ref(),
+                    now,
+                )
+                .await?,
+            );
+        }
+        tx.commit().await.ctx("committing grouped settlements")?;
+        Ok(held)
+    }
+}
+
+/// One settlement inside the caller's transaction: the record's new state and, with it, the
+/// end of its last attempt. `false` when `owner` no longer holds the lease.
+async fn settle_in(
+    conn: &mut sqlx::SqliteConnection,
+    uuid: &CallUuid,
+    owner: &RunId,
+    settlement: &Settlement<'_>,
+    last_attempt: Option<&AttemptEnd<'_>>,
+    now: DateTime<Utc>,
+) -> Result<bool, LedgerError> {
+    let now_text = to_ledger(now);
+    let base = sqlx::query(match settlement {
+        Settlement::Archived(..) => {
+            "UPDATE calls SET state = 'archived', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                    object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
+                    object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL,
+                    media_duration_ms = $11, media_note = $12
+             WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+        }
+        Settlement::Retry { .. } | Settlement::Released { .. } => {
+            "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                    next_attempt_at = $4, last_error_code = $5, last_error = $6
+             WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+        }
+        Settlement::Returned { .. } => {
+            "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                    next_attempt_at = $4, last_error_code = $5, last_error = $6,
+                    attempts = $7
+             WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+        }
+        Settlement::Failed { .. } | Settlement::Expired { .. } => {
+            "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
+                    last_error_code = $5, last_error = $6
+             WHERE uuid = $1 AND lease_owner = $2 AND state = 'in_progress'"
+        }
+    })
+    .bind(uuid.as_str())
+    .bind(owner.as_str())
+    .bind(&now_text);
+    let query = match settlement {
+        Settlement::Archived(obj, media) => base
+            .bind(&obj.key)
+            .bind(i64::try_from(obj.size).unwrap_or(i64::MAX))
+            .bind(&obj.sha256)
+            .bind(obj.content_type.as_deref())
+            .bind(obj.etag.as_deref())
+            .bind(obj.version.as_deref())
+            .bind(to_ledger(obj.archived_at))
+            .bind(media.duration_ms)
+            .bind(media.note.as_deref()),
+        Settlement::Retry {
+            next_attempt_at,
+            code,
+            message,
+        } => base
+            .bind(to_ledger(*next_attempt_at))
+            .bind(*code)
+            .bind(*message),
+        Settlement::Released { message } => base
+            .bind(now_text.clone())
+            .bind("interrupted")
+            .bind(*message),
+        Settlement::Returned {
+            code,
+            message,
+            attempts_before,
+        } => base
+            .bind(now_text.clone())
+            .bind(*code)
+            .bind(*message)
+            .bind(*attempts_before),
+        Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
+        Settlement::Expired { code, message } => base.bind("expired").bind(*code).bind(*message),
+    };
+    let held = query
+        .execute(&mut *conn)
+        .await
+        .ctx("settling a record")?
+        .rows_affected()
+        == 1;
+    match last_attempt {
+        Some(end) if held => finish_attempt(conn, end, now).await?,
+        // Another run holds the record now: the attempt's own outcome did not count.
+        Some(end) => {
+            let message = lease_lost_message(end.outcome);
+            let lost = AttemptEnd {
+                outcome: AttemptOutcome::LeaseLost,
+                error_code: Some("lease_lost"),
+                message: Some(&message),
+                ..end.clone()
+            };
+            finish_attempt(conn, &lost, now).await?;
+        }
+        None => {}
+    }
+    Ok(held)
 }
 
 async fn finish_attempt(

@@ -17,6 +17,8 @@ mod sync;
 mod transfer;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,6 +39,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteLedger {
     pool: SqlitePool,
+    /// Write transactions committed through `pool` (every connection's commit hook).
+    commits: Arc<AtomicU64>,
 }
 
 trait QueryContext<T> {
@@ -67,7 +71,11 @@ fn classify(source: sqlx::Error, context: &'static str) -> LedgerError {
 }
 
 impl SqliteLedger {
-    async fn connect(location: &str, options: &LedgerOptions) -> Result<SqlitePool, LedgerError> {
+    async fn connect(
+        location: &str,
+        options: &LedgerOptions,
+        commits: &Arc<AtomicU64>,
+    ) -> Result<SqlitePool, LedgerError> {
         let open_err = |source| LedgerError::Open {
             location: location.to_owned(),
             source,
@@ -85,8 +93,21 @@ impl SqliteLedger {
             .foreign_keys(true)
             .busy_timeout(options.busy_timeout);
         let in_memory = url.contains(":memory:");
+        let counter = Arc::clone(commits);
         SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 4 })
+            .after_connect(move |conn, _| {
+                let counter = Arc::clone(&counter);
+                Box::pin(async move {
+                    // SQLite calls the hook for each transaction that wrote (read-only ones
+                    // do not commit anything); it only counts, never vetoes.
+                    conn.lock_handle().await?.set_commit_hook(move || {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        true
+                    });
+                    Ok(())
+                })
+            })
             .acquire_timeout(options.busy_timeout + Duration::from_secs(5))
             .connect_with(connect)
             .await
@@ -96,16 +117,17 @@ impl SqliteLedger {
     /// Opens (creating if missing) the ledger at `location` and runs pending migrations
     /// (inside SQLite's write lock, so two processes opening at once migrate once).
     pub async fn open(location: &str, options: &LedgerOptions) -> Result<Self, LedgerError> {
-        let pool = Self::connect(location, options).await?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let pool = Self::connect(location, options, &commits).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, commits })
     }
 
     pub async fn migrate(
         location: &str,
         options: &LedgerOptions,
     ) -> Result<Vec<Migration>, LedgerError> {
-        let pool = Self::connect(location, options).await?;
+        let pool = Self::connect(location, options, &Arc::new(AtomicU64::new(0))).await?;
         let before = applied(&pool).await;
         MIGRATOR.run(&pool).await?;
         pool.close().await;
@@ -144,6 +166,10 @@ impl Admin for SqliteLedger {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn commits(&self) -> Option<u64> {
+        Some(self.commits.load(Ordering::Relaxed))
     }
 }
 
