@@ -16,6 +16,7 @@ mod processes;
 mod rclone;
 mod report;
 mod rig;
+mod search;
 mod source;
 mod targets;
 mod transfers;
@@ -72,6 +73,8 @@ enum Part {
     PgProcesses,
     /// The PostgreSQL ledger's growth.
     PgStatus,
+    /// `callvault find` on SQLite ledgers of 10,000 and 1,000,000 calls.
+    Search,
 }
 
 /// Counts and sizes of one mode.
@@ -227,6 +230,13 @@ async fn main() -> anyhow::Result<()> {
             println!("ledger growth: {rows} rows");
             let g = ledger_growth::measure(&rig, On::Sqlite, rows, &names, plan.small.1).await?;
             results.growth.push(g);
+        }
+    }
+
+    if wants(Part::Search) {
+        for &rows in &plan.ledger_rows {
+            println!("search: {rows} calls");
+            results.search.push(search::measure(&rig, rows).await?);
         }
     }
 

@@ -83,6 +83,8 @@ pub struct Results {
     pub claiming: Vec<Claiming>,
     /// Several processes on one ledger (SQLite first, the baseline).
     pub processes: Vec<Processes>,
+    /// `find` at each ledger size.
+    pub search: Vec<crate::search::SearchLedger>,
     pub notes: Vec<String>,
 }
 
@@ -162,6 +164,7 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
         throughput(&mut s, r);
     }
     ledger_sections(&mut s, r);
+    crate::search::section(&mut s, &r.search);
     if let Some(l) = &r.logins {
         let _ = writeln!(s, "\n### Logins per token invalidation\n");
         let _ = writeln!(
