@@ -10,11 +10,21 @@ use crate::domain::{AttemptOutcome, CallUuid, RecordState};
 use crate::ledger::search::{Arg, SearchSql, parts, search_sql};
 use crate::ledger::{
     AttemptView, CallDetail, CallParties, CallQuery, CallSummary, LedgerError, ManifestRef, Search,
+    TermField,
 };
 use crate::timefmt::to_ledger;
 
 /// Calls whose terms are rewritten per transaction while catching up.
 const REFRESH_BATCH: u32 = 5_000;
+
+/// How many queued calls an import of `n` records indexes in its own transaction: its own
+/// and as many again of any backlog, so the queue drains with the imports and a search
+/// rarely finds much to do, while one import never waits on a whole backlog.
+pub(super) fn with_import(n: usize) -> u32 {
+    u32::try_from(n.saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .clamp(64, REFRESH_BATCH)
+}
 
 fn bind_args<'q>(sql: &'q SearchSql) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
     sql.args.iter().fold(
@@ -44,10 +54,18 @@ fn summary_from_row(row: &SqliteRow) -> Result<CallSummary, LedgerError> {
     })
 }
 
+/// Term rows per INSERT statement (4 parameters a row, well under SQLite's 32766).
+const TERMS_PER_INSERT: usize = 1_000;
+
 /// Rewrites the terms of up to `batch` queued calls in one write transaction; how many it
-/// took off the queue.
-async fn refresh_batch(conn: &mut SqliteConnection, batch: u32) -> Result<u64, LedgerError> {
+/// took off the queue. The batch is the first `batch` queued uuids, the same set for every
+/// statement below (the write lock is held from `BEGIN IMMEDIATE`).
+pub(super) async fn refresh_batch(
+    conn: &mut SqliteConnection,
+    batch: u32,
+) -> Result<u64, LedgerError> {
     const CONTEXT: &str = "indexing calls for search";
+    const QUEUED: &str = "SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1";
     let queued: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT s.uuid, c.call_start, c.raw_json
          FROM call_terms_stale AS s LEFT JOIN calls AS c ON c.uuid = s.uuid
@@ -57,32 +75,42 @@ async fn refresh_batch(conn: &mut SqliteConnection, batch: u32) -> Result<u64, L
     .fetch_all(&mut *conn)
     .await
     .ctx(CONTEXT)?;
-    for (uuid, call_start, raw_json) in &queued {
-        sqlx::query("DELETE FROM call_terms WHERE uuid = $1")
-            .bind(uuid)
-            .execute(&mut *conn)
-            .await
-            .ctx(CONTEXT)?;
-        if let Some(raw) = raw_json {
-            for (field, term) in CallParties::of(raw).terms() {
-                sqlx::query(
-                    "INSERT INTO call_terms (uuid, field, term, call_start) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(uuid)
-                .bind(field.as_str())
-                .bind(term)
-                .bind(call_start.as_deref())
-                .execute(&mut *conn)
-                .await
-                .ctx(CONTEXT)?;
-            }
-        }
-        sqlx::query("DELETE FROM call_terms_stale WHERE uuid = $1")
-            .bind(uuid)
-            .execute(&mut *conn)
-            .await
-            .ctx(CONTEXT)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM call_terms WHERE uuid IN ({QUEUED})"
+    )))
+    .bind(i64::from(batch))
+    .execute(&mut *conn)
+    .await
+    .ctx(CONTEXT)?;
+    let terms: Vec<(&str, TermField, String, Option<&str>)> = queued
+        .iter()
+        .filter_map(|(uuid, start, raw)| Some((uuid, start, raw.as_deref()?)))
+        .flat_map(|(uuid, start, raw)| {
+            CallParties::of(raw)
+                .terms()
+                .into_iter()
+                .map(move |(field, term)| (uuid.as_str(), field, term, start.as_deref()))
+        })
+        .collect();
+    for chunk in terms.chunks(TERMS_PER_INSERT) {
+        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO call_terms (uuid, field, term, call_start) ",
+        );
+        insert.push_values(chunk, |mut row, (uuid, field, term, start)| {
+            row.push_bind(*uuid)
+                .push_bind(field.as_str())
+                .push_bind(term.as_str())
+                .push_bind(*start);
+        });
+        insert.build().execute(&mut *conn).await.ctx(CONTEXT)?;
     }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DELETE FROM call_terms_stale WHERE uuid IN ({QUEUED})"
+    )))
+    .bind(i64::from(batch))
+    .execute(&mut *conn)
+    .await
+    .ctx(CONTEXT)?;
     Ok(queued.len() as u64)
 }
 
