@@ -208,6 +208,9 @@ async fn prepare(rig: &Rig, rows: usize) -> anyhow::Result<Filled> {
     })
 }
 
+/// One search's samples on one ledger: calls found, query times, `find` process times.
+type Samples = (usize, Vec<Duration>, Vec<Duration>);
+
 /// Fills a ledger of each size, then runs every search on each, the sizes interleaved
 /// round by round (so a busy moment of the machine falls on both), `REPEATS` rounds.
 pub async fn measure(rig: &Rig, sizes: &[usize]) -> anyhow::Result<Vec<SearchLedger>> {
@@ -217,8 +220,7 @@ pub async fn measure(rig: &Rig, sizes: &[usize]) -> anyhow::Result<Vec<SearchLed
         filled.push(prepare(rig, rows).await?);
     }
     let searches = searches();
-    // [ledger][search] -> (found, query times, process times)
-    let mut times: Vec<Vec<(usize, Vec<Duration>, Vec<Duration>)>> = filled
+    let mut times: Vec<Vec<Samples>> = filled
         .iter()
         .map(|_| {
             searches
