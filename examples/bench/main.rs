@@ -16,6 +16,7 @@ mod processes;
 mod rclone;
 mod report;
 mod rig;
+mod search;
 mod source;
 mod targets;
 mod transfers;
@@ -72,6 +73,8 @@ enum Part {
     PgProcesses,
     /// The PostgreSQL ledger's growth.
     PgStatus,
+    /// `callvault find` on SQLite ledgers of 10,000 and 1,000,000 calls.
+    Search,
 }
 
 /// Counts and sizes of one mode.
@@ -229,6 +232,10 @@ async fn main() -> anyhow::Result<()> {
             let g = ledger_growth::measure(&rig, On::Sqlite, rows, &names, plan.small.1).await?;
             results.growth.push(g);
         }
+    }
+
+    if wants(Part::Search) {
+        results.search = search::measure(&rig, &plan.ledger_rows).await?;
     }
 
     if let Some(pg) = &pg {

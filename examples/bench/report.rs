@@ -93,6 +93,8 @@ pub struct Results {
     pub processes: Vec<Processes>,
     /// CPU seconds per GB of SHA-256 alone (sha2, one thread, from memory) on this machine.
     pub sha256_cpu_per_gb: Option<f64>,
+    /// `find` at each ledger size.
+    pub search: Vec<crate::search::SearchLedger>,
     pub notes: Vec<String>,
 }
 
@@ -174,6 +176,7 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
         throughput(&mut s, r);
     }
     ledger_sections(&mut s, r);
+    crate::search::section(&mut s, &r.search);
     if let Some(l) = &r.logins {
         let _ = writeln!(s, "\n### Logins per token invalidation\n");
         let _ = writeln!(

@@ -11,6 +11,24 @@ fn mib(kib: u64) -> f64 {
 /// Each target of the issue, its measured figure and whether it holds.
 pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
     let mut out = Vec::new();
+    if let (Some((query, cli)), Some(small), Some(big)) = (
+        crate::search::ratios(&r.search),
+        r.search.first(),
+        r.search.last(),
+    ) {
+        let slowest = big.searches.iter().map(|t| t.cli).max().unwrap_or_default();
+        out.push((
+            format!(
+                "`find` at {} calls within 1.5× of {} calls, well under a second",
+                big.rows, small.rows
+            ),
+            format!(
+                "slowest ratio: query {query:.2}×, `find` process {cli:.2}×; slowest `find` {:.0} ms",
+                slowest.as_secs_f64() * 1e3
+            ),
+            query.max(cli) <= 1.5 && slowest < std::time::Duration::from_millis(500),
+        ));
+    }
     for cv in r
         .transfers
         .iter()

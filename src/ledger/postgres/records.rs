@@ -255,6 +255,7 @@ impl PgLedger {
             .ctx("adding late recordings")?;
             added.extend(rows);
         }
+        super::search::refresh_batch(&mut tx, super::search::with_import(records.len())).await?;
         tx.commit().await.ctx("committing an import")?;
         Ok((inserted, added, merged))
     }

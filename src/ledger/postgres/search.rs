@@ -19,6 +19,14 @@ use crate::ledger::{
 /// Calls whose terms are rewritten per transaction while catching up.
 const REFRESH_BATCH: u32 = 5_000;
 
+/// How many queued calls an import of `n` records indexes in its own transaction (as on
+/// SQLite: its own and as many again of any backlog).
+pub(super) fn with_import(n: usize) -> u32 {
+    u32::try_from(n.saturating_mul(2))
+        .unwrap_or(u32::MAX)
+        .clamp(64, REFRESH_BATCH)
+}
+
 fn bind_args(sql: &SearchSql) -> sqlx::query::Query<'_, Postgres, PgArguments> {
     sql.args.iter().fold(
         sqlx::query(sqlx::AssertSqlSafe(sql.text.as_str())),
@@ -49,7 +57,7 @@ fn summary_from_row(row: &PgRow) -> Result<CallSummary, LedgerError> {
 }
 
 /// Takes up to `batch` calls off the queue and rewrites their terms; how many it took.
-async fn refresh_batch(conn: &mut PgConnection, batch: u32) -> Result<u64, LedgerError> {
+pub(super) async fn refresh_batch(conn: &mut PgConnection, batch: u32) -> Result<u64, LedgerError> {
     const CONTEXT: &str = "indexing calls for search";
     let queued: Vec<(String, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
         "WITH taken AS (

@@ -81,6 +81,7 @@ impl Records for SqliteLedger {
             };
             outcomes.push(outcome);
         }
+        super::search::refresh_batch(&mut tx, super::search::with_import(records.len())).await?;
         tx.commit().await.ctx("committing an import")?;
         Ok(outcomes)
     }

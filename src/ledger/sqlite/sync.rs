@@ -250,6 +250,7 @@ impl Syncs for SqliteLedger {
         for bill in bills {
             outcomes.push(import_bill(&mut tx, bill, &now).await?);
         }
+        super::search::refresh_batch(&mut tx, super::search::with_import(bills.len())).await?;
         tx.commit().await.ctx("committing bills")?;
         Ok(outcomes)
     }
