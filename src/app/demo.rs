@@ -136,7 +136,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     };
     let result = run_pass(&deps, &opts).await?;
     print_run(&result, false);
-    compliance(&ledger, &deps.store, &ledger_path).await?;
+    compliance(&ledger, &deps.store, &ledger_path, &store_url).await?;
     let status = ledger.status(Utc::now(), opts.retention).await?;
     println!("ledger: {}", serde_json::to_string(&status.counts)?);
     println!(
@@ -182,6 +182,7 @@ async fn compliance(
     ledger: &Ledger,
     store: &Store,
     ledger_path: &std::path::Path,
+    store_url: &url::Url,
 ) -> anyhow::Result<()> {
     use crate::ledger::CallQuery;
     use crate::retention::{Actor, EraseMode, Selection, erase, place_hold};
@@ -246,8 +247,8 @@ async fn compliance(
     let at = ledger_path.display();
     println!(
         "compliance: try callvault --ledger sqlite://{at} holds; \
-         callvault --ledger sqlite://{at} erase --uuid {} --reason R (a dry run: it names the hold); \
-         callvault --ledger sqlite://{at} verify --manifests --store <the archive's file:// URL>",
+         callvault --ledger sqlite://{at} erase --store {store_url} --uuid {} --reason R (a dry run: it names the hold); \
+         callvault --ledger sqlite://{at} verify --manifests --store {store_url}",
         held.uuid
     );
     Ok(())
