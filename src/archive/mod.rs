@@ -231,9 +231,25 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         None => RunStatus::Completed,
     };
     let summary = serde_json::to_value(&result.report).unwrap_or_default();
-    deps.ledger
+    if let Err(e) = deps
+        .ledger
         .finish_run(&run_id, status, &summary, result.exit_code(), Utc::now())
-        .await?;
+        .await
+    {
+        // The pass did what its report says whether or not the ledger took its end: the
+        // report is still printed (exit 1), and the run's row stays open, as a killed
+        // run's does (the next pass closes what it left).
+        tracing::error!(error = %e, "the end of the run could not be recorded in the ledger");
+        let RunResult { mut report, error } = result;
+        let error = error.unwrap_or_else(|| {
+            report.stopped = Some(e.to_string());
+            RunError::Ledger(e)
+        });
+        return Ok(RunResult {
+            report,
+            error: Some(error),
+        });
+    }
     Ok(result)
 }
 
