@@ -166,42 +166,20 @@ pub fn retention_store(
 }
 
 /// The calls `--uuid`, `--company`, `--since`/`--until`, `--number` and `--extension`
-/// choose, as the ledger's one query (the one `find` uses).
+/// choose, as the ledger's one query, read as `find` reads the same flags.
 pub fn selection(
     args: &crate::cli::CallSelectArgs,
     tz: FixedOffset,
 ) -> Result<crate::retention::Selection, ConfigError> {
-    let uuids = args
-        .uuids
-        .iter()
-        .map(|raw| {
-            crate::domain::CallUuid::parse(raw)
-                .ok_or_else(|| ConfigError(format!("--uuid {raw:?} is not a call uuid")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let slice = crate::config::slice(
-        args.company.as_deref(),
-        args.since.as_deref(),
-        args.until.as_deref(),
+    super::retrieve::chosen_calls(
+        &args.uuids,
+        &args.company,
+        (&args.since, &args.until),
+        &args.number,
+        &args.extension,
         tz,
-    )?;
-    let number = args
-        .number
-        .as_deref()
-        .map(|n| {
-            crate::ledger::PhoneNumber::parse(n)
-                .ok_or_else(|| ConfigError(format!("--number {n:?} has no digits")))
-        })
-        .transpose()?;
-    Ok(crate::retention::Selection::new(crate::ledger::CallQuery {
-        number,
-        extension: args.extension.clone(),
-        company: slice.company,
-        since: slice.since,
-        until: slice.until,
-        uuids,
-        ..crate::ledger::CallQuery::default()
-    }))
+    )
+    .map(crate::retention::Selection::new)
 }
 
 /// `--retention-mode` and `--retain-for` as a policy (clap makes them go together).

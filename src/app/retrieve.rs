@@ -28,20 +28,22 @@ fn uuid(raw: &str) -> Result<CallUuid, ConfigError> {
     CallUuid::parse(raw).ok_or_else(|| ConfigError(format!("{raw:?} is not a call uuid")))
 }
 
-/// The search `find`'s flags describe.
-pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigError> {
+/// The conditions `find`, `hold`, `release` and `erase` share (uuids, company, call start,
+/// number, extension), as the ledger's one query; the rest of it is left at its default.
+pub fn chosen_calls(
+    uuids: &[String],
+    company: &Option<String>,
+    (since, until): (&Option<String>, &Option<String>),
+    number: &Option<String>,
+    extension: &Option<String>,
+    tz: FixedOffset,
+) -> Result<CallQuery, ConfigError> {
     let bound = |raw: &Option<String>, flag: &str, upper: bool| {
         raw.as_deref()
             .map(|r| parse_bound(r, tz, upper).map_err(|e| ConfigError(format!("--{flag}: {e}"))))
             .transpose()
     };
-    let text = |raw: &Option<String>| {
-        raw.as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    let number = match args.number.as_deref() {
+    let number = match number.as_deref() {
         None => None,
         Some(raw) => Some(PhoneNumber::parse(raw).ok_or_else(|| {
             ConfigError(format!(
@@ -49,6 +51,44 @@ pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigE
             ))
         })?),
     };
+    let query = CallQuery {
+        number,
+        extension: text(extension),
+        company: text(company),
+        since: bound(since, "since", false)?,
+        until: bound(until, "until", true)?,
+        uuids: uuids
+            .iter()
+            .map(|u| uuid(u))
+            .collect::<Result<Vec<_>, _>>()?,
+        ..CallQuery::default()
+    };
+    if let (Some(since), Some(until)) = (query.since, query.until)
+        && since >= until
+    {
+        return Err(ConfigError("--since must come before --until".into()));
+    }
+    Ok(query)
+}
+
+/// A flag's text, trimmed; `None` when empty.
+fn text(raw: &Option<String>) -> Option<String> {
+    raw.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}
+
+/// The search `find`'s flags describe.
+pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigError> {
+    let chosen = chosen_calls(
+        &args.uuid,
+        &args.company,
+        (&args.since, &args.until),
+        &args.number,
+        &args.extension,
+        tz,
+    )?;
     let states = args
         .state
         .iter()
@@ -59,19 +99,9 @@ pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigE
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let query = CallQuery {
-        number,
-        extension: text(&args.extension),
+    Ok(CallQuery {
         agent: text(&args.agent),
-        company: text(&args.company),
-        since: bound(&args.since, "since", false)?,
-        until: bound(&args.until, "until", true)?,
         states,
-        uuids: args
-            .uuid
-            .iter()
-            .map(|u| uuid(u))
-            .collect::<Result<Vec<_>, _>>()?,
         limit: args.limit,
         after: args
             .after
@@ -82,13 +112,8 @@ pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigE
                 })
             })
             .transpose()?,
-    };
-    if let (Some(since), Some(until)) = (query.since, query.until)
-        && since >= until
-    {
-        return Err(ConfigError("--since must come before --until".into()));
-    }
-    Ok(query)
+        ..chosen
+    })
 }
 
 pub async fn find(ledger: &Ledger, args: &FindArgs, tz: FixedOffset) -> anyhow::Result<u8> {
