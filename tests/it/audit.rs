@@ -58,8 +58,13 @@ pub fn file_store(dir: &std::path::Path) -> Store {
 }
 
 /// Archives one call the way a run does, then "dies" before any manifest: imports it,
-/// claims it, stores `body` and marks it archived.
-pub async fn archive_without_manifest(world: &World, store: &Store, uuid: &str, body: &[u8]) {
+/// claims it, stores `body` and marks it archived; the call and its object.
+pub async fn archive_without_manifest(
+    world: &World,
+    store: &Store,
+    uuid: &str,
+    body: &[u8],
+) -> (callvault::domain::CallRecord, ArchivedObject) {
     let record = call(uuid, &format!("{uuid}.wav"), "2026-11-02 09:00:00");
     world
         .ledger
@@ -112,6 +117,7 @@ pub async fn archive_without_manifest(world: &World, store: &Store, uuid: &str, 
         .await
         .unwrap();
     assert!(settled);
+    (record, object)
 }
 
 #[tokio::test]

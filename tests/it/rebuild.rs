@@ -5,80 +5,25 @@
 //! not add up (a recording without its sidecar, a sidecar without its recording, an edited
 //! manifest) is reported, and a ledger that holds calls is refused unless `--merge`.
 
-use bytes::Bytes;
-use callvault::domain::ArchivedObject;
 use callvault::domain::RecordState;
-use callvault::ledger::{Ledger, MediaNote, Settlement, Slice};
-use callvault::store::{Sidecar, UploadMeta};
+use callvault::ledger::Ledger;
+use callvault::store::Sidecar;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::audit::delete;
+use crate::audit::{archive_without_manifest, delete};
 use crate::cli::{assert_exit, callvault, output, write_callbacks};
-use crate::world::{World, call, claim_one, cu};
+use crate::world::{World, cu};
 
-/// Archives `uuid` as a run does (recording, sidecar, settlement), then dies before writing
+/// Archives `uuid` as a run does (recording, settlement, sidecar), then dies before writing
 /// its manifest: the recording is in no manifest.
 async fn archive_after_the_last_manifest(world: &World, uuid: &str, body: &[u8]) -> String {
-    let record = call(uuid, &format!("{uuid}.wav"), "2026-11-02 09:00:00");
-    let now = chrono::Utc::now();
-    world
-        .ledger
-        .import(std::slice::from_ref(&record), now)
-        .await
-        .unwrap();
-    let claim = claim_one(
-        &world.ledger,
-        "run-killed",
-        &Slice::default(),
-        now,
-        now,
-        now + chrono::Duration::seconds(30),
-    )
-    .await
-    .unwrap()
-    .expect("the call is due");
-    assert_eq!(claim.record.uuid.as_str(), uuid, "nothing else was pending");
-    let key = world.deps().keys.render(&record).unwrap();
-    let meta = UploadMeta {
-        uuid: uuid.into(),
-        company_code: record.company_code.clone(),
-        call_start: record.call_start,
-        content_type: Some("audio/wav".into()),
-    };
-    let chunks = futures::stream::iter(vec![Ok(Bytes::copy_from_slice(body))]);
-    let uploaded = world
-        .store
-        .upload(&key, chunks, &meta, &CancellationToken::new())
-        .await
-        .unwrap();
-    let object = ArchivedObject {
-        key: key.clone(),
-        size: uploaded.size,
-        sha256: uploaded.sha256,
-        content_type: meta.content_type,
-        etag: uploaded.etag,
-        version: uploaded.version,
-        archived_at: chrono::Utc::now(),
-    };
+    let (record, object) = archive_without_manifest(world, &world.store, uuid, body).await;
     world
         .store
         .write_sidecar(&Sidecar::new(&record, &object, "run-killed"))
         .await
         .unwrap();
-    let settled = world
-        .ledger
-        .settle(
-            &cu(uuid),
-            &"run-killed".into(),
-            &Settlement::Archived(&object, &MediaNote::default()),
-            None,
-            now,
-        )
-        .await
-        .unwrap();
-    assert!(settled);
-    key
+    object.key
 }
 
 /// `status --json`'s counts (not what moves with the clock or names the last run: the
