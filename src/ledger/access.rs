@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::LedgerError;
+use super::sql::{Arg, Db, Row, Stmt, Tx};
 use crate::domain::CallUuid;
 
 /// What was done.
@@ -124,4 +125,135 @@ pub trait AccessLog: Send + Sync {
 
     /// Entries `query` selects, oldest first, each with its calls.
     async fn access_entries(&self, query: &AccessQuery) -> Result<Vec<LoggedAccess>, LedgerError>;
+}
+
+/// How many calls one statement appends to an entry (well under either engine's limit on
+/// placeholders).
+const CALLS_PER_STATEMENT: usize = 500;
+
+#[async_trait]
+impl<D: Db> AccessLog for D {
+    /// The entry and its calls are appended together or not at all.
+    async fn log_access(&self, entry: &AccessEntry) -> Result<i64, LedgerError> {
+        const CONTEXT: &str = "appending to the access log";
+        let mut tx = self.begin(CONTEXT).await?;
+        let id = tx
+            .fetch_one(
+                Stmt::new(
+                    "INSERT INTO access_log (at, actor, action, source, reason, query, calls)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    CONTEXT,
+                )
+                .bind(entry.at)
+                .bind(entry.actor.as_str())
+                .bind(entry.action.as_str())
+                .bind(entry.source.as_str())
+                .bind(entry.reason.as_deref())
+                .bind(entry.query.as_deref())
+                .bind(entry.calls.len() as u64),
+            )
+            .await?
+            .int("id")?;
+        for chunk in entry.calls.chunks(CALLS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${})", i + 2))
+                .collect();
+            let stmt = Stmt::new(
+                format!(
+                    "INSERT INTO access_log_calls (entry_id, call_uuid) VALUES {}",
+                    values.join(", ")
+                ),
+                CONTEXT,
+            )
+            .bind(id);
+            tx.execute(chunk.iter().fold(stmt, Stmt::bind)).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn access_entries(&self, query: &AccessQuery) -> Result<Vec<LoggedAccess>, LedgerError> {
+        let rows = self.fetch_all(entries_stmt(query)).await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.int("id")).collect::<Result<_, _>>()?;
+        let mut calls = calls_of_entries(self, &ids).await?.into_iter().peekable();
+        let mut entries = Vec::with_capacity(rows.len());
+        for (row, id) in rows.iter().zip(ids) {
+            let action = row.text("action")?;
+            let mut touched = Vec::new();
+            while let Some((_, uuid)) = calls.next_if(|(entry, _)| *entry == id) {
+                touched.push(uuid);
+            }
+            entries.push(LoggedAccess {
+                id,
+                entry: AccessEntry {
+                    at: row.time("at")?,
+                    actor: row.text("actor")?,
+                    action: AccessAction::parse(&action)
+                        .ok_or_else(|| LedgerError::Corrupt(format!("access action {action:?}")))?,
+                    source: row.text("source")?,
+                    reason: row.opt_text("reason")?,
+                    query: row.opt_text("query")?,
+                    calls: touched,
+                },
+            });
+        }
+        Ok(entries)
+    }
+}
+
+/// The entries `query` selects, oldest first: only the filters set are written, so each
+/// combination is planned with its own index.
+fn entries_stmt(query: &AccessQuery) -> Stmt {
+    let mut sql = String::from(
+        "SELECT a.id, a.at, a.actor, a.action, a.source, a.reason, a.query
+         FROM access_log AS a WHERE a.id > $1",
+    );
+    let mut args: Vec<Arg> = vec![query.after_id.unwrap_or(0).into()];
+    let mut and = |condition: &str, arg: Arg| {
+        args.push(arg);
+        sql.push_str(" AND ");
+        sql.push_str(&condition.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(since) = query.since {
+        and("a.at >= ?", since.into());
+    }
+    if let Some(actor) = &query.actor {
+        and("a.actor = ?", actor.into());
+    }
+    if let Some(uuid) = &query.uuid {
+        and(
+            "a.id IN (SELECT entry_id FROM access_log_calls WHERE call_uuid = ?)",
+            uuid.into(),
+        );
+    }
+    sql.push_str(&format!(" ORDER BY a.id LIMIT ${}", args.len() + 1));
+    args.push(i64::from(query.limit.clamp(1, super::MAX_PAGE)).into());
+    Stmt {
+        text: sql.into(),
+        args,
+        context: "reading the access log",
+    }
+}
+
+/// The calls of the entries `ids`, by entry then in the order they were appended.
+async fn calls_of_entries<D: Db>(db: &D, ids: &[i64]) -> Result<Vec<(i64, CallUuid)>, LedgerError> {
+    let mut calls = Vec::new();
+    for chunk in ids.chunks(CALLS_PER_STATEMENT) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let stmt = Stmt::new(
+            format!(
+                "SELECT entry_id, call_uuid FROM access_log_calls
+                 WHERE entry_id IN ({}) ORDER BY entry_id, id",
+                placeholders.join(", ")
+            ),
+            "reading the access log's calls",
+        );
+        let rows = db
+            .fetch_all(chunk.iter().fold(stmt, |s, id| s.bind(*id)))
+            .await?;
+        for row in &rows {
+            calls.push((row.int("entry_id")?, row.uuid("call_uuid")?));
+        }
+    }
+    Ok(calls)
 }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::LedgerError;
+use super::sql::{Db, Row, Stmt};
 use crate::domain::CallUuid;
 
 /// The media columns of one call.
@@ -18,4 +19,26 @@ pub struct MediaNote {
 #[async_trait]
 pub trait Media: Send + Sync {
     async fn media_of(&self, uuid: &CallUuid) -> Result<Option<MediaNote>, LedgerError>;
+}
+
+#[async_trait]
+impl<D: Db> Media for D {
+    async fn media_of(&self, uuid: &CallUuid) -> Result<Option<MediaNote>, LedgerError> {
+        let row = self
+            .fetch_optional(
+                Stmt::new(
+                    "SELECT media_duration_ms, media_note FROM calls WHERE uuid = $1",
+                    "reading a recording's media check",
+                )
+                .bind(uuid),
+            )
+            .await?;
+        row.map(|row| {
+            Ok(MediaNote {
+                duration_ms: row.opt_int("media_duration_ms")?,
+                note: row.opt_text("media_note")?,
+            })
+        })
+        .transpose()
+    }
 }

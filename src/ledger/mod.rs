@@ -21,6 +21,7 @@ mod records;
 mod runs;
 mod search;
 mod sessions;
+mod sql;
 mod sqlite;
 mod sync;
 mod transfer;

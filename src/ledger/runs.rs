@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::LedgerError;
+use super::sql::{Db, Row, Stmt, Tx, pick};
 use crate::domain::{RecordState, RunId, RunStatus};
 
 /// The identity of a run as the ledger stores it.
@@ -115,4 +116,144 @@ pub trait Runs: Send + Sync {
         let figures = self.figures(risk_line(now, retention)).await?;
         Ok(StatusReport::new(figures, now, retention))
     }
+}
+
+/// Per-state counts: SQLite keeps one row per state (one writer at a time, so no
+/// contention); PostgreSQL sums the per-connection deltas its triggers keep (at most 64
+/// rows per state).
+const STATE_COUNTS_SQLITE: &str = "SELECT state, n FROM state_counts";
+const STATE_COUNTS_POSTGRES: &str =
+    "SELECT state, sum(n)::bigint AS n FROM state_count_deltas GROUP BY state";
+
+/// The other figures, each one index probe or range. The oldest waiting call: PostgreSQL
+/// takes the smaller of two index minimums (`min` over `IN (…)` would read every waiting
+/// call there); SQLite's planner already answers the `IN` form from `calls_due`, and has no
+/// `LEAST` (its two-argument `min` is NULL when either side is).
+const FIGURES_SQLITE: &str = "SELECT
+     (SELECT min(call_start) FROM calls
+      WHERE state IN ('pending', 'in_progress') AND call_start IS NOT NULL) AS oldest,
+     (SELECT count(*) FROM calls
+      WHERE state IN ('pending', 'in_progress', 'failed')
+        AND call_start IS NOT NULL AND call_start < $1) AS at_risk,
+     (SELECT count(*) FROM calls
+      WHERE state = 'archived' AND media_note IS NOT NULL) AS media_flagged,
+     (SELECT max(finished_at) FROM runs WHERE exit_code = 0) AS last_success";
+const FIGURES_POSTGRES: &str = "SELECT
+     LEAST(
+         (SELECT min(call_start) FROM calls
+          WHERE state = 'pending' AND call_start IS NOT NULL),
+         (SELECT min(call_start) FROM calls
+          WHERE state = 'in_progress' AND call_start IS NOT NULL)) AS oldest,
+     (SELECT count(*) FROM calls
+      WHERE state IN ('pending', 'in_progress', 'failed')
+        AND call_start IS NOT NULL AND call_start < $1) AS at_risk,
+     (SELECT count(*) FROM calls
+      WHERE state = 'archived' AND media_note IS NOT NULL) AS media_flagged,
+     (SELECT max(finished_at) FROM runs WHERE exit_code = 0) AS last_success";
+
+#[async_trait]
+impl<D: Db> Runs for D {
+    async fn start_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
+        self.execute(
+            Stmt::new(
+                "INSERT INTO runs (id, started_at, status, host, pid, options)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "recording the start of a run",
+            )
+            .bind(run.id.as_str())
+            .bind(run.started_at)
+            .bind(RunStatus::Running.as_str())
+            .bind(&run.host)
+            .bind(run.pid)
+            .bind(&run.options),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn finish_run(
+        &self,
+        id: &RunId,
+        status: RunStatus,
+        summary: &serde_json::Value,
+        exit_code: i32,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.execute(
+            Stmt::new(
+                "UPDATE runs SET finished_at = $1, status = $2, summary = $3, exit_code = $4
+                 WHERE id = $5",
+                "recording the end of a run",
+            )
+            .bind(now)
+            .bind(status.as_str())
+            .bind(summary.to_string())
+            .bind(exit_code)
+            .bind(id.as_str()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Read in one snapshot, so the figures agree with each other.
+    async fn figures(&self, risk_line: DateTime<Utc>) -> Result<LedgerFigures, LedgerError> {
+        const CONTEXT: &str = "reading the ledger's figures";
+        let kind = self.dialect();
+        let mut tx = self.begin_snapshot(CONTEXT).await?;
+        let rows = tx
+            .fetch_all(Stmt::new(
+                pick(kind, STATE_COUNTS_SQLITE, STATE_COUNTS_POSTGRES),
+                "counting records",
+            ))
+            .await?;
+        let mut counts: Vec<(RecordState, i64)> =
+            RecordState::ALL.iter().map(|s| (*s, 0)).collect();
+        for row in &rows {
+            let state = row.state("state")?;
+            let n = row.int("n")?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 = n;
+            }
+        }
+        let row = tx
+            .fetch_one(
+                Stmt::new(pick(kind, FIGURES_SQLITE, FIGURES_POSTGRES), CONTEXT).bind(risk_line),
+            )
+            .await?;
+        let last_run = last_run(&mut tx).await?;
+        tx.commit().await?;
+        Ok(LedgerFigures {
+            counts,
+            oldest_pending_call: row.opt_time("oldest")?,
+            at_risk: row.int("at_risk")?,
+            media_flagged: row.int("media_flagged")?,
+            last_run,
+            last_success_at: row.opt_time("last_success")?,
+        })
+    }
+}
+
+/// The run that started last.
+async fn last_run(tx: &mut impl Tx) -> Result<Option<LastRun>, LedgerError> {
+    let row = tx
+        .fetch_optional(Stmt::new(
+            "SELECT id, started_at, finished_at, status, exit_code, summary FROM runs
+             ORDER BY started_at DESC, id DESC LIMIT 1",
+            "reading the last run",
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let status = row.text("status")?;
+    Ok(Some(LastRun {
+        id: RunId::from(row.text("id")?),
+        started_at: row.opt_time("started_at")?,
+        finished_at: row.opt_time("finished_at")?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| LedgerError::Corrupt(format!("run status {status:?}")))?,
+        exit_code: row.opt_int("exit_code")?,
+        // A summary that is not JSON is shown as none.
+        summary: row
+            .opt_text("summary")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+    }))
 }

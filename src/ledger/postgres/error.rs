@@ -14,9 +14,6 @@
 //! - Anything else (a constraint refused, a bug in our SQL) → [`LedgerError::Query`]:
 //!   retrying will not fix it.
 
-use std::future::Future;
-use std::time::Duration;
-
 use crate::ledger::LedgerError;
 
 /// Maps a sqlx result into the ledger's errors, naming what was being done.
@@ -74,48 +71,7 @@ fn class_of_sqlstate(code: &str) -> Class {
     }
 }
 
-/// How many times a transaction that lost a race is run again before its caller sees the
-/// [`LedgerError::Conflict`].
-const RETRIES: u32 = 3;
-
-/// Runs `op` (one whole transaction, which the failure rolled back) again while it loses to
-/// another transaction by serialization failure or deadlock, at most [`RETRIES`] more
-/// times, after a short randomized pause. A lock timeout is returned at once: the statement
-/// already waited the busy timeout, and waiting it again would multiply the caller's delay.
-pub(super) async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T, LedgerError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, LedgerError>>,
-{
-    let mut retries = 0;
-    loop {
-        match op().await {
-            Err(err) if retries < RETRIES && lost_race(&err) => {
-                retries += 1;
-                tracing::debug!(error = %err, retries, "ledger transaction lost a race; running it again");
-                tokio::time::sleep(pause(retries)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Serialization failure or deadlock: the transaction was rolled back and may simply run again.
-fn lost_race(err: &LedgerError) -> bool {
-    match err {
-        LedgerError::Conflict {
-            source: sqlx::Error::Database(db),
-            ..
-        } => matches!(db.code().as_deref(), Some("40001" | "40P01")),
-        _ => false,
-    }
-}
-
-/// 10, 20, 40 ms, plus up to 10 ms so that the two sides of a deadlock do not meet again.
-fn pause(retry: u32) -> Duration {
-    let base = 10u64 << retry.saturating_sub(1).min(4);
-    Duration::from_millis(base + rand::random_range(0..10u64))
-}
+pub(super) use crate::ledger::sql::retry_conflicts;
 
 #[cfg(test)]
 mod tests {
@@ -151,12 +107,5 @@ mod tests {
             classify("testing", sqlx::Error::RowNotFound),
             LedgerError::Query { .. }
         ));
-    }
-
-    #[test]
-    fn pauses_grow_and_stay_short() {
-        assert!(pause(1) < Duration::from_millis(20));
-        assert!(pause(3) >= Duration::from_millis(40));
-        assert!(pause(30) < Duration::from_millis(200));
     }
 }

@@ -13,17 +13,13 @@
 //! Times are bound as `DateTime<Utc>` cut to whole milliseconds ([`at`]), the precision of
 //! the SQLite ledger's text, so both backends store, compare and export the same instants.
 
-mod access;
 mod audit;
 mod claims;
 mod error;
 mod holds;
 mod manifests;
-mod media;
 mod records;
-mod runs;
 mod search;
-mod sessions;
 mod sync;
 mod transfer;
 
@@ -40,6 +36,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Row};
 
 use self::error::Ctx;
+use super::sql::{self, Arg, Db, Stmt, Tx};
 use super::{
     Admin, ArchivedEntry, BackendKind, LedgerError, LedgerOptions, Migration, Slice,
     redact_location,
@@ -400,5 +397,107 @@ mod tests {
             crate::timefmt::to_ledger(at(t)),
             crate::timefmt::to_ledger(t)
         );
+    }
+}
+
+/// Binds `stmt`'s arguments; times cut to milliseconds ([`at`]).
+fn bound(stmt: &Stmt) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    stmt.args.iter().fold(
+        sqlx::query(sqlx::AssertSqlSafe(stmt.text.as_ref())),
+        |query, arg| match arg {
+            Arg::Text(v) => query.bind(v.as_deref()),
+            Arg::Int(v) => query.bind(*v),
+            Arg::Time(v) => query.bind(v.map(at)),
+        },
+    )
+}
+
+impl sql::Row for PgRow {
+    fn opt_text(&self, name: &str) -> Result<Option<String>, LedgerError> {
+        self.try_get(name).ctx("reading a ledger row")
+    }
+
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, LedgerError> {
+        self.try_get(name).ctx("reading a ledger row")
+    }
+
+    fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        self.try_get(name).ctx("reading a ledger row")
+    }
+}
+
+/// A PostgreSQL transaction (rolled back when dropped uncommitted).
+pub(crate) struct PgTx(sqlx::Transaction<'static, sqlx::Postgres>);
+
+#[async_trait]
+impl Tx for PgTx {
+    type Row = PgRow;
+
+    async fn execute(&mut self, stmt: Stmt) -> Result<u64, LedgerError> {
+        Ok(bound(&stmt)
+            .execute(&mut *self.0)
+            .await
+            .ctx(stmt.context)?
+            .rows_affected())
+    }
+
+    async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<PgRow>, LedgerError> {
+        bound(&stmt)
+            .fetch_all(&mut *self.0)
+            .await
+            .ctx(stmt.context)
+    }
+
+    async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<PgRow>, LedgerError> {
+        bound(&stmt)
+            .fetch_optional(&mut *self.0)
+            .await
+            .ctx(stmt.context)
+    }
+
+    async fn commit(self) -> Result<(), LedgerError> {
+        self.0.commit().await.ctx("committing to the ledger")
+    }
+}
+
+#[async_trait]
+impl Db for PgLedger {
+    type Row = PgRow;
+    type Tx = PgTx;
+
+    fn dialect(&self) -> BackendKind {
+        BackendKind::Postgres
+    }
+
+    async fn begin(&self, context: &'static str) -> Result<PgTx, LedgerError> {
+        Ok(PgTx(self.pool.begin().await.ctx(context)?))
+    }
+
+    async fn begin_snapshot(&self, context: &'static str) -> Result<PgTx, LedgerError> {
+        Ok(PgTx(
+            self.pool
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .await
+                .ctx(context)?,
+        ))
+    }
+
+    async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {
+        Ok(bound(&stmt)
+            .execute(&self.pool)
+            .await
+            .ctx(stmt.context)?
+            .rows_affected())
+    }
+
+    async fn fetch_all(&self, stmt: Stmt) -> Result<Vec<PgRow>, LedgerError> {
+        bound(&stmt).fetch_all(&self.pool).await.ctx(stmt.context)
+    }
+
+    async fn fetch_optional(&self, stmt: Stmt) -> Result<Option<PgRow>, LedgerError> {
+        bound(&stmt)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx(stmt.context)
     }
 }

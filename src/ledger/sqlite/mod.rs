@@ -3,16 +3,12 @@
 //! migrations from `migrations/sqlite/` on open. Times are fixed-width UTC text, which
 //! sorts and compares as text.
 
-mod access;
 mod audit;
 mod claims;
 mod holds;
 mod manifests;
-mod media;
 mod records;
-mod runs;
 mod search;
-mod sessions;
 mod sync;
 mod transfer;
 
@@ -23,15 +19,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::Row as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 
+use super::sql::{Arg, Db, Row, Stmt, Tx};
 use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration};
 use crate::domain::{CallRecord, CallUuid, Origin};
-use crate::timefmt::from_ledger;
+use crate::timefmt::{from_ledger, to_ledger};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -210,4 +207,107 @@ fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
             .ok_or_else(|| LedgerError::Corrupt(format!("origin {origin:?}")))?,
         received_at: time_col(row, "imported_at")?,
     })
+}
+
+/// Binds `stmt`'s arguments; times as the ledger's fixed-width UTC text.
+fn bound(stmt: &Stmt) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    stmt.args.iter().fold(
+        sqlx::query(sqlx::AssertSqlSafe(stmt.text.as_ref())),
+        |query, arg| match arg {
+            Arg::Text(v) => query.bind(v.as_deref()),
+            Arg::Int(v) => query.bind(*v),
+            Arg::Time(v) => query.bind(v.map(to_ledger)),
+        },
+    )
+}
+
+impl Row for SqliteRow {
+    fn opt_text(&self, name: &str) -> Result<Option<String>, LedgerError> {
+        self.try_get(name).ctx("reading a ledger row")
+    }
+
+    fn opt_int(&self, name: &str) -> Result<Option<i64>, LedgerError> {
+        self.try_get(name).ctx("reading a ledger row")
+    }
+
+    fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        self.try_get::<Option<String>, _>(name)
+            .ctx("reading a ledger row")?
+            .map(|s| {
+                from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}")))
+            })
+            .transpose()
+    }
+}
+
+/// A SQLite transaction (rolled back when dropped uncommitted).
+pub(crate) struct SqliteTx(sqlx::Transaction<'static, sqlx::Sqlite>);
+
+#[async_trait]
+impl Tx for SqliteTx {
+    type Row = SqliteRow;
+
+    async fn execute(&mut self, stmt: Stmt) -> Result<u64, LedgerError> {
+        Ok(bound(&stmt)
+            .execute(&mut *self.0)
+            .await
+            .ctx(stmt.context)?
+            .rows_affected())
+    }
+
+    async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<SqliteRow>, LedgerError> {
+        bound(&stmt)
+            .fetch_all(&mut *self.0)
+            .await
+            .ctx(stmt.context)
+    }
+
+    async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<SqliteRow>, LedgerError> {
+        bound(&stmt)
+            .fetch_optional(&mut *self.0)
+            .await
+            .ctx(stmt.context)
+    }
+
+    async fn commit(self) -> Result<(), LedgerError> {
+        self.0.commit().await.ctx("committing to the ledger")
+    }
+}
+
+#[async_trait]
+impl Db for SqliteLedger {
+    type Row = SqliteRow;
+    type Tx = SqliteTx;
+
+    fn dialect(&self) -> BackendKind {
+        BackendKind::Sqlite
+    }
+
+    async fn begin(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
+        Ok(SqliteTx(self.pool.begin().await.ctx(context)?))
+    }
+
+    /// A deferred transaction: its snapshot is taken at its first read (WAL).
+    async fn begin_snapshot(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
+        self.begin(context).await
+    }
+
+    async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {
+        Ok(bound(&stmt)
+            .execute(&self.pool)
+            .await
+            .ctx(stmt.context)?
+            .rows_affected())
+    }
+
+    async fn fetch_all(&self, stmt: Stmt) -> Result<Vec<SqliteRow>, LedgerError> {
+        bound(&stmt).fetch_all(&self.pool).await.ctx(stmt.context)
+    }
+
+    async fn fetch_optional(&self, stmt: Stmt) -> Result<Option<SqliteRow>, LedgerError> {
+        bound(&stmt)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx(stmt.context)
+    }
 }

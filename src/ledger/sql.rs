@@ -1,0 +1,304 @@
+//! The seam between the ledger's operations and its two engines. Every operation is
+//! written once, in the module of its concern (`runs.rs`, `claims.rs`, ...), as SQL text
+//! with typed arguments ([`Stmt`]) and a row mapping over [`Row`]; a backend only says how
+//! to run a statement and read a column ([`Db`], [`Tx`]).
+//!
+//! Why our own thin seam rather than a query builder: the ledger's statements are tuned per
+//! index (CTEs, `UNION ALL` of index walks, partial indexes, `RETURNING`), which a builder
+//! such as sea-query would take as raw expressions anyway, and the two dialects already
+//! agree on almost all of it: both accept `$n` placeholders, `ON CONFLICT`, `RETURNING`,
+//! `NULLS LAST`. What truly differs is small and is asked of the backend:
+//! - how a time is bound and read (fixed-width UTC text on SQLite, `timestamptz` cut to
+//!   milliseconds on PostgreSQL): [`Arg::Time`] and [`Row::opt_time`];
+//! - how an error maps to what the caller must do (each backend's `classify`);
+//! - the few statements whose best form differs (an operation then writes both texts side
+//!   by side, chosen by [`Db::kind`], so a reader sees the difference and nothing else);
+//! - claiming, the manifest chain-head lock and counters, which stay in the backends.
+//!
+//! Measured on the claim path (bench/run, BENCHMARKS.md): binding through [`Arg`] costs a
+//! vector of a few values per statement, lost in the statement's own round trip.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{BackendKind, LedgerError};
+use crate::domain::{CallRecord, CallUuid, Origin, RecordState};
+
+/// One value bound to a placeholder.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+    /// Bound as the backend stores times.
+    Time(Option<DateTime<Utc>>),
+}
+
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Self::Text(Some(v.to_owned()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Self::Text(Some(v))
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Self::Text(Some(v.clone()))
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        Self::Text(v.map(str::to_owned))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        Self::Text(v)
+    }
+}
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<i32> for Arg {
+    fn from(v: i32) -> Self {
+        Self::Int(Some(i64::from(v)))
+    }
+}
+impl From<u32> for Arg {
+    fn from(v: u32) -> Self {
+        Self::Int(Some(i64::from(v)))
+    }
+}
+impl From<u64> for Arg {
+    /// Saturating: a count or size beyond `i64::MAX` is stored as `i64::MAX`.
+    fn from(v: u64) -> Self {
+        Self::Int(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+}
+impl From<Option<u64>> for Arg {
+    fn from(v: Option<u64>) -> Self {
+        Self::Int(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+}
+impl From<DateTime<Utc>> for Arg {
+    fn from(v: DateTime<Utc>) -> Self {
+        Self::Time(Some(v))
+    }
+}
+impl From<Option<DateTime<Utc>>> for Arg {
+    fn from(v: Option<DateTime<Utc>>) -> Self {
+        Self::Time(v)
+    }
+}
+impl From<&CallUuid> for Arg {
+    fn from(v: &CallUuid) -> Self {
+        Self::Text(Some(v.as_str().to_owned()))
+    }
+}
+
+/// A statement: its SQL (placeholders `$1`, `$2`, ... in both dialects), its arguments in
+/// placeholder order, and what the ledger was doing, for errors.
+#[derive(Debug, Clone)]
+pub(crate) struct Stmt {
+    pub text: Cow<'static, str>,
+    pub args: Vec<Arg>,
+    pub context: &'static str,
+}
+
+impl Stmt {
+    pub fn new(text: impl Into<Cow<'static, str>>, context: &'static str) -> Self {
+        Self {
+            text: text.into(),
+            args: Vec::new(),
+            context,
+        }
+    }
+
+    /// Binds the next placeholder.
+    pub fn bind(mut self, arg: impl Into<Arg>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+}
+
+/// A result row, read by column name.
+pub(crate) trait Row: Send + Sync {
+    fn opt_text(&self, col: &str) -> Result<Option<String>, LedgerError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, LedgerError>;
+    fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>, LedgerError>;
+
+    fn text(&self, col: &str) -> Result<String, LedgerError> {
+        self.opt_text(col)?.ok_or_else(|| null(col))
+    }
+    fn int(&self, col: &str) -> Result<i64, LedgerError> {
+        self.opt_int(col)?.ok_or_else(|| null(col))
+    }
+    fn time(&self, col: &str) -> Result<DateTime<Utc>, LedgerError> {
+        self.opt_time(col)?.ok_or_else(|| null(col))
+    }
+    /// A non-negative count or size.
+    fn count(&self, col: &str) -> Result<u64, LedgerError> {
+        let n = self.int(col)?;
+        u64::try_from(n).map_err(|_| LedgerError::Corrupt(format!("{col} {n}")))
+    }
+    fn uuid(&self, col: &str) -> Result<CallUuid, LedgerError> {
+        let raw = self.text(col)?;
+        CallUuid::parse(&raw).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {raw:?}")))
+    }
+    fn state(&self, col: &str) -> Result<RecordState, LedgerError> {
+        let raw = self.text(col)?;
+        RecordState::parse(&raw)
+            .ok_or_else(|| LedgerError::Corrupt(format!("record state {raw:?}")))
+    }
+}
+
+fn null(col: &str) -> LedgerError {
+    LedgerError::Corrupt(format!("{col} is NULL"))
+}
+
+/// Statements run inside one transaction; dropped without [`Tx::commit`], it rolls back.
+#[async_trait]
+pub(crate) trait Tx: Send {
+    type Row: Row;
+
+    async fn execute(&mut self, stmt: Stmt) -> Result<u64, LedgerError>;
+    async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<Self::Row>, LedgerError>;
+    async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<Self::Row>, LedgerError>;
+    async fn commit(self) -> Result<(), LedgerError>;
+
+    async fn fetch_one(&mut self, stmt: Stmt) -> Result<Self::Row, LedgerError> {
+        let context = stmt.context;
+        self.fetch_optional(stmt).await?.ok_or(LedgerError::Corrupt(format!(
+            "no row where one was expected while {context}"
+        )))
+    }
+}
+
+/// A ledger engine: runs statements on its pool, each committed on its own, or in a
+/// transaction.
+#[async_trait]
+pub(crate) trait Db: Send + Sync + 'static {
+    type Row: Row;
+    type Tx: Tx<Row = Self::Row>;
+
+    fn dialect(&self) -> BackendKind;
+
+    async fn begin(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
+    /// A read-only transaction that sees one snapshot of the ledger (figures that must
+    /// agree with each other).
+    async fn begin_snapshot(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
+    async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError>;
+    async fn fetch_all(&self, stmt: Stmt) -> Result<Vec<Self::Row>, LedgerError>;
+    async fn fetch_optional(&self, stmt: Stmt) -> Result<Option<Self::Row>, LedgerError>;
+
+    async fn fetch_one(&self, stmt: Stmt) -> Result<Self::Row, LedgerError> {
+        let context = stmt.context;
+        self.fetch_optional(stmt).await?.ok_or(LedgerError::Corrupt(format!(
+            "no row where one was expected while {context}"
+        )))
+    }
+}
+
+/// The SQL for each dialect, where their best forms differ.
+pub(crate) fn pick(kind: BackendKind, sqlite: &'static str, postgres: &'static str) -> &'static str {
+    match kind {
+        BackendKind::Sqlite => sqlite,
+        BackendKind::Postgres => postgres,
+    }
+}
+
+/// How many times a transaction that lost a race is run again before its caller sees the
+/// [`LedgerError::Conflict`].
+const RETRIES: u32 = 3;
+
+/// Runs `op` (one whole transaction, which the failure rolled back) again while it loses to
+/// another transaction by serialization failure or deadlock (PostgreSQL: SQLSTATE 40001,
+/// 40P01), at most [`RETRIES`] more times, after a short randomized pause. A lock timeout
+/// is returned at once: the statement already waited the busy timeout. SQLite never loses
+/// such a race (one writer at a time), so there `op` runs once.
+pub(crate) async fn retry_conflicts<T, F, Fut>(mut op: F) -> Result<T, LedgerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, LedgerError>>,
+{
+    let mut retries = 0;
+    loop {
+        match op().await {
+            Err(err) if retries < RETRIES && lost_race(&err) => {
+                retries += 1;
+                tracing::debug!(error = %err, retries, "ledger transaction lost a race; running it again");
+                tokio::time::sleep(pause(retries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Serialization failure or deadlock: the transaction was rolled back and may simply run again.
+fn lost_race(err: &LedgerError) -> bool {
+    match err {
+        LedgerError::Conflict {
+            source: sqlx::Error::Database(db),
+            ..
+        } => matches!(db.code().as_deref(), Some("40001" | "40P01")),
+        _ => false,
+    }
+}
+
+/// 10, 20, 40 ms, plus up to 10 ms so that the two sides of a deadlock do not meet again.
+fn pause(retry: u32) -> Duration {
+    let base = 10u64 << retry.saturating_sub(1).min(4);
+    Duration::from_millis(base + rand::random_range(0..10u64))
+}
+
+/// The columns [`record_from_row`] reads.
+pub(crate) const RECORD_COLUMNS: &str = "uuid, company_code, record_file, call_start, billsec, raw_json, bill_id, notes, origin, imported_at";
+
+/// The call record in a row holding [`RECORD_COLUMNS`].
+pub(crate) fn record_from_row(row: &impl Row) -> Result<CallRecord, LedgerError> {
+    let origin = row.text("origin")?;
+    Ok(CallRecord {
+        uuid: row.uuid("uuid")?,
+        company_code: row.text("company_code")?,
+        record_file: row.text("record_file")?,
+        call_start: row.opt_time("call_start")?,
+        billsec: row.opt_int("billsec")?,
+        raw_json: row.text("raw_json")?,
+        bill_id: row.opt_text("bill_id")?,
+        notes: row.opt_text("notes")?,
+        origin: Origin::parse(&origin)
+            .ok_or_else(|| LedgerError::Corrupt(format!("origin {origin:?}")))?,
+        received_at: row.opt_time("imported_at")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_grow_and_stay_short() {
+        assert!(pause(1) < Duration::from_millis(20));
+        assert!(pause(3) >= Duration::from_millis(40));
+        assert!(pause(30) < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn sizes_beyond_i64_saturate() {
+        assert!(matches!(Arg::from(u64::MAX), Arg::Int(Some(i64::MAX))));
+        assert!(matches!(Arg::from(7u64), Arg::Int(Some(7))));
+    }
+}
