@@ -20,7 +20,7 @@ import yaml
 MARGIN_S = 60
 UNITS = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 # The exit codes after which retrying cannot help, per callvault command: a Job running that
-# command must fail at once on exactly these (README, "Exit codes"; `migrate` has no provider).
+# command must fail at once on exactly these (docs/operations.md, "Exit codes"; `migrate` has no provider).
 FAIL_NOW = {"run": {2, 3}, "sync": {2, 3}, "migrate": {2}}
 POSTGRES_URL = re.compile(r"postgres(ql)?://", re.IGNORECASE)
 WORKLOADS = ("CronJob", "Job", "Deployment")

@@ -112,7 +112,7 @@ impl KeyTemplate {
 
     /// The key for `record`, relative to the store's prefix.
     pub fn render(&self, record: &CallRecord) -> Result<String, KeyError> {
-        // An undated call is filed under the day it was received (README, "Object keys").
+        // An undated call is filed under the day it was received (docs/archiving.md, "Object keys").
         let start: Option<DateTime<FixedOffset>> = record
             .filing_time()
             .map(|t: DateTime<Utc>| t.with_timezone(&self.tz));
