@@ -23,6 +23,7 @@ mod archive;
 mod audit;
 mod audit_cli;
 mod backfill;
+mod call_merge;
 mod cli;
 mod download_faults;
 mod encryption;

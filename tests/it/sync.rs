@@ -95,7 +95,7 @@ fn sync_options() -> SyncOptions {
     }
 }
 
-async fn sync(world: &World) -> SyncReport {
+pub(crate) async fn sync(world: &World) -> SyncReport {
     run_sync(&sync_deps(world), &sync_options())
         .await
         .expect("the ledger works")
