@@ -58,8 +58,8 @@ pub(super) async fn download(
     };
     tracing::debug!(%filename, size, ?fault, "simulator download");
     let (plan, size) = match with_fault(fault, &filename, &uri, size) {
-        Ok(planned) => planned,
-        Err(answer) => return answer,
+        Faulted::Send(plan, size) => (plan, size),
+        Faulted::Instead(answer) => return answer,
     };
     let range = headers
         .get(header::RANGE)
@@ -88,30 +88,32 @@ fn is_signed(secret: &[u8], filename: &str, link: &LinkQuery) -> bool {
     }
 }
 
-/// What a queued download `fault` makes of the recording of `size` bytes: how its body is
-/// sent and how long it is, or (`Err`) the answer sent instead of it.
-fn with_fault(
-    fault: Option<DownloadFault>,
-    filename: &str,
-    uri: &Uri,
-    size: u64,
-) -> Result<(Plan, u64), Response> {
+/// What a queued download fault makes of the answer.
+enum Faulted {
+    /// The recording is sent as the plan says, this many bytes long.
+    Send(Plan, u64),
+    /// This answer is sent instead.
+    Instead(Response),
+}
+
+/// What a queued download `fault` makes of the recording of `size` bytes.
+fn with_fault(fault: Option<DownloadFault>, filename: &str, uri: &Uri, size: u64) -> Faulted {
     let mut plan = Plan::default();
     let mut size = size;
     match fault {
         Some(DownloadFault::Http500) => {
-            return Err(error_page(
+            return Faulted::Instead(error_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "500 Internal Server Error",
             ));
         }
         Some(DownloadFault::HtmlPage) => {
-            return Err(error_page(
+            return Faulted::Instead(error_page(
                 StatusCode::OK,
                 "System busy, please try again later (error)",
             ));
         }
-        Some(DownloadFault::Expired) => return Err(forbidden()),
+        Some(DownloadFault::Expired) => return Faulted::Instead(forbidden()),
         Some(DownloadFault::Stall(pause)) => plan.stall = Some(pause),
         Some(DownloadFault::Truncate(n)) => plan.stop_after = Some(n),
         Some(DownloadFault::ResetMidBody(n)) => (plan.stop_after, plan.reset) = (Some(n), true),
@@ -126,13 +128,15 @@ fn with_fault(
                     .map_or("", |p| p.as_str())
                     .trim_start_matches('/')
             );
-            return Err((StatusCode::FOUND, [(header::LOCATION, target)]).into_response());
+            return Faulted::Instead(
+                (StatusCode::FOUND, [(header::LOCATION, target)]).into_response(),
+            );
         }
         Some(DownloadFault::ZeroLength) => size = 0,
         Some(DownloadFault::HeaderOnly) => size = header_len(filename).min(size),
         None => {}
     }
-    Ok((plan, size))
+    Faulted::Send(plan, size)
 }
 
 /// The answer for the `ranged` part of `content` (`size` bytes), sent as `plan` says.
