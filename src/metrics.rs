@@ -12,7 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::ledger::StatusReport;
+use crate::ledger::{LastRun, StatusReport};
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -66,7 +66,14 @@ pub fn register_ledger(registry: &mut Registry, status: &StatusReport) {
             seconds(t),
         );
     }
-    let Some(run) = &status.last_run else { return };
+    if let Some(run) = &status.last_run {
+        register_last_run(registry, run);
+    }
+}
+
+/// Adds what the last run's row says: when it ended, its exit code, and its summary's
+/// counts.
+fn register_last_run(registry: &mut Registry, run: &LastRun) {
     if let Some(t) = run.finished_at.or(run.started_at) {
         gauge(
             registry,
@@ -83,7 +90,14 @@ pub fn register_ledger(registry: &mut Registry, status: &StatusReport) {
             code as f64,
         );
     }
-    let Some(summary) = &run.summary else { return };
+    if let Some(summary) = &run.summary {
+        register_run_summary(registry, summary);
+    }
+}
+
+/// Adds the last run's summary: records per outcome, bytes, duration, logins (0 for what
+/// it does not give).
+fn register_run_summary(registry: &mut Registry, summary: &serde_json::Value) {
     let number = |field: &str| summary.get(field).and_then(|v| v.as_f64()).unwrap_or(0.0);
     let outcomes = Family::<Labels, FloatGauge>::default();
     for outcome in OUTCOMES {

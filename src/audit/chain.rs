@@ -68,8 +68,6 @@ pub async fn verify_chain(
     Ok(report)
 }
 
-/// Walks every chain segment from its newest manifest back; returns each manifest's
-/// SHA-256 (`None` when it could not be read).
 /// What reading the manifests needs: the store, the ledger (tombstones of erasures not yet
 /// listed), and the erasures read so far (key → uuid).
 struct Check<'a> {
@@ -79,23 +77,58 @@ struct Check<'a> {
     erased: HashMap<String, String>,
 }
 
+/// Walks every chain segment from its newest manifest back; returns each manifest's
+/// SHA-256 (`None` when it could not be read).
 async fn walk(
     check: &mut Check<'_>,
     manifests: &BTreeMap<i64, String>,
     report: &mut ChainReport,
 ) -> Result<HashMap<String, Option<String>>, LedgerError> {
-    let store = check.store;
-    let mut digests: HashMap<String, Option<String>> = HashMap::new();
-    let mut unread: BTreeSet<i64> = manifests.keys().copied().collect();
-    while let Some(mut seq) = unread.last().copied() {
+    let mut walk = Walk {
+        manifests,
+        digests: HashMap::new(),
+        unread: manifests.keys().copied().collect(),
+    };
+    while let Some(newest) = walk.unread.last().copied() {
+        walk.segment(check, newest, report).await?;
+    }
+    Ok(walk.digests)
+}
+
+/// Where the walk is: the manifests in the store (seq → key), what each read one hashed
+/// to, and those not read yet.
+struct Walk<'a> {
+    manifests: &'a BTreeMap<i64, String>,
+    digests: HashMap<String, Option<String>>,
+    unread: BTreeSet<i64>,
+}
+
+/// Where a manifest's link leads the walk.
+enum Link {
+    /// To the previous manifest, not read yet: (its seq, the SHA-256 the link names).
+    Follow(i64, String),
+    /// Nowhere further: the first manifest, a manifest already read, or a broken link.
+    End,
+}
+
+impl Walk<'_> {
+    /// Reads the segment of the chain that ends at `newest`, back to its first manifest,
+    /// a manifest already read, or a link that leads nowhere.
+    async fn segment(
+        &mut self,
+        check: &mut Check<'_>,
+        newest: i64,
+        report: &mut ChainReport,
+    ) -> Result<(), LedgerError> {
+        let mut seq = newest;
         // (the manifest that named this one, the SHA-256 it gave)
         let mut expected: Option<(String, String)> = None;
         loop {
-            unread.remove(&seq);
-            let key = manifests[&seq].clone();
+            self.unread.remove(&seq);
+            let key = self.manifests[&seq].clone();
             let read = read_manifest(check, &key, report).await?;
             let sha = read.as_ref().map(|(sha, _)| sha.clone());
-            digests.insert(key.clone(), sha.clone());
+            self.digests.insert(key.clone(), sha.clone());
             if let (Some((from, want)), Some(found)) = (expected.take(), &sha)
                 && &want != found
             {
@@ -106,63 +139,79 @@ async fn walk(
                     found_sha256: found.clone(),
                 });
             }
-            let Some((_, Some(header))) = read else { break };
-            let broken = |reason: String| ChainProblem::BrokenLink {
-                key: key.clone(),
-                reason,
+            let Some((_, Some(header))) = read else {
+                return Ok(());
             };
-            if header.seq != seq {
-                report
-                    .problems
-                    .push(broken(format!("its header says seq {}", header.seq)));
-            }
-            let Some(previous) = header.previous else {
-                if seq != 1 {
-                    report.problems.push(broken(
-                        "it names no previous manifest but is not the first (seq 1)".into(),
-                    ));
+            match self.link(check.store, key.clone(), seq, header, report) {
+                Link::Follow(previous, sha256) => {
+                    expected = Some((key, sha256));
+                    seq = previous;
                 }
-                break;
-            };
-            if previous.seq != seq - 1 {
-                report.problems.push(broken(format!(
-                    "it names seq {} as its previous, not {}",
-                    previous.seq,
-                    seq - 1
-                )));
-            }
-            let held = store
-                .manifest_seq(&previous.key)
-                .filter(|p| manifests.get(p) == Some(&previous.key));
-            match held {
-                None => {
-                    report.problems.push(ChainProblem::PreviousMissing {
-                        key,
-                        previous_key: previous.key,
-                    });
-                    break;
-                }
-                Some(p) if !unread.contains(&p) => {
-                    if let Some(Some(found)) = digests.get(&previous.key)
-                        && *found != previous.sha256
-                    {
-                        report.problems.push(ChainProblem::PreviousChanged {
-                            key,
-                            previous_key: previous.key,
-                            expected_sha256: previous.sha256,
-                            found_sha256: found.clone(),
-                        });
-                    }
-                    break;
-                }
-                Some(p) => {
-                    expected = Some((key, previous.sha256));
-                    seq = p;
-                }
+                Link::End => return Ok(()),
             }
         }
     }
-    Ok(digests)
+
+    /// Where manifest `seq`'s `header` leads; each break in its link is reported.
+    fn link(
+        &self,
+        store: &Store,
+        key: String,
+        seq: i64,
+        header: ManifestHeader,
+        report: &mut ChainReport,
+    ) -> Link {
+        let broken = |reason: String| ChainProblem::BrokenLink {
+            key: key.clone(),
+            reason,
+        };
+        if header.seq != seq {
+            report
+                .problems
+                .push(broken(format!("its header says seq {}", header.seq)));
+        }
+        let Some(previous) = header.previous else {
+            if seq != 1 {
+                report.problems.push(broken(
+                    "it names no previous manifest but is not the first (seq 1)".into(),
+                ));
+            }
+            return Link::End;
+        };
+        if previous.seq != seq - 1 {
+            report.problems.push(broken(format!(
+                "it names seq {} as its previous, not {}",
+                previous.seq,
+                seq - 1
+            )));
+        }
+        let held = store
+            .manifest_seq(&previous.key)
+            .filter(|p| self.manifests.get(p) == Some(&previous.key));
+        match held {
+            None => {
+                report.problems.push(ChainProblem::PreviousMissing {
+                    key,
+                    previous_key: previous.key,
+                });
+                Link::End
+            }
+            Some(p) if !self.unread.contains(&p) => {
+                if let Some(Some(found)) = self.digests.get(&previous.key)
+                    && *found != previous.sha256
+                {
+                    report.problems.push(ChainProblem::PreviousChanged {
+                        key,
+                        previous_key: previous.key,
+                        expected_sha256: previous.sha256,
+                        found_sha256: found.clone(),
+                    });
+                }
+                Link::End
+            }
+            Some(p) => Link::Follow(p, previous.sha256),
+        }
+    }
 }
 
 /// Streams one manifest: its SHA-256, its header (`None` if malformed), entries checked.
@@ -191,21 +240,20 @@ async fn read_manifest(
             return Ok(None);
         }
     };
-    let mut hasher = Sha256::new();
-    let mut splitter = LineSplitter::default();
-    let mut header: Option<Option<ManifestHeader>> = None;
-    let mut malformed: Option<String> = None;
-    let mut entries = 0u64;
+    let mut scan = Scan::default();
     let mut finished = false;
     while !finished {
         let lines = match body.try_next().await {
             Ok(Some(chunk)) => {
-                hasher.update(&chunk);
-                splitter.push(&chunk)
+                scan.hasher.update(&chunk);
+                scan.splitter.push(&chunk)
             }
             Ok(None) => {
                 finished = true;
-                Ok(std::mem::take(&mut splitter).finish().into_iter().collect())
+                Ok(std::mem::take(&mut scan.splitter)
+                    .finish()
+                    .into_iter()
+                    .collect())
             }
             Err(e) => {
                 report.problems.push(unreadable(e));
@@ -215,47 +263,79 @@ async fn read_manifest(
         let lines = match lines {
             Ok(lines) => lines,
             Err(reason) => {
-                malformed.get_or_insert(reason);
+                scan.malformed.get_or_insert(reason);
                 continue;
             }
         };
+        let (batch, erasures) = scan.lines(lines);
+        check_erasures(check, key, erasures, report).await;
+        check_entries(check, key, batch, report).await?;
+    }
+    let (sha256, header) = scan.finish(key, report);
+    Ok(Some((sha256, header)))
+}
+
+/// What reading one manifest has found so far: the hash of its bytes, its header (`Some`
+/// once line 1 is read, `Some(None)` if that is no header), the entry lines read, and the
+/// first reason it is malformed.
+#[derive(Default)]
+struct Scan {
+    hasher: Sha256,
+    splitter: LineSplitter,
+    header: Option<Option<ManifestHeader>>,
+    malformed: Option<String>,
+    entries: u64,
+}
+
+impl Scan {
+    /// The entries and erasures `lines` list; line 1 is the header. None are read once a
+    /// line is malformed.
+    fn lines(&mut self, lines: Vec<Vec<u8>>) -> (Vec<ManifestEntry>, Vec<ManifestErasure>) {
         let mut batch = Vec::new();
         let mut erasures = Vec::new();
         for line in lines {
-            if header.is_none() {
+            if self.header.is_none() {
                 let parsed = serde_json::from_slice::<ManifestHeader>(&line);
                 if let Err(e) = &parsed {
-                    malformed.get_or_insert(format!("line 1 is not a manifest header: {e}"));
+                    self.malformed
+                        .get_or_insert(format!("line 1 is not a manifest header: {e}"));
                 }
-                header = Some(parsed.ok());
-            } else if malformed.is_none() {
+                self.header = Some(parsed.ok());
+            } else if self.malformed.is_none() {
                 match serde_json::from_slice::<ManifestLine>(&line) {
                     Ok(ManifestLine::Entry(entry)) => batch.push(entry),
                     Ok(ManifestLine::Erased { erased }) => erasures.push(erased),
                     Err(e) => {
-                        malformed = Some(format!("line {} is not an entry: {e}", entries + 2));
+                        self.malformed =
+                            Some(format!("line {} is not an entry: {e}", self.entries + 2));
                     }
                 }
-                entries += 1;
+                self.entries += 1;
             }
         }
-        check_erasures(check, key, erasures, report).await;
-        check_entries(check, key, batch, report).await?;
+        (batch, erasures)
     }
-    let header = header.flatten();
-    if let Some(h) = header.as_ref().filter(|h| h.entries != entries) {
-        malformed.get_or_insert(format!(
-            "the header counts {} entries, the manifest has {entries}",
-            h.entries
-        ));
+
+    /// The manifest's SHA-256 and header, once read to the end; a malformed manifest
+    /// (or one whose header counts other entries) is reported.
+    fn finish(self, key: &str, report: &mut ChainReport) -> (String, Option<ManifestHeader>) {
+        let entries = self.entries;
+        let mut malformed = self.malformed;
+        let header = self.header.flatten();
+        if let Some(h) = header.as_ref().filter(|h| h.entries != entries) {
+            malformed.get_or_insert(format!(
+                "the header counts {} entries, the manifest has {entries}",
+                h.entries
+            ));
+        }
+        if let Some(reason) = malformed {
+            report.problems.push(ChainProblem::Malformed {
+                key: key.to_owned(),
+                reason,
+            });
+        }
+        (hex::encode(self.hasher.finalize()), header)
     }
-    if let Some(reason) = malformed {
-        report.problems.push(ChainProblem::Malformed {
-            key: key.to_owned(),
-            reason,
-        });
-    }
-    Ok(Some((hex::encode(hasher.finalize()), header)))
 }
 
 /// Every erased object must be gone; each erasure is remembered, so that the older

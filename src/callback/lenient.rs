@@ -122,103 +122,139 @@ fn scan_object(bytes: &[u8], start: usize) -> (usize, usize, Option<&'static str
 /// Mends the two mistakes a sloppy JSON writer makes most: a missing comma between two
 /// members or elements, and a trailing comma before `}` or `]`. Strings are left untouched.
 pub fn repair(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut in_string = false;
-    let mut escaped = false;
-    // Whether the last significant thing emitted ended a value.
-    let mut after_value = false;
-    // Whether the string being read is an object key (it follows `{` or `,`).
-    let mut string_is_key = false;
-    let mut expect_key = false;
-    let mut pending_comma = false;
-    // White space read after a held-back comma, written after it.
-    let mut held = String::new();
+    let mut repair = Repair {
+        out: String::with_capacity(text.len() + 16),
+        ..Repair::default()
+    };
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            match c {
-                _ if escaped => escaped = false,
-                '\\' => escaped = true,
-                '"' => {
-                    in_string = false;
-                    after_value = !string_is_key;
-                }
-                _ => {}
-            }
-            continue;
+        if repair.in_string {
+            repair.string_char(c);
+        } else if c.is_whitespace() {
+            repair.space(c);
+        } else {
+            repair.release_comma(c);
+            repair.token(c, &mut chars);
         }
-        if c.is_whitespace() {
-            if pending_comma {
-                held.push(c)
-            } else {
-                out.push(c)
+    }
+    repair.finish()
+}
+
+/// Where [`repair`] is in the text, and what it has written.
+#[derive(Default)]
+struct Repair {
+    out: String,
+    in_string: bool,
+    escaped: bool,
+    /// Whether the last significant thing emitted ended a value.
+    after_value: bool,
+    /// Whether the string being read is an object key (it follows `{` or `,`).
+    string_is_key: bool,
+    expect_key: bool,
+    pending_comma: bool,
+    /// White space read after a held-back comma, written after it.
+    held: String,
+}
+
+impl Repair {
+    /// A character inside a string: copied; an unescaped quote ends the string.
+    fn string_char(&mut self, c: char) {
+        self.out.push(c);
+        match c {
+            _ if self.escaped => self.escaped = false,
+            '\\' => self.escaped = true,
+            '"' => {
+                self.in_string = false;
+                self.after_value = !self.string_is_key;
             }
-            continue;
+            _ => {}
         }
-        if pending_comma {
-            pending_comma = false;
-            if c != '}' && c != ']' {
-                out.push(',');
+    }
+
+    /// White space: copied, or held behind a held-back comma.
+    fn space(&mut self, c: char) {
+        if self.pending_comma {
+            self.held.push(c);
+        } else {
+            self.out.push(c);
+        }
+    }
+
+    /// Writes the held-back comma (unless `next` closes a bracket: a trailing comma is
+    /// dropped) and the white space after it.
+    fn release_comma(&mut self, next: char) {
+        if self.pending_comma {
+            self.pending_comma = false;
+            if next != '}' && next != ']' {
+                self.out.push(',');
             }
-            out.push_str(&held);
-            held.clear();
+            self.out.push_str(&self.held);
+            self.held.clear();
         }
+    }
+
+    /// Writes the token starting with `c` (the rest of a number or literal is read from
+    /// `chars`), after a comma when it starts a value right after another value.
+    fn token(&mut self, c: char, chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
         let starts_value =
             c == '"' || c == '{' || c == '[' || c == '-' || c.is_ascii_alphanumeric();
-        if after_value && starts_value {
-            out.push(',');
-            expect_key = true;
+        if self.after_value && starts_value {
+            self.out.push(',');
+            self.expect_key = true;
         }
         match c {
             '"' => {
-                in_string = true;
-                string_is_key = expect_key;
-                expect_key = false;
-                after_value = false;
+                self.in_string = true;
+                self.string_is_key = self.expect_key;
+                self.expect_key = false;
+                self.after_value = false;
             }
             '{' => {
-                expect_key = true;
-                after_value = false;
+                self.expect_key = true;
+                self.after_value = false;
             }
             '[' => {
-                expect_key = false;
-                after_value = false;
+                self.expect_key = false;
+                self.after_value = false;
             }
-            '}' | ']' => after_value = true,
+            '}' | ']' => self.after_value = true,
             ',' => {
                 // Hold the comma back: dropped if a closing bracket follows.
-                pending_comma = true;
-                expect_key = true;
-                after_value = false;
-                continue;
+                self.pending_comma = true;
+                self.expect_key = true;
+                self.after_value = false;
+                return;
             }
             ':' => {
-                expect_key = false;
-                after_value = false;
+                self.expect_key = false;
+                self.after_value = false;
             }
             _ => {
                 // A number or literal: consume it whole.
-                out.push(c);
+                self.out.push(c);
                 while let Some(&n) = chars.peek() {
                     if n.is_ascii_alphanumeric() || matches!(n, '.' | '+' | '-') {
-                        out.push(n);
+                        self.out.push(n);
                         chars.next();
                     } else {
                         break;
                     }
                 }
-                after_value = true;
-                continue;
+                self.after_value = true;
+                return;
             }
         }
-        out.push(c);
+        self.out.push(c);
     }
-    if pending_comma {
-        out.push(',');
-        out.push_str(&held);
+
+    /// The mended text; a comma still held back at the end is written.
+    fn finish(mut self) -> String {
+        if self.pending_comma {
+            self.out.push(',');
+            self.out.push_str(&self.held);
+        }
+        self.out
     }
-    out
 }
 
 #[cfg(test)]

@@ -106,83 +106,13 @@ fn lenient_record(
     default_company: Option<&str>,
 ) -> Result<CallRecord, RecordError> {
     let mut notes = Notes::default();
-    let uuid_text = match text_field(map, "uuid") {
-        Ok(found) => found.filter(|u| !u.is_empty()),
-        Err(RecordError::BadField { problem, .. }) if problem.contains("NUL") => {
-            return Err(RecordError::BadField {
-                field: "uuid",
-                problem,
-            });
-        }
-        Err(why) => {
-            notes.add(why);
-            None
-        }
-    };
-    let company_code = match text_field(map, "companycode") {
-        Ok(found) => found.filter(|c| !c.is_empty()),
-        Err(why) => {
-            notes.add(why);
-            None
-        }
-    }
-    .or_else(|| default_company.map(str::to_owned).filter(|c| !c.is_empty()));
-    let bill_id = match text_field(map, "id") {
-        Ok(found) => found.filter(|id| !id.is_empty()),
-        Err(why) => {
-            notes.add(why);
-            None
-        }
-    };
-    let uuid = match (&uuid_text, &company_code, &bill_id) {
-        (Some(text), _, _) => CallUuid::parse(text).ok_or(RecordError::BadField {
-            field: "uuid",
-            problem: "too long or has control characters".into(),
-        })?,
-        (None, Some(company), Some(id)) => {
-            CallUuid::for_bill(company, id).ok_or(RecordError::BadField {
-                field: "id",
-                problem: "too long or has control characters".into(),
-            })?
-        }
-        (None, None, Some(_)) => return Err(RecordError::Missing("uuid (or companycode with id)")),
-        (None, _, None) => return Err(RecordError::Missing("uuid")),
-    };
-    if company_code.is_none() && !notes.names("companycode") {
-        notes.add(RecordError::Missing("companycode"));
-    }
-    let record_file = match text_field(map, "recordfilename") {
-        Ok(found) => found.unwrap_or_default(),
-        Err(why) => {
-            // Kept as a call without a recording, noted: a later bill or callback with a
-            // readable name makes it pending.
-            notes.add(why);
-            String::new()
-        }
-    };
-    if record_file.chars().any(char::is_control) {
-        return Err(RecordError::BadField {
-            field: "recordfilename",
-            problem: "has control characters".into(),
-        });
-    }
-    let call_start = match text_field(map, "starttime") {
-        Ok(Some(s)) => match parse_provider_time(&s, tz) {
-            Ok(t) => t,
-            Err(problem) => {
-                notes.add(RecordError::BadField {
-                    field: "starttime",
-                    problem,
-                });
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(why) => {
-            notes.add(why);
-            None
-        }
-    };
+    let Identity {
+        uuid,
+        company_code,
+        bill_id,
+    } = identify(map, default_company, &mut notes)?;
+    let record_file = record_file(map, &mut notes)?;
+    let call_start = call_start(map, tz, &mut notes);
     let billsec = int_field(map, "billsec").unwrap_or_else(|why| {
         notes.add(why);
         None
@@ -201,6 +131,110 @@ fn lenient_record(
     })
 }
 
+/// Which call a record is: its uuid, its company and the provider's id of its bill.
+struct Identity {
+    uuid: CallUuid,
+    company_code: Option<String>,
+    bill_id: Option<String>,
+}
+
+/// The call `map` names: by its `uuid`, else by its company (`companycode`, else
+/// `default_company`) and bill `id`. Unreadable fields are noted, a missing company too.
+fn identify(
+    map: &Map<String, Value>,
+    default_company: Option<&str>,
+    notes: &mut Notes,
+) -> Result<Identity, RecordError> {
+    let uuid_text = match text_field(map, "uuid") {
+        Ok(found) => found.filter(|u| !u.is_empty()),
+        Err(RecordError::BadField { problem, .. }) if problem.contains("NUL") => {
+            return Err(RecordError::BadField {
+                field: "uuid",
+                problem,
+            });
+        }
+        Err(why) => {
+            notes.add(why);
+            None
+        }
+    };
+    let company_code = notes
+        .unless_unreadable(text_field(map, "companycode"))
+        .filter(|c| !c.is_empty())
+        .or_else(|| default_company.map(str::to_owned).filter(|c| !c.is_empty()));
+    let bill_id = notes
+        .unless_unreadable(text_field(map, "id"))
+        .filter(|id| !id.is_empty());
+    let uuid = match (&uuid_text, &company_code, &bill_id) {
+        (Some(text), _, _) => CallUuid::parse(text).ok_or(RecordError::BadField {
+            field: "uuid",
+            problem: "too long or has control characters".into(),
+        })?,
+        (None, Some(company), Some(id)) => {
+            CallUuid::for_bill(company, id).ok_or(RecordError::BadField {
+                field: "id",
+                problem: "too long or has control characters".into(),
+            })?
+        }
+        (None, None, Some(_)) => return Err(RecordError::Missing("uuid (or companycode with id)")),
+        (None, _, None) => return Err(RecordError::Missing("uuid")),
+    };
+    if company_code.is_none() && !notes.names("companycode") {
+        notes.add(RecordError::Missing("companycode"));
+    }
+    Ok(Identity {
+        uuid,
+        company_code,
+        bill_id,
+    })
+}
+
+/// The recording's file name (empty when none or unreadable); refused when it has control
+/// characters, since the recording is fetched by it.
+fn record_file(map: &Map<String, Value>, notes: &mut Notes) -> Result<String, RecordError> {
+    let record_file = match text_field(map, "recordfilename") {
+        Ok(found) => found.unwrap_or_default(),
+        Err(why) => {
+            // Kept as a call without a recording, noted: a later bill or callback with a
+            // readable name makes it pending.
+            notes.add(why);
+            String::new()
+        }
+    };
+    if record_file.chars().any(char::is_control) {
+        return Err(RecordError::BadField {
+            field: "recordfilename",
+            problem: "has control characters".into(),
+        });
+    }
+    Ok(record_file)
+}
+
+/// When the call started, in the provider's zone `tz`; `None` (noted) when unreadable.
+fn call_start(
+    map: &Map<String, Value>,
+    tz: FixedOffset,
+    notes: &mut Notes,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    match text_field(map, "starttime") {
+        Ok(Some(s)) => match parse_provider_time(&s, tz) {
+            Ok(t) => t,
+            Err(problem) => {
+                notes.add(RecordError::BadField {
+                    field: "starttime",
+                    problem,
+                });
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(why) => {
+            notes.add(why);
+            None
+        }
+    }
+}
+
 /// The fields of one record that could not be read, and why.
 #[derive(Debug, Default)]
 struct Notes(Vec<String>);
@@ -208,6 +242,14 @@ struct Notes(Vec<String>);
 impl Notes {
     fn add(&mut self, why: RecordError) {
         self.0.push(why.to_string());
+    }
+
+    /// The field as read; `None`, noting why, when it cannot be read.
+    fn unless_unreadable(&mut self, read: Result<Option<String>, RecordError>) -> Option<String> {
+        read.unwrap_or_else(|why| {
+            self.add(why);
+            None
+        })
     }
 
     fn names(&self, field: &str) -> bool {

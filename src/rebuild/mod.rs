@@ -16,6 +16,7 @@ mod rows;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -194,6 +195,45 @@ enum Listing {
     Other,
 }
 
+impl Listing {
+    /// What the listed `item` is, with what it needs read from the store: a sidecar is
+    /// read, and the object beside it (`sizes` holds the page's sizes, others are asked
+    /// for); a recording's sidecar is looked for.
+    async fn of(
+        store: &Store,
+        sizes: &HashMap<String, u64>,
+        item: Listed,
+    ) -> Result<Self, StoreError> {
+        if item.key.ends_with(".metadata.json") {
+            return Ok(Self::Other);
+        }
+        if let Some(recording) = item.key.strip_suffix(SIDECAR_SUFFIX) {
+            let object_size = match sizes.get(recording) {
+                Some(size) => Some(*size),
+                None => store.size_of(recording).await?,
+            };
+            let read = store
+                .read_sidecar(&item.key)
+                .await?
+                .unwrap_or_else(|| Err("listed but gone when read".into()))
+                .map(Box::new);
+            return Ok(Self::Sidecar {
+                sidecar: item.key.clone(),
+                recording: recording.to_owned(),
+                object_size,
+                read,
+            });
+        }
+        let sidecar = store.sidecar_key(&item.key);
+        let paired = sizes.contains_key(&sidecar) || store.size_of(&sidecar).await?.is_some();
+        Ok(if paired {
+            Self::Paired
+        } else {
+            Self::ObjectWithoutSidecar(item.key)
+        })
+    }
+}
+
 impl Rebuild<'_> {
     /// Reads every manifest in chain order into the ledger, with the calls it lists.
     async fn manifests(&mut self) -> Result<(), RebuildError> {
@@ -234,101 +274,100 @@ impl Rebuild<'_> {
             key: key.to_owned(),
             error,
         };
-        let Some(mut body) = self.store.read(key).await? else {
+        let Some(body) = self.store.read(key).await? else {
             if pass == Pass::Entries {
                 self.report
                     .problem(unreadable("listed but gone when read".into()));
             }
             return Ok(None);
         };
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut splitter = LineSplitter::default();
-        let mut header: Option<ManifestHeader> = None;
-        let mut broken: Option<String> = None;
-        let mut entries = 0u64;
-        let mut page: Vec<ManifestEntry> = Vec::new();
-        let mut erased: Vec<ManifestErasure> = Vec::new();
-        let mut finished = false;
-        while !finished {
-            let lines = match body.try_next().await? {
-                Some(chunk) => {
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
-                    if broken.is_some() {
-                        continue;
-                    }
-                    match splitter.push(&chunk) {
-                        Ok(lines) => lines,
-                        Err(why) => {
-                            broken = Some(why);
-                            continue;
-                        }
-                    }
-                }
-                None => {
-                    finished = true;
-                    std::mem::take(&mut splitter).finish().into_iter().collect()
-                }
-            };
-            for line in lines {
-                if line.is_empty() || broken.is_some() {
-                    continue;
-                }
-                if header.is_none() {
-                    match serde_json::from_slice::<ManifestHeader>(&line) {
-                        Ok(h) => header = Some(h),
-                        Err(e) => broken = Some(format!("its header: {e}")),
-                    }
-                    continue;
-                }
-                match serde_json::from_slice::<ManifestLine>(&line) {
-                    Ok(ManifestLine::Entry(entry)) => {
-                        entries += 1;
-                        if pass == Pass::Entries {
-                            page.push(entry);
-                            if page.len() >= PAGE {
-                                self.entries(&mut page, seq, key).await?;
-                            }
-                        }
-                    }
-                    Ok(ManifestLine::Erased { erased: erasure }) => {
-                        entries += 1;
-                        if pass == Pass::Erasures {
-                            erased.push(erasure);
-                            if erased.len() >= PAGE {
-                                self.erasures(&mut erased, seq, key).await?;
-                            }
-                        }
-                    }
-                    Err(e) => broken = Some(format!("line {}: {e}", entries + 2)),
-                }
-            }
-        }
+        let scan = self.scan(body, seq, key, pass).await?;
         if pass == Pass::Erasures {
-            self.erasures(&mut erased, seq, key).await?;
             return Ok(None);
         }
-        self.entries(&mut page, seq, key).await?;
-        let sha256 = hex::encode(hasher.finalize());
-        let was_broken = broken.is_some();
-        if let Some(why) = broken {
+        let sha256 = hex::encode(scan.hasher.finalize());
+        let was_broken = scan.broken.is_some();
+        if let Some(why) = scan.broken {
             self.report.problem(unreadable(why));
         }
-        let Some(mut header) = header else {
+        let Some(mut header) = scan.header else {
             if !was_broken {
                 self.report.problem(unreadable("no header line".into()));
             }
             return Ok(None);
         };
-        self.check_link(key, seq, &header, previous.as_ref(), entries);
+        self.check_link(key, seq, &header, previous.as_ref(), scan.entries);
         header.seq = seq;
         if from_ledger(&header.created_at).is_none() {
             header.created_at = crate::timefmt::to_ledger(self.now);
         }
         self.report.manifests += 1;
+        self.keep_manifest(key, &header, &sha256, scan.size).await?;
+        Ok(Some(ChainHead {
+            seq,
+            key: key.to_owned(),
+            sha256,
+        }))
+    }
+
+    /// Streams manifest `seq`'s `body`, recovering a page of its entries or erasures (as
+    /// `pass` says) at a time; returns what the whole reading found.
+    async fn scan(
+        &mut self,
+        mut body: BoxStream<'static, Result<bytes::Bytes, StoreError>>,
+        seq: i64,
+        key: &str,
+        pass: Pass,
+    ) -> Result<ManifestScan, RebuildError> {
+        let mut scan = ManifestScan::default();
+        let mut page: Vec<ManifestEntry> = Vec::new();
+        let mut erased: Vec<ManifestErasure> = Vec::new();
+        let mut finished = false;
+        while !finished {
+            let lines = match body.try_next().await? {
+                Some(chunk) => scan.chunk(&chunk),
+                None => {
+                    finished = true;
+                    scan.finish()
+                }
+            };
+            for line in lines {
+                match scan.line(&line) {
+                    Some(ManifestLine::Entry(entry)) if pass == Pass::Entries => {
+                        page.push(entry);
+                        if page.len() >= PAGE {
+                            self.entries(&mut page, seq, key).await?;
+                        }
+                    }
+                    Some(ManifestLine::Erased { erased: erasure }) if pass == Pass::Erasures => {
+                        erased.push(erasure);
+                        if erased.len() >= PAGE {
+                            self.erasures(&mut erased, seq, key).await?;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match pass {
+            Pass::Erasures => self.erasures(&mut erased, seq, key).await?,
+            Pass::Entries => self.entries(&mut page, seq, key).await?,
+        }
+        Ok(scan)
+    }
+
+    /// Adds manifest `key`'s row to the ledger, unless (`--merge`) the ledger knows it
+    /// already: then its SHA-256 must be the bucket's.
+    async fn keep_manifest(
+        &mut self,
+        key: &str,
+        header: &ManifestHeader,
+        sha256: &str,
+        size: u64,
+    ) -> Result<(), RebuildError> {
+        let seq = header.seq;
         match self.known_manifests.get(&seq) {
-            Some(known) if known.as_deref() == Some(sha256.as_str()) => {}
+            Some(known) if known.as_deref() == Some(sha256) => {}
             Some(known) => self.report.problem(RebuildProblem::ManifestDiffers {
                 key: key.to_owned(),
                 reason: format!(
@@ -340,16 +379,12 @@ impl Rebuild<'_> {
                 self.ledger
                     .import_rows(
                         Table::Manifests,
-                        &[rows::manifest_row(key, &header, &sha256, size)],
+                        &[rows::manifest_row(key, header, sha256, size)],
                     )
                     .await?;
             }
         }
-        Ok(Some(ChainHead {
-            seq,
-            key: key.to_owned(),
-            sha256,
-        }))
+        Ok(())
     }
 
     /// Whether manifest `seq` names `previous` as its predecessor, as the chain requires.
@@ -412,6 +447,36 @@ impl Rebuild<'_> {
         if page.is_empty() {
             return Ok(());
         }
+        let unknown = self.unknown_entries(page, manifest).await?;
+        let store = self.store;
+        let read: Vec<(ManifestEntry, Option<Result<StoredSidecar, String>>)> =
+            futures::stream::iter(unknown)
+                .map(|entry| async move {
+                    let found = store.read_sidecar(&store.sidecar_key(&entry.key)).await?;
+                    Ok::<_, StoreError>((entry, found))
+                })
+                .buffered(self.concurrency)
+                .try_collect()
+                .await?;
+        let mut batch = Batch::default();
+        for (entry, found) in read {
+            let Some(call) = self.entry_call(entry, found, seq, manifest) else {
+                continue;
+            };
+            if self.add(call, &mut batch).await? {
+                self.report.calls_from_manifests += 1;
+            }
+        }
+        self.write(batch).await
+    }
+
+    /// The entries of `page` whose call the ledger does not hold; the others are counted
+    /// (erased, known before a merge) or reported (unreadable, duplicate).
+    async fn unknown_entries(
+        &mut self,
+        page: &mut Vec<ManifestEntry>,
+        manifest: &str,
+    ) -> Result<Vec<ManifestEntry>, RebuildError> {
         let mut unknown = Vec::with_capacity(page.len());
         for entry in page.drain(..) {
             self.report.manifest_entries += 1;
@@ -434,78 +499,84 @@ impl Rebuild<'_> {
                 }),
             }
         }
-        let store = self.store;
-        let read: Vec<(ManifestEntry, Option<Result<StoredSidecar, String>>)> =
-            futures::stream::iter(unknown)
-                .map(|entry| async move {
-                    let found = store.read_sidecar(&store.sidecar_key(&entry.key)).await?;
-                    Ok::<_, StoreError>((entry, found))
-                })
-                .buffered(self.concurrency)
-                .try_collect()
-                .await?;
-        let mut batch = Batch::default();
-        for (entry, found) in read {
-            let sidecar = self.store.sidecar_key(&entry.key);
-            let from_sidecar = match found {
-                Some(Ok(s)) => rows::from_sidecar(&s),
-                Some(Err(why)) => Err(why),
-                None => Err(String::new()),
-            };
-            let call = match from_sidecar {
-                Ok(mut call) => {
-                    let differs = [
-                        (call.uuid != entry.uuid.as_str(), "uuid"),
-                        (call.key != entry.key, "key"),
-                        (call.size != entry.size, "size"),
-                        (call.sha256 != entry.sha256, "SHA-256"),
-                    ];
-                    for (_, what) in differs.iter().filter(|(d, _)| *d) {
-                        self.report.problem(RebuildProblem::SidecarDisagrees {
-                            sidecar: sidecar.clone(),
-                            what: format!("its {what} is not the one {manifest} lists"),
-                        });
-                    }
-                    // The chained manifest is the authority on what was archived.
-                    if let Ok(listed) = rows::from_entry(&entry, seq) {
-                        call.uuid = listed.uuid;
-                        call.key = listed.key;
-                        call.size = listed.size;
-                        call.sha256 = listed.sha256;
-                        call.archived_at = listed.archived_at;
-                    }
-                    call.manifest_seq = Some(seq);
-                    call
+        Ok(unknown)
+    }
+
+    /// The call manifest `seq` lists as `entry`: from its sidecar (`found`) when it can be
+    /// read, else from the entry alone; `None` when neither can.
+    fn entry_call(
+        &mut self,
+        entry: ManifestEntry,
+        found: Option<Result<StoredSidecar, String>>,
+        seq: i64,
+        manifest: &str,
+    ) -> Option<Recovered> {
+        let sidecar = self.store.sidecar_key(&entry.key);
+        let from_sidecar = match found {
+            Some(Ok(s)) => rows::from_sidecar(&s),
+            Some(Err(why)) => Err(why),
+            None => Err(String::new()),
+        };
+        match from_sidecar {
+            Ok(call) => Some(self.as_listed(call, &entry, &sidecar, seq, manifest)),
+            Err(why) => {
+                if !why.is_empty() {
+                    self.report.problem(RebuildProblem::SidecarUnreadable {
+                        sidecar: sidecar.clone(),
+                        error: why,
+                    });
                 }
-                Err(why) => {
-                    if !why.is_empty() {
-                        self.report.problem(RebuildProblem::SidecarUnreadable {
-                            sidecar: sidecar.clone(),
+                self.report.problem(RebuildProblem::EntryWithoutSidecar {
+                    manifest: manifest.to_owned(),
+                    uuid: entry.uuid.clone(),
+                    key: entry.key.clone(),
+                });
+                match rows::from_entry(&entry, seq) {
+                    Ok(call) => Some(call),
+                    Err(why) => {
+                        self.report.problem(RebuildProblem::ManifestUnreadable {
+                            key: manifest.to_owned(),
                             error: why,
                         });
-                    }
-                    self.report.problem(RebuildProblem::EntryWithoutSidecar {
-                        manifest: manifest.to_owned(),
-                        uuid: entry.uuid.clone(),
-                        key: entry.key.clone(),
-                    });
-                    match rows::from_entry(&entry, seq) {
-                        Ok(call) => call,
-                        Err(why) => {
-                            self.report.problem(RebuildProblem::ManifestUnreadable {
-                                key: manifest.to_owned(),
-                                error: why,
-                            });
-                            continue;
-                        }
+                        None
                     }
                 }
-            };
-            if self.add(call, &mut batch).await? {
-                self.report.calls_from_manifests += 1;
             }
         }
-        self.write(batch).await
+    }
+
+    /// The call its sidecar gives, with what manifest `seq` lists as `entry` in place of
+    /// the sidecar's own archive facts; each difference is reported.
+    fn as_listed(
+        &mut self,
+        mut call: Recovered,
+        entry: &ManifestEntry,
+        sidecar: &str,
+        seq: i64,
+        manifest: &str,
+    ) -> Recovered {
+        let differs = [
+            (call.uuid != entry.uuid.as_str(), "uuid"),
+            (call.key != entry.key, "key"),
+            (call.size != entry.size, "size"),
+            (call.sha256 != entry.sha256, "SHA-256"),
+        ];
+        for (_, what) in differs.iter().filter(|(d, _)| *d) {
+            self.report.problem(RebuildProblem::SidecarDisagrees {
+                sidecar: sidecar.to_owned(),
+                what: format!("its {what} is not the one {manifest} lists"),
+            });
+        }
+        // The chained manifest is the authority on what was archived.
+        if let Ok(listed) = rows::from_entry(entry, seq) {
+            call.uuid = listed.uuid;
+            call.key = listed.key;
+            call.size = listed.size;
+            call.sha256 = listed.sha256;
+            call.archived_at = listed.archived_at;
+        }
+        call.manifest_seq = Some(seq);
+        call
     }
 
     /// Restores the erasures manifest `seq` lists: each call as the erasure left it (state
@@ -578,41 +649,13 @@ impl Rebuild<'_> {
         self.listed(page).await
     }
 
+    /// Recovers the calls of a page of listed objects whose sidecar no manifest listed.
     async fn listed(&mut self, page: Vec<Listed>) -> Result<(), RebuildError> {
         let sizes: HashMap<String, u64> = page.iter().map(|l| (l.key.clone(), l.size)).collect();
         let store = self.store;
         let sizes = &sizes;
         let found: Vec<Listing> = futures::stream::iter(page)
-            .map(|item| async move {
-                if item.key.ends_with(".metadata.json") {
-                    return Ok(Listing::Other);
-                }
-                if let Some(recording) = item.key.strip_suffix(SIDECAR_SUFFIX) {
-                    let object_size = match sizes.get(recording) {
-                        Some(size) => Some(*size),
-                        None => store.size_of(recording).await?,
-                    };
-                    let read = store
-                        .read_sidecar(&item.key)
-                        .await?
-                        .unwrap_or_else(|| Err("listed but gone when read".into()))
-                        .map(Box::new);
-                    return Ok(Listing::Sidecar {
-                        sidecar: item.key.clone(),
-                        recording: recording.to_owned(),
-                        object_size,
-                        read,
-                    });
-                }
-                let sidecar = store.sidecar_key(&item.key);
-                let paired =
-                    sizes.contains_key(&sidecar) || store.size_of(&sidecar).await?.is_some();
-                Ok::<_, StoreError>(if paired {
-                    Listing::Paired
-                } else {
-                    Listing::ObjectWithoutSidecar(item.key)
-                })
-            })
+            .map(|item| Listing::of(store, sizes, item))
             .buffered(self.concurrency)
             .try_collect()
             .await?;
@@ -647,43 +690,69 @@ impl Rebuild<'_> {
                 });
                 continue;
             };
-            if batch.uuids.contains(&call.uuid) {
-                self.report.problem(RebuildProblem::Duplicate {
-                    uuid: call.uuid.to_string(),
-                    key: call.key,
-                });
+            if !self.unlisted(&call, &recording, &batch).await? {
                 continue;
             }
-            match self.ledger.get(&call.uuid).await? {
-                None => {}
-                Some(row) if row.state == RecordState::Erased => {
-                    self.report
-                        .problem(RebuildProblem::ErasedStillPresent { key: recording });
-                    continue;
-                }
-                // Listed by a manifest (recovered then), or known before a merge.
-                Some(_) => continue,
-            }
-            if call.key != recording {
-                self.report.problem(RebuildProblem::SidecarDisagrees {
-                    sidecar: sidecar.clone(),
-                    what: format!("it names {} as its recording", call.key),
-                });
-            }
-            if call.size != object_size {
-                self.report.problem(RebuildProblem::SidecarDisagrees {
-                    sidecar: sidecar.clone(),
-                    what: format!(
-                        "it gives {} bytes, the recording has {object_size}",
-                        call.size
-                    ),
-                });
-            }
+            self.check_sidecar(&call, &sidecar, &recording, object_size);
             if self.add(call, &mut batch).await? {
                 self.report.calls_not_in_a_manifest += 1;
             }
         }
         self.write(batch).await
+    }
+
+    /// Whether `call`, read from the sidecar of `recording`, is one no manifest listed and
+    /// the ledger does not hold; a duplicate, or an erased call whose recording is still
+    /// there, is reported.
+    async fn unlisted(
+        &mut self,
+        call: &Recovered,
+        recording: &str,
+        batch: &Batch,
+    ) -> Result<bool, RebuildError> {
+        if batch.uuids.contains(&call.uuid) {
+            self.report.problem(RebuildProblem::Duplicate {
+                uuid: call.uuid.to_string(),
+                key: call.key.clone(),
+            });
+            return Ok(false);
+        }
+        match self.ledger.get(&call.uuid).await? {
+            None => Ok(true),
+            Some(row) if row.state == RecordState::Erased => {
+                self.report.problem(RebuildProblem::ErasedStillPresent {
+                    key: recording.to_owned(),
+                });
+                Ok(false)
+            }
+            // Listed by a manifest (recovered then), or known before a merge.
+            Some(_) => Ok(false),
+        }
+    }
+
+    /// Reports where `sidecar` disagrees with its `recording` (name, size).
+    fn check_sidecar(
+        &mut self,
+        call: &Recovered,
+        sidecar: &str,
+        recording: &str,
+        object_size: u64,
+    ) {
+        if call.key != recording {
+            self.report.problem(RebuildProblem::SidecarDisagrees {
+                sidecar: sidecar.to_owned(),
+                what: format!("it names {} as its recording", call.key),
+            });
+        }
+        if call.size != object_size {
+            self.report.problem(RebuildProblem::SidecarDisagrees {
+                sidecar: sidecar.to_owned(),
+                what: format!(
+                    "it gives {} bytes, the recording has {object_size}",
+                    call.size
+                ),
+            });
+        }
     }
 
     /// Adds `call` (which the ledger does not hold) to `batch` unless the batch has it
@@ -731,6 +800,66 @@ enum Pass {
     Erasures,
     /// The entries, each manifest's row and its link.
     Entries,
+}
+
+/// What reading one manifest's bytes found: their SHA-256 and size, its header, how many
+/// entry and erasure lines it holds, and why it could not be read to the end.
+#[derive(Default)]
+struct ManifestScan {
+    hasher: Sha256,
+    size: u64,
+    splitter: LineSplitter,
+    header: Option<ManifestHeader>,
+    broken: Option<String>,
+    entries: u64,
+}
+
+impl ManifestScan {
+    /// Hashes `chunk` and returns the lines it completes (none once the manifest is broken).
+    fn chunk(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        if self.broken.is_some() {
+            return Vec::new();
+        }
+        self.splitter.push(chunk).unwrap_or_else(|why| {
+            self.broken = Some(why);
+            Vec::new()
+        })
+    }
+
+    /// The last line, unterminated, at the end of the bytes.
+    fn finish(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.splitter)
+            .finish()
+            .into_iter()
+            .collect()
+    }
+
+    /// The entry or erasure `line` holds; the first line is the header. Nothing once a
+    /// line could not be read (the manifest is broken from there on).
+    fn line(&mut self, line: &[u8]) -> Option<ManifestLine> {
+        if line.is_empty() || self.broken.is_some() {
+            return None;
+        }
+        if self.header.is_none() {
+            match serde_json::from_slice::<ManifestHeader>(line) {
+                Ok(h) => self.header = Some(h),
+                Err(e) => self.broken = Some(format!("its header: {e}")),
+            }
+            return None;
+        }
+        match serde_json::from_slice::<ManifestLine>(line) {
+            Ok(read) => {
+                self.entries += 1;
+                Some(read)
+            }
+            Err(e) => {
+                self.broken = Some(format!("line {}: {e}", self.entries + 2));
+                None
+            }
+        }
+    }
 }
 
 /// Rows recovered from one page, written together.

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::archive::Shutdown;
 use crate::ledger::Ledger;
@@ -66,38 +67,35 @@ pub async fn serve(
         syncs: Counters::default(),
         retention: options.retention,
     };
-    let sync_scheduler = options.syncs.map(|syncs| {
-        let counter = state.syncs.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            run_scheduled_syncs(syncs, shutdown, move |code| {
-                counter
-                    .get_or_create(&vec![("exit_code".into(), code.to_string())])
-                    .inc();
-            })
-            .await
-        })
-    });
-    let scheduler = options.passes.map(|passes| {
-        let counter = state.passes.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            run_scheduled(passes, shutdown, move |_run, code| {
-                counter
-                    .get_or_create(&vec![("exit_code".into(), code.to_string())])
-                    .inc();
-            })
-            .await
-        })
-    });
+    let schedulers = Schedulers::start(&state, options.passes, options.syncs, &shutdown);
+    let router = routes(&state, options.receiver, options.ui);
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.stop_claiming.clone().cancelled_owned())
+    .await;
+    // The server stopped (a stop was requested, or it failed): stop the scheduler too.
+    shutdown.stop_claiming.cancel();
+    schedulers.stopped().await;
+    served.map_err(ServeError)
+}
+
+/// The probes, the callback receiver when there is one, and the web page when asked for.
+fn routes(
+    state: &ServeState,
+    receiver: Option<ReceiverConfig>,
+    ui: Option<crate::ui::Ui>,
+) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state.clone());
-    if let Some(config) = options.receiver {
+    if let Some(config) = receiver {
         let receiver = receiver::Receiver {
-            ledger: options.ledger.clone(),
+            ledger: state.ledger.clone(),
             config: Arc::new(config),
             callbacks: state.callbacks.clone(),
         };
@@ -108,32 +106,71 @@ pub async fn serve(
                 .with_state(receiver),
         );
     }
-    if let Some(ui) = options.ui {
+    if let Some(ui) = ui {
         router = router.merge(ui.router());
     }
-    let router = router.fallback(receiver::not_found);
-    tracing::info!(addr = %listener.local_addr()?, "serving");
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.stop_claiming.clone().cancelled_owned())
-    .await;
-    // The server stopped (a stop was requested, or it failed): stop the scheduler too.
-    shutdown.stop_claiming.cancel();
-    if let Some(task) = scheduler {
-        match task.await {
-            Ok(ran) => tracing::info!(passes = ran, "scheduler stopped"),
-            Err(e) => tracing::error!(error = %e, "the scheduler failed"),
+    router.fallback(receiver::not_found)
+}
+
+/// The scheduled passes and syncs running beside the server; each returns how many it ran.
+struct Schedulers {
+    passes: Option<JoinHandle<u64>>,
+    syncs: Option<JoinHandle<u64>>,
+}
+
+impl Schedulers {
+    /// Starts the schedules given, each counting its runs by exit code in `state`.
+    fn start(
+        state: &ServeState,
+        passes: Option<ScheduledPasses>,
+        syncs: Option<ScheduledSyncs>,
+        shutdown: &Shutdown,
+    ) -> Self {
+        let sync_scheduler = syncs.map(|syncs| {
+            let counter = state.syncs.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                run_scheduled_syncs(syncs, shutdown, move |code| {
+                    counter
+                        .get_or_create(&vec![("exit_code".into(), code.to_string())])
+                        .inc();
+                })
+                .await
+            })
+        });
+        let scheduler = passes.map(|passes| {
+            let counter = state.passes.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                run_scheduled(passes, shutdown, move |_run, code| {
+                    counter
+                        .get_or_create(&vec![("exit_code".into(), code.to_string())])
+                        .inc();
+                })
+                .await
+            })
+        });
+        Self {
+            passes: scheduler,
+            syncs: sync_scheduler,
         }
     }
-    if let Some(task) = sync_scheduler {
-        match task.await {
-            Ok(ran) => tracing::info!(syncs = ran, "sync scheduler stopped"),
-            Err(e) => tracing::error!(error = %e, "the sync scheduler failed"),
+
+    /// Waits for both to stop (once claiming stopped) and logs how many each ran.
+    async fn stopped(self) {
+        if let Some(task) = self.passes {
+            match task.await {
+                Ok(ran) => tracing::info!(passes = ran, "scheduler stopped"),
+                Err(e) => tracing::error!(error = %e, "the scheduler failed"),
+            }
+        }
+        if let Some(task) = self.syncs {
+            match task.await {
+                Ok(ran) => tracing::info!(syncs = ran, "sync scheduler stopped"),
+                Err(e) => tracing::error!(error = %e, "the sync scheduler failed"),
+            }
         }
     }
-    served.map_err(ServeError)
 }
 
 async fn readyz(State(state): State<ServeState>) -> Response {

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::download::sign;
+use super::envelope::{failure, provider_time, status_error, success};
 use super::faults::Periodic;
 use super::{Shared, SimState};
 
@@ -23,9 +24,6 @@ const GET_BILL: &str = "App.Sip_Cdr.GetBill";
 const TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 const ILLEGAL: &str = "Illegal request: invalid parameter";
 const TOKEN_INVALID: &str = "The token is invalid, please log in again to verify";
-
-/// The provider's clock: UTC+8, printed without a zone.
-pub(super) use crate::timefmt::PROVIDER_TZ;
 
 /// `POST /`: every answer is HTTP 200; the outcome is in `ret` and `data.status`.
 pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Json<Value> {
@@ -230,41 +228,4 @@ fn percent_encode(segment: &str) -> String {
         }
     }
     out
-}
-
-pub(super) fn provider_time(t: DateTime<Utc>) -> String {
-    t.with_timezone(&PROVIDER_TZ)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
-}
-
-pub(super) fn failure(ret: u16, msg: &str) -> Value {
-    json!({ "ret": ret, "data": [], "msg": msg })
-}
-
-pub(super) fn success(desc: &str, result: Option<Value>, reqtime: DateTime<Utc>) -> Value {
-    let mut data = json!({
-        "status": 0,
-        "desc": desc,
-        "reqtime": reqtime.timestamp(),
-        "rsptime": Utc::now().timestamp(),
-    });
-    if let Some(result) = result {
-        data["result"] = result;
-    }
-    json!({ "ret": 200, "data": data, "msg": "" })
-}
-
-fn status_error(desc: &str, code: &str, codemsg: &str, reqtime: DateTime<Utc>) -> Value {
-    json!({
-        "ret": 200,
-        "data": {
-            "status": 1,
-            "desc": desc,
-            "errors": { "code": code, "codemsg": codemsg },
-            "reqtime": reqtime.timestamp(),
-            "rsptime": Utc::now().timestamp(),
-        },
-        "msg": "",
-    })
 }

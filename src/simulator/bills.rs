@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::SimState;
-use super::api::{PROVIDER_TZ, failure, success};
+use super::envelope::{PROVIDER_TZ, failure, success};
 use crate::timefmt::parse_provider_time;
 
 /// The most bills one page holds, whatever `itemsperpage` asks.

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::api::{PROVIDER_TZ, provider_time};
+use super::envelope::{PROVIDER_TZ, provider_time};
 
 /// One generated call: its callback, and the recording to register (none if unanswered).
 #[derive(Debug, Clone)]

@@ -39,16 +39,7 @@ pub(super) async fn download(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let now = chrono::Utc::now().timestamp();
-    let signed = match (
-        link.expires.as_deref().map(str::parse::<i64>),
-        link.sig.as_deref(),
-    ) {
-        (Some(Ok(expires)), Some(sig)) => {
-            expires >= now && sig.eq_ignore_ascii_case(&sign(&shared.secret, &filename, expires))
-        }
-        _ => false,
-    };
+    let signed = is_signed(&shared.secret, &filename, &link);
     let wants_range = headers.contains_key(header::RANGE);
     let (size, fault, ignore_ranges) = {
         let mut state = shared.lock();
@@ -66,23 +57,63 @@ pub(super) async fn download(
         (size, state.faults.take_download(&filename), ignore_ranges)
     };
     tracing::debug!(%filename, size, ?fault, "simulator download");
+    let (plan, size) = match with_fault(fault, &filename, &uri, size) {
+        Faulted::Send(plan, size) => (plan, size),
+        Faulted::Instead(answer) => return answer,
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| !ignore_ranges);
+    let ranged = range.map_or(Ranged::Full, |r| parse_range(r, size));
+    shared.lock().stats.bytes_announced += match &ranged {
+        Ranged::Full => size,
+        Ranged::Partial(r) => r.end - r.start,
+        Ranged::Unsatisfiable => 0,
+    };
+    send(Content::new(&filename, size), &filename, size, ranged, plan)
+}
 
+/// Whether `link` carries an unexpired signature of `filename`.
+fn is_signed(secret: &[u8], filename: &str, link: &LinkQuery) -> bool {
+    let now = chrono::Utc::now().timestamp();
+    match (
+        link.expires.as_deref().map(str::parse::<i64>),
+        link.sig.as_deref(),
+    ) {
+        (Some(Ok(expires)), Some(sig)) => {
+            expires >= now && sig.eq_ignore_ascii_case(&sign(secret, filename, expires))
+        }
+        _ => false,
+    }
+}
+
+/// What a queued download fault makes of the answer.
+enum Faulted {
+    /// The recording is sent as the plan says, this many bytes long.
+    Send(Plan, u64),
+    /// This answer is sent instead.
+    Instead(Response),
+}
+
+/// What a queued download `fault` makes of the recording of `size` bytes.
+fn with_fault(fault: Option<DownloadFault>, filename: &str, uri: &Uri, size: u64) -> Faulted {
     let mut plan = Plan::default();
     let mut size = size;
     match fault {
         Some(DownloadFault::Http500) => {
-            return error_page(
+            return Faulted::Instead(error_page(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "500 Internal Server Error",
-            );
+            ));
         }
         Some(DownloadFault::HtmlPage) => {
-            return error_page(
+            return Faulted::Instead(error_page(
                 StatusCode::OK,
                 "System busy, please try again later (error)",
-            );
+            ));
         }
-        Some(DownloadFault::Expired) => return forbidden(),
+        Some(DownloadFault::Expired) => return Faulted::Instead(forbidden()),
         Some(DownloadFault::Stall(pause)) => plan.stall = Some(pause),
         Some(DownloadFault::Truncate(n)) => plan.stop_after = Some(n),
         Some(DownloadFault::ResetMidBody(n)) => (plan.stop_after, plan.reset) = (Some(n), true),
@@ -97,25 +128,20 @@ pub(super) async fn download(
                     .map_or("", |p| p.as_str())
                     .trim_start_matches('/')
             );
-            return (StatusCode::FOUND, [(header::LOCATION, target)]).into_response();
+            return Faulted::Instead(
+                (StatusCode::FOUND, [(header::LOCATION, target)]).into_response(),
+            );
         }
         Some(DownloadFault::ZeroLength) => size = 0,
-        Some(DownloadFault::HeaderOnly) => size = header_len(&filename).min(size),
+        Some(DownloadFault::HeaderOnly) => size = header_len(filename).min(size),
         None => {}
     }
+    Faulted::Send(plan, size)
+}
 
-    let content = Content::new(&filename, size);
-    let ctype = content_type(&filename);
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| !ignore_ranges);
-    let ranged = range.map_or(Ranged::Full, |r| parse_range(r, size));
-    shared.lock().stats.bytes_announced += match &ranged {
-        Ranged::Full => size,
-        Ranged::Partial(r) => r.end - r.start,
-        Ranged::Unsatisfiable => 0,
-    };
+/// The answer for the `ranged` part of `content` (`size` bytes), sent as `plan` says.
+fn send(content: Content, filename: &str, size: u64, ranged: Ranged, plan: Plan) -> Response {
+    let ctype = content_type(filename);
     match ranged {
         Ranged::Full => {
             let body = Body::from_stream(body_stream(content, 0..size, plan));

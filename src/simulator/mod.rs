@@ -6,6 +6,7 @@ mod api;
 mod bills;
 mod callbacks;
 mod download;
+mod envelope;
 mod faults;
 mod recordings;
 #[cfg(test)]

@@ -343,6 +343,33 @@ async fn streamed_content_is_deterministic_per_filename() {
     assert_ne!(streamed, expected_sha256("y.wav", 123_457));
 }
 
+/// One window of `GetBill`, asked for as a logged-in client.
+struct BillList {
+    sim: Simulator,
+    token: String,
+    start: String,
+    end: String,
+}
+
+impl BillList {
+    /// Page `page` of `per` bills, with `syncflag` `flag`.
+    async fn page(&self, flag: &str, page: &str, per: &str) -> Value {
+        call(
+            &self.sim,
+            &[
+                ("service", "App.Sip_Cdr.GetBill"),
+                ("token", &self.token),
+                ("starttime", &self.start),
+                ("endtime", &self.end),
+                ("syncflag", flag),
+                ("currentpage", page),
+                ("itemsperpage", per),
+            ],
+        )
+        .await
+    }
+}
+
 /// `GetBill` as the notes describe it: windows by call start, pages, `itemsperpage` capped
 /// at 1,000, the provider-side cursor of `syncflag` 1 (2: fetched ones, 3: all), sloppy
 /// numbers, no uuid unless asked, a stale token refused.
@@ -351,31 +378,13 @@ async fn the_bill_list_pages_and_keeps_a_cursor() {
     let sim = start().await;
     let now = chrono::Utc::now();
     let callbacks = sim.sample_callbacks(25, now);
-    let token = login(&sim).await;
-    let window = |from: chrono::DateTime<chrono::Utc>| api::provider_time(from);
-    let (start, end) = (
-        window(now - chrono::Duration::days(31)),
-        window(now + chrono::Duration::minutes(1)),
-    );
-    let bills = |flag: &'static str, page: &'static str, per: &'static str| {
-        let (token, start, end) = (token.clone(), start.clone(), end.clone());
-        let sim = sim.clone();
-        async move {
-            call(
-                &sim,
-                &[
-                    ("service", "App.Sip_Cdr.GetBill"),
-                    ("token", &token),
-                    ("starttime", &start),
-                    ("endtime", &end),
-                    ("syncflag", flag),
-                    ("currentpage", page),
-                    ("itemsperpage", per),
-                ],
-            )
-            .await
-        }
+    let list = BillList {
+        token: login(&sim).await,
+        start: envelope::provider_time(now - chrono::Duration::days(31)),
+        end: envelope::provider_time(now + chrono::Duration::minutes(1)),
+        sim: sim.clone(),
     };
+    let bills = |flag, page, per| list.page(flag, page, per);
 
     let all = bills("3", "1", "5000").await;
     let result = &all["data"]["result"];

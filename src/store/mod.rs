@@ -13,7 +13,7 @@ mod upload;
 
 use std::sync::Arc;
 
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -248,107 +248,16 @@ impl Store {
     ) -> Result<Self, StoreError> {
         let parsed = Url::parse(url)
             .map_err(|e| StoreError::Config(format!("{url:?} is not a URL: {e}")))?;
-        let prefix_of = |p: &str| {
-            let p = p.trim_matches('/');
-            (!p.is_empty())
-                .then(|| {
-                    Path::parse(p).map_err(|e| StoreError::Config(format!("bad prefix {p:?}: {e}")))
-                })
-                .transpose()
-        };
-        let mut bulk: Option<Arc<dyn ObjectStore>> = None;
-        let (inner, s3, prefix, metadata): (Arc<dyn ObjectStore>, _, _, _) = match parsed.scheme() {
-            "s3" => {
-                let bucket = parsed
-                    .host_str()
-                    .filter(|b| !b.is_empty())
-                    .ok_or_else(|| StoreError::Config(format!("{url}: no bucket")))?;
-                let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
-                for (key, value) in s3_options {
-                    let key: AmazonS3ConfigKey = key
-                        .parse()
-                        .map_err(|e| StoreError::Config(format!("{key}: {e}")))?;
-                    builder = builder.with_config(key, value);
-                }
-                let option = |names: &[&str]| {
-                    s3_options
-                        .iter()
-                        .find(|(k, _)| names.contains(&k.to_ascii_lowercase().as_str()))
-                        .map(|(_, v)| v.clone())
-                };
-                let region = option(&["aws_region", "aws_default_region", "region"])
-                    .unwrap_or_else(|| "us-east-1".into());
-                let endpoint = option(&[
-                    "aws_endpoint",
-                    "aws_endpoint_url",
-                    "endpoint",
-                    "endpoint_url",
-                ])
-                .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-                let endpoint = Url::parse(&endpoint)
-                    .map_err(|e| StoreError::Config(format!("S3 endpoint {endpoint:?}: {e}")))?;
-                let builder = builder
-                    .with_retry(STORE_RETRY.clone())
-                    .with_region(&region)
-                    .with_allow_http(endpoint.scheme() == "http");
-                let mut parts = builder.clone().with_unsigned_payload(true);
-                let mut builder = builder;
-                if checksums {
-                    builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
-                    parts = parts.with_checksum_algorithm(object_store::aws::Checksum::CRC64NVME);
-                } else {
-                    // Without checksums the signature is what covers the parts' bytes.
-                    parts = parts.with_unsigned_payload(false);
-                }
-                bulk = Some(Arc::new(
-                    parts
-                        .build()
-                        .map_err(|e| StoreError::Config(e.to_string()))?,
-                ));
-                let s3 = Arc::new(
-                    builder
-                        .build()
-                        .map_err(|e| StoreError::Config(e.to_string()))?,
-                );
-                let http = reqwest::Client::builder()
-                    .connect_timeout(std::time::Duration::from_secs(10))
-                    .timeout(std::time::Duration::from_secs(300))
-                    .build()
-                    .map_err(|e| StoreError::Config(e.to_string()))?;
-                let target = s3meta::S3Target {
-                    s3: s3.clone(),
-                    endpoint,
-                    bucket: bucket.to_owned(),
-                    region,
-                    http,
-                    copy_headers: class::encryption_headers(s3_options)
-                        .map_err(StoreError::Config)?,
-                };
-                (
-                    s3,
-                    Some(target),
-                    prefix_of(parsed.path())?,
-                    MetadataSupport::Attributes,
-                )
-            }
-            "file" => {
-                let dir = parsed
-                    .to_file_path()
-                    .map_err(|()| StoreError::Config(format!("{url}: not a local path")))?;
-                std::fs::create_dir_all(&dir).map_err(|e| {
-                    StoreError::Config(format!("cannot create {}: {e}", dir.display()))
-                })?;
-                let local = LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| StoreError::Config(e.to_string()))?
-                    .with_automatic_cleanup(true);
-                (Arc::new(local), None, None, MetadataSupport::BesideObject)
-            }
-            "memory" => (
-                Arc::new(InMemory::new()),
-                None,
-                prefix_of(parsed.path())?,
-                MetadataSupport::BesideObject,
-            ),
+        let backend = match parsed.scheme() {
+            "s3" => Backend::s3(&parsed, url, s3_options, checksums)?,
+            "file" => Backend::local(&parsed, url)?,
+            "memory" => Backend {
+                inner: Arc::new(InMemory::new()),
+                bulk: None,
+                s3: None,
+                prefix: url_prefix(parsed.path())?,
+                metadata: MetadataSupport::BesideObject,
+            },
             other => {
                 return Err(StoreError::Config(format!(
                     "unsupported store scheme {other:?} (use s3://, file:// or memory://)"
@@ -356,11 +265,11 @@ impl Store {
             }
         };
         Ok(Self {
-            bulk: bulk.unwrap_or_else(|| Arc::clone(&inner)),
-            inner,
-            s3,
-            prefix,
-            metadata,
+            bulk: backend.bulk.unwrap_or_else(|| Arc::clone(&backend.inner)),
+            inner: backend.inner,
+            s3: backend.s3,
+            prefix: backend.prefix,
+            metadata: backend.metadata,
             part_size: part_size.max(1),
             description: redact_url(&parsed),
             sidecars: true,
@@ -427,6 +336,142 @@ impl Store {
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.inner
     }
+}
+
+/// What a store URL's scheme opens: the clients, and where keys and metadata go.
+struct Backend {
+    inner: Arc<dyn ObjectStore>,
+    /// The client multipart uploads go through, when it is not `inner` (see `Store::bulk`).
+    bulk: Option<Arc<dyn ObjectStore>>,
+    s3: Option<s3meta::S3Target>,
+    prefix: Option<Path>,
+    metadata: MetadataSupport,
+}
+
+impl Backend {
+    /// `s3://bucket/prefix`, with the settings, region and endpoint `s3_options` give.
+    fn s3(
+        parsed: &Url,
+        url: &str,
+        s3_options: &S3Options,
+        checksums: bool,
+    ) -> Result<Self, StoreError> {
+        let bucket = parsed
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| StoreError::Config(format!("{url}: no bucket")))?;
+        let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+        for (key, value) in s3_options {
+            let key: AmazonS3ConfigKey = key
+                .parse()
+                .map_err(|e| StoreError::Config(format!("{key}: {e}")))?;
+            builder = builder.with_config(key, value);
+        }
+        let (region, endpoint) = s3_region_and_endpoint(s3_options)?;
+        let builder = builder
+            .with_retry(STORE_RETRY.clone())
+            .with_region(&region)
+            .with_allow_http(endpoint.scheme() == "http");
+        let (s3, parts) = s3_clients(builder, checksums)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(300))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        let target = s3meta::S3Target {
+            s3: s3.clone(),
+            endpoint,
+            bucket: bucket.to_owned(),
+            region,
+            http,
+            copy_headers: class::encryption_headers(s3_options).map_err(StoreError::Config)?,
+        };
+        Ok(Self {
+            inner: s3,
+            bulk: Some(parts),
+            s3: Some(target),
+            prefix: url_prefix(parsed.path())?,
+            metadata: MetadataSupport::Attributes,
+        })
+    }
+
+    /// `file:///path`: a local directory, created if missing.
+    fn local(parsed: &Url, url: &str) -> Result<Self, StoreError> {
+        let dir = parsed
+            .to_file_path()
+            .map_err(|()| StoreError::Config(format!("{url}: not a local path")))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        let local = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| StoreError::Config(e.to_string()))?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            inner: Arc::new(local),
+            bulk: None,
+            s3: None,
+            prefix: None,
+            metadata: MetadataSupport::BesideObject,
+        })
+    }
+}
+
+/// The key prefix a URL's path names (`None` for an empty path).
+fn url_prefix(path: &str) -> Result<Option<Path>, StoreError> {
+    let p = path.trim_matches('/');
+    (!p.is_empty())
+        .then(|| Path::parse(p).map_err(|e| StoreError::Config(format!("bad prefix {p:?}: {e}"))))
+        .transpose()
+}
+
+/// The S3 region and endpoint `s3_options` name, else `us-east-1` and AWS's endpoint for
+/// the region.
+fn s3_region_and_endpoint(s3_options: &S3Options) -> Result<(String, Url), StoreError> {
+    let option = |names: &[&str]| {
+        s3_options
+            .iter()
+            .find(|(k, _)| names.contains(&k.to_ascii_lowercase().as_str()))
+            .map(|(_, v)| v.clone())
+    };
+    let region = option(&["aws_region", "aws_default_region", "region"])
+        .unwrap_or_else(|| "us-east-1".into());
+    let endpoint = option(&[
+        "aws_endpoint",
+        "aws_endpoint_url",
+        "endpoint",
+        "endpoint_url",
+    ])
+    .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+    let endpoint = Url::parse(&endpoint)
+        .map_err(|e| StoreError::Config(format!("S3 endpoint {endpoint:?}: {e}")))?;
+    Ok((region, endpoint))
+}
+
+/// The two S3 clients: the one for single PUTs and everything else (SHA-256 checksums when
+/// `checksums` is set), and the one for multipart parts (see `Store::bulk`).
+fn s3_clients(
+    builder: AmazonS3Builder,
+    checksums: bool,
+) -> Result<(Arc<AmazonS3>, Arc<dyn ObjectStore>), StoreError> {
+    let mut parts = builder.clone().with_unsigned_payload(true);
+    let mut builder = builder;
+    if checksums {
+        builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        parts = parts.with_checksum_algorithm(object_store::aws::Checksum::CRC64NVME);
+    } else {
+        // Without checksums the signature is what covers the parts' bytes.
+        parts = parts.with_unsigned_payload(false);
+    }
+    let parts: Arc<dyn ObjectStore> = Arc::new(
+        parts
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?,
+    );
+    let s3 = Arc::new(
+        builder
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?,
+    );
+    Ok((s3, parts))
 }
 
 fn redact_url(url: &Url) -> String {

@@ -45,85 +45,37 @@ impl S3Target {
         metadata: &[(&'static str, String)],
     ) -> Result<(Option<String>, Option<String>), StoreError> {
         const CONTEXT: &str = "setting the object's metadata";
-        let mut url = self.endpoint.clone();
-        {
-            let mut segments = url
-                .path_segments_mut()
-                .map_err(|()| failed(CONTEXT, "endpoint cannot take a path".into()))?;
-            segments.pop_if_empty().push(&self.bucket);
-            for part in path.parts() {
-                segments.push(part.as_ref());
-            }
-        }
-        let source = url[url::Position::BeforePath..].to_owned();
-        let mut builder = http::Request::builder()
-            .method(http::Method::PUT)
-            .uri(url.as_str())
-            .header("x-amz-copy-source", source)
-            .header("x-amz-metadata-directive", "REPLACE");
+        let url = self.url_of(Some(path), "", CONTEXT)?;
+        let meta_names: Vec<String> = metadata
+            .iter()
+            .map(|(name, _)| format!("x-amz-meta-{name}"))
+            .collect();
+        let mut headers: Vec<(&str, String)> = vec![
+            (
+                "x-amz-copy-source",
+                url[url::Position::BeforePath..].to_owned(),
+            ),
+            ("x-amz-metadata-directive", "REPLACE".to_owned()),
+        ];
         if let Some(ct) = content_type {
-            builder = builder.header(http::header::CONTENT_TYPE, ct);
+            headers.push((http::header::CONTENT_TYPE.as_str(), ct.to_owned()));
         }
-        for (name, value) in metadata {
-            builder = builder.header(format!("x-amz-meta-{name}"), value.as_str());
+        for (name, (_, value)) in meta_names.iter().zip(metadata) {
+            headers.push((name.as_str(), value.clone()));
         }
         for (name, value) in &self.copy_headers {
-            builder = builder.header(*name, value.as_str());
+            headers.push((*name, value.clone()));
         }
-        let mut request: HttpRequest = builder
-            .body(HttpRequestBody::empty())
-            .map_err(|e| failed(CONTEXT, e.to_string()))?;
-        let credential = self
-            .s3
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| StoreError::classify(CONTEXT, e))?;
-        AwsAuthorizer::new(&credential, "s3", &self.region)
-            .try_authorize(&mut request, None)
-            .map_err(|e| StoreError::classify(CONTEXT, e))?;
-
-        let mut call = self.http.put(url.as_str());
-        for (name, value) in request.headers() {
-            call = call.header(name.as_str(), value.as_bytes());
-        }
-        let response = call
-            .send()
-            .await
-            .map_err(|e| failed(CONTEXT, e.without_url().to_string()))?;
-        let status = response.status();
-        let version = response
-            .headers()
-            .get("x-amz-version-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response
-            .text()
-            .await
-            .map_err(|e| failed(CONTEXT, e.without_url().to_string()))?;
+        let answer = self
+            .signed(http::Method::PUT, Some(path), "", &headers, None, CONTEXT)
+            .await?;
         // CopyObject may answer 200 with an error in the body.
-        if !status.is_success() || body.contains("<Error>") {
-            let detail = format!(
-                "HTTP {status}: {}",
-                body.chars().take(300).collect::<String>()
-            );
-            return Err(if status.as_u16() == 403 {
-                StoreError::Refused {
-                    context: CONTEXT.into(),
-                    source: object_store::Error::Generic {
-                        store: "S3",
-                        source: detail.into(),
-                    },
-                }
-            } else {
-                failed(CONTEXT, detail)
-            });
+        if !answer.status.is_success() || answer.body.contains("<Error>") {
+            return Err(answer.into_error(CONTEXT));
         }
-        let etag = body
-            .split_once("<ETag>")
-            .and_then(|(_, rest)| rest.split_once("</ETag>"))
-            .map(|(etag, _)| etag.replace("&quot;", "\"").trim().to_owned());
-        Ok((etag, version))
+        let etag = xml_value(&answer.body, "ETag")
+            .map(|etag| etag.replace("&quot;", "\"").trim().to_owned());
+        Ok((etag, answer.version))
     }
 }
 
@@ -137,6 +89,8 @@ pub(crate) struct Answer {
     pub lock_until: Option<String>,
     /// `x-amz-object-lock-legal-hold` (`ON`/`OFF`), when the answer carries it.
     pub legal_hold: Option<String>,
+    /// `x-amz-version-id`: the version written, on a versioned bucket.
+    pub version: Option<String>,
 }
 
 impl S3Target {
@@ -222,6 +176,7 @@ impl S3Target {
         let lock_mode = header("x-amz-object-lock-mode");
         let lock_until = header("x-amz-object-lock-retain-until-date");
         let legal_hold = header("x-amz-object-lock-legal-hold");
+        let version = header("x-amz-version-id");
         let body = response
             .text()
             .await
@@ -232,6 +187,7 @@ impl S3Target {
             lock_mode,
             lock_until,
             legal_hold,
+            version,
         })
     }
 }

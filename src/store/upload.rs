@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
+use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
 };
@@ -52,6 +53,27 @@ pub enum UploadError<E = DownloadError> {
 
 /// Parts uploading at once within one transfer, besides the one being filled.
 const PARTS_IN_FLIGHT: usize = 1;
+
+/// The bytes read so far: their SHA-256, as it goes, and how many.
+#[derive(Default)]
+struct Hashed {
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Hashed {
+    fn add(&mut self, chunk: &[u8]) {
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+    }
+}
+
+/// The start of a body, up to one part: all of it when `ended`.
+struct FirstPart {
+    hashed: Hashed,
+    chunks: Vec<Bytes>,
+    ended: bool,
+}
 
 impl Store {
     /// Streams a recording to `key`, hashing as it goes. Nothing is left behind on failure:
@@ -121,55 +143,96 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
     {
         let path = self.path(key).map_err(UploadError::Store)?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut first: Vec<Bytes> = Vec::new();
+        let first = self.first_part(&mut body, cancel).await?;
+        if first.ended {
+            self.put_single(key, &path, first, attributes).await
+        } else {
+            self.put_multipart(key, &path, first, body, attributes(None), cancel)
+                .await
+        }
+    }
+
+    /// Reads the body until it fills a part or ends, which decides between one PUT and a
+    /// multipart upload.
+    async fn first_part<S, E>(
+        &self,
+        body: &mut S,
+        cancel: &CancellationToken,
+    ) -> Result<FirstPart, UploadError<E>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    {
+        let mut first = FirstPart {
+            hashed: Hashed::default(),
+            chunks: Vec::new(),
+            ended: false,
+        };
         let mut buffered = 0usize;
-        let mut ended = false;
         while buffered < self.part_size {
-            match next_chunk(&mut body, cancel).await? {
+            match next_chunk(body, cancel).await? {
                 Some(chunk) => {
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
+                    first.hashed.add(&chunk);
                     buffered += chunk.len();
-                    first.push(chunk);
+                    first.chunks.push(chunk);
                 }
                 None => {
-                    ended = true;
+                    first.ended = true;
                     break;
                 }
             }
         }
-        if ended {
-            let sha256 = hex::encode(hasher.finalize());
-            let opts = PutOptions {
-                attributes: attributes(Some(&sha256)),
-                ..Default::default()
-            };
-            let result = self
-                .inner
-                .put_opts(&path, PutPayload::from_iter(first), opts)
-                .await
-                .map_err(|e| {
-                    UploadError::Store(StoreError::classify(format!("uploading {key}"), e))
-                })?;
-            return Ok(Uploaded {
-                size,
-                sha256,
-                etag: result.e_tag,
-                version: result.version,
-                multipart: false,
-                checked_by_store: self.checksums,
-            });
-        }
+        Ok(first)
+    }
 
+    /// The whole body, read into `first`, in one PUT that carries its SHA-256.
+    async fn put_single<E>(
+        &self,
+        key: &str,
+        path: &Path,
+        first: FirstPart,
+        attributes: impl Fn(Option<&str>) -> Attributes,
+    ) -> Result<Uploaded, UploadError<E>> {
+        let size = first.hashed.size;
+        let sha256 = hex::encode(first.hashed.hasher.finalize());
+        let opts = PutOptions {
+            attributes: attributes(Some(&sha256)),
+            ..Default::default()
+        };
+        let result = self
+            .inner
+            .put_opts(path, PutPayload::from_iter(first.chunks), opts)
+            .await
+            .map_err(|e| UploadError::Store(StoreError::classify(format!("uploading {key}"), e)))?;
+        Ok(Uploaded {
+            size,
+            sha256,
+            etag: result.e_tag,
+            version: result.version,
+            multipart: false,
+            checked_by_store: self.checksums,
+        })
+    }
+
+    /// A multipart upload of `first` and the rest of `body`, aborted if either fails.
+    async fn put_multipart<S, E>(
+        &self,
+        key: &str,
+        path: &Path,
+        first: FirstPart,
+        mut body: S,
+        attributes: Attributes,
+        cancel: &CancellationToken,
+    ) -> Result<Uploaded, UploadError<E>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    {
         let opts = PutMultipartOptions {
-            attributes: attributes(None),
+            attributes,
             ..Default::default()
         };
         let upload = self
             .bulk
-            .put_multipart_opts(&path, opts)
+            .put_multipart_opts(path, opts)
             .await
             .map_err(|e| {
                 UploadError::Store(StoreError::classify(
@@ -178,9 +241,10 @@ impl Store {
                 ))
             })?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
-        for chunk in first {
+        for chunk in first.chunks {
             writer.put(chunk);
         }
+        let mut hashed = first.hashed;
         loop {
             let step = async {
                 writer
@@ -196,8 +260,7 @@ impl Store {
             };
             match step.await {
                 Ok(Some(chunk)) => {
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
+                    hashed.add(&chunk);
                     writer.put(chunk);
                 }
                 Ok(None) => break,
@@ -219,8 +282,8 @@ impl Store {
             })
         })?;
         Ok(Uploaded {
-            size,
-            sha256: hex::encode(hasher.finalize()),
+            size: hashed.size,
+            sha256: hex::encode(hashed.hasher.finalize()),
             etag: result.e_tag,
             version: result.version,
             multipart: true,

@@ -167,17 +167,7 @@ enum Stop {
 /// Runs one sync. Only a ledger that fails is an `Err`; everything else is in the report.
 pub async fn run_sync(deps: &SyncDeps, opts: &SyncOptions) -> Result<SyncReport, LedgerError> {
     let now = Utc::now();
-    let until = opts.until.unwrap_or(now);
-    let since = match opts.since {
-        Some(since) => since,
-        None => {
-            let floor = now - opts.retention;
-            match deps.ledger.sync_checkpoint().await? {
-                Some(checkpoint) => (checkpoint - opts.overlap).max(floor),
-                None => floor,
-            }
-        }
-    };
+    let (since, until) = window(deps, opts, now).await?;
     let id = SyncId::generate();
     deps.ledger
         .start_sync(&SyncRow {
@@ -212,19 +202,7 @@ pub async fn run_sync(deps: &SyncDeps, opts: &SyncOptions) -> Result<SyncReport,
     // `None`: the whole window read; `Some`: why it stopped short.
     let outcome = pass.run(since, until).await.map(Result::err);
     let mut report = pass.finish();
-    report.status = match &outcome {
-        Ok(None) => SyncStatus::Completed,
-        Ok(Some(Stop::Provider(e))) if e.action() == Action::StopRun => {
-            SyncStatus::CredentialsRefused
-        }
-        Ok(Some(_)) | Err(_) => SyncStatus::Failed,
-    };
-    report.error = match &outcome {
-        Ok(None) => None,
-        Ok(Some(Stop::Provider(e))) => Some(e.to_string()),
-        Ok(Some(Stop::Shutdown)) => Some("stopped on request".into()),
-        Err(e) => Some(e.to_string()),
-    };
+    (report.status, report.error) = ended(&outcome);
     let finished = deps
         .ledger
         .finish_sync(
@@ -245,6 +223,46 @@ pub async fn run_sync(deps: &SyncDeps, opts: &SyncOptions) -> Result<SyncReport,
         "sync finished"
     );
     Ok(report)
+}
+
+/// The window a sync reads: `opts`' own, else from the newest checkpoint (less the overlap)
+/// or, for the first sync, from the provider's retention ago; to `opts.until` or `now`.
+async fn window(
+    deps: &SyncDeps,
+    opts: &SyncOptions,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), LedgerError> {
+    let until = opts.until.unwrap_or(now);
+    let since = match opts.since {
+        Some(since) => since,
+        None => {
+            let floor = now - opts.retention;
+            match deps.ledger.sync_checkpoint().await? {
+                Some(checkpoint) => (checkpoint - opts.overlap).max(floor),
+                None => floor,
+            }
+        }
+    };
+    Ok((since, until))
+}
+
+/// How a sync ended, from why it stopped (`None`: the whole window read): its status, and
+/// the error it reports.
+fn ended(outcome: &Result<Option<Stop>, LedgerError>) -> (SyncStatus, Option<String>) {
+    let status = match outcome {
+        Ok(None) => SyncStatus::Completed,
+        Ok(Some(Stop::Provider(e))) if e.action() == Action::StopRun => {
+            SyncStatus::CredentialsRefused
+        }
+        Ok(Some(_)) | Err(_) => SyncStatus::Failed,
+    };
+    let error = match outcome {
+        Ok(None) => None,
+        Ok(Some(Stop::Provider(e))) => Some(e.to_string()),
+        Ok(Some(Stop::Shutdown)) => Some("stopped on request".into()),
+        Err(e) => Some(e.to_string()),
+    };
+    (status, error)
 }
 
 struct Pass<'a> {

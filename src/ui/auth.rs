@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::{COOKIE, HeaderName};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
+
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::Ui;
 use super::users::UserName;
-use super::{Ui, pages};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "callvault_session";
@@ -129,40 +129,25 @@ fn forwarded_for(parts: &Parts) -> Option<IpAddr> {
     first.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
-/// The request has no valid user: the login page (401) for a page, a plain 401 otherwise.
-pub struct Unauthenticated {
-    page: bool,
-    secure: bool,
-}
-
-impl IntoResponse for Unauthenticated {
-    fn into_response(self) -> Response {
-        if self.page {
-            pages::login_required(self.secure)
-        } else {
-            (
-                axum::http::StatusCode::UNAUTHORIZED,
-                [(axum::http::header::CACHE_CONTROL, "no-store")],
-                "log in first\n",
-            )
-                .into_response()
-        }
-    }
+/// Why a request gets no user; `pages` renders the answer.
+pub enum Refused {
+    /// The request has no valid user: the login page (401) for a page, a plain 401
+    /// otherwise.
+    Unauthenticated { page: bool, secure: bool },
+    /// The ledger does not answer, so no session can be checked.
+    LedgerDown,
 }
 
 impl FromRequestParts<Ui> for User {
-    type Rejection = Response;
+    type Rejection = Refused;
 
     async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Self, Self::Rejection> {
         let from = peer(parts);
         let is_page =
             !parts.uri.path().ends_with("/audio") && !parts.uri.path().ends_with("/download");
-        let refuse = || {
-            Unauthenticated {
-                page: is_page,
-                secure: ui.config.secure_cookies,
-            }
-            .into_response()
+        let refuse = || Refused::Unauthenticated {
+            page: is_page,
+            secure: ui.config.secure_cookies,
         };
         if let Some(proxy) = &ui.config.proxy
             && proxy.trusts(from)
@@ -203,9 +188,7 @@ impl FromRequestParts<Ui> for User {
             Ok(None) => Err(refuse()),
             Err(e) => {
                 tracing::error!(error = %e, "cannot read sessions from the ledger");
-                Err(pages::unavailable(
-                    "the ledger does not answer; try again shortly",
-                ))
+                Err(Refused::LedgerDown)
             }
         }
     }

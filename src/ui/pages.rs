@@ -3,6 +3,8 @@
 //! script; forms that change anything carry a CSRF token; every control has a label and is
 //! reachable by keyboard.
 
+use std::net::IpAddr;
+
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -13,15 +15,15 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::auth::{
-    self, LOGIN_CSRF_COOKIE, SESSION_COOKIE, Via, clear_cookie, new_token, same_token, set_cookie,
-    sha256_hex,
+    self, LOGIN_CSRF_COOKIE, Refused, SESSION_COOKIE, Via, clear_cookie, new_token, same_token,
+    set_cookie, sha256_hex,
 };
 use super::users::UserName;
 use super::{Ui, User, chart, uuid_from_path};
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
     AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, HoldSummary, LedgerError,
-    PhoneNumber, UiSession, risk_line,
+    LedgerFigures, PhoneNumber, UiSession, risk_line,
 };
 
 const CSS: &str = "
@@ -124,6 +126,21 @@ fn login_page(status: StatusCode, message: Option<&str>, secure: bool) -> Respon
     response
 }
 
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Unauthenticated { page: true, secure } => login_required(secure),
+            Self::Unauthenticated { page: false, .. } => (
+                StatusCode::UNAUTHORIZED,
+                [(header::CACHE_CONTROL, "no-store")],
+                "log in first\n",
+            )
+                .into_response(),
+            Self::LedgerDown => unavailable("the ledger does not answer; try again shortly"),
+        }
+    }
+}
+
 /// What an unauthenticated request to a page gets: the login form, with 401.
 pub fn login_required(secure: bool) -> Response {
     login_page(
@@ -213,40 +230,11 @@ pub async fn login(
     let actor =
         UserName::parse(&name).map_or_else(|_| "(invalid name)".to_owned(), |n| n.to_string());
     if let Some(wait) = ui.guard.locked(&name, from) {
-        let _ = ui
-            .log(
-                &actor,
-                from,
-                AccessAction::LoginFailed,
-                Some("locked".into()),
-                vec![],
-            )
-            .await;
-        let minutes = wait.as_secs().div_ceil(60).max(1);
-        return login_page(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(&format!(
-                "Too many wrong passwords for this user or from this address. Try again in {minutes} minute(s)."
-            )),
-            secure,
-        );
+        return locked_out(&ui, &actor, from, wait).await;
     }
-    let users = ui.config.users.clone();
-    let password = SecretString::from(form.password);
-    let checked = {
-        let name = name.clone();
-        tokio::task::spawn_blocking(move || users.verify(&name, &password)).await
-    };
-    let user = match checked {
-        Ok(Ok(user)) => user,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot check a login");
-            return unavailable("The users file cannot be read; tell the operator.");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "the login check failed");
-            return unavailable("The login check failed; try again.");
-        }
+    let user = match check_password(&ui, &name, form.password).await {
+        Ok(user) => user,
+        Err(answer) => return answer,
     };
     let Some(user) = user else {
         ui.guard.failed(&name, from);
@@ -266,6 +254,63 @@ pub async fn login(
         );
     };
     ui.guard.succeeded(&name);
+    start_session(&ui, &user, from).await
+}
+
+/// The answer to a login while the name or the address is locked (`wait` more), logged.
+async fn locked_out(ui: &Ui, actor: &str, from: IpAddr, wait: std::time::Duration) -> Response {
+    let _ = ui
+        .log(
+            actor,
+            from,
+            AccessAction::LoginFailed,
+            Some("locked".into()),
+            vec![],
+        )
+        .await;
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    login_page(
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(&format!(
+            "Too many wrong passwords for this user or from this address. Try again in {minutes} minute(s)."
+        )),
+        ui.config.secure_cookies,
+    )
+}
+
+/// The user `name` and `password` log in as (`None` when either is wrong), checked off the
+/// async threads (the hash is slow on purpose); `Err` is the answer when no check could be
+/// made.
+async fn check_password(
+    ui: &Ui,
+    name: &str,
+    password: String,
+) -> Result<Option<UserName>, Response> {
+    let users = ui.config.users.clone();
+    let password = SecretString::from(password);
+    let checked = {
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || users.verify(&name, &password)).await
+    };
+    match checked {
+        Ok(Ok(user)) => Ok(user),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot check a login");
+            Err(unavailable(
+                "The users file cannot be read; tell the operator.",
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the login check failed");
+            Err(unavailable("The login check failed; try again."))
+        }
+    }
+}
+
+/// Starts a session for `user` (recorded in the ledger, the login logged) and sends its
+/// cookie, with the search page to go to.
+async fn start_session(ui: &Ui, user: &UserName, from: IpAddr) -> Response {
+    let secure = ui.config.secure_cookies;
     let token = new_token();
     let now = Utc::now();
     let ttl = ui.config.session_ttl;
@@ -641,6 +686,17 @@ pub async fn call(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> 
 }
 
 fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
+    html! {
+        (recording_section(d))
+        (call_section(d, tz))
+        (archive_section(d, holds, tz))
+        (manifest_section(d, tz))
+        (attempts_section(d, tz))
+    }
+}
+
+/// The player and the download link, when the call has an archived recording.
+fn recording_section(d: &CallDetail) -> Markup {
     let s = &d.summary;
     let href = urlencode(s.uuid.as_str());
     let playable = s.state == RecordState::Archived && d.object_key.is_some();
@@ -656,6 +712,13 @@ fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> 
                 p.note { "No archived recording to play (state: " (s.state.as_str()) ")." }
             }
         }
+    }
+}
+
+/// What the provider said about the call.
+fn call_section(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
+    let s = &d.summary;
+    html! {
         section aria-labelledby="call" {
             h2 id="call" { "Call" }
             dl {
@@ -672,6 +735,13 @@ fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> 
                 dt { "Provider id" } dd { (d.bill_id.as_deref().unwrap_or("")) }
             }
         }
+    }
+}
+
+/// What the archive holds of the call: its state, object, checks and holds.
+fn archive_section(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
+    let s = &d.summary;
+    html! {
         section aria-labelledby="archive" {
             h2 id="archive" { "Archive" }
             dl {
@@ -695,6 +765,12 @@ fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> 
                 (hold_state(holds, tz))
             }
         }
+    }
+}
+
+/// The manifests that list the call.
+fn manifest_section(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
+    html! {
         section aria-labelledby="manifest" {
             h2 id="manifest" { "Manifest" }
             @if d.manifests.is_empty() {
@@ -708,6 +784,12 @@ fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> 
                 }
             }
         }
+    }
+}
+
+/// Every attempt to archive the call.
+fn attempts_section(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
+    html! {
         section aria-labelledby="attempts" {
             h2 id="attempts" { "Attempts (" (d.attempts_made) ")" }
             table aria-labelledby="attempts" {
@@ -759,17 +841,45 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
     let now = Utc::now();
     let line = risk_line(now, ui.config.retention);
     let since = now - chrono::Duration::days(29);
-    let risky = CallQuery {
-        states: vec![
-            RecordState::Pending,
-            RecordState::InProgress,
-            RecordState::Failed,
-        ],
-        until: Some(line),
-        limit: AT_RISK_SHOWN,
-        ..CallQuery::default()
+    let read = match Dashboard::read(&ui, line, since).await {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the dashboard's figures");
+            return unavailable("The ledger does not answer; try again shortly.");
+        }
     };
-    let figures = async {
+    let listed = read.risky.iter().map(|c| c.uuid.clone()).collect();
+    if let Err(refusal) = logged(&ui, &user, AccessAction::View, "dashboard".into(), listed).await {
+        return refusal;
+    }
+    let days = chart::daily(&read.daily, since.date_naive(), now.date_naive());
+    let body = read.body(&ui, line, &days);
+    page(StatusCode::OK, layout("Dashboard", Some(&user), body))
+}
+
+/// What the dashboard shows, read from the ledger.
+struct Dashboard {
+    figures: LedgerFigures,
+    /// Recordings archived per day since the chart's first day.
+    daily: Vec<(chrono::NaiveDate, i64)>,
+    /// The oldest calls at risk (at most [`AT_RISK_SHOWN`]).
+    risky: Vec<CallSummary>,
+}
+
+impl Dashboard {
+    /// The figures for the risk `line`, the calls at risk, and the days archived from
+    /// `since`'s day on.
+    async fn read(ui: &Ui, line: DateTime<Utc>, since: DateTime<Utc>) -> Result<Self, LedgerError> {
+        let risky = CallQuery {
+            states: vec![
+                RecordState::Pending,
+                RecordState::InProgress,
+                RecordState::Failed,
+            ],
+            until: Some(line),
+            limit: AT_RISK_SHOWN,
+            ..CallQuery::default()
+        };
         let figures = ui.ledger.figures(line).await?;
         let risky = ui.ledger.find_calls(&risky).await?;
         let daily = ui
@@ -781,77 +891,80 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
                     .and_utc(),
             )
             .await?;
-        Ok::<_, crate::ledger::LedgerError>((figures, daily, risky))
-    };
-    let (figures, daily, risky) = match figures.await {
-        Ok(got) => got,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the dashboard's figures");
-            return unavailable("The ledger does not answer; try again shortly.");
-        }
-    };
-    let listed = risky.iter().map(|c| c.uuid.clone()).collect();
-    if let Err(refusal) = logged(&ui, &user, AccessAction::View, "dashboard".into(), listed).await {
-        return refusal;
-    }
-    let states: Vec<(String, i64)> = RecordState::ALL
-        .iter()
-        .map(|s| {
-            let n = figures
-                .counts
-                .iter()
-                .find(|(st, _)| st == s)
-                .map_or(0, |(_, n)| *n);
-            (s.as_str().to_owned(), n)
+        Ok(Self {
+            figures,
+            daily,
+            risky,
         })
-        .collect();
-    let days = chart::daily(&daily, since.date_naive(), now.date_naive());
-    let deletion_from = line - chrono::Duration::days(14);
-    let tz = ui.config.tz;
-    let risky_search = format!(
-        "/ui/?state=pending&until={}",
-        line.with_timezone(&tz).format("%Y-%m-%d")
-    );
-    let body = html! {
-        div.figures {
-            @for (state, n) in &states { div { strong { (n) } " " (state) } }
-            div { strong.risk id="at-risk" { (figures.at_risk) } " at risk" }
-        }
-        p {
-            "At risk: calls not archived whose start is before " (local(Some(line), tz))
-            ", so the provider deletes their recordings within 14 days (retention "
-            (ui.config.retention.num_days()) " days; the oldest still held date from "
-            (local(Some(deletion_from), tz)) "). "
-            a href=(risky_search) { "List pending calls at risk" }
-        }
-        @if !risky.is_empty() {
-            table aria-labelledby="at-risk-calls" {
-                caption id="at-risk-calls" { "Calls at risk (oldest first, at most " (AT_RISK_SHOWN) ")" }
-                thead { tr {
-                    th scope="col" { "Start (" (tz) ")" } th scope="col" { "Call" }
-                    th scope="col" { "Company" } th scope="col" { "State" }
-                } }
-                tbody { @for call in &risky { tr {
-                    td { (local(call.call_start, tz)) }
-                    td { a href={"/ui/calls/" (urlencode(call.uuid.as_str()))} { (call.uuid.as_str()) } }
-                    td { (call.company) }
-                    td { (call.state.as_str()) }
-                } } }
+    }
+
+    /// How many records are in each state, every state named.
+    fn states(&self) -> Vec<(String, i64)> {
+        RecordState::ALL
+            .iter()
+            .map(|s| {
+                let n = self
+                    .figures
+                    .counts
+                    .iter()
+                    .find(|(st, _)| st == s)
+                    .map_or(0, |(_, n)| *n);
+                (s.as_str().to_owned(), n)
+            })
+            .collect()
+    }
+
+    /// The page: the figures, the calls at risk of the risk `line`, and the charts (`days`
+    /// archived per day).
+    fn body(&self, ui: &Ui, line: DateTime<Utc>, days: &[(String, i64)]) -> Markup {
+        let states = self.states();
+        let (figures, risky) = (&self.figures, &self.risky);
+        let deletion_from = line - chrono::Duration::days(14);
+        let tz = ui.config.tz;
+        let risky_search = format!(
+            "/ui/?state=pending&until={}",
+            line.with_timezone(&tz).format("%Y-%m-%d")
+        );
+        html! {
+            div.figures {
+                @for (state, n) in &states { div { strong { (n) } " " (state) } }
+                div { strong.risk id="at-risk" { (figures.at_risk) } " at risk" }
+            }
+            p {
+                "At risk: calls not archived whose start is before " (local(Some(line), tz))
+                ", so the provider deletes their recordings within 14 days (retention "
+                (ui.config.retention.num_days()) " days; the oldest still held date from "
+                (local(Some(deletion_from), tz)) "). "
+                a href=(risky_search) { "List pending calls at risk" }
+            }
+            @if !risky.is_empty() {
+                table aria-labelledby="at-risk-calls" {
+                    caption id="at-risk-calls" { "Calls at risk (oldest first, at most " (AT_RISK_SHOWN) ")" }
+                    thead { tr {
+                        th scope="col" { "Start (" (tz) ")" } th scope="col" { "Call" }
+                        th scope="col" { "Company" } th scope="col" { "State" }
+                    } }
+                    tbody { @for call in risky { tr {
+                        td { (local(call.call_start, tz)) }
+                        td { a href={"/ui/calls/" (urlencode(call.uuid.as_str()))} { (call.uuid.as_str()) } }
+                        td { (call.company) }
+                        td { (call.state.as_str()) }
+                    } } }
+                }
+            }
+            @if let Some(oldest) = figures.oldest_pending_call {
+                p { "Oldest pending call: " (local(Some(oldest), tz)) }
+            }
+            h2 id="per-state" { "Calls per state" }
+            (chart::bars("Calls per state", &states))
+            h2 id="per-day" { "Recordings archived per day (UTC, last 30 days)" }
+            (chart::bars("Recordings archived per day", days))
+            table aria-labelledby="per-day" {
+                thead { tr { th scope="col" { "Day" } th scope="col" { "Archived" } } }
+                tbody { @for (day, n) in days.iter().filter(|(_, n)| *n > 0) { tr { td { (day) } td { (n) } } } }
             }
         }
-        @if let Some(oldest) = figures.oldest_pending_call {
-            p { "Oldest pending call: " (local(Some(oldest), tz)) }
-        }
-        h2 id="per-state" { "Calls per state" }
-        (chart::bars("Calls per state", &states))
-        h2 id="per-day" { "Recordings archived per day (UTC, last 30 days)" }
-        (chart::bars("Recordings archived per day", &days))
-        table aria-labelledby="per-day" {
-            thead { tr { th scope="col" { "Day" } th scope="col" { "Archived" } } }
-            tbody { @for (day, n) in days.iter().filter(|(_, n)| *n > 0) { tr { td { (day) } td { (n) } } } }
-        }
-    };
-    page(StatusCode::OK, layout("Dashboard", Some(&user), body))
+    }
 }
 
 /// Adds the page's protective headers to every answer: no framing, no sniffing, no
