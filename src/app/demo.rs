@@ -347,7 +347,10 @@ async fn summarize(stage: &Stage) -> anyhow::Result<()> {
         .counts
         .iter()
         .filter(|(_, n)| **n > 0)
-        .map(|(state, n)| format!("{n} {}", state.replace('_', " ")))
+        .map(|(state, n)| match *state {
+            "no_recording" => format!("{n} without recording"),
+            state => format!("{n} {}", state.replace('_', " ")),
+        })
         .collect();
     let stats = stage.sim.stats();
     println!(

@@ -42,13 +42,13 @@ pub fn call_uuid(raw: &str) -> Result<CallUuid, ConfigError> {
     CallUuid::parse(raw).ok_or_else(|| ConfigError(format!("{raw:?} is not a call uuid")))
 }
 
+/// A window of call starts: from (inclusive), to (exclusive); open where `None`.
+pub type Bounds = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 impl<W: Window> CallTimes<W> {
     /// `--since` (from the start of a date) and `--until` (to the end of a date), in the
     /// provider's zone `tz`; the first must come before the second.
-    pub fn bounds(
-        &self,
-        tz: FixedOffset,
-    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ConfigError> {
+    pub fn bounds(&self, tz: FixedOffset) -> Result<Bounds, ConfigError> {
         let bound = |raw: &Option<String>, flag: &str, upper: bool| {
             text(raw)
                 .map(|r| {
