@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             return ExitCode::from(callvault::app::EXIT_CONFIG);
         }
     };
-    callvault::telemetry::init(invocation.cli.log_format, &invocation.cli.log);
+    callvault::telemetry::init(invocation.cli.log_format, &invocation.log_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

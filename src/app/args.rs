@@ -1,33 +1,39 @@
 //! The command line, read: the arguments parsed with the configuration file's settings as
 //! their defaults, then turned into typed settings (`crate::config`). `cli`, `config` and
-//! `config_file` meet here so that none of them needs another.
+//! `config_file` meet here so that none of them needs another. The shared groups of flags
+//! become their domain values in `groups`; what is left here is whole commands' settings.
 
 use std::ffi::OsString;
-use std::sync::Arc;
+use std::fmt;
 use std::time::Duration;
 
-use chrono::FixedOffset;
-use clap::{CommandFactory, FromArgMatches};
-use secrecy::SecretString;
-use url::Url;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use crate::archive::{RetryPolicy, RunOptions, Shutdown};
-use crate::cli::{Cli, ProviderArgs, RunArgs, VerifyArgs};
-use crate::config::{
-    CONNECT_TIMEOUT, CommonSettings, ConfigError, LedgerSettings, PassSettings, TOKEN_MAX_AGE,
-    hostname, provider_tz, s3_options,
-};
+use crate::cli::{Cli, Command, RunArgs};
+use crate::config::{CommonSettings, ConfigError, PassSettings, hostname, provider_tz, s3_options};
 use crate::config_file::{FileSettings, config_path};
 use crate::ledger::Slice;
-use crate::provider::{DownloadPolicy, DownloaderSettings, Pace, ProviderConfig};
-use crate::store::{KeyTemplate, S3Options, StoreConfig};
+use crate::store::{S3Options, ShownS3};
 
 /// A command line with the configuration file applied.
-#[derive(Debug)]
 pub struct Invocation {
     pub cli: Cli,
     /// The configuration file's S3 settings (`[aws]`), under the environment's.
     pub file_aws: S3Options,
+    /// The log filter this command runs with (see [`log_filter`]).
+    pub log_filter: String,
+}
+
+impl fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invocation")
+            .field("cli", &self.cli)
+            .field("file_aws", &ShownS3(&self.file_aws))
+            .field("log_filter", &self.log_filter)
+            .finish()
+    }
 }
 
 /// Why the command line could not be taken.
@@ -46,11 +52,15 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, CliError> {
         Some(path) => FileSettings::load(&path).map_err(file_error)?,
         None => FileSettings::default(),
     };
-    parse_with_file(file, args)
+    parse_with_file(file, args, std::env::var("RUST_LOG").ok())
 }
 
 /// Parses `args` with `file`'s settings as the arguments' defaults.
-fn parse_with_file<I, T>(file: FileSettings, args: I) -> Result<Invocation, CliError>
+fn parse_with_file<I, T>(
+    file: FileSettings,
+    args: I,
+    rust_log: Option<String>,
+) -> Result<Invocation, CliError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -60,10 +70,33 @@ where
         .try_get_matches_from(args)
         .map_err(CliError::Usage)?;
     let cli = Cli::from_arg_matches(&matches).map_err(CliError::Usage)?;
+    let log_filter = log_filter(&cli, log_given(&matches, &cli), rust_log);
     Ok(Invocation {
         cli,
         file_aws: file.aws,
+        log_filter,
     })
+}
+
+/// Whether `--log` was asked for (flag, CALLVAULT_LOG, or a configuration file's value
+/// other than the default), rather than left at its default.
+fn log_given(matches: &ArgMatches, cli: &Cli) -> bool {
+    matches.value_source("log") != Some(ValueSource::DefaultValue) || cli.log != "info"
+}
+
+/// The log filter: `--log` when asked for, else RUST_LOG when set, else the command's own:
+/// `warn` for `demo` (its story is on standard output) unless `--verbose`, `info` else.
+fn log_filter(cli: &Cli, given: bool, rust_log: Option<String>) -> String {
+    if given {
+        return cli.log.clone();
+    }
+    if let Some(filter) = rust_log.filter(|f| !f.trim().is_empty()) {
+        return filter;
+    }
+    match &cli.command {
+        Command::Demo(demo) if !demo.verbose => "warn".into(),
+        _ => cli.log.clone(),
+    }
 }
 
 fn file_error(e: crate::config_file::FileError) -> CliError {
@@ -77,195 +110,20 @@ pub fn common_settings(
 ) -> Result<CommonSettings, ConfigError> {
     Ok(CommonSettings {
         tz: provider_tz(&cli.provider_tz)?,
-        ledger: LedgerSettings {
-            url: cli.ledger.clone(),
-            busy_timeout: cli.ledger_busy_timeout,
-        },
+        ledger: cli.ledger.settings(),
         s3: s3_options(file_aws),
     })
 }
 
 /// Everything but the ledger that a pass opens, validated.
 pub fn pass_settings(args: &RunArgs, common: &CommonSettings) -> Result<PassSettings, ConfigError> {
-    let provider = provider_config(&args.provider, common.tz)?;
-    let store = run_store(args, &common.s3)?;
-    let keys = KeyTemplate::parse(&args.key_template, common.tz)
-        .map_err(|e| ConfigError(e.to_string()))?;
-    let downloader = downloader_settings(&args.provider, &provider.api_url)?;
+    let provider = args.provider.config(common.tz)?;
+    let downloader = args.provider.downloader(&provider.api_url)?;
     Ok(PassSettings {
         provider,
         downloader,
-        store,
-        keys,
-    })
-}
-
-/// The `--since`/`--until`/`--company` slice of a run.
-pub fn slice(args: &RunArgs, tz: FixedOffset) -> Result<Slice, ConfigError> {
-    crate::config::slice(
-        args.company.as_deref(),
-        args.since.as_deref(),
-        args.until.as_deref(),
-        tz,
-    )
-}
-
-/// The store a run writes to, laid out as `--sidecar` and `--manifests-prefix` say.
-pub fn run_store(args: &RunArgs, s3: &S3Options) -> Result<StoreConfig, ConfigError> {
-    Ok(StoreConfig {
-        s3: s3.clone(),
-        part_size: usize::from(args.part_size_mib) * 1024 * 1024,
-        checksums: args.store_checksums,
-        sidecars: args.layout.sidecars(),
-        manifests_prefix: args.layout.manifests_prefix.clone(),
-        retention: retention_policy(&args.retention)?,
-        storage_class: args
-            .storage_class
-            .as_deref()
-            .filter(|c| !c.trim().is_empty())
-            .map(str::parse)
-            .transpose()
-            .map_err(ConfigError)?,
-        ..StoreConfig::new(store_url(args.store.as_deref())?)
-    })
-}
-
-/// The store `verify` reads back (the part size matters only for writing).
-pub fn verify_store(args: &VerifyArgs, s3: &S3Options) -> Result<StoreConfig, ConfigError> {
-    Ok(StoreConfig {
-        s3: s3.clone(),
-        manifests_prefix: args.manifests_prefix.clone(),
-        retention: retention_policy(&args.retention)?,
-        ..StoreConfig::new(store_url(args.store.as_deref())?)
-    })
-}
-
-/// The store `ledger rebuild --from-store` reads.
-pub fn rebuild_store(
-    args: &crate::cli::LedgerRebuildArgs,
-    s3: &S3Options,
-) -> Result<StoreConfig, ConfigError> {
-    Ok(StoreConfig {
-        s3: s3.clone(),
-        manifests_prefix: args.manifests_prefix.clone(),
-        ..StoreConfig::new(store_url(args.store.as_deref())?)
-    })
-}
-
-/// The store `hold`, `release` and `erase` act on, laid out as `run` writes it.
-pub fn retention_store(
-    args: &crate::cli::RetentionStoreArgs,
-    s3: &S3Options,
-) -> Result<StoreConfig, ConfigError> {
-    Ok(StoreConfig {
-        s3: s3.clone(),
-        sidecars: args.layout.sidecars(),
-        manifests_prefix: args.layout.manifests_prefix.clone(),
-        ..StoreConfig::new(store_url(args.store.as_deref())?)
-    })
-}
-
-/// The calls `--uuid`, `--company`, `--since`/`--until`, `--number` and `--extension`
-/// choose, as the ledger's one query, read as `find` reads the same flags.
-pub fn selection(
-    args: &crate::cli::CallSelectArgs,
-    tz: FixedOffset,
-) -> Result<crate::retention::Selection, ConfigError> {
-    super::retrieve::chosen_calls(
-        &args.uuids,
-        &args.company,
-        (&args.since, &args.until),
-        &args.number,
-        &args.extension,
-        tz,
-    )
-    .map(crate::retention::Selection::new)
-}
-
-/// `--retention-mode` and `--retain-for` as a policy (clap makes them go together).
-pub fn retention_policy(
-    args: &crate::cli::RetentionArgs,
-) -> Result<Option<crate::store::RetentionPolicy>, ConfigError> {
-    match (&args.retention_mode, &args.retain_for) {
-        (Some(mode), Some(retain_for)) => Ok(Some(crate::store::RetentionPolicy {
-            mode: mode.parse().map_err(ConfigError)?,
-            retain_for: retain_for.parse().map_err(ConfigError)?,
-        })),
-        (None, None) => Ok(None),
-        _ => Err(ConfigError(
-            "--retention-mode and --retain-for go together: give both or neither".into(),
-        )),
-    }
-}
-
-/// `--store`/`CALLVAULT_STORE`, which has no default.
-fn store_url(url: Option<&str>) -> Result<&str, ConfigError> {
-    url.ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))
-}
-
-pub fn provider_config(
-    args: &ProviderArgs,
-    tz: FixedOffset,
-) -> Result<ProviderConfig, ConfigError> {
-    let missing =
-        |what: &str, var: &str| ConfigError(format!("{what} is not set (--{what} or {var})"));
-    let api_url = args
-        .api_url
-        .as_deref()
-        .ok_or_else(|| missing("api-url", "CALLVAULT_API_URL"))?;
-    let api_url = Url::parse(api_url)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| {
-            ConfigError(format!(
-                "CALLVAULT_API_URL {api_url:?} is not an http(s) URL"
-            ))
-        })?;
-    let appid = args
-        .appid
-        .clone()
-        .filter(|a| !a.trim().is_empty())
-        .ok_or_else(|| missing("appid", "CALLVAULT_APPID"))?;
-    let accesskey = args
-        .accesskey
-        .clone()
-        .filter(|a| !a.is_empty())
-        .ok_or_else(|| missing("accesskey", "CALLVAULT_ACCESSKEY"))?;
-    Ok(ProviderConfig {
-        api_url,
-        appid,
-        accesskey: SecretString::from(accesskey),
-        api_timeout: args.api_timeout,
-        connect_timeout: CONNECT_TIMEOUT,
-        token_max_age: TOKEN_MAX_AGE,
-        tz,
-        pace: Arc::new(Pace::new(args.api_rate)),
-    })
-}
-
-/// The download policy (API host plus allowed hosts, allowed networks) and proxy.
-pub fn downloader_settings(
-    args: &ProviderArgs,
-    api_url: &Url,
-) -> Result<DownloaderSettings, ConfigError> {
-    let policy = DownloadPolicy::new(api_url, &args.download_host, &args.allow_download_network)
-        .map_err(ConfigError)?;
-    let proxy = args
-        .download_proxy
-        .as_deref()
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            Url::parse(p.trim())
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| ConfigError("CALLVAULT_DOWNLOAD_PROXY is not an http(s) URL".into()))
-        })
-        .transpose()?;
-    Ok(DownloaderSettings {
-        connect_timeout: CONNECT_TIMEOUT,
-        stall_timeout: args.stall_timeout,
-        policy,
-        proxy,
+        store: args.store.config(&common.s3)?,
+        keys: args.store.keys(common.tz)?,
     })
 }
 
@@ -290,26 +148,32 @@ pub fn run_options(
             ..RetryPolicy::default()
         },
         retention: chrono::Duration::days(i64::from(args.retention_days)),
+        description: run_description(args, store_description),
         slice,
         grace: args.grace,
         shutdown,
         host: hostname(),
         progress: Default::default(),
-        description: serde_json::json!({
-            "concurrency": args.concurrency,
-            "max_records": args.max_records,
-            "deadline": args.deadline.map(|d| humantime::format_duration(d).to_string()),
-            "lease": humantime::format_duration(args.lease).to_string(),
-            "key_template": args.key_template,
-            "store": store_description,
-            "sidecar": args.layout.sidecars(),
-            "manifests_prefix": args.layout.manifests_prefix,
-            "company": args.company,
-            "since": args.since,
-            "until": args.until,
-            "version": env!("CARGO_PKG_VERSION"),
-        }),
     }
+}
+
+/// What the runs table records of a run's settings.
+fn run_description(args: &RunArgs, store_description: &str) -> serde_json::Value {
+    let slice = &args.slice;
+    serde_json::json!({
+        "concurrency": args.concurrency,
+        "max_records": args.max_records,
+        "deadline": args.deadline.map(|d| humantime::format_duration(d).to_string()),
+        "lease": humantime::format_duration(args.lease).to_string(),
+        "key_template": args.store.key_template,
+        "store": store_description,
+        "sidecar": args.store.layout.sidecars(),
+        "manifests_prefix": args.store.layout.manifests.manifests_prefix,
+        "company": slice.company.company,
+        "since": slice.times.since,
+        "until": slice.times.until,
+        "version": env!("CARGO_PKG_VERSION"),
+    })
 }
 
 #[cfg(test)]
@@ -320,7 +184,7 @@ mod tests {
     /// Parses `args` with `file` as the configuration file.
     fn parse_with(file: &str, args: &[&str]) -> Result<Invocation, String> {
         let settings = FileSettings::parse(file).map_err(|e| e.to_string())?;
-        parse_with_file(settings, args.iter().copied()).map_err(|e| match e {
+        parse_with_file(settings, args.iter().copied(), None).map_err(|e| match e {
             CliError::Usage(e) => e.to_string(),
             CliError::Config(e) => e.to_string(),
         })
@@ -334,7 +198,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(run.concurrency, 5);
-        assert_eq!(run.store.as_deref(), Some("file:///tmp/x"));
+        assert_eq!(run.store.store.store.as_deref(), Some("file:///tmp/x"));
         assert!(run.dry_run);
         assert_eq!(
             parsed.file_aws,
@@ -345,7 +209,7 @@ mod tests {
     #[test]
     fn a_global_setting_reaches_every_subcommand() {
         let parsed = parse_with("ledger = \"sqlite://f.db\"", &["callvault", "status"]).unwrap();
-        assert_eq!(parsed.cli.ledger, "sqlite://f.db");
+        assert_eq!(parsed.cli.ledger.location.expose(), "sqlite://f.db");
     }
 
     #[test]
@@ -369,8 +233,8 @@ mod tests {
         let Command::Run(run) = parsed.cli.command else {
             unreachable!()
         };
-        assert!(!run.layout.sidecars());
-        assert_eq!(run.layout.manifests_prefix, "audit");
+        assert!(!run.store.layout.sidecars());
+        assert_eq!(run.store.layout.manifests.manifests_prefix, "audit");
         for choice in ["all = true", "uuid = [\"a\"]", "retry-error-code = \"x\""] {
             assert!(
                 parse_with(choice, &["callvault", "retry"]).is_err(),
@@ -399,11 +263,115 @@ mod tests {
             unreachable!()
         };
         let s3 = vec![("aws_region".to_owned(), "eu-1".to_owned())];
-        let store = run_store(&run, &s3).unwrap();
+        let store = run.store.config(&s3).unwrap();
         assert_eq!(store.url, "memory:///x");
         assert_eq!(store.s3, s3);
         assert_eq!(store.part_size, 16 << 20);
         assert!(!store.sidecars);
         assert_eq!(store.manifests_prefix, "audit");
+    }
+
+    const PASSWORD: &str = "pg-pw-canary";
+    const ACCESSKEY: &str = "accesskey-canary";
+    const CALLBACK_SECRET: &str = "callback-secret-canary";
+    const AWS_SECRET: &str = "aws-secret-canary";
+
+    /// A `serve` (with a run's provider and store flags) on a PostgreSQL ledger with a
+    /// password, every secret given: as flags, and in the file's `[aws]`.
+    fn with_secrets() -> Invocation {
+        let file = format!(
+            "store = \"s3://bucket/calls\"\n[aws]\nsecret_access_key = \"{AWS_SECRET}\"\nregion = \"eu-1\"\n"
+        );
+        let ledger = format!("postgres://callvault:{PASSWORD}@db.example:5432/calls");
+        parse_with(
+            &file,
+            &[
+                "callvault",
+                "--ledger",
+                &ledger,
+                "serve",
+                "--accesskey",
+                ACCESSKEY,
+                "--callback-secret",
+                CALLBACK_SECRET,
+                "--api-url",
+                "http://api.example/",
+                "--appid",
+                "app",
+            ],
+        )
+        .unwrap()
+    }
+
+    fn assert_no_secret(shown: &str) {
+        for secret in [PASSWORD, ACCESSKEY, CALLBACK_SECRET, AWS_SECRET] {
+            assert!(!shown.contains(secret), "{secret:?} shown in {shown}");
+        }
+    }
+
+    #[test]
+    fn no_debug_of_the_parsed_settings_shows_a_password_or_a_secret() {
+        let invocation = with_secrets();
+        let common = common_settings(&invocation.cli, &invocation.file_aws).unwrap();
+        let Command::Serve(serve) = &invocation.cli.command else {
+            unreachable!()
+        };
+        let store = serve.run.store.config(&common.s3).unwrap();
+
+        let shown = format!("{invocation:?}\n{common:?}\n{store:?}\n{serve:#?}");
+
+        assert_no_secret(&shown);
+        assert!(
+            shown.contains("postgres://callvault:***@db.example:5432/calls"),
+            "the ledger is shown, its password hidden: {shown}"
+        );
+        assert!(
+            shown.contains("eu-1"),
+            "plain S3 settings are shown: {shown}"
+        );
+        // The secrets themselves reach what needs them, whole.
+        assert!(common.ledger.location.expose().contains(PASSWORD));
+        assert!(store.s3.iter().any(|(_, v)| v == AWS_SECRET));
+        let provider = serve.run.provider.config(common.tz).unwrap();
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&provider.accesskey),
+            ACCESSKEY
+        );
+    }
+
+    #[test]
+    fn a_password_in_a_query_parameter_is_hidden_too() {
+        let shown = crate::config::LedgerLocation::new(&format!(
+            "postgres://db.example/calls?user=u&password={PASSWORD}&sslmode=require"
+        ))
+        .to_string();
+        assert_no_secret(&shown);
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        let sqlite = crate::config::LedgerLocation::new("sqlite:///var/lib/ledger.db");
+        assert_eq!(sqlite.to_string(), "sqlite:///var/lib/ledger.db");
+    }
+
+    /// `--log` (or CALLVAULT_LOG) first, then RUST_LOG, then the command's own: `demo`
+    /// tells its story with warnings only unless `--verbose`.
+    #[test]
+    fn the_log_filter_is_asked_for_or_the_commands_own() {
+        let filter = |args: &[&str], rust_log: Option<&str>| {
+            let file = FileSettings::parse("").unwrap();
+            parse_with_file(file, args.iter().copied(), rust_log.map(str::to_owned))
+                .unwrap()
+                .log_filter
+        };
+        assert_eq!(filter(&["callvault", "demo"], None), "warn");
+        assert_eq!(filter(&["callvault", "demo", "--verbose"], None), "info");
+        assert_eq!(filter(&["callvault", "demo"], Some("debug")), "debug");
+        assert_eq!(
+            filter(&["callvault", "--log", "trace", "demo"], Some("debug")),
+            "trace"
+        );
+        assert_eq!(filter(&["callvault", "status"], None), "info");
+        assert_eq!(
+            filter(&["callvault", "status"], Some("callvault=debug")),
+            "callvault=debug"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! (or a named record not retried), 2 configuration.
 
 use anyhow::Context;
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{FixedOffset, Utc};
 
 use super::wiring::open_store;
 use super::{EXIT_INCOMPLETE, EXIT_OK};
@@ -11,9 +11,8 @@ use crate::audit::{Sample, VerifyOptions, verify_chain, verify_objects};
 use crate::cli::{FailuresArgs, RetryArgs, VerifyArgs};
 use crate::config::ConfigError;
 use crate::domain::CallUuid;
-use crate::ledger::{Ledger, RetrySelection, Slice};
-use crate::store::{S3Options, Store, StoreError};
-use crate::timefmt::parse_bound;
+use crate::ledger::{Ledger, RetrySelection};
+use crate::store::{S3Options, Store, StoreConfig, StoreError};
 
 pub async fn verify(
     ledger: &Ledger,
@@ -21,16 +20,15 @@ pub async fn verify(
     tz: FixedOffset,
     s3: &S3Options,
 ) -> anyhow::Result<u8> {
-    let store = open_store(&super::args::verify_store(args, s3)?)?;
+    let store = open_store(&StoreConfig {
+        retention: args.retention.policy()?,
+        ..args.chain.apply(args.store.config(s3)?)
+    })?;
     let sample = match &args.sample {
         Some(raw) => raw.parse::<Sample>().map_err(ConfigError)?,
         None => Sample::All,
     };
-    let slice = Slice {
-        company: args.company.clone(),
-        since: bound(args.since.as_deref(), "since", tz, false)?,
-        until: bound(args.until.as_deref(), "until", tz, true)?,
-    };
+    let slice = args.slice.slice(tz)?;
     reachable(&store).await?;
     let id = format!(
         "verify-{}-{}",
@@ -40,76 +38,21 @@ pub async fn verify(
     let scope = serde_json::json!({
         "store": store.description(),
         "manifests": args.manifests,
-        "company": args.company,
+        "company": slice.company,
         "since": slice.since,
         "until": slice.until,
         "sample": args.sample,
     });
     ledger.start_verification(&id, &scope, Utc::now()).await?;
     let (checked, problems, mut summary) = if args.manifests {
-        let report = verify_chain(&store, ledger, usize::from(args.concurrency))
-            .await
-            .context("checking the manifest chain")?;
-        if !args.json {
-            for problem in &report.problems {
-                println!("{problem}");
-            }
-            for note in &report.notes {
-                println!("note: {note}");
-            }
-            println!(
-                "manifest chain: {} manifest(s) in the store, {} in the ledger, newest {}, {} entries checked ({} erased since), {} erasure(s) listed, {} problem(s); {} archived record(s) not yet in a manifest",
-                report.manifests_in_store,
-                report.manifests_in_ledger,
-                report.newest.as_deref().unwrap_or("none"),
-                report.entries_checked,
-                report.entries_erased,
-                report.erasures_listed,
-                report.problems.len(),
-                report.unlisted_archived
-            );
-        }
-        let summary = serde_json::json!({ "manifests": report });
-        (
-            report.manifests_in_store,
-            report.problems.len() as u64,
-            summary,
-        )
+        check_chain(ledger, &store, args).await?
     } else {
         let opts = VerifyOptions {
             slice,
             sample,
             concurrency: usize::from(args.concurrency),
         };
-        let json = args.json;
-        let report = verify_objects(ledger, &store, &opts, |p| {
-            if !json {
-                println!("{p}");
-            }
-        })
-        .await?;
-        if !json {
-            println!(
-                "verified {} object(s), {} bytes read: {} ok, {} missing, {} changed, {} unreadable{}; {} call(s) erased (not read back: gone on purpose)",
-                report.checked,
-                report.bytes_read,
-                report.ok,
-                report.missing,
-                report.changed,
-                report.unreadable,
-                if store.retention().is_some() {
-                    format!(
-                        ", {} lock(s) short of the retention policy",
-                        report.lock_short
-                    )
-                } else {
-                    String::new()
-                },
-                report.erased
-            );
-        }
-        let summary = serde_json::json!({ "objects": report });
-        (report.checked, report.problem_count(), summary)
+        check_objects(ledger, &store, &opts, args.json).await?
     };
     ledger
         .finish_verification(&id, checked, problems, &summary, Utc::now())
@@ -127,15 +70,77 @@ pub async fn verify(
     Ok(code)
 }
 
-/// A `--since`/`--until` bound: a date (whole days in the provider's zone) or a time.
-fn bound(
-    raw: Option<&str>,
-    name: &str,
-    tz: FixedOffset,
-    upper: bool,
-) -> Result<Option<DateTime<Utc>>, ConfigError> {
-    raw.map(|r| parse_bound(r, tz, upper).map_err(|e| ConfigError(format!("--{name}: {e}"))))
-        .transpose()
+/// What a check found: how much was checked, how many problems, and its report.
+type Checked = (u64, u64, serde_json::Value);
+
+/// `verify --manifests`: the chain in the store, then against the ledger.
+async fn check_chain(ledger: &Ledger, store: &Store, args: &VerifyArgs) -> anyhow::Result<Checked> {
+    let report = verify_chain(store, ledger, usize::from(args.concurrency))
+        .await
+        .context("checking the manifest chain")?;
+    if !args.json {
+        for problem in &report.problems {
+            println!("{problem}");
+        }
+        for note in &report.notes {
+            println!("note: {note}");
+        }
+        println!(
+            "manifest chain: {} manifest(s) in the store, {} in the ledger, newest {}, {} entries checked ({} erased since), {} erasure(s) listed, {} problem(s); {} archived record(s) not yet in a manifest",
+            report.manifests_in_store,
+            report.manifests_in_ledger,
+            report.newest.as_deref().unwrap_or("none"),
+            report.entries_checked,
+            report.entries_erased,
+            report.erasures_listed,
+            report.problems.len(),
+            report.unlisted_archived
+        );
+    }
+    let checked = report.manifests_in_store;
+    let problems = report.problems.len() as u64;
+    Ok((
+        checked,
+        problems,
+        serde_json::json!({ "manifests": report }),
+    ))
+}
+
+/// `verify`: the chosen objects read back and compared with the ledger.
+async fn check_objects(
+    ledger: &Ledger,
+    store: &Store,
+    opts: &VerifyOptions,
+    json: bool,
+) -> anyhow::Result<Checked> {
+    let report = verify_objects(ledger, store, opts, |p| {
+        if !json {
+            println!("{p}");
+        }
+    })
+    .await?;
+    if !json {
+        println!(
+            "verified {} object(s), {} bytes read: {} ok, {} missing, {} changed, {} unreadable{}; {} call(s) erased (not read back: gone on purpose)",
+            report.checked,
+            report.bytes_read,
+            report.ok,
+            report.missing,
+            report.changed,
+            report.unreadable,
+            if store.retention().is_some() {
+                format!(
+                    ", {} lock(s) short of the retention policy",
+                    report.lock_short
+                )
+            } else {
+                String::new()
+            },
+            report.erased
+        );
+    }
+    let (checked, problems) = (report.checked, report.problem_count());
+    Ok((checked, problems, serde_json::json!({ "objects": report })))
 }
 
 /// The store must answer before anything is judged missing; a refusal is configuration.

@@ -7,20 +7,24 @@ use anyhow::Context;
 use super::wiring::{open_ledger, open_store};
 use super::{EXIT_INCOMPLETE, EXIT_OK};
 use crate::cli::{LedgerCopyArgs, LedgerRebuildArgs, MigrateArgs};
-use crate::config::{ConfigError, LedgerSettings};
-use crate::ledger::{CopyError, Ledger, LedgerOptions, copy_ledger, redact_location};
+use crate::config::{ConfigError, LedgerLocation, LedgerSettings};
+use crate::ledger::{CopyError, Ledger, LedgerOptions, copy_ledger};
 use crate::rebuild::{RebuildError, RebuildOptions, RebuildReport, rebuild_from_store};
 use crate::store::S3Options;
 
 pub async fn migrate(ledger: &LedgerSettings, args: &MigrateArgs) -> anyhow::Result<u8> {
-    let url = &ledger.url;
     let options = LedgerOptions {
         busy_timeout: ledger.busy_timeout,
         ..LedgerOptions::default()
     };
-    let migrations = match Ledger::migrate(url, &options).await {
+    let migrations = match Ledger::migrate(ledger.location.expose(), &options).await {
         Ok(m) => m,
-        Err(e) if e.is_unavailable() => return Err(anyhow::Error::new(e)),
+        Err(e) if e.is_unavailable() => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "migrating the ledger {} (try again once it is up)",
+                ledger.location
+            )));
+        }
         Err(e) => return Err(ConfigError(e.to_string()).into()),
     };
     if args.json {
@@ -37,7 +41,7 @@ pub async fn migrate(ledger: &LedgerSettings, args: &MigrateArgs) -> anyhow::Res
         let now = migrations.iter().filter(|m| m.applied_now).count();
         println!(
             "{}: schema up to date ({now} of {} migration(s) applied now)",
-            redact_location(url),
+            ledger.location,
             migrations.len()
         );
     }
@@ -45,8 +49,8 @@ pub async fn migrate(ledger: &LedgerSettings, args: &MigrateArgs) -> anyhow::Res
 }
 
 pub async fn copy(args: &LedgerCopyArgs, ledger: &LedgerSettings) -> anyhow::Result<u8> {
-    let settings = |url: &str| LedgerSettings {
-        url: url.to_owned(),
+    let settings = |location: &LedgerLocation| LedgerSettings {
+        location: location.clone(),
         busy_timeout: ledger.busy_timeout,
     };
     let from = open_ledger(&settings(&args.from)).await?;
@@ -76,11 +80,7 @@ pub async fn copy(args: &LedgerCopyArgs, ledger: &LedgerSettings) -> anyhow::Res
         }
     }
     if report.all_match() {
-        eprintln!(
-            "copied {} into {}: every table matches",
-            redact_location(&args.from),
-            redact_location(&args.to)
-        );
+        eprintln!("copied {} into {}: every table matches", args.from, args.to);
         Ok(EXIT_OK)
     } else {
         eprintln!("callvault: the copy does not match its source; do not switch to it");
@@ -93,7 +93,7 @@ pub async fn rebuild(
     ledger: &LedgerSettings,
     s3: &S3Options,
 ) -> anyhow::Result<u8> {
-    let store = open_store(&super::args::rebuild_store(args, s3)?)?;
+    let store = open_store(&args.manifests.apply(args.store.config(s3)?))?;
     let ledger = open_ledger(ledger).await?;
     let options = RebuildOptions {
         merge: args.merge,

@@ -5,6 +5,7 @@
 mod args;
 mod audit;
 mod demo;
+mod groups;
 mod import;
 mod ledger;
 mod progress;
@@ -20,9 +21,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 
 use crate::archive::{RunResult, Shutdown, run_pass};
-use crate::cli::{Cli, Command, LedgerCommand, RunArgs, StatusArgs, UserCommand};
+use crate::cli::{
+    Cli, Command, ImportArgs, LedgerCommand, RunArgs, SimulatorArgs, StatusArgs, UserCommand,
+};
 use crate::config::{CommonSettings, ConfigError, LedgerSettings};
 use progress::{Meter, Unit};
 use wiring::open_ledger;
@@ -48,79 +52,18 @@ pub async fn dispatch(invocation: Invocation) -> ExitCode {
 }
 
 async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
-    let Invocation { cli, file_aws } = invocation;
+    let Invocation { cli, file_aws, .. } = invocation;
     let common = args::common_settings(&cli, &file_aws)?;
     let tz = common.tz;
     match cli.command {
-        Command::Import(args) => {
-            let ledger = open_ledger(&common.ledger).await?;
-            let mut counts = ImportCounts::default();
-            for file in &args.files {
-                let meter = Meter::start(
-                    cli.progress,
-                    cli.log_format,
-                    cli.progress_interval,
-                    "import",
-                    Unit::Bytes,
-                );
-                import_source(
-                    &ledger,
-                    file,
-                    args.format,
-                    tz,
-                    &mut counts,
-                    meter.as_deref(),
-                )
-                .await?;
-                if let Some(meter) = meter {
-                    meter.finish();
-                }
-            }
-            println!(
-                "imported: {} new ({} without recording), {} already known, {} late recordings added, {} joined to calls found by sync, {} rejected",
-                counts.new,
-                counts.no_recording,
-                counts.already_known,
-                counts.recording_added,
-                counts.matched_bill,
-                counts.rejected
-            );
-            Ok(if counts.rejected > 0 {
-                EXIT_INCOMPLETE
-            } else {
-                EXIT_OK
-            })
-        }
+        Command::Import(ref args) => import(&cli, &common, args).await,
         Command::Run(ref args) => run(&cli, &common, args).await,
         Command::Serve(ref args) => serve::serve(&common, args).await,
         Command::Status(args) => status(&common.ledger, &args).await,
         Command::Sync(ref args) => sync::sync(&common, args).await,
         Command::Completeness(ref args) => sync::completeness(&common, args).await,
         Command::Demo(args) => run_demo(&args).await,
-        Command::Simulator(args) => {
-            let config = crate::simulator::SimulatorConfig {
-                appid: args.appid,
-                accesskey: args.accesskey,
-                ..Default::default()
-            };
-            let faults = crate::simulator::Faults {
-                invalidate_tokens_every: args.invalidate_tokens_every,
-                extension_exception_every: args.extension_exception_every,
-                drop_callbacks_percent: args.drop_callbacks,
-                bills_with_uuid: args.bills_with_uuid,
-                ..Default::default()
-            };
-            let samples = crate::simulator::SampleOptions {
-                recordings: args.recordings,
-                recording_size: args.recording_size_mib.map(|mib| mib * 1024 * 1024),
-                callbacks_out: args.callbacks_out,
-                callback_url: args.callback_url,
-            };
-            crate::simulator::serve_forever(args.listen, config, faults, samples)
-                .await
-                .context("running the simulator")?;
-            Ok(EXIT_OK)
-        }
+        Command::Simulator(args) => simulator(args).await,
         Command::Verify(ref args) => {
             audit::verify(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
         }
@@ -164,13 +107,78 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
     }
 }
 
+async fn import(cli: &Cli, common: &CommonSettings, args: &ImportArgs) -> anyhow::Result<u8> {
+    let ledger = open_ledger(&common.ledger).await?;
+    let mut counts = ImportCounts::default();
+    for file in &args.files {
+        let meter = Meter::start(
+            cli.progress,
+            cli.log_format,
+            cli.progress_interval,
+            "import",
+            Unit::Bytes,
+        );
+        import_source(
+            &ledger,
+            file,
+            args.format,
+            common.tz,
+            &mut counts,
+            meter.as_deref(),
+        )
+        .await?;
+        if let Some(meter) = meter {
+            meter.finish();
+        }
+    }
+    println!(
+        "imported: {} new ({} without recording), {} already known, {} late recordings added, {} joined to calls found by sync, {} rejected",
+        counts.new,
+        counts.no_recording,
+        counts.already_known,
+        counts.recording_added,
+        counts.matched_bill,
+        counts.rejected
+    );
+    Ok(if counts.rejected > 0 {
+        EXIT_INCOMPLETE
+    } else {
+        EXIT_OK
+    })
+}
+
+async fn simulator(args: SimulatorArgs) -> anyhow::Result<u8> {
+    let config = crate::simulator::SimulatorConfig {
+        appid: args.appid,
+        accesskey: args.accesskey.expose_secret().to_owned(),
+        ..Default::default()
+    };
+    let faults = crate::simulator::Faults {
+        invalidate_tokens_every: args.invalidate_tokens_every,
+        extension_exception_every: args.extension_exception_every,
+        drop_callbacks_percent: args.drop_callbacks,
+        bills_with_uuid: args.bills_with_uuid,
+        ..Default::default()
+    };
+    let samples = crate::simulator::SampleOptions {
+        recordings: args.recordings,
+        recording_size: args.recording_size_mib.map(|mib| mib * 1024 * 1024),
+        callbacks_out: args.callbacks_out,
+        callback_url: args.callback_url,
+    };
+    crate::simulator::serve_forever(args.listen, config, faults, samples)
+        .await
+        .context("running the simulator")?;
+    Ok(EXIT_OK)
+}
+
 /// What a pass needs, from the run settings: `run` and `serve --schedule` share this.
 async fn prepare_pass(
     common: &CommonSettings,
     run: &RunArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<(crate::archive::Deps, crate::archive::RunOptions)> {
-    let slice = args::slice(run, common.tz)?;
+    let slice = run.slice.slice(common.tz)?;
     let settings = args::pass_settings(run, common)?;
     let deps = wiring::build_deps(&common.ledger, settings, run.concurrency).await?;
     let options = args::run_options(run, deps.store.description(), slice, shutdown);
@@ -272,64 +280,74 @@ async fn status(ledger: &LedgerSettings, args: &StatusArgs) -> anyhow::Result<u8
         value["sync"] = serde_json::to_value(&syncs)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        for (state, n) in &report.counts {
-            println!("{state:>13}  {n}");
-        }
-        println!("{:>13}  {}", "total", report.total);
-        match (
-            report.oldest_pending_call,
-            report.oldest_pending_age_seconds,
-        ) {
-            (Some(t), Some(age)) => {
-                println!("oldest pending call: {t} ({} days old)", age / 86_400)
-            }
-            _ => println!("oldest pending call: none"),
-        }
-        println!(
-            "not archived, deleted by the provider within 14 days: {}",
-            report.at_risk_within_14_days
-        );
-        println!(
-            "archived, flagged (duration disagrees with billsec): {}",
-            report.media_flagged
-        );
-        match &report.last_run {
-            Some(run) => println!(
-                "last run: {} {} (exit {}), started {}",
-                run.id,
-                run.status,
-                run.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
-                run.started_at.map_or_else(|| "?".into(), |t| t.to_string())
-            ),
-            None => println!("last run: none"),
-        }
-        match &syncs.last_sync {
-            Some(sync) => println!(
-                "last sync: {} {} (exit {}), started {}, {} bills read, {} calls found whose callback never came, covered until {}",
-                sync.id,
-                sync.status.as_str(),
-                sync.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
-                sync.started_at,
-                sync.progress.bills,
-                sync.progress.found,
-                sync.progress
-                    .covered_until
-                    .map_or_else(|| "-".into(), |t| t.to_string())
-            ),
-            None => println!("last sync: none"),
-        }
-        match syncs.last_success_at {
-            Some(t) => println!("last complete sync: {t}"),
-            None => println!("last complete sync: none"),
-        }
-        println!(
-            "known only from the bill list (callback never came): {}",
-            syncs.found_by_sync
-        );
-        println!(
-            "stored with unreadable fields (see their notes): {}",
-            syncs.noted
-        );
+        print_status(&report);
+        print_sync_status(&syncs);
     }
     Ok(EXIT_OK)
+}
+
+/// The counts, the oldest pending call, the calls at risk and the last run.
+fn print_status(report: &crate::ledger::StatusReport) {
+    for (state, n) in &report.counts {
+        println!("{state:>13}  {n}");
+    }
+    println!("{:>13}  {}", "total", report.total);
+    match (
+        report.oldest_pending_call,
+        report.oldest_pending_age_seconds,
+    ) {
+        (Some(t), Some(age)) => {
+            println!("oldest pending call: {t} ({} days old)", age / 86_400)
+        }
+        _ => println!("oldest pending call: none"),
+    }
+    println!(
+        "not archived, deleted by the provider within 14 days: {}",
+        report.at_risk_within_14_days
+    );
+    println!(
+        "archived, flagged (duration disagrees with billsec): {}",
+        report.media_flagged
+    );
+    match &report.last_run {
+        Some(run) => println!(
+            "last run: {} {} (exit {}), started {}",
+            run.id,
+            run.status,
+            run.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+            run.started_at.map_or_else(|| "?".into(), |t| t.to_string())
+        ),
+        None => println!("last run: none"),
+    }
+}
+
+/// The last sync, the last complete one, and what only the bill list knew.
+fn print_sync_status(syncs: &crate::ledger::SyncFigures) {
+    match &syncs.last_sync {
+        Some(sync) => println!(
+            "last sync: {} {} (exit {}), started {}, {} bills read, {} calls found whose callback never came, covered until {}",
+            sync.id,
+            sync.status.as_str(),
+            sync.exit_code.map_or_else(|| "-".into(), |c| c.to_string()),
+            sync.started_at,
+            sync.progress.bills,
+            sync.progress.found,
+            sync.progress
+                .covered_until
+                .map_or_else(|| "-".into(), |t| t.to_string())
+        ),
+        None => println!("last sync: none"),
+    }
+    match syncs.last_success_at {
+        Some(t) => println!("last complete sync: {t}"),
+        None => println!("last complete sync: none"),
+    }
+    println!(
+        "known only from the bill list (callback never came): {}",
+        syncs.found_by_sync
+    );
+    println!(
+        "stored with unreadable fields (see their notes): {}",
+        syncs.noted
+    );
 }

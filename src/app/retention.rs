@@ -4,11 +4,12 @@
 
 use chrono::{FixedOffset, Utc};
 
-use super::args::{retention_store, selection};
 use super::audit::reachable;
 use super::wiring::open_store;
 use super::{EXIT_INCOMPLETE, EXIT_OK};
-use crate::cli::{EraseArgs, ExpireArgs, HoldArgs, HoldsArgs, ReleaseArgs, RetentionStoreArgs};
+use crate::cli::{
+    CallSelection, EraseArgs, ExpireArgs, HoldArgs, HoldsArgs, ReleaseArgs, RetentionStoreArgs,
+};
 use crate::config::ConfigError;
 use crate::ledger::{CallQuery, HoldId, Ledger, ObjectHold};
 use crate::retention::{
@@ -41,14 +42,15 @@ fn reason(raw: &str) -> Result<&str, ConfigError> {
     Ok(r)
 }
 
+/// The store the calls' objects are in, laid out as `run` writes it, answering.
 async fn store(args: &RetentionStoreArgs, s3: &S3Options) -> anyhow::Result<Store> {
-    let store = open_store(&retention_store(args, s3)?)?;
+    let store = open_store(&args.layout.apply(args.store.config(s3)?))?;
     reachable(&store).await?;
     Ok(store)
 }
 
-fn chosen(select: &crate::cli::CallSelectArgs, tz: FixedOffset) -> Result<Selection, ConfigError> {
-    let selection = selection(select, tz)?;
+fn chosen(select: &CallSelection, tz: FixedOffset) -> Result<Selection, ConfigError> {
+    let selection = Selection::new(select.query(tz)?);
     if selection.is_empty() {
         return Err(ConfigError(
             "choose the calls: --uuid, --company, --since/--until, --number or --extension".into(),
@@ -234,7 +236,7 @@ pub async fn expire(ledger: &Ledger, args: &ExpireArgs, s3: &S3Options) -> anyho
         .ok_or_else(|| ConfigError(format!("--older-than {older_than}: too long")))?;
     // The ledger chooses by start with a day to spare; each call is then checked exactly.
     let selection = Selection::new(CallQuery {
-        company: args.company.clone(),
+        company: args.company.company(),
         until: Some(cutoff + chrono::Duration::days(1)),
         ..CallQuery::default()
     });

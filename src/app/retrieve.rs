@@ -7,88 +7,26 @@ use std::io::Write;
 
 use chrono::{DateTime, FixedOffset, Utc};
 
+use super::groups::call_uuid;
 use super::wiring::open_store;
 use super::{EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK};
 use crate::cli::{AccessLogArgs, FindArgs, GetArgs, LinkArgs, RequesterArgs};
 use crate::config::{CommonSettings, ConfigError};
-use crate::domain::{CallUuid, RecordState};
+use crate::domain::RecordState;
 use crate::ledger::{
     AccessAction, AccessQuery, CallCursor, CallQuery, CallSummary, Ledger, LoggedAccess,
-    PhoneNumber,
 };
 use crate::retrieve::{self, Requester, RetrieveError};
-use crate::store::{S3Options, Store, StoreConfig};
 use crate::timefmt::{parse_bound, to_ledger};
 
 fn requester(args: &RequesterArgs) -> Requester {
     Requester::at_cli(args.actor.clone(), args.reason.clone())
 }
 
-fn uuid(raw: &str) -> Result<CallUuid, ConfigError> {
-    CallUuid::parse(raw).ok_or_else(|| ConfigError(format!("{raw:?} is not a call uuid")))
-}
-
-/// The conditions `find`, `hold`, `release` and `erase` share (uuids, company, call start,
-/// number, extension), as the ledger's one query; the rest of it is left at its default.
-pub fn chosen_calls(
-    uuids: &[String],
-    company: &Option<String>,
-    (since, until): (&Option<String>, &Option<String>),
-    number: &Option<String>,
-    extension: &Option<String>,
-    tz: FixedOffset,
-) -> Result<CallQuery, ConfigError> {
-    let bound = |raw: &Option<String>, flag: &str, upper: bool| {
-        raw.as_deref()
-            .map(|r| parse_bound(r, tz, upper).map_err(|e| ConfigError(format!("--{flag}: {e}"))))
-            .transpose()
-    };
-    let number = match number.as_deref() {
-        None => None,
-        Some(raw) => Some(PhoneNumber::parse(raw).ok_or_else(|| {
-            ConfigError(format!(
-                "--number {raw:?} has no digits: give the number or its last digits"
-            ))
-        })?),
-    };
-    let query = CallQuery {
-        number,
-        extension: text(extension),
-        company: text(company),
-        since: bound(since, "since", false)?,
-        until: bound(until, "until", true)?,
-        uuids: uuids
-            .iter()
-            .map(|u| uuid(u))
-            .collect::<Result<Vec<_>, _>>()?,
-        ..CallQuery::default()
-    };
-    if let (Some(since), Some(until)) = (query.since, query.until)
-        && since >= until
-    {
-        return Err(ConfigError("--since must come before --until".into()));
-    }
-    Ok(query)
-}
-
-/// A flag's text, trimmed; `None` when empty.
-fn text(raw: &Option<String>) -> Option<String> {
-    raw.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-/// The search `find`'s flags describe.
+/// The search `find`'s flags describe: the chosen calls, narrowed by agent and state, one
+/// page of them.
 pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigError> {
-    let chosen = chosen_calls(
-        &args.uuid,
-        &args.company,
-        (&args.since, &args.until),
-        &args.number,
-        &args.extension,
-        tz,
-    )?;
+    let chosen = args.select.query(tz)?;
     let states = args
         .state
         .iter()
@@ -100,7 +38,12 @@ pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigE
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(CallQuery {
-        agent: text(&args.agent),
+        agent: args
+            .agent
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned),
         states,
         limit: args.limit,
         after: args
@@ -195,21 +138,12 @@ fn print_table(
     writeln!(out, "{} call(s)", rows.len())
 }
 
-fn store_for(url: Option<&str>, s3: &S3Options) -> Result<Store, ConfigError> {
-    let url =
-        url.ok_or_else(|| ConfigError("store is not set (--store or CALLVAULT_STORE)".into()))?;
-    open_store(&StoreConfig {
-        s3: s3.clone(),
-        ..StoreConfig::new(url)
-    })
-}
-
 pub async fn get(ledger: &Ledger, args: &GetArgs, common: &CommonSettings) -> anyhow::Result<u8> {
-    let store = store_for(args.store.as_deref(), &common.s3)?;
+    let store = open_store(&args.store.config(&common.s3)?)?;
     let uuids = args
         .uuids
         .iter()
-        .map(|u| uuid(u))
+        .map(|u| call_uuid(u))
         .collect::<Result<Vec<_>, _>>()?;
     let who = requester(&args.requester);
     let results = match retrieve::get_recordings(ledger, &store, &uuids, &args.output, &who).await {
@@ -244,8 +178,8 @@ fn report(e: &RetrieveError) -> u8 {
 }
 
 pub async fn link(ledger: &Ledger, args: &LinkArgs, common: &CommonSettings) -> anyhow::Result<u8> {
-    let store = store_for(args.store.as_deref(), &common.s3)?;
-    let uuid = uuid(&args.uuid)?;
+    let store = open_store(&args.store.config(&common.s3)?)?;
+    let uuid = call_uuid(&args.uuid)?;
     match retrieve::link(
         ledger,
         &store,
@@ -280,7 +214,7 @@ pub async fn access_log(
     let query = AccessQuery {
         since: args.since.as_deref().map(|s| since(s, tz)).transpose()?,
         actor: args.actor.clone(),
-        uuid: args.uuid.as_deref().map(uuid).transpose()?,
+        uuid: args.uuid.as_deref().map(call_uuid).transpose()?,
         after_id: None,
         limit: args.limit,
     };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{EXIT_OK, open_ledger, watch_signals};
 use crate::archive::Shutdown;
@@ -18,66 +18,25 @@ use crate::ui::{ProxyAuth, Ui, UiConfig, UsersFile};
 use axum::http::HeaderName;
 
 pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
-    // With --ui and no secret at all, the page is served alone (no receiver).
-    let secret = match &args.callback_secret {
-        None if args.ui.ui => None,
-        given => Some(
-            given
-                .clone()
-                .filter(|s| s.len() >= MIN_SECRET_LEN)
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "callback-secret is not set or shorter than {MIN_SECRET_LEN} characters \
-                         (--callback-secret or CALLVAULT_CALLBACK_SECRET)"
-                    ))
-                })?,
-        ),
-    };
+    let secret = callback_secret(args)?;
     let run = &args.run;
     let shutdown = Shutdown::default();
     let retention = chrono::Duration::days(i64::from(run.retention_days));
     let (ledger, passes) = match &args.schedule {
         Some(text) => {
-            let schedule = crate::serve::parse_schedule(text).map_err(ConfigError)?;
-            let (deps, options) = super::prepare_pass(common, run, shutdown.clone()).await?;
-            let ledger = deps.ledger.clone();
-            let passes = ScheduledPasses {
-                schedule,
-                deps,
-                options,
-                metrics: super::metrics_targets(run),
-            };
-            (ledger, Some(passes))
+            let passes = scheduled_passes(common, args, text, shutdown.clone()).await?;
+            (passes.deps.ledger.clone(), Some(passes))
         }
         None => (open_ledger(&common.ledger).await?, None),
     };
     let syncs = match &args.sync_schedule {
-        Some(text) => {
-            let schedule = crate::serve::parse_schedule(text).map_err(ConfigError)?;
-            // The passes' client when there are passes: one token, one pace for the process.
-            let provider = match &passes {
-                Some(passes) => Arc::clone(&passes.deps.provider),
-                None => Arc::new(
-                    ProviderClient::new(super::args::provider_config(&run.provider, common.tz)?)
-                        .map_err(|e| ConfigError(e.to_string()))?,
-                ),
-            };
-            let options = SyncOptions {
-                overlap: chrono::Duration::from_std(args.sync_overlap)
-                    .map_err(|_| ConfigError("--sync-overlap is too long".into()))?,
-                retention,
-                retry_delay: run.retry_delay,
-                ..SyncOptions::new(common.tz)
-            };
-            Some(ScheduledSyncs {
-                schedule,
-                deps: SyncDeps {
-                    ledger: ledger.clone(),
-                    provider,
-                },
-                options,
-            })
-        }
+        Some(text) => Some(scheduled_syncs(
+            common,
+            args,
+            text,
+            &ledger,
+            passes.as_ref(),
+        )?),
         None => None,
     };
     let ui = if args.ui.ui {
@@ -92,7 +51,7 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
     let options = ServeOptions {
         ledger: ledger.clone(),
         receiver: secret.map(|secret| ReceiverConfig {
-            secret: SecretString::from(secret),
+            secret,
             allow_from: args.allow_from.clone(),
             max_body_bytes: args.max_body_bytes,
             tz: common.tz,
@@ -112,6 +71,75 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
     Ok(EXIT_OK)
 }
 
+/// The callback secret, at least `MIN_SECRET_LEN` long; none with `--ui` and no secret at
+/// all (the page is then served alone, without the receiver).
+fn callback_secret(args: &ServeArgs) -> Result<Option<SecretString>, ConfigError> {
+    match &args.callback_secret {
+        None if args.ui.ui => Ok(None),
+        given => given
+            .clone()
+            .filter(|s| s.expose_secret().len() >= MIN_SECRET_LEN)
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "callback-secret is not set or shorter than {MIN_SECRET_LEN} characters \
+                     (--callback-secret or CALLVAULT_CALLBACK_SECRET)"
+                ))
+            }),
+    }
+}
+
+/// `--schedule`: archival passes on that schedule, with everything a pass opens.
+async fn scheduled_passes(
+    common: &CommonSettings,
+    args: &ServeArgs,
+    schedule: &str,
+    shutdown: Shutdown,
+) -> anyhow::Result<ScheduledPasses> {
+    let schedule = crate::serve::parse_schedule(schedule).map_err(ConfigError)?;
+    let (deps, options) = super::prepare_pass(common, &args.run, shutdown).await?;
+    Ok(ScheduledPasses {
+        schedule,
+        deps,
+        options,
+        metrics: super::metrics_targets(&args.run),
+    })
+}
+
+/// `--sync-schedule`: syncs on that schedule, through the passes' provider client when
+/// there are passes (one token, one pace for the process).
+fn scheduled_syncs(
+    common: &CommonSettings,
+    args: &ServeArgs,
+    schedule: &str,
+    ledger: &crate::ledger::Ledger,
+    passes: Option<&ScheduledPasses>,
+) -> Result<ScheduledSyncs, ConfigError> {
+    let schedule = crate::serve::parse_schedule(schedule).map_err(ConfigError)?;
+    let provider = match passes {
+        Some(passes) => Arc::clone(&passes.deps.provider),
+        None => Arc::new(
+            ProviderClient::new(args.run.provider.config(common.tz)?)
+                .map_err(|e| ConfigError(e.to_string()))?,
+        ),
+    };
+    let options = SyncOptions {
+        overlap: chrono::Duration::from_std(args.sync_overlap)
+            .map_err(|_| ConfigError("--sync-overlap is too long".into()))?,
+        retention: chrono::Duration::days(i64::from(args.run.retention_days)),
+        retry_delay: args.run.retry_delay,
+        ..SyncOptions::new(common.tz)
+    };
+    Ok(ScheduledSyncs {
+        schedule,
+        deps: SyncDeps {
+            ledger: ledger.clone(),
+            provider,
+        },
+        options,
+    })
+}
+
 /// The web page's settings: its store (as a run's), users file, proxy and cookies.
 fn ui_settings(
     common: &CommonSettings,
@@ -119,7 +147,7 @@ fn ui_settings(
     ledger: &crate::ledger::Ledger,
     retention: chrono::Duration,
 ) -> Result<Ui, ConfigError> {
-    let store = super::wiring::open_store(&super::args::run_store(&args.run, &common.s3)?)?;
+    let store = super::wiring::open_store(&args.run.store.config(&common.s3)?)?;
     let proxy = match &args.ui.ui_proxy_header {
         Some(name) => Some(ProxyAuth {
             header: HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {

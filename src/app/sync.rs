@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{FixedOffset, Utc};
 
-use super::args;
 use super::wiring::open_ledger;
 use super::{EXIT_INCOMPLETE, EXIT_OK, watch_signals};
 use crate::archive::Shutdown;
@@ -16,7 +15,6 @@ use crate::config::{CommonSettings, ConfigError};
 use crate::ledger::{DayCompleteness, Ledger, risk_line};
 use crate::provider::ProviderClient;
 use crate::sync::{SyncDeps, SyncOptions, SyncReport, run_sync};
-use crate::timefmt::parse_bound;
 
 /// The options of a sync from its command line.
 pub fn sync_options(
@@ -24,19 +22,7 @@ pub fn sync_options(
     tz: FixedOffset,
     shutdown: Shutdown,
 ) -> Result<SyncOptions, ConfigError> {
-    let bound = |raw: &Option<String>, upper: bool, what: &str| {
-        raw.as_deref()
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| parse_bound(s, tz, upper).map_err(|e| ConfigError(format!("{what}: {e}"))))
-            .transpose()
-    };
-    let since = bound(&args.since, false, "--since")?;
-    let until = bound(&args.until, true, "--until")?;
-    if let (Some(since), Some(until)) = (since, until)
-        && since >= until
-    {
-        return Err(ConfigError("--since must be before --until".into()));
-    }
+    let (since, until) = args.times.bounds(tz)?;
     Ok(SyncOptions {
         since,
         until,
@@ -53,7 +39,7 @@ pub fn sync_options(
 pub async fn sync(common: &CommonSettings, args: &SyncArgs) -> anyhow::Result<u8> {
     let shutdown = Shutdown::default();
     let opts = sync_options(args, common.tz, shutdown.clone())?;
-    let provider = ProviderClient::new(args::provider_config(&args.provider, common.tz)?)
+    let provider = ProviderClient::new(args.provider.config(common.tz)?)
         .map_err(|e| ConfigError(e.to_string()))?;
     let deps = SyncDeps {
         ledger: open_ledger(&common.ledger).await?,
@@ -86,13 +72,8 @@ pub async fn completeness(common: &CommonSettings, args: &CompletenessArgs) -> a
     let tz = common.tz;
     let now = Utc::now();
     let retention = chrono::Duration::days(i64::from(args.retention_days));
-    let bound = |raw: &Option<String>, upper: bool| {
-        raw.as_deref()
-            .map(|s| parse_bound(s, tz, upper).map_err(ConfigError))
-            .transpose()
-    };
-    let since = bound(&args.since, false)?.unwrap_or(now - retention);
-    let until = bound(&args.until, true)?.unwrap_or(now);
+    let (since, until) = args.times.bounds(tz)?;
+    let (since, until) = (since.unwrap_or(now - retention), until.unwrap_or(now));
     let ledger = open_ledger(&common.ledger).await?;
     let days = report(&ledger, since, until, tz, risk_line(now, retention)).await?;
     let complete = days.iter().all(DayCompleteness::complete);

@@ -27,9 +27,13 @@ pub async fn open_ledger_sized(
         busy_timeout: settings.busy_timeout,
         max_connections,
     };
-    match Ledger::open_with(&settings.url, &options).await {
+    match Ledger::open_with(settings.location.expose(), &options).await {
         Ok(ledger) => Ok(ledger),
-        Err(e) if e.is_unavailable() => Err(anyhow::Error::new(e)),
+        // Named as it may be shown: the password hidden.
+        Err(e) if e.is_unavailable() => Err(anyhow::Error::new(e).context(format!(
+            "opening the ledger {} (try again once it is up)",
+            settings.location
+        ))),
         Err(e) => Err(ConfigError(e.to_string()).into()),
     }
 }

@@ -170,11 +170,27 @@ pub struct Store {
 /// `aws_endpoint`, `aws_region`, ...), as `object_store` names them.
 pub type S3Options = Vec<(String, String)>;
 
+/// S3 settings as they may be shown: the names, and the values of those that are no secret.
+pub struct ShownS3<'a>(pub &'a S3Options);
+
+impl std::fmt::Debug for ShownS3<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let secret = ["secret", "token", "key", "password"]
+                    .iter()
+                    .any(|word| k.to_ascii_lowercase().contains(word));
+                (k, if secret { "***" } else { v.as_str() })
+            }))
+            .finish()
+    }
+}
+
 /// The multipart part size when none is chosen (the command line's default, 8 MiB).
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 
 /// Everything [`Store::open`] needs: where the archive is and how it is laid out.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// `s3://bucket/prefix`, `file:///path` or `memory://`.
     pub url: String,
@@ -194,6 +210,21 @@ pub struct StoreConfig {
     /// skip the HEAD after a single PUT. Off for a server that does not check checksums
     /// (it would then be trusted without a check): the HEAD is made after every upload.
     pub checksums: bool,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url)
+            .field("s3", &ShownS3(&self.s3))
+            .field("part_size", &self.part_size)
+            .field("sidecars", &self.sidecars)
+            .field("manifests_prefix", &self.manifests_prefix)
+            .field("retention", &self.retention)
+            .field("storage_class", &self.storage_class)
+            .field("checksums", &self.checksums)
+            .finish()
+    }
 }
 
 impl StoreConfig {

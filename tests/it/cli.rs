@@ -589,3 +589,98 @@ async fn proxy_variables_are_ignored_and_bad_download_policies_are_configuration
         assert!(String::from_utf8_lossy(&out.stderr).contains("configuration"));
     }
 }
+
+/// A PostgreSQL ledger's password, the provider's access key, the callback secret and the S3
+/// secret stay out of standard output and standard error, with RUST_LOG=debug and JSON asked
+/// for: when the ledger cannot be reached (the error names it, its password hidden) and when
+/// it can (an import, a run, status, find and migrate on it).
+#[tokio::test]
+async fn the_ledger_password_and_the_secrets_stay_out_of_output_logs_and_errors() {
+    const PASSWORD: &str = "s3cretpw-canary";
+    const CALLBACK_SECRET: &str = "callback-secret-canary";
+    // The tests' server trusts loopback, so a password in the URL is accepted, and unused.
+    let reachable =
+        crate::pg::database()
+            .await
+            .replacen("postgres@", &format!("postgres:{PASSWORD}@"), 1);
+    assert!(reachable.contains(PASSWORD), "{reachable}");
+    let world = World::on_ledger(reachable, tempfile::tempdir().unwrap()).await;
+    let unreachable = format!("postgres://u:{PASSWORD}@127.0.0.1:1/db");
+    let with_debug_logs = |args: &[&str], ledger: &str| {
+        let mut cmd = callvault(&world, args);
+        cmd.env("CALLVAULT_LEDGER", ledger)
+            .env("RUST_LOG", "debug")
+            .env("CALLVAULT_CALLBACK_SECRET", CALLBACK_SECRET);
+        cmd
+    };
+    let mut outputs = Vec::new();
+
+    for args in [
+        &["status", "--json"][..],
+        &["migrate", "--json"],
+        &["run", "--json"],
+        &["find", "--json", "--number", "13692"],
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[
+            "ledger",
+            "copy",
+            "--from",
+            &unreachable,
+            "--to",
+            "sqlite://copy.db",
+            "--json",
+        ],
+    ] {
+        let out = output(with_debug_logs(args, &unreachable)).await;
+        assert_exit(&out, 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("postgres://u:***@127.0.0.1:1/db"),
+            "{args:?} names the ledger it cannot reach: {stderr}"
+        );
+        outputs.push(out);
+    }
+    let help = output(with_debug_logs(&["run", "--help"], &unreachable)).await;
+    assert_exit(&help, 0);
+    outputs.push(help);
+    let callbacks = write_callbacks(&world, 5);
+    for args in [
+        &["import", callbacks.to_str().unwrap()][..],
+        &["run", "--json"],
+        &["status", "--json"],
+        &["find", "--json"],
+        &["migrate", "--json"],
+        &["migrate"],
+    ] {
+        let out = output(with_debug_logs(args, &world.ledger_url)).await;
+        assert_exit(&out, 0);
+        outputs.push(out);
+    }
+
+    let run: serde_json::Value = serde_json::from_slice(&outputs[8].stdout).unwrap();
+    assert_eq!(
+        run["archived"], 4,
+        "the run on the ledger with a password worked"
+    );
+    let migrate = String::from_utf8_lossy(&outputs[12].stdout);
+    assert!(
+        migrate.contains("postgres://postgres:***@127.0.0.1:"),
+        "the ledger is named, its password hidden: {migrate}"
+    );
+    let everything: Vec<u8> = outputs
+        .iter()
+        .flat_map(|o| [o.stdout.as_slice(), o.stderr.as_slice()])
+        .flatten()
+        .copied()
+        .collect();
+    let text = String::from_utf8_lossy(&everything);
+    assert!(text.contains("DEBUG"), "the debug log was captured");
+    for canary in [
+        PASSWORD,
+        CALLBACK_SECRET,
+        world.sim.config().accesskey.as_str(),
+        crate::world::S3_SECRET_KEY,
+    ] {
+        assert!(!text.contains(canary), "{canary:?} leaked");
+    }
+}

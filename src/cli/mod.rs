@@ -1,12 +1,24 @@
 //! The command line (clap derive). Nothing else in callvault sees raw arguments; every
-//! option has an environment variable behind it. Only the definitions live here: `app::args`
-//! parses them with the configuration file applied and turns them into typed settings.
+//! setting has an environment variable behind it (a choice of calls or records, made each
+//! time, has none). Only the definitions live here: `app::args` parses them with the
+//! configuration file applied and turns them into typed settings. The groups of flags
+//! several commands share are in `groups`, each declared once.
+
+mod groups;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use crate::config::LedgerLocation;
+pub use groups::{
+    ArchiveStoreArgs, CallSelection, CallSlice, CallTimes, Chosen, CompanyArg, LayoutArgs,
+    LedgerArgs, ManifestsArgs, ProviderArgs, RequesterArgs, RetentionArgs, StoreArgs, Window,
+};
+use groups::{parse_location, parse_secret};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,21 +27,13 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     about = "Archive call recordings into S3-compatible storage before the provider deletes them"
 )]
 pub struct Cli {
-    /// The ledger: `sqlite://path/to/ledger.db`.
-    #[arg(
-        long,
-        env = "CALLVAULT_LEDGER",
-        default_value = "sqlite://callvault.db",
-        global = true
-    )]
-    pub ledger: String,
-    /// How long a ledger write waits for another process's lock before the command fails.
-    #[arg(long, env = "CALLVAULT_LEDGER_BUSY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s", global = true)]
-    pub ledger_busy_timeout: Duration,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
     /// Log format on standard error.
     #[arg(long, env = "CALLVAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
     pub log_format: LogFormat,
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `callvault=debug`.
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `callvault=debug`. Unless
+    /// given (or CALLVAULT_LOG is), RUST_LOG is used when set; `demo` logs warnings only.
     #[arg(long, env = "CALLVAULT_LOG", default_value = "info", global = true)]
     pub log: String,
     /// The provider's zone for its zone-less times (the ledger stores UTC).
@@ -196,38 +200,11 @@ pub struct UiArgs {
     pub ui_session_ttl: Duration,
 }
 
-/// Which calls a hold, a release or an erasure chooses (all the given conditions at once;
-/// the same query as `find`). Chosen each time: no environment variables here.
-#[derive(Debug, Args, Clone)]
-pub struct CallSelectArgs {
-    /// A call by its uuid (repeat for more).
-    #[arg(long = "uuid")]
-    pub uuids: Vec<String>,
-    /// Only this company's calls.
-    #[arg(long)]
-    pub company: Option<String>,
-    /// Calls that started at or after this: a date (`2026-11-01`, in the provider's zone) or
-    /// a time.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Calls that started before this.
-    #[arg(long)]
-    pub until: Option<String>,
-    /// Calls whose caller, callee or displayed number is this number or ends with these
-    /// digits (as `find --number`; only digits count). `erase` asks for 7 digits or more.
-    #[arg(long)]
-    pub number: Option<String>,
-    /// Calls of this extension (`extnumber`), exactly.
-    #[arg(long)]
-    pub extension: Option<String>,
-}
-
 /// The store whose objects a hold, release or erasure acts on, laid out as `run` writes it.
 #[derive(Debug, Args)]
 pub struct RetentionStoreArgs {
-    /// The store (as for `run`; credentials from the AWS_* variables).
-    #[arg(long, env = "CALLVAULT_STORE")]
-    pub store: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub layout: LayoutArgs,
     /// Who acts, as the ledger records it (default: the operating system's user).
@@ -241,7 +218,7 @@ pub struct RetentionStoreArgs {
 #[derive(Debug, Args)]
 pub struct HoldArgs {
     #[command(flatten)]
-    pub select: CallSelectArgs,
+    pub select: CallSelection,
     /// Why (a case reference): recorded with the hold.
     #[arg(long)]
     pub reason: String,
@@ -252,7 +229,7 @@ pub struct HoldArgs {
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
     #[command(flatten)]
-    pub select: CallSelectArgs,
+    pub select: CallSelection,
     /// Only from this hold (`hold-…`, as `callvault holds` lists it); default every hold.
     #[arg(long)]
     pub hold: Option<String>,
@@ -275,7 +252,7 @@ pub struct HoldsArgs {
 #[derive(Debug, Args)]
 pub struct EraseArgs {
     #[command(flatten)]
-    pub select: CallSelectArgs,
+    pub select: CallSelection,
     /// Why (a request or case reference): recorded in each tombstone.
     #[arg(long)]
     pub reason: String,
@@ -291,9 +268,8 @@ pub struct ExpireArgs {
     /// The retention: calls that started at least this long ago go (`7y`, `18mo`, `90d`).
     #[arg(long)]
     pub older_than: String,
-    /// Only this company's calls.
-    #[arg(long)]
-    pub company: Option<String>,
+    #[command(flatten)]
+    pub company: CompanyArg<Chosen>,
     /// Erase for real; without it, only say what would go and what would not.
     #[arg(long)]
     pub yes: bool,
@@ -301,46 +277,17 @@ pub struct ExpireArgs {
     pub store: RetentionStoreArgs,
 }
 
-/// Who is asking, and why: recorded in the access log with every find, get and link.
-#[derive(Debug, Args)]
-pub struct RequesterArgs {
-    /// Who is asking (default: the OS user).
-    #[arg(long, env = "CALLVAULT_ACTOR")]
-    pub actor: Option<String>,
-    /// Why (a ticket, a complaint, a regulator's request): kept in the access log.
-    #[arg(long)]
-    pub reason: Option<String>,
-}
-
 #[derive(Debug, Args)]
 pub struct FindArgs {
-    /// A phone number (caller, callee or the number shown), or its last digits:
-    /// `--number 13692` finds `015029913692`. Only digits count (`+49 30 …` is `4930…`).
-    #[arg(long)]
-    pub number: Option<String>,
-    /// The extension (`extnumber`), exactly.
-    #[arg(long)]
-    pub extension: Option<String>,
+    #[command(flatten)]
+    pub select: CallSelection,
     /// The agent: `crmid` or `userid`, exactly.
     #[arg(long)]
     pub agent: Option<String>,
-    /// The company code.
-    #[arg(long)]
-    pub company: Option<String>,
-    /// Calls that started at or after this: a date (`2026-03-01`, in the provider's zone) or
-    /// a time.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Calls that started before this (a date means up to the end of that day).
-    #[arg(long)]
-    pub until: Option<String>,
     /// Only calls in these states (pending, in_progress, archived, failed, expired,
     /// no_recording; repeat or separate with commas).
     #[arg(long, value_delimiter = ',')]
     pub state: Vec<String>,
-    /// Only these calls (repeat or separate with commas).
-    #[arg(long, value_delimiter = ',')]
-    pub uuid: Vec<String>,
     /// At most this many calls.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub limit: u32,
@@ -362,9 +309,9 @@ pub struct GetArgs {
     /// The directory to write them into (created if missing).
     #[arg(short = 'o', long = "output", default_value = ".")]
     pub output: PathBuf,
-    /// The store the recordings are in (as for `run`; credentials from the AWS_* variables).
-    #[arg(long, env = "CALLVAULT_STORE")]
-    pub store: Option<String>,
+    // The store the recordings are in.
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub requester: RequesterArgs,
 }
@@ -376,9 +323,9 @@ pub struct LinkArgs {
     /// How long the link works (at most 7 days).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
     pub expires: Duration,
-    /// The store the recording is in: an `s3://` store (a local directory cannot sign links).
-    #[arg(long, env = "CALLVAULT_STORE")]
-    pub store: Option<String>,
+    // The store the recording is in: an `s3://` store (a local directory cannot sign links).
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Print `{"uuid", "url", "expires_at"}` as JSON instead of the bare URL.
     #[arg(long)]
     pub json: bool,
@@ -431,12 +378,10 @@ pub struct LedgerRebuildArgs {
     /// Read the store (the only source there is; the flag says what the command does).
     #[arg(long, required = true)]
     pub from_store: bool,
-    /// The store to read (as for `run`; credentials from the AWS_* variables).
-    #[arg(long, env = "CALLVAULT_STORE")]
-    pub store: Option<String>,
-    /// Where the manifest chain is, below the store's prefix.
-    #[arg(long, env = "CALLVAULT_MANIFESTS_PREFIX", default_value = crate::store::DEFAULT_MANIFESTS_PREFIX)]
-    pub manifests_prefix: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub manifests: ManifestsArgs,
     /// Add to a ledger that already holds calls: what it knows is left as it is, the rest
     /// is added (also: to finish a rebuild that was interrupted).
     #[arg(long)]
@@ -452,11 +397,11 @@ pub struct LedgerRebuildArgs {
 #[derive(Debug, Args)]
 pub struct LedgerCopyArgs {
     /// The ledger to copy from (left unchanged).
-    #[arg(long)]
-    pub from: String,
+    #[arg(long, value_parser = parse_location)]
+    pub from: LedgerLocation,
     /// The ledger to copy into: must be empty (a new database; its schema is created).
-    #[arg(long)]
-    pub to: String,
+    #[arg(long, value_parser = parse_location)]
+    pub to: LedgerLocation,
     #[arg(long)]
     pub json: bool,
 }
@@ -479,8 +424,8 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     /// The shared secret in the callback address: the provider posts to
     /// `/callback/<secret>` (or `/callback?secret=<secret>`). At least 16 characters.
-    #[arg(long, env = "CALLVAULT_CALLBACK_SECRET", hide_env_values = true)]
-    pub callback_secret: Option<String>,
+    #[arg(long, env = "CALLVAULT_CALLBACK_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub callback_secret: Option<SecretString>,
     /// Only accept callbacks from these networks (comma-separated CIDRs); all when empty.
     #[arg(long, env = "CALLVAULT_ALLOW_FROM", value_delimiter = ',')]
     pub allow_from: Vec<ipnet::IpNet>,
@@ -515,18 +460,24 @@ pub enum CallbackAnswer {
     Text,
 }
 
+/// A sync reads the bills of a window; without one, from its checkpoint.
+#[derive(Debug, Clone)]
+pub struct SyncWindow;
+impl Window for SyncWindow {
+    const SINCE_ENV: Option<&'static str> = Some("CALLVAULT_SYNC_SINCE");
+    const UNTIL_ENV: Option<&'static str> = Some("CALLVAULT_SYNC_UNTIL");
+    const SINCE_HELP: &'static str = "Read the bills of calls that started at or after this \
+        date (`2026-08-01`) or time, in the provider's zone; without it, from the last sync's \
+        checkpoint less the overlap (the first sync reads the whole retention)";
+    const UNTIL_HELP: &'static str = "Up to the end of this date (or this time); now when unset";
+}
+
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     #[command(flatten)]
     pub provider: ProviderArgs,
-    /// Read the bills of calls that started at or after this date (`2026-08-01`) or time,
-    /// in the provider's zone; without it, from the last sync's checkpoint less the overlap
-    /// (the first sync reads the whole retention).
-    #[arg(long, env = "CALLVAULT_SYNC_SINCE")]
-    pub since: Option<String>,
-    /// Up to the end of this date (or this time); now when unset.
-    #[arg(long, env = "CALLVAULT_SYNC_UNTIL")]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub times: CallTimes<SyncWindow>,
     /// How far before the checkpoint a sync without `--since` starts again.
     #[arg(long, env = "CALLVAULT_SYNC_OVERLAP", value_parser = humantime::parse_duration, default_value = "1day")]
     pub overlap: Duration,
@@ -544,92 +495,46 @@ pub struct SyncArgs {
     pub json: bool,
 }
 
+/// Completeness is reported per day, over the provider's retention by default.
+#[derive(Debug, Clone)]
+pub struct CompletenessWindow;
+impl Window for CompletenessWindow {
+    const SINCE_ENV: Option<&'static str> = Some("CALLVAULT_COMPLETENESS_SINCE");
+    const UNTIL_ENV: Option<&'static str> = Some("CALLVAULT_COMPLETENESS_UNTIL");
+    const SINCE_HELP: &'static str =
+        "From this date (provider's zone); default: the provider's retention ago";
+    const UNTIL_HELP: &'static str = "Up to the end of this date; default: now";
+}
+
 #[derive(Debug, Args)]
 pub struct CompletenessArgs {
-    /// From this date (provider's zone); default: the provider's retention ago.
-    #[arg(long, env = "CALLVAULT_COMPLETENESS_SINCE")]
-    pub since: Option<String>,
-    /// Up to the end of this date; default: now.
-    #[arg(long, env = "CALLVAULT_COMPLETENESS_UNTIL")]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub times: CallTimes<CompletenessWindow>,
     #[arg(long, env = "CALLVAULT_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct ProviderArgs {
-    /// The provider's API endpoint.
-    #[arg(long, env = "CALLVAULT_API_URL")]
-    pub api_url: Option<String>,
-    #[arg(long, env = "CALLVAULT_APPID")]
-    pub appid: Option<String>,
-    /// Prefer the environment variable: a flag shows in the process list.
-    #[arg(long, env = "CALLVAULT_ACCESSKEY", hide_env_values = true)]
-    pub accesskey: Option<String>,
-    /// Limit for one API request.
-    #[arg(long, env = "CALLVAULT_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
-    pub api_timeout: Duration,
-    /// At most this many provider API requests per second (link requests, bill pages and
-    /// logins together, however many workers); none when unset. Server errors slow it
-    /// down further.
-    #[arg(long, env = "CALLVAULT_API_RATE", value_parser = parse_rate)]
-    pub api_rate: Option<f64>,
-    /// A download that sends nothing for this long is abandoned (and retried).
-    #[arg(long, env = "CALLVAULT_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
-    pub stall_timeout: Duration,
-    /// A host download links may point at besides the API's (repeatable; `*.example.com`
-    /// for any name below example.com).
-    #[arg(long, env = "CALLVAULT_DOWNLOAD_HOSTS", value_delimiter = ',')]
-    pub download_host: Vec<String>,
-    /// A network (CIDR) downloads may reach although it is loopback, private or link-local
-    /// (repeatable); cloud-metadata addresses only when named exactly (`/32`).
-    #[arg(long, env = "CALLVAULT_ALLOW_DOWNLOAD_NETWORKS", value_delimiter = ',')]
-    pub allow_download_network: Vec<String>,
-    /// Fetch recordings through this proxy (proxy environment variables are ignored).
-    #[arg(long, env = "CALLVAULT_DOWNLOAD_PROXY")]
-    pub download_proxy: Option<String>,
-}
-
-/// A positive number of requests per second (`0.5`, `20`).
-fn parse_rate(raw: &str) -> Result<f64, String> {
-    raw.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|r| r.is_finite() && *r > 0.0)
-        .ok_or_else(|| format!("{raw:?} is not a positive number of requests per second"))
+/// A run's slice, also from the environment (a scheduled job's calls).
+#[derive(Debug, Clone)]
+pub struct RunWindow;
+impl Window for RunWindow {
+    const SINCE_ENV: Option<&'static str> = Some("CALLVAULT_SINCE");
+    const UNTIL_ENV: Option<&'static str> = Some("CALLVAULT_UNTIL");
+    const COMPANY_ENV: Option<&'static str> = Some("CALLVAULT_COMPANY");
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub provider: ProviderArgs,
-    /// Where recordings go: `s3://bucket/prefix` (credentials, region and endpoint from the
-    /// standard AWS_* variables) or `file:///path`.
-    #[arg(long, env = "CALLVAULT_STORE")]
-    pub store: Option<String>,
-    /// Object key template; placeholders {companycode} {uuid} {ext} {yyyy} {mm} {dd} {hh} {filename}.
-    #[arg(long, env = "CALLVAULT_KEY_TEMPLATE", default_value = crate::store::DEFAULT_TEMPLATE)]
-    pub key_template: String,
+    // Where recordings go, and how they are written.
+    #[command(flatten)]
+    pub store: ArchiveStoreArgs,
     /// Transfers at once.
     #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
-    /// Multipart part size in MiB (S3 needs at least 5); memory ≈ concurrency × part size
-    /// (one part per transfer) plus some 20 MiB.
-    #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
-    pub part_size_mib: u16,
-    /// The S3 storage class of recordings and sidecars (STANDARD, STANDARD_IA, ONEZONE_IA,
-    /// INTELLIGENT_TIERING, GLACIER_IR, REDUCED_REDUNDANCY); the bucket's default if unset.
-    /// Server-side encryption comes from AWS_SERVER_SIDE_ENCRYPTION, AWS_SSE_KMS_KEY_ID and
-    /// AWS_SSE_BUCKET_KEY_ENABLED.
-    #[arg(long, env = "CALLVAULT_STORAGE_CLASS")]
-    pub storage_class: Option<String>,
-    /// S3: send `x-amz-checksum-sha256` with every PUT, so the server checks the bytes and
-    /// no HEAD follows a single PUT; `false` for a server that does not check checksums
-    /// (every upload is then read back with a HEAD).
-    #[arg(long, env = "CALLVAULT_STORE_CHECKSUMS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub store_checksums: bool,
     /// Claim at most this many records.
     #[arg(long, env = "CALLVAULT_MAX_RECORDS")]
     pub max_records: Option<u64>,
@@ -663,16 +568,9 @@ pub struct RunArgs {
     /// `expired` at once).
     #[arg(long, env = "CALLVAULT_GIVE_UP_WINDOW", value_parser = humantime::parse_duration, default_value = "1h")]
     pub give_up_window: Duration,
-    /// Only calls that started at or after this date (`2026-08-01`) or time, in the
-    /// provider's zone.
-    #[arg(long, env = "CALLVAULT_SINCE")]
-    pub since: Option<String>,
-    /// Only calls that started before the end of this date (or before this time).
-    #[arg(long, env = "CALLVAULT_UNTIL")]
-    pub until: Option<String>,
-    /// Only this company's calls.
-    #[arg(long, env = "CALLVAULT_COMPANY")]
-    pub company: Option<String>,
+    // Only these calls.
+    #[command(flatten)]
+    pub slice: CallSlice<RunWindow>,
     /// Push the run's metrics to this Prometheus Pushgateway (`http://host:9091`).
     #[arg(long, env = "CALLVAULT_PUSHGATEWAY")]
     pub pushgateway: Option<String>,
@@ -683,22 +581,6 @@ pub struct RunArgs {
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     pub json: bool,
-    #[command(flatten)]
-    pub layout: LayoutArgs,
-    #[command(flatten)]
-    pub retention: RetentionArgs,
-}
-
-/// S3 Object Lock retention for every recording and its sidecar (both or neither).
-#[derive(Debug, Args, Clone, Default)]
-pub struct RetentionArgs {
-    /// Object Lock mode: `governance` (administrators with the bypass permission may lift
-    /// it) or `compliance` (no one may, until the date). Needs a bucket with Object Lock.
-    #[arg(long, env = "CALLVAULT_RETENTION_MODE", requires = "retain_for", value_parser = ["governance", "compliance"])]
-    pub retention_mode: Option<String>,
-    /// How long each recording is locked, counted from its call's start: `7y`, `18mo`, `90d`.
-    #[arg(long, env = "CALLVAULT_RETAIN_FOR", requires = "retention_mode")]
-    pub retain_for: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -717,6 +599,9 @@ pub struct DemoArgs {
     /// How many sample calls.
     #[arg(long, default_value_t = 20)]
     pub calls: usize,
+    /// Show the log lines (`info`) besides the story; RUST_LOG or `--log` choose others.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -755,52 +640,32 @@ pub struct SimulatorArgs {
         long,
         env = "CALLVAULT_ACCESSKEY",
         default_value = "demo-secret-key",
-        hide_env_values = true
+        hide_env_values = true,
+        hide_default_value = true,
+        value_parser = parse_secret
     )]
-    pub accesskey: String,
+    pub accesskey: SecretString,
 }
 
-/// The self-describing archive: sidecars beside recordings, manifests under a prefix.
-#[derive(Debug, Args)]
-pub struct LayoutArgs {
-    /// Write a JSON sidecar `<key>.json` (the call record and the archive facts) beside each
-    /// recording (`--sidecar false` or `--no-sidecar` to switch off).
-    #[arg(long, env = "CALLVAULT_SIDECAR", default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    pub sidecar: bool,
-    /// No sidecars (wins over `--sidecar` and CALLVAULT_SIDECAR).
-    #[arg(long)]
-    pub no_sidecar: bool,
-    /// Where the manifest chain goes, below the store's prefix.
-    #[arg(long, env = "CALLVAULT_MANIFESTS_PREFIX", default_value = crate::store::DEFAULT_MANIFESTS_PREFIX)]
-    pub manifests_prefix: String,
-}
-
-impl LayoutArgs {
-    pub fn sidecars(&self) -> bool {
-        self.sidecar && !self.no_sidecar
-    }
+/// What `verify` reads back, also from the environment (a scheduled check).
+#[derive(Debug, Clone)]
+pub struct VerifyWindow;
+impl Window for VerifyWindow {
+    const SINCE_ENV: Option<&'static str> = Some("CALLVAULT_VERIFY_SINCE");
+    const UNTIL_ENV: Option<&'static str> = Some("CALLVAULT_VERIFY_UNTIL");
+    const COMPANY_ENV: Option<&'static str> = Some("CALLVAULT_VERIFY_COMPANY");
 }
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The store to read back (as for `run`; credentials from the AWS_* variables).
-    #[arg(long, env = "CALLVAULT_STORE")]
-    pub store: Option<String>,
-    /// Where the manifest chain is, below the store's prefix.
-    #[arg(long, env = "CALLVAULT_MANIFESTS_PREFIX", default_value = crate::store::DEFAULT_MANIFESTS_PREFIX)]
-    pub manifests_prefix: String,
-    /// Only calls that started at or after this: a date (`2026-11-01`, in the provider's
-    /// zone) or a time.
-    #[arg(long, env = "CALLVAULT_VERIFY_SINCE")]
-    pub since: Option<String>,
-    /// Only calls that started before this.
-    #[arg(long, env = "CALLVAULT_VERIFY_UNTIL")]
-    pub until: Option<String>,
-    /// Only this company's calls.
-    #[arg(long, env = "CALLVAULT_VERIFY_COMPANY")]
-    pub company: Option<String>,
+    // The store to read back.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub chain: ManifestsArgs,
+    // Only these calls.
+    #[command(flatten)]
+    pub slice: CallSlice<VerifyWindow>,
     /// Read back only N records, or P% of them (`5%`), picked at random.
     #[arg(long, env = "CALLVAULT_VERIFY_SAMPLE")]
     pub sample: Option<String>,
@@ -854,7 +719,7 @@ mod tests {
     fn sidecars(args: &[&str]) -> bool {
         let cli = Cli::try_parse_from([&["callvault", "run"], args].concat()).unwrap();
         match cli.command {
-            Command::Run(run) => run.layout.sidecars(),
+            Command::Run(run) => run.store.layout.sidecars(),
             _ => unreachable!(),
         }
     }
@@ -868,5 +733,66 @@ mod tests {
         assert!(!sidecars(&["--no-sidecar"]));
         assert!(!sidecars(&["--sidecar", "false"]));
         assert!(!sidecars(&["--no-sidecar", "--sidecar"]));
+    }
+
+    /// clap's own checks of the definitions (ids, `requires`, groups), for every command.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    /// The call-choosing flags are declared once, read from each command's own variables.
+    #[test]
+    fn each_command_reads_the_call_flags_from_its_own_variables() {
+        let envs = |sub: &str| -> Vec<(String, Option<String>)> {
+            use clap::CommandFactory;
+            let cli = Cli::command();
+            let cmd = cli.find_subcommand(sub).unwrap();
+            ["since", "until", "company"]
+                .iter()
+                .filter_map(|id| cmd.get_arguments().find(|a| a.get_id() == *id))
+                .map(|a| {
+                    let env = a.get_env().map(|e| e.to_string_lossy().into_owned());
+                    (a.get_id().to_string(), env)
+                })
+                .collect()
+        };
+        let named = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+            pairs
+                .iter()
+                .map(|(id, env)| (id.to_string(), env.map(str::to_owned)))
+                .collect()
+        };
+        assert_eq!(
+            envs("run"),
+            named(&[
+                ("since", Some("CALLVAULT_SINCE")),
+                ("until", Some("CALLVAULT_UNTIL")),
+                ("company", Some("CALLVAULT_COMPANY")),
+            ])
+        );
+        assert_eq!(
+            envs("verify"),
+            named(&[
+                ("since", Some("CALLVAULT_VERIFY_SINCE")),
+                ("until", Some("CALLVAULT_VERIFY_UNTIL")),
+                ("company", Some("CALLVAULT_VERIFY_COMPANY")),
+            ])
+        );
+        assert_eq!(
+            envs("sync"),
+            named(&[
+                ("since", Some("CALLVAULT_SYNC_SINCE")),
+                ("until", Some("CALLVAULT_SYNC_UNTIL")),
+            ])
+        );
+        for chosen in ["find", "hold", "release", "erase"] {
+            assert_eq!(
+                envs(chosen),
+                named(&[("since", None), ("until", None), ("company", None)]),
+                "{chosen}"
+            );
+        }
     }
 }
