@@ -181,9 +181,11 @@ pub(crate) trait Tx: Send {
 
     async fn fetch_one(&mut self, stmt: Stmt) -> Result<Self::Row, LedgerError> {
         let context = stmt.context;
-        self.fetch_optional(stmt).await?.ok_or(LedgerError::Corrupt(format!(
-            "no row where one was expected while {context}"
-        )))
+        self.fetch_optional(stmt)
+            .await?
+            .ok_or(LedgerError::Corrupt(format!(
+                "no row where one was expected while {context}"
+            )))
     }
 }
 
@@ -197,6 +199,14 @@ pub(crate) trait Db: Send + Sync + 'static {
     fn dialect(&self) -> BackendKind;
 
     async fn begin(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
+    /// A transaction that reads and then writes what it read. SQLite takes its write lock
+    /// at the start (`BEGIN IMMEDIATE`), waiting the busy timeout for it: no other writer
+    /// can change what it read, and it never has to upgrade a read to a write, which fails
+    /// at once (no busy wait) when another process wrote meanwhile. PostgreSQL begins as
+    /// [`Db::begin`] does: its statements lock the rows they change.
+    async fn begin_write(&self, context: &'static str) -> Result<Self::Tx, LedgerError> {
+        self.begin(context).await
+    }
     /// A read-only transaction that sees one snapshot of the ledger (figures that must
     /// agree with each other).
     async fn begin_snapshot(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
@@ -206,14 +216,20 @@ pub(crate) trait Db: Send + Sync + 'static {
 
     async fn fetch_one(&self, stmt: Stmt) -> Result<Self::Row, LedgerError> {
         let context = stmt.context;
-        self.fetch_optional(stmt).await?.ok_or(LedgerError::Corrupt(format!(
-            "no row where one was expected while {context}"
-        )))
+        self.fetch_optional(stmt)
+            .await?
+            .ok_or(LedgerError::Corrupt(format!(
+                "no row where one was expected while {context}"
+            )))
     }
 }
 
 /// The SQL for each dialect, where their best forms differ.
-pub(crate) fn pick(kind: BackendKind, sqlite: &'static str, postgres: &'static str) -> &'static str {
+pub(crate) fn pick(
+    kind: BackendKind,
+    sqlite: &'static str,
+    postgres: &'static str,
+) -> &'static str {
     match kind {
         BackendKind::Sqlite => sqlite,
         BackendKind::Postgres => postgres,

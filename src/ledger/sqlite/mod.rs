@@ -233,9 +233,7 @@ impl Row for SqliteRow {
     fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
         self.try_get::<Option<String>, _>(name)
             .ctx("reading a ledger row")?
-            .map(|s| {
-                from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}")))
-            })
+            .map(|s| from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}"))))
             .transpose()
     }
 }
@@ -256,10 +254,7 @@ impl Tx for SqliteTx {
     }
 
     async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<SqliteRow>, LedgerError> {
-        bound(&stmt)
-            .fetch_all(&mut *self.0)
-            .await
-            .ctx(stmt.context)
+        bound(&stmt).fetch_all(&mut *self.0).await.ctx(stmt.context)
     }
 
     async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<SqliteRow>, LedgerError> {
@@ -285,6 +280,12 @@ impl Db for SqliteLedger {
 
     async fn begin(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
         Ok(SqliteTx(self.pool.begin().await.ctx(context)?))
+    }
+
+    async fn begin_write(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
+        Ok(SqliteTx(
+            self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(context)?,
+        ))
     }
 
     /// A deferred transaction: its snapshot is taken at its first read (WAL).
