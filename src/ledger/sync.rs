@@ -441,6 +441,20 @@ impl<D: StoreCalls> Syncs for D {
     }
 }
 
+/// The call a bill names ($1 uuid, $2 bill id, $3 company, $4 record file): by uuid, else
+/// by bill id within the company, else by record file name. `record_file <> ''` is
+/// written out, though `$4 <> ''` implies it, so that the planner may use the partial
+/// index `calls_record_file` without knowing `$4`.
+const MATCH_BILL: &str = "SELECT uuid, state FROM (
+         SELECT uuid, state, 0 AS rank FROM calls WHERE uuid = $1
+         UNION ALL
+         SELECT uuid, state, 1 AS rank FROM calls
+         WHERE $2 IS NOT NULL AND company_code = $3 AND bill_id = $2
+         UNION ALL
+         SELECT uuid, state, 2 AS rank FROM calls
+         WHERE $4 <> '' AND record_file <> '' AND record_file = $4
+     ) AS matches ORDER BY rank, uuid LIMIT 1";
+
 /// Matches one bill and records what it tells (see [`Syncs::import_bills`]).
 async fn import_bill<T: Tx>(
     tx: &mut T,
@@ -450,21 +464,11 @@ async fn import_bill<T: Tx>(
     const CONTEXT: &str = "matching a bill to its call";
     let found = tx
         .fetch_optional(
-            Stmt::new(
-                "SELECT uuid, state FROM (
-                     SELECT uuid, state, 0 AS rank FROM calls WHERE uuid = $1
-                     UNION ALL
-                     SELECT uuid, state, 1 AS rank FROM calls
-                     WHERE $2 IS NOT NULL AND company_code = $3 AND bill_id = $2
-                     UNION ALL
-                     SELECT uuid, state, 2 AS rank FROM calls WHERE $4 <> '' AND record_file = $4
-                 ) AS matches ORDER BY rank, uuid LIMIT 1",
-                CONTEXT,
-            )
-            .bind(&bill.uuid)
-            .bind(bill.bill_id.as_deref())
-            .bind(&bill.company_code)
-            .bind(bill.record_file.trim()),
+            Stmt::new(MATCH_BILL, CONTEXT)
+                .bind(&bill.uuid)
+                .bind(bill.bill_id.as_deref())
+                .bind(&bill.company_code)
+                .bind(bill.record_file.trim()),
         )
         .await?;
     let Some(found) = found else {
@@ -574,11 +578,7 @@ pub(crate) async fn take_over_bill_rows<T: Tx>(
         .filter(|r| seen.insert(r.uuid.as_str()))
         .collect();
     for chunk in firsts.chunks(MATCHES_PER_STATEMENT) {
-        let mut candidates = bill_rows(tx, chunk).await?;
-        if candidates.is_empty() {
-            continue;
-        }
-        let existing = existing_uuids(tx, chunk).await?;
+        let (mut candidates, existing) = known_rows(tx, chunk).await?;
         for rec in chunk {
             let Some(index) = pick_bill_row(&candidates, rec, &existing) else {
                 continue;
@@ -615,7 +615,7 @@ fn pick_bill_row(
     })
 }
 
-/// `$1, $2, ...` from `$first` on, one a value.
+/// `$first, ...`: `n` placeholders.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
@@ -623,83 +623,79 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// The rows known only from the bill list that `records` may take over, by uuid: each list
-/// probes its own index (the primary key, `calls_bill`, `calls_record_file`).
-async fn bill_rows<T: Tx>(
+/// The rows `records` may match, in one statement whose every branch probes its own index
+/// (the primary key, `calls_bill`, `calls_record_file`); `origin` is checked on the rows,
+/// not in SQL, where it would let the planner walk every bill-only row instead. Returns the
+/// bill-only rows, by uuid, and which of `records`' uuids have a row at all.
+async fn known_rows<T: Tx>(
     tx: &mut T,
     records: &[&CallRecord],
-) -> Result<Vec<BillRow>, LedgerError> {
-    let uuids: Vec<&str> = records.iter().map(|r| r.uuid.as_str()).collect();
-    let bills: Vec<&CallRecord> = records
-        .iter()
-        .copied()
-        .filter(|r| r.bill_id.is_some())
-        .collect();
+) -> Result<(Vec<BillRow>, HashSet<String>), LedgerError> {
+    let own: HashSet<&str> = records.iter().map(|r| r.uuid.as_str()).collect();
+    let (mut candidates, mut existing) = (Vec::new(), HashSet::new());
+    for row in tx.fetch_all(known_rows_stmt(records)).await? {
+        let uuid = row.text("uuid")?;
+        if own.contains(uuid.as_str()) {
+            existing.insert(uuid.clone());
+        }
+        if row.text("origin")? == "bill" {
+            candidates.push(BillRow {
+                uuid,
+                company: row.text("company_code")?,
+                bill_id: row.opt_text("bill_id")?,
+                file: row.text("record_file")?,
+            });
+        }
+    }
+    Ok((candidates, existing))
+}
+
+/// The statement [`known_rows`] runs: rows by uuid, by bill id within the companies named,
+/// by record file name.
+fn known_rows_stmt(records: &[&CallRecord]) -> Stmt {
+    const COLUMNS: &str = "SELECT uuid, origin, company_code, bill_id, record_file FROM calls";
+    let mut companies: Vec<&str> = Vec::new();
+    let mut bill_ids: Vec<&str> = Vec::new();
+    for r in records {
+        if let Some(id) = r.bill_id.as_deref() {
+            companies.push(&r.company_code);
+            bill_ids.push(id);
+        }
+    }
+    companies.sort_unstable();
+    companies.dedup();
     let files: Vec<&str> = records
         .iter()
         .map(|r| r.record_file.trim())
         .filter(|f| !f.is_empty())
         .collect();
     let mut sql = format!(
-        "SELECT uuid, company_code, bill_id, record_file FROM calls
-         WHERE origin = 'bill' AND uuid IN ({})",
-        placeholders(1, uuids.len())
+        "{COLUMNS} WHERE uuid IN ({})",
+        placeholders(1, records.len())
     );
-    let mut next = uuids.len() + 1;
-    if !bills.is_empty() {
+    let mut next = records.len() + 1;
+    if !bill_ids.is_empty() {
         sql.push_str(&format!(
-            " UNION SELECT uuid, company_code, bill_id, record_file FROM calls
-              WHERE origin = 'bill' AND company_code IN ({}) AND bill_id IN ({})",
-            placeholders(next, bills.len()),
-            placeholders(next + bills.len(), bills.len())
+            " UNION {COLUMNS} WHERE company_code IN ({}) AND bill_id IN ({})",
+            placeholders(next, companies.len()),
+            placeholders(next + companies.len(), bill_ids.len())
         ));
-        next += 2 * bills.len();
+        next += companies.len() + bill_ids.len();
     }
     if !files.is_empty() {
         sql.push_str(&format!(
-            " UNION SELECT uuid, company_code, bill_id, record_file FROM calls
-              WHERE origin = 'bill' AND record_file <> '' AND record_file IN ({})",
+            " UNION {COLUMNS} WHERE record_file <> '' AND record_file IN ({})",
             placeholders(next, files.len())
         ));
     }
     sql.push_str(" ORDER BY uuid");
-    let mut stmt = Stmt::new(sql, "matching callbacks to calls found by sync");
-    stmt = uuids.into_iter().fold(stmt, Stmt::bind);
-    stmt = bills.iter().fold(stmt, |s, r| s.bind(&r.company_code));
-    stmt = bills.iter().fold(stmt, |s, r| s.bind(r.bill_id.as_deref()));
-    stmt = files.into_iter().fold(stmt, Stmt::bind);
-    tx.fetch_all(stmt)
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(BillRow {
-                uuid: row.text("uuid")?,
-                company: row.text("company_code")?,
-                bill_id: row.opt_text("bill_id")?,
-                file: row.text("record_file")?,
-            })
-        })
-        .collect()
-}
-
-/// Which of `records`' uuids have a row.
-async fn existing_uuids<T: Tx>(
-    tx: &mut T,
-    records: &[&CallRecord],
-) -> Result<HashSet<String>, LedgerError> {
-    let sql = format!(
-        "SELECT uuid FROM calls WHERE uuid IN ({})",
-        placeholders(1, records.len())
-    );
-    let stmt = records.iter().fold(
-        Stmt::new(sql, "matching callbacks to calls found by sync"),
-        |s, r| s.bind(&r.uuid),
-    );
-    tx.fetch_all(stmt)
-        .await?
-        .iter()
-        .map(|row| row.text("uuid"))
-        .collect()
+    let stmt = Stmt::new(sql, "matching callbacks to calls found by sync");
+    let stmt = records.iter().fold(stmt, |s, r| s.bind(&r.uuid));
+    companies
+        .into_iter()
+        .chain(bill_ids)
+        .chain(files)
+        .fold(stmt, Stmt::bind)
 }
 
 /// Copies a call's row under another uuid: every column but the uuid.
@@ -776,4 +772,133 @@ pub(crate) async fn take_over<T: Tx>(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CallUuid;
+    use crate::ledger::LedgerOptions;
+    use crate::ledger::sqlite::SqliteLedger;
+
+    fn found(uuid: &str, company: &str, bill_id: Option<&str>, file: &str) -> BillRow {
+        BillRow {
+            uuid: uuid.to_owned(),
+            company: company.to_owned(),
+            bill_id: bill_id.map(str::to_owned),
+            file: file.to_owned(),
+        }
+    }
+
+    fn callback(uuid: &str, company: &str, bill_id: Option<&str>, file: &str) -> CallRecord {
+        let uuid = CallUuid::parse(uuid).unwrap_or_else(|| panic!("test uuid {uuid:?}"));
+        let mut rec = CallRecord::new(uuid, company, file, "{}");
+        rec.bill_id = bill_id.map(str::to_owned);
+        rec
+    }
+
+    #[test]
+    fn a_callback_takes_over_its_own_row_else_its_bill_in_its_company_else_its_file() {
+        // By uuid, as the matcher keeps them.
+        let candidates = [
+            found("b-1", "acme", Some("7"), "x.wav"),
+            found("b-2", "other", Some("9"), "y.wav"),
+            found("b-3", "other", Some("7"), "z.wav"),
+            found("own", "acme", None, ""),
+        ];
+        let none = HashSet::new();
+        let exists = |uuid: &str| HashSet::from([uuid.to_owned()]);
+        let cases = [
+            // A known uuid joins only its own row, if that one came from a bill.
+            (
+                callback("own", "acme", Some("7"), "z.wav"),
+                exists("own"),
+                Some(3),
+            ),
+            (
+                callback("cb", "acme", Some("7"), "x.wav"),
+                exists("cb"),
+                None,
+            ),
+            // A new uuid: its bill id within its company first, then its file name.
+            (
+                callback("cb", "other", Some("7"), "x.wav"),
+                none.clone(),
+                Some(2),
+            ),
+            (
+                callback("cb", "acme", Some("9"), "y.wav"),
+                none.clone(),
+                Some(1),
+            ),
+            (callback("cb", "acme", None, "z.wav"), none.clone(), Some(2)),
+            // Unanswered (no file) and no bill id: nothing to match by.
+            (callback("cb", "acme", None, ""), none.clone(), None),
+        ];
+        for (rec, existing, expected) in cases {
+            assert_eq!(
+                pick_bill_row(&candidates, &rec, &existing),
+                expected,
+                "{rec:?}"
+            );
+        }
+    }
+
+    /// The steps of SQLite's plan for `stmt`.
+    async fn plan(ledger: &SqliteLedger, stmt: Stmt) -> Vec<String> {
+        let explain = Stmt {
+            text: format!("EXPLAIN QUERY PLAN {}", stmt.text).into(),
+            ..stmt
+        };
+        let rows = ledger
+            .fetch_all(explain)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        rows.iter()
+            .map(|row| row.text("detail").unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    /// Matching bills and callbacks probes indexes (no step scans `calls`), and the sync
+    /// figures count from their partial indexes.
+    #[tokio::test]
+    async fn matching_reads_through_indexes_and_figures_through_partial_ones() {
+        let ledger = SqliteLedger::open("sqlite::memory:", &LedgerOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let a = callback("a", "acme", Some("7"), "a.wav");
+        let b = callback("b", "other", Some("8"), "b.wav");
+        let matching = [
+            plan(&ledger, known_rows_stmt(&[&a, &b])).await,
+            plan(
+                &ledger,
+                Stmt::new(MATCH_BILL, "test")
+                    .bind(&a.uuid)
+                    .bind(a.bill_id.as_deref())
+                    .bind(&a.company_code)
+                    .bind(a.record_file.as_str()),
+            )
+            .await,
+        ];
+        for steps in &matching {
+            assert!(
+                steps.iter().all(|s| !s.starts_with("SCAN calls")),
+                "{steps:?}"
+            );
+        }
+        let figures = plan(&ledger, Stmt::new(SYNC_FIGURES, "test"))
+            .await
+            .join("\n");
+        assert!(figures.contains("calls_noted"), "{figures}");
+        assert!(
+            figures.contains("calls_origin") || figures.contains("calls_from_bills"),
+            "{figures}"
+        );
+    }
+
+    #[test]
+    fn placeholders_number_on_from_the_first() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 1), "$1");
+    }
 }
