@@ -885,6 +885,12 @@ mod tests {
                 steps.iter().all(|s| !s.starts_with("SCAN calls")),
                 "{steps:?}"
             );
+            for index in ["(uuid=?)", "calls_bill (", "calls_record_file ("] {
+                assert!(
+                    steps.iter().any(|s| s.contains(index)),
+                    "{index}: {steps:?}"
+                );
+            }
         }
         let figures = plan(&ledger, Stmt::new(SYNC_FIGURES, "test"))
             .await
