@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::sql::{Db, Row, Stmt, Tx, pick, retry_conflicts};
+use super::sql::{Db, Row, Stmt, Tx, pick, placeholders, retry_conflicts};
 use super::{ArchivedEntry, LedgerError};
 use crate::domain::{CallUuid, RecordState};
 
@@ -282,14 +282,6 @@ const BLANK_ERASED: &str =
             notes = NULL, last_error = NULL, last_error_code = NULL, media_note = NULL,
             lease_owner = NULL, lease_until = NULL, updated_at = $1
      WHERE uuid = $2";
-
-/// `$first, ...`: `n` placeholders.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 #[async_trait]
 impl<D: EraseLock> Holds for D {

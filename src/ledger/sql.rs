@@ -236,6 +236,14 @@ pub(crate) fn pick(
     }
 }
 
+/// `$first, $first+1, ...`: `n` placeholders, for an `IN (...)` list built per chunk.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// How many times a transaction that lost a race is run again before its caller sees the
 /// [`LedgerError::Conflict`].
 const RETRIES: u32 = 3;
@@ -310,6 +318,12 @@ mod tests {
         assert!(pause(1) < Duration::from_millis(20));
         assert!(pause(3) >= Duration::from_millis(40));
         assert!(pause(30) < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn placeholders_number_on_from_the_first() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 1), "$1");
     }
 
     #[test]

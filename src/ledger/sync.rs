@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::sql::{Db, Row, Stmt, Tx, pick, retry_conflicts};
+use super::sql::{Db, Row, Stmt, Tx, pick, placeholders, retry_conflicts};
 use super::{ImportOutcome, LedgerError, Table};
 use crate::domain::{CallRecord, RecordState};
 
@@ -615,14 +615,6 @@ fn pick_bill_row(
     })
 }
 
-/// `$first, ...`: `n` placeholders.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The rows `records` may match, in one statement whose every branch probes its own index
 /// (the primary key, `calls_bill`, `calls_record_file`); `origin` is checked on the rows,
 /// not in SQL, where it would let the planner walk every bill-only row instead. Returns the
@@ -900,11 +892,5 @@ mod tests {
             figures.contains("calls_origin") || figures.contains("calls_from_bills"),
             "{figures}"
         );
-    }
-
-    #[test]
-    fn placeholders_number_on_from_the_first() {
-        assert_eq!(placeholders(3, 3), "$3, $4, $5");
-        assert_eq!(placeholders(1, 1), "$1");
     }
 }

@@ -19,8 +19,8 @@ impl Records for SqliteLedger {
         now: DateTime<Utc>,
     ) -> Result<Vec<ImportOutcome>, LedgerError> {
         let now_text = to_ledger(now);
-        // The write lock from the start: the rows read to match a call are the rows written.
         let all: Vec<&CallRecord> = records.iter().collect();
+        // The write lock from the start: the rows read to match a call are the rows written.
         let mut tx = self.begin_storing(&all).await?;
         let mut merged = take_over_bill_rows(&mut tx, &all, now).await?;
         let mut outcomes = Vec::with_capacity(records.len());
