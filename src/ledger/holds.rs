@@ -3,13 +3,21 @@
 //! when, why, by whom; none of the call's personal data), listed by the next manifest so
 //! the chain stays whole. The ledger is where "on hold" is decided: a store without Object
 //! Lock has no object-level hold, yet callvault never erases a held call.
+//!
+//! An erasure is recorded in a transaction that first holds off manifest claims and other
+//! erasures ([`EraseLock::begin_erasure`]), so neither a hold, nor a manifest claim, nor a
+//! second erasure slips between its checks and its writes. How that is held is the one
+//! thing the backends do differently (SQLite's write lock; PostgreSQL's chain-head lock and
+//! the call's row lock); every statement and row mapping is written once, here.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::sql::{Db, Row, Stmt, Tx, pick, placeholders, retry_conflicts};
 use super::{ArchivedEntry, LedgerError};
 use crate::domain::{CallUuid, RecordState};
 
@@ -223,4 +231,434 @@ pub trait Holds: Send + Sync {
 
     /// How many calls were erased, and how many erasures are in no manifest yet.
     async fn erasure_counts(&self) -> Result<(i64, i64), LedgerError>;
+}
+
+/// What recording an erasure asks of a backend besides running statements.
+#[async_trait]
+pub(crate) trait EraseLock: Db {
+    /// Begins the transaction that records an erasure, holding off manifest claims and
+    /// other erasures until it ends.
+    async fn begin_erasure(&self) -> Result<Self::Tx, LedgerError>;
+}
+
+/// How many calls one statement reads, adds or releases (well under either engine's limit
+/// on placeholders).
+const CALLS_PER_STATEMENT: usize = 500;
+
+const TOMBSTONE_COLUMNS: &str = "call_uuid, object_key, sidecar_key, sha256, size_bytes, \
+     archived_at, erased_at, reason, erased_by, versions_deleted, manifest_seq";
+
+/// The holds that keep call `c` now, as one text of hold ids separated by spaces.
+macro_rules! holds_of_call {
+    () => {
+        "(SELECT string_agg(h.hold_id, ' ') FROM held_calls h
+          WHERE h.call_uuid = c.uuid AND h.released_at IS NULL) AS holds"
+    };
+}
+
+/// What an erasure checks, for call `$1`; PostgreSQL locks the call's row as it reads it
+/// (the manifest's state is read by a subquery: a row lock cannot reach into the nullable
+/// side of an outer join), SQLite already holds its write lock.
+macro_rules! erasure_check {
+    ($lock:literal) => {
+        concat!(
+            "SELECT c.state, c.manifest_seq,
+                    (SELECT m.state FROM manifests m WHERE m.seq = c.manifest_seq) AS manifest_state, ",
+            holds_of_call!(),
+            " FROM calls c WHERE c.uuid = $1",
+            $lock
+        )
+    };
+}
+const ERASURE_CHECK_SQLITE: &str = erasure_check!("");
+const ERASURE_CHECK_POSTGRES: &str = erasure_check!(" FOR UPDATE");
+
+/// The personal fields of an erased call blanked ($1 now, $2 uuid): the record as received
+/// (numbers, names, agent ids), the file name, the provider's bill id, notes and errors that
+/// may quote them. Kept: uuid, company, call start and billed seconds (counts and the
+/// completeness report), and what was archived (key, size, SHA-256), as the tombstone keeps.
+const BLANK_ERASED: &str =
+    "UPDATE calls SET state = 'erased', raw_json = '{}', record_file = '', bill_id = NULL,
+            notes = NULL, last_error = NULL, last_error_code = NULL, media_note = NULL,
+            lease_owner = NULL, lease_until = NULL, updated_at = $1
+     WHERE uuid = $2";
+
+#[async_trait]
+impl<D: EraseLock> Holds for D {
+    async fn call_facts(&self, uuids: &[CallUuid]) -> Result<Vec<CallFacts>, LedgerError> {
+        // Sorted and without repeats, so that the chunks' rows come out by uuid, once each.
+        let mut uuids: Vec<&CallUuid> = uuids.iter().collect();
+        uuids.sort_unstable();
+        uuids.dedup();
+        let mut facts = Vec::with_capacity(uuids.len());
+        for chunk in uuids.chunks(CALLS_PER_STATEMENT) {
+            let sql = format!(
+                concat!(
+                    "SELECT c.uuid, c.state, c.company_code, c.call_start, c.raw_json,
+                            c.object_key, c.size_bytes, c.sha256, c.archived_at, c.manifest_seq,
+                            m.state AS manifest_state, ",
+                    holds_of_call!(),
+                    " FROM calls c LEFT JOIN manifests m ON m.seq = c.manifest_seq
+                     WHERE c.uuid IN ({}) ORDER BY c.uuid"
+                ),
+                placeholders(1, chunk.len())
+            );
+            let stmt = chunk
+                .iter()
+                .fold(Stmt::new(sql, "reading chosen calls"), |s, u| s.bind(*u));
+            for row in self.fetch_all(stmt).await? {
+                facts.push(facts_from_row(&row)?);
+            }
+        }
+        Ok(facts)
+    }
+
+    async fn create_hold(&self, hold: &NewHold<'_>) -> Result<(), LedgerError> {
+        self.execute(
+            Stmt::new(
+                "INSERT INTO holds (id, reason, placed_by, placed_at, selection)
+                 VALUES ($1, $2, $3, $4, $5)",
+                "recording a hold",
+            )
+            .bind(hold.id.as_str())
+            .bind(hold.reason)
+            .bind(hold.placed_by)
+            .bind(hold.placed_at)
+            .bind(hold.selection.to_string()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn add_held_calls(
+        &self,
+        hold: &HoldId,
+        calls: &[(CallUuid, ObjectHold)],
+    ) -> Result<(), LedgerError> {
+        const CONTEXT: &str = "recording held calls";
+        let mut tx = self.begin(CONTEXT).await?;
+        for chunk in calls.chunks(CALLS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, $1, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect();
+            let sql = format!(
+                "INSERT INTO held_calls (id, hold_id, call_uuid, object_hold) VALUES {}
+                 ON CONFLICT (hold_id, call_uuid) DO NOTHING",
+                values.join(", ")
+            );
+            let stmt = chunk.iter().fold(
+                Stmt::new(sql, CONTEXT).bind(hold.as_str()),
+                |s, (uuid, object_hold)| {
+                    s.bind(format!("{hold}:{uuid}"))
+                        .bind(uuid)
+                        .bind(object_hold.as_str())
+                },
+            );
+            tx.execute(stmt).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn release_calls(
+        &self,
+        calls: &[CallUuid],
+        hold: Option<&HoldId>,
+        by: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Released>, LedgerError> {
+        let release = Release {
+            hold,
+            by,
+            reason,
+            now,
+        };
+        retry_conflicts(|| async {
+            let mut tx = self.begin_write("releasing held calls").await?;
+            let mut released = Vec::new();
+            for chunk in calls.chunks(CALLS_PER_STATEMENT) {
+                released.extend(release.chunk(&mut tx, chunk).await?);
+            }
+            tx.commit().await?;
+            released.sort_by(|a, b| (&a.uuid, &a.hold).cmp(&(&b.uuid, &b.hold)));
+            Ok(released)
+        })
+        .await
+    }
+
+    async fn holds(&self, include_released: bool) -> Result<Vec<HoldSummary>, LedgerError> {
+        let rows = self
+            .fetch_all(
+                Stmt::new(
+                    "SELECT h.id, h.reason, h.placed_by, h.placed_at, h.selection,
+                            count(hc.id) FILTER (WHERE hc.released_at IS NULL) AS held,
+                            count(hc.id) FILTER (WHERE hc.released_at IS NOT NULL) AS released,
+                            count(hc.id) FILTER (WHERE hc.released_at IS NULL
+                                                   AND hc.object_hold <> 'set') AS ledger_only
+                     FROM holds h LEFT JOIN held_calls hc ON hc.hold_id = h.id
+                     GROUP BY h.id, h.reason, h.placed_by, h.placed_at, h.selection
+                     HAVING $1 = 1 OR count(hc.id) FILTER (WHERE hc.released_at IS NULL) > 0
+                     ORDER BY h.placed_at DESC, h.id DESC",
+                    "listing holds",
+                )
+                .bind(i64::from(include_released)),
+            )
+            .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    async fn record_erasure(&self, t: &Tombstone) -> Result<EraseRecorded, LedgerError> {
+        retry_conflicts(|| async {
+            let mut tx = self.begin_erasure().await?;
+            let check = pick(self.dialect(), ERASURE_CHECK_SQLITE, ERASURE_CHECK_POSTGRES);
+            let row = tx
+                .fetch_optional(Stmt::new(check, "reading a call to erase").bind(&t.uuid))
+                .await?;
+            if let Some(refused) = erasure_refused(row.as_ref())? {
+                return Ok(refused);
+            }
+            write_erasure(&mut tx, t).await?;
+            tx.commit().await?;
+            Ok(EraseRecorded::Erased)
+        })
+        .await
+    }
+
+    async fn tombstone(&self, uuid: &CallUuid) -> Result<Option<Tombstone>, LedgerError> {
+        let row = self
+            .fetch_optional(
+                Stmt::new(
+                    format!("SELECT {TOMBSTONE_COLUMNS} FROM tombstones WHERE call_uuid = $1"),
+                    "reading a tombstone",
+                )
+                .bind(uuid),
+            )
+            .await?;
+        row.as_ref().map(tombstone_from_row).transpose()
+    }
+
+    async fn manifest_erasures(
+        &self,
+        seq: i64,
+        after: Option<&CallUuid>,
+        limit: i64,
+    ) -> Result<Vec<Tombstone>, LedgerError> {
+        let rows = self
+            .fetch_all(
+                Stmt::new(
+                    format!(
+                        "SELECT {TOMBSTONE_COLUMNS} FROM tombstones
+                         WHERE manifest_seq = $1 AND ($2 IS NULL OR call_uuid > $2)
+                         ORDER BY call_uuid LIMIT $3"
+                    ),
+                    "listing a manifest's erasures",
+                )
+                .bind(seq)
+                .bind(after.map(CallUuid::as_str))
+                .bind(limit.max(0)),
+            )
+            .await?;
+        rows.iter().map(tombstone_from_row).collect()
+    }
+
+    async fn erasure_counts(&self) -> Result<(i64, i64), LedgerError> {
+        let row = self
+            .fetch_one(Stmt::new(
+                "SELECT count(*) AS erased,
+                        count(*) FILTER (WHERE manifest_seq IS NULL) AS unlisted
+                 FROM tombstones",
+                "counting erasures",
+            ))
+            .await?;
+        Ok((row.int("erased")?, row.int("unlisted")?))
+    }
+}
+
+/// A release being recorded: from which hold (or all), by whom, why, when.
+struct Release<'a> {
+    hold: Option<&'a HoldId>,
+    by: &'a str,
+    reason: &'a str,
+    now: DateTime<Utc>,
+}
+
+impl Release<'_> {
+    /// Releases `calls` in `tx`; says for each released pair whether another hold still
+    /// keeps the call.
+    async fn chunk<T: Tx>(
+        &self,
+        tx: &mut T,
+        calls: &[CallUuid],
+    ) -> Result<Vec<Released>, LedgerError> {
+        const CONTEXT: &str = "releasing held calls";
+        let sql = format!(
+            "UPDATE held_calls SET released_at = $1, released_by = $2, release_reason = $3
+             WHERE call_uuid IN ({}) AND released_at IS NULL AND ($4 IS NULL OR hold_id = $4)
+             RETURNING call_uuid, hold_id",
+            placeholders(5, calls.len())
+        );
+        let stmt = Stmt::new(sql, CONTEXT)
+            .bind(self.now)
+            .bind(self.by)
+            .bind(self.reason)
+            .bind(self.hold.map(HoldId::as_str));
+        let rows = tx.fetch_all(calls.iter().fold(stmt, Stmt::bind)).await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT DISTINCT call_uuid FROM held_calls
+             WHERE call_uuid IN ({}) AND released_at IS NULL",
+            placeholders(1, calls.len())
+        );
+        let still = tx
+            .fetch_all(calls.iter().fold(Stmt::new(sql, CONTEXT), Stmt::bind))
+            .await?
+            .iter()
+            .map(|row| row.text("call_uuid"))
+            .collect::<Result<HashSet<_>, _>>()?;
+        rows.iter()
+            .map(|row| {
+                let uuid = row.text("call_uuid")?;
+                Ok(Released {
+                    still_held: still.contains(&uuid),
+                    uuid: row.uuid("call_uuid")?,
+                    hold: hold_id(&row.text("hold_id")?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Why the erasure the check's `row` (of the call, if it has one) reads may not be
+/// recorded, if it may not.
+fn erasure_refused(row: Option<&impl Row>) -> Result<Option<EraseRecorded>, LedgerError> {
+    let Some(row) = row else {
+        return Ok(Some(EraseRecorded::NotArchived { state: None }));
+    };
+    let state = row.state("state")?;
+    if state != RecordState::Archived {
+        return Ok(Some(EraseRecorded::NotArchived { state: Some(state) }));
+    }
+    let holds = hold_list(row.opt_text("holds")?)?;
+    if !holds.is_empty() {
+        return Ok(Some(EraseRecorded::OnHold { holds }));
+    }
+    if row.opt_text("manifest_state")?.as_deref() == Some("writing") {
+        return Ok(Some(EraseRecorded::ManifestBeingWritten {
+            seq: row.opt_int("manifest_seq")?.unwrap_or_default(),
+        }));
+    }
+    Ok(None)
+}
+
+/// Writes the tombstone and blanks the call's personal fields.
+async fn write_erasure<T: Tx>(tx: &mut T, t: &Tombstone) -> Result<(), LedgerError> {
+    tx.execute(
+        Stmt::new(
+            format!(
+                "INSERT INTO tombstones ({TOMBSTONE_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"
+            ),
+            "writing a tombstone",
+        )
+        .bind(&t.uuid)
+        .bind(&t.key)
+        .bind(&t.sidecar_key)
+        .bind(&t.sha256)
+        .bind(t.size)
+        .bind(t.archived_at)
+        .bind(t.erased_at)
+        .bind(&t.reason)
+        .bind(&t.erased_by)
+        .bind(t.versions_deleted),
+    )
+    .await?;
+    tx.execute(
+        Stmt::new(BLANK_ERASED, "blanking an erased call")
+            .bind(t.erased_at)
+            .bind(&t.uuid),
+    )
+    .await?;
+    Ok(())
+}
+
+fn hold_id(raw: &str) -> Result<HoldId, LedgerError> {
+    HoldId::parse(raw).ok_or_else(|| LedgerError::Corrupt(format!("hold id {raw:?}")))
+}
+
+/// The hold ids in `raw` (separated by spaces), sorted.
+fn hold_list(raw: Option<String>) -> Result<Vec<HoldId>, LedgerError> {
+    let mut holds = raw
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(hold_id)
+        .collect::<Result<Vec<_>, _>>()?;
+    holds.sort();
+    Ok(holds)
+}
+
+fn summary_from_row(row: &impl Row) -> Result<HoldSummary, LedgerError> {
+    let selection = row.text("selection")?;
+    Ok(HoldSummary {
+        id: hold_id(&row.text("id")?)?,
+        reason: row.text("reason")?,
+        placed_by: row.text("placed_by")?,
+        placed_at: row.time("placed_at")?,
+        selection: serde_json::from_str(&selection).unwrap_or(serde_json::Value::String(selection)),
+        calls_held: row.int("held")?,
+        calls_released: row.int("released")?,
+        ledger_only: row.int("ledger_only")?,
+    })
+}
+
+fn facts_from_row(row: &impl Row) -> Result<CallFacts, LedgerError> {
+    let uuid = row.uuid("uuid")?;
+    let state = row.state("state")?;
+    let object = match (
+        row.opt_text("object_key")?,
+        row.opt_int("size_bytes")?,
+        row.opt_text("sha256")?,
+        row.opt_time("archived_at")?,
+    ) {
+        (Some(key), Some(size), Some(sha256), Some(archived_at))
+            if state == RecordState::Archived =>
+        {
+            Some(ArchivedEntry {
+                uuid: uuid.clone(),
+                key,
+                size: u64::try_from(size).unwrap_or(0),
+                sha256,
+                archived_at,
+            })
+        }
+        _ => None,
+    };
+    Ok(CallFacts {
+        state,
+        company_code: row.text("company_code")?,
+        call_start: row.opt_time("call_start")?,
+        raw_json: row.text("raw_json")?,
+        object,
+        holds: hold_list(row.opt_text("holds")?)?,
+        manifest_seq: row.opt_int("manifest_seq")?,
+        manifest_written: row.opt_text("manifest_state")?.as_deref() == Some("written"),
+        uuid,
+    })
+}
+
+fn tombstone_from_row(row: &impl Row) -> Result<Tombstone, LedgerError> {
+    Ok(Tombstone {
+        uuid: row.uuid("call_uuid")?,
+        key: row.text("object_key")?,
+        sidecar_key: row.text("sidecar_key")?,
+        sha256: row.text("sha256")?,
+        size: u64::try_from(row.int("size_bytes")?).unwrap_or(0),
+        archived_at: row.opt_time("archived_at")?,
+        erased_at: row.time("erased_at")?,
+        reason: row.text("reason")?,
+        erased_by: row.text("erased_by")?,
+        versions_deleted: u64::try_from(row.int("versions_deleted")?).unwrap_or(0),
+        manifest_seq: row.opt_int("manifest_seq")?,
+    })
 }

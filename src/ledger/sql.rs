@@ -199,6 +199,14 @@ pub(crate) trait Db: Send + Sync + 'static {
     fn dialect(&self) -> BackendKind;
 
     async fn begin(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
+    /// A transaction that reads and then writes what it read. SQLite takes its write lock
+    /// at the start (`BEGIN IMMEDIATE`), waiting the busy timeout for it: no other writer
+    /// can change what it read, and it never has to upgrade a read to a write, which fails
+    /// at once (no busy wait) when another process wrote meanwhile. PostgreSQL begins as
+    /// [`Db::begin`] does: its statements lock the rows they change.
+    async fn begin_write(&self, context: &'static str) -> Result<Self::Tx, LedgerError> {
+        self.begin(context).await
+    }
     /// A read-only transaction that sees one snapshot of the ledger (figures that must
     /// agree with each other).
     async fn begin_snapshot(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
@@ -226,6 +234,14 @@ pub(crate) fn pick(
         BackendKind::Sqlite => sqlite,
         BackendKind::Postgres => postgres,
     }
+}
+
+/// `$first, $first+1, ...`: `n` placeholders, for an `IN (...)` list built per chunk.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How many times a transaction that lost a race is run again before its caller sees the
@@ -302,6 +318,12 @@ mod tests {
         assert!(pause(1) < Duration::from_millis(20));
         assert!(pause(3) >= Duration::from_millis(40));
         assert!(pause(30) < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn placeholders_number_on_from_the_first() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 1), "$1");
     }
 
     #[test]

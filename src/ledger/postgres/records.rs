@@ -17,8 +17,10 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::error::{Ctx, retry_conflicts};
-use super::{PgLedger, at, parse_state, parse_uuid, record_from_row, sync};
+use super::{PgLedger, at, parse_state, parse_uuid, record_from_row};
 use crate::domain::{CallRecord, CallUuid, RecordState, RunId};
+use crate::ledger::sql::Tx;
+use crate::ledger::sync::{StoreCalls, take_over_bill_rows};
 use crate::ledger::{ImportOutcome, LedgerError, LedgerRow, Records};
 
 #[async_trait]
@@ -180,9 +182,9 @@ impl PgLedger {
     ) -> Result<(HashSet<String>, HashSet<String>, HashSet<String>), LedgerError> {
         let now = at(now);
         let firsts = plan.firsts.iter().map(|&i| &records[i]);
-        let mut tx = self.pool.begin().await.ctx("starting an import")?;
         let first_records: Vec<&CallRecord> = firsts.clone().collect();
-        let merged = sync::take_over_bill_rows(&mut tx, &first_records, now).await?;
+        let mut tx = self.begin_storing(&first_records).await?;
+        let merged = take_over_bill_rows(&mut tx, &first_records, now).await?;
         let inserted: Vec<String> = sqlx::query_scalar(
             "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json, state,
                                 next_attempt_at, imported_at, updated_at, bill_id, notes, origin)
@@ -216,7 +218,7 @@ impl PgLedger {
         .bind(now)
         .bind(first_records.iter().map(|r| r.bill_id.as_deref()).collect::<Vec<_>>())
         .bind(first_records.iter().map(|r| r.notes.as_deref()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *tx.0)
         .await
         .ctx("importing call records")?;
         let inserted: HashSet<String> = inserted.into_iter().collect();
@@ -250,13 +252,13 @@ impl PgLedger {
             )
             .bind(late.iter().map(|r| r.raw_json.as_str()).collect::<Vec<_>>())
             .bind(now)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *tx.0)
             .await
             .ctx("adding late recordings")?;
             added.extend(rows);
         }
-        super::search::refresh_batch(&mut tx, super::search::with_import(records.len())).await?;
-        tx.commit().await.ctx("committing an import")?;
+        self.index_for_search(&mut tx, records.len()).await?;
+        tx.commit().await?;
         Ok((inserted, added, merged))
     }
 }

@@ -282,6 +282,12 @@ impl Db for SqliteLedger {
         Ok(SqliteTx(self.pool.begin().await.ctx(context)?))
     }
 
+    async fn begin_write(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
+        Ok(SqliteTx(
+            self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(context)?,
+        ))
+    }
+
     /// A deferred transaction: its snapshot is taken at its first read (WAL).
     async fn begin_snapshot(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
         self.begin(context).await

@@ -4,8 +4,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{QueryContext, SqliteLedger, col, record_from_row, sync, time_col, uuid_col};
+use super::{QueryContext, SqliteLedger, col, record_from_row, time_col, uuid_col};
 use crate::domain::{CallRecord, CallUuid, RecordState, RunId};
+use crate::ledger::sql::Tx;
+use crate::ledger::sync::{StoreCalls, take_over_bill_rows};
 use crate::ledger::{ImportOutcome, LedgerError, LedgerRow, Records};
 use crate::timefmt::to_ledger;
 
@@ -17,16 +19,13 @@ impl Records for SqliteLedger {
         now: DateTime<Utc>,
     ) -> Result<Vec<ImportOutcome>, LedgerError> {
         let now_text = to_ledger(now);
+        let all: Vec<&CallRecord> = records.iter().collect();
         // The write lock from the start: the rows read to match a call are the rows written.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .ctx("starting an import")?;
+        let mut tx = self.begin_storing(&all).await?;
+        let mut merged = take_over_bill_rows(&mut tx, &all, now).await?;
         let mut outcomes = Vec::with_capacity(records.len());
         for rec in records {
-            if let Some(bill_row) = sync::bill_row_for(&mut tx, rec).await? {
-                sync::take_over(&mut tx, &bill_row, rec, &now_text).await?;
+            if merged.remove(rec.uuid.as_str()) {
                 outcomes.push(ImportOutcome::MatchedBill);
                 continue;
             }
@@ -51,7 +50,7 @@ impl Records for SqliteLedger {
             .bind(&now_text)
             .bind(rec.bill_id.as_deref())
             .bind(rec.notes.as_deref())
-            .execute(&mut *tx)
+            .execute(&mut *tx.0)
             .await
             .ctx("importing a call record")?
             .rows_affected();
@@ -67,7 +66,7 @@ impl Records for SqliteLedger {
                 .bind(&rec.raw_json)
                 .bind(&now_text)
                 .bind(rec.uuid.as_str())
-                .execute(&mut *tx)
+                .execute(&mut *tx.0)
                 .await
                 .ctx("adding a late recording")?
                 .rows_affected();
@@ -81,8 +80,8 @@ impl Records for SqliteLedger {
             };
             outcomes.push(outcome);
         }
-        super::search::refresh_batch(&mut tx, super::search::with_import(records.len())).await?;
-        tx.commit().await.ctx("committing an import")?;
+        self.index_for_search(&mut tx, records.len()).await?;
+        tx.commit().await?;
         Ok(outcomes)
     }
 
