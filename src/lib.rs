@@ -10,6 +10,7 @@ pub mod config;
 pub mod config_file;
 pub mod domain;
 pub mod failure;
+pub mod lease;
 pub mod ledger;
 pub mod metrics;
 pub mod provider;

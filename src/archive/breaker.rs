@@ -4,7 +4,12 @@
 //! records back unspent (exit 1). Any answer from the far side resets the count. A refusal
 //! (the store's 403, the provider's credentials) halts the run at once through the same
 //! signal, so every worker gives its record back.
+//!
+//! The guard also keeps the reasons (attempt error codes) of every unanswered try, per
+//! side: once it trips, the records this run left for later for one of those reasons before
+//! it knew get their attempts back too (see `archive::work`).
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -33,6 +38,13 @@ struct Streak {
     since: Option<Instant>,
 }
 
+/// The reasons of the run's unanswered tries per side, and the side it found down.
+#[derive(Debug, Default)]
+struct Outage {
+    reasons: [BTreeSet<String>; 2],
+    down: Option<Side>,
+}
+
 /// Shared by the workers of one run.
 #[derive(Debug)]
 pub(super) struct RunGuard {
@@ -40,6 +52,7 @@ pub(super) struct RunGuard {
     failures: u32,
     window: Duration,
     streaks: Mutex<[Streak; 2]>,
+    outage: Mutex<Outage>,
 }
 
 impl RunGuard {
@@ -49,7 +62,18 @@ impl RunGuard {
             failures: failures.max(1),
             window,
             streaks: Mutex::new([Streak::default(); 2]),
+            outage: Mutex::default(),
         }
+    }
+
+    /// The side the breaker found down, and the reasons its tries failed with in this run.
+    pub(super) fn outage(&self) -> Option<(Side, Vec<String>)> {
+        let outage = self.outage.lock().ok()?;
+        let side = outage.down?;
+        Some((
+            side,
+            outage.reasons[side as usize].iter().cloned().collect(),
+        ))
     }
 
     /// The run was stopped by a worker (a refusal or an outage).
@@ -68,8 +92,12 @@ impl RunGuard {
         }
     }
 
-    /// The side did not answer at all; `true` when that trips the breaker (the run halts).
-    pub(super) fn unanswered(&self, side: Side) -> bool {
+    /// The side did not answer at all (the attempt failed with `reason`); `true` when that
+    /// trips the breaker (the run halts).
+    pub(super) fn unanswered(&self, side: Side, reason: &str) -> bool {
+        if let Ok(mut outage) = self.outage.lock() {
+            outage.reasons[side as usize].insert(reason.to_owned());
+        }
         let now = Instant::now();
         let tripped = match self.streaks.lock() {
             Ok(mut streaks) => {
@@ -81,6 +109,9 @@ impl RunGuard {
             Err(_) => false,
         };
         if tripped {
+            if let Ok(mut outage) = self.outage.lock() {
+                outage.down.get_or_insert(side);
+            }
             self.halt();
         }
         tripped
@@ -94,19 +125,28 @@ mod tests {
     #[test]
     fn trips_only_on_enough_unanswered_tries_over_the_window() {
         let guard = RunGuard::new(3, Duration::ZERO);
-        assert!(!guard.unanswered(Side::Store));
-        assert!(!guard.unanswered(Side::Store));
+        assert!(!guard.unanswered(Side::Store, "store_failed"));
+        assert!(!guard.unanswered(Side::Store, "store_failed"));
         guard.answered(Side::Store);
-        assert!(!guard.unanswered(Side::Store));
-        assert!(!guard.unanswered(Side::DownloadHost));
-        assert!(!guard.unanswered(Side::Store));
+        assert!(!guard.unanswered(Side::Store, "sidecar_failed"));
+        assert!(!guard.unanswered(Side::DownloadHost, "download_connect"));
+        assert!(!guard.unanswered(Side::Store, "store_failed"));
         assert!(!guard.is_halted());
-        assert!(guard.unanswered(Side::Store));
+        assert_eq!(guard.outage(), None, "not tripped yet");
+        assert!(guard.unanswered(Side::Store, "store_failed"));
         assert!(guard.is_halted());
+        assert_eq!(
+            guard.outage(),
+            Some((
+                Side::Store,
+                vec!["sidecar_failed".to_owned(), "store_failed".to_owned()]
+            )),
+            "every reason the store's tries failed with, before the streak too"
+        );
 
         let slow = RunGuard::new(1, Duration::from_secs(3600));
         assert!(
-            !slow.unanswered(Side::DownloadHost),
+            !slow.unanswered(Side::DownloadHost, "download_connect"),
             "not over the window yet"
         );
     }

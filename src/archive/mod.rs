@@ -1,5 +1,5 @@
 //! The archival pass: claim → process one record → record the outcome, with bounded
-//! concurrency, a run deadline, lease renewal and a clean stop on shutdown. Concurrency
+//! concurrency, a run deadline, lease renewal (`crate::lease`) and a clean stop on shutdown. Concurrency
 //! and shutdown live here and nowhere else.
 
 mod breaker;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::write_manifests;
 use crate::domain::{AttemptOutcome, Claim, RunId, RunStatus};
+use crate::lease::Lease;
 use crate::ledger::Ledger;
 use crate::ledger::{
     AttemptEnd, ClaimRequest, LedgerError, RunRecord, SettleItem, Settlement, Slice,
@@ -282,7 +283,10 @@ async fn work(
             stop.cancel();
         })
     });
-    let renewer = renew_leases(deps.ledger.clone(), run_id.clone(), opts.lease);
+    let lease = Lease::new(opts.lease);
+    let renewer = lease.keep("this run's records", |until| {
+        deps.ledger.renew_leases(run_id, until)
+    });
     let due_by = Utc::now();
     match deps.ledger.count_due(&opts.slice, due_by).await {
         Ok(n) => opts
@@ -305,7 +309,7 @@ async fn work(
     let grouped = group_settlements(deps.ledger.clone(), run_id.clone(), settlements);
     let results = tokio::select! {
         (results, ()) = futures::future::join(futures::future::join_all(workers), grouped) => results,
-        () = renewer => unreachable!("the lease renewer never ends"),
+        never = renewer => match never {},
     };
     let unstarted = give_back_unstarted(deps, run_id, &feed).await;
     if let Some(deadline) = deadline {
@@ -320,7 +324,49 @@ async fn work(
             first_error = error;
         }
     }
+    if let Some((side, reasons)) = guard.outage() {
+        let returned = give_back_outage(deps, run_id, side, &reasons).await;
+        // Left for later when they ended; given back unspent now, as a stop gives back.
+        let returned = returned.min(report.retry_later);
+        report.retry_later -= returned;
+        report.released += returned;
+    }
     first_error
+}
+
+/// The breaker found `side` down: the records this run left for later because that side
+/// did not answer (their last attempt failed with one of `reasons`) were not to blame
+/// either. They get this run's attempts of those reasons back and are due at once, as the
+/// records the stop gave back are. Returns how many records.
+async fn give_back_outage(
+    deps: &Deps,
+    run_id: &RunId,
+    side: breaker::Side,
+    reasons: &[String],
+) -> u64 {
+    let mut returned = 0;
+    for reason in reasons {
+        match deps
+            .ledger
+            .give_back_attempts(run_id, reason, Utc::now())
+            .await
+        {
+            Ok(n) => returned += n,
+            Err(e) => tracing::warn!(
+                error = %e,
+                reason,
+                "could not give back the attempts spent on an outage; those records wait for their next attempt"
+            ),
+        }
+    }
+    if returned > 0 {
+        tracing::info!(
+            records = returned,
+            side = side.describe(),
+            "records left for later before the outage was known get their attempts back"
+        );
+    }
+    returned
 }
 
 /// Where workers take their claims from: one claim statement takes a batch of due records
@@ -369,7 +415,7 @@ impl ClaimFeed {
             slice: &opts.slice,
             due_by: self.due_by,
             now,
-            lease_until: now + chrono::Duration::from_std(opts.lease).unwrap_or_default(),
+            lease_until: Lease::new(opts.lease).until(now),
             limit,
         };
         // A claim that lost a race is run again by the ledger itself (PostgreSQL's
@@ -483,16 +529,4 @@ fn stop_all(
     guard.halt();
     opts.shutdown.stop_claiming.cancel();
     (outcomes, Some(error))
-}
-
-/// Keeps this run's leases alive while it works: renews every third of the lease.
-async fn renew_leases(ledger: Ledger, run_id: RunId, lease: Duration) {
-    let period = (lease / 3).max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(period).await;
-        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
-        if let Err(e) = ledger.renew_leases(&run_id, until).await {
-            tracing::warn!(error = %e, "could not renew leases");
-        }
-    }
 }

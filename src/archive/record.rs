@@ -55,6 +55,24 @@ impl Failure {
             unanswered: None,
         }
     }
+
+    /// A store failure in one step of the attempt (the sidecar, the lock): a passing one is
+    /// named for the step, `prefix` put before its message; a refusal stays what it is and
+    /// stops the run like any other store refusal.
+    fn in_step(err: StoreError, code: &str, prefix: &str) -> Self {
+        match Failure::from(err) {
+            Failure::Passing {
+                message,
+                unanswered,
+                ..
+            } => Failure::Passing {
+                code: code.into(),
+                message: format!("{prefix}{message}"),
+                unanswered,
+            },
+            other => other,
+        }
+    }
 }
 
 impl From<ProviderError> for Failure {
@@ -190,11 +208,11 @@ pub(super) async fn process(
             Err(Failure::Passing {
                 unanswered,
                 message,
-                ..
+                code,
             }) => {
                 // Whoever did not answer at all may trip the breaker; any answer resets it.
                 let tripped = unanswered
-                    .filter(|side| guard.unanswered(*side))
+                    .filter(|side| guard.unanswered(*side, code))
                     .map(|side| RunError::Outage {
                         side: side.describe(),
                         detail: message.clone(),
@@ -554,18 +572,7 @@ async fn attempt(
         deps.store
             .write_sidecar(&sidecar)
             .await
-            .map_err(|e| match Failure::from(e) {
-                Failure::Passing {
-                    message,
-                    unanswered,
-                    ..
-                } => Failure::Passing {
-                    code: "sidecar_failed".into(),
-                    message,
-                    unanswered,
-                },
-                other => other,
-            })?;
+            .map_err(|e| Failure::in_step(e, "sidecar_failed", ""))?;
     }
     lock(deps, record, &object).await?;
     Ok(Stored {
@@ -607,7 +614,9 @@ async fn odd_body(
 /// Puts the Object Lock retention on the recording and its sidecar, when a policy is set:
 /// until the call's start plus the policy (the archive time when the start is unknown). Until
 /// this succeeds the record is not archived: a run that dies before it leaves the record
-/// claimed, and the next run uploads it again (a new version) and locks it.
+/// claimed, and the next run uploads it again (a new version) and locks it. A store that
+/// refuses the lock (403, a 400 the bucket gives every recording) stops the run, the record
+/// given back unspent; a passing failure leaves it for another attempt.
 async fn lock(
     deps: &Deps,
     record: &crate::domain::CallRecord,
@@ -633,9 +642,10 @@ async fn lock(
     }
     for key in &keys {
         let locked = deps.store.lock_until(key, until).await.map_err(|e| {
-            Failure::passing(
+            Failure::in_step(
+                e,
                 "lock_failed",
-                format!("the object is stored but not yet locked: {e}"),
+                "the object is stored but not yet locked: ",
             )
         })?;
         if !locked {

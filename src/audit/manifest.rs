@@ -16,6 +16,7 @@ use super::format::{
     ManifestLine,
 };
 use crate::domain::{CallUuid, RunId};
+use crate::lease::Lease;
 use crate::ledger::Ledger;
 use crate::ledger::{ChainClaim, LedgerError, ManifestClaim};
 use crate::store::{Store, StoreError, UploadError};
@@ -65,7 +66,7 @@ pub async fn write_manifests(
     lease: Duration,
     cancel: &CancellationToken,
 ) -> Result<Vec<ManifestWritten>, ManifestError> {
-    let lease = chrono::Duration::from_std(lease.max(Duration::from_secs(1))).unwrap_or_default();
+    let lease = Lease::new(lease.max(Duration::from_secs(1)));
     let mut written = Vec::new();
     for _ in 0..MAX_PER_PASS {
         if cancel.is_cancelled() {
@@ -73,7 +74,7 @@ pub async fn write_manifests(
         }
         let now = Utc::now();
         let claim = ledger
-            .claim_manifest(owner, &|seq| store.manifest_key(seq), now, now + lease)
+            .claim_manifest(owner, &|seq| store.manifest_key(seq), now, lease.until(now))
             .await?;
         let claim = match claim {
             ChainClaim::Claimed(claim) => claim,
@@ -88,9 +89,12 @@ pub async fn write_manifests(
             }
         };
         let seq = claim.seq;
+        let renewer = lease.keep("the manifest chain's head", |until| {
+            ledger.renew_manifest(seq, owner, until)
+        });
         let result = tokio::select! {
             result = write_one(ledger, store, owner, &claim, cancel) => result,
-            () = renew(ledger, seq, owner, lease) => unreachable!("renewal never ends"),
+            never = renewer => match never {},
         };
         match result {
             Ok(manifest) => {
@@ -106,19 +110,6 @@ pub async fn write_manifests(
         }
     }
     Ok(written)
-}
-
-async fn renew(ledger: &Ledger, seq: i64, owner: &RunId, lease: chrono::Duration) {
-    let period = (lease / 3)
-        .to_std()
-        .unwrap_or_default()
-        .max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(period).await;
-        if let Err(e) = ledger.renew_manifest(seq, owner, Utc::now() + lease).await {
-            tracing::warn!(seq, error = %e, "could not renew the claim on the chain head");
-        }
-    }
 }
 
 async fn write_one(

@@ -222,7 +222,7 @@ impl Store {
         if answer.status.is_success() {
             Ok(true)
         } else {
-            Err(answer.into_error(CONTEXT))
+            Err(answer.into_lock_error(CONTEXT))
         }
     }
 

@@ -244,12 +244,30 @@ impl Answer {
 
     /// The answer as an error for `context`: 403 a refusal, anything else passing.
     pub fn into_error(self, context: &str) -> StoreError {
+        let refused = self.status.as_u16() == 403;
+        self.into_error_refused_if(context, refused)
+    }
+
+    /// The answer to an Object Lock request as an error for `context`: besides 403, a 400
+    /// is a refusal too (the bucket takes no such request: no lock configuration, a mode it
+    /// refuses), since it would come back for every recording; only `InvalidArgument` (a
+    /// date S3 will not take, which belongs to one recording) stays passing.
+    pub fn into_lock_error(self, context: &str) -> StoreError {
+        let refused = match self.status.as_u16() {
+            403 => true,
+            400 => self.error_code() != Some("InvalidArgument"),
+            _ => false,
+        };
+        self.into_error_refused_if(context, refused)
+    }
+
+    fn into_error_refused_if(self, context: &str, refused: bool) -> StoreError {
         let detail = format!(
             "HTTP {}: {}",
             self.status,
             self.body.chars().take(300).collect::<String>()
         );
-        if self.status.as_u16() == 403 {
+        if refused {
             StoreError::Refused {
                 context: context.into(),
                 source: object_store::Error::Generic {

@@ -10,7 +10,7 @@ use callvault::ledger::{
     AttemptEnd, BackendKind, ClaimRequest, CopyError, ImportOutcome, Ledger, MediaNote, RunRecord,
     Settlement, Slice, Table, copy_ledger, table_checksum,
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use crate::inspect::{attempts, table_rows};
 use crate::world::{TempLedger, World, call, claim_one, cu};
@@ -1002,3 +1002,170 @@ async fn a_claim_starts_and_counts_the_first_attempt_in_its_own_commit(kind: Bac
     assert_eq!(outcomes, ["interrupted", "running"]);
 }
 on_both_backends!(a_claim_starts_and_counts_the_first_attempt_in_its_own_commit);
+
+/// Leaves `uuid`, claimed by `run`, pending for a later run after attempts ending with
+/// `codes` (the claim's attempt first), the last of them its reason.
+async fn leave_for_later(
+    ledger: &Ledger,
+    run: &str,
+    uuid: &str,
+    codes: &[&str],
+    now: DateTime<Utc>,
+) {
+    let claim = claim_one(
+        ledger,
+        run,
+        &Slice::default(),
+        now,
+        now,
+        now + Duration::minutes(1),
+    )
+    .await
+    .unwrap()
+    .unwrap_or_else(|| panic!("{uuid} is due"));
+    assert_eq!(claim.record.uuid.as_str(), uuid);
+    let mut id = claim.attempt;
+    for (i, code) in codes.iter().enumerate() {
+        let end = AttemptEnd {
+            id,
+            outcome: AttemptOutcome::Transient,
+            error_code: Some(code),
+            message: Some("failed"),
+            bytes: 0,
+        };
+        if i + 1 < codes.len() {
+            ledger.finish_attempt(&end, now).await.unwrap();
+            id = ledger
+                .begin_attempt(&cu(uuid), &run.into(), now)
+                .await
+                .unwrap();
+        } else {
+            let retry = Settlement::Retry {
+                next_attempt_at: now + Duration::minutes(5),
+                code,
+                message: "failed",
+            };
+            assert!(
+                ledger
+                    .settle(&cu(uuid), &run.into(), &retry, Some(&end), now)
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+}
+
+async fn attempts_a_run_spent_on_an_outage_are_given_back_to_the_records_left_for_it(
+    kind: BackendKind,
+) {
+    let ledger = TempLedger::new(kind).await;
+    let now = Utc::now().trunc_subsecs(3);
+    let calls: Vec<CallRecord> = ["a", "b", "c", "d"]
+        .iter()
+        .enumerate()
+        .map(|(i, u)| call(u, &format!("{u}.wav"), &format!("2026-11-01 10:00:0{i}")))
+        .collect();
+    ledger.import(&calls, now).await.unwrap();
+    start_runs(&ledger, &["run-old", "run-a"], now).await;
+    // d: left for the same reason, by another run (claimed on a slice of its own: its
+    // call is the newest).
+    let d_slice = Slice {
+        since: Some(calls[3].call_start.unwrap()),
+        ..Slice::default()
+    };
+    let d = claim_one(
+        &ledger,
+        "run-old",
+        &d_slice,
+        now,
+        now,
+        now + Duration::minutes(1),
+    )
+    .await
+    .unwrap()
+    .expect("d is due");
+    let end = AttemptEnd {
+        id: d.attempt,
+        outcome: AttemptOutcome::Transient,
+        error_code: Some("download_connect"),
+        message: Some("failed"),
+        bytes: 0,
+    };
+    let retry = Settlement::Retry {
+        next_attempt_at: now + Duration::minutes(5),
+        code: "download_connect",
+        message: "failed",
+    };
+    assert!(
+        ledger
+            .settle(&cu("d"), &"run-old".into(), &retry, Some(&end), now)
+            .await
+            .unwrap()
+    );
+    // a: both attempts of run-a on the outage's reason; b: another reason; c: the
+    // outage's reason first, then another, which it was left for.
+    leave_for_later(
+        &ledger,
+        "run-a",
+        "a",
+        &["download_connect", "download_connect"],
+        now,
+    )
+    .await;
+    leave_for_later(&ledger, "run-a", "b", &["download_http_500"], now).await;
+    leave_for_later(
+        &ledger,
+        "run-a",
+        "c",
+        &["download_connect", "provider_ret_500"],
+        now,
+    )
+    .await;
+    let later = now + Duration::seconds(3);
+
+    let given = ledger
+        .give_back_attempts(&"run-a".into(), "download_connect", later)
+        .await
+        .unwrap();
+
+    assert_eq!(given, 1, "only a was left for that reason by run-a");
+    let row = |uuid: &'static str| {
+        let ledger = &ledger;
+        async move { ledger.get(&cu(uuid)).await.unwrap().unwrap() }
+    };
+    let a = row("a").await;
+    assert_eq!((a.state, a.attempts), (RecordState::Pending, 0));
+    assert_eq!(a.next_attempt_at, Some(later), "due at once");
+    for (uuid, attempts) in [("b", 1), ("c", 2), ("d", 1)] {
+        let r = row(uuid).await;
+        assert_eq!(
+            (r.attempts, r.next_attempt_at),
+            (attempts, Some(now + Duration::minutes(5))),
+            "{uuid} unchanged"
+        );
+    }
+    let outcomes = |uuid: &'static str| {
+        let ledger = &ledger;
+        async move {
+            attempts(ledger)
+                .await
+                .into_iter()
+                .filter(|a| a.uuid == uuid)
+                .map(|a| a.outcome)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(outcomes("a").await, ["stopped", "stopped"]);
+    assert_eq!(outcomes("c").await, ["transient", "transient"]);
+    assert_eq!(outcomes("d").await, ["transient"]);
+    assert_eq!(
+        ledger
+            .give_back_attempts(&"run-a".into(), "download_connect", later)
+            .await
+            .unwrap(),
+        0,
+        "nothing more to give back"
+    );
+    assert_eq!(row("a").await.attempts, 0);
+}
+on_both_backends!(attempts_a_run_spent_on_an_outage_are_given_back_to_the_records_left_for_it);

@@ -185,6 +185,98 @@ async fn a_record_is_archived_only_once_locked() {
     );
 }
 
+/// The store refuses PutObjectRetention (403 AccessDenied, as when the credentials lack
+/// `s3:PutObjectRetention`): the run stops like on any other store refusal, exit 2, every
+/// record given back pending with no attempt spent and none failed; once the store takes
+/// locks, the next run archives them locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_refusing_the_lock_stops_the_run_with_exit_2_and_spends_no_attempt() {
+    let world = World::new().await;
+    let moto = Moto::start().await;
+    moto.create_bucket(LOCKED, true).await;
+    let proxy = S3Proxy::start(&moto.endpoint).await;
+    let through = store_on(
+        &proxy.endpoint,
+        &moto,
+        LOCKED,
+        Some(policy(LockMode::Governance)),
+    );
+    for i in 0..3 {
+        world
+            .import_call(&format!("refused-{i}"), &format!("refused-{i}.wav"), 20_000)
+            .await;
+    }
+    proxy.inject(S3Op::PutRetention, Fault::Status(403), u32::MAX);
+
+    let first = run_pass(
+        &world.deps_with(world.ledger.clone(), through),
+        &world.options(),
+    )
+    .await
+    .expect("ledger");
+
+    assert_eq!(first.exit_code(), 2, "{:?}", first.report);
+    let r = &first.report;
+    assert_eq!((r.archived, r.failed, r.retry_later), (0, 0, 0), "{r:?}");
+    assert!(
+        r.stopped.as_deref().is_some_and(|s| s.contains("refused")),
+        "{r:?}"
+    );
+    assert!(proxy.injected(S3Op::PutRetention) >= 1);
+    for i in 0..3 {
+        let uuid = format!("refused-{i}");
+        let row = world
+            .ledger
+            .get(&crate::world::cu(&uuid))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.state, row.attempts),
+            (RecordState::Pending, 0),
+            "given back unspent: {row:?}"
+        );
+        assert!(
+            world
+                .attempts_of(&uuid)
+                .await
+                .iter()
+                .all(|(outcome, _)| outcome == "stopped"),
+            "{uuid}: no attempt counted as failed"
+        );
+    }
+    let refused: Vec<_> = world
+        .attempts()
+        .await
+        .into_iter()
+        .filter(|a| a.error_code.as_deref() == Some("store_refused"))
+        .collect();
+    assert!(!refused.is_empty(), "the refusal is named in the attempts");
+
+    proxy.clear();
+    let direct = store_on(
+        &moto.endpoint,
+        &moto,
+        LOCKED,
+        Some(policy(LockMode::Governance)),
+    );
+    let second = run_pass(
+        &world.deps_with(world.ledger.clone(), direct.clone()),
+        &world.options(),
+    )
+    .await
+    .expect("ledger");
+
+    assert_eq!(
+        (second.report.archived, second.exit_code()),
+        (3, 0),
+        "{:?}",
+        second.report
+    );
+    let key = key_of("refused-0.wav");
+    assert!(direct.object_retention(&key).await.unwrap().is_some());
+}
+
 /// The binary, killed (SIGKILL) while its PutObjectRetention hangs: the recording is stored
 /// but unlocked and the record not archived; the next run archives it, locked until the
 /// call's start plus the policy.
