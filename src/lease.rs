@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::clock::Clock;
 use crate::ledger::LedgerError;
 
 /// How often a lease is renewed at most, however short it is.
@@ -41,17 +42,17 @@ impl Lease {
     }
 
     /// Keeps the lease alive for as long as this future is polled (it never ends: select it
-    /// against the work): every [`Lease::period`], `renew` is given the lease's new end. A
-    /// renewal that fails is logged, naming `what`; the next may succeed before the lease
-    /// runs out.
-    pub async fn keep<T, F, Fut>(&self, what: &str, mut renew: F) -> Infallible
+    /// against the work): every [`Lease::period`] on `clock`, `renew` is given the lease's
+    /// new end. A renewal that fails is logged, naming `what`; the next may succeed before
+    /// the lease runs out.
+    pub async fn keep<T, F, Fut>(&self, clock: &Clock, what: &str, mut renew: F) -> Infallible
     where
         F: FnMut(DateTime<Utc>) -> Fut,
         Fut: Future<Output = Result<T, LedgerError>>,
     {
         loop {
-            tokio::time::sleep(self.period()).await;
-            if let Err(e) = renew(self.until(Utc::now())).await {
+            clock.sleep(self.period()).await;
+            if let Err(e) = renew(self.until(clock.now())).await {
                 tracing::warn!(error = %e, "could not renew the lease on {what}");
             }
         }

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod audit;
 pub mod callback;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod config_file;
 pub mod domain;

@@ -115,6 +115,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
         })?,
         store: Store::open(&StoreConfig::new(store_url.as_str()))?,
         keys: KeyTemplate::parse(DEFAULT_TEMPLATE, tz)?,
+        clock: crate::clock::Clock::system(),
     };
     let opts = RunOptions {
         concurrency: 4,
@@ -238,6 +239,7 @@ async fn compliance(
         store,
         &crate::domain::RunId::generate(),
         Duration::from_secs(60),
+        &crate::clock::Clock::system(),
         &tokio_util::sync::CancellationToken::new(),
     )
     .await?;

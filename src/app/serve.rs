@@ -18,21 +18,7 @@ use crate::ui::{ProxyAuth, Ui, UiConfig, UsersFile};
 use axum::http::HeaderName;
 
 pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
-    // With --ui and no secret at all, the page is served alone (no receiver).
-    let secret = match &args.callback_secret {
-        None if args.ui.ui => None,
-        given => Some(
-            given
-                .clone()
-                .filter(|s| s.len() >= MIN_SECRET_LEN)
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "callback-secret is not set or shorter than {MIN_SECRET_LEN} characters \
-                         (--callback-secret or CALLVAULT_CALLBACK_SECRET)"
-                    ))
-                })?,
-        ),
-    };
+    let secret = callback_secret(args)?;
     let run = &args.run;
     let shutdown = Shutdown::default();
     let retention = chrono::Duration::days(i64::from(run.retention_days));
@@ -52,32 +38,14 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
         None => (open_ledger(&common.ledger).await?, None),
     };
     let syncs = match &args.sync_schedule {
-        Some(text) => {
-            let schedule = crate::serve::parse_schedule(text).map_err(ConfigError)?;
-            // The passes' client when there are passes: one token, one pace for the process.
-            let provider = match &passes {
-                Some(passes) => Arc::clone(&passes.deps.provider),
-                None => Arc::new(
-                    ProviderClient::new(super::args::provider_config(&run.provider, common.tz)?)
-                        .map_err(|e| ConfigError(e.to_string()))?,
-                ),
-            };
-            let options = SyncOptions {
-                overlap: chrono::Duration::from_std(args.sync_overlap)
-                    .map_err(|_| ConfigError("--sync-overlap is too long".into()))?,
-                retention,
-                retry_delay: run.retry_delay,
-                ..SyncOptions::new(common.tz)
-            };
-            Some(ScheduledSyncs {
-                schedule,
-                deps: SyncDeps {
-                    ledger: ledger.clone(),
-                    provider,
-                },
-                options,
-            })
-        }
+        Some(text) => Some(scheduled_syncs(
+            common,
+            args,
+            text,
+            &ledger,
+            passes.as_ref(),
+            retention,
+        )?),
         None => None,
     };
     let ui = if args.ui.ui {
@@ -110,6 +78,60 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
     ledger.close().await;
     tracing::info!("stopped");
     Ok(EXIT_OK)
+}
+
+/// The callback secret; with `--ui` and no secret at all, the page is served alone (no
+/// receiver). A secret set but too short is a configuration error.
+fn callback_secret(args: &ServeArgs) -> Result<Option<String>, ConfigError> {
+    match &args.callback_secret {
+        None if args.ui.ui => Ok(None),
+        given => given
+            .clone()
+            .filter(|s| s.len() >= MIN_SECRET_LEN)
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "callback-secret is not set or shorter than {MIN_SECRET_LEN} characters \
+                     (--callback-secret or CALLVAULT_CALLBACK_SECRET)"
+                ))
+            }),
+    }
+}
+
+/// Syncs on `schedule`, with the passes' provider client when there are passes (one token,
+/// one pace for the process).
+fn scheduled_syncs(
+    common: &CommonSettings,
+    args: &ServeArgs,
+    schedule: &str,
+    ledger: &crate::ledger::Ledger,
+    passes: Option<&ScheduledPasses>,
+    retention: chrono::Duration,
+) -> Result<ScheduledSyncs, ConfigError> {
+    let run = &args.run;
+    let schedule = crate::serve::parse_schedule(schedule).map_err(ConfigError)?;
+    let provider = match passes {
+        Some(passes) => Arc::clone(&passes.deps.provider),
+        None => Arc::new(
+            ProviderClient::new(super::args::provider_config(&run.provider, common.tz)?)
+                .map_err(|e| ConfigError(e.to_string()))?,
+        ),
+    };
+    let options = SyncOptions {
+        overlap: chrono::Duration::from_std(args.sync_overlap)
+            .map_err(|_| ConfigError("--sync-overlap is too long".into()))?,
+        retention,
+        retry_delay: run.retry_delay,
+        ..SyncOptions::new(common.tz)
+    };
+    Ok(ScheduledSyncs {
+        schedule,
+        deps: SyncDeps {
+            ledger: ledger.clone(),
+            provider,
+        },
+        options,
+    })
 }
 
 /// The web page's settings: its store (as a run's), users file, proxy and cookies.
@@ -146,5 +168,10 @@ fn ui_settings(
         retention,
         ..UiConfig::new(users, common.tz)
     };
-    Ok(Ui::new(ledger.clone(), store, config))
+    Ok(Ui::new(
+        ledger.clone(),
+        store,
+        config,
+        crate::clock::Clock::system(),
+    ))
 }

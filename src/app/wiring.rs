@@ -57,5 +57,6 @@ pub async fn build_deps(
         downloader,
         store,
         keys: settings.keys,
+        clock: crate::clock::Clock::system(),
     })
 }

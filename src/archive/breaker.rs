@@ -11,7 +11,9 @@
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +37,7 @@ impl Side {
 #[derive(Debug, Default, Clone, Copy)]
 struct Streak {
     failures: u32,
-    since: Option<Instant>,
+    since: Option<DateTime<Utc>>,
 }
 
 /// The reasons of the run's unanswered tries per side, and the side it found down.
@@ -92,19 +94,19 @@ impl RunGuard {
         }
     }
 
-    /// The side did not answer at all (the attempt failed with `reason`); `true` when that
-    /// trips the breaker (the run halts).
-    pub(super) fn unanswered(&self, side: Side, reason: &str) -> bool {
+    /// The side did not answer at all (the attempt failed with `reason`, at `now`); `true`
+    /// when that trips the breaker (the run halts).
+    pub(super) fn unanswered(&self, side: Side, reason: &str, now: DateTime<Utc>) -> bool {
         if let Ok(mut outage) = self.outage.lock() {
             outage.reasons[side as usize].insert(reason.to_owned());
         }
-        let now = Instant::now();
         let tripped = match self.streaks.lock() {
             Ok(mut streaks) => {
                 let streak = &mut streaks[side as usize];
                 streak.failures = streak.failures.saturating_add(1);
                 let since = *streak.since.get_or_insert(now);
-                streak.failures >= self.failures && now.duration_since(since) >= self.window
+                let over = (now - since).to_std().unwrap_or_default();
+                streak.failures >= self.failures && over >= self.window
             }
             Err(_) => false,
         };
@@ -124,16 +126,17 @@ mod tests {
 
     #[test]
     fn trips_only_on_enough_unanswered_tries_over_the_window() {
+        let now = Utc::now();
         let guard = RunGuard::new(3, Duration::ZERO);
-        assert!(!guard.unanswered(Side::Store, "store_failed"));
-        assert!(!guard.unanswered(Side::Store, "store_failed"));
+        assert!(!guard.unanswered(Side::Store, "store_failed", now));
+        assert!(!guard.unanswered(Side::Store, "store_failed", now));
         guard.answered(Side::Store);
-        assert!(!guard.unanswered(Side::Store, "sidecar_failed"));
-        assert!(!guard.unanswered(Side::DownloadHost, "download_connect"));
-        assert!(!guard.unanswered(Side::Store, "store_failed"));
+        assert!(!guard.unanswered(Side::Store, "sidecar_failed", now));
+        assert!(!guard.unanswered(Side::DownloadHost, "download_connect", now));
+        assert!(!guard.unanswered(Side::Store, "store_failed", now));
         assert!(!guard.is_halted());
         assert_eq!(guard.outage(), None, "not tripped yet");
-        assert!(guard.unanswered(Side::Store, "store_failed"));
+        assert!(guard.unanswered(Side::Store, "store_failed", now));
         assert!(guard.is_halted());
         assert_eq!(
             guard.outage(),
@@ -144,10 +147,14 @@ mod tests {
             "every reason the store's tries failed with, before the streak too"
         );
 
-        let slow = RunGuard::new(1, Duration::from_secs(3600));
+        let slow = RunGuard::new(2, Duration::from_secs(3600));
+        assert!(!slow.unanswered(Side::DownloadHost, "download_connect", now));
+        let later = now + chrono::Duration::minutes(59);
         assert!(
-            !slow.unanswered(Side::DownloadHost, "download_connect"),
+            !slow.unanswered(Side::DownloadHost, "download_connect", later),
             "not over the window yet"
         );
+        let hour = now + chrono::Duration::hours(1);
+        assert!(slow.unanswered(Side::DownloadHost, "download_connect", hour));
     }
 }

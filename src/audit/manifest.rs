@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +14,7 @@ use super::format::{
     MANIFEST_CONTENT_TYPE, MANIFEST_FORMAT, ManifestEntry, ManifestErasure, ManifestHeader,
     ManifestLine,
 };
+use crate::clock::Clock;
 use crate::domain::{CallUuid, RunId};
 use crate::lease::Lease;
 use crate::ledger::Ledger;
@@ -64,6 +64,7 @@ pub async fn write_manifests(
     store: &Store,
     owner: &RunId,
     lease: Duration,
+    clock: &Clock,
     cancel: &CancellationToken,
 ) -> Result<Vec<ManifestWritten>, ManifestError> {
     let lease = Lease::new(lease.max(Duration::from_secs(1)));
@@ -72,7 +73,7 @@ pub async fn write_manifests(
         if cancel.is_cancelled() {
             return Err(ManifestError::Cancelled);
         }
-        let now = Utc::now();
+        let now = clock.now();
         let claim = ledger
             .claim_manifest(owner, &|seq| store.manifest_key(seq), now, lease.until(now))
             .await?;
@@ -89,11 +90,11 @@ pub async fn write_manifests(
             }
         };
         let seq = claim.seq;
-        let renewer = lease.keep("the manifest chain's head", |until| {
+        let renewer = lease.keep(clock, "the manifest chain's head", |until| {
             ledger.renew_manifest(seq, owner, until)
         });
         let result = tokio::select! {
-            result = write_one(ledger, store, owner, &claim, cancel) => result,
+            result = write_one(ledger, store, owner, &claim, clock, cancel) => result,
             never = renewer => match never {},
         };
         match result {
@@ -117,6 +118,7 @@ async fn write_one(
     store: &Store,
     owner: &RunId,
     claim: &ManifestClaim,
+    clock: &Clock,
     cancel: &CancellationToken,
 ) -> Result<ManifestWritten, ManifestError> {
     let key = claim.key.clone();
@@ -156,7 +158,7 @@ async fn write_one(
             owner,
             &uploaded.sha256,
             uploaded.size,
-            Utc::now(),
+            clock.now(),
         )
         .await?
     {

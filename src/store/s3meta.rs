@@ -45,16 +45,7 @@ impl S3Target {
         metadata: &[(&'static str, String)],
     ) -> Result<(Option<String>, Option<String>), StoreError> {
         const CONTEXT: &str = "setting the object's metadata";
-        let mut url = self.endpoint.clone();
-        {
-            let mut segments = url
-                .path_segments_mut()
-                .map_err(|()| failed(CONTEXT, "endpoint cannot take a path".into()))?;
-            segments.pop_if_empty().push(&self.bucket);
-            for part in path.parts() {
-                segments.push(part.as_ref());
-            }
-        }
+        let url = self.url_of(Some(path), "", CONTEXT)?;
         let source = url[url::Position::BeforePath..].to_owned();
         let mut builder = http::Request::builder()
             .method(http::Method::PUT)
@@ -73,16 +64,7 @@ impl S3Target {
         let mut request: HttpRequest = builder
             .body(HttpRequestBody::empty())
             .map_err(|e| failed(CONTEXT, e.to_string()))?;
-        let credential = self
-            .s3
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| StoreError::classify(CONTEXT, e))?;
-        AwsAuthorizer::new(&credential, "s3", &self.region)
-            .try_authorize(&mut request, None)
-            .map_err(|e| StoreError::classify(CONTEXT, e))?;
-
+        self.authorize(&mut request, CONTEXT).await?;
         let mut call = self.http.put(url.as_str());
         for (name, value) in request.headers() {
             call = call.header(name.as_str(), value.as_bytes());
@@ -103,21 +85,14 @@ impl S3Target {
             .map_err(|e| failed(CONTEXT, e.without_url().to_string()))?;
         // CopyObject may answer 200 with an error in the body.
         if !status.is_success() || body.contains("<Error>") {
-            let detail = format!(
-                "HTTP {status}: {}",
-                body.chars().take(300).collect::<String>()
-            );
-            return Err(if status.as_u16() == 403 {
-                StoreError::Refused {
-                    context: CONTEXT.into(),
-                    source: object_store::Error::Generic {
-                        store: "S3",
-                        source: detail.into(),
-                    },
-                }
-            } else {
-                failed(CONTEXT, detail)
-            });
+            let answer = Answer {
+                status,
+                body,
+                lock_mode: None,
+                lock_until: None,
+                legal_hold: None,
+            };
+            return Err(answer.into_error(CONTEXT));
         }
         let etag = body
             .split_once("<ETag>")
@@ -158,6 +133,19 @@ impl S3Target {
         Ok(url)
     }
 
+    /// Signs `request` with SigV4, as object_store signs its own.
+    async fn authorize(&self, request: &mut HttpRequest, context: &str) -> Result<(), StoreError> {
+        let credential = self
+            .s3
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| StoreError::classify(context, e))?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(request, None)
+            .map_err(|e| StoreError::classify(context, e))
+    }
+
     /// Sends one SigV4-signed request (payload signed; a body carries its
     /// `x-amz-checksum-sha256`, which S3 requires of Object Lock requests).
     pub(crate) async fn signed(
@@ -191,15 +179,7 @@ impl S3Target {
         let mut request: HttpRequest = builder
             .body(HttpRequestBody::from(payload.clone()))
             .map_err(|e| failed(context, e.to_string()))?;
-        let credential = self
-            .s3
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| StoreError::classify(context, e))?;
-        AwsAuthorizer::new(&credential, "s3", &self.region)
-            .try_authorize(&mut request, None)
-            .map_err(|e| StoreError::classify(context, e))?;
+        self.authorize(&mut request, context).await?;
         let mut call = self.http.request(method, url.as_str());
         for (name, value) in request.headers() {
             call = call.header(name.as_str(), value.as_bytes());

@@ -21,7 +21,7 @@ use super::{Ui, User, chart, uuid_from_path};
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
     AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, HoldSummary, LedgerError,
-    PhoneNumber, UiSession, risk_line,
+    LedgerFigures, PhoneNumber, UiSession, risk_line,
 };
 
 const CSS: &str = "
@@ -231,22 +231,9 @@ pub async fn login(
             secure,
         );
     }
-    let users = ui.config.users.clone();
-    let password = SecretString::from(form.password);
-    let checked = {
-        let name = name.clone();
-        tokio::task::spawn_blocking(move || users.verify(&name, &password)).await
-    };
-    let user = match checked {
-        Ok(Ok(user)) => user,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot check a login");
-            return unavailable("The users file cannot be read; tell the operator.");
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "the login check failed");
-            return unavailable("The login check failed; try again.");
-        }
+    let user = match check_password(&ui, &name, form.password).await {
+        Ok(user) => user,
+        Err(unavailable) => return unavailable,
     };
     let Some(user) = user else {
         ui.guard.failed(&name, from);
@@ -266,8 +253,40 @@ pub async fn login(
         );
     };
     ui.guard.succeeded(&name);
+    start_session(&ui, &user, from).await
+}
+
+/// The user whose name and password these are, if any (checked off the async threads:
+/// the password hash is slow on purpose); an error page when the users file cannot be read.
+async fn check_password(
+    ui: &Ui,
+    name: &str,
+    password: String,
+) -> Result<Option<UserName>, Response> {
+    let users = ui.config.users.clone();
+    let password = SecretString::from(password);
+    let name = name.to_owned();
+    match tokio::task::spawn_blocking(move || users.verify(&name, &password)).await {
+        Ok(Ok(user)) => Ok(user),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot check a login");
+            Err(unavailable(
+                "The users file cannot be read; tell the operator.",
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the login check failed");
+            Err(unavailable("The login check failed; try again."))
+        }
+    }
+}
+
+/// Records a new session for `user` (lasting the page's session time on its clock) and the
+/// login in the access log, then sends the browser to the search with the session's cookie.
+async fn start_session(ui: &Ui, user: &UserName, from: std::net::IpAddr) -> Response {
+    let secure = ui.config.secure_cookies;
     let token = new_token();
-    let now = Utc::now();
+    let now = ui.clock.now();
     let ttl = ui.config.session_ttl;
     let session = UiSession {
         username: user.to_string(),
@@ -672,6 +691,15 @@ fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> 
                 dt { "Provider id" } dd { (d.bill_id.as_deref().unwrap_or("")) }
             }
         }
+        (archive_section(d, holds, tz))
+        (history_sections(d, tz))
+    }
+}
+
+/// What the archive holds of the call: its state, object, checks, errors and holds.
+fn archive_section(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
+    let s = &d.summary;
+    html! {
         section aria-labelledby="archive" {
             h2 id="archive" { "Archive" }
             dl {
@@ -695,6 +723,12 @@ fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> 
                 (hold_state(holds, tz))
             }
         }
+    }
+}
+
+/// The manifests that list the call, and every attempt on it.
+fn history_sections(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
+    html! {
         section aria-labelledby="manifest" {
             h2 id="manifest" { "Manifest" }
             @if d.manifests.is_empty() {
@@ -756,34 +790,10 @@ fn hold_state(holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
 
 /// `GET /ui/dashboard`: counts per state, archived per day, calls at risk.
 pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
-    let now = Utc::now();
+    let now = ui.clock.now();
     let line = risk_line(now, ui.config.retention);
     let since = now - chrono::Duration::days(29);
-    let risky = CallQuery {
-        states: vec![
-            RecordState::Pending,
-            RecordState::InProgress,
-            RecordState::Failed,
-        ],
-        until: Some(line),
-        limit: AT_RISK_SHOWN,
-        ..CallQuery::default()
-    };
-    let figures = async {
-        let figures = ui.ledger.figures(line).await?;
-        let risky = ui.ledger.find_calls(&risky).await?;
-        let daily = ui
-            .ledger
-            .archived_per_day(
-                since
-                    .date_naive()
-                    .and_time(chrono::NaiveTime::MIN)
-                    .and_utc(),
-            )
-            .await?;
-        Ok::<_, crate::ledger::LedgerError>((figures, daily, risky))
-    };
-    let (figures, daily, risky) = match figures.await {
+    let (figures, daily, risky) = match dashboard_figures(&ui, line, since).await {
         Ok(got) => got,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the dashboard's figures");
@@ -806,15 +816,71 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
         })
         .collect();
     let days = chart::daily(&daily, since.date_naive(), now.date_naive());
+    let body = html! {
+        (risk_figures(&ui, &figures, &states, line, &risky))
+        h2 id="per-state" { "Calls per state" }
+        (chart::bars("Calls per state", &states))
+        h2 id="per-day" { "Recordings archived per day (UTC, last 30 days)" }
+        (chart::bars("Recordings archived per day", &days))
+        table aria-labelledby="per-day" {
+            thead { tr { th scope="col" { "Day" } th scope="col" { "Archived" } } }
+            tbody { @for (day, n) in days.iter().filter(|(_, n)| *n > 0) { tr { td { (day) } td { (n) } } } }
+        }
+    };
+    page(StatusCode::OK, layout("Dashboard", Some(&user), body))
+}
+
+/// The dashboard's figures from the ledger: counts (at risk: started before `line`), the
+/// recordings archived per day since `since`, and the oldest calls at risk.
+async fn dashboard_figures(
+    ui: &Ui,
+    line: DateTime<Utc>,
+    since: DateTime<Utc>,
+) -> Result<
+    (
+        LedgerFigures,
+        Vec<(chrono::NaiveDate, i64)>,
+        Vec<CallSummary>,
+    ),
+    LedgerError,
+> {
+    let risky = CallQuery {
+        states: vec![
+            RecordState::Pending,
+            RecordState::InProgress,
+            RecordState::Failed,
+        ],
+        until: Some(line),
+        limit: AT_RISK_SHOWN,
+        ..CallQuery::default()
+    };
+    let figures = ui.ledger.figures(line).await?;
+    let risky = ui.ledger.find_calls(&risky).await?;
+    let from = since
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    let daily = ui.ledger.archived_per_day(from).await?;
+    Ok((figures, daily, risky))
+}
+
+/// The counts per state, the calls at risk and what "at risk" means.
+fn risk_figures(
+    ui: &Ui,
+    figures: &LedgerFigures,
+    states: &[(String, i64)],
+    line: DateTime<Utc>,
+    risky: &[CallSummary],
+) -> Markup {
     let deletion_from = line - chrono::Duration::days(14);
     let tz = ui.config.tz;
     let risky_search = format!(
         "/ui/?state=pending&until={}",
         line.with_timezone(&tz).format("%Y-%m-%d")
     );
-    let body = html! {
+    html! {
         div.figures {
-            @for (state, n) in &states { div { strong { (n) } " " (state) } }
+            @for (state, n) in states { div { strong { (n) } " " (state) } }
             div { strong.risk id="at-risk" { (figures.at_risk) } " at risk" }
         }
         p {
@@ -831,7 +897,7 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
                     th scope="col" { "Start (" (tz) ")" } th scope="col" { "Call" }
                     th scope="col" { "Company" } th scope="col" { "State" }
                 } }
-                tbody { @for call in &risky { tr {
+                tbody { @for call in risky { tr {
                     td { (local(call.call_start, tz)) }
                     td { a href={"/ui/calls/" (urlencode(call.uuid.as_str()))} { (call.uuid.as_str()) } }
                     td { (call.company) }
@@ -842,16 +908,7 @@ pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
         @if let Some(oldest) = figures.oldest_pending_call {
             p { "Oldest pending call: " (local(Some(oldest), tz)) }
         }
-        h2 id="per-state" { "Calls per state" }
-        (chart::bars("Calls per state", &states))
-        h2 id="per-day" { "Recordings archived per day (UTC, last 30 days)" }
-        (chart::bars("Recordings archived per day", &days))
-        table aria-labelledby="per-day" {
-            thead { tr { th scope="col" { "Day" } th scope="col" { "Archived" } } }
-            tbody { @for (day, n) in days.iter().filter(|(_, n)| *n > 0) { tr { td { (day) } td { (n) } } } }
-        }
-    };
-    page(StatusCode::OK, layout("Dashboard", Some(&user), body))
+    }
 }
 
 /// Adds the page's protective headers to every answer: no framing, no sniffing, no
