@@ -216,6 +216,7 @@ async fn archive(
         })?,
         store: Store::open(&StoreConfig::new(stage.store_url.as_str()))?,
         keys: KeyTemplate::parse(DEFAULT_TEMPLATE, stage.tz)?,
+        clock: crate::clock::Clock::system(),
     };
     let result = run_pass(&deps, &pass_options()).await?;
     print_pass(&result);
@@ -313,6 +314,7 @@ async fn compliance(stage: &Stage, store: &Store) -> anyhow::Result<()> {
         store,
         &crate::domain::RunId::generate(),
         Duration::from_secs(60),
+        &crate::clock::Clock::system(),
         &tokio_util::sync::CancellationToken::new(),
     )
     .await?;

@@ -1,19 +1,20 @@
 //! `hold`, `release`, `holds`, `erase` and `expire`: the commands a compliance team keeps
 //! recordings with, and lets them go with. Exit codes: 0 done (or a dry run), 1 something
-//! chosen could not be held, released or erased, 2 usage or configuration.
+//! chosen could not be held, released or erased, 2 usage or configuration, or the store
+//! refused a hold or a release.
 
 use chrono::{FixedOffset, Utc};
 
 use super::audit::reachable;
 use super::wiring::open_store;
-use super::{EXIT_INCOMPLETE, EXIT_OK};
+use super::{EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK};
 use crate::cli::{
     CallSelection, EraseArgs, ExpireArgs, HoldArgs, HoldsArgs, ReleaseArgs, RetentionStoreArgs,
 };
 use crate::config::ConfigError;
 use crate::ledger::{CallQuery, HoldId, Ledger, ObjectHold};
 use crate::retention::{
-    Actor, EraseMode, EraseReport, Selection, erase, place_hold, release, retention_cutoff,
+    Actor, EraseMode, EraseReport, Refusal, Selection, erase, place_hold, release, retention_cutoff,
 };
 use crate::store::{RetainFor, S3Options, Store};
 
@@ -97,11 +98,24 @@ pub async fn hold(
             }
         }
     }
+    if let Some(refusal) = &report.stopped {
+        return Ok(refused("hold", refusal));
+    }
     Ok(if report.hold.is_none() || !report.problems.is_empty() {
         EXIT_INCOMPLETE
     } else {
         EXIT_OK
     })
+}
+
+/// A store's refusal stopped `hold` or `release`: said on stderr, exit 2 (fix the store's
+/// credentials or policy, then run it again; what was done is recorded, nothing else).
+fn refused(command: &str, refusal: &Refusal) -> u8 {
+    eprintln!(
+        "callvault: {command} {refusal}; the calls from there on are not recorded: fix the store's \
+         permissions (s3:PutObjectLegalHold) and run {command} again"
+    );
+    EXIT_CONFIG
 }
 
 pub async fn release_cmd(
@@ -141,7 +155,7 @@ pub async fn release_cmd(
             println!("still held  {uuid}  by another hold: its bucket hold stays");
         }
         for (uuid, problem) in &report.problems {
-            println!("bucket hold not cleared  {uuid}  {problem}");
+            println!("bucket hold not cleared  {uuid}  {problem} (still held; run release again)");
         }
         println!(
             "{} release(s) by {actor} ({reason}); S3 legal hold cleared on {} call(s); {} chosen call(s) were on no hold",
@@ -149,6 +163,9 @@ pub async fn release_cmd(
             report.objects_cleared,
             report.not_held
         );
+    }
+    if let Some(refusal) = &report.stopped {
+        return Ok(refused("release", refusal));
     }
     Ok(
         if report.problems.is_empty() && !report.released.is_empty() {

@@ -174,5 +174,10 @@ fn ui_settings(
         retention,
         ..UiConfig::new(users, common.tz)
     };
-    Ok(Ui::new(ledger.clone(), store, config))
+    Ok(Ui::new(
+        ledger.clone(),
+        store,
+        config,
+        crate::clock::Clock::system(),
+    ))
 }

@@ -61,5 +61,6 @@ pub async fn build_deps(
         downloader,
         store,
         keys: settings.keys,
+        clock: crate::clock::Clock::system(),
     })
 }

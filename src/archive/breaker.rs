@@ -4,9 +4,16 @@
 //! records back unspent (exit 1). Any answer from the far side resets the count. A refusal
 //! (the store's 403, the provider's credentials) halts the run at once through the same
 //! signal, so every worker gives its record back.
+//!
+//! The guard also keeps the reasons (attempt error codes) of every unanswered try, per
+//! side: once it trips, the records this run left for later for one of those reasons before
+//! it knew get their attempts back too (see `archive::work`).
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +37,14 @@ impl Side {
 #[derive(Debug, Default, Clone, Copy)]
 struct Streak {
     failures: u32,
-    since: Option<Instant>,
+    since: Option<DateTime<Utc>>,
+}
+
+/// The reasons of the run's unanswered tries per side, and the side it found down.
+#[derive(Debug, Default)]
+struct Outage {
+    reasons: [BTreeSet<String>; 2],
+    down: Option<Side>,
 }
 
 /// Shared by the workers of one run.
@@ -40,6 +54,7 @@ pub(super) struct RunGuard {
     failures: u32,
     window: Duration,
     streaks: Mutex<[Streak; 2]>,
+    outage: Mutex<Outage>,
 }
 
 impl RunGuard {
@@ -49,7 +64,18 @@ impl RunGuard {
             failures: failures.max(1),
             window,
             streaks: Mutex::new([Streak::default(); 2]),
+            outage: Mutex::default(),
         }
+    }
+
+    /// The side the breaker found down, and the reasons its tries failed with in this run.
+    pub(super) fn outage(&self) -> Option<(Side, Vec<String>)> {
+        let outage = self.outage.lock().ok()?;
+        let side = outage.down?;
+        Some((
+            side,
+            outage.reasons[side as usize].iter().cloned().collect(),
+        ))
     }
 
     /// The run was stopped by a worker (a refusal or an outage).
@@ -68,19 +94,26 @@ impl RunGuard {
         }
     }
 
-    /// The side did not answer at all; `true` when that trips the breaker (the run halts).
-    pub(super) fn unanswered(&self, side: Side) -> bool {
-        let now = Instant::now();
+    /// The side did not answer at all (the attempt failed with `reason`, at `now`); `true`
+    /// when that trips the breaker (the run halts).
+    pub(super) fn unanswered(&self, side: Side, reason: &str, now: DateTime<Utc>) -> bool {
+        if let Ok(mut outage) = self.outage.lock() {
+            outage.reasons[side as usize].insert(reason.to_owned());
+        }
         let tripped = match self.streaks.lock() {
             Ok(mut streaks) => {
                 let streak = &mut streaks[side as usize];
                 streak.failures = streak.failures.saturating_add(1);
                 let since = *streak.since.get_or_insert(now);
-                streak.failures >= self.failures && now.duration_since(since) >= self.window
+                let over = (now - since).to_std().unwrap_or_default();
+                streak.failures >= self.failures && over >= self.window
             }
             Err(_) => false,
         };
         if tripped {
+            if let Ok(mut outage) = self.outage.lock() {
+                outage.down.get_or_insert(side);
+            }
             self.halt();
         }
         tripped
@@ -93,21 +126,35 @@ mod tests {
 
     #[test]
     fn trips_only_on_enough_unanswered_tries_over_the_window() {
+        let now = Utc::now();
         let guard = RunGuard::new(3, Duration::ZERO);
-        assert!(!guard.unanswered(Side::Store));
-        assert!(!guard.unanswered(Side::Store));
+        assert!(!guard.unanswered(Side::Store, "store_failed", now));
+        assert!(!guard.unanswered(Side::Store, "store_failed", now));
         guard.answered(Side::Store);
-        assert!(!guard.unanswered(Side::Store));
-        assert!(!guard.unanswered(Side::DownloadHost));
-        assert!(!guard.unanswered(Side::Store));
+        assert!(!guard.unanswered(Side::Store, "sidecar_failed", now));
+        assert!(!guard.unanswered(Side::DownloadHost, "download_connect", now));
+        assert!(!guard.unanswered(Side::Store, "store_failed", now));
         assert!(!guard.is_halted());
-        assert!(guard.unanswered(Side::Store));
+        assert_eq!(guard.outage(), None, "not tripped yet");
+        assert!(guard.unanswered(Side::Store, "store_failed", now));
         assert!(guard.is_halted());
+        assert_eq!(
+            guard.outage(),
+            Some((
+                Side::Store,
+                vec!["sidecar_failed".to_owned(), "store_failed".to_owned()]
+            )),
+            "every reason the store's tries failed with, before the streak too"
+        );
 
-        let slow = RunGuard::new(1, Duration::from_secs(3600));
+        let slow = RunGuard::new(2, Duration::from_secs(3600));
+        assert!(!slow.unanswered(Side::DownloadHost, "download_connect", now));
+        let later = now + chrono::Duration::minutes(59);
         assert!(
-            !slow.unanswered(Side::DownloadHost),
+            !slow.unanswered(Side::DownloadHost, "download_connect", later),
             "not over the window yet"
         );
+        let hour = now + chrono::Duration::hours(1);
+        assert!(slow.unanswered(Side::DownloadHost, "download_connect", hour));
     }
 }

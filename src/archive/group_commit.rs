@@ -162,6 +162,7 @@ pub(super) async fn settle(
     uuid: &CallUuid,
     settlement: &Settlement<'_>,
     end: Option<&AttemptEnd<'_>>,
+    now: DateTime<Utc>,
 ) -> Result<bool, LedgerError> {
     let (reply, answer) = oneshot::channel();
     let request = Request {
@@ -176,16 +177,18 @@ pub(super) async fn settle(
         return held;
     }
     // The queue has closed (the pass is ending): settle alone.
-    ledger
-        .settle(uuid, owner, settlement, end, Utc::now())
-        .await
+    ledger.settle(uuid, owner, settlement, end, now).await
 }
 
 /// Commits one group and answers each waiting worker. A group whose commit fails is written
 /// again one settlement at a time (nothing of it was written), so each worker learns its
-/// own record's fate and error.
-pub(super) async fn commit(ledger: &Ledger, owner: &RunId, group: Vec<Request>) {
-    let now = Utc::now();
+/// own record's fate and error. `now` is when the commit is made.
+pub(super) async fn commit(
+    ledger: &Ledger,
+    owner: &RunId,
+    group: Vec<Request>,
+    now: DateTime<Utc>,
+) {
     let items: Vec<SettleItem<'_>> = group
         .iter()
         .map(|r| SettleItem {
@@ -213,7 +216,7 @@ pub(super) async fn commit(ledger: &Ledger, owner: &RunId, group: Vec<Request>) 
                         owner,
                         &request.settlement.settlement(),
                         end.as_ref(),
-                        Utc::now(),
+                        now,
                     )
                     .await;
                 let _ = request.reply.send(held);

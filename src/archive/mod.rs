@@ -1,5 +1,5 @@
 //! The archival pass: claim → process one record → record the outcome, with bounded
-//! concurrency, a run deadline, lease renewal and a clean stop on shutdown. Concurrency
+//! concurrency, a run deadline, lease renewal (`crate::lease`) and a clean stop on shutdown. Concurrency
 //! and shutdown live here and nowhere else.
 
 mod breaker;
@@ -21,7 +21,9 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::write_manifests;
+use crate::clock::Clock;
 use crate::domain::{AttemptOutcome, Claim, RunId, RunStatus};
+use crate::lease::Lease;
 use crate::ledger::Ledger;
 use crate::ledger::{
     AttemptEnd, ClaimRequest, LedgerError, RunRecord, SettleItem, Settlement, Slice,
@@ -42,6 +44,9 @@ pub struct Deps {
     pub downloader: Downloader,
     pub store: Store,
     pub keys: KeyTemplate,
+    /// What leases, the give-up window, the retention horizon and lock dates, and every
+    /// time the ledger records, are read from.
+    pub clock: Clock,
 }
 
 /// How a pass is told to stop: first stop claiming (SIGTERM, deadline), then, after the
@@ -152,18 +157,7 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         ..Default::default()
     };
     if opts.dry_run {
-        let limit = opts
-            .max_records
-            .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        for rec in deps.ledger.due(&opts.slice, Utc::now(), limit).await? {
-            let key = deps.keys.render(&rec).unwrap_or_else(|e| format!("<{e}>"));
-            report.planned.push(PlannedRecord {
-                uuid: rec.uuid.to_string(),
-                record_file: rec.record_file,
-                call_start: rec.call_start,
-                key,
-            });
-        }
+        report.planned = plan(deps, opts).await?;
         report.finish(started.elapsed());
         return Ok(RunResult {
             report,
@@ -173,7 +167,7 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
     deps.ledger
         .start_run(&RunRecord {
             id: run_id.clone(),
-            started_at: Utc::now(),
+            started_at: deps.clock.now(),
             host: opts.host.clone(),
             pid: std::process::id(),
             options: opts.description.to_string(),
@@ -194,25 +188,10 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         .map(|(after, before)| after - before);
     report.logins = deps.provider.logins() - logins_before;
     if !matches!(error, Some(RunError::Store(_) | RunError::Ledger(_))) {
-        // Every archived record in no manifest yet, this run's and any killed run's.
-        match write_manifests(
-            &deps.ledger,
-            &deps.store,
-            &run_id,
-            opts.lease,
-            &opts.shutdown.abort,
-        )
-        .await
-        {
-            Ok(written) => report.manifests = written,
-            Err(e) => {
-                tracing::warn!(error = %e, "no manifest written; the next pass lists these records");
-                report.manifest_error = Some(e.to_string());
-            }
-        }
+        list_in_manifests(deps, opts, &run_id, &mut report).await;
     }
     if error.is_none() {
-        match deps.ledger.count_due(&opts.slice, Utc::now()).await {
+        match deps.ledger.count_due(&opts.slice, deps.clock.now()).await {
             Ok(n) => report.left_due = n,
             Err(e) => tracing::warn!(error = %e, "could not count the records still due"),
         }
@@ -223,7 +202,55 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         report.stopped = Some("shutdown requested or deadline reached".into());
     }
     report.finish(started.elapsed());
-    let result = RunResult { report, error };
+    Ok(record_end(deps, &run_id, RunResult { report, error }).await)
+}
+
+/// A dry run's list: the records a run would take now, and their keys.
+async fn plan(deps: &Deps, opts: &RunOptions) -> Result<Vec<PlannedRecord>, LedgerError> {
+    let limit = opts
+        .max_records
+        .map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    let due = deps
+        .ledger
+        .due(&opts.slice, deps.clock.now(), limit)
+        .await?;
+    Ok(due
+        .into_iter()
+        .map(|rec| PlannedRecord {
+            key: deps.keys.render(&rec).unwrap_or_else(|e| format!("<{e}>")),
+            uuid: rec.uuid.to_string(),
+            record_file: rec.record_file,
+            call_start: rec.call_start,
+        })
+        .collect())
+}
+
+/// Lists every archived record in no manifest yet (this run's and any killed run's) in the
+/// chain; a manifest that cannot be written is reported, and its records wait for the next.
+async fn list_in_manifests(deps: &Deps, opts: &RunOptions, run_id: &RunId, report: &mut RunReport) {
+    let written = write_manifests(
+        &deps.ledger,
+        &deps.store,
+        run_id,
+        opts.lease,
+        &deps.clock,
+        &opts.shutdown.abort,
+    )
+    .await;
+    match written {
+        Ok(written) => report.manifests = written,
+        Err(e) => {
+            tracing::warn!(error = %e, "no manifest written; the next pass lists these records");
+            report.manifest_error = Some(e.to_string());
+        }
+    }
+}
+
+/// Records the run's end (status, report, exit code) in the ledger. The pass did what its
+/// report says whether or not the ledger takes it: if not, the report is still returned
+/// (exit 1) and the run's row stays open, as a killed run's does (the next pass closes what
+/// it left).
+async fn record_end(deps: &Deps, run_id: &RunId, result: RunResult) -> RunResult {
     let status = match &result.error {
         Some(RunError::CredentialsRefused(_)) => RunStatus::CredentialsRefused,
         Some(_) => RunStatus::Stopped,
@@ -231,26 +258,29 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         None => RunStatus::Completed,
     };
     let summary = serde_json::to_value(&result.report).unwrap_or_default();
-    if let Err(e) = deps
+    let recorded = deps
         .ledger
-        .finish_run(&run_id, status, &summary, result.exit_code(), Utc::now())
-        .await
-    {
-        // The pass did what its report says whether or not the ledger took its end: the
-        // report is still printed (exit 1), and the run's row stays open, as a killed
-        // run's does (the next pass closes what it left).
-        tracing::error!(error = %e, "the end of the run could not be recorded in the ledger");
-        let RunResult { mut report, error } = result;
-        let error = error.unwrap_or_else(|| {
-            report.stopped = Some(e.to_string());
-            RunError::Ledger(e)
-        });
-        return Ok(RunResult {
-            report,
-            error: Some(error),
-        });
+        .finish_run(
+            run_id,
+            status,
+            &summary,
+            result.exit_code(),
+            deps.clock.now(),
+        )
+        .await;
+    let Err(e) = recorded else {
+        return result;
+    };
+    tracing::error!(error = %e, "the end of the run could not be recorded in the ledger");
+    let RunResult { mut report, error } = result;
+    let error = error.unwrap_or_else(|| {
+        report.stopped = Some(e.to_string());
+        RunError::Ledger(e)
+    });
+    RunResult {
+        report,
+        error: Some(error),
     }
-    Ok(result)
 }
 
 /// Checks the provider accepts our credentials and the store answers, before claiming.
@@ -275,15 +305,18 @@ async fn work(
     let budget = AtomicU64::new(opts.max_records.unwrap_or(u64::MAX));
     let stop = opts.shutdown.stop_claiming.clone();
     let deadline = opts.deadline.map(|deadline| {
-        let stop = stop.clone();
+        let (stop, clock) = (stop.clone(), deps.clock.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
+            clock.sleep(deadline).await;
             tracing::info!("deadline reached; no new records will be claimed");
             stop.cancel();
         })
     });
-    let renewer = renew_leases(deps.ledger.clone(), run_id.clone(), opts.lease);
-    let due_by = Utc::now();
+    let lease = Lease::new(opts.lease);
+    let renewer = lease.keep(&deps.clock, "this run's records", |until| {
+        deps.ledger.renew_leases(run_id, until)
+    });
+    let due_by = deps.clock.now();
     match deps.ledger.count_due(&opts.slice, due_by).await {
         Ok(n) => opts
             .progress
@@ -302,10 +335,10 @@ async fn work(
         .map(|_| worker(deps, opts, run_id, &feed, &guard, queue.clone()))
         .collect();
     drop(queue);
-    let grouped = group_settlements(deps.ledger.clone(), run_id.clone(), settlements);
+    let grouped = group_settlements(deps, run_id, settlements);
     let results = tokio::select! {
         (results, ()) = futures::future::join(futures::future::join_all(workers), grouped) => results,
-        () = renewer => unreachable!("the lease renewer never ends"),
+        never = renewer => match never {},
     };
     let unstarted = give_back_unstarted(deps, run_id, &feed).await;
     if let Some(deadline) = deadline {
@@ -320,7 +353,49 @@ async fn work(
             first_error = error;
         }
     }
+    if let Some((side, reasons)) = guard.outage() {
+        let returned = give_back_outage(deps, run_id, side, &reasons).await;
+        // Left for later when they ended; given back unspent now, as a stop gives back.
+        let returned = returned.min(report.retry_later);
+        report.retry_later -= returned;
+        report.released += returned;
+    }
     first_error
+}
+
+/// The breaker found `side` down: the records this run left for later because that side
+/// did not answer (their last attempt failed with one of `reasons`) were not to blame
+/// either. They get this run's attempts of those reasons back and are due at once, as the
+/// records the stop gave back are. Returns how many records.
+async fn give_back_outage(
+    deps: &Deps,
+    run_id: &RunId,
+    side: breaker::Side,
+    reasons: &[String],
+) -> u64 {
+    let mut returned = 0;
+    for reason in reasons {
+        match deps
+            .ledger
+            .give_back_attempts(run_id, reason, deps.clock.now())
+            .await
+        {
+            Ok(n) => returned += n,
+            Err(e) => tracing::warn!(
+                error = %e,
+                reason,
+                "could not give back the attempts spent on an outage; those records wait for their next attempt"
+            ),
+        }
+    }
+    if returned > 0 {
+        tracing::info!(
+            records = returned,
+            side = side.describe(),
+            "records left for later before the outage was known get their attempts back"
+        );
+    }
+    returned
 }
 
 /// Where workers take their claims from: one claim statement takes a batch of due records
@@ -363,13 +438,13 @@ impl ClaimFeed {
         if limit == 0 {
             return Ok(None);
         }
-        let now = Utc::now();
+        let now = deps.clock.now();
         let request = ClaimRequest {
             owner: run_id,
             slice: &opts.slice,
             due_by: self.due_by,
             now,
-            lease_until: now + chrono::Duration::from_std(opts.lease).unwrap_or_default(),
+            lease_until: Lease::new(opts.lease).until(now),
             limit,
         };
         // A claim that lost a race is run again by the ledger itself (PostgreSQL's
@@ -385,8 +460,8 @@ impl ClaimFeed {
 /// The group commit's loop: each commit takes every settlement queued at that moment (no
 /// timer). Ends when every worker has dropped its end of the queue.
 async fn group_settlements(
-    ledger: Ledger,
-    run_id: RunId,
+    deps: &Deps,
+    run_id: &RunId,
     mut settlements: tokio::sync::mpsc::UnboundedReceiver<group_commit::Request>,
 ) {
     while let Some(first) = settlements.recv().await {
@@ -394,7 +469,7 @@ async fn group_settlements(
         while let Ok(next) = settlements.try_recv() {
             group.push(next);
         }
-        group_commit::commit(&ledger, &run_id, group).await;
+        group_commit::commit(&deps.ledger, run_id, group, deps.clock.now()).await;
     }
 }
 
@@ -433,7 +508,7 @@ async fn give_back_unstarted(
         records = items.len(),
         "giving back records claimed but not started"
     );
-    deps.ledger.settle_many(&items, Utc::now()).await?;
+    deps.ledger.settle_many(&items, deps.clock.now()).await?;
     Ok(())
 }
 
@@ -483,16 +558,4 @@ fn stop_all(
     guard.halt();
     opts.shutdown.stop_claiming.cancel();
     (outcomes, Some(error))
-}
-
-/// Keeps this run's leases alive while it works: renews every third of the lease.
-async fn renew_leases(ledger: Ledger, run_id: RunId, lease: Duration) {
-    let period = (lease / 3).max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(period).await;
-        let until = Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default();
-        if let Err(e) = ledger.renew_leases(&run_id, until).await {
-            tracing::warn!(error = %e, "could not renew leases");
-        }
-    }
 }

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use chrono::Utc;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +52,24 @@ impl Failure {
             code: code.into(),
             message: message.into(),
             unanswered: None,
+        }
+    }
+
+    /// A store failure in one step of the attempt (the sidecar, the lock): a passing one is
+    /// named for the step, `prefix` put before its message; a refusal stays what it is and
+    /// stops the run like any other store refusal.
+    fn in_step(err: StoreError, code: &str, prefix: &str) -> Self {
+        match Failure::from(err) {
+            Failure::Passing {
+                message,
+                unanswered,
+                ..
+            } => Failure::Passing {
+                code: code.into(),
+                message: format!("{prefix}{message}"),
+                unanswered,
+            },
+            other => other,
         }
     }
 }
@@ -150,27 +167,11 @@ pub(super) async fn process(
     };
     let key = match deps.keys.render(record) {
         Ok(key) => key,
-        Err(e) => {
-            let message = e.to_string();
-            let failed = Settlement::Failed {
-                code: "key_unsafe",
-                message: &message,
-            };
-            let end = AttemptEnd {
-                id: claim.attempt,
-                outcome: AttemptOutcome::Failed,
-                error_code: Some("key_unsafe"),
-                message: Some(&message),
-                bytes: 0,
-            };
-            return ledger
-                .settle(&failed, Some(&end), RecordOutcome::Failed)
-                .await;
-        }
+        Err(e) => return ledger.unsafe_key(claim.attempt, &e.to_string()).await,
     };
     let past_horizon = record
         .call_start
-        .is_some_and(|t| t < Utc::now() - opts.retention);
+        .is_some_and(|t| t < deps.clock.now() - opts.retention);
     let mut attempt_no = 0u32;
     loop {
         attempt_no += 1;
@@ -178,46 +179,13 @@ pub(super) async fn process(
         let id = if attempt_no == 1 {
             claim.attempt
         } else {
-            deps.ledger.begin_attempt(uuid, run_id, Utc::now()).await?
+            deps.ledger
+                .begin_attempt(uuid, run_id, deps.clock.now())
+                .await?
         };
         let result = attempt(deps, opts, run_id, &claim, &key).await;
-        let (happened, stop) = match &result {
-            Ok(_) => {
-                guard.answered(Side::Store);
-                guard.answered(Side::DownloadHost);
-                (Happened::Archived, None)
-            }
-            Err(Failure::Passing {
-                unanswered,
-                message,
-                ..
-            }) => {
-                // Whoever did not answer at all may trip the breaker; any answer resets it.
-                let tripped = unanswered
-                    .filter(|side| guard.unanswered(*side))
-                    .map(|side| RunError::Outage {
-                        side: side.describe(),
-                        detail: message.clone(),
-                    });
-                (Happened::Passing, tripped)
-            }
-            Err(Failure::CannotBeHad { gone, .. }) => (Happened::CannotBeHad { gone: *gone }, None),
-            Err(Failure::StopRun(_)) => {
-                // Every other worker gives its record back from now on.
-                guard.halt();
-                (Happened::RunStopped, None)
-            }
-            Err(Failure::Cancelled) => (Happened::Interrupted, None),
-        };
-        // Only an answer that the recording cannot be had needs its history.
-        let (same_answers, same_answers_over) = match &result {
-            Err(Failure::CannotBeHad { code, .. }) => {
-                let (before, first) = deps.ledger.answers_like(uuid, code).await?;
-                let over = first.map_or(chrono::Duration::zero(), |t| Utc::now() - t);
-                (before + 1, over.to_std().unwrap_or_default())
-            }
-            _ => (1, std::time::Duration::ZERO),
-        };
+        let (happened, stop) = what_happened(deps, guard, &result);
+        let (same_answers, same_answers_over) = same_answers(deps, uuid, &result).await?;
         let standing = Standing {
             attempt_in_run: attempt_no,
             total_attempts: claim.previous_attempts + i64::from(attempt_no),
@@ -244,10 +212,63 @@ pub(super) async fn process(
             return Ok(outcome);
         }
         tokio::select! {
-            () = tokio::time::sleep(opts.retry.backoff(attempt_no)) => {}
+            () = deps.clock.sleep(opts.retry.backoff(attempt_no)) => {}
             () = opts.shutdown.abort.cancelled() => return ledger.release("interrupted by shutdown", None).await,
         }
     }
+}
+
+/// What an attempt came to, for [`decide`], and whether it stops the run: tells the breaker
+/// who answered and who did not at all (which may trip it), and halts the run at once on a
+/// refusal so every other worker gives its record back.
+fn what_happened(
+    deps: &Deps,
+    guard: &RunGuard,
+    result: &Result<Stored, Failure>,
+) -> (Happened, Option<RunError>) {
+    match result {
+        Ok(_) => {
+            guard.answered(Side::Store);
+            guard.answered(Side::DownloadHost);
+            (Happened::Archived, None)
+        }
+        Err(Failure::Passing {
+            unanswered,
+            message,
+            code,
+        }) => {
+            // Whoever did not answer at all may trip the breaker; any answer resets it.
+            let tripped = unanswered
+                .filter(|side| guard.unanswered(*side, code, deps.clock.now()))
+                .map(|side| RunError::Outage {
+                    side: side.describe(),
+                    detail: message.clone(),
+                });
+            (Happened::Passing, tripped)
+        }
+        Err(Failure::CannotBeHad { gone, .. }) => (Happened::CannotBeHad { gone: *gone }, None),
+        Err(Failure::StopRun(_)) => {
+            guard.halt();
+            (Happened::RunStopped, None)
+        }
+        Err(Failure::Cancelled) => (Happened::Interrupted, None),
+    }
+}
+
+/// For the give-up window: how many attempts got this same answer that the recording
+/// cannot be had (this one included), and over how long since the first of them. Only
+/// such an answer needs its history; anything else is its own first.
+async fn same_answers(
+    deps: &Deps,
+    uuid: &CallUuid,
+    result: &Result<Stored, Failure>,
+) -> Result<(u32, std::time::Duration), RunError> {
+    let Err(Failure::CannotBeHad { code, .. }) = result else {
+        return Ok((1, std::time::Duration::ZERO));
+    };
+    let (before, first) = deps.ledger.answers_like(uuid, code).await?;
+    let over = first.map_or(chrono::Duration::zero(), |t| deps.clock.now() - t);
+    Ok((before + 1, over.to_std().unwrap_or_default()))
 }
 
 /// Carries out a decision: settles the record (`Some` outcome) or ends the attempt so the
@@ -269,101 +290,65 @@ async fn settle(
         Err(Failure::StopRun(err)) => (stop_code(&err).to_owned(), err.to_string()),
         Err(Failure::Cancelled) => ("shutdown".to_owned(), String::new()),
     };
-    let end = |message| AttemptEnd {
+    let end = AttemptEnd {
         id,
         outcome: decision.outcome,
         error_code: Some(code.as_str()),
-        message,
+        message: Some(&message),
         bytes: 0,
     };
-    let (settlement_message, outcome) = match decision.verdict {
+    let outcome = match decision.verdict {
         Verdict::Archive => unreachable!("only a stored recording is archived"),
         Verdict::Again => {
             tracing::info!(%uuid, code, message, attempt_no = standing.attempt_in_run, "attempt failed; retrying");
-            ledger
-                .deps
-                .ledger
-                .finish_attempt(&end(Some(&message)), Utc::now())
-                .await?;
+            let now = ledger.deps.clock.now();
+            ledger.deps.ledger.finish_attempt(&end, now).await?;
             return Ok(None);
         }
         Verdict::Release => {
             let end = AttemptEnd {
                 message: None,
-                ..end(None)
+                ..end
             };
-            return ledger
+            ledger
                 .release("interrupted by shutdown", Some(&end))
-                .await
-                .map(Some);
+                .await?
         }
         Verdict::Return => {
             tracing::warn!(%uuid, code, message, "run stopped; record given back unspent");
-            let text = format!("run stopped: {message}");
-            let settlement = Settlement::Returned {
-                code: "run_stopped",
-                message: &text,
-                attempts_before: standing.total_attempts - i64::from(standing.attempt_in_run),
-            };
-            return ledger
-                .settle(
-                    &settlement,
-                    Some(&end(Some(&message))),
-                    RecordOutcome::Released,
-                )
-                .await
-                .map(Some);
+            let before = standing.total_attempts - i64::from(standing.attempt_in_run);
+            ledger.give_back(&end, before).await?
         }
-        Verdict::Later { rounds } => {
-            let next =
-                Utc::now() + chrono::Duration::from_std(policy.later(rounds)).unwrap_or_default();
-            tracing::warn!(%uuid, code, message, next_attempt = %next, "leaving for a later run");
-            let retry = Settlement::Retry {
-                next_attempt_at: next,
-                code: &code,
-                message: &message,
-            };
-            return ledger
-                .settle(
-                    &retry,
-                    Some(&end(Some(&message))),
-                    RecordOutcome::RetryLater,
-                )
-                .await
-                .map(Some);
-        }
-        Verdict::Fail { gave_up: true } => {
+        Verdict::Later { rounds } => ledger.later(&end, policy.later(rounds)).await?,
+        Verdict::Fail { gave_up } => {
             let total = standing.total_attempts;
-            tracing::warn!(%uuid, code, message, total_attempts = total, "giving up after too many attempts");
-            (
-                format!("gave up after {total} attempts: {message}"),
-                RecordOutcome::Failed,
-            )
-        }
-        Verdict::Fail { gave_up: false } => {
-            tracing::warn!(%uuid, code, message, outcome = "failed", "cannot archive");
-            (message.clone(), RecordOutcome::Failed)
+            let text = if gave_up {
+                tracing::warn!(%uuid, code, message, total_attempts = total, "giving up after too many attempts");
+                format!("gave up after {total} attempts: {message}")
+            } else {
+                tracing::warn!(%uuid, code, message, outcome = "failed", "cannot archive");
+                message.clone()
+            };
+            let failed = Settlement::Failed {
+                code: &code,
+                message: &text,
+            };
+            ledger
+                .settle(&failed, Some(&end), RecordOutcome::Failed)
+                .await?
         }
         Verdict::Expire => {
             tracing::warn!(%uuid, code, message, outcome = "expired", "cannot archive");
-            (message.clone(), RecordOutcome::Expired)
+            let expired = Settlement::Expired {
+                code: &code,
+                message: &message,
+            };
+            ledger
+                .settle(&expired, Some(&end), RecordOutcome::Expired)
+                .await?
         }
     };
-    let settlement = if outcome == RecordOutcome::Expired {
-        Settlement::Expired {
-            code: &code,
-            message: &settlement_message,
-        }
-    } else {
-        Settlement::Failed {
-            code: &code,
-            message: &settlement_message,
-        }
-    };
-    ledger
-        .settle(&settlement, Some(&end(Some(&message))), outcome)
-        .await
-        .map(Some)
+    Ok(Some(outcome))
 }
 
 /// The `error_code` of an attempt a stopped run gave back.
@@ -444,6 +429,7 @@ impl Settler<'_> {
             self.uuid,
             settlement,
             attempt,
+            self.deps.clock.now(),
         )
         .await?
         {
@@ -455,6 +441,65 @@ impl Settler<'_> {
             );
             Ok(RecordOutcome::LeaseLost)
         }
+    }
+
+    /// A record whose key would be unsafe cannot be archived: failed at once.
+    async fn unsafe_key(
+        &self,
+        attempt: crate::domain::AttemptId,
+        message: &str,
+    ) -> Result<RecordOutcome, RunError> {
+        let failed = Settlement::Failed {
+            code: "key_unsafe",
+            message,
+        };
+        let end = AttemptEnd {
+            id: attempt,
+            outcome: AttemptOutcome::Failed,
+            error_code: Some("key_unsafe"),
+            message: Some(message),
+            bytes: 0,
+        };
+        self.settle(&failed, Some(&end), RecordOutcome::Failed)
+            .await
+    }
+
+    /// The run stopped, no fault of the record's: back to pending, due at once, its
+    /// attempts in this run given back (`attempts_before`, the count before them).
+    async fn give_back(
+        &self,
+        end: &AttemptEnd<'_>,
+        attempts_before: i64,
+    ) -> Result<RecordOutcome, RunError> {
+        let text = format!("run stopped: {}", end.message.unwrap_or_default());
+        let settlement = Settlement::Returned {
+            code: "run_stopped",
+            message: &text,
+            attempts_before,
+        };
+        self.settle(&settlement, Some(end), RecordOutcome::Released)
+            .await
+    }
+
+    /// Out of attempts in this run: back to pending, for a run at least `wait` from now.
+    async fn later(
+        &self,
+        end: &AttemptEnd<'_>,
+        wait: std::time::Duration,
+    ) -> Result<RecordOutcome, RunError> {
+        let next = self.deps.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let (code, message) = (
+            end.error_code.unwrap_or_default(),
+            end.message.unwrap_or_default(),
+        );
+        tracing::warn!(uuid = %self.uuid, code, message, next_attempt = %next, "leaving for a later run");
+        let retry = Settlement::Retry {
+            next_attempt_at: next,
+            code,
+            message,
+        };
+        self.settle(&retry, Some(end), RecordOutcome::RetryLater)
+            .await
     }
 
     /// Gives the record back: pending, due at once.
@@ -473,7 +518,7 @@ impl Settler<'_> {
 }
 
 /// One attempt: a fresh link, the download streamed into the store, the checks, then the
-/// sidecar (a record is archived only once its sidecar is written too).
+/// sidecar and the lock (a record is archived only once both are done too).
 async fn attempt(
     deps: &Deps,
     opts: &RunOptions,
@@ -514,14 +559,52 @@ async fn attempt(
         }
     });
     let uploaded = deps.store.upload(key, Box::pin(body), &meta, abort).await?;
+    whole_in_store(deps, key, expected, &uploaded).await?;
+    let note = match media.odd() {
+        Some(why) => Some(odd_body(deps, record, key, &why, &uploaded.sha256).await?),
+        None => media.get().and_then(|m| m.disagreement(record.billsec)),
+    };
+    let object = ArchivedObject {
+        key: key.to_owned(),
+        size: uploaded.size,
+        sha256: uploaded.sha256,
+        content_type: meta.content_type,
+        etag: uploaded.etag,
+        version: uploaded.version,
+        archived_at: deps.clock.now(),
+    };
+    if deps.store.sidecars() {
+        let sidecar = Sidecar::new(record, &object, run_id.as_str()).with_note(note.as_deref());
+        deps.store
+            .write_sidecar(&sidecar)
+            .await
+            .map_err(|e| Failure::in_step(e, "sidecar_failed", ""))?;
+    }
+    lock(deps, record, &object).await?;
+    Ok(Stored {
+        object,
+        media: media.get(),
+        note,
+        resumes: resumes.load(Ordering::Relaxed),
+    })
+}
+
+/// Whether the store holds the whole recording: as many bytes as the download announced
+/// (when it did), and as the store says it holds. The store checked a single PUT's bytes
+/// against its SHA-256; anything else (a multipart upload, a server without checksums) is
+/// read back.
+async fn whole_in_store(
+    deps: &Deps,
+    key: &str,
+    expected: Option<u64>,
+    uploaded: &crate::store::Uploaded,
+) -> Result<(), Failure> {
     if let Some(n) = expected.filter(|n| *n != uploaded.size) {
         return Err(Failure::passing(
             "download_truncated",
             format!("received {} of {n} bytes", uploaded.size),
         ));
     }
-    // The store checked a single PUT's bytes against its SHA-256; anything else is read
-    // back (a multipart upload, a server without checksums).
     let stored = if uploaded.checked_by_store {
         Some(uploaded.size)
     } else {
@@ -536,44 +619,7 @@ async fn attempt(
             ),
         ));
     }
-    let note = match media.odd() {
-        Some(why) => Some(odd_body(deps, record, key, &why, &uploaded.sha256).await?),
-        None => media.get().and_then(|m| m.disagreement(record.billsec)),
-    };
-    let object = ArchivedObject {
-        key: key.to_owned(),
-        size: uploaded.size,
-        sha256: uploaded.sha256,
-        content_type: meta.content_type,
-        etag: uploaded.etag,
-        version: uploaded.version,
-        archived_at: Utc::now(),
-    };
-    if deps.store.sidecars() {
-        let sidecar = Sidecar::new(record, &object, run_id.as_str()).with_note(note.as_deref());
-        deps.store
-            .write_sidecar(&sidecar)
-            .await
-            .map_err(|e| match Failure::from(e) {
-                Failure::Passing {
-                    message,
-                    unanswered,
-                    ..
-                } => Failure::Passing {
-                    code: "sidecar_failed".into(),
-                    message,
-                    unanswered,
-                },
-                other => other,
-            })?;
-    }
-    lock(deps, record, &object).await?;
-    Ok(Stored {
-        object,
-        media: media.get(),
-        note,
-        resumes: resumes.load(Ordering::Relaxed),
-    })
+    Ok(())
 }
 
 /// A stored body that is not audio of its format (empty, a header alone, another format):
@@ -607,7 +653,9 @@ async fn odd_body(
 /// Puts the Object Lock retention on the recording and its sidecar, when a policy is set:
 /// until the call's start plus the policy (the archive time when the start is unknown). Until
 /// this succeeds the record is not archived: a run that dies before it leaves the record
-/// claimed, and the next run uploads it again (a new version) and locks it.
+/// claimed, and the next run uploads it again (a new version) and locks it. A store that
+/// refuses the lock (403, a 400 the bucket gives every recording) stops the run, the record
+/// given back unspent; a passing failure leaves it for another attempt.
 async fn lock(
     deps: &Deps,
     record: &crate::domain::CallRecord,
@@ -632,12 +680,17 @@ async fn lock(
         keys.push(deps.store.sidecar_key(&object.key));
     }
     for key in &keys {
-        let locked = deps.store.lock_until(key, until).await.map_err(|e| {
-            Failure::passing(
-                "lock_failed",
-                format!("the object is stored but not yet locked: {e}"),
-            )
-        })?;
+        let locked = deps
+            .store
+            .lock_until(key, until, deps.clock.now())
+            .await
+            .map_err(|e| {
+                Failure::in_step(
+                    e,
+                    "lock_failed",
+                    "the object is stored but not yet locked: ",
+                )
+            })?;
         if !locked {
             tracing::info!(uuid = %record.uuid, key, %until, "retention already ended; not locked");
         }

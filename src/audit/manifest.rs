@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +14,9 @@ use super::format::{
     MANIFEST_CONTENT_TYPE, MANIFEST_FORMAT, ManifestEntry, ManifestErasure, ManifestHeader,
     ManifestLine,
 };
+use crate::clock::Clock;
 use crate::domain::{CallUuid, RunId};
+use crate::lease::Lease;
 use crate::ledger::Ledger;
 use crate::ledger::{ChainClaim, LedgerError, ManifestClaim};
 use crate::store::{Store, StoreError, UploadError};
@@ -63,17 +64,18 @@ pub async fn write_manifests(
     store: &Store,
     owner: &RunId,
     lease: Duration,
+    clock: &Clock,
     cancel: &CancellationToken,
 ) -> Result<Vec<ManifestWritten>, ManifestError> {
-    let lease = chrono::Duration::from_std(lease.max(Duration::from_secs(1))).unwrap_or_default();
+    let lease = Lease::new(lease.max(Duration::from_secs(1)));
     let mut written = Vec::new();
     for _ in 0..MAX_PER_PASS {
         if cancel.is_cancelled() {
             return Err(ManifestError::Cancelled);
         }
-        let now = Utc::now();
+        let now = clock.now();
         let claim = ledger
-            .claim_manifest(owner, &|seq| store.manifest_key(seq), now, now + lease)
+            .claim_manifest(owner, &|seq| store.manifest_key(seq), now, lease.until(now))
             .await?;
         let claim = match claim {
             ChainClaim::Claimed(claim) => claim,
@@ -88,9 +90,12 @@ pub async fn write_manifests(
             }
         };
         let seq = claim.seq;
+        let renewer = lease.keep(clock, "the manifest chain's head", |until| {
+            ledger.renew_manifest(seq, owner, until)
+        });
         let result = tokio::select! {
-            result = write_one(ledger, store, owner, &claim, cancel) => result,
-            () = renew(ledger, seq, owner, lease) => unreachable!("renewal never ends"),
+            result = write_one(ledger, store, owner, &claim, clock, cancel) => result,
+            never = renewer => match never {},
         };
         match result {
             Ok(manifest) => {
@@ -108,24 +113,12 @@ pub async fn write_manifests(
     Ok(written)
 }
 
-async fn renew(ledger: &Ledger, seq: i64, owner: &RunId, lease: chrono::Duration) {
-    let period = (lease / 3)
-        .to_std()
-        .unwrap_or_default()
-        .max(Duration::from_millis(100));
-    loop {
-        tokio::time::sleep(period).await;
-        if let Err(e) = ledger.renew_manifest(seq, owner, Utc::now() + lease).await {
-            tracing::warn!(seq, error = %e, "could not renew the claim on the chain head");
-        }
-    }
-}
-
 async fn write_one(
     ledger: &Ledger,
     store: &Store,
     owner: &RunId,
     claim: &ManifestClaim,
+    clock: &Clock,
     cancel: &CancellationToken,
 ) -> Result<ManifestWritten, ManifestError> {
     let key = claim.key.clone();
@@ -165,7 +158,7 @@ async fn write_one(
             owner,
             &uploaded.sha256,
             uploaded.size,
-            Utc::now(),
+            clock.now(),
         )
         .await?
     {

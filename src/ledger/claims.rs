@@ -80,6 +80,20 @@ pub struct ClaimRequest<'a> {
     pub limit: u32,
 }
 
+/// [`Claims::give_back_attempts`] on both backends: `$1` run, `$2` error code, `$3` now.
+/// First the records: pending, last left for this reason, with this run's attempts of it.
+pub(super) const GIVE_BACK_RECORDS: &str = "UPDATE calls SET next_attempt_at = $3, updated_at = $3,
+        attempts = attempts - (SELECT COUNT(*) FROM attempts a
+                               WHERE a.call_uuid = calls.uuid AND a.run_id = $1
+                                 AND a.error_code = $2 AND a.outcome = 'transient')
+     WHERE state = 'pending' AND last_error_code = $2
+       AND uuid IN (SELECT call_uuid FROM attempts
+                    WHERE run_id = $1 AND error_code = $2 AND outcome = 'transient')";
+/// Then their attempts, which no longer count (the same records: still pending, same reason).
+pub(super) const GIVE_BACK_ATTEMPTS: &str = "UPDATE attempts SET outcome = 'stopped'
+     WHERE run_id = $1 AND error_code = $2 AND outcome = 'transient'
+       AND call_uuid IN (SELECT uuid FROM calls WHERE state = 'pending' AND last_error_code = $2)";
+
 /// The message an attempt left running by a dead run is closed with.
 pub const INTERRUPTED_MESSAGE: &str =
     "the run ended before this attempt did (killed or lease expired)";
@@ -161,6 +175,19 @@ pub trait Claims: Send + Sync {
         last_attempt: Option<&AttemptEnd<'_>>,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError>;
+
+    /// Gives back the attempts `run` spent failing with `error_code` (a reason the run has
+    /// since found to be an outage, not the records' fault) to the records it left pending
+    /// for that same reason (their last error is `error_code`), in one transaction: their
+    /// `attempts` lowered by that many, those attempts closed as `stopped` (kept for the
+    /// audit trail, as a stopped run's are), and the records due at `now`. Returns how many
+    /// records got attempts back; run again, it gives nothing more back.
+    async fn give_back_attempts(
+        &self,
+        run: &RunId,
+        error_code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, LedgerError>;
 
     /// Settles several claims (any owners) in one transaction and one commit, each as
     /// [`Claims::settle`] would: one `bool` per item, in order, `false` where the lease was

@@ -16,7 +16,7 @@ mod hold;
 mod select;
 
 pub use erase::{EraseMode, EraseReport, Erased, Kept, KeptReason, erase};
-pub use hold::{HoldReport, ReleaseReport, place_hold, release};
+pub use hold::{HoldReport, Refusal, ReleaseReport, place_hold, release};
 pub use select::{Pages, Selection, retention_cutoff};
 
 use crate::ledger::LedgerError;

@@ -161,6 +161,11 @@ impl FaultState {
             .push_back(fault);
     }
 
+    /// Forgets every queued download fault.
+    pub fn clear_downloads(&mut self) {
+        self.downloads.clear();
+    }
+
     /// Consumes the next queued fault for `filename`, if any.
     pub fn take_download(&mut self, filename: &str) -> Option<DownloadFault> {
         let queue = self.downloads.get_mut(filename)?;

@@ -238,6 +238,11 @@ impl Simulator {
         self.shared.lock().faults.push_download(filename, fault);
     }
 
+    /// Forgets every download fault still queued: downloads behave from now on.
+    pub fn clear_download_faults(&self) {
+        self.shared.lock().faults.clear_downloads();
+    }
+
     pub fn stats(&self) -> SimStats {
         self.shared.lock().stats
     }

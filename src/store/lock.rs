@@ -191,14 +191,19 @@ impl Store {
         }
     }
 
-    /// Locks the object at `key` in the policy's mode until `until`. A date already past is
-    /// no lock at all (S3 refuses it): nothing is sent, and `false` is returned.
-    pub async fn lock_until(&self, key: &str, until: DateTime<Utc>) -> Result<bool, StoreError> {
+    /// Locks the object at `key` in the policy's mode until `until`. A date already past at
+    /// `now` is no lock at all (S3 refuses it): nothing is sent, and `false` is returned.
+    pub async fn lock_until(
+        &self,
+        key: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         const CONTEXT: &str = "setting the object's retention";
         let Some(policy) = self.retention else {
             return Ok(false);
         };
-        if until <= Utc::now() {
+        if until <= now {
             return Ok(false);
         }
         let s3 = self.s3_for("retention")?;
@@ -222,7 +227,7 @@ impl Store {
         if answer.status.is_success() {
             Ok(true)
         } else {
-            Err(answer.into_error(CONTEXT))
+            Err(answer.into_lock_error(CONTEXT))
         }
     }
 

@@ -112,6 +112,19 @@ impl S3Target {
         Ok(url)
     }
 
+    /// Signs `request` with SigV4, as object_store signs its own.
+    async fn authorize(&self, request: &mut HttpRequest, context: &str) -> Result<(), StoreError> {
+        let credential = self
+            .s3
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(|e| StoreError::classify(context, e))?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(request, None)
+            .map_err(|e| StoreError::classify(context, e))
+    }
+
     /// Sends one SigV4-signed request (payload signed; a body carries its
     /// `x-amz-checksum-sha256`, which S3 requires of Object Lock requests).
     pub(crate) async fn signed(
@@ -145,15 +158,7 @@ impl S3Target {
         let mut request: HttpRequest = builder
             .body(HttpRequestBody::from(payload.clone()))
             .map_err(|e| failed(context, e.to_string()))?;
-        let credential = self
-            .s3
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(|e| StoreError::classify(context, e))?;
-        AwsAuthorizer::new(&credential, "s3", &self.region)
-            .try_authorize(&mut request, None)
-            .map_err(|e| StoreError::classify(context, e))?;
+        self.authorize(&mut request, context).await?;
         let mut call = self.http.request(method, url.as_str());
         for (name, value) in request.headers() {
             call = call.header(name.as_str(), value.as_bytes());
@@ -200,12 +205,30 @@ impl Answer {
 
     /// The answer as an error for `context`: 403 a refusal, anything else passing.
     pub fn into_error(self, context: &str) -> StoreError {
+        let refused = self.status.as_u16() == 403;
+        self.into_error_refused_if(context, refused)
+    }
+
+    /// The answer to an Object Lock request as an error for `context`: besides 403, a 400
+    /// is a refusal too (the bucket takes no such request: no lock configuration, a mode it
+    /// refuses), since it would come back for every recording; only `InvalidArgument` (a
+    /// date S3 will not take, which belongs to one recording) stays passing.
+    pub fn into_lock_error(self, context: &str) -> StoreError {
+        let refused = match self.status.as_u16() {
+            403 => true,
+            400 => self.error_code() != Some("InvalidArgument"),
+            _ => false,
+        };
+        self.into_error_refused_if(context, refused)
+    }
+
+    fn into_error_refused_if(self, context: &str, refused: bool) -> StoreError {
         let detail = format!(
             "HTTP {}: {}",
             self.status,
             self.body.chars().take(300).collect::<String>()
         );
-        if self.status.as_u16() == 403 {
+        if refused {
             StoreError::Refused {
                 context: context.into(),
                 source: object_store::Error::Generic {

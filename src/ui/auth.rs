@@ -7,18 +7,19 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::{COOKIE, HeaderName};
 use axum::http::request::Parts;
-
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Ui;
 use super::users::UserName;
+use crate::clock::Clock;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "callvault_session";
@@ -173,7 +174,7 @@ impl FromRequestParts<Ui> for User {
             return Err(refuse());
         };
         let token_sha256 = sha256_hex(token);
-        match ui.ledger.session(&token_sha256, chrono::Utc::now()).await {
+        match ui.ledger.session(&token_sha256, ui.clock.now()).await {
             Ok(Some(session)) => match UserName::parse(&session.username) {
                 Ok(name) => Ok(User {
                     name,
@@ -199,26 +200,30 @@ pub const MAX_FAILURES: u32 = 5;
 
 /// Counts wrong passwords per user name and per address; after [`MAX_FAILURES`] within the
 /// window, that name or address is refused until the lock runs out, right password or not.
-/// Kept in memory: each replica locks on its own count.
+/// Kept in memory: each replica locks on its own count. Windows and locks are read on the
+/// page's clock.
 #[derive(Debug)]
 pub struct LoginGuard {
-    window: Duration,
-    lock_for: Duration,
+    window: chrono::Duration,
+    lock_for: chrono::Duration,
+    clock: Clock,
     failures: Mutex<HashMap<String, Failures>>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
-    first: Instant,
-    locked_until: Option<Instant>,
+    first: DateTime<Utc>,
+    locked_until: Option<DateTime<Utc>>,
 }
 
 impl LoginGuard {
-    pub fn new(window: Duration, lock_for: Duration) -> Self {
+    pub fn new(window: Duration, lock_for: Duration, clock: Clock) -> Self {
+        let long = |d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(365));
         Self {
-            window,
-            lock_for,
+            window: long(window),
+            lock_for: long(lock_for),
+            clock,
             failures: Mutex::default(),
         }
     }
@@ -229,31 +234,29 @@ impl LoginGuard {
 
     /// How long until this name and address may try again; `None` when they may now.
     pub fn locked(&self, name: &str, from: IpAddr) -> Option<Duration> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         Self::keys(name, from)
             .iter()
             .filter_map(|k| map.get(k)?.locked_until)
-            .filter(|until| *until > now)
-            .map(|until| until - now)
+            .filter_map(|until| (until - now).to_std().ok())
+            .filter(|left| !left.is_zero())
             .max()
     }
 
     pub fn failed(&self, name: &str, from: IpAddr) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         // Forget what is older than the window, so the map stays small.
         let window = self.window;
-        map.retain(|_, f| {
-            now.duration_since(f.first) < window || f.locked_until.is_some_and(|u| u > now)
-        });
+        map.retain(|_, f| now - f.first < window || f.locked_until.is_some_and(|u| u > now));
         for key in Self::keys(name, from) {
             let entry = map.entry(key).or_insert(Failures {
                 count: 0,
                 first: now,
                 locked_until: None,
             });
-            if now.duration_since(entry.first) >= self.window {
+            if now - entry.first >= self.window {
                 *entry = Failures {
                     count: 0,
                     first: now,
@@ -281,7 +284,12 @@ mod tests {
 
     #[test]
     fn five_failures_lock_the_name_and_the_address_until_the_lock_runs_out() {
-        let guard = LoginGuard::new(Duration::from_secs(60), Duration::from_millis(200));
+        let clock = crate::clock::TestClock::new();
+        let guard = LoginGuard::new(
+            Duration::from_secs(60),
+            Duration::from_secs(15 * 60),
+            clock.clock(),
+        );
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         for _ in 0..MAX_FAILURES - 1 {
@@ -299,7 +307,9 @@ mod tests {
             "the address is locked for any name"
         );
         assert!(guard.locked("bob", b).is_none());
-        std::thread::sleep(Duration::from_millis(250));
+        clock.advance(Duration::from_secs(14 * 60));
+        assert!(guard.locked("alice", a).is_some(), "not yet");
+        clock.advance(Duration::from_secs(60));
         assert!(guard.locked("alice", a).is_none());
     }
 

@@ -20,6 +20,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use chrono::FixedOffset;
 
+use crate::clock::Clock;
 use crate::domain::CallUuid;
 use crate::ledger::{AccessAction, AccessEntry, Ledger, LedgerError};
 use crate::store::Store;
@@ -66,23 +67,26 @@ impl UiConfig {
     }
 }
 
-/// The page's state: the ledger, the store, its settings and the login guard.
+/// The page's state: the ledger, the store, its settings, the login guard, and the clock
+/// sessions, login locks and the dashboard's dates are read from.
 #[derive(Clone)]
 pub struct Ui {
     pub(crate) ledger: Ledger,
     pub(crate) store: Store,
     pub(crate) config: Arc<UiConfig>,
     pub(crate) guard: Arc<LoginGuard>,
+    pub(crate) clock: Clock,
 }
 
 impl Ui {
-    pub fn new(ledger: Ledger, store: Store, config: UiConfig) -> Self {
-        let guard = LoginGuard::new(config.failure_window, config.lock_for);
+    pub fn new(ledger: Ledger, store: Store, config: UiConfig, clock: Clock) -> Self {
+        let guard = LoginGuard::new(config.failure_window, config.lock_for, clock.clone());
         Self {
             ledger,
             store,
             config: Arc::new(config),
             guard: Arc::new(guard),
+            clock,
         }
     }
 
@@ -111,7 +115,7 @@ impl Ui {
         calls: Vec<CallUuid>,
     ) -> Result<(), LedgerError> {
         let entry = AccessEntry {
-            at: chrono::Utc::now(),
+            at: self.clock.now(),
             actor: actor.to_owned(),
             action,
             source: format!("web@{from}"),

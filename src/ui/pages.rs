@@ -312,7 +312,7 @@ async fn check_password(
 async fn start_session(ui: &Ui, user: &UserName, from: IpAddr) -> Response {
     let secure = ui.config.secure_cookies;
     let token = new_token();
-    let now = Utc::now();
+    let now = ui.clock.now();
     let ttl = ui.config.session_ttl;
     let session = UiSession {
         username: user.to_string(),
@@ -838,7 +838,7 @@ fn hold_state(holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
 
 /// `GET /ui/dashboard`: counts per state, archived per day, calls at risk.
 pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
-    let now = Utc::now();
+    let now = ui.clock.now();
     let line = risk_line(now, ui.config.retention);
     let since = now - chrono::Duration::days(29);
     let read = match Dashboard::read(&ui, line, since).await {

@@ -112,3 +112,87 @@ async fn a_download_host_refusing_every_connection_trips_the_breaker_and_spends_
         next.report
     );
 }
+
+/// Links pointing at a closed port, one worker, two attempts per record and a breaker that
+/// wants five unanswered tries: the first two records spend their two attempts on
+/// `download_connect` and are left for a later run (5 minutes on) before the breaker knows;
+/// the third trips it. Once it trips, those two get their attempts back and are due at once,
+/// like every other record of the run: all pending, no attempt spent, none failed.
+#[tokio::test]
+async fn records_failed_by_an_outage_before_the_breaker_tripped_get_their_attempts_back() {
+    let world = World::new().await;
+    for i in 0..6 {
+        world
+            .import_call(&format!("early{i}"), &format!("early{i}.wav"), 30_000)
+            .await;
+    }
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    world
+        .sim
+        .set_faults(|f| f.link_base = Some(format!("http://127.0.0.1:{closed}/")));
+    let mut opts = world.options();
+    opts.concurrency = 1;
+    opts.retry.attempts_per_run = 2;
+    opts.retry.outage_failures = 5;
+    opts.retry.outage_window = Duration::ZERO;
+    opts.retry.later_base = Duration::from_secs(300);
+    opts.retry.later_max = Duration::from_secs(6 * 3600);
+
+    let result = world.run(&opts).await;
+
+    let r = &result.report;
+    assert_eq!(result.exit_code(), 1, "{r:?}");
+    assert!(
+        r.stopped
+            .as_deref()
+            .is_some_and(|s| s.contains("download host is not answering")),
+        "{r:?}"
+    );
+    assert_eq!(
+        (r.archived, r.failed, r.retry_later, r.released),
+        (0, 0, 0, 3),
+        "the two left for later count as given back: {r:?}"
+    );
+    let now = chrono::Utc::now();
+    for i in 0..6 {
+        let uuid = format!("early{i}");
+        let row = world
+            .ledger
+            .get(&crate::world::cu(&uuid))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (row.state, row.attempts),
+            (callvault::domain::RecordState::Pending, 0),
+            "no attempt spent: {row:?}"
+        );
+        assert!(
+            row.next_attempt_at.is_some_and(|t| t <= now),
+            "due at once: {row:?}"
+        );
+    }
+    for uuid in ["early0", "early1"] {
+        assert_eq!(
+            world.attempts_of(uuid).await,
+            [
+                ("stopped".into(), Some("download_connect".into())),
+                ("stopped".into(), Some("download_connect".into()))
+            ],
+            "{uuid}: both attempts tried, neither counted"
+        );
+    }
+
+    world.sim.set_faults(|f| f.link_base = None);
+    let next = world.run(&world.options()).await;
+
+    assert_eq!(
+        (next.report.archived, next.exit_code()),
+        (6, 0),
+        "{:?}",
+        next.report
+    );
+}

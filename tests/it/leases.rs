@@ -4,18 +4,22 @@
 use std::time::Duration;
 
 use callvault::domain::RecordState;
-use callvault::ledger::{Ledger, Slice};
+use callvault::ledger::{Ledger, Slice, Table};
+use callvault::provider::Downloader;
 use callvault::simulator::DownloadFault;
 
+use crate::inspect::table_rows;
 use crate::world::World;
 
+/// A run that claimed records and died: its records wait while its lease lasts and are
+/// taken over once it has run out (the clock moved past it, not slept through).
 #[tokio::test]
 async fn a_dead_runs_records_are_reclaimed_once_its_lease_runs_out() {
     let world = World::new().await;
     world.import_samples(5).await;
     // A run that claimed two records and died (no renewals, no settlement).
-    let now = chrono::Utc::now();
-    let lease_until = now + chrono::Duration::milliseconds(1500);
+    let now = world.clock.now();
+    let lease_until = now + chrono::Duration::minutes(5);
     for _ in 0..2 {
         crate::world::claim_one(
             &world.ledger,
@@ -38,7 +42,7 @@ async fn a_dead_runs_records_are_reclaimed_once_its_lease_runs_out() {
     );
     assert_eq!(world.count(RecordState::InProgress).await, 2);
 
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    world.clock.advance(Duration::from_secs(5 * 60));
     let after_lease = world.run(&world.options()).await;
     assert_eq!(after_lease.report.archived, 2, "{:?}", after_lease.report);
     assert!(world.count(RecordState::InProgress).await == 0);
@@ -82,30 +86,56 @@ async fn two_runs_at_once_never_work_on_the_same_record() {
 
 /// A stop (as on SIGTERM) lets a short transfer finish within the grace period and aborts
 /// and releases a stalled one: it is pending and due at once, and nothing of it is stored.
+/// The stop's two moments (stop claiming, then abort once the grace is over) are given by
+/// the test, as `Shutdown::begin` gives them after its grace period.
 #[tokio::test]
 async fn a_stop_lets_short_transfers_finish_and_gives_stalled_ones_back() {
     let world = World::new().await;
     world.import_call("quick", "quick.wav", 10_000).await;
     world.import_call("stuck", "stuck.wav", 10_000).await;
+    // Both in flight when the stop begins: the short one for a moment more.
+    world.sim.push_download_fault(
+        "quick.wav",
+        DownloadFault::Stall(Duration::from_millis(300)),
+    );
     world
         .sim
         .push_download_fault("stuck.wav", DownloadFault::Stall(Duration::from_secs(30)));
     let mut opts = world.options();
     opts.concurrency = 2;
     let shutdown = opts.shutdown.clone();
-    let grace = Duration::from_millis(700);
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        shutdown.begin(grace);
-    });
+    let ledger = world.ledger.clone();
+    let stopper = async move {
+        let both_claimed = crate::cli::wait_for(Duration::from_secs(20), async || {
+            ledger
+                .uuids_in_state(RecordState::Pending)
+                .await
+                .unwrap()
+                .is_empty()
+        })
+        .await;
+        shutdown.stop_claiming.cancel();
+        let quick_done = crate::cli::wait_for(Duration::from_secs(20), async || {
+            ledger
+                .uuids_in_state(RecordState::Archived)
+                .await
+                .unwrap()
+                .len()
+                == 1
+        })
+        .await;
+        // The grace period is over.
+        shutdown.abort.cancel();
+        (both_claimed, quick_done)
+    };
 
     let started = std::time::Instant::now();
-    let result = world.run(&opts).await;
-    stopper.await.unwrap();
+    let (result, (both_claimed, quick_done)) = tokio::join!(world.run(&opts), stopper);
 
+    assert!(both_claimed && quick_done, "{:?}", result.report);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the stall was cut off by the grace period"
+        started.elapsed() < Duration::from_secs(10),
+        "the stall was cut off by the abort"
     );
     assert_eq!(
         (result.report.archived, result.report.released),
@@ -122,7 +152,7 @@ async fn a_stop_lets_short_transfers_finish_and_gives_stalled_ones_back() {
         .unwrap();
     assert_eq!(stuck.state, RecordState::Pending);
     assert!(
-        stuck.next_attempt_at.unwrap() <= chrono::Utc::now(),
+        stuck.next_attempt_at.unwrap() <= world.clock.now(),
         "due again at once"
     );
     assert!(
@@ -133,37 +163,83 @@ async fn a_stop_lets_short_transfers_finish_and_gives_stalled_ones_back() {
     );
 }
 
+/// The lease's end of `uuid` as the ledger holds it, if it is leased.
+async fn lease_until(world: &World, uuid: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    table_rows(&world.ledger, Table::Calls)
+        .await
+        .into_iter()
+        .find(|row| row.get("uuid").and_then(|v| v.as_str()) == Some(uuid))?
+        .get("lease_until")?
+        .as_str()
+        .and_then(callvault::timefmt::from_ledger)
+}
+
+/// A transfer that outlasts its lease (30 s) keeps it: the run renews it every third of the
+/// lease on its clock, so when the clock has moved past the first lease's end, another run
+/// leaves the record alone. Then the first run is stopped and gives it back.
 #[tokio::test]
 async fn a_long_transfer_keeps_its_lease_and_no_other_run_takes_it() {
     let world = World::new().await;
     world.import_call("slow", "slow.wav", 20_000).await;
-    world.sim.push_download_fault(
-        "slow.wav",
-        DownloadFault::Stall(Duration::from_millis(2500)),
+    world
+        .sim
+        .push_download_fault("slow.wav", DownloadFault::Stall(Duration::from_secs(60)));
+    let opts = world.options();
+    let mut deps = world.deps();
+    let mut settings = world.downloader_settings(&[], &[crate::world::LOOPBACK]);
+    settings.stall_timeout = Duration::from_secs(120);
+    deps.downloader = Downloader::new(settings).unwrap();
+    let first_opts = opts.clone();
+    let first = tokio::spawn(async move {
+        callvault::archive::run_pass(&deps, &first_opts)
+            .await
+            .unwrap()
+    });
+    let mut taken = None;
+    assert!(
+        crate::cli::wait_for(Duration::from_secs(20), async || {
+            taken = lease_until(&world, "slow").await;
+            taken.is_some()
+        })
+        .await,
+        "the first run claims the record"
     );
-    let mut opts = world.options();
-    opts.lease = Duration::from_secs(1);
+    let taken = taken.unwrap();
+
+    world.clock.advance(Duration::from_secs(25));
+    assert!(
+        crate::cli::wait_for(Duration::from_secs(20), async || {
+            lease_until(&world, "slow").await > Some(taken)
+        })
+        .await,
+        "the lease is renewed once a third of it has passed"
+    );
+    world.clock.advance(Duration::from_secs(10));
+    assert!(
+        world.clock.now() > taken,
+        "the first lease would have run out"
+    );
     let other = world.deps_with(
         Ledger::open(&world.ledger_url).await.unwrap(),
         world.store.clone(),
     );
-    let second_opts = opts.clone();
-    let second = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1700)).await;
-        callvault::archive::run_pass(&other, &second_opts)
-            .await
-            .unwrap()
-    });
+    let second = callvault::archive::run_pass(&other, &opts.clone())
+        .await
+        .unwrap();
 
-    let first = world.run(&opts).await;
-    let second = second.await.unwrap();
-
-    assert_eq!(first.report.archived, 1, "{:?}", first.report);
     assert_eq!(
         second.report.attempted(),
         0,
         "the renewed lease kept the record: {:?}",
         second.report
+    );
+    opts.shutdown.begin(Duration::ZERO);
+    let first = first.await.unwrap();
+    assert_eq!(
+        (first.report.released, first.report.lease_lost),
+        (1, 0),
+        "{:?}",
+        first.report
     );
     assert_eq!(world.sim.stats().downloads, 1);
 }

@@ -10,7 +10,7 @@ use callvault::ledger::{
     AttemptEnd, BackendKind, ClaimRequest, CopyError, ImportOutcome, Ledger, MediaNote, RunRecord,
     Settlement, Slice, Table, copy_ledger, table_checksum,
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 
 use crate::inspect::{attempts, table_rows};
 use crate::world::{TempLedger, World, call, claim_one, cu};
@@ -1002,3 +1002,117 @@ async fn a_claim_starts_and_counts_the_first_attempt_in_its_own_commit(kind: Bac
     assert_eq!(outcomes, ["interrupted", "running"]);
 }
 on_both_backends!(a_claim_starts_and_counts_the_first_attempt_in_its_own_commit);
+
+/// Leaves `uuid`, claimed by `run` from `slice`, pending for a later run (due in 5 minutes)
+/// after attempts ending with `codes` (the claim's attempt first), the last its reason.
+async fn leave_for_later(
+    ledger: &Ledger,
+    (run, slice): (&str, &Slice),
+    uuid: &str,
+    codes: &[&str],
+    now: DateTime<Utc>,
+) {
+    let claim = claim_one(ledger, run, slice, now, now, now + Duration::minutes(1))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{uuid} is due"));
+    assert_eq!(claim.record.uuid.as_str(), uuid);
+    let mut id = claim.attempt;
+    for (i, code) in codes.iter().enumerate() {
+        let end = AttemptEnd {
+            id,
+            outcome: AttemptOutcome::Transient,
+            error_code: Some(code),
+            message: Some("failed"),
+            bytes: 0,
+        };
+        if i + 1 < codes.len() {
+            ledger.finish_attempt(&end, now).await.unwrap();
+            id = ledger
+                .begin_attempt(&cu(uuid), &run.into(), now)
+                .await
+                .unwrap();
+        } else {
+            let retry = Settlement::Retry {
+                next_attempt_at: now + Duration::minutes(5),
+                code,
+                message: "failed",
+            };
+            let (uuid, run) = (cu(uuid), run.into());
+            let held = ledger.settle(&uuid, &run, &retry, Some(&end), now).await;
+            assert!(held.unwrap());
+        }
+    }
+}
+
+/// The outcomes of `uuid`'s attempts, in order.
+async fn outcomes_of(ledger: &Ledger, uuid: &str) -> Vec<String> {
+    attempts(ledger)
+        .await
+        .into_iter()
+        .filter(|a| a.uuid == uuid)
+        .map(|a| a.outcome)
+        .collect()
+}
+
+/// Only the records a run left for the outage's reason get that run's attempts of it back:
+/// not one left for another reason, nor one another run left for the same reason.
+async fn attempts_a_run_spent_on_an_outage_are_given_back_to_the_records_left_for_it(
+    kind: BackendKind,
+) {
+    let ledger = TempLedger::new(kind).await;
+    let now = Utc::now().trunc_subsecs(3);
+    let calls: Vec<CallRecord> = ["a", "b", "c", "d"]
+        .iter()
+        .enumerate()
+        .map(|(i, u)| call(u, &format!("{u}.wav"), &format!("2026-11-01 10:00:0{i}")))
+        .collect();
+    ledger.import(&calls, now).await.unwrap();
+    start_runs(&ledger, &["run-old", "run-a"], now).await;
+    let (all, newest) = (
+        Slice::default(),
+        Slice {
+            since: calls[3].call_start,
+            ..Slice::default()
+        },
+    );
+    // d: by another run, for the same reason; a: both of run-a's attempts on it; b: on
+    // another; c: on it, then on another, which it was left for.
+    leave_for_later(
+        &ledger,
+        ("run-old", &newest),
+        "d",
+        &["download_connect"],
+        now,
+    )
+    .await;
+    let connect = ["download_connect", "download_connect"];
+    leave_for_later(&ledger, ("run-a", &all), "a", &connect, now).await;
+    leave_for_later(&ledger, ("run-a", &all), "b", &["download_http_500"], now).await;
+    let mixed = ["download_connect", "provider_ret_500"];
+    leave_for_later(&ledger, ("run-a", &all), "c", &mixed, now).await;
+    let later = now + Duration::seconds(3);
+
+    let given = ledger
+        .give_back_attempts(&"run-a".into(), "download_connect", later)
+        .await
+        .unwrap();
+
+    assert_eq!(given, 1, "only a was left for that reason by run-a");
+    let a = ledger.get(&cu("a")).await.unwrap().unwrap();
+    assert_eq!((a.state, a.attempts), (RecordState::Pending, 0));
+    assert_eq!(a.next_attempt_at, Some(later), "due at once");
+    for (uuid, attempts) in [("b", 1), ("c", 2), ("d", 1)] {
+        let r = ledger.get(&cu(uuid)).await.unwrap().unwrap();
+        let unchanged = (attempts, Some(now + Duration::minutes(5)));
+        assert_eq!((r.attempts, r.next_attempt_at), unchanged, "{uuid}");
+    }
+    assert_eq!(outcomes_of(&ledger, "a").await, ["stopped", "stopped"]);
+    assert_eq!(outcomes_of(&ledger, "c").await, ["transient", "transient"]);
+    assert_eq!(outcomes_of(&ledger, "d").await, ["transient"]);
+    let run_a = "run-a".into();
+    let again = ledger.give_back_attempts(&run_a, "download_connect", later);
+    assert_eq!(again.await.unwrap(), 0, "nothing more to give back");
+    assert_eq!(ledger.get(&cu("a")).await.unwrap().unwrap().attempts, 0);
+}
+on_both_backends!(attempts_a_run_spent_on_an_outage_are_given_back_to_the_records_left_for_it);

@@ -33,6 +33,7 @@ mod find;
 mod find_cli;
 mod group_commit;
 mod holds;
+mod holds_refused;
 mod inspect;
 mod leases;
 mod ledger;

@@ -1,14 +1,15 @@
 //! Several `callvault run` processes on one PostgreSQL ledger, with the real binary: workers
 //! started together share the work; a worker killed mid-transfer is taken over once its
 //! lease runs out; the database restarted under a run loses nothing and archives nothing
-//! falsely. Every process is bounded in time and killed if it overruns.
+//! falsely. Every process is bounded in time and killed if it overruns. The run that
+//! finishes what the processes left is a pass in the test, its clock moved past their
+//! leases.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use callvault::domain::{CallRecord, RecordState};
-use callvault::ledger::Slice;
 use callvault::simulator::DownloadFault;
 
 use crate::cli::{assert_exit, callvault, output, wait_for};
@@ -82,20 +83,13 @@ pub(crate) async fn finish(mut child: Child) -> Output {
     }
 }
 
-/// Waits until every one of `records` not archived is due again: pending, or held under a
-/// lease that has run out (a killed or stopped run's).
-async fn wait_until_due_again(world: &World, records: usize) {
-    let ledger = world.ledger.clone();
-    let due = wait_for(Duration::from_secs(60), async || {
-        let archived = ledger.uuids_in_state(RecordState::Archived).await.unwrap();
-        let due = ledger
-            .count_due(&Slice::default(), chrono::Utc::now())
-            .await
-            .unwrap();
-        due as usize + archived.len() == records
-    })
-    .await;
-    assert!(due, "the leases of runs that are gone ran out");
+/// A run after the processes are gone: a pass in the test, its clock moved `past` the
+/// leases they may have left (instead of waiting for them to run out); it must leave
+/// nothing due.
+async fn a_later_run(world: &World, past: Duration) {
+    world.clock.advance(past);
+    let later = world.run(&world.options()).await;
+    assert_eq!(later.exit_code(), 0, "{:?}", later.report);
 }
 
 fn summary(out: &Output) -> serde_json::Value {
@@ -271,10 +265,8 @@ async fn a_worker_killed_mid_transfer_is_taken_over_after_its_lease() {
     }
 
     // Once the victim's lease has run out (2 s after its last renewal), a later run.
-    wait_until_due_again(&world, records.len()).await;
-    let later = finish(spawn(callvault(&world, &["run", "--json"]))).await;
+    a_later_run(&world, Duration::from_secs(3)).await;
 
-    assert_exit(&later, 0);
     world.assert_archived_exactly_once(30).await;
     let stats = world.sim.stats();
     assert_eq!(
@@ -353,11 +345,9 @@ async fn a_database_restart_during_a_run_loses_nothing_and_archives_nothing_fals
             "recovered: one download each"
         );
     }
-    // Records a stopped run still held come back when its lease runs out.
-    wait_until_due_again(&world, records.len()).await;
-    let later = finish(spawn(callvault(&world, &["run", "--json"]))).await;
+    // Records a stopped run still held come back when its lease (6 s) runs out.
+    a_later_run(&world, Duration::from_secs(7)).await;
 
-    assert_exit(&later, 0);
     world.assert_archived_exactly_once(40).await;
     assert_counts_match(&world.ledger, "a restart").await;
     assert_one_chain_lists_every_record_once(&world, &records).await;

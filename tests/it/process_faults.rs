@@ -58,11 +58,11 @@ async fn runs_killed_at_random_moments_lose_nothing_and_archive_each_record_once
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    // The last killed run's leases run out.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let last = output(callvault(&world, &["run", "--json"])).await;
+    // A last run, in the test, its clock past the killed runs' leases (1 s).
+    world.clock.advance(Duration::from_secs(2));
+    let last = world.run(&world.options()).await;
 
-    assert_exit(&last, 0);
+    assert_eq!(last.exit_code(), 0, "{:?}", last.report);
     world.assert_archived_exactly_once(32).await;
 }
 
@@ -228,12 +228,13 @@ async fn a_crash_between_the_stored_objects_and_the_grouped_commit_archives_each
         0,
         "no commit got through"
     );
-    // The killed run's leases run out; the next run takes the records over.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The next run (in the test, its clock past the killed run's 1 s leases) takes the
+    // records over.
+    world.clock.advance(Duration::from_secs(2));
     world.sim.set_faults(|f| f.api_delay = None);
-    let last = output(callvault(&world, &["run", "--json"])).await;
+    let last = world.run(&world.options()).await;
 
-    assert_exit(&last, 0);
+    assert_eq!(last.exit_code(), 0, "{:?}", last.report);
     world.assert_archived_exactly_once(4).await;
     let interrupted = world
         .attempts()

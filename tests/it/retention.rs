@@ -185,6 +185,97 @@ async fn a_record_is_archived_only_once_locked() {
     );
 }
 
+/// The store refuses PutObjectRetention (403 AccessDenied, as when the credentials lack
+/// `s3:PutObjectRetention`): the run stops like on any other store refusal, exit 2, every
+/// record given back pending with no attempt spent and none failed; once the store takes
+/// locks, the next run archives them locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_refusing_the_lock_stops_the_run_with_exit_2_and_spends_no_attempt() {
+    let world = World::new().await;
+    let moto = Moto::start().await;
+    moto.create_bucket(LOCKED, true).await;
+    let proxy = S3Proxy::start(&moto.endpoint).await;
+    let through = store_on(
+        &proxy.endpoint,
+        &moto,
+        LOCKED,
+        Some(policy(LockMode::Governance)),
+    );
+    for i in 0..3 {
+        world
+            .import_call(&format!("refused-{i}"), &format!("refused-{i}.wav"), 20_000)
+            .await;
+    }
+    proxy.inject(S3Op::PutRetention, Fault::Status(403), u32::MAX);
+
+    let first = run_pass(
+        &world.deps_with(world.ledger.clone(), through),
+        &world.options(),
+    )
+    .await
+    .expect("ledger");
+
+    assert_eq!(first.exit_code(), 2, "{:?}", first.report);
+    let r = &first.report;
+    assert_eq!((r.archived, r.failed, r.retry_later), (0, 0, 0), "{r:?}");
+    assert!(
+        r.stopped.as_deref().is_some_and(|s| s.contains("refused")),
+        "{r:?}"
+    );
+    assert!(proxy.injected(S3Op::PutRetention) >= 1);
+    assert_given_back_unspent(&world, 3).await;
+
+    proxy.clear();
+    let direct = store_on(
+        &moto.endpoint,
+        &moto,
+        LOCKED,
+        Some(policy(LockMode::Governance)),
+    );
+    let second = run_pass(
+        &world.deps_with(world.ledger.clone(), direct.clone()),
+        &world.options(),
+    )
+    .await
+    .expect("ledger");
+
+    assert_eq!(
+        (second.report.archived, second.exit_code()),
+        (3, 0),
+        "{:?}",
+        second.report
+    );
+    let key = key_of("refused-0.wav");
+    assert!(direct.object_retention(&key).await.unwrap().is_some());
+}
+
+/// Records `refused-0` .. `refused-{n-1}` are pending with no attempt spent, every attempt
+/// on them closed as `stopped`, the refusal named in them.
+async fn assert_given_back_unspent(world: &World, n: usize) {
+    for i in 0..n {
+        let uuid = format!("refused-{i}");
+        let row = world.ledger.get(&crate::world::cu(&uuid)).await.unwrap();
+        let row = row.expect("imported");
+        assert_eq!(
+            (row.state, row.attempts),
+            (RecordState::Pending, 0),
+            "given back unspent: {row:?}"
+        );
+        let attempts = world.attempts_of(&uuid).await;
+        assert!(
+            attempts.iter().all(|(outcome, _)| outcome == "stopped"),
+            "{uuid}: no attempt counted: {attempts:?}"
+        );
+    }
+    let refused = world
+        .attempts()
+        .await
+        .into_iter()
+        .filter(|a| a.error_code.as_deref() == Some("store_refused"))
+        .count();
+    assert!(refused > 0, "the refusal is named in the attempts");
+}
+
 /// The binary, killed (SIGKILL) while its PutObjectRetention hangs: the recording is stored
 /// but unlocked and the record not archived; the next run archives it, locked until the
 /// call's start plus the policy.
@@ -197,45 +288,12 @@ async fn a_process_killed_between_upload_and_lock_leaves_the_record_for_the_next
     let proxy = S3Proxy::start(&moto.endpoint).await;
     proxy.inject(S3Op::PutRetention, Fault::Stall, u32::MAX);
     let record = world.import_call("kill-1", "kill-1.wav", 30_000).await;
-    let run = |endpoint: &str| {
-        let mut cmd = crate::cli::callvault(
-            &world,
-            &[
-                "run",
-                "--retention-mode",
-                "governance",
-                "--retain-for",
-                "7y",
-                "--lease",
-                "2s",
-            ],
-        );
-        for (k, v) in moto.env() {
-            cmd.env(k, v);
-        }
-        cmd.env("AWS_ENDPOINT", endpoint)
-            .env("CALLVAULT_STORE", format!("s3://{LOCKED}/calls"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        cmd
-    };
-    let mut child = run(&proxy.endpoint).spawn().expect("the binary starts");
-    let started = std::time::Instant::now();
-    while proxy.injected(S3Op::PutRetention) == 0 {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "the run never reached the lock"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before locking"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let child = locking_run(&world, &moto, &proxy.endpoint)
+        .spawn()
+        .expect("the binary starts");
 
     // Act: kill it there.
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
+    kill_at_the_lock(child, &proxy).await;
 
     // Assert: stored, unlocked, not archived.
     let direct = store_on(
@@ -251,60 +309,97 @@ async fn a_process_killed_between_upload_and_lock_leaves_the_record_for_the_next
         None,
         "not locked"
     );
-    let row = world
-        .ledger
-        .get(&crate::world::cu("kill-1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = world.ledger.get(&crate::world::cu("kill-1")).await.unwrap();
+    let row = row.expect("imported");
     assert_eq!(
-        row.state,
-        RecordState::InProgress,
+        (row.state, row.archived_at),
+        (RecordState::InProgress, None),
         "claimed by the dead run, not archived"
     );
-    assert_eq!(row.archived_at, None);
     assert_eq!(
         moto.versions(LOCKED, &format!("calls/{key}")).await.len(),
         1
     );
 
-    // The next run, once the dead run's lease has lapsed, archives it locked.
-    let started = std::time::Instant::now();
-    loop {
-        let out = crate::cli::output(run(&moto.endpoint)).await;
-        assert_eq!(out.status.code(), Some(0), "the next run");
-        if world.count(RecordState::Archived).await == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "the dead run's lease never lapsed"
-        );
-    }
+    // The next run (a pass in the test, its clock past the dead run's 2 s lease) archives it
+    // locked.
+    world.clock.advance(std::time::Duration::from_secs(3));
+    let next = run_pass(
+        &world.deps_with(world.ledger.clone(), direct.clone()),
+        &world.options(),
+    )
+    .await
+    .expect("ledger");
+    assert_eq!(
+        (next.report.archived, next.exit_code()),
+        (1, 0),
+        "{:?}",
+        next.report
+    );
     let want = RetainFor::Years(7)
         .until(record.call_start.unwrap())
         .unwrap()
         .with_nanosecond(0)
         .unwrap();
     for k in [key.clone(), direct.sidecar_key(&key)] {
-        let found = direct
-            .object_retention(&k)
-            .await
-            .unwrap()
-            .unwrap_or_else(|| panic!("{k} locked now"));
-        assert_eq!(
-            (found.mode, found.until),
-            (LockMode::Governance, want),
-            "{k}"
-        );
+        let found = direct.object_retention(&k).await.unwrap();
+        let found = found.unwrap_or_else(|| panic!("{k} locked now"));
+        let locked = (found.mode, found.until);
+        assert_eq!(locked, (LockMode::Governance, want), "{k}");
     }
-    // The next run uploaded again (S3 cannot tell it the bytes are the same): two versions of
-    // the same recording, the current one locked; the dead run's stays unlocked and
-    // noncurrent, for a lifecycle rule on noncurrent versions to remove.
+    assert_only_the_current_version_locked(&moto, &key).await;
+}
+
+/// Waits until `child` sends its first PutObjectRetention (which the proxy holds), then
+/// kills it (SIGKILL).
+async fn kill_at_the_lock(mut child: std::process::Child, proxy: &S3Proxy) {
+    let started = std::time::Instant::now();
+    while proxy.injected(S3Op::PutRetention) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the run never reached the lock"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before locking"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+}
+
+/// `callvault run` with governance retention for 7 years and a 2 s lease, its store reached
+/// at `endpoint`, its output dropped.
+fn locking_run(world: &World, moto: &Moto, endpoint: &str) -> std::process::Command {
+    let args = [
+        "run",
+        "--retention-mode",
+        "governance",
+        "--retain-for",
+        "7y",
+        "--lease",
+        "2s",
+    ];
+    let mut cmd = crate::cli::callvault(world, &args);
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    cmd.env("AWS_ENDPOINT", endpoint)
+        .env("CALLVAULT_STORE", format!("s3://{LOCKED}/calls"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd
+}
+
+/// The next run uploaded again (S3 cannot tell it the bytes are the same): two versions of
+/// the same recording, the current one locked; the dead run's stays unlocked and
+/// noncurrent, for a lifecycle rule on noncurrent versions to remove.
+async fn assert_only_the_current_version_locked(moto: &Moto, key: &str) {
     let versions = moto.versions(LOCKED, &format!("calls/{key}")).await;
     assert_eq!(versions.len(), 2, "{versions:?}");
     let lock_of = |version: String| {
-        let (moto, path) = (&moto, format!("/{LOCKED}/calls/{key}"));
+        let path = format!("/{LOCKED}/calls/{key}");
         async move {
             let head = moto
                 .signed(http::Method::HEAD, &path, &format!("versionId={version}"))

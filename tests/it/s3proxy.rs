@@ -2,8 +2,10 @@
 //! every request as it came (the `Host` header too, so the client's SigV4 signatures stay
 //! valid) and, per rule, answers an error status, drops the connection or holds the request
 //! for the first N requests of one kind: part uploads, multipart completions, single PUTs,
-//! retention. It records each request's kind, path and `x-amz-*` headers, for tests that
-//! check what reached the server.
+//! retention. An error status comes with the S3 error code a server would give it (403
+//! `AccessDenied`, 400 `InvalidRequest`, 503 `SlowDown`, else `InternalError`). It records
+//! each request's kind, path and `x-amz-*` headers, for tests that check what reached the
+//! server.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ pub enum S3Op {
     PutMetadata,
     /// `PUT /bucket/key?retention`: an Object Lock retention
     PutRetention,
+    /// `PUT /bucket/key?legal-hold`: setting or clearing an S3 legal hold
+    PutLegalHold,
     /// `HEAD /bucket/key`: reading an object's size back
     Head,
     /// Anything else: GET, listings, DELETE of an object.
@@ -55,6 +59,7 @@ impl S3Op {
             Method::POST if has("uploadId") => Self::CompleteMultipart,
             Method::PUT if has("partNumber") && has("uploadId") => Self::UploadPart,
             Method::PUT if has("retention") => Self::PutRetention,
+            Method::PUT if has("legal-hold") => Self::PutLegalHold,
             Method::PUT if req.headers().contains_key("x-amz-copy-source") => Self::CopyObject,
             Method::PUT if req.uri().path().ends_with(".json") => Self::PutMetadata,
             Method::PUT if req.uri().path().ends_with(".jsonl") => Self::PutMetadata,
@@ -78,6 +83,9 @@ pub enum Fault {
     DropAfterForward,
     /// Holds the request, unanswered and not forwarded, for as long as its client waits.
     Stall,
+    /// Forwards the request as if no rule matched: lets the first N through before the
+    /// next rule's fault.
+    Forward,
 }
 
 /// One request as it reached the proxy.
@@ -117,7 +125,9 @@ impl ProxyState {
         *self.seen.entry(op).or_default() += 1;
         let rule = self.rules.iter_mut().find(|r| r.op == op && r.left > 0)?;
         rule.left -= 1;
-        *self.injected.entry(op).or_default() += 1;
+        if rule.fault != Fault::Forward {
+            *self.injected.entry(op).or_default() += 1;
+        }
         Some(rule.fault)
     }
 }
@@ -240,7 +250,7 @@ async fn handle(
         state.on_request(op)
     };
     match fault {
-        None => forward(upstream, req).await,
+        None | Some(Fault::Forward) => forward(upstream, req).await,
         Some(Fault::Status(code)) => {
             drain(req).await;
             Ok(s3_error(code))
@@ -281,6 +291,8 @@ async fn drain_body(body: Body) {
 fn s3_error(code: u16) -> Response<Body> {
     let status = StatusCode::from_u16(code).expect("a status code");
     let name = match code {
+        400 => "InvalidRequest",
+        403 => "AccessDenied",
         503 => "SlowDown",
         _ => "InternalError",
     };

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use callvault::archive::Shutdown;
 use callvault::callback::parse_record;
@@ -69,7 +70,12 @@ impl UiServer {
         let mut config = UiConfig::new(UsersFile::new(&users), default_provider_tz());
         config.secure_cookies = false;
         config.proxy = proxy;
-        let ui = Ui::new(world.ledger.clone(), world.store.clone(), config);
+        let ui = Ui::new(
+            world.ledger.clone(),
+            world.store.clone(),
+            config,
+            world.clock.clock(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::default();
@@ -366,6 +372,32 @@ async fn five_wrong_passwords_lock_the_login_even_for_the_right_one() {
         .filter(|(a, _)| *a == AccessAction::LoginFailed)
         .count();
     assert_eq!(failed, 6, "every refused login is in the access log");
+
+    // The lock lasts its 15 minutes on the page's clock, then the right password logs in.
+    server.world.clock.advance(Duration::from_secs(14 * 60));
+    assert_eq!(server.try_login(USER, PASSWORD).await.status(), 429);
+    server.world.clock.advance(Duration::from_secs(60));
+    assert_eq!(server.try_login(USER, PASSWORD).await.status(), 303);
+}
+
+/// A session lasts its 8 hours on the page's clock and not a moment longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_when_its_time_is_up() {
+    let server = UiServer::start().await;
+    let cookie = server.login().await;
+    server
+        .world
+        .clock
+        .advance(Duration::from_secs(8 * 3600 - 60));
+    assert_eq!(server.get("/ui/", Some(&cookie)).await.status(), 200);
+
+    server.world.clock.advance(Duration::from_secs(61));
+
+    assert_eq!(
+        server.get("/ui/", Some(&cookie)).await.status(),
+        401,
+        "the login page, not the search"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

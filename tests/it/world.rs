@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use callvault::archive::{Deps, RetryPolicy, RunOptions, RunResult, Shutdown, run_pass};
 use callvault::callback::parse_record;
+use callvault::clock::TestClock;
 use callvault::domain::CallRecord;
 use callvault::ledger::{BackendKind, Ledger, Slice};
 use callvault::provider::{
@@ -106,6 +107,9 @@ pub struct World {
     pub ledger_url: String,
     pub ledger: Ledger,
     pub store: Store,
+    /// The clock of every pass the world runs: real time until a test moves it forward (a
+    /// lease running out, a window passing) instead of sleeping.
+    pub clock: TestClock,
 }
 
 /// Multipart part size in tests: the smallest S3 accepts.
@@ -152,6 +156,7 @@ impl World {
             ledger_url,
             ledger,
             store,
+            clock: TestClock::new(),
         }
     }
 
@@ -181,6 +186,7 @@ impl World {
                 .expect("downloader"),
             store,
             keys: KeyTemplate::parse(DEFAULT_TEMPLATE, default_provider_tz()).expect("template"),
+            clock: self.clock.clock(),
         }
     }
 

@@ -16,6 +16,7 @@ use sqlx::postgres::PgConnection;
 use super::error::{Ctx, retry_conflicts};
 use super::{BySlice, PgLedger, at, big, bind_slice, by_slice, record_from_row};
 use crate::domain::{AttemptId, AttemptOutcome, CallRecord, CallUuid, Claim, RunId};
+use crate::ledger::claims::{GIVE_BACK_ATTEMPTS, GIVE_BACK_RECORDS};
 use crate::ledger::{
     AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, LedgerError, SettleItem, Settlement,
     Slice, lease_lost_message, sort_claims,
@@ -241,6 +242,39 @@ impl Claims for PgLedger {
         now: DateTime<Utc>,
     ) -> Result<Vec<bool>, LedgerError> {
         retry_conflicts(|| self.settle_many_once(items, now)).await
+    }
+
+    async fn give_back_attempts(
+        &self,
+        run: &RunId,
+        error_code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, LedgerError> {
+        let now = at(now);
+        retry_conflicts(|| async move {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .ctx("starting to give attempts back")?;
+            let records = sqlx::query(GIVE_BACK_RECORDS)
+                .bind(run.as_str())
+                .bind(error_code)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .ctx("giving attempts back")?
+                .rows_affected();
+            sqlx::query(GIVE_BACK_ATTEMPTS)
+                .bind(run.as_str())
+                .bind(error_code)
+                .execute(&mut *tx)
+                .await
+                .ctx("closing the attempts given back")?;
+            tx.commit().await.ctx("committing attempts given back")?;
+            Ok(records)
+        })
+        .await
     }
 }
 

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::{QueryContext, SqliteLedger, col, record_from_row};
 use crate::domain::{AttemptId, AttemptOutcome, CallRecord, CallUuid, Claim, RunId};
+use crate::ledger::claims::{GIVE_BACK_ATTEMPTS, GIVE_BACK_RECORDS};
 use crate::ledger::{
     AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, LedgerError, SettleItem, Settlement,
     Slice, lease_lost_message, sort_claims,
@@ -271,6 +272,36 @@ impl Claims for SqliteLedger {
         let held = settle_in(&mut tx, uuid, owner, settlement, last_attempt, now).await?;
         tx.commit().await.ctx("committing a settlement")?;
         Ok(held)
+    }
+
+    async fn give_back_attempts(
+        &self,
+        run: &RunId,
+        error_code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64, LedgerError> {
+        let now = to_ledger(now);
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .ctx("starting to give attempts back")?;
+        let records = sqlx::query(GIVE_BACK_RECORDS)
+            .bind(run.as_str())
+            .bind(error_code)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .ctx("giving attempts back")?
+            .rows_affected();
+        sqlx::query(GIVE_BACK_ATTEMPTS)
+            .bind(run.as_str())
+            .bind(error_code)
+            .execute(&mut *tx)
+            .await
+            .ctx("closing the attempts given back")?;
+        tx.commit().await.ctx("committing attempts given back")?;
+        Ok(records)
     }
 
     async fn settle_many(
