@@ -187,6 +187,9 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
         .zip(commits_before)
         .map(|(after, before)| after - before);
     report.logins = deps.provider.logins() - logins_before;
+    if !matches!(error, Some(RunError::Ledger(_))) {
+        apply_takeovers(deps).await;
+    }
     if !matches!(error, Some(RunError::Store(_) | RunError::Ledger(_))) {
         list_in_manifests(deps, opts, &run_id, &mut report).await;
     }
@@ -223,6 +226,17 @@ async fn plan(deps: &Deps, opts: &RunOptions) -> Result<Vec<PlannedRecord>, Ledg
             call_start: rec.call_start,
         })
         .collect())
+}
+
+/// Lets the callbacks that came while this pass (or another) held their calls' bill rows
+/// take those rows over now, before the manifests list them (see `ledger::takeovers`); one
+/// that cannot is applied at the end of the next pass or before the next sync.
+async fn apply_takeovers(deps: &Deps) {
+    match deps.ledger.apply_takeovers(deps.clock.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(calls = n, "callbacks joined to the calls this pass held"),
+        Err(e) => tracing::warn!(error = %e, "callbacks kept for held calls wait for the next pass"),
+    }
 }
 
 /// Lists every archived record in no manifest yet (this run's and any killed run's) in the

@@ -24,6 +24,7 @@ mod sessions;
 mod sql;
 mod sqlite;
 mod sync;
+mod takeovers;
 mod transfer;
 
 use std::fmt;

@@ -200,6 +200,11 @@ pub trait Syncs: Send + Sync {
 
     async fn sync_figures(&self) -> Result<SyncFigures, LedgerError>;
 
+    /// Applies the callbacks kept for calls a pass held when they came (see
+    /// [`super::takeovers`]) to the rows no pass holds now; how many it applied. Run at the
+    /// end of every pass and before every sync.
+    async fn apply_takeovers(&self, now: DateTime<Utc>) -> Result<u64, LedgerError>;
+
     /// Per day (calls by start in `tz`; undated calls by the day they were received) and
     /// company, for calls in `[since, until)`; `risk_line` as in `status`.
     async fn completeness(
@@ -310,6 +315,10 @@ fn day_from_row(row: &impl Row) -> Result<DayCompleteness, LedgerError> {
 
 #[async_trait]
 impl<D: StoreCalls> Syncs for D {
+    async fn apply_takeovers(&self, now: DateTime<Utc>) -> Result<u64, LedgerError> {
+        retry_conflicts(|| super::takeovers::apply(self, now)).await
+    }
+
     async fn import_bills(
         &self,
         bills: &[CallRecord],
@@ -557,6 +566,8 @@ struct BillRow {
     company: String,
     bill_id: Option<String>,
     file: String,
+    /// A pass holds it: the callback waits (see [`super::takeovers`]).
+    in_progress: bool,
 }
 
 /// Lets each of `records` (callbacks, in a transaction begun by
@@ -584,8 +595,12 @@ pub(crate) async fn take_over_bill_rows<T: Tx>(
                 continue;
             };
             // `remove` keeps the others in uuid order.
-            let from = candidates.remove(index).uuid;
-            take_over(tx, &from, rec, now).await?;
+            let bill_row = candidates.remove(index);
+            if bill_row.in_progress {
+                super::takeovers::defer(tx, &bill_row.uuid, rec, now).await?;
+            } else {
+                take_over(tx, &bill_row.uuid, rec, now).await?;
+            }
             merged.insert(rec.uuid.as_str().to_owned());
         }
     }
@@ -636,6 +651,7 @@ async fn known_rows<T: Tx>(
                 company: row.text("company_code")?,
                 bill_id: row.opt_text("bill_id")?,
                 file: row.text("record_file")?,
+                in_progress: row.text("state")? == RecordState::InProgress.as_str(),
             });
         }
     }
@@ -645,7 +661,8 @@ async fn known_rows<T: Tx>(
 /// The statement [`known_rows`] runs: rows by uuid, by bill id within the companies named,
 /// by record file name.
 fn known_rows_stmt(records: &[&CallRecord]) -> Stmt {
-    const COLUMNS: &str = "SELECT uuid, origin, company_code, bill_id, record_file FROM calls";
+    const COLUMNS: &str =
+        "SELECT uuid, origin, company_code, bill_id, record_file, state FROM calls";
     let mut companies: Vec<&str> = Vec::new();
     let mut bill_ids: Vec<&str> = Vec::new();
     for r in records {
@@ -779,6 +796,7 @@ mod tests {
             company: company.to_owned(),
             bill_id: bill_id.map(str::to_owned),
             file: file.to_owned(),
+            in_progress: false,
         }
     }
 

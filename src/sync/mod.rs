@@ -167,6 +167,9 @@ enum Stop {
 /// Runs one sync. Only a ledger that fails is an `Err`; everything else is in the report.
 pub async fn run_sync(deps: &SyncDeps, opts: &SyncOptions) -> Result<SyncReport, LedgerError> {
     let now = Utc::now();
+    // Callbacks kept while a pass held their calls join them first, so the bills match the
+    // calls by their callbacks' uuids.
+    deps.ledger.apply_takeovers(now).await?;
     let (since, until) = window(deps, opts, now).await?;
     let id = SyncId::generate();
     deps.ledger

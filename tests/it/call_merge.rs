@@ -46,7 +46,7 @@ async fn recording_keys(world: &World) -> BTreeSet<String> {
 /// object; one `no_recording` row per unanswered call; no other row or recording object.
 async fn assert_one_row_and_one_object_per_call(world: &World, callbacks: &[Value]) {
     let uuid_of = |c: &Value| c["uuid"].as_str().expect("a uuid").to_owned();
-    let has_recording = |c: &Value| !c["record_file"].as_str().unwrap_or_default().is_empty();
+    let has_recording = |c: &Value| !c["recordfilename"].as_str().unwrap_or_default().is_empty();
     let recorded: BTreeSet<String> = callbacks
         .iter()
         .filter(|c| has_recording(c))
@@ -114,7 +114,7 @@ async fn callbacks_arriving_mid_pass_leave_one_row_and_one_object_per_call(kind:
     let found = sync(&world).await.progress.found;
     assert_eq!(found, 40);
     for callback in &callbacks {
-        let file = callback["record_file"].as_str().unwrap_or_default();
+        let file = callback["recordfilename"].as_str().unwrap_or_default();
         world
             .sim
             .push_download_fault(file, DownloadFault::Stall(Duration::from_millis(300)));
