@@ -41,7 +41,7 @@ use super::{
     Admin, ArchivedEntry, BackendKind, LedgerError, LedgerOptions, Migration, Slice,
     redact_location,
 };
-use crate::domain::{CallRecord, CallUuid, Origin, RecordState};
+use crate::domain::{CallUuid, RecordState};
 
 /// A PostgreSQL ledger; see the module documentation.
 pub struct PgLedger {
@@ -269,29 +269,6 @@ fn parse_uuid(uuid: &str) -> Result<CallUuid, LedgerError> {
     CallUuid::parse(uuid).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {uuid:?}")))
 }
 
-/// The call record in a row holding `uuid, company_code, record_file, call_start, billsec,
-/// raw_json, bill_id, notes, origin, imported_at`.
-fn record_from_row(row: &PgRow) -> Result<CallRecord, LedgerError> {
-    const CONTEXT: &str = "reading a call record";
-    let uuid: String = row.try_get("uuid").ctx(CONTEXT)?;
-    Ok(CallRecord {
-        uuid: parse_uuid(&uuid)?,
-        company_code: row.try_get("company_code").ctx(CONTEXT)?,
-        record_file: row.try_get("record_file").ctx(CONTEXT)?,
-        call_start: row.try_get("call_start").ctx(CONTEXT)?,
-        billsec: row.try_get("billsec").ctx(CONTEXT)?,
-        raw_json: row.try_get("raw_json").ctx(CONTEXT)?,
-        bill_id: row.try_get("bill_id").ctx(CONTEXT)?,
-        notes: row.try_get("notes").ctx(CONTEXT)?,
-        origin: parse_origin(&row.try_get::<String, _>("origin").ctx(CONTEXT)?)?,
-        received_at: row.try_get("imported_at").ctx(CONTEXT)?,
-    })
-}
-
-fn parse_origin(origin: &str) -> Result<Origin, LedgerError> {
-    Origin::parse(origin).ok_or_else(|| LedgerError::Corrupt(format!("origin {origin:?}")))
-}
-
 /// The archived object in a row holding `uuid, object_key, size_bytes, sha256, archived_at`.
 fn entry_from_row(row: &PgRow) -> Result<ArchivedEntry, LedgerError> {
     const CONTEXT: &str = "reading an archived record";
@@ -442,10 +419,7 @@ impl Tx for PgTx {
     }
 
     async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<PgRow>, LedgerError> {
-        bound(&stmt)
-            .fetch_all(&mut *self.0)
-            .await
-            .ctx(stmt.context)
+        bound(&stmt).fetch_all(&mut *self.0).await.ctx(stmt.context)
     }
 
     async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<PgRow>, LedgerError> {
@@ -480,6 +454,10 @@ impl Db for PgLedger {
                 .await
                 .ctx(context)?,
         ))
+    }
+
+    async fn begin_write(&self, context: &'static str) -> Result<PgTx, LedgerError> {
+        self.begin(context).await
     }
 
     async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {
