@@ -8,8 +8,8 @@
 //! are taken over), `$5` due by (pending records whose next attempt falls before it), `$6`
 //! the most records, `$7` the claimer (whose own lapsed leases are left alone).
 
-use crate::ledger::BackendKind;
 use crate::ledger::sql::{RECORD_COLUMNS, SliceSql, by_slice};
+use crate::ledger::{BackendKind, Slice};
 
 /// The due records in claim order as the union of disjoint candidate sets, each read
 /// through its own index in claim order and cut at `$6`, so that a batch costs one short
@@ -38,6 +38,7 @@ pub(crate) fn due_candidates(
     lock: &str,
     not_owner: &str,
 ) -> String {
+    let filter = due_filter(kind, filter);
     let lapsed = format!(
         "SELECT {columns} FROM (
              SELECT {columns} FROM calls
@@ -69,6 +70,19 @@ pub(crate) fn due_candidates(
     }
 }
 
+/// A slice's conditions as `kind` best reads them beside a due record's state. SQLite's
+/// planner, which has no statistics here, would walk a company's calls through
+/// `calls_company_start` (its whole history, in call order) to find the few due ones;
+/// there the company is checked on each due row instead (a `+` keeps the column from being
+/// matched to an index), so the walk stays on `calls_due` or `calls_lease`, ranged by the
+/// slice's dates.
+fn due_filter(kind: BackendKind, filter: &str) -> String {
+    match kind {
+        BackendKind::Postgres => filter.to_owned(),
+        BackendKind::Sqlite => filter.replace("company_code = $1", "+company_code = $1"),
+    }
+}
+
 /// The records a claim would take now (`$4` = `$5` = now), without taking them.
 fn due_texts(kind: BackendKind) -> [String; 8] {
     by_slice(|filter| {
@@ -80,21 +94,11 @@ fn due_texts(kind: BackendKind) -> [String; 8] {
     })
 }
 
-static DUE_SQLITE: SliceSql = SliceSql::new(|| due_texts(BackendKind::Sqlite));
-static DUE_POSTGRES: SliceSql = SliceSql::new(|| due_texts(BackendKind::Postgres));
-
-/// The statement listing the due records of `slice`.
-pub(super) fn due_sql(kind: BackendKind, slice: &crate::ledger::Slice) -> &'static str {
-    match kind {
-        BackendKind::Sqlite => DUE_SQLITE.sql(slice),
-        BackendKind::Postgres => DUE_POSTGRES.sql(slice),
-    }
-}
-
 /// How many records are due at `$4`: the two kinds counted through their indexes
-/// (`calls_due` and `calls_lease`), on both engines.
-pub(super) static COUNT_DUE: SliceSql = SliceSql::new(|| {
+/// (`calls_due` and `calls_lease`).
+fn count_texts(kind: BackendKind) -> [String; 8] {
     by_slice(|filter| {
+        let filter = due_filter(kind, filter);
         format!(
             "SELECT (SELECT count(*) FROM calls
                      WHERE state = 'pending' AND next_attempt_at <= $4{filter})
@@ -102,4 +106,91 @@ pub(super) static COUNT_DUE: SliceSql = SliceSql::new(|| {
                      WHERE state = 'in_progress' AND lease_until < $4{filter}) AS n"
         )
     })
-});
+}
+
+static DUE_SQLITE: SliceSql = SliceSql::new(|| due_texts(BackendKind::Sqlite));
+static DUE_POSTGRES: SliceSql = SliceSql::new(|| due_texts(BackendKind::Postgres));
+static COUNT_SQLITE: SliceSql = SliceSql::new(|| count_texts(BackendKind::Sqlite));
+static COUNT_POSTGRES: SliceSql = SliceSql::new(|| count_texts(BackendKind::Postgres));
+
+/// The statement listing the due records of `slice` (`$4` = `$5` = now, `$6` the most).
+pub(super) fn due_sql(kind: BackendKind, slice: &Slice) -> &'static str {
+    match kind {
+        BackendKind::Sqlite => DUE_SQLITE.sql(slice),
+        BackendKind::Postgres => DUE_POSTGRES.sql(slice),
+    }
+}
+
+/// The statement counting the due records of `slice` (`$4` now), as `n`.
+pub(super) fn count_sql(kind: BackendKind, slice: &Slice) -> &'static str {
+    match kind {
+        BackendKind::Sqlite => COUNT_SQLITE.sql(slice),
+        BackendKind::Postgres => COUNT_POSTGRES.sql(slice),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerOptions;
+    use crate::ledger::claims::ClaimBatch;
+    use crate::ledger::sql::{Db, Row, Stmt};
+    use crate::ledger::sqlite::SqliteLedger;
+
+    /// SQLite's plan of `text` with the parameters of a due statement bound.
+    async fn plan(ledger: &SqliteLedger, text: &str, slice: &Slice) -> Vec<String> {
+        let t = chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap_or_default();
+        let stmt = Stmt::new(format!("EXPLAIN QUERY PLAN {text}"), "explaining")
+            .slice(slice)
+            .bind(t)
+            .bind(t)
+            .bind(16i64)
+            .bind("run")
+            .bind(t);
+        ledger
+            .fetch_all(stmt)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .map(|row| row.text("detail").unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    /// On SQLite, with any slice, the claim, the listing and the count find due records
+    /// through an index on their state (`calls_due`, `calls_lease`; a slice's dates as
+    /// their range), never by scanning `calls` or walking a company's whole history.
+    #[tokio::test]
+    async fn sqlite_finds_due_records_through_the_due_indexes() {
+        let ledger = SqliteLedger::open("sqlite::memory:", &LedgerOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = chrono::DateTime::from_timestamp(1_780_000_000, 0);
+        for mask in 0..8 {
+            let slice = Slice {
+                company: (mask & 1 != 0).then(|| "c".to_owned()),
+                since: if mask & 2 != 0 { t } else { None },
+                until: if mask & 4 != 0 { t } else { None },
+            };
+            let kind = BackendKind::Sqlite;
+            for text in [
+                ledger.claim_sql(&slice),
+                due_sql(kind, &slice),
+                count_sql(kind, &slice),
+            ] {
+                let steps = plan(&ledger, text, &slice).await;
+                let reads: Vec<&String> = steps
+                    .iter()
+                    .filter(|s| s.contains(" calls ") || s.ends_with(" calls"))
+                    .filter(|s| !s.contains("sqlite_autoindex_calls_1 (uuid=?)"))
+                    .collect();
+                assert!(!reads.is_empty(), "{slice:?}: {steps:?}");
+                assert!(
+                    reads
+                        .iter()
+                        .all(|s| s.starts_with("SEARCH calls USING") && s.contains(" (state=?")),
+                    "{slice:?}: {steps:?}"
+                );
+            }
+        }
+    }
+}

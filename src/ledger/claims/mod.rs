@@ -240,9 +240,12 @@ impl<D: ClaimBatch> Claims for D {
     }
 
     async fn count_due(&self, slice: &Slice, now: DateTime<Utc>) -> Result<u64, LedgerError> {
-        let stmt = Stmt::new(due::COUNT_DUE.sql(slice), "counting due records")
-            .slice(slice)
-            .bind(now);
+        let stmt = Stmt::new(
+            due::count_sql(self.dialect(), slice),
+            "counting due records",
+        )
+        .slice(slice)
+        .bind(now);
         self.fetch_one(stmt).await?.count("n")
     }
 
