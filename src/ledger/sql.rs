@@ -284,6 +284,12 @@ impl Stmt {
     }
 }
 
+/// `n` comma-separated items, each written from its index (from 0) by `each`: a list of
+/// placeholders for `IN (…)`, or the rows of a multi-row `VALUES`.
+pub(crate) fn listed(n: usize, each: impl Fn(usize) -> String) -> String {
+    (0..n).map(each).collect::<Vec<_>>().join(", ")
+}
+
 /// How many times a transaction that lost a race is run again before its caller sees the
 /// [`LedgerError::Conflict`].
 const RETRIES: u32 = 3;

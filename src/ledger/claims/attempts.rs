@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::INTERRUPTED_MESSAGE;
 use crate::domain::{AttemptId, CallRecord, Claim, RunId};
 use crate::ledger::LedgerError;
-use crate::ledger::sql::{Row, Stmt, Tx};
+use crate::ledger::sql::{Row, Stmt, Tx, listed};
 
 /// Claimed records per statement (well under either engine's limit on placeholders:
 /// 32,766 on SQLite, 65,535 on PostgreSQL).
@@ -27,24 +27,18 @@ pub(super) async fn start_claimed<T: Tx>(
     let mut ids: HashMap<String, i64> = HashMap::with_capacity(claimed.len());
     for chunk in claimed.chunks(PER_STATEMENT) {
         let uuids = chunk.iter().map(|(record, _)| &record.uuid);
-        let listed = (0..chunk.len())
-            .map(|i| format!("${}", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let uuids_listed = listed(chunk.len(), |i| format!("${}", i + 3));
         let close = Stmt::new(
             format!(
                 "UPDATE attempts SET outcome = 'interrupted', finished_at = $1, message = $2
-                 WHERE call_uuid IN ({listed}) AND outcome = 'running'"
+                 WHERE call_uuid IN ({uuids_listed}) AND outcome = 'running'"
             ),
             "closing interrupted attempts",
         )
         .bind(now)
         .bind(INTERRUPTED_MESSAGE);
         tx.execute(uuids.clone().fold(close, Stmt::bind)).await?;
-        let values = (0..chunk.len())
-            .map(|i| format!("(${}, $1, $2, 'running')", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values = listed(chunk.len(), |i| format!("(${}, $1, $2, 'running')", i + 3));
         let start = Stmt::new(
             format!(
                 "INSERT INTO attempts (call_uuid, run_id, started_at, outcome) VALUES {values}

@@ -341,42 +341,6 @@ fn bind_slice<'q>(
         .bind(slice.until.map(at))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slice_statements_name_only_the_bounds_set() {
-        static SQL: BySlice = BySlice::new(|| by_slice(|f| format!("WHERE true{f}")));
-        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0);
-        let all = Slice {
-            company: Some("c".into()),
-            since: t,
-            until: t,
-        };
-        assert_eq!(SQL.sql(&Slice::default()), "WHERE true");
-        assert_eq!(
-            SQL.sql(&all),
-            "WHERE true AND company_code = $1 AND call_start >= $2 AND call_start < $3"
-        );
-        let since_only = Slice {
-            since: t,
-            ..Slice::default()
-        };
-        assert_eq!(SQL.sql(&since_only), "WHERE true AND call_start >= $2");
-    }
-
-    #[test]
-    fn times_are_cut_to_milliseconds() {
-        let t = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
-        assert_eq!(at(t).timestamp_subsec_nanos(), 123_000_000);
-        assert_eq!(
-            crate::timefmt::to_ledger(at(t)),
-            crate::timefmt::to_ledger(t)
-        );
-    }
-}
-
 /// Binds `stmt`'s arguments; times cut to milliseconds ([`at`]).
 fn bound(stmt: &Stmt) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     stmt.args.iter().fold(
@@ -477,5 +441,41 @@ impl Db for PgLedger {
             .fetch_optional(&self.pool)
             .await
             .ctx(stmt.context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_statements_name_only_the_bounds_set() {
+        static SQL: BySlice = BySlice::new(|| by_slice(|f| format!("WHERE true{f}")));
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0);
+        let all = Slice {
+            company: Some("c".into()),
+            since: t,
+            until: t,
+        };
+        assert_eq!(SQL.sql(&Slice::default()), "WHERE true");
+        assert_eq!(
+            SQL.sql(&all),
+            "WHERE true AND company_code = $1 AND call_start >= $2 AND call_start < $3"
+        );
+        let since_only = Slice {
+            since: t,
+            ..Slice::default()
+        };
+        assert_eq!(SQL.sql(&since_only), "WHERE true AND call_start >= $2");
+    }
+
+    #[test]
+    fn times_are_cut_to_milliseconds() {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
+        assert_eq!(at(t).timestamp_subsec_nanos(), 123_000_000);
+        assert_eq!(
+            crate::timefmt::to_ledger(at(t)),
+            crate::timefmt::to_ledger(t)
+        );
     }
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use self::plan::ImportPlan;
 use super::LedgerError;
-use super::sql::{Db, RECORD_COLUMNS, Row, Stmt, Tx, record_from_row, retry_conflicts};
+use super::sql::{Db, RECORD_COLUMNS, Row, Stmt, Tx, listed, record_from_row, retry_conflicts};
 use crate::domain::{CallRecord, CallUuid, RecordState, RunId};
 
 /// What importing one record did to the ledger.
@@ -225,29 +225,15 @@ async fn import_once<D: ImportHooks>(
 
 /// Inserts the records whose uuid the ledger does not know yet; returns their uuids.
 fn insert_stmt(records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
-    const COLUMNS: usize = 9;
-    let values = (0..records.len())
-        .map(|i| {
-            let p = |k: usize| format!("${}", 2 + i * COLUMNS + k);
-            format!(
-                "({}, {}, {}, {}, {}, {}, {}, $1, $1, $1, {}, {}, 'callback')",
-                p(0),
-                p(1),
-                p(2),
-                p(3),
-                p(4),
-                p(5),
-                p(6),
-                p(7),
-                p(8)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    const BOUND: usize = 9;
+    let values = listed(records.len(), |i| {
+        let row = listed(BOUND, |k| format!("${}", 2 + i * BOUND + k));
+        format!("({row}, $1, $1, $1, 'callback')")
+    });
     let stmt = Stmt::new(
         format!(
             "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json,
-                                state, next_attempt_at, imported_at, updated_at, bill_id, notes,
+                                state, bill_id, notes, next_attempt_at, imported_at, updated_at,
                                 origin)
              VALUES {values}
              ON CONFLICT (uuid) DO NOTHING
@@ -277,10 +263,9 @@ fn insert_stmt(records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
 /// Gives known calls without a recording the one `records` bring: they become pending.
 /// Returns the uuids that did.
 fn late_recordings_stmt(records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
-    let values = (0..records.len())
-        .map(|i| format!("(${}, ${}, ${})", 2 + i * 3, 3 + i * 3, 4 + i * 3))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let values = listed(records.len(), |i| {
+        format!("(${}, ${}, ${})", 2 + i * 3, 3 + i * 3, 4 + i * 3)
+    });
     let stmt = Stmt::new(
         format!(
             "WITH late (late_uuid, late_file, late_json) AS (VALUES {values})
