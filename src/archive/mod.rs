@@ -235,7 +235,9 @@ async fn apply_takeovers(deps: &Deps) {
     match deps.ledger.apply_takeovers(deps.clock.now()).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(calls = n, "callbacks joined to the calls this pass held"),
-        Err(e) => tracing::warn!(error = %e, "callbacks kept for held calls wait for the next pass"),
+        Err(e) => {
+            tracing::warn!(error = %e, "callbacks kept for held calls wait for the next pass")
+        }
     }
 }
 

@@ -25,7 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{BackendKind, LedgerError};
+use std::sync::LazyLock;
+
+use super::{BackendKind, LedgerError, Slice};
 use crate::domain::{CallRecord, CallUuid, Origin, RecordState};
 
 /// One value bound to a placeholder.
@@ -199,17 +201,14 @@ pub(crate) trait Db: Send + Sync + 'static {
     fn dialect(&self) -> BackendKind;
 
     async fn begin(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
-    /// A transaction that reads and then writes what it read. SQLite takes its write lock
-    /// at the start (`BEGIN IMMEDIATE`), waiting the busy timeout for it: no other writer
-    /// can change what it read, and it never has to upgrade a read to a write, which fails
-    /// at once (no busy wait) when another process wrote meanwhile. PostgreSQL begins as
-    /// [`Db::begin`] does: its statements lock the rows they change.
-    async fn begin_write(&self, context: &'static str) -> Result<Self::Tx, LedgerError> {
-        self.begin(context).await
-    }
     /// A read-only transaction that sees one snapshot of the ledger (figures that must
     /// agree with each other).
     async fn begin_snapshot(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
+    /// A transaction whose writes depend on what it reads first (matching a call to its
+    /// row): SQLite takes the write lock at its start (`BEGIN IMMEDIATE`), so the rows read
+    /// are the rows written; PostgreSQL begins as [`Db::begin`] does (its writers lock the
+    /// rows or keys they depend on themselves).
+    async fn begin_write(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
     async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError>;
     async fn fetch_all(&self, stmt: Stmt) -> Result<Vec<Self::Row>, LedgerError>;
     async fn fetch_optional(&self, stmt: Stmt) -> Result<Option<Self::Row>, LedgerError>;
@@ -242,6 +241,61 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// One statement per combination of slice bounds: the conditions a slice sets are written
+/// into the SQL (`$1` company, `$2` since, `$3` until, always bound by [`Stmt::slice`],
+/// named only when set), so each combination is planned with its bounds as index ranges
+/// instead of `($2 IS NULL OR …)`, which a generic plan (PostgreSQL) or SQLite's planner
+/// cannot use as a range. Built once from static text.
+pub(crate) struct SliceSql(LazyLock<[String; 8]>);
+
+impl SliceSql {
+    /// `build` gives the eight statements, usually through [`by_slice`].
+    pub const fn new(build: fn() -> [String; 8]) -> Self {
+        Self(LazyLock::new(build))
+    }
+
+    pub fn sql(&'static self, slice: &Slice) -> &'static str {
+        let mask = usize::from(slice.company.is_some())
+            | usize::from(slice.since.is_some()) << 1
+            | usize::from(slice.until.is_some()) << 2;
+        &self.0[mask]
+    }
+}
+
+/// The eight statements `template` gives with every combination of slice conditions
+/// (`template` takes the conditions as ` AND …` text).
+pub(crate) fn by_slice(template: impl Fn(&str) -> String) -> [String; 8] {
+    std::array::from_fn(|mask| {
+        let mut filter = String::new();
+        if mask & 1 != 0 {
+            filter.push_str(" AND company_code = $1");
+        }
+        if mask & 2 != 0 {
+            filter.push_str(" AND call_start >= $2");
+        }
+        if mask & 4 != 0 {
+            filter.push_str(" AND call_start < $3");
+        }
+        template(&filter)
+    })
+}
+
+impl Stmt {
+    /// Binds a slice's `$1` company, `$2` since and `$3` until (NULL when unset), for a
+    /// statement from [`SliceSql`].
+    pub fn slice(self, slice: &Slice) -> Self {
+        self.bind(slice.company.as_deref())
+            .bind(slice.since)
+            .bind(slice.until)
+    }
+}
+
+/// `n` comma-separated items, each written from its index (from 0) by `each`: a list of
+/// placeholders for `IN (…)`, or the rows of a multi-row `VALUES`.
+pub(crate) fn listed(n: usize, each: impl Fn(usize) -> String) -> String {
+    (0..n).map(each).collect::<Vec<_>>().join(", ")
 }
 
 /// How many times a transaction that lost a race is run again before its caller sees the
@@ -312,6 +366,28 @@ pub(crate) fn record_from_row(row: &impl Row) -> Result<CallRecord, LedgerError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slice_statements_name_only_the_bounds_set() {
+        static SQL: SliceSql = SliceSql::new(|| by_slice(|f| format!("WHERE true{f}")));
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0);
+        let all = Slice {
+            company: Some("c".into()),
+            since: t,
+            until: t,
+        };
+        assert_eq!(SQL.sql(&Slice::default()), "WHERE true");
+        assert_eq!(
+            SQL.sql(&all),
+            "WHERE true AND company_code = $1 AND call_start >= $2 AND call_start < $3"
+        );
+        let since_only = Slice {
+            since: t,
+            ..Slice::default()
+        };
+        assert_eq!(SQL.sql(&since_only), "WHERE true AND call_start >= $2");
+        assert_eq!(Stmt::new("", "test").slice(&since_only).args.len(), 3);
+    }
 
     #[test]
     fn pauses_grow_and_stay_short() {

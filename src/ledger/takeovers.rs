@@ -66,7 +66,10 @@ const STATE_POSTGRES: &str = "SELECT state FROM calls WHERE uuid = $1 FOR UPDATE
 /// indexed read when none is kept.
 pub(crate) async fn apply<D: StoreCalls>(db: &D, now: DateTime<Utc>) -> Result<u64, LedgerError> {
     let rows = db
-        .fetch_all(Stmt::new(READY, "finding callbacks kept for calls a pass held"))
+        .fetch_all(Stmt::new(
+            READY,
+            "finding callbacks kept for calls a pass held",
+        ))
         .await?;
     if rows.is_empty() {
         return Ok(0);

@@ -18,7 +18,6 @@ mod claims;
 mod error;
 mod holds;
 mod manifests;
-mod records;
 mod search;
 mod sync;
 mod transfer;
@@ -41,7 +40,7 @@ use super::{
     Admin, ArchivedEntry, BackendKind, LedgerError, LedgerOptions, Migration, Slice,
     redact_location,
 };
-use crate::domain::{CallRecord, CallUuid, Origin, RecordState};
+use crate::domain::{CallUuid, RecordState};
 
 /// A PostgreSQL ledger; see the module documentation.
 pub struct PgLedger {
@@ -269,29 +268,6 @@ fn parse_uuid(uuid: &str) -> Result<CallUuid, LedgerError> {
     CallUuid::parse(uuid).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {uuid:?}")))
 }
 
-/// The call record in a row holding `uuid, company_code, record_file, call_start, billsec,
-/// raw_json, bill_id, notes, origin, imported_at`.
-fn record_from_row(row: &PgRow) -> Result<CallRecord, LedgerError> {
-    const CONTEXT: &str = "reading a call record";
-    let uuid: String = row.try_get("uuid").ctx(CONTEXT)?;
-    Ok(CallRecord {
-        uuid: parse_uuid(&uuid)?,
-        company_code: row.try_get("company_code").ctx(CONTEXT)?,
-        record_file: row.try_get("record_file").ctx(CONTEXT)?,
-        call_start: row.try_get("call_start").ctx(CONTEXT)?,
-        billsec: row.try_get("billsec").ctx(CONTEXT)?,
-        raw_json: row.try_get("raw_json").ctx(CONTEXT)?,
-        bill_id: row.try_get("bill_id").ctx(CONTEXT)?,
-        notes: row.try_get("notes").ctx(CONTEXT)?,
-        origin: parse_origin(&row.try_get::<String, _>("origin").ctx(CONTEXT)?)?,
-        received_at: row.try_get("imported_at").ctx(CONTEXT)?,
-    })
-}
-
-fn parse_origin(origin: &str) -> Result<Origin, LedgerError> {
-    Origin::parse(origin).ok_or_else(|| LedgerError::Corrupt(format!("origin {origin:?}")))
-}
-
 /// The archived object in a row holding `uuid, object_key, size_bytes, sha256, archived_at`.
 fn entry_from_row(row: &PgRow) -> Result<ArchivedEntry, LedgerError> {
     const CONTEXT: &str = "reading an archived record";
@@ -362,42 +338,6 @@ fn bind_slice<'q>(
         .bind(slice.company.clone())
         .bind(slice.since.map(at))
         .bind(slice.until.map(at))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slice_statements_name_only_the_bounds_set() {
-        static SQL: BySlice = BySlice::new(|| by_slice(|f| format!("WHERE true{f}")));
-        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0);
-        let all = Slice {
-            company: Some("c".into()),
-            since: t,
-            until: t,
-        };
-        assert_eq!(SQL.sql(&Slice::default()), "WHERE true");
-        assert_eq!(
-            SQL.sql(&all),
-            "WHERE true AND company_code = $1 AND call_start >= $2 AND call_start < $3"
-        );
-        let since_only = Slice {
-            since: t,
-            ..Slice::default()
-        };
-        assert_eq!(SQL.sql(&since_only), "WHERE true AND call_start >= $2");
-    }
-
-    #[test]
-    fn times_are_cut_to_milliseconds() {
-        let t = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
-        assert_eq!(at(t).timestamp_subsec_nanos(), 123_000_000);
-        assert_eq!(
-            crate::timefmt::to_ledger(at(t)),
-            crate::timefmt::to_ledger(t)
-        );
-    }
 }
 
 /// Binds `stmt`'s arguments; times cut to milliseconds ([`at`]).
@@ -479,6 +419,10 @@ impl Db for PgLedger {
         ))
     }
 
+    async fn begin_write(&self, context: &'static str) -> Result<PgTx, LedgerError> {
+        self.begin(context).await
+    }
+
     async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {
         Ok(bound(&stmt)
             .execute(&self.pool)
@@ -496,5 +440,41 @@ impl Db for PgLedger {
             .fetch_optional(&self.pool)
             .await
             .ctx(stmt.context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slice_statements_name_only_the_bounds_set() {
+        static SQL: BySlice = BySlice::new(|| by_slice(|f| format!("WHERE true{f}")));
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0);
+        let all = Slice {
+            company: Some("c".into()),
+            since: t,
+            until: t,
+        };
+        assert_eq!(SQL.sql(&Slice::default()), "WHERE true");
+        assert_eq!(
+            SQL.sql(&all),
+            "WHERE true AND company_code = $1 AND call_start >= $2 AND call_start < $3"
+        );
+        let since_only = Slice {
+            since: t,
+            ..Slice::default()
+        };
+        assert_eq!(SQL.sql(&since_only), "WHERE true AND call_start >= $2");
+    }
+
+    #[test]
+    fn times_are_cut_to_milliseconds() {
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap_or_default();
+        assert_eq!(at(t).timestamp_subsec_nanos(), 123_000_000);
+        assert_eq!(
+            crate::timefmt::to_ledger(at(t)),
+            crate::timefmt::to_ledger(t)
+        );
     }
 }

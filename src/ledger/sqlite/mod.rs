@@ -7,7 +7,6 @@ mod audit;
 mod claims;
 mod holds;
 mod manifests;
-mod records;
 mod search;
 mod sync;
 mod transfer;
@@ -27,7 +26,7 @@ use sqlx::sqlite::{
 
 use super::sql::{Arg, Db, Row, Stmt, Tx};
 use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration};
-use crate::domain::{CallRecord, CallUuid, Origin};
+use crate::domain::CallUuid;
 use crate::timefmt::{from_ledger, to_ledger};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -190,25 +189,6 @@ fn uuid_col(row: &SqliteRow, name: &'static str) -> Result<CallUuid, LedgerError
     CallUuid::parse(&raw).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {raw:?}")))
 }
 
-/// The call record in a row holding `uuid, company_code, record_file, call_start, billsec,
-/// raw_json, bill_id, notes, origin, imported_at`.
-fn record_from_row(row: &SqliteRow) -> Result<CallRecord, LedgerError> {
-    let origin: String = col(row, "origin")?;
-    Ok(CallRecord {
-        uuid: uuid_col(row, "uuid")?,
-        company_code: col(row, "company_code")?,
-        record_file: col(row, "record_file")?,
-        call_start: time_col(row, "call_start")?,
-        billsec: col(row, "billsec")?,
-        raw_json: col(row, "raw_json")?,
-        bill_id: col(row, "bill_id")?,
-        notes: col(row, "notes")?,
-        origin: Origin::parse(&origin)
-            .ok_or_else(|| LedgerError::Corrupt(format!("origin {origin:?}")))?,
-        received_at: time_col(row, "imported_at")?,
-    })
-}
-
 /// Binds `stmt`'s arguments; times as the ledger's fixed-width UTC text.
 fn bound(stmt: &Stmt) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     stmt.args.iter().fold(
@@ -282,15 +262,15 @@ impl Db for SqliteLedger {
         Ok(SqliteTx(self.pool.begin().await.ctx(context)?))
     }
 
+    /// A deferred transaction: its snapshot is taken at its first read (WAL).
+    async fn begin_snapshot(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
+        self.begin(context).await
+    }
+
     async fn begin_write(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
         Ok(SqliteTx(
             self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(context)?,
         ))
-    }
-
-    /// A deferred transaction: its snapshot is taken at its first read (WAL).
-    async fn begin_snapshot(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
-        self.begin(context).await
     }
 
     async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {

@@ -1,0 +1,139 @@
+//! Settling a claim: the record's new state and, in the same transaction, the end of its
+//! last attempt; every settlement checks that the lease is still the settler's.
+
+use chrono::{DateTime, Utc};
+
+use super::{AttemptEnd, Settlement, lease_lost_message};
+use crate::domain::{AttemptOutcome, CallUuid, RunId};
+use crate::ledger::LedgerError;
+use crate::ledger::sql::{Stmt, Tx};
+
+// The row is found by its primary key alone: the lease check is written so that no index
+// can serve it (`IS NOT DISTINCT FROM` on a row value), or PostgreSQL's generic plan may walk
+// `calls_lease` over every record in progress (and its dead entries) instead (120 buffers
+// read to update one row, against 36; BENCHMARKS.md). SQLite plans it as the same
+// primary-key search as `lease_owner = $2 AND state = 'in_progress'`.
+
+/// `$4`..`$12`: the object and what the media check noted.
+const ARCHIVED: &str =
+    "UPDATE calls SET state = 'archived', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+        object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
+        object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL,
+        media_duration_ms = $11, media_note = $12
+ WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
+
+/// Back to pending: `$4` next attempt, `$5` code, `$6` message.
+const PENDING: &str =
+    "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+        next_attempt_at = $4, last_error_code = $5, last_error = $6
+ WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
+
+/// As [`PENDING`], and `$7` the attempts counted before the claim.
+const RETURNED: &str =
+    "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
+        next_attempt_at = $4, last_error_code = $5, last_error = $6,
+        attempts = $7
+ WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
+
+/// Given up: `$4` the state, `$5` code, `$6` message.
+const GIVEN_UP: &str =
+    "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
+        last_error_code = $5, last_error = $6
+ WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
+
+/// The settlement's update of the record, which touches one row while `owner` holds it.
+fn settlement_stmt(
+    uuid: &CallUuid,
+    owner: &RunId,
+    settlement: &Settlement<'_>,
+    now: DateTime<Utc>,
+) -> Stmt {
+    let text = match settlement {
+        Settlement::Archived(..) => ARCHIVED,
+        Settlement::Retry { .. } | Settlement::Released { .. } => PENDING,
+        Settlement::Returned { .. } => RETURNED,
+        Settlement::Failed { .. } | Settlement::Expired { .. } => GIVEN_UP,
+    };
+    let base = Stmt::new(text, "settling a record")
+        .bind(uuid)
+        .bind(owner.as_str())
+        .bind(now);
+    match settlement {
+        Settlement::Archived(obj, media) => base
+            .bind(obj.key.as_str())
+            .bind(obj.size)
+            .bind(obj.sha256.as_str())
+            .bind(obj.content_type.as_deref())
+            .bind(obj.etag.as_deref())
+            .bind(obj.version.as_deref())
+            .bind(obj.archived_at)
+            .bind(media.duration_ms)
+            .bind(media.note.as_deref()),
+        Settlement::Retry {
+            next_attempt_at,
+            code,
+            message,
+        } => base.bind(*next_attempt_at).bind(*code).bind(*message),
+        Settlement::Released { message } => base.bind(now).bind("interrupted").bind(*message),
+        Settlement::Returned {
+            code,
+            message,
+            attempts_before,
+        } => base
+            .bind(now)
+            .bind(*code)
+            .bind(*message)
+            .bind(*attempts_before),
+        Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
+        Settlement::Expired { code, message } => base.bind("expired").bind(*code).bind(*message),
+    }
+}
+
+/// One settlement inside the caller's transaction: the record's new state and, with it, the
+/// end of its last attempt. `false` when `owner` no longer holds the lease.
+pub(super) async fn settle_in<T: Tx>(
+    tx: &mut T,
+    uuid: &CallUuid,
+    owner: &RunId,
+    settlement: &Settlement<'_>,
+    last_attempt: Option<&AttemptEnd<'_>>,
+    now: DateTime<Utc>,
+) -> Result<bool, LedgerError> {
+    let held = tx
+        .execute(settlement_stmt(uuid, owner, settlement, now))
+        .await?
+        == 1;
+    match last_attempt {
+        Some(end) if held => {
+            tx.execute(finish_stmt(end, now)).await?;
+        }
+        // Another run holds the record now: the attempt's own outcome did not count.
+        Some(end) => {
+            let message = lease_lost_message(end.outcome);
+            let lost = AttemptEnd {
+                outcome: AttemptOutcome::LeaseLost,
+                error_code: Some("lease_lost"),
+                message: Some(&message),
+                ..end.clone()
+            };
+            tx.execute(finish_stmt(&lost, now)).await?;
+        }
+        None => {}
+    }
+    Ok(held)
+}
+
+/// The end of an attempt, as the attempts table records it.
+pub(super) fn finish_stmt(end: &AttemptEnd<'_>, now: DateTime<Utc>) -> Stmt {
+    Stmt::new(
+        "UPDATE attempts SET finished_at = $1, outcome = $2, error_code = $3, message = $4, bytes = $5
+         WHERE id = $6",
+        "ending an attempt",
+    )
+    .bind(now)
+    .bind(end.outcome.as_str())
+    .bind(end.error_code)
+    .bind(end.message)
+    .bind(end.bytes)
+    .bind(end.id.0)
+}
