@@ -92,11 +92,8 @@ async fn assert_one_row_and_one_object_per_call(world: &World, callbacks: &[Valu
             Origin::Callback,
             "{uuid}: the callback's"
         );
-        named.insert(
-            row.object_key
-                .clone()
-                .expect("an archived row names its object"),
-        );
+        let key = row.object_key.expect("an archived row names its object");
+        named.insert(world.bucket_path(&key).to_string());
     }
     assert_eq!(
         recording_keys(world).await,
