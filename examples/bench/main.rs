@@ -7,6 +7,7 @@
 
 mod ceiling;
 mod child;
+mod figures;
 mod ledger_growth;
 mod machine;
 mod pg_history;
@@ -58,6 +59,9 @@ struct Args {
     /// Only these parts (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Part>,
+    /// Also write the figures of the parts that ran as JSON to this file (for `bench/compare`).
+    #[arg(long)]
+    figures_json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -162,66 +166,10 @@ async fn main() -> anyhow::Result<()> {
     };
 
     if wants(Part::Small) {
-        let (n, size) = plan.small;
-        let names = rig.recordings("small", n, size);
-        let contents = ceiling::contents(&names, size).await?;
-        results
-            .notes
-            .push(format!("`small` is {n} × {} KiB.", size / KIB));
-        for round in 0..plan.rounds {
-            println!("small, round {}", round + 1);
-            for &c in &plan.small_concurrency {
-                let t = transfers::callvault(&rig, "small", &names, size, c).await?;
-                results.transfers.push(t);
-                let t = transfers::ceiling(&rig, "small", &contents, c, 1).await?;
-                results.transfers.push(t);
-            }
-            let t = transfers::download_only(&rig, "small", &names, size, DEFAULT_CONCURRENCY);
-            results.transfers.push(t.await?);
-            if round == 0 && !args.no_rclone {
-                let t = transfers::rclone(&rig, "small", &names, size, DEFAULT_CONCURRENCY).await?;
-                results.transfers.push(t);
-            }
-        }
+        small_set(&rig, &plan, !args.no_rclone, &mut results).await?;
     }
-
     if wants(Part::Large) {
-        let (n, size) = plan.large;
-        let names = rig.recordings("large", n, size);
-        let contents = ceiling::contents(&names, size).await?;
-        results.sha256_cpu_per_gb = Some(sha256_cpu_per_gb(&contents));
-        for round in 0..plan.rounds {
-            println!("large, round {}", round + 1);
-            for &c in &plan.large_concurrency {
-                let t = transfers::callvault(&rig, "large", &names, size, c).await?;
-                results.transfers.push(t);
-            }
-            let t = transfers::download_only(&rig, "large", &names, size, n).await?;
-            results.transfers.push(t);
-            // The ceiling at each number of transfers callvault had at once.
-            let mut active: Vec<usize> = plan.large_concurrency.iter().map(|&c| c.min(n)).collect();
-            active.dedup();
-            for &c in &active {
-                for parts in [1, 4] {
-                    let t = transfers::ceiling(&rig, "large", &contents, c, parts).await?;
-                    results.transfers.push(t);
-                }
-            }
-            if !args.no_rclone {
-                let t = transfers::rclone(&rig, "large", &names, size, n).await?;
-                results.transfers.push(t);
-            }
-        }
-        drop(contents);
-        let doubled = rig.recordings("large2", n, size * 2);
-        let set = "large ×2";
-        let t = transfers::callvault(&rig, set, &doubled, size * 2, DEFAULT_CONCURRENCY).await?;
-        results.transfers.push(t);
-        results.notes.push(format!(
-            "`large` is {n} × {} MiB, `large ×2` is {n} × {} MiB.",
-            size / MIB,
-            size * 2 / MIB
-        ));
+        large_set(&rig, &plan, !args.no_rclone, &mut results).await?;
     }
     results.merge_rounds();
 
@@ -253,6 +201,89 @@ async fn main() -> anyhow::Result<()> {
         report::write_into(out, &section)?;
         println!("written to {}", out.display());
     }
+    if let Some(path) = &args.figures_json {
+        figures::write(path, args.quick, plan.rounds, &results)?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The small recordings: callvault and the ceiling at each concurrency, the source alone,
+/// and rclone once; `plan.rounds` rounds, interleaved.
+async fn small_set(
+    rig: &Rig,
+    plan: &Plan,
+    rclone: bool,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let (n, size) = plan.small;
+    let names = rig.recordings("small", n, size);
+    let contents = ceiling::contents(&names, size).await?;
+    results
+        .notes
+        .push(format!("`small` is {n} × {} KiB.", size / KIB));
+    for round in 0..plan.rounds {
+        println!("small, round {}", round + 1);
+        for &c in &plan.small_concurrency {
+            let t = transfers::callvault(rig, "small", &names, size, c).await?;
+            results.transfers.push(t);
+            let t = transfers::ceiling(rig, "small", &contents, c, 1).await?;
+            results.transfers.push(t);
+        }
+        let t = transfers::download_only(rig, "small", &names, size, DEFAULT_CONCURRENCY);
+        results.transfers.push(t.await?);
+        if round == 0 && rclone {
+            let t = transfers::rclone(rig, "small", &names, size, DEFAULT_CONCURRENCY).await?;
+            results.transfers.push(t);
+        }
+    }
+    Ok(())
+}
+
+/// The large recordings: callvault at each concurrency, the source alone, the ceiling at
+/// each number of transfers callvault had at once, rclone; then callvault on twice the size.
+async fn large_set(
+    rig: &Rig,
+    plan: &Plan,
+    rclone: bool,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let (n, size) = plan.large;
+    let names = rig.recordings("large", n, size);
+    let contents = ceiling::contents(&names, size).await?;
+    results.sha256_cpu_per_gb = Some(sha256_cpu_per_gb(&contents));
+    for round in 0..plan.rounds {
+        println!("large, round {}", round + 1);
+        for &c in &plan.large_concurrency {
+            let t = transfers::callvault(rig, "large", &names, size, c).await?;
+            results.transfers.push(t);
+        }
+        let t = transfers::download_only(rig, "large", &names, size, n).await?;
+        results.transfers.push(t);
+        // The ceiling at each number of transfers callvault had at once.
+        let mut active: Vec<usize> = plan.large_concurrency.iter().map(|&c| c.min(n)).collect();
+        active.dedup();
+        for &c in &active {
+            for parts in [1, 4] {
+                let t = transfers::ceiling(rig, "large", &contents, c, parts).await?;
+                results.transfers.push(t);
+            }
+        }
+        if rclone {
+            let t = transfers::rclone(rig, "large", &names, size, n).await?;
+            results.transfers.push(t);
+        }
+    }
+    drop(contents);
+    let doubled = rig.recordings("large2", n, size * 2);
+    let set = "large ×2";
+    let t = transfers::callvault(rig, set, &doubled, size * 2, DEFAULT_CONCURRENCY).await?;
+    results.transfers.push(t);
+    results.notes.push(format!(
+        "`large` is {n} × {} MiB, `large ×2` is {n} × {} MiB.",
+        size / MIB,
+        size * 2 / MIB
+    ));
     Ok(())
 }
 
