@@ -11,7 +11,7 @@ use super::hold::object_keys;
 use super::select::{Pages, Selection};
 use super::{Actor, RetentionError};
 use crate::domain::{CallUuid, RecordState};
-use crate::ledger::{CallFacts, EraseRecorded, HoldId, Ledger, Tombstone};
+use crate::ledger::{ArchivedEntry, CallFacts, EraseRecorded, HoldId, Ledger, Tombstone};
 use crate::store::{RetainFor, Store, StoreError};
 
 /// What is being erased, and why.
@@ -136,17 +136,19 @@ pub async fn erase(
     yes: bool,
     now: DateTime<Utc>,
 ) -> Result<EraseReport, RetentionError> {
-    let reasons: std::collections::HashMap<HoldId, String> = ledger
-        .holds(false)
-        .await?
-        .into_iter()
-        .map(|h| (h.id, h.reason))
-        .collect();
-    let named = |holds: &[HoldId]| {
-        holds
-            .iter()
-            .map(|h| (h.clone(), reasons.get(h).cloned().unwrap_or_default()))
-            .collect::<Vec<_>>()
+    let eraser = Eraser {
+        ledger,
+        store,
+        mode,
+        actor,
+        yes,
+        now,
+        reasons: ledger
+            .holds(false)
+            .await?
+            .into_iter()
+            .map(|h| (h.id, h.reason))
+            .collect(),
     };
     let mut report = EraseReport {
         dry_run: !yes,
@@ -155,115 +157,160 @@ pub async fn erase(
     let mut pages = Pages::new(ledger, selection);
     while let Some(page) = pages.next().await? {
         for call in page {
-            if let EraseMode::Expire { older_than } = mode {
-                let due = call
-                    .call_start
-                    .and_then(|s| older_than.until(s))
-                    .is_some_and(|until| until <= now);
-                if !due {
+            match eraser.due(&call) {
+                Due::Yes => {}
+                Due::NotYet => {
                     report.not_due += 1;
                     continue;
                 }
-                if call.state == RecordState::Erased {
-                    continue;
-                }
+                Due::AlreadyErased => continue,
             }
-            let kept = |why| Kept {
-                uuid: call.uuid.clone(),
-                why,
+            let outcome = match eraser.decide(&call).await? {
+                Ok((object, plan)) => eraser.carry_out(&call, &object, &plan).await?,
+                Err(why) => Err(why),
             };
-            let verdict = match ledger_verdict(&call) {
-                Some(KeptReason::OnHold { .. }) => Err(KeptReason::OnHold {
-                    holds: named(&call.holds),
-                }),
-                Some(why) => Err(why),
-                None => Ok(()),
-            };
-            if let Err(why) = verdict {
-                report.kept.push(kept(why));
-                continue;
-            }
-            let Some(object) = call.object.clone() else {
-                report.kept.push(kept(KeptReason::NotArchived {
-                    state: Some(call.state),
-                }));
-                continue;
-            };
-            let plan = match plan(store, &object.key, now).await {
-                Ok(plan) => plan,
-                Err(Blocked::Locked { key, detail }) => {
-                    report.kept.push(kept(KeptReason::Locked { key, detail }));
-                    continue;
-                }
-                Err(Blocked::Store(e @ StoreError::Config(_))) => return Err(e.into()),
-                Err(Blocked::Store(e)) => {
-                    report.kept.push(kept(KeptReason::StoreFailed {
-                        key: object.key.clone(),
-                        detail: e.to_string(),
-                    }));
-                    continue;
-                }
-            };
-            if !yes {
-                report.erased.push(Erased {
+            match outcome {
+                Ok(erased) => report.erased.push(erased),
+                Err(why) => report.kept.push(Kept {
                     uuid: call.uuid.clone(),
-                    key: object.key.clone(),
-                    size: object.size,
-                    versions_deleted: 0,
-                });
-                continue;
-            }
-            let deleted = match execute(store, &plan).await {
-                Ok(n) => n,
-                Err((key, e)) => {
-                    report.kept.push(kept(KeptReason::StoreFailed {
-                        key,
-                        detail: e.to_string(),
-                    }));
-                    continue;
-                }
-            };
-            let tombstone = Tombstone {
-                uuid: call.uuid.clone(),
-                key: object.key.clone(),
-                sidecar_key: store.sidecar_key(&object.key),
-                sha256: object.sha256.clone(),
-                size: object.size,
-                archived_at: Some(object.archived_at),
-                erased_at: now,
-                reason: mode.reason(),
-                erased_by: actor.to_string(),
-                versions_deleted: deleted,
-                manifest_seq: None,
-            };
-            match ledger.record_erasure(&tombstone).await? {
-                EraseRecorded::Erased => report.erased.push(Erased {
-                    uuid: call.uuid.clone(),
-                    key: object.key.clone(),
-                    size: object.size,
-                    versions_deleted: deleted,
+                    why,
                 }),
-                // A hold (or a manifest claim) came while the objects were deleted: the
-                // objects are gone (an S3 legal hold set meanwhile would have refused the
-                // delete), so say so loudly; the ledger keeps the call as it was.
-                EraseRecorded::OnHold { holds } => {
-                    tracing::error!(uuid = %call.uuid, ?holds, "a hold was placed while the call's objects were being deleted; the ledger still lists it");
-                    report.kept.push(kept(KeptReason::OnHold {
-                        holds: named(&holds),
-                    }));
-                }
-                EraseRecorded::NotArchived { state } => {
-                    report.kept.push(kept(KeptReason::NotArchived { state }));
-                }
-                EraseRecorded::ManifestBeingWritten { seq } => {
-                    report
-                        .kept
-                        .push(kept(KeptReason::ManifestBeingWritten { seq }));
-                }
             }
         }
     }
     Ok(report)
+}
+
+/// Whether `expire` takes a call now (`erase` takes every chosen call).
+enum Due {
+    Yes,
+    NotYet,
+    AlreadyErased,
+}
+
+/// One erasure's settings, shared by every call it chooses.
+struct Eraser<'a> {
+    ledger: &'a Ledger,
+    store: &'a Store,
+    mode: &'a EraseMode,
+    actor: &'a Actor,
+    yes: bool,
+    now: DateTime<Utc>,
+    /// The reasons of the holds in force, to name them to whoever asked.
+    reasons: std::collections::HashMap<HoldId, String>,
+}
+
+impl Eraser<'_> {
+    /// `expire`: the call's retention must have ended, and an erased call is passed over.
+    fn due(&self, call: &CallFacts) -> Due {
+        let EraseMode::Expire { older_than } = self.mode else {
+            return Due::Yes;
+        };
+        let due = call
+            .call_start
+            .and_then(|s| older_than.until(s))
+            .is_some_and(|until| until <= self.now);
+        match (due, call.state) {
+            (false, _) => Due::NotYet,
+            (true, RecordState::Erased) => Due::AlreadyErased,
+            (true, _) => Due::Yes,
+        }
+    }
+
+    fn named(&self, holds: &[HoldId]) -> Vec<(HoldId, String)> {
+        holds
+            .iter()
+            .map(|h| (h.clone(), self.reasons.get(h).cloned().unwrap_or_default()))
+            .collect()
+    }
+
+    /// What would go (the call's object and the versions to delete), or why the call stays:
+    /// the ledger's verdict first, then the bucket's (locks).
+    async fn decide(
+        &self,
+        call: &CallFacts,
+    ) -> Result<Result<(ArchivedEntry, Plan), KeptReason>, RetentionError> {
+        match ledger_verdict(call) {
+            Some(KeptReason::OnHold { .. }) => {
+                return Ok(Err(KeptReason::OnHold {
+                    holds: self.named(&call.holds),
+                }));
+            }
+            Some(why) => return Ok(Err(why)),
+            None => {}
+        }
+        let Some(object) = call.object.clone() else {
+            return Ok(Err(KeptReason::NotArchived {
+                state: Some(call.state),
+            }));
+        };
+        match plan(self.store, &object.key, self.now).await {
+            Ok(plan) => Ok(Ok((object, plan))),
+            Err(Blocked::Locked { key, detail }) => Ok(Err(KeptReason::Locked { key, detail })),
+            Err(Blocked::Store(e @ StoreError::Config(_))) => Err(e.into()),
+            Err(Blocked::Store(e)) => Ok(Err(KeptReason::StoreFailed {
+                key: object.key.clone(),
+                detail: e.to_string(),
+            })),
+        }
+    }
+
+    /// Deletes the call's objects (`yes`; else only says they would go) and records the
+    /// erasure with its tombstone.
+    async fn carry_out(
+        &self,
+        call: &CallFacts,
+        object: &ArchivedEntry,
+        plan: &Plan,
+    ) -> Result<Result<Erased, KeptReason>, RetentionError> {
+        let erased = |versions_deleted| Erased {
+            uuid: call.uuid.clone(),
+            key: object.key.clone(),
+            size: object.size,
+            versions_deleted,
+        };
+        if !self.yes {
+            return Ok(Ok(erased(0)));
+        }
+        let deleted = match execute(self.store, plan).await {
+            Ok(n) => n,
+            Err((key, e)) => {
+                return Ok(Err(KeptReason::StoreFailed {
+                    key,
+                    detail: e.to_string(),
+                }));
+            }
+        };
+        let tombstone = Tombstone {
+            uuid: call.uuid.clone(),
+            key: object.key.clone(),
+            sidecar_key: self.store.sidecar_key(&object.key),
+            sha256: object.sha256.clone(),
+            size: object.size,
+            archived_at: Some(object.archived_at),
+            erased_at: self.now,
+            reason: self.mode.reason(),
+            erased_by: self.actor.to_string(),
+            versions_deleted: deleted,
+            manifest_seq: None,
+        };
+        Ok(match self.ledger.record_erasure(&tombstone).await? {
+            EraseRecorded::Erased => Ok(erased(deleted)),
+            // A hold (or a manifest claim) came while the objects were deleted: the objects
+            // are gone (an S3 legal hold set meanwhile would have refused the delete), so say
+            // so loudly; the ledger keeps the call as it was.
+            EraseRecorded::OnHold { holds } => {
+                tracing::error!(uuid = %call.uuid, ?holds, "a hold was placed while the call's objects were being deleted; the ledger still lists it");
+                Err(KeptReason::OnHold {
+                    holds: self.named(&holds),
+                })
+            }
+            EraseRecorded::NotArchived { state } => Err(KeptReason::NotArchived { state }),
+            EraseRecorded::ManifestBeingWritten { seq } => {
+                Err(KeptReason::ManifestBeingWritten { seq })
+            }
+        })
+    }
 }
 
 /// What the ledger alone says against erasing the call.
