@@ -197,6 +197,11 @@ pub(crate) trait Db: Send + Sync + 'static {
     fn dialect(&self) -> BackendKind;
 
     async fn begin(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
+    /// A transaction that will write what it reads: SQLite takes the write lock at once
+    /// (`BEGIN IMMEDIATE`; a deferred transaction that read first could not upgrade once
+    /// another writer committed, and what it read would be stale); PostgreSQL starts a plain
+    /// transaction (its writers lock rows, not the database).
+    async fn begin_write(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
     /// A read-only transaction that sees one snapshot of the ledger (figures that must
     /// agree with each other).
     async fn begin_snapshot(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
@@ -218,6 +223,20 @@ pub(crate) fn pick(kind: BackendKind, sqlite: &'static str, postgres: &'static s
         BackendKind::Sqlite => sqlite,
         BackendKind::Postgres => postgres,
     }
+}
+
+/// `$first, $first+1, …`: `n` placeholders, for an `IN (…)` list.
+pub(crate) fn params(first: usize, n: usize) -> String {
+    let list: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    list.join(", ")
+}
+
+/// `($first, …), (…), …`: `rows` rows of `width` placeholders, for a multi-row `VALUES`.
+pub(crate) fn value_rows(first: usize, rows: usize, width: usize) -> String {
+    let list: Vec<String> = (0..rows)
+        .map(|r| format!("({})", params(first + r * width, width)))
+        .collect();
+    list.join(", ")
 }
 
 /// How many times a transaction that lost a race is run again before its caller sees the
@@ -294,6 +313,12 @@ mod tests {
         assert!(pause(1) < Duration::from_millis(20));
         assert!(pause(3) >= Duration::from_millis(40));
         assert!(pause(30) < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn placeholders_number_on_from_the_first() {
+        assert_eq!(params(3, 2), "$3, $4");
+        assert_eq!(value_rows(2, 2, 2), "($2, $3), ($4, $5)");
     }
 
     #[test]

@@ -1,11 +1,18 @@
 //! Whole tables in and out of a ledger, backend-neutral, for `callvault ledger copy`: every
 //! row as a map of column → JSON value, times in the ledger's fixed-width UTC text, so the
 //! same table reads the same on SQLite and PostgreSQL and a checksum over it compares.
+//!
+//! A page of rows is imported as multi-row `INSERT`s in one transaction. The triggers count
+//! the imported calls per state as for any insert; on PostgreSQL, after rows with an
+//! identity column are imported, its sequence is moved past the largest id, so the next row
+//! recorded there gets a fresh one (SQLite's rowid already follows the largest).
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::LedgerError;
+use super::sql::{Arg, Db, Row, Stmt, Tx, retry_conflicts, value_rows};
+use super::{BackendKind, LedgerError};
+use crate::timefmt::{from_ledger, to_ledger};
 
 /// The tables a ledger holds, in an order that satisfies their references (runs before the
 /// attempts that name them, calls before attempts).
@@ -264,4 +271,157 @@ pub trait Transfer: Send + Sync {
     /// Inserts rows read by [`Transfer::export_rows`] (from any backend) as they are, in one
     /// transaction; keeps identity sequences and derived counts right.
     async fn import_rows(&self, table: Table, rows: &[TableRow]) -> Result<(), LedgerError>;
+}
+
+/// At most this many values per `INSERT` (a page of the widest table, `calls`, takes a few
+/// statements; well under either engine's limit on placeholders).
+const VALUES_PER_INSERT: usize = 4_000;
+
+impl Table {
+    fn key_kind(self) -> Kind {
+        self.columns()
+            .iter()
+            .find(|(name, _)| *name == self.key())
+            .map_or(Kind::Text, |(_, kind)| *kind)
+    }
+
+    /// Whether its `id` is an identity column, numbered by a sequence on PostgreSQL.
+    fn has_identity(self) -> bool {
+        matches!(self, Self::Attempts | Self::AccessLog | Self::AccessLogCalls)
+    }
+}
+
+fn not_a(table: Table, name: &str, kind: Kind, value: &Value) -> LedgerError {
+    LedgerError::Corrupt(format!(
+        "column {}.{name}: {value} is not a {kind:?} value",
+        table.name()
+    ))
+}
+
+/// A cell of a [`TableRow`] as the argument its column takes.
+fn arg_of(table: Table, name: &str, kind: Kind, value: Option<&Value>) -> Result<Arg, LedgerError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(match kind {
+            Kind::Text => Arg::Text(None),
+            Kind::Int => Arg::Int(None),
+            Kind::Time => Arg::Time(None),
+        });
+    };
+    let bad = || not_a(table, name, kind, value);
+    Ok(match kind {
+        Kind::Text => value.as_str().ok_or_else(bad)?.into(),
+        Kind::Int => value.as_i64().ok_or_else(bad)?.into(),
+        Kind::Time => value
+            .as_str()
+            .and_then(from_ledger)
+            .ok_or_else(bad)?
+            .into(),
+    })
+}
+
+/// A column of a row read from the ledger as a [`TableRow`] value.
+fn value_of(row: &impl Row, name: &str, kind: Kind) -> Result<Value, LedgerError> {
+    Ok(match kind {
+        Kind::Text => row.opt_text(name)?.map_or(Value::Null, Value::String),
+        Kind::Int => row.opt_int(name)?.map_or(Value::Null, Value::from),
+        Kind::Time => row
+            .opt_time(name)?
+            .map_or(Value::Null, |t| Value::String(to_ledger(t))),
+    })
+}
+
+#[async_trait]
+impl<D: Db> Transfer for D {
+    async fn count_rows(&self, table: Table) -> Result<i64, LedgerError> {
+        let sql = format!("SELECT count(*) AS n FROM {}", table.name());
+        self.fetch_one(Stmt::new(sql, "counting a table's rows"))
+            .await?
+            .int("n")
+    }
+
+    async fn export_rows(
+        &self,
+        table: Table,
+        after: Option<&Value>,
+        limit: i64,
+    ) -> Result<Vec<TableRow>, LedgerError> {
+        let (name, key, columns) = (table.name(), table.key(), table.column_list());
+        let after = after.filter(|v| !v.is_null());
+        let filter = if after.is_some() {
+            format!(" WHERE {key} > $2")
+        } else {
+            String::new()
+        };
+        let mut stmt = Stmt::new(
+            format!("SELECT {columns} FROM {name}{filter} ORDER BY {key} LIMIT $1"),
+            "reading a table's rows",
+        )
+        .bind(limit.max(0));
+        if let Some(after) = after {
+            stmt = stmt.bind(arg_of(table, key, table.key_kind(), Some(after))?);
+        }
+        let rows = self.fetch_all(stmt).await?;
+        rows.iter()
+            .map(|row| {
+                table
+                    .columns()
+                    .iter()
+                    .map(|(name, kind)| Ok(((*name).to_owned(), value_of(row, name, *kind)?)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    async fn import_rows(&self, table: Table, rows: &[TableRow]) -> Result<(), LedgerError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let inserts = inserts(table, rows)?;
+        let inserts = &inserts;
+        let kind = self.dialect();
+        retry_conflicts(|| async move {
+            let mut tx = self.begin("starting a table import").await?;
+            for insert in inserts {
+                tx.execute(insert.clone()).await?;
+            }
+            if kind == BackendKind::Postgres && table.has_identity() {
+                // The next row recorded here numbers after the copied ones.
+                let name = table.name();
+                tx.execute(Stmt::new(
+                    format!(
+                        "SELECT setval(pg_get_serial_sequence('{name}', 'id'),
+                                       GREATEST(max(id), 1), max(id) IS NOT NULL)
+                         FROM {name}"
+                    ),
+                    "moving an identity sequence past the copied ids",
+                ))
+                .await?;
+            }
+            tx.commit().await
+        })
+        .await
+    }
+}
+
+/// The multi-row `INSERT`s that write `rows` into `table` as they are.
+fn inserts(table: Table, rows: &[TableRow]) -> Result<Vec<Stmt>, LedgerError> {
+    let columns = table.columns();
+    let per_insert = (VALUES_PER_INSERT / columns.len()).max(1);
+    rows.chunks(per_insert)
+        .map(|chunk| {
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                table.name(),
+                table.column_list(),
+                value_rows(1, chunk.len(), columns.len())
+            );
+            let mut stmt = Stmt::new(sql, "writing copied rows");
+            for row in chunk {
+                for (name, kind) in columns {
+                    stmt = stmt.bind(arg_of(table, name, *kind, row.get(*name))?);
+                }
+            }
+            Ok(stmt)
+        })
+        .collect()
 }

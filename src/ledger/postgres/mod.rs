@@ -13,15 +13,12 @@
 //! Times are bound as `DateTime<Utc>` cut to whole milliseconds ([`at`]), the precision of
 //! the SQLite ledger's text, so both backends store, compare and export the same instants.
 
-mod audit;
 mod claims;
 mod error;
 mod holds;
 mod manifests;
 mod records;
-mod search;
 mod sync;
-mod transfer;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -37,10 +34,7 @@ use sqlx::{Connection, Row};
 
 use self::error::Ctx;
 use super::sql::{self, Arg, Db, Stmt, Tx};
-use super::{
-    Admin, ArchivedEntry, BackendKind, LedgerError, LedgerOptions, Migration, Slice,
-    redact_location,
-};
+use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration, Slice, redact_location};
 use crate::domain::{CallRecord, CallUuid, Origin, RecordState};
 
 /// A PostgreSQL ledger; see the module documentation.
@@ -292,26 +286,6 @@ fn parse_origin(origin: &str) -> Result<Origin, LedgerError> {
     Origin::parse(origin).ok_or_else(|| LedgerError::Corrupt(format!("origin {origin:?}")))
 }
 
-/// The archived object in a row holding `uuid, object_key, size_bytes, sha256, archived_at`.
-fn entry_from_row(row: &PgRow) -> Result<ArchivedEntry, LedgerError> {
-    const CONTEXT: &str = "reading an archived record";
-    let uuid: String = row.try_get("uuid").ctx(CONTEXT)?;
-    let corrupt = |what: &str| LedgerError::Corrupt(format!("{what} of archived record {uuid}"));
-    let key: Option<String> = row.try_get("object_key").ctx(CONTEXT)?;
-    let size: Option<i64> = row.try_get("size_bytes").ctx(CONTEXT)?;
-    let sha256: Option<String> = row.try_get("sha256").ctx(CONTEXT)?;
-    let archived_at: Option<DateTime<Utc>> = row.try_get("archived_at").ctx(CONTEXT)?;
-    Ok(ArchivedEntry {
-        key: key.ok_or_else(|| corrupt("object key"))?,
-        size: size
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| corrupt("size"))?,
-        sha256: sha256.ok_or_else(|| corrupt("SHA-256"))?,
-        archived_at: archived_at.ok_or_else(|| corrupt("archive time"))?,
-        uuid: parse_uuid(&uuid)?,
-    })
-}
-
 /// One statement per combination of slice bounds: the conditions a slice sets are written
 /// into the SQL (`$1` company, `$2` since, `$3` until, always bound, named only when set),
 /// so each combination is planned with its bounds as index ranges instead of
@@ -471,6 +445,10 @@ impl Db for PgLedger {
 
     async fn begin(&self, context: &'static str) -> Result<PgTx, LedgerError> {
         Ok(PgTx(self.pool.begin().await.ctx(context)?))
+    }
+
+    async fn begin_write(&self, context: &'static str) -> Result<PgTx, LedgerError> {
+        self.begin(context).await
     }
 
     async fn begin_snapshot(&self, context: &'static str) -> Result<PgTx, LedgerError> {

@@ -342,7 +342,12 @@ impl PgLedger {
         for bill in bills {
             outcomes.push(import_bill(&mut tx, bill, now).await?);
         }
-        super::search::refresh_batch(&mut tx, super::search::with_import(bills.len())).await?;
+        // Indexed by the shared search code, on the seam's transaction around this one.
+        let mut shared = super::PgTx(tx);
+        let batch = crate::ledger::search::with_import(bills.len());
+        crate::ledger::search::refresh_batch(&mut shared, crate::ledger::BackendKind::Postgres, batch)
+            .await?;
+        let tx = shared.0;
         tx.commit().await.ctx("committing bills")?;
         Ok(outcomes)
     }

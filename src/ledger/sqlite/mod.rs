@@ -3,14 +3,11 @@
 //! migrations from `migrations/sqlite/` on open. Times are fixed-width UTC text, which
 //! sorts and compares as text.
 
-mod audit;
 mod claims;
 mod holds;
 mod manifests;
 mod records;
-mod search;
 mod sync;
-mod transfer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -285,6 +282,12 @@ impl Db for SqliteLedger {
 
     async fn begin(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
         Ok(SqliteTx(self.pool.begin().await.ctx(context)?))
+    }
+
+    async fn begin_write(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
+        Ok(SqliteTx(
+            self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(context)?,
+        ))
     }
 
     /// A deferred transaction: its snapshot is taken at its first read (WAL).

@@ -250,7 +250,12 @@ impl Syncs for SqliteLedger {
         for bill in bills {
             outcomes.push(import_bill(&mut tx, bill, &now).await?);
         }
-        super::search::refresh_batch(&mut tx, super::search::with_import(bills.len())).await?;
+        // Indexed by the shared search code, on the seam's transaction around this one.
+        let mut shared = super::SqliteTx(tx);
+        let batch = crate::ledger::search::with_import(bills.len());
+        crate::ledger::search::refresh_batch(&mut shared, crate::ledger::BackendKind::Sqlite, batch)
+            .await?;
+        let tx = shared.0;
         tx.commit().await.ctx("committing bills")?;
         Ok(outcomes)
     }
