@@ -167,7 +167,11 @@ impl<D: Db> Audit for D {
         after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<ArchivedEntry>, LedgerError> {
-        let after_sql = if after.is_some() { " AND uuid > $5" } else { "" };
+        let after_sql = if after.is_some() {
+            " AND uuid > $5"
+        } else {
+            ""
+        };
         let sql = format!(
             "SELECT uuid, object_key, size_bytes, sha256, archived_at FROM calls
              WHERE state = 'archived'{}{after_sql}
@@ -277,8 +281,16 @@ impl<D: Db> Audit for D {
         after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<FailedRecord>, LedgerError> {
-        let code_sql = if code.is_some() { " AND last_error_code = $1" } else { "" };
-        let after_sql = if after.is_some() { " AND uuid > $2" } else { "" };
+        let code_sql = if code.is_some() {
+            " AND last_error_code = $1"
+        } else {
+            ""
+        };
+        let after_sql = if after.is_some() {
+            " AND uuid > $2"
+        } else {
+            ""
+        };
         let stmt = Stmt::new(
             format!(
                 "SELECT {FAILED_COLUMNS} FROM calls
@@ -327,7 +339,11 @@ async fn retry_once<D: Db>(
 ) -> Result<RetryOutcome, LedgerError> {
     // `state IN ('failed', 'failed')` when expired records are not wanted.
     let second = if include_expired { "expired" } else { "failed" };
-    let requeue = |sql: String| Stmt::new(sql, "requeueing failed records").bind(now).bind(second);
+    let requeue = |sql: String| {
+        Stmt::new(sql, "requeueing failed records")
+            .bind(now)
+            .bind(second)
+    };
     let mut tx = db.begin("starting a retry").await?;
     let outcome = match selection {
         RetrySelection::All => RetryOutcome {
@@ -362,14 +378,23 @@ async fn requeue_named(
     for chunk in named.chunks(PER_STATEMENT) {
         let list = params(3, chunk.len());
         let stmt = requeue(format!("{REQUEUE} AND uuid IN ({list}) RETURNING uuid"));
-        for row in tx.fetch_all(chunk.iter().fold(stmt, |s, u| s.bind(*u))).await? {
+        for row in tx
+            .fetch_all(chunk.iter().fold(stmt, |s, u| s.bind(*u)))
+            .await?
+        {
             requeued.insert(row.text("uuid")?);
         }
         let stmt = Stmt::new(
-            format!("SELECT uuid, state FROM calls WHERE uuid IN ({})", params(1, chunk.len())),
+            format!(
+                "SELECT uuid, state FROM calls WHERE uuid IN ({})",
+                params(1, chunk.len())
+            ),
             "reading records' states",
         );
-        for row in tx.fetch_all(chunk.iter().fold(stmt, |s, u| s.bind(*u))).await? {
+        for row in tx
+            .fetch_all(chunk.iter().fold(stmt, |s, u| s.bind(*u)))
+            .await?
+        {
             states.insert(row.text("uuid")?, row.state("state")?);
         }
     }

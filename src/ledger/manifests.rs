@@ -156,7 +156,11 @@ impl<D: ChainHead> Manifests for D {
         after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<ArchivedEntry>, LedgerError> {
-        let after_sql = if after.is_some() { " AND uuid > $3" } else { "" };
+        let after_sql = if after.is_some() {
+            " AND uuid > $3"
+        } else {
+            ""
+        };
         let stmt = Stmt::new(
             format!(
                 "SELECT {ENTRY_COLUMNS} FROM calls
@@ -346,9 +350,9 @@ async fn last_written(tx: &mut impl Tx) -> Result<Option<ManifestLink>, LedgerEr
         Ok(ManifestLink {
             seq: row.int("seq")?,
             key: row.text("object_key")?,
-            sha256: row.opt_text("sha256")?.ok_or_else(|| {
-                LedgerError::Corrupt("a written manifest without SHA-256".into())
-            })?,
+            sha256: row
+                .opt_text("sha256")?
+                .ok_or_else(|| LedgerError::Corrupt("a written manifest without SHA-256".into()))?,
         })
     })
     .transpose()
@@ -394,7 +398,10 @@ async fn assign_unlisted(tx: &mut impl Tx, seq: i64) -> Result<u64, LedgerError>
 
 /// The claim on a head left unwritten by another run, as that run first claimed it.
 fn taken_over(row: &impl Row, seq: i64) -> Result<ManifestClaim, LedgerError> {
-    let previous = match (row.opt_text("previous_key")?, row.opt_text("previous_sha256")?) {
+    let previous = match (
+        row.opt_text("previous_key")?,
+        row.opt_text("previous_sha256")?,
+    ) {
         (Some(key), Some(sha256)) => Some(ManifestLink {
             seq: seq - 1,
             key,
@@ -418,13 +425,17 @@ pub(crate) fn entry_from_row(row: &impl Row) -> Result<ArchivedEntry, LedgerErro
     let uuid = row.uuid("uuid")?;
     let corrupt = |what: &str| LedgerError::Corrupt(format!("{what} of archived record {uuid}"));
     Ok(ArchivedEntry {
-        key: row.opt_text("object_key")?.ok_or_else(|| corrupt("object key"))?,
+        key: row
+            .opt_text("object_key")?
+            .ok_or_else(|| corrupt("object key"))?,
         size: row
             .opt_int("size_bytes")?
             .and_then(|n| u64::try_from(n).ok())
             .ok_or_else(|| corrupt("size"))?,
         sha256: row.opt_text("sha256")?.ok_or_else(|| corrupt("SHA-256"))?,
-        archived_at: row.opt_time("archived_at")?.ok_or_else(|| corrupt("archive time"))?,
+        archived_at: row
+            .opt_time("archived_at")?
+            .ok_or_else(|| corrupt("archive time"))?,
         uuid,
     })
 }

@@ -181,9 +181,11 @@ pub(crate) trait Tx: Send {
 
     async fn fetch_one(&mut self, stmt: Stmt) -> Result<Self::Row, LedgerError> {
         let context = stmt.context;
-        self.fetch_optional(stmt).await?.ok_or(LedgerError::Corrupt(format!(
-            "no row where one was expected while {context}"
-        )))
+        self.fetch_optional(stmt)
+            .await?
+            .ok_or(LedgerError::Corrupt(format!(
+                "no row where one was expected while {context}"
+            )))
     }
 }
 
@@ -211,14 +213,20 @@ pub(crate) trait Db: Send + Sync + 'static {
 
     async fn fetch_one(&self, stmt: Stmt) -> Result<Self::Row, LedgerError> {
         let context = stmt.context;
-        self.fetch_optional(stmt).await?.ok_or(LedgerError::Corrupt(format!(
-            "no row where one was expected while {context}"
-        )))
+        self.fetch_optional(stmt)
+            .await?
+            .ok_or(LedgerError::Corrupt(format!(
+                "no row where one was expected while {context}"
+            )))
     }
 }
 
 /// The SQL for each dialect, where their best forms differ.
-pub(crate) fn pick(kind: BackendKind, sqlite: &'static str, postgres: &'static str) -> &'static str {
+pub(crate) fn pick(
+    kind: BackendKind,
+    sqlite: &'static str,
+    postgres: &'static str,
+) -> &'static str {
     match kind {
         BackendKind::Sqlite => sqlite,
         BackendKind::Postgres => postgres,

@@ -99,149 +99,19 @@ impl Table {
     }
 
     pub fn columns(self) -> &'static [(&'static str, Kind)] {
-        use Kind::{Int, Text, Time};
         match self {
-            Self::Runs => &[
-                ("id", Text),
-                ("started_at", Time),
-                ("finished_at", Time),
-                ("status", Text),
-                ("host", Text),
-                ("pid", Int),
-                ("options", Text),
-                ("summary", Text),
-                ("exit_code", Int),
-            ],
-            Self::Calls => &[
-                ("uuid", Text),
-                ("company_code", Text),
-                ("record_file", Text),
-                ("call_start", Time),
-                ("billsec", Int),
-                ("raw_json", Text),
-                ("state", Text),
-                ("attempts", Int),
-                ("next_attempt_at", Time),
-                ("lease_owner", Text),
-                ("lease_until", Time),
-                ("object_key", Text),
-                ("size_bytes", Int),
-                ("sha256", Text),
-                ("content_type", Text),
-                ("etag", Text),
-                ("object_version", Text),
-                ("archived_at", Time),
-                ("last_error_code", Text),
-                ("last_error", Text),
-                ("imported_at", Time),
-                ("updated_at", Time),
-                ("manifest_seq", Int),
-                ("last_verified_at", Time),
-                ("last_verify_result", Text),
-                ("media_duration_ms", Int),
-                ("media_note", Text),
-                ("bill_id", Text),
-                ("origin", Text),
-                ("bill_seen_at", Time),
-                ("notes", Text),
-            ],
-            Self::Attempts => &[
-                ("id", Int),
-                ("call_uuid", Text),
-                ("run_id", Text),
-                ("started_at", Time),
-                ("finished_at", Time),
-                ("outcome", Text),
-                ("error_code", Text),
-                ("message", Text),
-                ("bytes", Int),
-            ],
-            Self::Manifests => &[
-                ("seq", Int),
-                ("object_key", Text),
-                ("state", Text),
-                ("run_id", Text),
-                ("owner", Text),
-                ("claimed_until", Time),
-                ("previous_key", Text),
-                ("previous_sha256", Text),
-                ("entries", Int),
-                ("sha256", Text),
-                ("size_bytes", Int),
-                ("created_at", Time),
-                ("written_at", Time),
-            ],
-            Self::Verifications => &[
-                ("id", Text),
-                ("started_at", Time),
-                ("finished_at", Time),
-                ("scope", Text),
-                ("checked", Int),
-                ("problems", Int),
-                ("summary", Text),
-            ],
-            Self::Syncs => &[
-                ("id", Text),
-                ("started_at", Time),
-                ("finished_at", Time),
-                ("status", Text),
-                ("since", Time),
-                ("until", Time),
-                ("covered_until", Time),
-                ("bills", Int),
-                ("found", Int),
-                ("recordings_added", Int),
-                ("unreadable", Int),
-                ("requests", Int),
-                ("exit_code", Int),
-                ("summary", Text),
-            ],
-            Self::Holds => &[
-                ("id", Text),
-                ("reason", Text),
-                ("placed_by", Text),
-                ("placed_at", Time),
-                ("selection", Text),
-            ],
-            Self::HeldCalls => &[
-                ("id", Text),
-                ("hold_id", Text),
-                ("call_uuid", Text),
-                ("object_hold", Text),
-                ("released_at", Time),
-                ("released_by", Text),
-                ("release_reason", Text),
-            ],
-            Self::Tombstones => &[
-                ("call_uuid", Text),
-                ("object_key", Text),
-                ("sidecar_key", Text),
-                ("sha256", Text),
-                ("size_bytes", Int),
-                ("archived_at", Time),
-                ("erased_at", Time),
-                ("reason", Text),
-                ("erased_by", Text),
-                ("versions_deleted", Int),
-                ("manifest_seq", Int),
-            ],
-            Self::UiSessions => &[
-                ("token_sha256", Text),
-                ("username", Text),
-                ("created_at", Time),
-                ("expires_at", Time),
-            ],
-            Self::AccessLog => &[
-                ("id", Int),
-                ("at", Time),
-                ("actor", Text),
-                ("action", Text),
-                ("source", Text),
-                ("reason", Text),
-                ("query", Text),
-                ("calls", Int),
-            ],
-            Self::AccessLogCalls => &[("id", Int), ("entry_id", Int), ("call_uuid", Text)],
+            Self::Runs => columns::RUNS,
+            Self::Calls => columns::CALLS,
+            Self::Attempts => columns::ATTEMPTS,
+            Self::Manifests => columns::MANIFESTS,
+            Self::Verifications => columns::VERIFICATIONS,
+            Self::Syncs => columns::SYNCS,
+            Self::Holds => columns::HOLDS,
+            Self::HeldCalls => columns::HELD_CALLS,
+            Self::Tombstones => columns::TOMBSTONES,
+            Self::UiSessions => columns::UI_SESSIONS,
+            Self::AccessLog => columns::ACCESS_LOG,
+            Self::AccessLogCalls => columns::ACCESS_LOG_CALLS,
         }
     }
 
@@ -253,6 +123,165 @@ impl Table {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Each table's columns, in the order they are read and written.
+mod columns {
+    use super::Kind::{self, Int, Text, Time};
+
+    pub(super) const RUNS: &[(&str, Kind)] = &[
+        ("id", Text),
+        ("started_at", Time),
+        ("finished_at", Time),
+        ("status", Text),
+        ("host", Text),
+        ("pid", Int),
+        ("options", Text),
+        ("summary", Text),
+        ("exit_code", Int),
+    ];
+
+    pub(super) const CALLS: &[(&str, Kind)] = &[
+        ("uuid", Text),
+        ("company_code", Text),
+        ("record_file", Text),
+        ("call_start", Time),
+        ("billsec", Int),
+        ("raw_json", Text),
+        ("state", Text),
+        ("attempts", Int),
+        ("next_attempt_at", Time),
+        ("lease_owner", Text),
+        ("lease_until", Time),
+        ("object_key", Text),
+        ("size_bytes", Int),
+        ("sha256", Text),
+        ("content_type", Text),
+        ("etag", Text),
+        ("object_version", Text),
+        ("archived_at", Time),
+        ("last_error_code", Text),
+        ("last_error", Text),
+        ("imported_at", Time),
+        ("updated_at", Time),
+        ("manifest_seq", Int),
+        ("last_verified_at", Time),
+        ("last_verify_result", Text),
+        ("media_duration_ms", Int),
+        ("media_note", Text),
+        ("bill_id", Text),
+        ("origin", Text),
+        ("bill_seen_at", Time),
+        ("notes", Text),
+    ];
+
+    pub(super) const ATTEMPTS: &[(&str, Kind)] = &[
+        ("id", Int),
+        ("call_uuid", Text),
+        ("run_id", Text),
+        ("started_at", Time),
+        ("finished_at", Time),
+        ("outcome", Text),
+        ("error_code", Text),
+        ("message", Text),
+        ("bytes", Int),
+    ];
+
+    pub(super) const MANIFESTS: &[(&str, Kind)] = &[
+        ("seq", Int),
+        ("object_key", Text),
+        ("state", Text),
+        ("run_id", Text),
+        ("owner", Text),
+        ("claimed_until", Time),
+        ("previous_key", Text),
+        ("previous_sha256", Text),
+        ("entries", Int),
+        ("sha256", Text),
+        ("size_bytes", Int),
+        ("created_at", Time),
+        ("written_at", Time),
+    ];
+
+    pub(super) const VERIFICATIONS: &[(&str, Kind)] = &[
+        ("id", Text),
+        ("started_at", Time),
+        ("finished_at", Time),
+        ("scope", Text),
+        ("checked", Int),
+        ("problems", Int),
+        ("summary", Text),
+    ];
+
+    pub(super) const SYNCS: &[(&str, Kind)] = &[
+        ("id", Text),
+        ("started_at", Time),
+        ("finished_at", Time),
+        ("status", Text),
+        ("since", Time),
+        ("until", Time),
+        ("covered_until", Time),
+        ("bills", Int),
+        ("found", Int),
+        ("recordings_added", Int),
+        ("unreadable", Int),
+        ("requests", Int),
+        ("exit_code", Int),
+        ("summary", Text),
+    ];
+
+    pub(super) const HOLDS: &[(&str, Kind)] = &[
+        ("id", Text),
+        ("reason", Text),
+        ("placed_by", Text),
+        ("placed_at", Time),
+        ("selection", Text),
+    ];
+
+    pub(super) const HELD_CALLS: &[(&str, Kind)] = &[
+        ("id", Text),
+        ("hold_id", Text),
+        ("call_uuid", Text),
+        ("object_hold", Text),
+        ("released_at", Time),
+        ("released_by", Text),
+        ("release_reason", Text),
+    ];
+
+    pub(super) const TOMBSTONES: &[(&str, Kind)] = &[
+        ("call_uuid", Text),
+        ("object_key", Text),
+        ("sidecar_key", Text),
+        ("sha256", Text),
+        ("size_bytes", Int),
+        ("archived_at", Time),
+        ("erased_at", Time),
+        ("reason", Text),
+        ("erased_by", Text),
+        ("versions_deleted", Int),
+        ("manifest_seq", Int),
+    ];
+
+    pub(super) const UI_SESSIONS: &[(&str, Kind)] = &[
+        ("token_sha256", Text),
+        ("username", Text),
+        ("created_at", Time),
+        ("expires_at", Time),
+    ];
+
+    pub(super) const ACCESS_LOG: &[(&str, Kind)] = &[
+        ("id", Int),
+        ("at", Time),
+        ("actor", Text),
+        ("action", Text),
+        ("source", Text),
+        ("reason", Text),
+        ("query", Text),
+        ("calls", Int),
+    ];
+
+    pub(super) const ACCESS_LOG_CALLS: &[(&str, Kind)] =
+        &[("id", Int), ("entry_id", Int), ("call_uuid", Text)];
 }
 
 #[async_trait]
@@ -287,7 +316,10 @@ impl Table {
 
     /// Whether its `id` is an identity column, numbered by a sequence on PostgreSQL.
     fn has_identity(self) -> bool {
-        matches!(self, Self::Attempts | Self::AccessLog | Self::AccessLogCalls)
+        matches!(
+            self,
+            Self::Attempts | Self::AccessLog | Self::AccessLogCalls
+        )
     }
 }
 
@@ -311,11 +343,7 @@ fn arg_of(table: Table, name: &str, kind: Kind, value: Option<&Value>) -> Result
     Ok(match kind {
         Kind::Text => value.as_str().ok_or_else(bad)?.into(),
         Kind::Int => value.as_i64().ok_or_else(bad)?.into(),
-        Kind::Time => value
-            .as_str()
-            .and_then(from_ledger)
-            .ok_or_else(bad)?
-            .into(),
+        Kind::Time => value.as_str().and_then(from_ledger).ok_or_else(bad)?.into(),
     })
 }
 

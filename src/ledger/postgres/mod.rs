@@ -416,10 +416,7 @@ impl Tx for PgTx {
     }
 
     async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<PgRow>, LedgerError> {
-        bound(&stmt)
-            .fetch_all(&mut *self.0)
-            .await
-            .ctx(stmt.context)
+        bound(&stmt).fetch_all(&mut *self.0).await.ctx(stmt.context)
     }
 
     async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<PgRow>, LedgerError> {

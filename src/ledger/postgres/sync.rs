@@ -345,8 +345,12 @@ impl PgLedger {
         // Indexed by the shared search code, on the seam's transaction around this one.
         let mut shared = super::PgTx(tx);
         let batch = crate::ledger::search::with_import(bills.len());
-        crate::ledger::search::refresh_batch(&mut shared, crate::ledger::BackendKind::Postgres, batch)
-            .await?;
+        crate::ledger::search::refresh_batch(
+            &mut shared,
+            crate::ledger::BackendKind::Postgres,
+            batch,
+        )
+        .await?;
         let tx = shared.0;
         tx.commit().await.ctx("committing bills")?;
         Ok(outcomes)

@@ -230,9 +230,7 @@ impl Row for SqliteRow {
     fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, LedgerError> {
         self.try_get::<Option<String>, _>(name)
             .ctx("reading a ledger row")?
-            .map(|s| {
-                from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}")))
-            })
+            .map(|s| from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}"))))
             .transpose()
     }
 }
@@ -253,10 +251,7 @@ impl Tx for SqliteTx {
     }
 
     async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<SqliteRow>, LedgerError> {
-        bound(&stmt)
-            .fetch_all(&mut *self.0)
-            .await
-            .ctx(stmt.context)
+        bound(&stmt).fetch_all(&mut *self.0).await.ctx(stmt.context)
     }
 
     async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<SqliteRow>, LedgerError> {

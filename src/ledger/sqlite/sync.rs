@@ -253,8 +253,12 @@ impl Syncs for SqliteLedger {
         // Indexed by the shared search code, on the seam's transaction around this one.
         let mut shared = super::SqliteTx(tx);
         let batch = crate::ledger::search::with_import(bills.len());
-        crate::ledger::search::refresh_batch(&mut shared, crate::ledger::BackendKind::Sqlite, batch)
-            .await?;
+        crate::ledger::search::refresh_batch(
+            &mut shared,
+            crate::ledger::BackendKind::Sqlite,
+            batch,
+        )
+        .await?;
         let tx = shared.0;
         tx.commit().await.ctx("committing bills")?;
         Ok(outcomes)
