@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::manifests::entry_from_row;
-use super::sql::{Db, Row, Stmt, Tx, params, retry_conflicts, value_rows};
-use super::{ArchivedEntry, LedgerError, Slice};
+use super::sql::{Db, Row, Stmt, Tx, max_params, params, retry_conflicts, value_rows};
+use super::{ArchivedEntry, BackendKind, LedgerError, Slice};
 use crate::domain::{CallUuid, RecordState};
 
 /// A failed or expired record, with why.
@@ -122,10 +122,6 @@ pub trait Audit: Send + Sync {
     ) -> Result<RetryOutcome, LedgerError>;
 }
 
-/// Verify results, or named uuids, per statement (well under either engine's limit on
-/// placeholders).
-const PER_STATEMENT: usize = 500;
-
 /// Back to pending, due now (`$1`), from `failed` or from state `$2`.
 const REQUEUE: &str = "UPDATE calls SET state = 'pending', attempts = 0, next_attempt_at = $1,
         updated_at = $1, lease_owner = NULL, lease_until = NULL
@@ -211,7 +207,7 @@ impl<D: Db> Audit for D {
         let last = &last;
         retry_conflicts(|| async move {
             let mut tx = self.begin("starting to record a verify").await?;
-            for chunk in last.chunks(PER_STATEMENT) {
+            for chunk in last.chunks((max_params(self.dialect()) - 1) / 2) {
                 let stmt = Stmt::new(
                     format!(
                         "UPDATE calls SET last_verified_at = $1, last_verify_result = r.column2
@@ -357,7 +353,9 @@ async fn retry_once<D: Db>(
                 skipped: Vec::new(),
             }
         }
-        RetrySelection::Uuids(uuids) => requeue_named(&mut tx, uuids, &requeue).await?,
+        RetrySelection::Uuids(uuids) => {
+            requeue_named(&mut tx, db.dialect(), uuids, &requeue).await?
+        }
     };
     tx.commit().await?;
     Ok(outcome)
@@ -367,6 +365,7 @@ async fn retry_once<D: Db>(
 /// kept them (a uuid named twice is skipped the second time: it is pending by then).
 async fn requeue_named(
     tx: &mut impl Tx,
+    kind: BackendKind,
     uuids: &[CallUuid],
     requeue: &(dyn Fn(String) -> Stmt + Send + Sync),
 ) -> Result<RetryOutcome, LedgerError> {
@@ -375,7 +374,7 @@ async fn requeue_named(
     named.dedup();
     let mut requeued: HashSet<String> = HashSet::new();
     let mut states: HashMap<String, RecordState> = HashMap::new();
-    for chunk in named.chunks(PER_STATEMENT) {
+    for chunk in named.chunks(max_params(kind) - 2) {
         let list = params(3, chunk.len());
         let stmt = requeue(format!("{REQUEUE} AND uuid IN ({list}) RETURNING uuid"));
         for row in tx

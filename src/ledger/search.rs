@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::sql::{self, Db, Row, Stmt, Tx, params, pick, value_rows};
+use super::sql::{self, Db, Row, Stmt, Tx, pick};
 use super::{BackendKind, LedgerError};
 use crate::domain::{AttemptOutcome, CallUuid, RecordState};
 use crate::timefmt::{from_ledger, to_ledger};
@@ -527,12 +527,13 @@ pub(crate) fn with_import(n: usize) -> u32 {
         .clamp(64, REFRESH_BATCH)
 }
 
-/// Takes the first `$1` queued calls with their start and raw record (none for a call gone
-/// since). On PostgreSQL several processes may index at once: each takes its batch off the
-/// queue with `FOR UPDATE SKIP LOCKED`, in the same statement. On SQLite the write lock,
-/// held from the start of the transaction, makes the first `$1` queued uuids the same set
-/// for this statement and [`DROP_TAKEN_SQLITE`].
-const TAKE_SQLITE: &str = "SELECT s.uuid, c.call_start, c.raw_json
+/// Takes the first `$1` queued calls with their raw record (none for a call gone since).
+/// On PostgreSQL several processes may index at once: each takes its batch off the queue
+/// with `FOR UPDATE SKIP LOCKED` and clears the batch's old terms, in one statement. On
+/// SQLite the write lock, held from the start of the transaction, makes the first `$1`
+/// queued uuids the same set for this statement and the two after it
+/// ([`CLEAR_TAKEN_SQLITE`], [`DROP_TAKEN_SQLITE`]).
+const TAKE_SQLITE: &str = "SELECT s.uuid, c.raw_json
  FROM call_terms_stale AS s LEFT JOIN calls AS c ON c.uuid = s.uuid
  ORDER BY s.uuid LIMIT $1";
 const TAKE_POSTGRES: &str = "WITH taken AS (
@@ -540,16 +541,27 @@ const TAKE_POSTGRES: &str = "WITH taken AS (
      WHERE uuid IN (SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1
                     FOR UPDATE SKIP LOCKED)
      RETURNING uuid
+ ), cleared AS (
+     DELETE FROM call_terms WHERE uuid IN (SELECT uuid FROM taken)
  )
- SELECT taken.uuid, c.call_start, c.raw_json
- FROM taken LEFT JOIN calls AS c ON c.uuid = taken.uuid";
+ SELECT taken.uuid, c.raw_json FROM taken LEFT JOIN calls AS c ON c.uuid = taken.uuid";
+const CLEAR_TAKEN_SQLITE: &str = "DELETE FROM call_terms
+ WHERE uuid IN (SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1)";
 const DROP_TAKEN_SQLITE: &str = "DELETE FROM call_terms_stale
  WHERE uuid IN (SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1)";
 
-/// Calls whose old terms one statement deletes, and term rows one statement inserts (4
-/// values a row): well under either engine's limit on placeholders.
-const UUIDS_PER_DELETE: usize = 5_000;
-const TERMS_PER_INSERT: usize = 1_000;
+/// Writes the terms in `$1`, a JSON array of `[uuid, field, term]`, each with its call's
+/// start. One statement for a whole batch, the terms in one argument: a batch holds tens of
+/// thousands, and placeholders by the thousand cost SQLite's binding the square of their
+/// number (see [`sql::max_params`]). Several PostgreSQL indexers may write terms of the same
+/// call (requeued while another had it): the first write stands.
+const INSERT_TERMS_SQLITE: &str = "INSERT INTO call_terms (uuid, field, term, call_start)
+ SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, c.call_start
+ FROM json_each($1) AS t JOIN calls AS c ON c.uuid = t.value ->> 0";
+const INSERT_TERMS_POSTGRES: &str = "INSERT INTO call_terms (uuid, field, term, call_start)
+ SELECT t ->> 0, t ->> 1, t ->> 2, c.call_start
+ FROM jsonb_array_elements($1::jsonb) AS t JOIN calls AS c ON c.uuid = t ->> 0
+ ON CONFLICT DO NOTHING";
 
 /// Takes up to `batch` calls off the queue and rewrites their terms, inside `tx` (of a
 /// `kind` ledger; on SQLite, a transaction that holds the write lock); how many it took.
@@ -565,44 +577,24 @@ pub(crate) async fn refresh_batch(
         return Ok(0);
     }
     if kind == BackendKind::Sqlite {
-        tx.execute(Stmt::new(DROP_TAKEN_SQLITE, CONTEXT).bind(batch))
-            .await?;
+        for sql in [CLEAR_TAKEN_SQLITE, DROP_TAKEN_SQLITE] {
+            tx.execute(Stmt::new(sql, CONTEXT).bind(batch)).await?;
+        }
     }
-    let mut uuids = Vec::with_capacity(taken.len());
-    let mut terms = Vec::new();
+    let mut terms: Vec<(String, &str, String)> = Vec::new();
     for row in &taken {
-        let uuid = row.text("uuid")?;
         if let Some(raw) = row.opt_text("raw_json")? {
-            let start = row.opt_time("call_start")?;
+            let uuid = row.text("uuid")?;
             for (field, term) in CallParties::of(&raw).terms() {
-                terms.push((uuids.len(), field, term, start));
+                terms.push((uuid.clone(), field.as_str(), term));
             }
         }
-        uuids.push(uuid);
     }
-    for chunk in uuids.chunks(UUIDS_PER_DELETE) {
-        let sql = format!(
-            "DELETE FROM call_terms WHERE uuid IN ({})",
-            params(1, chunk.len())
-        );
-        let stmt = chunk.iter().fold(Stmt::new(sql, CONTEXT), Stmt::bind);
-        tx.execute(stmt).await?;
-    }
-    for chunk in terms.chunks(TERMS_PER_INSERT) {
-        let sql = format!(
-            "INSERT INTO call_terms (uuid, field, term, call_start) VALUES {}
-             ON CONFLICT DO NOTHING",
-            value_rows(1, chunk.len(), 4)
-        );
-        let stmt = chunk
-            .iter()
-            .fold(Stmt::new(sql, CONTEXT), |s, (i, field, term, start)| {
-                s.bind(&uuids[*i])
-                    .bind(field.as_str())
-                    .bind(term)
-                    .bind(*start)
-            });
-        tx.execute(stmt).await?;
+    if !terms.is_empty() {
+        let terms = serde_json::to_string(&terms)
+            .map_err(|e| LedgerError::Corrupt(format!("search terms as JSON: {e}")))?;
+        let insert = pick(kind, INSERT_TERMS_SQLITE, INSERT_TERMS_POSTGRES);
+        tx.execute(Stmt::new(insert, CONTEXT).bind(terms)).await?;
     }
     Ok(taken.len() as u64)
 }

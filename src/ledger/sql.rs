@@ -233,6 +233,19 @@ pub(crate) fn pick(
     }
 }
 
+/// How many placeholders one statement should carry at most, for lists and multi-row
+/// `VALUES` built in chunks. SQLite: sqlx finds each `$n` by scanning the statement's list
+/// of parameter names (`sqlite3_bind_parameter_name`), so binding costs the square of their
+/// number (statements of 4,000 spent a quarter of their time there); a few hundred cost
+/// little next to a statement's own round trip. PostgreSQL binds them in order (up to
+/// 65,535), and each statement fewer is a round trip saved.
+pub(crate) fn max_params(kind: BackendKind) -> usize {
+    match kind {
+        BackendKind::Sqlite => 512,
+        BackendKind::Postgres => 8_192,
+    }
+}
+
 /// `$first, $first+1, …`: `n` placeholders, for an `IN (…)` list.
 pub(crate) fn params(first: usize, n: usize) -> String {
     let list: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();

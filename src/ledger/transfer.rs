@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::sql::{Arg, Db, Row, Stmt, Tx, retry_conflicts, value_rows};
+use super::sql::{Arg, Db, Row, Stmt, Tx, max_params, retry_conflicts, value_rows};
 use super::{BackendKind, LedgerError};
 use crate::timefmt::{from_ledger, to_ledger};
 
@@ -302,10 +302,6 @@ pub trait Transfer: Send + Sync {
     async fn import_rows(&self, table: Table, rows: &[TableRow]) -> Result<(), LedgerError>;
 }
 
-/// At most this many values per `INSERT` (a page of the widest table, `calls`, takes a few
-/// statements; well under either engine's limit on placeholders).
-const VALUES_PER_INSERT: usize = 4_000;
-
 impl Table {
     fn key_kind(self) -> Kind {
         self.columns()
@@ -404,7 +400,7 @@ impl<D: Db> Transfer for D {
         if rows.is_empty() {
             return Ok(());
         }
-        let inserts = inserts(table, rows)?;
+        let inserts = inserts(table, rows, max_params(self.dialect()))?;
         let inserts = &inserts;
         let kind = self.dialect();
         retry_conflicts(|| async move {
@@ -431,10 +427,11 @@ impl<D: Db> Transfer for D {
     }
 }
 
-/// The multi-row `INSERT`s that write `rows` into `table` as they are.
-fn inserts(table: Table, rows: &[TableRow]) -> Result<Vec<Stmt>, LedgerError> {
+/// The multi-row `INSERT`s that write `rows` into `table` as they are, each with at most
+/// `max_params` values.
+fn inserts(table: Table, rows: &[TableRow], max_params: usize) -> Result<Vec<Stmt>, LedgerError> {
     let columns = table.columns();
-    let per_insert = (VALUES_PER_INSERT / columns.len()).max(1);
+    let per_insert = (max_params / columns.len()).max(1);
     rows.chunks(per_insert)
         .map(|chunk| {
             let sql = format!(
