@@ -5,10 +5,11 @@
 //! the next one.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::Serialize;
 
 use super::LedgerError;
+use super::sql::{Db, Row, Stmt, Tx, retry_conflicts};
 use crate::domain::{CallUuid, RunId};
 
 /// One archived object as a manifest (and `verify`) lists it.
@@ -115,4 +116,326 @@ pub trait Manifests: Send + Sync {
 
     /// How many archived records are in no manifest yet.
     async fn unlisted_archived(&self) -> Result<i64, LedgerError>;
+}
+
+/// The one part of the chain that differs by engine: how two runs are kept from claiming
+/// the head at once.
+#[async_trait]
+pub(crate) trait ChainHead: Db {
+    /// A transaction that holds the chain head until it ends: SQLite's write lock, taken up
+    /// front; on PostgreSQL a transaction-level advisory lock, so a second claimer waits (at
+    /// most the busy timeout) and then sees what the first committed.
+    async fn begin_chain_head(&self) -> Result<Self::Tx, LedgerError>;
+}
+
+const WRITING_HEAD: &str = "SELECT seq, object_key, run_id, owner, claimed_until, previous_key,
+        previous_sha256, entries, created_at
+ FROM manifests WHERE state = 'writing' ORDER BY seq LIMIT 1";
+
+const ENTRY_COLUMNS: &str = "uuid, object_key, size_bytes, sha256, archived_at";
+
+#[async_trait]
+impl<D: ChainHead> Manifests for D {
+    /// One transaction under the chain head's lock, run again if it loses a race.
+    async fn claim_manifest(
+        &self,
+        owner: &RunId,
+        key_for: ManifestKeyFn<'_>,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<ChainClaim, LedgerError> {
+        // Times as the ledger keeps them (whole milliseconds), so that the claim compares
+        // and returns what is read back.
+        let now = now.trunc_subsecs(3);
+        retry_conflicts(|| claim_once(self, owner, key_for, now, until)).await
+    }
+
+    async fn manifest_entries(
+        &self,
+        seq: i64,
+        after: Option<&CallUuid>,
+        limit: i64,
+    ) -> Result<Vec<ArchivedEntry>, LedgerError> {
+        let after_sql = if after.is_some() {
+            " AND uuid > $3"
+        } else {
+            ""
+        };
+        let stmt = Stmt::new(
+            format!(
+                "SELECT {ENTRY_COLUMNS} FROM calls
+                 WHERE state = 'archived' AND manifest_seq = $1{after_sql}
+                 ORDER BY uuid LIMIT $2"
+            ),
+            "listing a manifest's entries",
+        )
+        .bind(seq)
+        .bind(limit.max(0))
+        .bind(after.map(CallUuid::as_str));
+        let rows = self.fetch_all(stmt).await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn manifest_written(
+        &self,
+        seq: i64,
+        owner: &RunId,
+        sha256: &str,
+        size: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let n = self
+            .execute(
+                Stmt::new(
+                    "UPDATE manifests SET state = 'written', sha256 = $1, size_bytes = $2,
+                            written_at = $3, owner = NULL, claimed_until = NULL
+                     WHERE seq = $4 AND owner = $5 AND state = 'writing'",
+                    "recording a written manifest",
+                )
+                .bind(sha256)
+                .bind(size)
+                .bind(now)
+                .bind(seq)
+                .bind(owner.as_str()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn renew_manifest(
+        &self,
+        seq: i64,
+        owner: &RunId,
+        until: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.execute(
+            Stmt::new(
+                "UPDATE manifests SET claimed_until = $1
+                 WHERE seq = $2 AND owner = $3 AND state = 'writing'",
+                "renewing the chain head",
+            )
+            .bind(until)
+            .bind(seq)
+            .bind(owner.as_str()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn release_manifest(&self, seq: i64, owner: &RunId) -> Result<(), LedgerError> {
+        self.execute(
+            Stmt::new(
+                "UPDATE manifests SET owner = NULL, claimed_until = NULL
+                 WHERE seq = $1 AND owner = $2 AND state = 'writing'",
+                "releasing the chain head",
+            )
+            .bind(seq)
+            .bind(owner.as_str()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn manifests(&self) -> Result<Vec<ManifestRow>, LedgerError> {
+        let rows = self
+            .fetch_all(Stmt::new(
+                "SELECT seq, object_key, state, sha256, entries FROM manifests ORDER BY seq",
+                "listing manifests",
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ManifestRow {
+                    seq: row.int("seq")?,
+                    key: row.text("object_key")?,
+                    written: row.text("state")? == "written",
+                    sha256: row.opt_text("sha256")?,
+                    entries: row.int("entries")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn unlisted_archived(&self) -> Result<i64, LedgerError> {
+        self.fetch_one(Stmt::new(
+            "SELECT count(*) AS n FROM calls WHERE state = 'archived' AND manifest_seq IS NULL",
+            "counting records in no manifest",
+        ))
+        .await?
+        .int("n")
+    }
+}
+
+/// Claims the head once: a head left unwritten by a dead run first, else a new manifest
+/// listing every archived record (and erasure) in none yet.
+async fn claim_once<D: ChainHead>(
+    db: &D,
+    owner: &RunId,
+    key_for: ManifestKeyFn<'_>,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<ChainClaim, LedgerError> {
+    let mut tx = db.begin_chain_head().await?;
+    let writing = tx
+        .fetch_optional(Stmt::new(WRITING_HEAD, "reading the chain head"))
+        .await?;
+    if let Some(row) = writing {
+        let seq = row.int("seq")?;
+        if row.opt_time("claimed_until")?.is_some_and(|t| t >= now) {
+            return Ok(ChainClaim::Busy {
+                seq,
+                owner: row.opt_text("owner")?.map(RunId::from),
+            });
+        }
+        tx.execute(
+            Stmt::new(
+                "UPDATE manifests SET owner = $1, claimed_until = $2 WHERE seq = $3",
+                "taking over the chain head",
+            )
+            .bind(owner.as_str())
+            .bind(until)
+            .bind(seq),
+        )
+        .await?;
+        let claim = taken_over(&row, seq)?;
+        tx.commit().await?;
+        return Ok(ChainClaim::Claimed(claim));
+    }
+    let previous = last_written(&mut tx).await?;
+    let seq = previous.as_ref().map_or(1, |p| p.seq + 1);
+    let key = key_for(seq);
+    tx.execute(
+        Stmt::new(
+            "INSERT INTO manifests (seq, object_key, state, run_id, owner, claimed_until,
+                                    previous_key, previous_sha256, entries, created_at)
+             VALUES ($1, $2, 'writing', $3, $3, $4, $5, $6, 0, $7)",
+            "claiming the chain head",
+        )
+        .bind(seq)
+        .bind(&key)
+        .bind(owner.as_str())
+        .bind(until)
+        .bind(previous.as_ref().map(|p| p.key.as_str()))
+        .bind(previous.as_ref().map(|p| p.sha256.as_str()))
+        .bind(now),
+    )
+    .await?;
+    let entries = assign_unlisted(&mut tx, seq).await?;
+    if entries == 0 {
+        // Dropped uncommitted: the empty manifest is rolled back.
+        return Ok(ChainClaim::NothingNew);
+    }
+    tx.commit().await?;
+    Ok(ChainClaim::Claimed(ManifestClaim {
+        seq,
+        key,
+        run_id: owner.clone(),
+        created_at: now,
+        previous,
+        entries,
+        taken_over: false,
+    }))
+}
+
+/// The last manifest written, which a new one names as its predecessor.
+async fn last_written(tx: &mut impl Tx) -> Result<Option<ManifestLink>, LedgerError> {
+    let head = tx
+        .fetch_optional(Stmt::new(
+            "SELECT seq, object_key, sha256 FROM manifests WHERE state = 'written'
+             ORDER BY seq DESC LIMIT 1",
+            "reading the chain head",
+        ))
+        .await?;
+    head.map(|row| {
+        Ok(ManifestLink {
+            seq: row.int("seq")?,
+            key: row.text("object_key")?,
+            sha256: row
+                .opt_text("sha256")?
+                .ok_or_else(|| LedgerError::Corrupt("a written manifest without SHA-256".into()))?,
+        })
+    })
+    .transpose()
+}
+
+/// Puts every archived record and erasure in no manifest yet into manifest `seq`, and
+/// counts them there; how many.
+async fn assign_unlisted(tx: &mut impl Tx, seq: i64) -> Result<u64, LedgerError> {
+    let records = tx
+        .execute(
+            Stmt::new(
+                "UPDATE calls SET manifest_seq = $1
+                 WHERE state = 'archived' AND manifest_seq IS NULL",
+                "assigning records to a manifest",
+            )
+            .bind(seq),
+        )
+        .await?;
+    // Erasures not yet listed go in the same manifest, after its archived records.
+    let erasures = tx
+        .execute(
+            Stmt::new(
+                "UPDATE tombstones SET manifest_seq = $1 WHERE manifest_seq IS NULL",
+                "assigning erasures to a manifest",
+            )
+            .bind(seq),
+        )
+        .await?;
+    let entries = records + erasures;
+    if entries > 0 {
+        tx.execute(
+            Stmt::new(
+                "UPDATE manifests SET entries = $1 WHERE seq = $2",
+                "counting a manifest's entries",
+            )
+            .bind(entries)
+            .bind(seq),
+        )
+        .await?;
+    }
+    Ok(entries)
+}
+
+/// The claim on a head left unwritten by another run, as that run first claimed it.
+fn taken_over(row: &impl Row, seq: i64) -> Result<ManifestClaim, LedgerError> {
+    let previous = match (
+        row.opt_text("previous_key")?,
+        row.opt_text("previous_sha256")?,
+    ) {
+        (Some(key), Some(sha256)) => Some(ManifestLink {
+            seq: seq - 1,
+            key,
+            sha256,
+        }),
+        _ => None,
+    };
+    Ok(ManifestClaim {
+        seq,
+        key: row.text("object_key")?,
+        run_id: RunId::from(row.text("run_id")?),
+        created_at: row.time("created_at")?,
+        previous,
+        entries: u64::try_from(row.int("entries")?).unwrap_or(0),
+        taken_over: true,
+    })
+}
+
+/// The archived object in a row holding `uuid, object_key, size_bytes, sha256, archived_at`.
+pub(crate) fn entry_from_row(row: &impl Row) -> Result<ArchivedEntry, LedgerError> {
+    let uuid = row.uuid("uuid")?;
+    let corrupt = |what: &str| LedgerError::Corrupt(format!("{what} of archived record {uuid}"));
+    Ok(ArchivedEntry {
+        key: row
+            .opt_text("object_key")?
+            .ok_or_else(|| corrupt("object key"))?,
+        size: row
+            .opt_int("size_bytes")?
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| corrupt("size"))?,
+        sha256: row.opt_text("sha256")?.ok_or_else(|| corrupt("SHA-256"))?,
+        archived_at: row
+            .opt_time("archived_at")?
+            .ok_or_else(|| corrupt("archive time"))?,
+        uuid,
+    })
 }

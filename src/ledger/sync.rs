@@ -225,8 +225,15 @@ pub(crate) trait StoreCalls: Db {
 
     /// Indexes for search, in `tx`, the calls queued for it: those `imported` records
     /// queued, and as many again of any backlog.
-    async fn index_for_search(&self, tx: &mut Self::Tx, imported: usize)
-    -> Result<(), LedgerError>;
+    async fn index_for_search(
+        &self,
+        tx: &mut Self::Tx,
+        imported: usize,
+    ) -> Result<(), LedgerError> {
+        super::search::refresh_batch(tx, self.dialect(), super::search::with_import(imported))
+            .await?;
+        Ok(())
+    }
 }
 
 /// The sync columns [`sync_from_row`] reads.

@@ -71,8 +71,6 @@ fn class_of_sqlstate(code: &str) -> Class {
     }
 }
 
-pub(super) use crate::ledger::sql::retry_conflicts;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,19 +13,15 @@
 //! Times are bound as `DateTime<Utc>` cut to whole milliseconds ([`at`]), the precision of
 //! the SQLite ledger's text, so both backends store, compare and export the same instants.
 
-mod audit;
 mod claims;
 mod error;
 mod holds;
 mod manifests;
-mod search;
 mod sync;
-mod transfer;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,11 +32,7 @@ use sqlx::{Connection, Row};
 
 use self::error::Ctx;
 use super::sql::{self, Arg, Db, Stmt, Tx};
-use super::{
-    Admin, ArchivedEntry, BackendKind, LedgerError, LedgerOptions, Migration, Slice,
-    redact_location,
-};
-use crate::domain::{CallUuid, RecordState};
+use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration, redact_location};
 
 /// A PostgreSQL ledger; see the module documentation.
 pub struct PgLedger {
@@ -255,91 +247,6 @@ fn at(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(3)
 }
 
-/// A count or size for a `bigint` column (saturating, as the SQLite ledger does).
-fn big(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn parse_state(state: &str) -> Result<RecordState, LedgerError> {
-    RecordState::parse(state).ok_or_else(|| LedgerError::Corrupt(format!("record state {state:?}")))
-}
-
-fn parse_uuid(uuid: &str) -> Result<CallUuid, LedgerError> {
-    CallUuid::parse(uuid).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {uuid:?}")))
-}
-
-/// The archived object in a row holding `uuid, object_key, size_bytes, sha256, archived_at`.
-fn entry_from_row(row: &PgRow) -> Result<ArchivedEntry, LedgerError> {
-    const CONTEXT: &str = "reading an archived record";
-    let uuid: String = row.try_get("uuid").ctx(CONTEXT)?;
-    let corrupt = |what: &str| LedgerError::Corrupt(format!("{what} of archived record {uuid}"));
-    let key: Option<String> = row.try_get("object_key").ctx(CONTEXT)?;
-    let size: Option<i64> = row.try_get("size_bytes").ctx(CONTEXT)?;
-    let sha256: Option<String> = row.try_get("sha256").ctx(CONTEXT)?;
-    let archived_at: Option<DateTime<Utc>> = row.try_get("archived_at").ctx(CONTEXT)?;
-    Ok(ArchivedEntry {
-        key: key.ok_or_else(|| corrupt("object key"))?,
-        size: size
-            .and_then(|n| u64::try_from(n).ok())
-            .ok_or_else(|| corrupt("size"))?,
-        sha256: sha256.ok_or_else(|| corrupt("SHA-256"))?,
-        archived_at: archived_at.ok_or_else(|| corrupt("archive time"))?,
-        uuid: parse_uuid(&uuid)?,
-    })
-}
-
-/// One statement per combination of slice bounds: the conditions a slice sets are written
-/// into the SQL (`$1` company, `$2` since, `$3` until, always bound, named only when set),
-/// so each combination is planned with its bounds as index ranges instead of
-/// `($2 IS NULL OR …)` that a generic plan cannot use. Built once from static text.
-struct BySlice(LazyLock<[String; 8]>);
-
-impl BySlice {
-    /// `build` receives the slice's conditions, each as ` AND …`.
-    const fn new(build: fn() -> [String; 8]) -> Self {
-        Self(LazyLock::new(build))
-    }
-
-    fn sql(&'static self, slice: &Slice) -> &'static str {
-        &self.0[slice_mask(slice)]
-    }
-}
-
-fn slice_mask(slice: &Slice) -> usize {
-    usize::from(slice.company.is_some())
-        | usize::from(slice.since.is_some()) << 1
-        | usize::from(slice.until.is_some()) << 2
-}
-
-/// The eight statements `template` gives with every combination of slice conditions
-/// (`template` takes the conditions as ` AND …` text).
-fn by_slice(template: impl Fn(&str) -> String) -> [String; 8] {
-    std::array::from_fn(|mask| {
-        let mut filter = String::new();
-        if mask & 1 != 0 {
-            filter.push_str(" AND company_code = $1");
-        }
-        if mask & 2 != 0 {
-            filter.push_str(" AND call_start >= $2");
-        }
-        if mask & 4 != 0 {
-            filter.push_str(" AND call_start < $3");
-        }
-        template(&filter)
-    })
-}
-
-/// Binds a slice's `$1` company, `$2` since and `$3` until (NULL when unset).
-fn bind_slice<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    slice: &Slice,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(slice.company.clone())
-        .bind(slice.since.map(at))
-        .bind(slice.until.map(at))
-}
-
 /// Binds `stmt`'s arguments; times cut to milliseconds ([`at`]).
 fn bound(stmt: &Stmt) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     stmt.args.iter().fold(
@@ -410,6 +317,10 @@ impl Db for PgLedger {
         Ok(PgTx(self.pool.begin().await.ctx(context)?))
     }
 
+    async fn begin_write(&self, context: &'static str) -> Result<PgTx, LedgerError> {
+        self.begin(context).await
+    }
+
     async fn begin_snapshot(&self, context: &'static str) -> Result<PgTx, LedgerError> {
         Ok(PgTx(
             self.pool
@@ -417,10 +328,6 @@ impl Db for PgLedger {
                 .await
                 .ctx(context)?,
         ))
-    }
-
-    async fn begin_write(&self, context: &'static str) -> Result<PgTx, LedgerError> {
-        self.begin(context).await
     }
 
     async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {
@@ -446,27 +353,6 @@ impl Db for PgLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slice_statements_name_only_the_bounds_set() {
-        static SQL: BySlice = BySlice::new(|| by_slice(|f| format!("WHERE true{f}")));
-        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0);
-        let all = Slice {
-            company: Some("c".into()),
-            since: t,
-            until: t,
-        };
-        assert_eq!(SQL.sql(&Slice::default()), "WHERE true");
-        assert_eq!(
-            SQL.sql(&all),
-            "WHERE true AND company_code = $1 AND call_start >= $2 AND call_start < $3"
-        );
-        let since_only = Slice {
-            since: t,
-            ..Slice::default()
-        };
-        assert_eq!(SQL.sql(&since_only), "WHERE true AND call_start >= $2");
-    }
 
     #[test]
     fn times_are_cut_to_milliseconds() {

@@ -58,9 +58,4 @@ impl StoreCalls for PgLedger {
         }
         Ok(tx)
     }
-
-    async fn index_for_search(&self, tx: &mut PgTx, imported: usize) -> Result<(), LedgerError> {
-        super::search::refresh_batch(&mut tx.0, super::search::with_import(imported)).await?;
-        Ok(())
-    }
 }

@@ -3,13 +3,10 @@
 //! migrations from `migrations/sqlite/` on open. Times are fixed-width UTC text, which
 //! sorts and compares as text.
 
-mod audit;
 mod claims;
 mod holds;
 mod manifests;
-mod search;
 mod sync;
-mod transfer;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -26,7 +23,6 @@ use sqlx::sqlite::{
 
 use super::sql::{Arg, Db, Row, Stmt, Tx};
 use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration};
-use crate::domain::CallUuid;
 use crate::timefmt::{from_ledger, to_ledger};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -169,26 +165,6 @@ impl Admin for SqliteLedger {
     }
 }
 
-/// Reads column `col`, turning a type mismatch into an error instead of a panic.
-fn col<'r, T>(row: &'r SqliteRow, col: &'static str) -> Result<T, LedgerError>
-where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    row.try_get(col).ctx("reading a ledger row")
-}
-
-/// Reads an optional time column.
-fn time_col(row: &SqliteRow, name: &'static str) -> Result<Option<DateTime<Utc>>, LedgerError> {
-    col::<Option<String>>(row, name)?
-        .map(|s| from_ledger(&s).ok_or_else(|| LedgerError::Corrupt(format!("{name} {s:?}"))))
-        .transpose()
-}
-
-fn uuid_col(row: &SqliteRow, name: &'static str) -> Result<CallUuid, LedgerError> {
-    let raw: String = col(row, name)?;
-    CallUuid::parse(&raw).ok_or_else(|| LedgerError::Corrupt(format!("call uuid {raw:?}")))
-}
-
 /// Binds `stmt`'s arguments; times as the ledger's fixed-width UTC text.
 fn bound(stmt: &Stmt) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     stmt.args.iter().fold(
@@ -262,15 +238,15 @@ impl Db for SqliteLedger {
         Ok(SqliteTx(self.pool.begin().await.ctx(context)?))
     }
 
-    /// A deferred transaction: its snapshot is taken at its first read (WAL).
-    async fn begin_snapshot(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
-        self.begin(context).await
-    }
-
     async fn begin_write(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
         Ok(SqliteTx(
             self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(context)?,
         ))
+    }
+
+    /// A deferred transaction: its snapshot is taken at its first read (WAL).
+    async fn begin_snapshot(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
+        self.begin(context).await
     }
 
     async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {

@@ -16,13 +16,4 @@ impl StoreCalls for SqliteLedger {
     async fn begin_storing(&self, _records: &[&CallRecord]) -> Result<SqliteTx, LedgerError> {
         self.begin_write("starting to store calls").await
     }
-
-    async fn index_for_search(
-        &self,
-        tx: &mut SqliteTx,
-        imported: usize,
-    ) -> Result<(), LedgerError> {
-        super::search::refresh_batch(&mut tx.0, super::search::with_import(imported)).await?;
-        Ok(())
-    }
 }
