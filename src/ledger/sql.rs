@@ -223,6 +223,64 @@ pub(crate) trait Db: Send + Sync + 'static {
     }
 }
 
+/// Running a [`Stmt`] on an engine's pool and in its transactions, the same text for both
+/// backends: `$ledger` (with a `pool` field) implements [`Db`] and `$tx` (a
+/// `sqlx::Transaction` of `$engine`) [`Tx`], given in the invoking module `bound(&Stmt)`
+/// (the arguments bound as that engine stores them) and `.ctx(context)` (its error mapping).
+/// `$($begin)*` are the ways the engine begins a transaction, which do differ.
+macro_rules! engine {
+    ($ledger:ty, $tx:ident, $engine:ty, $row:ty, { $($begin:tt)* }) => {
+        /// A transaction (rolled back when dropped uncommitted).
+        pub(crate) struct $tx(sqlx::Transaction<'static, $engine>);
+
+        #[async_trait::async_trait]
+        impl $crate::ledger::sql::Tx for $tx {
+            type Row = $row;
+
+            async fn execute(&mut self, stmt: Stmt) -> Result<u64, LedgerError> {
+                let done = bound(&stmt).execute(&mut *self.0).await;
+                Ok(done.ctx(stmt.context)?.rows_affected())
+            }
+
+            async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<$row>, LedgerError> {
+                bound(&stmt).fetch_all(&mut *self.0).await.ctx(stmt.context)
+            }
+
+            async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<$row>, LedgerError> {
+                let row = bound(&stmt).fetch_optional(&mut *self.0).await;
+                row.ctx(stmt.context)
+            }
+
+            async fn commit(self) -> Result<(), LedgerError> {
+                self.0.commit().await.ctx("committing to the ledger")
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::ledger::sql::Db for $ledger {
+            type Row = $row;
+            type Tx = $tx;
+
+            $($begin)*
+
+            async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {
+                let done = bound(&stmt).execute(&self.pool).await;
+                Ok(done.ctx(stmt.context)?.rows_affected())
+            }
+
+            async fn fetch_all(&self, stmt: Stmt) -> Result<Vec<$row>, LedgerError> {
+                bound(&stmt).fetch_all(&self.pool).await.ctx(stmt.context)
+            }
+
+            async fn fetch_optional(&self, stmt: Stmt) -> Result<Option<$row>, LedgerError> {
+                let row = bound(&stmt).fetch_optional(&self.pool).await;
+                row.ctx(stmt.context)
+            }
+        }
+    };
+}
+pub(crate) use engine;
+
 /// The SQL for each dialect, where their best forms differ.
 pub(crate) fn pick(
     kind: BackendKind,

@@ -31,7 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{Connection, Row};
 
 use self::error::Ctx;
-use super::sql::{self, Arg, Db, Stmt, Tx};
+use super::sql::{self, Arg, Stmt};
 use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration, redact_location};
 
 /// A PostgreSQL ledger; see the module documentation.
@@ -273,42 +273,7 @@ impl sql::Row for PgRow {
     }
 }
 
-/// A PostgreSQL transaction (rolled back when dropped uncommitted).
-pub(crate) struct PgTx(sqlx::Transaction<'static, sqlx::Postgres>);
-
-#[async_trait]
-impl Tx for PgTx {
-    type Row = PgRow;
-
-    async fn execute(&mut self, stmt: Stmt) -> Result<u64, LedgerError> {
-        Ok(bound(&stmt)
-            .execute(&mut *self.0)
-            .await
-            .ctx(stmt.context)?
-            .rows_affected())
-    }
-
-    async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<PgRow>, LedgerError> {
-        bound(&stmt).fetch_all(&mut *self.0).await.ctx(stmt.context)
-    }
-
-    async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<PgRow>, LedgerError> {
-        bound(&stmt)
-            .fetch_optional(&mut *self.0)
-            .await
-            .ctx(stmt.context)
-    }
-
-    async fn commit(self) -> Result<(), LedgerError> {
-        self.0.commit().await.ctx("committing to the ledger")
-    }
-}
-
-#[async_trait]
-impl Db for PgLedger {
-    type Row = PgRow;
-    type Tx = PgTx;
-
+super::sql::engine!(PgLedger, PgTx, sqlx::Postgres, PgRow, {
     fn dialect(&self) -> BackendKind {
         BackendKind::Postgres
     }
@@ -322,33 +287,10 @@ impl Db for PgLedger {
     }
 
     async fn begin_snapshot(&self, context: &'static str) -> Result<PgTx, LedgerError> {
-        Ok(PgTx(
-            self.pool
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .await
-                .ctx(context)?,
-        ))
+        let snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+        Ok(PgTx(self.pool.begin_with(snapshot).await.ctx(context)?))
     }
-
-    async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {
-        Ok(bound(&stmt)
-            .execute(&self.pool)
-            .await
-            .ctx(stmt.context)?
-            .rows_affected())
-    }
-
-    async fn fetch_all(&self, stmt: Stmt) -> Result<Vec<PgRow>, LedgerError> {
-        bound(&stmt).fetch_all(&self.pool).await.ctx(stmt.context)
-    }
-
-    async fn fetch_optional(&self, stmt: Stmt) -> Result<Option<PgRow>, LedgerError> {
-        bound(&stmt)
-            .fetch_optional(&self.pool)
-            .await
-            .ctx(stmt.context)
-    }
-}
+});
 
 #[cfg(test)]
 mod tests {

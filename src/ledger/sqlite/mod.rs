@@ -21,7 +21,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::sql::{Arg, Db, Row, Stmt, Tx};
+use super::sql::{Arg, Row, Stmt};
 use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration};
 use crate::timefmt::{from_ledger, to_ledger};
 
@@ -194,42 +194,7 @@ impl Row for SqliteRow {
     }
 }
 
-/// A SQLite transaction (rolled back when dropped uncommitted).
-pub(crate) struct SqliteTx(sqlx::Transaction<'static, sqlx::Sqlite>);
-
-#[async_trait]
-impl Tx for SqliteTx {
-    type Row = SqliteRow;
-
-    async fn execute(&mut self, stmt: Stmt) -> Result<u64, LedgerError> {
-        Ok(bound(&stmt)
-            .execute(&mut *self.0)
-            .await
-            .ctx(stmt.context)?
-            .rows_affected())
-    }
-
-    async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<SqliteRow>, LedgerError> {
-        bound(&stmt).fetch_all(&mut *self.0).await.ctx(stmt.context)
-    }
-
-    async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<SqliteRow>, LedgerError> {
-        bound(&stmt)
-            .fetch_optional(&mut *self.0)
-            .await
-            .ctx(stmt.context)
-    }
-
-    async fn commit(self) -> Result<(), LedgerError> {
-        self.0.commit().await.ctx("committing to the ledger")
-    }
-}
-
-#[async_trait]
-impl Db for SqliteLedger {
-    type Row = SqliteRow;
-    type Tx = SqliteTx;
-
+super::sql::engine!(SqliteLedger, SqliteTx, sqlx::Sqlite, SqliteRow, {
     fn dialect(&self) -> BackendKind {
         BackendKind::Sqlite
     }
@@ -239,32 +204,12 @@ impl Db for SqliteLedger {
     }
 
     async fn begin_write(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
-        Ok(SqliteTx(
-            self.pool.begin_with("BEGIN IMMEDIATE").await.ctx(context)?,
-        ))
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await;
+        Ok(SqliteTx(tx.ctx(context)?))
     }
 
     /// A deferred transaction: its snapshot is taken at its first read (WAL).
     async fn begin_snapshot(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
         self.begin(context).await
     }
-
-    async fn execute(&self, stmt: Stmt) -> Result<u64, LedgerError> {
-        Ok(bound(&stmt)
-            .execute(&self.pool)
-            .await
-            .ctx(stmt.context)?
-            .rows_affected())
-    }
-
-    async fn fetch_all(&self, stmt: Stmt) -> Result<Vec<SqliteRow>, LedgerError> {
-        bound(&stmt).fetch_all(&self.pool).await.ctx(stmt.context)
-    }
-
-    async fn fetch_optional(&self, stmt: Stmt) -> Result<Option<SqliteRow>, LedgerError> {
-        bound(&stmt)
-            .fetch_optional(&self.pool)
-            .await
-            .ctx(stmt.context)
-    }
-}
+});
