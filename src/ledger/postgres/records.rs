@@ -19,6 +19,8 @@ use sqlx::Row;
 use super::error::{Ctx, retry_conflicts};
 use super::{PgLedger, at, parse_state, parse_uuid, record_from_row, sync};
 use crate::domain::{CallRecord, CallUuid, RecordState, RunId};
+use crate::ledger::BackendKind;
+use crate::ledger::search::{refresh_batch, with_import};
 use crate::ledger::{ImportOutcome, LedgerError, LedgerRow, Records};
 
 #[async_trait]
@@ -255,17 +257,9 @@ impl PgLedger {
             .ctx("adding late recordings")?;
             added.extend(rows);
         }
-        // Indexed by the shared search code, on the seam's transaction around this one.
-        let mut shared = super::PgTx(tx);
-        let batch = crate::ledger::search::with_import(records.len());
-        crate::ledger::search::refresh_batch(
-            &mut shared,
-            crate::ledger::BackendKind::Postgres,
-            batch,
-        )
-        .await?;
-        let tx = shared.0;
-        tx.commit().await.ctx("committing an import")?;
+        let mut tx = super::PgTx(tx);
+        refresh_batch(&mut tx, BackendKind::Postgres, with_import(records.len())).await?;
+        tx.0.commit().await.ctx("committing an import")?;
         Ok((inserted, added, merged))
     }
 }

@@ -20,6 +20,8 @@ use sqlx::{PgConnection, Row};
 use super::error::{Ctx, retry_conflicts};
 use super::{PgLedger, at};
 use crate::domain::{CallRecord, RecordState};
+use crate::ledger::BackendKind;
+use crate::ledger::search::{refresh_batch, with_import};
 use crate::ledger::{
     DayCompleteness, ImportOutcome, LedgerError, SyncFigures, SyncId, SyncProgress, SyncRow,
     SyncStatus, Syncs, Table,
@@ -342,17 +344,9 @@ impl PgLedger {
         for bill in bills {
             outcomes.push(import_bill(&mut tx, bill, now).await?);
         }
-        // Indexed by the shared search code, on the seam's transaction around this one.
-        let mut shared = super::PgTx(tx);
-        let batch = crate::ledger::search::with_import(bills.len());
-        crate::ledger::search::refresh_batch(
-            &mut shared,
-            crate::ledger::BackendKind::Postgres,
-            batch,
-        )
-        .await?;
-        let tx = shared.0;
-        tx.commit().await.ctx("committing bills")?;
+        let mut tx = super::PgTx(tx);
+        refresh_batch(&mut tx, BackendKind::Postgres, with_import(bills.len())).await?;
+        tx.0.commit().await.ctx("committing bills")?;
         Ok(outcomes)
     }
 }

@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::{QueryContext, SqliteLedger, col, record_from_row, sync, time_col, uuid_col};
 use crate::domain::{CallRecord, CallUuid, RecordState, RunId};
+use crate::ledger::BackendKind;
+use crate::ledger::search::{refresh_batch, with_import};
 use crate::ledger::{ImportOutcome, LedgerError, LedgerRow, Records};
 use crate::timefmt::to_ledger;
 
@@ -81,17 +83,9 @@ impl Records for SqliteLedger {
             };
             outcomes.push(outcome);
         }
-        // Indexed by the shared search code, on the seam's transaction around this one.
-        let mut shared = super::SqliteTx(tx);
-        let batch = crate::ledger::search::with_import(records.len());
-        crate::ledger::search::refresh_batch(
-            &mut shared,
-            crate::ledger::BackendKind::Sqlite,
-            batch,
-        )
-        .await?;
-        let tx = shared.0;
-        tx.commit().await.ctx("committing an import")?;
+        let mut tx = super::SqliteTx(tx);
+        refresh_batch(&mut tx, BackendKind::Sqlite, with_import(records.len())).await?;
+        tx.0.commit().await.ctx("committing an import")?;
         Ok(outcomes)
     }
 

@@ -10,6 +10,8 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{QueryContext, SqliteLedger, col, time_col};
 use crate::domain::{CallRecord, RecordState};
+use crate::ledger::BackendKind;
+use crate::ledger::search::{refresh_batch, with_import};
 use crate::ledger::{
     DayCompleteness, ImportOutcome, LedgerError, SyncFigures, SyncId, SyncProgress, SyncRow,
     SyncStatus, Syncs, Table,
@@ -250,17 +252,9 @@ impl Syncs for SqliteLedger {
         for bill in bills {
             outcomes.push(import_bill(&mut tx, bill, &now).await?);
         }
-        // Indexed by the shared search code, on the seam's transaction around this one.
-        let mut shared = super::SqliteTx(tx);
-        let batch = crate::ledger::search::with_import(bills.len());
-        crate::ledger::search::refresh_batch(
-            &mut shared,
-            crate::ledger::BackendKind::Sqlite,
-            batch,
-        )
-        .await?;
-        let tx = shared.0;
-        tx.commit().await.ctx("committing bills")?;
+        let mut tx = super::SqliteTx(tx);
+        refresh_batch(&mut tx, BackendKind::Sqlite, with_import(bills.len())).await?;
+        tx.0.commit().await.ctx("committing bills")?;
         Ok(outcomes)
     }
 
