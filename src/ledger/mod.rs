@@ -6,8 +6,19 @@
 //! - `postgres://…` / `postgresql://…`: for several receivers and workers on many machines
 //!   (claims with `FOR UPDATE SKIP LOCKED`, the chain head under an advisory lock).
 //!
-//! Each backend keeps its own migrations (`migrations/sqlite/`, `migrations/postgres/`),
-//! applied on open under a lock. No pool or row type leaves its backend module.
+//! Each operation is written once, in the module of its concern, over the seam in
+//! [`sql`]: its SQL text, its arguments and its row mapping exist in one place, and where
+//! the engines' best statements differ both texts stand side by side in that one function.
+//! We chose a thin seam of our own over a query builder (sea-query) or `sqlx::Any`: the
+//! statements are tuned per index (CTEs, `UNION ALL` index walks, partial indexes,
+//! `RETURNING`), which a builder would take as raw text anyway, and both dialects already
+//! accept the same placeholders and clauses; what differs is how a time is stored, how an
+//! error maps, and a few mechanisms. Those stay in the backends (`sqlite/`, `postgres/`),
+//! each behind a narrow trait the shared code calls: claiming a batch (`ClaimBatch`), the
+//! manifest chain head (`ChainHead`), locking calls being stored or erased (`StoreCalls`,
+//! `EraseLock`), beginning transactions, and the commit counter. Each backend keeps its own
+//! migrations (`migrations/sqlite/`, `migrations/postgres/`), applied on open under a lock.
+//! No pool or row type leaves its backend module.
 
 mod access;
 mod audit;

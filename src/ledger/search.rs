@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::sql::{self, Db, Row, Stmt, Tx, pick};
+use super::sql::{self, Db, Row, Stmt, Tx, max_params, params, pick};
 use super::{BackendKind, LedgerError};
 use crate::domain::{AttemptOutcome, CallUuid, RecordState};
 use crate::timefmt::{from_ledger, to_ledger};
@@ -430,6 +430,26 @@ pub(crate) fn search_sql(query: &CallQuery, part: Part, limit: u32) -> SearchSql
         }
         None => ("calls AS c", "c"),
     };
+    let driven = driver.as_ref().map(|(field, _)| *field);
+    filter_conditions(&mut sql, &mut conditions, query, driven);
+    part_conditions(&mut sql, &mut conditions, query, part, order);
+    let limit = sql.bind(Arg::Int(i64::from(limit)));
+    sql.text = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM {from} WHERE {} \
+         ORDER BY {order}.call_start, {order}.uuid LIMIT {limit}",
+        conditions.join(" AND ")
+    );
+    sql
+}
+
+/// The conditions of `query`'s filters on `calls AS c` (all but the dates), but for the
+/// term whose index drives the statement (`driven`).
+fn filter_conditions(
+    sql: &mut SearchSql,
+    conditions: &mut Vec<String>,
+    query: &CallQuery,
+    driven: Option<TermField>,
+) {
     let term_filter = |sql: &mut SearchSql, field: TermField, value: &str| {
         let value = sql.bind(Arg::Text(value.to_owned()));
         format!(
@@ -448,17 +468,16 @@ pub(crate) fn search_sql(query: &CallQuery, part: Part, limit: u32) -> SearchSql
              WHERE t.field = 'number' AND t.term >= {low} AND t.term < {high})"
         ));
     }
-    let driven = driver.as_ref().map(|(field, _)| *field);
     if let Some(ext) = &query.extension
         && driven != Some(TermField::Extension)
     {
-        let c = term_filter(&mut sql, TermField::Extension, ext);
+        let c = term_filter(sql, TermField::Extension, ext);
         conditions.push(c);
     }
     if let Some(agent) = &query.agent
         && driven != Some(TermField::Agent)
     {
-        let c = term_filter(&mut sql, TermField::Agent, agent);
+        let c = term_filter(sql, TermField::Agent, agent);
         conditions.push(c);
     }
     if let Some(company) = &query.company {
@@ -481,6 +500,17 @@ pub(crate) fn search_sql(query: &CallQuery, part: Part, limit: u32) -> SearchSql
             .collect();
         conditions.push(format!("c.uuid IN ({})", list.join(", ")));
     }
+}
+
+/// The conditions that read `part` of the listing from the ordering table `order`: its
+/// date bounds and where the cursor left off.
+fn part_conditions(
+    sql: &mut SearchSql,
+    conditions: &mut Vec<String>,
+    query: &CallQuery,
+    part: Part,
+    order: &str,
+) {
     match part {
         Part::Dated => {
             conditions.push(format!("{order}.call_start IS NOT NULL"));
@@ -506,13 +536,6 @@ pub(crate) fn search_sql(query: &CallQuery, part: Part, limit: u32) -> SearchSql
             }
         }
     }
-    let limit = sql.bind(Arg::Int(i64::from(limit)));
-    sql.text = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM {from} WHERE {} \
-         ORDER BY {order}.call_start, {order}.uuid LIMIT {limit}",
-        conditions.join(" AND ")
-    );
-    sql
 }
 
 /// Calls whose terms are rewritten per transaction while catching up.
@@ -529,10 +552,9 @@ pub(crate) fn with_import(n: usize) -> u32 {
 
 /// Takes the first `$1` queued calls with their raw record (none for a call gone since).
 /// On PostgreSQL several processes may index at once: each takes its batch off the queue
-/// with `FOR UPDATE SKIP LOCKED` and clears the batch's old terms, in one statement. On
-/// SQLite the write lock, held from the start of the transaction, makes the first `$1`
-/// queued uuids the same set for this statement and the two after it
-/// ([`CLEAR_TAKEN_SQLITE`], [`DROP_TAKEN_SQLITE`]).
+/// with `FOR UPDATE SKIP LOCKED`, in the same statement. On SQLite the write lock, held
+/// from the start of the transaction, makes the first `$1` queued uuids the same set for
+/// this statement and [`DROP_TAKEN_SQLITE`].
 const TAKE_SQLITE: &str = "SELECT s.uuid, c.raw_json
  FROM call_terms_stale AS s LEFT JOIN calls AS c ON c.uuid = s.uuid
  ORDER BY s.uuid LIMIT $1";
@@ -541,12 +563,8 @@ const TAKE_POSTGRES: &str = "WITH taken AS (
      WHERE uuid IN (SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1
                     FOR UPDATE SKIP LOCKED)
      RETURNING uuid
- ), cleared AS (
-     DELETE FROM call_terms WHERE uuid IN (SELECT uuid FROM taken)
  )
  SELECT taken.uuid, c.raw_json FROM taken LEFT JOIN calls AS c ON c.uuid = taken.uuid";
-const CLEAR_TAKEN_SQLITE: &str = "DELETE FROM call_terms
- WHERE uuid IN (SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1)";
 const DROP_TAKEN_SQLITE: &str = "DELETE FROM call_terms_stale
  WHERE uuid IN (SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1)";
 
@@ -577,18 +595,28 @@ pub(crate) async fn refresh_batch(
         return Ok(0);
     }
     if kind == BackendKind::Sqlite {
-        for sql in [CLEAR_TAKEN_SQLITE, DROP_TAKEN_SQLITE] {
-            tx.execute(Stmt::new(sql, CONTEXT).bind(batch)).await?;
-        }
+        tx.execute(Stmt::new(DROP_TAKEN_SQLITE, CONTEXT).bind(batch))
+            .await?;
     }
+    let mut uuids = Vec::with_capacity(taken.len());
     let mut terms: Vec<(String, &str, String)> = Vec::new();
     for row in &taken {
+        let uuid = row.text("uuid")?;
         if let Some(raw) = row.opt_text("raw_json")? {
-            let uuid = row.text("uuid")?;
-            for (field, term) in CallParties::of(&raw).terms() {
-                terms.push((uuid.clone(), field.as_str(), term));
-            }
+            let parties = CallParties::of(&raw).terms().into_iter();
+            terms.extend(parties.map(|(field, term)| (uuid.clone(), field.as_str(), term)));
         }
+        uuids.push(uuid);
+    }
+    // The old terms, by a list PostgreSQL's planner sees the length of (a list read from
+    // the statement above would be guessed long enough to scan every term).
+    for chunk in uuids.chunks(max_params(kind)) {
+        let sql = format!(
+            "DELETE FROM call_terms WHERE uuid IN ({})",
+            params(1, chunk.len())
+        );
+        tx.execute(chunk.iter().fold(Stmt::new(sql, CONTEXT), Stmt::bind))
+            .await?;
     }
     if !terms.is_empty() {
         let terms = serde_json::to_string(&terms)
