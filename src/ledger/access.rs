@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::LedgerError;
-use super::sql::{Arg, Db, Row, Stmt, Tx};
+use super::sql::{Arg, Db, Row, Stmt, Tx, listed, params};
 use crate::domain::CallUuid;
 
 /// What was done.
@@ -155,14 +155,9 @@ impl<D: Db> AccessLog for D {
             .await?
             .int("id")?;
         for chunk in entry.calls.chunks(CALLS_PER_STATEMENT) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("($1, ${})", i + 2))
-                .collect();
+            let values = listed(chunk.len(), |i| format!("($1, ${})", i + 2));
             let stmt = Stmt::new(
-                format!(
-                    "INSERT INTO access_log_calls (entry_id, call_uuid) VALUES {}",
-                    values.join(", ")
-                ),
+                format!("INSERT INTO access_log_calls (entry_id, call_uuid) VALUES {values}"),
                 CONTEXT,
             )
             .bind(id);
@@ -239,12 +234,11 @@ fn entries_stmt(query: &AccessQuery) -> Stmt {
 async fn calls_of_entries<D: Db>(db: &D, ids: &[i64]) -> Result<Vec<(i64, CallUuid)>, LedgerError> {
     let mut calls = Vec::new();
     for chunk in ids.chunks(CALLS_PER_STATEMENT) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let stmt = Stmt::new(
             format!(
                 "SELECT entry_id, call_uuid FROM access_log_calls
                  WHERE entry_id IN ({}) ORDER BY entry_id, id",
-                placeholders.join(", ")
+                params(1, chunk.len())
             ),
             "reading the access log's calls",
         );

@@ -4,8 +4,9 @@
 //! the chain stays whole. The ledger is where "on hold" is decided: a store without Object
 //! Lock has no object-level hold, yet callvault never erases a held call.
 //!
-//! An erasure is recorded in a transaction that first holds off manifest claims and other
-//! erasures ([`EraseLock::begin_erasure`]), so neither a hold, nor a manifest claim, nor a
+//! An erasure is recorded in a transaction that first takes the manifest chain head's lock
+//! ([`ChainHead::begin_chain_head`]), which holds off manifest claims and other erasures,
+//! so neither a hold, nor a manifest claim, nor a
 //! second erasure slips between its checks and its writes. How that is held is the one
 //! thing the backends do differently (SQLite's write lock; PostgreSQL's chain-head lock and
 //! the call's row lock); every statement and row mapping is written once, here.
@@ -17,7 +18,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::sql::{Db, Row, Stmt, Tx, pick, placeholders, retry_conflicts};
+use super::manifests::ChainHead;
+use super::sql::{Row, Stmt, Tx, params, pick, retry_conflicts};
 use super::{ArchivedEntry, LedgerError};
 use crate::domain::{CallUuid, RecordState};
 
@@ -233,14 +235,6 @@ pub trait Holds: Send + Sync {
     async fn erasure_counts(&self) -> Result<(i64, i64), LedgerError>;
 }
 
-/// What recording an erasure asks of a backend besides running statements.
-#[async_trait]
-pub(crate) trait EraseLock: Db {
-    /// Begins the transaction that records an erasure, holding off manifest claims and
-    /// other erasures until it ends.
-    async fn begin_erasure(&self) -> Result<Self::Tx, LedgerError>;
-}
-
 /// How many calls one statement reads, adds or releases (well under either engine's limit
 /// on placeholders).
 const CALLS_PER_STATEMENT: usize = 500;
@@ -284,7 +278,7 @@ const BLANK_ERASED: &str =
      WHERE uuid = $2";
 
 #[async_trait]
-impl<D: EraseLock> Holds for D {
+impl<D: ChainHead> Holds for D {
     async fn call_facts(&self, uuids: &[CallUuid]) -> Result<Vec<CallFacts>, LedgerError> {
         // Sorted and without repeats, so that the chunks' rows come out by uuid, once each.
         let mut uuids: Vec<&CallUuid> = uuids.iter().collect();
@@ -301,7 +295,7 @@ impl<D: EraseLock> Holds for D {
                     " FROM calls c LEFT JOIN manifests m ON m.seq = c.manifest_seq
                      WHERE c.uuid IN ({}) ORDER BY c.uuid"
                 ),
-                placeholders(1, chunk.len())
+                params(1, chunk.len())
             );
             let stmt = chunk
                 .iter()
@@ -409,7 +403,7 @@ impl<D: EraseLock> Holds for D {
 
     async fn record_erasure(&self, t: &Tombstone) -> Result<EraseRecorded, LedgerError> {
         retry_conflicts(|| async {
-            let mut tx = self.begin_erasure().await?;
+            let mut tx = self.begin_chain_head().await?;
             let check = pick(self.dialect(), ERASURE_CHECK_SQLITE, ERASURE_CHECK_POSTGRES);
             let row = tx
                 .fetch_optional(Stmt::new(check, "reading a call to erase").bind(&t.uuid))
@@ -495,7 +489,7 @@ impl Release<'_> {
             "UPDATE held_calls SET released_at = $1, released_by = $2, release_reason = $3
              WHERE call_uuid IN ({}) AND released_at IS NULL AND ($4 IS NULL OR hold_id = $4)
              RETURNING call_uuid, hold_id",
-            placeholders(5, calls.len())
+            params(5, calls.len())
         );
         let stmt = Stmt::new(sql, CONTEXT)
             .bind(self.now)
@@ -509,7 +503,7 @@ impl Release<'_> {
         let sql = format!(
             "SELECT DISTINCT call_uuid FROM held_calls
              WHERE call_uuid IN ({}) AND released_at IS NULL",
-            placeholders(1, calls.len())
+            params(1, calls.len())
         );
         let still = tx
             .fetch_all(calls.iter().fold(Stmt::new(sql, CONTEXT), Stmt::bind))

@@ -15,8 +15,8 @@
 //! accept the same placeholders and clauses; what differs is how a time is stored, how an
 //! error maps, and a few mechanisms. Those stay in the backends (`sqlite/`, `postgres/`),
 //! each behind a narrow trait the shared code calls: claiming a batch (`ClaimBatch`), the
-//! manifest chain head (`ChainHead`), locking calls being stored or erased (`StoreCalls`,
-//! `EraseLock`), beginning transactions, and the commit counter. Each backend keeps its own
+//! manifest chain head, which erasures take too (`ChainHead`), locking calls being stored
+//! (`StoreCalls`), beginning transactions, and the commit counter. Each backend keeps its own
 //! migrations (`migrations/sqlite/`, `migrations/postgres/`), applied on open under a lock.
 //! No pool or row type leaves its backend module.
 

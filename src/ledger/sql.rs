@@ -293,14 +293,6 @@ pub(crate) fn pick(
     }
 }
 
-/// `$first, $first+1, ...`: `n` placeholders, for an `IN (...)` list built per chunk.
-pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// One statement per combination of slice bounds: the conditions a slice sets are written
 /// into the SQL (`$1` company, `$2` since, `$3` until, always bound by [`Stmt::slice`],
 /// named only when set), so each combination is planned with its bounds as index ranges
@@ -483,8 +475,8 @@ mod tests {
 
     #[test]
     fn placeholders_number_on_from_the_first() {
-        assert_eq!(placeholders(3, 3), "$3, $4, $5");
-        assert_eq!(placeholders(1, 1), "$1");
+        assert_eq!(params(3, 3), "$3, $4, $5");
+        assert_eq!(params(1, 1), "$1");
         assert_eq!(params(3, 2), "$3, $4");
         assert_eq!(value_rows(2, 2, 2), "($2, $3), ($4, $5)");
     }

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::sql::{Db, Row, Stmt, Tx, pick, placeholders, retry_conflicts};
+use super::sql::{Db, Row, Stmt, Tx, params, pick, retry_conflicts};
 use super::{ImportOutcome, LedgerError, Table};
 use crate::domain::{CallRecord, RecordState};
 
@@ -685,23 +685,20 @@ fn known_rows_stmt(records: &[&CallRecord]) -> Stmt {
         .map(|r| r.record_file.trim())
         .filter(|f| !f.is_empty())
         .collect();
-    let mut sql = format!(
-        "{COLUMNS} WHERE uuid IN ({})",
-        placeholders(1, records.len())
-    );
+    let mut sql = format!("{COLUMNS} WHERE uuid IN ({})", params(1, records.len()));
     let mut next = records.len() + 1;
     if !bill_ids.is_empty() {
         sql.push_str(&format!(
             " UNION {COLUMNS} WHERE company_code IN ({}) AND bill_id IN ({})",
-            placeholders(next, companies.len()),
-            placeholders(next + companies.len(), bill_ids.len())
+            params(next, companies.len()),
+            params(next + companies.len(), bill_ids.len())
         ));
         next += companies.len() + bill_ids.len();
     }
     if !files.is_empty() {
         sql.push_str(&format!(
             " UNION {COLUMNS} WHERE record_file <> '' AND record_file IN ({})",
-            placeholders(next, files.len())
+            params(next, files.len())
         ));
     }
     sql.push_str(" ORDER BY uuid");

@@ -1,6 +1,7 @@
 //! PostgreSQL: claiming the chain head first takes a transaction-level advisory lock,
 //! [`CHAIN_HEAD_LOCK`], so two workers never claim at once (the second waits, at most the
-//! busy timeout, and then sees what the first committed). Writing, renewing and releasing
+//! busy timeout, and then sees what the first committed). Recording an erasure takes the
+//! same lock (see `ledger::holds`), and its check locks the call's row. Writing, renewing and releasing
 //! the head check its owner in the row itself and need no lock of their own.
 
 use async_trait::async_trait;
@@ -14,7 +15,7 @@ use crate::ledger::sql::{Db, Stmt, Tx};
 /// big-endian 64-bit integer (7166965761982949742). Advisory locks are shared by everything
 /// using the database: nothing else may take this key. (sqlx's migration lock is another
 /// 64-bit key, `0x3d32ad9e` times the CRC-32 of the database name.)
-pub(super) const CHAIN_HEAD_LOCK: i64 = i64::from_be_bytes(*b"cv-chain");
+const CHAIN_HEAD_LOCK: i64 = i64::from_be_bytes(*b"cv-chain");
 
 #[async_trait]
 impl ChainHead for PgLedger {

@@ -15,7 +15,6 @@
 
 mod claims;
 mod error;
-mod holds;
 mod manifests;
 mod sync;
 

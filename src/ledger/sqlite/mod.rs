@@ -4,7 +4,6 @@
 //! sorts and compares as text.
 
 mod claims;
-mod holds;
 mod manifests;
 mod sync;
 
