@@ -109,6 +109,9 @@ pub struct CommonSettings {
     pub tz: FixedOffset,
     /// The configuration file's `[aws]` settings overridden by the `AWS_*` variables.
     pub s3: S3Options,
+    /// The provider accounts the configuration file declares, as declared (their secrets
+    /// by reference); none means the top-level settings form the one account `default`.
+    pub accounts: Vec<(crate::accounts::AccountName, crate::accounts::AccountTable)>,
 }
 
 impl fmt::Debug for CommonSettings {
@@ -117,6 +120,7 @@ impl fmt::Debug for CommonSettings {
             .field("ledger", &self.ledger)
             .field("tz", &self.tz)
             .field("s3", &ShownS3(&self.s3))
+            .field("accounts", &self.accounts)
             .finish()
     }
 }

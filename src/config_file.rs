@@ -13,11 +13,17 @@
 //! [aws]                 # the AWS_* variables, lower-cased, without the prefix
 //! region = "eu-west-1"
 //! endpoint = "https://s3.example.net"
+//!
+//! [accounts.acme]       # provider accounts (see `crate::accounts`)
+//! appid = "acme-app"
+//! accesskey-env = "ACME_ACCESSKEY"
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+use crate::accounts::{AccountName, AccountTable};
 
 /// The configuration file is unreadable or wrong; the message names the file and the
 /// setting. (The caller reports it as a configuration error.)
@@ -32,6 +38,8 @@ pub struct FileSettings {
     values: BTreeMap<String, Vec<String>>,
     /// `[aws]`: object_store's S3 keys (`aws_region`, …) → value.
     pub aws: Vec<(String, String)>,
+    /// `[accounts.<name>]`: the provider accounts declared, by name.
+    pub accounts: Vec<(AccountName, AccountTable)>,
 }
 
 /// Arguments that make no sense in a file.
@@ -77,6 +85,10 @@ impl FileSettings {
         let table: toml::Table = toml::from_str(text).map_err(|e| FileError(e.to_string()))?;
         let mut settings = Self::default();
         for (key, value) in table {
+            if key == "accounts" {
+                settings.accounts = accounts(value)?;
+                continue;
+            }
             if key == "aws" {
                 let toml::Value::Table(aws) = value else {
                     return Err(FileError("`aws` must be a table".into()));
@@ -143,6 +155,25 @@ impl FileSettings {
     }
 }
 
+/// `[accounts.*]`: each a table named by its account.
+fn accounts(value: toml::Value) -> Result<Vec<(AccountName, AccountTable)>, FileError> {
+    let toml::Value::Table(all) = value else {
+        return Err(FileError(
+            "`accounts` must hold tables: `[accounts.<name>]`".into(),
+        ));
+    };
+    all.into_iter()
+        .map(|(name, value)| match value {
+            toml::Value::Table(table) => {
+                AccountTable::from_toml(&name, table).map_err(|e| FileError(e.to_string()))
+            }
+            _ => Err(FileError(format!(
+                "`accounts.{name}` must be a table: `[accounts.{name}]`"
+            ))),
+        })
+        .collect()
+}
+
 fn collect_ids(cmd: &clap::Command, into: &mut BTreeSet<String>) {
     for arg in cmd.get_arguments() {
         if !arg.is_positional() {
@@ -196,6 +227,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("aws.bogus"), "{err}");
+    }
+
+    #[test]
+    fn accounts_are_tables_by_name() {
+        let settings = FileSettings::parse(
+            "store = \"s3://b/top\"\n[accounts.acme]\nappid = \"a\"\n[accounts.beta]\nappid = \"b\"\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = settings.accounts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["acme", "beta"]);
+        let err = FileSettings::parse("accounts = 3").unwrap_err().to_string();
+        assert!(err.contains("[accounts.<name>]"), "{err}");
+        let err = FileSettings::parse("[accounts]\nacme = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[accounts.acme]"), "{err}");
     }
 
     /// (With callvault's own command line: `app::args`.)

@@ -1,6 +1,7 @@
 //! callvault: archives cloud-telephony call recordings into S3-compatible storage before the
 //! provider deletes them, and keeps a ledger that proves what was saved.
 
+pub mod accounts;
 pub mod app;
 pub mod archive;
 pub mod audit;

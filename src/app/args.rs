@@ -10,9 +10,10 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
+use crate::accounts::{AccountName, AccountTable};
 use crate::archive::{RetryPolicy, RunOptions, Shutdown};
 use crate::cli::{Cli, Command, RunArgs};
-use crate::config::{CommonSettings, ConfigError, PassSettings, hostname, provider_tz, s3_options};
+use crate::config::{CommonSettings, ConfigError, hostname, provider_tz, s3_options};
 use crate::config_file::{FileSettings, config_path};
 use crate::ledger::Slice;
 use crate::store::{S3Options, ShownS3};
@@ -22,6 +23,8 @@ pub struct Invocation {
     pub cli: Cli,
     /// The configuration file's S3 settings (`[aws]`), under the environment's.
     pub file_aws: S3Options,
+    /// The provider accounts the configuration file declares (`[accounts.<name>]`).
+    pub file_accounts: Vec<(AccountName, AccountTable)>,
     /// The log filter this command runs with (see [`log_filter`]).
     pub log_filter: String,
 }
@@ -31,6 +34,7 @@ impl fmt::Debug for Invocation {
         f.debug_struct("Invocation")
             .field("cli", &self.cli)
             .field("file_aws", &ShownS3(&self.file_aws))
+            .field("file_accounts", &self.file_accounts)
             .field("log_filter", &self.log_filter)
             .finish()
     }
@@ -74,6 +78,7 @@ where
     Ok(Invocation {
         cli,
         file_aws: file.aws,
+        file_accounts: file.accounts,
         log_filter,
     })
 }
@@ -107,23 +112,13 @@ fn file_error(e: crate::config_file::FileError) -> CliError {
 pub fn common_settings(
     cli: &Cli,
     file_aws: &[(String, String)],
+    file_accounts: Vec<(AccountName, AccountTable)>,
 ) -> Result<CommonSettings, ConfigError> {
     Ok(CommonSettings {
         tz: provider_tz(&cli.provider_tz)?,
         ledger: cli.ledger.settings(),
         s3: s3_options(file_aws),
-    })
-}
-
-/// Everything but the ledger that a pass opens, validated.
-pub fn pass_settings(args: &RunArgs, common: &CommonSettings) -> Result<PassSettings, ConfigError> {
-    let provider = args.provider.config(common.tz)?;
-    let downloader = args.provider.downloader(&provider.api_url)?;
-    Ok(PassSettings {
-        provider,
-        downloader,
-        store: args.store.config(&common.s3)?,
-        keys: args.store.keys(common.tz)?,
+        accounts: file_accounts,
     })
 }
 
@@ -312,7 +307,12 @@ mod tests {
     #[test]
     fn no_debug_of_the_parsed_settings_shows_a_password_or_a_secret() {
         let invocation = with_secrets();
-        let common = common_settings(&invocation.cli, &invocation.file_aws).unwrap();
+        let common = common_settings(
+            &invocation.cli,
+            &invocation.file_aws,
+            invocation.file_accounts.clone(),
+        )
+        .unwrap();
         let Command::Serve(serve) = &invocation.cli.command else {
             unreachable!()
         };

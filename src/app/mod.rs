@@ -2,6 +2,7 @@
 //! exit code (0 all done, 1 something left or failed, 2 usage or configuration, 3 the
 //! provider refused the credentials).
 
+mod accounts;
 mod args;
 mod audit;
 mod demo;
@@ -52,8 +53,13 @@ pub async fn dispatch(invocation: Invocation) -> ExitCode {
 }
 
 async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
-    let Invocation { cli, file_aws, .. } = invocation;
-    let common = args::common_settings(&cli, &file_aws)?;
+    let Invocation {
+        cli,
+        file_aws,
+        file_accounts,
+        ..
+    } = invocation;
+    let common = args::common_settings(&cli, &file_aws, file_accounts)?;
     let tz = common.tz;
     match cli.command {
         Command::Import(ref args) => import(&cli, &common, args).await,
@@ -92,6 +98,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
             retention::expire(&open_ledger(&common.ledger).await?, args, &common.s3).await
         }
         Command::User(UserCommand::Add(args)) => user::add(&args),
+        Command::Accounts(ref args) => accounts::list(&common, args).await,
         Command::Find(ref args) => {
             retrieve::find(&open_ledger(&common.ledger).await?, args, tz).await
         }
@@ -179,7 +186,12 @@ async fn prepare_pass(
     shutdown: Shutdown,
 ) -> anyhow::Result<(crate::archive::Deps, crate::archive::RunOptions)> {
     let slice = run.slice.slice(common.tz)?;
-    let settings = args::pass_settings(run, common)?;
+    let top = accounts::TopLevel {
+        provider: &run.provider,
+        store: &run.store,
+        callback: None,
+    };
+    let settings = accounts::single(common, &top, &run.accounts)?.pass_settings(common.tz)?;
     let deps = wiring::build_deps(&common.ledger, settings, run.concurrency).await?;
     let options = args::run_options(run, deps.store.description(), slice, shutdown);
     Ok((deps, options))

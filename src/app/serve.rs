@@ -74,7 +74,7 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
 /// The callback secret, at least `MIN_SECRET_LEN` long; none with `--ui` and no secret at
 /// all (the page is then served alone, without the receiver).
 fn callback_secret(args: &ServeArgs) -> Result<Option<SecretString>, ConfigError> {
-    match &args.callback_secret {
+    match &args.callback.callback_secret {
         None if args.ui.ui => Ok(None),
         given => given
             .clone()

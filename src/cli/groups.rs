@@ -53,7 +53,7 @@ pub(super) fn parse_secret(raw: &str) -> Result<SecretString, std::convert::Infa
 }
 
 /// The telephony provider: its API, credentials, pace and where downloads may go.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct ProviderArgs {
     /// The provider's API endpoint.
     #[arg(long, env = "CALLVAULT_API_URL")]
@@ -85,6 +85,29 @@ pub struct ProviderArgs {
     /// Fetch recordings through this proxy (proxy environment variables are ignored).
     #[arg(long, env = "CALLVAULT_DOWNLOAD_PROXY")]
     pub download_proxy: Option<String>,
+}
+
+/// The receiver's callback secret (the top level's, or the `default` account's).
+#[derive(Debug, Args, Clone)]
+pub struct CallbackArgs {
+    /// The shared secret in the callback address: the provider posts to
+    /// `/callback/<secret>` (or `/callback?secret=<secret>`). At least 16 characters.
+    #[arg(long, env = "CALLVAULT_CALLBACK_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub callback_secret: Option<SecretString>,
+}
+
+/// `--account`: which of the declared provider accounts a command works on (all when none
+/// is named).
+#[derive(Debug, Args, Clone, Default)]
+pub struct AccountArgs {
+    /// Only this provider account (repeatable, or separate with commas); all when none.
+    #[arg(
+        long = "account",
+        value_name = "NAME",
+        env = "CALLVAULT_ACCOUNTS",
+        value_delimiter = ','
+    )]
+    pub account: Vec<String>,
 }
 
 /// A positive number of requests per second (`0.5`, `20`).
@@ -149,11 +172,11 @@ pub struct RetentionArgs {
 }
 
 /// The store a run writes recordings into, and how it writes them.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct ArchiveStoreArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Object key template; placeholders {companycode} {uuid} {ext} {yyyy} {mm} {dd} {hh} {filename}.
+    /// Object key template; placeholders {account} {companycode} {uuid} {ext} {yyyy} {mm} {dd} {hh} {filename}.
     #[arg(long, env = "CALLVAULT_KEY_TEMPLATE", default_value = crate::store::DEFAULT_TEMPLATE)]
     pub key_template: String,
     /// Multipart part size in MiB (S3 needs at least 5); memory ≈ concurrency × part size

@@ -15,8 +15,9 @@ use secrecy::SecretString;
 
 use crate::config::LedgerLocation;
 pub use groups::{
-    ArchiveStoreArgs, CallSelection, CallSlice, CallTimes, Chosen, CompanyArg, LayoutArgs,
-    LedgerArgs, ManifestsArgs, ProviderArgs, RequesterArgs, RetentionArgs, StoreArgs, Window,
+    AccountArgs, ArchiveStoreArgs, CallSelection, CallSlice, CallTimes, CallbackArgs, Chosen,
+    CompanyArg, LayoutArgs, LedgerArgs, ManifestsArgs, ProviderArgs, RequesterArgs, RetentionArgs,
+    StoreArgs, Window,
 };
 use groups::{parse_location, parse_secret};
 
@@ -142,6 +143,27 @@ pub enum Command {
     /// Users of the web page (`serve --ui`): `user add NAME` writes one to the users file.
     #[command(subcommand)]
     User(UserCommand),
+    /// The provider accounts this deployment archives (`[accounts.<name>]` in the settings
+    /// file), each with its settings (secrets shown as set or unset); `--check` logs in to
+    /// each provider account and checks each store.
+    Accounts(AccountsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AccountsArgs {
+    /// Also log in to each account's provider and check its store (as a run does first).
+    #[arg(long)]
+    pub check: bool,
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub accounts: AccountArgs,
+    #[command(flatten)]
+    pub provider: ProviderArgs,
+    #[command(flatten)]
+    pub store: ArchiveStoreArgs,
+    #[command(flatten)]
+    pub callback: CallbackArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -422,10 +444,8 @@ pub struct ServeArgs {
     /// Address the receiver listens on.
     #[arg(long, env = "CALLVAULT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// The shared secret in the callback address: the provider posts to
-    /// `/callback/<secret>` (or `/callback?secret=<secret>`). At least 16 characters.
-    #[arg(long, env = "CALLVAULT_CALLBACK_SECRET", hide_env_values = true, value_parser = parse_secret)]
-    pub callback_secret: Option<SecretString>,
+    #[command(flatten)]
+    pub callback: CallbackArgs,
     /// Only accept callbacks from these networks (comma-separated CIDRs); all when empty.
     #[arg(long, env = "CALLVAULT_ALLOW_FROM", value_delimiter = ',')]
     pub allow_from: Vec<ipnet::IpNet>,
@@ -527,6 +547,8 @@ impl Window for RunWindow {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     #[command(flatten)]
     pub provider: ProviderArgs,
     // Where recordings go, and how they are written.

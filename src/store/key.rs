@@ -23,6 +23,9 @@ pub enum KeyError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
+    /// The account the calls belong to (`crate::accounts`): what keeps two accounts'
+    /// keys apart when they share a store and prefix.
+    Account,
     CompanyCode,
     Uuid,
     Ext,
@@ -45,6 +48,8 @@ pub struct KeyTemplate {
     parts: Vec<Part>,
     /// Dates in keys are the call's date in this zone (the provider's).
     tz: FixedOffset,
+    /// What `{account}` stands for (`default` unless [`KeyTemplate::for_account`]).
+    account: String,
 }
 
 impl KeyTemplate {
@@ -59,6 +64,7 @@ impl KeyTemplate {
             if let Some(inner) = rest.strip_prefix('{') {
                 let end = inner.find('}').ok_or_else(|| fail("unclosed `{`"))?;
                 let field = match &inner[..end] {
+                    "account" => Field::Account,
                     "companycode" => Field::CompanyCode,
                     "uuid" => Field::Uuid,
                     "ext" => Field::Ext,
@@ -107,7 +113,19 @@ impl KeyTemplate {
         if longest > MAX_KEY_BYTES {
             return Err(fail(&format!("keys could grow past {MAX_KEY_BYTES} bytes")));
         }
-        Ok(Self { parts, tz })
+        Ok(Self {
+            parts,
+            tz,
+            account: crate::accounts::DEFAULT.to_owned(),
+        })
+    }
+
+    /// The same template rendering `{account}` as `account`.
+    pub fn for_account(self, account: &crate::accounts::AccountName) -> Self {
+        Self {
+            account: account.as_str().to_owned(),
+            ..self
+        }
     }
 
     /// The key for `record`, relative to the store's prefix.
@@ -127,6 +145,7 @@ impl KeyTemplate {
             match part {
                 Part::Literal(s) => key.push_str(s),
                 Part::Field(field) => key.push_str(&match field {
+                    Field::Account => clean(&self.account),
                     Field::CompanyCode => clean(&record.company_code),
                     Field::Uuid => clean(record.uuid.as_str()),
                     Field::FileStem => clean(stem),
@@ -231,6 +250,17 @@ mod tests {
             .render(&record("abc-1", "20000013", "x/2026/rec.WAV"))
             .unwrap();
         assert_eq!(key, "20000013/2026/03/01/abc-1.wav");
+    }
+
+    #[test]
+    fn the_account_placeholder_is_the_templates_account() {
+        let tz = crate::timefmt::default_provider_tz();
+        let t = KeyTemplate::parse("{account}/{companycode}/{uuid}{ext}", tz).unwrap();
+        let rec = record("abc-1", "20000013", "a.mp3");
+        assert_eq!(t.render(&rec).unwrap(), "default/20000013/abc-1.mp3");
+        let acme = crate::accounts::AccountName::parse("acme").unwrap();
+        let t = t.for_account(&acme);
+        assert_eq!(t.render(&rec).unwrap(), "acme/20000013/abc-1.mp3");
     }
 
     #[test]

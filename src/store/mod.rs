@@ -173,16 +173,36 @@ pub type S3Options = Vec<(String, String)>;
 /// S3 settings as they may be shown: the names, and the values of those that are no secret.
 pub struct ShownS3<'a>(pub &'a S3Options);
 
+impl ShownS3<'_> {
+    /// Whether the setting `key` is (or may be) a secret.
+    pub fn is_secret(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        // The KMS key's id names a key; it is no secret.
+        !key.contains("kms_key_id")
+            && ["secret", "token", "key", "password"]
+                .iter()
+                .any(|word| key.contains(word))
+    }
+
+    /// Each setting with its value, or `***` for a secret.
+    pub fn pairs(options: &S3Options) -> Vec<(String, String)> {
+        options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if Self::is_secret(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.clone(), shown.to_owned())
+            })
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for ShownS3<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let secret = ["secret", "token", "key", "password"]
-                    .iter()
-                    .any(|word| k.to_ascii_lowercase().contains(word));
-                (k, if secret { "***" } else { v.as_str() })
-            }))
-            .finish()
+        f.debug_map().entries(Self::pairs(self.0)).finish()
     }
 }
 

@@ -19,6 +19,7 @@ macro_rules! on_both_backends {
     )+};
 }
 
+mod accounts;
 mod archive;
 mod audit;
 mod audit_cli;

@@ -1,0 +1,477 @@
+//! A command's provider accounts: each `[accounts.<name>]` table merged with the command's
+//! top-level settings (flags > environment > file > defaults), what an account's own table
+//! sets winning for that account; without any table, the top-level settings themselves as
+//! the one account `default`. Also the `accounts` command, which shows them and checks each.
+//!
+//! The merge is done on the command line's groups (`ProviderArgs`, `ArchiveStoreArgs`) so
+//! that an account's settings are validated, and refused with the same words, as the top
+//! level's; an error about a declared account names it. Secrets named by reference are read
+//! only when a command needs them (a web page's pod need not hold the provider's keys).
+
+use std::fmt::Display;
+
+use chrono::FixedOffset;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use crate::accounts::{
+    AccountName, AccountTable, AwsSetting, Destination, SecretRef, check_destinations,
+};
+use crate::cli::{AccountArgs, AccountsArgs, ArchiveStoreArgs, CallbackArgs, ProviderArgs};
+use crate::config::{CommonSettings, ConfigError, PassSettings};
+use crate::provider::{ProviderClient, ProviderConfig, ProviderError};
+use crate::store::{KeyTemplate, S3Options, ShownS3, StoreConfig, StoreError};
+
+use super::wiring::open_store;
+use super::{EXIT_CONFIG, EXIT_CREDENTIALS, EXIT_INCOMPLETE, EXIT_OK};
+
+/// One account's settings: the top level's with its table's on top.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: AccountName,
+    /// Declared by a table (false: the top-level settings as the account `default`).
+    pub declared: bool,
+    /// Its share of the transfers when other accounts have work too.
+    pub share: u32,
+    provider: ProviderArgs,
+    accesskey: Option<SecretRef>,
+    store: ArchiveStoreArgs,
+    /// The top level's S3 settings (file `[aws]` under the `AWS_*` variables) …
+    s3: S3Options,
+    /// … and the account's own `[accounts.<name>.aws]`, which win.
+    aws: Vec<(String, AwsSetting)>,
+    callback_secret: Option<SecretString>,
+    callback_ref: Option<SecretRef>,
+    /// Shares its store and prefix with another account (both keys carry `{account}`): its
+    /// manifest chain then goes below a prefix of its own.
+    shares_store: bool,
+}
+
+/// The top-level settings of the command at hand, as its flags give them.
+pub struct TopLevel<'a> {
+    pub provider: &'a ProviderArgs,
+    pub store: &'a ArchiveStoreArgs,
+    pub callback: Option<&'a CallbackArgs>,
+}
+
+/// The accounts a command works on: those named with `--account`, else all. A name that is
+/// not declared is a configuration error listing those that are.
+pub fn accounts(
+    common: &CommonSettings,
+    top: &TopLevel<'_>,
+    chosen: &AccountArgs,
+) -> Result<Vec<Account>, ConfigError> {
+    let mut all: Vec<Account> = if common.accounts.is_empty() {
+        vec![Account::top_level(common, top)]
+    } else {
+        common
+            .accounts
+            .iter()
+            .map(|(name, table)| Account::declared(common, top, name, table))
+            .collect()
+    };
+    let destinations: Vec<Destination<'_>> = all
+        .iter()
+        .filter_map(|a| {
+            Some(Destination {
+                account: &a.name,
+                store: a.store.store.store.as_deref()?,
+                key_template: &a.store.key_template,
+            })
+        })
+        .collect();
+    let shared: Vec<AccountName> = check_destinations(&destinations)
+        .map_err(|e| ConfigError(e.to_string()))?
+        .into_iter()
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .collect();
+    for account in &mut all {
+        account.shares_store = shared.contains(&account.name);
+    }
+    select(all, chosen)
+}
+
+/// The one account a pass archives. Until the ledger's rows carry their account, one ledger
+/// holds the calls of one account: with several declared, the command must name one with
+/// `--account` (and give it a ledger of its own).
+pub fn single(
+    common: &CommonSettings,
+    top: &TopLevel<'_>,
+    chosen: &AccountArgs,
+) -> Result<Account, ConfigError> {
+    let mut chosen = accounts(common, top, chosen)?;
+    if chosen.len() == 1 {
+        return Ok(chosen.remove(0));
+    }
+    let names: Vec<&str> = chosen.iter().map(|a| a.name.as_str()).collect();
+    Err(ConfigError(format!(
+        "{} accounts are declared ({}): name the one to archive with --account, and give          each account a ledger of its own (a ledger keeps one account's calls)",
+        names.len(),
+        names.join(", ")
+    )))
+}
+
+fn select(all: Vec<Account>, chosen: &AccountArgs) -> Result<Vec<Account>, ConfigError> {
+    let names: Vec<&str> = chosen
+        .account
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Ok(all);
+    }
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !all.iter().any(|a| a.name.as_str() == **n))
+    {
+        let known: Vec<&str> = all.iter().map(|a| a.name.as_str()).collect();
+        return Err(ConfigError(format!(
+            "--account {unknown}: no such account (the accounts are {})",
+            known.join(", ")
+        )));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|a| names.contains(&a.name.as_str()))
+        .collect())
+}
+
+impl Account {
+    fn top_level(common: &CommonSettings, top: &TopLevel<'_>) -> Self {
+        Self {
+            name: AccountName::default_account(),
+            declared: false,
+            share: 1,
+            provider: top.provider.clone(),
+            accesskey: None,
+            store: top.store.clone(),
+            s3: common.s3.clone(),
+            aws: Vec::new(),
+            callback_secret: top.callback.and_then(|c| c.callback_secret.clone()),
+            callback_ref: None,
+            shares_store: false,
+        }
+    }
+
+    fn declared(
+        common: &CommonSettings,
+        top: &TopLevel<'_>,
+        name: &AccountName,
+        table: &AccountTable,
+    ) -> Self {
+        let mut account = Self::top_level(common, top);
+        account.name = name.clone();
+        account.declared = true;
+        let over = |mine: &Option<String>, top: &mut Option<String>| {
+            if mine.is_some() {
+                top.clone_from(mine);
+            }
+        };
+        let p = &mut account.provider;
+        over(&table.api_url, &mut p.api_url);
+        over(&table.appid, &mut p.appid);
+        if table.api_rate.is_some() {
+            p.api_rate = table.api_rate;
+        }
+        account.accesskey = table.accesskey.clone();
+        let s = &mut account.store;
+        over(&table.store, &mut s.store.store);
+        if let Some(template) = &table.key_template {
+            s.key_template.clone_from(template);
+        }
+        over(&table.storage_class, &mut s.storage_class);
+        over(&table.retention_mode, &mut s.retention.retention_mode);
+        over(&table.retain_for, &mut s.retention.retain_for);
+        account.share = table.share.unwrap_or(1);
+        account.aws = table.aws.clone();
+        account.callback_ref = table.callback_secret.clone();
+        account
+    }
+
+    /// A configuration error about this account: named when it was declared (the implicit
+    /// `default` account's errors read as they always have).
+    fn error(&self, e: impl Display) -> ConfigError {
+        let text = e.to_string();
+        let text = text.strip_prefix("configuration: ").unwrap_or(&text);
+        if self.declared {
+            ConfigError(format!("account `{}`: {text}", self.name))
+        } else {
+            ConfigError(text.to_owned())
+        }
+    }
+
+    /// How to reach and log in to this account's provider.
+    pub fn provider(&self, tz: FixedOffset) -> Result<ProviderConfig, ConfigError> {
+        let mut args = self.provider.clone();
+        if let Some(r) = &self.accesskey {
+            args.accesskey = Some(
+                r.read()
+                    .map_err(|e| self.error(format!("accesskey: {e}")))?,
+            );
+        }
+        args.config(tz).map_err(|e| self.error(e))
+    }
+
+    /// The S3 settings: the top level's, with the account's own on top.
+    pub fn s3(&self) -> Result<S3Options, ConfigError> {
+        let mut merged: std::collections::BTreeMap<String, String> =
+            self.s3.iter().cloned().collect();
+        for (key, setting) in &self.aws {
+            let value = match setting {
+                AwsSetting::Value(v) => v.clone(),
+                AwsSetting::Secret(r) => r
+                    .read()
+                    .map_err(|e| self.error(format!("aws.{key}: {e}")))?
+                    .expose_secret()
+                    .to_owned(),
+            };
+            merged.insert(key.clone(), value);
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    /// The store this account's recordings go to, laid out, locked and classed as it says.
+    pub fn store_config(&self) -> Result<StoreConfig, ConfigError> {
+        let mut config = self.store.config(&self.s3()?).map_err(|e| self.error(e))?;
+        if self.shares_store {
+            config.manifests_prefix = format!(
+                "{}/{}",
+                config.manifests_prefix.trim_end_matches('/'),
+                self.name
+            );
+        }
+        Ok(config)
+    }
+
+    /// This account's object keys (`{account}` is its name).
+    pub fn keys(&self, tz: FixedOffset) -> Result<KeyTemplate, ConfigError> {
+        Ok(self
+            .store
+            .keys(tz)
+            .map_err(|e| self.error(e))?
+            .for_account(&self.name))
+    }
+
+    /// The secret in this account's callback address, if it has one.
+    pub fn callback_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        match &self.callback_ref {
+            Some(r) => r
+                .read()
+                .map(Some)
+                .map_err(|e| self.error(format!("callback-secret: {e}"))),
+            None => Ok(self.callback_secret.clone()),
+        }
+    }
+
+    /// Everything but the ledger that a pass over this account opens.
+    pub fn pass_settings(&self, tz: FixedOffset) -> Result<PassSettings, ConfigError> {
+        let provider = self.provider(tz)?;
+        let downloader = self
+            .provider
+            .downloader(&provider.api_url)
+            .map_err(|e| self.error(e))?;
+        Ok(PassSettings {
+            provider,
+            downloader,
+            store: self.store_config()?,
+            keys: self.keys(tz)?,
+        })
+    }
+
+    /// The account's settings as they may be shown: secrets as set or unset, with where they
+    /// are read from, never their values.
+    fn shown(&self) -> serde_json::Value {
+        let secret = |given: bool, from: Option<&SecretRef>| match from {
+            Some(r) => match r.read() {
+                Ok(_) => format!("set ({})", r.describe()),
+                Err(e) => format!("unset: {e}"),
+            },
+            None if given => "set".to_owned(),
+            None => "unset".to_owned(),
+        };
+        let p = &self.provider;
+        let s = &self.store;
+        let mut aws = serde_json::Map::new();
+        for (k, v) in ShownS3::pairs(&self.s3) {
+            aws.insert(k, json!(v));
+        }
+        for (key, setting) in &self.aws {
+            let shown = match setting {
+                AwsSetting::Value(v) if !ShownS3::is_secret(key) => v.clone(),
+                AwsSetting::Value(_) => "set".to_owned(),
+                AwsSetting::Secret(r) => secret(false, Some(r)),
+            };
+            aws.insert(key.clone(), json!(shown));
+        }
+        json!({
+            "account": self.name,
+            "declared": self.declared,
+            "api_url": p.api_url,
+            "appid": p.appid,
+            "accesskey": secret(p.accesskey.is_some(), self.accesskey.as_ref()),
+            "api_rate": p.api_rate,
+            "store": s.store.store,
+            "key_template": s.key_template,
+            "manifests_prefix": self.store_config().ok().map(|c| c.manifests_prefix),
+            "storage_class": s.storage_class,
+            "retention_mode": s.retention.retention_mode,
+            "retain_for": s.retention.retain_for,
+            "share": self.share,
+            "callback_secret": secret(self.callback_secret.is_some(), self.callback_ref.as_ref()),
+            "aws": aws,
+        })
+    }
+
+    /// What this account lacks to archive: every setting a pass needs, checked.
+    fn problems(&self, tz: FixedOffset) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.provider(tz) {
+            problems.push(e.0);
+        }
+        if let Err(e) = self.store_config() {
+            problems.push(e.0);
+        }
+        if let Err(e) = self.keys(tz) {
+            problems.push(e.0);
+        }
+        if let Err(e) = self.callback_secret() {
+            problems.push(e.0);
+        }
+        problems
+    }
+
+    /// `--check`: logs in to the provider and checks the store as a run does first. The
+    /// exit code it would give (0, 1 unreachable, 2 refused store, 3 refused credentials)
+    /// and what it found.
+    async fn check(&self, tz: FixedOffset) -> (u8, Vec<String>) {
+        let mut code = EXIT_OK;
+        let mut found = Vec::new();
+        match self.provider(tz).map(ProviderClient::new) {
+            Ok(Ok(client)) => match client.login().await {
+                Ok(_) => found.push("provider: logged in".to_owned()),
+                Err(e @ ProviderError::CredentialsRefused { .. }) => {
+                    code = code.max(EXIT_CREDENTIALS);
+                    found.push(format!("provider: {e}"));
+                }
+                Err(e) => {
+                    code = code.max(EXIT_INCOMPLETE);
+                    found.push(format!("provider: {e}"));
+                }
+            },
+            Ok(Err(e)) => {
+                code = code.max(EXIT_CONFIG);
+                found.push(format!("provider: {e}"));
+            }
+            Err(e) => {
+                code = code.max(EXIT_CONFIG);
+                found.push(format!("provider: {}", e.0));
+            }
+        }
+        match self.store_config().and_then(|c| open_store(&c)) {
+            Ok(store) => match store.preflight().await {
+                Ok(()) => found.push("store: ready".to_owned()),
+                Err(e) => {
+                    let refused = matches!(e, StoreError::Config(_) | StoreError::Refused { .. });
+                    code = code.max(if refused {
+                        EXIT_CONFIG
+                    } else {
+                        EXIT_INCOMPLETE
+                    });
+                    found.push(format!("store: {e}"));
+                }
+            },
+            Err(e) => {
+                code = code.max(EXIT_CONFIG);
+                found.push(format!("store: {}", e.0));
+            }
+        }
+        (code, found)
+    }
+}
+
+/// `callvault accounts [--check] [--json]`: every account with its settings and what it
+/// lacks; with `--check`, each one's provider login and store. Exit 2 when an account lacks
+/// a setting (or its check says the configuration is wrong), 3 when a provider refused the
+/// credentials, 1 when one could not be reached.
+pub async fn list(common: &CommonSettings, args: &AccountsArgs) -> anyhow::Result<u8> {
+    let top = TopLevel {
+        provider: &args.provider,
+        store: &args.store,
+        callback: Some(&args.callback),
+    };
+    let accounts = accounts(common, &top, &args.accounts)?;
+    let mut code = EXIT_OK;
+    let mut shown = Vec::new();
+    for account in &accounts {
+        let mut entry = account.shown();
+        let problems = account.problems(common.tz);
+        if !problems.is_empty() {
+            code = code.max(EXIT_CONFIG);
+        }
+        entry["problems"] = json!(problems);
+        if args.check {
+            let (checked, found) = account.check(common.tz).await;
+            code = code.max(checked);
+            entry["check"] = json!(found);
+        }
+        shown.push(entry);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "accounts": shown }))?
+        );
+    } else {
+        for entry in &shown {
+            print_account(entry);
+        }
+    }
+    Ok(code)
+}
+
+fn print_account(e: &serde_json::Value) {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let declared = if e["declared"] == json!(true) {
+        "declared"
+    } else {
+        "the top-level settings"
+    };
+    println!("{} ({declared})", text(&e["account"]));
+    let rows = [
+        ("api-url", &e["api_url"]),
+        ("appid", &e["appid"]),
+        ("accesskey", &e["accesskey"]),
+        ("api-rate", &e["api_rate"]),
+        ("store", &e["store"]),
+        ("key-template", &e["key_template"]),
+        ("manifests", &e["manifests_prefix"]),
+        ("storage-class", &e["storage_class"]),
+        ("retention-mode", &e["retention_mode"]),
+        ("retain-for", &e["retain_for"]),
+        ("share", &e["share"]),
+        ("callback-secret", &e["callback_secret"]),
+    ];
+    for (label, value) in rows {
+        println!("  {label:<16}{}", text(value));
+    }
+    if let Some(aws) = e["aws"].as_object() {
+        for (k, v) in aws {
+            println!(
+                "  {:<16}{}",
+                format!("aws.{}", k.trim_start_matches("aws_")),
+                text(v)
+            );
+        }
+    }
+    for problem in e["problems"].as_array().into_iter().flatten() {
+        println!("  problem         {}", text(problem));
+    }
+    for found in e["check"].as_array().into_iter().flatten() {
+        println!("  check           {}", text(found));
+    }
+}
