@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::accounts::{Account, TopLevel};
 use super::{EXIT_OK, open_ledger, watch_signals};
 use crate::archive::Shutdown;
 use crate::cli::ServeArgs;
@@ -18,7 +19,8 @@ use crate::ui::{ProxyAuth, Ui, UiConfig, UsersFile};
 use axum::http::HeaderName;
 
 pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
-    let secret = callback_secret(args)?;
+    let account = the_account(common, args)?;
+    let secret = callback_secret(args, &account)?;
     let run = &args.run;
     let shutdown = Shutdown::default();
     let retention = chrono::Duration::days(i64::from(run.retention_days));
@@ -36,11 +38,12 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
             text,
             &ledger,
             passes.as_ref(),
+            &account,
         )?),
         None => None,
     };
     let ui = if args.ui.ui {
-        Some(ui_settings(common, args, &ledger, retention)?)
+        Some(ui_settings(common, args, &ledger, retention, &account)?)
     } else {
         None
     };
@@ -71,13 +74,26 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
     Ok(EXIT_OK)
 }
 
-/// The callback secret, at least `MIN_SECRET_LEN` long; none with `--ui` and no secret at
-/// all (the page is then served alone, without the receiver).
-fn callback_secret(args: &ServeArgs) -> Result<Option<SecretString>, ConfigError> {
-    match &args.callback.callback_secret {
+/// The account this process serves: until the ledger's rows carry their account, one
+/// (`--account` names it when the settings file declares several).
+fn the_account(common: &CommonSettings, args: &ServeArgs) -> Result<Account, ConfigError> {
+    let top = TopLevel {
+        provider: &args.run.provider,
+        store: &args.run.store,
+        callback: Some(&args.callback),
+    };
+    super::accounts::single(common, &top, &args.run.accounts)
+}
+
+/// The callback secret (the account's), at least `MIN_SECRET_LEN` long; none with `--ui`
+/// and no secret at all (the page is then served alone, without the receiver).
+fn callback_secret(
+    args: &ServeArgs,
+    account: &Account,
+) -> Result<Option<SecretString>, ConfigError> {
+    match account.callback_secret()? {
         None if args.ui.ui => Ok(None),
         given => given
-            .clone()
             .filter(|s| s.expose_secret().len() >= MIN_SECRET_LEN)
             .map(Some)
             .ok_or_else(|| {
@@ -114,12 +130,13 @@ fn scheduled_syncs(
     schedule: &str,
     ledger: &crate::ledger::Ledger,
     passes: Option<&ScheduledPasses>,
+    account: &Account,
 ) -> Result<ScheduledSyncs, ConfigError> {
     let schedule = crate::serve::parse_schedule(schedule).map_err(ConfigError)?;
     let provider = match passes {
         Some(passes) => Arc::clone(&passes.deps.provider),
         None => Arc::new(
-            ProviderClient::new(args.run.provider.config(common.tz)?)
+            ProviderClient::new(account.provider(common.tz)?)
                 .map_err(|e| ConfigError(e.to_string()))?,
         ),
     };
@@ -146,8 +163,9 @@ fn ui_settings(
     args: &ServeArgs,
     ledger: &crate::ledger::Ledger,
     retention: chrono::Duration,
+    account: &Account,
 ) -> Result<Ui, ConfigError> {
-    let store = super::wiring::open_store(&args.run.store.config(&common.s3)?)?;
+    let store = super::wiring::open_store(&account.store_config()?)?;
     let proxy = match &args.ui.ui_proxy_header {
         Some(name) => Some(ProxyAuth {
             header: HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
