@@ -94,18 +94,8 @@ impl FileSettings {
                     return Err(FileError("`aws` must be a table".into()));
                 };
                 for (k, v) in aws {
-                    let name = k.to_ascii_lowercase().replace('-', "_");
-                    let name = if name.starts_with("aws_") {
-                        name
-                    } else {
-                        format!("aws_{name}")
-                    };
-                    if name
-                        .parse::<object_store::aws::AmazonS3ConfigKey>()
-                        .is_err()
-                    {
-                        return Err(FileError(format!("unknown S3 setting `aws.{k}`")));
-                    }
+                    let name = crate::store::s3_setting_name(&k)
+                        .ok_or_else(|| FileError(format!("unknown S3 setting `aws.{k}`")))?;
                     let mut scalar = scalars(&k, v)?;
                     if scalar.len() != 1 {
                         return Err(FileError(format!("`aws.{k}` must be one value")));

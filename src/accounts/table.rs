@@ -136,23 +136,14 @@ fn aws_table(
     for (key, value) in table {
         let lower = key.to_ascii_lowercase().replace('-', "_");
         let (base, by) = if let Some(base) = lower.strip_suffix("_env") {
-            (base.to_owned(), Some("env"))
+            (base, Some("env"))
         } else if let Some(base) = lower.strip_suffix("_file") {
-            (base.to_owned(), Some("file"))
+            (base, Some("file"))
         } else {
-            (lower, None)
+            (lower.as_str(), None)
         };
-        let name = if base.starts_with("aws_") {
-            base
-        } else {
-            format!("aws_{base}")
-        };
-        if name
-            .parse::<object_store::aws::AmazonS3ConfigKey>()
-            .is_err()
-        {
-            return Err(fail(&key, "is not an S3 setting"));
-        }
+        let name = crate::store::s3_setting_name(base)
+            .ok_or_else(|| fail(&key, "is not an S3 setting"))?;
         let text = match &value {
             toml::Value::String(s) if !s.trim().is_empty() => s.trim().to_owned(),
             toml::Value::Integer(i) if by.is_none() => i.to_string(),

@@ -170,6 +170,21 @@ pub struct Store {
 /// `aws_endpoint`, `aws_region`, ...), as `object_store` names them.
 pub type S3Options = Vec<(String, String)>;
 
+/// object_store's name for an S3 setting written as in the `[aws]` tables (`region`,
+/// `aws-endpoint`, `SSE_KMS_KEY_ID`): lower case, `_` for `-`, with the `aws_` prefix;
+/// `None` when object_store has no such setting.
+pub fn s3_setting_name(key: &str) -> Option<String> {
+    let name = key.to_ascii_lowercase().replace('-', "_");
+    let name = if name.starts_with("aws_") {
+        name
+    } else {
+        format!("aws_{name}")
+    };
+    name.parse::<object_store::aws::AmazonS3ConfigKey>()
+        .is_ok()
+        .then_some(name)
+}
+
 /// S3 settings as they may be shown: the names, and the values of those that are no secret.
 pub struct ShownS3<'a>(pub &'a S3Options);
 
