@@ -35,7 +35,8 @@ pub struct Account {
     pub share: u32,
     provider: ProviderArgs,
     accesskey: Option<SecretRef>,
-    store: ArchiveStoreArgs,
+    /// `None` for a command that writes nothing to a store (`sync`).
+    store: Option<ArchiveStoreArgs>,
     /// The top level's S3 settings (file `[aws]` under the `AWS_*` variables) …
     s3: S3Options,
     /// … and the account's own `[accounts.<name>.aws]`, which win.
@@ -50,7 +51,8 @@ pub struct Account {
 /// The top-level settings of the command at hand, as its flags give them.
 pub struct TopLevel<'a> {
     pub provider: &'a ProviderArgs,
-    pub store: &'a ArchiveStoreArgs,
+    /// The store flags, for the commands that have them.
+    pub store: Option<&'a ArchiveStoreArgs>,
     pub callback: Option<&'a CallbackArgs>,
 }
 
@@ -73,10 +75,11 @@ pub fn accounts(
     let destinations: Vec<Destination<'_>> = all
         .iter()
         .filter_map(|a| {
+            let store = a.store.as_ref()?;
             Some(Destination {
                 account: &a.name,
-                store: a.store.store.store.as_deref()?,
-                key_template: &a.store.key_template,
+                store: store.store.store.as_deref()?,
+                key_template: &store.key_template,
             })
         })
         .collect();
@@ -105,7 +108,8 @@ pub fn single(
     }
     let names: Vec<&str> = chosen.iter().map(|a| a.name.as_str()).collect();
     Err(ConfigError(format!(
-        "{} accounts are declared ({}): name the one to archive with --account, and give          each account a ledger of its own (a ledger keeps one account's calls)",
+        "{} accounts are declared ({}): name the one to work on with --account, and give \
+         each account a ledger of its own (a ledger keeps one account's calls)",
         names.len(),
         names.join(", ")
     )))
@@ -145,7 +149,7 @@ impl Account {
             share: 1,
             provider: top.provider.clone(),
             accesskey: None,
-            store: top.store.clone(),
+            store: top.store.cloned(),
             s3: common.s3.clone(),
             aws: Vec::new(),
             callback_secret: top.callback.and_then(|c| c.callback_secret.clone()),
@@ -175,14 +179,15 @@ impl Account {
             p.api_rate = table.api_rate;
         }
         account.accesskey = table.accesskey.clone();
-        let s = &mut account.store;
-        over(&table.store, &mut s.store.store);
-        if let Some(template) = &table.key_template {
-            s.key_template.clone_from(template);
+        if let Some(s) = account.store.as_mut() {
+            over(&table.store, &mut s.store.store);
+            if let Some(template) = &table.key_template {
+                s.key_template.clone_from(template);
+            }
+            over(&table.storage_class, &mut s.storage_class);
+            over(&table.retention_mode, &mut s.retention.retention_mode);
+            over(&table.retain_for, &mut s.retention.retain_for);
         }
-        over(&table.storage_class, &mut s.storage_class);
-        over(&table.retention_mode, &mut s.retention.retention_mode);
-        over(&table.retain_for, &mut s.retention.retain_for);
         account.share = table.share.unwrap_or(1);
         account.aws = table.aws.clone();
         account.callback_ref = table.callback_secret.clone();
@@ -231,9 +236,18 @@ impl Account {
         Ok(merged.into_iter().collect())
     }
 
+    fn store_args(&self) -> Result<&ArchiveStoreArgs, ConfigError> {
+        self.store
+            .as_ref()
+            .ok_or_else(|| self.error("this command has no store settings"))
+    }
+
     /// The store this account's recordings go to, laid out, locked and classed as it says.
     pub fn store_config(&self) -> Result<StoreConfig, ConfigError> {
-        let mut config = self.store.config(&self.s3()?).map_err(|e| self.error(e))?;
+        let mut config = self
+            .store_args()?
+            .config(&self.s3()?)
+            .map_err(|e| self.error(e))?;
         if self.shares_store {
             config.manifests_prefix = format!(
                 "{}/{}",
@@ -247,7 +261,7 @@ impl Account {
     /// This account's object keys (`{account}` is its name).
     pub fn keys(&self, tz: FixedOffset) -> Result<KeyTemplate, ConfigError> {
         Ok(self
-            .store
+            .store_args()?
             .keys(tz)
             .map_err(|e| self.error(e))?
             .for_account(&self.name))
@@ -291,7 +305,7 @@ impl Account {
             None => "unset".to_owned(),
         };
         let p = &self.provider;
-        let s = &self.store;
+        let s = self.store.as_ref();
         let mut aws = serde_json::Map::new();
         for (k, v) in ShownS3::pairs(&self.s3) {
             aws.insert(k, json!(v));
@@ -311,12 +325,12 @@ impl Account {
             "appid": p.appid,
             "accesskey": secret(p.accesskey.is_some(), self.accesskey.as_ref()),
             "api_rate": p.api_rate,
-            "store": s.store.store,
-            "key_template": s.key_template,
+            "store": s.and_then(|s| s.store.store.clone()),
+            "key_template": s.map(|s| s.key_template.clone()),
             "manifests_prefix": self.store_config().ok().map(|c| c.manifests_prefix),
-            "storage_class": s.storage_class,
-            "retention_mode": s.retention.retention_mode,
-            "retain_for": s.retention.retain_for,
+            "storage_class": s.and_then(|s| s.storage_class.clone()),
+            "retention_mode": s.and_then(|s| s.retention.retention_mode.clone()),
+            "retain_for": s.and_then(|s| s.retention.retain_for.clone()),
             "share": self.share,
             "callback_secret": secret(self.callback_secret.is_some(), self.callback_ref.as_ref()),
             "aws": aws,
@@ -397,7 +411,7 @@ impl Account {
 pub async fn list(common: &CommonSettings, args: &AccountsArgs) -> anyhow::Result<u8> {
     let top = TopLevel {
         provider: &args.provider,
-        store: &args.store,
+        store: Some(&args.store),
         callback: Some(&args.callback),
     };
     let accounts = accounts(common, &top, &args.accounts)?;

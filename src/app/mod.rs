@@ -188,7 +188,7 @@ async fn prepare_pass(
     let slice = run.slice.slice(common.tz)?;
     let top = accounts::TopLevel {
         provider: &run.provider,
-        store: &run.store,
+        store: Some(&run.store),
         callback: None,
     };
     let settings = accounts::single(common, &top, &run.accounts)?.pass_settings(common.tz)?;

@@ -79,7 +79,7 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
 fn the_account(common: &CommonSettings, args: &ServeArgs) -> Result<Account, ConfigError> {
     let top = TopLevel {
         provider: &args.run.provider,
-        store: &args.run.store,
+        store: Some(&args.run.store),
         callback: Some(&args.callback),
     };
     super::accounts::single(common, &top, &args.run.accounts)

@@ -39,7 +39,13 @@ pub fn sync_options(
 pub async fn sync(common: &CommonSettings, args: &SyncArgs) -> anyhow::Result<u8> {
     let shutdown = Shutdown::default();
     let opts = sync_options(args, common.tz, shutdown.clone())?;
-    let provider = ProviderClient::new(args.provider.config(common.tz)?)
+    let top = super::accounts::TopLevel {
+        provider: &args.provider,
+        store: None,
+        callback: None,
+    };
+    let account = super::accounts::single(common, &top, &args.accounts)?;
+    let provider = ProviderClient::new(account.provider(common.tz)?)
         .map_err(|e| ConfigError(e.to_string()))?;
     let deps = SyncDeps {
         ledger: open_ledger(&common.ledger).await?,

@@ -495,6 +495,8 @@ impl Window for SyncWindow {
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     #[command(flatten)]
+    pub accounts: AccountArgs,
+    #[command(flatten)]
     pub provider: ProviderArgs,
     #[command(flatten)]
     pub times: CallTimes<SyncWindow>,

@@ -240,14 +240,31 @@ async fn a_run_archives_the_named_account_into_its_own_keys() {
     let import = output(callvault(&world, &["import", file.to_str().unwrap()])).await;
     assert_exit(&import, 0);
 
-    // Two accounts, one ledger: the pass must be told which.
-    let out = output(with_config(&world, &config, &["run"])).await;
-    assert_exit(&out, 2);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("name the one to archive with --account"),
-        "{err}"
-    );
+    // Two accounts, one ledger: a pass (or a sync) must be told which.
+    for command in ["run", "sync"] {
+        let out = output(with_config(&world, &config, &[command])).await;
+        assert_exit(&out, 2);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("name the one to work on with --account"),
+            "{command}: {err}"
+        );
+    }
+    // A sync of acme's bill list logs in with acme's key (beta's would be refused).
+    let out = output(with_config(
+        &world,
+        &config,
+        &["sync", "--account", "acme", "--json"],
+    ))
+    .await;
+    assert_exit(&out, 0);
+    let out = output(with_config(
+        &world,
+        &config,
+        &["sync", "--account", "beta", "--json"],
+    ))
+    .await;
+    assert_exit(&out, 3);
 
     let out = output(with_config(
         &world,
