@@ -11,9 +11,16 @@
 //! the engines' best statements differ both texts stand side by side in that one function.
 //! We chose a thin seam of our own over a query builder (sea-query) or `sqlx::Any`: the
 //! statements are tuned per index (CTEs, `UNION ALL` index walks, partial indexes,
-//! `RETURNING`), which a builder would take as raw text anyway, and both dialects already
-//! accept the same placeholders and clauses; what differs is how a time is stored, how an
-//! error maps, and a few mechanisms. Those stay in the backends (`sqlite/`, `postgres/`),
+//! `RETURNING`), and both dialects already accept the same placeholders and clauses; what
+//! differs is how a time is stored, how an error maps, and a few mechanisms. sea-query 1.0.2
+//! was tried on two real operations (the claim candidates, and matching a bill then
+//! updating its call), both dialects, each statement run on PostgreSQL 15 and SQLite: it
+//! expressed them, but in 4 to 8 times the lines, with the SQL no longer readable in the
+//! source; it cannot reuse a parameter (`$2` used twice is bound twice, and the fixed
+//! numbering the claim statements share is lost); its SQLite builder silently drops
+//! `FOR UPDATE`; the per-engine shapes (the dated/undated split SQLite's NULL ordering
+//! needs) still had to be written twice; and a statement took 2 to 12 µs to build against
+//! 0.1 µs here (small next to a round trip, but for nothing gained). Those stay in the backends (`sqlite/`, `postgres/`),
 //! each behind a narrow trait the shared code calls: claiming a batch (`ClaimBatch`), the
 //! manifest chain head, which erasures take too (`ChainHead`), locking calls being stored
 //! (`StoreCalls`), beginning transactions, and the commit counter. Each backend keeps its own
