@@ -196,14 +196,17 @@ impl Account {
 
     /// A configuration error about this account: named when it was declared (the implicit
     /// `default` account's errors read as they always have).
-    fn error(&self, e: impl Display) -> ConfigError {
-        let text = e.to_string();
-        let text = text.strip_prefix("configuration: ").unwrap_or(&text);
+    fn error(&self, text: impl Display) -> ConfigError {
         if self.declared {
             ConfigError(format!("account `{}`: {text}", self.name))
         } else {
-            ConfigError(text.to_owned())
+            ConfigError(text.to_string())
         }
+    }
+
+    /// A setting's own configuration error, as [`Account::error`] says it.
+    fn named(&self, e: ConfigError) -> ConfigError {
+        self.error(e.0)
     }
 
     /// How to reach and log in to this account's provider.
@@ -215,7 +218,7 @@ impl Account {
                     .map_err(|e| self.error(format!("accesskey: {e}")))?,
             );
         }
-        args.config(tz).map_err(|e| self.error(e))
+        args.config(tz).map_err(|e| self.named(e))
     }
 
     /// The S3 settings: the top level's, with the account's own on top.
@@ -247,7 +250,7 @@ impl Account {
         let mut config = self
             .store_args()?
             .config(&self.s3()?)
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.named(e))?;
         if self.shares_store {
             config.manifests_prefix = format!(
                 "{}/{}",
@@ -263,7 +266,7 @@ impl Account {
         Ok(self
             .store_args()?
             .keys(tz)
-            .map_err(|e| self.error(e))?
+            .map_err(|e| self.named(e))?
             .for_account(&self.name))
     }
 
@@ -284,7 +287,7 @@ impl Account {
         let downloader = self
             .provider
             .downloader(&provider.api_url)
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.named(e))?;
         Ok(PassSettings {
             provider,
             downloader,
