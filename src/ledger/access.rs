@@ -140,8 +140,9 @@ impl<D: Db> AccessLog for D {
         let id = tx
             .fetch_one(
                 Stmt::new(
-                    "INSERT INTO access_log (at, actor, action, source, reason, query, calls)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    "INSERT INTO access_log (at, actor, action, source, reason, query, calls,
+                                             account)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
                     CONTEXT,
                 )
                 .bind(entry.at)
@@ -150,17 +151,21 @@ impl<D: Db> AccessLog for D {
                 .bind(entry.source.as_str())
                 .bind(entry.reason.as_deref())
                 .bind(entry.query.as_deref())
-                .bind(entry.calls.len() as u64),
+                .bind(entry.calls.len() as u64)
+                .bind(self.account()),
             )
             .await?
             .int("id")?;
         for chunk in entry.calls.chunks(CALLS_PER_STATEMENT) {
-            let values = listed(chunk.len(), |i| format!("($1, ${})", i + 2));
+            let values = listed(chunk.len(), |i| format!("($1, $2, ${})", i + 3));
             let stmt = Stmt::new(
-                format!("INSERT INTO access_log_calls (entry_id, call_uuid) VALUES {values}"),
+                format!(
+                    "INSERT INTO access_log_calls (entry_id, account, call_uuid) VALUES {values}"
+                ),
                 CONTEXT,
             )
-            .bind(id);
+            .bind(id)
+            .bind(self.account());
             tx.execute(chunk.iter().fold(stmt, Stmt::bind)).await?;
         }
         tx.commit().await?;
@@ -168,7 +173,7 @@ impl<D: Db> AccessLog for D {
     }
 
     async fn access_entries(&self, query: &AccessQuery) -> Result<Vec<LoggedAccess>, LedgerError> {
-        let rows = self.fetch_all(entries_stmt(query)).await?;
+        let rows = self.fetch_all(entries_stmt(self.account(), query)).await?;
         let ids: Vec<i64> = rows.iter().map(|r| r.int("id")).collect::<Result<_, _>>()?;
         let mut calls = calls_of_entries(self, &ids).await?.into_iter().peekable();
         let mut entries = Vec::with_capacity(rows.len());
@@ -198,12 +203,12 @@ impl<D: Db> AccessLog for D {
 
 /// The entries `query` selects, oldest first: only the filters set are written, so each
 /// combination is planned with its own index.
-fn entries_stmt(query: &AccessQuery) -> Stmt {
+fn entries_stmt(account: &str, query: &AccessQuery) -> Stmt {
     let mut sql = String::from(
         "SELECT a.id, a.at, a.actor, a.action, a.source, a.reason, a.query
-         FROM access_log AS a WHERE a.id > $1",
+         FROM access_log AS a WHERE a.id > $1 AND a.account = $2",
     );
-    let mut args: Vec<Arg> = vec![query.after_id.unwrap_or(0).into()];
+    let mut args: Vec<Arg> = vec![query.after_id.unwrap_or(0).into(), account.into()];
     let mut and = |condition: &str, arg: Arg| {
         args.push(arg);
         sql.push_str(" AND ");
@@ -217,7 +222,8 @@ fn entries_stmt(query: &AccessQuery) -> Stmt {
     }
     if let Some(uuid) = &query.uuid {
         and(
-            "a.id IN (SELECT entry_id FROM access_log_calls WHERE call_uuid = ?)",
+            "a.id IN (SELECT entry_id FROM access_log_calls
+                      WHERE account = a.account AND call_uuid = ?)",
             uuid.into(),
         );
     }

@@ -122,10 +122,10 @@ pub trait Audit: Send + Sync {
     ) -> Result<RetryOutcome, LedgerError>;
 }
 
-/// Back to pending, due now (`$1`), from `failed` or from state `$2`.
+/// Back to pending, due now (`$1`), from `failed` or from state `$2`, in account `$3`.
 const REQUEUE: &str = "UPDATE calls SET state = 'pending', attempts = 0, next_attempt_at = $1,
         updated_at = $1, lease_owner = NULL, lease_until = NULL
- WHERE state IN ('failed', $2)";
+ WHERE account = $3 AND state IN ('failed', $2)";
 
 const FAILED_COLUMNS: &str = "uuid, state, company_code, record_file, call_start, attempts,
         last_error_code, last_error, updated_at";
@@ -170,23 +170,25 @@ impl<D: Db> Audit for D {
         };
         let sql = format!(
             "SELECT uuid, object_key, size_bytes, sha256, archived_at FROM calls
-             WHERE state = 'archived'{}{after_sql}
+             WHERE account = $6 AND state = 'archived'{}{after_sql}
              ORDER BY uuid LIMIT $4",
             slice_filter(slice)
         );
         let stmt = bind_slice(Stmt::new(sql, "listing archived records"), slice)
             .bind(limit.max(0))
-            .bind(after.map(CallUuid::as_str));
+            .bind(after.map(CallUuid::as_str))
+            .bind(self.account());
         let rows = self.fetch_all(stmt).await?;
         rows.iter().map(entry_from_row).collect()
     }
 
     async fn archived_count(&self, slice: &Slice) -> Result<i64, LedgerError> {
         let sql = format!(
-            "SELECT count(*) AS n FROM calls WHERE state = 'archived'{}",
+            "SELECT count(*) AS n FROM calls WHERE account = $4 AND state = 'archived'{}",
             slice_filter(slice)
         );
-        let stmt = bind_slice(Stmt::new(sql, "counting archived records"), slice);
+        let stmt =
+            bind_slice(Stmt::new(sql, "counting archived records"), slice).bind(self.account());
         self.fetch_one(stmt).await?.int("n")
     }
 
@@ -207,16 +209,18 @@ impl<D: Db> Audit for D {
         let last = &last;
         retry_conflicts(|| async move {
             let mut tx = self.begin("starting to record a verify").await?;
-            for chunk in last.chunks((max_params(self.dialect()) - 1) / 2) {
+            for chunk in last.chunks((max_params(self.dialect()) - 2) / 2) {
                 let stmt = Stmt::new(
                     format!(
                         "UPDATE calls SET last_verified_at = $1, last_verify_result = r.column2
-                         FROM (VALUES {}) AS r WHERE calls.uuid = r.column1",
-                        value_rows(2, chunk.len(), 2)
+                         FROM (VALUES {}) AS r
+                         WHERE calls.account = $2 AND calls.uuid = r.column1",
+                        value_rows(3, chunk.len(), 2)
                     ),
                     "recording verify results",
                 )
-                .bind(now);
+                .bind(now)
+                .bind(self.account());
                 let stmt = chunk
                     .iter()
                     .fold(stmt, |s, (uuid, found)| s.bind(*uuid).bind(found.as_str()));
@@ -235,12 +239,14 @@ impl<D: Db> Audit for D {
     ) -> Result<(), LedgerError> {
         self.execute(
             Stmt::new(
-                "INSERT INTO verifications (id, started_at, scope) VALUES ($1, $2, $3)",
+                "INSERT INTO verifications (id, started_at, scope, account)
+                 VALUES ($1, $2, $3, $4)",
                 "recording the start of a verify",
             )
             .bind(id)
             .bind(now)
-            .bind(scope.to_string()),
+            .bind(scope.to_string())
+            .bind(self.account()),
         )
         .await?;
         Ok(())
@@ -290,14 +296,15 @@ impl<D: Db> Audit for D {
         let stmt = Stmt::new(
             format!(
                 "SELECT {FAILED_COLUMNS} FROM calls
-                 WHERE state IN ('failed', 'expired'){code_sql}{after_sql}
+                 WHERE account = $4 AND state IN ('failed', 'expired'){code_sql}{after_sql}
                  ORDER BY uuid LIMIT $3"
             ),
             "listing failed records",
         )
         .bind(code)
         .bind(after.map(CallUuid::as_str))
-        .bind(limit.max(0));
+        .bind(limit.max(0))
+        .bind(self.account());
         let rows = self.fetch_all(stmt).await?;
         rows.iter().map(failed_from_row).collect()
     }
@@ -335,10 +342,12 @@ async fn retry_once<D: Db>(
 ) -> Result<RetryOutcome, LedgerError> {
     // `state IN ('failed', 'failed')` when expired records are not wanted.
     let second = if include_expired { "expired" } else { "failed" };
+    let account = db.account();
     let requeue = |sql: String| {
         Stmt::new(sql, "requeueing failed records")
             .bind(now)
             .bind(second)
+            .bind(account)
     };
     let mut tx = db.begin("starting a retry").await?;
     let outcome = match selection {
@@ -347,7 +356,7 @@ async fn retry_once<D: Db>(
             skipped: Vec::new(),
         },
         RetrySelection::ErrorCode(code) => {
-            let stmt = requeue(format!("{REQUEUE} AND last_error_code = $3")).bind(code);
+            let stmt = requeue(format!("{REQUEUE} AND last_error_code = $4")).bind(code);
             RetryOutcome {
                 requeued: tx.execute(stmt).await?,
                 skipped: Vec::new(),
@@ -374,8 +383,9 @@ async fn requeue_named(
     named.dedup();
     let mut requeued: HashSet<String> = HashSet::new();
     let mut states: HashMap<String, RecordState> = HashMap::new();
-    for chunk in named.chunks(max_params(kind) - 2) {
-        let list = params(3, chunk.len());
+    let account = tx.account().to_owned();
+    for chunk in named.chunks(max_params(kind) - 3) {
+        let list = params(4, chunk.len());
         let stmt = requeue(format!("{REQUEUE} AND uuid IN ({list}) RETURNING uuid"));
         for row in tx
             .fetch_all(chunk.iter().fold(stmt, |s, u| s.bind(*u)))
@@ -385,11 +395,12 @@ async fn requeue_named(
         }
         let stmt = Stmt::new(
             format!(
-                "SELECT uuid, state FROM calls WHERE uuid IN ({})",
-                params(1, chunk.len())
+                "SELECT uuid, state FROM calls WHERE account = $1 AND uuid IN ({})",
+                params(2, chunk.len())
             ),
             "reading records' states",
-        );
+        )
+        .bind(&account);
         for row in tx
             .fetch_all(chunk.iter().fold(stmt, |s, u| s.bind(*u)))
             .await?

@@ -246,7 +246,8 @@ const TOMBSTONE_COLUMNS: &str = "call_uuid, object_key, sidecar_key, sha256, siz
 macro_rules! holds_of_call {
     () => {
         "(SELECT string_agg(h.hold_id, ' ') FROM held_calls h
-          WHERE h.call_uuid = c.uuid AND h.released_at IS NULL) AS holds"
+          WHERE h.account = c.account AND h.call_uuid = c.uuid
+            AND h.released_at IS NULL) AS holds"
     };
 }
 
@@ -257,9 +258,10 @@ macro_rules! erasure_check {
     ($lock:literal) => {
         concat!(
             "SELECT c.state, c.manifest_seq,
-                    (SELECT m.state FROM manifests m WHERE m.seq = c.manifest_seq) AS manifest_state, ",
+                    (SELECT m.state FROM manifests m
+                     WHERE m.account = c.account AND m.seq = c.manifest_seq) AS manifest_state, ",
             holds_of_call!(),
-            " FROM calls c WHERE c.uuid = $1",
+            " FROM calls c WHERE c.account = $2 AND c.uuid = $1",
             $lock
         )
     };
@@ -275,7 +277,7 @@ const BLANK_ERASED: &str =
     "UPDATE calls SET state = 'erased', raw_json = '{}', record_file = '', bill_id = NULL,
             notes = NULL, last_error = NULL, last_error_code = NULL, media_note = NULL,
             lease_owner = NULL, lease_until = NULL, updated_at = $1
-     WHERE uuid = $2";
+     WHERE account = $3 AND uuid = $2";
 
 #[async_trait]
 impl<D: ChainHead> Holds for D {
@@ -292,14 +294,14 @@ impl<D: ChainHead> Holds for D {
                             c.object_key, c.size_bytes, c.sha256, c.archived_at, c.manifest_seq,
                             m.state AS manifest_state, ",
                     holds_of_call!(),
-                    " FROM calls c LEFT JOIN manifests m ON m.seq = c.manifest_seq
-                     WHERE c.uuid IN ({}) ORDER BY c.uuid"
+                    " FROM calls c
+                     LEFT JOIN manifests m ON m.account = c.account AND m.seq = c.manifest_seq
+                     WHERE c.account = $1 AND c.uuid IN ({}) ORDER BY c.uuid"
                 ),
-                params(1, chunk.len())
+                params(2, chunk.len())
             );
-            let stmt = chunk
-                .iter()
-                .fold(Stmt::new(sql, "reading chosen calls"), |s, u| s.bind(*u));
+            let stmt = Stmt::new(sql, "reading chosen calls").bind(self.account());
+            let stmt = chunk.iter().fold(stmt, |s, u| s.bind(*u));
             for row in self.fetch_all(stmt).await? {
                 facts.push(facts_from_row(&row)?);
             }
@@ -310,15 +312,16 @@ impl<D: ChainHead> Holds for D {
     async fn create_hold(&self, hold: &NewHold<'_>) -> Result<(), LedgerError> {
         self.execute(
             Stmt::new(
-                "INSERT INTO holds (id, reason, placed_by, placed_at, selection)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO holds (id, reason, placed_by, placed_at, selection, account)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 "recording a hold",
             )
             .bind(hold.id.as_str())
             .bind(hold.reason)
             .bind(hold.placed_by)
             .bind(hold.placed_at)
-            .bind(hold.selection.to_string()),
+            .bind(hold.selection.to_string())
+            .bind(self.account()),
         )
         .await?;
         Ok(())
@@ -333,15 +336,17 @@ impl<D: ChainHead> Holds for D {
         let mut tx = self.begin(CONTEXT).await?;
         for chunk in calls.chunks(CALLS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, $1, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .map(|i| format!("(${}, $1, ${}, ${}, $2)", 3 * i + 3, 3 * i + 4, 3 * i + 5))
                 .collect();
             let sql = format!(
-                "INSERT INTO held_calls (id, hold_id, call_uuid, object_hold) VALUES {}
+                "INSERT INTO held_calls (id, hold_id, call_uuid, object_hold, account) VALUES {}
                  ON CONFLICT (hold_id, call_uuid) DO NOTHING",
                 values.join(", ")
             );
             let stmt = chunk.iter().fold(
-                Stmt::new(sql, CONTEXT).bind(hold.as_str()),
+                Stmt::new(sql, CONTEXT)
+                    .bind(hold.as_str())
+                    .bind(self.account()),
                 |s, (uuid, object_hold)| {
                     s.bind(format!("{hold}:{uuid}"))
                         .bind(uuid)
@@ -390,12 +395,14 @@ impl<D: ChainHead> Holds for D {
                             count(hc.id) FILTER (WHERE hc.released_at IS NULL
                                                    AND hc.object_hold <> 'set') AS ledger_only
                      FROM holds h LEFT JOIN held_calls hc ON hc.hold_id = h.id
+                     WHERE h.account = $2
                      GROUP BY h.id, h.reason, h.placed_by, h.placed_at, h.selection
                      HAVING $1 = 1 OR count(hc.id) FILTER (WHERE hc.released_at IS NULL) > 0
                      ORDER BY h.placed_at DESC, h.id DESC",
                     "listing holds",
                 )
-                .bind(i64::from(include_released)),
+                .bind(i64::from(include_released))
+                .bind(self.account()),
             )
             .await?;
         rows.iter().map(summary_from_row).collect()
@@ -406,7 +413,11 @@ impl<D: ChainHead> Holds for D {
             let mut tx = self.begin_chain_head().await?;
             let check = pick(self.dialect(), ERASURE_CHECK_SQLITE, ERASURE_CHECK_POSTGRES);
             let row = tx
-                .fetch_optional(Stmt::new(check, "reading a call to erase").bind(&t.uuid))
+                .fetch_optional(
+                    Stmt::new(check, "reading a call to erase")
+                        .bind(&t.uuid)
+                        .bind(self.account()),
+                )
                 .await?;
             if let Some(refused) = erasure_refused(row.as_ref())? {
                 return Ok(refused);
@@ -422,10 +433,14 @@ impl<D: ChainHead> Holds for D {
         let row = self
             .fetch_optional(
                 Stmt::new(
-                    format!("SELECT {TOMBSTONE_COLUMNS} FROM tombstones WHERE call_uuid = $1"),
+                    format!(
+                        "SELECT {TOMBSTONE_COLUMNS} FROM tombstones
+                         WHERE account = $2 AND call_uuid = $1"
+                    ),
                     "reading a tombstone",
                 )
-                .bind(uuid),
+                .bind(uuid)
+                .bind(self.account()),
             )
             .await?;
         row.as_ref().map(tombstone_from_row).transpose()
@@ -442,14 +457,16 @@ impl<D: ChainHead> Holds for D {
                 Stmt::new(
                     format!(
                         "SELECT {TOMBSTONE_COLUMNS} FROM tombstones
-                         WHERE manifest_seq = $1 AND ($2 IS NULL OR call_uuid > $2)
+                         WHERE account = $4 AND manifest_seq = $1
+                           AND ($2 IS NULL OR call_uuid > $2)
                          ORDER BY call_uuid LIMIT $3"
                     ),
                     "listing a manifest's erasures",
                 )
                 .bind(seq)
                 .bind(after.map(CallUuid::as_str))
-                .bind(limit.max(0)),
+                .bind(limit.max(0))
+                .bind(self.account()),
             )
             .await?;
         rows.iter().map(tombstone_from_row).collect()
@@ -457,12 +474,15 @@ impl<D: ChainHead> Holds for D {
 
     async fn erasure_counts(&self) -> Result<(i64, i64), LedgerError> {
         let row = self
-            .fetch_one(Stmt::new(
-                "SELECT count(*) AS erased,
-                        count(*) FILTER (WHERE manifest_seq IS NULL) AS unlisted
-                 FROM tombstones",
-                "counting erasures",
-            ))
+            .fetch_one(
+                Stmt::new(
+                    "SELECT count(*) AS erased,
+                            count(*) FILTER (WHERE manifest_seq IS NULL) AS unlisted
+                     FROM tombstones WHERE account = $1",
+                    "counting erasures",
+                )
+                .bind(self.account()),
+            )
             .await?;
         Ok((row.int("erased")?, row.int("unlisted")?))
     }
@@ -487,26 +507,30 @@ impl Release<'_> {
         const CONTEXT: &str = "releasing held calls";
         let sql = format!(
             "UPDATE held_calls SET released_at = $1, released_by = $2, release_reason = $3
-             WHERE call_uuid IN ({}) AND released_at IS NULL AND ($4 IS NULL OR hold_id = $4)
+             WHERE account = $5 AND call_uuid IN ({}) AND released_at IS NULL
+               AND ($4 IS NULL OR hold_id = $4)
              RETURNING call_uuid, hold_id",
-            params(5, calls.len())
+            params(6, calls.len())
         );
+        let account = tx.account().to_owned();
         let stmt = Stmt::new(sql, CONTEXT)
             .bind(self.now)
             .bind(self.by)
             .bind(self.reason)
-            .bind(self.hold.map(HoldId::as_str));
+            .bind(self.hold.map(HoldId::as_str))
+            .bind(&account);
         let rows = tx.fetch_all(calls.iter().fold(stmt, Stmt::bind)).await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
             "SELECT DISTINCT call_uuid FROM held_calls
-             WHERE call_uuid IN ({}) AND released_at IS NULL",
-            params(1, calls.len())
+             WHERE account = $1 AND call_uuid IN ({}) AND released_at IS NULL",
+            params(2, calls.len())
         );
+        let stmt = Stmt::new(sql, CONTEXT).bind(&account);
         let still = tx
-            .fetch_all(calls.iter().fold(Stmt::new(sql, CONTEXT), Stmt::bind))
+            .fetch_all(calls.iter().fold(stmt, Stmt::bind))
             .await?
             .iter()
             .map(|row| row.text("call_uuid"))
@@ -551,8 +575,8 @@ async fn write_erasure<T: Tx>(tx: &mut T, t: &Tombstone) -> Result<(), LedgerErr
     tx.execute(
         Stmt::new(
             format!(
-                "INSERT INTO tombstones ({TOMBSTONE_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)"
+                "INSERT INTO tombstones ({TOMBSTONE_COLUMNS}, account)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, $11)"
             ),
             "writing a tombstone",
         )
@@ -565,13 +589,15 @@ async fn write_erasure<T: Tx>(tx: &mut T, t: &Tombstone) -> Result<(), LedgerErr
         .bind(t.erased_at)
         .bind(&t.reason)
         .bind(&t.erased_by)
-        .bind(t.versions_deleted),
+        .bind(t.versions_deleted)
+        .bind(tx.account().to_owned()),
     )
     .await?;
     tx.execute(
         Stmt::new(BLANK_ERASED, "blanking an erased call")
             .bind(t.erased_at)
-            .bind(&t.uuid),
+            .bind(&t.uuid)
+            .bind(tx.account().to_owned()),
     )
     .await?;
     Ok(())

@@ -130,7 +130,7 @@ pub(crate) trait ChainHead: Db {
 
 const WRITING_HEAD: &str = "SELECT seq, object_key, run_id, owner, claimed_until, previous_key,
         previous_sha256, entries, created_at
- FROM manifests WHERE state = 'writing' ORDER BY seq LIMIT 1";
+ FROM manifests WHERE account = $1 AND state = 'writing' ORDER BY seq LIMIT 1";
 
 const ENTRY_COLUMNS: &str = "uuid, object_key, size_bytes, sha256, archived_at";
 
@@ -164,14 +164,15 @@ impl<D: ChainHead> Manifests for D {
         let stmt = Stmt::new(
             format!(
                 "SELECT {ENTRY_COLUMNS} FROM calls
-                 WHERE state = 'archived' AND manifest_seq = $1{after_sql}
+                 WHERE account = $4 AND state = 'archived' AND manifest_seq = $1{after_sql}
                  ORDER BY uuid LIMIT $2"
             ),
             "listing a manifest's entries",
         )
         .bind(seq)
         .bind(limit.max(0))
-        .bind(after.map(CallUuid::as_str));
+        .bind(after.map(CallUuid::as_str))
+        .bind(self.account());
         let rows = self.fetch_all(stmt).await?;
         rows.iter().map(entry_from_row).collect()
     }
@@ -189,14 +190,15 @@ impl<D: ChainHead> Manifests for D {
                 Stmt::new(
                     "UPDATE manifests SET state = 'written', sha256 = $1, size_bytes = $2,
                             written_at = $3, owner = NULL, claimed_until = NULL
-                     WHERE seq = $4 AND owner = $5 AND state = 'writing'",
+                     WHERE account = $6 AND seq = $4 AND owner = $5 AND state = 'writing'",
                     "recording a written manifest",
                 )
                 .bind(sha256)
                 .bind(size)
                 .bind(now)
                 .bind(seq)
-                .bind(owner.as_str()),
+                .bind(owner.as_str())
+                .bind(self.account()),
             )
             .await?;
         Ok(n == 1)
@@ -211,12 +213,13 @@ impl<D: ChainHead> Manifests for D {
         self.execute(
             Stmt::new(
                 "UPDATE manifests SET claimed_until = $1
-                 WHERE seq = $2 AND owner = $3 AND state = 'writing'",
+                 WHERE account = $4 AND seq = $2 AND owner = $3 AND state = 'writing'",
                 "renewing the chain head",
             )
             .bind(until)
             .bind(seq)
-            .bind(owner.as_str()),
+            .bind(owner.as_str())
+            .bind(self.account()),
         )
         .await?;
         Ok(())
@@ -226,11 +229,12 @@ impl<D: ChainHead> Manifests for D {
         self.execute(
             Stmt::new(
                 "UPDATE manifests SET owner = NULL, claimed_until = NULL
-                 WHERE seq = $1 AND owner = $2 AND state = 'writing'",
+                 WHERE account = $3 AND seq = $1 AND owner = $2 AND state = 'writing'",
                 "releasing the chain head",
             )
             .bind(seq)
-            .bind(owner.as_str()),
+            .bind(owner.as_str())
+            .bind(self.account()),
         )
         .await?;
         Ok(())
@@ -238,10 +242,14 @@ impl<D: ChainHead> Manifests for D {
 
     async fn manifests(&self) -> Result<Vec<ManifestRow>, LedgerError> {
         let rows = self
-            .fetch_all(Stmt::new(
-                "SELECT seq, object_key, state, sha256, entries FROM manifests ORDER BY seq",
-                "listing manifests",
-            ))
+            .fetch_all(
+                Stmt::new(
+                    "SELECT seq, object_key, state, sha256, entries FROM manifests
+                     WHERE account = $1 ORDER BY seq",
+                    "listing manifests",
+                )
+                .bind(self.account()),
+            )
             .await?;
         rows.iter()
             .map(|row| {
@@ -257,10 +265,14 @@ impl<D: ChainHead> Manifests for D {
     }
 
     async fn unlisted_archived(&self) -> Result<i64, LedgerError> {
-        self.fetch_one(Stmt::new(
-            "SELECT count(*) AS n FROM calls WHERE state = 'archived' AND manifest_seq IS NULL",
-            "counting records in no manifest",
-        ))
+        self.fetch_one(
+            Stmt::new(
+                "SELECT count(*) AS n FROM calls
+                 WHERE account = $1 AND state = 'archived' AND manifest_seq IS NULL",
+                "counting records in no manifest",
+            )
+            .bind(self.account()),
+        )
         .await?
         .int("n")
     }
@@ -276,8 +288,9 @@ async fn claim_once<D: ChainHead>(
     until: DateTime<Utc>,
 ) -> Result<ChainClaim, LedgerError> {
     let mut tx = db.begin_chain_head().await?;
+    let account = db.account();
     let writing = tx
-        .fetch_optional(Stmt::new(WRITING_HEAD, "reading the chain head"))
+        .fetch_optional(Stmt::new(WRITING_HEAD, "reading the chain head").bind(account))
         .await?;
     if let Some(row) = writing {
         let seq = row.int("seq")?;
@@ -289,12 +302,14 @@ async fn claim_once<D: ChainHead>(
         }
         tx.execute(
             Stmt::new(
-                "UPDATE manifests SET owner = $1, claimed_until = $2 WHERE seq = $3",
+                "UPDATE manifests SET owner = $1, claimed_until = $2
+                 WHERE account = $4 AND seq = $3",
                 "taking over the chain head",
             )
             .bind(owner.as_str())
             .bind(until)
-            .bind(seq),
+            .bind(seq)
+            .bind(account),
         )
         .await?;
         let claim = taken_over(&row, seq)?;
@@ -307,8 +322,8 @@ async fn claim_once<D: ChainHead>(
     tx.execute(
         Stmt::new(
             "INSERT INTO manifests (seq, object_key, state, run_id, owner, claimed_until,
-                                    previous_key, previous_sha256, entries, created_at)
-             VALUES ($1, $2, 'writing', $3, $3, $4, $5, $6, 0, $7)",
+                                    previous_key, previous_sha256, entries, created_at, account)
+             VALUES ($1, $2, 'writing', $3, $3, $4, $5, $6, 0, $7, $8)",
             "claiming the chain head",
         )
         .bind(seq)
@@ -317,7 +332,8 @@ async fn claim_once<D: ChainHead>(
         .bind(until)
         .bind(previous.as_ref().map(|p| p.key.as_str()))
         .bind(previous.as_ref().map(|p| p.sha256.as_str()))
-        .bind(now),
+        .bind(now)
+        .bind(account),
     )
     .await?;
     let entries = assign_unlisted(&mut tx, seq).await?;
@@ -339,13 +355,13 @@ async fn claim_once<D: ChainHead>(
 
 /// The last manifest written, which a new one names as its predecessor.
 async fn last_written(tx: &mut impl Tx) -> Result<Option<ManifestLink>, LedgerError> {
-    let head = tx
-        .fetch_optional(Stmt::new(
-            "SELECT seq, object_key, sha256 FROM manifests WHERE state = 'written'
-             ORDER BY seq DESC LIMIT 1",
-            "reading the chain head",
-        ))
-        .await?;
+    let stmt = Stmt::new(
+        "SELECT seq, object_key, sha256 FROM manifests WHERE account = $1 AND state = 'written'
+         ORDER BY seq DESC LIMIT 1",
+        "reading the chain head",
+    )
+    .bind(tx.account().to_owned());
+    let head = tx.fetch_optional(stmt).await?;
     head.map(|row| {
         Ok(ManifestLink {
             seq: row.int("seq")?,
@@ -361,35 +377,40 @@ async fn last_written(tx: &mut impl Tx) -> Result<Option<ManifestLink>, LedgerEr
 /// Puts every archived record and erasure in no manifest yet into manifest `seq`, and
 /// counts them there; how many.
 async fn assign_unlisted(tx: &mut impl Tx, seq: i64) -> Result<u64, LedgerError> {
+    let account = tx.account().to_owned();
     let records = tx
         .execute(
             Stmt::new(
                 "UPDATE calls SET manifest_seq = $1
-                 WHERE state = 'archived' AND manifest_seq IS NULL",
+                 WHERE account = $2 AND state = 'archived' AND manifest_seq IS NULL",
                 "assigning records to a manifest",
             )
-            .bind(seq),
+            .bind(seq)
+            .bind(&account),
         )
         .await?;
     // Erasures not yet listed go in the same manifest, after its archived records.
     let erasures = tx
         .execute(
             Stmt::new(
-                "UPDATE tombstones SET manifest_seq = $1 WHERE manifest_seq IS NULL",
+                "UPDATE tombstones SET manifest_seq = $1
+                 WHERE account = $2 AND manifest_seq IS NULL",
                 "assigning erasures to a manifest",
             )
-            .bind(seq),
+            .bind(seq)
+            .bind(&account),
         )
         .await?;
     let entries = records + erasures;
     if entries > 0 {
         tx.execute(
             Stmt::new(
-                "UPDATE manifests SET entries = $1 WHERE seq = $2",
+                "UPDATE manifests SET entries = $1 WHERE account = $3 AND seq = $2",
                 "counting a manifest's entries",
             )
             .bind(entries)
-            .bind(seq),
+            .bind(seq)
+            .bind(&account),
         )
         .await?;
     }

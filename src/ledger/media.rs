@@ -27,10 +27,12 @@ impl<D: Db> Media for D {
         let row = self
             .fetch_optional(
                 Stmt::new(
-                    "SELECT media_duration_ms, media_note FROM calls WHERE uuid = $1",
+                    "SELECT media_duration_ms, media_note FROM calls
+                     WHERE account = $2 AND uuid = $1",
                     "reading a recording's media check",
                 )
-                .bind(uuid),
+                .bind(uuid)
+                .bind(self.account()),
             )
             .await?;
         row.map(|row| {

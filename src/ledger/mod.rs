@@ -52,6 +52,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::accounts::AccountName;
+
 pub use access::{AccessAction, AccessEntry, AccessLog, AccessQuery, LoggedAccess};
 pub use audit::{Audit, FailedRecord, RetryOutcome, RetrySelection, VerifyResult};
 pub use claims::{
@@ -199,6 +201,14 @@ impl Default for LedgerOptions {
 pub trait Admin: Send + Sync {
     fn kind(&self) -> BackendKind;
 
+    /// The same ledger seen as `account`'s: every operation reads and writes that
+    /// account's rows only. Cheap (the connections are shared).
+    fn for_account(&self, account: &AccountName) -> Arc<dyn Backend>;
+
+    /// The account this handle's operations are scoped to (`default` unless
+    /// [`Admin::for_account`] chose another).
+    fn account(&self) -> &AccountName;
+
     /// Answers when the ledger can be read and written (for readiness checks).
     async fn ping(&self) -> Result<(), LedgerError>;
 
@@ -285,6 +295,11 @@ impl Ledger {
                 Self(Arc::new(postgres::PgLedger::open(location, options).await?))
             }
         })
+    }
+
+    /// The same ledger, scoped to `account`'s rows (see [`Admin::for_account`]).
+    pub fn scoped(&self, account: &AccountName) -> Self {
+        Self(self.0.for_account(account))
     }
 
     /// The migrations each backend knows, and which of them the ledger at `location` has

@@ -131,33 +131,34 @@ const STATE_COUNTS_POSTGRES: &str =
 /// `LEAST` (its two-argument `min` is NULL when either side is).
 const FIGURES_SQLITE: &str = "SELECT
      (SELECT min(call_start) FROM calls
-      WHERE state IN ('pending', 'in_progress') AND call_start IS NOT NULL) AS oldest,
+      WHERE account = $2 AND state IN ('pending', 'in_progress')
+        AND call_start IS NOT NULL) AS oldest,
      (SELECT count(*) FROM calls
-      WHERE state IN ('pending', 'in_progress', 'failed')
+      WHERE account = $2 AND state IN ('pending', 'in_progress', 'failed')
         AND call_start IS NOT NULL AND call_start < $1) AS at_risk,
      (SELECT count(*) FROM calls
-      WHERE state = 'archived' AND media_note IS NOT NULL) AS media_flagged,
-     (SELECT max(finished_at) FROM runs WHERE exit_code = 0) AS last_success";
+      WHERE account = $2 AND state = 'archived' AND media_note IS NOT NULL) AS media_flagged,
+     (SELECT max(finished_at) FROM runs WHERE account = $2 AND exit_code = 0) AS last_success";
 const FIGURES_POSTGRES: &str = "SELECT
      LEAST(
          (SELECT min(call_start) FROM calls
-          WHERE state = 'pending' AND call_start IS NOT NULL),
+          WHERE account = $2 AND state = 'pending' AND call_start IS NOT NULL),
          (SELECT min(call_start) FROM calls
-          WHERE state = 'in_progress' AND call_start IS NOT NULL)) AS oldest,
+          WHERE account = $2 AND state = 'in_progress' AND call_start IS NOT NULL)) AS oldest,
      (SELECT count(*) FROM calls
-      WHERE state IN ('pending', 'in_progress', 'failed')
+      WHERE account = $2 AND state IN ('pending', 'in_progress', 'failed')
         AND call_start IS NOT NULL AND call_start < $1) AS at_risk,
      (SELECT count(*) FROM calls
-      WHERE state = 'archived' AND media_note IS NOT NULL) AS media_flagged,
-     (SELECT max(finished_at) FROM runs WHERE exit_code = 0) AS last_success";
+      WHERE account = $2 AND state = 'archived' AND media_note IS NOT NULL) AS media_flagged,
+     (SELECT max(finished_at) FROM runs WHERE account = $2 AND exit_code = 0) AS last_success";
 
 #[async_trait]
 impl<D: Db> Runs for D {
     async fn start_run(&self, run: &RunRecord) -> Result<(), LedgerError> {
         self.execute(
             Stmt::new(
-                "INSERT INTO runs (id, started_at, status, host, pid, options)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO runs (id, started_at, status, host, pid, options, account)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 "recording the start of a run",
             )
             .bind(run.id.as_str())
@@ -165,7 +166,8 @@ impl<D: Db> Runs for D {
             .bind(RunStatus::Running.as_str())
             .bind(&run.host)
             .bind(run.pid)
-            .bind(&run.options),
+            .bind(&run.options)
+            .bind(self.account()),
         )
         .await?;
         Ok(())
@@ -217,7 +219,9 @@ impl<D: Db> Runs for D {
         }
         let row = tx
             .fetch_one(
-                Stmt::new(pick(kind, FIGURES_SQLITE, FIGURES_POSTGRES), CONTEXT).bind(risk_line),
+                Stmt::new(pick(kind, FIGURES_SQLITE, FIGURES_POSTGRES), CONTEXT)
+                    .bind(risk_line)
+                    .bind(self.account()),
             )
             .await?;
         let last_run = last_run(&mut tx).await?;
@@ -235,13 +239,13 @@ impl<D: Db> Runs for D {
 
 /// The run that started last.
 async fn last_run(tx: &mut impl Tx) -> Result<Option<LastRun>, LedgerError> {
-    let row = tx
-        .fetch_optional(Stmt::new(
-            "SELECT id, started_at, finished_at, status, exit_code, summary FROM runs
-             ORDER BY started_at DESC, id DESC LIMIT 1",
-            "reading the last run",
-        ))
-        .await?;
+    let stmt = Stmt::new(
+        "SELECT id, started_at, finished_at, status, exit_code, summary FROM runs
+         WHERE account = $1 ORDER BY started_at DESC, id DESC LIMIT 1",
+        "reading the last run",
+    )
+    .bind(tx.account().to_owned());
+    let row = tx.fetch_optional(stmt).await?;
     let Some(row) = row else { return Ok(None) };
     let status = row.text("status")?;
     Ok(Some(LastRun {

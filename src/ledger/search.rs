@@ -11,6 +11,8 @@
 //! of the calls its triggers queued before it searches ([`refresh_batch`]), and each import
 //! indexes its own calls in its own transaction ([`with_import`]).
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -407,12 +409,13 @@ pub(crate) fn parts(query: &CallQuery) -> Vec<Part> {
 /// `(field, term, call_start, uuid)` is walked; otherwise `calls`, through the company or
 /// start index; a number's suffix range is matched in the term index and the few calls
 /// it finds are sorted.
-pub(crate) fn search_sql(query: &CallQuery, part: Part, limit: u32) -> SearchSql {
+pub(crate) fn search_sql(account: &str, query: &CallQuery, part: Part, limit: u32) -> SearchSql {
     let mut sql = SearchSql {
         text: String::new(),
         args: Vec::new(),
     };
-    let mut conditions: Vec<String> = Vec::new();
+    let account = sql.bind(Arg::Text(account.to_owned()));
+    let mut conditions: Vec<String> = vec![format!("c.account = {account}")];
     let driver = match (&query.number, &query.extension, &query.agent) {
         (None, Some(ext), _) => Some((TermField::Extension, ext.clone())),
         (None, None, Some(agent)) => Some((TermField::Agent, agent.clone())),
@@ -423,10 +426,13 @@ pub(crate) fn search_sql(query: &CallQuery, part: Part, limit: u32) -> SearchSql
         Some((field, term)) => {
             let term = sql.bind(Arg::Text(term.clone()));
             conditions.push(format!(
-                "d.field = '{}' AND d.term = {term}",
+                "d.account = {account} AND d.field = '{}' AND d.term = {term}",
                 field.as_str()
             ));
-            ("call_terms AS d JOIN calls AS c ON c.uuid = d.uuid", "d")
+            (
+                "call_terms AS d JOIN calls AS c ON c.account = d.account AND c.uuid = d.uuid",
+                "d",
+            )
         }
         None => ("calls AS c", "c"),
     };
@@ -453,7 +459,8 @@ fn filter_conditions(
     let term_filter = |sql: &mut SearchSql, field: TermField, value: &str| {
         let value = sql.bind(Arg::Text(value.to_owned()));
         format!(
-            "c.uuid IN (SELECT t.uuid FROM call_terms AS t WHERE t.field = '{}' AND t.term = {value})",
+            "c.uuid IN (SELECT t.uuid FROM call_terms AS t \
+             WHERE t.account = c.account AND t.field = '{}' AND t.term = {value})",
             field.as_str()
         )
     };
@@ -465,7 +472,8 @@ fn filter_conditions(
         let high = sql.bind(Arg::Text(high));
         conditions.push(format!(
             "c.uuid IN (SELECT t.uuid FROM call_terms AS t \
-             WHERE t.field = 'number' AND t.term >= {low} AND t.term < {high})"
+             WHERE t.account = c.account AND t.field = 'number' \
+             AND t.term >= {low} AND t.term < {high})"
         ));
     }
     if let Some(ext) = &query.extension
@@ -555,30 +563,35 @@ pub(crate) fn with_import(n: usize) -> u32 {
 /// with `FOR UPDATE SKIP LOCKED`, in the same statement. On SQLite the write lock, held
 /// from the start of the transaction, makes the first `$1` queued uuids the same set for
 /// this statement and [`DROP_TAKEN_SQLITE`].
-const TAKE_SQLITE: &str = "SELECT s.uuid, c.raw_json
- FROM call_terms_stale AS s LEFT JOIN calls AS c ON c.uuid = s.uuid
- ORDER BY s.uuid LIMIT $1";
+const TAKE_SQLITE: &str = "SELECT s.account, s.uuid, c.raw_json
+ FROM call_terms_stale AS s LEFT JOIN calls AS c ON c.account = s.account AND c.uuid = s.uuid
+ ORDER BY s.uuid, s.account LIMIT $1";
 const TAKE_POSTGRES: &str = "WITH taken AS (
      DELETE FROM call_terms_stale
-     WHERE uuid IN (SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1
-                    FOR UPDATE SKIP LOCKED)
-     RETURNING uuid
+     WHERE (account, uuid) IN (SELECT account, uuid FROM call_terms_stale
+                               ORDER BY uuid, account LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING account, uuid
  )
- SELECT taken.uuid, c.raw_json FROM taken LEFT JOIN calls AS c ON c.uuid = taken.uuid";
+ SELECT taken.account, taken.uuid, c.raw_json
+ FROM taken LEFT JOIN calls AS c ON c.account = taken.account AND c.uuid = taken.uuid";
 const DROP_TAKEN_SQLITE: &str = "DELETE FROM call_terms_stale
- WHERE uuid IN (SELECT uuid FROM call_terms_stale ORDER BY uuid LIMIT $1)";
+ WHERE (account, uuid) IN (SELECT account, uuid FROM call_terms_stale
+                           ORDER BY uuid, account LIMIT $1)";
 
-/// Writes the terms in `$1`, a JSON array of `[uuid, field, term]`, each with its call's
+/// Writes the terms in `$1`, a JSON array of `[account, uuid, field, term]`, each with its call's
 /// start. One statement for a whole batch, the terms in one argument: a batch holds tens of
 /// thousands, and placeholders by the thousand cost SQLite's binding the square of their
 /// number (see [`sql::max_params`]). Several PostgreSQL indexers may write terms of the same
 /// call (requeued while another had it): the first write stands.
-const INSERT_TERMS_SQLITE: &str = "INSERT INTO call_terms (uuid, field, term, call_start)
- SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, c.call_start
- FROM json_each($1) AS t JOIN calls AS c ON c.uuid = t.value ->> 0";
-const INSERT_TERMS_POSTGRES: &str = "INSERT INTO call_terms (uuid, field, term, call_start)
- SELECT t ->> 0, t ->> 1, t ->> 2, c.call_start
- FROM jsonb_array_elements($1::jsonb) AS t JOIN calls AS c ON c.uuid = t ->> 0
+const INSERT_TERMS_SQLITE: &str = "INSERT INTO call_terms (account, uuid, field, term, call_start)
+ SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, t.value ->> 3, c.call_start
+ FROM json_each($1) AS t
+ JOIN calls AS c ON c.account = t.value ->> 0 AND c.uuid = t.value ->> 1";
+const INSERT_TERMS_POSTGRES: &str =
+    "INSERT INTO call_terms (account, uuid, field, term, call_start)
+ SELECT t ->> 0, t ->> 1, t ->> 2, t ->> 3, c.call_start
+ FROM jsonb_array_elements($1::jsonb) AS t
+ JOIN calls AS c ON c.account = t ->> 0 AND c.uuid = t ->> 1
  ON CONFLICT DO NOTHING";
 
 /// Takes up to `batch` calls off the queue and rewrites their terms, inside `tx` (of a
@@ -598,25 +611,29 @@ pub(crate) async fn refresh_batch(
         tx.execute(Stmt::new(DROP_TAKEN_SQLITE, CONTEXT).bind(batch))
             .await?;
     }
-    let mut uuids = Vec::with_capacity(taken.len());
-    let mut terms: Vec<(String, &str, String)> = Vec::new();
+    let mut by_account: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut terms: Vec<(String, String, &str, String)> = Vec::new();
     for row in &taken {
-        let uuid = row.text("uuid")?;
+        let (account, uuid) = (row.text("account")?, row.text("uuid")?);
         if let Some(raw) = row.opt_text("raw_json")? {
             let parties = CallParties::of(&raw).terms().into_iter();
-            terms.extend(parties.map(|(field, term)| (uuid.clone(), field.as_str(), term)));
+            terms.extend(
+                parties.map(|(field, term)| (account.clone(), uuid.clone(), field.as_str(), term)),
+            );
         }
-        uuids.push(uuid);
+        by_account.entry(account).or_default().push(uuid);
     }
     // The old terms, by a list PostgreSQL's planner sees the length of (a list read from
     // the statement above would be guessed long enough to scan every term).
-    for chunk in uuids.chunks(max_params(kind)) {
-        let sql = format!(
-            "DELETE FROM call_terms WHERE uuid IN ({})",
-            params(1, chunk.len())
-        );
-        tx.execute(chunk.iter().fold(Stmt::new(sql, CONTEXT), Stmt::bind))
-            .await?;
+    for (account, uuids) in &by_account {
+        for chunk in uuids.chunks(max_params(kind)) {
+            let sql = format!(
+                "DELETE FROM call_terms WHERE account = $1 AND uuid IN ({})",
+                params(2, chunk.len())
+            );
+            let stmt = Stmt::new(sql, CONTEXT).bind(account);
+            tx.execute(chunk.iter().fold(stmt, Stmt::bind)).await?;
+        }
     }
     if !terms.is_empty() {
         let terms = serde_json::to_string(&terms)
@@ -652,7 +669,8 @@ impl<D: Db> Search for D {
             if want == 0 {
                 break;
             }
-            let rows = self.fetch_all(search_sql(query, part, want).stmt()).await?;
+            let sql = search_sql(self.account(), query, part, want);
+            let rows = self.fetch_all(sql.stmt()).await?;
             for row in &rows {
                 found.push(summary_from_row(row)?);
             }
@@ -661,7 +679,10 @@ impl<D: Db> Search for D {
     }
 
     async fn call_detail(&self, uuid: &CallUuid) -> Result<Option<CallDetail>, LedgerError> {
-        let Some(row) = self.fetch_optional(detail_stmt(uuid)).await? else {
+        let Some(row) = self
+            .fetch_optional(detail_stmt(self.account(), uuid))
+            .await?
+        else {
             return Ok(None);
         };
         let attempts = attempts_of(self, uuid).await?;
@@ -716,17 +737,18 @@ impl<D: Db> Search for D {
 
 const DETAIL_CONTEXT: &str = "reading a call's details";
 
-fn detail_stmt(uuid: &CallUuid) -> Stmt {
+fn detail_stmt(account: &str, uuid: &CallUuid) -> Stmt {
     Stmt::new(
         "SELECT c.uuid, c.company_code, c.call_start, c.billsec, c.raw_json, c.state,
                 c.size_bytes, c.sha256, c.record_file, c.bill_id, c.attempts, c.object_key,
                 c.content_type, c.archived_at, c.last_error_code, c.last_error,
                 c.last_verify_result, c.last_verified_at, c.media_duration_ms, c.media_note,
                 c.manifest_seq
-         FROM calls AS c WHERE c.uuid = $1",
+         FROM calls AS c WHERE c.account = $2 AND c.uuid = $1",
         DETAIL_CONTEXT,
     )
     .bind(uuid)
+    .bind(account)
 }
 
 /// Every attempt at `uuid`, oldest first.
@@ -735,10 +757,11 @@ async fn attempts_of(db: &impl Db, uuid: &CallUuid) -> Result<Vec<AttemptView>, 
         .fetch_all(
             Stmt::new(
                 "SELECT run_id, started_at, finished_at, outcome, error_code, message, bytes
-                 FROM attempts WHERE call_uuid = $1 ORDER BY started_at, id",
+                 FROM attempts WHERE account = $2 AND call_uuid = $1 ORDER BY started_at, id",
                 DETAIL_CONTEXT,
             )
-            .bind(uuid),
+            .bind(uuid)
+            .bind(db.account()),
         )
         .await?;
     rows.iter()
@@ -763,10 +786,12 @@ async fn manifests_of(db: &impl Db, seq: i64) -> Result<Vec<ManifestRef>, Ledger
     let rows = db
         .fetch_all(
             Stmt::new(
-                "SELECT seq, object_key, sha256, written_at FROM manifests WHERE seq = $1",
+                "SELECT seq, object_key, sha256, written_at FROM manifests
+                 WHERE account = $2 AND seq = $1",
                 DETAIL_CONTEXT,
             )
-            .bind(seq),
+            .bind(seq)
+            .bind(db.account()),
         )
         .await?;
     rows.iter()
@@ -843,7 +868,7 @@ mod tests {
             agent: Some("2001".into()),
             ..CallQuery::all(50)
         };
-        let sql = search_sql(&agent, Part::Dated, 50);
+        let sql = search_sql("default", &agent, Part::Dated, 50);
         assert!(sql.text.contains("FROM call_terms AS d JOIN calls AS c"));
         assert!(sql.text.contains("ORDER BY d.call_start, d.uuid"));
         let both = CallQuery {
@@ -851,13 +876,14 @@ mod tests {
             agent: Some("2001".into()),
             ..CallQuery::all(50)
         };
-        let sql = search_sql(&both, Part::Dated, 50);
+        let sql = search_sql("default", &both, Part::Dated, 50);
         assert!(
             sql.text
                 .starts_with(&format!("SELECT {SUMMARY_COLUMNS} FROM calls AS c"))
         );
-        assert_eq!(sql.args[0], Arg::Text("29631".into()));
-        assert_eq!(sql.args[1], Arg::Text("29631:".into()));
+        assert_eq!(sql.args[0], Arg::Text("default".into()));
+        assert_eq!(sql.args[1], Arg::Text("29631".into()));
+        assert_eq!(sql.args[2], Arg::Text("29631:".into()));
     }
 
     #[test]
@@ -879,7 +905,7 @@ mod tests {
 
     /// SQLite's plan for `query`'s dated part, one line per step.
     async fn plan(ledger: &SqliteLedger, query: &CallQuery) -> Vec<String> {
-        let mut explain = search_sql(query, Part::Dated, 50).stmt();
+        let mut explain = search_sql("default", query, Part::Dated, 50).stmt();
         explain.text = format!("EXPLAIN QUERY PLAN {}", explain.text).into();
         ledger
             .fetch_all(explain)

@@ -176,6 +176,9 @@ fn null(col: &str) -> LedgerError {
 pub(crate) trait Tx: Send {
     type Row: Row;
 
+    /// The account of the handle that began the transaction (see [`Db::account`]).
+    fn account(&self) -> &str;
+
     async fn execute(&mut self, stmt: Stmt) -> Result<u64, LedgerError>;
     async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<Self::Row>, LedgerError>;
     async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<Self::Row>, LedgerError>;
@@ -199,6 +202,10 @@ pub(crate) trait Db: Send + Sync + 'static {
     type Tx: Tx<Row = Self::Row>;
 
     fn dialect(&self) -> BackendKind;
+
+    /// The account whose rows the operations read and write: every statement on an
+    /// account's tables binds it (`account = $n`).
+    fn account(&self) -> &str;
 
     async fn begin(&self, context: &'static str) -> Result<Self::Tx, LedgerError>;
     /// A transaction that will write what it reads: SQLite takes the write lock at once
@@ -230,12 +237,20 @@ pub(crate) trait Db: Send + Sync + 'static {
 /// `$($begin)*` are the ways the engine begins a transaction, which do differ.
 macro_rules! engine {
     ($ledger:ty, $tx:ident, $engine:ty, $row:ty, { $($begin:tt)* }) => {
-        /// A transaction (rolled back when dropped uncommitted).
-        pub(crate) struct $tx(sqlx::Transaction<'static, $engine>);
+        /// A transaction (rolled back when dropped uncommitted), and the account of the
+        /// handle that began it.
+        pub(crate) struct $tx(
+            sqlx::Transaction<'static, $engine>,
+            $crate::accounts::AccountName,
+        );
 
         #[async_trait::async_trait]
         impl $crate::ledger::sql::Tx for $tx {
             type Row = $row;
+
+            fn account(&self) -> &str {
+                self.1.as_str()
+            }
 
             async fn execute(&mut self, stmt: Stmt) -> Result<u64, LedgerError> {
                 let done = bound(&stmt).execute(&mut *self.0).await;

@@ -267,9 +267,10 @@ fn sync_from_row(row: &impl Row) -> Result<SyncRow, LedgerError> {
 /// `status` costs the same with ten thousand calls as with ten million; keep their `WHERE`
 /// as it is, or the planner no longer sees that the index covers it.
 const SYNC_FIGURES: &str = "SELECT
-     (SELECT max(finished_at) FROM syncs WHERE status = 'completed') AS last_success,
-     (SELECT count(*) FROM calls WHERE origin = 'bill') AS found_by_sync,
-     (SELECT count(*) FROM calls WHERE notes IS NOT NULL) AS noted";
+     (SELECT max(finished_at) FROM syncs WHERE account = $1 AND status = 'completed')
+         AS last_success,
+     (SELECT count(*) FROM calls WHERE origin = 'bill' AND account = $1) AS found_by_sync,
+     (SELECT count(*) FROM calls WHERE notes IS NOT NULL AND account = $1) AS noted";
 
 /// The completeness report's statement with `$day` the day (`YYYY-MM-DD` text) in the
 /// provider's zone of a call filed at `filed`, `$3` the zone's offset in seconds.
@@ -290,7 +291,7 @@ macro_rules! completeness_sql {
                                        AND filed < $4) AS at_risk
              FROM (SELECT COALESCE(call_start, imported_at) AS filed, company_code, state,
                           origin, bill_seen_at
-                   FROM calls) AS c
+                   FROM calls WHERE account = $5) AS c
              WHERE filed >= $1 AND filed < $2
              GROUP BY day, company_code ORDER BY day, company_code"
         )
@@ -351,15 +352,16 @@ impl<D: StoreCalls> Syncs for D {
     async fn start_sync(&self, sync: &SyncRow) -> Result<(), LedgerError> {
         self.execute(
             Stmt::new(
-                "INSERT INTO syncs (id, started_at, status, since, until)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO syncs (id, started_at, status, since, until, account)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
                 "recording the start of a sync",
             )
             .bind(sync.id.as_str())
             .bind(sync.started_at)
             .bind(sync.status.as_str())
             .bind(sync.since)
-            .bind(sync.until),
+            .bind(sync.until)
+            .bind(self.account()),
         )
         .await?;
         Ok(())
@@ -409,10 +411,13 @@ impl<D: StoreCalls> Syncs for D {
     }
 
     async fn sync_checkpoint(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
-        self.fetch_one(Stmt::new(
-            "SELECT max(covered_until) AS newest FROM syncs",
-            "reading the sync checkpoint",
-        ))
+        self.fetch_one(
+            Stmt::new(
+                "SELECT max(covered_until) AS newest FROM syncs WHERE account = $1",
+                "reading the sync checkpoint",
+            )
+            .bind(self.account()),
+        )
         .await?
         .opt_time("newest")
     }
@@ -420,14 +425,20 @@ impl<D: StoreCalls> Syncs for D {
     async fn sync_figures(&self) -> Result<SyncFigures, LedgerError> {
         const CONTEXT: &str = "reading the sync figures";
         let last = self
-            .fetch_optional(Stmt::new(
-                format!(
-                    "SELECT {SYNC_COLUMNS} FROM syncs ORDER BY started_at DESC, id DESC LIMIT 1"
-                ),
-                CONTEXT,
-            ))
+            .fetch_optional(
+                Stmt::new(
+                    format!(
+                        "SELECT {SYNC_COLUMNS} FROM syncs WHERE account = $1
+                         ORDER BY started_at DESC, id DESC LIMIT 1"
+                    ),
+                    CONTEXT,
+                )
+                .bind(self.account()),
+            )
             .await?;
-        let figures = self.fetch_one(Stmt::new(SYNC_FIGURES, CONTEXT)).await?;
+        let figures = self
+            .fetch_one(Stmt::new(SYNC_FIGURES, CONTEXT).bind(self.account()))
+            .await?;
         Ok(SyncFigures {
             last_sync: last.as_ref().map(sync_from_row).transpose()?,
             last_success_at: figures.opt_time("last_success")?,
@@ -450,25 +461,27 @@ impl<D: StoreCalls> Syncs for D {
                     .bind(since)
                     .bind(until)
                     .bind(i64::from(tz.local_minus_utc()))
-                    .bind(risk_line),
+                    .bind(risk_line)
+                    .bind(self.account()),
             )
             .await?;
         rows.iter().map(day_from_row).collect()
     }
 }
 
-/// The call a bill names ($1 uuid, $2 bill id, $3 company, $4 record file): by uuid, else
+/// The call a bill names ($1 uuid, $2 bill id, $3 company, $4 record file; $5 the
+/// account, whose rows are the only ones looked at): by uuid, else
 /// by bill id within the company, else by record file name. `record_file <> ''` is
 /// written out, though `$4 <> ''` implies it, so that the planner may use the partial
 /// index `calls_record_file` without knowing `$4`.
 const MATCH_BILL: &str = "SELECT uuid, state FROM (
-         SELECT uuid, state, 0 AS rank FROM calls WHERE uuid = $1
+         SELECT uuid, state, 0 AS rank FROM calls WHERE account = $5 AND uuid = $1
          UNION ALL
          SELECT uuid, state, 1 AS rank FROM calls
-         WHERE $2 IS NOT NULL AND company_code = $3 AND bill_id = $2
+         WHERE $2 IS NOT NULL AND company_code = $3 AND bill_id = $2 AND account = $5
          UNION ALL
          SELECT uuid, state, 2 AS rank FROM calls
-         WHERE $4 <> '' AND record_file <> '' AND record_file = $4
+         WHERE $4 <> '' AND record_file <> '' AND record_file = $4 AND account = $5
      ) AS matches ORDER BY rank, uuid LIMIT 1";
 
 /// Matches one bill and records what it tells (see [`Syncs::import_bills`]).
@@ -484,7 +497,8 @@ async fn import_bill<T: Tx>(
                 .bind(&bill.uuid)
                 .bind(bill.bill_id.as_deref())
                 .bind(&bill.company_code)
-                .bind(bill.record_file.trim()),
+                .bind(bill.record_file.trim())
+                .bind(tx.account().to_owned()),
         )
         .await?;
     let Some(found) = found else {
@@ -498,7 +512,7 @@ async fn import_bill<T: Tx>(
             "UPDATE calls SET bill_seen_at = $2, bill_id = COALESCE(bill_id, $3),
                     company_code = CASE WHEN company_code = '' THEN $4 ELSE company_code END,
                     call_start = COALESCE(call_start, $5), billsec = COALESCE(billsec, $6)
-             WHERE uuid = $1",
+             WHERE account = $7 AND uuid = $1",
             CONTEXT,
         )
         .bind(&uuid)
@@ -506,7 +520,8 @@ async fn import_bill<T: Tx>(
         .bind(bill.bill_id.as_deref())
         .bind(&bill.company_code)
         .bind(bill.call_start)
-        .bind(bill.billsec),
+        .bind(bill.billsec)
+        .bind(tx.account().to_owned()),
     )
     .await?;
     if state != RecordState::NoRecording || !bill.has_recording() {
@@ -516,12 +531,13 @@ async fn import_bill<T: Tx>(
         Stmt::new(
             "UPDATE calls SET record_file = $2, state = 'pending', next_attempt_at = $3,
                     updated_at = $3
-             WHERE uuid = $1 AND state = 'no_recording'",
+             WHERE account = $4 AND uuid = $1 AND state = 'no_recording'",
             "adding a recording a bill names",
         )
         .bind(&uuid)
         .bind(bill.record_file.trim())
-        .bind(now),
+        .bind(now)
+        .bind(tx.account().to_owned()),
     )
     .await?;
     Ok(ImportOutcome::RecordingAdded)
@@ -544,8 +560,8 @@ async fn store_found_call<T: Tx>(
         Stmt::new(
             "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json,
                                 state, next_attempt_at, imported_at, updated_at, bill_id, notes,
-                                origin, bill_seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9, $10, 'bill', $8)",
+                                origin, bill_seen_at, account)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8, $9, $10, 'bill', $8, $11)",
             "storing a call found by sync",
         )
         .bind(&bill.uuid)
@@ -557,7 +573,8 @@ async fn store_found_call<T: Tx>(
         .bind(state.as_str())
         .bind(now)
         .bind(bill.bill_id.as_deref())
-        .bind(bill.notes.as_deref()),
+        .bind(bill.notes.as_deref())
+        .bind(tx.account().to_owned()),
     )
     .await?;
     Ok(())
@@ -647,7 +664,8 @@ async fn known_rows<T: Tx>(
 ) -> Result<(Vec<BillRow>, HashSet<String>), LedgerError> {
     let own: HashSet<&str> = records.iter().map(|r| r.uuid.as_str()).collect();
     let (mut candidates, mut existing) = (Vec::new(), HashSet::new());
-    for row in tx.fetch_all(known_rows_stmt(records)).await? {
+    let stmt = known_rows_stmt(tx.account(), records);
+    for row in tx.fetch_all(stmt).await? {
         let uuid = row.text("uuid")?;
         if own.contains(uuid.as_str()) {
             existing.insert(uuid.clone());
@@ -667,7 +685,7 @@ async fn known_rows<T: Tx>(
 
 /// The statement [`known_rows`] runs: rows by uuid, by bill id within the companies named,
 /// by record file name.
-fn known_rows_stmt(records: &[&CallRecord]) -> Stmt {
+fn known_rows_stmt(account: &str, records: &[&CallRecord]) -> Stmt {
     const COLUMNS: &str =
         "SELECT uuid, origin, company_code, bill_id, record_file, state FROM calls";
     let mut companies: Vec<&str> = Vec::new();
@@ -685,11 +703,14 @@ fn known_rows_stmt(records: &[&CallRecord]) -> Stmt {
         .map(|r| r.record_file.trim())
         .filter(|f| !f.is_empty())
         .collect();
-    let mut sql = format!("{COLUMNS} WHERE uuid IN ({})", params(1, records.len()));
-    let mut next = records.len() + 1;
+    let mut sql = format!(
+        "{COLUMNS} WHERE account = $1 AND uuid IN ({})",
+        params(2, records.len())
+    );
+    let mut next = records.len() + 2;
     if !bill_ids.is_empty() {
         sql.push_str(&format!(
-            " UNION {COLUMNS} WHERE company_code IN ({}) AND bill_id IN ({})",
+            " UNION {COLUMNS} WHERE account = $1 AND company_code IN ({}) AND bill_id IN ({})",
             params(next, companies.len()),
             params(next + companies.len(), bill_ids.len())
         ));
@@ -697,12 +718,12 @@ fn known_rows_stmt(records: &[&CallRecord]) -> Stmt {
     }
     if !files.is_empty() {
         sql.push_str(&format!(
-            " UNION {COLUMNS} WHERE record_file <> '' AND record_file IN ({})",
+            " UNION {COLUMNS} WHERE account = $1 AND record_file <> '' AND record_file IN ({})",
             params(next, files.len())
         ));
     }
     sql.push_str(" ORDER BY uuid");
-    let stmt = Stmt::new(sql, "matching callbacks to calls found by sync");
+    let stmt = Stmt::new(sql, "matching callbacks to calls found by sync").bind(account);
     let stmt = records.iter().fold(stmt, |s, r| s.bind(&r.uuid));
     companies
         .into_iter()
@@ -720,7 +741,10 @@ static COPY_CALL: LazyLock<String> = LazyLock::new(|| {
         .filter(|c| *c != "uuid")
         .collect::<Vec<_>>()
         .join(", ");
-    format!("INSERT INTO calls (uuid, {others}) SELECT $1, {others} FROM calls WHERE uuid = $2")
+    format!(
+        "INSERT INTO calls (uuid, {others}) SELECT $1, {others} FROM calls
+         WHERE account = $3 AND uuid = $2"
+    )
 });
 
 /// Gives the row `from` (found by sync) `rec`'s uuid, raw record and the fields it could
@@ -738,19 +762,33 @@ pub(crate) async fn take_over<T: Tx>(
     const CONTEXT: &str = "joining a callback to the call sync found";
     if from != rec.uuid.as_str() {
         let copy: &'static str = &COPY_CALL;
-        tx.execute(Stmt::new(copy, CONTEXT).bind(&rec.uuid).bind(from))
-            .await?;
+        let account = tx.account().to_owned();
+        tx.execute(
+            Stmt::new(copy, CONTEXT)
+                .bind(&rec.uuid)
+                .bind(from)
+                .bind(&account),
+        )
+        .await?;
         tx.execute(
             Stmt::new(
-                "UPDATE attempts SET call_uuid = $1 WHERE call_uuid = $2",
+                "UPDATE attempts SET call_uuid = $1 WHERE account = $3 AND call_uuid = $2",
                 CONTEXT,
             )
             .bind(&rec.uuid)
-            .bind(from),
+            .bind(from)
+            .bind(&account),
         )
         .await?;
-        tx.execute(Stmt::new("DELETE FROM calls WHERE uuid = $1", CONTEXT).bind(from))
-            .await?;
+        tx.execute(
+            Stmt::new(
+                "DELETE FROM calls WHERE account = $2 AND uuid = $1",
+                CONTEXT,
+            )
+            .bind(from)
+            .bind(&account),
+        )
+        .await?;
     }
     tx.execute(
         Stmt::new(
@@ -760,7 +798,7 @@ pub(crate) async fn take_over<T: Tx>(
                     bill_id = COALESCE($6, bill_id), notes = $7, origin = 'callback',
                     record_file = CASE WHEN record_file = '' THEN $8 ELSE record_file END,
                     updated_at = $9
-             WHERE uuid = $1",
+             WHERE account = $10 AND uuid = $1",
             CONTEXT,
         )
         .bind(&rec.uuid)
@@ -771,17 +809,19 @@ pub(crate) async fn take_over<T: Tx>(
         .bind(rec.bill_id.as_deref())
         .bind(rec.notes.as_deref())
         .bind(rec.record_file.trim())
-        .bind(now),
+        .bind(now)
+        .bind(tx.account().to_owned()),
     )
     .await?;
     tx.execute(
         Stmt::new(
             "UPDATE calls SET state = 'pending', next_attempt_at = $2, updated_at = $2
-             WHERE uuid = $1 AND state = 'no_recording' AND record_file <> ''",
+             WHERE account = $3 AND uuid = $1 AND state = 'no_recording' AND record_file <> ''",
             CONTEXT,
         )
         .bind(&rec.uuid)
-        .bind(now),
+        .bind(now)
+        .bind(tx.account().to_owned()),
     )
     .await?;
     Ok(())
@@ -883,14 +923,15 @@ mod tests {
         let a = callback("a", "acme", Some("7"), "a.wav");
         let b = callback("b", "other", Some("8"), "b.wav");
         let matching = [
-            plan(&ledger, known_rows_stmt(&[&a, &b])).await,
+            plan(&ledger, known_rows_stmt("default", &[&a, &b])).await,
             plan(
                 &ledger,
                 Stmt::new(MATCH_BILL, "test")
                     .bind(&a.uuid)
                     .bind(a.bill_id.as_deref())
                     .bind(&a.company_code)
-                    .bind(a.record_file.as_str()),
+                    .bind(a.record_file.as_str())
+                    .bind("default"),
             )
             .await,
         ];
@@ -906,7 +947,7 @@ mod tests {
                 );
             }
         }
-        let figures = plan(&ledger, Stmt::new(SYNC_FIGURES, "test"))
+        let figures = plan(&ledger, Stmt::new(SYNC_FIGURES, "test").bind("default"))
             .await
             .join("\n");
         assert!(figures.contains("calls_noted"), "{figures}");

@@ -26,8 +26,9 @@ pub(crate) async fn defer<T: Tx>(
     tx.execute(
         Stmt::new(
             "INSERT INTO call_takeovers (from_uuid, uuid, company_code, record_file, call_start,
-                                         billsec, raw_json, bill_id, notes, origin, imported_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'callback', $10)
+                                         billsec, raw_json, bill_id, notes, origin, imported_at,
+                                         account)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'callback', $10, $11)
              ON CONFLICT (from_uuid) DO UPDATE SET
                  uuid = excluded.uuid, company_code = excluded.company_code,
                  record_file = excluded.record_file, call_start = excluded.call_start,
@@ -45,7 +46,8 @@ pub(crate) async fn defer<T: Tx>(
         .bind(rec.raw_json.as_str())
         .bind(rec.bill_id.as_deref())
         .bind(rec.notes.as_deref())
-        .bind(now),
+        .bind(now)
+        .bind(tx.account().to_owned()),
     )
     .await?;
     Ok(())
@@ -54,22 +56,22 @@ pub(crate) async fn defer<T: Tx>(
 /// The kept callbacks whose bill row no pass holds now: (the bill row's uuid, the callback).
 const READY: &str = "SELECT t.from_uuid, t.uuid, t.company_code, t.record_file, t.call_start,
             t.billsec, t.raw_json, t.bill_id, t.notes, t.origin, t.imported_at
-     FROM call_takeovers AS t JOIN calls AS c ON c.uuid = t.from_uuid
-     WHERE c.state <> 'in_progress'
+     FROM call_takeovers AS t
+     JOIN calls AS c ON c.account = t.account AND c.uuid = t.from_uuid
+     WHERE t.account = $1 AND c.state <> 'in_progress'
      ORDER BY t.from_uuid";
 
 /// The bill row's state, locked against claims on PostgreSQL (a claim skips locked rows).
-const STATE_SQLITE: &str = "SELECT state FROM calls WHERE uuid = $1";
-const STATE_POSTGRES: &str = "SELECT state FROM calls WHERE uuid = $1 FOR UPDATE";
+const STATE_SQLITE: &str = "SELECT state FROM calls WHERE account = $2 AND uuid = $1";
+const STATE_POSTGRES: &str = "SELECT state FROM calls WHERE account = $2 AND uuid = $1 FOR UPDATE";
 
 /// Applies every kept callback whose bill row no pass holds; how many it applied. Costs one
 /// indexed read when none is kept.
 pub(crate) async fn apply<D: StoreCalls>(db: &D, now: DateTime<Utc>) -> Result<u64, LedgerError> {
     let rows = db
-        .fetch_all(Stmt::new(
-            READY,
-            "finding callbacks kept for calls a pass held",
-        ))
+        .fetch_all(
+            Stmt::new(READY, "finding callbacks kept for calls a pass held").bind(db.account()),
+        )
         .await?;
     if rows.is_empty() {
         return Ok(0);
@@ -88,7 +90,8 @@ pub(crate) async fn apply<D: StoreCalls>(db: &D, now: DateTime<Utc>) -> Result<u
                     pick(db.dialect(), STATE_SQLITE, STATE_POSTGRES),
                     "locking a call sync found",
                 )
-                .bind(from.as_str()),
+                .bind(from.as_str())
+                .bind(db.account()),
             )
             .await?;
         // Claimed again since (a retry): wait for that pass to end too.
@@ -98,10 +101,11 @@ pub(crate) async fn apply<D: StoreCalls>(db: &D, now: DateTime<Utc>) -> Result<u
         take_over(&mut tx, from, rec, now).await?;
         tx.execute(
             Stmt::new(
-                "DELETE FROM call_takeovers WHERE from_uuid = $1",
+                "DELETE FROM call_takeovers WHERE account = $2 AND from_uuid = $1",
                 "applying a kept callback",
             )
-            .bind(from.as_str()),
+            .bind(from.as_str())
+            .bind(db.account()),
         )
         .await?;
         applied += 1;

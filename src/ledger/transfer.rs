@@ -139,6 +139,7 @@ mod columns {
         ("options", Text),
         ("summary", Text),
         ("exit_code", Int),
+        ("account", Text),
     ];
 
     pub(super) const CALLS: &[(&str, Kind)] = &[
@@ -173,6 +174,7 @@ mod columns {
         ("origin", Text),
         ("bill_seen_at", Time),
         ("notes", Text),
+        ("account", Text),
     ];
 
     pub(super) const ATTEMPTS: &[(&str, Kind)] = &[
@@ -185,6 +187,7 @@ mod columns {
         ("error_code", Text),
         ("message", Text),
         ("bytes", Int),
+        ("account", Text),
     ];
 
     pub(super) const MANIFESTS: &[(&str, Kind)] = &[
@@ -201,6 +204,7 @@ mod columns {
         ("size_bytes", Int),
         ("created_at", Time),
         ("written_at", Time),
+        ("account", Text),
     ];
 
     pub(super) const VERIFICATIONS: &[(&str, Kind)] = &[
@@ -211,6 +215,7 @@ mod columns {
         ("checked", Int),
         ("problems", Int),
         ("summary", Text),
+        ("account", Text),
     ];
 
     pub(super) const SYNCS: &[(&str, Kind)] = &[
@@ -228,6 +233,7 @@ mod columns {
         ("requests", Int),
         ("exit_code", Int),
         ("summary", Text),
+        ("account", Text),
     ];
 
     pub(super) const HOLDS: &[(&str, Kind)] = &[
@@ -236,6 +242,7 @@ mod columns {
         ("placed_by", Text),
         ("placed_at", Time),
         ("selection", Text),
+        ("account", Text),
     ];
 
     pub(super) const HELD_CALLS: &[(&str, Kind)] = &[
@@ -246,6 +253,7 @@ mod columns {
         ("released_at", Time),
         ("released_by", Text),
         ("release_reason", Text),
+        ("account", Text),
     ];
 
     pub(super) const TOMBSTONES: &[(&str, Kind)] = &[
@@ -260,6 +268,7 @@ mod columns {
         ("erased_by", Text),
         ("versions_deleted", Int),
         ("manifest_seq", Int),
+        ("account", Text),
     ];
 
     pub(super) const UI_SESSIONS: &[(&str, Kind)] = &[
@@ -278,10 +287,15 @@ mod columns {
         ("reason", Text),
         ("query", Text),
         ("calls", Int),
+        ("account", Text),
     ];
 
-    pub(super) const ACCESS_LOG_CALLS: &[(&str, Kind)] =
-        &[("id", Int), ("entry_id", Int), ("call_uuid", Text)];
+    pub(super) const ACCESS_LOG_CALLS: &[(&str, Kind)] = &[
+        ("id", Int),
+        ("entry_id", Int),
+        ("call_uuid", Text),
+        ("account", Text),
+    ];
 }
 
 #[async_trait]
@@ -298,7 +312,8 @@ pub trait Transfer: Send + Sync {
     ) -> Result<Vec<TableRow>, LedgerError>;
 
     /// Inserts rows read by [`Transfer::export_rows`] (from any backend) as they are, in one
-    /// transaction; keeps identity sequences and derived counts right.
+    /// transaction; keeps identity sequences and derived counts right. A row that names no
+    /// account (one rebuilt from a bucket) is this handle's account's.
     async fn import_rows(&self, table: Table, rows: &[TableRow]) -> Result<(), LedgerError>;
 }
 
@@ -400,7 +415,7 @@ impl<D: Db> Transfer for D {
         if rows.is_empty() {
             return Ok(());
         }
-        let inserts = inserts(table, rows, max_params(self.dialect()))?;
+        let inserts = inserts(table, rows, self.account(), max_params(self.dialect()))?;
         let inserts = &inserts;
         let kind = self.dialect();
         retry_conflicts(|| async move {
@@ -427,9 +442,15 @@ impl<D: Db> Transfer for D {
     }
 }
 
-/// The multi-row `INSERT`s that write `rows` into `table` as they are, each with at most
-/// `max_params` values.
-fn inserts(table: Table, rows: &[TableRow], max_params: usize) -> Result<Vec<Stmt>, LedgerError> {
+/// The multi-row `INSERT`s that write `rows` into `table` as they are (in `account` where a
+/// row names none), each with at most `max_params` values.
+fn inserts(
+    table: Table,
+    rows: &[TableRow],
+    account: &str,
+    max_params: usize,
+) -> Result<Vec<Stmt>, LedgerError> {
+    let default_account = Value::String(account.to_owned());
     let columns = table.columns();
     let per_insert = (max_params / columns.len()).max(1);
     rows.chunks(per_insert)
@@ -443,7 +464,11 @@ fn inserts(table: Table, rows: &[TableRow], max_params: usize) -> Result<Vec<Stm
             let mut stmt = Stmt::new(sql, "writing copied rows");
             for row in chunk {
                 for (name, kind) in columns {
-                    stmt = stmt.bind(arg_of(table, name, *kind, row.get(*name))?);
+                    let value = match row.get(*name) {
+                        None | Some(Value::Null) if *name == "account" => Some(&default_account),
+                        value => value,
+                    };
+                    stmt = stmt.bind(arg_of(table, name, *kind, value)?);
                 }
             }
             Ok(stmt)

@@ -27,27 +27,33 @@ pub(super) async fn start_claimed<T: Tx>(
     let mut ids: HashMap<String, i64> = HashMap::with_capacity(claimed.len());
     for chunk in claimed.chunks(PER_STATEMENT) {
         let uuids = chunk.iter().map(|(record, _)| &record.uuid);
-        let uuids_listed = listed(chunk.len(), |i| format!("${}", i + 3));
+        let account = tx.account().to_owned();
+        let uuids_listed = listed(chunk.len(), |i| format!("${}", i + 4));
         let close = Stmt::new(
             format!(
                 "UPDATE attempts SET outcome = 'interrupted', finished_at = $1, message = $2
-                 WHERE call_uuid IN ({uuids_listed}) AND outcome = 'running'"
+                 WHERE account = $3 AND call_uuid IN ({uuids_listed}) AND outcome = 'running'"
             ),
             "closing interrupted attempts",
         )
         .bind(now)
-        .bind(INTERRUPTED_MESSAGE);
+        .bind(INTERRUPTED_MESSAGE)
+        .bind(&account);
         tx.execute(uuids.clone().fold(close, Stmt::bind)).await?;
-        let values = listed(chunk.len(), |i| format!("(${}, $1, $2, 'running')", i + 3));
+        let values = listed(chunk.len(), |i| {
+            format!("($3, ${}, $1, $2, 'running')", i + 4)
+        });
         let start = Stmt::new(
             format!(
-                "INSERT INTO attempts (call_uuid, run_id, started_at, outcome) VALUES {values}
+                "INSERT INTO attempts (account, call_uuid, run_id, started_at, outcome)
+                 VALUES {values}
                  RETURNING id, call_uuid"
             ),
             "starting the claims' attempts",
         )
         .bind(owner.as_str())
-        .bind(now);
+        .bind(now)
+        .bind(&account);
         for row in tx.fetch_all(uuids.fold(start, Stmt::bind)).await? {
             ids.insert(row.text("call_uuid")?, row.int("id")?);
         }
@@ -74,12 +80,14 @@ pub(super) async fn start_claimed<T: Tx>(
 /// in one statement; SQLite has no data-modifying `WITH`, so it runs [`COUNT_ATTEMPT`] and
 /// then [`START_ATTEMPT`] in one transaction.
 pub(super) const BEGIN_ATTEMPT_POSTGRES: &str =
-    "WITH counted AS (UPDATE calls SET attempts = attempts + 1 WHERE uuid = $1)
-     INSERT INTO attempts (call_uuid, run_id, started_at, outcome)
-     VALUES ($1, $2, $3, 'running')
+    "WITH counted AS (UPDATE calls SET attempts = attempts + 1
+                      WHERE account = $4 AND uuid = $1)
+     INSERT INTO attempts (call_uuid, run_id, started_at, outcome, account)
+     VALUES ($1, $2, $3, 'running', $4)
      RETURNING id";
-pub(super) const COUNT_ATTEMPT: &str = "UPDATE calls SET attempts = attempts + 1 WHERE uuid = $1";
+pub(super) const COUNT_ATTEMPT: &str =
+    "UPDATE calls SET attempts = attempts + 1 WHERE account = $2 AND uuid = $1";
 pub(super) const START_ATTEMPT: &str =
-    "INSERT INTO attempts (call_uuid, run_id, started_at, outcome)
-     VALUES ($1, $2, $3, 'running')
+    "INSERT INTO attempts (call_uuid, run_id, started_at, outcome, account)
+     VALUES ($1, $2, $3, 'running', $4)
      RETURNING id";

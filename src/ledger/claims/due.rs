@@ -6,7 +6,9 @@
 //! Parameters, the same in every statement here and in each backend's claim: `$1`..`$3`
 //! the slice ([`crate::ledger::sql::Stmt::slice`]), `$4` now (leases that ran out before it
 //! are taken over), `$5` due by (pending records whose next attempt falls before it), `$6`
-//! the most records, `$7` the claimer (whose own lapsed leases are left alone).
+//! the most records, `$7` the claimer (whose own lapsed leases are left alone). The account
+//! whose records they are is the placeholder after each statement's last: `$7` in the
+//! listing, `$5` in the count, `$9` in a claim (the caller writes it into `filter`).
 
 use crate::ledger::sql::{RECORD_COLUMNS, SliceSql, by_slice};
 use crate::ledger::{BackendKind, Slice};
@@ -86,10 +88,11 @@ fn due_filter(kind: BackendKind, filter: &str) -> String {
 /// The records a claim would take now (`$4` = `$5` = now), without taking them.
 fn due_texts(kind: BackendKind) -> [String; 8] {
     by_slice(|filter| {
+        let filter = format!(" AND account = $7{filter}");
         format!(
             "SELECT {RECORD_COLUMNS} FROM ({}) AS candidates
              ORDER BY call_start ASC NULLS LAST, uuid LIMIT $6",
-            due_candidates(kind, filter, RECORD_COLUMNS, "", "")
+            due_candidates(kind, &filter, RECORD_COLUMNS, "", "")
         )
     })
 }
@@ -98,7 +101,7 @@ fn due_texts(kind: BackendKind) -> [String; 8] {
 /// (`calls_due` and `calls_lease`).
 fn count_texts(kind: BackendKind) -> [String; 8] {
     by_slice(|filter| {
-        let filter = due_filter(kind, filter);
+        let filter = due_filter(kind, &format!(" AND account = $5{filter}"));
         format!(
             "SELECT (SELECT count(*) FROM calls
                      WHERE state = 'pending' AND next_attempt_at <= $4{filter})

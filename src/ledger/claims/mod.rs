@@ -205,15 +205,18 @@ pub trait Claims: Send + Sync {
 /// pending, last left for this reason, with this run's attempts of it.
 const GIVE_BACK_RECORDS: &str = "UPDATE calls SET next_attempt_at = $3, updated_at = $3,
         attempts = attempts - (SELECT COUNT(*) FROM attempts a
-                               WHERE a.call_uuid = calls.uuid AND a.run_id = $1
-                                 AND a.error_code = $2 AND a.outcome = 'transient')
-     WHERE state = 'pending' AND last_error_code = $2
+                               WHERE a.account = calls.account AND a.call_uuid = calls.uuid
+                                 AND a.run_id = $1 AND a.error_code = $2
+                                 AND a.outcome = 'transient')
+     WHERE account = $4 AND state = 'pending' AND last_error_code = $2
        AND uuid IN (SELECT call_uuid FROM attempts
-                    WHERE run_id = $1 AND error_code = $2 AND outcome = 'transient')";
+                    WHERE account = $4 AND run_id = $1 AND error_code = $2
+                      AND outcome = 'transient')";
 /// Then their attempts, which no longer count (the same records: still pending, same reason).
 const GIVE_BACK_ATTEMPTS: &str = "UPDATE attempts SET outcome = 'stopped'
-     WHERE run_id = $1 AND error_code = $2 AND outcome = 'transient'
-       AND call_uuid IN (SELECT uuid FROM calls WHERE state = 'pending' AND last_error_code = $2)";
+     WHERE account = $3 AND run_id = $1 AND error_code = $2 AND outcome = 'transient'
+       AND call_uuid IN (SELECT uuid FROM calls
+                         WHERE account = $3 AND state = 'pending' AND last_error_code = $2)";
 
 async fn give_back_once<D: Db>(
     db: &D,
@@ -227,13 +230,15 @@ async fn give_back_once<D: Db>(
             Stmt::new(GIVE_BACK_RECORDS, "giving attempts back")
                 .bind(run.as_str())
                 .bind(error_code)
-                .bind(now),
+                .bind(now)
+                .bind(db.account()),
         )
         .await?;
     tx.execute(
         Stmt::new(GIVE_BACK_ATTEMPTS, "closing the attempts given back")
             .bind(run.as_str())
-            .bind(error_code),
+            .bind(error_code)
+            .bind(db.account()),
     )
     .await?;
     tx.commit().await?;
@@ -246,7 +251,8 @@ pub(crate) trait ClaimBatch: Db {
     /// The one statement that marks the oldest due records of `slice` `in_progress` under
     /// `$7`'s lease until `$8` (updated at `$4`, each attempt counted) and returns them:
     /// `RECORD_COLUMNS` and `attempts`, the count before the claim. Parameters as in
-    /// [`due_candidates`]: `$1`..`$3` the slice, `$4` now, `$5` due by, `$6` the most records.
+    /// [`due_candidates`]: `$1`..`$3` the slice, `$4` now, `$5` due by, `$6` the most records;
+    /// `$9` the account.
     fn claim_sql(&self, slice: &Slice) -> &'static str;
 }
 
@@ -286,7 +292,8 @@ impl<D: ClaimBatch> Claims for D {
             .slice(slice)
             .bind(now)
             .bind(now)
-            .bind(limit.max(0));
+            .bind(limit.max(0))
+            .bind(self.account());
         let rows = self.fetch_all(stmt).await?;
         rows.iter().map(record_from_row).collect()
     }
@@ -297,7 +304,8 @@ impl<D: ClaimBatch> Claims for D {
             "counting due records",
         )
         .slice(slice)
-        .bind(now);
+        .bind(now)
+        .bind(self.account());
         self.fetch_one(stmt).await?.count("n")
     }
 
@@ -313,6 +321,7 @@ impl<D: ClaimBatch> Claims for D {
                 .bind(uuid)
                 .bind(run_id.as_str())
                 .bind(now)
+                .bind(self.account())
         };
         let row = match self.dialect() {
             BackendKind::Postgres => {
@@ -321,8 +330,10 @@ impl<D: ClaimBatch> Claims for D {
             }
             BackendKind::Sqlite => {
                 let mut tx = self.begin("starting an attempt").await?;
-                tx.execute(Stmt::new(attempts::COUNT_ATTEMPT, "counting an attempt").bind(uuid))
-                    .await?;
+                let count = Stmt::new(attempts::COUNT_ATTEMPT, "counting an attempt")
+                    .bind(uuid)
+                    .bind(self.account());
+                tx.execute(count).await?;
                 let row = tx.fetch_one(start(attempts::START_ATTEMPT)).await?;
                 tx.commit().await?;
                 row
@@ -349,11 +360,13 @@ impl<D: ClaimBatch> Claims for D {
             .fetch_one(
                 Stmt::new(
                     "SELECT COUNT(*) AS n, MIN(started_at) AS first FROM attempts
-                     WHERE call_uuid = $1 AND error_code = $2 AND finished_at IS NOT NULL",
+                     WHERE account = $3 AND call_uuid = $1 AND error_code = $2
+                       AND finished_at IS NOT NULL",
                     "counting repeated answers",
                 )
                 .bind(uuid)
-                .bind(error_code),
+                .bind(error_code)
+                .bind(self.account()),
             )
             .await?;
         Ok((small(row.count("n")?), row.opt_time("first")?))
@@ -369,13 +382,14 @@ impl<D: ClaimBatch> Claims for D {
             .fetch_one(
                 Stmt::new(
                     "SELECT COUNT(*) AS n FROM attempts
-                     WHERE call_uuid = $1 AND error_code = $2 AND message = $3
+                     WHERE account = $4 AND call_uuid = $1 AND error_code = $2 AND message = $3
                        AND finished_at IS NOT NULL",
                     "counting identical answers",
                 )
                 .bind(uuid)
                 .bind(error_code)
-                .bind(message),
+                .bind(message)
+                .bind(self.account()),
             )
             .await?;
         Ok(small(row.count("n")?))
@@ -434,7 +448,8 @@ async fn claim_once<D: ClaimBatch>(
         .bind(request.due_by)
         .bind(request.limit.max(1))
         .bind(request.owner.as_str())
-        .bind(request.lease_until);
+        .bind(request.lease_until)
+        .bind(db.account());
     let claimed = tx
         .fetch_all(batch)
         .await?

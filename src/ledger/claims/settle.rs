@@ -20,29 +20,31 @@ const ARCHIVED: &str =
         object_key = $4, size_bytes = $5, sha256 = $6, content_type = $7, etag = $8,
         object_version = $9, archived_at = $10, last_error_code = NULL, last_error = NULL,
         media_duration_ms = $11, media_note = $12
- WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
+ WHERE account = $13 AND uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
 
 /// Back to pending: `$4` next attempt, `$5` code, `$6` message.
 const PENDING: &str =
     "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
         next_attempt_at = $4, last_error_code = $5, last_error = $6
- WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
+ WHERE account = $7 AND uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
 
 /// As [`PENDING`], and `$7` the attempts counted before the claim.
 const RETURNED: &str =
     "UPDATE calls SET state = 'pending', lease_owner = NULL, lease_until = NULL, updated_at = $3,
         next_attempt_at = $4, last_error_code = $5, last_error = $6,
         attempts = $7
- WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
+ WHERE account = $8 AND uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
 
 /// Given up: `$4` the state, `$5` code, `$6` message.
 const GIVEN_UP: &str =
     "UPDATE calls SET state = $4, lease_owner = NULL, lease_until = NULL, updated_at = $3,
         last_error_code = $5, last_error = $6
- WHERE uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
+ WHERE account = $7 AND uuid = $1 AND (lease_owner, state) IS NOT DISTINCT FROM ($2, 'in_progress')";
 
-/// The settlement's update of the record, which touches one row while `owner` holds it.
+/// The settlement's update of the record, which touches one row while `owner` holds it
+/// (the account's placeholder follows the settlement's own).
 fn settlement_stmt(
+    account: &str,
     uuid: &CallUuid,
     owner: &RunId,
     settlement: &Settlement<'_>,
@@ -58,7 +60,7 @@ fn settlement_stmt(
         .bind(uuid)
         .bind(owner.as_str())
         .bind(now);
-    match settlement {
+    let stmt = match settlement {
         Settlement::Archived(obj, media) => base
             .bind(obj.key.as_str())
             .bind(obj.size)
@@ -86,7 +88,8 @@ fn settlement_stmt(
             .bind(*attempts_before),
         Settlement::Failed { code, message } => base.bind("failed").bind(*code).bind(*message),
         Settlement::Expired { code, message } => base.bind("expired").bind(*code).bind(*message),
-    }
+    };
+    stmt.bind(account)
 }
 
 /// One settlement inside the caller's transaction: the record's new state and, with it, the
@@ -99,10 +102,8 @@ pub(super) async fn settle_in<T: Tx>(
     last_attempt: Option<&AttemptEnd<'_>>,
     now: DateTime<Utc>,
 ) -> Result<bool, LedgerError> {
-    let held = tx
-        .execute(settlement_stmt(uuid, owner, settlement, now))
-        .await?
-        == 1;
+    let stmt = settlement_stmt(tx.account(), uuid, owner, settlement, now);
+    let held = tx.execute(stmt).await? == 1;
     match last_attempt {
         Some(end) if held => {
             tx.execute(finish_stmt(end, now)).await?;

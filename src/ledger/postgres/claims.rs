@@ -11,6 +11,7 @@ use crate::ledger::{BackendKind, Slice};
 /// transaction) and the first `$6` of their union are claimed.
 static CLAIM: SliceSql = SliceSql::new(|| {
     by_slice(|filter| {
+        let filter = format!(" AND account = $9{filter}");
         format!(
             "WITH candidates AS ({}),
              picked AS (
@@ -18,13 +19,13 @@ static CLAIM: SliceSql = SliceSql::new(|| {
              UPDATE calls AS c
              SET state = 'in_progress', lease_owner = $7, lease_until = $8, updated_at = $4,
                  attempts = c.attempts + 1
-             FROM picked WHERE c.uuid = picked.uuid
+             FROM picked WHERE c.account = $9 AND c.uuid = picked.uuid
              RETURNING c.uuid, c.company_code, c.record_file, c.call_start, c.billsec,
                        c.raw_json, c.bill_id, c.notes, c.origin, c.imported_at,
                        c.attempts - 1 AS attempts",
             due_candidates(
                 BackendKind::Postgres,
-                filter,
+                &filter,
                 "uuid, call_start",
                 " FOR UPDATE SKIP LOCKED",
                 " AND lease_owner <> $7",

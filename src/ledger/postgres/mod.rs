@@ -21,6 +21,7 @@ mod sync;
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,11 +32,15 @@ use sqlx::{Connection, Row};
 
 use self::error::Ctx;
 use super::sql::{self, Arg, Stmt};
-use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration, redact_location};
+use super::{Admin, Backend, BackendKind, LedgerError, LedgerOptions, Migration, redact_location};
+use crate::accounts::AccountName;
 
 /// A PostgreSQL ledger; see the module documentation.
+#[derive(Clone)]
 pub struct PgLedger {
     pool: PgPool,
+    /// The account whose rows this handle reads and writes.
+    account: AccountName,
 }
 
 impl fmt::Debug for PgLedger {
@@ -66,7 +71,10 @@ impl PgLedger {
             // The migration's connection just proved the server, the database and the
             // credentials; the pool connects as work needs it.
             .connect_lazy_with(connect);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            account: AccountName::default_account(),
+        })
     }
 
     /// Applies the missing migrations to the ledger at `location` and lists every migration
@@ -236,6 +244,17 @@ impl Admin for PgLedger {
         self.pool.close().await;
     }
 
+    fn for_account(&self, account: &AccountName) -> Arc<dyn Backend> {
+        Arc::new(Self {
+            account: account.clone(),
+            ..self.clone()
+        })
+    }
+
+    fn account(&self) -> &AccountName {
+        &self.account
+    }
+
     fn commits(&self) -> Option<u64> {
         None
     }
@@ -277,8 +296,13 @@ super::sql::engine!(PgLedger, PgTx, sqlx::Postgres, PgRow, {
         BackendKind::Postgres
     }
 
+    fn account(&self) -> &str {
+        self.account.as_str()
+    }
+
     async fn begin(&self, context: &'static str) -> Result<PgTx, LedgerError> {
-        Ok(PgTx(self.pool.begin().await.ctx(context)?))
+        let tx = self.pool.begin().await.ctx(context)?;
+        Ok(PgTx(tx, self.account.clone()))
     }
 
     async fn begin_write(&self, context: &'static str) -> Result<PgTx, LedgerError> {
@@ -287,7 +311,8 @@ super::sql::engine!(PgLedger, PgTx, sqlx::Postgres, PgRow, {
 
     async fn begin_snapshot(&self, context: &'static str) -> Result<PgTx, LedgerError> {
         let snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-        Ok(PgTx(self.pool.begin_with(snapshot).await.ctx(context)?))
+        let tx = self.pool.begin_with(snapshot).await.ctx(context)?;
+        Ok(PgTx(tx, self.account.clone()))
     }
 });
 

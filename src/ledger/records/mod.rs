@@ -129,11 +129,12 @@ impl<D: StoreCalls> Records for D {
                         object_key, size_bytes, sha256, content_type, etag, archived_at,
                         last_error_code, last_error, manifest_seq, last_verify_result,
                         bill_seen_at
-                 FROM calls WHERE uuid = $1"
+                 FROM calls WHERE account = $1 AND uuid = $2"
             ),
             "reading a call record",
         );
-        let Some(row) = self.fetch_optional(stmt.bind(uuid)).await? else {
+        let stmt = stmt.bind(self.account()).bind(uuid);
+        let Some(row) = self.fetch_optional(stmt).await? else {
             return Ok(None);
         };
         Ok(Some(LedgerRow {
@@ -162,9 +163,11 @@ impl<D: StoreCalls> Records for D {
         let rows = self
             .fetch_all(
                 Stmt::new(
-                    "SELECT uuid FROM calls WHERE state = $1 ORDER BY call_start ASC NULLS FIRST, uuid",
+                    "SELECT uuid FROM calls WHERE account = $1 AND state = $2
+                     ORDER BY call_start ASC NULLS FIRST, uuid",
                     "listing records by state",
                 )
+                .bind(self.account())
                 .bind(state.as_str()),
             )
             .await?;
@@ -196,7 +199,7 @@ async fn import_once<D: StoreCalls>(
         .collect();
     let mut inserted = HashSet::new();
     for chunk in new.chunks(ROWS_PER_STATEMENT) {
-        for row in tx.fetch_all(insert_stmt(chunk, now)).await? {
+        for row in tx.fetch_all(insert_stmt(db.account(), chunk, now)).await? {
             inserted.insert(row.text("uuid")?);
         }
     }
@@ -204,7 +207,10 @@ async fn import_once<D: StoreCalls>(
     late.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     let mut added = HashSet::new();
     for chunk in late.chunks(ROWS_PER_STATEMENT) {
-        for row in tx.fetch_all(late_recordings_stmt(chunk, now)).await? {
+        for row in tx
+            .fetch_all(late_recordings_stmt(db.account(), chunk, now))
+            .await?
+        {
             added.insert(row.text("uuid")?);
         }
     }
@@ -214,15 +220,15 @@ async fn import_once<D: StoreCalls>(
 }
 
 /// Inserts the records whose uuid the ledger does not know yet; returns their uuids.
-fn insert_stmt(records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
+fn insert_stmt(account: &str, records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
     const BOUND: usize = 9;
     let values = listed(records.len(), |i| {
-        let row = listed(BOUND, |k| format!("${}", 2 + i * BOUND + k));
-        format!("({row}, $1, $1, $1, 'callback')")
+        let row = listed(BOUND, |k| format!("${}", 3 + i * BOUND + k));
+        format!("($2, {row}, $1, $1, $1, 'callback')")
     });
     let stmt = Stmt::new(
         format!(
-            "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json,
+            "INSERT INTO calls (account, uuid, company_code, record_file, call_start, billsec, raw_json,
                                 state, bill_id, notes, next_attempt_at, imported_at, updated_at,
                                 origin)
              VALUES {values}
@@ -231,7 +237,8 @@ fn insert_stmt(records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
         ),
         "importing call records",
     )
-    .bind(now);
+    .bind(now)
+    .bind(account);
     records.iter().fold(stmt, |stmt, r| {
         let state = if r.has_recording() {
             RecordState::Pending
@@ -252,9 +259,9 @@ fn insert_stmt(records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
 
 /// Gives known calls without a recording the one `records` bring: they become pending.
 /// Returns the uuids that did.
-fn late_recordings_stmt(records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
+fn late_recordings_stmt(account: &str, records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
     let values = listed(records.len(), |i| {
-        format!("(${}, ${}, ${})", 2 + i * 3, 3 + i * 3, 4 + i * 3)
+        format!("(${}, ${}, ${})", 3 + i * 3, 4 + i * 3, 5 + i * 3)
     });
     let stmt = Stmt::new(
         format!(
@@ -262,12 +269,15 @@ fn late_recordings_stmt(records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
              UPDATE calls
              SET record_file = late.late_file, raw_json = late.late_json, state = 'pending',
                  next_attempt_at = $1, updated_at = $1
-             FROM late WHERE calls.uuid = late.late_uuid AND calls.state = 'no_recording'
+             FROM late
+             WHERE calls.account = $2 AND calls.uuid = late.late_uuid
+               AND calls.state = 'no_recording'
              RETURNING uuid"
         ),
         "adding late recordings",
     )
-    .bind(now);
+    .bind(now)
+    .bind(account);
     records.iter().fold(stmt, |stmt, r| {
         stmt.bind(&r.uuid)
             .bind(r.record_file.trim())

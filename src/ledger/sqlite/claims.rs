@@ -8,16 +8,17 @@ use crate::ledger::{BackendKind, Slice};
 
 static CLAIM: SliceSql = SliceSql::new(|| {
     by_slice(|filter| {
+        let filter = format!(" AND account = $9{filter}");
         format!(
             "UPDATE calls SET state = 'in_progress', lease_owner = $7, lease_until = $8, updated_at = $4,
                     attempts = attempts + 1
-             WHERE uuid IN (
+             WHERE account = $9 AND uuid IN (
                  SELECT uuid FROM ({}) AS candidates
                  ORDER BY call_start ASC NULLS LAST, uuid LIMIT $6)
              RETURNING {RECORD_COLUMNS}, attempts - 1 AS attempts",
             due_candidates(
                 BackendKind::Sqlite,
-                filter,
+                &filter,
                 "uuid, call_start",
                 "",
                 " AND lease_owner <> $7"

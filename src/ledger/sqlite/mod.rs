@@ -21,7 +21,8 @@ use sqlx::sqlite::{
 };
 
 use super::sql::{Arg, Row, Stmt};
-use super::{Admin, BackendKind, LedgerError, LedgerOptions, Migration};
+use super::{Admin, Backend, BackendKind, LedgerError, LedgerOptions, Migration};
+use crate::accounts::AccountName;
 use crate::timefmt::{from_ledger, to_ledger};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -32,6 +33,8 @@ pub struct SqliteLedger {
     pool: SqlitePool,
     /// Write transactions committed through `pool` (every connection's commit hook).
     commits: Arc<AtomicU64>,
+    /// The account whose rows this handle reads and writes.
+    account: AccountName,
 }
 
 trait QueryContext<T> {
@@ -111,7 +114,11 @@ impl SqliteLedger {
         let commits = Arc::new(AtomicU64::new(0));
         let pool = Self::connect(location, options, &commits).await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, commits })
+        Ok(Self {
+            pool,
+            commits,
+            account: AccountName::default_account(),
+        })
     }
 
     pub async fn migrate(
@@ -159,6 +166,17 @@ impl Admin for SqliteLedger {
         self.pool.close().await;
     }
 
+    fn for_account(&self, account: &AccountName) -> Arc<dyn Backend> {
+        Arc::new(Self {
+            account: account.clone(),
+            ..self.clone()
+        })
+    }
+
+    fn account(&self) -> &AccountName {
+        &self.account
+    }
+
     fn commits(&self) -> Option<u64> {
         Some(self.commits.load(Ordering::Relaxed))
     }
@@ -198,13 +216,18 @@ super::sql::engine!(SqliteLedger, SqliteTx, sqlx::Sqlite, SqliteRow, {
         BackendKind::Sqlite
     }
 
+    fn account(&self) -> &str {
+        self.account.as_str()
+    }
+
     async fn begin(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
-        Ok(SqliteTx(self.pool.begin().await.ctx(context)?))
+        let tx = self.pool.begin().await.ctx(context)?;
+        Ok(SqliteTx(tx, self.account.clone()))
     }
 
     async fn begin_write(&self, context: &'static str) -> Result<SqliteTx, LedgerError> {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await;
-        Ok(SqliteTx(tx.ctx(context)?))
+        Ok(SqliteTx(tx.ctx(context)?, self.account.clone()))
     }
 
     /// A deferred transaction: its snapshot is taken at its first read (WAL).
