@@ -3,7 +3,6 @@
 //! copy by counting rows and comparing a SHA-256 of every table read back from both sides.
 
 use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::{Ledger, LedgerError, Table, TableRow};
@@ -104,7 +103,7 @@ pub async fn table_checksum(ledger: &Ledger, table: Table) -> Result<(i64, Strin
 /// A table read page by page in key order.
 struct Pages {
     table: Table,
-    after: Option<Value>,
+    after: Option<TableRow>,
     done: bool,
 }
 
@@ -129,7 +128,7 @@ impl Pages {
         let Some(last) = page.last() else {
             return Ok(None);
         };
-        self.after = last.get(self.table.key()).cloned();
+        self.after = Some(last.clone());
         Ok(Some(page))
     }
 }

@@ -121,9 +121,9 @@ pub trait Runs: Send + Sync {
 /// Per-state counts: SQLite keeps one row per state (one writer at a time, so no
 /// contention); PostgreSQL sums the per-connection deltas its triggers keep (at most 64
 /// rows per state).
-const STATE_COUNTS_SQLITE: &str = "SELECT state, n FROM state_counts";
-const STATE_COUNTS_POSTGRES: &str =
-    "SELECT state, sum(n)::bigint AS n FROM state_count_deltas GROUP BY state";
+const STATE_COUNTS_SQLITE: &str = "SELECT state, n FROM state_counts WHERE account = $1";
+const STATE_COUNTS_POSTGRES: &str = "SELECT state, sum(n)::bigint AS n FROM state_count_deltas
+     WHERE account = $1 GROUP BY state";
 
 /// The other figures, each one index probe or range. The oldest waiting call: PostgreSQL
 /// takes the smaller of two index minimums (`min` over `IN (…)` would read every waiting
@@ -203,10 +203,13 @@ impl<D: Db> Runs for D {
         let kind = self.dialect();
         let mut tx = self.begin_snapshot(CONTEXT).await?;
         let rows = tx
-            .fetch_all(Stmt::new(
-                pick(kind, STATE_COUNTS_SQLITE, STATE_COUNTS_POSTGRES),
-                "counting records",
-            ))
+            .fetch_all(
+                Stmt::new(
+                    pick(kind, STATE_COUNTS_SQLITE, STATE_COUNTS_POSTGRES),
+                    "counting records",
+                )
+                .bind(self.account()),
+            )
             .await?;
         let mut counts: Vec<(RecordState, i64)> =
             RecordState::ALL.iter().map(|s| (*s, 0)).collect();

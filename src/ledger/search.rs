@@ -437,7 +437,7 @@ pub(crate) fn search_sql(account: &str, query: &CallQuery, part: Part, limit: u3
         None => ("calls AS c", "c"),
     };
     let driven = driver.as_ref().map(|(field, _)| *field);
-    filter_conditions(&mut sql, &mut conditions, query, driven);
+    filter_conditions(&mut sql, &mut conditions, query, driven, &account);
     part_conditions(&mut sql, &mut conditions, query, part, order);
     let limit = sql.bind(Arg::Int(i64::from(limit)));
     sql.text = format!(
@@ -455,12 +455,15 @@ fn filter_conditions(
     conditions: &mut Vec<String>,
     query: &CallQuery,
     driven: Option<TermField>,
+    account: &str,
 ) {
+    // The account as the placeholder `account`, not `t.account = c.account`: a correlated
+    // subquery would be run once per call instead of read once through its index.
     let term_filter = |sql: &mut SearchSql, field: TermField, value: &str| {
         let value = sql.bind(Arg::Text(value.to_owned()));
         format!(
             "c.uuid IN (SELECT t.uuid FROM call_terms AS t \
-             WHERE t.account = c.account AND t.field = '{}' AND t.term = {value})",
+             WHERE t.account = {account} AND t.field = '{}' AND t.term = {value})",
             field.as_str()
         )
     };
@@ -472,7 +475,7 @@ fn filter_conditions(
         let high = sql.bind(Arg::Text(high));
         conditions.push(format!(
             "c.uuid IN (SELECT t.uuid FROM call_terms AS t \
-             WHERE t.account = c.account AND t.field = 'number' \
+             WHERE t.account = {account} AND t.field = 'number' \
              AND t.term >= {low} AND t.term < {high})"
         ));
     }
@@ -1015,7 +1018,7 @@ mod tests {
         }
         let number = plan(&ledger, &sorted_matches[0].1).await.join("\n");
         assert!(
-            number.contains("call_terms_search (field=? AND term>? AND term<?)"),
+            number.contains("call_terms_search (account=? AND field=? AND term>? AND term<?)"),
             "{number}"
         );
     }

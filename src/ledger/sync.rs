@@ -680,6 +680,10 @@ async fn known_rows<T: Tx>(
             });
         }
     }
+    // In uuid order here, not in SQL: an `ORDER BY` would make SQLite walk each branch
+    // through the primary key (already in uuid order within the account) instead of the
+    // bill and file indexes.
+    candidates.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     Ok((candidates, existing))
 }
 
@@ -722,7 +726,6 @@ fn known_rows_stmt(account: &str, records: &[&CallRecord]) -> Stmt {
             params(next, files.len())
         ));
     }
-    sql.push_str(" ORDER BY uuid");
     let stmt = Stmt::new(sql, "matching callbacks to calls found by sync").bind(account);
     let stmt = records.iter().fold(stmt, |s, r| s.bind(&r.uuid));
     companies
@@ -940,7 +943,11 @@ mod tests {
                 steps.iter().all(|s| !s.starts_with("SCAN calls")),
                 "{steps:?}"
             );
-            for index in ["(uuid=?)", "calls_bill (", "calls_record_file ("] {
+            for index in [
+                "(account=? AND uuid=?)",
+                "calls_bill (",
+                "calls_record_file (",
+            ] {
                 assert!(
                     steps.iter().any(|s| s.contains(index)),
                     "{index}: {steps:?}"

@@ -29,7 +29,7 @@ pub(crate) async fn defer<T: Tx>(
                                          billsec, raw_json, bill_id, notes, origin, imported_at,
                                          account)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'callback', $10, $11)
-             ON CONFLICT (from_uuid) DO UPDATE SET
+             ON CONFLICT (account, from_uuid) DO UPDATE SET
                  uuid = excluded.uuid, company_code = excluded.company_code,
                  record_file = excluded.record_file, call_start = excluded.call_start,
                  billsec = excluded.billsec, raw_json = excluded.raw_json,

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::sql::{Arg, Db, Row, Stmt, Tx, max_params, retry_conflicts, value_rows};
+use super::sql::{Arg, Db, Row, Stmt, Tx, max_params, params, retry_conflicts, value_rows};
 use super::{BackendKind, LedgerError};
 use crate::timefmt::{from_ledger, to_ledger};
 
@@ -80,7 +80,25 @@ impl Table {
         }
     }
 
-    /// The column rows are read in order of (unique), and paged by.
+    /// The columns rows are read in order of (unique together), and paged by.
+    pub fn keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Calls => &["account", "uuid"],
+            Self::Tombstones => &["account", "call_uuid"],
+            Self::Manifests => &["account", "seq"],
+            Self::Runs
+            | Self::Attempts
+            | Self::Verifications
+            | Self::Syncs
+            | Self::Holds
+            | Self::HeldCalls
+            | Self::AccessLog
+            | Self::AccessLogCalls => &["id"],
+            Self::UiSessions => &["token_sha256"],
+        }
+    }
+
+    /// The key column that names a row within its account.
     pub fn key(self) -> &'static str {
         match self {
             Self::Runs
@@ -303,11 +321,12 @@ pub trait Transfer: Send + Sync {
     /// How many rows `table` holds.
     async fn count_rows(&self, table: Table) -> Result<i64, LedgerError>;
 
-    /// Up to `limit` rows of `table` whose key is greater than `after`, by key.
+    /// Up to `limit` rows of `table` whose key ([`Table::keys`]) is greater than the row
+    /// `after`'s, by key.
     async fn export_rows(
         &self,
         table: Table,
-        after: Option<&Value>,
+        after: Option<&TableRow>,
         limit: i64,
     ) -> Result<Vec<TableRow>, LedgerError>;
 
@@ -318,10 +337,10 @@ pub trait Transfer: Send + Sync {
 }
 
 impl Table {
-    fn key_kind(self) -> Kind {
+    fn kind_of(self, column: &str) -> Kind {
         self.columns()
             .iter()
-            .find(|(name, _)| *name == self.key())
+            .find(|(name, _)| *name == column)
             .map_or(Kind::Text, |(_, kind)| *kind)
     }
 
@@ -381,23 +400,24 @@ impl<D: Db> Transfer for D {
     async fn export_rows(
         &self,
         table: Table,
-        after: Option<&Value>,
+        after: Option<&TableRow>,
         limit: i64,
     ) -> Result<Vec<TableRow>, LedgerError> {
-        let (name, key, columns) = (table.name(), table.key(), table.column_list());
-        let after = after.filter(|v| !v.is_null());
+        let (name, keys, columns) = (table.name(), table.keys().join(", "), table.column_list());
         let filter = if after.is_some() {
-            format!(" WHERE {key} > $2")
+            format!(" WHERE ({keys}) > ({})", params(2, table.keys().len()))
         } else {
             String::new()
         };
         let mut stmt = Stmt::new(
-            format!("SELECT {columns} FROM {name}{filter} ORDER BY {key} LIMIT $1"),
+            format!("SELECT {columns} FROM {name}{filter} ORDER BY {keys} LIMIT $1"),
             "reading a table's rows",
         )
         .bind(limit.max(0));
         if let Some(after) = after {
-            stmt = stmt.bind(arg_of(table, key, table.key_kind(), Some(after))?);
+            for key in table.keys() {
+                stmt = stmt.bind(arg_of(table, key, table.kind_of(key), after.get(*key))?);
+            }
         }
         let rows = self.fetch_all(stmt).await?;
         rows.iter()

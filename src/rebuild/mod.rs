@@ -139,11 +139,11 @@ pub async fn rebuild_from_store(
 /// Every key of `table` (the run ids a ledger already has; empty on a fresh ledger).
 async fn existing_keys(ledger: &Ledger, table: Table) -> Result<BTreeSet<String>, LedgerError> {
     let mut keys = BTreeSet::new();
-    let mut after: Option<Value> = None;
+    let mut after: Option<TableRow> = None;
     loop {
         let page = ledger.export_rows(table, after.as_ref(), 1000).await?;
         let Some(last) = page.last() else { break };
-        after = last.get(table.key()).cloned();
+        after = Some(last.clone());
         keys.extend(page.iter().filter_map(|r| {
             r.get(table.key())
                 .and_then(Value::as_str)
@@ -156,12 +156,15 @@ async fn existing_keys(ledger: &Ledger, table: Table) -> Result<BTreeSet<String>
 /// The greatest integer key of `table` (0 when empty).
 async fn last_int_key(ledger: &Ledger, table: Table) -> Result<i64, LedgerError> {
     let mut last_key = 0;
-    let mut after: Option<Value> = None;
+    let mut after: Option<TableRow> = None;
     loop {
         let page = ledger.export_rows(table, after.as_ref(), 1000).await?;
         let Some(last) = page.last() else { break };
-        after = last.get(table.key()).cloned();
-        last_key = after.as_ref().and_then(Value::as_i64).unwrap_or(last_key);
+        last_key = last
+            .get(table.key())
+            .and_then(Value::as_i64)
+            .unwrap_or(last_key);
+        after = Some(last.clone());
     }
     Ok(last_key)
 }

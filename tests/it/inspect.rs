@@ -136,7 +136,7 @@ pub async fn table_rows(ledger: &Ledger, table: Table) -> Vec<TableRow> {
             .await
             .unwrap_or_else(|e| panic!("reading {}: {e}", table.name()));
         let Some(last) = page.last() else { break };
-        after = last.get(table.key()).cloned();
+        after = Some(last.clone());
         let full = page.len() as i64 == PAGE;
         rows.extend(page);
         if !full {

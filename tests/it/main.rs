@@ -38,6 +38,7 @@ mod holds_refused;
 mod inspect;
 mod leases;
 mod ledger;
+mod ledger_accounts;
 mod ledger_copy;
 mod manifests;
 mod media;

@@ -184,13 +184,12 @@ mod tests {
                 let reads: Vec<&String> = steps
                     .iter()
                     .filter(|s| s.contains(" calls ") || s.ends_with(" calls"))
-                    .filter(|s| !s.contains("sqlite_autoindex_calls_1 (uuid=?)"))
+                    .filter(|s| !s.contains("sqlite_autoindex_calls_1 (account=? AND uuid=?)"))
                     .collect();
                 assert!(!reads.is_empty(), "{slice:?}: {steps:?}");
                 assert!(
-                    reads
-                        .iter()
-                        .all(|s| s.starts_with("SEARCH calls USING") && s.contains(" (state=?")),
+                    reads.iter().all(|s| s.starts_with("SEARCH calls USING")
+                        && s.contains(" (account=? AND state=?")),
                     "{slice:?}: {steps:?}"
                 );
             }

@@ -16,9 +16,10 @@ use crate::ledger::sql::Db;
 use crate::ledger::sync::StoreCalls;
 
 /// The advisory lock keys of `records`' calls, sorted and without repeats.
-fn call_lock_keys(records: &[&CallRecord]) -> Vec<i64> {
+fn call_lock_keys(account: &str, records: &[&CallRecord]) -> Vec<i64> {
     let key = |kind: &str, value: &str| {
-        let digest = Sha256::digest(format!("callvault-call\0{kind}\0{value}").as_bytes());
+        let digest =
+            Sha256::digest(format!("callvault-call\0{account}\0{kind}\0{value}").as_bytes());
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
         i64::from_be_bytes(first)
@@ -45,7 +46,7 @@ fn call_lock_keys(records: &[&CallRecord]) -> Vec<i64> {
 impl StoreCalls for PgLedger {
     async fn begin_storing(&self, records: &[&CallRecord]) -> Result<PgTx, LedgerError> {
         let mut tx = self.begin("starting to store calls").await?;
-        let keys = call_lock_keys(records);
+        let keys = call_lock_keys(self.account.as_str(), records);
         if !keys.is_empty() {
             sqlx::query(
                 "SELECT pg_advisory_xact_lock(k)

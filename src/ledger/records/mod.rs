@@ -4,7 +4,7 @@
 //! An import is a few statements whatever the batch size (a CSV batch is a thousand
 //! records): the rows sync found for the batch's calls are taken over first (see
 //! [`take_over_bill_rows`]; while a pass holds such a row, the callback waits for it, see
-//! `super::takeovers`), then one multi-row `INSERT … ON CONFLICT (uuid) DO NOTHING` inserts the
+//! `super::takeovers`), then one multi-row `INSERT … ON CONFLICT (account, uuid) DO NOTHING` inserts the
 //! first occurrence of each uuid, and one `UPDATE` adds late recordings. The outcomes are
 //! those of importing the records one by one ([`ImportPlan`]). Two receivers importing the
 //! same record at once give one row and one `New`: on SQLite the import holds the write
@@ -232,7 +232,7 @@ fn insert_stmt(account: &str, records: &[&CallRecord], now: DateTime<Utc>) -> St
                                 state, bill_id, notes, next_attempt_at, imported_at, updated_at,
                                 origin)
              VALUES {values}
-             ON CONFLICT (uuid) DO NOTHING
+             ON CONFLICT (account, uuid) DO NOTHING
              RETURNING uuid"
         ),
         "importing call records",
