@@ -94,9 +94,9 @@ pub fn accounts(
     select(all, chosen)
 }
 
-/// The one account a pass archives. Until the ledger's rows carry their account, one ledger
-/// holds the calls of one account: with several declared, the command must name one with
-/// `--account` (and give it a ledger of its own).
+/// The one account `serve` works for: its receiver, web page and schedules serve one
+/// account per process for now; with several declared, the command must name one with
+/// `--account`.
 pub fn single(
     common: &CommonSettings,
     top: &TopLevel<'_>,
@@ -108,11 +108,59 @@ pub fn single(
     }
     let names: Vec<&str> = chosen.iter().map(|a| a.name.as_str()).collect();
     Err(ConfigError(format!(
-        "{} accounts are declared ({}): name the one to work on with --account, and give \
-         each account a ledger of its own (a ledger keeps one account's calls)",
+        "{} accounts are declared ({}): name the one to work on with --account (this \
+         command serves one account per process)",
         names.len(),
         names.join(", ")
     )))
+}
+
+/// The one account whose calls a command writes without talking to its provider or store
+/// (`import`): the one named with `--account`, else the only one there is; with several
+/// declared and none named, a configuration error naming them.
+pub fn one_name(common: &CommonSettings, chosen: &AccountArgs) -> Result<AccountName, ConfigError> {
+    let all: Vec<AccountName> = if common.accounts.is_empty() {
+        vec![AccountName::default_account()]
+    } else {
+        common
+            .accounts
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    let names: Vec<&str> = chosen
+        .account
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let listed = || {
+        all.iter()
+            .map(AccountName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match names.as_slice() {
+        [] if all.len() == 1 => Ok(all[0].clone()),
+        [] => Err(ConfigError(format!(
+            "{} accounts are declared ({}): name the one these calls belong to with --account",
+            all.len(),
+            listed()
+        ))),
+        [one] => all
+            .iter()
+            .find(|a| a.as_str() == *one)
+            .cloned()
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "--account {one}: no such account (the accounts are {})",
+                    listed()
+                ))
+            }),
+        _ => Err(ConfigError(
+            "name exactly one --account: these calls belong to one account".into(),
+        )),
+    }
 }
 
 fn select(all: Vec<Account>, chosen: &AccountArgs) -> Result<Vec<Account>, ConfigError> {

@@ -149,6 +149,7 @@ pub fn run_options(
         shutdown,
         host: hostname(),
         progress: Default::default(),
+        slots: None,
     }
 }
 

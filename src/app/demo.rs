@@ -241,6 +241,7 @@ fn pass_options() -> RunOptions {
         description: serde_json::json!({"demo": true}),
         host: crate::config::hostname(),
         progress: Default::default(),
+        slots: None,
     }
 }
 

@@ -24,7 +24,7 @@ use anyhow::Context;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 
-use crate::archive::{RunResult, Shutdown, run_pass};
+use crate::archive::{RunResult, Shutdown};
 use crate::cli::{
     Cli, Command, ImportArgs, LedgerCommand, RunArgs, SimulatorArgs, StatusArgs, UserCommand,
 };
@@ -115,7 +115,8 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
 }
 
 async fn import(cli: &Cli, common: &CommonSettings, args: &ImportArgs) -> anyhow::Result<u8> {
-    let ledger = open_ledger(&common.ledger).await?;
+    let account = accounts::one_name(common, &args.accounts)?;
+    let ledger = open_ledger(&common.ledger).await?.scoped(&account);
     let mut counts = ImportCounts::default();
     for file in &args.files {
         let meter = Meter::start(
@@ -179,27 +180,85 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// What a pass needs, from the run settings: `run` and `serve --schedule` share this.
+/// What a pass needs, from the run settings, for `serve --schedule`'s one account.
 async fn prepare_pass(
     common: &CommonSettings,
     run: &RunArgs,
     shutdown: Shutdown,
 ) -> anyhow::Result<(crate::archive::Deps, crate::archive::RunOptions)> {
     let slice = run.slice.slice(common.tz)?;
-    let top = accounts::TopLevel {
-        provider: &run.provider,
-        store: Some(&run.store),
-        callback: None,
-    };
-    let settings = accounts::single(common, &top, &run.accounts)?.pass_settings(common.tz)?;
-    let deps = wiring::build_deps(&common.ledger, settings, run.concurrency).await?;
+    let top = run_top_level(run);
+    let account = accounts::single(common, &top, &run.accounts)?;
+    let ledger = open_pass_ledger(common, run, 1).await?;
+    let deps = wiring::build_deps(
+        ledger.scoped(&account.name),
+        account.pass_settings(common.tz)?,
+    )?;
     let options = args::run_options(run, deps.store.description(), slice, shutdown);
     Ok((deps, options))
 }
 
+fn run_top_level(run: &RunArgs) -> accounts::TopLevel<'_> {
+    accounts::TopLevel {
+        provider: &run.provider,
+        store: Some(&run.store),
+        callback: None,
+    }
+}
+
+/// The ledger a run's passes share: a connection per worker, plus each account's lease
+/// renewer and manifest writer, and a spare.
+async fn open_pass_ledger(
+    common: &CommonSettings,
+    run: &RunArgs,
+    accounts: usize,
+) -> anyhow::Result<crate::ledger::Ledger> {
+    let extra = u32::try_from(accounts.saturating_mul(2)).unwrap_or(u32::MAX);
+    let connections = u32::from(run.concurrency)
+        .saturating_add(2)
+        .saturating_add(extra);
+    wiring::open_ledger_sized(&common.ledger, connections).await
+}
+
+/// A pass for each account `run` works on (all declared, or those named with `--account`),
+/// each on the ledger scoped to its account; with several, they share the transfer slots.
+async fn prepare_passes(
+    common: &CommonSettings,
+    run: &RunArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Vec<crate::archive::AccountPass>> {
+    let slice = run.slice.slice(common.tz)?;
+    let chosen = accounts::accounts(common, &run_top_level(run), &run.accounts)?;
+    let ledger = open_pass_ledger(common, run, chosen.len()).await?;
+    let shares: Vec<u32> = chosen.iter().map(|a| a.share).collect();
+    let (slots, workers) = crate::archive::share_slots(usize::from(run.concurrency), &shares);
+    let several = chosen.len() > 1;
+    let mut passes = Vec::with_capacity(chosen.len());
+    for (account, workers) in chosen.into_iter().zip(workers) {
+        let settings = account.pass_settings(common.tz)?;
+        let deps = wiring::build_deps(ledger.scoped(&account.name), settings)?;
+        let mut opts = args::run_options(
+            run,
+            deps.store.description(),
+            slice.clone(),
+            shutdown.child(),
+        );
+        if several {
+            opts.concurrency = workers;
+            opts.slots = Some(std::sync::Arc::clone(&slots));
+        }
+        passes.push(crate::archive::AccountPass {
+            account: account.name,
+            deps,
+            opts,
+        });
+    }
+    Ok(passes)
+}
+
 async fn run(cli: &Cli, common: &CommonSettings, args: &RunArgs) -> anyhow::Result<u8> {
     let shutdown = Shutdown::default();
-    let (deps, mut opts) = prepare_pass(common, args, shutdown.clone()).await?;
+    let mut passes = prepare_passes(common, args, &shutdown).await?;
     let signals = tokio::spawn(watch_signals(shutdown, args.grace));
     let meter = if args.dry_run {
         None
@@ -213,25 +272,94 @@ async fn run(cli: &Cli, common: &CommonSettings, args: &RunArgs) -> anyhow::Resu
         )
     };
     if let Some(meter) = &meter {
-        opts.progress = crate::archive::Progress::new(meter.clone());
+        for pass in &mut passes {
+            pass.opts.progress = crate::archive::Progress::new(meter.clone());
+        }
     }
-    let result = run_pass(&deps, &opts)
-        .await
-        .context("the ledger failed during the run")?;
+    let results = crate::archive::run_accounts(&passes).await;
     signals.abort();
     if let Some(meter) = meter {
         meter.finish();
     }
-    print_run(&result, args.json);
+    let mut ran = Vec::with_capacity(results.len());
+    for (pass, result) in passes.iter().zip(results) {
+        let account = &pass.account;
+        ran.push(result.with_context(|| format!("the ledger failed during {account}'s pass"))?);
+    }
+    print_runs(&passes, &ran, args.json);
     if !args.dry_run {
-        let targets = metrics_targets(args);
-        if let Err(e) = crate::metrics::publish(&deps.ledger, opts.retention, &targets).await {
-            // The archive is what matters; a lost metrics push is reported, not fatal.
-            tracing::warn!(error = %e, "could not publish the run's metrics");
+        publish_run_metrics(args, &passes).await;
+    }
+    if let Some(pass) = passes.first() {
+        pass.deps.ledger.close().await;
+    }
+    // The highest of the accounts' codes: the worst outcome decides.
+    let code = ran.iter().map(RunResult::exit_code).max().unwrap_or(0);
+    Ok(u8::try_from(code).unwrap_or(EXIT_INCOMPLETE))
+}
+
+/// The run's metrics, for its one account. Metrics carry no account label yet, so with
+/// several accounts they are not published (said, not silently skipped).
+async fn publish_run_metrics(args: &RunArgs, passes: &[crate::archive::AccountPass]) {
+    let targets = metrics_targets(args);
+    let [pass] = passes else {
+        if targets.pushgateway.is_some() || targets.file.is_some() {
+            tracing::warn!(
+                accounts = passes.len(),
+                "metrics are not published for a run over several accounts yet (they carry no account label); run one account per invocation to publish them"
+            );
+        }
+        return;
+    };
+    if let Err(e) = crate::metrics::publish(&pass.deps.ledger, pass.opts.retention, &targets).await
+    {
+        // The archive is what matters; a lost metrics push is reported, not fatal.
+        tracing::warn!(error = %e, "could not publish the run's metrics");
+    }
+}
+
+/// Each account's report; with one account, as a run over one account always printed it
+/// (its JSON names the account).
+fn print_runs(passes: &[crate::archive::AccountPass], results: &[RunResult], json: bool) {
+    if let ([pass], [result]) = (passes, results) {
+        print_run(result, json, Some(&pass.account));
+        return;
+    }
+    if json {
+        let accounts: Vec<serde_json::Value> = passes
+            .iter()
+            .zip(results)
+            .map(|(pass, result)| run_json(result, Some(&pass.account)))
+            .collect();
+        let code = results.iter().map(RunResult::exit_code).max().unwrap_or(0);
+        println!(
+            "{}",
+            serde_json::json!({"accounts": accounts, "exit_code": code})
+        );
+        return;
+    }
+    for (pass, result) in passes.iter().zip(results) {
+        println!("account {} (exit {}):", pass.account, result.exit_code());
+        print!("{}", result.report.human());
+        if let Some(err) = &result.error {
+            eprintln!("callvault: {}'s pass stopped: {err}", pass.account);
         }
     }
-    deps.ledger.close().await;
-    Ok(u8::try_from(result.exit_code()).unwrap_or(EXIT_INCOMPLETE))
+}
+
+fn run_json(
+    result: &RunResult,
+    account: Option<&crate::accounts::AccountName>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(&result.report).unwrap_or_default();
+    value["exit_code"] = result.exit_code().into();
+    if let Some(account) = account {
+        value["account"] = account.as_str().into();
+    }
+    if let Some(err) = &result.error {
+        value["stopped_by"] = err.to_string().into();
+    }
+    value
 }
 
 fn metrics_targets(args: &RunArgs) -> crate::metrics::Targets {
@@ -265,11 +393,9 @@ pub async fn watch_signals(shutdown: Shutdown, grace: Duration) {
     }
 }
 
-pub fn print_run(result: &RunResult, json: bool) {
+pub fn print_run(result: &RunResult, json: bool, account: Option<&crate::accounts::AccountName>) {
     if json {
-        let mut value = serde_json::to_value(&result.report).unwrap_or_default();
-        value["exit_code"] = result.exit_code().into();
-        println!("{value}");
+        println!("{}", run_json(result, account));
     } else {
         print!("{}", result.report.human());
     }

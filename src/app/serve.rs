@@ -29,7 +29,10 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
             let passes = scheduled_passes(common, args, text, shutdown.clone()).await?;
             (passes.deps.ledger.clone(), Some(passes))
         }
-        None => (open_ledger(&common.ledger).await?, None),
+        None => (
+            open_ledger(&common.ledger).await?.scoped(&account.name),
+            None,
+        ),
     };
     let syncs = match &args.sync_schedule {
         Some(text) => Some(scheduled_syncs(

@@ -9,6 +9,7 @@ use chrono::{FixedOffset, Utc};
 
 use super::wiring::open_ledger;
 use super::{EXIT_INCOMPLETE, EXIT_OK, watch_signals};
+use crate::accounts::AccountName;
 use crate::archive::Shutdown;
 use crate::cli::{CompletenessArgs, SyncArgs};
 use crate::config::{CommonSettings, ConfigError};
@@ -44,33 +45,56 @@ pub async fn sync(common: &CommonSettings, args: &SyncArgs) -> anyhow::Result<u8
         store: None,
         callback: None,
     };
-    let account = super::accounts::single(common, &top, &args.accounts)?;
-    let provider = ProviderClient::new(account.provider(common.tz)?)
-        .map_err(|e| ConfigError(e.to_string()))?;
-    let deps = SyncDeps {
-        ledger: open_ledger(&common.ledger).await?,
-        provider: Arc::new(provider),
-    };
+    // Every account chosen, one after the other: each with its own provider client (its
+    // token and pace) and its own rows; one account's refused credentials or outage ends
+    // its sync only.
+    let chosen = super::accounts::accounts(common, &top, &args.accounts)?;
+    let mut clients = Vec::with_capacity(chosen.len());
+    for account in &chosen {
+        let provider = ProviderClient::new(account.provider(common.tz)?)
+            .map_err(|e| ConfigError(format!("account `{}`: {e}", account.name)))?;
+        clients.push(Arc::new(provider));
+    }
+    let ledger = open_ledger(&common.ledger).await?;
     let signals = tokio::spawn(watch_signals(shutdown, Duration::ZERO));
-    let report = run_sync(&deps, &opts)
-        .await
-        .context("the ledger failed during the sync")?;
+    let several = chosen.len() > 1;
+    let mut code = EXIT_OK;
+    for (account, provider) in chosen.iter().zip(clients) {
+        let deps = SyncDeps {
+            ledger: ledger.scoped(&account.name),
+            provider,
+        };
+        let report = run_sync(&deps, &opts)
+            .await
+            .with_context(|| format!("the ledger failed during {}'s sync", account.name))?;
+        print_sync(&report, args.json, several.then_some(&account.name));
+        code = code.max(u8::try_from(report.exit_code()).unwrap_or(EXIT_INCOMPLETE));
+    }
     signals.abort();
-    print_sync(&report, args.json);
-    deps.ledger.close().await;
-    Ok(u8::try_from(report.exit_code()).unwrap_or(EXIT_INCOMPLETE))
+    ledger.close().await;
+    Ok(code)
 }
 
-pub fn print_sync(report: &SyncReport, json: bool) {
+/// One account's sync report (with several accounts, named; its JSON line names it).
+pub fn print_sync(report: &SyncReport, json: bool, account: Option<&AccountName>) {
     if json {
         let mut value = serde_json::to_value(report).unwrap_or_default();
         value["exit_code"] = report.exit_code().into();
+        if let Some(account) = account {
+            value["account"] = account.as_str().into();
+        }
         println!("{value}");
     } else {
+        if let Some(account) = account {
+            println!("account {account}:");
+        }
         print!("{}", report.human());
     }
     if let Some(err) = &report.error {
-        eprintln!("callvault: sync stopped: {err}");
+        match account {
+            Some(account) => eprintln!("callvault: {account}'s sync stopped: {err}"),
+            None => eprintln!("callvault: sync stopped: {err}"),
+        }
     }
 }
 

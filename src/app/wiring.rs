@@ -42,19 +42,13 @@ pub fn open_store(config: &StoreConfig) -> Result<Store, ConfigError> {
     Store::open(config).map_err(|e| ConfigError(e.to_string()))
 }
 
-/// Opens everything a pass of `concurrency` workers talks to.
-pub async fn build_deps(
-    ledger: &LedgerSettings,
-    settings: PassSettings,
-    concurrency: u16,
-) -> anyhow::Result<Deps> {
+/// Opens everything a pass talks to, on `ledger` (scoped to the pass's account).
+pub fn build_deps(ledger: Ledger, settings: PassSettings) -> anyhow::Result<Deps> {
     let store = open_store(&settings.store)?;
     let downloader =
         Downloader::new(settings.downloader).map_err(|e| ConfigError(e.to_string()))?;
     let provider =
         Arc::new(ProviderClient::new(settings.provider).map_err(|e| ConfigError(e.to_string()))?);
-    // One connection per worker, plus the lease renewer, the manifest writer and a spare.
-    let ledger = open_ledger_sized(ledger, u32::from(concurrency).saturating_add(4)).await?;
     Ok(Deps {
         ledger,
         provider,

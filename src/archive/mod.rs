@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::AccountName;
 use crate::audit::write_manifests;
 use crate::clock::Clock;
 use crate::domain::{AttemptOutcome, Claim, RunId, RunStatus};
@@ -100,6 +101,12 @@ pub struct RunOptions {
     pub description: serde_json::Value,
     pub host: String,
     pub progress: Progress,
+    /// Transfer slots this pass shares with the passes of the run's other accounts: a
+    /// worker takes one before it claims and keeps it until its record is settled. Workers
+    /// of every account wait in one first-come queue, so each account with work gets its
+    /// turn within a batch, and an account without work leaves its slots to the others.
+    /// `None`: this pass's own workers are the only bound.
+    pub slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Why a whole run stopped. A single record's failure is never one of these.
@@ -148,6 +155,45 @@ impl RunResult {
 }
 
 /// One archival pass over the ledger.
+/// One account's pass in a run over several accounts.
+pub struct AccountPass {
+    pub account: AccountName,
+    pub deps: Deps,
+    pub opts: RunOptions,
+}
+
+/// The passes of a run's accounts, side by side: each with its own claims, provider client
+/// (token, pace), store and stop, so one account's store refusal or provider outage ends
+/// that account's pass only (its records given back unspent, as any stop gives them back),
+/// while the others go on. They share the run's transfer slots ([`RunOptions::slots`], see
+/// [`share_slots`]). Results in the order of `passes`.
+pub async fn run_accounts(passes: &[AccountPass]) -> Vec<Result<RunResult, LedgerError>> {
+    futures::future::join_all(passes.iter().map(|p| run_pass(&p.deps, &p.opts))).await
+}
+
+/// The run's `concurrency` transfer slots, shared by the accounts' passes, and how many
+/// workers each account runs: its share of the largest share's `concurrency` (at least
+/// one). Workers of every account wait for a slot in one first-come queue, so while all
+/// have work the slots go round in proportion to the workers, that is to the shares; an
+/// account with nothing left leaves its slots to the others.
+pub fn share_slots(
+    concurrency: usize,
+    shares: &[u32],
+) -> (Arc<tokio::sync::Semaphore>, Vec<usize>) {
+    let concurrency = concurrency.max(1);
+    let largest = u64::from(shares.iter().copied().max().unwrap_or(1).max(1));
+    let workers = shares
+        .iter()
+        .map(|&share| {
+            let scaled = (concurrency as u64 * u64::from(share.max(1))).div_ceil(largest);
+            usize::try_from(scaled)
+                .unwrap_or(concurrency)
+                .clamp(1, concurrency)
+        })
+        .collect();
+    (Arc::new(tokio::sync::Semaphore::new(concurrency)), workers)
+}
+
 pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, LedgerError> {
     let started = Instant::now();
     let run_id = RunId::generate();
@@ -543,6 +589,9 @@ async fn worker(
         if opts.shutdown.stop_claiming.is_cancelled() || guard.is_halted() {
             break;
         }
+        let Some(_slot) = take_slot(opts).await else {
+            break;
+        };
         let claim = match feed.next(deps, opts, run_id).await {
             Ok(Some(claim)) => claim,
             Ok(None) => break,
@@ -562,6 +611,19 @@ async fn worker(
         }
     }
     (outcomes, None)
+}
+
+/// A transfer slot shared with the run's other accounts ([`RunOptions::slots`]), held until
+/// dropped; `Some(None)` when the pass has no shared slots, `None` when a stop came while
+/// waiting for one.
+async fn take_slot(opts: &RunOptions) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+    let Some(slots) = &opts.slots else {
+        return Some(None);
+    };
+    tokio::select! {
+        permit = Arc::clone(slots).acquire_owned() => permit.ok().map(Some),
+        () = opts.shutdown.stop_claiming.cancelled() => None,
+    }
 }
 
 fn stop_all(

@@ -437,6 +437,9 @@ pub struct ImportArgs {
     /// callback's field names).
     #[arg(long, env = "CALLVAULT_IMPORT_FORMAT", value_enum, default_value_t = ImportFormat::Auto)]
     pub format: ImportFormat,
+    /// The account the calls belong to (required when several are declared).
+    #[command(flatten)]
+    pub accounts: AccountArgs,
 }
 
 #[derive(Debug, Args)]

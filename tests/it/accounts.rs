@@ -232,49 +232,76 @@ async fn bad_declarations_are_configuration_errors_naming_the_account() {
     assert!(err.contains("the accounts are acme, beta"), "{err}");
 }
 
+/// One run over both accounts: acme's calls are archived under acme's keys while beta's
+/// provider refuses beta's key; beta's refusal stops beta's pass only (its calls stay
+/// pending, none failed), the run exits 3, the highest of the two, and its report names
+/// which account stopped and why. The same uuids imported into both are two sets of calls.
 #[tokio::test]
-async fn a_run_archives_the_named_account_into_its_own_keys() {
+async fn a_run_serves_every_account_and_a_refused_one_stops_only_itself() {
     let world = World::new().await;
     let config = two_accounts(&world);
     let file = write_callbacks(&world, 6);
-    let import = output(callvault(&world, &["import", file.to_str().unwrap()])).await;
-    assert_exit(&import, 0);
+    let file = file.to_str().unwrap();
 
-    // Two accounts, one ledger: a pass (or a sync) must be told which.
-    for command in ["run", "sync"] {
-        let out = output(with_config(&world, &config, &[command])).await;
-        assert_exit(&out, 2);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("name the one to work on with --account"),
-            "{command}: {err}"
-        );
+    // Calls belong to one account: with two declared, import must be told which.
+    let out = output(with_config(&world, &config, &["import", file])).await;
+    assert_exit(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("name the one these calls belong to with --account"),
+        "{err}"
+    );
+    for account in ["acme", "beta"] {
+        let out = output(with_config(
+            &world,
+            &config,
+            &["import", "--account", account, file],
+        ))
+        .await;
+        assert_exit(&out, 0);
     }
-    // A sync of acme's bill list logs in with acme's key (beta's would be refused).
-    let out = output(with_config(
-        &world,
-        &config,
-        &["sync", "--account", "acme", "--json"],
-    ))
-    .await;
-    assert_exit(&out, 0);
-    let out = output(with_config(
-        &world,
-        &config,
-        &["sync", "--account", "beta", "--json"],
-    ))
-    .await;
-    assert_exit(&out, 3);
 
-    let out = output(with_config(
-        &world,
-        &config,
-        &["run", "--account", "acme", "--json"],
-    ))
-    .await;
-    assert_exit(&out, 0);
-    let archived = json(&out)["archived"].as_u64().unwrap();
+    // The syncs: acme's logs in with acme's key, beta's is refused; exit 3, each line named.
+    let out = output(with_config(&world, &config, &["sync", "--json"])).await;
+    assert_exit(&out, 3);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (lines[0]["account"].as_str(), lines[0]["exit_code"].as_i64()),
+        (Some("acme"), Some(0))
+    );
+    assert_eq!(
+        (lines[1]["account"].as_str(), lines[1]["exit_code"].as_i64()),
+        (Some("beta"), Some(3))
+    );
+
+    let out = output(with_config(&world, &config, &["run", "--json"])).await;
+    assert_exit(&out, 3);
+    let report = json(&out);
+    assert_eq!(report["exit_code"], 3);
+    let accounts = report["accounts"].as_array().unwrap();
+    let (acme, beta) = (&accounts[0], &accounts[1]);
+    assert_eq!(
+        (acme["account"].as_str(), acme["exit_code"].as_i64()),
+        (Some("acme"), Some(0))
+    );
+    assert_eq!(
+        (beta["account"].as_str(), beta["exit_code"].as_i64()),
+        (Some("beta"), Some(3))
+    );
+    assert!(
+        beta["stopped_by"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("refused"),
+        "{beta}"
+    );
+    let archived = acme["archived"].as_u64().unwrap();
     assert!(archived > 0);
+    assert_eq!(beta["archived"], 0);
     let keys = world.object_keys().await;
     let recordings: Vec<&String> = keys
         .iter()
@@ -288,5 +315,129 @@ async fn a_run_archives_the_named_account_into_its_own_keys() {
     assert!(
         keys.iter().any(|k| k.starts_with("calls/manifests/acme/")),
         "{keys:?}"
+    );
+
+    // Beta's calls, the same uuids as acme's archived ones, wait with nothing failed.
+    let beta_ledger = world
+        .ledger
+        .scoped(&callvault::accounts::AccountName::parse("beta").unwrap());
+    let acme_ledger = world
+        .ledger
+        .scoped(&callvault::accounts::AccountName::parse("acme").unwrap());
+    let archived_uuids = acme_ledger
+        .uuids_in_state(callvault::domain::RecordState::Archived)
+        .await
+        .unwrap();
+    assert_eq!(archived_uuids.len() as u64, archived);
+    for uuid in &archived_uuids {
+        let row = beta_ledger
+            .get(uuid)
+            .await
+            .unwrap()
+            .expect("beta's own call");
+        assert_eq!(row.state, callvault::domain::RecordState::Pending, "{uuid}");
+    }
+    let failed = beta_ledger
+        .uuids_in_state(callvault::domain::RecordState::Failed)
+        .await
+        .unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// Fair claims (issue 18, point 3): `big` has 5,000 calls pending and `small` 50, one run
+/// over both at concurrency 8. Every one of small's calls is claimed before big's 100th: the
+/// accounts' workers take turns at the run's transfer slots, so a long backlog does not make
+/// a short one wait. (Big's pass is bounded to 300 records to keep the test short; attempt
+/// ids number the claims in the order they were made, across accounts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_backlog_does_not_delay_a_short_one() {
+    use callvault::accounts::AccountName;
+    use callvault::archive::{AccountPass, RunOptions, run_accounts, share_slots};
+    use callvault::callback::parse_record;
+    use callvault::store::{Store, StoreConfig};
+    use callvault::timefmt::default_provider_tz;
+
+    let world = World::new().await;
+    let now = chrono::Utc::now();
+    let (big, small) = (
+        AccountName::parse("big").unwrap(),
+        AccountName::parse("small").unwrap(),
+    );
+    let samples = |n| -> Vec<callvault::domain::CallRecord> {
+        world
+            .sim
+            .sample_callbacks(n, now)
+            .iter()
+            .map(|c| parse_record(&c.to_string(), default_provider_tz()).unwrap())
+            .collect()
+    };
+    for chunk in samples(5_000).chunks(1_000) {
+        world.ledger.scoped(&big).import(chunk, now).await.unwrap();
+    }
+    let small_calls = samples(50);
+    // Some sample calls went unanswered: no recording, nothing to claim.
+    let recorded = small_calls.iter().filter(|c| c.has_recording()).count();
+    world
+        .ledger
+        .scoped(&small)
+        .import(&small_calls, now)
+        .await
+        .unwrap();
+    let store_of = |prefix: &str| {
+        Store::open(&StoreConfig {
+            s3: world.s3.options(),
+            part_size: crate::world::TEST_PART,
+            ..StoreConfig::new(format!("s3://{BUCKET}/{prefix}"))
+        })
+        .unwrap()
+    };
+    let (slots, workers) = share_slots(8, &[1, 1]);
+    assert_eq!(
+        workers,
+        [8, 8],
+        "equal shares: each may use every slot alone"
+    );
+    let pass = |account: &AccountName, max_records| AccountPass {
+        account: account.clone(),
+        deps: world.deps_with(world.ledger.scoped(account), store_of(account.as_str())),
+        opts: RunOptions {
+            concurrency: 8,
+            max_records,
+            slots: Some(std::sync::Arc::clone(&slots)),
+            ..world.options()
+        },
+    };
+    let passes = [pass(&big, Some(300)), pass(&small, None)];
+
+    let results = run_accounts(&passes).await;
+
+    let small_result = results[1].as_ref().unwrap();
+    assert_eq!(
+        small_result.report.archived as usize, recorded,
+        "{:?}",
+        small_result.report
+    );
+    assert_eq!(results[0].as_ref().unwrap().report.archived, 300);
+    let attempts = world
+        .ledger
+        .export_rows(callvault::ledger::Table::Attempts, None, i64::MAX)
+        .await
+        .unwrap();
+    let ids_of = |account: &str| -> Vec<i64> {
+        let mut ids: Vec<i64> = attempts
+            .iter()
+            .filter(|row| row["account"] == account)
+            .map(|row| row["id"].as_i64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let (big_ids, small_ids) = (ids_of("big"), ids_of("small"));
+    assert_eq!(small_ids.len(), recorded);
+    let hundredth = big_ids[99];
+    assert!(
+        small_ids.iter().all(|id| *id < hundredth),
+        "small's last claim {:?} came after big's 100th ({hundredth})",
+        small_ids.last()
     );
 }

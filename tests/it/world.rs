@@ -235,6 +235,7 @@ impl World {
             description: serde_json::json!({"test": true}),
             host: "test-host".into(),
             progress: Default::default(),
+            slots: None,
         }
     }
 
