@@ -115,6 +115,43 @@ pub fn single(
     )))
 }
 
+/// The accounts a command that only reads the ledger works on: those named with
+/// `--account`, else every declared one (`default` when none is declared). An unknown
+/// name is a configuration error listing the accounts there are.
+pub fn names(
+    common: &CommonSettings,
+    chosen: &AccountArgs,
+) -> Result<Vec<AccountName>, ConfigError> {
+    let all: Vec<AccountName> = if common.accounts.is_empty() {
+        vec![AccountName::default_account()]
+    } else {
+        common
+            .accounts
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
+    let mut picked = Vec::new();
+    for raw in chosen
+        .account
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+    {
+        let Some(name) = all.iter().find(|a| a.as_str() == raw) else {
+            let known: Vec<&str> = all.iter().map(AccountName::as_str).collect();
+            return Err(ConfigError(format!(
+                "--account {raw}: no such account (the accounts are {})",
+                known.join(", ")
+            )));
+        };
+        if !picked.contains(name) {
+            picked.push(name.clone());
+        }
+    }
+    Ok(if picked.is_empty() { all } else { picked })
+}
+
 /// The one account whose calls a command writes without talking to its provider or store
 /// (`import`): the one named with `--account`, else the only one there is; with several
 /// declared and none named, a configuration error naming them.

@@ -28,7 +28,7 @@ use crate::archive::{RunResult, Shutdown};
 use crate::cli::{
     Cli, Command, ImportArgs, LedgerCommand, RunArgs, SimulatorArgs, StatusArgs, UserCommand,
 };
-use crate::config::{CommonSettings, ConfigError, LedgerSettings};
+use crate::config::{CommonSettings, ConfigError};
 use progress::{Meter, Unit};
 use wiring::open_ledger;
 
@@ -65,7 +65,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Import(ref args) => import(&cli, &common, args).await,
         Command::Run(ref args) => run(&cli, &common, args).await,
         Command::Serve(ref args) => serve::serve(&common, args).await,
-        Command::Status(args) => status(&common.ledger, &args).await,
+        Command::Status(args) => status(&common, &args).await,
         Command::Sync(ref args) => sync::sync(&common, args).await,
         Command::Completeness(ref args) => sync::completeness(&common, args).await,
         Command::Demo(args) => run_demo(&args).await,
@@ -404,23 +404,42 @@ pub fn print_run(result: &RunResult, json: bool, account: Option<&crate::account
     }
 }
 
-async fn status(ledger: &LedgerSettings, args: &StatusArgs) -> anyhow::Result<u8> {
-    let ledger = open_ledger(ledger).await?;
-    let report = ledger
-        .status(
-            Utc::now(),
-            chrono::Duration::days(i64::from(args.retention_days)),
-        )
-        .await?;
-    let syncs = ledger.sync_figures().await?;
-    if args.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["sync"] = serde_json::to_value(&syncs)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        print_status(&report);
-        print_sync_status(&syncs);
+/// Each chosen account's status (every declared account unless `--account` names some);
+/// with one account, as it always was (its JSON names the account).
+async fn status(common: &CommonSettings, args: &StatusArgs) -> anyhow::Result<u8> {
+    let names = accounts::names(common, &args.accounts)?;
+    let ledger = open_ledger(&common.ledger).await?;
+    let mut shown = Vec::with_capacity(names.len());
+    for name in &names {
+        let scoped = ledger.scoped(name);
+        let report = scoped
+            .status(
+                Utc::now(),
+                chrono::Duration::days(i64::from(args.retention_days)),
+            )
+            .await?;
+        let syncs = scoped.sync_figures().await?;
+        if args.json {
+            let mut value = serde_json::to_value(&report)?;
+            value["sync"] = serde_json::to_value(&syncs)?;
+            value["account"] = name.as_str().into();
+            shown.push(value);
+        } else {
+            if names.len() > 1 {
+                println!("account {name}:");
+            }
+            print_status(&report);
+            print_sync_status(&syncs);
+        }
     }
+    if args.json {
+        let value = match shown.as_slice() {
+            [one] => one.clone(),
+            _ => serde_json::json!({ "accounts": shown }),
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    ledger.close().await;
     Ok(EXIT_OK)
 }
 

@@ -616,6 +616,8 @@ pub struct StatusArgs {
     pub json: bool,
     #[arg(long, env = "CALLVAULT_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
+    #[command(flatten)]
+    pub accounts: AccountArgs,
 }
 
 #[derive(Debug, Args)]

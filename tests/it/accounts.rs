@@ -317,6 +317,25 @@ async fn a_run_serves_every_account_and_a_refused_one_stops_only_itself() {
         "{keys:?}"
     );
 
+    // `status` shows each account's own counts; `--account` picks one.
+    let out = output(with_config(&world, &config, &["status", "--json"])).await;
+    assert_exit(&out, 0);
+    let shown = json(&out);
+    let statuses = shown["accounts"].as_array().unwrap();
+    assert_eq!(statuses[0]["account"], "acme");
+    assert_eq!(statuses[0]["counts"]["archived"].as_u64(), Some(archived));
+    assert_eq!(statuses[1]["account"], "beta");
+    assert_eq!(statuses[1]["counts"]["archived"].as_u64(), Some(0));
+    assert!(statuses[1]["counts"]["pending"].as_u64().unwrap() > 0);
+    let out = output(with_config(
+        &world,
+        &config,
+        &["status", "--account", "beta", "--json"],
+    ))
+    .await;
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["account"], "beta");
+
     // Beta's calls, the same uuids as acme's archived ones, wait with nothing failed.
     let beta_ledger = world
         .ledger
