@@ -116,13 +116,37 @@ pub fn single(
 }
 
 /// The accounts a command that only reads the ledger works on: those named with
-/// `--account`, else every declared one (`default` when none is declared). An unknown
-/// name is a configuration error listing the accounts there are.
+/// `--account`, else every declared one (`default` when none is declared).
 pub fn names(
     common: &CommonSettings,
     chosen: &AccountArgs,
 ) -> Result<Vec<AccountName>, ConfigError> {
-    let all: Vec<AccountName> = if common.accounts.is_empty() {
+    let all = declared_names(common);
+    Ok(named(&all, chosen)?.unwrap_or(all))
+}
+
+/// The one account whose calls a command writes without talking to its provider or store
+/// (`import`): the one named with `--account`, else the only one there is; with several
+/// declared and none named, a configuration error naming them.
+pub fn one_name(common: &CommonSettings, chosen: &AccountArgs) -> Result<AccountName, ConfigError> {
+    let all = declared_names(common);
+    match named(&all, chosen)?.as_deref() {
+        None if all.len() == 1 => Ok(all[0].clone()),
+        None => Err(ConfigError(format!(
+            "{} accounts are declared ({}): name the one these calls belong to with --account",
+            all.len(),
+            listed(&all)
+        ))),
+        Some([one]) => Ok(one.clone()),
+        Some(_) => Err(ConfigError(
+            "name exactly one --account: these calls belong to one account".into(),
+        )),
+    }
+}
+
+/// Every account's name, in the settings file's order (`default` when none is declared).
+fn declared_names(common: &CommonSettings) -> Vec<AccountName> {
+    if common.accounts.is_empty() {
         vec![AccountName::default_account()]
     } else {
         common
@@ -130,8 +154,23 @@ pub fn names(
             .iter()
             .map(|(name, _)| name.clone())
             .collect()
-    };
-    let mut picked = Vec::new();
+    }
+}
+
+fn listed(all: &[AccountName]) -> String {
+    all.iter()
+        .map(AccountName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The accounts `--account` names among `all`, each once, in the order named; `None` when
+/// it names none. An unknown name is a configuration error listing the accounts there are.
+fn named(
+    all: &[AccountName],
+    chosen: &AccountArgs,
+) -> Result<Option<Vec<AccountName>>, ConfigError> {
+    let mut picked: Vec<AccountName> = Vec::new();
     for raw in chosen
         .account
         .iter()
@@ -139,90 +178,26 @@ pub fn names(
         .filter(|n| !n.is_empty())
     {
         let Some(name) = all.iter().find(|a| a.as_str() == raw) else {
-            let known: Vec<&str> = all.iter().map(AccountName::as_str).collect();
             return Err(ConfigError(format!(
                 "--account {raw}: no such account (the accounts are {})",
-                known.join(", ")
+                listed(all)
             )));
         };
         if !picked.contains(name) {
             picked.push(name.clone());
         }
     }
-    Ok(if picked.is_empty() { all } else { picked })
-}
-
-/// The one account whose calls a command writes without talking to its provider or store
-/// (`import`): the one named with `--account`, else the only one there is; with several
-/// declared and none named, a configuration error naming them.
-pub fn one_name(common: &CommonSettings, chosen: &AccountArgs) -> Result<AccountName, ConfigError> {
-    let all: Vec<AccountName> = if common.accounts.is_empty() {
-        vec![AccountName::default_account()]
-    } else {
-        common
-            .accounts
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect()
-    };
-    let names: Vec<&str> = chosen
-        .account
-        .iter()
-        .map(|n| n.trim())
-        .filter(|n| !n.is_empty())
-        .collect();
-    let listed = || {
-        all.iter()
-            .map(AccountName::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match names.as_slice() {
-        [] if all.len() == 1 => Ok(all[0].clone()),
-        [] => Err(ConfigError(format!(
-            "{} accounts are declared ({}): name the one these calls belong to with --account",
-            all.len(),
-            listed()
-        ))),
-        [one] => all
-            .iter()
-            .find(|a| a.as_str() == *one)
-            .cloned()
-            .ok_or_else(|| {
-                ConfigError(format!(
-                    "--account {one}: no such account (the accounts are {})",
-                    listed()
-                ))
-            }),
-        _ => Err(ConfigError(
-            "name exactly one --account: these calls belong to one account".into(),
-        )),
-    }
+    Ok((!picked.is_empty()).then_some(picked))
 }
 
 fn select(all: Vec<Account>, chosen: &AccountArgs) -> Result<Vec<Account>, ConfigError> {
-    let names: Vec<&str> = chosen
-        .account
-        .iter()
-        .map(|n| n.trim())
-        .filter(|n| !n.is_empty())
-        .collect();
-    if names.is_empty() {
+    let names: Vec<AccountName> = all.iter().map(|a| a.name.clone()).collect();
+    let Some(picked) = named(&names, chosen)? else {
         return Ok(all);
-    }
-    if let Some(unknown) = names
-        .iter()
-        .find(|n| !all.iter().any(|a| a.name.as_str() == **n))
-    {
-        let known: Vec<&str> = all.iter().map(|a| a.name.as_str()).collect();
-        return Err(ConfigError(format!(
-            "--account {unknown}: no such account (the accounts are {})",
-            known.join(", ")
-        )));
-    }
+    };
     Ok(all
         .into_iter()
-        .filter(|a| names.contains(&a.name.as_str()))
+        .filter(|a| picked.contains(&a.name))
         .collect())
 }
 

@@ -299,7 +299,7 @@ async fn run(cli: &Cli, common: &CommonSettings, args: &RunArgs) -> anyhow::Resu
 }
 
 /// The run's metrics, for its one account. Metrics carry no account label yet, so with
-/// several accounts they are not published (said, not silently skipped).
+/// several accounts they are not published, and a warning says so.
 async fn publish_run_metrics(args: &RunArgs, passes: &[crate::archive::AccountPass]) {
     let targets = metrics_targets(args);
     let [pass] = passes else {
@@ -322,14 +322,14 @@ async fn publish_run_metrics(args: &RunArgs, passes: &[crate::archive::AccountPa
 /// (its JSON names the account).
 fn print_runs(passes: &[crate::archive::AccountPass], results: &[RunResult], json: bool) {
     if let ([pass], [result]) = (passes, results) {
-        print_run(result, json, Some(&pass.account));
+        print_run(result, json, &pass.account);
         return;
     }
     if json {
         let accounts: Vec<serde_json::Value> = passes
             .iter()
             .zip(results)
-            .map(|(pass, result)| run_json(result, Some(&pass.account)))
+            .map(|(pass, result)| run_json(result, &pass.account))
             .collect();
         let code = results.iter().map(RunResult::exit_code).max().unwrap_or(0);
         println!(
@@ -347,15 +347,10 @@ fn print_runs(passes: &[crate::archive::AccountPass], results: &[RunResult], jso
     }
 }
 
-fn run_json(
-    result: &RunResult,
-    account: Option<&crate::accounts::AccountName>,
-) -> serde_json::Value {
+fn run_json(result: &RunResult, account: &crate::accounts::AccountName) -> serde_json::Value {
     let mut value = serde_json::to_value(&result.report).unwrap_or_default();
     value["exit_code"] = result.exit_code().into();
-    if let Some(account) = account {
-        value["account"] = account.as_str().into();
-    }
+    value["account"] = account.as_str().into();
     if let Some(err) = &result.error {
         value["stopped_by"] = err.to_string().into();
     }
@@ -393,7 +388,7 @@ pub async fn watch_signals(shutdown: Shutdown, grace: Duration) {
     }
 }
 
-pub fn print_run(result: &RunResult, json: bool, account: Option<&crate::accounts::AccountName>) {
+pub fn print_run(result: &RunResult, json: bool, account: &crate::accounts::AccountName) {
     if json {
         println!("{}", run_json(result, account));
     } else {
