@@ -33,7 +33,8 @@ pub struct Account {
     pub declared: bool,
     /// Its share of the transfers when other accounts have work too.
     pub share: u32,
-    provider: ProviderArgs,
+    /// `None` for a command that never talks to the provider (`get`, `erase`, …).
+    provider: Option<ProviderArgs>,
     accesskey: Option<SecretRef>,
     /// `None` for a command that writes nothing to a store (`sync`).
     store: Option<ArchiveStoreArgs>,
@@ -50,7 +51,8 @@ pub struct Account {
 
 /// The top-level settings of the command at hand, as its flags give them.
 pub struct TopLevel<'a> {
-    pub provider: &'a ProviderArgs,
+    /// The provider flags, for the commands that talk to the provider.
+    pub provider: Option<&'a ProviderArgs>,
     /// The store flags, for the commands that have them.
     pub store: Option<&'a ArchiveStoreArgs>,
     pub callback: Option<&'a CallbackArgs>,
@@ -207,7 +209,7 @@ impl Account {
             name: AccountName::default_account(),
             declared: false,
             share: 1,
-            provider: top.provider.clone(),
+            provider: top.provider.cloned(),
             accesskey: None,
             store: top.store.cloned(),
             s3: common.s3.clone(),
@@ -232,11 +234,12 @@ impl Account {
                 top.clone_from(mine);
             }
         };
-        let p = &mut account.provider;
-        over(&table.api_url, &mut p.api_url);
-        over(&table.appid, &mut p.appid);
-        if table.api_rate.is_some() {
-            p.api_rate = table.api_rate;
+        if let Some(p) = account.provider.as_mut() {
+            over(&table.api_url, &mut p.api_url);
+            over(&table.appid, &mut p.appid);
+            if table.api_rate.is_some() {
+                p.api_rate = table.api_rate;
+            }
         }
         account.accesskey = table.accesskey.clone();
         if let Some(s) = account.store.as_mut() {
@@ -271,7 +274,7 @@ impl Account {
 
     /// How to reach and log in to this account's provider.
     pub fn provider(&self, tz: FixedOffset) -> Result<ProviderConfig, ConfigError> {
-        let mut args = self.provider.clone();
+        let mut args = self.provider_args()?.clone();
         if let Some(r) = &self.accesskey {
             args.accesskey = Some(
                 r.read()
@@ -297,6 +300,12 @@ impl Account {
             merged.insert(key.clone(), value);
         }
         Ok(merged.into_iter().collect())
+    }
+
+    fn provider_args(&self) -> Result<&ProviderArgs, ConfigError> {
+        self.provider
+            .as_ref()
+            .ok_or_else(|| self.error("this command has no provider settings"))
     }
 
     fn store_args(&self) -> Result<&ArchiveStoreArgs, ConfigError> {
@@ -345,7 +354,7 @@ impl Account {
     pub fn pass_settings(&self, tz: FixedOffset) -> Result<PassSettings, ConfigError> {
         let provider = self.provider(tz)?;
         let downloader = self
-            .provider
+            .provider_args()?
             .downloader(&provider.api_url)
             .map_err(|e| self.named(e))?;
         Ok(PassSettings {
@@ -367,7 +376,7 @@ impl Account {
             None if given => "set".to_owned(),
             None => "unset".to_owned(),
         };
-        let p = &self.provider;
+        let p = self.provider.as_ref();
         let s = self.store.as_ref();
         let mut aws = serde_json::Map::new();
         for (k, v) in ShownS3::pairs(&self.s3) {
@@ -384,10 +393,10 @@ impl Account {
         json!({
             "account": self.name,
             "declared": self.declared,
-            "api_url": p.api_url,
-            "appid": p.appid,
-            "accesskey": secret(p.accesskey.is_some(), self.accesskey.as_ref()),
-            "api_rate": p.api_rate,
+            "api_url": p.and_then(|p| p.api_url.clone()),
+            "appid": p.and_then(|p| p.appid.clone()),
+            "accesskey": secret(p.is_some_and(|p| p.accesskey.is_some()), self.accesskey.as_ref()),
+            "api_rate": p.and_then(|p| p.api_rate),
             "store": s.and_then(|s| s.store.store.clone()),
             "key_template": s.map(|s| s.key_template.clone()),
             "manifests_prefix": self.store_config().ok().map(|c| c.manifests_prefix),
@@ -473,7 +482,7 @@ impl Account {
 /// credentials, 1 when one could not be reached.
 pub async fn list(common: &CommonSettings, args: &AccountsArgs) -> anyhow::Result<u8> {
     let top = TopLevel {
-        provider: &args.provider,
+        provider: Some(&args.provider),
         store: Some(&args.store),
         callback: Some(&args.callback),
     };

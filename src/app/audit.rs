@@ -5,25 +5,38 @@
 use anyhow::Context;
 use chrono::{FixedOffset, Utc};
 
-use super::wiring::open_store;
+use super::scope::{Scope, Scopes, with_account};
 use super::{EXIT_INCOMPLETE, EXIT_OK};
 use crate::audit::{Sample, VerifyOptions, verify_chain, verify_objects};
-use crate::cli::{FailuresArgs, RetryArgs, VerifyArgs};
-use crate::config::ConfigError;
+use crate::cli::{ArchiveStoreArgs, FailuresArgs, LayoutArgs, RetryArgs, VerifyArgs};
+use crate::config::{CommonSettings, ConfigError};
 use crate::domain::CallUuid;
 use crate::ledger::{Ledger, RetrySelection};
-use crate::store::{S3Options, Store, StoreConfig, StoreError};
+use crate::store::{Store, StoreError};
 
-pub async fn verify(
-    ledger: &Ledger,
-    args: &VerifyArgs,
-    tz: FixedOffset,
-    s3: &S3Options,
-) -> anyhow::Result<u8> {
-    let store = open_store(&StoreConfig {
-        retention: args.retention.policy()?,
-        ..args.chain.apply(args.store.config(s3)?)
-    })?;
+/// `verify`: each account's objects (or manifest chain) in its own store, each recorded as
+/// a verification of that account. The exit code is the worst account's.
+pub async fn verify(common: &CommonSettings, args: &VerifyArgs) -> anyhow::Result<u8> {
+    let layout = LayoutArgs {
+        sidecar: true,
+        no_sidecar: false,
+        manifests: args.chain.clone(),
+    };
+    let settings = ArchiveStoreArgs::for_objects(&args.store, Some(&layout), Some(&args.retention));
+    let scopes = Scopes::open(common, &args.accounts, Some(&settings)).await?;
+    let mut code = EXIT_OK;
+    for scope in &scopes.all {
+        if scopes.several() && !args.json {
+            println!("account {}:", scope.name());
+        }
+        code = code.max(verify_account(scope, args, common.tz).await?);
+    }
+    scopes.close().await;
+    Ok(code)
+}
+
+async fn verify_account(scope: &Scope, args: &VerifyArgs, tz: FixedOffset) -> anyhow::Result<u8> {
+    let (ledger, store) = (&scope.ledger, scope.store()?);
     let sample = match &args.sample {
         Some(raw) => raw.parse::<Sample>().map_err(ConfigError)?,
         None => Sample::All,
@@ -35,7 +48,7 @@ pub async fn verify(
         Utc::now().format("%Y%m%dT%H%M%SZ"),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
-    let scope = serde_json::json!({
+    let described = serde_json::json!({
         "store": store.description(),
         "manifests": args.manifests,
         "company": slice.company,
@@ -43,8 +56,10 @@ pub async fn verify(
         "until": slice.until,
         "sample": args.sample,
     });
-    ledger.start_verification(&id, &scope, Utc::now()).await?;
-    let (checked, problems, mut summary) = if args.manifests {
+    ledger
+        .start_verification(&id, &described, Utc::now())
+        .await?;
+    let (checked, problems, summary) = if args.manifests {
         check_chain(ledger, &store, args).await?
     } else {
         let opts = VerifyOptions {
@@ -63,6 +78,7 @@ pub async fn verify(
         EXIT_OK
     };
     if args.json {
+        let mut summary = with_account(&summary, scope.name());
         summary["verification"] = id.into();
         summary["exit_code"] = code.into();
         println!("{summary}");
@@ -152,7 +168,22 @@ pub(super) async fn reachable(store: &Store) -> anyhow::Result<()> {
     }
 }
 
-pub async fn failures(ledger: &Ledger, args: &FailuresArgs) -> anyhow::Result<u8> {
+/// `failures`: each account's failed and expired records, the account named on each line.
+pub async fn failures(common: &CommonSettings, args: &FailuresArgs) -> anyhow::Result<u8> {
+    let scopes = Scopes::open(common, &args.accounts, None).await?;
+    let mut total = 0u64;
+    for scope in &scopes.all {
+        total += account_failures(scope, args).await?;
+    }
+    scopes.close().await;
+    if !args.json {
+        println!("{total} failed or expired record(s)");
+    }
+    Ok(EXIT_OK)
+}
+
+async fn account_failures(scope: &Scope, args: &FailuresArgs) -> anyhow::Result<u64> {
+    let ledger = &scope.ledger;
     let mut after: Option<CallUuid> = None;
     let mut total = 0u64;
     loop {
@@ -164,11 +195,12 @@ pub async fn failures(ledger: &Ledger, args: &FailuresArgs) -> anyhow::Result<u8
         for rec in &page {
             total += 1;
             if args.json {
-                println!("{}", serde_json::to_string(rec)?);
+                println!("{}", with_account(rec, scope.name()));
             } else {
                 println!(
-                    "{:<8} {}  attempts {}  {}  {}",
+                    "{:<8} {:<12} {}  attempts {}  {}  {}",
                     rec.state,
+                    scope.name().as_str(),
                     rec.uuid,
                     rec.attempts,
                     rec.last_error_code.as_deref().unwrap_or("-"),
@@ -177,13 +209,13 @@ pub async fn failures(ledger: &Ledger, args: &FailuresArgs) -> anyhow::Result<u8
             }
         }
     }
-    if !args.json {
-        println!("{total} failed or expired record(s)");
-    }
-    Ok(EXIT_OK)
+    Ok(total)
 }
 
-pub async fn retry(ledger: &Ledger, args: &RetryArgs) -> anyhow::Result<u8> {
+/// `retry`: named records go back in the account that holds each (a uuid in several
+/// accounts is refused); `--all` and `--error-code` act in every account chosen.
+pub async fn retry(common: &CommonSettings, args: &RetryArgs) -> anyhow::Result<u8> {
+    let scopes = Scopes::open(common, &args.accounts, None).await?;
     let uuids = args
         .uuid
         .iter()
@@ -191,14 +223,31 @@ pub async fn retry(ledger: &Ledger, args: &RetryArgs) -> anyhow::Result<u8> {
             CallUuid::parse(raw).ok_or_else(|| ConfigError(format!("{raw:?} is not a call uuid")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut skipped = false;
+    if uuids.is_empty() {
+        for scope in &scopes.all {
+            skipped |= retry_in(scope, args, &[]).await?;
+        }
+    } else {
+        for (scope, owned) in scopes.owners(&uuids).await? {
+            skipped |= retry_in(scope, args, &owned).await?;
+        }
+    }
+    scopes.close().await;
+    Ok(if skipped { EXIT_INCOMPLETE } else { EXIT_OK })
+}
+
+/// One account's retry; whether a named record was left alone.
+async fn retry_in(scope: &Scope, args: &RetryArgs, uuids: &[CallUuid]) -> anyhow::Result<bool> {
     let selection = if args.all {
         RetrySelection::All
     } else if let Some(code) = &args.error_code {
         RetrySelection::ErrorCode(code)
     } else {
-        RetrySelection::Uuids(&uuids)
+        RetrySelection::Uuids(uuids)
     };
-    let outcome = ledger
+    let outcome = scope
+        .ledger
         .retry_failed(selection, args.include_expired, Utc::now())
         .await?;
     for (uuid, state) in &outcome.skipped {
@@ -208,12 +257,9 @@ pub async fn retry(ledger: &Ledger, args: &RetryArgs) -> anyhow::Result<u8> {
         }
     }
     println!(
-        "{} record(s) back to pending, due now (attempt counts reset)",
-        outcome.requeued
+        "{} record(s) of account {} back to pending, due now (attempt counts reset)",
+        outcome.requeued,
+        scope.name()
     );
-    Ok(if outcome.skipped.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_INCOMPLETE
-    })
+    Ok(!outcome.skipped.is_empty())
 }

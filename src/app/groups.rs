@@ -162,6 +162,33 @@ impl RetentionArgs {
 }
 
 impl ArchiveStoreArgs {
+    /// The store settings of a command that reads or changes archived objects without
+    /// writing recordings (`get`, `hold`, `erase`, `verify`, …): its own store flag, layout
+    /// and retention, with each account's table on top. Its key template is unknown here
+    /// (the objects' keys are in the ledger), so it is taken to separate accounts: two
+    /// accounts in one store are then told apart by the place alone, as `run` checked them.
+    pub fn for_objects(
+        store: &StoreArgs,
+        layout: Option<&LayoutArgs>,
+        retention: Option<&RetentionArgs>,
+    ) -> Self {
+        Self {
+            store: store.clone(),
+            key_template: crate::accounts::ACCOUNT_PLACEHOLDER.to_owned(),
+            part_size_mib: 8,
+            storage_class: None,
+            store_checksums: true,
+            layout: layout.cloned().unwrap_or_else(|| LayoutArgs {
+                sidecar: true,
+                no_sidecar: false,
+                manifests: ManifestsArgs {
+                    manifests_prefix: crate::store::DEFAULT_MANIFESTS_PREFIX.to_owned(),
+                },
+            }),
+            retention: retention.cloned().unwrap_or_default(),
+        }
+    }
+
     /// The store a run writes to, laid out and locked as the flags say.
     pub fn config(&self, s3: &S3Options) -> Result<StoreConfig, ConfigError> {
         let store = self.layout.apply(self.store.config(s3)?);

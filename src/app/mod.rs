@@ -12,6 +12,7 @@ mod ledger;
 mod progress;
 mod retention;
 mod retrieve;
+mod scope;
 mod serve;
 mod sync;
 mod user;
@@ -60,7 +61,6 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         ..
     } = invocation;
     let common = args::common_settings(&cli, &file_aws, file_accounts)?;
-    let tz = common.tz;
     match cli.command {
         Command::Import(ref args) => import(&cli, &common, args).await,
         Command::Run(ref args) => run(&cli, &common, args).await,
@@ -70,47 +70,25 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Completeness(ref args) => sync::completeness(&common, args).await,
         Command::Demo(args) => run_demo(&args).await,
         Command::Simulator(args) => simulator(args).await,
-        Command::Verify(ref args) => {
-            audit::verify(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
-        }
-        Command::Failures(args) => {
-            audit::failures(&open_ledger(&common.ledger).await?, &args).await
-        }
-        Command::Retry(args) => audit::retry(&open_ledger(&common.ledger).await?, &args).await,
+        Command::Verify(ref args) => audit::verify(&common, args).await,
+        Command::Failures(ref args) => audit::failures(&common, args).await,
+        Command::Retry(ref args) => audit::retry(&common, args).await,
         Command::Migrate(args) => ledger::migrate(&common.ledger, &args).await,
         Command::Ledger(LedgerCommand::Copy(args)) => ledger::copy(&args, &common.ledger).await,
         Command::Ledger(LedgerCommand::Rebuild(args)) => {
             ledger::rebuild(&args, &common.ledger, &common.s3).await
         }
-        Command::Hold(ref args) => {
-            retention::hold(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
-        }
-        Command::Release(ref args) => {
-            retention::release_cmd(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
-        }
-        Command::Holds(ref args) => {
-            retention::holds(&open_ledger(&common.ledger).await?, args).await
-        }
-        Command::Erase(ref args) => {
-            retention::erase_cmd(&open_ledger(&common.ledger).await?, args, tz, &common.s3).await
-        }
-        Command::Expire(ref args) => {
-            retention::expire(&open_ledger(&common.ledger).await?, args, &common.s3).await
-        }
+        Command::Hold(ref args) => retention::hold(&common, args).await,
+        Command::Release(ref args) => retention::release_cmd(&common, args).await,
+        Command::Holds(ref args) => retention::holds(&common, args).await,
+        Command::Erase(ref args) => retention::erase_cmd(&common, args).await,
+        Command::Expire(ref args) => retention::expire(&common, args).await,
         Command::User(UserCommand::Add(args)) => user::add(&args),
         Command::Accounts(ref args) => accounts::list(&common, args).await,
-        Command::Find(ref args) => {
-            retrieve::find(&open_ledger(&common.ledger).await?, args, tz).await
-        }
-        Command::Get(ref args) => {
-            retrieve::get(&open_ledger(&common.ledger).await?, args, &common).await
-        }
-        Command::Link(ref args) => {
-            retrieve::link(&open_ledger(&common.ledger).await?, args, &common).await
-        }
-        Command::AccessLog(ref args) => {
-            retrieve::access_log(&open_ledger(&common.ledger).await?, args, tz).await
-        }
+        Command::Find(ref args) => retrieve::find(&common, args).await,
+        Command::Get(ref args) => retrieve::get(&common, args).await,
+        Command::Link(ref args) => retrieve::link(&common, args).await,
+        Command::AccessLog(ref args) => retrieve::access_log(&common, args).await,
     }
 }
 
@@ -200,7 +178,7 @@ async fn prepare_pass(
 
 fn run_top_level(run: &RunArgs) -> accounts::TopLevel<'_> {
     accounts::TopLevel {
-        provider: &run.provider,
+        provider: Some(&run.provider),
         store: Some(&run.store),
         callback: None,
     }

@@ -6,17 +6,19 @@
 use chrono::{FixedOffset, Utc};
 
 use super::audit::reachable;
-use super::wiring::open_store;
+use super::scope::{Scope, Scopes, with_account};
 use super::{EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK};
 use crate::cli::{
-    CallSelection, EraseArgs, ExpireArgs, HoldArgs, HoldsArgs, ReleaseArgs, RetentionStoreArgs,
+    AccountArgs, ArchiveStoreArgs, CallSelection, EraseArgs, ExpireArgs, HoldArgs, HoldsArgs,
+    ReleaseArgs, RetentionStoreArgs,
 };
-use crate::config::ConfigError;
-use crate::ledger::{CallQuery, HoldId, Ledger, ObjectHold};
+use crate::config::{CommonSettings, ConfigError};
+use crate::ledger::{CallQuery, HoldId, ObjectHold};
 use crate::retention::{
-    Actor, EraseMode, EraseReport, Refusal, Selection, erase, place_hold, release, retention_cutoff,
+    Actor, EraseMode, EraseReport, HoldReport, Refusal, ReleaseReport, Selection, erase,
+    place_hold, release, retention_cutoff,
 };
-use crate::store::{RetainFor, S3Options, Store};
+use crate::store::{RetainFor, Store};
 
 /// A number `erase` takes: a whole one, not the last digits `find` accepts (erasing every
 /// call ending in `1234` is not what anyone means).
@@ -43,11 +45,41 @@ fn reason(raw: &str) -> Result<&str, ConfigError> {
     Ok(r)
 }
 
-/// The store the calls' objects are in, laid out as `run` writes it, answering.
-async fn store(args: &RetentionStoreArgs, s3: &S3Options) -> anyhow::Result<Store> {
-    let store = open_store(&args.layout.apply(args.store.config(s3)?))?;
+/// The accounts the command acts on, each with its store laid out as `run` writes it: when
+/// the calls are named by uuid, only the accounts holding them (a uuid in several accounts
+/// is refused), else all those chosen.
+async fn scopes(
+    common: &CommonSettings,
+    accounts: &AccountArgs,
+    store: &RetentionStoreArgs,
+    selection: &Selection,
+) -> anyhow::Result<(Scopes, Vec<usize>)> {
+    let settings = ArchiveStoreArgs::for_objects(&store.store, Some(&store.layout), None);
+    let scopes = Scopes::open(common, accounts, Some(&settings)).await?;
+    let uuids = &selection.query.uuids;
+    let acting: Vec<usize> = if uuids.is_empty() {
+        (0..scopes.all.len()).collect()
+    } else {
+        let owners = scopes.owners(uuids).await?;
+        (0..scopes.all.len())
+            .filter(|&i| owners.iter().any(|(s, _)| std::ptr::eq(*s, &scopes.all[i])))
+            .collect()
+    };
+    Ok((scopes, acting))
+}
+
+/// An account's store, answering.
+async fn answering(scope: &Scope) -> anyhow::Result<Store> {
+    let store = scope.store()?;
     reachable(&store).await?;
     Ok(store)
+}
+
+/// With several accounts, the line that heads one account's part of a report.
+fn heading(scope: &Scope, several: bool, json: bool) {
+    if several && !json {
+        println!("account {}:", scope.name());
+    }
 }
 
 fn chosen(select: &CallSelection, tz: FixedOffset) -> Result<Selection, ConfigError> {
@@ -60,52 +92,78 @@ fn chosen(select: &CallSelection, tz: FixedOffset) -> Result<Selection, ConfigEr
     Ok(selection)
 }
 
-pub async fn hold(
-    ledger: &Ledger,
-    args: &HoldArgs,
-    tz: FixedOffset,
-    s3: &S3Options,
-) -> anyhow::Result<u8> {
-    let selection = chosen(&args.select, tz)?;
+pub async fn hold(common: &CommonSettings, args: &HoldArgs) -> anyhow::Result<u8> {
+    let selection = chosen(&args.select, common.tz)?;
     let reason = reason(&args.reason)?;
     let actor = actor(&args.store)?;
-    let store = store(&args.store, s3).await?;
-    let report = place_hold(ledger, &store, &selection, reason, &actor, Utc::now()).await?;
-    if args.store.json {
-        println!("{}", serde_json::to_string(&report)?);
+    let (scopes, acting) = scopes(common, &args.accounts, &args.store, &selection).await?;
+    let (mut code, mut placed) = (EXIT_OK, false);
+    for &i in &acting {
+        let scope = &scopes.all[i];
+        heading(scope, acting.len() > 1, args.store.json);
+        let store = answering(scope).await?;
+        let report = place_hold(
+            &scope.ledger,
+            &store,
+            &selection,
+            reason,
+            &actor,
+            Utc::now(),
+        )
+        .await?;
+        print_hold(scope, &store, &report, args, &actor)?;
+        placed |= report.hold.is_some();
+        code = code.max(match &report.stopped {
+            Some(refusal) => refused("hold", refusal),
+            None if !report.problems.is_empty() => EXIT_INCOMPLETE,
+            None => EXIT_OK,
+        });
+    }
+    scopes.close().await;
+    Ok(if placed {
+        code
     } else {
-        for (uuid, problem) in &report.problems {
-            println!("bucket hold not set  {uuid}  {problem}");
-        }
-        match &report.hold {
-            None => println!("no call matches: no hold placed"),
-            Some(id) => {
+        code.max(EXIT_INCOMPLETE)
+    })
+}
+
+fn print_hold(
+    scope: &Scope,
+    store: &Store,
+    report: &HoldReport,
+    args: &HoldArgs,
+    actor: &Actor,
+) -> anyhow::Result<()> {
+    let reason = args.reason.trim();
+    if args.store.json {
+        println!("{}", with_account(report, scope.name()));
+        return Ok(());
+    }
+    for (uuid, problem) in &report.problems {
+        println!("bucket hold not set  {uuid}  {problem}");
+    }
+    match &report.hold {
+        None => println!("no call matches: no hold placed"),
+        Some(id) => {
+            println!(
+                "hold {id} placed by {actor} on {} call(s) of account {} ({reason}): S3 legal hold set on {}, not archived yet {}, failed {}",
+                report.calls.len(),
+                scope.name(),
+                report.count(ObjectHold::Set),
+                report.count(ObjectHold::NotArchived),
+                report.count(ObjectHold::Failed),
+            );
+            let unsupported = report.count(ObjectHold::Unsupported);
+            if unsupported > 0 {
                 println!(
-                    "hold {id} placed by {actor} on {} call(s) ({reason}): S3 legal hold set on {}, not archived yet {}, failed {}",
-                    report.calls.len(),
-                    report.count(ObjectHold::Set),
-                    report.count(ObjectHold::NotArchived),
-                    report.count(ObjectHold::Failed),
+                    "the store {} has no Object Lock: the bucket-level hold could not be set on {unsupported} call(s); \
+                     the ledger hold applies (callvault will not erase them), but anyone with the bucket's credentials could",
+                    store.description()
                 );
-                let unsupported = report.count(ObjectHold::Unsupported);
-                if unsupported > 0 {
-                    println!(
-                        "the store {} has no Object Lock: the bucket-level hold could not be set on {unsupported} call(s); \
-                         the ledger hold applies (callvault will not erase them), but anyone with the bucket's credentials could",
-                        store.description()
-                    );
-                }
             }
         }
     }
-    if let Some(refusal) = &report.stopped {
-        return Ok(refused("hold", refusal));
-    }
-    Ok(if report.hold.is_none() || !report.problems.is_empty() {
-        EXIT_INCOMPLETE
-    } else {
-        EXIT_OK
-    })
+    Ok(())
 }
 
 /// A store's refusal stopped `hold` or `release`: said on stderr, exit 2 (fix the store's
@@ -118,13 +176,8 @@ fn refused(command: &str, refusal: &Refusal) -> u8 {
     EXIT_CONFIG
 }
 
-pub async fn release_cmd(
-    ledger: &Ledger,
-    args: &ReleaseArgs,
-    tz: FixedOffset,
-    s3: &S3Options,
-) -> anyhow::Result<u8> {
-    let selection = chosen(&args.select, tz)?;
+pub async fn release_cmd(common: &CommonSettings, args: &ReleaseArgs) -> anyhow::Result<u8> {
+    let selection = chosen(&args.select, common.tz)?;
     let reason = reason(&args.reason)?;
     let actor = actor(&args.store)?;
     let hold = args
@@ -134,52 +187,74 @@ pub async fn release_cmd(
             HoldId::parse(h).ok_or_else(|| ConfigError(format!("--hold {h:?}: not a hold id")))
         })
         .transpose()?;
-    let store = store(&args.store, s3).await?;
-    let report = release(
-        ledger,
-        &store,
-        &selection,
-        hold.as_ref(),
-        reason,
-        &actor,
-        Utc::now(),
-    )
-    .await?;
-    if args.store.json {
-        println!("{}", serde_json::to_string(&report)?);
+    let (scopes, acting) = scopes(common, &args.accounts, &args.store, &selection).await?;
+    let (mut code, mut released) = (EXIT_OK, 0);
+    for &i in &acting {
+        let scope = &scopes.all[i];
+        heading(scope, acting.len() > 1, args.store.json);
+        let store = answering(scope).await?;
+        let report = release(
+            &scope.ledger,
+            &store,
+            &selection,
+            hold.as_ref(),
+            reason,
+            &actor,
+            Utc::now(),
+        )
+        .await?;
+        print_release(scope, &report, args.store.json, reason, &actor);
+        released += report.released.len();
+        code = code.max(match &report.stopped {
+            Some(refusal) => refused("release", refusal),
+            None if !report.problems.is_empty() => EXIT_INCOMPLETE,
+            None => EXIT_OK,
+        });
+    }
+    scopes.close().await;
+    Ok(if released > 0 {
+        code
     } else {
-        for (uuid, hold) in &report.released {
-            println!("released  {uuid}  from {hold}");
-        }
-        for uuid in &report.still_held {
-            println!("still held  {uuid}  by another hold: its bucket hold stays");
-        }
-        for (uuid, problem) in &report.problems {
-            println!("bucket hold not cleared  {uuid}  {problem} (still held; run release again)");
-        }
-        println!(
-            "{} release(s) by {actor} ({reason}); S3 legal hold cleared on {} call(s); {} chosen call(s) were on no hold",
-            report.released.len(),
-            report.objects_cleared,
-            report.not_held
-        );
-    }
-    if let Some(refusal) = &report.stopped {
-        return Ok(refused("release", refusal));
-    }
-    Ok(
-        if report.problems.is_empty() && !report.released.is_empty() {
-            EXIT_OK
-        } else {
-            EXIT_INCOMPLETE
-        },
-    )
+        code.max(EXIT_INCOMPLETE)
+    })
 }
 
-pub async fn holds(ledger: &Ledger, args: &HoldsArgs) -> anyhow::Result<u8> {
-    let holds = ledger.holds(args.all).await?;
+fn print_release(scope: &Scope, report: &ReleaseReport, json: bool, reason: &str, actor: &Actor) {
+    if json {
+        println!("{}", with_account(report, scope.name()));
+        return;
+    }
+    for (uuid, hold) in &report.released {
+        println!("released  {uuid}  from {hold}");
+    }
+    for uuid in &report.still_held {
+        println!("still held  {uuid}  by another hold: its bucket hold stays");
+    }
+    for (uuid, problem) in &report.problems {
+        println!("bucket hold not cleared  {uuid}  {problem} (still held; run release again)");
+    }
+    println!(
+        "{} release(s) by {actor} in account {} ({reason}); S3 legal hold cleared on {} call(s); {} chosen call(s) were on no hold",
+        report.released.len(),
+        scope.name(),
+        report.objects_cleared,
+        report.not_held
+    );
+}
+
+/// `holds`: every account's holds, each naming its account.
+pub async fn holds(common: &CommonSettings, args: &HoldsArgs) -> anyhow::Result<u8> {
+    let scopes = Scopes::open(common, &args.accounts, None).await?;
+    let mut holds = Vec::new();
+    for scope in &scopes.all {
+        for hold in scope.ledger.holds(args.all).await? {
+            holds.push((scope.name().clone(), hold));
+        }
+    }
+    scopes.close().await;
     if args.json {
-        println!("{}", serde_json::to_string(&holds)?);
+        let named: Vec<_> = holds.iter().map(|(a, h)| with_account(h, a)).collect();
+        println!("{}", serde_json::Value::Array(named));
         return Ok(EXIT_OK);
     }
     if holds.is_empty() {
@@ -187,12 +262,13 @@ pub async fn holds(ledger: &Ledger, args: &HoldsArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_OK);
     }
     println!(
-        "{:<32} {:<20} {:<16} {:>6} {:>8} {:>11}  reason",
-        "hold", "placed at", "placed by", "calls", "released", "ledger only"
+        "{:<12} {:<32} {:<20} {:<16} {:>6} {:>8} {:>11}  reason",
+        "account", "hold", "placed at", "placed by", "calls", "released", "ledger only"
     );
-    for h in &holds {
+    for (account, h) in &holds {
         println!(
-            "{:<32} {:<20} {:<16} {:>6} {:>8} {:>11}  {}",
+            "{:<12} {:<32} {:<20} {:<16} {:>6} {:>8} {:>11}  {}",
+            account.as_str(),
             h.id.as_str(),
             h.placed_at.format("%Y-%m-%d %H:%M:%SZ").to_string(),
             h.placed_by,
@@ -205,13 +281,8 @@ pub async fn holds(ledger: &Ledger, args: &HoldsArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-pub async fn erase_cmd(
-    ledger: &Ledger,
-    args: &EraseArgs,
-    tz: FixedOffset,
-    s3: &S3Options,
-) -> anyhow::Result<u8> {
-    let selection = chosen(&args.select, tz)?;
+pub async fn erase_cmd(common: &CommonSettings, args: &EraseArgs) -> anyhow::Result<u8> {
+    let selection = chosen(&args.select, common.tz)?;
     if let Some(n) = &selection.query.number
         && n.as_str().len() < MIN_ERASE_DIGITS
     {
@@ -221,28 +292,38 @@ pub async fn erase_cmd(
         ))
         .into());
     }
-    let reason = reason(&args.reason)?.to_owned();
+    let mode = EraseMode::Chosen {
+        reason: reason(&args.reason)?.to_owned(),
+    };
     let actor = actor(&args.store)?;
-    let store = store(&args.store, s3).await?;
-    let report = erase(
-        ledger,
-        &store,
-        &selection,
-        &EraseMode::Chosen { reason },
-        &actor,
-        args.yes,
-        Utc::now(),
-    )
-    .await?;
-    print_erasure(&report, args.store.json)?;
-    Ok(if report.kept.is_empty() && !report.erased.is_empty() {
+    let (scopes, acting) = scopes(common, &args.accounts, &args.store, &selection).await?;
+    let (mut kept, mut erased) = (0, 0);
+    for &i in &acting {
+        let scope = &scopes.all[i];
+        heading(scope, acting.len() > 1, args.store.json);
+        let store = answering(scope).await?;
+        let report = erase(
+            &scope.ledger,
+            &store,
+            &selection,
+            &mode,
+            &actor,
+            args.yes,
+            Utc::now(),
+        )
+        .await?;
+        print_erasure(scope, &report, args.store.json)?;
+        (kept, erased) = (kept + report.kept.len(), erased + report.erased.len());
+    }
+    scopes.close().await;
+    Ok(if kept == 0 && erased > 0 {
         EXIT_OK
     } else {
         EXIT_INCOMPLETE
     })
 }
 
-pub async fn expire(ledger: &Ledger, args: &ExpireArgs, s3: &S3Options) -> anyhow::Result<u8> {
+pub async fn expire(common: &CommonSettings, args: &ExpireArgs) -> anyhow::Result<u8> {
     let older_than: RetainFor = args
         .older_than
         .parse()
@@ -257,28 +338,37 @@ pub async fn expire(ledger: &Ledger, args: &ExpireArgs, s3: &S3Options) -> anyho
         until: Some(cutoff + chrono::Duration::days(1)),
         ..CallQuery::default()
     });
-    let store = store(&args.store, s3).await?;
-    let report = erase(
-        ledger,
-        &store,
-        &selection,
-        &EraseMode::Expire { older_than },
-        &actor,
-        args.yes,
-        now,
-    )
-    .await?;
-    print_erasure(&report, args.store.json)?;
-    Ok(if report.store_failures() == 0 {
+    let (scopes, acting) = scopes(common, &args.accounts, &args.store, &selection).await?;
+    let mut failures = 0;
+    for &i in &acting {
+        let scope = &scopes.all[i];
+        heading(scope, acting.len() > 1, args.store.json);
+        let store = answering(scope).await?;
+        let mode = EraseMode::Expire { older_than };
+        let report = erase(
+            &scope.ledger,
+            &store,
+            &selection,
+            &mode,
+            &actor,
+            args.yes,
+            now,
+        )
+        .await?;
+        print_erasure(scope, &report, args.store.json)?;
+        failures += report.store_failures();
+    }
+    scopes.close().await;
+    Ok(if failures == 0 {
         EXIT_OK
     } else {
         EXIT_INCOMPLETE
     })
 }
 
-fn print_erasure(report: &EraseReport, json: bool) -> anyhow::Result<()> {
+fn print_erasure(scope: &Scope, report: &EraseReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(report)?);
+        println!("{}", with_account(report, scope.name()));
         return Ok(());
     }
     let (verb, done) = if report.dry_run {
@@ -293,8 +383,9 @@ fn print_erasure(report: &EraseReport, json: bool) -> anyhow::Result<()> {
         println!("cannot erase {}  {}", k.uuid, k.why);
     }
     println!(
-        "{} call(s) {done}, {} cannot go{}{}",
+        "{} call(s) of account {} {done}, {} cannot go{}{}",
         report.erased.len(),
+        scope.name(),
         report.kept.len(),
         if report.not_due > 0 {
             format!(", {} not yet past retention", report.not_due)

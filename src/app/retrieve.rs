@@ -8,14 +8,13 @@ use std::io::Write;
 use chrono::{DateTime, FixedOffset, Utc};
 
 use super::groups::call_uuid;
-use super::wiring::open_store;
+use super::scope::{Scopes, with_account};
 use super::{EXIT_CONFIG, EXIT_INCOMPLETE, EXIT_OK};
-use crate::cli::{AccessLogArgs, FindArgs, GetArgs, LinkArgs, RequesterArgs};
+use crate::accounts::AccountName;
+use crate::cli::{AccessLogArgs, ArchiveStoreArgs, FindArgs, GetArgs, LinkArgs, RequesterArgs};
 use crate::config::{CommonSettings, ConfigError};
 use crate::domain::RecordState;
-use crate::ledger::{
-    AccessAction, AccessQuery, CallCursor, CallQuery, CallSummary, Ledger, LoggedAccess,
-};
+use crate::ledger::{AccessAction, AccessQuery, CallCursor, CallQuery, CallSummary, LoggedAccess};
 use crate::retrieve::{self, Requester, RetrieveError};
 use crate::timefmt::{parse_bound, to_ledger};
 
@@ -59,38 +58,56 @@ pub fn call_query(args: &FindArgs, tz: FixedOffset) -> Result<CallQuery, ConfigE
     })
 }
 
-pub async fn find(ledger: &Ledger, args: &FindArgs, tz: FixedOffset) -> anyhow::Result<u8> {
+/// `find`: each account's matching calls (one page of each), the account named on every
+/// row. `--after` continues one account's list, so it needs that account named.
+pub async fn find(common: &CommonSettings, args: &FindArgs) -> anyhow::Result<u8> {
+    let tz = common.tz;
     let query = call_query(args, tz)?;
-    let found = retrieve::find(ledger, &query, &requester(&args.requester)).await?;
+    let scopes = Scopes::open(common, &args.accounts, None).await?;
+    if query.after.is_some() && scopes.several() {
+        return Err(ConfigError(
+            "--after continues one account's list: name that account with --account".into(),
+        )
+        .into());
+    }
+    let mut rows = Vec::new();
+    for scope in &scopes.all {
+        let found = retrieve::find(&scope.ledger, &query, &requester(&args.requester)).await?;
+        if found.len() == query.page_size() as usize
+            && let Some(last) = found.last()
+        {
+            eprintln!(
+                "callvault: more calls of account {} may match: continue with --account {} --after {}",
+                scope.name(),
+                scope.name(),
+                CallCursor::after(last)
+            );
+        }
+        rows.extend(found.into_iter().map(|c| (scope.name().clone(), c)));
+    }
+    scopes.close().await;
     let mut out = std::io::stdout().lock();
     if args.json {
-        for call in &found {
-            writeln!(out, "{}", serde_json::to_string(call)?)?;
+        for (account, call) in &rows {
+            writeln!(out, "{}", with_account(call, account))?;
         }
     } else {
-        print_table(&mut out, &found, tz)?;
-    }
-    if found.len() == query.page_size() as usize
-        && let Some(last) = found.last()
-    {
-        eprintln!(
-            "callvault: more calls may match: continue with --after {}",
-            CallCursor::after(last)
-        );
+        print_table(&mut out, &rows, tz)?;
     }
     Ok(EXIT_OK)
 }
 
 fn print_table(
     out: &mut impl Write,
-    calls: &[CallSummary],
+    calls: &[(AccountName, CallSummary)],
     tz: FixedOffset,
 ) -> std::io::Result<()> {
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let rows: Vec<[String; 9]> = calls
+    let rows: Vec<[String; 10]> = calls
         .iter()
-        .map(|c| {
+        .map(|(account, c)| {
             [
+                account.to_string(),
                 c.uuid.to_string(),
                 c.call_start.map_or_else(
                     || "-".into(),
@@ -113,7 +130,7 @@ fn print_table(
         .collect();
     let start = format!("START ({tz})");
     let header = [
-        "UUID", &start, "COMPANY", "FROM", "TO", "EXT", "AGENT", "SECS", "STATE",
+        "ACCOUNT", "UUID", &start, "COMPANY", "FROM", "TO", "EXT", "AGENT", "SECS", "STATE",
     ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
@@ -138,32 +155,44 @@ fn print_table(
     writeln!(out, "{} call(s)", rows.len())
 }
 
-pub async fn get(ledger: &Ledger, args: &GetArgs, common: &CommonSettings) -> anyhow::Result<u8> {
-    let store = open_store(&args.store.config(&common.s3)?)?;
+/// `get`: each call's recording (and sidecar) from its account's store.
+pub async fn get(common: &CommonSettings, args: &GetArgs) -> anyhow::Result<u8> {
+    let store = ArchiveStoreArgs::for_objects(&args.store, None, None);
+    let scopes = Scopes::open(common, &args.accounts, Some(&store)).await?;
     let uuids = args
         .uuids
         .iter()
         .map(|u| call_uuid(u))
         .collect::<Result<Vec<_>, _>>()?;
     let who = requester(&args.requester);
-    let results = match retrieve::get_recordings(ledger, &store, &uuids, &args.output, &who).await {
-        Ok(results) => results,
-        Err(e) => return Ok(report(&e)),
-    };
     let mut code = EXIT_OK;
-    for result in results {
-        match result {
-            Ok(fetched) => println!(
-                "{}  {}  {} bytes  sha256 {}  (sidecar {})",
-                fetched.uuid,
-                fetched.path.display(),
-                fetched.size,
-                fetched.sha256,
-                fetched.sidecar.display()
-            ),
-            Err(e) => code = code.max(report(&e)),
+    for (scope, uuids) in scopes.owners(&uuids).await? {
+        let store = scope.store()?;
+        let results =
+            match retrieve::get_recordings(&scope.ledger, &store, &uuids, &args.output, &who).await
+            {
+                Ok(results) => results,
+                Err(e) => {
+                    code = code.max(report(&e));
+                    continue;
+                }
+            };
+        for result in results {
+            match result {
+                Ok(fetched) => println!(
+                    "{}  {}  {} bytes  sha256 {}  (sidecar {})  account {}",
+                    fetched.uuid,
+                    fetched.path.display(),
+                    fetched.size,
+                    fetched.sha256,
+                    fetched.sidecar.display(),
+                    scope.name()
+                ),
+                Err(e) => code = code.max(report(&e)),
+            }
         }
     }
+    scopes.close().await;
     Ok(code)
 }
 
@@ -177,23 +206,35 @@ fn report(e: &RetrieveError) -> u8 {
     }
 }
 
-pub async fn link(ledger: &Ledger, args: &LinkArgs, common: &CommonSettings) -> anyhow::Result<u8> {
-    let store = open_store(&args.store.config(&common.s3)?)?;
+/// `link`: a presigned link to the call's recording in its account's store.
+pub async fn link(common: &CommonSettings, args: &LinkArgs) -> anyhow::Result<u8> {
+    let store = ArchiveStoreArgs::for_objects(&args.store, None, None);
+    let scopes = Scopes::open(common, &args.accounts, Some(&store)).await?;
     let uuid = call_uuid(&args.uuid)?;
-    match retrieve::link(
-        ledger,
+    let owners = scopes.owners(std::slice::from_ref(&uuid)).await?;
+    let (scope, _) = &owners[0];
+    let store = scope.store()?;
+    let linked = retrieve::link(
+        &scope.ledger,
         &store,
         &uuid,
         args.expires,
         &requester(&args.requester),
     )
-    .await
-    {
-        Ok(link) if args.json => println!("{}", serde_json::to_string(&link)?),
-        Ok(link) => println!("{}", link.url),
-        Err(e) => return Ok(report(&e)),
-    }
-    Ok(EXIT_OK)
+    .await;
+    let code = match linked {
+        Ok(link) if args.json => {
+            println!("{}", with_account(&link, scope.name()));
+            EXIT_OK
+        }
+        Ok(link) => {
+            println!("{}", link.url);
+            EXIT_OK
+        }
+        Err(e) => report(&e),
+    };
+    scopes.close().await;
+    Ok(code)
 }
 
 /// `--since`: a duration ago (`24h`, `7d`), else a date or time.
@@ -206,11 +247,10 @@ fn since(raw: &str, tz: FixedOffset) -> Result<DateTime<Utc>, ConfigError> {
     parse_bound(raw, tz, false).map_err(|e| ConfigError(format!("--since: {e}")))
 }
 
-pub async fn access_log(
-    ledger: &Ledger,
-    args: &AccessLogArgs,
-    tz: FixedOffset,
-) -> anyhow::Result<u8> {
+/// `access-log`: each account's entries (oldest first, at most `--limit` of each), the
+/// account named on every line. Reading them is logged first, in each account's log.
+pub async fn access_log(common: &CommonSettings, args: &AccessLogArgs) -> anyhow::Result<u8> {
+    let tz = common.tz;
     let query = AccessQuery {
         since: args.since.as_deref().map(|s| since(s, tz)).transpose()?,
         actor: args.actor.clone(),
@@ -218,7 +258,6 @@ pub async fn access_log(
         after_id: None,
         limit: args.limit,
     };
-    // Reading who looked is itself a look: logged first, under the reader's name.
     let reader = Requester::at_cli(std::env::var("CALLVAULT_ACTOR").ok(), None);
     let described = format!(
         "since={} actor={} uuid={}",
@@ -226,25 +265,32 @@ pub async fn access_log(
         query.actor.as_deref().unwrap_or("-"),
         query.uuid.as_ref().map_or("-", |u| u.as_str())
     );
-    let calls = query.uuid.iter().cloned().collect();
-    ledger
-        .log_access(&reader.entry(AccessAction::ReadLog, Some(described), calls))
-        .await?;
-    let entries = ledger.access_entries(&query).await?;
+    let scopes = Scopes::open(common, &args.accounts, None).await?;
     let mut out = std::io::stdout().lock();
-    for entry in &entries {
-        if args.json {
-            writeln!(out, "{}", serde_json::to_string(entry)?)?;
-        } else {
-            writeln!(out, "{}", human_entry(entry))?;
+    for scope in &scopes.all {
+        // Reading who looked is itself a look: logged first, under the reader's name.
+        let calls = query.uuid.iter().cloned().collect();
+        scope
+            .ledger
+            .log_access(&reader.entry(AccessAction::ReadLog, Some(described.clone()), calls))
+            .await?;
+        let entries = scope.ledger.access_entries(&query).await?;
+        for entry in &entries {
+            if args.json {
+                writeln!(out, "{}", with_account(entry, scope.name()))?;
+            } else {
+                writeln!(out, "{}  {}", scope.name(), human_entry(entry))?;
+            }
+        }
+        if entries.len() == args.limit as usize {
+            eprintln!(
+                "callvault: the first {} entries of account {} shown (--limit)",
+                args.limit,
+                scope.name()
+            );
         }
     }
-    if entries.len() == args.limit as usize {
-        eprintln!(
-            "callvault: the first {} entries shown (--limit)",
-            args.limit
-        );
-    }
+    scopes.close().await;
     Ok(EXIT_OK)
 }
 

@@ -81,7 +81,7 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
 /// (`--account` names it when the settings file declares several).
 fn the_account(common: &CommonSettings, args: &ServeArgs) -> Result<Account, ConfigError> {
     let top = TopLevel {
-        provider: &args.run.provider,
+        provider: Some(&args.run.provider),
         store: Some(&args.run.store),
         callback: Some(&args.callback),
     };

@@ -41,7 +41,7 @@ pub async fn sync(common: &CommonSettings, args: &SyncArgs) -> anyhow::Result<u8
     let shutdown = Shutdown::default();
     let opts = sync_options(args, common.tz, shutdown.clone())?;
     let top = super::accounts::TopLevel {
-        provider: &args.provider,
+        provider: Some(&args.provider),
         store: None,
         callback: None,
     };
@@ -98,75 +98,106 @@ pub fn print_sync(report: &SyncReport, json: bool, account: Option<&AccountName>
     }
 }
 
+/// `completeness`: each account's days against its bill list (JSON: one account's object
+/// names it; several are `{"accounts": [...]}`, as `status` prints them). Exit 1 when any
+/// account has a day that is not complete.
 pub async fn completeness(common: &CommonSettings, args: &CompletenessArgs) -> anyhow::Result<u8> {
     let tz = common.tz;
     let now = Utc::now();
     let retention = chrono::Duration::days(i64::from(args.retention_days));
     let (since, until) = args.times.bounds(tz)?;
     let (since, until) = (since.unwrap_or(now - retention), until.unwrap_or(now));
+    let names = super::accounts::names(common, &args.accounts)?;
     let ledger = open_ledger(&common.ledger).await?;
-    let days = report(&ledger, since, until, tz, risk_line(now, retention)).await?;
-    let complete = days.iter().all(DayCompleteness::complete);
-    if args.json {
-        let value = serde_json::json!({
-            "since": since,
-            "until": until,
-            "complete": complete,
-            "days": days.iter().map(|d| {
-                let mut v = serde_json::to_value(d).unwrap_or_default();
-                v["complete"] = d.complete().into();
-                v
-            }).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    } else {
-        println!(
-            "{:<10} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  ",
-            "day",
-            "company",
-            "listed",
-            "ledger",
-            "archived",
-            "pending",
-            "failed",
-            "no_rec",
-            "by_sync",
-            "at_risk"
-        );
-        for d in &days {
-            println!(
-                "{:<10} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
-                d.day.map_or_else(|| "?".into(), |d| d.to_string()),
-                if d.company_code.is_empty() {
-                    "?"
-                } else {
-                    &d.company_code
-                },
-                d.provider_listed,
-                d.in_ledger,
-                d.archived,
-                d.pending,
-                d.failed,
-                d.no_recording,
-                d.found_by_sync,
-                d.at_risk,
-                if d.complete() {
-                    "complete"
-                } else {
-                    "INCOMPLETE"
-                }
-            );
-        }
-        let sync = ledger.sync_figures().await?;
-        match sync.last_success_at {
-            Some(t) => println!("last complete sync: {t}"),
-            None => println!(
-                "last complete sync: none (run `callvault sync`: without it, calls whose callback never came are not listed)"
-            ),
+    let (mut all_complete, mut shown) = (true, Vec::new());
+    for name in &names {
+        let scoped = ledger.scoped(name);
+        let days = report(&scoped, since, until, tz, risk_line(now, retention)).await?;
+        let complete = days.iter().all(DayCompleteness::complete);
+        all_complete &= complete;
+        if args.json {
+            shown.push(serde_json::json!({
+                "account": name,
+                "since": since,
+                "until": until,
+                "complete": complete,
+                "days": days.iter().map(|d| {
+                    let mut v = serde_json::to_value(d).unwrap_or_default();
+                    v["complete"] = d.complete().into();
+                    v
+                }).collect::<Vec<_>>(),
+            }));
+        } else {
+            if names.len() > 1 {
+                println!("account {name}:");
+            }
+            print_days(&days);
+            print_last_sync(&scoped).await?;
         }
     }
+    if args.json {
+        let value = match shown.as_slice() {
+            [one] => one.clone(),
+            _ => serde_json::json!({ "accounts": shown }),
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
     ledger.close().await;
-    Ok(if complete { EXIT_OK } else { EXIT_INCOMPLETE })
+    Ok(if all_complete {
+        EXIT_OK
+    } else {
+        EXIT_INCOMPLETE
+    })
+}
+
+fn print_days(days: &[DayCompleteness]) {
+    println!(
+        "{:<10} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  ",
+        "day",
+        "company",
+        "listed",
+        "ledger",
+        "archived",
+        "pending",
+        "failed",
+        "no_rec",
+        "by_sync",
+        "at_risk"
+    );
+    for d in days {
+        println!(
+            "{:<10} {:<12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  {}",
+            d.day.map_or_else(|| "?".into(), |d| d.to_string()),
+            if d.company_code.is_empty() {
+                "?"
+            } else {
+                &d.company_code
+            },
+            d.provider_listed,
+            d.in_ledger,
+            d.archived,
+            d.pending,
+            d.failed,
+            d.no_recording,
+            d.found_by_sync,
+            d.at_risk,
+            if d.complete() {
+                "complete"
+            } else {
+                "INCOMPLETE"
+            }
+        );
+    }
+}
+
+async fn print_last_sync(ledger: &Ledger) -> anyhow::Result<()> {
+    match ledger.sync_figures().await?.last_success_at {
+        Some(t) => println!("last complete sync: {t}"),
+        None => println!(
+            "last complete sync: none (run `callvault sync`: without it, calls whose callback never came are not listed)"
+        ),
+    }
+    Ok(())
 }
 
 async fn report(

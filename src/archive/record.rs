@@ -574,7 +574,8 @@ async fn attempt(
         archived_at: deps.clock.now(),
     };
     if deps.store.sidecars() {
-        let sidecar = Sidecar::new(record, &object, run_id.as_str()).with_note(note.as_deref());
+        let sidecar = Sidecar::new(deps.ledger.account(), record, &object, run_id.as_str())
+            .with_note(note.as_deref());
         deps.store
             .write_sidecar(&sidecar)
             .await

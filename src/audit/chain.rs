@@ -240,7 +240,10 @@ async fn read_manifest(
             return Ok(None);
         }
     };
-    let mut scan = Scan::default();
+    let mut scan = Scan {
+        account: check.ledger.account().to_string(),
+        ..Scan::default()
+    };
     let mut finished = false;
     while !finished {
         let lines = match body.try_next().await {
@@ -285,6 +288,8 @@ struct Scan {
     header: Option<Option<ManifestHeader>>,
     malformed: Option<String>,
     entries: u64,
+    /// The account whose chain this is: a line naming another does not belong in it.
+    account: String,
 }
 
 impl Scan {
@@ -300,11 +305,21 @@ impl Scan {
                     self.malformed
                         .get_or_insert(format!("line 1 is not a manifest header: {e}"));
                 }
+                if let Ok(named) = &parsed {
+                    self.another_account(named.account.as_deref(), 1);
+                }
                 self.header = Some(parsed.ok());
             } else if self.malformed.is_none() {
+                let line_no = self.entries + 2;
                 match serde_json::from_slice::<ManifestLine>(&line) {
-                    Ok(ManifestLine::Entry(entry)) => batch.push(entry),
-                    Ok(ManifestLine::Erased { erased }) => erasures.push(erased),
+                    Ok(ManifestLine::Entry(entry)) => {
+                        self.another_account(entry.account.as_deref(), line_no);
+                        batch.push(entry);
+                    }
+                    Ok(ManifestLine::Erased { erased }) => {
+                        self.another_account(erased.account.as_deref(), line_no);
+                        erasures.push(erased);
+                    }
                     Err(e) => {
                         self.malformed =
                             Some(format!("line {} is not an entry: {e}", self.entries + 2));
@@ -314,6 +329,20 @@ impl Scan {
             }
         }
         (batch, erasures)
+    }
+
+    /// A line that names an account other than the chain's makes the manifest malformed
+    /// (a line naming none was written before accounts, in whichever chain it is: the
+    /// `default` account's, or the one that account was renamed to).
+    fn another_account(&mut self, named: Option<&str>, line: u64) {
+        if let Some(named) = named
+            && named != self.account
+        {
+            self.malformed.get_or_insert(format!(
+                "line {line} names account {named:?}, in account {:?}'s chain",
+                self.account
+            ));
+        }
     }
 
     /// The manifest's SHA-256 and header, once read to the end; a malformed manifest

@@ -1,6 +1,11 @@
 //! The manifest format, shared by the writer and the checker: JSON lines, a header line
 //! naming the previous manifest by key and SHA-256, then one line per archived object, then
 //! (format 2) one line per erasure: `{"erased":{…}}`, an object that left the store for good.
+//!
+//! Every line of a manifest written since accounts came names its account (`"account"`):
+//! each account has its own chain, and a line read alone (a manifest handed over, a line
+//! quoted in a proof) still says whose call it is. A line without it is the `default`
+//! account's, written before there were accounts.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +23,9 @@ const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestHeader {
     pub format: String,
+    /// The account whose chain this is (absent: `default`, written before accounts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub seq: i64,
     /// The run that claimed this manifest (a run taking it over writes the same bytes).
     pub run_id: String,
@@ -47,6 +55,9 @@ impl From<&ManifestLink> for PreviousManifest {
 /// One archived object (its sidecar is `<key>.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestEntry {
+    /// The call's account (absent: `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub uuid: String,
     pub key: String,
     pub size: u64,
@@ -57,6 +68,7 @@ pub struct ManifestEntry {
 impl From<&ArchivedEntry> for ManifestEntry {
     fn from(e: &ArchivedEntry) -> Self {
         Self {
+            account: None,
             uuid: e.uuid.to_string(),
             key: e.key.clone(),
             size: e.size,
@@ -71,6 +83,9 @@ impl From<&ArchivedEntry> for ManifestEntry {
 /// the recording said) and when, why and by whom they went. No personal data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestErasure {
+    /// The call's account (absent: `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     pub uuid: String,
     pub key: String,
     pub sidecar_key: String,
@@ -85,6 +100,7 @@ pub struct ManifestErasure {
 impl From<&Tombstone> for ManifestErasure {
     fn from(t: &Tombstone) -> Self {
         Self {
+            account: None,
             uuid: t.uuid.to_string(),
             key: t.key.clone(),
             sidecar_key: t.sidecar_key.clone(),
@@ -145,6 +161,7 @@ mod tests {
     #[test]
     fn entry_and_erasure_lines_read_back_as_written() {
         let entry = ManifestLine::Entry(ManifestEntry {
+            account: Some("acme".into()),
             uuid: "u1".into(),
             key: "k1".into(),
             size: 3,
@@ -153,6 +170,7 @@ mod tests {
         });
         let erased = ManifestLine::Erased {
             erased: ManifestErasure {
+                account: Some("acme".into()),
                 uuid: "u2".into(),
                 key: "k2".into(),
                 sidecar_key: "k2.json".into(),
@@ -172,11 +190,12 @@ mod tests {
                 "{text}"
             );
         }
-        // A format-1 entry line reads as an entry.
+        // A format-1 entry line (or any written before accounts) reads as an entry of no
+        // named account.
         let old = r#"{"uuid":"u","key":"k","size":1,"sha256":"s","archived_at":"t"}"#;
         assert!(matches!(
             serde_json::from_str::<ManifestLine>(old).unwrap(),
-            ManifestLine::Entry(_)
+            ManifestLine::Entry(ManifestEntry { account: None, .. })
         ));
     }
 

@@ -133,6 +133,7 @@ async fn write_one(
     }
     let header = ManifestHeader {
         format: MANIFEST_FORMAT.into(),
+        account: Some(ledger.account().to_string()),
         seq: claim.seq,
         run_id: claim.run_id.to_string(),
         created_at: to_ledger(claim.created_at),
@@ -185,9 +186,12 @@ fn body(
     header: ManifestHeader,
 ) -> impl futures::Stream<Item = Result<Bytes, LedgerError>> + Send {
     let header = futures::stream::once(async move { Ok(json_line(&header)) });
+    let account = ledger.account().to_string();
+    let for_erasures = account.clone();
     let for_entries = ledger.clone();
     let entries = futures::stream::try_unfold(None::<CallUuid>, move |after| {
         let ledger = for_entries.clone();
+        let account = account.clone();
         async move {
             let page = ledger.manifest_entries(seq, after.as_ref(), PAGE).await?;
             let Some(last) = page.last().map(|e| e.uuid.clone()) else {
@@ -195,13 +199,17 @@ fn body(
             };
             let mut buf = Vec::with_capacity(page.len() * 256);
             for entry in &page {
-                buf.extend_from_slice(&json_line(&ManifestEntry::from(entry)));
+                buf.extend_from_slice(&json_line(&ManifestEntry {
+                    account: Some(account.clone()),
+                    ..ManifestEntry::from(entry)
+                }));
             }
             Ok(Some((Bytes::from(buf), Some(last))))
         }
     });
     let erasures = futures::stream::try_unfold(None::<CallUuid>, move |after| {
         let ledger = ledger.clone();
+        let account = for_erasures.clone();
         async move {
             let page = ledger.manifest_erasures(seq, after.as_ref(), PAGE).await?;
             let Some(last) = page.last().map(|t| t.uuid.clone()) else {
@@ -210,7 +218,10 @@ fn body(
             let mut buf = Vec::with_capacity(page.len() * 384);
             for tombstone in &page {
                 buf.extend_from_slice(&json_line(&ManifestLine::Erased {
-                    erased: ManifestErasure::from(tombstone),
+                    erased: ManifestErasure {
+                        account: Some(account.clone()),
+                        ..ManifestErasure::from(tombstone)
+                    },
                 }));
             }
             Ok(Some((Bytes::from(buf), Some(last))))

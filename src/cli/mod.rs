@@ -240,6 +240,8 @@ pub struct RetentionStoreArgs {
 #[derive(Debug, Args)]
 pub struct HoldArgs {
     #[command(flatten)]
+    pub accounts: AccountArgs,
+    #[command(flatten)]
     pub select: CallSelection,
     /// Why (a case reference): recorded with the hold.
     #[arg(long)]
@@ -250,6 +252,8 @@ pub struct HoldArgs {
 
 #[derive(Debug, Args)]
 pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     #[command(flatten)]
     pub select: CallSelection,
     /// Only from this hold (`hold-…`, as `callvault holds` lists it); default every hold.
@@ -264,6 +268,8 @@ pub struct ReleaseArgs {
 
 #[derive(Debug, Args)]
 pub struct HoldsArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// Also the holds that keep no call any more.
     #[arg(long)]
     pub all: bool,
@@ -273,6 +279,8 @@ pub struct HoldsArgs {
 
 #[derive(Debug, Args)]
 pub struct EraseArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     #[command(flatten)]
     pub select: CallSelection,
     /// Why (a request or case reference): recorded in each tombstone.
@@ -287,6 +295,8 @@ pub struct EraseArgs {
 
 #[derive(Debug, Args)]
 pub struct ExpireArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// The retention: calls that started at least this long ago go (`7y`, `18mo`, `90d`).
     #[arg(long)]
     pub older_than: String,
@@ -301,6 +311,8 @@ pub struct ExpireArgs {
 
 #[derive(Debug, Args)]
 pub struct FindArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     #[command(flatten)]
     pub select: CallSelection,
     /// The agent: `crmid` or `userid`, exactly.
@@ -325,6 +337,8 @@ pub struct FindArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// The calls whose recordings to copy out.
     #[arg(required = true, num_args = 1..)]
     pub uuids: Vec<String>,
@@ -340,6 +354,8 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct LinkArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// The call whose recording to link to.
     pub uuid: String,
     /// How long the link works (at most 7 days).
@@ -357,6 +373,8 @@ pub struct LinkArgs {
 
 #[derive(Debug, Args)]
 pub struct AccessLogArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// Entries at or after this: a date (in the provider's zone), a time, or a duration
     /// ago (`24h`, `7d`).
     #[arg(long)]
@@ -534,6 +552,8 @@ impl Window for CompletenessWindow {
 #[derive(Debug, Args)]
 pub struct CompletenessArgs {
     #[command(flatten)]
+    pub accounts: AccountArgs,
+    #[command(flatten)]
     pub times: CallTimes<CompletenessWindow>,
     #[arg(long, env = "CALLVAULT_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
@@ -687,6 +707,8 @@ impl Window for VerifyWindow {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     // The store to read back.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -715,6 +737,8 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct FailuresArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// Only records whose last error has this code.
     #[arg(long, env = "CALLVAULT_FAILURES_ERROR_CODE")]
     pub error_code: Option<String>,
@@ -727,6 +751,8 @@ pub struct FailuresArgs {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("which").required(true).args(["uuid", "retry_error_code", "all"])))]
 pub struct RetryArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// These records (repeat the flag, or separate with commas).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub uuid: Vec<String>,

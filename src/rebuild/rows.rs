@@ -378,6 +378,7 @@ mod tests {
 
     fn sidecar(call: Option<Value>, call_raw: Option<&str>) -> StoredSidecar {
         StoredSidecar {
+            account: None,
             format: crate::store::SIDECAR_FORMAT.into(),
             uuid: "u-1".into(),
             company_code: "20000013".into(),

@@ -62,7 +62,7 @@ async fn get_one(
     let path = dir.join(&name);
     let (size, sha256) = copy_checked(store, uuid, &object, &path).await?;
     let sidecar = dir.join(format!("{name}{}", crate::store::SIDECAR_SUFFIX));
-    write_sidecar(store, &object, &sidecar).await?;
+    write_sidecar(store, ledger.account(), &object, &sidecar).await?;
     Ok(Fetched {
         uuid: uuid.clone(),
         path,
@@ -154,7 +154,12 @@ async fn copy_checked(
 
 /// The store's sidecar of the recording, copied; a store without one (sidecars switched
 /// off) gets one written from the ledger.
-async fn write_sidecar(store: &Store, object: &Archived, path: &Path) -> Result<(), RetrieveError> {
+async fn write_sidecar(
+    store: &Store,
+    account: &crate::accounts::AccountName,
+    object: &Archived,
+    path: &Path,
+) -> Result<(), RetrieveError> {
     let file_err = |source| RetrieveError::File {
         path: path.to_owned(),
         source,
@@ -179,7 +184,7 @@ async fn write_sidecar(store: &Store, object: &Archived, path: &Path) -> Result<
                 version: None,
                 archived_at: row.archived_at.unwrap_or_default(),
             };
-            let sidecar = Sidecar::new(&row.record, &archived, "unknown");
+            let sidecar = Sidecar::new(account, &row.record, &archived, "unknown");
             serde_json::to_vec_pretty(&sidecar).unwrap_or_default()
         }
     };

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::upload::metadata_pairs;
 use super::{MetadataSupport, Store, StoreError, UploadMeta};
+use crate::accounts::AccountName;
 use crate::domain::{ArchivedObject, CallRecord};
 use crate::timefmt::to_ledger;
 
@@ -24,6 +25,8 @@ const MAX_SIDECAR: usize = 1024 * 1024;
 #[derive(Debug, Clone, Serialize)]
 pub struct Sidecar {
     pub format: &'static str,
+    /// The provider account the call belongs to (a uuid is only unique within one).
+    pub account: String,
     pub uuid: String,
     pub company_code: String,
     pub call_start: Option<String>,
@@ -51,6 +54,9 @@ pub struct Sidecar {
 #[derive(Debug, Clone, Deserialize)]
 pub struct StoredSidecar {
     pub format: String,
+    /// Absent in a sidecar written before accounts (the `default` account's).
+    #[serde(default)]
+    pub account: Option<String>,
     pub uuid: String,
     #[serde(default)]
     pub company_code: String,
@@ -66,10 +72,16 @@ pub struct StoredSidecar {
 }
 
 impl Sidecar {
-    pub fn new(record: &CallRecord, object: &ArchivedObject, run_id: &str) -> Self {
+    pub fn new(
+        account: &AccountName,
+        record: &CallRecord,
+        object: &ArchivedObject,
+        run_id: &str,
+    ) -> Self {
         let call = serde_json::from_str::<serde_json::Value>(&record.raw_json).ok();
         Self {
             format: SIDECAR_FORMAT,
+            account: account.to_string(),
             uuid: record.uuid.to_string(),
             company_code: record.company_code.clone(),
             call_start: record.call_start.map(to_ledger),

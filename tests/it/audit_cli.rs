@@ -144,7 +144,7 @@ async fn verify_exit_codes_then_failures_and_retry_from_the_command_line() {
     ))
     .await;
     assert_exit(&by_code, 0);
-    assert!(stdout(&by_code).contains("1 record(s) back to pending"));
+    assert!(stdout(&by_code).contains("1 record(s) of account default back to pending"));
     assert_eq!(world.count(RecordState::Pending).await, 1);
     assert_eq!(world.count(RecordState::Archived).await as u64, archived);
 

@@ -115,7 +115,7 @@ async fn find_get_link_and_the_access_log_from_the_command_line() {
     let table = run(&world, &["find", "--limit", "2"]).await;
     assert_exit(&table, 0);
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.starts_with("UUID"), "{text}");
+    assert!(text.starts_with("ACCOUNT  UUID"), "{text}");
     assert!(text.contains("2 call(s)"), "{text}");
     assert!(String::from_utf8_lossy(&table.stderr).contains("--after "));
     assert_exit(&run(&world, &["find", "--number", "abc"]).await, 2);

@@ -20,6 +20,7 @@ macro_rules! on_both_backends {
 }
 
 mod accounts;
+mod accounts_commands;
 mod archive;
 mod audit;
 mod audit_cli;

@@ -121,7 +121,7 @@ async fn the_chain_spans_runs_and_killed_runs_and_shows_removed_or_edited_manife
     assert_eq!(k1.manifest_seq, Some(2));
     let line = String::from_utf8(bodies[1].clone()).unwrap();
     assert!(line.contains(&format!(
-        "{{\"uuid\":\"k-1\",\"key\":\"{}\",\"size\":1500,\"sha256\":\"{}\",\"archived_at\":\"{}\"}}",
+        "{{\"account\":\"default\",\"uuid\":\"k-1\",\"key\":\"{}\",\"size\":1500,\"sha256\":\"{}\",\"archived_at\":\"{}\"}}",
         k1.object_key.unwrap(),
         k1.sha256.unwrap(),
         callvault::timefmt::to_ledger(k1.archived_at.unwrap())

@@ -20,7 +20,12 @@ async fn archive_after_the_last_manifest(world: &World, uuid: &str, body: &[u8])
     let (record, object) = archive_without_manifest(world, &world.store, uuid, body).await;
     world
         .store
-        .write_sidecar(&Sidecar::new(&record, &object, "run-killed"))
+        .write_sidecar(&Sidecar::new(
+            &callvault::accounts::AccountName::default_account(),
+            &record,
+            &object,
+            "run-killed",
+        ))
         .await
         .unwrap();
     object.key
