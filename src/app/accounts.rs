@@ -17,8 +17,12 @@ use serde_json::json;
 use crate::accounts::{
     AccountName, AccountTable, AwsSetting, Destination, SecretRef, check_destinations,
 };
-use crate::cli::{AccountArgs, AccountsArgs, ArchiveStoreArgs, CallbackArgs, ProviderArgs};
+use crate::cli::{
+    AccountArgs, AccountsArgs, AccountsCommand, AccountsRenameArgs, ArchiveStoreArgs, CallbackArgs,
+    ProviderArgs,
+};
 use crate::config::{CommonSettings, ConfigError, PassSettings};
+use crate::ledger::Renamed;
 use crate::provider::{ProviderClient, ProviderConfig, ProviderError};
 use crate::store::{KeyTemplate, S3Options, ShownS3, StoreConfig, StoreError};
 
@@ -481,6 +485,9 @@ impl Account {
 /// a setting (or its check says the configuration is wrong), 3 when a provider refused the
 /// credentials, 1 when one could not be reached.
 pub async fn list(common: &CommonSettings, args: &AccountsArgs) -> anyhow::Result<u8> {
+    if let Some(AccountsCommand::Rename(rename)) = &args.command {
+        return self::rename(common, rename).await;
+    }
     let top = TopLevel {
         provider: Some(&args.provider),
         store: Some(&args.store),
@@ -503,6 +510,9 @@ pub async fn list(common: &CommonSettings, args: &AccountsArgs) -> anyhow::Resul
         }
         shown.push(entry);
     }
+    if args.accounts.account.is_empty() {
+        shown.extend(unconfigured(common, &accounts).await?);
+    }
     if args.json {
         println!(
             "{}",
@@ -516,12 +526,95 @@ pub async fn list(common: &CommonSettings, args: &AccountsArgs) -> anyhow::Resul
     Ok(code)
 }
 
+/// The accounts with calls in the ledger that the settings no longer declare: shown, never
+/// claimed (a run works on declared accounts only) until declared again or renamed.
+async fn unconfigured(
+    common: &CommonSettings,
+    declared: &[Account],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let found = match super::wiring::open_ledger(&common.ledger).await {
+        Ok(ledger) => {
+            let found = ledger.accounts_with_calls().await;
+            ledger.close().await;
+            found.map_err(anyhow::Error::from)
+        }
+        Err(e) => Err(e),
+    };
+    let found = found.unwrap_or_else(|e| {
+        eprintln!("callvault: the ledger cannot be read ({e:#}): accounts with rows there but not declared are not shown");
+        Vec::new()
+    });
+    Ok(found
+        .into_iter()
+        .filter(|(name, _)| !declared.iter().any(|a| a.name.as_str() == name))
+        .map(|(name, calls)| json!({ "account": name, "unconfigured": true, "calls": calls }))
+        .collect())
+}
+
+/// `callvault accounts rename OLD NEW`: exit 0 when the rows moved, 2 when NEW is not a
+/// name or already has rows, 1 when OLD has none.
+async fn rename(common: &CommonSettings, args: &AccountsRenameArgs) -> anyhow::Result<u8> {
+    let name = |raw: &str| {
+        AccountName::parse(raw).map_err(|e| ConfigError(format!("accounts rename: {e}")))
+    };
+    let (old, new) = (name(&args.old)?, name(&args.new)?);
+    if old == new {
+        return Err(ConfigError("accounts rename: OLD and NEW are the same account".into()).into());
+    }
+    let ledger = super::wiring::open_ledger(&common.ledger).await?;
+    let renamed = ledger.rename_account(&old, &new).await;
+    ledger.close().await;
+    let renamed = renamed?;
+    if args.json {
+        let mut shown = json!(renamed);
+        shown["from"] = json!(old);
+        shown["to"] = json!(new);
+        println!("{shown}");
+    }
+    Ok(match renamed {
+        Renamed::Moved { calls, rows } => {
+            if !args.json {
+                println!(
+                    "moved {calls} call(s) ({rows} row(s) in all) from account {old} to {new}"
+                );
+            }
+            if !common.accounts.iter().any(|(n, _)| *n == new) {
+                eprintln!(
+                    "callvault: account {new} is not declared: its calls show as unconfigured \
+                     and are not archived until the settings file declares [accounts.{new}]"
+                );
+            }
+            EXIT_OK
+        }
+        Renamed::TargetInUse => {
+            eprintln!(
+                "callvault: account {new} already has calls or manifests in the ledger: accounts are never \
+                 merged; nothing moved"
+            );
+            EXIT_CONFIG
+        }
+        Renamed::NothingToMove => {
+            eprintln!("callvault: account {old} has no rows in the ledger; nothing moved");
+            EXIT_INCOMPLETE
+        }
+    })
+}
+
 fn print_account(e: &serde_json::Value) {
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "-".to_owned(),
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    if e["unconfigured"] == json!(true) {
+        println!(
+            "{} (unconfigured: {} call(s) in the ledger, never claimed; declare [accounts.{}] or `callvault accounts rename` it)",
+            text(&e["account"]),
+            text(&e["calls"]),
+            text(&e["account"])
+        );
+        return;
+    }
     let declared = if e["declared"] == json!(true) {
         "declared"
     } else {

@@ -49,12 +49,14 @@ pub async fn verify_chain(
     concurrency: usize,
 ) -> Result<ChainReport, ChainError> {
     let mut report = ChainReport::default();
-    let manifests: BTreeMap<i64, String> = store
+    let mut manifests: BTreeMap<i64, String> = store
         .list(store.manifests_prefix())
         .await?
         .into_iter()
         .filter_map(|l| store.manifest_seq(&l.key).map(|seq| (seq, l.key)))
         .collect();
+    let known = ledger.manifests().await?;
+    elsewhere(store, &known, &mut manifests, &mut report).await?;
     report.manifests_in_store = manifests.len() as u64;
     report.newest = manifests.values().next_back().cloned();
     let mut check = Check {
@@ -64,8 +66,33 @@ pub async fn verify_chain(
         erased: HashMap::new(),
     };
     let digests = walk(&mut check, &manifests, &mut report).await?;
-    compare_with_ledger(ledger, &manifests, &digests, &mut report).await?;
+    compare_with_ledger(ledger, &known, &manifests, &digests, &mut report).await?;
     Ok(report)
+}
+
+/// The manifests of the chain that the ledger knows under another prefix (written before
+/// `accounts rename` moved the account into a store it shares, where its chain goes on
+/// below a prefix of its own): read where they are, and noted.
+async fn elsewhere(
+    store: &Store,
+    known: &[crate::ledger::ManifestRow],
+    manifests: &mut BTreeMap<i64, String>,
+    report: &mut ChainReport,
+) -> Result<(), StoreError> {
+    for row in known {
+        if manifests.contains_key(&row.seq) || store.manifest_seq(&row.key).is_some() {
+            continue;
+        }
+        if store.size_of(&row.key).await?.is_some() {
+            report.notes.push(format!(
+                "manifest {} of this chain is outside {} (written before the account was renamed)",
+                row.key,
+                store.manifests_prefix()
+            ));
+            manifests.insert(row.seq, row.key.clone());
+        }
+    }
+    Ok(())
 }
 
 /// What reading the manifests needs: the store, the ledger (tombstones of erasures not yet
@@ -187,6 +214,7 @@ impl Walk<'_> {
         }
         let held = store
             .manifest_seq(&previous.key)
+            .or(Some(previous.seq))
             .filter(|p| self.manifests.get(p) == Some(&previous.key));
         match held {
             None => {
@@ -240,10 +268,7 @@ async fn read_manifest(
             return Ok(None);
         }
     };
-    let mut scan = Scan {
-        account: check.ledger.account().to_string(),
-        ..Scan::default()
-    };
+    let mut scan = Scan::default();
     let mut finished = false;
     while !finished {
         let lines = match body.try_next().await {
@@ -288,8 +313,9 @@ struct Scan {
     header: Option<Option<ManifestHeader>>,
     malformed: Option<String>,
     entries: u64,
-    /// The account whose chain this is: a line naming another does not belong in it.
-    account: String,
+    /// The account the header names: a line naming another does not belong in this
+    /// manifest. (A chain may change account names: `accounts rename` keeps the chain.)
+    account: Option<String>,
 }
 
 impl Scan {
@@ -306,7 +332,7 @@ impl Scan {
                         .get_or_insert(format!("line 1 is not a manifest header: {e}"));
                 }
                 if let Ok(named) = &parsed {
-                    self.another_account(named.account.as_deref(), 1);
+                    self.account.clone_from(&named.account);
                 }
                 self.header = Some(parsed.ok());
             } else if self.malformed.is_none() {
@@ -331,16 +357,14 @@ impl Scan {
         (batch, erasures)
     }
 
-    /// A line that names an account other than the chain's makes the manifest malformed
-    /// (a line naming none was written before accounts, in whichever chain it is: the
-    /// `default` account's, or the one that account was renamed to).
+    /// A line that names an account other than its manifest's header makes the manifest
+    /// malformed (lines written before accounts name none).
     fn another_account(&mut self, named: Option<&str>, line: u64) {
-        if let Some(named) = named
-            && named != self.account
+        if let (Some(named), Some(header)) = (named, self.account.as_deref())
+            && named != header
         {
             self.malformed.get_or_insert(format!(
-                "line {line} names account {named:?}, in account {:?}'s chain",
-                self.account
+                "line {line} names account {named:?}, its header {header:?}"
             ));
         }
     }
@@ -469,11 +493,11 @@ async fn erased_in_ledger(ledger: &Ledger, entry: &ManifestEntry) -> Result<bool
 
 async fn compare_with_ledger(
     ledger: &Ledger,
+    known: &[crate::ledger::ManifestRow],
     manifests: &BTreeMap<i64, String>,
     digests: &HashMap<String, Option<String>>,
     report: &mut ChainReport,
 ) -> Result<(), LedgerError> {
-    let known = ledger.manifests().await?;
     report.unlisted_archived = ledger.unlisted_archived().await?;
     report.manifests_in_ledger = known.len() as u64;
     if known.is_empty() {
@@ -485,7 +509,7 @@ async fn compare_with_ledger(
     report.compared_with_ledger = true;
     let in_store: BTreeSet<&String> = manifests.values().collect();
     let mut writing = None;
-    for row in &known {
+    for row in known {
         if !row.written {
             report.notes.push(format!(
                 "manifest {} is being written (or its run died; the next pass finishes it)",

@@ -150,7 +150,10 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AccountsArgs {
+    #[command(subcommand)]
+    pub command: Option<AccountsCommand>,
     /// Also log in to each account's provider and check its store (as a run does first).
     #[arg(long)]
     pub check: bool,
@@ -164,6 +167,26 @@ pub struct AccountsArgs {
     pub store: ArchiveStoreArgs,
     #[command(flatten)]
     pub callback: CallbackArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Move every row of account OLD in the ledger (its calls, attempts, runs, syncs,
+    /// manifests, holds, erasures, verifications and access log) to the name NEW, in one
+    /// transaction; NEW must have no rows. For a deployment that ran as the one account
+    /// `default` and now declares its accounts: `callvault accounts rename default acme`.
+    /// The objects in the store stay where they are (their keys are in the ledger).
+    Rename(AccountsRenameArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AccountsRenameArgs {
+    /// The account whose rows move.
+    pub old: String,
+    /// The name they move to (a short slug).
+    pub new: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,6 +28,7 @@
 //! No pool or row type leaves its backend module.
 
 mod access;
+mod accounts;
 mod audit;
 mod claims;
 mod copy;
@@ -55,6 +56,7 @@ use async_trait::async_trait;
 use crate::accounts::AccountName;
 
 pub use access::{AccessAction, AccessEntry, AccessLog, AccessQuery, LoggedAccess};
+pub use accounts::{AccountRows, Renamed};
 pub use audit::{Audit, FailedRecord, RetryOutcome, RetrySelection, VerifyResult};
 pub use claims::{
     AttemptEnd, ClaimRequest, Claims, INTERRUPTED_MESSAGE, SettleItem, Settlement, Slice,
@@ -236,6 +238,7 @@ pub trait Backend:
     + Search
     + AccessLog
     + Holds
+    + AccountRows
     + fmt::Debug
 {
 }
@@ -254,6 +257,7 @@ impl<T> Backend for T where
         + Search
         + AccessLog
         + Sessions
+        + AccountRows
         + fmt::Debug
 {
 }

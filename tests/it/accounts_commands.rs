@@ -314,3 +314,111 @@ async fn every_command_works_per_account_on_sqlite() {
 async fn every_command_works_per_account_on_postgres() {
     every_command_works_per_account(BackendKind::Postgres).await;
 }
+
+/// A deployment that ran as the one account `default` starts naming its accounts: its rows
+/// show as an unconfigured account (never claimed) until `accounts rename` moves them, which
+/// refuses to merge into an account that has rows and keeps the manifest chain going.
+async fn a_deployment_names_its_accounts(kind: BackendKind) {
+    let world = World::with_backend(kind).await;
+    let file = write_callbacks(&world, 4);
+    let file = file.to_str().unwrap();
+    assert_exit(&output(callvault(&world, &["import", file])).await, 0);
+    assert_exit(&output(callvault(&world, &["run"])).await, 0);
+    let counts = |v: &serde_json::Value| v["counts"].clone();
+    let before = serde_json::from_slice::<serde_json::Value>(
+        &output(callvault(&world, &["status", "--json"]))
+            .await
+            .stdout,
+    )
+    .unwrap();
+
+    let config = config(&world);
+    let listed = run(&world, &config, &["accounts", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let unconfigured: Vec<&serde_json::Value> = listed["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["unconfigured"] == true)
+        .collect();
+    assert_eq!(unconfigured.len(), 1, "{listed}");
+    assert_eq!(unconfigured[0]["account"], "default");
+    assert_eq!(unconfigured[0]["calls"], 4);
+    // A run over the declared accounts leaves them alone.
+    assert_exit(&run(&world, &config, &["run"]).await, 0);
+
+    // Never merged into an account with rows.
+    assert_exit(
+        &run(&world, &config, &["import", "--account", "beta", file]).await,
+        0,
+    );
+    let merge = run(&world, &config, &["accounts", "rename", "default", "beta"]).await;
+    assert_exit(&merge, 2);
+    assert!(
+        stderr(&merge).contains("already has calls"),
+        "{}",
+        stderr(&merge)
+    );
+
+    let moved = run(
+        &world,
+        &config,
+        &["accounts", "rename", "default", "acme", "--json"],
+    )
+    .await;
+    assert_exit(&moved, 0);
+    let moved: serde_json::Value = serde_json::from_slice(&moved.stdout).unwrap();
+    assert_eq!(
+        (moved["outcome"].as_str(), moved["calls"].as_u64()),
+        (Some("moved"), Some(4)),
+        "{moved}"
+    );
+    let again = run(&world, &config, &["accounts", "rename", "default", "acme"]).await;
+    assert_exit(&again, 1);
+    let listed = run(&world, &config, &["accounts", "--json"]).await;
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("unconfigured"));
+    let after = run(&world, &config, &["status", "--account", "acme", "--json"]).await;
+    let after: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(counts(&after), counts(&before));
+
+    // The chain goes on under the new name: acme's next manifest follows default's.
+    let more = world.dir.path().join("more.jsonl");
+    let lines: Vec<String> = world
+        .sim
+        .sample_callbacks(3, chrono::Utc::now())
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    std::fs::write(&more, lines.join("\n") + "\n").unwrap();
+    let more = more.to_str().unwrap();
+    assert_exit(
+        &run(&world, &config, &["import", "--account", "acme", more]).await,
+        0,
+    );
+    assert_exit(
+        &run(&world, &config, &["run", "--account", "acme"]).await,
+        0,
+    );
+    let chain = run(
+        &world,
+        &config,
+        &["verify", "--manifests", "--account", "acme", "--json"],
+    )
+    .await;
+    assert_exit(&chain, 0);
+    let report = &json_lines(&chain)[0];
+    assert!(
+        report["manifests"]["manifests_in_store"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn a_deployment_names_its_accounts_on_sqlite() {
+    a_deployment_names_its_accounts(BackendKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_deployment_names_its_accounts_on_postgres() {
+    a_deployment_names_its_accounts(BackendKind::Postgres).await;
+}

@@ -347,6 +347,7 @@ async fn sidecars_hold_the_call_record_and_the_archive_facts() {
     .unwrap();
     let facts = serde_json::json!({
         "format": "callvault-sidecar/1",
+        "account": "default",
         "uuid": "s-1",
         "company_code": "20000013",
         "call_start": callvault::timefmt::to_ledger(record.call_start.unwrap()),
