@@ -33,11 +33,14 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
         None => None,
     };
     // The passes' ledger when there are passes (sized for their workers), shared by the
-    // receiver, which scopes it to each callback's account, and the probes.
+    // receiver, which scopes it to each callback's account, and the probes; seen as the
+    // home account's, whose figures `/metrics` gives until they carry an account label.
+    let home = home_account(&accounts);
     let ledger = match passes.as_ref().and_then(|p| p.passes.first()) {
-        Some(pass) => pass.deps.ledger.scoped(&AccountName::default_account()),
+        Some(pass) => pass.deps.ledger.clone(),
         None => open_ledger(&common.ledger).await?,
-    };
+    }
+    .scoped(&home.name);
     let syncs = match &args.sync_schedule {
         Some(text) => Some(scheduled_syncs(
             common,
@@ -50,15 +53,9 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
         None => None,
     };
     let ui = if args.ui.ui {
-        // UI: per-account scoping is done in src/ui; it is given the ledger and the store
-        // of the account `default` (or the first served) as before accounts.
-        Some(ui_settings(
-            common,
-            args,
-            &ledger,
-            retention,
-            ui_account(&accounts),
-        )?)
+        // UI: per-account scoping is done in src/ui; it is given the home account's ledger
+        // and store, as it was given the one account's before.
+        Some(ui_settings(common, args, &ledger, retention, home)?)
     } else {
         None
     };
@@ -142,9 +139,10 @@ fn receiver_config(
     }))
 }
 
-/// The account whose store the web page plays from: `default` when it is served, else the
-/// first.
-fn ui_account(accounts: &[Account]) -> &Account {
+/// The account the process's own ledger handle is scoped to (the web page's store too, and
+/// `/metrics`' ledger figures): `default` when it is served, else the first served (the
+/// only one with `--account NAME`).
+fn home_account(accounts: &[Account]) -> &Account {
     accounts
         .iter()
         .find(|a| a.name == AccountName::default_account())

@@ -185,7 +185,7 @@ async fn each_account_takes_its_callbacks_on_its_own_address(kind: BackendKind) 
         (Some("acme"), Some(2))
     );
 
-    let metrics = metrics(&base).await;
+    let metrics = metrics_of(&base).await;
     for line in [
         "callvault_callbacks_total{account=\"acme\",result=\"stored\"} 2",
         "callvault_callbacks_total{account=\"beta\",result=\"stored\"} 1",
@@ -211,6 +211,10 @@ async fn each_account_takes_its_callbacks_on_its_own_address(kind: BackendKind) 
     let path = format!("/callback/acme/{ACME_SECRET}");
     assert_eq!(post(&base, &path, &record("a-3")).await, 200);
     assert_eq!(holders(&world, "a-3").await, ["acme"]);
+    // Its ledger figures are that account's.
+    let metrics = metrics_of(&base).await;
+    let pending = "callvault_records{state=\"pending\"} 3";
+    assert!(metrics.lines().any(|l| l == pending), "{metrics}");
     stop(child).await;
 }
 
@@ -277,7 +281,7 @@ async fn scheduled_passes_archive_every_accounts_calls(kind: BackendKind) {
         assert_eq!(recordings, n, "{name}: {keys:?}");
     }
     let counted = wait_for(Duration::from_secs(30), async || {
-        let metrics = metrics(&base).await;
+        let metrics = metrics_of(&base).await;
         ["acme", "beta"].iter().all(|name| {
             metrics.contains(&format!(
                 "callvault_scheduled_passes_total{{account=\"{name}\",exit_code=\"0\"}}"
@@ -308,7 +312,7 @@ async fn scheduled_syncs_go_over_every_account(kind: BackendKind) {
     )
     .await;
     let synced = wait_for(Duration::from_secs(30), async || {
-        let metrics = metrics(&base).await;
+        let metrics = metrics_of(&base).await;
         ["acme", "beta"].iter().all(|name| {
             metrics.contains(&format!(
                 "callvault_scheduled_syncs_total{{account=\"{name}\",exit_code=\"0\"}}"
@@ -328,7 +332,7 @@ async fn scheduled_syncs_go_over_every_account(kind: BackendKind) {
     stop(child).await;
 }
 
-async fn metrics(base: &str) -> String {
+async fn metrics_of(base: &str) -> String {
     reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
