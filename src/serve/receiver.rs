@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -110,10 +111,12 @@ pub async fn with_one_segment(
     State(rx): State<Receiver>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(segment): Path<String>,
-    Query(query): Query<SecretQuery>,
+    query: Result<Query<SecretQuery>, QueryRejection>,
     request: Request,
 ) -> Response {
-    let (named, secret) = match query.secret.as_deref() {
+    // A query that is not `secret=…` leaves the old address as it always was.
+    let query = query.ok().and_then(|Query(q)| q.secret);
+    let (named, secret) = match query.as_deref() {
         Some(secret) => (Named::Account(&segment), secret),
         None => (Named::Default, segment.as_str()),
     };

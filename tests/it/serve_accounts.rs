@@ -151,6 +151,11 @@ async fn each_account_takes_its_callbacks_on_its_own_address(kind: BackendKind) 
             "d-3",
             "default",
         ),
+        (
+            format!("/callback/{DEFAULT_SECRET}?from=provider"),
+            "d-4",
+            "default",
+        ),
     ];
     for (path, uuid, account) in &delivered {
         assert_eq!(post(&base, path, &record(uuid)).await, 200, "{path}");
@@ -189,7 +194,7 @@ async fn each_account_takes_its_callbacks_on_its_own_address(kind: BackendKind) 
     for line in [
         "callvault_callbacks_total{account=\"acme\",result=\"stored\"} 2",
         "callvault_callbacks_total{account=\"beta\",result=\"stored\"} 1",
-        "callvault_callbacks_total{account=\"default\",result=\"stored\"} 3",
+        "callvault_callbacks_total{account=\"default\",result=\"stored\"} 4",
         "callvault_callbacks_total{account=\"acme\",result=\"unauthorized\"} 2",
         "callvault_callbacks_total{account=\"beta\",result=\"unauthorized\"} 1",
         // `/callback/acme` without `?secret=` is the old address, `acme` its secret.
