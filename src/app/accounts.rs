@@ -100,27 +100,6 @@ pub fn accounts(
     select(all, chosen)
 }
 
-/// The one account `serve` works for: its receiver, web page and schedules serve one
-/// account per process for now; with several declared, the command must name one with
-/// `--account`.
-pub fn single(
-    common: &CommonSettings,
-    top: &TopLevel<'_>,
-    chosen: &AccountArgs,
-) -> Result<Account, ConfigError> {
-    let mut chosen = accounts(common, top, chosen)?;
-    if chosen.len() == 1 {
-        return Ok(chosen.remove(0));
-    }
-    let names: Vec<&str> = chosen.iter().map(|a| a.name.as_str()).collect();
-    Err(ConfigError(format!(
-        "{} accounts are declared ({}): name the one to work on with --account (this \
-         command serves one account per process)",
-        names.len(),
-        names.join(", ")
-    )))
-}
-
 /// The accounts a command that only reads the ledger works on: those named with
 /// `--account`, else every declared one (`default` when none is declared).
 pub fn names(

@@ -116,7 +116,9 @@ async fn receive_callbacks(stage: &Stage) -> anyhow::Result<Delivery> {
     let options = ServeOptions {
         ledger: stage.ledger.clone(),
         receiver: Some(ReceiverConfig {
-            secret: SecretString::from(SECRET),
+            accounts: vec![crate::serve::CallbackAccount::default_account(
+                SecretString::from(SECRET),
+            )],
             allow_from: Vec::new(),
             max_body_bytes: 64 * 1024,
             tz: stage.tz,

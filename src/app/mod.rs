@@ -158,24 +158,6 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
-/// What a pass needs, from the run settings, for `serve --schedule`'s one account.
-async fn prepare_pass(
-    common: &CommonSettings,
-    run: &RunArgs,
-    shutdown: Shutdown,
-) -> anyhow::Result<(crate::archive::Deps, crate::archive::RunOptions)> {
-    let slice = run.slice.slice(common.tz)?;
-    let top = run_top_level(run);
-    let account = accounts::single(common, &top, &run.accounts)?;
-    let ledger = open_pass_ledger(common, run, 1).await?;
-    let deps = wiring::build_deps(
-        ledger.scoped(&account.name),
-        account.pass_settings(common.tz)?,
-    )?;
-    let options = args::run_options(run, deps.store.description(), slice, shutdown);
-    Ok((deps, options))
-}
-
 fn run_top_level(run: &RunArgs) -> accounts::TopLevel<'_> {
     accounts::TopLevel {
         provider: Some(&run.provider),
@@ -198,8 +180,9 @@ async fn open_pass_ledger(
     wiring::open_ledger_sized(&common.ledger, connections).await
 }
 
-/// A pass for each account `run` works on (all declared, or those named with `--account`),
-/// each on the ledger scoped to its account; with several, they share the transfer slots.
+/// A pass for each account `run` (or `serve --schedule`) works on (all declared, or those
+/// named with `--account`), each on the ledger scoped to its account; with several, they
+/// share the transfer slots.
 async fn prepare_passes(
     common: &CommonSettings,
     run: &RunArgs,

@@ -1,39 +1,46 @@
 //! `callvault serve` at the edge: validates its settings (a missing or short secret, a bad
 //! schedule or bad run settings are configuration errors before anything listens), binds,
-//! and runs until SIGTERM.
+//! and runs until SIGTERM. One process serves every account (or those named with
+//! `--account`): each one's callbacks, passes and syncs.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use super::accounts::{Account, TopLevel};
 use super::{EXIT_OK, open_ledger, watch_signals};
+use crate::accounts::AccountName;
 use crate::archive::Shutdown;
 use crate::cli::ServeArgs;
 use crate::config::{CommonSettings, ConfigError};
-use crate::provider::ProviderClient;
-use crate::serve::{MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ScheduledSyncs, ServeOptions};
-use crate::sync::{SyncDeps, SyncOptions};
+use crate::ledger::Ledger;
+use crate::serve::{
+    CallbackAccount, MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ScheduledSyncs, ServeOptions,
+};
+use crate::sync::SyncOptions;
 use crate::ui::{ProxyAuth, Ui, UiConfig, UsersFile};
 use axum::http::HeaderName;
 
 pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
-    let account = the_account(common, args)?;
-    let secret = callback_secret(args, &account)?;
+    let accounts = served_accounts(common, args)?;
+    let receiver = receiver_config(common, args, &accounts)?;
     let run = &args.run;
     let shutdown = Shutdown::default();
     let retention = chrono::Duration::days(i64::from(run.retention_days));
-    let (ledger, passes) = match &args.schedule {
-        Some(text) => {
-            let passes = scheduled_passes(common, args, text, shutdown.clone()).await?;
-            (passes.deps.ledger.clone(), Some(passes))
-        }
-        None => (
-            open_ledger(&common.ledger).await?.scoped(&account.name),
-            None,
-        ),
+    let passes = match &args.schedule {
+        Some(text) => Some(scheduled_passes(common, args, text, &shutdown).await?),
+        None => None,
     };
+    // The passes' ledger when there are passes (sized for their workers), shared by the
+    // receiver, which scopes it to each callback's account, and the probes; seen as the
+    // home account's, whose figures `/metrics` gives until they carry an account label.
+    let home = home_account(&accounts);
+    let ledger = match passes.as_ref().and_then(|p| p.passes.first()) {
+        Some(pass) => pass.deps.ledger.clone(),
+        None => open_ledger(&common.ledger).await?,
+    }
+    .scoped(&home.name);
     let syncs = match &args.sync_schedule {
         Some(text) => Some(scheduled_syncs(
             common,
@@ -41,12 +48,14 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
             text,
             &ledger,
             passes.as_ref(),
-            &account,
+            &accounts,
         )?),
         None => None,
     };
     let ui = if args.ui.ui {
-        Some(ui_settings(common, args, &ledger, retention, &account)?)
+        // UI: per-account scoping is done in src/ui; it is given the home account's ledger
+        // and store, as it was given the one account's before.
+        Some(ui_settings(common, args, &ledger, retention, home)?)
     } else {
         None
     };
@@ -56,13 +65,7 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
     let signals = tokio::spawn(watch_signals(shutdown.clone(), run.grace));
     let options = ServeOptions {
         ledger: ledger.clone(),
-        receiver: secret.map(|secret| ReceiverConfig {
-            secret,
-            allow_from: args.allow_from.clone(),
-            max_body_bytes: args.max_body_bytes,
-            tz: common.tz,
-            answer: args.callback_answer,
-        }),
+        receiver,
         ui,
         retention,
         passes,
@@ -77,72 +80,109 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
     Ok(EXIT_OK)
 }
 
-/// The account this process serves: until the ledger's rows carry their account, one
-/// (`--account` names it when the settings file declares several).
-fn the_account(common: &CommonSettings, args: &ServeArgs) -> Result<Account, ConfigError> {
+/// The accounts this process serves: every declared one, or those named with `--account`.
+fn served_accounts(common: &CommonSettings, args: &ServeArgs) -> Result<Vec<Account>, ConfigError> {
     let top = TopLevel {
         provider: Some(&args.run.provider),
         store: Some(&args.run.store),
         callback: Some(&args.callback),
     };
-    super::accounts::single(common, &top, &args.run.accounts)
+    super::accounts::accounts(common, &top, &args.run.accounts)
 }
 
-/// The callback secret (the account's), at least `MIN_SECRET_LEN` long; none with `--ui`
-/// and no secret at all (the page is then served alone, without the receiver).
-fn callback_secret(
+/// Each served account's callback address, opened by its own secret (at least
+/// `MIN_SECRET_LEN` long); an account without a secret has none. No receiver when no
+/// account has a secret and `--ui` serves the page alone; without `--ui`, that is a
+/// configuration error.
+fn receiver_config(
+    common: &CommonSettings,
     args: &ServeArgs,
-    account: &Account,
-) -> Result<Option<SecretString>, ConfigError> {
-    match account.callback_secret()? {
-        None if args.ui.ui => Ok(None),
-        given => given
-            .filter(|s| s.expose_secret().len() >= MIN_SECRET_LEN)
-            .map(Some)
-            .ok_or_else(|| {
-                ConfigError(format!(
-                    "callback-secret is not set or shorter than {MIN_SECRET_LEN} characters \
-                     (--callback-secret or CALLVAULT_CALLBACK_SECRET)"
-                ))
-            }),
+    accounts: &[Account],
+) -> Result<Option<ReceiverConfig>, ConfigError> {
+    let mut addresses = Vec::new();
+    for account in accounts {
+        let Some(secret) = account.callback_secret()? else {
+            continue;
+        };
+        if secret.expose_secret().len() < MIN_SECRET_LEN {
+            let text = format!("callback-secret is shorter than {MIN_SECRET_LEN} characters");
+            return Err(ConfigError(if account.declared {
+                format!("account `{}`: {text}", account.name)
+            } else {
+                format!("{text} (--callback-secret or CALLVAULT_CALLBACK_SECRET)")
+            }));
+        }
+        addresses.push(CallbackAccount {
+            account: account.name.clone(),
+            secret,
+        });
     }
+    if addresses.is_empty() {
+        if args.ui.ui {
+            return Ok(None);
+        }
+        return Err(ConfigError(format!(
+            "callback-secret is not set (--callback-secret or CALLVAULT_CALLBACK_SECRET, or \
+             an account's callback-secret-env or callback-secret-file; at least \
+             {MIN_SECRET_LEN} characters)"
+        )));
+    }
+    for address in &addresses {
+        tracing::info!(account = %address.account, "receiving this account's callbacks");
+    }
+    Ok(Some(ReceiverConfig {
+        accounts: addresses,
+        allow_from: args.allow_from.clone(),
+        max_body_bytes: args.max_body_bytes,
+        tz: common.tz,
+        answer: args.callback_answer,
+    }))
 }
 
-/// `--schedule`: archival passes on that schedule, with everything a pass opens.
+/// The account the process's own ledger handle is scoped to (the web page's store too, and
+/// `/metrics`' ledger figures): `default` when it is served, else the first served (the
+/// only one with `--account NAME`).
+fn home_account(accounts: &[Account]) -> &Account {
+    accounts
+        .iter()
+        .find(|a| a.name == AccountName::default_account())
+        .unwrap_or(&accounts[0])
+}
+
+/// `--schedule`: on that schedule, a pass for each served account, as `run` prepares them.
 async fn scheduled_passes(
     common: &CommonSettings,
     args: &ServeArgs,
     schedule: &str,
-    shutdown: Shutdown,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<ScheduledPasses> {
     let schedule = crate::serve::parse_schedule(schedule).map_err(ConfigError)?;
-    let (deps, options) = super::prepare_pass(common, &args.run, shutdown).await?;
     Ok(ScheduledPasses {
         schedule,
-        deps,
-        options,
+        passes: super::prepare_passes(common, &args.run, shutdown).await?,
         metrics: super::metrics_targets(&args.run),
     })
 }
 
-/// `--sync-schedule`: syncs on that schedule, through the passes' provider client when
-/// there are passes (one token, one pace for the process).
+/// `--sync-schedule`: on that schedule, a sync for each served account, through its pass's
+/// provider client when there are passes (one token, one pace for the account).
 fn scheduled_syncs(
     common: &CommonSettings,
     args: &ServeArgs,
     schedule: &str,
-    ledger: &crate::ledger::Ledger,
+    ledger: &Ledger,
     passes: Option<&ScheduledPasses>,
-    account: &Account,
+    accounts: &[Account],
 ) -> Result<ScheduledSyncs, ConfigError> {
     let schedule = crate::serve::parse_schedule(schedule).map_err(ConfigError)?;
-    let provider = match passes {
-        Some(passes) => Arc::clone(&passes.deps.provider),
-        None => Arc::new(
-            ProviderClient::new(account.provider(common.tz)?)
-                .map_err(|e| ConfigError(e.to_string()))?,
-        ),
-    };
+    let mut clients = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let pass = passes.and_then(|p| p.passes.iter().find(|p| p.account == account.name));
+        clients.push(match pass {
+            Some(pass) => Arc::clone(&pass.deps.provider),
+            None => super::sync::provider_client(common, account)?,
+        });
+    }
     let options = SyncOptions {
         overlap: chrono::Duration::from_std(args.sync_overlap)
             .map_err(|_| ConfigError("--sync-overlap is too long".into()))?,
@@ -152,10 +192,7 @@ fn scheduled_syncs(
     };
     Ok(ScheduledSyncs {
         schedule,
-        deps: SyncDeps {
-            ledger: ledger.clone(),
-            provider,
-        },
+        accounts: super::sync::account_syncs(accounts, clients, ledger),
         options,
     })
 }
@@ -164,7 +201,7 @@ fn scheduled_syncs(
 fn ui_settings(
     common: &CommonSettings,
     args: &ServeArgs,
-    ledger: &crate::ledger::Ledger,
+    ledger: &Ledger,
     retention: chrono::Duration,
     account: &Account,
 ) -> Result<Ui, ConfigError> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{FixedOffset, Utc};
 
+use super::accounts::Account;
 use super::wiring::open_ledger;
 use super::{EXIT_INCOMPLETE, EXIT_OK, watch_signals};
 use crate::accounts::AccountName;
@@ -15,7 +16,7 @@ use crate::cli::{CompletenessArgs, SyncArgs};
 use crate::config::{CommonSettings, ConfigError};
 use crate::ledger::{DayCompleteness, Ledger, risk_line};
 use crate::provider::ProviderClient;
-use crate::sync::{SyncDeps, SyncOptions, SyncReport, run_sync};
+use crate::sync::{AccountSync, SyncDeps, SyncOptions, SyncReport, run_sync};
 
 /// The options of a sync from its command line.
 pub fn sync_options(
@@ -51,28 +52,52 @@ pub async fn sync(common: &CommonSettings, args: &SyncArgs) -> anyhow::Result<u8
     let chosen = super::accounts::accounts(common, &top, &args.accounts)?;
     let mut clients = Vec::with_capacity(chosen.len());
     for account in &chosen {
-        let provider = ProviderClient::new(account.provider(common.tz)?)
-            .map_err(|e| ConfigError(format!("account `{}`: {e}", account.name)))?;
-        clients.push(Arc::new(provider));
+        clients.push(provider_client(common, account)?);
     }
     let ledger = open_ledger(&common.ledger).await?;
     let signals = tokio::spawn(watch_signals(shutdown, Duration::ZERO));
     let several = chosen.len() > 1;
     let mut code = EXIT_OK;
-    for (account, provider) in chosen.iter().zip(clients) {
-        let deps = SyncDeps {
-            ledger: ledger.scoped(&account.name),
-            provider,
-        };
-        let report = run_sync(&deps, &opts)
+    for sync in account_syncs(&chosen, clients, &ledger) {
+        let account = &sync.account;
+        let report = run_sync(&sync.deps, &opts)
             .await
-            .with_context(|| format!("the ledger failed during {}'s sync", account.name))?;
-        print_sync(&report, args.json, several.then_some(&account.name));
+            .with_context(|| format!("the ledger failed during {account}'s sync"))?;
+        print_sync(&report, args.json, several.then_some(account));
         code = code.max(u8::try_from(report.exit_code()).unwrap_or(EXIT_INCOMPLETE));
     }
     signals.abort();
     ledger.close().await;
     Ok(code)
+}
+
+/// A provider client of `account`'s own: its login, token and pace.
+pub(super) fn provider_client(
+    common: &CommonSettings,
+    account: &Account,
+) -> Result<Arc<ProviderClient>, ConfigError> {
+    let provider = ProviderClient::new(account.provider(common.tz)?)
+        .map_err(|e| ConfigError(format!("account `{}`: {e}", account.name)))?;
+    Ok(Arc::new(provider))
+}
+
+/// Each account's sync on its own rows, through its client (`clients` in the same order).
+pub(super) fn account_syncs(
+    chosen: &[Account],
+    clients: Vec<Arc<ProviderClient>>,
+    ledger: &Ledger,
+) -> Vec<AccountSync> {
+    chosen
+        .iter()
+        .zip(clients)
+        .map(|(account, provider)| AccountSync {
+            account: account.name.clone(),
+            deps: SyncDeps {
+                ledger: ledger.scoped(&account.name),
+                provider,
+            },
+        })
+        .collect()
 }
 
 /// One account's sync report (with several accounts, named; its JSON line names it).

@@ -1,6 +1,10 @@
 //! `callvault serve`: one long-running process for a VM or a pod. It receives the provider's
 //! callbacks into the ledger, answers health, readiness and metrics probes, and, given
 //! schedules, runs archival passes and syncs itself. SIGTERM stops all of it cleanly.
+//!
+//! One process serves every account it is given: each account's callbacks on its own
+//! address, each account's passes and syncs on the schedules; the probes and metrics are
+//! shared.
 
 mod receiver;
 mod schedule;
@@ -17,10 +21,11 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::accounts::AccountName;
 use crate::archive::Shutdown;
 use crate::ledger::Ledger;
 
-pub use receiver::{CallbackAnswer, Counters, MIN_SECRET_LEN, ReceiverConfig};
+pub use receiver::{CallbackAccount, CallbackAnswer, Counters, MIN_SECRET_LEN, ReceiverConfig};
 pub use schedule::{
     ScheduledPasses, ScheduledSyncs, parse_schedule, run_scheduled, run_scheduled_syncs,
 };
@@ -28,17 +33,18 @@ pub use schedule::{
 #[derive(Clone)]
 struct ServeState {
     ledger: Ledger,
-    /// `callvault_callbacks_total{result=…}` (the receiver's, when it runs).
+    /// `callvault_callbacks_total{account=…,result=…}` (the receiver's, when it runs).
     callbacks: Counters,
-    /// `callvault_scheduled_passes_total{exit_code=…}`.
+    /// `callvault_scheduled_passes_total{account=…,exit_code=…}`.
     passes: Counters,
-    /// `callvault_scheduled_syncs_total{exit_code=…}`.
+    /// `callvault_scheduled_syncs_total{account=…,exit_code=…}`.
     syncs: Counters,
     retention: chrono::Duration,
 }
 
 /// What `serve` runs.
 pub struct ServeOptions {
+    /// The ledger (the receiver scopes it to each callback's account; the probes read it).
     pub ledger: Ledger,
     /// The callback receiver; `None` serves the web page alone.
     pub receiver: Option<ReceiverConfig>,
@@ -101,7 +107,13 @@ fn routes(
         };
         router = router.merge(
             Router::new()
-                .route("/callback/{secret}", post(receiver::with_path_secret))
+                // Two segments are an account and its secret; one is the account
+                // `default`'s secret, or an account when `?secret=` follows.
+                .route(
+                    "/callback/{account}/{secret}",
+                    post(receiver::with_account_and_secret),
+                )
+                .route("/callback/{segment}", post(receiver::with_one_segment))
                 .route("/callback", post(receiver::with_query_secret))
                 .with_state(receiver),
         );
@@ -130,10 +142,8 @@ impl Schedulers {
             let counter = state.syncs.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                run_scheduled_syncs(syncs, shutdown, move |code| {
-                    counter
-                        .get_or_create(&vec![("exit_code".into(), code.to_string())])
-                        .inc();
+                run_scheduled_syncs(syncs, shutdown, move |account, code| {
+                    count(&counter, account, code);
                 })
                 .await
             })
@@ -142,10 +152,8 @@ impl Schedulers {
             let counter = state.passes.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                run_scheduled(passes, shutdown, move |_run, code| {
-                    counter
-                        .get_or_create(&vec![("exit_code".into(), code.to_string())])
-                        .inc();
+                run_scheduled(passes, shutdown, move |account, code| {
+                    count(&counter, account, code);
                 })
                 .await
             })
@@ -171,6 +179,16 @@ impl Schedulers {
             }
         }
     }
+}
+
+/// One scheduled pass or sync of `account`'s, ended with `code`.
+fn count(counter: &Counters, account: &AccountName, code: i32) {
+    counter
+        .get_or_create(&vec![
+            ("account".into(), account.to_string()),
+            ("exit_code".into(), code.to_string()),
+        ])
+        .inc();
 }
 
 async fn readyz(State(state): State<ServeState>) -> Response {
@@ -200,17 +218,17 @@ async fn metrics(State(state): State<ServeState>) -> Response {
     let mut registry = Registry::default();
     registry.register(
         "callvault_callbacks",
-        "Callbacks received, by result",
+        "Callbacks received, by account and result",
         state.callbacks.clone(),
     );
     registry.register(
         "callvault_scheduled_passes",
-        "Scheduled archival passes run by this process, by exit code",
+        "Scheduled archival passes run by this process, by account and exit code",
         state.passes.clone(),
     );
     registry.register(
         "callvault_scheduled_syncs",
-        "Scheduled syncs run by this process, by exit code",
+        "Scheduled syncs run by this process, by account and exit code",
         state.syncs.clone(),
     );
     crate::metrics::register_ledger(&mut registry, &status);

@@ -97,6 +97,13 @@ pub struct SyncDeps {
     pub provider: Arc<ProviderClient>,
 }
 
+/// One account's sync: its name, its rows and its provider client.
+#[derive(Clone)]
+pub struct AccountSync {
+    pub account: crate::accounts::AccountName,
+    pub deps: SyncDeps,
+}
+
 /// A call the sync found: the ledger did not know it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FoundCall {

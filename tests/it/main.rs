@@ -55,6 +55,7 @@ mod retention;
 mod s3proxy;
 mod security;
 mod serve;
+mod serve_accounts;
 mod store_faults;
 mod sync;
 mod ui_browser;

@@ -38,7 +38,9 @@ async fn start_receiver(allow_from: &[&str]) -> Receiver {
     let options = ServeOptions {
         ledger: ledger.clone(),
         receiver: Some(ReceiverConfig {
-            secret: SecretString::from(SECRET),
+            accounts: vec![callvault::serve::CallbackAccount::default_account(
+                SecretString::from(SECRET),
+            )],
             allow_from: allow_from.iter().map(|n| n.parse().unwrap()).collect(),
             max_body_bytes: MAX_BODY,
             tz: callvault::timefmt::PROVIDER_TZ,
@@ -275,11 +277,11 @@ async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
     let (status, metrics) = rx.get(&crate::world::cu("/metrics")).await;
     assert_eq!(status, 200);
     for line in [
-        "callvault_callbacks_total{result=\"stored\"} 2",
-        "callvault_callbacks_total{result=\"duplicate\"} 1",
-        "callvault_callbacks_total{result=\"rejected\"} 6",
-        "callvault_callbacks_total{result=\"too_large\"} 1",
-        "callvault_callbacks_total{result=\"unauthorized\"} 4",
+        "callvault_callbacks_total{account=\"default\",result=\"stored\"} 2",
+        "callvault_callbacks_total{account=\"default\",result=\"duplicate\"} 1",
+        "callvault_callbacks_total{account=\"default\",result=\"rejected\"} 6",
+        "callvault_callbacks_total{account=\"default\",result=\"too_large\"} 1",
+        "callvault_callbacks_total{account=\"default\",result=\"unauthorized\"} 4",
         "callvault_records{state=\"pending\"} 2",
     ] {
         assert!(

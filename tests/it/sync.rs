@@ -41,7 +41,9 @@ impl Receiver {
         let options = ServeOptions {
             ledger,
             receiver: Some(ReceiverConfig {
-                secret: SecretString::from(SECRET),
+                accounts: vec![callvault::serve::CallbackAccount::default_account(
+                    SecretString::from(SECRET),
+                )],
                 allow_from: Vec::new(),
                 max_body_bytes: 64 * 1024,
                 tz: PROVIDER_TZ,
@@ -650,7 +652,9 @@ async fn serve_runs_scheduled_syncs_and_exports_their_figures() {
     let options = ServeOptions {
         ledger: world.ledger.clone(),
         receiver: Some(ReceiverConfig {
-            secret: SecretString::from(SECRET),
+            accounts: vec![callvault::serve::CallbackAccount::default_account(
+                SecretString::from(SECRET),
+            )],
             allow_from: Vec::new(),
             max_body_bytes: 64 * 1024,
             tz: PROVIDER_TZ,
@@ -661,7 +665,10 @@ async fn serve_runs_scheduled_syncs_and_exports_their_figures() {
         passes: None,
         syncs: Some(callvault::serve::ScheduledSyncs {
             schedule: callvault::serve::parse_schedule("* * * * * *").unwrap(),
-            deps: sync_deps(&world),
+            accounts: vec![callvault::sync::AccountSync {
+                account: callvault::accounts::AccountName::default_account(),
+                deps: sync_deps(&world),
+            }],
             options: sync_options(),
         }),
     };
@@ -679,7 +686,7 @@ async fn serve_runs_scheduled_syncs_and_exports_their_figures() {
     let synced = wait_for(Duration::from_secs(30), async || {
         metrics()
             .await
-            .contains("callvault_scheduled_syncs_total{exit_code=\"0\"}")
+            .contains("callvault_scheduled_syncs_total{account=\"default\",exit_code=\"0\"}")
     })
     .await;
 

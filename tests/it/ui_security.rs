@@ -82,7 +82,9 @@ impl UiServer {
         let options = ServeOptions {
             ledger: world.ledger.clone(),
             receiver: Some(ReceiverConfig {
-                secret: SecretString::from(CALLBACK_SECRET),
+                accounts: vec![callvault::serve::CallbackAccount::default_account(
+                    SecretString::from(CALLBACK_SECRET),
+                )],
                 allow_from: vec![],
                 max_body_bytes: 64 * 1024,
                 tz: default_provider_tz(),
