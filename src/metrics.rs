@@ -1,8 +1,11 @@
 //! Prometheus metrics of the archive, read from the ledger (so a batch job, a textfile
 //! collector and `serve`'s `/metrics` all tell the same story): the last run's outcome counts,
-//! bytes and duration, the last success, records per state and the oldest pending age.
+//! bytes and duration, the last success, records per state and the oldest pending age, and
+//! the syncs' figures; every one per provider account (label `account`), so that one
+//! account's backlog or failing runs show, and alert, on their own.
 //! Pushed to a Pushgateway or written for node-exporter's textfile collector after `run`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +15,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::ledger::{LastRun, StatusReport};
+use crate::accounts::AccountName;
+use crate::ledger::{LastRun, Ledger, LedgerError, StatusReport, SyncFigures};
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
@@ -27,157 +31,220 @@ const OUTCOMES: [&str; 6] = [
     "lease_lost",
 ];
 
-/// Adds the ledger's figures to `registry` (all gauges: a snapshot).
-pub fn register_ledger(registry: &mut Registry, status: &StatusReport) {
-    let states = Family::<Labels, Gauge>::default();
-    for (state, n) in &status.counts {
-        states
-            .get_or_create(&vec![("state".into(), (*state).into())])
-            .set(*n);
+/// One account's figures, as its rows in the ledger give them.
+#[derive(Debug, Clone)]
+pub struct AccountFigures {
+    pub account: AccountName,
+    pub status: StatusReport,
+    pub syncs: Option<SyncFigures>,
+}
+
+impl AccountFigures {
+    /// Reads `ledger`'s account's figures (the ledger handle scoped to it).
+    pub async fn read(ledger: &Ledger, retention: chrono::Duration) -> Result<Self, LedgerError> {
+        Ok(Self {
+            account: ledger.account().clone(),
+            status: ledger.status(Utc::now(), retention).await?,
+            syncs: Some(ledger.sync_figures().await?),
+        })
     }
-    registry.register(
-        "callvault_records",
-        "Call records in the ledger, by state",
-        states,
-    );
-    gauge(
-        registry,
+}
+
+/// The gauges being filled, by name: each a family over the account and its own labels,
+/// registered once all accounts are in.
+#[derive(Default)]
+struct Sheet {
+    counts: BTreeMap<&'static str, (&'static str, Family<Labels, Gauge>)>,
+    values: BTreeMap<&'static str, (&'static str, Family<Labels, FloatGauge>)>,
+}
+
+impl Sheet {
+    fn count(&mut self, name: &'static str, help: &'static str, labels: Labels, n: i64) {
+        let (_, family) = self
+            .counts
+            .entry(name)
+            .or_insert_with(|| (help, Family::default()));
+        family.get_or_create(&labels).set(n);
+    }
+
+    fn value(&mut self, name: &'static str, help: &'static str, labels: Labels, v: f64) {
+        let (_, family) = self
+            .values
+            .entry(name)
+            .or_insert_with(|| (help, Family::default()));
+        family.get_or_create(&labels).set(v);
+    }
+
+    fn register(self, registry: &mut Registry) {
+        for (name, (help, family)) in self.counts {
+            registry.register(name, help, family);
+        }
+        for (name, (help, family)) in self.values {
+            registry.register(name, help, family);
+        }
+    }
+}
+
+fn labels(account: &AccountName, more: &[(&str, &str)]) -> Labels {
+    std::iter::once(("account".to_owned(), account.to_string()))
+        .chain(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+        .collect()
+}
+
+/// Adds every account's figures to `registry` (all gauges: a snapshot).
+pub fn register_accounts(registry: &mut Registry, figures: &[AccountFigures]) {
+    let mut sheet = Sheet::default();
+    for f in figures {
+        add_status(&mut sheet, &f.account, &f.status);
+        if let Some(syncs) = &f.syncs {
+            add_syncs(&mut sheet, &f.account, syncs);
+        }
+    }
+    sheet.register(registry);
+}
+
+fn add_status(sheet: &mut Sheet, account: &AccountName, status: &StatusReport) {
+    let plain = labels(account, &[]);
+    for (state, n) in &status.counts {
+        let by_state = labels(account, &[("state", state)]);
+        sheet.count(
+            "callvault_records",
+            "Call records in the ledger, by state",
+            by_state,
+            *n,
+        );
+    }
+    sheet.value(
         "callvault_oldest_pending_age_seconds",
         "Age of the oldest call still waiting to be archived (0 when none)",
+        plain.clone(),
         status.oldest_pending_age_seconds.unwrap_or(0) as f64,
     );
-    gauge(
-        registry,
+    sheet.value(
         "callvault_at_risk_records",
         "Calls not archived whose recording the provider deletes within 14 days",
+        plain.clone(),
         status.at_risk_within_14_days as f64,
     );
-    gauge(
-        registry,
+    sheet.value(
         "callvault_media_flagged_records",
         "Archived recordings whose duration disagrees with the call's billed seconds",
+        plain.clone(),
         status.media_flagged as f64,
     );
     if let Some(t) = status.last_success_at {
-        gauge(
-            registry,
+        sheet.value(
             "callvault_last_success_timestamp_seconds",
             "When the last run that archived everything it claimed finished",
+            plain,
             seconds(t),
         );
     }
     if let Some(run) = &status.last_run {
-        register_last_run(registry, run);
+        add_last_run(sheet, account, run);
     }
 }
 
-/// Adds what the last run's row says: when it ended, its exit code, and its summary's
-/// counts.
-fn register_last_run(registry: &mut Registry, run: &LastRun) {
+/// What the last run's row says: when it ended, its exit code, and its summary's counts.
+fn add_last_run(sheet: &mut Sheet, account: &AccountName, run: &LastRun) {
+    let plain = labels(account, &[]);
     if let Some(t) = run.finished_at.or(run.started_at) {
-        gauge(
-            registry,
+        sheet.value(
             "callvault_last_run_timestamp_seconds",
             "When the last run finished (or started, if it is still running)",
+            plain.clone(),
             seconds(t),
         );
     }
     if let Some(code) = run.exit_code {
-        gauge(
-            registry,
+        sheet.value(
             "callvault_last_run_exit_code",
             "Exit code of the last run: 0 done, 1 incomplete, 2 configuration, 3 credentials",
+            plain,
             code as f64,
         );
     }
     if let Some(summary) = &run.summary {
-        register_run_summary(registry, summary);
+        add_run_summary(sheet, account, summary);
     }
 }
 
-/// Adds the last run's summary: records per outcome, bytes, duration, logins (0 for what
-/// it does not give).
-fn register_run_summary(registry: &mut Registry, summary: &serde_json::Value) {
+/// The last run's summary: records per outcome, bytes, duration, logins (0 for what it
+/// does not give).
+fn add_run_summary(sheet: &mut Sheet, account: &AccountName, summary: &serde_json::Value) {
     let number = |field: &str| summary.get(field).and_then(|v| v.as_f64()).unwrap_or(0.0);
-    let outcomes = Family::<Labels, FloatGauge>::default();
     for outcome in OUTCOMES {
-        outcomes
-            .get_or_create(&vec![("outcome".into(), outcome.into())])
-            .set(number(outcome));
+        sheet.value(
+            "callvault_last_run_records",
+            "Records the last run settled, by outcome",
+            labels(account, &[("outcome", outcome)]),
+            number(outcome),
+        );
     }
-    registry.register(
-        "callvault_last_run_records",
-        "Records the last run settled, by outcome",
-        outcomes,
-    );
-    gauge(
-        registry,
-        "callvault_last_run_bytes",
-        "Bytes the last run archived",
-        number("bytes"),
-    );
-    gauge(
-        registry,
-        "callvault_last_run_duration_seconds",
-        "How long the last run took",
-        number("duration_seconds"),
-    );
-    gauge(
-        registry,
-        "callvault_last_run_logins",
-        "Provider logins during the last run",
-        number("logins"),
-    );
+    for (name, help, field) in [
+        (
+            "callvault_last_run_bytes",
+            "Bytes the last run archived",
+            "bytes",
+        ),
+        (
+            "callvault_last_run_duration_seconds",
+            "How long the last run took",
+            "duration_seconds",
+        ),
+        (
+            "callvault_last_run_logins",
+            "Provider logins during the last run",
+            "logins",
+        ),
+    ] {
+        sheet.value(name, help, labels(account, &[]), number(field));
+    }
 }
 
-/// Adds the syncs' figures: when the bill list was last read whole (alert on its age: a
-/// missed sync), the calls found only by sync (a rise means callbacks are not arriving),
-/// and the rows stored with unreadable fields.
-pub fn register_syncs(registry: &mut Registry, syncs: &crate::ledger::SyncFigures) {
+/// The syncs' figures: when the bill list was last read whole (alert on its age: a missed
+/// sync), the calls found only by sync (a rise means callbacks are not arriving), and the
+/// rows stored with unreadable fields.
+fn add_syncs(sheet: &mut Sheet, account: &AccountName, syncs: &SyncFigures) {
+    let plain = labels(account, &[]);
     if let Some(t) = syncs.last_success_at {
-        gauge(
-            registry,
+        sheet.value(
             "callvault_sync_last_success_timestamp_seconds",
             "When the last sync that read its whole window of the bill list finished",
+            plain.clone(),
             seconds(t),
         );
     }
-    gauge(
-        registry,
+    sheet.value(
         "callvault_sync_found_records",
         "Calls known only from the provider's bill list: their callback never came",
+        plain.clone(),
         syncs.found_by_sync as f64,
     );
     if let Some(last) = &syncs.last_sync {
-        gauge(
-            registry,
+        sheet.value(
             "callvault_last_sync_found_records",
             "Calls the last sync found that the ledger did not know",
+            plain.clone(),
             last.progress.found as f64,
         );
     }
-    gauge(
-        registry,
+    sheet.value(
         "callvault_noted_records",
         "Calls stored with fields that could not be read",
+        plain,
         syncs.noted as f64,
     );
-}
-
-fn gauge(registry: &mut Registry, name: &str, help: &str, value: f64) {
-    let g = FloatGauge::default();
-    g.set(value);
-    registry.register(name, help, g);
 }
 
 fn seconds(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-/// The ledger's figures in Prometheus text format.
-pub fn render(status: &StatusReport) -> String {
+/// Every account's figures in Prometheus text format.
+pub fn render(figures: &[AccountFigures]) -> String {
     let mut registry = Registry::default();
-    register_ledger(&mut registry, status);
+    register_accounts(&mut registry, figures);
     encode_text(&registry)
 }
 
@@ -199,21 +266,25 @@ pub struct Targets {
 
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Reads the ledger's figures (the run just ended is its last run) and delivers them to
-/// every target.
+/// Reads each account's figures from its ledger handle (the run just ended is its last
+/// run) and delivers them, all accounts in one text, to every target.
 pub async fn publish(
-    ledger: &crate::ledger::Ledger,
+    ledgers: &[&Ledger],
     retention: chrono::Duration,
     targets: &Targets,
 ) -> Result<(), MetricsError> {
     if targets.pushgateway.is_none() && targets.file.is_none() {
         return Ok(());
     }
-    let status = ledger
-        .status(Utc::now(), retention)
-        .await
-        .map_err(|e| MetricsError::Ledger(e.to_string()))?;
-    let text = render(&status);
+    let mut figures = Vec::with_capacity(ledgers.len());
+    for ledger in ledgers {
+        figures.push(
+            AccountFigures::read(ledger, retention)
+                .await
+                .map_err(|e| MetricsError::Ledger(e.to_string()))?,
+        );
+    }
+    let text = render(&figures);
     if let Some(path) = &targets.file {
         write_textfile(path, &text)?;
     }
@@ -319,18 +390,38 @@ mod tests {
             }),
             last_success_at: DateTime::from_timestamp(1_700_000_000, 0),
         };
-        let text = render(&status);
+        let acme = AccountName::parse("acme").unwrap();
+        let quiet = StatusReport {
+            counts: [("pending", 5)].into_iter().collect(),
+            last_run: None,
+            media_flagged: 0,
+            ..status.clone()
+        };
+        let text = render(&[
+            AccountFigures {
+                account: acme,
+                status,
+                syncs: None,
+            },
+            AccountFigures {
+                account: AccountName::parse("beta").unwrap(),
+                status: quiet,
+                syncs: None,
+            },
+        ]);
         for line in [
-            "callvault_records{state=\"archived\"} 7",
-            "callvault_records{state=\"pending\"} 2",
-            "callvault_media_flagged_records 2",
-            "callvault_oldest_pending_age_seconds 3600",
-            "callvault_last_success_timestamp_seconds 1700000000",
-            "callvault_last_run_records{outcome=\"archived\"} 7",
-            "callvault_last_run_records{outcome=\"failed\"} 0",
-            "callvault_last_run_bytes 1234",
-            "callvault_last_run_duration_seconds 2.5",
-            "callvault_last_run_exit_code 0",
+            "callvault_records{account=\"acme\",state=\"archived\"} 7",
+            "callvault_records{account=\"acme\",state=\"pending\"} 2",
+            "callvault_records{account=\"beta\",state=\"pending\"} 5",
+            "callvault_media_flagged_records{account=\"acme\"} 2",
+            "callvault_media_flagged_records{account=\"beta\"} 0",
+            "callvault_oldest_pending_age_seconds{account=\"acme\"} 3600",
+            "callvault_last_success_timestamp_seconds{account=\"acme\"} 1700000000",
+            "callvault_last_run_records{account=\"acme\",outcome=\"archived\"} 7",
+            "callvault_last_run_records{account=\"acme\",outcome=\"failed\"} 0",
+            "callvault_last_run_bytes{account=\"acme\"} 1234",
+            "callvault_last_run_duration_seconds{account=\"acme\"} 2.5",
+            "callvault_last_run_exit_code{account=\"acme\"} 0",
             "# TYPE callvault_last_run_bytes gauge",
         ] {
             assert!(
@@ -338,5 +429,12 @@ mod tests {
                 "{line} missing in\n{text}"
             );
         }
+        // Each metric is declared once, whatever the number of accounts.
+        assert_eq!(
+            text.matches("# TYPE callvault_records ").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("callvault_last_run_bytes{account=\"beta\"}"));
     }
 }

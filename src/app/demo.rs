@@ -114,6 +114,7 @@ async fn receive_callbacks(stage: &Stage) -> anyhow::Result<Delivery> {
     let url = format!("http://{}/callback/{SECRET}", listener.local_addr()?);
     let shutdown = Shutdown::default();
     let options = ServeOptions {
+        accounts: vec![crate::accounts::AccountName::default_account()],
         ledger: stage.ledger.clone(),
         receiver: Some(ReceiverConfig {
             accounts: vec![crate::serve::CallbackAccount::default_account(

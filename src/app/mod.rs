@@ -259,21 +259,12 @@ async fn run(cli: &Cli, common: &CommonSettings, args: &RunArgs) -> anyhow::Resu
     Ok(u8::try_from(code).unwrap_or(EXIT_INCOMPLETE))
 }
 
-/// The run's metrics, for its one account. Metrics carry no account label yet, so with
-/// several accounts they are not published, and a warning says so.
+/// The run's metrics: every account's figures, each labelled with its account.
 async fn publish_run_metrics(args: &RunArgs, passes: &[crate::archive::AccountPass]) {
     let targets = metrics_targets(args);
-    let [pass] = passes else {
-        if targets.pushgateway.is_some() || targets.file.is_some() {
-            tracing::warn!(
-                accounts = passes.len(),
-                "metrics are not published for a run over several accounts yet (they carry no account label); run one account per invocation to publish them"
-            );
-        }
-        return;
-    };
-    if let Err(e) = crate::metrics::publish(&pass.deps.ledger, pass.opts.retention, &targets).await
-    {
+    let Some(first) = passes.first() else { return };
+    let ledgers: Vec<_> = passes.iter().map(|p| &p.deps.ledger).collect();
+    if let Err(e) = crate::metrics::publish(&ledgers, first.opts.retention, &targets).await {
         // The archive is what matters; a lost metrics push is reported, not fatal.
         tracing::warn!(error = %e, "could not publish the run's metrics");
     }

@@ -65,6 +65,7 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
     let signals = tokio::spawn(watch_signals(shutdown.clone(), run.grace));
     let options = ServeOptions {
         ledger: ledger.clone(),
+        accounts: accounts.iter().map(|a| a.name.clone()).collect(),
         receiver,
         ui,
         retention,

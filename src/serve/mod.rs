@@ -33,6 +33,8 @@ pub use schedule::{
 #[derive(Clone)]
 struct ServeState {
     ledger: Ledger,
+    /// The accounts served: `/metrics` gives each one's figures.
+    accounts: Vec<crate::accounts::AccountName>,
     /// `callvault_callbacks_total{account=…,result=…}` (the receiver's, when it runs).
     callbacks: Counters,
     /// `callvault_scheduled_passes_total{account=…,exit_code=…}`.
@@ -46,6 +48,8 @@ struct ServeState {
 pub struct ServeOptions {
     /// The ledger (the receiver scopes it to each callback's account; the probes read it).
     pub ledger: Ledger,
+    /// The accounts this process serves.
+    pub accounts: Vec<crate::accounts::AccountName>,
     /// The callback receiver; `None` serves the web page alone.
     pub receiver: Option<ReceiverConfig>,
     /// The web page (`serve --ui`), under `/ui`.
@@ -68,6 +72,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let state = ServeState {
         ledger: options.ledger.clone(),
+        accounts: options.accounts.clone(),
         callbacks: Counters::default(),
         passes: Counters::default(),
         syncs: Counters::default(),
@@ -202,13 +207,15 @@ async fn readyz(State(state): State<ServeState>) -> Response {
 }
 
 async fn metrics(State(state): State<ServeState>) -> Response {
-    let ledger = &state.ledger;
     let figures = async {
-        let status = ledger.status(chrono::Utc::now(), state.retention).await?;
-        let syncs = ledger.sync_figures().await?;
-        Ok::<_, crate::ledger::LedgerError>((status, syncs))
+        let mut figures = Vec::with_capacity(state.accounts.len());
+        for account in &state.accounts {
+            let ledger = state.ledger.scoped(account);
+            figures.push(crate::metrics::AccountFigures::read(&ledger, state.retention).await?);
+        }
+        Ok::<_, crate::ledger::LedgerError>(figures)
     };
-    let (status, syncs) = match figures.await {
+    let figures = match figures.await {
         Ok(figures) => figures,
         Err(e) => {
             tracing::warn!(error = %e, "metrics: the ledger does not answer");
@@ -231,8 +238,7 @@ async fn metrics(State(state): State<ServeState>) -> Response {
         "Scheduled syncs run by this process, by account and exit code",
         state.syncs.clone(),
     );
-    crate::metrics::register_ledger(&mut registry, &status);
-    crate::metrics::register_syncs(&mut registry, &syncs);
+    crate::metrics::register_accounts(&mut registry, &figures);
     (
         [(
             header::CONTENT_TYPE,

@@ -98,11 +98,12 @@ pub async fn run_scheduled(
         for (pass, result) in passes.passes.iter().zip(results) {
             on_pass(&pass.account, finished(&pass.account, result));
         }
-        if let [pass] = passes.passes.as_slice() {
+        if let Some(first) = passes.passes.first() {
+            let ledgers: Vec<_> = passes.passes.iter().map(|p| &p.deps.ledger).collect();
             let published =
-                crate::metrics::publish(&pass.deps.ledger, pass.opts.retention, &passes.metrics);
+                crate::metrics::publish(&ledgers, first.opts.retention, &passes.metrics);
             if let Err(e) = published.await {
-                tracing::warn!(error = %e, "could not publish the pass's metrics");
+                tracing::warn!(error = %e, "could not publish the passes' metrics");
             }
         }
     }

@@ -253,14 +253,14 @@ async fn a_run_pushes_and_writes_its_metrics_and_logs_progress_lines() {
 
     let text = std::fs::read_to_string(&textfile).unwrap();
     for line in [
-        "callvault_last_run_records{outcome=\"archived\"} 4",
-        "callvault_last_run_records{outcome=\"failed\"} 0",
-        "callvault_records{state=\"archived\"} 4",
-        "callvault_last_run_exit_code 0",
-        "callvault_oldest_pending_age_seconds 0",
-        "callvault_last_success_timestamp_seconds ",
-        "callvault_last_run_duration_seconds ",
-        "callvault_last_run_bytes ",
+        "callvault_last_run_records{account=\"default\",outcome=\"archived\"} 4",
+        "callvault_last_run_records{account=\"default\",outcome=\"failed\"} 0",
+        "callvault_records{account=\"default\",state=\"archived\"} 4",
+        "callvault_last_run_exit_code{account=\"default\"} 0",
+        "callvault_oldest_pending_age_seconds{account=\"default\"} 0",
+        "callvault_last_success_timestamp_seconds{account=\"default\"} ",
+        "callvault_last_run_duration_seconds{account=\"default\"} ",
+        "callvault_last_run_bytes{account=\"default\"} ",
     ] {
         assert!(
             text.lines().any(|l| l.starts_with(line)),

@@ -125,9 +125,13 @@ async fn odd_recordings_served_identically_twice_are_archived_and_flagged() {
         .await
         .unwrap();
     assert_eq!(status.media_flagged, 2);
-    let metrics = callvault::metrics::render(&status);
+    let metrics = callvault::metrics::render(&[callvault::metrics::AccountFigures {
+        account: callvault::accounts::AccountName::default_account(),
+        status,
+        syncs: None,
+    }]);
     assert!(
-        metrics.contains("callvault_media_flagged_records 2"),
+        metrics.contains("callvault_media_flagged_records{account=\"default\"} 2"),
         "{metrics}"
     );
 }

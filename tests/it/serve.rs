@@ -36,6 +36,7 @@ async fn start_receiver(allow_from: &[&str]) -> Receiver {
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::default();
     let options = ServeOptions {
+        accounts: vec![callvault::accounts::AccountName::default_account()],
         ledger: ledger.clone(),
         receiver: Some(ReceiverConfig {
             accounts: vec![callvault::serve::CallbackAccount::default_account(
@@ -282,7 +283,7 @@ async fn callbacks_are_stored_once_and_bad_ones_refused_with_a_reason() {
         "callvault_callbacks_total{account=\"default\",result=\"rejected\"} 6",
         "callvault_callbacks_total{account=\"default\",result=\"too_large\"} 1",
         "callvault_callbacks_total{account=\"default\",result=\"unauthorized\"} 4",
-        "callvault_records{state=\"pending\"} 2",
+        "callvault_records{account=\"default\",state=\"pending\"} 2",
     ] {
         assert!(
             metrics.lines().any(|l| l == line),
@@ -376,7 +377,7 @@ async fn serve_with_a_schedule_archives_what_it_receives_and_stops_cleanly_on_si
     let file_written = wait_for(Duration::from_secs(10), async || {
         std::fs::read_to_string(&metrics_file).is_ok_and(|t| {
             t.contains(&format!(
-                "callvault_records{{state=\"archived\"}} {with_recording}"
+                "callvault_records{{account=\"default\",state=\"archived\"}} {with_recording}"
             ))
         })
     })

@@ -218,7 +218,7 @@ async fn each_account_takes_its_callbacks_on_its_own_address(kind: BackendKind) 
     assert_eq!(holders(&world, "a-3").await, ["acme"]);
     // Its ledger figures are that account's.
     let metrics = metrics_of(&base).await;
-    let pending = "callvault_records{state=\"pending\"} 3";
+    let pending = "callvault_records{account=\"acme\",state=\"pending\"} 3";
     assert!(metrics.lines().any(|l| l == pending), "{metrics}");
     stop(child).await;
 }

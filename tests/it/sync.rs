@@ -39,6 +39,7 @@ impl Receiver {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let shutdown = Shutdown::default();
         let options = ServeOptions {
+            accounts: vec![callvault::accounts::AccountName::default_account()],
             ledger,
             receiver: Some(ReceiverConfig {
                 accounts: vec![callvault::serve::CallbackAccount::default_account(
@@ -650,6 +651,7 @@ async fn serve_runs_scheduled_syncs_and_exports_their_figures() {
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::default();
     let options = ServeOptions {
+        accounts: vec![callvault::accounts::AccountName::default_account()],
         ledger: world.ledger.clone(),
         receiver: Some(ReceiverConfig {
             accounts: vec![callvault::serve::CallbackAccount::default_account(
@@ -694,11 +696,11 @@ async fn serve_runs_scheduled_syncs_and_exports_their_figures() {
     assert_eq!(rows(&world).await.len(), 5);
     let metrics = metrics().await;
     assert!(
-        metrics.contains("callvault_sync_last_success_timestamp_seconds "),
+        metrics.contains("callvault_sync_last_success_timestamp_seconds{account=\"default\"} "),
         "{metrics}"
     );
     assert!(
-        metrics.contains("callvault_sync_found_records 5"),
+        metrics.contains("callvault_sync_found_records{account=\"default\"} 5"),
         "{metrics}"
     );
     assert!(metrics.contains("callvault_at_risk_records"), "{metrics}");

@@ -80,6 +80,7 @@ impl UiServer {
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::default();
         let options = ServeOptions {
+            accounts: vec![callvault::accounts::AccountName::default_account()],
             ledger: world.ledger.clone(),
             receiver: Some(ReceiverConfig {
                 accounts: vec![callvault::serve::CallbackAccount::default_account(
