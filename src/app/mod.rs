@@ -97,7 +97,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Expire(ref args) => {
             retention::expire(&open_ledger(&common.ledger).await?, args, &common.s3).await
         }
-        Command::User(UserCommand::Add(args)) => user::add(&args),
+        Command::User(UserCommand::Add(args)) => user::add(&common, &args),
         Command::Accounts(ref args) => accounts::list(&common, args).await,
         Command::Find(ref args) => {
             retrieve::find(&open_ledger(&common.ledger).await?, args, tz).await

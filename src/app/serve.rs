@@ -15,7 +15,7 @@ use crate::config::{CommonSettings, ConfigError};
 use crate::provider::ProviderClient;
 use crate::serve::{MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ScheduledSyncs, ServeOptions};
 use crate::sync::{SyncDeps, SyncOptions};
-use crate::ui::{ProxyAuth, Ui, UiConfig, UsersFile};
+use crate::ui::{ProxyAuth, Ui, UiAccount, UiConfig, UsersFile};
 use axum::http::HeaderName;
 
 pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
@@ -46,7 +46,7 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
         None => None,
     };
     let ui = if args.ui.ui {
-        Some(ui_settings(common, args, &ledger, retention, &account)?)
+        Some(ui_settings(common, args, &ledger, retention)?)
     } else {
         None
     };
@@ -160,15 +160,26 @@ fn scheduled_syncs(
     })
 }
 
-/// The web page's settings: its store (as a run's), users file, proxy and cookies.
+/// The web page's settings: the accounts it serves (every declared one, or those named with
+/// `--account`), each with its rows of the ledger and its store (as a run's); its users
+/// file, proxy and cookies.
 fn ui_settings(
     common: &CommonSettings,
     args: &ServeArgs,
     ledger: &crate::ledger::Ledger,
     retention: chrono::Duration,
-    account: &Account,
 ) -> Result<Ui, ConfigError> {
-    let store = super::wiring::open_store(&account.store_config()?)?;
+    let top = TopLevel {
+        provider: &args.run.provider,
+        store: Some(&args.run.store),
+        callback: Some(&args.callback),
+    };
+    let mut accounts = std::collections::BTreeMap::new();
+    for account in super::accounts::accounts(common, &top, &args.run.accounts)? {
+        let store = super::wiring::open_store(&account.store_config()?)?;
+        let ledger = ledger.scoped(&account.name);
+        accounts.insert(account.name, UiAccount { ledger, store });
+    }
     let proxy = match &args.ui.ui_proxy_header {
         Some(name) => Some(ProxyAuth {
             header: HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
@@ -195,9 +206,9 @@ fn ui_settings(
         retention,
         ..UiConfig::new(users, common.tz)
     };
-    Ok(Ui::new(
+    Ok(Ui::with_accounts(
         ledger.clone(),
-        store,
+        accounts,
         config,
         crate::clock::Clock::system(),
     ))
