@@ -56,6 +56,7 @@ mod security;
 mod serve;
 mod store_faults;
 mod sync;
+mod ui_accounts;
 mod ui_browser;
 mod ui_security;
 mod world;
