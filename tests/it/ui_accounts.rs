@@ -155,17 +155,18 @@ impl Server {
         format!("callvault_session={token}")
     }
 
-    /// `path` as the session `cookie`'s user: the status, the `Location` and the body.
-    async fn get(&self, path: &str, cookie: &str) -> (u16, String, String) {
+    /// `path` as the session `cookie`'s user: the status, the `Location`, the body (as
+    /// text) and its length in bytes.
+    async fn get(&self, path: &str, cookie: &str) -> (u16, String, String, usize) {
         self.ask(path, COOKIE.as_str(), cookie).await
     }
 
     /// `path` as the proxy's user `name`.
-    async fn get_proxied(&self, path: &str, name: &str) -> (u16, String, String) {
+    async fn get_proxied(&self, path: &str, name: &str) -> (u16, String, String, usize) {
         self.ask(path, PROXY_HEADER, name).await
     }
 
-    async fn ask(&self, path: &str, header: &str, value: &str) -> (u16, String, String) {
+    async fn ask(&self, path: &str, header: &str, value: &str) -> (u16, String, String, usize) {
         let answer = client()
             .get(format!("http://{}{path}", self.addr))
             .header(header, value)
@@ -178,7 +179,14 @@ impl Server {
             .get("location")
             .map(|l| l.to_str().unwrap().to_owned())
             .unwrap_or_default();
-        (status, location, answer.text().await.unwrap_or_default())
+        // Bytes, not text: a recording's length is its bytes'.
+        let body = answer.bytes().await.unwrap_or_default();
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&body).into_owned(),
+            body.len(),
+        )
     }
 
     /// What `account`'s access log holds of `actor`: (action, query, calls).
@@ -277,8 +285,8 @@ async fn each_user_sees_only_its_account(kind: BackendKind) {
             let asked = call_routes(&format!("/ui/calls/{theirs}/{}", call.uuid));
             let unknown = call_routes(&format!("/ui/calls/{mine}/no-such-call"));
             for (asked, unknown) in asked.iter().zip(&unknown) {
-                let (status, _, body) = server.get(asked, &cookie).await;
-                let (unknown_status, _, unknown_body) = server.get(unknown, &cookie).await;
+                let (status, _, body, _) = server.get(asked, &cookie).await;
+                let (unknown_status, _, unknown_body, _) = server.get(unknown, &cookie).await;
                 assert_eq!((status, &body), (404, &unknown_body), "{user} {asked}");
                 assert_eq!(unknown_status, 404);
             }
@@ -286,7 +294,7 @@ async fn each_user_sees_only_its_account(kind: BackendKind) {
         // Its own calls, the shared uuid included, are its own copies.
         for call in CALLS.iter().filter(|c| c.account == mine) {
             let [page, audio, download] = call_routes(&format!("/ui/calls/{mine}/{}", call.uuid));
-            let (status, _, body) = server.get(&page, &cookie).await;
+            let (status, _, body, _) = server.get(&page, &cookie).await;
             assert_eq!(status, 200, "{user} {page}");
             assert!(body.contains(call.number), "{user} {page}");
             assert!(
@@ -294,8 +302,8 @@ async fn each_user_sees_only_its_account(kind: BackendKind) {
                 "the player names the account"
             );
             assert_eq!(server.get(&audio, &cookie).await.0, 200);
-            let (status, _, body) = server.get(&download, &cookie).await;
-            assert_eq!((status, body.len() as u64), (200, call.size), "{download}");
+            let (status, _, _, len) = server.get(&download, &cookie).await;
+            assert_eq!((status, len as u64), (200, call.size), "{download}");
         }
         // An account that is not served, and a path-like account, are unknown too.
         for path in [
@@ -317,8 +325,10 @@ async fn each_user_sees_only_its_account(kind: BackendKind) {
             "/ui/dashboard".to_owned(),
             "/ui/".to_owned(),
         ] {
-            let (status, _, body) = server.get(&path, &cookie).await;
+            let (status, _, page, _) = server.get(&path, &cookie).await;
             assert_eq!(status, 200, "{user} {path}");
+            // What was found (the search form above it shows what the user typed).
+            let body = page.split(r#"id="results""#).nth(1).unwrap_or(&page);
             for secret in secrets_of(theirs).iter().chain([&theirs.to_owned()]) {
                 assert!(
                     !body.contains(secret.as_str()),
@@ -327,10 +337,10 @@ async fn each_user_sees_only_its_account(kind: BackendKind) {
             }
             assert!(!body.contains(theirs_only.uuid), "{user} {path}");
         }
-        let (_, _, found) = server.get("/ui/?company=20000013", &cookie).await;
+        let (_, _, found, _) = server.get("/ui/?company=20000013", &cookie).await;
         assert!(found.contains("2 call(s)"), "{found}");
         assert!(found.contains(&format!("/ui/calls/{mine}/shared-0001")));
-        let (_, _, dashboard) = server.get("/ui/dashboard", &cookie).await;
+        let (_, _, dashboard, _) = server.get("/ui/dashboard", &cookie).await;
         assert!(
             dashboard.contains("<strong>2</strong> archived"),
             "{dashboard}"
@@ -378,24 +388,20 @@ async fn old_links_lead_to_the_call_only_in_exactly_one_of_the_users_accounts() 
     let server = Server::start(BackendKind::Sqlite).await;
     let ann = server.login("ann").await;
     // The shared uuid: ann's own copy.
-    let (status, location, _) = server.get("/ui/calls/shared-0001", &ann).await;
+    let (status, location, _, _) = server.get("/ui/calls/shared-0001", &ann).await;
     assert_eq!(
         (status, location.as_str()),
         (303, "/ui/calls/acme/shared-0001")
     );
-    let (status, _, body) = server.get("/ui/calls/shared-0001/download", &ann).await;
-    assert_eq!(
-        (status, body.len() as u64),
-        (200, WAV_SIZE),
-        "acme's recording"
-    );
+    let (status, _, _, len) = server.get("/ui/calls/shared-0001/download", &ann).await;
+    assert_eq!((status, len as u64), (200, WAV_SIZE), "acme's recording");
     // Only globex holds it: as an unknown call, and the attempt is in globex's log.
     for (asked, unknown) in call_routes("/ui/calls/globex-only-0003")
         .iter()
         .zip(&call_routes("/ui/calls/no-such-call"))
     {
-        let (status, _, body) = server.get(asked, &ann).await;
-        let (_, _, unknown_body) = server.get(unknown, &ann).await;
+        let (status, _, body, _) = server.get(asked, &ann).await;
+        let (_, _, unknown_body, _) = server.get(unknown, &ann).await;
         assert_eq!((status, &body), (404, &unknown_body), "{asked}");
     }
     let refused = server.log("globex", "ann").await;
@@ -410,7 +416,7 @@ async fn old_links_lead_to_the_call_only_in_exactly_one_of_the_users_accounts() 
     // A user of both accounts: the uuid in both is ambiguous (404), the other leads on.
     let boss = server.login("boss").await;
     assert_eq!(server.get("/ui/calls/shared-0001", &boss).await.0, 404);
-    let (status, location, _) = server.get("/ui/calls/globex-only-0003", &boss).await;
+    let (status, location, _, _) = server.get("/ui/calls/globex-only-0003", &boss).await;
     assert_eq!(
         (status, location.as_str()),
         (303, "/ui/calls/globex/globex-only-0003")
@@ -428,7 +434,7 @@ async fn old_links_lead_to_the_call_only_in_exactly_one_of_the_users_accounts() 
 async fn a_user_of_every_account_sees_both_each_row_naming_its_account() {
     let server = Server::start(BackendKind::Sqlite).await;
     let boss = server.login("boss").await;
-    let (status, _, found) = server.get("/ui/?company=20000013", &boss).await;
+    let (status, _, found, _) = server.get("/ui/?company=20000013", &boss).await;
     assert_eq!(status, 200);
     assert!(found.contains("4 call(s)"), "{found}");
     for call in &CALLS {
@@ -436,7 +442,7 @@ async fn a_user_of_every_account_sees_both_each_row_naming_its_account() {
         assert!(found.contains(call.number));
     }
     for call in &CALLS {
-        let (status, _, page) = server
+        let (status, _, page, _) = server
             .get(&format!("/ui/calls/{}/{}", call.account, call.uuid), &boss)
             .await;
         assert_eq!(status, 200);
@@ -445,7 +451,7 @@ async fn a_user_of_every_account_sees_both_each_row_naming_its_account() {
                 && page.contains(&format!(r#"id="account">{}<"#, call.account))
         );
     }
-    let (_, _, dashboard) = server.get("/ui/dashboard", &boss).await;
+    let (_, _, dashboard, _) = server.get("/ui/dashboard", &boss).await;
     assert!(
         dashboard.contains("<strong>4</strong> archived"),
         "{dashboard}"
@@ -477,7 +483,7 @@ async fn a_user_of_every_account_sees_both_each_row_naming_its_account() {
 async fn a_proxy_user_sees_only_what_its_line_gives_and_an_unlisted_one_nothing() {
     let server = Server::start(BackendKind::Sqlite).await;
     // Listed without a password, for globex.
-    let (status, _, page) = server
+    let (status, _, page, _) = server
         .get_proxied("/ui/calls/globex/globex-only-0003", "proxied")
         .await;
     assert_eq!(status, 200);
@@ -517,7 +523,7 @@ async fn a_proxy_user_sees_only_what_its_line_gives_and_an_unlisted_one_nothing(
         routes.extend(call_routes(&format!("/ui/calls/{}", call.uuid)));
     }
     for path in &routes {
-        let (status, _, body) = server.get_proxied(path, "stranger").await;
+        let (status, _, body, _) = server.get_proxied(path, "stranger").await;
         assert_eq!(status, 403, "{path}");
         for secret in secrets_of("acme").iter().chain(&secrets_of("globex")) {
             assert!(!body.contains(secret.as_str()), "{path}");

@@ -290,7 +290,7 @@ async fn a_browser_logs_in_finds_plays_downloads_and_logs_out_and_each_step_is_l
         "{log:?}"
     );
     assert!(
-        log.contains(&(AccessAction::View, Some(format!("call {uuid}")))),
+        log.contains(&(AccessAction::View, Some(format!("call default/{uuid}")))),
         "{log:?}"
     );
 }
