@@ -71,8 +71,21 @@ fn account(name: &str) -> AccountName {
 /// Two accounts with archived calls, the users of the test, and the page over both.
 struct Server {
     world: World,
-    addr: SocketAddr,
+    page: Page,
     shutdown: Shutdown,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Page;
+
+    fn deref(&self) -> &Page {
+        &self.page
+    }
+}
+
+/// The page at an address, asked as its users.
+struct Page {
+    addr: SocketAddr,
 }
 
 impl Drop for Server {
@@ -131,11 +144,40 @@ impl Server {
         tokio::spawn(async move { serve(listener, options, stop).await.unwrap() });
         Self {
             world,
-            addr,
+            page: Page { addr },
             shutdown,
         }
     }
 
+    /// What `account`'s access log holds of `actor`: (action, query, calls).
+    async fn log(
+        &self,
+        account_name: &str,
+        actor: &str,
+    ) -> Vec<(AccessAction, String, Vec<String>)> {
+        let query = AccessQuery {
+            actor: Some(actor.to_owned()),
+            limit: 1000,
+            ..AccessQuery::default()
+        };
+        let ledger = self.world.ledger.scoped(&account(account_name));
+        let entries = ledger.access_entries(&query).await.unwrap();
+        entries
+            .into_iter()
+            .map(|e| {
+                let calls = e
+                    .entry
+                    .calls
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect();
+                (e.entry.action, e.entry.query.unwrap_or_default(), calls)
+            })
+            .collect()
+    }
+}
+
+impl Page {
     /// Logs in as `user`; the `Cookie` header value of its session.
     async fn login(&self, user: &str) -> String {
         let client = client();
@@ -187,33 +229,6 @@ impl Server {
             String::from_utf8_lossy(&body).into_owned(),
             body.len(),
         )
-    }
-
-    /// What `account`'s access log holds of `actor`: (action, query, calls).
-    async fn log(
-        &self,
-        account_name: &str,
-        actor: &str,
-    ) -> Vec<(AccessAction, String, Vec<String>)> {
-        let query = AccessQuery {
-            actor: Some(actor.to_owned()),
-            limit: 1000,
-            ..AccessQuery::default()
-        };
-        let ledger = self.world.ledger.scoped(&account(account_name));
-        let entries = ledger.access_entries(&query).await.unwrap();
-        entries
-            .into_iter()
-            .map(|e| {
-                let calls = e
-                    .entry
-                    .calls
-                    .iter()
-                    .map(|c| c.as_str().to_owned())
-                    .collect();
-                (e.entry.action, e.entry.query.unwrap_or_default(), calls)
-            })
-            .collect()
     }
 }
 
@@ -534,4 +549,109 @@ async fn a_proxy_user_sees_only_what_its_line_gives_and_an_unlisted_one_nothing(
         assert_eq!(log.len(), routes.len(), "{name}: {log:?}");
         assert!(log.iter().all(|(a, q, _)| *a == AccessAction::Refused && q.contains("not in the users file")));
     }
+}
+
+/// `user add` writes each user's accounts (checked against the settings file's), keeps them
+/// on a new password, and writes no password for a user of the proxy; `serve --ui` serves the
+/// accounts it is given, each user seeing its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_gives_accounts_and_serve_ui_serves_them() {
+    use std::io::Write;
+    use std::process::{Command, Output, Stdio};
+
+    use crate::cli::{assert_exit, callvault, wait_for};
+
+    let world = World::new().await;
+    let settings = world.dir.path().join("accounts.toml");
+    std::fs::write(
+        &settings,
+        "key-template = \"{account}/{uuid}{ext}\"\n[accounts.acme]\nappid = \"a\"\n\
+         [accounts.globex]\nappid = \"g\"\n",
+    )
+    .unwrap();
+    let with_settings = |args: &[&str]| -> Command {
+        let mut cmd = callvault(&world, args);
+        cmd.env("CALLVAULT_CONFIG", &settings);
+        cmd
+    };
+    let add = |args: &[&str]| -> Output {
+        let mut cmd = with_settings(&[&["user", "add"], args, &["--users-file", "users"]].concat());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = writeln!(stdin, "{PASSWORD}");
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    assert_exit(&add(&["ann", "--account", "acme"]), 0);
+    assert_exit(&add(&["boss", "--all-accounts"]), 0);
+    assert_exit(
+        &add(&[
+            "jane@example.com",
+            "--proxy-only",
+            "--account",
+            "globex,acme",
+        ]),
+        0,
+    );
+    let unknown = add(&["eve", "--account", "initech"]);
+    assert_exit(&unknown, 2);
+    let said = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        said.contains("initech") && said.contains("acme, globex"),
+        "{said}"
+    );
+    assert_exit(&add(&["ann"]), 0); // a new password, the same accounts
+    let text = std::fs::read_to_string(world.dir.path().join("users")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("ann:$argon2id$") && lines[0].ends_with(":acme"));
+    assert!(lines[1].starts_with("boss:$argon2id$") && lines[1].ends_with(":*"));
+    assert_eq!(lines[2], "jane@example.com::globex,acme");
+    assert!(!text.contains(PASSWORD));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "serve",
+        "--ui",
+        "--account",
+        "acme",
+        "--ui-users-file",
+        "users",
+        "--listen",
+        &listen,
+    ];
+    let mut serve = with_settings(&args);
+    serve.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = serve.spawn().unwrap();
+    let addr: SocketAddr = listen.parse().unwrap();
+    let up = wait_for(std::time::Duration::from_secs(20), async || {
+        reqwest::get(format!("http://{listen}/healthz"))
+            .await
+            .is_ok()
+    })
+    .await;
+    let server = Page { addr };
+    let ann = if up {
+        Some(server.login("ann").await)
+    } else {
+        None
+    };
+    let found = match &ann {
+        Some(cookie) => Some(server.get("/ui/?company=1", cookie).await),
+        None => None,
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(up, "serve --ui answers");
+    let (status, _, body, _) = found.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("0 call(s)"), "{body}");
 }
