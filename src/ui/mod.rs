@@ -10,12 +10,13 @@
 //! the users file gives it (see [`users`]) and nothing of the others'. A call is named by its
 //! account and uuid (`/ui/calls/<account>/<uuid>`); another account's call answers exactly
 //! as an unknown call does (404), and the attempt is logged as `refused` in that account's
-//! access log (see [`scope`]). Every list (search, the dashboard) is the union of the user's
+//! access log (see `scope.rs`). Every list (search, the dashboard) is the union of the user's
 //! accounts, each row naming its account.
 
 mod audio;
 pub mod auth;
 mod chart;
+mod dashboard;
 mod pages;
 mod scope;
 pub mod users;
@@ -136,7 +137,7 @@ impl Ui {
             .route("/ui/", get(pages::search))
             .route("/ui/login", get(pages::login_form).post(pages::login))
             .route("/ui/logout", post(pages::logout))
-            .route("/ui/dashboard", get(pages::dashboard))
+            .route("/ui/dashboard", get(dashboard::dashboard))
             .route("/ui/calls/{first}", get(pages::old_call))
             .route("/ui/calls/{first}/audio", get(audio::old_play))
             .route("/ui/calls/{first}/download", get(audio::old_download))

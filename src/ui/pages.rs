@@ -1,7 +1,7 @@
-//! The web page's HTML: login, search, a call's page and the dashboard, rendered on the
-//! server with maud (which escapes every value it is given). One layout, inline CSS, no
-//! script; forms that change anything carry a CSRF token; every control has a label and is
-//! reachable by keyboard.
+//! The web page's HTML: login, search and a call's page (the dashboard has its own
+//! module), rendered on the server with maud (which escapes every value it is given). One
+//! layout, inline CSS, no script; forms that change anything carry a CSRF token; every
+//! control has a label and is reachable by keyboard.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -21,12 +21,12 @@ use super::auth::{
 };
 use super::scope::{self, Miss};
 use super::users::UserName;
-use super::{Ui, User, chart};
+use super::{Ui, User};
 use crate::accounts::AccountName;
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
     AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, HoldSummary, Ledger, LedgerError,
-    LedgerFigures, PhoneNumber, UiSession, risk_line,
+    PhoneNumber, UiSession,
 };
 
 const CSS: &str = "
@@ -54,7 +54,7 @@ a.button{display:inline-block;background:#2b6cb0;color:#fff;padding:.4rem 1rem;b
 .risk{color:#c53030;font-weight:700}
 ";
 
-fn layout(title: &str, user: Option<&User>, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, user: Option<&User>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -92,7 +92,7 @@ fn layout(title: &str, user: Option<&User>, body: Markup) -> Markup {
 }
 
 /// An HTML answer the browser must not keep.
-fn page(status: StatusCode, markup: Markup) -> Response {
+pub(super) fn page(status: StatusCode, markup: Markup) -> Response {
     let mut response = (status, axum::response::Html(markup.into_string())).into_response();
     response
         .headers_mut()
@@ -172,7 +172,7 @@ pub fn login_required(secure: bool) -> Response {
     )
 }
 
-pub fn unavailable(message: &'static str) -> Response {
+pub(super) fn unavailable(message: &'static str) -> Response {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         layout(
@@ -196,7 +196,7 @@ fn error_page(status: StatusCode, user: &User, title: &str, message: &str) -> Re
 
 /// Logs a page's access in the log of each account it read, with that account's calls
 /// (`calls`); on failure the page is not shown.
-async fn logged(
+pub(super) async fn logged(
     ui: &Ui,
     user: &User,
     action: AccessAction,
@@ -460,8 +460,6 @@ pub struct SearchForm {
 
 /// Results per page on the web page.
 const PAGE: u32 = 50;
-/// Calls at risk listed on the dashboard (all are counted).
-const AT_RISK_SHOWN: u32 = 20;
 
 impl SearchForm {
     fn is_empty(&self) -> bool {
@@ -591,7 +589,7 @@ fn filters(form: &SearchForm) -> Markup {
     }
 }
 
-fn local(t: Option<DateTime<Utc>>, tz: chrono::FixedOffset) -> String {
+pub(super) fn local(t: Option<DateTime<Utc>>, tz: chrono::FixedOffset) -> String {
     t.map_or_else(String::new, |t| {
         t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string()
     })
@@ -697,10 +695,7 @@ impl Found {
             full |= rows.len() >= page;
             calls.extend(rows.into_iter().map(|c| (account.clone(), c)));
         }
-        calls.sort_by(|(a, x), (b, y)| {
-            let key = |c: &CallSummary| (c.call_start.is_none(), c.call_start, c.uuid.clone());
-            key(x).cmp(&key(y)).then_with(|| a.cmp(b))
-        });
+        calls.sort_by(listed_order);
         let more = full || calls.len() > page;
         calls.truncate(page);
         for (account, call) in &calls {
@@ -764,8 +759,18 @@ fn results(found: &[(AccountName, CallSummary)], tz: chrono::FixedOffset) -> Mar
     }
 }
 
+/// The order calls of several accounts are listed in: as one account's (by start, undated
+/// last, then uuid), then by account.
+pub(super) fn listed_order(
+    (a, x): &(AccountName, CallSummary),
+    (b, y): &(AccountName, CallSummary),
+) -> std::cmp::Ordering {
+    let key = |c: &CallSummary| (c.call_start.is_none(), c.call_start, c.uuid.clone());
+    key(x).cmp(&key(y)).then_with(|| a.cmp(b))
+}
+
 /// The address of `account`'s call `uuid`'s page.
-fn call_href(account: &AccountName, uuid: &CallUuid) -> String {
+pub(super) fn call_href(account: &AccountName, uuid: &CallUuid) -> String {
     format!("/ui/calls/{account}/{}", urlencode(uuid.as_str()))
 }
 
@@ -1008,202 +1013,6 @@ fn hold_state(holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
             }
         }
     }
-}
-
-/// `GET /ui/dashboard`: counts per state, archived per day, calls at risk.
-pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
-    let now = ui.clock.now();
-    let line = risk_line(now, ui.config.retention);
-    let since = now - chrono::Duration::days(29);
-    let read = match Dashboard::read(&ui, &user.accounts, line, since).await {
-        Ok(read) => read,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the dashboard's figures");
-            return unavailable("The ledger does not answer; try again shortly.");
-        }
-    };
-    let listed = user
-        .accounts
-        .iter()
-        .map(|account| {
-            let risky = read.risky.iter().filter(|(a, _)| a == account);
-            (
-                account.clone(),
-                risky.map(|(_, c)| c.uuid.clone()).collect(),
-            )
-        })
-        .collect();
-    if let Err(refusal) = logged(&ui, &user, AccessAction::View, "dashboard".into(), listed).await {
-        return refusal;
-    }
-    let days = chart::daily(&read.daily, since.date_naive(), now.date_naive());
-    let body = read.body(&ui, line, &days);
-    page(StatusCode::OK, layout("Dashboard", Some(&user), body))
-}
-
-/// What the dashboard shows, read from the ledger: the user's accounts, added up.
-struct Dashboard {
-    /// Each account's figures.
-    figures: Vec<(AccountName, LedgerFigures)>,
-    /// Recordings archived per day since the chart's first day.
-    daily: Vec<(chrono::NaiveDate, i64)>,
-    /// The oldest calls at risk (at most [`AT_RISK_SHOWN`]).
-    risky: Vec<(AccountName, CallSummary)>,
-}
-
-impl Dashboard {
-    /// The figures of `accounts` for the risk `line`, the calls at risk, and the days
-    /// archived from `since`'s day on.
-    async fn read(
-        ui: &Ui,
-        accounts: &[AccountName],
-        line: DateTime<Utc>,
-        since: DateTime<Utc>,
-    ) -> Result<Self, LedgerError> {
-        let risky_query = CallQuery {
-            states: vec![
-                RecordState::Pending,
-                RecordState::InProgress,
-                RecordState::Failed,
-            ],
-            until: Some(line),
-            limit: AT_RISK_SHOWN,
-            ..CallQuery::default()
-        };
-        let day = since
-            .date_naive()
-            .and_time(chrono::NaiveTime::MIN)
-            .and_utc();
-        let (mut figures, mut risky) = (Vec::new(), Vec::new());
-        let mut daily = BTreeMap::new();
-        for account in accounts {
-            let Some(served) = ui.accounts.get(account) else {
-                continue;
-            };
-            figures.push((account.clone(), served.ledger.figures(line).await?));
-            let calls = served.ledger.find_calls(&risky_query).await?;
-            risky.extend(calls.into_iter().map(|c| (account.clone(), c)));
-            for (date, n) in served.ledger.archived_per_day(day).await? {
-                *daily.entry(date).or_insert(0) += n;
-            }
-        }
-        risky.sort_by(|(a, x), (b, y)| {
-            let key = |c: &CallSummary| (c.call_start.is_none(), c.call_start, c.uuid.clone());
-            key(x).cmp(&key(y)).then_with(|| a.cmp(b))
-        });
-        risky.truncate(AT_RISK_SHOWN as usize);
-        Ok(Self {
-            figures,
-            daily: daily.into_iter().collect(),
-            risky,
-        })
-    }
-
-    /// Calls at risk in all the accounts.
-    fn at_risk(&self) -> i64 {
-        self.figures.iter().map(|(_, f)| f.at_risk).sum()
-    }
-
-    /// The start of the oldest call still waiting, in any of the accounts.
-    fn oldest_pending_call(&self) -> Option<DateTime<Utc>> {
-        self.figures
-            .iter()
-            .filter_map(|(_, f)| f.oldest_pending_call)
-            .min()
-    }
-
-    /// How many records are in each state, every state named.
-    fn states(&self) -> Vec<(String, i64)> {
-        RecordState::ALL
-            .iter()
-            .map(|s| {
-                let n = self.figures.iter().map(|(_, f)| count(f, *s)).sum();
-                (s.as_str().to_owned(), n)
-            })
-            .collect()
-    }
-
-    /// A row per account: its calls archived, waiting and failed, and at risk.
-    fn per_account(&self) -> Markup {
-        let waiting =
-            |f: &LedgerFigures| count(f, RecordState::Pending) + count(f, RecordState::InProgress);
-        html! {
-            table aria-labelledby="per-account" {
-                caption id="per-account" { "Per account" }
-                thead { tr {
-                    th scope="col" { "Account" } th scope="col" { "Archived" }
-                    th scope="col" { "Waiting" } th scope="col" { "Failed" } th scope="col" { "At risk" }
-                } }
-                tbody { @for (account, f) in &self.figures { tr {
-                    td { (account) } td { (count(f, RecordState::Archived)) } td { (waiting(f)) }
-                    td { (count(f, RecordState::Failed)) } td { (f.at_risk) }
-                } } }
-            }
-        }
-    }
-
-    /// The page: the figures, the calls at risk of the risk `line`, and the charts (`days`
-    /// archived per day).
-    fn body(&self, ui: &Ui, line: DateTime<Utc>, days: &[(String, i64)]) -> Markup {
-        let states = self.states();
-        let risky = &self.risky;
-        let deletion_from = line - chrono::Duration::days(14);
-        let tz = ui.config.tz;
-        let risky_search = format!(
-            "/ui/?state=pending&until={}",
-            line.with_timezone(&tz).format("%Y-%m-%d")
-        );
-        html! {
-            div.figures {
-                @for (state, n) in &states { div { strong { (n) } " " (state) } }
-                div { strong.risk id="at-risk" { (self.at_risk()) } " at risk" }
-            }
-            @if self.figures.len() > 1 { (self.per_account()) }
-            p {
-                "At risk: calls not archived whose start is before " (local(Some(line), tz))
-                ", so the provider deletes their recordings within 14 days (retention "
-                (ui.config.retention.num_days()) " days; the oldest still held date from "
-                (local(Some(deletion_from), tz)) "). "
-                a href=(risky_search) { "List pending calls at risk" }
-            }
-            @if !risky.is_empty() {
-                table aria-labelledby="at-risk-calls" {
-                    caption id="at-risk-calls" { "Calls at risk (oldest first, at most " (AT_RISK_SHOWN) ")" }
-                    thead { tr {
-                        th scope="col" { "Start (" (tz) ")" } th scope="col" { "Account" }
-                        th scope="col" { "Call" } th scope="col" { "Company" } th scope="col" { "State" }
-                    } }
-                    tbody { @for (account, call) in risky { tr {
-                        td { (local(call.call_start, tz)) }
-                        td { (account) }
-                        td { a href=(call_href(account, &call.uuid)) { (call.uuid.as_str()) } }
-                        td { (call.company) }
-                        td { (call.state.as_str()) }
-                    } } }
-                }
-            }
-            @if let Some(oldest) = self.oldest_pending_call() {
-                p { "Oldest pending call: " (local(Some(oldest), tz)) }
-            }
-            h2 id="per-state" { "Calls per state" }
-            (chart::bars("Calls per state", &states))
-            h2 id="per-day" { "Recordings archived per day (UTC, last 30 days)" }
-            (chart::bars("Recordings archived per day", days))
-            table aria-labelledby="per-day" {
-                thead { tr { th scope="col" { "Day" } th scope="col" { "Archived" } } }
-                tbody { @for (day, n) in days.iter().filter(|(_, n)| *n > 0) { tr { td { (day) } td { (n) } } } }
-            }
-        }
-    }
-}
-
-/// How many of the account's records are in `state`.
-fn count(figures: &LedgerFigures, state: RecordState) -> i64 {
-    figures
-        .counts
-        .iter()
-        .find(|(s, _)| *s == state)
-        .map_or(0, |(_, n)| *n)
 }
 
 /// Adds the page's protective headers to every answer: no framing, no sniffing, no
