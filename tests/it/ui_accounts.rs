@@ -655,3 +655,52 @@ async fn user_add_gives_accounts_and_serve_ui_serves_them() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("0 call(s)"), "{body}");
 }
+
+/// A search over several accounts pages through every call once, in order, even when the
+/// same uuid with the same start is in both and the page ends between them (each account
+/// resumes after its own last call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_a_search_over_two_accounts_list_every_call_once() {
+    let server = Server::start(BackendKind::Sqlite).await;
+    // acme has one call more, first, so that the first page ends between acme's and
+    // globex's `page-25`.
+    for (name, first) in [("acme", 0), ("globex", 1)] {
+        let records: Vec<_> = (first..31)
+            .map(|i| {
+                let json = serde_json::json!({
+                    "uuid": format!("page-{i:02}"), "companycode": 777,
+                    "recordfilename": format!("777-page-{i:02}.wav"),
+                    "starttime": format!("2026-10-01 10:{i:02}:00"), "duration": 8, "billsec": 3,
+                    "type": "callout", "disnumber": "0301234", "id": 100 + i,
+                });
+                parse_record(&json.to_string(), default_provider_tz()).unwrap()
+            })
+            .collect();
+        let ledger = server.world.ledger.scoped(&account(name));
+        ledger.import(&records, chrono::Utc::now()).await.unwrap();
+    }
+    let boss = server.login("boss").await;
+    let mut path = "/ui/?company=777".to_owned();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let (status, _, body, _) = server.get(&path, &boss).await;
+        assert_eq!(status, 200, "{body}");
+        for row in body.split(r#"<a href="/ui/calls/"#).skip(1) {
+            seen.push(row[..row.find('"').unwrap()].to_owned());
+        }
+        let Some(at) = body.find(">Next page<") else {
+            break;
+        };
+        let link = &body[..at];
+        let link = &link[link.rfind("href=\"").unwrap() + 6..link.len() - 1];
+        path = link.replace("&amp;", "&");
+    }
+    let mut want = vec!["acme/page-00".to_owned()];
+    want.extend((1..31).flat_map(|i| [format!("acme/page-{i:02}"), format!("globex/page-{i:02}")]));
+    assert_eq!(seen.len(), 61);
+    assert_eq!(
+        seen[49], "acme/page-25",
+        "the first page ends between the two page-25s"
+    );
+    assert_eq!(seen, want);
+}
