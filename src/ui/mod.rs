@@ -130,7 +130,9 @@ impl Ui {
 
     /// The page's routes, all below `/ui`. A call's page is `/ui/calls/<account>/<uuid>`;
     /// the links from before accounts, `/ui/calls/<uuid>` (and its `/audio`, `/download`),
-    /// still lead to the call when the uuid is in exactly one of the user's accounts.
+    /// still lead to the call when the uuid is in exactly one of the user's accounts. (The
+    /// old links' `/audio` and `/download` win over a call whose uuid is `audio` or
+    /// `download`: such a call is reached by its old link, `/ui/calls/audio`.)
     pub fn router(self) -> Router {
         Router::new()
             .route("/ui", get(pages::root))

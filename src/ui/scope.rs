@@ -32,11 +32,10 @@ pub(crate) async fn named(
 ) -> Result<(AccountName, CallUuid), Miss> {
     let uuid = uuid_from_path(raw_uuid).ok_or(Miss::BadId)?;
     let account = AccountName::parse(raw_account).ok();
-    if let Some(account) = account.filter(|a| user.accounts.contains(a)) {
-        return Ok((account, uuid));
+    if let Some(mine) = account.as_ref().filter(|a| user.accounts.contains(a)) {
+        return Ok((mine.clone(), uuid));
     }
-    let aimed = AccountName::parse(raw_account)
-        .ok()
+    let aimed = account
         .filter(|a| ui.accounts.contains_key(a))
         .map_or_else(|| user.accounts.clone(), |a| vec![a]);
     let query = format!("{what} {raw_account}/{} (another account's)", uuid.as_str());
