@@ -83,7 +83,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Holds(ref args) => retention::holds(&common, args).await,
         Command::Erase(ref args) => retention::erase_cmd(&common, args).await,
         Command::Expire(ref args) => retention::expire(&common, args).await,
-        Command::User(UserCommand::Add(args)) => user::add(&args),
+        Command::User(UserCommand::Add(args)) => user::add(&common, &args),
         Command::Accounts(ref args) => accounts::list(&common, args).await,
         Command::Find(ref args) => retrieve::find(&common, args).await,
         Command::Get(ref args) => retrieve::get(&common, args).await,

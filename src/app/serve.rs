@@ -19,7 +19,7 @@ use crate::serve::{
     CallbackAccount, MIN_SECRET_LEN, ReceiverConfig, ScheduledPasses, ScheduledSyncs, ServeOptions,
 };
 use crate::sync::SyncOptions;
-use crate::ui::{ProxyAuth, Ui, UiConfig, UsersFile};
+use crate::ui::{ProxyAuth, Ui, UiAccount, UiConfig, UsersFile};
 use axum::http::HeaderName;
 
 pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<u8> {
@@ -53,9 +53,7 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
         None => None,
     };
     let ui = if args.ui.ui {
-        // UI: per-account scoping is done in src/ui; it is given the home account's ledger
-        // and store, as it was given the one account's before.
-        Some(ui_settings(common, args, &ledger, retention, home)?)
+        Some(ui_settings(common, args, &ledger, retention, &accounts)?)
     } else {
         None
     };
@@ -198,15 +196,22 @@ fn scheduled_syncs(
     })
 }
 
-/// The web page's settings: its store (as a run's), users file, proxy and cookies.
+/// The web page's settings: the accounts it serves (every declared one, or those named with
+/// `--account`), each with its rows of the ledger and its store (as a run's); its users
+/// file, proxy and cookies.
 fn ui_settings(
     common: &CommonSettings,
     args: &ServeArgs,
     ledger: &Ledger,
     retention: chrono::Duration,
-    account: &Account,
+    served: &[Account],
 ) -> Result<Ui, ConfigError> {
-    let store = super::wiring::open_store(&account.store_config()?)?;
+    let mut accounts = std::collections::BTreeMap::new();
+    for account in served {
+        let store = super::wiring::open_store(&account.store_config()?)?;
+        let ledger = ledger.scoped(&account.name);
+        accounts.insert(account.name.clone(), UiAccount { ledger, store });
+    }
     let proxy = match &args.ui.ui_proxy_header {
         Some(name) => Some(ProxyAuth {
             header: HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
@@ -233,9 +238,9 @@ fn ui_settings(
         retention,
         ..UiConfig::new(users, common.tz)
     };
-    Ok(Ui::new(
+    Ok(Ui::with_accounts(
         ledger.clone(),
-        store,
+        accounts,
         config,
         crate::clock::Clock::system(),
     ))

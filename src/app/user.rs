@@ -1,6 +1,8 @@
-//! `callvault user add NAME`: writes a web page user to the users file. The password comes
-//! from standard input (a pipe, a secret manager) or a no-echo prompt on a terminal, never
-//! from the command line, where other users and shell histories would see it.
+//! `callvault user add NAME`: writes a web page user to the users file, with the accounts
+//! whose calls it sees. The password comes from standard input (a pipe, a secret manager)
+//! or a no-echo prompt on a terminal, never from the command line, where other users and
+//! shell histories would see it; a user of the authenticating proxy (`--proxy-only`) has
+//! none.
 
 use std::io::{BufRead, IsTerminal};
 
@@ -8,20 +10,25 @@ use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::EXIT_OK;
-use crate::cli::UserAddArgs;
-use crate::config::ConfigError;
-use crate::ui::{UserName, UsersError, UsersFile};
+use crate::cli::{AccountArgs, UserAddArgs};
+use crate::config::{CommonSettings, ConfigError};
+use crate::ui::{UserAccounts, UserName, UsersError, UsersFile};
 
-pub fn add(args: &UserAddArgs) -> anyhow::Result<u8> {
+pub fn add(common: &CommonSettings, args: &UserAddArgs) -> anyhow::Result<u8> {
     let name = UserName::parse(&args.name).map_err(|e| ConfigError(e.to_string()))?;
-    let password = read_password(&name)?;
+    let accounts = user_accounts(common, args)?;
+    let password = if args.proxy_only {
+        None
+    } else {
+        Some(read_password(&name)?)
+    };
     let users = UsersFile::new(&args.users_file);
-    match users.add(&name, &password) {
+    match users.put(&name, password.as_ref(), accounts) {
         Ok(replaced) => {
-            let what = if replaced {
-                "new password for"
-            } else {
-                "added"
+            let what = match (replaced, args.proxy_only) {
+                (false, _) => "added",
+                (true, false) => "new password for",
+                (true, true) => "no password (proxy only) for",
             };
             println!("{what} {name} in {}", users.path().display());
             Ok(EXIT_OK)
@@ -31,6 +38,27 @@ pub fn add(args: &UserAddArgs) -> anyhow::Result<u8> {
         ) => Err(ConfigError(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The accounts `--account` or `--all-accounts` give the user; `None` (keep what the line
+/// has) when neither is given. An account the settings do not declare is a configuration
+/// error naming those they do.
+fn user_accounts(
+    common: &CommonSettings,
+    args: &UserAddArgs,
+) -> Result<Option<UserAccounts>, ConfigError> {
+    if args.all_accounts {
+        return Ok(Some(UserAccounts::All));
+    }
+    if args.accounts.iter().all(|a| a.trim().is_empty()) {
+        return Ok(None);
+    }
+    let chosen = AccountArgs {
+        account: args.accounts.clone(),
+    };
+    Ok(Some(UserAccounts::Only(super::accounts::names(
+        common, &chosen,
+    )?)))
 }
 
 fn read_password(name: &UserName) -> anyhow::Result<SecretString> {

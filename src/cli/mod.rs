@@ -201,6 +201,22 @@ pub enum UserCommand {
 pub struct UserAddArgs {
     /// The user's name: letters, digits and `. _ @ -`.
     pub name: String,
+    /// An account whose calls the user sees (repeatable, or separate with commas). Without
+    /// it or --all-accounts, a user keeps the accounts it had (`default` for a new one).
+    #[arg(
+        long = "account",
+        value_name = "NAME",
+        value_delimiter = ',',
+        conflicts_with = "all_accounts"
+    )]
+    pub accounts: Vec<String>,
+    /// The user sees every account the page serves (the outsourcer's own compliance staff).
+    #[arg(long)]
+    pub all_accounts: bool,
+    /// No password: the user signs in only through the authenticating proxy
+    /// (`serve --ui-proxy-header`); the line says which accounts it sees.
+    #[arg(long)]
+    pub proxy_only: bool,
     #[arg(
         long,
         env = "CALLVAULT_UI_USERS_FILE",
@@ -216,8 +232,8 @@ pub struct UiArgs {
     /// `--callback-secret` the process serves the page alone, without the callback receiver.
     #[arg(long, env = "CALLVAULT_UI")]
     pub ui: bool,
-    /// The page's users: `name:argon2-hash` lines, written by `callvault user add` (or a
-    /// Kubernetes Secret mounted as a file). Read at every login.
+    /// The page's users: `name:argon2-hash:accounts` lines, written by `callvault user add`
+    /// (or a Kubernetes Secret mounted as a file). Read at every request.
     #[arg(
         long,
         env = "CALLVAULT_UI_USERS_FILE",

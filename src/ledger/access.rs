@@ -37,10 +37,13 @@ pub enum AccessAction {
     /// A login refused (wrong name or password, or rate-limited).
     LoginFailed,
     Logout,
+    /// A call or recording refused because it belongs to an account the user may not see
+    /// (answered as an unknown call would be), or a user the users file does not list.
+    Refused,
 }
 
 impl AccessAction {
-    pub const ALL: [AccessAction; 10] = [
+    pub const ALL: [AccessAction; 11] = [
         Self::Find,
         Self::Get,
         Self::Link,
@@ -51,6 +54,7 @@ impl AccessAction {
         Self::Login,
         Self::LoginFailed,
         Self::Logout,
+        Self::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl AccessAction {
             Self::Login => "login",
             Self::LoginFailed => "login_failed",
             Self::Logout => "logout",
+            Self::Refused => "refused",
         }
     }
 

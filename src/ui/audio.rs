@@ -16,18 +16,48 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{GetOptions, GetRange};
 use sha2::{Digest, Sha256};
 
-use super::{Ui, User, uuid_from_path};
-use crate::domain::RecordState;
+use super::scope::{self, Miss};
+use super::{Ui, UiAccount, User};
+use crate::accounts::AccountName;
+use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{AccessAction, LedgerRow};
+use crate::store::Store;
 
-/// The archived object of the call a path names, or the answer refusing it.
-async fn archived(ui: &Ui, raw: &str) -> Result<(LedgerRow, String, u64), Response> {
-    let Some(uuid) = uuid_from_path(raw) else {
-        return Err(plain(StatusCode::BAD_REQUEST, "not a call id"));
+/// The call an address names (`account` given, or an old link's uuid alone) for `user`,
+/// or the answer refusing it: another account's call answers as an unknown one.
+async fn chosen(
+    ui: &Ui,
+    user: &User,
+    account: Option<&str>,
+    raw: &str,
+    what: &str,
+) -> Result<(AccountName, CallUuid), Response> {
+    let found = match account {
+        Some(account) => scope::named(ui, user, account, raw, what).await,
+        None => scope::unnamed(ui, user, raw, what).await,
     };
-    let row = match ui.ledger.get(&uuid).await {
+    found.map_err(|miss| match miss {
+        Miss::BadId => plain(StatusCode::BAD_REQUEST, "not a call id"),
+        Miss::NotFound => no_such_call(),
+        Miss::Unavailable => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ledger does not answer",
+        ),
+    })
+}
+
+fn no_such_call() -> Response {
+    plain(StatusCode::NOT_FOUND, "no such call in the ledger")
+}
+
+/// The archived object of `account`'s call `uuid`, or the answer refusing it.
+async fn archived(
+    served: &UiAccount,
+    uuid: &CallUuid,
+) -> Result<(LedgerRow, String, u64), Response> {
+    let row = match served.ledger.get(uuid).await {
         Ok(Some(row)) => row,
-        Ok(None) => return Err(plain(StatusCode::NOT_FOUND, "no such call in the ledger")),
+        Ok(None) => return Err(no_such_call()),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a call for the web page");
             return Err(plain(
@@ -87,18 +117,49 @@ pub(crate) fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<R
     Ok(Some(range))
 }
 
-/// `GET /ui/calls/{uuid}/audio`: the recording for the player, whole or the range asked.
+/// `GET /ui/calls/{account}/{uuid}/audio`: the recording for the player, whole or the
+/// range asked.
 pub async fn play(
+    State(ui): State<Ui>,
+    user: User,
+    Path((account, raw)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match chosen(&ui, &user, Some(&account), &raw, "audio").await {
+        Ok((account, uuid)) => play_call(&ui, &user, &account, &uuid, &headers).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// `GET /ui/calls/{uuid}/audio`, an old link: as [`play`] when one of the user's accounts
+/// holds the uuid.
+pub async fn old_play(
     State(ui): State<Ui>,
     user: User,
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (row, key, size) = match archived(&ui, &raw).await {
+    match chosen(&ui, &user, None, &raw, "audio").await {
+        Ok((account, uuid)) => play_call(&ui, &user, &account, &uuid, &headers).await,
+        Err(refusal) => refusal,
+    }
+}
+
+async fn play_call(
+    ui: &Ui,
+    user: &User,
+    account: &AccountName,
+    uuid: &CallUuid,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(served) = ui.accounts.get(account) else {
+        return no_such_call();
+    };
+    let (row, key, size) = match archived(served, uuid).await {
         Ok(found) => found,
         Err(refusal) => return refusal,
     };
-    let range = match requested_range(&headers, size) {
+    let range = match requested_range(headers, size) {
         Ok(range) => range,
         Err(()) => {
             return (
@@ -114,6 +175,7 @@ pub async fn play(
     };
     if let Err(e) = ui
         .log(
+            account,
             user.name.as_str(),
             user.from,
             AccessAction::Play,
@@ -128,7 +190,7 @@ pub async fn play(
             "the access log cannot be written",
         );
     }
-    let (stream, served) = match open(&ui, &key, range.clone()).await {
+    let (stream, served) = match open(&served.store, &key, range.clone()).await {
         Ok(opened) => opened,
         Err(refusal) => return refusal,
     };
@@ -153,10 +215,33 @@ pub async fn play(
     response
 }
 
-/// `GET /ui/calls/{uuid}/download`: the whole recording, checked against the ledger while
-/// it is sent.
-pub async fn download(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> Response {
-    let (row, key, size) = match archived(&ui, &raw).await {
+/// `GET /ui/calls/{account}/{uuid}/download`: the whole recording, checked against the
+/// ledger while it is sent.
+pub async fn download(
+    State(ui): State<Ui>,
+    user: User,
+    Path((account, raw)): Path<(String, String)>,
+) -> Response {
+    match chosen(&ui, &user, Some(&account), &raw, "download").await {
+        Ok((account, uuid)) => download_call(&ui, &user, &account, &uuid).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// `GET /ui/calls/{uuid}/download`, an old link: as [`download`] when one of the user's
+/// accounts holds the uuid.
+pub async fn old_download(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> Response {
+    match chosen(&ui, &user, None, &raw, "download").await {
+        Ok((account, uuid)) => download_call(&ui, &user, &account, &uuid).await,
+        Err(refusal) => refusal,
+    }
+}
+
+async fn download_call(ui: &Ui, user: &User, account: &AccountName, uuid: &CallUuid) -> Response {
+    let Some(served) = ui.accounts.get(account) else {
+        return no_such_call();
+    };
+    let (row, key, size) = match archived(served, uuid).await {
         Ok(found) => found,
         Err(refusal) => return refusal,
     };
@@ -165,6 +250,7 @@ pub async fn download(State(ui): State<Ui>, user: User, Path(raw): Path<String>)
     };
     if let Err(e) = ui
         .log(
+            account,
             user.name.as_str(),
             user.from,
             AccessAction::Download,
@@ -179,7 +265,7 @@ pub async fn download(State(ui): State<Ui>, user: User, Path(raw): Path<String>)
             "the access log cannot be written",
         );
     }
-    let (stream, _) = match open(&ui, &key, None).await {
+    let (stream, _) = match open(&served.store, &key, None).await {
         Ok(opened) => opened,
         Err(refusal) => return refusal,
     };
@@ -202,7 +288,7 @@ type ByteStream = futures::stream::BoxStream<'static, Result<Bytes, std::io::Err
 
 /// The object at `key` (or `range` of it) as a stream, and the range actually served.
 async fn open(
-    ui: &Ui,
+    store: &Store,
     key: &str,
     range: Option<Range<u64>>,
 ) -> Result<(ByteStream, Range<u64>), Response> {
@@ -213,12 +299,12 @@ async fn open(
             "the store does not answer; try again shortly",
         )
     };
-    let path = ui.store.path(key).map_err(|e| unavailable(&e))?;
+    let path = store.path(key).map_err(|e| unavailable(&e))?;
     let options = GetOptions {
         range: range.map(GetRange::Bounded),
         ..GetOptions::default()
     };
-    match ui.store.object_store().get_opts(&path, options).await {
+    match store.object_store().get_opts(&path, options).await {
         Ok(got) => {
             let served = got.range.clone();
             let stream = got.into_stream().map_err(std::io::Error::other).boxed();

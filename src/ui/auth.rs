@@ -1,7 +1,8 @@
 //! Who is asking, on every route of the web page: a session cookie checked against the
 //! ledger's sessions (so a logout ends it on every replica, and a copied cookie is dead
 //! after logout), or the user header of an authenticating proxy, believed only from the
-//! proxy's own networks. Also the login's guards: a CSRF token on every form that changes
+//! proxy's own networks; either way the users file must list the user, with the accounts
+//! whose calls it sees. Also the login's guards: a CSRF token on every form that changes
 //! anything, and a lock on a name or an address after repeated wrong passwords.
 
 use std::collections::HashMap;
@@ -19,7 +20,9 @@ use subtle::ConstantTimeEq;
 
 use super::Ui;
 use super::users::UserName;
+use crate::accounts::AccountName;
 use crate::clock::Clock;
+use crate::ledger::AccessAction;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "callvault_session";
@@ -55,12 +58,14 @@ pub enum Via {
     Proxy,
 }
 
-/// The authenticated user of a request, and where the request came from.
+/// The authenticated user of a request, where the request came from, and the accounts
+/// served here whose calls it may see (read from the users file at every request).
 #[derive(Debug, Clone)]
 pub struct User {
     pub name: UserName,
     pub via: Via,
     pub from: IpAddr,
+    pub accounts: Vec<AccountName>,
 }
 
 /// A random token for a cookie: 32 bytes, hex.
@@ -135,62 +140,119 @@ pub enum Refused {
     /// The request has no valid user: the login page (401) for a page, a plain 401
     /// otherwise.
     Unauthenticated { page: bool, secure: bool },
+    /// The user proved who they are but the users file does not list them (a proxy's user
+    /// never added, a user removed since the session began): they see nothing.
+    NotListed { page: bool },
     /// The ledger does not answer, so no session can be checked.
     LedgerDown,
+    /// The users file cannot be read, so no user's accounts are known.
+    UsersFileDown,
 }
 
 impl FromRequestParts<Ui> for User {
     type Rejection = Refused;
 
     async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Self, Self::Rejection> {
-        let from = peer(parts);
         let is_page =
             !parts.uri.path().ends_with("/audio") && !parts.uri.path().ends_with("/download");
-        let refuse = || Refused::Unauthenticated {
-            page: is_page,
-            secure: ui.config.secure_cookies,
-        };
-        if let Some(proxy) = &ui.config.proxy
-            && proxy.trusts(from)
-            && let Some(value) = parts.headers.get(&proxy.header)
-        {
-            let name = value
-                .to_str()
-                .ok()
-                .and_then(|v| UserName::parse(v.trim()).ok());
-            return match name {
-                Some(name) => Ok(User {
-                    name,
-                    via: Via::Proxy,
-                    from: forwarded_for(parts).unwrap_or(from),
-                }),
-                None => {
-                    tracing::warn!(%from, "the proxy's user header holds no valid user name");
-                    Err(refuse())
-                }
-            };
-        }
-        let Some(token) = cookie(parts, SESSION_COOKIE) else {
-            return Err(refuse());
-        };
-        let token_sha256 = sha256_hex(token);
-        match ui.ledger.session(&token_sha256, ui.clock.now()).await {
-            Ok(Some(session)) => match UserName::parse(&session.username) {
-                Ok(name) => Ok(User {
-                    name,
-                    via: Via::Session {
-                        token_sha256,
-                        csrf: csrf_of(token),
-                    },
-                    from,
-                }),
-                Err(_) => Err(refuse()),
+        let (name, via, from) = who(parts, ui).await.map_err(|refused| match refused {
+            Refused::Unauthenticated { secure, .. } => Refused::Unauthenticated {
+                page: is_page,
+                secure,
             },
-            Ok(None) => Err(refuse()),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read sessions from the ledger");
-                Err(Refused::LedgerDown)
+            other => other,
+        })?;
+        let users = ui.config.users.clone();
+        let listed = {
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || users.accounts_of(name.as_str())).await
+        };
+        match listed {
+            Ok(Ok(Some(allowed))) => Ok(User {
+                accounts: ui.visible(&allowed),
+                name,
+                via,
+                from,
+            }),
+            Ok(Ok(None)) => {
+                not_listed(ui, &name, from, parts.uri.path()).await;
+                Err(Refused::NotListed { page: is_page })
             }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the users file");
+                Err(Refused::UsersFileDown)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the users file failed");
+                Err(Refused::UsersFileDown)
+            }
+        }
+    }
+}
+
+/// Logs a request of a user the users file does not list, in every account's access log
+/// (it concerns none in particular, and each account's officers should see it).
+async fn not_listed(ui: &Ui, name: &UserName, from: IpAddr, path: &str) {
+    tracing::warn!(user = %name, %from, "a user not in the users file was refused");
+    let query = format!("{path} (not in the users file)");
+    if let Err(e) = ui
+        .log_each(
+            &ui.served(),
+            name.as_str(),
+            from,
+            AccessAction::Refused,
+            Some(query),
+        )
+        .await
+    {
+        tracing::error!(error = %e, "cannot write the access log");
+    }
+}
+
+/// Who the request's user is and how they proved it: the proxy's header from its networks,
+/// else a live session.
+async fn who(parts: &Parts, ui: &Ui) -> Result<(UserName, Via, IpAddr), Refused> {
+    let from = peer(parts);
+    let refuse = || Refused::Unauthenticated {
+        page: true,
+        secure: ui.config.secure_cookies,
+    };
+    if let Some(proxy) = &ui.config.proxy
+        && proxy.trusts(from)
+        && let Some(value) = parts.headers.get(&proxy.header)
+    {
+        let name = value
+            .to_str()
+            .ok()
+            .and_then(|v| UserName::parse(v.trim()).ok());
+        return match name {
+            Some(name) => Ok((name, Via::Proxy, forwarded_for(parts).unwrap_or(from))),
+            None => {
+                tracing::warn!(%from, "the proxy's user header holds no valid user name");
+                Err(refuse())
+            }
+        };
+    }
+    let Some(token) = cookie(parts, SESSION_COOKIE) else {
+        return Err(refuse());
+    };
+    let token_sha256 = sha256_hex(token);
+    match ui.sessions.session(&token_sha256, ui.clock.now()).await {
+        Ok(Some(session)) => match UserName::parse(&session.username) {
+            Ok(name) => Ok((
+                name,
+                Via::Session {
+                    token_sha256,
+                    csrf: csrf_of(token),
+                },
+                from,
+            )),
+            Err(_) => Err(refuse()),
+        },
+        Ok(None) => Err(refuse()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read sessions from the ledger");
+            Err(Refused::LedgerDown)
         }
     }
 }

@@ -5,13 +5,23 @@
 //! or asset from anywhere else. Every route requires a user (see [`auth`]), and every page
 //! view, play and download is appended to the ledger's access log under that user's name
 //! before the answer is sent.
+//!
+//! One page serves the accounts of the deployment: each user sees the calls of the accounts
+//! the users file gives it (see [`users`]) and nothing of the others'. A call is named by its
+//! account and uuid (`/ui/calls/<account>/<uuid>`); another account's call answers exactly
+//! as an unknown call does (404), and the attempt is logged as `refused` in that account's
+//! access log (see `scope.rs`). Every list (search, the dashboard) is the union of the user's
+//! accounts, each row naming its account.
 
 mod audio;
 pub mod auth;
 mod chart;
+mod dashboard;
 mod pages;
+mod scope;
 pub mod users;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +30,13 @@ use axum::Router;
 use axum::routing::{get, post};
 use chrono::FixedOffset;
 
+use crate::accounts::AccountName;
 use crate::clock::Clock;
 use crate::domain::CallUuid;
 use crate::ledger::{AccessAction, AccessEntry, Ledger, LedgerError};
 use crate::store::Store;
 pub use auth::{LoginGuard, ProxyAuth, User};
-pub use users::{UserName, UsersError, UsersFile};
+pub use users::{UserAccounts, UserName, UsersError, UsersFile};
 
 /// How the page authenticates and shows what it shows.
 #[derive(Debug, Clone)]
@@ -67,53 +78,91 @@ impl UiConfig {
     }
 }
 
-/// The page's state: the ledger, the store, its settings, the login guard, and the clock
-/// sessions, login locks and the dashboard's dates are read from.
+/// One account the page serves: its rows of the ledger and its store.
+#[derive(Clone)]
+pub struct UiAccount {
+    /// The ledger scoped to this account.
+    pub ledger: Ledger,
+    pub store: Store,
+}
+
+/// The page's state: the accounts it serves (each its scoped ledger and its store), its
+/// settings, the login guard, and the clock sessions, login locks and the dashboard's dates
+/// are read from.
 #[derive(Clone)]
 pub struct Ui {
-    pub(crate) ledger: Ledger,
-    pub(crate) store: Store,
+    /// For the sessions, which belong to no account (any scoped handle reads them all).
+    pub(crate) sessions: Ledger,
+    pub(crate) accounts: Arc<BTreeMap<AccountName, UiAccount>>,
     pub(crate) config: Arc<UiConfig>,
     pub(crate) guard: Arc<LoginGuard>,
     pub(crate) clock: Clock,
 }
 
 impl Ui {
+    /// The page over one account: the one `ledger` is scoped to, whose recordings are in
+    /// `store`.
     pub fn new(ledger: Ledger, store: Store, config: UiConfig, clock: Clock) -> Self {
+        let name = ledger.account().clone();
+        let account = UiAccount {
+            ledger: ledger.clone(),
+            store,
+        };
+        Self::with_accounts(ledger, BTreeMap::from([(name, account)]), config, clock)
+    }
+
+    /// The page over several accounts; `sessions` is any handle on the same ledger.
+    pub fn with_accounts(
+        sessions: Ledger,
+        accounts: BTreeMap<AccountName, UiAccount>,
+        config: UiConfig,
+        clock: Clock,
+    ) -> Self {
         let guard = LoginGuard::new(config.failure_window, config.lock_for, clock.clone());
         Self {
-            ledger,
-            store,
+            sessions,
+            accounts: Arc::new(accounts),
             config: Arc::new(config),
             guard: Arc::new(guard),
             clock,
         }
     }
 
-    /// The page's routes, all below `/ui`.
+    /// The page's routes, all below `/ui`. A call's page is `/ui/calls/<account>/<uuid>`;
+    /// the links from before accounts, `/ui/calls/<uuid>` (and its `/audio`, `/download`),
+    /// still lead to the call when the uuid is in exactly one of the user's accounts. (The
+    /// old links' `/audio` and `/download` win over a call whose uuid is `audio` or
+    /// `download`: such a call is reached by its old link, `/ui/calls/audio`.)
     pub fn router(self) -> Router {
         Router::new()
             .route("/ui", get(pages::root))
             .route("/ui/", get(pages::search))
             .route("/ui/login", get(pages::login_form).post(pages::login))
             .route("/ui/logout", post(pages::logout))
-            .route("/ui/dashboard", get(pages::dashboard))
-            .route("/ui/calls/{uuid}", get(pages::call))
-            .route("/ui/calls/{uuid}/audio", get(audio::play))
-            .route("/ui/calls/{uuid}/download", get(audio::download))
+            .route("/ui/dashboard", get(dashboard::dashboard))
+            .route("/ui/calls/{first}", get(pages::old_call))
+            .route("/ui/calls/{first}/audio", get(audio::old_play))
+            .route("/ui/calls/{first}/download", get(audio::old_download))
+            .route("/ui/calls/{first}/{uuid}", get(pages::call))
+            .route("/ui/calls/{first}/{uuid}/audio", get(audio::play))
+            .route("/ui/calls/{first}/{uuid}/download", get(audio::download))
             .layer(axum::middleware::map_response(pages::protect))
             .with_state(self)
     }
 
-    /// Appends one access to the ledger's log; the caller answers only once this returned.
+    /// Appends one access to `account`'s log; the caller answers only once this returned.
     pub(crate) async fn log(
         &self,
+        account: &AccountName,
         actor: &str,
         from: IpAddr,
         action: AccessAction,
         query: Option<String>,
         calls: Vec<CallUuid>,
     ) -> Result<(), LedgerError> {
+        let Some(served) = self.accounts.get(account) else {
+            return Ok(());
+        };
         let entry = AccessEntry {
             at: self.clock.now(),
             actor: actor.to_owned(),
@@ -123,7 +172,38 @@ impl Ui {
             query,
             calls,
         };
-        self.ledger.log_access(&entry).await.map(|_| ())
+        served.ledger.log_access(&entry).await.map(|_| ())
+    }
+
+    /// Appends one access, touching no call, to the log of each of `accounts` (those of a
+    /// user: a login, a logout).
+    pub(crate) async fn log_each(
+        &self,
+        accounts: &[AccountName],
+        actor: &str,
+        from: IpAddr,
+        action: AccessAction,
+        query: Option<String>,
+    ) -> Result<(), LedgerError> {
+        for account in accounts {
+            self.log(account, actor, from, action, query.clone(), vec![])
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The accounts served here that `allowed` lets a user see, in name order.
+    pub(crate) fn visible(&self, allowed: &UserAccounts) -> Vec<AccountName> {
+        self.accounts
+            .keys()
+            .filter(|name| allowed.includes(name))
+            .cloned()
+            .collect()
+    }
+
+    /// Every account served here.
+    pub(crate) fn served(&self) -> Vec<AccountName> {
+        self.accounts.keys().cloned().collect()
     }
 }
 

@@ -1,8 +1,9 @@
-//! The web page's HTML: login, search, a call's page and the dashboard, rendered on the
-//! server with maud (which escapes every value it is given). One layout, inline CSS, no
-//! script; forms that change anything carry a CSRF token; every control has a label and is
-//! reachable by keyboard.
+//! The web page's HTML: login, search and a call's page (the dashboard has its own
+//! module), rendered on the server with maud (which escapes every value it is given). One
+//! layout, inline CSS, no script; forms that change anything carry a CSRF token; every
+//! control has a label and is reachable by keyboard.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use axum::Form;
@@ -18,12 +19,14 @@ use super::auth::{
     self, LOGIN_CSRF_COOKIE, Refused, SESSION_COOKIE, Via, clear_cookie, new_token, same_token,
     set_cookie, sha256_hex,
 };
+use super::scope::{self, Miss};
 use super::users::UserName;
-use super::{Ui, User, chart, uuid_from_path};
+use super::{Ui, User};
+use crate::accounts::AccountName;
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{
-    AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, HoldSummary, LedgerError,
-    LedgerFigures, PhoneNumber, UiSession, risk_line,
+    AccessAction, CallCursor, CallDetail, CallQuery, CallSummary, HoldSummary, Ledger, LedgerError,
+    PhoneNumber, UiSession,
 };
 
 const CSS: &str = "
@@ -51,7 +54,7 @@ a.button{display:inline-block;background:#2b6cb0;color:#fff;padding:.4rem 1rem;b
 .risk{color:#c53030;font-weight:700}
 ";
 
-fn layout(title: &str, user: Option<&User>, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, user: Option<&User>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -89,7 +92,7 @@ fn layout(title: &str, user: Option<&User>, body: Markup) -> Markup {
 }
 
 /// An HTML answer the browser must not keep.
-fn page(status: StatusCode, markup: Markup) -> Response {
+pub(super) fn page(status: StatusCode, markup: Markup) -> Response {
     let mut response = (status, axum::response::Html(markup.into_string())).into_response();
     response
         .headers_mut()
@@ -136,10 +139,29 @@ impl IntoResponse for Refused {
                 "log in first\n",
             )
                 .into_response(),
+            Self::NotListed { page: true } => page(
+                StatusCode::FORBIDDEN,
+                layout(
+                    "Not allowed",
+                    None,
+                    html! { p.error role="alert" { (NOT_LISTED) } },
+                ),
+            ),
+            Self::NotListed { page: false } => (
+                StatusCode::FORBIDDEN,
+                [(header::CACHE_CONTROL, "no-store")],
+                NOT_LISTED,
+            )
+                .into_response(),
             Self::LedgerDown => unavailable("the ledger does not answer; try again shortly"),
+            Self::UsersFileDown => unavailable("The users file cannot be read; tell the operator."),
         }
     }
 }
+
+/// What a user the users file does not list is told.
+const NOT_LISTED: &str = "You are signed in, but not given any account on this page: ask the \
+    operator to add you (`callvault user add NAME --proxy-only --account ACCOUNT`).";
 
 /// What an unauthenticated request to a page gets: the login form, with 401.
 pub fn login_required(secure: bool) -> Response {
@@ -150,7 +172,7 @@ pub fn login_required(secure: bool) -> Response {
     )
 }
 
-pub fn unavailable(message: &'static str) -> Response {
+pub(super) fn unavailable(message: &'static str) -> Response {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         layout(
@@ -172,25 +194,37 @@ fn error_page(status: StatusCode, user: &User, title: &str, message: &str) -> Re
     )
 }
 
-/// Logs a page's access; on failure the page is not shown.
-async fn logged(
+/// Logs a page's access in the log of each account it read, with that account's calls
+/// (`calls`); on failure the page is not shown.
+pub(super) async fn logged(
     ui: &Ui,
     user: &User,
     action: AccessAction,
     query: String,
-    calls: Vec<CallUuid>,
+    calls: Vec<(AccountName, Vec<CallUuid>)>,
 ) -> Result<(), Response> {
-    ui.log(user.name.as_str(), user.from, action, Some(query), calls)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot write the access log; the page is not shown");
-            error_page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                user,
-                "Unavailable",
-                "The access log cannot be written, so nothing is shown. Try again shortly.",
-            )
-        })
+    let appended = async {
+        for (account, calls) in calls {
+            let (actor, from) = (user.name.as_str(), user.from);
+            ui.log(&account, actor, from, action, Some(query.clone()), calls)
+                .await?;
+        }
+        Ok::<_, LedgerError>(())
+    };
+    appended.await.map_err(|e| {
+        tracing::error!(error = %e, "cannot write the access log; the page is not shown");
+        error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            user,
+            "Unavailable",
+            "The access log cannot be written, so nothing is shown. Try again shortly.",
+        )
+    })
+}
+
+/// Each of the user's accounts with no call: the log entries of a page that lists none.
+fn each_account(user: &User) -> Vec<(AccountName, Vec<CallUuid>)> {
+    user.accounts.iter().map(|a| (a.clone(), vec![])).collect()
 }
 
 pub async fn root(_user: User) -> Redirect {
@@ -230,7 +264,8 @@ pub async fn login(
     let actor =
         UserName::parse(&name).map_or_else(|_| "(invalid name)".to_owned(), |n| n.to_string());
     if let Some(wait) = ui.guard.locked(&name, from) {
-        return locked_out(&ui, &actor, from, wait).await;
+        let accounts = accounts_of(&ui, &name).await;
+        return locked_out(&ui, &accounts, &actor, from, wait).await;
     }
     let user = match check_password(&ui, &name, form.password).await {
         Ok(user) => user,
@@ -238,14 +273,10 @@ pub async fn login(
     };
     let Some(user) = user else {
         ui.guard.failed(&name, from);
+        let accounts = accounts_of(&ui, &name).await;
+        let failed = Some("wrong name or password".into());
         let _ = ui
-            .log(
-                &actor,
-                from,
-                AccessAction::LoginFailed,
-                Some("wrong name or password".into()),
-                vec![],
-            )
+            .log_each(&accounts, &actor, from, AccessAction::LoginFailed, failed)
             .await;
         return login_page(
             StatusCode::UNAUTHORIZED,
@@ -254,19 +285,32 @@ pub async fn login(
         );
     };
     ui.guard.succeeded(&name);
-    start_session(&ui, &user, from).await
+    let accounts = accounts_of(&ui, &name).await;
+    start_session(&ui, &user, &accounts, from).await
+}
+
+/// The accounts whose logs a login of `name` goes to: the user's, or every account served
+/// here when the file does not list the name (or cannot be read).
+async fn accounts_of(ui: &Ui, name: &str) -> Vec<AccountName> {
+    let users = ui.config.users.clone();
+    let name = name.to_owned();
+    match tokio::task::spawn_blocking(move || users.accounts_of(&name)).await {
+        Ok(Ok(Some(allowed))) => ui.visible(&allowed),
+        _ => ui.served(),
+    }
 }
 
 /// The answer to a login while the name or the address is locked (`wait` more), logged.
-async fn locked_out(ui: &Ui, actor: &str, from: IpAddr, wait: std::time::Duration) -> Response {
+async fn locked_out(
+    ui: &Ui,
+    accounts: &[AccountName],
+    actor: &str,
+    from: IpAddr,
+    wait: std::time::Duration,
+) -> Response {
+    let locked = Some("locked".into());
     let _ = ui
-        .log(
-            actor,
-            from,
-            AccessAction::LoginFailed,
-            Some("locked".into()),
-            vec![],
-        )
+        .log_each(accounts, actor, from, AccessAction::LoginFailed, locked)
         .await;
     let minutes = wait.as_secs().div_ceil(60).max(1);
     login_page(
@@ -307,9 +351,14 @@ async fn check_password(
     }
 }
 
-/// Starts a session for `user` (recorded in the ledger, the login logged) and sends its
-/// cookie, with the search page to go to.
-async fn start_session(ui: &Ui, user: &UserName, from: IpAddr) -> Response {
+/// Starts a session for `user` (recorded in the ledger, the login logged in its `accounts`'
+/// logs) and sends its cookie, with the search page to go to.
+async fn start_session(
+    ui: &Ui,
+    user: &UserName,
+    accounts: &[AccountName],
+    from: IpAddr,
+) -> Response {
     let secure = ui.config.secure_cookies;
     let token = new_token();
     let now = ui.clock.now();
@@ -320,10 +369,10 @@ async fn start_session(ui: &Ui, user: &UserName, from: IpAddr) -> Response {
         expires_at: now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(8)),
     };
     let stored = async {
-        ui.ledger
+        ui.sessions
             .create_session(&sha256_hex(&token), &session, now)
             .await?;
-        ui.log(user.as_str(), from, AccessAction::Login, None, vec![])
+        ui.log_each(accounts, user.as_str(), from, AccessAction::Login, None)
             .await
     };
     if let Err(e) = stored.await {
@@ -366,17 +415,17 @@ pub async fn logout(State(ui): State<Ui>, user: User, Form(form): Form<LogoutFor
             "The form did not come from this page.",
         );
     }
-    if let Err(e) = ui.ledger.end_session(token_sha256).await {
+    if let Err(e) = ui.sessions.end_session(token_sha256).await {
         tracing::error!(error = %e, "cannot end a session");
         return unavailable("The ledger does not answer; try again shortly.");
     }
     let _ = ui
-        .log(
+        .log_each(
+            &user.accounts,
             user.name.as_str(),
             user.from,
             AccessAction::Logout,
             None,
-            vec![],
         )
         .await;
     let mut response = Redirect::to("/ui/login").into_response();
@@ -411,8 +460,6 @@ pub struct SearchForm {
 
 /// Results per page on the web page.
 const PAGE: u32 = 50;
-/// Calls at risk listed on the dashboard (all are counted).
-const AT_RISK_SHOWN: u32 = 20;
 
 impl SearchForm {
     fn is_empty(&self) -> bool {
@@ -452,10 +499,6 @@ impl SearchForm {
             Some(u) => vec![CallUuid::parse(&u).ok_or("not a call id")?],
             None => vec![],
         };
-        let after = match text(&self.after) {
-            Some(a) => Some(CallCursor::parse(&a).ok_or("bad page cursor")?),
-            None => None,
-        };
         Ok(CallQuery {
             number,
             extension: text(&self.extension),
@@ -466,12 +509,28 @@ impl SearchForm {
             states,
             uuids,
             limit: PAGE,
-            after,
+            after: None,
         })
     }
 
-    /// The address of the next page after `last`.
-    fn next_page(&self, last: &CallSummary) -> String {
+    /// Where each account's calls resume (the `after` field): a line `ACCOUNT/CURSOR` per
+    /// account that listed calls on the pages before, so that each account's calls go on
+    /// exactly after the last one shown, however they interleave with the others'.
+    fn cursors(&self) -> Result<BTreeMap<AccountName, CallCursor>, String> {
+        self.after
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let (account, cursor) = line.trim().split_once('/').ok_or("bad page cursor")?;
+                let account = AccountName::parse(account).map_err(|_| "bad page cursor")?;
+                let cursor = CallCursor::parse(cursor).ok_or("bad page cursor")?;
+                Ok((account, cursor))
+            })
+            .collect()
+    }
+
+    /// The address of the next page, each account resuming at its cursor.
+    fn next_page(&self, cursors: &BTreeMap<AccountName, CallCursor>) -> String {
         let pairs = [
             ("number", &self.number),
             ("extension", &self.extension),
@@ -490,7 +549,8 @@ impl SearchForm {
                     q.append_pair(k, v.trim());
                 }
             }
-            q.append_pair("after", &CallCursor::after(last).to_string());
+            let after: Vec<String> = cursors.iter().map(|(a, c)| format!("{a}/{c}")).collect();
+            q.append_pair("after", &after.join("\n"));
         }
         format!("/ui/?{}", url.query().unwrap_or(""))
     }
@@ -529,7 +589,7 @@ fn filters(form: &SearchForm) -> Markup {
     }
 }
 
-fn local(t: Option<DateTime<Utc>>, tz: chrono::FixedOffset) -> String {
+pub(super) fn local(t: Option<DateTime<Utc>>, tz: chrono::FixedOffset) -> String {
     t.map_or_else(String::new, |t| {
         t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string()
     })
@@ -544,13 +604,19 @@ fn size_text(bytes: Option<i64>) -> String {
     }
 }
 
-/// `GET /ui/`: the search form, and the calls it finds.
+/// `GET /ui/`: the search form, and the calls it finds in the user's accounts.
 pub async fn search(State(ui): State<Ui>, user: User, Query(form): Query<SearchForm>) -> Response {
     let tz = ui.config.tz;
     if form.is_empty() {
-        if let Err(refusal) =
-            logged(&ui, &user, AccessAction::View, "search form".into(), vec![]).await
-        {
+        let accounts = each_account(&user);
+        let viewed = logged(
+            &ui,
+            &user,
+            AccessAction::View,
+            "search form".into(),
+            accounts,
+        );
+        if let Err(refusal) = viewed.await {
             return refusal;
         }
         let body = html! {
@@ -559,8 +625,9 @@ pub async fn search(State(ui): State<Ui>, user: User, Query(form): Query<SearchF
         };
         return page(StatusCode::OK, layout("Find calls", Some(&user), body));
     }
-    let query = match form.query(tz) {
-        Ok(query) => query,
+    let asked = form.query(tz).and_then(|q| Ok((q, form.cursors()?)));
+    let (query, cursors) = match asked {
+        Ok(asked) => asked,
         Err(why) => {
             let body = html! { p.error role="alert" { (why) } (filters(&form)) };
             return page(
@@ -569,60 +636,142 @@ pub async fn search(State(ui): State<Ui>, user: User, Query(form): Query<SearchF
             );
         }
     };
-    let found = match ui.ledger.find_calls(&query).await {
+    let found = match Found::read(&ui, &user.accounts, &query, cursors).await {
         Ok(found) => found,
         Err(e) => {
             tracing::error!(error = %e, "a search failed");
             return unavailable("The ledger does not answer; try again shortly.");
         }
     };
-    let calls = found.iter().map(|c| c.uuid.clone()).collect();
+    let calls = found.calls_per_account(&user.accounts);
     if let Err(refusal) = logged(&ui, &user, AccessAction::Find, query.describe(), calls).await {
         return refusal;
     }
-    let next = (found.len() as u32 >= query.page_size())
-        .then(|| found.last().map(|last| form.next_page(last)))
-        .flatten();
+    let next = found.more.then(|| form.next_page(&found.cursors));
     let body = html! {
         (filters(&form))
-        h2 id="results" { (found.len()) " call(s)" }
-        @if found.is_empty() {
+        h2 id="results" { (found.calls.len()) " call(s)" }
+        @if found.calls.is_empty() {
             p { "No call matches." }
         } @else {
-            table aria-labelledby="results" {
-                thead { tr {
-                    th scope="col" { "Start (" (tz) ")" }
-                    th scope="col" { "Call" }
-                    th scope="col" { "Shown number" }
-                    th scope="col" { "Callee" }
-                    th scope="col" { "Extension" }
-                    th scope="col" { "Agent" }
-                    th scope="col" { "Company" }
-                    th scope="col" { "Seconds" }
-                    th scope="col" { "State" }
-                } }
-                tbody {
-                    @for call in &found {
-                        tr {
-                            td { (local(call.call_start, tz)) }
-                            td { a href={"/ui/calls/" (urlencode(call.uuid.as_str()))} { (call.uuid.as_str()) } }
-                            td { (call.parties.display_number.as_deref().unwrap_or("")) }
-                            td { (call.parties.callee.as_deref().unwrap_or("")) }
-                            td { (call.parties.extension.as_deref().unwrap_or("")) }
-                            td { (call.parties.crmid.as_deref().or(call.parties.userid.as_deref()).unwrap_or("")) }
-                            td { (call.company) }
-                            td { (call.billsec.map(|s| s.to_string()).unwrap_or_default()) }
-                            td { (call.state.as_str()) }
-                        }
-                    }
-                }
-            }
+            (results(&found.calls, tz))
             @if let Some(next) = next {
                 p { a href=(next) { "Next page" } }
             }
         }
     };
     page(StatusCode::OK, layout("Find calls", Some(&user), body))
+}
+
+/// A page of calls found in several accounts, merged in the order calls are listed.
+struct Found {
+    calls: Vec<(AccountName, CallSummary)>,
+    /// Where each account resumes on the next page.
+    cursors: BTreeMap<AccountName, CallCursor>,
+    /// Whether there may be more calls after this page.
+    more: bool,
+}
+
+impl Found {
+    /// A page of `query`'s calls in `accounts`, each resuming after its cursor.
+    async fn read(
+        ui: &Ui,
+        accounts: &[AccountName],
+        query: &CallQuery,
+        mut cursors: BTreeMap<AccountName, CallCursor>,
+    ) -> Result<Self, LedgerError> {
+        let page = query.page_size() as usize;
+        let mut calls = Vec::new();
+        let mut full = false;
+        for account in accounts {
+            let Some(served) = ui.accounts.get(account) else {
+                continue;
+            };
+            let query = CallQuery {
+                after: cursors.get(account).cloned(),
+                ..query.clone()
+            };
+            let rows = served.ledger.find_calls(&query).await?;
+            full |= rows.len() >= page;
+            calls.extend(rows.into_iter().map(|c| (account.clone(), c)));
+        }
+        calls.sort_by(listed_order);
+        let more = full || calls.len() > page;
+        calls.truncate(page);
+        for (account, call) in &calls {
+            cursors.insert(account.clone(), CallCursor::after(call));
+        }
+        Ok(Self {
+            calls,
+            cursors,
+            more,
+        })
+    }
+
+    /// Each of `accounts` with the calls of it this page lists (the access log's entries).
+    fn calls_per_account(&self, accounts: &[AccountName]) -> Vec<(AccountName, Vec<CallUuid>)> {
+        accounts
+            .iter()
+            .map(|account| {
+                let calls = self.calls.iter().filter(|(a, _)| a == account);
+                (
+                    account.clone(),
+                    calls.map(|(_, c)| c.uuid.clone()).collect(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The table of calls found, each with its account and a link to its page.
+fn results(found: &[(AccountName, CallSummary)], tz: chrono::FixedOffset) -> Markup {
+    html! {
+        table aria-labelledby="results" {
+            thead { tr {
+                th scope="col" { "Start (" (tz) ")" }
+                th scope="col" { "Account" }
+                th scope="col" { "Call" }
+                th scope="col" { "Shown number" }
+                th scope="col" { "Callee" }
+                th scope="col" { "Extension" }
+                th scope="col" { "Agent" }
+                th scope="col" { "Company" }
+                th scope="col" { "Seconds" }
+                th scope="col" { "State" }
+            } }
+            tbody {
+                @for (account, call) in found {
+                    tr {
+                        td { (local(call.call_start, tz)) }
+                        td { (account) }
+                        td { a href=(call_href(account, &call.uuid)) { (call.uuid.as_str()) } }
+                        td { (call.parties.display_number.as_deref().unwrap_or("")) }
+                        td { (call.parties.callee.as_deref().unwrap_or("")) }
+                        td { (call.parties.extension.as_deref().unwrap_or("")) }
+                        td { (call.parties.crmid.as_deref().or(call.parties.userid.as_deref()).unwrap_or("")) }
+                        td { (call.company) }
+                        td { (call.billsec.map(|s| s.to_string()).unwrap_or_default()) }
+                        td { (call.state.as_str()) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The order calls of several accounts are listed in: as one account's (by start, undated
+/// last, then uuid), then by account.
+pub(super) fn listed_order(
+    (a, x): &(AccountName, CallSummary),
+    (b, y): &(AccountName, CallSummary),
+) -> std::cmp::Ordering {
+    let key = |c: &CallSummary| (c.call_start.is_none(), c.call_start, c.uuid.clone());
+    key(x).cmp(&key(y)).then_with(|| a.cmp(b))
+}
+
+/// The address of `account`'s call `uuid`'s page.
+pub(super) fn call_href(account: &AccountName, uuid: &CallUuid) -> String {
+    format!("/ui/calls/{account}/{}", urlencode(uuid.as_str()))
 }
 
 /// A path segment with everything but unreserved characters percent-encoded.
@@ -632,63 +781,92 @@ fn urlencode(s: &str) -> String {
         .replace('+', "%20")
 }
 
-/// `GET /ui/calls/{uuid}`: everything the ledger knows about one call, and its recording.
-pub async fn call(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> Response {
-    let Some(uuid) = uuid_from_path(&raw) else {
-        return error_page(
+/// `GET /ui/calls/{account}/{uuid}`: everything the ledger knows about one call of one of
+/// the user's accounts, and its recording.
+pub async fn call(
+    State(ui): State<Ui>,
+    user: User,
+    Path((account, raw)): Path<(String, String)>,
+) -> Response {
+    match scope::named(&ui, &user, &account, &raw, "call").await {
+        Ok((account, uuid)) => call_page(&ui, &user, &account, &uuid).await,
+        Err(miss) => call_missing(&user, miss),
+    }
+}
+
+/// `GET /ui/calls/{uuid}`, a link from before accounts: to the call's page when exactly one
+/// of the user's accounts holds the uuid; otherwise as an unknown call.
+pub async fn old_call(State(ui): State<Ui>, user: User, Path(raw): Path<String>) -> Response {
+    match scope::unnamed(&ui, &user, &raw, "call").await {
+        Ok((account, uuid)) => Redirect::to(&call_href(&account, &uuid)).into_response(),
+        Err(miss) => call_missing(&user, miss),
+    }
+}
+
+/// The answer when an address leads to no call of the user's: the same for an unknown call
+/// and for another account's.
+fn call_missing(user: &User, miss: Miss) -> Response {
+    match miss {
+        Miss::BadId => error_page(
             StatusCode::BAD_REQUEST,
-            &user,
+            user,
             "Not a call",
             "That is not a call id.",
-        );
+        ),
+        Miss::NotFound => error_page(
+            StatusCode::NOT_FOUND,
+            user,
+            "No such call",
+            "The ledger holds no call with this id.",
+        ),
+        Miss::Unavailable => unavailable("The ledger does not answer; try again shortly."),
+    }
+}
+
+/// The page of `account`'s call `uuid` (the account is the user's).
+async fn call_page(ui: &Ui, user: &User, account: &AccountName, uuid: &CallUuid) -> Response {
+    let Some(served) = ui.accounts.get(account) else {
+        return call_missing(user, Miss::NotFound);
     };
-    let detail = match ui.ledger.call_detail(&uuid).await {
-        Ok(Some(detail)) => detail,
-        Ok(None) => {
-            return error_page(
-                StatusCode::NOT_FOUND,
-                &user,
-                "No such call",
-                "The ledger holds no call with this id.",
-            );
-        }
+    let read = async {
+        let Some(detail) = served.ledger.call_detail(uuid).await? else {
+            return Ok(None);
+        };
+        let holds = call_holds(&served.ledger, uuid).await?;
+        Ok::<_, LedgerError>(Some((detail, holds)))
+    };
+    let (detail, holds) = match read.await {
+        Ok(Some(read)) => read,
+        Ok(None) => return call_missing(user, Miss::NotFound),
         Err(e) => {
             tracing::error!(error = %e, "cannot read a call");
             return unavailable("The ledger does not answer; try again shortly.");
         }
     };
-    let holds = match call_holds(&ui, &uuid).await {
-        Ok(holds) => holds,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read a call's holds");
-            return unavailable("The ledger does not answer; try again shortly.");
-        }
-    };
-    if let Err(refusal) = logged(
-        &ui,
-        &user,
-        AccessAction::View,
-        format!("call {}", uuid.as_str()),
-        vec![uuid.clone()],
-    )
-    .await
-    {
+    let what = format!("call {account}/{}", uuid.as_str());
+    let calls = vec![(account.clone(), vec![uuid.clone()])];
+    if let Err(refusal) = logged(ui, user, AccessAction::View, what, calls).await {
         return refusal;
     }
     page(
         StatusCode::OK,
         layout(
             &format!("Call {}", uuid.as_str()),
-            Some(&user),
-            call_body(&detail, &holds, ui.config.tz),
+            Some(user),
+            call_body(account, &detail, &holds, ui.config.tz),
         ),
     )
 }
 
-fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
+fn call_body(
+    account: &AccountName,
+    d: &CallDetail,
+    holds: &[HoldSummary],
+    tz: chrono::FixedOffset,
+) -> Markup {
     html! {
-        (recording_section(d))
-        (call_section(d, tz))
+        (recording_section(account, d))
+        (call_section(account, d, tz))
         (archive_section(d, holds, tz))
         (manifest_section(d, tz))
         (attempts_section(d, tz))
@@ -696,18 +874,18 @@ fn call_body(d: &CallDetail, holds: &[HoldSummary], tz: chrono::FixedOffset) -> 
 }
 
 /// The player and the download link, when the call has an archived recording.
-fn recording_section(d: &CallDetail) -> Markup {
+fn recording_section(account: &AccountName, d: &CallDetail) -> Markup {
     let s = &d.summary;
-    let href = urlencode(s.uuid.as_str());
+    let href = call_href(account, &s.uuid);
     let playable = s.state == RecordState::Archived && d.object_key.is_some();
     html! {
         section aria-labelledby="recording" {
             h2 id="recording" { "Recording" }
             @if playable {
-                audio id="player" controls preload="metadata" src={"/ui/calls/" (href) "/audio"} aria-label="Play the recording" {
+                audio id="player" controls preload="metadata" src={(href) "/audio"} aria-label="Play the recording" {
                     "Your browser cannot play this recording; download it instead."
                 }
-                p { a.button id="download" href={"/ui/calls/" (href) "/download"} download { "Download the recording" } }
+                p { a.button id="download" href={(href) "/download"} download { "Download the recording" } }
             } @else {
                 p.note { "No archived recording to play (state: " (s.state.as_str()) ")." }
             }
@@ -716,12 +894,13 @@ fn recording_section(d: &CallDetail) -> Markup {
 }
 
 /// What the provider said about the call.
-fn call_section(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
+fn call_section(account: &AccountName, d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
     let s = &d.summary;
     html! {
         section aria-labelledby="call" {
             h2 id="call" { "Call" }
             dl {
+                dt { "Account" } dd id="account" { (account) }
                 dt { "Call id" } dd id="uuid" { (s.uuid.as_str()) }
                 dt { "Start (" (tz) ")" } dd { (local(s.call_start, tz)) }
                 dt { "Company" } dd { (s.company) }
@@ -807,15 +986,15 @@ fn attempts_section(d: &CallDetail, tz: chrono::FixedOffset) -> Markup {
 }
 
 /// The active legal holds that keep this call (their case references), from the ledger.
-async fn call_holds(ui: &Ui, uuid: &CallUuid) -> Result<Vec<HoldSummary>, LedgerError> {
-    let facts = ui.ledger.call_facts(std::slice::from_ref(uuid)).await?;
+async fn call_holds(ledger: &Ledger, uuid: &CallUuid) -> Result<Vec<HoldSummary>, LedgerError> {
+    let facts = ledger.call_facts(std::slice::from_ref(uuid)).await?;
     let Some(ids) = facts.into_iter().next().map(|f| f.holds) else {
         return Ok(Vec::new());
     };
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let active = ui.ledger.holds(false).await?;
+    let active = ledger.holds(false).await?;
     Ok(active.into_iter().filter(|h| ids.contains(&h.id)).collect())
 }
 
@@ -831,137 +1010,6 @@ fn hold_state(holds: &[HoldSummary], tz: chrono::FixedOffset) -> Markup {
                     "on hold: " (h.reason) " (" (h.id.as_str()) ", placed by " (h.placed_by) " at " (local(Some(h.placed_at), tz)) ")"
                     br;
                 }
-            }
-        }
-    }
-}
-
-/// `GET /ui/dashboard`: counts per state, archived per day, calls at risk.
-pub async fn dashboard(State(ui): State<Ui>, user: User) -> Response {
-    let now = ui.clock.now();
-    let line = risk_line(now, ui.config.retention);
-    let since = now - chrono::Duration::days(29);
-    let read = match Dashboard::read(&ui, line, since).await {
-        Ok(read) => read,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the dashboard's figures");
-            return unavailable("The ledger does not answer; try again shortly.");
-        }
-    };
-    let listed = read.risky.iter().map(|c| c.uuid.clone()).collect();
-    if let Err(refusal) = logged(&ui, &user, AccessAction::View, "dashboard".into(), listed).await {
-        return refusal;
-    }
-    let days = chart::daily(&read.daily, since.date_naive(), now.date_naive());
-    let body = read.body(&ui, line, &days);
-    page(StatusCode::OK, layout("Dashboard", Some(&user), body))
-}
-
-/// What the dashboard shows, read from the ledger.
-struct Dashboard {
-    figures: LedgerFigures,
-    /// Recordings archived per day since the chart's first day.
-    daily: Vec<(chrono::NaiveDate, i64)>,
-    /// The oldest calls at risk (at most [`AT_RISK_SHOWN`]).
-    risky: Vec<CallSummary>,
-}
-
-impl Dashboard {
-    /// The figures for the risk `line`, the calls at risk, and the days archived from
-    /// `since`'s day on.
-    async fn read(ui: &Ui, line: DateTime<Utc>, since: DateTime<Utc>) -> Result<Self, LedgerError> {
-        let risky = CallQuery {
-            states: vec![
-                RecordState::Pending,
-                RecordState::InProgress,
-                RecordState::Failed,
-            ],
-            until: Some(line),
-            limit: AT_RISK_SHOWN,
-            ..CallQuery::default()
-        };
-        let figures = ui.ledger.figures(line).await?;
-        let risky = ui.ledger.find_calls(&risky).await?;
-        let daily = ui
-            .ledger
-            .archived_per_day(
-                since
-                    .date_naive()
-                    .and_time(chrono::NaiveTime::MIN)
-                    .and_utc(),
-            )
-            .await?;
-        Ok(Self {
-            figures,
-            daily,
-            risky,
-        })
-    }
-
-    /// How many records are in each state, every state named.
-    fn states(&self) -> Vec<(String, i64)> {
-        RecordState::ALL
-            .iter()
-            .map(|s| {
-                let n = self
-                    .figures
-                    .counts
-                    .iter()
-                    .find(|(st, _)| st == s)
-                    .map_or(0, |(_, n)| *n);
-                (s.as_str().to_owned(), n)
-            })
-            .collect()
-    }
-
-    /// The page: the figures, the calls at risk of the risk `line`, and the charts (`days`
-    /// archived per day).
-    fn body(&self, ui: &Ui, line: DateTime<Utc>, days: &[(String, i64)]) -> Markup {
-        let states = self.states();
-        let (figures, risky) = (&self.figures, &self.risky);
-        let deletion_from = line - chrono::Duration::days(14);
-        let tz = ui.config.tz;
-        let risky_search = format!(
-            "/ui/?state=pending&until={}",
-            line.with_timezone(&tz).format("%Y-%m-%d")
-        );
-        html! {
-            div.figures {
-                @for (state, n) in &states { div { strong { (n) } " " (state) } }
-                div { strong.risk id="at-risk" { (figures.at_risk) } " at risk" }
-            }
-            p {
-                "At risk: calls not archived whose start is before " (local(Some(line), tz))
-                ", so the provider deletes their recordings within 14 days (retention "
-                (ui.config.retention.num_days()) " days; the oldest still held date from "
-                (local(Some(deletion_from), tz)) "). "
-                a href=(risky_search) { "List pending calls at risk" }
-            }
-            @if !risky.is_empty() {
-                table aria-labelledby="at-risk-calls" {
-                    caption id="at-risk-calls" { "Calls at risk (oldest first, at most " (AT_RISK_SHOWN) ")" }
-                    thead { tr {
-                        th scope="col" { "Start (" (tz) ")" } th scope="col" { "Call" }
-                        th scope="col" { "Company" } th scope="col" { "State" }
-                    } }
-                    tbody { @for call in risky { tr {
-                        td { (local(call.call_start, tz)) }
-                        td { a href={"/ui/calls/" (urlencode(call.uuid.as_str()))} { (call.uuid.as_str()) } }
-                        td { (call.company) }
-                        td { (call.state.as_str()) }
-                    } } }
-                }
-            }
-            @if let Some(oldest) = figures.oldest_pending_call {
-                p { "Oldest pending call: " (local(Some(oldest), tz)) }
-            }
-            h2 id="per-state" { "Calls per state" }
-            (chart::bars("Calls per state", &states))
-            h2 id="per-day" { "Recordings archived per day (UTC, last 30 days)" }
-            (chart::bars("Recordings archived per day", days))
-            table aria-labelledby="per-day" {
-                thead { tr { th scope="col" { "Day" } th scope="col" { "Archived" } } }
-                tbody { @for (day, n) in days.iter().filter(|(_, n)| *n > 0) { tr { td { (day) } td { (n) } } } }
             }
         }
     }
@@ -1041,13 +1089,24 @@ mod tests {
             size_bytes: None,
             sha256: None,
         };
-        let next = f.next_page(&last);
-        assert_eq!(next, "/ui/?agent=a%26b%3Dc&after=-%2Fu-1");
+        let acme = AccountName::parse("acme").unwrap();
+        let globex = AccountName::parse("globex").unwrap();
+        let cursors = BTreeMap::from([
+            (acme, CallCursor::after(&last)),
+            (globex, CallCursor::Undated(CallUuid::parse("u 2").unwrap())),
+        ]);
+        let next = f.next_page(&cursors);
+        assert_eq!(
+            next,
+            "/ui/?agent=a%26b%3Dc&after=acme%2F-%2Fu-1%0Aglobex%2F-%2Fu+2"
+        );
         let back = serde_urlencoded_form(next.strip_prefix("/ui/?").unwrap());
         assert_eq!(back.agent, "a&b=c");
         assert_eq!(
-            back.query(crate::timefmt::PROVIDER_TZ).unwrap().after,
-            Some(CallCursor::Undated(CallUuid::parse("u-1").unwrap()))
+            back.cursors().unwrap(),
+            cursors,
+            "each account resumes at its own"
         );
+        assert!(form(&[("after", "-/u-1")]).cursors().is_err());
     }
 }

@@ -58,6 +58,7 @@ mod serve;
 mod serve_accounts;
 mod store_faults;
 mod sync;
+mod ui_accounts;
 mod ui_browser;
 mod ui_security;
 mod world;

@@ -187,7 +187,7 @@ async fn a_browser_logs_in_finds_plays_downloads_and_logs_out_and_each_step_is_l
         .click()
         .await
         .unwrap();
-    assert!(path_is(&client, &format!("/ui/calls/{uuid}")).await);
+    assert!(path_is(&client, &format!("/ui/calls/default/{uuid}")).await);
     let shown = element(&client, Locator::Id("sha256"))
         .await
         .text()
@@ -290,7 +290,7 @@ async fn a_browser_logs_in_finds_plays_downloads_and_logs_out_and_each_step_is_l
         "{log:?}"
     );
     assert!(
-        log.contains(&(AccessAction::View, Some(format!("call {uuid}")))),
+        log.contains(&(AccessAction::View, Some(format!("call default/{uuid}")))),
         "{log:?}"
     );
 }

@@ -482,13 +482,18 @@ async fn the_audio_route_serves_ranges_of_ledger_calls_only_and_downloads_are_ch
         "a%5C..%5Cb",
         "%252e%252e%252f",
     ] {
-        for route in ["audio", "download"] {
+        for route in [
+            format!("{bad}/audio"),
+            format!("{bad}/download"),
+            format!("default/{bad}/audio"),
+            format!("default/{bad}/download"),
+        ] {
             let answer = server
-                .get(&format!("/ui/calls/{bad}/{route}"), Some(&cookie))
+                .get(&format!("/ui/calls/{route}"), Some(&cookie))
                 .await;
             assert!(
                 answer.status() == 400 || answer.status() == 404,
-                "{bad}/{route}: {}",
+                "{route}: {}",
                 answer.status()
             );
             let kind = answer
@@ -497,7 +502,7 @@ async fn the_audio_route_serves_ranges_of_ledger_calls_only_and_downloads_are_ch
                 .unwrap()
                 .to_str()
                 .unwrap();
-            assert!(!kind.starts_with("audio/"), "{bad}/{route}: {kind}");
+            assert!(!kind.starts_with("audio/"), "{route}: {kind}");
         }
     }
     let unknown = server
@@ -627,8 +632,9 @@ async fn no_page_or_header_shows_the_callback_secret_or_the_store_keys() {
         format!("/ui/?agent={AGENT}"),
         "/ui/dashboard".to_owned(),
         format!("/ui/calls/{uuid}"),
+        format!("/ui/calls/default/{uuid}"),
         format!("/ui/calls/{uuid}/audio"),
-        format!("/ui/calls/{uuid}/download"),
+        format!("/ui/calls/default/{uuid}/download"),
         "/ui/calls/nope/audio".to_owned(),
         "/ui/nowhere".to_owned(),
     ];
@@ -695,6 +701,18 @@ async fn the_proxy_user_header_counts_only_from_the_proxy_networks() {
         networks: vec!["127.0.0.0/8".parse().unwrap()],
     }))
     .await;
+    // The proxy's user must be in the users file (without a password) to see anything.
+    let carol = UserName::parse("carol").unwrap();
+    let not_yet = client()
+        .get(behind.url("/ui/dashboard"))
+        .header(&header, "carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_yet.status(), 403, "not in the users file");
+    UsersFile::new(&behind.users)
+        .put(&carol, None, None)
+        .unwrap();
     let answer = client()
         .get(behind.url("/ui/dashboard"))
         .header(&header, "carol")
@@ -706,7 +724,13 @@ async fn the_proxy_user_header_counts_only_from_the_proxy_networks() {
     assert!(answer.text().await.unwrap().contains("carol"));
     assert_eq!(
         behind.access_log("carol").await,
-        vec![(AccessAction::View, Some("dashboard".into()))]
+        vec![
+            (
+                AccessAction::Refused,
+                Some("/ui/dashboard (not in the users file)".into())
+            ),
+            (AccessAction::View, Some("dashboard".into()))
+        ]
     );
     let entries = behind
         .world
@@ -719,7 +743,7 @@ async fn the_proxy_user_header_counts_only_from_the_proxy_networks() {
         .await
         .unwrap();
     assert_eq!(
-        entries[0].entry.source, "web@192.0.2.7",
+        entries[1].entry.source, "web@192.0.2.7",
         "the browser's address, as the proxy saw it"
     );
     let bad_name = client()
@@ -906,7 +930,7 @@ async fn the_dashboard_counts_and_lists_the_calls_at_risk() {
         body.contains(r#"<strong class="risk" id="at-risk">1</strong>"#),
         "{body}"
     );
-    assert!(body.contains(r#"href="/ui/calls/ui-risky-0001""#));
+    assert!(body.contains(r#"href="/ui/calls/default/ui-risky-0001""#));
     assert!(body.contains("<svg"), "the charts are drawn in the page");
     assert!(body.contains("<title>Recordings archived per day</title>"));
     let entries = server
@@ -930,7 +954,7 @@ async fn the_dashboard_counts_and_lists_the_calls_at_risk() {
 async fn the_call_page_names_the_legal_holds_that_keep_the_call() {
     let server = UiServer::start().await;
     let cookie = server.login().await;
-    let path = format!("/ui/calls/{}", server.call.uuid.as_str());
+    let path = format!("/ui/calls/default/{}", server.call.uuid.as_str());
     let before = server.get(&path, Some(&cookie)).await.text().await.unwrap();
     assert!(
         before.contains(r#"<dd id="hold">not on hold</dd>"#),
