@@ -21,6 +21,7 @@ macro_rules! on_both_backends {
 
 mod accounts;
 mod accounts_commands;
+mod accounts_stores;
 mod archive;
 mod audit;
 mod audit_cli;

@@ -15,8 +15,8 @@ use tokio::sync::OnceCell;
 
 /// The pinned requirement; the venv is rebuilt when it changes.
 const REQUIREMENT: &str = "moto[server]==5.2.5";
-const ACCESS_KEY: &str = "moto-access-key";
-const SECRET_KEY: &str = "moto-secret-key";
+pub(crate) const ACCESS_KEY: &str = "moto-access-key";
+pub(crate) const SECRET_KEY: &str = "moto-secret-key";
 /// How long moto may take to answer after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
