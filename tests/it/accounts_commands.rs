@@ -422,3 +422,71 @@ async fn a_deployment_names_its_accounts_on_sqlite() {
 async fn a_deployment_names_its_accounts_on_postgres() {
     a_deployment_names_its_accounts(BackendKind::Postgres).await;
 }
+
+/// Each account has its own provider pace: acme's `api-rate = 1` spaces acme's requests a
+/// second apart, while beta, without a rate, is archived in full before acme's third
+/// recording (which cannot come before two seconds have passed).
+#[tokio::test]
+async fn one_accounts_rate_limit_does_not_slow_another() {
+    let world = World::new().await;
+    let text = format!(
+        r#"
+key-template = "{{account}}/{{companycode}}/{{uuid}}{{ext}}"
+
+[accounts.acme]
+appid = "{appid}"
+api-rate = 1
+
+[accounts.beta]
+appid = "{appid}"
+"#,
+        appid = world.sim.config().appid,
+    );
+    let config = world.dir.path().join("paced.toml");
+    std::fs::write(&config, text).unwrap();
+    let file = write_callbacks(&world, 5);
+    let file = file.to_str().unwrap();
+    for account in ["acme", "beta"] {
+        assert_exit(
+            &run(&world, &config, &["import", "--account", account, file]).await,
+            0,
+        );
+    }
+    assert_exit(&run(&world, &config, &["run"]).await, 0);
+    let archived_at = |account: &'static str| {
+        let ledger = world
+            .ledger
+            .scoped(&callvault::accounts::AccountName::parse(account).unwrap());
+        async move {
+            let mut times = Vec::new();
+            for uuid in ledger
+                .uuids_in_state(callvault::domain::RecordState::Archived)
+                .await
+                .unwrap()
+            {
+                times.push(
+                    ledger
+                        .get(&uuid)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .archived_at
+                        .unwrap(),
+                );
+            }
+            times.sort();
+            times
+        }
+    };
+    let (acme, beta) = (archived_at("acme").await, archived_at("beta").await);
+    assert_eq!((acme.len(), beta.len()), (4, 4));
+    assert!(
+        beta.last() < acme.get(2),
+        "beta waited for acme's pace: acme {acme:?}, beta {beta:?}"
+    );
+    // acme's pace held: its recordings a second apart (a link request each).
+    assert!(
+        acme[3] - acme[0] >= chrono::Duration::milliseconds(2_900),
+        "{acme:?}"
+    );
+}
