@@ -4,13 +4,13 @@
 
 use anyhow::Context;
 
-use super::wiring::{open_ledger, open_store};
+use super::scope::{Scope, Scopes, with_account};
+use super::wiring::open_ledger;
 use super::{EXIT_INCOMPLETE, EXIT_OK};
-use crate::cli::{LedgerCopyArgs, LedgerRebuildArgs, MigrateArgs};
-use crate::config::{ConfigError, LedgerLocation, LedgerSettings};
+use crate::cli::{ArchiveStoreArgs, LayoutArgs, LedgerCopyArgs, LedgerRebuildArgs, MigrateArgs};
+use crate::config::{CommonSettings, ConfigError, LedgerLocation, LedgerSettings};
 use crate::ledger::{CopyError, Ledger, LedgerOptions, copy_ledger};
 use crate::rebuild::{RebuildError, RebuildOptions, RebuildReport, rebuild_from_store};
-use crate::store::S3Options;
 
 pub async fn migrate(ledger: &LedgerSettings, args: &MigrateArgs) -> anyhow::Result<u8> {
     let options = LedgerOptions {
@@ -88,35 +88,71 @@ pub async fn copy(args: &LedgerCopyArgs, ledger: &LedgerSettings) -> anyhow::Res
     }
 }
 
-pub async fn rebuild(
-    args: &LedgerRebuildArgs,
-    ledger: &LedgerSettings,
-    s3: &S3Options,
-) -> anyhow::Result<u8> {
-    let store = open_store(&args.manifests.apply(args.store.config(s3)?))?;
-    let ledger = open_ledger(ledger).await?;
-    let options = RebuildOptions {
-        merge: args.merge,
-        concurrency: usize::from(args.concurrency),
+/// `ledger rebuild --from-store`: each account (those named with `--account`, else every
+/// declared one) rebuilt from its own store and manifest chain. In a store accounts share,
+/// each takes the sidecars that name it (and those of before accounts, when it is the
+/// only one) and skips the other accounts' manifests.
+pub async fn rebuild(common: &CommonSettings, args: &LedgerRebuildArgs) -> anyhow::Result<u8> {
+    let layout = LayoutArgs {
+        sidecar: true,
+        no_sidecar: false,
+        manifests: args.manifests.clone(),
     };
-    let report = match rebuild_from_store(&store, &ledger, &options).await {
+    let settings = ArchiveStoreArgs::for_objects(&args.store, Some(&layout), None);
+    let scopes = Scopes::open(common, &args.accounts, Some(&settings)).await?;
+    let configs = scopes
+        .all
+        .iter()
+        .map(|s| s.account.store_config())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut code = EXIT_OK;
+    for (i, scope) in scopes.all.iter().enumerate() {
+        let options = RebuildOptions {
+            merge: args.merge,
+            concurrency: usize::from(args.concurrency),
+            foreign_prefixes: configs
+                .iter()
+                .enumerate()
+                .filter(|(j, c)| *j != i && c.url == configs[i].url)
+                .map(|(_, c)| c.manifests_prefix.clone())
+                .collect(),
+        };
+        code = code.max(rebuild_account(scope, &options, args.json).await?);
+    }
+    scopes.close().await;
+    Ok(code)
+}
+
+async fn rebuild_account(
+    scope: &Scope,
+    options: &RebuildOptions,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let store = scope.store()?;
+    let report = match rebuild_from_store(&store, &scope.ledger, options).await {
         Ok(report) => report,
-        Err(e @ RebuildError::NotEmpty { .. }) => return Err(ConfigError(e.to_string()).into()),
+        Err(e @ RebuildError::NotEmpty { .. }) => {
+            return Err(ConfigError(format!("account {}: {e}", scope.name())).into());
+        }
         Err(e) => {
-            return Err(anyhow::Error::new(e)).context("rebuilding the ledger from the store");
+            return Err(anyhow::Error::new(e)).context(format!(
+                "rebuilding account {}'s ledger from its store",
+                scope.name()
+            ));
         }
     };
-    ledger.close().await;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    if json {
+        println!("{}", with_account(&report, scope.name()));
     } else {
+        println!("account {}:", scope.name());
         print_rebuild(&report);
     }
     if report.consistent() {
         Ok(EXIT_OK)
     } else {
         eprintln!(
-            "callvault: the bucket is inconsistent ({} problem(s)): what could be recovered is in the ledger; see the report",
+            "callvault: account {}'s store is inconsistent ({} problem(s)): what could be recovered is in the ledger; see the report",
+            scope.name(),
             report.problem_total()
         );
         Ok(EXIT_INCOMPLETE)

@@ -75,9 +75,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Retry(ref args) => audit::retry(&common, args).await,
         Command::Migrate(args) => ledger::migrate(&common.ledger, &args).await,
         Command::Ledger(LedgerCommand::Copy(args)) => ledger::copy(&args, &common.ledger).await,
-        Command::Ledger(LedgerCommand::Rebuild(args)) => {
-            ledger::rebuild(&args, &common.ledger, &common.s3).await
-        }
+        Command::Ledger(LedgerCommand::Rebuild(args)) => ledger::rebuild(&common, &args).await,
         Command::Hold(ref args) => retention::hold(&common, args).await,
         Command::Release(ref args) => retention::release_cmd(&common, args).await,
         Command::Holds(ref args) => retention::holds(&common, args).await,

@@ -454,6 +454,8 @@ pub enum LedgerCommand {
 
 #[derive(Debug, Args)]
 pub struct LedgerRebuildArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
     /// Read the store (the only source there is; the flag says what the command does).
     #[arg(long, required = true)]
     pub from_store: bool,

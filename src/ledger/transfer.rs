@@ -321,6 +321,10 @@ pub trait Transfer: Send + Sync {
     /// How many rows `table` holds.
     async fn count_rows(&self, table: Table) -> Result<i64, LedgerError>;
 
+    /// The number of this handle's account's rows in `table` (one with an `account`
+    /// column).
+    async fn count_account_rows(&self, table: Table) -> Result<i64, LedgerError>;
+
     /// Up to `limit` rows of `table` whose key ([`Table::keys`]) is greater than the row
     /// `after`'s, by key.
     async fn export_rows(
@@ -393,6 +397,16 @@ impl<D: Db> Transfer for D {
     async fn count_rows(&self, table: Table) -> Result<i64, LedgerError> {
         let sql = format!("SELECT count(*) AS n FROM {}", table.name());
         self.fetch_one(Stmt::new(sql, "counting a table's rows"))
+            .await?
+            .int("n")
+    }
+
+    async fn count_account_rows(&self, table: Table) -> Result<i64, LedgerError> {
+        let sql = format!(
+            "SELECT count(*) AS n FROM {} WHERE account = $1",
+            table.name()
+        );
+        self.fetch_one(Stmt::new(sql, "counting an account's rows").bind(self.account()))
             .await?
             .int("n")
     }

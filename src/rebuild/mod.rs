@@ -42,6 +42,9 @@ pub struct RebuildOptions {
     pub merge: bool,
     /// Sidecars (and object heads) read at once.
     pub concurrency: usize,
+    /// Where other accounts' manifest chains are, in a store this account shares with
+    /// them: not listed as this account's objects.
+    pub foreign_prefixes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +76,7 @@ pub async fn rebuild_from_store(
             Table::Attempts,
             Table::Tombstones,
         ] {
-            let rows = ledger.count_rows(table).await?;
+            let rows = ledger.count_account_rows(table).await?;
             if rows > 0 {
                 return Err(RebuildError::NotEmpty {
                     table: table.name(),
@@ -87,6 +90,11 @@ pub async fn rebuild_from_store(
         ledger,
         concurrency: options.concurrency.max(1),
         merge: options.merge,
+        foreign: options
+            .foreign_prefixes
+            .iter()
+            .map(|p| format!("{}/", p.trim_end_matches('/')))
+            .collect(),
         report: RebuildReport {
             store: store.description().to_owned(),
             ..RebuildReport::default()
@@ -174,6 +182,8 @@ struct Rebuild<'a> {
     ledger: &'a Ledger,
     concurrency: usize,
     merge: bool,
+    /// Other accounts' manifest prefixes (with their `/`), skipped by the listing.
+    foreign: Vec<String>,
     report: RebuildReport,
     /// Run ids in the ledger (there before, or added): few, one per pass.
     runs: BTreeSet<String>,
@@ -641,7 +651,9 @@ impl Rebuild<'_> {
         let mut page = Vec::with_capacity(PAGE);
         while let Some(item) = listing.try_next().await? {
             self.report.objects_listed += 1;
-            if item.key.starts_with(&manifests) {
+            if item.key.starts_with(&manifests)
+                || self.foreign.iter().any(|p| item.key.starts_with(p))
+            {
                 continue;
             }
             page.push(item);
@@ -678,6 +690,14 @@ impl Rebuild<'_> {
                     read,
                 } => (sidecar, recording, object_size, read),
             };
+            if let Ok(s) = &read
+                && let Some(other) = s.account.as_deref()
+                && other != self.ledger.account().as_str()
+            {
+                // Another account's call, in a store they share: its own rebuild takes it.
+                self.report.other_accounts += 1;
+                continue;
+            }
             let call = match read.and_then(|s| rows::from_sidecar(&s)) {
                 Ok(call) => call,
                 Err(error) => {

@@ -142,6 +142,8 @@ pub struct RebuildReport {
     pub entries_erased: u64,
     /// (`--merge`) Calls the ledger already held, left as they were.
     pub calls_already_known: u64,
+    /// Sidecars of other accounts' calls (in a store the accounts share), left to theirs.
+    pub other_accounts: u64,
     /// Runs named by the sidecars (one archival attempt recovered per call).
     pub runs: u64,
     pub head: Option<ChainHead>,
