@@ -620,7 +620,9 @@ pub(crate) async fn take_over_bill_rows<T: Tx>(
             };
             // `remove` keeps the others in uuid order.
             let bill_row = candidates.remove(index);
-            if bill_row.in_progress {
+            // Read without a lock: a pass may have claimed it since (its attempt would then
+            // name the uuid this takeover deletes).
+            if bill_row.in_progress || super::takeovers::held(tx, &bill_row.uuid).await? {
                 super::takeovers::defer(tx, &bill_row.uuid, rec, now).await?;
             } else {
                 take_over(tx, &bill_row.uuid, rec, now).await?;

@@ -65,6 +65,24 @@ const READY: &str = "SELECT t.from_uuid, t.uuid, t.company_code, t.record_file, 
 const STATE_SQLITE: &str = "SELECT state FROM calls WHERE account = $2 AND uuid = $1";
 const STATE_POSTGRES: &str = "SELECT state FROM calls WHERE account = $2 AND uuid = $1 FOR UPDATE";
 
+/// Whether a pass holds the call `uuid` (or it is gone); on PostgreSQL the row is locked
+/// from here to the commit (a claim skips locked rows), so none can claim it in between.
+/// A no-op update locks it on both engines without a dialect's `FOR UPDATE`.
+pub(crate) async fn held<T: Tx>(tx: &mut T, uuid: &str) -> Result<bool, LedgerError> {
+    let account = tx.account().to_owned();
+    let row = tx
+        .fetch_optional(
+            Stmt::new(
+                "UPDATE calls SET state = state WHERE account = $2 AND uuid = $1 RETURNING state",
+                "locking a call sync found",
+            )
+            .bind(uuid)
+            .bind(account),
+        )
+        .await?;
+    Ok(row.is_none_or(|r| r.text("state").is_ok_and(|s| s == "in_progress")))
+}
+
 /// Applies every kept callback whose bill row no pass holds; how many it applied. Costs one
 /// indexed read when none is kept.
 pub(crate) async fn apply<D: StoreCalls>(db: &D, now: DateTime<Utc>) -> Result<u64, LedgerError> {
