@@ -5,6 +5,7 @@
 //! the harness starts) alone, under several processes, and as it grows. Not a test: it
 //! measures and reports.
 
+mod accounts;
 mod ceiling;
 mod child;
 mod figures;
@@ -79,6 +80,8 @@ enum Part {
     PgStatus,
     /// `callvault find` on SQLite ledgers of 10,000 and 1,000,000 calls.
     Search,
+    /// Ten accounts of 200 small recordings in one run against one account of 2,000.
+    Accounts,
 }
 
 /// Counts and sizes of one mode.
@@ -102,6 +105,8 @@ struct Plan {
     claim_time: std::time::Duration,
     /// (processes, concurrency of each) on PostgreSQL; SQLite runs one process at the total.
     processes: Vec<(usize, usize)>,
+    /// (accounts, recordings of each) in the run over many accounts.
+    accounts: (usize, usize),
 }
 
 impl Plan {
@@ -126,6 +131,7 @@ impl Plan {
             claim_due: if quick { 5_000 } else { 50_000 },
             claim_time: std::time::Duration::from_secs(if quick { 5 } else { 20 }),
             processes: vec![(1, 16), (2, 8), (4, 4)],
+            accounts: (10, if quick { 30 } else { 200 }),
         }
     }
 }
@@ -190,11 +196,17 @@ async fn main() -> anyhow::Result<()> {
         postgres_parts(&rig, pg, &plan, &wants, &mut results).await?;
     }
 
+    if wants(Part::Accounts) {
+        let (accounts, each) = plan.accounts;
+        let f = accounts::measure(&rig, accounts, each, plan.small.1, plan.rounds);
+        results.accounts = Some(f.await?);
+    }
+
     if wants(Part::Logins) {
         results.logins = Some(logins(&rig, &plan).await?);
     }
 
-    let command = format!("bench/run{}", if args.quick { " --quick" } else { "" });
+    let command = command_line(&args);
     let section = report::markdown(&machine, &command, &machine::load(), &results);
     println!("\n{section}");
     if let Some(out) = &args.out {
@@ -206,6 +218,26 @@ async fn main() -> anyhow::Result<()> {
         println!("figures written to {}", path.display());
     }
     Ok(())
+}
+
+/// How the run was asked for, as `bench/run` takes it.
+fn command_line(args: &Args) -> String {
+    let mut command = String::from("bench/run");
+    if args.quick {
+        command.push_str(" --quick");
+    }
+    if !args.only.is_empty() {
+        let parts: Vec<String> = args
+            .only
+            .iter()
+            .filter_map(|p| clap::ValueEnum::to_possible_value(p).map(|v| v.get_name().to_owned()))
+            .collect();
+        command.push_str(&format!(" --only {}", parts.join(",")));
+    }
+    if let Some(rounds) = args.rounds {
+        command.push_str(&format!(" --rounds {rounds}"));
+    }
+    command
 }
 
 /// The small recordings: callvault and the ceiling at each concurrency, the source alone,

@@ -95,6 +95,8 @@ pub struct Results {
     pub sha256_cpu_per_gb: Option<f64>,
     /// `find` at each ledger size.
     pub search: Vec<crate::search::SearchLedger>,
+    /// Many accounts in one run against one account.
+    pub accounts: Option<crate::accounts::Fairness>,
     pub notes: Vec<String>,
 }
 
@@ -177,6 +179,9 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     }
     ledger_sections(&mut s, r);
     crate::search::section(&mut s, &r.search);
+    if let Some(f) = &r.accounts {
+        crate::accounts::section(&mut s, f);
+    }
     if let Some(l) = &r.logins {
         let _ = writeln!(s, "\n### Logins per token invalidation\n");
         let _ = writeln!(

@@ -221,5 +221,8 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
             l.invalidations > 0 && l.logins == l.invalidations + 1,
         ));
     }
+    if let Some(f) = &r.accounts {
+        out.extend(f.targets());
+    }
     out
 }

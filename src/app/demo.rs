@@ -1,7 +1,16 @@
-//! `callvault demo`: the whole job on embedded defaults, with nothing configured — the
-//! simulator in-process (with a few faults to show recovery), a receiver that misses 10% of
-//! the callbacks, a sync that finds those calls in the bill list, a fresh ledger, a local
-//! directory as the store, then a legal hold and an erasure.
+//! `callvault demo`: the whole job on embedded defaults, with nothing configured — a
+//! provider simulator in-process serving two accounts (a BPO's two clients, `acme` and
+//! `globex`, each with its own appid and accesskey; acme's with a few faults to show
+//! recovery), a receiver that misses 10% of acme's callbacks, a sync that finds those calls
+//! in acme's bill list and all of globex's in its own, one fresh ledger for both, one run
+//! that archives both accounts side by side into a local folder each (`archive/acme/`,
+//! `archive/globex/`), a legal hold and an erasure on acme, each account's retention
+//! applied, and one status per account.
+//!
+//! Retention: a local folder has no Object Lock, so an account's `retain-for` cannot lock
+//! its objects here (on S3 with Object Lock it would, until each call's start plus it);
+//! what the demo shows is its other half, `expire`: globex's contract keeps recordings
+//! 14 days, acme's 7 years, so the calls past globex's retention are erased and acme's kept.
 //!
 //! It tells that story on standard output, one line a step, then a summary and what to
 //! try next; its log lines stay at `warn` unless `--verbose`, `--log` or RUST_LOG ask for
@@ -17,53 +26,80 @@ use chrono::{FixedOffset, Utc};
 use secrecy::SecretString;
 
 use super::EXIT_OK;
-use crate::archive::{Deps, RetryPolicy, RunOptions, RunResult, Shutdown, run_pass};
+use crate::accounts::AccountName;
+use crate::archive::{
+    AccountPass, Deps, RetryPolicy, RunOptions, RunResult, Shutdown, run_accounts, share_slots,
+};
 use crate::cli::DemoArgs;
 use crate::domain::{CallUuid, RecordState};
 use crate::ledger::{CallQuery, Ledger, Slice};
 use crate::provider::{
     DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
 };
-use crate::retention::{Actor, EraseMode, Selection, erase, place_hold};
+use crate::retention::{Actor, EraseMode, Selection, erase, place_hold, retention_cutoff};
 use crate::serve::{CallbackAnswer, ReceiverConfig, ServeOptions, serve};
-use crate::simulator::{Delivery, DownloadFault, Simulator, SimulatorConfig};
-use crate::store::{DEFAULT_TEMPLATE, KeyTemplate, Store, StoreConfig};
-use crate::sync::{SyncDeps, SyncOptions, run_sync};
+use crate::simulator::{
+    AccountConfig, Delivery, DownloadFault, ProviderAccount, Simulator, SimulatorConfig,
+};
+use crate::store::{DEFAULT_TEMPLATE, KeyTemplate, RetainFor, Store, StoreConfig};
+use crate::sync::{SyncDeps, SyncOptions, SyncReport, run_sync};
 use crate::timefmt::default_provider_tz;
 
 /// How long the provider keeps recordings, as the demo assumes.
 const RETENTION_DAYS: i64 = 90;
 
+/// One of the demo's two provider accounts: its calls at the provider, its rows in the
+/// ledger, its folder, and how long its contract keeps recordings.
+struct DemoAccount {
+    name: AccountName,
+    provider: ProviderAccount,
+    /// The demo's ledger, scoped to this account.
+    ledger: Ledger,
+    store_url: url::Url,
+    retain_for: RetainFor,
+    callbacks: Vec<serde_json::Value>,
+}
+
 /// What the demo works in: a fresh folder holding its ledger and archive, and the
-/// simulated provider with its sample calls.
+/// simulated provider with its two accounts and their sample calls.
 struct Stage {
     dir: PathBuf,
     ledger_path: PathBuf,
-    store_url: url::Url,
     sim: Simulator,
-    sim_config: SimulatorConfig,
-    callbacks: Vec<serde_json::Value>,
+    acme: DemoAccount,
+    globex: DemoAccount,
     ledger: Ledger,
     tz: FixedOffset,
+}
+
+impl Stage {
+    fn accounts(&self) -> [&DemoAccount; 2] {
+        [&self.acme, &self.globex]
+    }
 }
 
 pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     let stage = set_up(args).await?;
     let delivery = receive_callbacks(&stage).await?;
-    let provider = Arc::new(provider_client(&stage)?);
-    recover_by_sync(&stage, &provider, &delivery).await?;
-    let (result, store) = archive(&stage, provider).await?;
-    compliance(&stage, &store).await?;
+    let acme = Arc::new(provider_client(&stage, &stage.acme)?);
+    let globex = Arc::new(provider_client(&stage, &stage.globex)?);
+    recover_by_sync(&stage, &acme, &delivery).await?;
+    find_by_sync(&stage, &globex).await?;
+    let (results, stores) = archive(&stage, [acme, globex]).await?;
+    compliance(&stage, &stores[0]).await?;
+    expire(&stage, &stores).await?;
     summarize(&stage).await?;
     stage.ledger.close().await;
     stage.sim.shutdown().await;
-    Ok(match result.exit_code() {
+    let code = results.iter().map(RunResult::exit_code).max().unwrap_or(0);
+    Ok(match code {
         0 => EXIT_OK,
         code => u8::try_from(code).unwrap_or(1),
     })
 }
 
-/// A fresh folder, the simulator with its sample calls and faults, an empty ledger.
+/// A fresh folder, the simulator with its two accounts, their sample calls and acme's
+/// faults, an empty ledger.
 async fn set_up(args: &DemoArgs) -> anyhow::Result<Stage> {
     let dir = args
         .dir
@@ -71,55 +107,131 @@ async fn set_up(args: &DemoArgs) -> anyhow::Result<Stage> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let ledger_path = dir.join("ledger.db");
-    let store_url = url::Url::from_directory_path(dir.join("archive"))
-        .map_err(|()| anyhow::anyhow!("bad demo path {}", dir.display()))?;
-    let sim_config = SimulatorConfig::default();
-    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), sim_config.clone()).await?;
-    let callbacks = sim.sample_callbacks(args.calls, Utc::now());
-    let lines: Vec<String> = callbacks.iter().map(|c| c.to_string()).collect();
-    std::fs::write(dir.join("callbacks.jsonl"), lines.join("\n") + "\n")?;
-    // A flaky provider, as in real life: tokens invalidated now and then, one broken download.
-    sim.set_faults(|f| f.invalidate_tokens_every = Some(5));
-    if let Some(file) = callbacks
+    let sim_config = SimulatorConfig {
+        appid: "acme-app".into(),
+        accesskey: "acme-demo-accesskey".into(),
+        ..SimulatorConfig::default()
+    };
+    let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), sim_config).await?;
+    let globex = sim
+        .add_account(AccountConfig {
+            appid: "globex-app".into(),
+            accesskey: "globex-demo-accesskey".into(),
+            company_code: "20000099".into(),
+        })
+        .context("the demo's second account")?;
+    let ledger = Ledger::open(&format!("sqlite://{}", ledger_path.display())).await?;
+    let account = |name: &str, provider: ProviderAccount, calls: usize, retain_for: &str| {
+        demo_account(&dir, &ledger, name, provider, calls, retain_for)
+    };
+    let stage = Stage {
+        acme: account("acme", sim.default_account(), args.calls, "7y")?,
+        globex: account("globex", globex, args.calls.div_ceil(2), "14d")?,
+        dir,
+        ledger_path,
+        sim,
+        ledger,
+        tz: default_provider_tz(),
+    };
+    let lines: Vec<String> = stage.acme.callbacks.iter().map(|c| c.to_string()).collect();
+    std::fs::write(stage.dir.join("callbacks.jsonl"), lines.join("\n") + "\n")?;
+    add_faults(&stage);
+    write_settings(&stage)?;
+    println!(
+        "demo:     a simulated provider serving two accounts, acme with {} sample calls (its \
+         logins expire now and then, one download breaks) and globex with {}; all that \
+         follows goes into {}",
+        stage.acme.callbacks.len(),
+        stage.globex.callbacks.len(),
+        stage.dir.display()
+    );
+    Ok(stage)
+}
+
+/// One account: its sample calls at the provider, its scope of the ledger, its folder.
+fn demo_account(
+    dir: &std::path::Path,
+    ledger: &Ledger,
+    name: &str,
+    provider: ProviderAccount,
+    calls: usize,
+    retain_for: &str,
+) -> anyhow::Result<DemoAccount> {
+    let name = AccountName::parse(name)?;
+    let folder = dir.join("archive").join(name.as_str());
+    let store_url = url::Url::from_directory_path(&folder)
+        .map_err(|()| anyhow::anyhow!("bad demo path {}", folder.display()))?;
+    Ok(DemoAccount {
+        ledger: ledger.scoped(&name),
+        callbacks: provider.sample_callbacks(calls, Utc::now()),
+        retain_for: retain_for.parse().map_err(anyhow::Error::msg)?,
+        name,
+        provider,
+        store_url,
+    })
+}
+
+/// A flaky provider for acme, as in real life: tokens invalidated now and then, one broken
+/// download.
+fn add_faults(stage: &Stage) {
+    stage
+        .sim
+        .set_faults(|f| f.invalidate_tokens_every = Some(5));
+    if let Some(file) = stage
+        .acme
+        .callbacks
         .iter()
         .filter_map(|c| c["recordfilename"].as_str())
         .find(|f| !f.is_empty())
     {
-        sim.push_download_fault(file, DownloadFault::Truncate(1000));
+        stage
+            .sim
+            .push_download_fault(file, DownloadFault::Truncate(1000));
     }
-    let ledger = Ledger::open(&format!("sqlite://{}", ledger_path.display())).await?;
-    println!(
-        "demo:     a simulated provider with {} sample calls (its logins expire now and then, one \
-         download breaks); all that follows goes into {}",
-        callbacks.len(),
-        dir.display()
-    );
-    Ok(Stage {
-        dir,
-        ledger_path,
-        store_url,
-        sim,
-        sim_config,
-        callbacks,
-        ledger,
-        tz: default_provider_tz(),
-    })
 }
 
-/// Posts the sample callbacks to a receiver on the demo's ledger (`serve`'s, in this
-/// process), with 10% of them dropped by the simulator.
+/// The settings file an operator would write for the demo's ledger and folders (without the
+/// provider's keys, which end with the demo), for the commands `try:` suggests.
+fn write_settings(stage: &Stage) -> anyhow::Result<()> {
+    let mut text = format!(
+        "# callvault demo: two accounts in one ledger, each archived into its own folder.\n\
+         ledger = \"sqlite://{}\"\n",
+        stage.ledger_path.display()
+    );
+    for a in stage.accounts() {
+        text.push_str(&format!(
+            "\n# {} keeps recordings {} (on S3 with Object Lock: retention-mode and retain-for)\n\
+             [accounts.{}]\nappid = \"{}\"\nstore = \"{}\"\n",
+            a.name,
+            a.retain_for,
+            a.name,
+            a.provider.appid(),
+            a.store_url
+        ));
+    }
+    std::fs::write(stage.dir.join("callvault.toml"), text)?;
+    Ok(())
+}
+
+/// Posts acme's sample callbacks to a receiver on acme's rows of the demo's ledger
+/// (`serve`'s, in this process), with 10% of them dropped by the simulator.
 async fn receive_callbacks(stage: &Stage) -> anyhow::Result<Delivery> {
     const SECRET: &str = "demo-callback-secret";
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let url = format!("http://{}/callback/{SECRET}", listener.local_addr()?);
+    let url = format!(
+        "http://{}/callback/{}/{SECRET}",
+        listener.local_addr()?,
+        stage.acme.name
+    );
     let shutdown = Shutdown::default();
     let options = ServeOptions {
-        accounts: vec![crate::accounts::AccountName::default_account()],
+        accounts: vec![stage.acme.name.clone()],
         ledger: stage.ledger.clone(),
         receiver: Some(ReceiverConfig {
-            accounts: vec![crate::serve::CallbackAccount::default_account(
-                SecretString::from(SECRET),
-            )],
+            accounts: vec![crate::serve::CallbackAccount {
+                account: stage.acme.name.clone(),
+                secret: SecretString::from(SECRET),
+            }],
             allow_from: Vec::new(),
             max_body_bytes: 64 * 1024,
             tz: stage.tz,
@@ -133,24 +245,25 @@ async fn receive_callbacks(stage: &Stage) -> anyhow::Result<Delivery> {
     let server = tokio::spawn(serve(listener, options, shutdown.clone()));
     stage.sim.set_faults(|f| f.drop_callbacks_percent = 10);
     // Newest first, as a backlog drains; the dropped ones then are calls with recordings.
-    let newest_first: Vec<_> = stage.callbacks.iter().rev().cloned().collect();
+    let newest_first: Vec<_> = stage.acme.callbacks.iter().rev().cloned().collect();
     let delivery = stage.sim.deliver_callbacks(&url, &newest_first).await;
     stage.sim.set_faults(|f| f.drop_callbacks_percent = 0);
     shutdown.stop_claiming.cancel();
     server.await??;
     println!(
-        "receive:  receiver got {} callbacks; {} were dropped on the way (a callback outage)",
+        "receive:  acme's receiver got {} callbacks; {} were dropped on the way (a callback outage)",
         delivery.delivered.len(),
         delivery.dropped.len()
     );
     Ok(delivery)
 }
 
-fn provider_client(stage: &Stage) -> anyhow::Result<ProviderClient> {
+/// A client of `account`'s provider, logging in with its own appid and accesskey.
+fn provider_client(stage: &Stage, account: &DemoAccount) -> anyhow::Result<ProviderClient> {
     Ok(ProviderClient::new(ProviderConfig {
         api_url: stage.sim.api_url().parse()?,
-        appid: stage.sim_config.appid.clone(),
-        accesskey: SecretString::from(stage.sim_config.accesskey.clone()),
+        appid: account.provider.appid(),
+        accesskey: SecretString::from(account.provider.accesskey()),
         api_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
         token_max_age: Duration::from_secs(11 * 3600),
@@ -159,14 +272,14 @@ fn provider_client(stage: &Stage) -> anyhow::Result<ProviderClient> {
     })?)
 }
 
-/// A sync with the provider's bill list, which names the calls whose callback was dropped.
-async fn recover_by_sync(
+/// A sync of `account` with its bill list at the provider.
+async fn sync(
     stage: &Stage,
+    account: &DemoAccount,
     provider: &Arc<ProviderClient>,
-    delivery: &Delivery,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SyncReport> {
     let deps = SyncDeps {
-        ledger: stage.ledger.clone(),
+        ledger: account.ledger.clone(),
         provider: Arc::clone(provider),
     };
     let options = SyncOptions {
@@ -175,10 +288,20 @@ async fn recover_by_sync(
     };
     let sync = run_sync(&deps, &options).await?;
     if let Some(err) = &sync.error {
-        eprintln!("callvault: sync stopped: {err}");
+        eprintln!("callvault: {}'s sync stopped: {err}", account.name);
     }
+    Ok(sync)
+}
+
+/// A sync with acme's bill list, which names the calls whose callback was dropped.
+async fn recover_by_sync(
+    stage: &Stage,
+    provider: &Arc<ProviderClient>,
+    delivery: &Delivery,
+) -> anyhow::Result<()> {
+    let sync = sync(stage, &stage.acme, provider).await?;
     let was_dropped = |bill_id: Option<&str>| {
-        stage.callbacks.iter().any(|cb| {
+        stage.acme.callbacks.iter().any(|cb| {
             delivery.dropped.iter().any(|u| cb["uuid"] == u.as_str())
                 && cb["id"].to_string().trim_matches('"') == bill_id.unwrap_or("")
         })
@@ -189,21 +312,67 @@ async fn recover_by_sync(
         .filter(|c| was_dropped(c.bill_id.as_deref()))
         .count();
     println!(
-        "sync:     {} bills read; sync recovered {recovered} of the {} dropped callbacks' calls \
-         from the provider's bill list",
+        "sync:     acme: {} bills read; sync recovered {recovered} of the {} dropped callbacks' \
+         calls from acme's bill list",
         sync.progress.bills,
         delivery.dropped.len()
     );
     Ok(())
 }
 
-/// One archival pass into the demo's folder; its store stays open for what follows.
+/// globex sends no callbacks here: its calls are all found in its own bill list, which
+/// names none of acme's.
+async fn find_by_sync(stage: &Stage, provider: &Arc<ProviderClient>) -> anyhow::Result<()> {
+    let sync = sync(stage, &stage.globex, provider).await?;
+    println!(
+        "sync:     globex: {} bills read from globex's own bill list; {} calls found",
+        sync.progress.bills,
+        sync.found_calls.len()
+    );
+    Ok(())
+}
+
+/// One run over both accounts, side by side, sharing the transfer slots as `callvault run`
+/// shares them, each into its own folder; the stores stay open for what follows.
 async fn archive(
     stage: &Stage,
+    providers: [Arc<ProviderClient>; 2],
+) -> anyhow::Result<(Vec<RunResult>, Vec<Store>)> {
+    let options = pass_options();
+    let (slots, workers) = share_slots(options.concurrency, &[1, 1]);
+    let mut passes = Vec::new();
+    for (account, (provider, workers)) in stage
+        .accounts()
+        .into_iter()
+        .zip(providers.into_iter().zip(workers))
+    {
+        passes.push(AccountPass {
+            account: account.name.clone(),
+            deps: pass_deps(stage, account, provider)?,
+            opts: RunOptions {
+                concurrency: workers,
+                slots: Some(Arc::clone(&slots)),
+                ..options.clone()
+            },
+        });
+    }
+    let mut results = Vec::new();
+    for (pass, result) in passes.iter().zip(run_accounts(&passes).await) {
+        let result = result?;
+        print_pass(&pass.account, &result);
+        results.push(result);
+    }
+    Ok((results, passes.into_iter().map(|p| p.deps.store).collect()))
+}
+
+/// What a pass over `account` works with: its provider client, its folder.
+fn pass_deps(
+    stage: &Stage,
+    account: &DemoAccount,
     provider: Arc<ProviderClient>,
-) -> anyhow::Result<(RunResult, Store)> {
-    let deps = Deps {
-        ledger: stage.ledger.clone(),
+) -> anyhow::Result<Deps> {
+    Ok(Deps {
+        ledger: account.ledger.clone(),
         provider,
         downloader: Downloader::new(DownloaderSettings {
             connect_timeout: Duration::from_secs(5),
@@ -217,13 +386,10 @@ async fn archive(
             .map_err(anyhow::Error::msg)?,
             proxy: None,
         })?,
-        store: Store::open(&StoreConfig::new(stage.store_url.as_str()))?,
+        store: Store::open(&StoreConfig::new(account.store_url.as_str()))?,
         keys: KeyTemplate::parse(DEFAULT_TEMPLATE, stage.tz)?,
         clock: crate::clock::Clock::system(),
-    };
-    let result = run_pass(&deps, &pass_options()).await?;
-    print_pass(&result);
-    Ok((result, deps.store))
+    })
 }
 
 fn pass_options() -> RunOptions {
@@ -248,11 +414,11 @@ fn pass_options() -> RunOptions {
     }
 }
 
-fn print_pass(result: &RunResult) {
+fn print_pass(account: &AccountName, result: &RunResult) {
     let r = &result.report;
     let manifests: Vec<&str> = r.manifests.iter().map(|m| m.key.as_str()).collect();
     println!(
-        "archive:  run {}: archived {}, retry later {}, failed {}, expired {}; {:.1} MiB in \
+        "archive:  {account}: run {}: archived {}, retry later {}, failed {}, expired {}; {:.1} MiB in \
          {:.1} s, {} provider login(s), {} broken download(s) resumed; manifest {} lists them",
         r.run_id,
         r.archived,
@@ -270,7 +436,7 @@ fn print_pass(result: &RunResult) {
         }
     );
     if let Some(err) = &result.error {
-        eprintln!("callvault: run stopped: {err}");
+        eprintln!("callvault: {account}'s pass stopped: {err}");
     }
 }
 
@@ -278,7 +444,7 @@ fn print_pass(result: &RunResult) {
 /// (a dispute), an erasure of it refused, naming the hold; another erased (a GDPR request),
 /// its tombstone listed by the next manifest.
 async fn compliance(stage: &Stage, store: &Store) -> anyhow::Result<()> {
-    let ledger = &stage.ledger;
+    let ledger = &stage.acme.ledger;
     let archived = ledger
         .find_calls(&CallQuery {
             states: vec![RecordState::Archived],
@@ -307,7 +473,7 @@ async fn compliance(stage: &Stage, store: &Store) -> anyhow::Result<()> {
     let refused = erase(ledger, store, &one(&held.uuid), &mode, &actor, true, now).await?;
     let why: Vec<String> = refused.kept.iter().map(|k| k.why.to_string()).collect();
     println!(
-        "hold:     call {} put on legal hold {hold_id} (the ledger's hold keeps it: a local \
+        "hold:     acme's call {} put on legal hold {hold_id} (the ledger's hold keeps it: a local \
          folder has no Object Lock); erasing it refused: {}",
         held.uuid,
         why.join("; ")
@@ -324,7 +490,7 @@ async fn compliance(stage: &Stage, store: &Store) -> anyhow::Result<()> {
     .await?;
     for e in &erased.erased {
         println!(
-            "erase:    call {} erased (DEMO-GDPR-1): {} bytes gone, a tombstone kept, personal \
+            "erase:    acme's call {} erased (DEMO-GDPR-1): {} bytes gone, a tombstone kept, personal \
              data blanked",
             e.uuid, e.size
         );
@@ -335,12 +501,55 @@ async fn compliance(stage: &Stage, store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the ledger holds now, how complete the days are, and what to try next.
+/// Each account's retention applied as `callvault expire --older-than` applies it: the
+/// calls that started longer ago than the account's contract keeps recordings are erased
+/// (a tombstone kept), the rest stay.
+async fn expire(stage: &Stage, stores: &[Store]) -> anyhow::Result<()> {
+    let actor = Actor::new("demo").context("the demo's actor")?;
+    let now = Utc::now();
+    for (account, store) in stage.accounts().into_iter().zip(stores) {
+        let cutoff = retention_cutoff(account.retain_for, now).context("the demo's retention")?;
+        // The ledger chooses by start with a day to spare; each call is then checked exactly.
+        let selection = Selection::new(CallQuery {
+            until: Some(cutoff + chrono::Duration::days(1)),
+            ..CallQuery::default()
+        });
+        let mode = EraseMode::Expire {
+            older_than: account.retain_for,
+        };
+        let report = erase(&account.ledger, store, &selection, &mode, &actor, true, now).await?;
+        println!(
+            "expire:   {} keeps recordings {}: {} call(s) that started longer ago erased \
+             (tombstones kept)",
+            account.name,
+            account.retain_for,
+            report.erased.len()
+        );
+    }
+    Ok(())
+}
+
+/// What the ledger holds now for each account, how complete its days are, and what to try
+/// next.
 async fn summarize(stage: &Stage) -> anyhow::Result<()> {
+    for account in stage.accounts() {
+        print_status(stage, account).await?;
+    }
+    let stats = stage.sim.stats();
+    println!(
+        "provider: saw {} login(s), {} link request(s), {} download(s) over both accounts",
+        stats.logins, stats.url_requests, stats.downloads
+    );
+    print_next_steps(stage);
+    Ok(())
+}
+
+/// One account's status: its calls by state, and how many of its days are complete.
+async fn print_status(stage: &Stage, account: &DemoAccount) -> anyhow::Result<()> {
     let retention = chrono::Duration::days(RETENTION_DAYS);
     let now = Utc::now();
-    let status = stage.ledger.status(now, retention).await?;
-    let days = stage
+    let status = account.ledger.status(now, retention).await?;
+    let days = account
         .ledger
         .completeness(
             now - retention,
@@ -358,34 +567,28 @@ async fn summarize(stage: &Stage) -> anyhow::Result<()> {
             state => format!("{n} {}", state.replace('_', " ")),
         })
         .collect();
-    let stats = stage.sim.stats();
     println!(
-        "summary:  the ledger holds {}; {} of {} days complete; the provider saw {} login(s), \
-         {} link request(s), {} download(s)",
+        "status:   {}: {}; {} of {} days complete; recordings in {}",
+        account.name,
         counts.join(", "),
         days.iter().filter(|d| d.complete()).count(),
         days.len(),
-        stats.logins,
-        stats.url_requests,
-        stats.downloads
+        account.store_url
     );
-    print_next_steps(stage);
     Ok(())
 }
 
 fn print_next_steps(stage: &Stage) {
     println!(
-        "try:      export CALLVAULT_LEDGER=sqlite://{} CALLVAULT_STORE={}",
-        stage.ledger_path.display(),
-        stage.store_url
+        "try:      callvault --config {} status    (one status per account)",
+        stage.dir.join("callvault.toml").display()
     );
     println!(
-        "          callvault status; callvault completeness; callvault holds; callvault find \
-         --company {}; callvault verify --manifests",
-        stage.sim_config.company_code
+        "          callvault --config {} status --account globex",
+        stage.dir.join("callvault.toml").display(),
     );
     println!(
-        "          (recordings, sidecars and manifests are in {})",
+        "          (each account's recordings, sidecars and manifests are in {})",
         stage.dir.join("archive").display()
     );
 }

@@ -12,6 +12,7 @@ use axum::response::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::accounts::AccountIndex;
 use super::download::sign;
 use super::envelope::{failure, provider_time, status_error, success};
 use super::faults::Periodic;
@@ -39,12 +40,13 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     };
     let service = fields.get("service").map_or("", |s| s.trim());
     let mut state = shared.lock();
+    let account = live_account(&state, &fields);
     let mut periodic = Periodic::default();
     if service == GET_RECODE_FILE {
         state.stats.url_requests += 1;
         // Only requests made with a live token count: a token serves N - 1 requests, however
         // many stale requests arrive after it was invalidated.
-        if has_live_token(&state, &fields) {
+        if account.is_some() {
             periodic = state.faults.next_recode();
             if periodic.invalidate_tokens {
                 state.invalidate_all_tokens();
@@ -52,16 +54,23 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         }
     }
     let answer = if service == LOGIN {
-        login(&shared, &mut state, &fields, reqtime)
+        login(&mut state, &fields, reqtime)
     } else if state.faults.take_server_error() {
         state.stats.server_errors += 1;
         failure(500, "Server Error")
     } else {
-        match service {
-            GET_RECODE_FILE => recode_file(&shared, &mut state, &fields, periodic, reqtime),
-            GET_BILL if !has_live_token(&state, &fields) => failure(600, TOKEN_INVALID),
-            GET_BILL => super::bills::get_bill(&mut state, &fields, reqtime),
-            LOGOUT => logout(&mut state, &fields, reqtime),
+        // The account is looked up again: a periodic fault may just have ended its token.
+        let account = live_account(&state, &fields);
+        match (service, account) {
+            (GET_RECODE_FILE | GET_BILL, None) => failure(600, TOKEN_INVALID),
+            (GET_RECODE_FILE, Some(account)) => {
+                let asked = Asked { account, periodic };
+                recode_file(&shared, &mut state, &fields, asked, reqtime)
+            }
+            (GET_BILL, Some(account)) => {
+                super::bills::get_bill(&mut state, account, &fields, reqtime)
+            }
+            (LOGOUT, _) => logout(&mut state, &fields, reqtime),
             _ => failure(400, "Illegal request: unknown service"),
         }
     };
@@ -96,22 +105,20 @@ async fn read_fields(request: Request) -> Option<HashMap<String, String>> {
     Some(fields)
 }
 
-fn login(
-    shared: &Shared,
-    state: &mut SimState,
-    fields: &HashMap<String, String>,
-    reqtime: DateTime<Utc>,
-) -> Value {
+/// Logs in the account whose `appid` is given: an unknown `appid` is not authorized (601),
+/// a wrong `accesskey` fails (1003); the token then serves that account only.
+fn login(state: &mut SimState, fields: &HashMap<String, String>, reqtime: DateTime<Utc>) -> Value {
     state.stats.logins += 1;
     let (Some(appid), Some(accesskey)) = (fields.get("appid"), fields.get("accesskey")) else {
         state.stats.failed_logins += 1;
         return failure(400, ILLEGAL);
     };
-    if state.faults.knobs().refuse_logins || *appid != shared.config.appid {
+    let account = state.accounts.iter().position(|a| a.config.appid == *appid);
+    let Some(account) = account.filter(|_| !state.faults.knobs().refuse_logins) else {
         state.stats.failed_logins += 1;
         return failure(601, "appid is not authorized");
-    }
-    if *accesskey != shared.config.accesskey {
+    };
+    if *accesskey != state.accounts[account].config.accesskey {
         state.stats.failed_logins += 1;
         return status_error(
             "Authorization failed",
@@ -122,10 +129,12 @@ fn login(
     }
     let token = hex::encode(rand::random::<[u8; 16]>());
     let now = Instant::now();
-    state.tokens.retain(|_, expiry| *expiry > now);
-    state.tokens.insert(token.clone(), now + TOKEN_LIFETIME);
+    state.tokens.retain(|_, (_, expiry)| *expiry > now);
+    state
+        .tokens
+        .insert(token.clone(), (account, now + TOKEN_LIFETIME));
     let result = json!({
-        "companycode": shared.config.company_code,
+        "companycode": state.accounts[account].config.company_code,
         "companyname": "sim",
         "token": token,
         "authtime": provider_time(reqtime),
@@ -142,18 +151,23 @@ fn logout(state: &mut SimState, fields: &HashMap<String, String>, reqtime: DateT
     success("logout successful", None, reqtime)
 }
 
-/// `periodic` has already been counted (and its token invalidation applied) by the caller,
-/// so that requests answered with a server error still count towards every-N faults.
+/// A link request of a live token's account.
+struct Asked {
+    account: AccountIndex,
+    /// Already counted (and its token invalidation applied) by the caller, so that
+    /// requests answered with a server error still count towards every-N faults.
+    periodic: Periodic,
+}
+
+/// `App.Sip_Cdr.GetRecodeFile` for the token's account: another account's recording is, to
+/// it, a file that does not exist, as the provider looks only among the company's own.
 fn recode_file(
     shared: &Shared,
     state: &mut SimState,
     fields: &HashMap<String, String>,
-    periodic: Periodic,
+    asked: Asked,
     reqtime: DateTime<Utc>,
 ) -> Value {
-    if !has_live_token(state, fields) {
-        return failure(600, TOKEN_INVALID);
-    }
     let Some(filename) = fields
         .get("filename")
         .map(|f| f.trim())
@@ -161,7 +175,7 @@ fn recode_file(
     else {
         return failure(400, ILLEGAL);
     };
-    if periodic.extension_exception {
+    if asked.periodic.extension_exception {
         state.invalidate_all_tokens();
         return status_error(
             "Extension exception",
@@ -178,7 +192,10 @@ fn recode_file(
             reqtime,
         );
     }
-    if !state.recordings.contains_key(filename) {
+    if !state.accounts[asked.account]
+        .recordings
+        .contains_key(filename)
+    {
         return status_error("file does not exist", "1002", "Abnormal operation", reqtime);
     }
     let ttl = i64::try_from(shared.config.link_ttl.as_secs()).unwrap_or(i64::MAX / 2);
@@ -189,12 +206,7 @@ fn recode_file(
         .link_base
         .clone()
         .unwrap_or_else(|| shared.base_url.clone());
-    let downurl = format!(
-        "{}/recordings/{}?expires={expires}&sig={}",
-        base.trim_end_matches('/'),
-        percent_encode(filename),
-        sign(&shared.secret, filename, expires)
-    );
+    let downurl = link(&base, shared, asked.account, filename, expires);
     let expired_at = DateTime::from_timestamp(expires, 0).unwrap_or(reqtime);
     let result = json!({
         "downurl": downurl,
@@ -203,11 +215,33 @@ fn recode_file(
     success("get success", Some(result), reqtime)
 }
 
-fn has_live_token(state: &SimState, fields: &HashMap<String, String>) -> bool {
-    fields
+/// The signed download link of `account`'s `filename`; the default account's links name no
+/// account.
+fn link(
+    base: &str,
+    shared: &Shared,
+    account: AccountIndex,
+    filename: &str,
+    expires: i64,
+) -> String {
+    let which = match account {
+        0 => String::new(),
+        n => format!("account={n}&"),
+    };
+    format!(
+        "{}/recordings/{}?{which}expires={expires}&sig={}",
+        base.trim_end_matches('/'),
+        percent_encode(filename),
+        sign(&shared.secret, account, filename, expires)
+    )
+}
+
+/// The account whose live token the request carries.
+fn live_account(state: &SimState, fields: &HashMap<String, String>) -> Option<AccountIndex> {
+    let (account, expiry) = fields
         .get("token")
-        .and_then(|t| state.tokens.get(t.trim()))
-        .is_some_and(|expiry| *expiry > Instant::now())
+        .and_then(|t| state.tokens.get(t.trim()))?;
+    (*expiry > Instant::now()).then_some(*account)
 }
 
 fn legal_filename(name: &str) -> bool {

@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::SimState;
+use super::accounts::AccountIndex;
 use super::envelope::{PROVIDER_TZ, failure, success};
 use crate::timefmt::parse_provider_time;
 
@@ -107,9 +108,11 @@ impl SimCall {
     }
 }
 
-/// `App.Sip_Cdr.GetBill` (the token already checked).
+/// `App.Sip_Cdr.GetBill` for the token's `account` (the token already checked): its calls
+/// only.
 pub(super) fn get_bill(
     state: &mut SimState,
+    account: AccountIndex,
     fields: &HashMap<String, String>,
     reqtime: DateTime<Utc>,
 ) -> Value {
@@ -135,7 +138,7 @@ pub(super) fn get_bill(
         n => n.min(MAX_ITEMS_PER_PAGE),
     };
     let with_uuid = state.faults.knobs().bills_with_uuid;
-    let mut matching: Vec<&mut SimCall> = state
+    let mut matching: Vec<&mut SimCall> = state.accounts[account]
         .calls
         .iter_mut()
         .filter(|c| {

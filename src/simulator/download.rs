@@ -12,13 +12,16 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::Shared;
+use super::accounts::AccountIndex;
 use super::faults::DownloadFault;
 use super::recordings::{Content, Plan, body_stream, content_type, header_len};
 
-/// Hex SHA-256 over (secret, filename, expires), the signature of a download link.
-pub(super) fn sign(secret: &[u8], filename: &str, expires: i64) -> String {
+/// Hex SHA-256 over (secret, account, filename, expires), the signature of a download
+/// link: a link is for one account's recording.
+pub(super) fn sign(secret: &[u8], account: AccountIndex, filename: &str, expires: i64) -> String {
     let mut hasher = Sha256::new();
     hasher.update(secret);
+    hasher.update(account.to_le_bytes());
     hasher.update(filename.as_bytes());
     hasher.update(b"\n");
     hasher.update(expires.to_string().as_bytes());
@@ -27,11 +30,13 @@ pub(super) fn sign(secret: &[u8], filename: &str, expires: i64) -> String {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LinkQuery {
+    /// Absent for the default account's links.
+    account: Option<AccountIndex>,
     expires: Option<String>,
     sig: Option<String>,
 }
 
-/// `GET /recordings/{filename}?expires=..&sig=..`
+/// `GET /recordings/{filename}?[account=..&]expires=..&sig=..`
 pub(super) async fn download(
     State(shared): State<Arc<Shared>>,
     Path(filename): Path<String>,
@@ -47,7 +52,8 @@ pub(super) async fn download(
         if !signed {
             return forbidden();
         }
-        let Some(size) = state.recordings.get(&filename).copied() else {
+        let account = state.accounts.get(link.account.unwrap_or(0));
+        let Some(size) = account.and_then(|a| a.recordings.get(&filename).copied()) else {
             return error_page(StatusCode::NOT_FOUND, "404 Not Found");
         };
         let ignore_ranges = state.faults.knobs().ignore_ranges;
@@ -82,7 +88,8 @@ fn is_signed(secret: &[u8], filename: &str, link: &LinkQuery) -> bool {
         link.sig.as_deref(),
     ) {
         (Some(Ok(expires)), Some(sig)) => {
-            expires >= now && sig.eq_ignore_ascii_case(&sign(secret, filename, expires))
+            let account = link.account.unwrap_or(0);
+            expires >= now && sig.eq_ignore_ascii_case(&sign(secret, account, filename, expires))
         }
         _ => false,
     }

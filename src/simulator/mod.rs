@@ -2,6 +2,7 @@
 //! downloads, the bill list, callback delivery) with fault injection, for integration tests,
 //! `callvault demo` and benchmarks.
 
+mod accounts;
 mod api;
 mod bills;
 mod callbacks;
@@ -27,15 +28,18 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use accounts::{AccountConfig, ProviderAccount};
 pub use bills::{Delivery, MAX_ITEMS_PER_PAGE};
 pub use faults::{DownloadFault, Faults};
 pub use recordings::{content_type, expected_sha256, recording_bytes};
 
+use accounts::{AccountIndex, AccountState};
 use faults::FaultState;
 
 /// How long `shutdown` waits for in-flight responses (a stalled download, say) to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The simulator's first account (the default one) and what all its accounts share.
 #[derive(Debug, Clone)]
 pub struct SimulatorConfig {
     pub appid: String,
@@ -43,6 +47,17 @@ pub struct SimulatorConfig {
     pub company_code: String,
     /// Lifetime of a download link handed out by `GetRecodeFile`.
     pub link_ttl: Duration,
+}
+
+impl SimulatorConfig {
+    /// The default account's credentials and company.
+    pub fn account(&self) -> AccountConfig {
+        AccountConfig {
+            appid: self.appid.clone(),
+            accesskey: self.accesskey.clone(),
+            company_code: self.company_code.clone(),
+        }
+    }
 }
 
 impl Default for SimulatorConfig {
@@ -98,17 +113,14 @@ impl Shared {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SimState {
-    /// filename -> size in bytes
-    recordings: HashMap<String, u64>,
-    /// token -> expiry
-    tokens: HashMap<String, Instant>,
+    /// The accounts served, the default one first.
+    accounts: Vec<AccountState>,
+    /// token -> the account that logged in, and when the token expires
+    tokens: HashMap<String, (AccountIndex, Instant)>,
     faults: FaultState,
     stats: SimStats,
-    next_call_id: u64,
-    /// Every call the provider knows, as its bill.
-    calls: Vec<bills::SimCall>,
     /// When each API request arrived (for measuring a client's rate).
     api_arrivals: Vec<Instant>,
 }
@@ -162,13 +174,16 @@ impl Simulator {
             ip => ip,
         };
         let shared = Arc::new(Shared {
-            config,
             base_url: format!("http://{}/", SocketAddr::new(host, addr.port())),
             secret: rand::random(),
             state: Mutex::new(SimState {
-                next_call_id: 1,
-                ..SimState::default()
+                accounts: vec![AccountState::new(config.account())],
+                tokens: HashMap::new(),
+                faults: FaultState::default(),
+                stats: SimStats::default(),
+                api_arrivals: Vec::new(),
             }),
+            config,
         });
         let router = Router::new()
             .route("/", post(api::handle))
@@ -206,23 +221,20 @@ impl Simulator {
         &self.shared.config
     }
 
-    /// Makes `filename` downloadable with `size` bytes of deterministic content.
+    /// Makes `filename` downloadable by the default account with `size` bytes of
+    /// deterministic content.
     pub fn add_recording(&self, filename: &str, size: u64) {
-        self.shared
-            .lock()
-            .recordings
-            .insert(filename.to_owned(), size);
+        self.default_account().add_recording(filename, size);
     }
 
     /// Later `GetRecodeFile` answers "file does not exist"; existing links answer 404.
     pub fn remove_recording(&self, filename: &str) {
-        self.shared.lock().recordings.remove(filename);
+        self.default_account().remove_recording(filename);
     }
 
     /// Hex SHA-256 of a registered recording (generated on the spot: slow for huge files).
     pub fn expected_sha256(&self, filename: &str) -> Option<String> {
-        let size = self.shared.lock().recordings.get(filename).copied()?;
-        Some(recordings::expected_sha256(filename, size))
+        self.default_account().expected_sha256(filename)
     }
 
     pub fn set_faults(&self, f: impl FnOnce(&mut Faults)) {
@@ -251,68 +263,36 @@ impl Simulator {
         self.shared.lock().invalidate_all_tokens();
     }
 
-    /// Registers `n` sample recordings and returns their call-record callbacks (see
-    /// `callbacks::sample_calls`); every 5th call is unanswered and has no recording. The
-    /// calls are in the bill list too.
+    /// The default account's [`ProviderAccount::sample_callbacks`].
     pub fn sample_callbacks(
         &self,
         n: usize,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Vec<serde_json::Value> {
-        let mut state = self.shared.lock();
-        let calls =
-            callbacks::sample_calls(&self.shared.config.company_code, n, now, state.next_call_id);
-        state.next_call_id += n as u64;
-        calls
-            .into_iter()
-            .map(|call| {
-                if let Some((name, size)) = call.recording {
-                    state.recordings.insert(name, size);
-                }
-                if let Some(bill) = bills::SimCall::from_callback(&call.callback, now) {
-                    state.calls.push(bill);
-                }
-                call.callback
-            })
-            .collect()
+        self.default_account().sample_callbacks(n, now)
     }
 
-    /// Puts the call `callback` describes (it needs an `id`) into the bill list, listed as
-    /// having started at `started` when its own `starttime` is empty or unreadable. Returns
-    /// whether it was added.
+    /// The default account's [`ProviderAccount::add_call`].
     pub fn add_call(
         &self,
         callback: &serde_json::Value,
         started: chrono::DateTime<chrono::Utc>,
     ) -> bool {
-        let Some(call) = bills::SimCall::from_callback(callback, started) else {
-            return false;
-        };
-        let mut state = self.shared.lock();
-        state.next_call_id = state.next_call_id.max(call.id + 1);
-        state.calls.push(call);
-        true
+        self.default_account().add_call(callback, started)
     }
 
-    /// Changes the bill of call `id` as the provider would show it (a field missing, a
-    /// number as a string, an empty time).
+    /// The default account's [`ProviderAccount::edit_bill`].
     pub fn edit_bill(
         &self,
         id: u64,
         edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
     ) {
-        let mut state = self.shared.lock();
-        if let Some(call) = state.calls.iter_mut().find(|c| c.id == id) {
-            edit(&mut call.bill);
-        }
+        self.default_account().edit_bill(id, edit);
     }
 
-    /// A fresh call id, for tests that write their own callbacks.
+    /// A fresh call id of the default account, for tests that write their own callbacks.
     pub fn next_call_id(&self) -> u64 {
-        let mut state = self.shared.lock();
-        let id = state.next_call_id;
-        state.next_call_id += 1;
-        id
+        self.default_account().next_call_id()
     }
 
     /// When each API request (any service) arrived, in order.

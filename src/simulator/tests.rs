@@ -441,3 +441,109 @@ async fn the_bill_list_pages_and_keeps_a_cursor() {
         "the stale-token request is refused before"
     );
 }
+
+fn globex_config() -> AccountConfig {
+    AccountConfig {
+        appid: "globex-app".into(),
+        accesskey: "globex-secret-key".into(),
+        company_code: "20000099".into(),
+    }
+}
+
+/// Logs in as `account`, returning its token and the company the provider named.
+async fn login_account(sim: &Simulator, account: &ProviderAccount) -> (String, Value) {
+    let answer = login_as(sim, &account.appid(), &account.accesskey()).await;
+    let result = &answer["data"]["result"];
+    let token = result["token"].as_str().expect("a token").to_owned();
+    (token, result["companycode"].clone())
+}
+
+/// Two accounts on one simulator: each logs in with its own appid and accesskey (not the
+/// other's key), and a token serves its own account's recordings only: another account's
+/// file is, to it, a file that does not exist (1002), as the provider looks only among the
+/// company's own; a link of one account's recording is refused when altered to another's.
+#[tokio::test]
+async fn a_token_gets_its_own_accounts_recordings_only() {
+    let sim = start().await;
+    let acme = sim.default_account();
+    let globex = sim.add_account(globex_config()).expect("a new appid");
+    assert!(
+        sim.add_account(globex_config()).is_none(),
+        "an appid is one account"
+    );
+    acme.add_recording("acme.wav", 1000);
+    globex.add_recording("globex.wav", 2000);
+
+    let (acme_token, acme_company) = login_account(&sim, &acme).await;
+    let (globex_token, globex_company) = login_account(&sim, &globex).await;
+    let crossed = login_as(&sim, "globex-app", "demo-secret-key").await;
+
+    assert_eq!(
+        (acme_company, globex_company),
+        ("20000013".into(), "20000099".into())
+    );
+    assert_eq!(crossed["data"]["errors"]["code"], "1003", "{crossed}");
+    for (token, theirs) in [(&acme_token, "globex.wav"), (&globex_token, "acme.wav")] {
+        let refused = link(&sim, token, theirs).await;
+        assert_eq!(refused["data"]["status"], 1, "{refused}");
+        assert_eq!(refused["data"]["errors"]["code"], "1002", "{refused}");
+    }
+    let url = downurl(&sim, &globex_token, "globex.wav").await;
+    let body = get(&url).await.bytes().await.unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&body)),
+        globex.expected_sha256("globex.wav").unwrap()
+    );
+    let as_default = url.replace("account=1&", "");
+    assert_eq!(
+        get(&as_default).await.status(),
+        403,
+        "a link is for one account"
+    );
+    let own = downurl(&sim, &acme_token, "acme.wav").await;
+    assert_eq!(get(&own).await.bytes().await.unwrap().len(), 1000);
+}
+
+/// Each account's bill list names its own calls only, and its cursor (`syncflag` 1) is its
+/// own: reading one account's bills leaves the other's unread.
+#[tokio::test]
+async fn each_account_has_its_own_calls_and_bill_list() {
+    let sim = start().await;
+    let now = chrono::Utc::now();
+    let globex = sim.add_account(globex_config()).unwrap();
+    let acme_calls = sim.sample_callbacks(4, now);
+    let globex_calls = globex.sample_callbacks(6, now);
+    let (acme_token, _) = login_account(&sim, &sim.default_account()).await;
+    let (globex_token, _) = login_account(&sim, &globex).await;
+    let list = |token: &str| BillList {
+        token: token.to_owned(),
+        start: envelope::provider_time(now - chrono::Duration::days(31)),
+        end: envelope::provider_time(now + chrono::Duration::minutes(1)),
+        sim: sim.clone(),
+    };
+    let files = |answer: &Value| -> Vec<Value> {
+        let bills = answer["data"]["result"]["bills"].as_array().unwrap();
+        bills.iter().map(|b| b["recordfilename"].clone()).collect()
+    };
+
+    let globex_first = list(&globex_token).page("1", "1", "100").await;
+    let acme_first = list(&acme_token).page("1", "1", "100").await;
+
+    let expected = |calls: &[Value]| -> Vec<Value> {
+        calls.iter().map(|c| c["recordfilename"].clone()).collect()
+    };
+    assert_eq!(files(&globex_first), expected(&globex_calls));
+    assert_eq!(
+        files(&acme_first),
+        expected(&acme_calls),
+        "acme's cursor untouched"
+    );
+    assert!(
+        globex_calls
+            .iter()
+            .all(|c| c["companycode"] == 20000099 && c["id"].as_u64() <= Some(6)),
+        "globex's calls are its company's, numbered from 1"
+    );
+    let again = list(&globex_token).page("1", "1", "100").await;
+    assert_eq!(again["data"]["result"]["totalitems"], 0);
+}

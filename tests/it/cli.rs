@@ -319,6 +319,11 @@ async fn sigterm_stops_claiming_and_releases_stalled_work_within_the_grace_perio
     assert!(world.object_keys().await.is_empty());
 }
 
+/// `callvault demo` with nothing configured: two provider accounts on one simulator, acme
+/// (a receiver that misses callbacks, sync, faults, a hold and an erasure) and globex (found
+/// by sync alone), archived by one run into a folder each, each account's retention applied
+/// by `expire` (acme 7 years, globex 14 days: a local folder has no Object Lock), and one
+/// status per account.
 #[tokio::test]
 async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,39 +342,76 @@ async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("receiver got 18 callbacks; 2 were dropped on the way"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("sync recovered 2 of the 2 dropped callbacks' calls"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("archived 16, retry later 0, failed 0"),
-        "{stdout}"
-    );
+    for expected in [
+        "receiver got 18 callbacks; 2 were dropped on the way",
+        "sync recovered 2 of the 2 dropped callbacks' calls",
+        "acme: run ",
+        "archived 16, retry later 0, failed 0",
+        "globex: 10 bills read from globex's own bill list; 10 calls found",
+        "globex: run ",
+        "archived 8, retry later 0, failed 0",
+        "refused: on hold: hold-",
+        "DEMO-CASE-1",
+        "lists the erasure",
+        "status:   acme: ",
+        "status:   globex: ",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in\n{stdout}");
+    }
     let run_dir = std::fs::read_dir(dir.path().join("callvault-demo"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
-    let files = crate::world::files_under(&run_dir.join("archive"));
-    let recordings: Vec<_> = files
-        .iter()
-        .filter(|p| {
-            !p.to_string_lossy().ends_with(".json")
-                && !p.starts_with(run_dir.join("archive/manifests"))
-        })
-        .collect();
-    // One of the 16 was erased by the demo's compliance step; one is on hold.
+    // One of acme's 16 was erased by the demo's compliance step; one is on hold.
+    let acme = demo_recordings(&run_dir.join("archive/acme"));
+    assert_eq!(acme.len(), 15);
+    let globex = demo_recordings(&run_dir.join("archive/globex"));
+    let expired = expired_by_demo(&stdout, "globex keeps recordings 14d");
+    assert_eq!(globex.len() + expired, 8, "{stdout}");
+    assert_eq!(expired_by_demo(&stdout, "acme keeps recordings 7y"), 0);
+    let now = chrono::Utc::now();
+    let started = |meta: &serde_json::Value| {
+        let start = meta["call_start"].as_str().unwrap();
+        callvault::timefmt::from_ledger(start).unwrap()
+    };
+    for meta in &globex {
+        assert_eq!(meta["company_code"], "20000099", "globex's calls only");
+        assert!(now - started(meta) < chrono::Duration::days(14), "{meta}");
+    }
+    assert!(acme.iter().all(|m| m["company_code"] == "20000013"));
     assert!(
-        stdout.contains("refused: on hold: hold-") && stdout.contains("DEMO-CASE-1"),
-        "{stdout}"
+        acme.iter()
+            .any(|m| now - started(m) > chrono::Duration::days(14)),
+        "acme keeps what globex's retention would let go"
     );
-    assert!(stdout.contains("lists the erasure"), "{stdout}");
-    assert_eq!(recordings.len(), 15);
+    assert!(
+        run_dir
+            .join("archive/acme/manifests/0000000001.jsonl")
+            .is_file()
+    );
+    assert!(
+        run_dir
+            .join("archive/globex/manifests/0000000001.jsonl")
+            .is_file()
+    );
+    demo_status_per_account(&run_dir, acme.len(), globex.len()).await;
+}
+
+/// The sidecars of the recordings under `folder`, each checked against its recording.
+fn demo_recordings(folder: &std::path::Path) -> Vec<serde_json::Value> {
+    let files = crate::world::files_under(folder);
+    assert!(
+        !files
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".metadata.json")),
+        "the sidecar replaces the metadata file"
+    );
+    let recordings = files.iter().filter(|p| {
+        !p.to_string_lossy().ends_with(".json") && !p.starts_with(folder.join("manifests"))
+    });
+    let mut sidecars = Vec::new();
     for recording in recordings {
         let sidecar = format!("{}.json", recording.display());
         let meta: serde_json::Value =
@@ -384,14 +426,50 @@ async fn the_demo_archives_its_sample_recordings_with_nothing_configured() {
         } else {
             assert_eq!(meta["call"]["uuid"], meta["uuid"]);
         }
+        sidecars.push(meta);
     }
-    assert!(
-        !files
-            .iter()
-            .any(|p| p.to_string_lossy().ends_with(".metadata.json")),
-        "the sidecar replaces the metadata file"
+    sidecars
+}
+
+/// How many calls the demo's `expire:` line starting `what` says it erased.
+fn expired_by_demo(stdout: &str, what: &str) -> usize {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("{what:?} in\n{stdout}"));
+    let (_, after) = line.split_once(what).unwrap();
+    let erased = after.trim_start_matches(": ").split(' ').next().unwrap();
+    erased.parse().unwrap()
+}
+
+/// The settings file the demo leaves makes `status` show one status per account.
+async fn demo_status_per_account(run_dir: &std::path::Path, acme: usize, globex: usize) {
+    let mut status = Command::new(env!("CARGO_BIN_EXE_callvault"));
+    status
+        .args(["status", "--json", "--config"])
+        .arg(run_dir.join("callvault.toml"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+
+    let out = output(status).await;
+
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(run_dir.join("archive/manifests/0000000001.jsonl").is_file());
+    let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let accounts = shown["accounts"].as_array().unwrap();
+    let names: Vec<&str> = accounts
+        .iter()
+        .map(|a| a["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme", "globex"]);
+    // acme's held call is archived; its erased one is not counted as archived any more.
+    assert_eq!(accounts[0]["counts"]["archived"], acme, "{text}");
+    assert_eq!(accounts[1]["counts"]["archived"], globex, "{text}");
 }
 
 #[tokio::test]
