@@ -294,6 +294,17 @@ pub async fn publish(
     Ok(())
 }
 
+/// After a run's (or a scheduled round's) passes: every account's figures, each labelled
+/// with its account, to every target. The archive is what matters: a lost delivery is
+/// logged, not fatal.
+pub async fn publish_passes(passes: &[crate::archive::AccountPass], targets: &Targets) {
+    let Some(first) = passes.first() else { return };
+    let ledgers: Vec<&Ledger> = passes.iter().map(|p| &p.deps.ledger).collect();
+    if let Err(e) = publish(&ledgers, first.opts.retention, targets).await {
+        tracing::warn!(error = %e, "could not publish the passes' metrics");
+    }
+}
+
 /// Why metrics could not be delivered. The run's own outcome stands; this is reported.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {

@@ -110,6 +110,14 @@ pub fn names(
     Ok(named(&all, chosen)?.unwrap_or(all))
 }
 
+/// The accounts `--account` names (each a declared one), or `None` when it names none.
+pub fn chosen_names(
+    common: &CommonSettings,
+    chosen: &AccountArgs,
+) -> Result<Option<Vec<AccountName>>, ConfigError> {
+    named(&declared_names(common), chosen)
+}
+
 /// The one account whose calls a command writes without talking to its provider or store
 /// (`import`): the one named with `--account`, else the only one there is; with several
 /// declared and none named, a configuration error naming them.
@@ -490,7 +498,7 @@ pub async fn list(common: &CommonSettings, args: &AccountsArgs) -> anyhow::Resul
         shown.push(entry);
     }
     if args.accounts.account.is_empty() {
-        shown.extend(unconfigured(common, &accounts).await?);
+        shown.extend(unconfigured(common, &accounts).await);
     }
     if args.json {
         println!(
@@ -507,27 +515,22 @@ pub async fn list(common: &CommonSettings, args: &AccountsArgs) -> anyhow::Resul
 
 /// The accounts with calls in the ledger that the settings no longer declare: shown, never
 /// claimed (a run works on declared accounts only) until declared again or renamed.
-async fn unconfigured(
-    common: &CommonSettings,
-    declared: &[Account],
-) -> anyhow::Result<Vec<serde_json::Value>> {
-    let found = match super::wiring::open_ledger(&common.ledger).await {
-        Ok(ledger) => {
-            let found = ledger.accounts_with_calls().await;
-            ledger.close().await;
-            found.map_err(anyhow::Error::from)
-        }
-        Err(e) => Err(e),
+async fn unconfigured(common: &CommonSettings, declared: &[Account]) -> Vec<serde_json::Value> {
+    let found = async {
+        let ledger = super::wiring::open_ledger(&common.ledger).await?;
+        let found = ledger.accounts_with_calls().await;
+        ledger.close().await;
+        anyhow::Ok(found?)
     };
-    let found = found.unwrap_or_else(|e| {
+    let found = found.await.unwrap_or_else(|e| {
         eprintln!("callvault: the ledger cannot be read ({e:#}): accounts with rows there but not declared are not shown");
         Vec::new()
     });
-    Ok(found
+    found
         .into_iter()
         .filter(|(name, _)| !declared.iter().any(|a| a.name.as_str() == name))
         .map(|(name, calls)| json!({ "account": name, "unconfigured": true, "calls": calls }))
-        .collect())
+        .collect()
 }
 
 /// `callvault accounts rename OLD NEW`: exit 0 when the rows moved, 2 when NEW is not a

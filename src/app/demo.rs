@@ -1,7 +1,7 @@
 //! `callvault demo`: the whole job on embedded defaults, with nothing configured — a
 //! provider simulator in-process serving two accounts (a BPO's two clients, `acme` and
-//! `globex`, each with its own appid and accesskey; acme's with a few faults to show
-//! recovery), a receiver that misses 10% of acme's callbacks, a sync that finds those calls
+//! `globex`, each with its own appid and accesskey; a provider that invalidates tokens now
+//! and then, for both, and breaks one of acme's downloads, to show recovery), a receiver that misses 10% of acme's callbacks, a sync that finds those calls
 //! in acme's bill list and all of globex's in its own, one fresh ledger for both, one run
 //! that archives both accounts side by side into a local folder each (`archive/acme/`,
 //! `archive/globex/`), a legal hold and an erasure on acme, each account's retention
@@ -28,7 +28,7 @@ use secrecy::SecretString;
 use super::EXIT_OK;
 use crate::accounts::AccountName;
 use crate::archive::{
-    AccountPass, Deps, RetryPolicy, RunOptions, RunResult, Shutdown, run_accounts, share_slots,
+    AccountPass, Deps, RetryPolicy, RunOptions, RunResult, Shutdown, run_accounts, share,
 };
 use crate::cli::DemoArgs;
 use crate::domain::{CallUuid, RecordState};
@@ -36,7 +36,7 @@ use crate::ledger::{CallQuery, Ledger, Slice};
 use crate::provider::{
     DownloadPolicy, Downloader, DownloaderSettings, ProviderClient, ProviderConfig,
 };
-use crate::retention::{Actor, EraseMode, Selection, erase, place_hold, retention_cutoff};
+use crate::retention::{Actor, EraseMode, Selection, erase, place_hold};
 use crate::serve::{CallbackAnswer, ReceiverConfig, ServeOptions, serve};
 use crate::simulator::{
     AccountConfig, Delivery, DownloadFault, ProviderAccount, Simulator, SimulatorConfig,
@@ -171,8 +171,9 @@ fn demo_account(
     })
 }
 
-/// A flaky provider for acme, as in real life: tokens invalidated now and then, one broken
-/// download.
+/// A flaky provider, as in real life: tokens invalidated now and then (the simulator's
+/// faults are the provider's, so both accounts log in again), and one of acme's downloads
+/// broken.
 fn add_faults(stage: &Stage) {
     stage
         .sim
@@ -339,23 +340,15 @@ async fn archive(
     providers: [Arc<ProviderClient>; 2],
 ) -> anyhow::Result<(Vec<RunResult>, Vec<Store>)> {
     let options = pass_options();
-    let (slots, workers) = share_slots(options.concurrency, &[1, 1]);
     let mut passes = Vec::new();
-    for (account, (provider, workers)) in stage
-        .accounts()
-        .into_iter()
-        .zip(providers.into_iter().zip(workers))
-    {
+    for (account, provider) in stage.accounts().into_iter().zip(providers) {
         passes.push(AccountPass {
             account: account.name.clone(),
             deps: pass_deps(stage, account, provider)?,
-            opts: RunOptions {
-                concurrency: workers,
-                slots: Some(Arc::clone(&slots)),
-                ..options.clone()
-            },
+            opts: options.clone(),
         });
     }
+    share(&mut passes, &[1, 1]);
     let mut results = Vec::new();
     for (pass, result) in passes.iter().zip(run_accounts(&passes).await) {
         let result = result?;
@@ -508,12 +501,8 @@ async fn expire(stage: &Stage, stores: &[Store]) -> anyhow::Result<()> {
     let actor = Actor::new("demo").context("the demo's actor")?;
     let now = Utc::now();
     for (account, store) in stage.accounts().into_iter().zip(stores) {
-        let cutoff = retention_cutoff(account.retain_for, now).context("the demo's retention")?;
-        // The ledger chooses by start with a day to spare; each call is then checked exactly.
-        let selection = Selection::new(CallQuery {
-            until: Some(cutoff + chrono::Duration::days(1)),
-            ..CallQuery::default()
-        });
+        let selection =
+            Selection::expiring(account.retain_for, now, None).context("the demo's retention")?;
         let mode = EraseMode::Expire {
             older_than: account.retain_for,
         };

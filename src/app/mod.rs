@@ -190,28 +190,23 @@ async fn prepare_passes(
     let chosen = accounts::accounts(common, &run_top_level(run), &run.accounts)?;
     let ledger = open_pass_ledger(common, run, chosen.len()).await?;
     let shares: Vec<u32> = chosen.iter().map(|a| a.share).collect();
-    let (slots, workers) = crate::archive::share_slots(usize::from(run.concurrency), &shares);
-    let several = chosen.len() > 1;
     let mut passes = Vec::with_capacity(chosen.len());
-    for (account, workers) in chosen.into_iter().zip(workers) {
+    for account in chosen {
         let settings = account.pass_settings(common.tz)?;
         let deps = wiring::build_deps(ledger.scoped(&account.name), settings)?;
-        let mut opts = args::run_options(
+        let opts = args::run_options(
             run,
             deps.store.description(),
             slice.clone(),
             shutdown.child(),
         );
-        if several {
-            opts.concurrency = workers;
-            opts.slots = Some(std::sync::Arc::clone(&slots));
-        }
         passes.push(crate::archive::AccountPass {
             account: account.name,
             deps,
             opts,
         });
     }
+    crate::archive::share(&mut passes, &shares);
     Ok(passes)
 }
 
@@ -247,7 +242,7 @@ async fn run(cli: &Cli, common: &CommonSettings, args: &RunArgs) -> anyhow::Resu
     }
     print_runs(&passes, &ran, args.json);
     if !args.dry_run {
-        publish_run_metrics(args, &passes).await;
+        crate::metrics::publish_passes(&passes, &metrics_targets(args)).await;
     }
     if let Some(pass) = passes.first() {
         pass.deps.ledger.close().await;
@@ -255,17 +250,6 @@ async fn run(cli: &Cli, common: &CommonSettings, args: &RunArgs) -> anyhow::Resu
     // The highest of the accounts' codes: the worst outcome decides.
     let code = ran.iter().map(RunResult::exit_code).max().unwrap_or(0);
     Ok(u8::try_from(code).unwrap_or(EXIT_INCOMPLETE))
-}
-
-/// The run's metrics: every account's figures, each labelled with its account.
-async fn publish_run_metrics(args: &RunArgs, passes: &[crate::archive::AccountPass]) {
-    let targets = metrics_targets(args);
-    let Some(first) = passes.first() else { return };
-    let ledgers: Vec<_> = passes.iter().map(|p| &p.deps.ledger).collect();
-    if let Err(e) = crate::metrics::publish(&ledgers, first.opts.retention, &targets).await {
-        // The archive is what matters; a lost metrics push is reported, not fatal.
-        tracing::warn!(error = %e, "could not publish the run's metrics");
-    }
 }
 
 /// Each account's report; with one account, as a run over one account always printed it

@@ -13,10 +13,10 @@ use crate::cli::{
     ReleaseArgs, RetentionStoreArgs,
 };
 use crate::config::{CommonSettings, ConfigError};
-use crate::ledger::{CallQuery, HoldId, ObjectHold};
+use crate::ledger::{HoldId, ObjectHold};
 use crate::retention::{
     Actor, EraseMode, EraseReport, HoldReport, Refusal, ReleaseReport, Selection, erase,
-    place_hold, release, retention_cutoff,
+    place_hold, release,
 };
 use crate::store::{RetainFor, Store};
 
@@ -45,41 +45,25 @@ fn reason(raw: &str) -> Result<&str, ConfigError> {
     Ok(r)
 }
 
-/// The accounts the command acts on, each with its store laid out as `run` writes it: when
-/// the calls are named by uuid, only the accounts holding them (a uuid in several accounts
-/// is refused), else all those chosen.
+/// The accounts the command may act on, each with its store laid out as `run` writes it.
 async fn scopes(
     common: &CommonSettings,
     accounts: &AccountArgs,
     store: &RetentionStoreArgs,
-    selection: &Selection,
-) -> anyhow::Result<(Scopes, Vec<usize>)> {
+) -> anyhow::Result<Scopes> {
     let settings = ArchiveStoreArgs::for_objects(&store.store, Some(&store.layout), None);
-    let scopes = Scopes::open(common, accounts, Some(&settings)).await?;
-    let uuids = &selection.query.uuids;
-    let acting: Vec<usize> = if uuids.is_empty() {
-        (0..scopes.all.len()).collect()
-    } else {
-        let owners = scopes.owners(uuids).await?;
-        (0..scopes.all.len())
-            .filter(|&i| owners.iter().any(|(s, _)| std::ptr::eq(*s, &scopes.all[i])))
-            .collect()
-    };
-    Ok((scopes, acting))
+    Scopes::open(common, accounts, Some(&settings)).await
 }
 
-/// An account's store, answering.
-async fn answering(scope: &Scope) -> anyhow::Result<Store> {
-    let store = scope.store()?;
-    reachable(&store).await?;
-    Ok(store)
-}
-
-/// With several accounts, the line that heads one account's part of a report.
-fn heading(scope: &Scope, several: bool, json: bool) {
+/// The store of one account the command acts on, answering; with several accounts, the
+/// report's part for it is headed by its name.
+async fn enter(scope: &Scope, several: bool, json: bool) -> anyhow::Result<Store> {
     if several && !json {
         println!("account {}:", scope.name());
     }
+    let store = scope.store()?;
+    reachable(&store).await?;
+    Ok(store)
 }
 
 fn chosen(select: &CallSelection, tz: FixedOffset) -> Result<Selection, ConfigError> {
@@ -96,12 +80,11 @@ pub async fn hold(common: &CommonSettings, args: &HoldArgs) -> anyhow::Result<u8
     let selection = chosen(&args.select, common.tz)?;
     let reason = reason(&args.reason)?;
     let actor = actor(&args.store)?;
-    let (scopes, acting) = scopes(common, &args.accounts, &args.store, &selection).await?;
+    let scopes = scopes(common, &args.accounts, &args.store).await?;
+    let acting = scopes.acting(&selection.query.uuids).await?;
     let (mut code, mut placed) = (EXIT_OK, false);
-    for &i in &acting {
-        let scope = &scopes.all[i];
-        heading(scope, acting.len() > 1, args.store.json);
-        let store = answering(scope).await?;
+    for scope in acting.iter().copied() {
+        let store = enter(scope, acting.len() > 1, args.store.json).await?;
         let report = place_hold(
             &scope.ledger,
             &store,
@@ -187,12 +170,11 @@ pub async fn release_cmd(common: &CommonSettings, args: &ReleaseArgs) -> anyhow:
             HoldId::parse(h).ok_or_else(|| ConfigError(format!("--hold {h:?}: not a hold id")))
         })
         .transpose()?;
-    let (scopes, acting) = scopes(common, &args.accounts, &args.store, &selection).await?;
+    let scopes = scopes(common, &args.accounts, &args.store).await?;
+    let acting = scopes.acting(&selection.query.uuids).await?;
     let (mut code, mut released) = (EXIT_OK, 0);
-    for &i in &acting {
-        let scope = &scopes.all[i];
-        heading(scope, acting.len() > 1, args.store.json);
-        let store = answering(scope).await?;
+    for scope in acting.iter().copied() {
+        let store = enter(scope, acting.len() > 1, args.store.json).await?;
         let report = release(
             &scope.ledger,
             &store,
@@ -296,12 +278,11 @@ pub async fn erase_cmd(common: &CommonSettings, args: &EraseArgs) -> anyhow::Res
         reason: reason(&args.reason)?.to_owned(),
     };
     let actor = actor(&args.store)?;
-    let (scopes, acting) = scopes(common, &args.accounts, &args.store, &selection).await?;
+    let scopes = scopes(common, &args.accounts, &args.store).await?;
+    let acting = scopes.acting(&selection.query.uuids).await?;
     let (mut kept, mut erased) = (0, 0);
-    for &i in &acting {
-        let scope = &scopes.all[i];
-        heading(scope, acting.len() > 1, args.store.json);
-        let store = answering(scope).await?;
+    for scope in acting.iter().copied() {
+        let store = enter(scope, acting.len() > 1, args.store.json).await?;
         let report = erase(
             &scope.ledger,
             &store,
@@ -330,20 +311,13 @@ pub async fn expire(common: &CommonSettings, args: &ExpireArgs) -> anyhow::Resul
         .map_err(|e: String| ConfigError(format!("--older-than: {e}")))?;
     let actor = actor(&args.store)?;
     let now = Utc::now();
-    let cutoff = retention_cutoff(older_than, now)
+    let selection = Selection::expiring(older_than, now, args.company.company())
         .ok_or_else(|| ConfigError(format!("--older-than {older_than}: too long")))?;
-    // The ledger chooses by start with a day to spare; each call is then checked exactly.
-    let selection = Selection::new(CallQuery {
-        company: args.company.company(),
-        until: Some(cutoff + chrono::Duration::days(1)),
-        ..CallQuery::default()
-    });
-    let (scopes, acting) = scopes(common, &args.accounts, &args.store, &selection).await?;
+    let scopes = scopes(common, &args.accounts, &args.store).await?;
+    let acting = scopes.acting(&selection.query.uuids).await?;
     let mut failures = 0;
-    for &i in &acting {
-        let scope = &scopes.all[i];
-        heading(scope, acting.len() > 1, args.store.json);
-        let store = answering(scope).await?;
+    for scope in acting.iter().copied() {
+        let store = enter(scope, acting.len() > 1, args.store.json).await?;
         let mode = EraseMode::Expire { older_than };
         let report = erase(
             &scope.ledger,

@@ -82,39 +82,47 @@ impl Scopes {
         &'a self,
         uuids: &[CallUuid],
     ) -> anyhow::Result<Vec<(&'a Scope, Vec<CallUuid>)>> {
+        let names: Vec<AccountName> = self.all.iter().map(|s| s.name().clone()).collect();
         let mut owned: Vec<(&Scope, Vec<CallUuid>)> =
             self.all.iter().map(|s| (s, vec![])).collect();
         for uuid in uuids {
-            let mut holders = Vec::new();
-            for (i, scope) in self.all.iter().enumerate() {
-                if scope.ledger.get(uuid).await?.is_some() {
-                    holders.push(i);
-                }
-            }
+            let holders = self.ledger.accounts_holding(uuid, &names).await?;
+            let at = |name: &AccountName| names.iter().position(|n| n == name).unwrap_or(0);
             match holders.as_slice() {
                 [] => owned[0].1.push(uuid.clone()),
-                [one] => owned[*one].1.push(uuid.clone()),
-                several => return Err(self.ambiguous(uuid, several).into()),
+                [one] => owned[at(one)].1.push(uuid.clone()),
+                several => return Err(ambiguous(uuid, several).into()),
             }
         }
         Ok(owned.into_iter().filter(|(_, u)| !u.is_empty()).collect())
     }
 
-    fn ambiguous(&self, uuid: &CallUuid, holders: &[usize]) -> ConfigError {
-        let names: Vec<&str> = holders
-            .iter()
-            .map(|&i| self.all[i].name().as_str())
-            .collect();
-        ConfigError(format!(
-            "call {uuid} is in {} accounts ({}): name the one you mean with --account",
-            names.len(),
-            names.join(", ")
-        ))
+    /// The accounts a command acting on the calls `uuids` works in: those holding them
+    /// (see [`Scopes::owners`]), or every one when it names none.
+    pub async fn acting(&self, uuids: &[CallUuid]) -> anyhow::Result<Vec<&Scope>> {
+        if uuids.is_empty() {
+            return Ok(self.all.iter().collect());
+        }
+        Ok(self
+            .owners(uuids)
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect())
     }
 
     pub async fn close(self) {
         self.ledger.close().await;
     }
+}
+
+fn ambiguous(uuid: &CallUuid, holders: &[AccountName]) -> ConfigError {
+    let names: Vec<&str> = holders.iter().map(AccountName::as_str).collect();
+    ConfigError(format!(
+        "call {uuid} is in {} accounts ({}): name the one you mean with --account",
+        names.len(),
+        names.join(", ")
+    ))
 }
 
 /// `value` as JSON with its account named: `{"account": …, …}` for an object, else

@@ -10,7 +10,6 @@ use secrecy::ExposeSecret;
 
 use super::accounts::{Account, TopLevel};
 use super::{EXIT_OK, open_ledger, watch_signals};
-use crate::accounts::AccountName;
 use crate::archive::Shutdown;
 use crate::cli::ServeArgs;
 use crate::config::{CommonSettings, ConfigError};
@@ -33,14 +32,12 @@ pub async fn serve(common: &CommonSettings, args: &ServeArgs) -> anyhow::Result<
         None => None,
     };
     // The passes' ledger when there are passes (sized for their workers), shared by the
-    // receiver, which scopes it to each callback's account, and the probes; seen as the
-    // home account's, whose figures `/metrics` gives until they carry an account label.
-    let home = home_account(&accounts);
+    // receiver, `/metrics`, the syncs and the page, each of which scopes it to the account
+    // at hand, and the probes.
     let ledger = match passes.as_ref().and_then(|p| p.passes.first()) {
         Some(pass) => pass.deps.ledger.clone(),
         None => open_ledger(&common.ledger).await?,
-    }
-    .scoped(&home.name);
+    };
     let syncs = match &args.sync_schedule {
         Some(text) => Some(scheduled_syncs(
             common,
@@ -136,16 +133,6 @@ fn receiver_config(
         tz: common.tz,
         answer: args.callback_answer,
     }))
-}
-
-/// The account the process's own ledger handle is scoped to (the web page's store too, and
-/// `/metrics`' ledger figures): `default` when it is served, else the first served (the
-/// only one with `--account NAME`).
-fn home_account(accounts: &[Account]) -> &Account {
-    accounts
-        .iter()
-        .find(|a| a.name == AccountName::default_account())
-        .unwrap_or(&accounts[0])
 }
 
 /// `--schedule`: on that schedule, a pass for each served account, as `run` prepares them.

@@ -50,15 +50,10 @@ fn user_accounts(
     if args.all_accounts {
         return Ok(Some(UserAccounts::All));
     }
-    if args.accounts.iter().all(|a| a.trim().is_empty()) {
-        return Ok(None);
-    }
     let chosen = AccountArgs {
         account: args.accounts.clone(),
     };
-    Ok(Some(UserAccounts::Only(super::accounts::names(
-        common, &chosen,
-    )?)))
+    Ok(super::accounts::chosen_names(common, &chosen)?.map(UserAccounts::Only))
 }
 
 fn read_password(name: &UserName) -> anyhow::Result<SecretString> {

@@ -194,6 +194,17 @@ pub fn share_slots(
     (Arc::new(tokio::sync::Semaphore::new(concurrency)), workers)
 }
 
+/// Makes `passes` (each built with the run's concurrency) share the run's transfer slots
+/// by `shares` (see [`share_slots`]); a lone pass keeps its workers and needs no slots.
+pub fn share(passes: &mut [AccountPass], shares: &[u32]) {
+    let [first, _, ..] = passes else { return };
+    let (slots, workers) = share_slots(first.opts.concurrency, shares);
+    for (pass, workers) in passes.iter_mut().zip(workers) {
+        pass.opts.concurrency = workers;
+        pass.opts.slots = Some(Arc::clone(&slots));
+    }
+}
+
 pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, LedgerError> {
     let started = Instant::now();
     let run_id = RunId::generate();

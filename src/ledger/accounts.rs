@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::LedgerError;
-use super::sql::{Db, Row, Stmt, Tx, pick};
+use super::sql::{Db, Row, Stmt, Tx, params, pick};
 use crate::accounts::AccountName;
+use crate::domain::CallUuid;
 
 /// Every table with an `account` column, parents before children.
 const TABLES: [&str; 14] = [
@@ -52,6 +53,14 @@ pub trait AccountRows: Send + Sync {
     /// Every account with calls in the ledger, with how many, by name.
     async fn accounts_with_calls(&self) -> Result<Vec<(String, u64)>, LedgerError>;
 
+    /// Which of `among` hold the call `uuid` (a uuid is unique within an account only), in
+    /// `among`'s order: one statement, an index probe per account.
+    async fn accounts_holding(
+        &self,
+        uuid: &CallUuid,
+        among: &[AccountName],
+    ) -> Result<Vec<AccountName>, LedgerError>;
+
     /// Moves every row of account `from` to `to`, in one transaction.
     async fn rename_account(
         &self,
@@ -77,6 +86,38 @@ impl<D: Db> AccountRows for D {
         rows.iter()
             .map(|r| Ok((r.text("account")?, r.count("n")?)))
             .collect()
+    }
+
+    async fn accounts_holding(
+        &self,
+        uuid: &CallUuid,
+        among: &[AccountName],
+    ) -> Result<Vec<AccountName>, LedgerError> {
+        if among.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut stmt = Stmt::new(
+            format!(
+                "SELECT account FROM calls WHERE uuid = $1 AND account IN ({})",
+                params(2, among.len())
+            ),
+            "finding the accounts that hold a call",
+        )
+        .bind(uuid);
+        for account in among {
+            stmt = stmt.bind(account.as_str());
+        }
+        let found: Vec<String> = self
+            .fetch_all(stmt)
+            .await?
+            .iter()
+            .map(|r| r.text("account"))
+            .collect::<Result<_, _>>()?;
+        Ok(among
+            .iter()
+            .filter(|a| found.iter().any(|f| f == a.as_str()))
+            .cloned()
+            .collect())
     }
 
     async fn rename_account(

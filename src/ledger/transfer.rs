@@ -98,22 +98,10 @@ impl Table {
         }
     }
 
-    /// The key column that names a row within its account.
+    /// The key column that names a row within its account (the last of [`Table::keys`]).
     pub fn key(self) -> &'static str {
-        match self {
-            Self::Runs
-            | Self::Attempts
-            | Self::Verifications
-            | Self::Syncs
-            | Self::Holds
-            | Self::HeldCalls
-            | Self::AccessLog
-            | Self::AccessLogCalls => "id",
-            Self::Calls => "uuid",
-            Self::Tombstones => "call_uuid",
-            Self::Manifests => "seq",
-            Self::UiSessions => "token_sha256",
-        }
+        let keys = self.keys();
+        keys[keys.len() - 1]
     }
 
     pub fn columns(self) -> &'static [(&'static str, Kind)] {

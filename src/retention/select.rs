@@ -23,6 +23,22 @@ impl Selection {
         Self { query }
     }
 
+    /// The calls that may be past `older_than` at `now` (of `company`, or every company):
+    /// the ledger chooses by start with a day to spare, and [`crate::retention::erase`]
+    /// then checks each call exactly. `None` when the period reaches before any date.
+    pub fn expiring(
+        older_than: crate::store::RetainFor,
+        now: DateTime<Utc>,
+        company: Option<String>,
+    ) -> Option<Self> {
+        let cutoff = retention_cutoff(older_than, now)?;
+        Some(Self::new(CallQuery {
+            company,
+            until: Some(cutoff + chrono::Duration::days(1)),
+            ..CallQuery::default()
+        }))
+    }
+
     /// Whether it names nothing to choose by (it would choose every call).
     pub fn is_empty(&self) -> bool {
         self.query.selects_everything()

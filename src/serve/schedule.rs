@@ -80,13 +80,6 @@ pub async fn run_scheduled(
     shutdown: Shutdown,
     on_pass: impl Fn(&AccountName, i32),
 ) -> u64 {
-    let publishes = passes.metrics.pushgateway.is_some() || passes.metrics.file.is_some();
-    if publishes && passes.passes.len() > 1 {
-        tracing::warn!(
-            accounts = passes.passes.len(),
-            "metrics are not published for scheduled passes over several accounts yet (they carry no account label); serve one account per process to publish them"
-        );
-    }
     let mut ran = 0;
     while let Some(next) = next_tick(&passes.schedule, &shutdown, "pass").await {
         tracing::info!(scheduled = %next, "starting scheduled passes");
@@ -98,14 +91,7 @@ pub async fn run_scheduled(
         for (pass, result) in passes.passes.iter().zip(results) {
             on_pass(&pass.account, finished(&pass.account, result));
         }
-        if let Some(first) = passes.passes.first() {
-            let ledgers: Vec<_> = passes.passes.iter().map(|p| &p.deps.ledger).collect();
-            let published =
-                crate::metrics::publish(&ledgers, first.opts.retention, &passes.metrics);
-            if let Err(e) = published.await {
-                tracing::warn!(error = %e, "could not publish the passes' metrics");
-            }
-        }
+        crate::metrics::publish_passes(&passes.passes, &passes.metrics).await;
     }
     ran
 }

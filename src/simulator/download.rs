@@ -30,8 +30,9 @@ pub(super) fn sign(secret: &[u8], account: AccountIndex, filename: &str, expires
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LinkQuery {
-    /// Absent for the default account's links.
-    account: Option<AccountIndex>,
+    /// Absent for the default account's links (index 0).
+    #[serde(default)]
+    account: AccountIndex,
     expires: Option<String>,
     sig: Option<String>,
 }
@@ -52,7 +53,7 @@ pub(super) async fn download(
         if !signed {
             return forbidden();
         }
-        let account = state.accounts.get(link.account.unwrap_or(0));
+        let account = state.accounts.get(link.account);
         let Some(size) = account.and_then(|a| a.recordings.get(&filename).copied()) else {
             return error_page(StatusCode::NOT_FOUND, "404 Not Found");
         };
@@ -88,8 +89,8 @@ fn is_signed(secret: &[u8], filename: &str, link: &LinkQuery) -> bool {
         link.sig.as_deref(),
     ) {
         (Some(Ok(expires)), Some(sig)) => {
-            let account = link.account.unwrap_or(0);
-            expires >= now && sig.eq_ignore_ascii_case(&sign(secret, account, filename, expires))
+            expires >= now
+                && sig.eq_ignore_ascii_case(&sign(secret, link.account, filename, expires))
         }
         _ => false,
     }

@@ -18,8 +18,8 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::Ui;
 use super::users::UserName;
+use super::{Ui, UsersFileUnreadable};
 use crate::accounts::AccountName;
 use crate::clock::Clock;
 use crate::ledger::AccessAction;
@@ -155,37 +155,19 @@ impl FromRequestParts<Ui> for User {
     async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Self, Self::Rejection> {
         let is_page =
             !parts.uri.path().ends_with("/audio") && !parts.uri.path().ends_with("/download");
-        let (name, via, from) = who(parts, ui).await.map_err(|refused| match refused {
-            Refused::Unauthenticated { secure, .. } => Refused::Unauthenticated {
-                page: is_page,
-                secure,
-            },
-            other => other,
-        })?;
-        let users = ui.config.users.clone();
-        let listed = {
-            let name = name.clone();
-            tokio::task::spawn_blocking(move || users.accounts_of(name.as_str())).await
-        };
-        match listed {
-            Ok(Ok(Some(allowed))) => Ok(User {
-                accounts: ui.visible(&allowed),
+        let (name, via, from) = who(parts, ui, is_page).await?;
+        match ui.user_accounts(name.as_str()).await {
+            Ok(Some(accounts)) => Ok(User {
+                accounts,
                 name,
                 via,
                 from,
             }),
-            Ok(Ok(None)) => {
+            Ok(None) => {
                 not_listed(ui, &name, from, parts.uri.path()).await;
                 Err(Refused::NotListed { page: is_page })
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot read the users file");
-                Err(Refused::UsersFileDown)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reading the users file failed");
-                Err(Refused::UsersFileDown)
-            }
+            Err(UsersFileUnreadable) => Err(Refused::UsersFileDown),
         }
     }
 }
@@ -211,10 +193,10 @@ async fn not_listed(ui: &Ui, name: &UserName, from: IpAddr, path: &str) {
 
 /// Who the request's user is and how they proved it: the proxy's header from its networks,
 /// else a live session.
-async fn who(parts: &Parts, ui: &Ui) -> Result<(UserName, Via, IpAddr), Refused> {
+async fn who(parts: &Parts, ui: &Ui, page: bool) -> Result<(UserName, Via, IpAddr), Refused> {
     let from = peer(parts);
     let refuse = || Refused::Unauthenticated {
-        page: true,
+        page,
         secure: ui.config.secure_cookies,
     };
     if let Some(proxy) = &ui.config.proxy

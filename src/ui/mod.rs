@@ -91,7 +91,8 @@ pub struct UiAccount {
 /// are read from.
 #[derive(Clone)]
 pub struct Ui {
-    /// For the sessions, which belong to no account (any scoped handle reads them all).
+    /// For the sessions and the reads across accounts (which accounts hold a uuid): they
+    /// belong to no account, so any scoped handle serves.
     pub(crate) sessions: Ledger,
     pub(crate) accounts: Arc<BTreeMap<AccountName, UiAccount>>,
     pub(crate) config: Arc<UiConfig>,
@@ -205,7 +206,33 @@ impl Ui {
     pub(crate) fn served(&self) -> Vec<AccountName> {
         self.accounts.keys().cloned().collect()
     }
+
+    /// The accounts served here that the users file gives `name` (`None`: the file does not
+    /// list it). The file is read each time, so a user taken out of it is refused from the
+    /// next request on.
+    pub(crate) async fn user_accounts(
+        &self,
+        name: &str,
+    ) -> Result<Option<Vec<AccountName>>, UsersFileUnreadable> {
+        let users = self.config.users.clone();
+        let name = name.to_owned();
+        match tokio::task::spawn_blocking(move || users.accounts_of(&name)).await {
+            Ok(Ok(found)) => Ok(found.map(|allowed| self.visible(&allowed))),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the users file");
+                Err(UsersFileUnreadable)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the users file failed");
+                Err(UsersFileUnreadable)
+            }
+        }
+    }
 }
+
+/// The users file could not be read (logged where it was found).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UsersFileUnreadable;
 
 /// A call named in a page's address: a uuid the ledger could hold, and nothing that looks
 /// like a path (`..`, slashes, backslashes, percent signs, however encoded).

@@ -292,10 +292,8 @@ pub async fn login(
 /// The accounts whose logs a login of `name` goes to: the user's, or every account served
 /// here when the file does not list the name (or cannot be read).
 async fn accounts_of(ui: &Ui, name: &str) -> Vec<AccountName> {
-    let users = ui.config.users.clone();
-    let name = name.to_owned();
-    match tokio::task::spawn_blocking(move || users.accounts_of(&name)).await {
-        Ok(Ok(Some(allowed))) => ui.visible(&allowed),
+    match ui.user_accounts(name).await {
+        Ok(Some(accounts)) => accounts,
         _ => ui.served(),
     }
 }

@@ -72,13 +72,8 @@ pub(crate) async fn unnamed(
 
 /// The accounts served here whose ledger holds `uuid`.
 async fn holders(ui: &Ui, uuid: &CallUuid) -> Result<Vec<AccountName>, LedgerError> {
-    let mut found = Vec::new();
-    for (name, account) in ui.accounts.iter() {
-        if account.ledger.get(uuid).await?.is_some() {
-            found.push(name.clone());
-        }
-    }
-    Ok(found)
+    let served: Vec<AccountName> = ui.accounts.keys().cloned().collect();
+    ui.sessions.accounts_holding(uuid, &served).await
 }
 
 /// Logs a refused attempt in each of `accounts`' logs. The answer does not wait on it
