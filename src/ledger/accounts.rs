@@ -18,7 +18,7 @@ use crate::accounts::AccountName;
 use crate::domain::CallUuid;
 
 /// Every table with an `account` column, parents before children.
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 16] = [
     "calls",
     "attempts",
     "call_terms",
@@ -33,6 +33,8 @@ const TABLES: [&str; 14] = [
     "verifications",
     "holds",
     "manifests",
+    "log_nodes",
+    "checkpoint_stamps",
 ];
 
 /// What a rename did.

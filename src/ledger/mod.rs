@@ -33,6 +33,7 @@ mod audit;
 mod claims;
 mod copy;
 mod holds;
+mod log;
 mod manifests;
 mod media;
 mod postgres;
@@ -65,6 +66,9 @@ pub use claims::{
 pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
 pub use holds::{
     CallFacts, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold, Released, Tombstone,
+};
+pub use log::{
+    CheckpointRow, NewCheckpoint, ProofFigures, ProofLog, StampRow, UnloggedManifest,
 };
 pub use manifests::{
     ArchivedEntry, ChainClaim, ManifestClaim, ManifestKeyFn, ManifestLink, ManifestRow, Manifests,
@@ -239,6 +243,7 @@ pub trait Backend:
     + AccessLog
     + Holds
     + AccountRows
+    + ProofLog
     + fmt::Debug
 {
 }
@@ -258,6 +263,7 @@ impl<T> Backend for T where
         + AccessLog
         + Sessions
         + AccountRows
+        + ProofLog
         + fmt::Debug
 {
 }

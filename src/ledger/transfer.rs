@@ -32,6 +32,10 @@ pub enum Table {
     AccessLog,
     /// The calls each access-log entry touched.
     AccessLogCalls,
+    /// The Merkle log's nodes.
+    LogNodes,
+    /// Time-stamp tokens over checkpoints.
+    CheckpointStamps,
 }
 
 /// How a column's values travel.
@@ -48,7 +52,7 @@ pub enum Kind {
 pub type TableRow = Map<String, Value>;
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 14] = [
         Self::Runs,
         Self::Calls,
         Self::Attempts,
@@ -61,6 +65,8 @@ impl Table {
         Self::UiSessions,
         Self::AccessLog,
         Self::AccessLogCalls,
+        Self::LogNodes,
+        Self::CheckpointStamps,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +83,8 @@ impl Table {
             Self::UiSessions => "ui_sessions",
             Self::AccessLog => "access_log",
             Self::AccessLogCalls => "access_log_calls",
+            Self::LogNodes => "log_nodes",
+            Self::CheckpointStamps => "checkpoint_stamps",
         }
     }
 
@@ -86,6 +94,8 @@ impl Table {
             Self::Calls => &["account", "uuid"],
             Self::Tombstones => &["account", "call_uuid"],
             Self::Manifests => &["account", "seq"],
+            Self::LogNodes => &["account", "level", "idx"],
+            Self::CheckpointStamps => &["account", "seq", "tsa"],
             Self::Runs
             | Self::Attempts
             | Self::Verifications
@@ -118,6 +128,8 @@ impl Table {
             Self::UiSessions => columns::UI_SESSIONS,
             Self::AccessLog => columns::ACCESS_LOG,
             Self::AccessLogCalls => columns::ACCESS_LOG_CALLS,
+            Self::LogNodes => columns::LOG_NODES,
+            Self::CheckpointStamps => columns::CHECKPOINT_STAMPS,
         }
     }
 
@@ -211,6 +223,30 @@ mod columns {
         ("created_at", Time),
         ("written_at", Time),
         ("account", Text),
+        ("log_start", Int),
+        ("log_size", Int),
+        ("log_root", Text),
+        ("checkpoint_key", Text),
+        ("checkpoint", Text),
+        ("checkpoint_signer", Text),
+        ("logged_at", Time),
+    ];
+
+    pub(super) const LOG_NODES: &[(&str, Kind)] = &[
+        ("account", Text),
+        ("level", Int),
+        ("idx", Int),
+        ("hash", Text),
+    ];
+
+    pub(super) const CHECKPOINT_STAMPS: &[(&str, Kind)] = &[
+        ("account", Text),
+        ("seq", Int),
+        ("tsa", Text),
+        ("object_key", Text),
+        ("token", Text),
+        ("gen_time", Time),
+        ("stamped_at", Time),
     ];
 
     pub(super) const VERIFICATIONS: &[(&str, Kind)] = &[

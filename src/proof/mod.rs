@@ -8,4 +8,5 @@
 
 pub mod checkpoint;
 pub mod keys;
+pub mod log;
 pub mod merkle;

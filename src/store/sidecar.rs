@@ -141,6 +141,16 @@ impl Store {
         format!("{}/{seq:010}.jsonl", self.manifests)
     }
 
+    /// The key of manifest `seq`'s checkpoint of the Merkle log (see `proof/`).
+    pub fn checkpoint_key(&self, seq: i64) -> String {
+        format!("{}/{seq:010}.checkpoint", self.manifests)
+    }
+
+    /// Where the bucket keeps a checkpoint signer's public key (`NAME+ID.pub`).
+    pub fn public_key_key(&self, file_name: &str) -> String {
+        format!("{}/keys/{file_name}", self.manifests)
+    }
+
     /// The sequence number in a manifest key, if it is one.
     pub fn manifest_seq(&self, key: &str) -> Option<i64> {
         let name = key.strip_prefix(&self.manifests)?.strip_prefix('/')?;
