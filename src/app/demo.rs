@@ -381,6 +381,7 @@ fn pass_deps(
         })?,
         store: Store::open(&StoreConfig::new(account.store_url.as_str()))?,
         keys: KeyTemplate::parse(DEFAULT_TEMPLATE, stage.tz)?,
+        prover: crate::proof::Prover::default(),
         clock: crate::clock::Clock::system(),
     })
 }

@@ -8,6 +8,7 @@ mod audit;
 mod demo;
 mod groups;
 mod import;
+mod keys;
 mod ledger;
 mod progress;
 mod retention;
@@ -27,7 +28,8 @@ use secrecy::ExposeSecret;
 
 use crate::archive::{RunResult, Shutdown};
 use crate::cli::{
-    Cli, Command, ImportArgs, LedgerCommand, RunArgs, SimulatorArgs, StatusArgs, UserCommand,
+    Cli, Command, ImportArgs, KeysCommand, LedgerCommand, RunArgs, SimulatorArgs, StatusArgs,
+    UserCommand,
 };
 use crate::config::{CommonSettings, ConfigError};
 use progress::{Meter, Unit};
@@ -83,6 +85,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Expire(ref args) => retention::expire(&common, args).await,
         Command::User(UserCommand::Add(args)) => user::add(&common, &args),
         Command::Accounts(ref args) => accounts::list(&common, args).await,
+        Command::Keys(KeysCommand::Generate(ref args)) => keys::generate(args),
         Command::Find(ref args) => retrieve::find(&common, args).await,
         Command::Get(ref args) => retrieve::get(&common, args).await,
         Command::Link(ref args) => retrieve::link(&common, args).await,
@@ -190,10 +193,11 @@ async fn prepare_passes(
     let chosen = accounts::accounts(common, &run_top_level(run), &run.accounts)?;
     let ledger = open_pass_ledger(common, run, chosen.len()).await?;
     let shares: Vec<u32> = chosen.iter().map(|a| a.share).collect();
+    let prover = args::prover(&run.proof)?;
     let mut passes = Vec::with_capacity(chosen.len());
     for account in chosen {
         let settings = account.pass_settings(common.tz)?;
-        let deps = wiring::build_deps(ledger.scoped(&account.name), settings)?;
+        let deps = wiring::build_deps(ledger.scoped(&account.name), settings, prover.clone())?;
         let opts = args::run_options(
             run,
             deps.store.description(),

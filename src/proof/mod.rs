@@ -10,3 +10,6 @@ pub mod checkpoint;
 pub mod keys;
 pub mod log;
 pub mod merkle;
+pub mod prover;
+
+pub use prover::{ProofReport, Prover};

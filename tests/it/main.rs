@@ -49,6 +49,7 @@ mod pg;
 mod postgres_receivers;
 mod postgres_workers;
 mod process_faults;
+mod proof_log;
 mod provider_faults;
 mod rebuild;
 mod resume;
