@@ -352,9 +352,11 @@ async fn status(common: &CommonSettings, args: &StatusArgs) -> anyhow::Result<u8
             )
             .await?;
         let syncs = scoped.sync_figures().await?;
+        let log = scoped.proof_figures().await?;
         if args.json {
             let mut value = serde_json::to_value(&report)?;
             value["sync"] = serde_json::to_value(&syncs)?;
+            value["log"] = serde_json::to_value(&log)?;
             value["account"] = name.as_str().into();
             shown.push(value);
         } else {
@@ -363,6 +365,7 @@ async fn status(common: &CommonSettings, args: &StatusArgs) -> anyhow::Result<u8
             }
             print_status(&report);
             print_sync_status(&syncs);
+            print_log_status(&log);
         }
     }
     if args.json {
@@ -374,6 +377,19 @@ async fn status(common: &CommonSettings, args: &StatusArgs) -> anyhow::Result<u8
     }
     ledger.close().await;
     Ok(EXIT_OK)
+}
+
+/// The Merkle log: its size, and the checkpoints still without a signature or a token.
+fn print_log_status(log: &crate::ledger::ProofFigures) {
+    let oldest = log
+        .oldest_unstamped_at
+        .map(|t| format!(", the oldest written {}", crate::timefmt::to_ledger(t)))
+        .unwrap_or_default();
+    println!(
+        "log: {} line(s), {} checkpoint(s); {} unsigned; {} without a time-stamp{oldest}; {} \
+         manifest(s) not logged yet",
+        log.leaves, log.checkpoints, log.unsigned, log.unstamped, log.unlogged_manifests
+    );
 }
 
 /// The counts, the oldest pending call, the calls at risk and the last run.

@@ -6,6 +6,7 @@
 //! `docs/proof-format.md`, so that a recipient can check a bundle with `openssl` and a
 //! short script instead of callvault.
 
+pub mod check;
 pub mod checkpoint;
 pub mod keys;
 pub mod log;
