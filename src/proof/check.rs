@@ -46,12 +46,18 @@ pub async fn check_log(ledger: &Ledger, store: &Store) -> Result<LogReport, Chec
         .into_iter()
         .map(|r| (r.seq, r))
         .collect();
-    let manifests: BTreeMap<i64, String> = store
+    let mut manifests: BTreeMap<i64, String> = store
         .list(store.manifests_prefix())
         .await?
         .into_iter()
         .filter_map(|l| store.manifest_seq(&l.key).map(|seq| (seq, l.key)))
         .collect();
+    // A chain renamed into another prefix keeps its older manifests where they were.
+    for row in rows.values() {
+        if !manifests.contains_key(&row.seq) && store.size_of(&row.manifest_key).await?.is_some() {
+            manifests.insert(row.seq, row.manifest_key.clone());
+        }
+    }
     let mut range = CompactRange::empty();
     for (seq, key) in &manifests {
         if !append_manifest(store, key, &mut range, &mut report).await? {
@@ -60,7 +66,12 @@ pub async fn check_log(ledger: &Ledger, store: &Store) -> Result<LogReport, Chec
             ));
             break;
         }
-        check_one(store, ledger, *seq, &range, rows.get(seq), &keys, &mut report).await?;
+        let at = Checkpointed {
+            key: crate::store::checkpoint_key_for(key),
+            seq: *seq,
+            row: rows.get(seq),
+        };
+        check_one(store, ledger, &at, &range, &keys, &mut report).await?;
     }
     report.leaves = range.size();
     for seq in rows.keys().filter(|s| !manifests.contains_key(s)) {
@@ -73,7 +84,10 @@ pub async fn check_log(ledger: &Ledger, store: &Store) -> Result<LogReport, Chec
 }
 
 /// Every public key the bucket keeps for checkpoints.
-async fn public_keys(store: &Store, report: &mut LogReport) -> Result<Vec<VerifierKey>, CheckError> {
+async fn public_keys(
+    store: &Store,
+    report: &mut LogReport,
+) -> Result<Vec<VerifierKey>, CheckError> {
     let prefix = format!("{}/keys", store.manifests_prefix());
     let mut keys = Vec::new();
     for listed in store.list(&prefix).await? {
@@ -106,7 +120,9 @@ async fn append_manifest(
     let mut header = true;
     while let Some(chunk) = body.try_next().await? {
         let Ok(complete) = lines.push(&chunk) else {
-            report.problems.push(format!("{key}: a line too long for a manifest"));
+            report
+                .problems
+                .push(format!("{key}: a line too long for a manifest"));
             return Ok(false);
         };
         for line in complete {
@@ -118,18 +134,24 @@ async fn append_manifest(
     Ok(lines.finish().is_none())
 }
 
-/// Checks manifest `seq`'s checkpoint against the tree recomputed up to it.
+/// A manifest's checkpoint: where it is, and what the ledger recorded of it.
+struct Checkpointed<'a> {
+    key: String,
+    seq: i64,
+    row: Option<&'a CheckpointRow>,
+}
+
+/// Checks a manifest's checkpoint against the tree recomputed up to it.
 async fn check_one(
     store: &Store,
     ledger: &Ledger,
-    seq: i64,
+    at: &Checkpointed<'_>,
     range: &CompactRange,
-    row: Option<&CheckpointRow>,
     keys: &[VerifierKey],
     report: &mut LogReport,
 ) -> Result<(), CheckError> {
-    let key = store.checkpoint_key(seq);
-    let Some(text) = read_text(store, &key).await? else {
+    let (key, seq, row) = (&at.key, at.seq, at.row);
+    let Some(text) = read_text(store, key).await? else {
         match row {
             Some(_) => report.problems.push(format!(
                 "{key} is missing from the store, though the ledger recorded it"

@@ -148,7 +148,7 @@ async fn log_one(
         root,
         manifest: Some((manifest.seq, manifest.sha256.clone())),
     };
-    let key = store.checkpoint_key(manifest.seq);
+    let key = crate::store::checkpoint_key_for(&manifest.key);
     let text = settle_checkpoint(store, &key, &checkpoint, signer).await?;
     let signer_name = SignedCheckpoint::parse(&text)
         .ok()

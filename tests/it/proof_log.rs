@@ -148,20 +148,36 @@ async fn the_pass_logs_every_manifest_line(kind: BackendKind) {
         .await
         .unwrap();
     assert!(checked.problems.is_empty(), "{:?}", checked.problems);
-    assert_eq!((checked.leaves, checked.checkpoints_checked, checked.signed), (5, 3, 3));
+    assert_eq!(
+        (checked.leaves, checked.checkpoints_checked, checked.signed),
+        (5, 3, 3)
+    );
     // A checkpoint replaced by one of a rewritten log, signed by the right key, is found.
     let rewritten = callvault::proof::checkpoint::Checkpoint {
         root: merkle::leaf_hash(b"rewritten"),
         ..checkpoint_at(store, 2).await.checkpoint
     };
     let key = deps.prover.signer().unwrap();
-    put(store, &store.checkpoint_key(2), rewritten.to_note(Some(key)).into_bytes()).await;
+    put(
+        store,
+        &store.checkpoint_key(2),
+        rewritten.to_note(Some(key)).into_bytes(),
+    )
+    .await;
     let checked = callvault::proof::check::check_log(&world.ledger, store)
         .await
         .unwrap();
     assert_eq!(checked.problems.len(), 2, "{:?}", checked.problems);
-    assert!(checked.problems[0].contains("the log was rewritten"), "{:?}", checked.problems);
-    assert!(checked.problems[1].contains("differs from the ledger's copy"), "{:?}", checked.problems);
+    assert!(
+        checked.problems[0].contains("the log was rewritten"),
+        "{:?}",
+        checked.problems
+    );
+    assert!(
+        checked.problems[1].contains("differs from the ledger's copy"),
+        "{:?}",
+        checked.problems
+    );
     assert_eq!(
         (
             figures.leaves,
