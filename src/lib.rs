@@ -15,6 +15,7 @@ pub mod failure;
 pub mod lease;
 pub mod ledger;
 pub mod metrics;
+pub mod proof;
 pub mod provider;
 pub mod rebuild;
 pub mod retention;
