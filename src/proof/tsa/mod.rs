@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use der::asn1::{Any, Int, OctetString, Uint};
-use der::{Encode, EncodePem, pem::LineEnding};
+use der::{DecodePem, Encode, EncodePem, pem::LineEnding};
 use x509_cert::Certificate;
 use x509_tsp::{MessageImprint, TimeStampReq, TspVersion};
 
@@ -39,11 +39,28 @@ pub struct TrustRoots {
 }
 
 impl TrustRoots {
-    /// Reads every `CERTIFICATE` block of a PEM file; an empty input gives no roots.
+    /// Reads every `CERTIFICATE` block of a PEM file, skipping text between blocks (as
+    /// bundles carry); an input without blocks gives no roots.
     pub fn from_pem(pem: &[u8]) -> Result<Self, TokenError> {
-        let certificates = Certificate::load_pem_chain(pem).map_err(|e| {
-            TokenError::Malformed(format!("the trusted roots are not PEM certificates: {e}"))
-        })?;
+        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+        const END: &str = "-----END CERTIFICATE-----";
+        let text = std::str::from_utf8(pem)
+            .map_err(|_| TokenError::Malformed("the trusted roots are not PEM text".into()))?;
+        let mut certificates = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find(BEGIN) {
+            let Some(end) = rest[start..].find(END) else {
+                return Err(TokenError::Malformed(
+                    "a PEM certificate is not closed".into(),
+                ));
+            };
+            let block = &rest[start..start + end + END.len()];
+            let certificate = Certificate::from_pem(block).map_err(|e| {
+                TokenError::Malformed(format!("a trusted root is not a certificate: {e}"))
+            })?;
+            certificates.push(certificate);
+            rest = &rest[start + end + END.len()..];
+        }
         Ok(Self { certificates })
     }
 
