@@ -114,7 +114,7 @@ fn openssl_tsa(dir: &Path) {
          [tsa]\ndefault_tsa = tsa_config\n\
          [tsa_config]\ndir = {}\nserial = $dir/tsaserial\ncrypto_device = builtin\n\
          signer_digest = sha256\ndefault_policy = 1.2.3.4.1\ndigests = sha256\n\
-         accuracy = secs:1\ness_cert_id_alg = sha256\n",
+         accuracy = secs:1\nclock_precision_digits = 3\ness_cert_id_alg = sha256\n",
         dir.display()
     );
     std::fs::write(dir.join("openssl.cnf"), config).unwrap();

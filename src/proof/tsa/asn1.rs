@@ -171,3 +171,76 @@ pub fn verify_certificate_signature(
         certificate.signature.raw_bytes(),
     )
 }
+
+/// TSTInfo as `x509_tsp::TstInfo` has it, but with a [`GenTime`], so tokens whose genTime
+/// carries fractions of a second (as RFC 3161 §2.4.2 allows and many TSAs write) are read.
+#[derive(Clone, Debug, Eq, PartialEq, Sequence)]
+pub struct TstInfo {
+    pub version: x509_tsp::TspVersion,
+    pub policy: ObjectIdentifier,
+    pub message_imprint: x509_tsp::MessageImprint,
+    pub serial_number: der::asn1::Int,
+    pub gen_time: GenTime,
+    #[asn1(optional = "true")]
+    pub accuracy: Option<x509_tsp::Accuracy>,
+    #[asn1(default = "Default::default")]
+    pub ordering: bool,
+    #[asn1(optional = "true")]
+    pub nonce: Option<der::asn1::Int>,
+    #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+    pub tsa: Option<x509_cert::ext::pkix::name::GeneralName>,
+    #[asn1(context_specific = "1", tag_mode = "IMPLICIT", optional = "true")]
+    pub extensions: Option<x509_cert::ext::Extensions>,
+}
+
+/// A GeneralizedTime `YYYYMMDDhhmmss[.f…]Z`: der's own type refuses the fraction RFC 3161
+/// allows in genTime. Keeps the value's bytes as read, to encode them back unchanged.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct GenTime {
+    text: String,
+    since_epoch: std::time::Duration,
+}
+
+impl GenTime {
+    /// Time since the Unix epoch, to the nanosecond (finer fractions are cut).
+    pub fn since_epoch(&self) -> std::time::Duration {
+        self.since_epoch
+    }
+
+    fn parse(text: &str) -> Option<std::time::Duration> {
+        let text = text.strip_suffix('Z')?;
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.len() != 14 || !digits(whole) || !digits(fraction) {
+            return None;
+        }
+        let n = |at: usize| whole[at..at + 2].parse::<u8>().ok();
+        let year = whole[..4].parse::<u16>().ok()?;
+        let time = der::DateTime::new(year, n(4)?, n(6)?, n(8)?, n(10)?, n(12)?).ok()?;
+        let nanos: u32 = format!("{fraction:0<9}")[..9].parse().ok()?;
+        Some(time.unix_duration() + std::time::Duration::from_nanos(nanos.into()))
+    }
+}
+
+impl der::FixedTag for GenTime {
+    const TAG: der::Tag = der::Tag::GeneralizedTime;
+}
+
+impl<'a> der::DecodeValue<'a> for GenTime {
+    fn decode_value<R: der::Reader<'a>>(reader: &mut R, header: der::Header) -> der::Result<Self> {
+        let bytes = reader.read_vec(header.length)?;
+        let text = String::from_utf8(bytes).map_err(|_| der::Tag::GeneralizedTime.value_error())?;
+        let since_epoch = Self::parse(&text).ok_or(der::Tag::GeneralizedTime.value_error())?;
+        Ok(Self { text, since_epoch })
+    }
+}
+
+impl der::EncodeValue for GenTime {
+    fn value_len(&self) -> der::Result<der::Length> {
+        der::Length::try_from(self.text.len())
+    }
+
+    fn encode_value(&self, writer: &mut impl der::Writer) -> der::Result<()> {
+        writer.write(self.text.as_bytes())
+    }
+}

@@ -233,3 +233,30 @@ fn a_token_dated_outside_its_certificates_validity_is_refused() {
     assert!(matches!(err, TokenError::CertificateNotValidAt(_)), "{err}");
     assert!(err.to_string().contains("2055-01-01"), "{err}");
 }
+
+#[test]
+fn gen_times_with_fractions_of_a_second_are_read() {
+    let encoded = |text: &str| {
+        der::asn1::Any::new(der::Tag::GeneralizedTime, text.as_bytes())
+            .unwrap()
+            .to_der()
+            .unwrap()
+    };
+    let read = |text: &str| asn1::GenTime::from_der(&encoded(text)).map(|t| t.since_epoch());
+
+    let whole = read("20240102030405Z").unwrap();
+    assert_eq!(whole.as_secs(), 1_704_164_645);
+    assert_eq!(
+        read("20240102030405.25Z").unwrap() - whole,
+        std::time::Duration::from_millis(250)
+    );
+    assert!(read("20240102030405").is_err());
+    assert!(read("2024010203Z").is_err());
+    assert_eq!(
+        asn1::GenTime::from_der(&encoded("20240102030405.5Z"))
+            .unwrap()
+            .to_der()
+            .unwrap(),
+        encoded("20240102030405.5Z")
+    );
+}

@@ -11,9 +11,9 @@ use der::asn1::{ObjectIdentifier, OctetString};
 use der::{Decode, Encode};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectKeyIdentifier};
-use x509_tsp::{TimeStampResp, TstInfo};
+use x509_tsp::TimeStampResp;
 
-use super::asn1::{self, Hash, SigningCertificateV2};
+use super::asn1::{self, Hash, SigningCertificateV2, TstInfo};
 use super::{Stamp, TokenError, TrustRoots, certificates_pem};
 
 /// How many certificates above the signer a chain may have before it is given up on.
@@ -111,7 +111,7 @@ pub fn verify_token(
     let signer = find_signer(&certificates, &info.sid)?;
     check_signer_info(info, signer, &parsed.content)?;
     check_timestamping(signer)?;
-    let gen_time = parsed.tst_info.gen_time.to_unix_duration();
+    let gen_time = parsed.tst_info.gen_time.since_epoch();
     check_valid_at(signer, gen_time)?;
     let roots = roots.filter(|r| !r.is_empty());
     if let Some(roots) = roots {
