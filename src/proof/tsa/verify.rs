@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use cmpv2::status::PkiStatus;
 use cms::cert::CertificateChoices;
 use cms::signed_data::{SignedData, SignerIdentifier, SignerInfo};
 use der::asn1::{ObjectIdentifier, OctetString};
@@ -34,13 +35,17 @@ impl Token {
     fn parse(der: &[u8]) -> Result<Self, TokenError> {
         let response = TimeStampResp::from_der(der).map_err(malformed("not a TimeStampResp"))?;
         let status = response.status.status;
-        let Some(content_info) = response.time_stamp_token else {
+        if !matches!(status, PkiStatus::Accepted | PkiStatus::GrantedWithMods) {
             let text = response.status.status_string.iter().flatten();
-            let text: Vec<String> = text.map(|t| t.as_str().to_string()).collect();
             return Err(TokenError::NotGranted {
                 status: format!("{status:?}"),
-                text: text.iter().map(|t| format!(": {t}")).collect(),
+                text: text.map(|t| format!(": {}", t.as_str())).collect(),
             });
+        }
+        let Some(content_info) = response.time_stamp_token else {
+            return Err(TokenError::Malformed(
+                "a granted response without a token".into(),
+            ));
         };
         if content_info.content_type != asn1::ID_SIGNED_DATA {
             return Err(TokenError::Malformed(format!(
