@@ -12,5 +12,6 @@ pub mod keys;
 pub mod log;
 pub mod merkle;
 pub mod prover;
+pub mod tsa;
 
 pub use prover::{ProofReport, Prover};

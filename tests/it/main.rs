@@ -60,6 +60,7 @@ mod serve;
 mod serve_accounts;
 mod store_faults;
 mod sync;
+mod tsa;
 mod ui_accounts;
 mod ui_browser;
 mod ui_security;
