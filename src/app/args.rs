@@ -133,7 +133,20 @@ pub fn prover(args: &ProofArgs) -> Result<crate::proof::Prover, ConfigError> {
         .map(crate::proof::keys::SigningKey::read_file)
         .transpose()
         .map_err(|e| ConfigError(e.to_string()))?;
-    Ok(crate::proof::Prover::new(signer))
+    let stamper = if args.tsa_url.is_empty() {
+        None
+    } else {
+        let roots = args
+            .tsa_trust
+            .as_deref()
+            .map(crate::proof::tsa::TrustRoots::from_pem_file)
+            .transpose()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let stamper = crate::proof::stamp::Stamper::new(args.tsa_url.clone(), roots)
+            .map_err(|e| ConfigError(format!("the time-stamping client: {e}")))?;
+        Some(stamper)
+    };
+    Ok(crate::proof::Prover::new(signer).with_stamper(stamper))
 }
 
 pub fn run_options(

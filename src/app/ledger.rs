@@ -146,15 +146,19 @@ async fn rebuild_account(
     let logged = crate::proof::Prover::default()
         .after_manifests(&scope.ledger, &store, chrono::Utc::now())
         .await;
+    let tokens = crate::proof::stamp::adopt_tokens(&scope.ledger, &store, chrono::Utc::now())
+        .await
+        .context("taking the store's time-stamp tokens into the ledger")?;
     if json {
         let mut shown = with_account(&report, scope.name());
         shown["log"] = serde_json::to_value(&logged)?;
+        shown["log"]["tokens_from_store"] = tokens.into();
         println!("{shown}");
     } else {
         println!("account {}:", scope.name());
         print_rebuild(&report);
         println!(
-            "log: {} manifest(s) logged, their checkpoints read from the store{}",
+            "log: {} manifest(s) logged, their checkpoints and {tokens} time-stamp token(s) read from the store{}",
             logged.logged.len(),
             logged
                 .problems

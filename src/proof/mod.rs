@@ -12,6 +12,7 @@ pub mod keys;
 pub mod log;
 pub mod merkle;
 pub mod prover;
+pub mod stamp;
 pub mod tsa;
 
 pub use prover::{ProofReport, Prover};

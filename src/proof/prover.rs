@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::keys::SigningKey;
 use super::log::{Logged, extend};
+use super::stamp::{Stamper, stamp_pending};
 use crate::ledger::Ledger;
 use crate::store::Store;
 
@@ -18,12 +19,17 @@ use crate::store::Store;
 #[derive(Clone, Default)]
 pub struct Prover {
     signer: Option<Arc<SigningKey>>,
+    stamper: Option<Arc<Stamper>>,
 }
 
 impl std::fmt::Debug for Prover {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prover")
             .field("signer", &self.signer.as_ref().map(|k| k.name()))
+            .field(
+                "tsa",
+                &self.stamper.as_ref().map(|s| s.urls().len()).unwrap_or(0),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -50,7 +56,18 @@ impl Prover {
     pub fn new(signer: Option<SigningKey>) -> Self {
         Self {
             signer: signer.map(Arc::new),
+            stamper: None,
         }
+    }
+
+    /// Also dates every checkpoint with these authorities.
+    pub fn with_stamper(mut self, stamper: Option<Stamper>) -> Self {
+        self.stamper = stamper.map(Arc::new);
+        self
+    }
+
+    pub fn stamper(&self) -> Option<&Stamper> {
+        self.stamper.as_deref()
     }
 
     pub fn signer(&self) -> Option<&SigningKey> {
@@ -70,6 +87,15 @@ impl Prover {
             Err(e) => {
                 tracing::warn!(error = %e, "the Merkle log was not extended; the next pass tries again");
                 report.problems.push(e.to_string());
+            }
+        }
+        if let Some(stamper) = self.stamper() {
+            match stamp_pending(ledger, store, stamper, now).await {
+                Ok(stamped) => {
+                    report.stamped = stamped.tokens;
+                    report.problems.extend(stamped.problems);
+                }
+                Err(e) => report.problems.push(e.to_string()),
             }
         }
         report

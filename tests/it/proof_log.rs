@@ -251,3 +251,110 @@ async fn an_altered_manifest_is_not_logged_and_an_unsigned_checkpoint_is_counted
             .is_empty()
     );
 }
+
+/// A test authority served on loopback; its URL.
+async fn serve_tsa(authority: std::sync::Arc<callvault::proof::tsa::Authority>) -> url::Url {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, authority.router()).await });
+    url.parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_tsa_that_is_down_or_wrong_never_holds_up_archiving_and_stamps_later() {
+    use callvault::proof::stamp::{Stamper, imprint};
+    use callvault::proof::tsa::{Authority, Fault, verify_token};
+    let world = World::new().await;
+    let store = &world.store;
+    let authority = std::sync::Arc::new(Authority::generate("test TSA"));
+    let url = serve_tsa(authority.clone()).await;
+    let stamper = Stamper::new(vec![url.clone()], Some(authority.trust_roots())).unwrap();
+    let mut deps = world.deps();
+    deps.prover = Prover::new(None).with_stamper(Some(stamper));
+
+    // Down: the pass archives and logs all the same; the checkpoint waits, counted.
+    authority.set_fault(Some(Fault::Down));
+    world.import_call("t-1", "t-1.wav", 1000).await;
+    let down = run_pass(&deps, &world.options()).await.unwrap();
+    assert_eq!((down.report.archived, down.exit_code()), (1, 0));
+    assert_eq!(down.report.proof.logged.len(), 1);
+    assert_eq!(down.report.proof.stamped, 0);
+    assert!(!down.report.proof.problems.is_empty());
+    let figures = world.ledger.proof_figures().await.unwrap();
+    assert_eq!(figures.unstamped, 1);
+    assert!(figures.oldest_unstamped_at.is_some());
+
+    // A token for another imprint is refused (and logged), not kept.
+    authority.set_fault(Some(Fault::OtherImprint));
+    world.import_call("t-2", "t-2.wav", 1100).await;
+    let wrong = run_pass(&deps, &world.options()).await.unwrap();
+    assert_eq!((wrong.report.archived, wrong.report.proof.stamped), (1, 0));
+    assert!(
+        wrong
+            .report
+            .proof
+            .problems
+            .iter()
+            .any(|p| p.contains("another imprint")),
+        "{:?}",
+        wrong.report.proof.problems
+    );
+    assert!(
+        bytes_of(store, &format!("{}.tsr", store.checkpoint_key(1)))
+            .await
+            .is_none()
+    );
+
+    // Up again: the next pass stamps both checkpoints, tokens beside them and in the ledger.
+    authority.set_fault(None);
+    let up = run_pass(&deps, &world.options()).await.unwrap();
+    assert_eq!(up.report.proof.stamped, 2, "{:?}", up.report.proof);
+    for seq in 1..=2 {
+        let key = store.checkpoint_key(seq);
+        let text = String::from_utf8(bytes_of(store, &key).await.unwrap()).unwrap();
+        let token = bytes_of(store, &format!("{key}.tsr"))
+            .await
+            .expect("token beside it");
+        let roots = authority.trust_roots();
+        verify_token(&token, &imprint(&text), None, Some(&roots)).unwrap();
+    }
+    let figures = world.ledger.proof_figures().await.unwrap();
+    assert_eq!(figures.unstamped, 0);
+    assert_eq!(world.ledger.stamps().await.unwrap().len(), 2);
+
+    // A ledger rebuilt from the bucket takes the checkpoints and tokens back as they are.
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Ledger::open(&format!("sqlite://{}", dir.path().join("l.db").display()))
+        .await
+        .unwrap();
+    let options = callvault::rebuild::RebuildOptions {
+        merge: false,
+        concurrency: 4,
+        foreign_prefixes: Vec::new(),
+    };
+    callvault::rebuild::rebuild_from_store(store, &fresh, &options)
+        .await
+        .unwrap();
+    Prover::default()
+        .after_manifests(&fresh, store, chrono::Utc::now())
+        .await;
+    let adopted = callvault::proof::stamp::adopt_tokens(&fresh, store, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(adopted, 2);
+    let texts = |rows: Vec<callvault::ledger::CheckpointRow>| {
+        rows.into_iter()
+            .map(|r| (r.seq, r.size, r.root, r.text))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        texts(fresh.checkpoints().await.unwrap()),
+        texts(world.ledger.checkpoints().await.unwrap())
+    );
+    let wanted = Wanted::Inclusion { index: 0, size: 2 };
+    assert_eq!(
+        proof(&fresh, wanted).await,
+        proof(&world.ledger, wanted).await
+    );
+    assert_eq!(fresh.proof_figures().await.unwrap().unstamped, 0);
+}
