@@ -247,6 +247,13 @@ impl Store {
     }
 }
 
+/// The checkpoint beside the manifest at `manifest_key` (`….jsonl` → `….checkpoint`), wherever
+/// that manifest is (a chain renamed into another prefix keeps its older ones where they were).
+pub fn checkpoint_key_for(manifest_key: &str) -> String {
+    let stem = manifest_key.strip_suffix(".jsonl").unwrap_or(manifest_key);
+    format!("{stem}.checkpoint")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,9 +278,3 @@ mod tests {
     }
 }
 
-/// The checkpoint beside the manifest at `manifest_key` (`….jsonl` → `….checkpoint`), wherever
-/// that manifest is (a chain renamed into another prefix keeps its older ones where they were).
-pub fn checkpoint_key_for(manifest_key: &str) -> String {
-    let stem = manifest_key.strip_suffix(".jsonl").unwrap_or(manifest_key);
-    format!("{stem}.checkpoint")
-}
