@@ -277,4 +277,3 @@ mod tests {
         assert_eq!(store.manifest_seq("manifests/0000000007.jsonl"), None);
     }
 }
-
