@@ -124,11 +124,12 @@ async fn check_chain(ledger: &Ledger, store: &Store, args: &VerifyArgs) -> anyho
             println!("note: {note}");
         }
         println!(
-            "merkle log: {} line(s), {} checkpoint(s) checked ({} signed, {} unsigned), {} problem(s)",
+            "merkle log: {} line(s), {} checkpoint(s) checked ({} signed, {} unsigned), {} time-stamp token(s) checked, {} problem(s)",
             log.leaves,
             log.checkpoints_checked,
             log.signed,
             log.unsigned,
+            log.tokens,
             log.problems.len()
         );
     }

@@ -23,6 +23,8 @@ pub struct LogReport {
     pub checkpoints_checked: u64,
     pub signed: u64,
     pub unsigned: u64,
+    /// Time-stamp tokens found beside the checkpoints, each checked (imprint, signature).
+    pub tokens: u64,
     pub public_keys: Vec<String>,
     pub notes: Vec<String>,
     pub problems: Vec<String>,
@@ -46,9 +48,13 @@ pub async fn check_log(ledger: &Ledger, store: &Store) -> Result<LogReport, Chec
         .into_iter()
         .map(|r| (r.seq, r))
         .collect();
-    let mut manifests: BTreeMap<i64, String> = store
-        .list(store.manifests_prefix())
-        .await?
+    let listed = store.list(store.manifests_prefix()).await?;
+    let tokens: Vec<String> = listed
+        .iter()
+        .filter(|l| l.key.ends_with(".tsr"))
+        .map(|l| l.key.clone())
+        .collect();
+    let mut manifests: BTreeMap<i64, String> = listed
         .into_iter()
         .filter_map(|l| store.manifest_seq(&l.key).map(|seq| (seq, l.key)))
         .collect();
@@ -72,6 +78,7 @@ pub async fn check_log(ledger: &Ledger, store: &Store) -> Result<LogReport, Chec
             row: rows.get(seq),
         };
         check_one(store, ledger, &at, &range, &keys, &mut report).await?;
+        check_tokens(store, &at.key, &tokens, &mut report).await?;
     }
     report.leaves = range.size();
     for seq in rows.keys().filter(|s| !manifests.contains_key(s)) {
@@ -132,6 +139,32 @@ async fn append_manifest(
         }
     }
     Ok(lines.finish().is_none())
+}
+
+/// Checks the tokens beside a checkpoint: each must stamp the checkpoint's bytes and carry
+/// a valid signature (whose authority it trusts is the reader's choice: `export verify
+/// --tsa-roots`).
+async fn check_tokens(
+    store: &Store,
+    checkpoint_key: &str,
+    tokens: &[String],
+    report: &mut LogReport,
+) -> Result<(), CheckError> {
+    let Some(text) = read_text(store, checkpoint_key).await? else {
+        return Ok(());
+    };
+    let imprint = super::stamp::imprint(&text);
+    let prefix = format!("{checkpoint_key}.");
+    for key in tokens.iter().filter(|k| k.starts_with(&prefix)) {
+        let Some(token) = super::log::read_bytes(store, key).await? else {
+            continue;
+        };
+        report.tokens += 1;
+        if let Err(e) = super::tsa::verify_token(&token, &imprint, None, None) {
+            report.problems.push(format!("{key}: {e}"));
+        }
+    }
+    Ok(())
 }
 
 /// A manifest's checkpoint: where it is, and what the ledger recorded of it.

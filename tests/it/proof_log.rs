@@ -357,4 +357,23 @@ async fn a_tsa_that_is_down_or_wrong_never_holds_up_archiving_and_stamps_later()
         proof(&world.ledger, wanted).await
     );
     assert_eq!(fresh.proof_figures().await.unwrap().unstamped, 0);
+    let checked = callvault::proof::check::check_log(&fresh, store)
+        .await
+        .unwrap();
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+    assert_eq!(checked.tokens, 2);
+    // A token swapped for one over the other checkpoint is named.
+    let one = bytes_of(store, &format!("{}.tsr", store.checkpoint_key(1)))
+        .await
+        .unwrap();
+    put(store, &format!("{}.tsr", store.checkpoint_key(2)), one).await;
+    let checked = callvault::proof::check::check_log(&fresh, store)
+        .await
+        .unwrap();
+    assert_eq!(checked.problems.len(), 1, "{:?}", checked.problems);
+    assert!(
+        checked.problems[0].contains("0000000002.checkpoint.tsr"),
+        "{:?}",
+        checked.problems
+    );
 }
