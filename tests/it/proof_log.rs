@@ -377,3 +377,68 @@ async fn a_tsa_that_is_down_or_wrong_never_holds_up_archiving_and_stamps_later()
         checked.problems
     );
 }
+
+#[tokio::test]
+async fn the_command_line_signs_and_stamps_with_a_key_of_its_own() {
+    use crate::cli::{assert_exit, callvault, import_samples, output};
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new().await;
+    let key = world.dir.path().join("log.key");
+    let key_arg = key.to_str().unwrap();
+    let generated = output(callvault(
+        &world,
+        &["keys", "generate", "--out", key_arg, "--name", "ops-log"],
+    ))
+    .await;
+    assert_exit(&generated, 0);
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Never over an existing key.
+    assert_exit(
+        &output(callvault(&world, &["keys", "generate", "--out", key_arg])).await,
+        2,
+    );
+    let public =
+        callvault::proof::keys::VerifierKey::read_file(&key.with_extension("key.pub")).unwrap();
+    let roots = world.dir.path().join("tsa.pem");
+    std::fs::write(&roots, world.sim.tsa().root_pem()).unwrap();
+
+    import_samples(&world, 3).await;
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--json", "--signing-key-file", key_arg, "--tsa-url"];
+        let tsa = world.sim.tsa_url();
+        let roots = roots.to_str().unwrap().to_owned();
+        args.push(Box::leak(tsa.into_boxed_str()));
+        args.extend(["--tsa-trust", Box::leak(roots.into_boxed_str())]);
+        args.extend_from_slice(extra);
+        callvault(&world, &args)
+    };
+    let ran = output(run(&[])).await;
+    assert_exit(&ran, 0);
+    let report: serde_json::Value = serde_json::from_slice(&ran.stdout).unwrap();
+    assert_eq!(report["proof"]["logged"][0]["signed"], true, "{report}");
+    assert_eq!(report["proof"]["stamped"], 1, "{report}");
+    let store = &world.store;
+    let cp = checkpoint_at(store, 1).await;
+    cp.verify(&public).unwrap();
+    // `status` and `verify --manifests` see the log.
+    let status = output(callvault(&world, &["status"])).await;
+    assert!(
+        String::from_utf8_lossy(&status.stdout)
+            .contains("1 checkpoint(s); 0 unsigned; 0 without a time-stamp"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let verified = output(callvault(&world, &["verify", "--manifests"])).await;
+    assert_exit(&verified, 0);
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        said.contains("(1 signed, 0 unsigned), 1 time-stamp token(s) checked, 0 problem(s)"),
+        "{said}"
+    );
+    // A key file others can read is refused before anything is done.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let refused = output(run(&[])).await;
+    assert_exit(&refused, 2);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("chmod 600"));
+}
