@@ -10,3 +10,4 @@ pub mod checkpoint;
 pub mod keys;
 pub mod log;
 pub mod merkle;
+pub mod tsa;
