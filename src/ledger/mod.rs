@@ -67,9 +67,7 @@ pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
 pub use holds::{
     CallFacts, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold, Released, Tombstone,
 };
-pub use log::{
-    CheckpointRow, NewCheckpoint, ProofFigures, ProofLog, StampRow, UnloggedManifest,
-};
+pub use log::{CheckpointRow, NewCheckpoint, ProofFigures, ProofLog, StampRow, UnloggedManifest};
 pub use manifests::{
     ArchivedEntry, ChainClaim, ManifestClaim, ManifestKeyFn, ManifestLink, ManifestRow, Manifests,
 };
