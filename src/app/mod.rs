@@ -6,6 +6,7 @@ mod accounts;
 mod args;
 mod audit;
 mod demo;
+pub mod export_verify;
 mod groups;
 mod import;
 mod keys;

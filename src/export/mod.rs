@@ -3,3 +3,4 @@
 //! `docs/proof-format.md`).
 
 pub mod format;
+pub mod verify;
