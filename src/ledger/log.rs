@@ -375,7 +375,9 @@ impl<D: Db> ProofLog for D {
             )
             .await?;
         Ok(ProofFigures {
-            leaves: row.opt_int("leaves")?.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+            leaves: row
+                .opt_int("leaves")?
+                .map_or(0, |n| u64::try_from(n).unwrap_or(0)),
             checkpoints: row.count("checkpoints")?,
             unsigned: row.count("unsigned")?,
             unstamped: unstamped.count("n")?,

@@ -32,6 +32,7 @@ mod accounts;
 mod audit;
 mod claims;
 mod copy;
+mod export;
 mod holds;
 mod log;
 mod manifests;
@@ -64,12 +65,11 @@ pub use claims::{
     lease_lost_message, sort_claims,
 };
 pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
+pub use export::{ExportCall, ExportFacts, HoldEvent};
 pub use holds::{
     CallFacts, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold, Released, Tombstone,
 };
-pub use log::{
-    CheckpointRow, NewCheckpoint, ProofFigures, ProofLog, StampRow, UnloggedManifest,
-};
+pub use log::{CheckpointRow, NewCheckpoint, ProofFigures, ProofLog, StampRow, UnloggedManifest};
 pub use manifests::{
     ArchivedEntry, ChainClaim, ManifestClaim, ManifestKeyFn, ManifestLink, ManifestRow, Manifests,
 };
@@ -244,6 +244,7 @@ pub trait Backend:
     + Holds
     + AccountRows
     + ProofLog
+    + ExportFacts
     + fmt::Debug
 {
 }
@@ -264,6 +265,7 @@ impl<T> Backend for T where
         + Sessions
         + AccountRows
         + ProofLog
+        + ExportFacts
         + fmt::Debug
 {
 }

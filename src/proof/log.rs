@@ -55,7 +55,9 @@ pub enum LogError {
         expected: String,
         found: String,
     },
-    #[error("manifest {0} is missing from the store: it cannot be logged (run `callvault verify --manifests`)")]
+    #[error(
+        "manifest {0} is missing from the store: it cannot be logged (run `callvault verify --manifests`)"
+    )]
     ManifestMissing(String),
     #[error("manifest {key}: {why}")]
     BadManifest { key: String, why: String },
@@ -258,9 +260,14 @@ async fn settle_checkpoint(
         return Ok(existing);
     }
     let text = checkpoint.to_note(signer);
-    put_bytes(store, key, text.clone().into_bytes(), CHECKPOINT_CONTENT_TYPE)
-        .await
-        .map_err(store_err)?;
+    put_bytes(
+        store,
+        key,
+        text.clone().into_bytes(),
+        CHECKPOINT_CONTENT_TYPE,
+    )
+    .await
+    .map_err(store_err)?;
     Ok(text)
 }
 
