@@ -67,6 +67,37 @@ async fn chosen(
     }
 }
 
+/// The calls the log can prove, the lines that prove them, and how many were left out.
+struct Provable {
+    calls: Vec<(ExportCall, Option<Tombstone>)>,
+    wanted: WantedLines,
+    left_out: u64,
+}
+
+async fn classify(
+    ledger: &crate::ledger::Ledger,
+    uuids: &[CallUuid],
+    checkpoints: &BTreeMap<i64, CheckpointRow>,
+) -> Result<Provable, ExportError> {
+    let mut chosen = Provable {
+        calls: Vec::new(),
+        wanted: WantedLines::new(),
+        left_out: 0,
+    };
+    for call in ledger.export_calls(uuids).await? {
+        let Some((lines, tombstone)) = provable(ledger, &call, checkpoints).await? else {
+            chosen.left_out += 1;
+            continue;
+        };
+        for (seq, kind) in lines {
+            let calls = chosen.wanted.entry(seq).or_default();
+            calls.push((call.uuid.clone(), kind));
+        }
+        chosen.calls.push((call, tombstone));
+    }
+    Ok(chosen)
+}
+
 pub async fn gather(
     request: &ExportRequest,
     source: &AccountSource,
@@ -80,32 +111,15 @@ pub async fn gather(
         .into_iter()
         .map(|c| (c.seq, c))
         .collect();
-    let mut calls = Vec::new();
-    let mut wanted = WantedLines::new();
-    let mut left_out = 0;
-    for call in ledger.export_calls(&uuids).await? {
-        match provable(ledger, &call, &checkpoints).await? {
-            Some((lines, tombstone)) => {
-                for (seq, kind) in lines {
-                    wanted
-                        .entry(seq)
-                        .or_default()
-                        .push((call.uuid.clone(), kind));
-                }
-                calls.push((call, tombstone));
-            }
-            None => left_out += 1,
-        }
-    }
-    let mut leaves = proofs::leaves(ledger, &source.store, &account, &checkpoints, &wanted).await?;
-    let kept: Vec<CallUuid> = calls.iter().map(|(c, _)| c.uuid.clone()).collect();
-    let mut holds: HashMap<CallUuid, Vec<HoldEvent>> = HashMap::new();
-    for event in ledger.hold_events(&kept).await? {
-        holds
-            .entry(event.call_uuid.clone())
-            .or_default()
-            .push(event);
-    }
+    let chosen = classify(ledger, &uuids, &checkpoints).await?;
+    let leaves = proofs::leaves(
+        ledger,
+        &source.store,
+        &account,
+        &checkpoints,
+        &chosen.wanted,
+    );
+    let leaves = leaves.await?;
     let (object_lock, mut notes) = match source.store.object_lock_enabled().await {
         Ok(v) => (v, Vec::new()),
         Err(e) => (
@@ -115,6 +129,42 @@ pub async fn gather(
             )],
         ),
     };
+    let exported = describe(source, chosen.calls, leaves, object_lock).await?;
+    if chosen.left_out > 0 {
+        notes.push(format!(
+            "account {account}: {} chosen call(s) left out: not archived, or not yet in a manifest the log holds (a later `callvault run` logs them)",
+            chosen.left_out
+        ));
+    }
+    let mut part = AccountPart {
+        account,
+        calls: exported,
+        files: Vec::new(),
+        consistency: Vec::new(),
+        object_lock,
+        store: source.store.description().to_owned(),
+        left_out: chosen.left_out,
+        notes,
+    };
+    if !part.calls.is_empty() {
+        checkpoints_part(source, &mut part, &checkpoints).await?;
+    }
+    Ok(part)
+}
+
+/// Each call with its leaves, holds and object, by first leaf index.
+async fn describe(
+    source: &AccountSource,
+    calls: Vec<(ExportCall, Option<Tombstone>)>,
+    mut leaves: HashMap<CallUuid, Vec<Leaf>>,
+    object_lock: Option<bool>,
+) -> Result<Vec<ExportedCall>, ExportError> {
+    let kept: Vec<CallUuid> = calls.iter().map(|(c, _)| c.uuid.clone()).collect();
+    let mut holds: HashMap<CallUuid, Vec<HoldEvent>> = HashMap::new();
+    for event in source.ledger.hold_events(&kept).await? {
+        let of_call = holds.entry(event.call_uuid.clone()).or_default();
+        of_call.push(event);
+    }
     let mut exported = Vec::with_capacity(calls.len());
     for (call, tombstone) in calls {
         let object = object_facts(&source.store, &call, object_lock).await?;
@@ -127,38 +177,32 @@ pub async fn gather(
         });
     }
     exported.sort_by_key(|c| c.leaves.first().map_or(u64::MAX, |l| l.index));
-    if left_out > 0 {
-        notes.push(format!(
-            "account {account}: {left_out} chosen call(s) left out: not archived, or not yet in a manifest the log holds (a later `callvault run` logs them)"
-        ));
-    }
-    let concerned: BTreeSet<i64> = exported
+    Ok(exported)
+}
+
+/// The checkpoints concerned (and the newest), their consistency proofs, tokens and keys.
+async fn checkpoints_part(
+    source: &AccountSource,
+    part: &mut AccountPart,
+    checkpoints: &BTreeMap<i64, CheckpointRow>,
+) -> Result<(), ExportError> {
+    let Some(newest) = checkpoints.values().next_back() else {
+        return Ok(());
+    };
+    let concerned: BTreeSet<i64> = part
+        .calls
         .iter()
         .flat_map(|c| c.leaves.iter().map(|l| l.manifest.seq))
         .collect();
-    let mut part = AccountPart {
-        account,
-        calls: exported,
-        files: Vec::new(),
-        consistency: Vec::new(),
-        object_lock,
-        store: source.store.description().to_owned(),
-        left_out,
-        notes,
-    };
-    if let Some(newest) = checkpoints.values().next_back() {
-        let rows: Vec<&CheckpointRow> = concerned
-            .iter()
-            .filter_map(|s| checkpoints.get(s))
-            .collect();
-        part.consistency = proofs::consistency(ledger, &part.account, &rows, newest).await?;
-        let mut with_newest = rows;
-        if !concerned.contains(&newest.seq) {
-            with_newest.push(newest);
-        }
-        checkpoint_files(source, &mut part, &with_newest).await?;
+    let mut rows: Vec<&CheckpointRow> = concerned
+        .iter()
+        .filter_map(|s| checkpoints.get(s))
+        .collect();
+    part.consistency = proofs::consistency(&source.ledger, &part.account, &rows, newest).await?;
+    if !concerned.contains(&newest.seq) {
+        rows.push(newest);
     }
-    Ok(part)
+    checkpoint_files(source, part, &rows).await
 }
 
 /// The manifest lines that prove `call` (seq and kind), and its tombstone; `None` when the

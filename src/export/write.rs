@@ -231,14 +231,32 @@ pub async fn export(
         parts.push(gather(request, source).await?);
     }
     parts.sort_by(|a, b| a.account.cmp(&b.account));
+    let (left_out, notes): (u64, Vec<String>) = (
+        parts.iter().map(|p| p.left_out).sum(),
+        parts.iter().flat_map(|p| p.notes.clone()).collect(),
+    );
+    parts.retain(|p| !p.calls.is_empty());
+    if parts.is_empty() {
+        return Err(ExportError::Config(format!(
+            "no call the archive can prove matches the choice ({left_out} matching call(s) not archived or not yet logged): nothing exported"
+        )));
+    }
     log_export(request, accounts, &parts).await?;
     let mut bundle = Bundle {
         sink: open_sink(&request.out)?,
         sums: Vec::new(),
         bytes: 0,
     };
-    match write_all(request, accounts, &parts, &mut bundle).await {
-        Ok(mut report) => {
+    let mut report = ExportReport {
+        out: request.out.clone(),
+        calls: parts.iter().map(|p| p.calls.len() as u64).sum(),
+        accounts: parts.iter().map(|p| p.account.clone()).collect(),
+        left_out,
+        notes,
+        ..ExportReport::default()
+    };
+    match write_all(request, accounts, &parts, &mut report, &mut bundle).await {
+        Ok(()) => {
             if let Err(e) = finish(request, &mut bundle).await {
                 bundle.sink.abandon().await;
                 return Err(e);
@@ -280,16 +298,9 @@ async fn write_all(
     request: &ExportRequest,
     accounts: &[AccountSource],
     parts: &[AccountPart],
+    report: &mut ExportReport,
     bundle: &mut Bundle,
-) -> Result<ExportReport, ExportError> {
-    let mut report = ExportReport {
-        out: request.out.clone(),
-        calls: parts.iter().map(|p| p.calls.len() as u64).sum(),
-        accounts: parts.iter().map(|p| p.account.clone()).collect(),
-        left_out: parts.iter().map(|p| p.left_out).sum(),
-        notes: parts.iter().flat_map(|p| p.notes.clone()).collect(),
-        ..ExportReport::default()
-    };
+) -> Result<(), ExportError> {
     report.recordings = super::files::recordings(request, accounts, parts, bundle).await?;
     super::files::proofs(parts, bundle).await?;
     super::files::audit(accounts, parts, bundle).await?;
@@ -314,10 +325,7 @@ async fn write_all(
     let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
     bundle.put(super::format::BUNDLE_JSON, json).await?;
     let readme = super::readme::text(&info, request.signer.as_ref());
-    bundle
-        .put(super::format::README, readme.into_bytes())
-        .await?;
-    Ok(report)
+    bundle.put(super::format::README, readme.into_bytes()).await
 }
 
 /// `SHA256SUMS`, its signature with the export's key, and its time-stamp (when the hook
