@@ -54,7 +54,7 @@ pub async fn recordings(
             let path = recording_path(&part.account, &object.key);
             let (size, sha256) = bundle.put_stream(&path, object.size, body).await?;
             if size != object.size || sha256 != object.sha256 {
-                return Err(ExportError::Mismatch {
+                return Err(ExportError::Mismatch(Box::new(super::write::Mismatch {
                     account: part.account.clone(),
                     uuid: call.call.uuid.to_string(),
                     key: object.key.clone(),
@@ -62,7 +62,7 @@ pub async fn recordings(
                     expected_size: object.size,
                     found: sha256,
                     found_size: size,
-                });
+                })));
             }
             count += 1;
         }

@@ -31,7 +31,7 @@ pub enum ExportError {
     Store {
         key: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("writing {path}: {source}")]
     Output {
@@ -45,18 +45,8 @@ pub enum ExportError {
     OutExists(PathBuf),
     #[error("{0:?} cannot be a path in a bundle")]
     BadPath(String),
-    #[error(
-        "the recording of call {uuid} (account {account}, {key}) is not the one archived: SHA-256 {found} ({found_size} bytes), archived {expected} ({expected_size} bytes); nothing was exported (run `callvault verify`)"
-    )]
-    Mismatch {
-        account: String,
-        uuid: String,
-        key: String,
-        expected: String,
-        expected_size: u64,
-        found: String,
-        found_size: u64,
-    },
+    #[error(transparent)]
+    Mismatch(Box<Mismatch>),
     #[error(
         "the recording of call {uuid} (account {account}, {key}) is missing from the store; nothing was exported (run `callvault verify`)"
     )]
@@ -73,11 +63,26 @@ pub enum ExportError {
     Config(String),
 }
 
+/// A recording that is not the one archived.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the recording of call {uuid} (account {account}, {key}) is not the one archived: SHA-256 {found} ({found_size} bytes), archived {expected} ({expected_size} bytes); nothing was exported (run `callvault verify`)"
+)]
+pub struct Mismatch {
+    pub account: String,
+    pub uuid: String,
+    pub key: String,
+    pub expected: String,
+    pub expected_size: u64,
+    pub found: String,
+    pub found_size: u64,
+}
+
 impl ExportError {
     pub fn store(key: &str, source: StoreError) -> Self {
         Self::Store {
             key: key.to_owned(),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -88,10 +93,8 @@ impl ExportError {
             Self::OutExists(_) | Self::Key(_) | Self::Config(_) | Self::BadPath(_)
         ) || matches!(
             self,
-            Self::Store {
-                source: StoreError::Config(_) | StoreError::Refused { .. },
-                ..
-            }
+            Self::Store { source, .. }
+                if matches!(**source, StoreError::Config(_) | StoreError::Refused { .. })
         )
     }
 }
