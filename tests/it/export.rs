@@ -43,10 +43,12 @@ fn checkpoint(root: &Path, path: &str) -> SignedCheckpoint {
 async fn archived_world(kind: BackendKind) -> (World, SigningKey, std::path::PathBuf) {
     let world = World::with_backend(kind).await;
     import_samples(&world, CALLS).await;
-    assert_exit(&output(callvault(&world, &["run"])).await, 0);
     let key = SigningKey::generate("acme-log").unwrap();
     let key_file = world.dir.path().join("log.key");
     key.write_new(&key_file).unwrap();
+    let mut run = callvault(&world, &["run"]);
+    run.env("CALLVAULT_SIGNING_KEY_FILE", &key_file);
+    assert_exit(&output(run).await, 0);
     // Until the pass logs its manifests itself.
     if world.ledger.checkpoints().await.unwrap().is_empty() {
         callvault::proof::log::extend(&world.ledger, &world.store, Some(&key), chrono::Utc::now())
@@ -261,4 +263,26 @@ async fn export_bundles_check_from_their_files_alone(kind: BackendKind) {
     let no_reason = output(callvault(&world, &["export", "--out", "elsewhere"])).await;
     assert_exit(&no_reason, 2);
     assert!(!dir.join("elsewhere").exists());
+
+    // A recording altered in the store: the export fails naming the call, and leaves
+    // nothing behind.
+    let calls: Vec<CallLine> = lines(&dir.join("bundle"), format::CALLS);
+    let victim = &calls[1];
+    let key = &victim.object.as_ref().unwrap().key;
+    let mut bytes = crate::audit::bytes_of(&world.store, key).await.unwrap();
+    bytes[0] ^= 1;
+    crate::audit::put(&world.store, key, bytes).await;
+    let out = dir.join("tampered.zip");
+    let failed = output(callvault(
+        &world,
+        &export_args(out.to_str().unwrap(), "tampered", &key_file),
+    ))
+    .await;
+    assert_exit(&failed, 1);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        stderr.contains(&victim.uuid) && stderr.contains("not the one archived"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a failed export leaves no bundle");
 }
