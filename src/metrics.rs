@@ -37,6 +37,8 @@ pub struct AccountFigures {
     pub account: AccountName,
     pub status: StatusReport,
     pub syncs: Option<SyncFigures>,
+    /// The Merkle log's checkpoints (`None` where not read).
+    pub proof: Option<crate::ledger::ProofFigures>,
 }
 
 impl AccountFigures {
@@ -46,6 +48,7 @@ impl AccountFigures {
             account: ledger.account().clone(),
             status: ledger.status(Utc::now(), retention).await?,
             syncs: Some(ledger.sync_figures().await?),
+            proof: Some(ledger.proof_figures().await?),
         })
     }
 }
@@ -99,6 +102,9 @@ pub fn register_accounts(registry: &mut Registry, figures: &[AccountFigures]) {
         if let Some(syncs) = &f.syncs {
             add_syncs(&mut sheet, &f.account, syncs);
         }
+        if let Some(proof) = &f.proof {
+            add_proof(&mut sheet, &f.account, proof);
+        }
     }
     sheet.register(registry);
 }
@@ -143,6 +149,51 @@ fn add_status(sheet: &mut Sheet, account: &AccountName, status: &StatusReport) {
     if let Some(run) = &status.last_run {
         add_last_run(sheet, account, run);
     }
+}
+
+/// The Merkle log: its size, checkpoints without a signature or a time-stamp, and how long
+/// the oldest has waited for one (an authority down for long is worth an alert).
+fn add_proof(sheet: &mut Sheet, account: &AccountName, proof: &crate::ledger::ProofFigures) {
+    let plain = labels(account, &[]);
+    sheet.value(
+        "callvault_log_leaves",
+        "Manifest lines in the account's Merkle log",
+        plain.clone(),
+        proof.leaves as f64,
+    );
+    sheet.value(
+        "callvault_checkpoints",
+        "Checkpoints of the Merkle log written beside the manifests",
+        plain.clone(),
+        proof.checkpoints as f64,
+    );
+    sheet.value(
+        "callvault_checkpoints_unsigned",
+        "Checkpoints written without a signing key",
+        plain.clone(),
+        proof.unsigned as f64,
+    );
+    sheet.value(
+        "callvault_checkpoints_unstamped",
+        "Checkpoints no time-stamping authority has dated yet",
+        plain.clone(),
+        proof.unstamped as f64,
+    );
+    let age = proof
+        .oldest_unstamped_at
+        .map_or(0.0, |t| (Utc::now() - t).num_seconds().max(0) as f64);
+    sheet.value(
+        "callvault_oldest_unstamped_checkpoint_age_seconds",
+        "Age of the oldest checkpoint without a time-stamp token (0 when none)",
+        plain.clone(),
+        age,
+    );
+    sheet.value(
+        "callvault_manifests_unlogged",
+        "Written manifests not yet in the Merkle log",
+        plain,
+        proof.unlogged_manifests as f64,
+    );
 }
 
 /// What the last run's row says: when it ended, its exit code, and its summary's counts.
@@ -413,11 +464,13 @@ mod tests {
                 account: acme,
                 status,
                 syncs: None,
+                proof: None,
             },
             AccountFigures {
                 account: AccountName::parse("beta").unwrap(),
                 status: quiet,
                 syncs: None,
+                proof: None,
             },
         ]);
         for line in [

@@ -11,7 +11,7 @@
 -- Existing manifests are logged by the next pass, read back from the store, in order.
 CREATE TABLE log_nodes (
     account TEXT NOT NULL,
-    level   INTEGER NOT NULL,
+    level   BIGINT NOT NULL,
     idx     BIGINT NOT NULL,
     hash    TEXT NOT NULL,
     PRIMARY KEY (account, level, idx)

@@ -12,7 +12,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use crate::accounts::{AccountName, AccountTable};
 use crate::archive::{RetryPolicy, RunOptions, Shutdown};
-use crate::cli::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, ProofArgs, RunArgs};
 use crate::config::{CommonSettings, ConfigError, hostname, provider_tz, s3_options};
 use crate::config_file::{FileSettings, config_path};
 use crate::ledger::Slice;
@@ -123,6 +123,32 @@ pub fn common_settings(
 }
 
 /// The options of one pass, from the command line.
+/// The deployment's signing key and time-stamping authorities, from `--signing-key-file`,
+/// `--tsa-url` and `--tsa-trust`: a key file that cannot be read or that others can read is
+/// a configuration error.
+pub fn prover(args: &ProofArgs) -> Result<crate::proof::Prover, ConfigError> {
+    let signer = args
+        .signing_key_file
+        .as_deref()
+        .map(crate::proof::keys::SigningKey::read_file)
+        .transpose()
+        .map_err(|e| ConfigError(e.to_string()))?;
+    let stamper = if args.tsa_url.is_empty() {
+        None
+    } else {
+        let roots = args
+            .tsa_trust
+            .as_deref()
+            .map(crate::proof::tsa::TrustRoots::from_pem_file)
+            .transpose()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let stamper = crate::proof::stamp::Stamper::new(args.tsa_url.clone(), roots)
+            .map_err(|e| ConfigError(format!("the time-stamping client: {e}")))?;
+        Some(stamper)
+    };
+    Ok(crate::proof::Prover::new(signer).with_stamper(stamper))
+}
+
 pub fn run_options(
     args: &RunArgs,
     store_description: &str,

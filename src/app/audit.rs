@@ -113,12 +113,31 @@ async fn check_chain(ledger: &Ledger, store: &Store, args: &VerifyArgs) -> anyho
             report.unlisted_archived
         );
     }
+    let log = crate::proof::check::check_log(ledger, store)
+        .await
+        .context("checking the Merkle log")?;
+    if !args.json {
+        for problem in &log.problems {
+            println!("{problem}");
+        }
+        for note in &log.notes {
+            println!("note: {note}");
+        }
+        println!(
+            "merkle log: {} line(s), {} checkpoint(s) checked ({} signed, {} unsigned), {} problem(s)",
+            log.leaves,
+            log.checkpoints_checked,
+            log.signed,
+            log.unsigned,
+            log.problems.len()
+        );
+    }
     let checked = report.manifests_in_store;
-    let problems = report.problems.len() as u64;
+    let problems = (report.problems.len() + log.problems.len()) as u64;
     Ok((
         checked,
         problems,
-        serde_json::json!({ "manifests": report }),
+        serde_json::json!({ "manifests": report, "log": log }),
     ))
 }
 

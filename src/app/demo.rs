@@ -70,6 +70,9 @@ struct Stage {
     globex: DemoAccount,
     ledger: Ledger,
     tz: FixedOffset,
+    /// Signs every checkpoint with the demo's key and dates it with the simulator's
+    /// time-stamping authority.
+    prover: crate::proof::Prover,
 }
 
 impl Stage {
@@ -98,6 +101,23 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// The demo's signing key (written to `keys/demo-log.key`, its public half beside it) and
+/// the simulator's time-stamping authority, whose root certificate goes to `tsa-root.pem`:
+/// what an auditor is given to check the demo's checkpoints and bundle.
+fn demo_prover(dir: &std::path::Path, sim: &Simulator) -> anyhow::Result<crate::proof::Prover> {
+    use crate::proof::keys::SigningKey;
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys)?;
+    let key = SigningKey::generate("callvault-demo")?;
+    key.write_new(&keys.join("demo-log.key"))?;
+    std::fs::write(dir.join("tsa-root.pem"), sim.tsa().root_pem())?;
+    let stamper = crate::proof::stamp::Stamper::new(
+        vec![sim.tsa_url().parse()?],
+        Some(sim.tsa().trust_roots()),
+    )?;
+    Ok(crate::proof::Prover::new(Some(key)).with_stamper(Some(stamper)))
+}
+
 /// A fresh folder, the simulator with its two accounts, their sample calls and acme's
 /// faults, an empty ledger.
 async fn set_up(args: &DemoArgs) -> anyhow::Result<Stage> {
@@ -124,12 +144,14 @@ async fn set_up(args: &DemoArgs) -> anyhow::Result<Stage> {
     let account = |name: &str, provider: ProviderAccount, calls: usize, retain_for: &str| {
         demo_account(&dir, &ledger, name, provider, calls, retain_for)
     };
+    let prover = demo_prover(&dir, &sim)?;
     let stage = Stage {
         acme: account("acme", sim.default_account(), args.calls, "7y")?,
         globex: account("globex", globex, args.calls.div_ceil(2), "14d")?,
         dir,
         ledger_path,
         sim,
+        prover,
         ledger,
         tz: default_provider_tz(),
     };
@@ -381,6 +403,7 @@ fn pass_deps(
         })?,
         store: Store::open(&StoreConfig::new(account.store_url.as_str()))?,
         keys: KeyTemplate::parse(DEFAULT_TEMPLATE, stage.tz)?,
+        prover: stage.prover.clone(),
         clock: crate::clock::Clock::system(),
     })
 }
@@ -490,6 +513,16 @@ async fn compliance(stage: &Stage, store: &Store) -> anyhow::Result<()> {
     }
     for m in &listed {
         println!("erase:    manifest {} lists the erasure", m.key);
+    }
+    let proof = stage
+        .prover
+        .after_manifests(ledger, store, Utc::now())
+        .await;
+    for logged in &proof.logged {
+        println!(
+            "log:      {} (tree of {} line(s)), signed, {} time-stamp token(s) from the simulator's TSA",
+            logged.checkpoint, logged.size, proof.stamped
+        );
     }
     Ok(())
 }

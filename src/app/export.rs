@@ -63,6 +63,7 @@ fn request(common: &CommonSettings, args: &ExportArgs) -> anyhow::Result<ExportR
         .clone()
         .ok_or_else(|| ConfigError("--out must name where the bundle goes".into()))?;
     let signer = args
+        .proof
         .signing_key_file
         .as_deref()
         .map(SigningKey::read_file)

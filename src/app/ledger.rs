@@ -141,11 +141,31 @@ async fn rebuild_account(
             ));
         }
     };
+    // The Merkle log from the manifests just read, the checkpoints beside them kept as the
+    // store holds them: proofs are given from the rebuilt ledger at once.
+    let logged = crate::proof::Prover::default()
+        .after_manifests(&scope.ledger, &store, chrono::Utc::now())
+        .await;
+    let tokens = crate::proof::stamp::adopt_tokens(&scope.ledger, &store, chrono::Utc::now())
+        .await
+        .context("taking the store's time-stamp tokens into the ledger")?;
     if json {
-        println!("{}", with_account(&report, scope.name()));
+        let mut shown = with_account(&report, scope.name());
+        shown["log"] = serde_json::to_value(&logged)?;
+        shown["log"]["tokens_from_store"] = tokens.into();
+        println!("{shown}");
     } else {
         println!("account {}:", scope.name());
         print_rebuild(&report);
+        println!(
+            "log: {} manifest(s) logged, their checkpoints and {tokens} time-stamp token(s) read from the store{}",
+            logged.logged.len(),
+            logged
+                .problems
+                .iter()
+                .map(|p| format!("; {p}"))
+                .collect::<String>()
+        );
     }
     if report.consistent() {
         Ok(EXIT_OK)

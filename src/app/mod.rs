@@ -9,6 +9,7 @@ mod demo;
 mod export;
 mod groups;
 mod import;
+mod keys;
 mod ledger;
 mod progress;
 mod retention;
@@ -28,7 +29,8 @@ use secrecy::ExposeSecret;
 
 use crate::archive::{RunResult, Shutdown};
 use crate::cli::{
-    Cli, Command, ImportArgs, LedgerCommand, RunArgs, SimulatorArgs, StatusArgs, UserCommand,
+    Cli, Command, ImportArgs, KeysCommand, LedgerCommand, RunArgs, SimulatorArgs, StatusArgs,
+    UserCommand,
 };
 use crate::config::{CommonSettings, ConfigError};
 use progress::{Meter, Unit};
@@ -84,6 +86,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Expire(ref args) => retention::expire(&common, args).await,
         Command::User(UserCommand::Add(args)) => user::add(&common, &args),
         Command::Accounts(ref args) => accounts::list(&common, args).await,
+        Command::Keys(KeysCommand::Generate(ref args)) => keys::generate(args),
         Command::Find(ref args) => retrieve::find(&common, args).await,
         Command::Get(ref args) => retrieve::get(&common, args).await,
         Command::Link(ref args) => retrieve::link(&common, args).await,
@@ -192,10 +195,11 @@ async fn prepare_passes(
     let chosen = accounts::accounts(common, &run_top_level(run), &run.accounts)?;
     let ledger = open_pass_ledger(common, run, chosen.len()).await?;
     let shares: Vec<u32> = chosen.iter().map(|a| a.share).collect();
+    let prover = args::prover(&run.proof)?;
     let mut passes = Vec::with_capacity(chosen.len());
     for account in chosen {
         let settings = account.pass_settings(common.tz)?;
-        let deps = wiring::build_deps(ledger.scoped(&account.name), settings)?;
+        let deps = wiring::build_deps(ledger.scoped(&account.name), settings, prover.clone())?;
         let opts = args::run_options(
             run,
             deps.store.description(),
@@ -350,9 +354,11 @@ async fn status(common: &CommonSettings, args: &StatusArgs) -> anyhow::Result<u8
             )
             .await?;
         let syncs = scoped.sync_figures().await?;
+        let log = scoped.proof_figures().await?;
         if args.json {
             let mut value = serde_json::to_value(&report)?;
             value["sync"] = serde_json::to_value(&syncs)?;
+            value["log"] = serde_json::to_value(&log)?;
             value["account"] = name.as_str().into();
             shown.push(value);
         } else {
@@ -361,6 +367,7 @@ async fn status(common: &CommonSettings, args: &StatusArgs) -> anyhow::Result<u8
             }
             print_status(&report);
             print_sync_status(&syncs);
+            print_log_status(&log);
         }
     }
     if args.json {
@@ -372,6 +379,19 @@ async fn status(common: &CommonSettings, args: &StatusArgs) -> anyhow::Result<u8
     }
     ledger.close().await;
     Ok(EXIT_OK)
+}
+
+/// The Merkle log: its size, and the checkpoints still without a signature or a token.
+fn print_log_status(log: &crate::ledger::ProofFigures) {
+    let oldest = log
+        .oldest_unstamped_at
+        .map(|t| format!(", the oldest written {}", crate::timefmt::to_ledger(t)))
+        .unwrap_or_default();
+    println!(
+        "log: {} line(s), {} checkpoint(s); {} unsigned; {} without a time-stamp{oldest}; {} \
+         manifest(s) not logged yet",
+        log.leaves, log.checkpoints, log.unsigned, log.unstamped, log.unlogged_manifests
+    );
 }
 
 /// The counts, the oldest pending call, the calls at risk and the last run.

@@ -43,7 +43,11 @@ pub fn open_store(config: &StoreConfig) -> Result<Store, ConfigError> {
 }
 
 /// Opens everything a pass talks to, on `ledger` (scoped to the pass's account).
-pub fn build_deps(ledger: Ledger, settings: PassSettings) -> anyhow::Result<Deps> {
+pub fn build_deps(
+    ledger: Ledger,
+    settings: PassSettings,
+    prover: crate::proof::Prover,
+) -> anyhow::Result<Deps> {
     let store = open_store(&settings.store)?;
     let downloader =
         Downloader::new(settings.downloader).map_err(|e| ConfigError(e.to_string()))?;
@@ -55,6 +59,7 @@ pub fn build_deps(ledger: Ledger, settings: PassSettings) -> anyhow::Result<Deps
         downloader,
         store,
         keys: settings.keys,
+        prover,
         clock: crate::clock::Clock::system(),
     })
 }

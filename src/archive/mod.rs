@@ -45,6 +45,8 @@ pub struct Deps {
     pub downloader: Downloader,
     pub store: Store,
     pub keys: KeyTemplate,
+    /// Logs the written manifests in the Merkle log, signs and time-stamps checkpoints.
+    pub prover: crate::proof::Prover,
     /// What leases, the give-up window, the retention horizon and lock dates, and every
     /// time the ledger records, are read from.
     pub clock: Clock,
@@ -249,6 +251,12 @@ pub async fn run_pass(deps: &Deps, opts: &RunOptions) -> Result<RunResult, Ledge
     }
     if !matches!(error, Some(RunError::Store(_) | RunError::Ledger(_))) {
         list_in_manifests(deps, opts, &run_id, &mut report).await;
+        if !opts.dry_run {
+            report.proof = deps
+                .prover
+                .after_manifests(&deps.ledger, &deps.store, deps.clock.now())
+                .await;
+        }
     }
     if error.is_none() {
         match deps.ledger.count_due(&opts.slice, deps.clock.now()).await {

@@ -70,6 +70,8 @@ pub struct RunReport {
     /// Why no manifest was written (the next pass lists the records).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_error: Option<String>,
+    /// The Merkle log: manifests logged with their checkpoints, tokens obtained.
+    pub proof: crate::proof::ProofReport,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned: Vec<PlannedRecord>,
 }

@@ -268,6 +268,22 @@ pub struct CallSelection {
     pub extension: Option<String>,
 }
 
+/// Signing and time-stamping the Merkle log's checkpoints (see docs/compliance.md).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ProofArgs {
+    /// The operator's ed25519 key that signs each checkpoint (`callvault keys generate --out
+    /// FILE`); a file others can read is refused. Without it checkpoints are written unsigned.
+    #[arg(long, env = "CALLVAULT_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<std::path::PathBuf>,
+    /// An RFC 3161 time-stamping authority that dates each checkpoint (repeat, or separate
+    /// with commas, for several). One that is down never holds up archiving.
+    #[arg(long = "tsa-url", env = "CALLVAULT_TSA_URL", value_delimiter = ',')]
+    pub tsa_url: Vec<url::Url>,
+    /// PEM certificates the authorities' chains must end in; a token that does not is refused.
+    #[arg(long, env = "CALLVAULT_TSA_TRUST")]
+    pub tsa_trust: Option<std::path::PathBuf>,
+}
+
 /// Who is asking, and why: recorded in the access log with every find, get and link.
 #[derive(Debug, Args)]
 pub struct RequesterArgs {

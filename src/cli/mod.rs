@@ -16,8 +16,8 @@ use secrecy::SecretString;
 use crate::config::LedgerLocation;
 pub use groups::{
     AccountArgs, ArchiveStoreArgs, CallSelection, CallSlice, CallTimes, CallbackArgs, Chosen,
-    CompanyArg, LayoutArgs, LedgerArgs, ManifestsArgs, ProviderArgs, RequesterArgs, RetentionArgs,
-    StoreArgs, Window,
+    CompanyArg, LayoutArgs, LedgerArgs, ManifestsArgs, ProofArgs, ProviderArgs, RequesterArgs,
+    RetentionArgs, StoreArgs, Window,
 };
 use groups::{parse_location, parse_secret};
 
@@ -152,6 +152,27 @@ pub enum Command {
     /// file), each with its settings (secrets shown as set or unset); `--check` logs in to
     /// each provider account and checks each store.
     Accounts(AccountsArgs),
+    /// The operator's signing key for the Merkle log's checkpoints: `keys generate --out
+    /// FILE` writes a new ed25519 key to FILE (mode 0600) and its public key to FILE.pub.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new signing key: the private key to FILE (mode 0600, never over an existing
+    /// file), the public key to FILE.pub (give that one to whoever checks your exports).
+    Generate(KeysGenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysGenerateArgs {
+    /// Where the private key goes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The key's name, as signatures name it (no spaces or '+').
+    #[arg(long, default_value = "callvault")]
+    pub name: String,
 }
 
 #[derive(Debug, Args)]
@@ -671,6 +692,9 @@ pub struct RunArgs {
     /// collector: a `.prom` file in its directory); replaced atomically.
     #[arg(long, env = "CALLVAULT_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
+    // Signing and time-stamping the log's checkpoints.
+    #[command(flatten)]
+    pub proof: ProofArgs,
     /// Print the summary as JSON on standard output.
     #[arg(long)]
     pub json: bool,
@@ -962,10 +986,10 @@ pub struct ExportArgs {
     /// Also write a load file for review tools.
     #[arg(long, value_enum)]
     pub load_file: Option<LoadFile>,
-    /// Sign `SHA256SUMS` with this key (`callvault keys generate`); a key file others can
-    /// read is refused.
-    #[arg(long, env = "CALLVAULT_SIGNING_KEY_FILE", value_name = "FILE")]
-    pub signing_key_file: Option<PathBuf>,
+    /// The operator's key signs `SHA256SUMS` (`SHA256SUMS.sig`); the authorities date it
+    /// (`SHA256SUMS.tsr`).
+    #[command(flatten)]
+    pub proof: ProofArgs,
     // The store the recordings, manifests and checkpoints are in.
     #[command(flatten)]
     pub store: StoreArgs,

@@ -148,7 +148,7 @@ async fn log_one(
         root,
         manifest: Some((manifest.seq, manifest.sha256.clone())),
     };
-    let key = store.checkpoint_key(manifest.seq);
+    let key = crate::store::checkpoint_key_for(&manifest.key);
     let text = settle_checkpoint(store, &key, &checkpoint, signer).await?;
     let signer_name = SignedCheckpoint::parse(&text)
         .ok()
@@ -271,11 +271,18 @@ async fn settle_checkpoint(
     Ok(text)
 }
 
-/// A small text object read whole; `None` when absent.
-pub async fn read_text(store: &Store, key: &str) -> Result<Option<String>, StoreError> {
+/// A small object (a checkpoint, a token, a key) read whole; `None` when absent.
+pub async fn read_bytes(store: &Store, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let Some(body) = store.read(key).await? else {
         return Ok(None);
     };
     let chunks: Vec<Bytes> = body.try_collect().await?;
-    Ok(Some(String::from_utf8_lossy(&chunks.concat()).into_owned()))
+    Ok(Some(chunks.concat()))
+}
+
+/// A small text object read whole; `None` when absent.
+pub async fn read_text(store: &Store, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(read_bytes(store, key)
+        .await?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
 }

@@ -68,7 +68,7 @@ fn split(n: u64) -> u64 {
 /// The perfect subtrees that make up leaves `lo..hi`, left to right.
 fn perfect_parts(lo: u64, hi: u64, out: &mut Vec<NodeId>) {
     let n = hi - lo;
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         out.push(NodeId::new(n.trailing_zeros(), lo >> n.trailing_zeros()));
     } else {
         let k = split(n);
@@ -80,7 +80,7 @@ fn perfect_parts(lo: u64, hi: u64, out: &mut Vec<NodeId>) {
 /// The hash of leaves `lo..hi` (`lo < hi`), folded from their perfect subtrees.
 fn range_hash(lo: u64, hi: u64, nodes: &HashMap<NodeId, Hash>) -> Result<Hash, ProofError> {
     let n = hi - lo;
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         let id = NodeId::new(n.trailing_zeros(), lo >> n.trailing_zeros());
         return nodes.get(&id).copied().ok_or(ProofError::Missing(id));
     }

@@ -6,7 +6,13 @@
 //! `docs/proof-format.md`, so that a recipient can check a bundle with `openssl` and a
 //! short script instead of callvault.
 
+pub mod check;
 pub mod checkpoint;
 pub mod keys;
 pub mod log;
 pub mod merkle;
+pub mod prover;
+pub mod stamp;
+pub mod tsa;
+
+pub use prover::{ProofReport, Prover};

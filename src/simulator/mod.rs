@@ -154,6 +154,9 @@ pub struct Simulator {
     shared: Arc<Shared>,
     server: Arc<Server>,
     addr: SocketAddr,
+    /// The simulator's own RFC 3161 time-stamping authority, at `/tsa`: it stands in for
+    /// a public one as the simulator stands in for the provider.
+    tsa: Arc<crate::proof::tsa::Authority>,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -190,6 +193,10 @@ impl Simulator {
             .route("/recordings/{filename}", get(download::download))
             .route("/_sim/stats", get(stats_handler))
             .with_state(Arc::clone(&shared));
+        let tsa = Arc::new(crate::proof::tsa::Authority::generate(
+            "callvault simulator TSA",
+        ));
+        let router = router.nest("/tsa", Arc::clone(&tsa).router());
         let cancel = CancellationToken::new();
         let task = tokio::spawn(
             axum::serve(listener, router)
@@ -205,7 +212,18 @@ impl Simulator {
             shared,
             server,
             addr,
+            tsa,
         })
+    }
+
+    /// `http://127.0.0.1:PORT/tsa`: the simulator's time-stamping authority.
+    pub fn tsa_url(&self) -> String {
+        format!("{}tsa", self.shared.base_url)
+    }
+
+    /// The simulator's time-stamping authority (its root certificate, its faults).
+    pub fn tsa(&self) -> &crate::proof::tsa::Authority {
+        &self.tsa
     }
 
     /// `http://127.0.0.1:PORT/`

@@ -28,6 +28,7 @@ pub use lock::{LockMode, ObjectRetention, RetainFor, RetentionPolicy};
 pub use read::{Listed, ObjectDigest};
 pub use sidecar::{
     DEFAULT_MANIFESTS_PREFIX, SIDECAR_FORMAT, SIDECAR_SUFFIX, Sidecar, StoredSidecar,
+    checkpoint_key_for,
 };
 pub use upload::{UploadError, UploadMeta, Uploaded};
 

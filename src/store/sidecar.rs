@@ -143,7 +143,7 @@ impl Store {
 
     /// The key of manifest `seq`'s checkpoint of the Merkle log (see `proof/`).
     pub fn checkpoint_key(&self, seq: i64) -> String {
-        format!("{}/{seq:010}.checkpoint", self.manifests)
+        checkpoint_key_for(&self.manifest_key(seq))
     }
 
     /// Where the bucket keeps a checkpoint signer's public key (`NAME+ID.pub`).
@@ -245,6 +245,13 @@ impl Store {
             .map_err(|e| StoreError::classify(format!("writing {key}"), e))?;
         Ok(())
     }
+}
+
+/// The checkpoint beside the manifest at `manifest_key` (`….jsonl` → `….checkpoint`), wherever
+/// that manifest is (a chain renamed into another prefix keeps its older ones where they were).
+pub fn checkpoint_key_for(manifest_key: &str) -> String {
+    let stem = manifest_key.strip_suffix(".jsonl").unwrap_or(manifest_key);
+    format!("{stem}.checkpoint")
 }
 
 #[cfg(test)]

@@ -233,7 +233,9 @@ async fn every_command_works_per_account(kind: BackendKind) {
     for account in ["acme", "beta"] {
         let manifest = keys
             .iter()
-            .find(|k| k.starts_with(&format!("calls/manifests/{account}/")))
+            .find(|k| {
+                k.starts_with(&format!("calls/manifests/{account}/")) && k.ends_with(".jsonl")
+            })
             .unwrap_or_else(|| panic!("{keys:?}"));
         let text = object_text(&world, manifest).await;
         for line in text.lines() {

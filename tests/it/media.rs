@@ -129,6 +129,7 @@ async fn odd_recordings_served_identically_twice_are_archived_and_flagged() {
         account: callvault::accounts::AccountName::default_account(),
         status,
         syncs: None,
+        proof: None,
     }]);
     assert!(
         metrics.contains("callvault_media_flagged_records{account=\"default\"} 2"),

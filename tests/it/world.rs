@@ -186,6 +186,7 @@ impl World {
                 .expect("downloader"),
             store,
             keys: KeyTemplate::parse(DEFAULT_TEMPLATE, default_provider_tz()).expect("template"),
+            prover: callvault::proof::Prover::default(),
             clock: self.clock.clock(),
         }
     }
