@@ -6,6 +6,7 @@ mod accounts;
 mod args;
 mod audit;
 mod demo;
+mod export;
 pub mod export_verify;
 mod groups;
 mod import;
@@ -91,6 +92,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Get(ref args) => retrieve::get(&common, args).await,
         Command::Link(ref args) => retrieve::link(&common, args).await,
         Command::AccessLog(ref args) => retrieve::access_log(&common, args).await,
+        Command::Export(ref command) => export::run(&common, command).await,
     }
 }
 
