@@ -127,26 +127,32 @@ pub fn common_settings(
 /// `--tsa-url` and `--tsa-trust`: a key file that cannot be read or that others can read is
 /// a configuration error.
 pub fn prover(args: &ProofArgs) -> Result<crate::proof::Prover, ConfigError> {
-    let signer = args
-        .signing_key_file
+    Ok(crate::proof::Prover::new(signer(args)?).with_stamper(stamper(args)?))
+}
+
+/// The signing key `--signing-key-file` names, if any.
+pub fn signer(args: &ProofArgs) -> Result<Option<crate::proof::keys::SigningKey>, ConfigError> {
+    args.signing_key_file
         .as_deref()
         .map(crate::proof::keys::SigningKey::read_file)
         .transpose()
+        .map_err(|e| ConfigError(e.to_string()))
+}
+
+/// The time-stamping authorities `--tsa-url` names, trusting `--tsa-trust`'s roots.
+pub fn stamper(args: &ProofArgs) -> Result<Option<crate::proof::stamp::Stamper>, ConfigError> {
+    if args.tsa_url.is_empty() {
+        return Ok(None);
+    }
+    let roots = args
+        .tsa_trust
+        .as_deref()
+        .map(crate::proof::tsa::TrustRoots::from_pem_file)
+        .transpose()
         .map_err(|e| ConfigError(e.to_string()))?;
-    let stamper = if args.tsa_url.is_empty() {
-        None
-    } else {
-        let roots = args
-            .tsa_trust
-            .as_deref()
-            .map(crate::proof::tsa::TrustRoots::from_pem_file)
-            .transpose()
-            .map_err(|e| ConfigError(e.to_string()))?;
-        let stamper = crate::proof::stamp::Stamper::new(args.tsa_url.clone(), roots)
-            .map_err(|e| ConfigError(format!("the time-stamping client: {e}")))?;
-        Some(stamper)
-    };
-    Ok(crate::proof::Prover::new(signer).with_stamper(stamper))
+    let stamper = crate::proof::stamp::Stamper::new(args.tsa_url.clone(), roots)
+        .map_err(|e| ConfigError(format!("the time-stamping client: {e}")))?;
+    Ok(Some(stamper))
 }
 
 pub fn run_options(

@@ -90,6 +90,7 @@ pub async fn run_demo(args: &DemoArgs) -> anyhow::Result<u8> {
     find_by_sync(&stage, &globex).await?;
     let (results, stores) = archive(&stage, [acme, globex]).await?;
     compliance(&stage, &stores[0]).await?;
+    hand_over(&stage, &stores[0]).await?;
     expire(&stage, &stores).await?;
     summarize(&stage).await?;
     stage.ledger.close().await;
@@ -524,6 +525,58 @@ async fn compliance(stage: &Stage, store: &Store) -> anyhow::Result<()> {
             logged.checkpoint, logged.size, proof.stamped
         );
     }
+    Ok(())
+}
+
+/// An auditor's bundle: acme's calls exported with their recordings, proofs, checkpoints
+/// and real tokens from the simulator's time-stamping authority, then checked as a
+/// recipient would, with the demo's public key and the authority's root given from outside.
+async fn hand_over(stage: &Stage, store: &Store) -> anyhow::Result<()> {
+    use crate::export::verify::{Trust, verify_bundle};
+    use crate::export::{AccountSource, ExportRequest, export};
+    let signer = stage.prover.signer().cloned();
+    let stamper = crate::proof::stamp::Stamper::new(
+        vec![stage.sim.tsa_url().parse()?],
+        Some(stage.sim.tsa().trust_roots()),
+    )?;
+    let reason = "DEMO-AUDIT-1 (a regulator's request)";
+    let out = stage.dir.join("bundle");
+    let request = ExportRequest {
+        out: out.clone(),
+        who: crate::retrieve::Requester::at_cli(Some("demo".into()), Some(reason.into())),
+        reason: reason.into(),
+        selection: serde_json::json!({ "account": "acme" }),
+        query: CallQuery::default(),
+        with_recordings: true,
+        load_file_dat: true,
+        signer: signer.clone(),
+        stamper: Some(stamper),
+        tz: stage.tz,
+        retention: chrono::Duration::days(RETENTION_DAYS),
+        now: Utc::now(),
+    };
+    let source = AccountSource {
+        name: stage.acme.name.clone(),
+        ledger: stage.acme.ledger.clone(),
+        store: store.clone(),
+    };
+    let report = export(&request, &[source]).await?;
+    let trust = Trust {
+        log_keys: signer.map(|k| vec![k.verifier()]),
+        tsa_roots: Some(stage.sim.tsa().trust_roots()),
+    };
+    let checked = verify_bundle(&out, &trust).await?;
+    println!(
+        "export:   {} of acme's calls with their recordings, proofs, signed checkpoints and \
+         time-stamp tokens in {} ({reason}); checked against the demo's key and the TSA's root: {}",
+        report.calls,
+        out.display(),
+        if checked.is_clean() {
+            "all good".to_owned()
+        } else {
+            format!("{} problem(s)", checked.problems.len())
+        }
+    );
     Ok(())
 }
 

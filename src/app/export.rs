@@ -13,7 +13,6 @@ use crate::cli::{
 };
 use crate::config::{CommonSettings, ConfigError};
 use crate::export::{AccountSource, ExportRequest, export};
-use crate::proof::keys::SigningKey;
 use crate::retrieve::Requester;
 
 pub async fn run(common: &CommonSettings, command: &ExportCommand) -> anyhow::Result<u8> {
@@ -69,13 +68,8 @@ fn request(common: &CommonSettings, args: &ExportArgs) -> anyhow::Result<ExportR
         .out
         .clone()
         .ok_or_else(|| ConfigError("--out must name where the bundle goes".into()))?;
-    let signer = args
-        .proof
-        .signing_key_file
-        .as_deref()
-        .map(SigningKey::read_file)
-        .transpose()
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let signer = super::args::signer(&args.proof)?;
+    let stamper = super::args::stamper(&args.proof)?;
     Ok(ExportRequest {
         out,
         who: Requester::at_cli(args.actor.clone(), Some(reason.to_owned())),
@@ -85,6 +79,7 @@ fn request(common: &CommonSettings, args: &ExportArgs) -> anyhow::Result<ExportR
         with_recordings: args.with_recordings,
         load_file_dat: args.load_file == Some(LoadFile::Dat),
         signer,
+        stamper,
         tz: common.tz,
         retention: chrono::Duration::days(i64::from(args.retention_days)),
         now: Utc::now(),

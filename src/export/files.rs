@@ -72,8 +72,8 @@ pub async fn recordings(
 
 /// The certificates a token carries, as PEM: the hook the lead wires to
 /// `proof::tsa::token_certificates_pem`.
-fn token_certificates(_token: &[u8]) -> Option<String> {
-    None
+fn token_certificates(token: &[u8]) -> Option<String> {
+    crate::proof::tsa::token_certificates_pem(token).ok()
 }
 
 /// The checkpoints, tokens and keys, `consistency.jsonl`, and `tsa/certificates.pem` (when

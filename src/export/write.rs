@@ -110,6 +110,8 @@ pub struct ExportRequest {
     pub with_recordings: bool,
     pub load_file_dat: bool,
     pub signer: Option<SigningKey>,
+    /// The time-stamping authorities that date the bundle (`SHA256SUMS.tsr`).
+    pub stamper: Option<crate::proof::stamp::Stamper>,
     /// The provider's zone (the calls' days) and its retention (the completeness report).
     pub tz: FixedOffset,
     pub retention: chrono::Duration,
@@ -218,10 +220,21 @@ impl Bundle {
     }
 }
 
-/// The hook the lead wires to the time-stamping client: an RFC 3161 token over `sums`
-/// (`SHA256SUMS.tsr`), when authorities are configured.
-pub async fn stamp_sums(_sums: &[u8]) -> Option<Vec<u8>> {
-    None
+/// An RFC 3161 token over `sums` (`SHA256SUMS.tsr`) from the first configured authority
+/// that gives one; none (logged) when none does: the bundle's own proofs stand without it.
+pub async fn stamp_sums(
+    stamper: Option<&crate::proof::stamp::Stamper>,
+    sums: &[u8],
+) -> Option<Vec<u8>> {
+    let stamper = stamper?;
+    let imprint: [u8; 32] = sha2::Sha256::digest(sums).into();
+    match stamper.stamp_any(&imprint).await {
+        Ok(token) => Some(token),
+        Err(e) => {
+            tracing::warn!(error = %e, "the bundle's SHA256SUMS is not time-stamped");
+            None
+        }
+    }
 }
 
 /// Writes the bundle of the calls `request` chooses in `accounts`.
@@ -340,7 +353,7 @@ async fn finish(request: &ExportRequest, bundle: &mut Bundle) -> Result<(), Expo
         let signature = key.sign(&sums);
         bundle.sink.put_bytes(SUMS_SIG, signature.to_vec()).await?;
     }
-    if let Some(token) = stamp_sums(&sums).await {
+    if let Some(token) = stamp_sums(request.stamper.as_ref(), &sums).await {
         bundle.sink.put_bytes(SUMS_TSR, token).await?;
     }
     Ok(())

@@ -65,6 +65,7 @@ pub struct VerifierKey {
 }
 
 /// The operator's private key; its seed never appears in logs, errors or output.
+#[derive(Clone)]
 pub struct SigningKey {
     name: String,
     key: ed25519_dalek::SigningKey,

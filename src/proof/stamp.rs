@@ -41,6 +41,19 @@ impl Stamper {
     pub fn urls(&self) -> &[Url] {
         &self.urls
     }
+
+    /// A verified token over `imprint` from the first authority that gives one; what each
+    /// said when none does.
+    pub async fn stamp_any(&self, imprint: &[u8; 32]) -> Result<Vec<u8>, String> {
+        let mut said = Vec::new();
+        for url in &self.urls {
+            match self.client.stamp(url, imprint).await {
+                Ok(stamp) => return Ok(stamp.token),
+                Err(e) => said.push(e.to_string()),
+            }
+        }
+        Err(said.join("; "))
+    }
 }
 
 /// What stamping did.
