@@ -6,6 +6,7 @@ mod accounts;
 mod args;
 mod audit;
 mod demo;
+mod export;
 mod groups;
 mod import;
 mod keys;
@@ -90,6 +91,7 @@ async fn execute(invocation: Invocation) -> anyhow::Result<u8> {
         Command::Get(ref args) => retrieve::get(&common, args).await,
         Command::Link(ref args) => retrieve::link(&common, args).await,
         Command::AccessLog(ref args) => retrieve::access_log(&common, args).await,
+        Command::Export(ref command) => export::run(&common, command).await,
     }
 }
 

@@ -140,6 +140,11 @@ pub enum Command {
     Link(LinkArgs),
     /// Read the access log: who found, copied, linked or played which calls, when and why.
     AccessLog(AccessLogArgs),
+    /// Hand chosen calls over as a bundle that stands on its own (a directory, `.zip` or
+    /// `.tar`): their lines with inclusion proofs, the signed and time-stamped checkpoints,
+    /// the audit trail, and with `--with-recordings` the recordings. Written to the access
+    /// log. `export verify BUNDLE` checks one.
+    Export(ExportCommand),
     /// Users of the web page (`serve --ui`): `user add NAME` writes one to the users file.
     #[command(subcommand)]
     User(UserCommand),
@@ -915,4 +920,86 @@ mod tests {
             );
         }
     }
+}
+
+/// `export` writes a bundle; `export verify` checks one.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ExportCommand {
+    #[command(subcommand)]
+    pub verify: Option<ExportSub>,
+    #[command(flatten)]
+    pub args: ExportArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportSub {
+    /// Check a bundle with nothing else: recordings against their lines, each line's
+    /// inclusion in its checkpoint, checkpoints' signatures and time-stamp tokens, and
+    /// consistency between checkpoints. Exits 1 on any failure, naming each.
+    Verify(ExportVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportVerifyArgs {
+    /// The bundle: a directory, a `.zip` or a `.tar`.
+    pub bundle: PathBuf,
+    /// PEM certificates the time-stamping authorities' chains must end in (without it, the
+    /// certificates inside the bundle are used, and the report says so).
+    #[arg(long, value_name = "FILE")]
+    pub tsa_roots: Option<PathBuf>,
+    /// The operator's public key (`FILE.pub`) the checkpoints must be signed with (without
+    /// it, the keys inside the bundle are used, and the report says so).
+    #[arg(long, value_name = "FILE")]
+    pub log_key: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A load file for e-discovery review tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadFile {
+    /// A Concordance DAT (`calls.dat`).
+    Dat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub accounts: AccountArgs,
+    #[command(flatten)]
+    pub select: CallSelection,
+    /// Where the bundle goes: a directory (new, or empty), or one file `NAME.zip` / `NAME.tar`.
+    #[arg(long, value_name = "DIR|FILE", required = true)]
+    pub out: Option<PathBuf>,
+    /// Why the calls are handed over (a regulator's request, a case number): kept in the
+    /// access log and in the bundle.
+    #[arg(long, required = true)]
+    pub reason: Option<String>,
+    /// Who hands them over (default: the OS user).
+    #[arg(long, env = "CALLVAULT_ACTOR")]
+    pub actor: Option<String>,
+    /// Also put the recordings in the bundle, streamed from the store and re-hashed on the
+    /// way out (a recording whose SHA-256 is not the archive's fails the export).
+    #[arg(long)]
+    pub with_recordings: bool,
+    /// Also write a load file for review tools.
+    #[arg(long, value_enum)]
+    pub load_file: Option<LoadFile>,
+    /// Sign `SHA256SUMS` with this key (`callvault keys generate`); a key file others can
+    /// read is refused.
+    #[arg(long, env = "CALLVAULT_SIGNING_KEY_FILE", value_name = "FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    // The store the recordings, manifests and checkpoints are in.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub chain: ManifestsArgs,
+    /// The provider deletes recordings this many days after the call (for the completeness
+    /// of the calls' days).
+    #[arg(long, env = "CALLVAULT_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
+    /// Print the export's report (files, calls, bytes) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

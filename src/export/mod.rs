@@ -2,4 +2,13 @@
 //! `callvault export verify`, which checks one with nothing else (see
 //! `docs/proof-format.md`).
 
+mod dat;
+mod files;
 pub mod format;
+mod gather;
+mod proofs;
+mod readme;
+pub mod sink;
+pub mod write;
+
+pub use write::{AccountSource, ExportError, ExportReport, ExportRequest, export};

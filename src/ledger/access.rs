@@ -40,10 +40,12 @@ pub enum AccessAction {
     /// A call or recording refused because it belongs to an account the user may not see
     /// (answered as an unknown call would be), or a user the users file does not list.
     Refused,
+    /// Calls handed over in a bundle (`callvault export`).
+    Export,
 }
 
 impl AccessAction {
-    pub const ALL: [AccessAction; 11] = [
+    pub const ALL: [AccessAction; 12] = [
         Self::Find,
         Self::Get,
         Self::Link,
@@ -55,6 +57,7 @@ impl AccessAction {
         Self::LoginFailed,
         Self::Logout,
         Self::Refused,
+        Self::Export,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl AccessAction {
             Self::LoginFailed => "login_failed",
             Self::Logout => "logout",
             Self::Refused => "refused",
+            Self::Export => "export",
         }
     }
 

@@ -32,6 +32,7 @@ mod accounts;
 mod audit;
 mod claims;
 mod copy;
+mod export;
 mod holds;
 mod log;
 mod manifests;
@@ -64,6 +65,7 @@ pub use claims::{
     lease_lost_message, sort_claims,
 };
 pub use copy::{CopyError, CopyReport, TableCheck, copy_ledger, table_checksum};
+pub use export::{ExportCall, ExportFacts, HoldEvent};
 pub use holds::{
     CallFacts, EraseRecorded, HoldId, HoldSummary, Holds, NewHold, ObjectHold, Released, Tombstone,
 };
@@ -242,6 +244,7 @@ pub trait Backend:
     + Holds
     + AccountRows
     + ProofLog
+    + ExportFacts
     + fmt::Debug
 {
 }
@@ -262,6 +265,7 @@ impl<T> Backend for T where
         + Sessions
         + AccountRows
         + ProofLog
+        + ExportFacts
         + fmt::Debug
 {
 }

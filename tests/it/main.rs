@@ -30,6 +30,7 @@ mod call_merge;
 mod cli;
 mod download_faults;
 mod encryption;
+mod export;
 mod failures;
 mod faults;
 mod find;
