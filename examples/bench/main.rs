@@ -15,6 +15,8 @@ mod pg_history;
 mod pg_ledger;
 mod postgres;
 mod processes;
+mod proof;
+mod proof_log;
 mod rclone;
 mod report;
 mod rig;
@@ -82,6 +84,9 @@ enum Part {
     Search,
     /// Ten accounts of 200 small recordings in one run against one account of 2,000.
     Accounts,
+    /// Issue 19: the pass with a signed, time-stamped log against without; proofs from a
+    /// log of 1,000,000 leaves (SQLite and PostgreSQL); export of 1,000 recordings vs `get`.
+    Proof,
 }
 
 /// Counts and sizes of one mode.
@@ -107,6 +112,8 @@ struct Plan {
     processes: Vec<(usize, usize)>,
     /// (accounts, recordings of each) in the run over many accounts.
     accounts: (usize, usize),
+    /// Leaves of the log proofs are timed on, proofs timed, recordings exported.
+    proof: (u64, usize, usize),
 }
 
 impl Plan {
@@ -132,6 +139,11 @@ impl Plan {
             claim_time: std::time::Duration::from_secs(if quick { 5 } else { 20 }),
             processes: vec![(1, 16), (2, 8), (4, 4)],
             accounts: (10, if quick { 30 } else { 200 }),
+            proof: if quick {
+                (100_000, 200, 100)
+            } else {
+                (1_000_000, 1_000, 1_000)
+            },
         }
     }
 }
@@ -162,7 +174,15 @@ async fn main() -> anyhow::Result<()> {
     plan.rounds = args.rounds.unwrap_or(plan.rounds).max(1);
     let rig = Rig::start(callvault).await?;
     let mut results = Results::default();
-    let pg = if wants(Part::PgLedger) || wants(Part::PgProcesses) || wants(Part::PgStatus) {
+    let pg = if [
+        Part::PgLedger,
+        Part::PgProcesses,
+        Part::PgStatus,
+        Part::Proof,
+    ]
+    .into_iter()
+    .any(wants)
+    {
         let pg = Postgres::start().await?;
         println!("{}", pg.version);
         machine.postgres = Some(pg.version.clone());
@@ -200,6 +220,18 @@ async fn main() -> anyhow::Result<()> {
         let (accounts, each) = plan.accounts;
         let f = accounts::measure(&rig, accounts, each, plan.small.1, plan.rounds);
         results.accounts = Some(f.await?);
+    }
+
+    if wants(Part::Proof) {
+        let (leaves, samples, export) = plan.proof;
+        let proof_plan = proof::ProofPlan {
+            small: plan.small,
+            rounds: plan.rounds,
+            leaves,
+            samples,
+            export,
+        };
+        results.proof = Some(proof::measure(&rig, pg.as_ref(), &proof_plan).await?);
     }
 
     if wants(Part::Logins) {

@@ -97,6 +97,8 @@ pub struct Results {
     pub search: Vec<crate::search::SearchLedger>,
     /// Many accounts in one run against one account.
     pub accounts: Option<crate::accounts::Fairness>,
+    /// Issue 19: what the log, time-stamps, proofs and export cost.
+    pub proof: Option<crate::proof::ProofBench>,
     pub notes: Vec<String>,
 }
 
@@ -181,6 +183,9 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     crate::search::section(&mut s, &r.search);
     if let Some(f) = &r.accounts {
         crate::accounts::section(&mut s, f);
+    }
+    if let Some(p) = &r.proof {
+        crate::proof::section(&mut s, p);
     }
     if let Some(l) = &r.logins {
         let _ = writeln!(s, "\n### Logins per token invalidation\n");

@@ -224,5 +224,8 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
     if let Some(f) = &r.accounts {
         out.extend(f.targets());
     }
+    if let Some(p) = &r.proof {
+        out.extend(p.targets());
+    }
     out
 }

@@ -46,6 +46,8 @@ pub struct ProofReport {
     /// What failed (the next pass tries again).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// Wall time of the whole step (logging, signing, stamping): what the log costs a pass.
+    pub seconds: f64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -81,6 +83,7 @@ impl Prover {
         store: &Store,
         now: DateTime<Utc>,
     ) -> ProofReport {
+        let started = std::time::Instant::now();
         let mut report = ProofReport::default();
         match extend(ledger, store, self.signer(), now).await {
             Ok(logged) => report.logged = logged,
@@ -98,6 +101,7 @@ impl Prover {
                 Err(e) => report.problems.push(e.to_string()),
             }
         }
+        report.seconds = started.elapsed().as_secs_f64();
         report
     }
 }
