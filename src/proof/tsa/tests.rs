@@ -35,7 +35,11 @@ fn a_token_for_our_request_verifies_and_says_when_and_who() {
     assert_eq!(stamp.tsa, "CN=unit TSA,O=callvault");
     assert!(stamp.chain_checked);
     assert_eq!(stamp.token, token);
-    assert_eq!(stamp.serial.len(), 32, "a 128-bit serial: {}", stamp.serial);
+    assert!(
+        stamp.serial.len() <= 32 && !stamp.serial.is_empty(),
+        "a serial of at most 128 bits: {}",
+        stamp.serial
+    );
     let unchecked = verify_token(&token, &IMPRINT, None, None).unwrap();
     assert!(!unchecked.chain_checked);
 }

@@ -126,7 +126,8 @@ pub fn verify_token(
         token: token.to_vec(),
         gen_time: to_chrono(gen_time),
         tsa: signer.tbs_certificate.subject.to_string(),
-        serial: hex::encode(parsed.tst_info.serial_number.as_bytes()),
+        // The number, without the zero byte DER puts before a high first bit.
+        serial: hex::encode(strip_sign_byte(parsed.tst_info.serial_number.as_bytes())),
         chain_checked: roots.is_some(),
     })
 }
@@ -327,4 +328,12 @@ fn issuer_among<'c>(
 
 fn is_ca(certificate: &Certificate) -> bool {
     matches!(certificate.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca)
+}
+
+/// A DER integer's bytes without the leading zero that only keeps it positive.
+fn strip_sign_byte(bytes: &[u8]) -> &[u8] {
+    match bytes {
+        [0, rest @ ..] if rest.first().is_some_and(|b| b & 0x80 != 0) => rest,
+        _ => bytes,
+    }
 }
