@@ -148,6 +148,19 @@ impl Plan {
     }
 }
 
+impl Plan {
+    fn proof(&self) -> proof::ProofPlan {
+        let (leaves, samples, export) = self.proof;
+        proof::ProofPlan {
+            small: self.small,
+            rounds: self.rounds,
+            leaves,
+            samples,
+            export,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -223,15 +236,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if wants(Part::Proof) {
-        let (leaves, samples, export) = plan.proof;
-        let proof_plan = proof::ProofPlan {
-            small: plan.small,
-            rounds: plan.rounds,
-            leaves,
-            samples,
-            export,
-        };
-        results.proof = Some(proof::measure(&rig, pg.as_ref(), &proof_plan).await?);
+        results.proof = Some(proof::measure(&rig, pg.as_ref(), &plan.proof()).await?);
     }
 
     if wants(Part::Logins) {
