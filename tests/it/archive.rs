@@ -149,6 +149,7 @@ async fn hostile_records_cannot_put_a_key_outside_the_prefix() {
         [
             "tenant-a/.._../2026/11/01/.._.._.._escape.wav",
             "tenant-a/.._../2026/11/01/.._.._.._escape.wav.json",
+            "tenant-a/manifests/0000000001.checkpoint",
             "tenant-a/manifests/0000000001.jsonl"
         ]
     );

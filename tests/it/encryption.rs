@@ -95,8 +95,8 @@ async fn storage_class_and_kms_encryption_reach_the_server_on_every_write() {
             count(&sidecars),
             count(&manifests)
         ),
-        (1, 1, 1, 2, 1),
-        "one PUT, one multipart start and its copy, two sidecars, one manifest"
+        (1, 1, 1, 2, 2),
+        "one PUT, one multipart start and its copy, two sidecars, one manifest and its checkpoint"
     );
     for request in recordings
         .iter()

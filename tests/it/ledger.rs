@@ -843,8 +843,17 @@ async fn ledger_copy_from_sqlite_with_history_matches_table_by_table(kind: Backe
         world.ledger.record_erasure(&tombstone).await.unwrap(),
         callvault::ledger::EraseRecorded::Erased
     );
-    // A web page session (only its token's hash is kept).
+    // A time-stamp token over a checkpoint (the pass above logged the manifests).
     let now = chrono::Utc::now();
+    let stamp = callvault::ledger::StampRow {
+        seq: 1,
+        tsa: "http://127.0.0.1:1/tsa".into(),
+        key: "manifests/0000000001.checkpoint.tsr".into(),
+        token: vec![0x30, 0x03, 0x02, 0x01, 0x00],
+        gen_time: now,
+    };
+    world.ledger.add_stamp(&stamp, now).await.unwrap();
+    // A web page session (only its token's hash is kept).
     let session = callvault::ledger::UiSession {
         username: "officer".into(),
         created_at: now,

@@ -34,7 +34,8 @@ pub enum S3Op {
     CopyObject,
     /// `PUT /bucket/key`, a recording in one request
     PutObject,
-    /// `PUT /bucket/key.json` or `.jsonl`: a sidecar or a manifest
+    /// `PUT /bucket/key.json` or `.jsonl`: a sidecar or a manifest; `.checkpoint`, `.tsr`,
+    /// `.pub`: the Merkle log's checkpoint, a time-stamp token, a signer's public key
     PutMetadata,
     /// `PUT /bucket/key?retention`: an Object Lock retention
     PutRetention,
@@ -63,6 +64,13 @@ impl S3Op {
             Method::PUT if req.headers().contains_key("x-amz-copy-source") => Self::CopyObject,
             Method::PUT if req.uri().path().ends_with(".json") => Self::PutMetadata,
             Method::PUT if req.uri().path().ends_with(".jsonl") => Self::PutMetadata,
+            Method::PUT
+                if [".checkpoint", ".tsr", ".pub"]
+                    .iter()
+                    .any(|s| req.uri().path().ends_with(s)) =>
+            {
+                Self::PutMetadata
+            }
             Method::PUT => Self::PutObject,
             Method::DELETE if has("uploadId") => Self::AbortMultipart,
             Method::HEAD => Self::Head,
