@@ -131,7 +131,7 @@ pub fn prover(args: &ProofArgs) -> Result<crate::proof::Prover, ConfigError> {
 }
 
 /// The signing key `--signing-key-file` names, if any.
-pub fn signer(args: &ProofArgs) -> Result<Option<crate::proof::keys::SigningKey>, ConfigError> {
+fn signer(args: &ProofArgs) -> Result<Option<crate::proof::keys::SigningKey>, ConfigError> {
     args.signing_key_file
         .as_deref()
         .map(crate::proof::keys::SigningKey::read_file)
@@ -140,7 +140,7 @@ pub fn signer(args: &ProofArgs) -> Result<Option<crate::proof::keys::SigningKey>
 }
 
 /// The time-stamping authorities `--tsa-url` names, trusting `--tsa-trust`'s roots.
-pub fn stamper(args: &ProofArgs) -> Result<Option<crate::proof::stamp::Stamper>, ConfigError> {
+fn stamper(args: &ProofArgs) -> Result<Option<crate::proof::stamp::Stamper>, ConfigError> {
     if args.tsa_url.is_empty() {
         return Ok(None);
     }

@@ -534,11 +534,6 @@ async fn compliance(stage: &Stage, store: &Store) -> anyhow::Result<()> {
 async fn hand_over(stage: &Stage, store: &Store) -> anyhow::Result<()> {
     use crate::export::verify::{Trust, verify_bundle};
     use crate::export::{AccountSource, ExportRequest, export};
-    let signer = stage.prover.signer().cloned();
-    let stamper = crate::proof::stamp::Stamper::new(
-        vec![stage.sim.tsa_url().parse()?],
-        Some(stage.sim.tsa().trust_roots()),
-    )?;
     let reason = "DEMO-AUDIT-1 (a regulator's request)";
     let out = stage.dir.join("bundle");
     let request = ExportRequest {
@@ -549,8 +544,7 @@ async fn hand_over(stage: &Stage, store: &Store) -> anyhow::Result<()> {
         query: CallQuery::default(),
         with_recordings: true,
         load_file_dat: true,
-        signer: signer.clone(),
-        stamper: Some(stamper),
+        prover: stage.prover.clone(),
         tz: stage.tz,
         retention: chrono::Duration::days(RETENTION_DAYS),
         now: Utc::now(),
@@ -562,7 +556,7 @@ async fn hand_over(stage: &Stage, store: &Store) -> anyhow::Result<()> {
     };
     let report = export(&request, &[source]).await?;
     let trust = Trust {
-        log_keys: signer.map(|k| vec![k.verifier()]),
+        log_keys: stage.prover.signer().map(|k| vec![k.verifier()]),
         tsa_roots: Some(stage.sim.tsa().trust_roots()),
     };
     let checked = verify_bundle(&out, &trust).await?;

@@ -68,8 +68,7 @@ fn request(common: &CommonSettings, args: &ExportArgs) -> anyhow::Result<ExportR
         .out
         .clone()
         .ok_or_else(|| ConfigError("--out must name where the bundle goes".into()))?;
-    let signer = super::args::signer(&args.proof)?;
-    let stamper = super::args::stamper(&args.proof)?;
+    let prover = super::args::prover(&args.proof)?;
     Ok(ExportRequest {
         out,
         who: Requester::at_cli(args.actor.clone(), Some(reason.to_owned())),
@@ -78,8 +77,7 @@ fn request(common: &CommonSettings, args: &ExportArgs) -> anyhow::Result<ExportR
         query: args.select.query(common.tz)?,
         with_recordings: args.with_recordings,
         load_file_dat: args.load_file == Some(LoadFile::Dat),
-        signer,
-        stamper,
+        prover,
         tz: common.tz,
         retention: chrono::Duration::days(i64::from(args.retention_days)),
         now: Utc::now(),

@@ -19,7 +19,7 @@ use super::gather::{AccountPart, gather};
 use super::sink::{Body, BundleSink, open_sink};
 use crate::accounts::AccountName;
 use crate::ledger::{AccessAction, CallQuery, Ledger, LedgerError};
-use crate::proof::keys::{KeyError, SigningKey};
+use crate::proof::keys::KeyError;
 use crate::retrieve::Requester;
 use crate::store::{Store, StoreError};
 
@@ -109,9 +109,8 @@ pub struct ExportRequest {
     pub query: CallQuery,
     pub with_recordings: bool,
     pub load_file_dat: bool,
-    pub signer: Option<SigningKey>,
-    /// The time-stamping authorities that date the bundle (`SHA256SUMS.tsr`).
-    pub stamper: Option<crate::proof::stamp::Stamper>,
+    /// The operator's key that signs `SHA256SUMS`, and the authorities that date it.
+    pub prover: crate::proof::Prover,
     /// The provider's zone (the calls' days) and its retention (the completeness report).
     pub tz: FixedOffset,
     pub retention: chrono::Duration,
@@ -333,14 +332,14 @@ async fn write_all(
         accounts: report.accounts.clone(),
         with_recordings: request.with_recordings,
         callvault_version: env!("CARGO_PKG_VERSION").to_owned(),
-        notes: super::readme::trust_notes(request.signer.is_some())
+        notes: super::readme::trust_notes(request.prover.signer().is_some())
             .into_iter()
             .chain(report.notes.iter().cloned())
             .collect(),
     };
     let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
     bundle.put(super::format::BUNDLE_JSON, json).await?;
-    let readme = super::readme::text(&info, request.signer.as_ref());
+    let readme = super::readme::text(&info, request.prover.signer());
     bundle.put(super::format::README, readme.into_bytes()).await
 }
 
@@ -349,11 +348,11 @@ async fn write_all(
 async fn finish(request: &ExportRequest, bundle: &mut Bundle) -> Result<(), ExportError> {
     let sums = bundle.sums_text();
     bundle.sink.put_bytes(SUMS, sums.clone()).await?;
-    if let Some(key) = &request.signer {
+    if let Some(key) = request.prover.signer() {
         let signature = key.sign(&sums);
         bundle.sink.put_bytes(SUMS_SIG, signature.to_vec()).await?;
     }
-    if let Some(token) = stamp_sums(request.stamper.as_ref(), &sums).await {
+    if let Some(token) = stamp_sums(request.prover.stamper(), &sums).await {
         bundle.sink.put_bytes(SUMS_TSR, token).await?;
     }
     Ok(())

@@ -89,14 +89,16 @@ pub struct ProofFigures {
 
 #[async_trait]
 pub trait ProofLog: Send + Sync {
-    /// Written manifests not in the log yet, oldest first, stopping before any manifest
-    /// still being written; and the log's size before the first of them.
+    /// Written manifests not in the log yet, oldest first (only the newest manifest is ever
+    /// still being written); and the log's size before the first of them.
     async fn unlogged_manifests(&self) -> Result<(u64, Vec<UnloggedManifest>), LedgerError>;
 
     /// The stored hashes of `ids` (those the log has).
     async fn log_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, LedgerError>;
 
-    /// Stores nodes (a node already stored keeps its hash: nodes never change).
+    /// Stores nodes. A node once under a checkpoint never changes; one past every checkpoint
+    /// may be written again (a manifest read while altered in the store left wrong ones,
+    /// which its next, good reading replaces).
     async fn add_log_nodes(&self, nodes: &[(NodeId, Hash)]) -> Result<(), LedgerError>;
 
     /// Records manifest `seq` as logged; false if it already was (another process logged
@@ -151,37 +153,40 @@ fn hash_of(hex_text: &str) -> Result<Hash, LedgerError> {
 #[async_trait]
 impl<D: Db> ProofLog for D {
     async fn unlogged_manifests(&self) -> Result<(u64, Vec<UnloggedManifest>), LedgerError> {
+        // Only the newest manifest is ever being written (a head is claimed once the one
+        // before is written), so the written ones not logged follow the logged ones.
+        let start = self
+            .fetch_one(
+                Stmt::new(
+                    "SELECT max(log_size) AS n FROM manifests WHERE account = $1",
+                    "reading the log's size",
+                )
+                .bind(self.account()),
+            )
+            .await?
+            .opt_int("n")?
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0));
         let rows = self
             .fetch_all(
                 Stmt::new(
-                    "SELECT seq, object_key, state, sha256, size_bytes, log_size FROM manifests
-                     WHERE account = $1 ORDER BY seq",
+                    "SELECT seq, object_key, sha256, size_bytes FROM manifests
+                     WHERE account = $1 AND state = 'written' AND log_size IS NULL ORDER BY seq",
                     "listing the manifests to log",
                 )
                 .bind(self.account()),
             )
             .await?;
-        let (mut start, mut pending) = (0, Vec::new());
-        for row in &rows {
-            if row.text("state")? != "written" {
-                break;
-            }
-            match row.opt_int("log_size")? {
-                Some(size) if pending.is_empty() => start = u64::try_from(size).unwrap_or(0),
-                Some(_) => {
-                    return Err(LedgerError::Corrupt(format!(
-                        "manifest {} is logged but an earlier one is not",
-                        row.int("seq")?
-                    )));
-                }
-                None => pending.push(UnloggedManifest {
+        let pending = rows
+            .iter()
+            .map(|row| {
+                Ok(UnloggedManifest {
                     seq: row.int("seq")?,
                     key: row.text("object_key")?,
                     sha256: row.text("sha256")?,
                     size: row.count("size_bytes")?,
-                }),
-            }
-        }
+                })
+            })
+            .collect::<Result<_, LedgerError>>()?;
         Ok((start, pending))
     }
 
@@ -220,7 +225,7 @@ impl<D: Db> ProofLog for D {
                 .collect();
             let sql = format!(
                 "INSERT INTO log_nodes (account, level, idx, hash) VALUES {}
-                 ON CONFLICT (account, level, idx) DO NOTHING",
+                 ON CONFLICT (account, level, idx) DO UPDATE SET hash = excluded.hash",
                 values.join(", ")
             );
             let stmt = chunk.iter().fold(

@@ -77,8 +77,9 @@ pub async fn check_log(ledger: &Ledger, store: &Store) -> Result<LogReport, Chec
             seq: *seq,
             row: rows.get(seq),
         };
-        check_one(store, ledger, &at, &range, &keys, &mut report).await?;
-        check_tokens(store, &at.key, &tokens, &mut report).await?;
+        if let Some(text) = check_one(store, ledger, &at, &range, &keys, &mut report).await? {
+            check_tokens(store, &at.key, &text, &tokens, &mut report).await?;
+        }
     }
     report.leaves = range.size();
     for seq in rows.keys().filter(|s| !manifests.contains_key(s)) {
@@ -147,13 +148,11 @@ async fn append_manifest(
 async fn check_tokens(
     store: &Store,
     checkpoint_key: &str,
+    text: &str,
     tokens: &[String],
     report: &mut LogReport,
 ) -> Result<(), CheckError> {
-    let Some(text) = read_text(store, checkpoint_key).await? else {
-        return Ok(());
-    };
-    let imprint = super::stamp::imprint(&text);
+    let imprint = super::stamp::imprint(text);
     let prefix = format!("{checkpoint_key}.");
     for key in tokens.iter().filter(|k| k.starts_with(&prefix)) {
         let Some(token) = super::log::read_bytes(store, key).await? else {
@@ -174,7 +173,8 @@ struct Checkpointed<'a> {
     row: Option<&'a CheckpointRow>,
 }
 
-/// Checks a manifest's checkpoint against the tree recomputed up to it.
+/// Checks a manifest's checkpoint against the tree recomputed up to it; its text, when
+/// the store holds it (for the tokens beside it).
 async fn check_one(
     store: &Store,
     ledger: &Ledger,
@@ -182,7 +182,7 @@ async fn check_one(
     range: &CompactRange,
     keys: &[VerifierKey],
     report: &mut LogReport,
-) -> Result<(), CheckError> {
+) -> Result<Option<String>, CheckError> {
     let (key, seq, row) = (&at.key, at.seq, at.row);
     let Some(text) = read_text(store, key).await? else {
         match row {
@@ -193,14 +193,14 @@ async fn check_one(
                 "manifest {seq} has no checkpoint yet (the next pass writes it)"
             )),
         }
-        return Ok(());
+        return Ok(None);
     };
     report.checkpoints_checked += 1;
     let read = match SignedCheckpoint::parse(&text) {
         Ok(read) => read,
         Err(e) => {
             report.problems.push(format!("{key}: {e}"));
-            return Ok(());
+            return Ok(Some(text));
         }
     };
     let (size, root) = (range.size(), range.root());
@@ -234,5 +234,5 @@ async fn check_one(
             Err(e) => report.problems.push(format!("the ledger's log for {key}: {e}")),
         }
     }
-    Ok(())
+    Ok(Some(text))
 }

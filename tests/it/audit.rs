@@ -28,6 +28,17 @@ pub async fn bytes_of(store: &Store, key: &str) -> Option<Vec<u8>> {
     }
 }
 
+/// The lines of the manifest at `key` after its header, as stored (the log's leaves).
+pub async fn manifest_leaves(store: &Store, key: &str) -> Vec<Vec<u8>> {
+    let bytes = bytes_of(store, key).await.expect("manifest");
+    let lines: Vec<&[u8]> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let (_header, leaves) = lines.split_first().expect("a manifest has a header");
+    leaves.iter().map(|l| l.to_vec()).collect()
+}
+
 pub async fn put(store: &Store, key: &str, bytes: Vec<u8>) {
     store
         .object_store()

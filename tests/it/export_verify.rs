@@ -82,13 +82,9 @@ async fn archive_and_log(world: &World, key: &SigningKey) -> Vec<CheckpointRow> 
 
 /// The calls of one checkpoint's manifest as `calls.jsonl` lines; their recordings copied.
 async fn calls_of(world: &World, row: &CheckpointRow, account: &str, out: &Path) -> Vec<CallLine> {
-    let manifest = bytes_of(&world.store, &row.manifest_key).await.unwrap();
-    let lines = manifest
-        .split(|&b| b == b'\n')
-        .skip(1)
-        .filter(|l| !l.is_empty());
+    let lines = crate::audit::manifest_leaves(&world.store, &row.manifest_key).await;
     let mut calls = Vec::new();
-    for (i, line) in lines.enumerate() {
+    for (i, line) in lines.iter().enumerate() {
         let index = row.start + i as u64;
         let text = String::from_utf8(line.to_vec()).unwrap();
         let said: serde_json::Value = serde_json::from_str(&text).unwrap();

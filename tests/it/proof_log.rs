@@ -13,18 +13,21 @@ use callvault::proof::merkle::{self, Hash, Wanted};
 use callvault::proof::{Prover, log};
 use callvault::store::Store;
 
-use crate::audit::{archive_without_manifest, bytes_of, put};
+use crate::audit::{archive_without_manifest, bytes_of, manifest_leaves, put};
 use crate::world::World;
 
-/// The leaves of a manifest as stored: its lines after the header.
-async fn leaves_of(store: &Store, key: &str) -> Vec<Vec<u8>> {
-    let bytes = bytes_of(store, key).await.expect("manifest");
-    bytes
-        .split(|&b| b == b'\n')
-        .skip(1)
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
+/// Writes the manifests as the release before the log did: no log step after them.
+async fn manifests_without_log(world: &World) -> Vec<callvault::audit::ManifestWritten> {
+    callvault::audit::write_manifests(
+        &world.ledger,
+        &world.store,
+        &callvault::domain::RunId::generate(),
+        std::time::Duration::from_secs(30),
+        &world.clock.clock(),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn proof(ledger: &Ledger, wanted: Wanted) -> Vec<Hash> {
@@ -47,16 +50,7 @@ async fn the_pass_logs_every_manifest_line(kind: BackendKind) {
     // A manifest written before the log existed (by the previous release: no log step).
     archive_without_manifest(&world, store, "p-1", &[1u8; 1200]).await;
     archive_without_manifest(&world, store, "p-2", &[2u8; 1300]).await;
-    let before = callvault::audit::write_manifests(
-        &world.ledger,
-        store,
-        &callvault::domain::RunId::generate(),
-        std::time::Duration::from_secs(30),
-        &world.clock.clock(),
-        &tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let before = manifests_without_log(&world).await;
     assert_eq!(before.len(), 1);
     // Two more passes with a signing key: the first logs the old manifest too, in order.
     let mut deps = world.deps();
@@ -93,7 +87,7 @@ async fn the_pass_logs_every_manifest_line(kind: BackendKind) {
     let mut leaves = Vec::new();
     let mut sizes = Vec::new();
     for seq in 1..=3 {
-        let manifest = leaves_of(store, &store.manifest_key(seq)).await;
+        let manifest = manifest_leaves(store, &store.manifest_key(seq)).await;
         leaves.extend(manifest);
         let cp = checkpoint_at(store, seq).await;
         assert_eq!(
@@ -204,19 +198,11 @@ async fn an_altered_manifest_is_not_logged_and_an_unsigned_checkpoint_is_counted
     let world = World::new().await;
     let store = &world.store;
     archive_without_manifest(&world, store, "a-2", &[3u8; 700]).await;
-    callvault::audit::write_manifests(
-        &world.ledger,
-        store,
-        &callvault::domain::RunId::generate(),
-        std::time::Duration::from_secs(30),
-        &world.clock.clock(),
-        &tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    manifests_without_log(&world).await;
     // Altered in the bucket after it was written: the log refuses it and says why.
     let key = store.manifest_key(1);
-    let mut bytes = bytes_of(store, &key).await.unwrap();
+    let original = bytes_of(store, &key).await.unwrap();
+    let mut bytes = original.clone();
     let last = bytes.len() - 3;
     bytes[last] ^= 1;
     put(store, &key, bytes).await;
@@ -231,6 +217,16 @@ async fn an_altered_manifest_is_not_logged_and_an_unsigned_checkpoint_is_counted
     assert!(bytes_of(store, &store.checkpoint_key(1)).await.is_none());
     let figures = world.ledger.proof_figures().await.unwrap();
     assert_eq!(figures.unlogged_manifests, 1);
+    // Put back, it is logged, and the nodes the altered reading left are replaced.
+    put(store, &key, original).await;
+    let logged = log::extend(&world.ledger, store, None, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 1);
+    let checked = callvault::proof::check::check_log(&world.ledger, store)
+        .await
+        .unwrap();
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
 
     // Without a key the checkpoint is written unsigned, and counted.
     let world = World::new().await;
