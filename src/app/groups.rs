@@ -176,8 +176,10 @@ impl ArchiveStoreArgs {
             store: store.clone(),
             key_template: crate::accounts::ACCOUNT_PLACEHOLDER.to_owned(),
             part_size_mib: 8,
+            memory_budget_mib: 128,
             storage_class: None,
             store_checksums: true,
+            store_checksum_algorithm: "crc64nvme".to_owned(),
             layout: layout.cloned().unwrap_or_else(|| LayoutArgs {
                 sidecar: true,
                 no_sidecar: false,
@@ -189,12 +191,21 @@ impl ArchiveStoreArgs {
         }
     }
 
+    /// The memory budget `--memory-budget-mib` sets; a run shares one among its accounts.
+    pub fn memory_budget(&self) -> crate::store::MemoryBudget {
+        crate::store::MemoryBudget::new(
+            usize::try_from(self.memory_budget_mib).unwrap_or(usize::MAX) * 1024 * 1024,
+        )
+    }
+
     /// The store a run writes to, laid out and locked as the flags say.
     pub fn config(&self, s3: &S3Options) -> Result<StoreConfig, ConfigError> {
         let store = self.layout.apply(self.store.config(s3)?);
         Ok(StoreConfig {
             part_size: usize::from(self.part_size_mib) * 1024 * 1024,
+            memory_budget: self.memory_budget(),
             checksums: self.store_checksums,
+            checksum_algorithm: self.store_checksum_algorithm.parse().map_err(ConfigError)?,
             retention: self.retention.policy()?,
             storage_class: self
                 .storage_class

@@ -170,7 +170,11 @@ fn run_top_level(run: &RunArgs) -> accounts::TopLevel<'_> {
     }
 }
 
-/// The ledger a run's passes share: a connection per worker, plus each account's lease
+/// Ledger connections for a run's workers, however many workers there are.
+const MAX_WORKER_CONNECTIONS: u32 = 16;
+
+/// The ledger a run's passes share: a connection per worker (up to
+/// [`MAX_WORKER_CONNECTIONS`]), plus each account's lease
 /// renewer and manifest writer, and a spare.
 async fn open_pass_ledger(
     common: &CommonSettings,
@@ -178,7 +182,10 @@ async fn open_pass_ledger(
     accounts: usize,
 ) -> anyhow::Result<crate::ledger::Ledger> {
     let extra = u32::try_from(accounts.saturating_mul(2)).unwrap_or(u32::MAX);
+    // Workers share the claim and the group commit: past a few, more connections only
+    // mean more idle sessions (and, on SQLite, threads and page caches).
     let connections = u32::from(run.concurrency)
+        .min(MAX_WORKER_CONNECTIONS)
         .saturating_add(2)
         .saturating_add(extra);
     wiring::open_ledger_sized(&common.ledger, connections).await
@@ -198,8 +205,11 @@ async fn prepare_passes(
     let shares: Vec<u32> = chosen.iter().map(|a| a.share).collect();
     let prover = args::prover(&run.proof)?;
     let mut passes = Vec::with_capacity(chosen.len());
+    // One budget of upload buffers for the process, whatever the number of accounts.
+    let budget = run.store.memory_budget();
     for account in chosen {
-        let settings = account.pass_settings(common.tz)?;
+        let mut settings = account.pass_settings(common.tz)?;
+        settings.store.memory_budget = budget.clone();
         let deps = wiring::build_deps(ledger.scoped(&account.name), settings, prover.clone())?;
         let opts = args::run_options(
             run,

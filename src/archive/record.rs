@@ -542,6 +542,7 @@ async fn attempt(
         company_code: record.company_code.clone(),
         call_start: record.call_start,
         content_type: download.content_type.clone(),
+        size_hint: download.content_length,
     };
     let expected = download.content_length;
     let progress = opts.progress.clone();

@@ -67,9 +67,9 @@ pub struct ProviderArgs {
     #[arg(long, env = "CALLVAULT_API_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub api_timeout: Duration,
     /// At most this many provider API requests per second (link requests, bill pages and
-    /// logins together, however many workers); none when unset. Server errors slow it
-    /// down further.
-    #[arg(long, env = "CALLVAULT_API_RATE", value_parser = parse_rate)]
+    /// logins together, however many workers or `--concurrency`); `unlimited` for none.
+    /// Server errors slow it down further.
+    #[arg(long, env = "CALLVAULT_API_RATE", value_parser = parse_rate, default_value = DEFAULT_API_RATE)]
     pub api_rate: Option<f64>,
     /// A download that sends nothing for this long is abandoned (and retried).
     #[arg(long, env = "CALLVAULT_STALL_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
@@ -111,12 +111,22 @@ pub struct AccountArgs {
 }
 
 /// A positive number of requests per second (`0.5`, `20`).
+/// The provider API's pace when `--api-rate` is not given: requests a second to each
+/// provider account, however many transfers (see docs/operations.md, "Sizing a backfill").
+pub const DEFAULT_API_RATE: &str = "500";
+
+/// A rate in requests a second; `unlimited` (or `none`) is infinite, which paces nothing.
 fn parse_rate(raw: &str) -> Result<f64, String> {
-    raw.trim()
-        .parse::<f64>()
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("unlimited") || raw.eq_ignore_ascii_case("none") {
+        return Ok(f64::INFINITY);
+    }
+    raw.parse::<f64>()
         .ok()
         .filter(|r| r.is_finite() && *r > 0.0)
-        .ok_or_else(|| format!("{raw:?} is not a positive number of requests per second"))
+        .ok_or_else(|| {
+            format!("{raw:?} is not a positive number of requests per second, nor `unlimited`")
+        })
 }
 
 /// Where the archive is. Its credentials, region and endpoint are not flags: they come from
@@ -179,21 +189,30 @@ pub struct ArchiveStoreArgs {
     /// Object key template; placeholders {account} {companycode} {uuid} {ext} {yyyy} {mm} {dd} {hh} {filename}.
     #[arg(long, env = "CALLVAULT_KEY_TEMPLATE", default_value = crate::store::DEFAULT_TEMPLATE)]
     pub key_template: String,
-    /// Multipart part size in MiB (S3 needs at least 5); memory ≈ concurrency × part size
-    /// (one part per transfer) plus some 20 MiB.
+    /// Multipart part size in MiB (S3 needs at least 5). A recording larger than a part
+    /// holds two parts of the memory budget while it uploads.
     #[arg(long, env = "CALLVAULT_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
     pub part_size_mib: u16,
+    /// Upload buffers held at once by all transfers, in MiB: a recording smaller than a
+    /// part takes its size, a larger one two parts. Peak memory is about 64 MiB plus this.
+    #[arg(long, env = "CALLVAULT_MEMORY_BUDGET_MIB", default_value_t = 128, value_parser = clap::value_parser!(u32).range(16..=1_048_576))]
+    pub memory_budget_mib: u32,
     /// The S3 storage class of recordings and sidecars (STANDARD, STANDARD_IA, ONEZONE_IA,
     /// INTELLIGENT_TIERING, GLACIER_IR, REDUCED_REDUNDANCY); the bucket's default if unset.
     /// Server-side encryption comes from AWS_SERVER_SIDE_ENCRYPTION, AWS_SSE_KMS_KEY_ID and
     /// AWS_SSE_BUCKET_KEY_ENABLED.
     #[arg(long, env = "CALLVAULT_STORAGE_CLASS")]
     pub storage_class: Option<String>,
-    /// S3: send `x-amz-checksum-sha256` with every PUT, so the server checks the bytes and
-    /// no HEAD follows a single PUT; `false` for a server that does not check checksums
+    /// S3: send a checksum with every PUT, so the server checks the bytes and no HEAD
+    /// follows a single PUT; `false` for a server that does not check checksums
     /// (every upload is then read back with a HEAD).
     #[arg(long, env = "CALLVAULT_STORE_CHECKSUMS", default_value_t = true, action = clap::ArgAction::Set)]
     pub store_checksums: bool,
+    /// S3: the checksum a single PUT carries, `crc64nvme` (cheap on both ends, over an
+    /// unsigned payload) or `sha256` (the ledger's own hash, over a signed payload);
+    /// multipart parts always carry CRC64NVME.
+    #[arg(long, env = "CALLVAULT_STORE_CHECKSUM_ALGORITHM", default_value = "crc64nvme", value_parser = ["crc64nvme", "sha256"])]
+    pub store_checksum_algorithm: String,
     #[command(flatten)]
     pub layout: LayoutArgs,
     #[command(flatten)]

@@ -637,6 +637,9 @@ impl Window for RunWindow {
     const COMPANY_ENV: Option<&'static str> = Some("CALLVAULT_COMPANY");
 }
 
+/// `run`'s records in flight when `--concurrency` is not given.
+pub const DEFAULT_RUN_CONCURRENCY: u16 = 64;
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -646,8 +649,9 @@ pub struct RunArgs {
     // Where recordings go, and how they are written.
     #[command(flatten)]
     pub store: ArchiveStoreArgs,
-    /// Transfers at once.
-    #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Records in flight at once (link request, download, upload). Memory is bounded by
+    /// `--memory-budget-mib`, the provider's API by `--api-rate`, not by this.
+    #[arg(long, env = "CALLVAULT_CONCURRENCY", default_value_t = DEFAULT_RUN_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Claim at most this many records.
     #[arg(long, env = "CALLVAULT_MAX_RECORDS")]

@@ -1,6 +1,7 @@
 //! The object store: S3 (and S3-compatible), a local directory, or memory, chosen by URL.
 //! Speaks in keys relative to the configured prefix; uploads stream with hashing.
 
+mod budget;
 mod class;
 mod key;
 mod legal;
@@ -20,6 +21,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
+pub use budget::{DEFAULT_MEMORY_BUDGET, MemoryBudget, Reservation};
 pub use class::StorageClass;
 pub use key::{DEFAULT_TEMPLATE, KeyError, KeyTemplate};
 pub use legal::{LegalHoldOutcome, ObjectVersion, VersionLock};
@@ -145,7 +147,7 @@ pub struct Store {
     /// Where multipart uploads go: on S3 the same bucket through a client whose parts carry
     /// `x-amz-checksum-crc64nvme` (the server checks each part) and an unsigned payload, so
     /// a large recording is hashed with SHA-256 once (ours) instead of twice (ours and the
-    /// signature's); elsewhere `inner`.
+    /// signature's); elsewhere, and with CRC64NVME for every PUT, `inner`.
     bulk: Arc<dyn ObjectStore>,
     /// Set for S3 stores: reaches the bucket for what object_store cannot do.
     s3: Option<s3meta::S3Target>,
@@ -165,6 +167,8 @@ pub struct Store {
     /// match it (S3 stores with `checksums` set): a single PUT's answer is then proof enough
     /// and needs no HEAD after it.
     checksums: bool,
+    /// Bytes of upload buffers every transfer of the process shares (see `budget.rs`).
+    budget: MemoryBudget,
 }
 
 /// Settings for S3 stores, from the standard `AWS_*` variables (`aws_access_key_id`,
@@ -242,10 +246,14 @@ pub struct StoreConfig {
     pub retention: Option<RetentionPolicy>,
     /// The S3 storage class of every recording and sidecar (S3 only).
     pub storage_class: Option<StorageClass>,
-    /// S3: send `x-amz-checksum-sha256` with every PUT (the server checks the bytes) and
-    /// skip the HEAD after a single PUT. Off for a server that does not check checksums
-    /// (it would then be trusted without a check): the HEAD is made after every upload.
+    /// S3: send a checksum with every PUT (the server checks the bytes) and skip the HEAD
+    /// after a single PUT. Off for a server that does not check checksums (it would then
+    /// be trusted without a check): the HEAD is made after every upload.
     pub checksums: bool,
+    /// Which checksum single PUTs carry (parts always carry CRC64NVME).
+    pub checksum_algorithm: ChecksumAlgorithm,
+    /// Bytes of upload buffers held at once; clones share one budget (a run's accounts).
+    pub memory_budget: MemoryBudget,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -259,6 +267,8 @@ impl std::fmt::Debug for StoreConfig {
             .field("retention", &self.retention)
             .field("storage_class", &self.storage_class)
             .field("checksums", &self.checksums)
+            .field("checksum_algorithm", &self.checksum_algorithm)
+            .field("memory_budget", &self.memory_budget.bytes())
             .finish()
     }
 }
@@ -276,6 +286,8 @@ impl StoreConfig {
             retention: None,
             storage_class: None,
             checksums: true,
+            checksum_algorithm: ChecksumAlgorithm::default(),
+            memory_budget: MemoryBudget::default(),
         }
     }
 }
@@ -283,9 +295,13 @@ impl StoreConfig {
 impl Store {
     /// Opens the store `config` names: `s3://bucket/prefix`, `file:///path` or `memory://`.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        let mut store =
-            Self::open_url(&config.url, &config.s3, config.part_size, config.checksums)?
-                .with_manifests_prefix(&config.manifests_prefix)?;
+        let mut store = Self::open_url(
+            &config.url,
+            &config.s3,
+            config.part_size,
+            config.checksums.then_some(config.checksum_algorithm),
+        )?
+        .with_manifests_prefix(&config.manifests_prefix)?;
         if let Some(class) = config.storage_class {
             let Some(s3) = store.s3.as_mut() else {
                 return Err(StoreError::Config(format!(
@@ -297,9 +313,16 @@ impl Store {
                 .push(("x-amz-storage-class", class.as_str().to_owned()));
             store.storage_class = Some(class);
         }
+        store.budget = config.memory_budget.clone();
         Ok(store
             .with_sidecars(config.sidecars)
             .with_retention(config.retention))
+    }
+
+    /// The same store, its uploads sharing `budget` (with the other accounts of a run).
+    pub fn with_budget(mut self, budget: MemoryBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// The storage class recordings and sidecars are written in, if one is set.
@@ -311,7 +334,7 @@ impl Store {
         url: &str,
         s3_options: &S3Options,
         part_size: usize,
-        checksums: bool,
+        checksums: Option<ChecksumAlgorithm>,
     ) -> Result<Self, StoreError> {
         let parsed = Url::parse(url)
             .map_err(|e| StoreError::Config(format!("{url:?} is not a URL: {e}")))?;
@@ -343,7 +366,8 @@ impl Store {
             manifests: DEFAULT_MANIFESTS_PREFIX.into(),
             retention: None,
             storage_class: None,
-            checksums: checksums && parsed.scheme() == "s3",
+            checksums: checksums.is_some() && parsed.scheme() == "s3",
+            budget: MemoryBudget::default(),
         })
     }
 
@@ -421,7 +445,7 @@ impl Backend {
         parsed: &Url,
         url: &str,
         s3_options: &S3Options,
-        checksums: bool,
+        checksums: Option<ChecksumAlgorithm>,
     ) -> Result<Self, StoreError> {
         let bucket = parsed
             .host_str()
@@ -513,32 +537,70 @@ fn s3_region_and_endpoint(s3_options: &S3Options) -> Result<(String, Url), Store
     Ok((region, endpoint))
 }
 
-/// The two S3 clients: the one for single PUTs and everything else (SHA-256 checksums when
-/// `checksums` is set), and the one for multipart parts (see `Store::bulk`).
+/// Which checksum a single PUT carries for the server to check (`--store-checksum-algorithm`).
+/// Multipart parts always carry CRC64NVME with an unsigned payload (see `Store::bulk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChecksumAlgorithm {
+    /// `x-amz-checksum-crc64nvme` and an unsigned payload: the recording is hashed with
+    /// SHA-256 once, by us, and the CRC costs little on either end (see BENCHMARKS.md).
+    #[default]
+    Crc64Nvme,
+    /// `x-amz-checksum-sha256` over a signed payload: the server checks the same SHA-256
+    /// the ledger records (computed twice here: ours and the request's).
+    Sha256,
+}
+
+impl std::str::FromStr for ChecksumAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "crc64nvme" => Ok(Self::Crc64Nvme),
+            "sha256" => Ok(Self::Sha256),
+            other => Err(format!("{other:?}: the checksum is crc64nvme or sha256")),
+        }
+    }
+}
+
+/// The two S3 clients: the one for single PUTs and everything else (with the checksum
+/// `checksums` names), and the one for multipart parts (see `Store::bulk`), the same one
+/// when both carry CRC64NVME.
 fn s3_clients(
     builder: AmazonS3Builder,
-    checksums: bool,
+    checksums: Option<ChecksumAlgorithm>,
 ) -> Result<(Arc<AmazonS3>, Arc<dyn ObjectStore>), StoreError> {
-    let mut parts = builder.clone().with_unsigned_payload(true);
-    let mut builder = builder;
-    if checksums {
-        builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
-        parts = parts.with_checksum_algorithm(object_store::aws::Checksum::CRC64NVME);
-    } else {
-        // Without checksums the signature is what covers the parts' bytes.
-        parts = parts.with_unsigned_payload(false);
-    }
-    let parts: Arc<dyn ObjectStore> = Arc::new(
-        parts
-            .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?,
-    );
-    let s3 = Arc::new(
+    use object_store::aws::Checksum;
+    let build = |builder: AmazonS3Builder| {
         builder
             .build()
-            .map_err(|e| StoreError::Config(e.to_string()))?,
-    );
-    Ok((s3, parts))
+            .map(Arc::new)
+            .map_err(|e| StoreError::Config(e.to_string()))
+    };
+    let crc = |builder: AmazonS3Builder| {
+        builder
+            .with_unsigned_payload(true)
+            .with_checksum_algorithm(Checksum::CRC64NVME)
+    };
+    match checksums {
+        Some(ChecksumAlgorithm::Crc64Nvme) => {
+            let s3 = build(crc(builder))?;
+            let parts: Arc<dyn ObjectStore> = s3.clone();
+            Ok((s3, parts))
+        }
+        Some(ChecksumAlgorithm::Sha256) => {
+            let parts: Arc<dyn ObjectStore> = build(crc(builder.clone()))?;
+            Ok((
+                build(builder.with_checksum_algorithm(Checksum::SHA256))?,
+                parts,
+            ))
+        }
+        // Without checksums the signature is what covers the bytes.
+        None => {
+            let s3 = build(builder)?;
+            let parts: Arc<dyn ObjectStore> = s3.clone();
+            Ok((s3, parts))
+        }
+    }
 }
 
 fn redact_url(url: &Url) -> String {

@@ -26,6 +26,9 @@ pub struct UploadMeta {
     pub company_code: String,
     pub call_start: Option<DateTime<Utc>>,
     pub content_type: Option<String>,
+    /// The size the source announced (its `Content-Length`), which the body cannot exceed:
+    /// below a part, the upload reserves just that much of the memory budget.
+    pub size_hint: Option<u64>,
 }
 
 /// What was written.
@@ -89,7 +92,13 @@ impl Store {
         S: Stream<Item = Result<Bytes, DownloadError>> + Unpin + Send,
     {
         let mut uploaded = self
-            .put_streamed(key, body, |sha| self.attributes(meta, sha), cancel)
+            .put_streamed(
+                key,
+                body,
+                meta.size_hint,
+                |sha| self.attributes(meta, sha),
+                cancel,
+            )
             .await?;
         if let Some(s3) = self.s3.as_ref().filter(|_| uploaded.multipart) {
             let pairs = metadata_pairs(meta, Some(&uploaded.sha256));
@@ -127,15 +136,18 @@ impl Store {
             }
             attrs
         };
-        self.put_streamed(key, body, |_| attributes(), cancel).await
+        self.put_streamed(key, body, None, |_| attributes(), cancel)
+            .await
     }
 
     /// The streaming engine: one PUT when the body fits in a part, else a multipart upload.
-    /// `attributes` gets the SHA-256 when it is known before the object is written.
+    /// `attributes` gets the SHA-256 when it is known before the object is written. The
+    /// memory budget is reserved first (see `budget.rs`) and held to the end.
     async fn put_streamed<S, E>(
         &self,
         key: &str,
         mut body: S,
+        size_hint: Option<u64>,
         attributes: impl Fn(Option<&str>) -> Attributes,
         cancel: &CancellationToken,
     ) -> Result<Uploaded, UploadError<E>>
@@ -143,12 +155,26 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
     {
         let path = self.path(key).map_err(UploadError::Store)?;
+        let _held = self
+            .budget
+            .reserve(self.buffer_for(size_hint), cancel)
+            .await
+            .ok_or(UploadError::Cancelled)?;
         let first = self.first_part(&mut body, cancel).await?;
         if first.ended {
             self.put_single(key, &path, first, attributes).await
         } else {
             self.put_multipart(key, &path, first, body, attributes(None), cancel)
                 .await
+        }
+    }
+
+    /// The upload buffers a body of `size_hint` bytes needs: itself below a part (one PUT
+    /// from memory), else the part filling and the part uploading (`PARTS_IN_FLIGHT`).
+    fn buffer_for(&self, size_hint: Option<u64>) -> usize {
+        match size_hint.and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n < self.part_size => n,
+            _ => self.part_size * (1 + PARTS_IN_FLIGHT),
         }
     }
 
@@ -353,6 +379,7 @@ mod tests {
             company_code: "c".into(),
             call_start: None,
             content_type: Some("audio/wav".into()),
+            size_hint: None,
         }
     }
 
@@ -402,6 +429,66 @@ mod tests {
             prop_assert_eq!(uploaded.multipart, data.len() >= part);
             prop_assert_eq!(stored, data);
         }
+    }
+
+    /// An upload holds its share of the memory budget from before its first byte to its
+    /// end: a body announced below a part its size, any other two parts; two large ones
+    /// wait for each other when the budget holds only one.
+    #[tokio::test]
+    async fn uploads_hold_the_memory_budget_while_they_run() {
+        let budget = crate::store::MemoryBudget::new(4096);
+        let store = Store::open(&StoreConfig {
+            part_size: 1024,
+            memory_budget: budget.clone(),
+            ..StoreConfig::new("memory:///")
+        })
+        .unwrap();
+        assert_eq!(store.buffer_for(Some(300)), 300);
+        assert_eq!(store.buffer_for(Some(1024)), 2048);
+        assert_eq!(store.buffer_for(None), 2048);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let first = Ok::<_, DownloadError>(Bytes::from(vec![1u8; 300]));
+        let body = futures::stream::once(async { first })
+            .chain(futures::stream::once(async move {
+                rx.await.ok();
+                Ok(Bytes::from(vec![2u8; 1000]))
+            }))
+            .boxed();
+        let held = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let meta = meta();
+                store
+                    .upload("big.wav", body, &meta, &CancellationToken::new())
+                    .await
+            }
+        });
+        while budget.available() == 4096 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            budget.available(),
+            2048,
+            "a body of unknown size holds two parts"
+        );
+        let small = UploadMeta {
+            size_hint: Some(500),
+            ..meta()
+        };
+        let body = futures::stream::iter(vec![Ok(Bytes::from(vec![3u8; 500]))]);
+        let cancel = CancellationToken::new();
+        store
+            .upload("small.wav", body, &small, &cancel)
+            .await
+            .unwrap();
+        assert_eq!(
+            budget.available(),
+            2048,
+            "the small one gave its share back"
+        );
+        tx.send(()).unwrap();
+        assert_eq!(held.await.unwrap().unwrap().size, 1300);
+        assert_eq!(budget.available(), 4096);
     }
 
     #[tokio::test]

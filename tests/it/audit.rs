@@ -101,6 +101,7 @@ pub async fn archive_without_manifest(
         company_code: record.company_code.clone(),
         call_start: record.call_start,
         content_type: Some("audio/wav".into()),
+        size_hint: None,
     };
     let chunks = futures::stream::iter(vec![Ok(Bytes::copy_from_slice(body))]);
     let uploaded = store
