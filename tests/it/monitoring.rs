@@ -17,8 +17,8 @@ use callvault::accounts::AccountName;
 use callvault::archive::{AccountPass, Shutdown};
 use callvault::provider::ProviderClient;
 use callvault::serve::{
-    CallbackAccount, CallbackAnswer, ReceiverConfig, ScheduledPasses, ScheduledSyncs,
-    ServeOptions, parse_schedule, serve,
+    CallbackAccount, CallbackAnswer, ReceiverConfig, ScheduledPasses, ScheduledSyncs, ServeOptions,
+    parse_schedule, serve,
 };
 use callvault::sync::{AccountSync, SyncDeps, SyncOptions};
 use callvault::timefmt::{PROVIDER_TZ, default_provider_tz};
@@ -115,9 +115,7 @@ fn serve_options(world: &World, textfile: PathBuf) -> ServeOptions {
         accounts: vec![account.clone()],
         ledger: world.ledger.clone(),
         receiver: Some(ReceiverConfig {
-            accounts: vec![CallbackAccount::default_account(SecretString::from(
-                SECRET,
-            ))],
+            accounts: vec![CallbackAccount::default_account(SecretString::from(SECRET))],
             allow_from: Vec::new(),
             max_body_bytes: 64 * 1024,
             tz: PROVIDER_TZ,
@@ -178,7 +176,10 @@ fn sample_names(text: &str, names: &mut Names) {
                 .or_insert_with(|| (kind.clone(), BTreeSet::new()));
         }
     }
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..name_end];
         let kind = family_type(name, &types);
