@@ -3,10 +3,14 @@
 ledger must fit its shape (a SQLite file: one writer on one volume; PostgreSQL: the URL from
 a Secret, a work-queue Job of parallel workers, receivers in 2+ replicas with a
 PodDisruptionBudget), selectors must find the pods they are meant for, every manifest must
-be reachable from a kustomization, and the crontab line must parse.
+be reachable from a kustomization, and the crontab line must parse. deploy/monitoring's alert
+rules and dashboard may only use metric names (and labels) callvault exports, as
+tests/it/monitoring.rs lists them from the real program; every alert says how bad it is,
+for which account, and links a runbook that exists; the PrometheusRule holds the same rules.
 Run by .ci/validate-deploy with the venv's Python (PyYAML). Prints one line per problem
 and exits 1 if there is any."""
 
+import json
 import math
 import os
 import re
@@ -448,11 +452,149 @@ def check_crontab(path):
             problem(path, "the command should run `callvault run` or `callvault sync`")
 
 
+# --- deploy/monitoring: the alert rules and the dashboard -------------------------------
+
+# Written by tests/it/monitoring.rs from what `serve` and a pass's textfile really export.
+METRIC_LIST = "monitoring/metric-names.txt"
+# Labels a scraped series carries besides callvault's own: the target's, Prometheus's.
+SCRAPE_LABELS = {"job", "instance", "__name__"}
+# Names in PromQL that are neither metrics nor functions.
+PROMQL_WORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
+                "group_right", "offset", "bool", "inf", "nan", "start", "end"}
+SEVERITIES = {"critical", "warning"}
+GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+SELECTOR = re.compile(r"(?<![\w:.])([A-Za-z_:][\w:]*)?\s*\{([^}]*)\}")
+IDENT = re.compile(r"(?<![\w:.$])([A-Za-z_:][\w:]*)(\s*\()?")
+
+
+def exported_metrics(path):
+    """{sample name: its labels (None where the list has none)} from metric-names.txt."""
+    names = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            fields = line.split()
+            names[fields[0]] = set(fields[2].split(",")) if len(fields) > 2 else None
+    return names
+
+
+def promql_uses(expr):
+    """(metric names, {metric: matcher labels}, grouping labels) of a PromQL expression."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
+    text = re.sub(r"\[[^\]]*\]", "", text)
+    grouping = {l.strip() for m in GROUPING.finditer(text) for l in m.group(2).split(",") if l.strip()}
+    text = GROUPING.sub(" ", text)
+    matchers = {}
+    for m in SELECTOR.finditer(text):
+        keys = {re.split(r"\s*(=~|!~|!=|=)", pair)[0].strip() for pair in m.group(2).split(",") if pair.strip()}
+        matchers.setdefault(m.group(1) or "", set()).update(keys)
+    text = SELECTOR.sub(lambda m: f" {m.group(1) or ''} ", text)
+    names = {m.group(1) for m in IDENT.finditer(text)
+             if not m.group(2) and m.group(1).lower() not in PROMQL_WORDS}
+    return names | {n for n in matchers if n}, matchers, grouping
+
+
+def check_promql(where, expr, exported):
+    names, matchers, grouping = promql_uses(expr)
+    known = set(SCRAPE_LABELS)
+    for name in sorted(names):
+        if name not in exported:
+            problem(where, f"{name} is not a metric callvault exports (deploy/{METRIC_LIST}): {expr!r}")
+        else:
+            known |= exported[name] or set()
+    for name, keys in matchers.items():
+        labels = exported.get(name) if name else set().union(*[exported[n] or set() for n in names if n in exported])
+        for key in sorted(keys - SCRAPE_LABELS - (labels or set())):
+            if labels is not None:
+                problem(where, f"{name or 'a selector'} has no label {key!r}: {expr!r}")
+    for label in sorted(grouping - known if names <= exported.keys() else ()):
+        problem(where, f"grouping by {label!r}, which no metric of the expression has: {expr!r}")
+
+
+def runbook_anchors(docs):
+    """GitHub's anchors of the headings of docs/operations.md."""
+    anchors = set()
+    for line in docs.read_text().splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def check_alert_rules(path, exported, anchors):
+    rules = yaml.safe_load(path.read_text())
+    for group in rules.get("groups", []):
+        for rule in group.get("rules", []):
+            name = rule.get("alert") or rule.get("record")
+            where = f"{os.path.relpath(path)} {name}"
+            check_promql(where, str(rule.get("expr", "")), exported)
+            if "alert" not in rule:
+                continue
+            if rule.get("labels", {}).get("severity") not in SEVERITIES:
+                problem(where, f"labels.severity must be one of {sorted(SEVERITIES)}")
+            notes = rule.get("annotations", {})
+            for key in ("summary", "description", "runbook_url"):
+                if not notes.get(key):
+                    problem(where, f"no {key} annotation")
+            if "absent(" not in rule["expr"] and "$labels.account" not in notes.get("description", ""):
+                problem(where, "the description must name the account ({{ $labels.account }})")
+            page, _, anchor = str(notes.get("runbook_url", "")).partition("#")
+            if page != "docs/operations.md" or anchor not in anchors:
+                problem(where, f"runbook_url {notes.get('runbook_url')!r} is not a heading of docs/operations.md")
+    return rules
+
+
+def check_dashboard(path, exported):
+    try:
+        dash = json.loads(path.read_text())
+    except ValueError as e:
+        problem(path, f"not valid JSON: {e}")
+        return
+    variables = {v.get("name"): v for v in dash.get("templating", {}).get("list", [])}
+    if variables.get("DS_PROMETHEUS", {}).get("type") != "datasource":
+        problem(path, "no datasource variable DS_PROMETHEUS")
+    if variables.get("account", {}).get("type") != "query":
+        problem(path, "no query variable `account`")
+    for v in variables.values():
+        query = v.get("query")
+        query = query.get("query", "") if isinstance(query, dict) else str(query or "")
+        for metric, label in re.findall(r"label_values\(\s*([\w:]+)\s*,\s*(\w+)\s*\)", query):
+            check_promql(f"{path} variable {v['name']}", f"{metric}{{{label}=\"\"}}", exported)
+    panels, exprs = list(dash.get("panels", [])), 0
+    while panels:
+        panel = panels.pop()
+        panels += panel.get("panels", [])
+        where = f"{path} panel {panel.get('title')!r}"
+        if panel.get("type") != "row" and panel.get("datasource", {}).get("uid") != "${DS_PROMETHEUS}":
+            problem(where, "the datasource must be ${DS_PROMETHEUS}")
+        for target in panel.get("targets", []):
+            exprs += 1
+            check_promql(where, target.get("expr", ""), exported)
+            if "account" not in target.get("expr", ""):
+                problem(where, f"not filtered by $account: {target.get('expr')!r}")
+    if not exprs:
+        problem(path, "no panel has a query")
+
+
+def check_monitoring(deploy):
+    names = deploy / METRIC_LIST
+    if not names.is_file():
+        problem(names, "missing: write it with `CALLVAULT_BLESS=1 cargo test --test it monitoring`")
+        return
+    exported = exported_metrics(names)
+    anchors = runbook_anchors(deploy.parent / "docs" / "operations.md")
+    rules = check_alert_rules(deploy / "monitoring" / "callvault-alerts.yml", exported, anchors)
+    check_dashboard(deploy / "monitoring" / "callvault-dashboard.json", exported)
+    wrapped = deploy / "kubernetes" / "monitoring" / "prometheusrule.yaml"
+    if yaml.safe_load(wrapped.read_text()).get("spec", {}).get("groups") != rules.get("groups"):
+        problem(wrapped, "spec.groups differ from deploy/monitoring/callvault-alerts.yml: regenerate it (the command is in its header)")
+
+
 def main():
     deploy = Path(sys.argv[1] if len(sys.argv) > 1 else "deploy")
     check_kubernetes(deploy / "kubernetes")
     check_systemd(deploy / "systemd")
     check_crontab(deploy / "crontab.example")
+    check_monitoring(deploy)
     for p in problems:
         print(f"ERROR {p}")
     print(f"deploy invariants: {len(problems)} problem(s)")

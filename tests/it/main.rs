@@ -46,6 +46,7 @@ mod ledger_accounts;
 mod ledger_copy;
 mod manifests;
 mod media;
+mod monitoring;
 mod moto;
 mod pg;
 mod postgres_receivers;
