@@ -417,12 +417,17 @@ impl JsonRows {
         }
     }
 
-    /// The values of a flat JSON array (of strings), for `IN (…)`.
-    pub fn list(self) -> String {
+    /// `column` is one of the values of a flat JSON array of strings. PostgreSQL gets an
+    /// array (`= ANY`), which its planner probes an index with whatever it guesses of the
+    /// list's length; `IN (SELECT …)` over the function let it hash-join a scan of every
+    /// row of the account when the table's statistics were stale (mid-import).
+    pub fn contains(self, column: &str) -> String {
         let n = self.param;
         match self.kind {
-            BackendKind::Sqlite => format!("SELECT value FROM json_each(${n})"),
-            BackendKind::Postgres => format!("SELECT jsonb_array_elements_text(${n}::jsonb)"),
+            BackendKind::Sqlite => format!("{column} IN (SELECT value FROM json_each(${n}))"),
+            BackendKind::Postgres => {
+                format!("{column} = ANY (ARRAY(SELECT jsonb_array_elements_text(${n}::jsonb)))")
+            }
         }
     }
 

@@ -692,7 +692,7 @@ async fn known_rows<T: Tx>(
 }
 
 /// The statement [`known_rows`] runs: rows by uuid, by bill id within the companies named,
-/// by record file name; each list one JSON argument ([`JsonRows::list`]).
+/// by record file name; each list one JSON argument ([`JsonRows::contains`]).
 fn known_rows_stmt(
     kind: BackendKind,
     account: &str,
@@ -716,19 +716,19 @@ fn known_rows_stmt(
         .filter(|f| !f.is_empty())
         .collect();
     let uuids: Vec<&str> = records.iter().map(|r| r.uuid.as_str()).collect();
-    let list = |n| JsonRows::new(kind, n).list();
-    let mut sql = format!("{COLUMNS} WHERE account = $1 AND uuid IN ({})", list(2));
+    let is_in = |column, n| JsonRows::new(kind, n).contains(column);
+    let mut sql = format!("{COLUMNS} WHERE account = $1 AND {}", is_in("uuid", 2));
     if !bill_ids.is_empty() {
         sql.push_str(&format!(
-            " UNION {COLUMNS} WHERE account = $1 AND company_code IN ({}) AND bill_id IN ({})",
-            list(3),
-            list(4)
+            " UNION {COLUMNS} WHERE account = $1 AND {} AND {}",
+            is_in("company_code", 3),
+            is_in("bill_id", 4)
         ));
     }
     if !files.is_empty() {
         sql.push_str(&format!(
-            " UNION {COLUMNS} WHERE account = $1 AND record_file <> '' AND record_file IN ({})",
-            list(5)
+            " UNION {COLUMNS} WHERE account = $1 AND record_file <> '' AND {}",
+            is_in("record_file", 5)
         ));
     }
     let stmt = Stmt::new(sql, "matching callbacks to calls found by sync").bind(account);
