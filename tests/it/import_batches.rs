@@ -75,7 +75,7 @@ fn queries() -> Vec<CallQuery> {
     let all = CallQuery::all(callvault::ledger::MAX_PAGE);
     vec![
         CallQuery {
-            number: PhoneNumber::parse("94729"),
+            number: PhoneNumber::parse("104729"),
             ..all.clone()
         },
         CallQuery {
