@@ -9,6 +9,7 @@ mod accounts;
 mod ceiling;
 mod child;
 mod figures;
+mod import;
 mod ledger_growth;
 mod machine;
 mod pg_history;
@@ -87,6 +88,8 @@ enum Part {
     /// Issue 19: the pass with a signed, time-stamped log against without; proofs from a
     /// log of 1,000,000 leaves (SQLite and PostgreSQL); export of 1,000 recordings vs `get`.
     Proof,
+    /// Issue 20: `callvault import` of 100,000 callbacks on SQLite and on PostgreSQL.
+    Import,
 }
 
 /// Counts and sizes of one mode.
@@ -192,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
         Part::PgProcesses,
         Part::PgStatus,
         Part::Proof,
+        Part::Import,
     ]
     .into_iter()
     .any(wants)
@@ -237,6 +241,11 @@ async fn main() -> anyhow::Result<()> {
 
     if wants(Part::Proof) {
         results.proof = Some(proof::measure(&rig, pg.as_ref(), &plan.proof()).await?);
+    }
+
+    if let Some(pg) = pg.as_ref().filter(|_| wants(Part::Import)) {
+        let n = if args.quick { 20_000 } else { 100_000 };
+        results.import = Some(import::measure(&rig, pg, n).await?);
     }
 
     if wants(Part::Logins) {

@@ -99,6 +99,8 @@ pub struct Results {
     pub accounts: Option<crate::accounts::Fairness>,
     /// Issue 19: what the log, time-stamps, proofs and export cost.
     pub proof: Option<crate::proof::ProofBench>,
+    /// Issue 20: `callvault import` on each ledger.
+    pub import: Option<crate::import::ImportBench>,
     pub notes: Vec<String>,
 }
 
@@ -186,6 +188,9 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     }
     if let Some(p) = &r.proof {
         crate::proof::section(&mut s, p);
+    }
+    if let Some(i) = &r.import {
+        crate::import::section(&mut s, i);
     }
     if let Some(l) = &r.logins {
         let _ = writeln!(s, "\n### Logins per token invalidation\n");

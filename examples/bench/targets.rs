@@ -227,5 +227,8 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
     if let Some(p) = &r.proof {
         out.extend(p.targets());
     }
+    if let Some(i) = &r.import {
+        out.extend(i.targets());
+    }
     out
 }

@@ -390,6 +390,81 @@ pub(crate) fn value_rows(first: usize, rows: usize, width: usize) -> String {
     list.join(", ")
 }
 
+/// Rows bound as one argument: a JSON array of arrays (one per row), read in SQL as a table
+/// `j` whose row `j.value` is one array. One statement, and one placeholder, for a batch
+/// of any size: multi-row `VALUES` of thousands of placeholders cost SQLite's binding the
+/// square of their number (see [`max_params`]), and a statement per few hundred rows is a
+/// round trip each on PostgreSQL. Only the table function and the casts differ by dialect.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JsonRows {
+    kind: BackendKind,
+    /// The placeholder's number.
+    param: usize,
+}
+
+impl JsonRows {
+    pub fn new(kind: BackendKind, param: usize) -> Self {
+        Self { kind, param }
+    }
+
+    /// The table of rows, for a `FROM` clause (PostgreSQL's function names its column
+    /// `value`, as SQLite's `json_each` does).
+    pub fn table(self) -> String {
+        let n = self.param;
+        match self.kind {
+            BackendKind::Sqlite => format!("json_each(${n}) AS j"),
+            BackendKind::Postgres => format!("jsonb_array_elements(${n}::jsonb) AS j"),
+        }
+    }
+
+    /// `column` is one of the values of a flat JSON array of strings. PostgreSQL gets an
+    /// array (`= ANY`), which its planner probes an index with whatever it guesses of the
+    /// list's length; `IN (SELECT …)` over the function let it hash-join a scan of every
+    /// row of the account when the table's statistics were stale (mid-import).
+    pub fn contains(self, column: &str) -> String {
+        let n = self.param;
+        match self.kind {
+            BackendKind::Sqlite => format!("{column} IN (SELECT value FROM json_each(${n}))"),
+            BackendKind::Postgres => {
+                format!("{column} = ANY (ARRAY(SELECT jsonb_array_elements_text(${n}::jsonb)))")
+            }
+        }
+    }
+
+    /// Column `i` of the row as text (NULL for JSON `null`).
+    pub fn text(self, i: usize) -> String {
+        format!("j.value ->> {i}")
+    }
+
+    /// Column `i` as an integer.
+    pub fn int(self, i: usize) -> String {
+        match self.kind {
+            BackendKind::Sqlite => self.text(i),
+            BackendKind::Postgres => format!("(j.value ->> {i})::bigint"),
+        }
+    }
+
+    /// Column `i` as a time written by [`json_time`].
+    pub fn time(self, i: usize) -> String {
+        match self.kind {
+            BackendKind::Sqlite => self.text(i),
+            BackendKind::Postgres => format!("(j.value ->> {i})::timestamptz"),
+        }
+    }
+}
+
+/// A time as a [`JsonRows`] column carries it: the ledger's fixed-width UTC text, which is
+/// what SQLite stores and what PostgreSQL reads as a `timestamptz`.
+pub(crate) fn json_time(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(crate::timefmt::to_ledger)
+}
+
+/// `rows` as the JSON argument of a [`JsonRows`] statement.
+pub(crate) fn json_arg<T: serde::Serialize>(rows: &T) -> Result<String, LedgerError> {
+    serde_json::to_string(rows)
+        .map_err(|e| LedgerError::Corrupt(format!("statement rows as JSON: {e}")))
+}
+
 /// How many times a transaction that lost a race is run again before its caller sees the
 /// [`LedgerError::Conflict`].
 const RETRIES: u32 = 3;

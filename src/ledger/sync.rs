@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::sql::{Db, Row, Stmt, Tx, params, pick, retry_conflicts};
-use super::{ImportOutcome, LedgerError, Table};
+use super::sql::{Db, JsonRows, Row, Stmt, Tx, json_arg, pick, retry_conflicts};
+use super::{BackendKind, ImportOutcome, LedgerError, Table};
 use crate::domain::{CallRecord, RecordState};
 
 /// The id of one `callvault sync` (or scheduled sync).
@@ -580,9 +580,9 @@ async fn store_found_call<T: Tx>(
     Ok(())
 }
 
-/// Records matched per statement when callbacks look for the rows sync found (three lists
-/// of at most this many values, well under either engine's limit on placeholders).
-const MATCHES_PER_STATEMENT: usize = 300;
+/// Records matched per statement when callbacks look for the rows sync found (each list one
+/// JSON argument; a record's candidate is looked for among the chunk's bill-only rows).
+const MATCHES_PER_STATEMENT: usize = 1_000;
 
 /// A row known only from the bill list that a callback may take over.
 struct BillRow {
@@ -602,6 +602,7 @@ struct BillRow {
 /// once, for its first record.
 pub(crate) async fn take_over_bill_rows<T: Tx>(
     tx: &mut T,
+    kind: BackendKind,
     records: &[&CallRecord],
     now: DateTime<Utc>,
 ) -> Result<HashSet<String>, LedgerError> {
@@ -613,7 +614,7 @@ pub(crate) async fn take_over_bill_rows<T: Tx>(
         .filter(|r| seen.insert(r.uuid.as_str()))
         .collect();
     for chunk in firsts.chunks(MATCHES_PER_STATEMENT) {
-        let (mut candidates, existing) = known_rows(tx, chunk).await?;
+        let (mut candidates, existing) = known_rows(tx, kind, chunk).await?;
         for rec in chunk {
             let Some(index) = pick_bill_row(&candidates, rec, &existing) else {
                 continue;
@@ -662,11 +663,12 @@ fn pick_bill_row(
 /// bill-only rows, by uuid, and which of `records`' uuids have a row at all.
 async fn known_rows<T: Tx>(
     tx: &mut T,
+    kind: BackendKind,
     records: &[&CallRecord],
 ) -> Result<(Vec<BillRow>, HashSet<String>), LedgerError> {
     let own: HashSet<&str> = records.iter().map(|r| r.uuid.as_str()).collect();
     let (mut candidates, mut existing) = (Vec::new(), HashSet::new());
-    let stmt = known_rows_stmt(tx.account(), records);
+    let stmt = known_rows_stmt(kind, tx.account(), records)?;
     for row in tx.fetch_all(stmt).await? {
         let uuid = row.text("uuid")?;
         if own.contains(uuid.as_str()) {
@@ -690,8 +692,12 @@ async fn known_rows<T: Tx>(
 }
 
 /// The statement [`known_rows`] runs: rows by uuid, by bill id within the companies named,
-/// by record file name.
-fn known_rows_stmt(account: &str, records: &[&CallRecord]) -> Stmt {
+/// by record file name; each list one JSON argument ([`JsonRows::contains`]).
+fn known_rows_stmt(
+    kind: BackendKind,
+    account: &str,
+    records: &[&CallRecord],
+) -> Result<Stmt, LedgerError> {
     const COLUMNS: &str =
         "SELECT uuid, origin, company_code, bill_id, record_file, state FROM calls";
     let mut companies: Vec<&str> = Vec::new();
@@ -709,32 +715,26 @@ fn known_rows_stmt(account: &str, records: &[&CallRecord]) -> Stmt {
         .map(|r| r.record_file.trim())
         .filter(|f| !f.is_empty())
         .collect();
-    let mut sql = format!(
-        "{COLUMNS} WHERE account = $1 AND uuid IN ({})",
-        params(2, records.len())
-    );
-    let mut next = records.len() + 2;
+    let uuids: Vec<&str> = records.iter().map(|r| r.uuid.as_str()).collect();
+    let is_in = |column, n| JsonRows::new(kind, n).contains(column);
+    let mut sql = format!("{COLUMNS} WHERE account = $1 AND {}", is_in("uuid", 2));
     if !bill_ids.is_empty() {
         sql.push_str(&format!(
-            " UNION {COLUMNS} WHERE account = $1 AND company_code IN ({}) AND bill_id IN ({})",
-            params(next, companies.len()),
-            params(next + companies.len(), bill_ids.len())
+            " UNION {COLUMNS} WHERE account = $1 AND {} AND {}",
+            is_in("company_code", 3),
+            is_in("bill_id", 4)
         ));
-        next += companies.len() + bill_ids.len();
     }
     if !files.is_empty() {
         sql.push_str(&format!(
-            " UNION {COLUMNS} WHERE account = $1 AND record_file <> '' AND record_file IN ({})",
-            params(next, files.len())
+            " UNION {COLUMNS} WHERE account = $1 AND record_file <> '' AND {}",
+            is_in("record_file", 5)
         ));
     }
     let stmt = Stmt::new(sql, "matching callbacks to calls found by sync").bind(account);
-    let stmt = records.iter().fold(stmt, |s, r| s.bind(&r.uuid));
-    companies
-        .into_iter()
-        .chain(bill_ids)
-        .chain(files)
-        .fold(stmt, Stmt::bind)
+    [uuids, companies, bill_ids, files]
+        .iter()
+        .try_fold(stmt, |s, values| Ok(s.bind(json_arg(values)?)))
 }
 
 /// Copies a call's row under another uuid: every column but the uuid.

@@ -39,6 +39,7 @@ mod find_cli;
 mod group_commit;
 mod holds;
 mod holds_refused;
+mod import_batches;
 mod inspect;
 mod leases;
 mod ledger;

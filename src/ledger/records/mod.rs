@@ -4,8 +4,9 @@
 //! An import is a few statements whatever the batch size (a CSV batch is a thousand
 //! records): the rows sync found for the batch's calls are taken over first (see
 //! [`take_over_bill_rows`]; while a pass holds such a row, the callback waits for it, see
-//! `super::takeovers`), then one multi-row `INSERT … ON CONFLICT (account, uuid) DO NOTHING` inserts the
-//! first occurrence of each uuid, and one `UPDATE` adds late recordings. The outcomes are
+//! `super::takeovers`), then one `INSERT … SELECT … ON CONFLICT (account, uuid) DO NOTHING`
+//! inserts the first occurrence of each uuid, and one `UPDATE` adds late recordings, each
+//! with the batch's rows as one JSON argument ([`JsonRows`]). The outcomes are
 //! those of importing the records one by one ([`ImportPlan`]). Two receivers importing the
 //! same record at once give one row and one `New`: on SQLite the import holds the write
 //! lock from its start; on PostgreSQL the second insert waits for the first transaction and
@@ -21,9 +22,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use self::plan::ImportPlan;
-use super::LedgerError;
-use super::sql::{RECORD_COLUMNS, Row, Stmt, Tx, listed, record_from_row, retry_conflicts};
+use super::sql::{
+    JsonRows, RECORD_COLUMNS, Row, Stmt, Tx, json_arg, json_time, record_from_row, retry_conflicts,
+};
 use super::sync::{StoreCalls, take_over_bill_rows};
+use super::{BackendKind, LedgerError};
 use crate::domain::{CallRecord, CallUuid, RecordState, RunId};
 
 /// What importing one record did to the ledger.
@@ -96,9 +99,6 @@ pub trait Records: Send + Sync {
     /// The uuids of every record in `state`, oldest call first.
     async fn uuids_in_state(&self, state: RecordState) -> Result<Vec<CallUuid>, LedgerError>;
 }
-
-/// Rows per multi-row statement (well under either engine's limit on placeholders).
-const ROWS_PER_STATEMENT: usize = 500;
 
 #[async_trait]
 impl<D: StoreCalls> Records for D {
@@ -186,11 +186,12 @@ async fn import_once<D: StoreCalls>(
     plan: &ImportPlan,
     now: DateTime<Utc>,
 ) -> Result<Imported, LedgerError> {
+    let kind = db.dialect();
     let firsts: Vec<&CallRecord> = plan.firsts.iter().map(|&i| &records[i]).collect();
     // The calls locked first (see `StoreCalls::begin_storing`): the rows read to match a
     // call are the rows written.
     let mut tx = db.begin_storing(&firsts).await?;
-    let merged = take_over_bill_rows(&mut tx, &firsts, now).await?;
+    let merged = take_over_bill_rows(&mut tx, kind, &firsts, now).await?;
     // A callback that joined a bill's row (or waits to, while a pass holds it) has its row.
     let new: Vec<&CallRecord> = firsts
         .iter()
@@ -198,19 +199,20 @@ async fn import_once<D: StoreCalls>(
         .filter(|r| !merged.contains(r.uuid.as_str()))
         .collect();
     let mut inserted = HashSet::new();
-    for chunk in new.chunks(ROWS_PER_STATEMENT) {
-        for row in tx.fetch_all(insert_stmt(db.account(), chunk, now)).await? {
+    if !new.is_empty() {
+        for row in tx
+            .fetch_all(insert_stmt(kind, db.account(), &new, now)?)
+            .await?
+        {
             inserted.insert(row.text("uuid")?);
         }
     }
     let mut late: Vec<&CallRecord> = plan.late_records(records, &inserted).collect();
     late.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     let mut added = HashSet::new();
-    for chunk in late.chunks(ROWS_PER_STATEMENT) {
-        for row in tx
-            .fetch_all(late_recordings_stmt(db.account(), chunk, now))
-            .await?
-        {
+    if !late.is_empty() {
+        let stmt = late_recordings_stmt(kind, db.account(), &late, now)?;
+        for row in tx.fetch_all(stmt).await? {
             added.insert(row.text("uuid")?);
         }
     }
@@ -219,68 +221,92 @@ async fn import_once<D: StoreCalls>(
     Ok((inserted, added, merged))
 }
 
-/// Inserts the records whose uuid the ledger does not know yet; returns their uuids.
-fn insert_stmt(account: &str, records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
-    const BOUND: usize = 9;
-    let values = listed(records.len(), |i| {
-        let row = listed(BOUND, |k| format!("${}", 3 + i * BOUND + k));
-        format!("($2, {row}, $1, $1, $1, 'callback')")
-    });
-    let stmt = Stmt::new(
-        format!(
-            "INSERT INTO calls (account, uuid, company_code, record_file, call_start, billsec, raw_json,
-                                state, bill_id, notes, next_attempt_at, imported_at, updated_at,
-                                origin)
-             VALUES {values}
-             ON CONFLICT (account, uuid) DO NOTHING
-             RETURNING uuid"
-        ),
-        "importing call records",
-    )
-    .bind(now)
-    .bind(account);
-    records.iter().fold(stmt, |stmt, r| {
-        let state = if r.has_recording() {
-            RecordState::Pending
-        } else {
-            RecordState::NoRecording
-        };
-        stmt.bind(&r.uuid)
-            .bind(r.company_code.as_str())
-            .bind(r.record_file.trim())
-            .bind(r.call_start)
-            .bind(r.billsec)
-            .bind(r.raw_json.as_str())
-            .bind(state.as_str())
-            .bind(r.bill_id.as_deref())
-            .bind(r.notes.as_deref())
-    })
+/// Inserts the records whose uuid the ledger does not know yet, in the order given; returns
+/// their uuids. The rows are one JSON argument ([`JsonRows`]).
+fn insert_stmt(
+    kind: BackendKind,
+    account: &str,
+    records: &[&CallRecord],
+    now: DateTime<Utc>,
+) -> Result<Stmt, LedgerError> {
+    let j = JsonRows::new(kind, 3);
+    let sql = format!(
+        "INSERT INTO calls (account, uuid, company_code, record_file, call_start, billsec, raw_json,
+                            state, bill_id, notes, next_attempt_at, imported_at, updated_at,
+                            origin)
+         SELECT $2, {}, {}, {}, {}, {}, {}, {}, {}, {}, $1, $1, $1, 'callback'
+         FROM {} WHERE true
+         ON CONFLICT (account, uuid) DO NOTHING
+         RETURNING uuid",
+        j.text(0),
+        j.text(1),
+        j.text(2),
+        j.time(3),
+        j.int(4),
+        j.text(5),
+        j.text(6),
+        j.text(7),
+        j.text(8),
+        j.table(),
+    );
+    let rows: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let state = if r.has_recording() {
+                RecordState::Pending
+            } else {
+                RecordState::NoRecording
+            };
+            (
+                r.uuid.as_str(),
+                r.company_code.as_str(),
+                r.record_file.trim(),
+                json_time(r.call_start),
+                r.billsec,
+                r.raw_json.as_str(),
+                state.as_str(),
+                r.bill_id.as_deref(),
+                r.notes.as_deref(),
+            )
+        })
+        .collect();
+    Ok(Stmt::new(sql, "importing call records")
+        .bind(now)
+        .bind(account)
+        .bind(json_arg(&rows)?))
 }
 
 /// Gives known calls without a recording the one `records` bring: they become pending.
 /// Returns the uuids that did.
-fn late_recordings_stmt(account: &str, records: &[&CallRecord], now: DateTime<Utc>) -> Stmt {
-    let values = listed(records.len(), |i| {
-        format!("(${}, ${}, ${})", 3 + i * 3, 4 + i * 3, 5 + i * 3)
-    });
-    let stmt = Stmt::new(
-        format!(
-            "WITH late (late_uuid, late_file, late_json) AS (VALUES {values})
-             UPDATE calls
-             SET record_file = late.late_file, raw_json = late.late_json, state = 'pending',
-                 next_attempt_at = $1, updated_at = $1
-             FROM late
-             WHERE calls.account = $2 AND calls.uuid = late.late_uuid
-               AND calls.state = 'no_recording'
-             RETURNING uuid"
-        ),
-        "adding late recordings",
-    )
-    .bind(now)
-    .bind(account);
-    records.iter().fold(stmt, |stmt, r| {
-        stmt.bind(&r.uuid)
-            .bind(r.record_file.trim())
-            .bind(r.raw_json.as_str())
-    })
+fn late_recordings_stmt(
+    kind: BackendKind,
+    account: &str,
+    records: &[&CallRecord],
+    now: DateTime<Utc>,
+) -> Result<Stmt, LedgerError> {
+    let j = JsonRows::new(kind, 3);
+    let sql = format!(
+        "WITH late (late_uuid, late_file, late_json) AS (
+             SELECT {}, {}, {} FROM {}
+         )
+         UPDATE calls
+         SET record_file = late.late_file, raw_json = late.late_json, state = 'pending',
+             next_attempt_at = $1, updated_at = $1
+         FROM late
+         WHERE calls.account = $2 AND calls.uuid = late.late_uuid
+           AND calls.state = 'no_recording'
+         RETURNING uuid",
+        j.text(0),
+        j.text(1),
+        j.text(2),
+        j.table(),
+    );
+    let rows: Vec<_> = records
+        .iter()
+        .map(|r| (r.uuid.as_str(), r.record_file.trim(), r.raw_json.as_str()))
+        .collect();
+    Ok(Stmt::new(sql, "adding late recordings")
+        .bind(now)
+        .bind(account)
+        .bind(json_arg(&rows)?))
 }

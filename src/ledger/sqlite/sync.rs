@@ -8,12 +8,26 @@ use async_trait::async_trait;
 use super::{SqliteLedger, SqliteTx};
 use crate::domain::CallRecord;
 use crate::ledger::LedgerError;
-use crate::ledger::sql::Db;
+use crate::ledger::sql::{Db, Stmt, Tx};
 use crate::ledger::sync::StoreCalls;
+
+/// The page cache of a connection that stores calls (64 MiB, against SQLite's 2 MiB): a
+/// batch of an import dirties pages all over the calls' and search terms' indexes (uuids,
+/// file names and numbers are random keys), and a cache smaller than those pages spills
+/// them to the WAL mid-transaction and reads them back, over and over (measured on 20,000
+/// callbacks: 16 page writes and 11 page reads a record, a third of the import's CPU in the
+/// kernel). The pages are only taken as they are used, and stay bounded by this size.
+const STORING_CACHE: &str = "PRAGMA cache_size = -65536";
 
 #[async_trait]
 impl StoreCalls for SqliteLedger {
     async fn begin_storing(&self, _records: &[&CallRecord]) -> Result<SqliteTx, LedgerError> {
-        self.begin_write("starting to store calls").await
+        let mut tx = self.begin_write("starting to store calls").await?;
+        tx.execute(Stmt::new(
+            STORING_CACHE,
+            "sizing the page cache for storing calls",
+        ))
+        .await?;
+        Ok(tx)
     }
 }
