@@ -106,8 +106,9 @@ struct Plan {
     invalidate_every: u32,
     /// Calls of history in the ledger the claimers work on.
     claim_rows: usize,
-    claimers: usize,
-    claim_limits: Vec<u32>,
+    /// (claimers, records per claim) measured, in order: 64 with 1 and with 16 records a
+    /// claim, then 8, 16 and 32 with 1 (where claim latency turns).
+    claim_variants: Vec<(usize, u32)>,
     /// Due calls added for each claim size, and the time the claimers have for them.
     claim_due: usize,
     claim_time: std::time::Duration,
@@ -136,8 +137,7 @@ impl Plan {
             logins_concurrency: 64,
             invalidate_every: 25,
             claim_rows: if quick { 100_000 } else { 1_000_000 },
-            claimers: 64,
-            claim_limits: vec![1, 16],
+            claim_variants: vec![(64, 1), (64, 16), (8, 1), (16, 1), (32, 1)],
             claim_due: if quick { 5_000 } else { 50_000 },
             claim_time: std::time::Duration::from_secs(if quick { 5 } else { 20 }),
             processes: vec![(1, 16), (2, 8), (4, 4)],
@@ -394,8 +394,8 @@ async fn postgres_parts(
     if wants(Part::PgLedger) {
         let rows = plan.claim_rows;
         println!(
-            "the ledger alone on PostgreSQL: {rows} rows, {} claimers",
-            plan.claimers
+            "the ledger alone on PostgreSQL: {rows} rows, claimers × records a claim: {:?}",
+            plan.claim_variants
         );
         let url = match filled_pg.take() {
             Some(url) => url,
@@ -406,12 +406,12 @@ async fn postgres_parts(
                 url
             }
         };
-        for &limit in &plan.claim_limits {
+        for &(claimers, limit) in &plan.claim_variants {
             let c = pg_ledger::measure(
                 pg,
                 &url,
                 rows,
-                plan.claimers,
+                claimers,
                 limit,
                 plan.claim_due,
                 plan.claim_time,

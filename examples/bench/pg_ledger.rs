@@ -3,6 +3,8 @@
 //! process, all in one run, as the workers of one `callvault run --concurrency 64` are)
 //! each loop claim (which starts the attempt in its commit) → settle it archived, over a ledger of a million
 //! calls of history with a batch of due calls added, until the batch or the time is spent.
+//! While they run, the server's wait events are sampled from `pg_stat_activity` every
+//! 50 ms; afterwards `pg_stat_statements` says which statements the server's time went to.
 
 use std::time::{Duration, Instant};
 
@@ -43,12 +45,19 @@ pub struct Claiming {
     pub busy: f64,
     /// The statements the server spent most time in, most first.
     pub statements: Vec<Statement>,
+    /// What the active backends were doing, from samples of `pg_stat_activity`: a wait
+    /// event (`type:event`) or `CPU` (active, waiting on nothing), with the samples that
+    /// found a backend so, most first; and the number of samples taken.
+    pub waits: Vec<(String, i64)>,
+    pub samples: u64,
 }
 
 /// One statement's share, from `pg_stat_statements`.
 #[derive(Debug, Clone)]
 pub struct Statement {
     pub calls: i64,
+    /// Total execution time, ms.
+    pub total_ms: f64,
     /// Mean execution time (waits for locks and for a CPU included).
     pub mean_ms: f64,
     /// Shared buffers read or hit per call.
@@ -87,7 +96,7 @@ pub async fn measure(
     due: usize,
     time: Duration,
 ) -> anyhow::Result<Claiming> {
-    crate::pg_history::add_due(url, &format!("due{limit}"), due, Utc::now()).await?;
+    crate::pg_history::add_due(url, &format!("due{claimers}x{limit}"), due, Utc::now()).await?;
     let options = LedgerOptions {
         max_connections: u32::try_from(claimers)? + 4,
         ..LedgerOptions::default()
@@ -114,6 +123,7 @@ pub async fn measure(
         .execute(&stats)
         .await?;
 
+    let sampler = WaitSampler::start(url).await?;
     let server_before = pg.cpu();
     let meter = CpuMeter::start();
     let started = Instant::now();
@@ -131,6 +141,7 @@ pub async fn measure(
     let wall = started.elapsed();
     let (client_cpu, busy) = meter.stop();
     let server_cpu = pg.cpu().saturating_sub(server_before);
+    let (waits, samples) = sampler.stop().await?;
     let statements = top_statements(&stats).await?;
     stats.close().await;
     ledger.close().await;
@@ -161,10 +172,13 @@ pub async fn measure(
         client_cpu,
         busy,
         statements,
+        waits,
+        samples,
     };
     println!(
-        "  limit {:>2}: {} records in {:.1}s = {:.0}/s; claim p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+        "  {:>2} claimers, limit {:>2}: {} records in {:.1}s = {:.0}/s; claim p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
          server CPU {:.2} ms/record; busy {:.0}%",
+        c.claimers,
         c.limit,
         c.records,
         c.wall.as_secs_f64(),
@@ -177,34 +191,81 @@ pub async fn measure(
     );
     for st in &c.statements {
         println!(
-            "    {:>7} × {:>6.2} ms, {:>5.0} buffers: {}",
-            st.calls, st.mean_ms, st.buffers, st.text
+            "    {:>8.0} ms = {:>7} × {:>6.2} ms, {:>5.0} buffers: {}",
+            st.total_ms, st.calls, st.mean_ms, st.buffers, st.text
         );
     }
+    let waits: Vec<String> = c.waits.iter().map(|(w, n)| format!("{w} {n}")).collect();
+    println!("    waits in {} samples: {}", c.samples, waits.join(", "));
     Ok(c)
 }
 
-/// The five statements of this database the server spent most time in since the reset.
+/// The six statements of this database the server spent most time in since the reset.
 async fn top_statements(pool: &sqlx::PgPool) -> anyhow::Result<Vec<Statement>> {
-    let rows: Vec<(i64, f64, f64, String)> = sqlx::query_as(
-        "SELECT calls, mean_exec_time,
+    let rows: Vec<(i64, f64, f64, f64, String)> = sqlx::query_as(
+        "SELECT calls, total_exec_time, mean_exec_time,
                 (shared_blks_hit + shared_blks_read)::float8 / greatest(calls, 1),
                 left(regexp_replace(query, '\\s+', ' ', 'g'), 100)
          FROM pg_stat_statements
          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-         ORDER BY total_exec_time DESC LIMIT 5",
+         ORDER BY total_exec_time DESC LIMIT 6",
     )
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(calls, mean_ms, buffers, text)| Statement {
+        .map(|(calls, total_ms, mean_ms, buffers, text)| Statement {
             calls,
+            total_ms,
             mean_ms,
             buffers,
             text,
         })
         .collect())
+}
+
+/// Samples what the other backends of the server are doing while the claimers run.
+struct WaitSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<(Vec<(String, i64)>, u64)>>,
+}
+
+impl WaitSampler {
+    async fn start(url: &str) -> anyhow::Result<Self> {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut seen: std::collections::BTreeMap<String, i64> = Default::default();
+            let mut samples = 0;
+            loop {
+                let rows: Vec<(String, i64)> = sqlx::query_as(
+                    "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'), count(*)
+                     FROM pg_stat_activity
+                     WHERE state = 'active' AND pid <> pg_backend_pid() GROUP BY 1",
+                )
+                .fetch_all(&mut conn)
+                .await?;
+                samples += 1;
+                for (wait, n) in rows {
+                    *seen.entry(wait).or_default() += n;
+                }
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+            let mut waits: Vec<(String, i64)> = seen.into_iter().collect();
+            waits.sort_by(|a, b| b.1.cmp(&a.1));
+            Ok((waits, samples))
+        });
+        Ok(Self { stop, task })
+    }
+
+    /// The histogram, most first, and the number of samples.
+    async fn stop(self) -> anyhow::Result<(Vec<(String, i64)>, u64)> {
+        let _ = self.stop.send(());
+        self.task.await?
+    }
 }
 
 /// One claimer: claim as the pass does (a claim that lost a race is run again inside the

@@ -336,7 +336,7 @@ fn ledger_sections(s: &mut String, r: &Results) {
         let _ = writeln!(
             s,
             "A ledger of {} calls of history (the mix above) with {} due calls added for each \
-             claim size; {} claimers (tasks of one process, all in one run, {} pooled \
+             variant; N claimers (tasks of one process, all in one run, N + 4 pooled \
              connections) each loop claim (which starts the attempt in its commit) → settle it \
              archived (with its media note), until the due calls or {} s are spent. A record is \
              one claim's share plus one commit. Claim \
@@ -345,8 +345,6 @@ fn ledger_sections(s: &mut String, r: &Results) {
              PostgreSQL processes; client CPU: the claimers' process.\n",
             first.rows,
             first.due,
-            first.claimers,
-            first.claimers + 4,
             first.time.as_secs()
         );
         let _ = writeln!(
@@ -377,27 +375,8 @@ fn ledger_sections(s: &mut String, r: &Results) {
         }
     }
 
-    if let Some(c) = r.claiming.first() {
-        let _ = writeln!(
-            s,
-            "\nWhere the server's time went with {} record per claim (`pg_stat_statements`, \
-             triggers' statements included; mean times include waiting for a CPU):\n",
-            c.limit
-        );
-        let _ = writeln!(
-            s,
-            "| statement | calls | mean ms | buffers per call |\n|---|---:|---:|---:|"
-        );
-        for st in &c.statements {
-            let _ = writeln!(
-                s,
-                "| `{}…` | {} | {:.2} | {:.0} |",
-                st.text.replace('|', "\\|"),
-                st.calls,
-                st.mean_ms,
-                st.buffers
-            );
-        }
+    for c in r.claiming.iter().filter(|c| c.claimers == 64) {
+        server_time(s, c);
     }
 
     if let Some(first) = r.processes.first() {
@@ -475,4 +454,45 @@ pub fn write_into(path: &std::path::Path, section: &str) -> std::io::Result<()> 
         _ => format!("{}\n{section}", existing.trim_end()),
     };
     std::fs::write(path, updated)
+}
+
+/// Where the server's time went in one variant of the ledger alone on PostgreSQL.
+fn server_time(s: &mut String, c: &Claiming) {
+    let _ = writeln!(
+        s,
+        "\nWhere the server's time went with {} claimers, {} record(s) per claim \
+         (`pg_stat_statements` by total time, triggers' statements included; mean times \
+         include waiting for a CPU and for locks):\n",
+        c.claimers, c.limit
+    );
+    let _ = writeln!(
+        s,
+        "| statement | calls | total ms | mean ms | buffers per call |\n|---|---:|---:|---:|---:|"
+    );
+    for st in &c.statements {
+        let _ = writeln!(
+            s,
+            "| `{}…` | {} | {:.0} | {:.2} | {:.0} |",
+            st.text.replace('|', "\\|"),
+            st.calls,
+            st.total_ms,
+            st.mean_ms,
+            st.buffers
+        );
+    }
+    let total: i64 = c.waits.iter().map(|(_, n)| n).sum();
+    let waits: Vec<String> = c
+        .waits
+        .iter()
+        .take(8)
+        .map(|(w, n)| format!("{w} {:.0}%", *n as f64 * 100.0 / total.max(1) as f64))
+        .collect();
+    let _ = writeln!(
+        s,
+        "\nActive backends in {} samples of `pg_stat_activity` (every 50 ms; `CPU`: active, \
+         waiting on nothing; {:.1} active on average): {}.",
+        c.samples,
+        total as f64 / c.samples.max(1) as f64,
+        waits.join(", ")
+    );
 }

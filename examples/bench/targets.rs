@@ -176,10 +176,12 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
             ),
             status <= 1.5,
         ));
+        // Issue 20 holds SQLite's run cost to 1.2×; PostgreSQL's stays at 1.5×.
+        let bound = if backend == SQLITE { 1.2 } else { 1.5 };
         let per = last.per_record().as_secs_f64() / first.per_record().as_secs_f64();
         out.push((
             format!(
-                "run cost per record at {} vs {} rows, {backend}: within 1.5×",
+                "run cost per record at {} vs {} rows, {backend}: within {bound}×",
                 last.rows, first.rows
             ),
             format!(
@@ -187,25 +189,34 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
                 last.per_record().as_secs_f64() * 1e3,
                 first.per_record().as_secs_f64() * 1e3
             ),
-            per <= 1.5,
+            per <= bound,
         ));
     }
-    for c in &r.claiming {
-        let per = c.per_second();
-        out.push((
-            format!(
-                "the ledger alone on PostgreSQL ({} rows, {} claimers, {} per claim): ≥ 2,000 records/s",
-                c.rows, c.claimers, c.limit
-            ),
-            format!("{per:.0} records/s"),
-            per >= 2000.0,
-        ));
-        let p99 = c.p99.as_secs_f64() * 1e3;
-        out.push((
-            format!("the same, {} per claim: p99 claim latency < 50 ms", c.limit),
-            format!("{p99:.1} ms (p50 {:.1} ms)", c.p50.as_secs_f64() * 1e3),
-            p99 < 50.0,
-        ));
+    // Issue 20: 64 claimers take at least 3,000 records a second at 16 a claim, and answer
+    // a claim of 1 within 50 ms at the 99th percentile (the other claimer counts show where
+    // latency turns; no target of their own).
+    for c in r.claiming.iter().filter(|c| c.claimers == 64) {
+        if c.limit > 1 {
+            let per = c.per_second();
+            out.push((
+                format!(
+                    "the ledger alone on PostgreSQL ({} rows, {} claimers, {} per claim): ≥ 3,000 records/s",
+                    c.rows, c.claimers, c.limit
+                ),
+                format!("{per:.0} records/s"),
+                per >= 3000.0,
+            ));
+        } else {
+            let p99 = c.p99.as_secs_f64() * 1e3;
+            out.push((
+                format!(
+                    "the ledger alone on PostgreSQL ({} rows, {} claimers, 1 per claim): p99 claim latency < 50 ms",
+                    c.rows, c.claimers
+                ),
+                format!("{p99:.1} ms (p50 {:.1} ms)", c.p50.as_secs_f64() * 1e3),
+                p99 < 50.0,
+            ));
+        }
     }
     if let Some(l) = &r.logins {
         let per = l.per_invalidation();

@@ -254,6 +254,14 @@ pub(crate) trait ClaimBatch: Db {
     /// [`due_candidates`]: `$1`..`$3` the slice, `$4` now, `$5` due by, `$6` the most records;
     /// `$9` the account.
     fn claim_sql(&self, slice: &Slice) -> &'static str;
+
+    /// Whether that statement also closes the attempts left running on the records it
+    /// claims (`$10` their message) and starts each record's attempt, returning its id as
+    /// `attempt`, so the claim is that one statement, committed on its own (PostgreSQL,
+    /// where each statement saved is a round trip and locks held shorter); otherwise the
+    /// claim's transaction starts them ([`attempts::start_claimed`]; SQLite has no
+    /// data-modifying `WITH`).
+    const STARTS_ATTEMPTS: bool;
 }
 
 #[async_trait]
@@ -403,10 +411,23 @@ impl<D: ClaimBatch> Claims for D {
         last_attempt: Option<&AttemptEnd<'_>>,
         now: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
+        let kind = self.dialect();
         retry_conflicts(|| async {
+            let one = settle::in_one_statement(
+                kind,
+                self.account(),
+                uuid,
+                owner,
+                settlement,
+                last_attempt,
+                now,
+            );
+            if let Some(stmt) = one {
+                return settle::held(&self.fetch_one(stmt).await?);
+            }
             let mut tx = self.begin("starting a settlement").await?;
-            let held =
-                settle::settle_in(&mut tx, uuid, owner, settlement, last_attempt, now).await?;
+            let held = settle::settle_in(&mut tx, kind, uuid, owner, settlement, last_attempt, now)
+                .await?;
             tx.commit().await?;
             Ok(held)
         })
@@ -436,12 +457,12 @@ fn small(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// One attempt at a claim's transaction: the backend's batch, then each record's attempt.
+/// One attempt at a claim: the backend's batch, then each record's attempt, in one
+/// transaction (or in the batch's own statement, [`ClaimBatch::STARTS_ATTEMPTS`]).
 async fn claim_once<D: ClaimBatch>(
     db: &D,
     request: &ClaimRequest<'_>,
 ) -> Result<Vec<Claim>, LedgerError> {
-    let mut tx = db.begin("starting a claim").await?;
     let batch = Stmt::new(db.claim_sql(request.slice), "claiming records")
         .slice(request.slice)
         .bind(request.now)
@@ -450,14 +471,29 @@ async fn claim_once<D: ClaimBatch>(
         .bind(request.owner.as_str())
         .bind(request.lease_until)
         .bind(db.account());
-    let claimed = tx
-        .fetch_all(batch)
-        .await?
-        .iter()
-        .map(|row| Ok((record_from_row(row)?, row.int("attempts")?)))
-        .collect::<Result<Vec<_>, LedgerError>>()?;
-    let mut claims = attempts::start_claimed(&mut tx, claimed, request.owner, request.now).await?;
-    tx.commit().await?;
+    let mut claims = if D::STARTS_ATTEMPTS {
+        let rows = db.fetch_all(batch.bind(INTERRUPTED_MESSAGE)).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Claim {
+                    record: record_from_row(row)?,
+                    previous_attempts: row.int("attempts")?,
+                    attempt: AttemptId(row.int("attempt")?),
+                })
+            })
+            .collect::<Result<Vec<_>, LedgerError>>()?
+    } else {
+        let mut tx = db.begin("starting a claim").await?;
+        let claimed = tx
+            .fetch_all(batch)
+            .await?
+            .iter()
+            .map(|row| Ok((record_from_row(row)?, row.int("attempts")?)))
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        let claims = attempts::start_claimed(&mut tx, claimed, request.owner, request.now).await?;
+        tx.commit().await?;
+        claims
+    };
     sort_claims(&mut claims);
     Ok(claims)
 }
@@ -477,6 +513,7 @@ async fn settle_many_once<D: Db>(
         let item = &items[i];
         held[i] = settle::settle_in(
             &mut tx,
+            db.dialect(),
             item.uuid,
             item.owner,
             &item.settlement,

@@ -28,6 +28,8 @@ static CLAIM: SliceSql = SliceSql::new(|| {
 });
 
 impl ClaimBatch for SqliteLedger {
+    const STARTS_ATTEMPTS: bool = false;
+
     fn claim_sql(&self, slice: &Slice) -> &'static str {
         CLAIM.sql(slice)
     }
