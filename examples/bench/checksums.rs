@@ -58,9 +58,9 @@ impl Algo {
         let raw: Vec<u8> = match self {
             Algo::Signed => return String::new(),
             Algo::Sha256 => sha2::Sha256::digest(body).to_vec(),
-            Algo::Crc64Nvme => {
-                crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, body).to_be_bytes().to_vec()
-            }
+            Algo::Crc64Nvme => crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, body)
+                .to_be_bytes()
+                .to_vec(),
             Algo::Crc32c => (crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, body) as u32)
                 .to_be_bytes()
                 .to_vec(),
@@ -135,7 +135,9 @@ pub async fn measure(rig: &Rig, sets: &Sets<'_>) -> anyhow::Result<ChecksumBench
         ..ChecksumBench::default()
     };
     for server in rig.servers() {
-        bench.checks.extend(checks(rig, server, sets.part_size).await?);
+        bench
+            .checks
+            .extend(checks(rig, server, sets.part_size).await?);
     }
     for round in 0..sets.rounds {
         println!("checksums, round {}", round + 1);
@@ -248,6 +250,10 @@ async fn checks(rig: &Rig, server: Server, part_size: usize) -> anyhow::Result<V
     Ok(out)
 }
 
+/// How a request's payload is signed: `None`: not (`UNSIGNED-PAYLOAD`); `Some(None)`: its
+/// real SHA-256; `Some(Some(d))`: `d` as its SHA-256.
+type Signing<'a> = Option<Option<&'a [u8]>>;
+
 /// A SigV4-signed request's answer.
 struct Answer {
     status: http::StatusCode,
@@ -288,10 +294,12 @@ impl Raw {
         query: &[(&str, &str)],
         headers: &[(String, String)],
         body: Bytes,
-        payload_hash: Option<Option<&[u8]>>,
+        payload_hash: Signing<'_>,
     ) -> anyhow::Result<Answer> {
         let url = self.url(key, query)?;
-        let mut builder = http::Request::builder().method(method.clone()).uri(url.as_str());
+        let mut builder = http::Request::builder()
+            .method(method.clone())
+            .uri(url.as_str());
         for (name, value) in headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -335,8 +343,8 @@ impl Raw {
         Ok(url)
     }
 
-    /// The checksum header for `body`, and how the payload is signed.
-    fn covering(algo: Algo, body: &[u8]) -> (Vec<(String, String)>, Option<Option<&[u8]>>) {
+    /// The checksum header for `body`, and how the payload is signed (its SHA-256, or not).
+    fn covering(algo: Algo, body: &[u8]) -> (Vec<(String, String)>, Signing<'static>) {
         match algo.wire() {
             None => (Vec::new(), Some(None)),
             Some((name, _)) => (
@@ -375,7 +383,10 @@ impl Raw {
                 .await?;
             ok(&a, "UploadPart")?;
             let etag = a.etag.context("UploadPart without an ETag")?;
-            let _ = write!(listed, "<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag>");
+            let _ = write!(
+                listed,
+                "<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag>"
+            );
             if let (Some((_, element)), Some((_, value))) = (algo.wire(), headers.first()) {
                 let _ = write!(listed, "<Checksum{element}>{value}</Checksum{element}>");
             }
@@ -384,7 +395,14 @@ impl Raw {
         let xml = format!("<CompleteMultipartUpload>{listed}</CompleteMultipartUpload>");
         let query = [("uploadId", id.as_str())];
         let a = self
-            .send(http::Method::POST, key, &query, &[], Bytes::from(xml), Some(None))
+            .send(
+                http::Method::POST,
+                key,
+                &query,
+                &[],
+                Bytes::from(xml),
+                Some(None),
+            )
             .await?;
         if a.body.contains("<Error>") {
             bail!("CompleteMultipartUpload: {}", a.body);
@@ -399,7 +417,14 @@ impl Raw {
             .into_iter()
             .collect();
         let a = self
-            .send(http::Method::POST, key, &[("uploads", "")], &headers, Bytes::new(), Some(None))
+            .send(
+                http::Method::POST,
+                key,
+                &[("uploads", "")],
+                &headers,
+                Bytes::new(),
+                Some(None),
+            )
             .await?;
         ok(&a, "CreateMultipartUpload")?;
         xml_value(&a.body, "UploadId").context("CreateMultipartUpload without an UploadId")
@@ -426,7 +451,14 @@ impl Raw {
             .await?;
         let abort = [("uploadId", id.as_str())];
         let _ = self
-            .send(http::Method::DELETE, key, &abort, &[], Bytes::new(), Some(None))
+            .send(
+                http::Method::DELETE,
+                key,
+                &abort,
+                &[],
+                Bytes::new(),
+                Some(None),
+            )
             .await;
         Ok(a.status.as_u16())
     }
@@ -437,7 +469,10 @@ impl Raw {
 fn wrong(algo: Algo) -> (Vec<(String, String)>, Option<Vec<u8>>) {
     use sha2::Digest;
     match algo.wire() {
-        None => (Vec::new(), Some(sha2::Sha256::digest(b"other bytes").to_vec())),
+        None => (
+            Vec::new(),
+            Some(sha2::Sha256::digest(b"other bytes").to_vec()),
+        ),
         Some((name, _)) => (
             vec![(format!("x-amz-checksum-{name}"), algo.value(b"other bytes"))],
             None,

@@ -340,8 +340,12 @@ fn throughput(s: &mut String, r: &Results) {
             .rss_limit_kib
             .map_or("".into(), |k| format!("{:.0}", mib(k)));
         let own = t.own_cpu_per_gb().map_or("".into(), |c| format!("{c:.1}"));
-        let garage = t.server_cpu_per_gb().map_or("".into(), |c| format!("{c:.1}"));
-        let per = t.own_ms_per_record().map_or("".into(), |c| format!("{c:.2}"));
+        let garage = t
+            .server_cpu_per_gb()
+            .map_or("".into(), |c| format!("{c:.1}"));
+        let per = t
+            .own_ms_per_record()
+            .map_or("".into(), |c| format!("{c:.2}"));
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {own} | {garage} | {per} | {:.0}% | {rss} | {limit} |",

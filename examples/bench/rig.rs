@@ -104,11 +104,6 @@ impl Rig {
         })
     }
 
-    /// The `AWS_*` settings that reach s3s-fs.
-    pub fn s3_env(&self) -> Vec<(&'static str, String)> {
-        self.s3_env_on(Server::S3sFs)
-    }
-
     /// The `AWS_*` settings that reach `server`.
     pub fn s3_env_on(&self, server: Server) -> Vec<(&'static str, String)> {
         let e = self.endpoint(server);

@@ -39,7 +39,11 @@ pub async fn run(
                 token: &token,
                 s3: Arc::clone(&s3),
             };
-            async move { job.one(name).await.with_context(|| format!("archiving {name}")) }
+            async move {
+                job.one(name)
+                    .await
+                    .with_context(|| format!("archiving {name}"))
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .try_collect::<Vec<()>>()

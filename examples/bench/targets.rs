@@ -270,7 +270,9 @@ fn same_work(r: &Results) -> Vec<(String, String, bool)> {
         ));
         if let Some(ms) = cv.own_ms_per_record() {
             out.push((
-                format!("{server}, small, callvault's own CPU per recording at its defaults: ≤ 0.6 ms"),
+                format!(
+                    "{server}, small, callvault's own CPU per recording at its defaults: ≤ 0.6 ms"
+                ),
                 format!("{ms:.2} ms"),
                 ms <= 0.6,
             ));
