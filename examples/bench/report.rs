@@ -267,6 +267,29 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
         );
     }
 
+    let summary = summary(r);
+    if !summary.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### Default and best concurrency\n\n{}",
+            summary.join("\n")
+        );
+    }
+
+    let _ = writeln!(s, "\n### Targets\n");
+    let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
+    for (target, measured, ok) in crate::targets::targets(r) {
+        let _ = writeln!(s, "| {target} | {measured} | {} |", verdict(ok));
+    }
+    for note in &r.notes {
+        let _ = writeln!(s, "\n{note}");
+    }
+    let _ = writeln!(s, "{END}");
+    s
+}
+
+/// Per server and set: callvault at its default settings and at its best concurrency.
+fn summary(r: &Results) -> Vec<String> {
     let mut summary = Vec::new();
     for server in r.servers() {
         for set in ["small", "large"] {
@@ -287,24 +310,7 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
             ));
         }
     }
-    if !summary.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n### Default and best concurrency\n\n{}",
-            summary.join("\n")
-        );
-    }
-
-    let _ = writeln!(s, "\n### Targets\n");
-    let _ = writeln!(s, "| target | measured | verdict |\n|---|---|---|");
-    for (target, measured, ok) in crate::targets::targets(r) {
-        let _ = writeln!(s, "| {target} | {measured} | {} |", verdict(ok));
-    }
-    for note in &r.notes {
-        let _ = writeln!(s, "\n{note}");
-    }
-    let _ = writeln!(s, "{END}");
-    s
+    summary
 }
 
 /// The transfers: one row per server, set, tool and concurrency.

@@ -32,46 +32,7 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
         ));
     }
     out.extend(same_work(r));
-    for cv in r
-        .transfers
-        .iter()
-        .filter(|t| t.set.starts_with("large") && [CALLVAULT, CALLVAULT_DEFAULTS].contains(&t.tool))
-    {
-        let active = if cv.tool == CALLVAULT {
-            cv.concurrency
-        } else {
-            crate::DEFAULT_CONCURRENCY
-        };
-        let ceiling = r
-            .transfers
-            .iter()
-            .filter(|t| t.server == cv.server && t.set == cv.set)
-            .filter(|t| t.tool == CEILING || t.tool == CEILING_PARTS)
-            .filter(|t| t.concurrency == active.min(cv.records))
-            .max_by(|a, b| a.mb_per_second().total_cmp(&b.mb_per_second()));
-        if let Some(c) = ceiling {
-            let ratio = cv.mb_per_second() / c.mb_per_second();
-            out.push((
-                format!(
-                    "{}, {}, callvault at {} vs the ceiling at {} transfers: ≥ 85%",
-                    cv.server,
-                    cv.set,
-                    cv.concurrency_shown(),
-                    c.concurrency
-                ),
-                format!(
-                    "{:.1} of {:.1} MB/s = {:.0}% (CPU per GB: {:.1} vs {:.1} s = {:.0}%)",
-                    cv.mb_per_second(),
-                    c.mb_per_second(),
-                    ratio * 100.0,
-                    cv.cpu_per_gb(),
-                    c.cpu_per_gb(),
-                    c.cpu_per_gb() / cv.cpu_per_gb() * 100.0
-                ),
-                ratio >= 0.85,
-            ));
-        }
-    }
+    out.extend(large_vs_ceiling(r));
     if let (Some(cv), Some(c)) = (
         r.find("small", CALLVAULT, Some(8)),
         r.find("small", CEILING, Some(8)),
@@ -275,6 +236,53 @@ fn same_work(r: &Results) -> Vec<(String, String, bool)> {
                 ),
                 format!("{ms:.2} ms"),
                 ms <= 0.6,
+            ));
+        }
+    }
+    out
+}
+
+/// Per server: callvault on the large sets (at its defaults and at each concurrency) against
+/// the ceiling at the same number of transfers (≥ 85%).
+fn large_vs_ceiling(r: &Results) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for cv in r
+        .transfers
+        .iter()
+        .filter(|t| t.set.starts_with("large") && [CALLVAULT, CALLVAULT_DEFAULTS].contains(&t.tool))
+    {
+        let active = if cv.tool == CALLVAULT {
+            cv.concurrency
+        } else {
+            crate::DEFAULT_CONCURRENCY
+        };
+        let ceiling = r
+            .transfers
+            .iter()
+            .filter(|t| t.server == cv.server && t.set == cv.set)
+            .filter(|t| t.tool == CEILING || t.tool == CEILING_PARTS)
+            .filter(|t| t.concurrency == active.min(cv.records))
+            .max_by(|a, b| a.mb_per_second().total_cmp(&b.mb_per_second()));
+        if let Some(c) = ceiling {
+            let ratio = cv.mb_per_second() / c.mb_per_second();
+            out.push((
+                format!(
+                    "{}, {}, callvault at {} vs the ceiling at {} transfers: ≥ 85%",
+                    cv.server,
+                    cv.set,
+                    cv.concurrency_shown(),
+                    c.concurrency
+                ),
+                format!(
+                    "{:.1} of {:.1} MB/s = {:.0}% (CPU per GB: {:.1} vs {:.1} s = {:.0}%)",
+                    cv.mb_per_second(),
+                    c.mb_per_second(),
+                    ratio * 100.0,
+                    cv.cpu_per_gb(),
+                    c.cpu_per_gb(),
+                    c.cpu_per_gb() / cv.cpu_per_gb() * 100.0
+                ),
+                ratio >= 0.85,
             ));
         }
     }
