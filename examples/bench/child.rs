@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::process::Command;
 
-use crate::rig::Rig;
+use crate::rig::{Rig, Server};
 
 /// What one `callvault` invocation did.
 #[derive(Debug, Clone)]
@@ -30,8 +30,19 @@ const CHILD_LIMIT: Duration = Duration::from_secs(20 * 60);
 const POLL: Duration = Duration::from_millis(20);
 
 impl Rig {
-    /// `callvault` with the environment that points it at the rig, and `args`.
+    /// `callvault` with the environment that points it at the rig (s3s-fs), and `args`.
     pub fn callvault_cmd(&self, ledger_url: &str, bucket: &str, args: &[&str]) -> Command {
+        self.callvault_cmd_on(Server::S3sFs, ledger_url, bucket, args)
+    }
+
+    /// `callvault` pointed at the simulator and `server`, with `args`.
+    pub fn callvault_cmd_on(
+        &self,
+        server: Server,
+        ledger_url: &str,
+        bucket: &str,
+        args: &[&str],
+    ) -> Command {
         let mut cmd = Command::new(&self.callvault);
         cmd.args(args)
             .env_clear()
@@ -50,7 +61,7 @@ impl Rig {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (k, v) in self.s3_env() {
+        for (k, v) in self.s3_env_on(server) {
             cmd.env(k, v);
         }
         cmd
@@ -99,7 +110,8 @@ impl Rig {
         })
     }
 
-    /// `callvault run --json` at `concurrency`; fails unless every record was archived.
+    /// `callvault run --json` at `concurrency` on s3s-fs; fails unless every record was
+    /// archived.
     pub async fn callvault_run(
         &self,
         ledger_url: &str,
@@ -108,20 +120,28 @@ impl Rig {
         part_mib: usize,
         expected: usize,
     ) -> anyhow::Result<(Child, serde_json::Value)> {
-        let concurrency = concurrency.to_string();
-        let part = part_mib.to_string();
-        let cmd = self.callvault_cmd(
-            ledger_url,
-            bucket,
-            &[
-                "run",
-                "--json",
-                "--concurrency",
-                &concurrency,
-                "--part-size-mib",
-                &part,
-            ],
-        );
+        let settings = Some((concurrency, part_mib));
+        self.callvault_run_on(Server::S3sFs, ledger_url, bucket, settings, expected)
+            .await
+    }
+
+    /// `callvault run --json` on `server`, with `--concurrency` and `--part-size-mib` from
+    /// `settings` (callvault's defaults when `None`); fails unless every record was archived.
+    pub async fn callvault_run_on(
+        &self,
+        server: Server,
+        ledger_url: &str,
+        bucket: &str,
+        settings: Option<(usize, usize)>,
+        expected: usize,
+    ) -> anyhow::Result<(Child, serde_json::Value)> {
+        let mut args = vec!["run".to_owned(), "--json".to_owned()];
+        if let Some((concurrency, part_mib)) = settings {
+            args.extend(["--concurrency".into(), concurrency.to_string()]);
+            args.extend(["--part-size-mib".into(), part_mib.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cmd = self.callvault_cmd_on(server, ledger_url, bucket, &args);
         let child = self.run_child(cmd).await?;
         let report: serde_json::Value = serde_json::from_str(child.stdout.trim())
             .with_context(|| format!("callvault run printed {:?}", child.stdout))?;
@@ -153,7 +173,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 }
 
 /// User + system CPU time of a live process (fields 14 and 15 of /proc/<pid>/stat).
-fn cpu_time(pid: u32) -> Option<Duration> {
+pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after it are plain.
     let rest = &stat[stat.rfind(')')? + 2..];

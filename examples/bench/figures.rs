@@ -30,6 +30,7 @@ fn figures(quick: bool, rounds: usize, r: &Results) -> Value {
         "rounds": rounds,
         "figures": key_figures(r),
         "transfers": r.transfers.iter().map(|t| json!({
+            "server": t.server,
             "set": t.set,
             "tool": t.tool,
             "concurrency": t.concurrency,

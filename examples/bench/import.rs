@@ -260,7 +260,7 @@ fn callback(rng: &mut StdRng, i: usize, end: DateTime<Utc>) -> Value {
         ),
         false => String::new(),
     };
-    let sloppy = i % 3 == 0;
+    let sloppy = i.is_multiple_of(3);
     let number = |v: i64| match sloppy {
         true => json!(v.to_string()),
         false => json!(v),

@@ -14,6 +14,8 @@ pub struct Machine {
     pub sqlite: String,
     /// The server the PostgreSQL parts started, when they ran.
     pub postgres: Option<String>,
+    /// The Garage server the transfers also ran against, when it ran.
+    pub garage: Option<String>,
     pub date: String,
     pub load_before: String,
 }
@@ -44,6 +46,7 @@ impl Machine {
             rclone,
             sqlite: sqlite_version().await,
             postgres: None,
+            garage: None,
             date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
             load_before: load(),
         }

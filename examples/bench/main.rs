@@ -7,8 +7,10 @@
 
 mod accounts;
 mod ceiling;
+mod checksums;
 mod child;
 mod figures;
+mod garage;
 mod import;
 mod ledger_growth;
 mod machine;
@@ -21,6 +23,7 @@ mod proof_log;
 mod rclone;
 mod report;
 mod rig;
+mod samework;
 mod search;
 mod source;
 mod targets;
@@ -34,7 +37,7 @@ use clap::Parser;
 use ledger_growth::On;
 use postgres::Postgres;
 use report::Results;
-use rig::Rig;
+use rig::{Rig, Server};
 
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
@@ -60,6 +63,9 @@ struct Args {
     /// Leave rclone out (for trying changes; the targets against it are then not shown).
     #[arg(long)]
     no_rclone: bool,
+    /// Measure the transfers against s3s-fs only (Garage is otherwise started when installed).
+    #[arg(long)]
+    no_garage: bool,
     /// Only these parts (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Part>,
@@ -85,6 +91,9 @@ enum Part {
     Search,
     /// Ten accounts of 200 small recordings in one run against one account of 2,000.
     Accounts,
+    /// Issue 20: part checksums (CRC64NVME, CRC32C, SHA-256, none) on each server: cost,
+    /// and whether the server refuses a wrong one.
+    Checksums,
     /// Issue 19: the pass with a signed, time-stamped log against without; proofs from a
     /// log of 1,000,000 leaves (SQLite and PostgreSQL); export of 1,000 recordings vs `get`.
     Proof,
@@ -95,7 +104,10 @@ enum Part {
 /// Counts and sizes of one mode.
 struct Plan {
     small: (usize, u64),
+    /// callvault and the store-only ceiling on the small set (callvault also at its defaults).
     small_concurrency: Vec<usize>,
+    /// The same-work client's sweep on the small set.
+    same_work_concurrency: Vec<usize>,
     large: (usize, u64),
     large_concurrency: Vec<usize>,
     ledger_rows: Vec<usize>,
@@ -124,7 +136,8 @@ impl Plan {
     fn new(quick: bool) -> Self {
         Self {
             small: (if quick { 300 } else { 2_000 }, 128 * KIB),
-            small_concurrency: vec![4, 8, 16, 32, 64],
+            small_concurrency: vec![8, 32],
+            same_work_concurrency: vec![8, 16, 32, 64, 128],
             large: (4, if quick { 48 * MIB } else { 512 * MIB }),
             large_concurrency: vec![2, 8],
             ledger_rows: if quick {
@@ -188,7 +201,14 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut plan = Plan::new(args.quick);
     plan.rounds = args.rounds.unwrap_or(plan.rounds).max(1);
-    let rig = Rig::start(callvault).await?;
+    let with_garage = !args.no_garage
+        && [Part::Small, Part::Large, Part::Checksums]
+            .into_iter()
+            .any(wants);
+    let rig = Rig::start(callvault, with_garage).await?;
+    if let Some(g) = &rig.garage {
+        machine.garage = Some(g.version.clone());
+    }
     let mut results = Results::default();
     let pg = if [
         Part::PgLedger,
@@ -215,6 +235,9 @@ async fn main() -> anyhow::Result<()> {
         large_set(&rig, &plan, !args.no_rclone, &mut results).await?;
     }
     results.merge_rounds();
+    if wants(Part::Checksums) {
+        results.checksums = Some(checksum_costs(&rig, &plan).await?);
+    }
 
     if wants(Part::Ledger) {
         let names = rig.recordings("batch", plan.ledger_batch, plan.small.1);
@@ -286,8 +309,9 @@ fn command_line(args: &Args) -> String {
     command
 }
 
-/// The small recordings: callvault and the ceiling at each concurrency, the source alone,
-/// and rclone once; `plan.rounds` rounds, interleaved.
+/// The small recordings on every server: callvault (at its defaults and at each
+/// concurrency), the store-only ceiling, the same-work client swept over its concurrencies,
+/// rclone once; the source alone once; `plan.rounds` rounds, interleaved.
 async fn small_set(
     rig: &Rig,
     plan: &Plan,
@@ -300,26 +324,65 @@ async fn small_set(
     results
         .notes
         .push(format!("`small` is {n} × {} KiB.", size / KIB));
+    warm_up(rig, &contents).await?;
     for round in 0..plan.rounds {
         println!("small, round {}", round + 1);
-        for &c in &plan.small_concurrency {
-            let t = transfers::callvault(rig, "small", &names, size, c).await?;
-            results.transfers.push(t);
-            let t = transfers::ceiling(rig, "small", &contents, c, 1).await?;
-            results.transfers.push(t);
+        for server in rig.servers() {
+            small_on(rig, plan, server, (&names, &contents), results).await?;
+            if round == 0 && rclone {
+                let t = transfers::rclone(rig, server, "small", &names, size, DEFAULT_CONCURRENCY);
+                results.transfers.push(t.await?);
+            }
         }
         let t = transfers::download_only(rig, "small", &names, size, DEFAULT_CONCURRENCY);
         results.transfers.push(t.await?);
-        if round == 0 && rclone {
-            let t = transfers::rclone(rig, "small", &names, size, DEFAULT_CONCURRENCY).await?;
-            results.transfers.push(t);
-        }
     }
     Ok(())
 }
 
-/// The large recordings: callvault at each concurrency, the source alone, the ceiling at
-/// each number of transfers callvault had at once, rclone; then callvault on twice the size.
+/// One round of the small set against one server.
+async fn small_on(
+    rig: &Rig,
+    plan: &Plan,
+    server: Server,
+    (names, contents): (&[String], &[(String, bytes::Bytes)]),
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let size = plan.small.1;
+    let t = transfers::callvault(rig, server, "small", names, size, None).await?;
+    results.transfers.push(t);
+    for &c in &plan.small_concurrency {
+        let t = transfers::callvault(rig, server, "small", names, size, Some(c)).await?;
+        results.transfers.push(t);
+        let t = transfers::ceiling(rig, server, "small", contents, c, 1).await?;
+        results.transfers.push(t);
+    }
+    for &c in &plan.same_work_concurrency {
+        let t = transfers::same_work(rig, server, "small", names, size, c).await?;
+        results.transfers.push(t);
+    }
+    Ok(())
+}
+
+/// Puts the set once, unmeasured, into each server that keeps a block once by its hash
+/// (Garage), so that no measured run is the only one to write the blocks.
+async fn warm_up(rig: &Rig, contents: &[(String, bytes::Bytes)]) -> anyhow::Result<()> {
+    if !rig.servers().contains(&Server::Garage) {
+        return Ok(());
+    }
+    let up = ceiling::Upload {
+        concurrency: 8,
+        part_size: PART_MIB * MIB as usize,
+        parts_in_flight: 1,
+    };
+    let bucket = rig.bucket_on(Server::Garage).await?;
+    ceiling::upload(rig, Server::Garage, &bucket, contents, &up).await?;
+    rig.drop_bucket_on(Server::Garage, &bucket).await
+}
+
+/// The large recordings on every server: callvault at its defaults and at each concurrency,
+/// the ceiling at each number of transfers callvault had at once, rclone; the source alone
+/// once a round; then callvault on twice the size (s3s-fs).
 async fn large_set(
     rig: &Rig,
     plan: &Plan,
@@ -330,32 +393,24 @@ async fn large_set(
     let names = rig.recordings("large", n, size);
     let contents = ceiling::contents(&names, size).await?;
     results.sha256_cpu_per_gb = Some(sha256_cpu_per_gb(&contents));
+    warm_up(rig, &contents).await?;
     for round in 0..plan.rounds {
         println!("large, round {}", round + 1);
-        for &c in &plan.large_concurrency {
-            let t = transfers::callvault(rig, "large", &names, size, c).await?;
-            results.transfers.push(t);
-        }
-        let t = transfers::download_only(rig, "large", &names, size, n).await?;
-        results.transfers.push(t);
-        // The ceiling at each number of transfers callvault had at once.
-        let mut active: Vec<usize> = plan.large_concurrency.iter().map(|&c| c.min(n)).collect();
-        active.dedup();
-        for &c in &active {
-            for parts in [1, 4] {
-                let t = transfers::ceiling(rig, "large", &contents, c, parts).await?;
+        for server in rig.servers() {
+            large_on(rig, plan, server, (&names, &contents), results).await?;
+            if rclone {
+                let t = transfers::rclone(rig, server, "large", &names, size, n).await?;
                 results.transfers.push(t);
             }
         }
-        if rclone {
-            let t = transfers::rclone(rig, "large", &names, size, n).await?;
-            results.transfers.push(t);
-        }
+        let t = transfers::download_only(rig, "large", &names, size, n).await?;
+        results.transfers.push(t);
     }
     drop(contents);
     let doubled = rig.recordings("large2", n, size * 2);
     let set = "large ×2";
-    let t = transfers::callvault(rig, set, &doubled, size * 2, DEFAULT_CONCURRENCY).await?;
+    let c = Some(DEFAULT_CONCURRENCY);
+    let t = transfers::callvault(rig, Server::S3sFs, set, &doubled, size * 2, c).await?;
     results.transfers.push(t);
     results.notes.push(format!(
         "`large` is {n} × {} MiB, `large ×2` is {n} × {} MiB.",
@@ -363,6 +418,53 @@ async fn large_set(
         size * 2 / MIB
     ));
     Ok(())
+}
+
+/// One round of the large set against one server.
+async fn large_on(
+    rig: &Rig,
+    plan: &Plan,
+    server: Server,
+    (names, contents): (&[String], &[(String, bytes::Bytes)]),
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let (n, size) = plan.large;
+    let t = transfers::callvault(rig, server, "large", names, size, None).await?;
+    results.transfers.push(t);
+    for &c in &plan.large_concurrency {
+        let t = transfers::callvault(rig, server, "large", names, size, Some(c)).await?;
+        results.transfers.push(t);
+    }
+    // The ceiling at each number of transfers callvault had at once.
+    let mut active: Vec<usize> = plan.large_concurrency.iter().map(|&c| c.min(n)).collect();
+    active.push(DEFAULT_CONCURRENCY.min(n));
+    active.sort_unstable();
+    active.dedup();
+    for &c in &active {
+        for parts in [1, 4] {
+            let t = transfers::ceiling(rig, server, "large", contents, c, parts).await?;
+            results.transfers.push(t);
+        }
+    }
+    Ok(())
+}
+
+/// Part checksums on each server: the small set as single PUTs at 32, the large set as
+/// multipart uploads at one transfer per recording.
+async fn checksum_costs(rig: &Rig, plan: &Plan) -> anyhow::Result<checksums::ChecksumBench> {
+    let (n, size) = plan.small;
+    let small = ceiling::contents(&rig.recordings("small", n, size), size).await?;
+    let (n, size) = plan.large;
+    let large = ceiling::contents(&rig.recordings("large", n, size), size).await?;
+    warm_up(rig, &small).await?;
+    warm_up(rig, &large).await?;
+    let sets = checksums::Sets {
+        small: (&small, 32),
+        large: (&large, n),
+        part_size: PART_MIB * MIB as usize,
+        rounds: plan.rounds,
+    };
+    checksums::measure(rig, &sets).await
 }
 
 /// The PostgreSQL parts: the ledger's growth, the ledger alone under 64 claimers, and the

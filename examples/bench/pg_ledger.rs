@@ -224,10 +224,13 @@ async fn top_statements(pool: &sqlx::PgPool) -> anyhow::Result<Vec<Statement>> {
         .collect())
 }
 
+/// How often each wait event (or `CPU`) was seen, most seen first, and in how many samples.
+type Waits = (Vec<(String, i64)>, u64);
+
 /// Samples what the other backends of the server are doing while the claimers run.
 struct WaitSampler {
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<(Vec<(String, i64)>, u64)>>,
+    task: tokio::task::JoinHandle<anyhow::Result<Waits>>,
 }
 
 impl WaitSampler {
@@ -255,7 +258,7 @@ impl WaitSampler {
                 }
             }
             let mut waits: Vec<(String, i64)> = seen.into_iter().collect();
-            waits.sort_by(|a, b| b.1.cmp(&a.1));
+            waits.sort_by_key(|w| std::cmp::Reverse(w.1));
             Ok((waits, samples))
         });
         Ok(Self { stop, task })

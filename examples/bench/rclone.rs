@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use tokio::process::Command;
 
-use crate::rig::{Rig, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY};
+use crate::rig::{Rig, Server};
 use crate::source::{link, login};
 
 /// `rclone version`'s first line, or why there is none.
@@ -27,6 +27,7 @@ pub async fn version() -> String {
 /// at a time; `part_mib` is rclone's S3 chunk size. Returns the wall time of the whole.
 pub async fn copy_all(
     rig: &Rig,
+    server: Server,
     bucket: &str,
     names: &[String],
     parallel: usize,
@@ -36,11 +37,12 @@ pub async fn copy_all(
     std::fs::write(&config, "")?;
     let http = reqwest::Client::new();
     let api = rig.sim.api_url();
+    let s3 = rig.endpoint(server);
     let started = Instant::now();
     let token = login(&http, &api, rig).await?;
     futures::stream::iter(names)
         .map(|name| {
-            let (http, api, token, config) = (&http, &api, &token, &config);
+            let (http, api, token, config, s3) = (&http, &api, &token, &config, &s3);
             async move {
                 let url = link(http, api, token, name).await?;
                 let target = format!("bench:{bucket}/rclone/{name}");
@@ -55,10 +57,10 @@ pub async fn copy_all(
                     .env("HOME", rig.dir.path())
                     .env("RCLONE_CONFIG_BENCH_TYPE", "s3")
                     .env("RCLONE_CONFIG_BENCH_PROVIDER", "Other")
-                    .env("RCLONE_CONFIG_BENCH_ENDPOINT", &rig.s3_endpoint)
-                    .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", S3_ACCESS_KEY)
-                    .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-                    .env("RCLONE_CONFIG_BENCH_REGION", S3_REGION)
+                    .env("RCLONE_CONFIG_BENCH_ENDPOINT", &s3.url)
+                    .env("RCLONE_CONFIG_BENCH_ACCESS_KEY_ID", &s3.access_key)
+                    .env("RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY", &s3.secret_key)
+                    .env("RCLONE_CONFIG_BENCH_REGION", &s3.region)
                     .env("RCLONE_CONFIG_BENCH_NO_CHECK_BUCKET", "true")
                     .kill_on_drop(true)
                     .output()

@@ -15,6 +15,8 @@ pub const END: &str = "<!-- measured:end -->";
 /// One set of recordings moved by one tool.
 #[derive(Debug, Clone)]
 pub struct Transfer {
+    /// The S3 server (`s3s-fs`, `garage`), or `none` for the download alone.
+    pub server: &'static str,
     pub set: String,
     pub tool: &'static str,
     pub concurrency: usize,
@@ -30,6 +32,8 @@ pub struct Transfer {
     pub rss_limit_kib: Option<u64>,
     /// CPU time of every benchmark process (source, target, contender), summed over rounds.
     pub cpu: Duration,
+    /// CPU time of the S3 server's own process (Garage), included in `cpu`.
+    pub server_cpu: Option<Duration>,
     /// The busy share of all the machine's CPUs, averaged over rounds.
     pub busy: f64,
     /// CPU time of the callvault process alone, summed over rounds.
@@ -50,6 +54,23 @@ impl Transfer {
     /// CPU seconds (all benchmark processes) per GB moved.
     pub fn cpu_per_gb(&self) -> f64 {
         self.cpu.as_secs_f64() / self.gb_moved()
+    }
+    /// CPU seconds of the S3 server's process per GB moved (Garage).
+    pub fn server_cpu_per_gb(&self) -> Option<f64> {
+        self.server_cpu.map(|c| c.as_secs_f64() / self.gb_moved())
+    }
+    /// CPU milliseconds of the callvault process per recording.
+    pub fn own_ms_per_record(&self) -> Option<f64> {
+        self.own_cpu
+            .map(|c| c.as_secs_f64() * 1e3 / (self.records * self.walls.len()).max(1) as f64)
+    }
+    /// The concurrency as shown: `default` for callvault at its defaults.
+    pub fn concurrency_shown(&self) -> String {
+        if self.concurrency == 0 {
+            "default".into()
+        } else {
+            self.concurrency.to_string()
+        }
     }
     /// CPU seconds of the callvault process per GB moved.
     pub fn own_cpu_per_gb(&self) -> Option<f64> {
@@ -97,6 +118,8 @@ pub struct Results {
     pub search: Vec<crate::search::SearchLedger>,
     /// Many accounts in one run against one account.
     pub accounts: Option<crate::accounts::Fairness>,
+    /// Issue 20: what each part checksum costs on each server, and whether it is checked.
+    pub checksums: Option<crate::checksums::ChecksumBench>,
     /// Issue 19: what the log, time-stamps, proofs and export cost.
     pub proof: Option<crate::proof::ProofBench>,
     /// Issue 20: `callvault import` on each ledger.
@@ -110,14 +133,17 @@ impl Results {
     pub fn merge_rounds(&mut self) {
         let mut merged: Vec<Transfer> = Vec::new();
         for t in self.transfers.drain(..) {
-            match merged
-                .iter_mut()
-                .find(|m| m.set == t.set && m.tool == t.tool && m.concurrency == t.concurrency)
-            {
+            match merged.iter_mut().find(|m| {
+                m.server == t.server
+                    && m.set == t.set
+                    && m.tool == t.tool
+                    && m.concurrency == t.concurrency
+            }) {
                 Some(m) => {
                     let n = m.walls.len() as f64;
                     m.busy = (m.busy * n + t.busy) / (n + 1.0);
                     m.cpu += t.cpu;
+                    m.server_cpu = m.server_cpu.zip(t.server_cpu).map(|(a, b)| a + b);
                     m.own_cpu = m.own_cpu.zip(t.own_cpu).map(|(a, b)| a + b);
                     m.commits = m.commits.zip(t.commits).map(|(a, b)| a + b);
                     m.archived += t.archived;
@@ -134,18 +160,49 @@ impl Results {
         self.transfers = merged;
     }
 
+    /// The row of `tool` on `set` against s3s-fs.
     pub fn find(&self, set: &str, tool: &str, concurrency: Option<usize>) -> Option<&Transfer> {
+        self.find_on("s3s-fs", set, tool, concurrency)
+    }
+
+    /// The row of `tool` on `set` against `server`.
+    pub fn find_on(
+        &self,
+        server: &str,
+        set: &str,
+        tool: &str,
+        concurrency: Option<usize>,
+    ) -> Option<&Transfer> {
         self.transfers.iter().find(|t| {
-            t.set == set && t.tool == tool && concurrency.is_none_or(|c| t.concurrency == c)
+            t.server == server
+                && t.set == set
+                && t.tool == tool
+                && concurrency.is_none_or(|c| t.concurrency == c)
         })
     }
 
-    /// The fastest run of `tool` on `set`, by recordings per second.
+    /// The fastest run of `tool` on `set` against s3s-fs, by recordings per second.
     pub fn best(&self, set: &str, tool: &str) -> Option<&Transfer> {
+        self.best_on("s3s-fs", set, tool)
+    }
+
+    /// The fastest run of `tool` on `set` against `server`, by recordings per second.
+    pub fn best_on(&self, server: &str, set: &str, tool: &str) -> Option<&Transfer> {
         self.transfers
             .iter()
-            .filter(|t| t.set == set && t.tool == tool)
+            .filter(|t| t.server == server && t.set == set && t.tool == tool)
             .max_by(|a, b| a.per_second().total_cmp(&b.per_second()))
+    }
+
+    /// The servers the transfers ran against, in first-measured order.
+    pub fn servers(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for t in &self.transfers {
+            if t.server != "none" && !out.contains(&t.server) {
+                out.push(t.server);
+            }
+        }
+        out
     }
 }
 
@@ -169,6 +226,9 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     let _ = writeln!(s, "| rustc | {} |", machine.rustc);
     let _ = writeln!(s, "| rclone | {} |", machine.rclone);
     let _ = writeln!(s, "| SQLite (bundled by sqlx) | {} |", machine.sqlite);
+    if let Some(garage) = &machine.garage {
+        let _ = writeln!(s, "| Garage (`cargo install garage`) | {garage} |");
+    }
     if let Some(postgres) = &machine.postgres {
         let _ = writeln!(s, "| PostgreSQL (Debian) | {postgres} |");
     }
@@ -180,6 +240,9 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
 
     if !r.transfers.is_empty() {
         throughput(&mut s, r);
+    }
+    if let Some(b) = &r.checksums {
+        crate::checksums::section(&mut s, b);
     }
     ledger_sections(&mut s, r);
     crate::search::section(&mut s, &r.search);
@@ -209,22 +272,7 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
         );
     }
 
-    let mut summary = Vec::new();
-    for set in ["small", "large"] {
-        let (Some(default), Some(best)) = (r.find(set, CALLVAULT, Some(8)), r.best(set, CALLVAULT))
-        else {
-            continue;
-        };
-        summary.push(format!(
-            "- {set}: callvault at its default concurrency (8) {:.1} recordings/s, {:.1} MB/s; \
-             at its best ({}) {:.1} recordings/s, {:.1} MB/s.",
-            default.per_second(),
-            default.mb_per_second(),
-            best.concurrency,
-            best.per_second(),
-            best.mb_per_second()
-        ));
-    }
+    let summary = summary(r);
     if !summary.is_empty() {
         let _ = writeln!(
             s,
@@ -245,24 +293,55 @@ pub fn markdown(machine: &Machine, command: &str, load_after: &str, r: &Results)
     s
 }
 
-/// The transfers: one row per set, tool and concurrency.
+/// Per server and set: callvault at its default settings and at its best concurrency.
+fn summary(r: &Results) -> Vec<String> {
+    let mut summary = Vec::new();
+    for server in r.servers() {
+        for set in ["small", "large"] {
+            let (Some(default), Some(best)) = (
+                r.find_on(server, set, CALLVAULT_DEFAULTS, None),
+                r.best_on(server, set, CALLVAULT),
+            ) else {
+                continue;
+            };
+            summary.push(format!(
+                "- {server}, {set}: callvault at its default settings {:.1} recordings/s, \
+                 {:.1} MB/s; at its best concurrency ({}) {:.1} recordings/s, {:.1} MB/s.",
+                default.per_second(),
+                default.mb_per_second(),
+                best.concurrency,
+                best.per_second(),
+                best.mb_per_second()
+            ));
+        }
+    }
+    summary
+}
+
+/// The transfers: one row per server, set, tool and concurrency.
 fn throughput(s: &mut String, r: &Results) {
     let _ = writeln!(s, "### Throughput\n");
     let _ = writeln!(
         s,
-        "MB = 10^6 bytes. CPU s/GB: CPU time of every process involved (the simulator and the \
-         S3 server, which share the benchmark process, plus callvault, the ceiling's client or \
-         the rclone processes) per GB moved; machine busy: the share of both CPUs in use, \
-         other tenants included. Peak RSS is the callvault process's `VmHWM`; its limit is \
-         64 MiB + min(concurrency, recordings) × part size (8 MiB).\n"
+        "Every transfer against both S3 servers: s3s-fs (in the benchmark's process) and \
+         Garage (a single node in its own process, LMDB metadata, default block size and \
+         compression; the set is put once unmeasured first, so every measured run finds its \
+         blocks stored: Garage keeps a block once by its hash). MB = 10^6 bytes. CPU s/GB: \
+         CPU time of every process involved (the simulator and s3s-fs, which share the \
+         benchmark process, Garage's process, plus callvault, the ceiling's or the same-work \
+         client or the rclone processes) per GB moved; machine busy: the share of both CPUs in \
+         use, other tenants included. Peak RSS is the callvault process's `VmHWM`; its limit \
+         is 64 MiB + min(concurrency, recordings) × part size (8 MiB), at callvault's default \
+         concurrency ({}) for the default-settings rows.\n",
+        crate::DEFAULT_CONCURRENCY
     );
     let _ = writeln!(
         s,
-        "| recordings | tool | concurrency | count | MB | seconds (median) | all rounds | recordings/s | MB/s | CPU s/GB | of which callvault | machine busy | peak RSS MiB | RSS limit MiB |"
+        "| server | recordings | tool | concurrency | count | MB | seconds (median) | all rounds | recordings/s | MB/s | CPU s/GB | of which callvault | of which Garage | callvault CPU ms/recording | machine busy | peak RSS MiB | RSS limit MiB |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for t in &r.transfers {
         let rss = t
@@ -272,12 +351,19 @@ fn throughput(s: &mut String, r: &Results) {
             .rss_limit_kib
             .map_or("".into(), |k| format!("{:.0}", mib(k)));
         let own = t.own_cpu_per_gb().map_or("".into(), |c| format!("{c:.1}"));
+        let garage = t
+            .server_cpu_per_gb()
+            .map_or("".into(), |c| format!("{c:.1}"));
+        let per = t
+            .own_ms_per_record()
+            .map_or("".into(), |c| format!("{c:.2}"));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {own} | {:.0}% | {rss} | {limit} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.2} | {} | {:.1} | {:.1} | {:.1} | {own} | {garage} | {per} | {:.0}% | {rss} | {limit} |",
+            t.server,
             t.set,
             t.tool,
-            t.concurrency,
+            t.concurrency_shown(),
             t.records,
             t.bytes as f64 / 1e6,
             t.wall.as_secs_f64(),
@@ -433,6 +519,8 @@ fn ledger_sections(s: &mut String, r: &Results) {
 }
 
 pub const CALLVAULT: &str = "callvault";
+pub const CALLVAULT_DEFAULTS: &str = "callvault, default settings";
+pub const SAME_WORK: &str = "same-work client (link, download, 2 PUTs)";
 pub const CEILING: &str = "ceiling: object_store from memory";
 pub const CEILING_PARTS: &str = "ceiling: object_store from memory, 4 parts in flight";
 pub const RCLONE: &str = "rclone copyurl";

@@ -1,8 +1,10 @@
-//! The world every measurement shares, on loopback: the provider simulator, an S3 server
-//! (s3s over s3s-fs in a temporary directory, one bucket per measurement) and fresh ledgers.
+//! The world every measurement shares, on loopback: the provider simulator, the S3 servers
+//! (s3s over s3s-fs in a temporary directory, and Garage when it is installed; one bucket per
+//! measurement) and fresh ledgers.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
@@ -11,6 +13,7 @@ use callvault::domain::CallRecord;
 use callvault::ledger::Ledger;
 use callvault::simulator::{Simulator, SimulatorConfig};
 use callvault::timefmt::default_provider_tz;
+use futures::{StreamExt, TryStreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use tempfile::TempDir;
@@ -19,13 +22,43 @@ pub const S3_ACCESS_KEY: &str = "bench-access-key";
 pub const S3_SECRET_KEY: &str = "bench-secret-key";
 pub const S3_REGION: &str = "us-east-1";
 
+/// The S3 server a transfer is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// s3s over s3s-fs, in the benchmark's own process.
+    S3sFs,
+    /// Garage, a single node in its own process.
+    Garage,
+}
+
+impl Server {
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::S3sFs => "s3s-fs",
+            Server::Garage => "garage",
+        }
+    }
+}
+
+/// How a client reaches one S3 server.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
 /// Everything the measurements run against.
 pub struct Rig {
     pub sim: Simulator,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` of s3s-fs.
     pub s3_endpoint: String,
     s3_root: PathBuf,
     s3_task: tokio::task::JoinHandle<()>,
+    /// Dropped (killed) before `dir` is removed.
+    pub garage: Option<crate::garage::Garage>,
     /// Holds the S3 root, the ledgers and rclone's config; removed on drop.
     pub dir: TempDir,
     pub callvault: PathBuf,
@@ -39,7 +72,8 @@ impl Drop for Rig {
 }
 
 impl Rig {
-    pub async fn start(callvault: PathBuf) -> anyhow::Result<Self> {
+    /// The simulator and s3s-fs; Garage too when `with_garage` (and it is installed).
+    pub async fn start(callvault: PathBuf, with_garage: bool) -> anyhow::Result<Self> {
         let sim = Simulator::start(
             SocketAddr::from(([127, 0, 0, 1], 0)),
             SimulatorConfig::default(),
@@ -53,25 +87,120 @@ impl Rig {
         let s3_root = dir.path().join("s3");
         std::fs::create_dir(&s3_root)?;
         let (s3_endpoint, s3_task) = start_s3(&s3_root).await?;
+        let garage = if with_garage {
+            start_garage(dir.path()).await?
+        } else {
+            None
+        };
         Ok(Self {
             sim,
             s3_endpoint,
             s3_root,
             s3_task,
+            garage,
             dir,
             callvault,
             buckets: AtomicUsize::new(0),
         })
     }
 
-    /// The `AWS_*` settings that reach the S3 server.
-    pub fn s3_env(&self) -> Vec<(&'static str, String)> {
+    /// The `AWS_*` settings that reach `server`.
+    pub fn s3_env_on(&self, server: Server) -> Vec<(&'static str, String)> {
+        let e = self.endpoint(server);
         vec![
-            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY.into()),
-            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY.into()),
-            ("AWS_REGION", S3_REGION.into()),
-            ("AWS_ENDPOINT", self.s3_endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", e.access_key),
+            ("AWS_SECRET_ACCESS_KEY", e.secret_key),
+            ("AWS_REGION", e.region),
+            ("AWS_ENDPOINT", e.url),
         ]
+    }
+
+    /// The servers transfers are measured against: s3s-fs, and Garage when it runs.
+    pub fn servers(&self) -> Vec<Server> {
+        let mut out = vec![Server::S3sFs];
+        if self.garage.is_some() {
+            out.push(Server::Garage);
+        }
+        out
+    }
+
+    pub fn endpoint(&self, server: Server) -> Endpoint {
+        match (server, &self.garage) {
+            (Server::Garage, Some(g)) => Endpoint {
+                url: g.endpoint.clone(),
+                access_key: g.access_key.clone(),
+                secret_key: g.secret_key.clone(),
+                region: crate::garage::REGION.into(),
+            },
+            _ => Endpoint {
+                url: self.s3_endpoint.clone(),
+                access_key: S3_ACCESS_KEY.into(),
+                secret_key: S3_SECRET_KEY.into(),
+                region: S3_REGION.into(),
+            },
+        }
+    }
+
+    /// The server process's CPU time so far, when it has a process of its own (Garage);
+    /// s3s-fs's is the benchmark process's.
+    pub fn server_cpu(&self, server: Server) -> Option<std::time::Duration> {
+        match (server, &self.garage) {
+            (Server::Garage, Some(g)) => Some(g.cpu()),
+            _ => None,
+        }
+    }
+
+    /// A new empty bucket on `server`; [`Rig::drop_bucket_on`] frees it.
+    pub async fn bucket_on(&self, server: Server) -> anyhow::Result<String> {
+        match (server, &self.garage) {
+            (Server::Garage, Some(g)) => {
+                let name = format!("bench-{}", self.buckets.fetch_add(1, Ordering::Relaxed));
+                g.create_bucket(&name).await?;
+                Ok(name)
+            }
+            _ => self.bucket(),
+        }
+    }
+
+    /// Empties and removes a bucket of `server`.
+    pub async fn drop_bucket_on(&self, server: Server, name: &str) -> anyhow::Result<()> {
+        match (server, &self.garage) {
+            (Server::Garage, Some(g)) => {
+                let s3 = self.object_store(server, name)?;
+                let paths = s3.list(None).map_ok(|m| m.location).boxed();
+                s3.delete_stream(paths).try_collect::<Vec<_>>().await?;
+                g.delete_bucket(name).await
+            }
+            _ => self.drop_bucket(name),
+        }
+    }
+
+    /// Bytes and objects in a bucket of `server`.
+    pub async fn usage_on(&self, server: Server, name: &str) -> anyhow::Result<(u64, usize)> {
+        if server == Server::S3sFs {
+            return Ok(self.bucket_usage(name));
+        }
+        let s3 = self.object_store(server, name)?;
+        let all: Vec<_> = s3.list(None).try_collect().await?;
+        Ok((all.iter().map(|m| m.size).sum(), all.len()))
+    }
+
+    /// A plain object_store client for a bucket of `server` (listing, deleting).
+    pub fn object_store(
+        &self,
+        server: Server,
+        bucket: &str,
+    ) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+        let e = self.endpoint(server);
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(&e.url)
+            .with_region(&e.region)
+            .with_access_key_id(&e.access_key)
+            .with_secret_access_key(&e.secret_key)
+            .with_allow_http(true)
+            .build()?;
+        Ok(Arc::new(s3))
     }
 
     /// A new empty bucket; [`Rig::drop_bucket`] frees its disk space.
@@ -174,6 +303,21 @@ pub fn calls(names: &[String], size: u64) -> Vec<CallRecord> {
             parse_record(&json.to_string(), default_provider_tz()).expect("a valid call")
         })
         .collect()
+}
+
+/// Garage, when `bench/prepare` installed it; `None` (and a note) otherwise.
+async fn start_garage(dir: &Path) -> anyhow::Result<Option<crate::garage::Garage>> {
+    let binary = crate::garage::binary();
+    if !binary.exists() {
+        println!(
+            "{} missing: transfers on s3s-fs only (bench/prepare installs Garage)",
+            binary.display()
+        );
+        return Ok(None);
+    }
+    let garage = crate::garage::Garage::start(binary, &dir.join("garage")).await?;
+    println!("{}, single node on {}", garage.version, garage.endpoint);
+    Ok(Some(garage))
 }
 
 /// Serves S3 over `root` on 127.0.0.1; returns the endpoint and the accept loop's task.

@@ -2,7 +2,9 @@
 //! the results.
 
 use crate::ledger_growth::{POSTGRES, SQLITE};
-use crate::report::{CALLVAULT, CEILING, CEILING_PARTS, RCLONE, Results};
+use crate::report::{
+    CALLVAULT, CALLVAULT_DEFAULTS, CEILING, CEILING_PARTS, RCLONE, Results, SAME_WORK,
+};
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
@@ -29,37 +31,8 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
             query.max(cli) <= 1.5 && slowest < std::time::Duration::from_millis(500),
         ));
     }
-    for cv in r
-        .transfers
-        .iter()
-        .filter(|t| t.set.starts_with("large") && t.tool == CALLVAULT)
-    {
-        let ceiling = r
-            .transfers
-            .iter()
-            .filter(|t| t.set == cv.set && (t.tool == CEILING || t.tool == CEILING_PARTS))
-            .filter(|t| t.concurrency == cv.concurrency.min(cv.records))
-            .max_by(|a, b| a.mb_per_second().total_cmp(&b.mb_per_second()));
-        if let Some(c) = ceiling {
-            let ratio = cv.mb_per_second() / c.mb_per_second();
-            out.push((
-                format!(
-                    "{}, callvault at {} vs the ceiling at {} transfers: ≥ 85%",
-                    cv.set, cv.concurrency, c.concurrency
-                ),
-                format!(
-                    "{:.1} of {:.1} MB/s = {:.0}% (CPU per GB: {:.1} vs {:.1} s = {:.0}%)",
-                    cv.mb_per_second(),
-                    c.mb_per_second(),
-                    ratio * 100.0,
-                    cv.cpu_per_gb(),
-                    c.cpu_per_gb(),
-                    c.cpu_per_gb() / cv.cpu_per_gb() * 100.0
-                ),
-                ratio >= 0.85,
-            ));
-        }
-    }
+    out.extend(same_work(r));
+    out.extend(large_vs_ceiling(r));
     if let (Some(cv), Some(c)) = (
         r.find("small", CALLVAULT, Some(8)),
         r.find("small", CEILING, Some(8)),
@@ -125,7 +98,7 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
         .transfers
         .iter()
         .filter(|t| matches!((t.peak_rss_kib, t.rss_limit_kib), (Some(p), Some(l)) if p > l))
-        .map(|t| format!("{} at {}", t.set, t.concurrency))
+        .map(|t| format!("{} {} at {}", t.server, t.set, t.concurrency_shown()))
         .collect();
     let runs = r
         .transfers
@@ -134,7 +107,7 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
         .count();
     if runs > 0 {
         out.push((
-            "peak RSS ≤ 64 MiB + concurrency × part size, every callvault run".into(),
+            "peak RSS ≤ 64 MiB + concurrency × part size (`transfers::rss_limit_kib`), every callvault run".into(),
             if over.is_empty() {
                 format!("all {runs} runs within")
             } else {
@@ -240,6 +213,92 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
     }
     if let Some(i) = &r.import {
         out.extend(i.targets());
+    }
+    out
+}
+
+/// Per server: callvault at its default settings against the same-work client at its
+/// best concurrency (≥ 85%), and callvault's own CPU per small recording (≤ 0.6 ms).
+fn same_work(r: &Results) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for server in r.servers() {
+        let (Some(cv), Some(limit)) = (
+            r.find_on(server, "small", CALLVAULT_DEFAULTS, None),
+            r.best_on(server, "small", SAME_WORK),
+        ) else {
+            continue;
+        };
+        let ratio = cv.per_second() / limit.per_second();
+        out.push((
+            format!(
+                "{server}, small, callvault at its default settings vs the same-work limit at \
+                 its best concurrency ({}): ≥ 85%",
+                limit.concurrency
+            ),
+            format!(
+                "{:.1} of {:.1} recordings/s = {:.0}%",
+                cv.per_second(),
+                limit.per_second(),
+                ratio * 100.0
+            ),
+            ratio >= 0.85,
+        ));
+        if let Some(ms) = cv.own_ms_per_record() {
+            out.push((
+                format!(
+                    "{server}, small, callvault's own CPU per recording at its defaults: ≤ 0.6 ms"
+                ),
+                format!("{ms:.2} ms"),
+                ms <= 0.6,
+            ));
+        }
+    }
+    out
+}
+
+/// Per server: callvault on the large sets (at its defaults and at each concurrency) against
+/// the ceiling at the same number of transfers (≥ 85%).
+fn large_vs_ceiling(r: &Results) -> Vec<(String, String, bool)> {
+    let mut out = Vec::new();
+    for cv in r
+        .transfers
+        .iter()
+        .filter(|t| t.set.starts_with("large") && [CALLVAULT, CALLVAULT_DEFAULTS].contains(&t.tool))
+    {
+        let active = if cv.tool == CALLVAULT {
+            cv.concurrency
+        } else {
+            crate::DEFAULT_CONCURRENCY
+        };
+        let ceiling = r
+            .transfers
+            .iter()
+            .filter(|t| t.server == cv.server && t.set == cv.set)
+            .filter(|t| t.tool == CEILING || t.tool == CEILING_PARTS)
+            .filter(|t| t.concurrency == active.min(cv.records))
+            .max_by(|a, b| a.mb_per_second().total_cmp(&b.mb_per_second()));
+        if let Some(c) = ceiling {
+            let ratio = cv.mb_per_second() / c.mb_per_second();
+            out.push((
+                format!(
+                    "{}, {}, callvault at {} vs the ceiling at {} transfers: ≥ 85%",
+                    cv.server,
+                    cv.set,
+                    cv.concurrency_shown(),
+                    c.concurrency
+                ),
+                format!(
+                    "{:.1} of {:.1} MB/s = {:.0}% (CPU per GB: {:.1} vs {:.1} s = {:.0}%)",
+                    cv.mb_per_second(),
+                    c.mb_per_second(),
+                    ratio * 100.0,
+                    cv.cpu_per_gb(),
+                    c.cpu_per_gb(),
+                    c.cpu_per_gb() / cv.cpu_per_gb() * 100.0
+                ),
+                ratio >= 0.85,
+            ));
+        }
     }
     out
 }

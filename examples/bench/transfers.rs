@@ -1,5 +1,6 @@
-//! One measured transfer of a set of recordings by each contender: callvault (the real
-//! binary), the ceiling (object_store from memory) and rclone `copyurl`.
+//! One measured transfer of a set of recordings by each contender, against one S3 server:
+//! callvault (the real binary), the ceiling (object_store from memory), the same-work
+//! client and rclone `copyurl`.
 
 use std::time::Duration;
 
@@ -7,26 +8,66 @@ use anyhow::bail;
 use bytes::Bytes;
 
 use crate::machine::CpuMeter;
-use crate::report::{CALLVAULT, CEILING, CEILING_PARTS, DOWNLOAD, RCLONE, Transfer};
-use crate::rig::Rig;
-use crate::{MIB, PART_MIB};
+use crate::report::{
+    CALLVAULT, CALLVAULT_DEFAULTS, CEILING, CEILING_PARTS, DOWNLOAD, RCLONE, SAME_WORK, Transfer,
+};
+use crate::rig::{Rig, Server};
+use crate::{DEFAULT_CONCURRENCY, MIB, PART_MIB};
 
-/// A transfer's figures once it is done; the CPU meter was started just before it.
+/// The peak RSS a callvault run may reach, in KiB: 64 MiB + the part buffers of the
+/// transfers it can have at once (`None`: callvault's default concurrency). The one place
+/// the memory target's formula lives.
+pub fn rss_limit_kib(concurrency: Option<usize>, records: usize) -> u64 {
+    let active = concurrency.unwrap_or(DEFAULT_CONCURRENCY).min(records) as u64;
+    64 * 1024 + active * PART_MIB as u64 * 1024
+}
+
+/// The CPU meters of one transfer: the benchmark process (and its waited-for children) and
+/// the S3 server's own process, when it has one.
+pub struct Meters {
+    cpu: CpuMeter,
+    server: Option<Duration>,
+}
+
+impl Meters {
+    pub fn start(rig: &Rig, server: Server) -> Self {
+        Self {
+            cpu: CpuMeter::start(),
+            server: rig.server_cpu(server),
+        }
+    }
+
+    /// CPU of everything since the start, the busy share, and the server process's CPU.
+    pub fn stop(&self, rig: &Rig, server: Server) -> (Duration, f64, Option<Duration>) {
+        let (cpu, busy) = self.cpu.stop();
+        let server_cpu = self
+            .server
+            .zip(rig.server_cpu(server))
+            .map(|(a, b)| b.saturating_sub(a));
+        (cpu + server_cpu.unwrap_or_default(), busy, server_cpu)
+    }
+}
+
+/// A transfer's figures once it is done; the CPU meters were started just before it.
 struct Done<'a> {
+    rig: &'a Rig,
+    server: Option<Server>,
     set: &'a str,
     tool: &'static str,
     concurrency: usize,
     records: usize,
     bytes: u64,
     wall: Duration,
-    meter: CpuMeter,
+    meter: Meters,
 }
 
 fn finish(done: Done<'_>, child: Option<&crate::child::Child>) -> Transfer {
     let peak_rss_kib = child.map(|c| c.peak_rss_kib);
-    let (cpu, busy) = done.meter.stop();
-    let active = done.concurrency.min(done.records) as u64;
+    let on = done.server.unwrap_or(Server::S3sFs);
+    let (cpu, busy, server_cpu) = done.meter.stop(done.rig, on);
+    let settings = (done.tool == CALLVAULT).then_some(done.concurrency);
     let t = Transfer {
+        server: done.server.map_or("none", Server::name),
         set: done.set.to_owned(),
         tool: done.tool,
         concurrency: done.concurrency,
@@ -35,15 +76,17 @@ fn finish(done: Done<'_>, child: Option<&crate::child::Child>) -> Transfer {
         wall: done.wall,
         walls: vec![done.wall],
         peak_rss_kib,
-        rss_limit_kib: peak_rss_kib.map(|_| 64 * 1024 + active * PART_MIB as u64 * 1024),
+        rss_limit_kib: peak_rss_kib.map(|_| rss_limit_kib(settings, done.records)),
         cpu,
+        server_cpu,
         busy,
         own_cpu: child.map(|c| c.cpu),
         commits: None,
         archived: 0,
     };
     println!(
-        "  {:<9} {:<52} c={:<3} {:>7.2}s {:>8.1} rec/s {:>7.1} MB/s  CPU {:>5.1} s/GB  busy {:>3.0}%{}",
+        "  {:<6} {:<9} {:<52} c={:<3} {:>7.2}s {:>8.1} rec/s {:>7.1} MB/s  CPU {:>5.1} s/GB  busy {:>3.0}%{}",
+        t.server,
         t.set,
         t.tool,
         t.concurrency,
@@ -60,23 +103,33 @@ fn finish(done: Done<'_>, child: Option<&crate::child::Child>) -> Transfer {
     t
 }
 
+/// callvault at `concurrency` with the default part size, or at its defaults (`None`:
+/// no `--concurrency` or `--part-size-mib`; the row's concurrency is then 0).
 pub async fn callvault(
     rig: &Rig,
+    server: Server,
     set: &str,
     names: &[String],
     size: u64,
-    concurrency: usize,
+    concurrency: Option<usize>,
 ) -> anyhow::Result<Transfer> {
     let ledger = rig.ledger_with("run", names, size).await?;
-    let bucket = rig.bucket()?;
-    let meter = CpuMeter::start();
+    let bucket = rig.bucket_on(server).await?;
+    let meter = Meters::start(rig, server);
+    let settings = concurrency.map(|c| (c, PART_MIB));
     let (child, report) = rig
-        .callvault_run(&ledger, &bucket, concurrency, PART_MIB, names.len())
+        .callvault_run_on(server, &ledger, &bucket, settings, names.len())
         .await?;
     let done = Done {
+        rig,
+        server: Some(server),
         set,
-        tool: CALLVAULT,
-        concurrency,
+        tool: if concurrency.is_some() {
+            CALLVAULT
+        } else {
+            CALLVAULT_DEFAULTS
+        },
+        concurrency: concurrency.unwrap_or(0),
         records: names.len(),
         bytes: names.len() as u64 * size,
         wall: child.wall,
@@ -88,25 +141,32 @@ pub async fn callvault(
     if let Some(per) = t.commits_per_record() {
         println!("            ledger commits per archived record: {per:.3}");
     }
-    check_stored(rig, &bucket, names.len(), size)?;
-    rig.drop_bucket(&bucket)?;
+    check_stored(rig, server, &bucket, names.len(), size).await?;
+    rig.drop_bucket_on(server, &bucket).await?;
     rig.remove_ledger(&ledger);
     Ok(t)
 }
 
 pub async fn ceiling(
     rig: &Rig,
+    server: Server,
     set: &str,
     contents: &[(String, Bytes)],
     concurrency: usize,
     parts_in_flight: usize,
 ) -> anyhow::Result<Transfer> {
-    let bucket = rig.bucket()?;
+    let bucket = rig.bucket_on(server).await?;
     let part = PART_MIB * MIB as usize;
-    let meter = CpuMeter::start();
-    let wall =
-        crate::ceiling::upload(rig, &bucket, contents, concurrency, part, parts_in_flight).await?;
+    let meter = Meters::start(rig, server);
+    let up = crate::ceiling::Upload {
+        concurrency,
+        part_size: part,
+        parts_in_flight,
+    };
+    let wall = crate::ceiling::upload(rig, server, &bucket, contents, &up).await?;
     let done = Done {
+        rig,
+        server: Some(server),
         set,
         tool: if parts_in_flight > 1 {
             CEILING_PARTS
@@ -121,22 +181,55 @@ pub async fn ceiling(
     };
     let t = finish(done, None);
     let size = contents.first().map_or(0, |(_, b)| b.len() as u64);
-    check_stored(rig, &bucket, contents.len(), size)?;
-    rig.drop_bucket(&bucket)?;
+    check_stored(rig, server, &bucket, contents.len(), size).await?;
+    rig.drop_bucket_on(server, &bucket).await?;
+    Ok(t)
+}
+
+/// The same-work client: per recording, the link request, the download, the recording PUT
+/// and the sidecar PUT, nothing else.
+pub async fn same_work(
+    rig: &Rig,
+    server: Server,
+    set: &str,
+    names: &[String],
+    size: u64,
+    concurrency: usize,
+) -> anyhow::Result<Transfer> {
+    let bucket = rig.bucket_on(server).await?;
+    let meter = Meters::start(rig, server);
+    let wall = crate::samework::run(rig, server, &bucket, names, concurrency).await?;
+    let done = Done {
+        rig,
+        server: Some(server),
+        set,
+        tool: SAME_WORK,
+        concurrency,
+        records: names.len(),
+        bytes: names.len() as u64 * size,
+        wall,
+        meter,
+    };
+    let t = finish(done, None);
+    check_stored(rig, server, &bucket, names.len(), size).await?;
+    rig.drop_bucket_on(server, &bucket).await?;
     Ok(t)
 }
 
 pub async fn rclone(
     rig: &Rig,
+    server: Server,
     set: &str,
     names: &[String],
     size: u64,
     parallel: usize,
 ) -> anyhow::Result<Transfer> {
-    let bucket = rig.bucket()?;
-    let meter = CpuMeter::start();
-    let wall = crate::rclone::copy_all(rig, &bucket, names, parallel, PART_MIB).await?;
+    let bucket = rig.bucket_on(server).await?;
+    let meter = Meters::start(rig, server);
+    let wall = crate::rclone::copy_all(rig, server, &bucket, names, parallel, PART_MIB).await?;
     let done = Done {
+        rig,
+        server: Some(server),
         set,
         tool: RCLONE,
         concurrency: parallel,
@@ -146,8 +239,8 @@ pub async fn rclone(
         meter,
     };
     let t = finish(done, None);
-    check_stored(rig, &bucket, names.len(), size)?;
-    rig.drop_bucket(&bucket)?;
+    check_stored(rig, server, &bucket, names.len(), size).await?;
+    rig.drop_bucket_on(server, &bucket).await?;
     Ok(t)
 }
 
@@ -158,9 +251,11 @@ pub async fn download_only(
     size: u64,
     parallel: usize,
 ) -> anyhow::Result<Transfer> {
-    let meter = CpuMeter::start();
+    let meter = Meters::start(rig, Server::S3sFs);
     let wall = crate::source::download_all(rig, names, parallel).await?;
     let done = Done {
+        rig,
+        server: None,
         set,
         tool: DOWNLOAD,
         concurrency: parallel,
@@ -173,8 +268,14 @@ pub async fn download_only(
 }
 
 /// Fails unless the bucket holds at least `n` objects' worth of bytes.
-fn check_stored(rig: &Rig, bucket: &str, n: usize, size: u64) -> anyhow::Result<()> {
-    let (bytes, files) = rig.bucket_usage(bucket);
+async fn check_stored(
+    rig: &Rig,
+    server: Server,
+    bucket: &str,
+    n: usize,
+    size: u64,
+) -> anyhow::Result<()> {
+    let (bytes, files) = rig.usage_on(server, bucket).await?;
     if files < n || bytes < n as u64 * size {
         bail!("{bucket} holds {files} files, {bytes} bytes; expected {n} objects of {size} bytes");
     }

@@ -928,7 +928,12 @@ mod tests {
         let a = callback("a", "acme", Some("7"), "a.wav");
         let b = callback("b", "other", Some("8"), "b.wav");
         let matching = [
-            plan(&ledger, known_rows_stmt("default", &[&a, &b])).await,
+            plan(
+                &ledger,
+                known_rows_stmt(BackendKind::Sqlite, "default", &[&a, &b])
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await,
             plan(
                 &ledger,
                 Stmt::new(MATCH_BILL, "test")

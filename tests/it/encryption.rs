@@ -41,8 +41,9 @@ fn assert_headers(request: &SeenRequest, want: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_class_and_kms_encryption_reach_the_server_on_every_write() {
-    // Arrange: a small recording (one PUT) and one larger than a part (multipart, then the
-    // metadata copy), written through the proxy.
+    // Arrange: a small recording (one PUT) and one larger than a part (multipart; its
+    // SHA-256 goes into its sidecar), written through the proxy; then, without sidecars,
+    // another large one (multipart, then the copy that puts its SHA-256 in its metadata).
     let world = World::new().await;
     let moto = Moto::start().await;
     moto.create_bucket(BUCKET, false).await;
@@ -95,9 +96,33 @@ async fn storage_class_and_kms_encryption_reach_the_server_on_every_write() {
             count(&sidecars),
             count(&manifests)
         ),
-        (1, 1, 1, 2, 2),
-        "one PUT, one multipart start and its copy, two sidecars, one manifest and its checkpoint"
+        (1, 1, 0, 2, 2),
+        "one PUT, one multipart start (no copy: the sidecar carries the SHA-256), two sidecars, \
+         one manifest and its checkpoint"
     );
+    proxy.clear();
+    world
+        .import_call("big-2", "big-2.wav", 6 * 1024 * 1024)
+        .await;
+    let mut bare = on_moto(
+        &world,
+        &moto,
+        &proxy.endpoint,
+        &[
+            "run",
+            "--part-size-mib",
+            "5",
+            "--storage-class",
+            "standard_ia",
+            "--no-sidecar",
+        ],
+    );
+    bare.env("AWS_SERVER_SIDE_ENCRYPTION", "aws:kms")
+        .env("AWS_SSE_KMS_KEY_ID", KMS_KEY)
+        .env("AWS_SSE_BUCKET_KEY_ENABLED", "true");
+    assert_exit(&output(bare).await, 0);
+    let copies = proxy.requests(S3Op::CopyObject);
+    assert_eq!(copies.len(), 1, "the metadata copy of the large recording");
     for request in recordings
         .iter()
         .chain(&starts)
@@ -110,9 +135,10 @@ async fn storage_class_and_kms_encryption_reach_the_server_on_every_write() {
     // back by every `verify --manifests`).
     assert_headers(&manifests[0], &encryption);
     assert_eq!(manifests[0].header("x-amz-storage-class"), None);
-    // What the server kept: the class and the key, on the copied large recording too.
+    // What the server kept: the class and the key, on both large recordings too.
     for key in [
         recordings[0].path.as_str(),
+        starts[0].path.as_str(),
         copies[0].path.as_str(),
         sidecars[0].path.as_str(),
     ] {

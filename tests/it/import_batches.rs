@@ -20,7 +20,7 @@ const BATCH: usize = 900;
 
 /// Call `i`'s callback; `recording` false sends it unanswered.
 fn callback(i: usize, recording: bool) -> Value {
-    let sloppy = i % 3 == 0;
+    let sloppy = i.is_multiple_of(3);
     let num = |v: usize| {
         if sloppy {
             json!(v.to_string())
