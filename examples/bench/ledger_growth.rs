@@ -152,8 +152,12 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-/// Rows per INSERT statement (20 parameters a row, well under SQLite's 32766).
+/// Rows per INSERT statement (21 parameters a row, well under SQLite's 32766).
 const BATCH: usize = 500;
+
+/// Every row is the `default` account's (the account a ledger handle opened without one is
+/// scoped to; the column has no default since issue 18's identity migration).
+const ACCOUNT: &str = "default";
 
 /// `rows` calls over the last 90 days, newest last: 78% archived, 20% unanswered
 /// (no recording), 1% pending with a retry due in 6 hours, 0.5% failed, 0.5% expired, one
@@ -189,13 +193,14 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
         q.build().execute(&mut *tx).await?;
         // Each run wrote the manifest of what it archived (the chain the audit keeps).
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO manifests (seq, object_key, state, run_id, previous_key, previous_sha256,
+            "INSERT INTO manifests (account, seq, object_key, state, run_id, previous_key, previous_sha256,
                 entries, sha256, size_bytes, created_at, written_at) ",
         );
         q.push_values(chunk, |mut b, &i| {
             let seq = i64::try_from(i).unwrap_or(0) + 1;
             let at = ts(now - span + span * i32::try_from(i).unwrap_or(0) / runs as i32);
-            b.push_bind(seq)
+            b.push_bind(ACCOUNT)
+                .push_bind(seq)
                 .push_bind(manifest_key(seq))
                 .push_bind("written")
                 .push_bind(run_id(i))
@@ -219,7 +224,7 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
                 )
         };
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json, state, attempts,
+            "INSERT INTO calls (account, uuid, company_code, record_file, call_start, billsec, raw_json, state, attempts,
                 next_attempt_at, object_key, size_bytes, sha256, content_type, etag, archived_at,
                 manifest_seq, media_duration_ms, media_note, imported_at, updated_at) ",
         );
@@ -238,7 +243,8 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
             } else {
                 ts(call)
             };
-            b.push_bind(uuid.clone())
+            b.push_bind(ACCOUNT)
+                .push_bind(uuid.clone())
                 .push_bind("20000013")
                 .push_bind(file.clone())
                 .push_bind(ts(call))
@@ -273,12 +279,13 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
             continue;
         }
         let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO attempts (call_uuid, run_id, started_at, finished_at, outcome, error_code, bytes) ",
+            "INSERT INTO attempts (account, call_uuid, run_id, started_at, finished_at, outcome, error_code, bytes) ",
         );
         q.push_values(attempted, |mut b, i| {
             let at = ts(start(i) + chrono::Duration::minutes(15));
             let state = state_of(i);
-            b.push_bind(uuid_of(i))
+            b.push_bind(ACCOUNT)
+                .push_bind(uuid_of(i))
                 .push_bind(run_id(i))
                 .push_bind(at.clone())
                 .push_bind(at)

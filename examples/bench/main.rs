@@ -41,9 +41,15 @@ use rig::{Rig, Server};
 
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
-/// callvault's default part size and concurrency.
+/// callvault's default part size.
 pub const PART_MIB: usize = 8;
+/// The concurrency the comparisons with earlier issues' targets (and rclone) run at: the
+/// default before issue 20.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// `callvault run`'s default concurrency and memory budget (`--memory-budget-mib`) since
+/// issue 20.
+pub const CALLVAULT_DEFAULT_CONCURRENCY: usize = 64;
+pub const MEMORY_BUDGET_MIB: u64 = 128;
 
 #[derive(Debug, Parser)]
 #[command(about = "callvault benchmarks (see BENCHMARKS.md)")]

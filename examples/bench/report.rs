@@ -28,7 +28,7 @@ pub struct Transfer {
     pub walls: Vec<Duration>,
     /// The highest over the rounds.
     pub peak_rss_kib: Option<u64>,
-    /// 64 MiB + effective concurrency × part size, for callvault runs.
+    /// 64 MiB + the upload buffers a callvault run can hold (`transfers::rss_limit_kib`).
     pub rss_limit_kib: Option<u64>,
     /// CPU time of every benchmark process (source, target, contender), summed over rounds.
     pub cpu: Duration,
@@ -331,9 +331,10 @@ fn throughput(s: &mut String, r: &Results) {
          benchmark process, Garage's process, plus callvault, the ceiling's or the same-work \
          client or the rclone processes) per GB moved; machine busy: the share of both CPUs in \
          use, other tenants included. Peak RSS is the callvault process's `VmHWM`; its limit \
-         is 64 MiB + min(concurrency, recordings) × part size (8 MiB), at callvault's default \
-         concurrency ({}) for the default-settings rows.\n",
-        crate::DEFAULT_CONCURRENCY
+         is 64 MiB + the upload buffers it can hold: min(memory budget ({} MiB), \
+         min(concurrency, recordings) × 2 parts of 8 MiB), the default concurrency being {}.\n",
+        crate::MEMORY_BUDGET_MIB,
+        crate::CALLVAULT_DEFAULT_CONCURRENCY
     );
     let _ = writeln!(
         s,

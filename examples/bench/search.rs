@@ -62,10 +62,10 @@ async fn fill(url: &str, rows: usize) -> anyhow::Result<()> {
     let start = first_start().timestamp();
     sqlx::query(
         "WITH RECURSIVE n (i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $1)
-         INSERT INTO calls (uuid, company_code, record_file, call_start, billsec, raw_json, state,
-                            attempts, next_attempt_at, object_key, size_bytes, sha256,
+         INSERT INTO calls (account, uuid, company_code, record_file, call_start, billsec, raw_json,
+                            state, attempts, next_attempt_at, object_key, size_bytes, sha256,
                             archived_at, imported_at, updated_at)
-         SELECT uuid, '20000013', file, t, 60,
+         SELECT 'default', uuid, '20000013', file, t, 60,
                 json_object('uuid', uuid, 'companycode', 20000013, 'recordfilename', file,
                             'starttime', strftime('%Y-%m-%d %H:%M:%S', $2 + i * $3 + 28800, 'unixepoch'),
                             'billsec', 60, 'type', 'callout',

@@ -107,7 +107,7 @@ pub fn targets(r: &Results) -> Vec<(String, String, bool)> {
         .count();
     if runs > 0 {
         out.push((
-            "peak RSS ≤ 64 MiB + concurrency × part size (`transfers::rss_limit_kib`), every callvault run".into(),
+            "peak RSS ≤ 64 MiB + min(memory budget, concurrency × 2 parts) (`transfers::rss_limit_kib`), every callvault run".into(),
             if over.is_empty() {
                 format!("all {runs} runs within")
             } else {

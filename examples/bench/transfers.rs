@@ -12,14 +12,18 @@ use crate::report::{
     CALLVAULT, CALLVAULT_DEFAULTS, CEILING, CEILING_PARTS, DOWNLOAD, RCLONE, SAME_WORK, Transfer,
 };
 use crate::rig::{Rig, Server};
-use crate::{DEFAULT_CONCURRENCY, MIB, PART_MIB};
+use crate::{CALLVAULT_DEFAULT_CONCURRENCY, MEMORY_BUDGET_MIB, MIB, PART_MIB};
 
-/// The peak RSS a callvault run may reach, in KiB: 64 MiB + the part buffers of the
-/// transfers it can have at once (`None`: callvault's default concurrency). The one place
-/// the memory target's formula lives.
+/// The peak RSS a callvault run may reach, in KiB: 64 MiB + the upload buffers it can
+/// hold, two parts for each transfer it can have at once (`None`: callvault's default
+/// concurrency), but never more than its memory budget. The one place the memory target's
+/// formula lives.
 pub fn rss_limit_kib(concurrency: Option<usize>, records: usize) -> u64 {
-    let active = concurrency.unwrap_or(DEFAULT_CONCURRENCY).min(records) as u64;
-    64 * 1024 + active * PART_MIB as u64 * 1024
+    let active = concurrency
+        .unwrap_or(CALLVAULT_DEFAULT_CONCURRENCY)
+        .min(records) as u64;
+    let buffers = (active * 2 * PART_MIB as u64).min(MEMORY_BUDGET_MIB);
+    64 * 1024 + buffers * 1024
 }
 
 /// The CPU meters of one transfer: the benchmark process (and its waited-for children) and

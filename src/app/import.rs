@@ -12,7 +12,7 @@ use super::progress::Meter;
 use crate::callback::{parse_document, parse_record};
 use crate::cli::ImportFormat;
 use crate::domain::CallRecord;
-use crate::ledger::{ImportOutcome, Ledger, LedgerError};
+use crate::ledger::{BackendKind, ImportOutcome, Ledger, LedgerError};
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ImportCounts {
@@ -26,8 +26,20 @@ pub struct ImportCounts {
     pub matched_bill: u64,
 }
 
-/// Read this much text before parsing and writing a batch (at a record boundary).
-const CHUNK_BYTES: usize = 1 << 20;
+/// Read this much text before parsing and writing a batch (at a record boundary), by
+/// ledger. SQLite: 8 MiB, about 14,000 callbacks a transaction; each commit writes every
+/// index page the batch dirtied (random uuids, file names and numbers touch pages all over),
+/// so fewer, larger commits write far less (100,000 callbacks: 19.8 s at 1 MiB, 7.3 s at
+/// 8 MiB; peak RSS 106 → 218 MiB; BENCHMARKS.md "Issue 20"). PostgreSQL: 1 MiB, about
+/// 1,750 callbacks: the batch takes three advisory locks a call
+/// (`StoreCalls::begin_storing`), and a server's lock table holds 6,400 by default
+/// (`max_locks_per_transaction` 64 × 100 connections); 8 MiB ran out of shared memory.
+fn chunk_bytes(kind: BackendKind) -> usize {
+    match kind {
+        BackendKind::Sqlite => 8 << 20,
+        BackendKind::Postgres => 1 << 20,
+    }
+}
 /// A batch is cut here even inside a record (which then is reported as broken).
 const MAX_CHUNK_BYTES: usize = 32 << 20;
 
@@ -104,6 +116,7 @@ pub async fn import_source(
     if is_csv(path, format, &mut reader).map_err(read_err)? {
         return import_csv(ledger, &name, reader, tz, counts, meter).await;
     }
+    let chunk_bytes = chunk_bytes(ledger.kind());
     let mut chunk = String::new();
     let mut chunk_first_line = 1usize;
     let mut line_no = 0usize;
@@ -118,7 +131,7 @@ pub async fn import_source(
         chunk.push('\n');
         depth.feed(&line);
         // Cut between records; a record that never closes is cut anyway, much later.
-        if (chunk.len() >= CHUNK_BYTES && depth.outside_objects()) || chunk.len() >= MAX_CHUNK_BYTES
+        if (chunk.len() >= chunk_bytes && depth.outside_objects()) || chunk.len() >= MAX_CHUNK_BYTES
         {
             import_chunk(ledger, &name, &chunk, chunk_first_line, tz, counts, meter).await?;
             chunk.clear();

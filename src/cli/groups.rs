@@ -110,7 +110,6 @@ pub struct AccountArgs {
     pub account: Vec<String>,
 }
 
-/// A positive number of requests per second (`0.5`, `20`).
 /// The provider API's pace when `--api-rate` is not given: requests a second to each
 /// provider account, however many transfers (see docs/operations.md, "Sizing a backfill").
 pub const DEFAULT_API_RATE: &str = "500";

@@ -1,17 +1,15 @@
 //! Streaming upload with hashing: a small recording goes up in one PUT, a large one as a
-//! multipart upload, one part at a time (`PARTS_IN_FLIGHT`: the next part is sent only
-//! once no part is uploading, so memory is about two parts per transfer, the part filling
-//! and the part uploading, which is what the memory budget reserves), aborted when the
-//! source fails or the run is cancelled. On S3 every PUT carries a checksum (unless
-//! `checksums` is off), so a single PUT that succeeded was checked by the server itself;
-//! multipart uploads are checked by a HEAD.
+//! multipart upload, one part at a time (`PARTS_IN_FLIGHT`: the next chunk is read only
+//! once no part is uploading, so memory is about one part per transfer, as BENCHMARKS.md
+//! measures), aborted when the source fails or the run is cancelled. On S3 every
+//! PUT carries a checksum (unless `checksums` is off), so a single PUT that succeeded was
+//! checked by the server itself; multipart uploads are checked by a HEAD.
 //!
-//! The download arrives in frames of a few KiB; each part is gathered into one buffer
-//! before it is sent, so every request body is one piece. A body of many pieces costs the
-//! server more per byte (Garage spent a quarter more CPU on small recordings sent that
-//! way; BENCHMARKS.md "Issue 20"), and the copy costs the client about a memcpy.
+//! Parts are sent as the chunks the download arrived in, not gathered into one buffer:
+//! tried, it made no difference to the servers' CPU and cost memory (a fresh 8 MiB buffer
+//! per part: peak RSS 69 → 125 MiB with four large transfers; BENCHMARKS.md "Issue 20").
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use object_store::path::Path;
@@ -63,68 +61,6 @@ pub enum UploadError<E = DownloadError> {
 /// Parts uploading at once within one transfer, besides the one being filled.
 const PARTS_IN_FLIGHT: usize = 1;
 
-/// What the multipart loop does next: hand a full part over, or add a chunk read.
-enum Step {
-    Part(Bytes),
-    Chunk(Option<Bytes>),
-}
-
-/// The part being filled, one buffer of the part size; what overflows it starts the next.
-struct PartFill {
-    part_size: usize,
-    buf: BytesMut,
-    overflow: Bytes,
-}
-
-impl PartFill {
-    fn new(part_size: usize, carry: Bytes) -> Self {
-        let mut fill = Self {
-            part_size,
-            buf: BytesMut::new(),
-            overflow: Bytes::new(),
-        };
-        fill.add(carry);
-        fill
-    }
-
-    /// Adds a chunk: as much as fits the part, the rest kept until the part is taken.
-    fn add(&mut self, mut chunk: Bytes) {
-        if chunk.is_empty() {
-            return;
-        }
-        if self.buf.capacity() == 0 {
-            self.buf = BytesMut::with_capacity(self.part_size);
-        }
-        let room = self.part_size - self.buf.len();
-        if chunk.len() > room {
-            let rest = chunk.split_off(room);
-            self.overflow = if self.overflow.is_empty() {
-                rest
-            } else {
-                [self.overflow.as_ref(), rest.as_ref()].concat().into()
-            };
-        }
-        self.buf.extend_from_slice(&chunk);
-    }
-
-    /// The part, when full; the overflow starts the next one.
-    fn take_full(&mut self) -> Option<Bytes> {
-        if self.buf.len() < self.part_size {
-            return None;
-        }
-        let part = std::mem::take(&mut self.buf).freeze();
-        let overflow = std::mem::take(&mut self.overflow);
-        self.add(overflow);
-        Some(part)
-    }
-
-    /// Whatever is left at the end of the body (less than a part).
-    fn rest(self) -> Bytes {
-        debug_assert!(self.overflow.is_empty());
-        self.buf.freeze()
-    }
-}
-
 /// The bytes read so far: their SHA-256, as it goes, and how many.
 #[derive(Default)]
 struct Hashed {
@@ -139,12 +75,10 @@ impl Hashed {
     }
 }
 
-/// The start of a body, up to one part: all of it when `ended`; `carry` is the rest of the
-/// chunk that filled the part (already hashed).
+/// The start of a body, up to one part: all of it when `ended`.
 struct FirstPart {
     hashed: Hashed,
-    buf: BytesMut,
-    carry: Bytes,
+    chunks: Vec<Bytes>,
     ended: bool,
 }
 
@@ -238,7 +172,7 @@ impl Store {
             .reserve(self.buffer_for(size_hint), cancel)
             .await
             .ok_or(UploadError::Cancelled)?;
-        let first = self.first_part(&mut body, size_hint, cancel).await?;
+        let first = self.first_part(&mut body, cancel).await?;
         if first.ended {
             self.put_single(key, &path, first, attributes).await
         } else {
@@ -261,30 +195,23 @@ impl Store {
     async fn first_part<S, E>(
         &self,
         body: &mut S,
-        size_hint: Option<u64>,
         cancel: &CancellationToken,
     ) -> Result<FirstPart, UploadError<E>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
     {
-        let capacity = size_hint
-            .and_then(|n| usize::try_from(n).ok())
-            .map_or(self.part_size, |n| n.min(self.part_size));
         let mut first = FirstPart {
             hashed: Hashed::default(),
-            buf: BytesMut::with_capacity(capacity),
-            carry: Bytes::new(),
+            chunks: Vec::new(),
             ended: false,
         };
-        while first.buf.len() < self.part_size {
+        let mut buffered = 0usize;
+        while buffered < self.part_size {
             match next_chunk(body, cancel).await? {
-                Some(mut chunk) => {
+                Some(chunk) => {
                     first.hashed.add(&chunk);
-                    let room = self.part_size - first.buf.len();
-                    if chunk.len() > room {
-                        first.carry = chunk.split_off(room);
-                    }
-                    first.buf.extend_from_slice(&chunk);
+                    buffered += chunk.len();
+                    first.chunks.push(chunk);
                 }
                 None => {
                     first.ended = true;
@@ -311,7 +238,7 @@ impl Store {
         };
         let result = self
             .inner
-            .put_opts(path, PutPayload::from(first.buf.freeze()), opts)
+            .put_opts(path, PutPayload::from_iter(first.chunks), opts)
             .await
             .map_err(|e| UploadError::Store(StoreError::classify(format!("uploading {key}"), e)))?;
         Ok(Uploaded {
@@ -352,17 +279,14 @@ impl Store {
                 ))
             })?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
-        // Each part is handed over whole, so the writer sends it at once as one piece.
-        writer.put(first.buf.freeze());
-        let mut filling = PartFill::new(self.part_size, first.carry);
+        for chunk in first.chunks {
+            writer.put(chunk);
+        }
         let mut hashed = first.hashed;
         loop {
             let step = async {
-                let Some(part) = filling.take_full() else {
-                    return next_chunk(&mut body, cancel).await.map(Step::Chunk);
-                };
                 writer
-                    .wait_for_capacity(PARTS_IN_FLIGHT - 1)
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
                     .map_err(|e| {
                         UploadError::Store(StoreError::classify(
@@ -370,15 +294,14 @@ impl Store {
                             e,
                         ))
                     })?;
-                Ok(Step::Part(part))
+                next_chunk(&mut body, cancel).await
             };
             match step.await {
-                Ok(Step::Part(part)) => writer.put(part),
-                Ok(Step::Chunk(Some(chunk))) => {
+                Ok(Some(chunk)) => {
                     hashed.add(&chunk);
-                    filling.add(chunk);
+                    writer.put(chunk);
                 }
-                Ok(Step::Chunk(None)) => break,
+                Ok(None) => break,
                 Err(err) => {
                     if let Err(abort) = writer.abort().await {
                         tracing::warn!(key, error = %abort, "could not abort a multipart upload");
@@ -387,7 +310,6 @@ impl Store {
                 }
             }
         }
-        writer.put(filling.rest());
         // The parts went up with our credentials just now: a refusal here is about the
         // upload's state (an answer lost, then the abort of a completed upload refused),
         // not about access, so it is passing, never a reason to stop the run.
