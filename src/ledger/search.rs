@@ -612,6 +612,11 @@ const INSERT_TERMS_POSTGRES: &str =
  JOIN calls AS c ON c.account = t ->> 0 AND c.uuid = t ->> 1
  ON CONFLICT DO NOTHING";
 
+/// PostgreSQL: the terms of the calls in `$2`, a JSON array of uuids, of account `$1`.
+const DELETE_TERMS_POSTGRES: &str = "DELETE FROM call_terms AS t
+ USING jsonb_array_elements_text($2::jsonb) AS u (uuid)
+ WHERE t.account = $1 AND t.uuid = u.uuid";
+
 /// Takes up to `batch` calls off the queue and rewrites their terms, inside `tx` (of a
 /// `kind` ledger; on SQLite, a transaction that holds the write lock); how many it took.
 pub(crate) async fn refresh_batch(
@@ -641,9 +646,21 @@ pub(crate) async fn refresh_batch(
         }
         by_account.entry(account).or_default().push(uuid);
     }
-    // The old terms, by a list PostgreSQL's planner sees the length of (a list read from
-    // the statement above would be guessed long enough to scan every term).
+    // The old terms. SQLite: by a list of placeholders. PostgreSQL: by the uuids as one JSON
+    // argument the planner guesses short (a hundred rows), so it probes the key for each;
+    // a list of placeholders it sees the length of was taken, before `call_terms` was first
+    // analyzed, to match every term, and each row of a sequential scan was compared with
+    // each of the list's 1,745 uuids (11.6 s for one import batch at 400,000 terms).
     for (account, uuids) in &by_account {
+        if kind == BackendKind::Postgres {
+            let list = serde_json::to_string(uuids)
+                .map_err(|e| LedgerError::Corrupt(format!("uuids as JSON: {e}")))?;
+            let stmt = Stmt::new(DELETE_TERMS_POSTGRES, CONTEXT)
+                .bind(account)
+                .bind(list);
+            tx.execute(stmt).await?;
+            continue;
+        }
         for chunk in uuids.chunks(max_params(kind)) {
             let sql = format!(
                 "DELETE FROM call_terms WHERE account = $1 AND uuid IN ({})",
