@@ -864,6 +864,48 @@ mod tests {
         assert!(!sidecars(&["--no-sidecar", "--sidecar"]));
     }
 
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["callvault", "run"], args].concat())?;
+        match cli.command {
+            Command::Run(run) => Ok(run),
+            _ => unreachable!(),
+        }
+    }
+
+    /// `run`'s defaults since issue 20: many records in flight, bounded by the memory budget
+    /// and the provider's pace; the CRC64NVME checksum. `unlimited` paces nothing.
+    #[test]
+    fn run_defaults_to_64_in_flight_within_a_memory_budget_and_a_pace() {
+        let run = run_args(&[]).unwrap();
+        assert_eq!(run.concurrency, 64);
+        assert_eq!(run.provider.api_rate, Some(500.0));
+        assert_eq!(run.store.memory_budget_mib, 128);
+        assert_eq!(run.store.store_checksum_algorithm, "crc64nvme");
+        let unpaced = run_args(&["--api-rate", "unlimited"]).unwrap();
+        assert_eq!(unpaced.provider.api_rate, Some(f64::INFINITY));
+        assert_eq!(
+            run_args(&["--api-rate", "2.5"]).unwrap().provider.api_rate,
+            Some(2.5)
+        );
+        for bad in [
+            &["--api-rate", "0"][..],
+            &["--api-rate", "-3"],
+            &["--api-rate", "fast"],
+        ] {
+            assert!(run_args(bad).is_err(), "{bad:?}");
+        }
+        assert!(run_args(&["--store-checksum-algorithm", "md5"]).is_err());
+        let sha = run_args(&[
+            "--store-checksum-algorithm",
+            "sha256",
+            "--memory-budget-mib",
+            "512",
+        ])
+        .unwrap();
+        assert_eq!(sha.store.store_checksum_algorithm, "sha256");
+        assert_eq!(sha.store.memory_budget_mib, 512);
+    }
+
     /// clap's own checks of the definitions (ids, `requires`, groups), for every command.
     #[test]
     fn the_command_line_is_well_formed() {
