@@ -58,14 +58,8 @@ pub fn clients(
         part_size,
         ..callvault::store::StoreConfig::new(format!("s3://{bucket}"))
     })?;
-    let e = rig.endpoint(server);
-    let parts = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(&e.url)
-        .with_region(&e.region)
-        .with_access_key_id(&e.access_key)
-        .with_secret_access_key(&e.secret_key)
-        .with_allow_http(true)
+    let parts = rig
+        .s3_builder(server, bucket)
         .with_unsigned_payload(true)
         .with_checksum_algorithm(object_store::aws::Checksum::CRC64NVME)
         .build()?;

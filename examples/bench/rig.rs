@@ -191,16 +191,20 @@ impl Rig {
         server: Server,
         bucket: &str,
     ) -> anyhow::Result<Arc<dyn object_store::ObjectStore>> {
+        Ok(Arc::new(self.s3_builder(server, bucket).build()?))
+    }
+
+    /// An object_store builder for a bucket of `server`, with its endpoint and keys, over
+    /// plain HTTP; the caller adds what it measures (checksums, payload signing).
+    pub fn s3_builder(&self, server: Server, bucket: &str) -> object_store::aws::AmazonS3Builder {
         let e = self.endpoint(server);
-        let s3 = object_store::aws::AmazonS3Builder::new()
+        object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_endpoint(&e.url)
             .with_region(&e.region)
             .with_access_key_id(&e.access_key)
             .with_secret_access_key(&e.secret_key)
             .with_allow_http(true)
-            .build()?;
-        Ok(Arc::new(s3))
     }
 
     /// A new empty bucket; [`Rig::drop_bucket`] frees its disk space.

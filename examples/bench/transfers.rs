@@ -159,18 +159,7 @@ pub async fn ceiling(
     concurrency: usize,
     parts_in_flight: usize,
 ) -> anyhow::Result<Transfer> {
-    let bucket = rig.bucket_on(server).await?;
-    let part = PART_MIB * MIB as usize;
-    let meter = Meters::start(rig, server);
-    let up = crate::ceiling::Upload {
-        concurrency,
-        part_size: part,
-        parts_in_flight,
-    };
-    let wall = crate::ceiling::upload(rig, server, &bucket, contents, &up).await?;
-    let done = Done {
-        rig,
-        server: Some(server),
+    let row = Row {
         set,
         tool: if parts_in_flight > 1 {
             CEILING_PARTS
@@ -179,15 +168,17 @@ pub async fn ceiling(
         },
         concurrency,
         records: contents.len(),
-        bytes: contents.iter().map(|(_, b)| b.len() as u64).sum(),
-        wall,
-        meter,
+        size: contents.first().map_or(0, |(_, b)| b.len() as u64),
     };
-    let t = finish(done, None);
-    let size = contents.first().map_or(0, |(_, b)| b.len() as u64);
-    check_stored(rig, server, &bucket, contents.len(), size).await?;
-    rig.drop_bucket_on(server, &bucket).await?;
-    Ok(t)
+    let up = crate::ceiling::Upload {
+        concurrency,
+        part_size: PART_MIB * MIB as usize,
+        parts_in_flight,
+    };
+    into_new_bucket(rig, server, row, async |bucket| {
+        crate::ceiling::upload(rig, server, bucket, contents, &up).await
+    })
+    .await
 }
 
 /// The same-work client: per recording, the link request, the download, the recording PUT
@@ -200,24 +191,17 @@ pub async fn same_work(
     size: u64,
     concurrency: usize,
 ) -> anyhow::Result<Transfer> {
-    let bucket = rig.bucket_on(server).await?;
-    let meter = Meters::start(rig, server);
-    let wall = crate::samework::run(rig, server, &bucket, names, concurrency).await?;
-    let done = Done {
-        rig,
-        server: Some(server),
+    let row = Row {
         set,
         tool: SAME_WORK,
         concurrency,
         records: names.len(),
-        bytes: names.len() as u64 * size,
-        wall,
-        meter,
+        size,
     };
-    let t = finish(done, None);
-    check_stored(rig, server, &bucket, names.len(), size).await?;
-    rig.drop_bucket_on(server, &bucket).await?;
-    Ok(t)
+    into_new_bucket(rig, server, row, async |bucket| {
+        crate::samework::run(rig, server, bucket, names, concurrency).await
+    })
+    .await
 }
 
 pub async fn rclone(
@@ -228,22 +212,52 @@ pub async fn rclone(
     size: u64,
     parallel: usize,
 ) -> anyhow::Result<Transfer> {
-    let bucket = rig.bucket_on(server).await?;
-    let meter = Meters::start(rig, server);
-    let wall = crate::rclone::copy_all(rig, server, &bucket, names, parallel, PART_MIB).await?;
-    let done = Done {
-        rig,
-        server: Some(server),
+    let row = Row {
         set,
         tool: RCLONE,
         concurrency: parallel,
         records: names.len(),
-        bytes: names.len() as u64 * size,
+        size,
+    };
+    into_new_bucket(rig, server, row, async |bucket| {
+        crate::rclone::copy_all(rig, server, bucket, names, parallel, PART_MIB).await
+    })
+    .await
+}
+
+/// The row a tool run in this process fills: `records` recordings of `size` bytes each.
+struct Row<'a> {
+    set: &'a str,
+    tool: &'static str,
+    concurrency: usize,
+    records: usize,
+    size: u64,
+}
+
+/// Runs `transfer` into a new bucket of `server` under the CPU meters, checks that the
+/// bucket then holds every recording, and drops it. `transfer` returns its wall time.
+async fn into_new_bucket(
+    rig: &Rig,
+    server: Server,
+    row: Row<'_>,
+    transfer: impl AsyncFnOnce(&str) -> anyhow::Result<Duration>,
+) -> anyhow::Result<Transfer> {
+    let bucket = rig.bucket_on(server).await?;
+    let meter = Meters::start(rig, server);
+    let wall = transfer(&bucket).await?;
+    let done = Done {
+        rig,
+        server: Some(server),
+        set: row.set,
+        tool: row.tool,
+        concurrency: row.concurrency,
+        records: row.records,
+        bytes: row.records as u64 * row.size,
         wall,
         meter,
     };
     let t = finish(done, None);
-    check_stored(rig, server, &bucket, names.len(), size).await?;
+    check_stored(rig, server, &bucket, row.records, row.size).await?;
     rig.drop_bucket_on(server, &bucket).await?;
     Ok(t)
 }

@@ -26,6 +26,24 @@ fn on_moto(world: &World, moto: &Moto, endpoint: &str, args: &[&str]) -> Command
 
 const KMS_KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/callvault-test";
 
+/// `run` with 5 MiB parts, the STANDARD_IA class and KMS encryption under [`KMS_KEY`],
+/// plus `extra` flags.
+fn encrypted_run(world: &World, moto: &Moto, endpoint: &str, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "run",
+        "--part-size-mib",
+        "5",
+        "--storage-class",
+        "standard_ia",
+    ];
+    args.extend_from_slice(extra);
+    let mut cmd = on_moto(world, moto, endpoint, &args);
+    cmd.env("AWS_SERVER_SIDE_ENCRYPTION", "aws:kms")
+        .env("AWS_SSE_KMS_KEY_ID", KMS_KEY)
+        .env("AWS_SSE_BUCKET_KEY_ENABLED", "true");
+    cmd
+}
+
 fn assert_headers(request: &SeenRequest, want: &[(&str, &str)]) {
     for (name, value) in want {
         assert_eq!(
@@ -52,21 +70,7 @@ async fn storage_class_and_kms_encryption_reach_the_server_on_every_write() {
     world
         .import_call("big-1", "big-1.wav", 6 * 1024 * 1024)
         .await;
-    let mut run = on_moto(
-        &world,
-        &moto,
-        &proxy.endpoint,
-        &[
-            "run",
-            "--part-size-mib",
-            "5",
-            "--storage-class",
-            "standard_ia",
-        ],
-    );
-    run.env("AWS_SERVER_SIDE_ENCRYPTION", "aws:kms")
-        .env("AWS_SSE_KMS_KEY_ID", KMS_KEY)
-        .env("AWS_SSE_BUCKET_KEY_ENABLED", "true");
+    let run = encrypted_run(&world, &moto, &proxy.endpoint, &[]);
 
     // Act
     let out = output(run).await;
@@ -104,22 +108,7 @@ async fn storage_class_and_kms_encryption_reach_the_server_on_every_write() {
     world
         .import_call("big-2", "big-2.wav", 6 * 1024 * 1024)
         .await;
-    let mut bare = on_moto(
-        &world,
-        &moto,
-        &proxy.endpoint,
-        &[
-            "run",
-            "--part-size-mib",
-            "5",
-            "--storage-class",
-            "standard_ia",
-            "--no-sidecar",
-        ],
-    );
-    bare.env("AWS_SERVER_SIDE_ENCRYPTION", "aws:kms")
-        .env("AWS_SSE_KMS_KEY_ID", KMS_KEY)
-        .env("AWS_SSE_BUCKET_KEY_ENABLED", "true");
+    let bare = encrypted_run(&world, &moto, &proxy.endpoint, &["--no-sidecar"]);
     assert_exit(&output(bare).await, 0);
     let copies = proxy.requests(S3Op::CopyObject);
     assert_eq!(copies.len(), 1, "the metadata copy of the large recording");
