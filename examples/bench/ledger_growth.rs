@@ -27,7 +27,7 @@ pub struct Growth {
     /// Median time of the status queries alone, in process.
     pub status_query: Duration,
     pub batch: usize,
-    /// Wall time of the `callvault run` over the batch.
+    /// Median wall time of the `callvault run`s, each over a batch of `batch` records.
     pub run_wall: Duration,
     pub peak_rss_kib: u64,
 }
@@ -40,6 +40,9 @@ impl Growth {
 
 /// `status` takes a few milliseconds, mostly process start: enough runs for a steady median.
 pub const REPEATS: usize = 11;
+
+/// Runs over a new batch at each size (the median is kept).
+pub const RUNS: usize = 3;
 
 pub const SQLITE: &str = "SQLite";
 pub const POSTGRES: &str = "PostgreSQL";
@@ -58,13 +61,14 @@ pub fn pg_database(rows: usize) -> String {
     format!("growth_{rows}")
 }
 
-/// Fills a fresh ledger with `rows` calls of history, then measures `status` and a run
-/// over `batch` (recording names the simulator serves) at concurrency 8.
+/// Fills a fresh ledger with `rows` calls of history, then measures `status` and, for
+/// each of `batches` (recording names the simulator serves), a run over it at
+/// concurrency 8.
 pub async fn measure(
     rig: &Rig,
     on: On<'_>,
     rows: usize,
-    batch: &[String],
+    batches: &[Vec<String>],
     size: u64,
 ) -> anyhow::Result<Growth> {
     let path = rig.dir.path().join(format!("growth-{rows}.db"));
@@ -120,11 +124,19 @@ pub async fn measure(
         cli_times.push(child.wall);
     }
 
-    ledger.import(&calls(batch, size), Utc::now()).await?;
+    // Each batch is imported, then archived by a run of its own; the median run is kept
+    // (one run of 500 records swings by a third on this machine).
+    let mut run_walls = Vec::with_capacity(batches.len());
+    let mut peak_rss_kib = 0;
+    for batch in batches {
+        ledger.import(&calls(batch, size), Utc::now()).await?;
+        let bucket = rig.bucket()?;
+        let (child, _) = rig.callvault_run(&url, &bucket, 8, 8, batch.len()).await?;
+        rig.drop_bucket(&bucket)?;
+        run_walls.push(child.wall);
+        peak_rss_kib = peak_rss_kib.max(child.peak_rss_kib);
+    }
     ledger.close().await;
-    let bucket = rig.bucket()?;
-    let (child, _) = rig.callvault_run(&url, &bucket, 8, 8, batch.len()).await?;
-    rig.drop_bucket(&bucket)?;
     if matches!(on, On::Sqlite) {
         rig.remove_ledger(&url);
     }
@@ -134,9 +146,9 @@ pub async fn measure(
         db_mib,
         status_cli: median(cli_times),
         status_query: median(query_times),
-        batch: batch.len(),
-        run_wall: child.wall,
-        peak_rss_kib: child.peak_rss_kib,
+        batch: batches.first().map_or(0, Vec::len),
+        run_wall: median(run_walls),
+        peak_rss_kib,
     };
     println!(
         "    status {:.1} ms (queries {:.2} ms), {:.2} ms per record",
@@ -163,7 +175,7 @@ const ACCOUNT: &str = "default";
 /// (no recording), 1% pending with a retry due in 6 hours, 0.5% failed, 0.5% expired, one
 /// archived recording in a thousand flagged by the media check;
 /// one attempt per call that had a recording, one run per 15 minutes of history, each with
-/// the manifest that lists what it archived.
+/// the manifest that lists what it archived, in the Merkle log ([`logged_history`]).
 async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> {
     let options: SqliteConnectOptions = url.parse()?;
     let pool = SqlitePoolOptions::new()
@@ -298,6 +310,11 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
         });
         q.build().execute(&mut *tx).await?;
     }
+    for statement in logged_history(runs * (rows / runs)) {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     // Into the database file, as in a ledger that has lived a while (not all in the WAL).
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -305,6 +322,46 @@ async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> 
         .await?;
     pool.close().await;
     Ok(())
+}
+
+/// The statements (the same on both engines) that put the history's manifests in the
+/// Merkle log as the passes would have (issue 19): each manifest logged, with its signed
+/// checkpoint and one time-stamp token (about 4 KiB, as a TSA's with its certificate),
+/// and the right edge of the log of `leaves` lines, which the next pass extends.
+pub fn logged_history(leaves: usize) -> Vec<String> {
+    let token = "A".repeat(4096);
+    let edge: Vec<String> = callvault::proof::merkle::CompactRange::edge_ids(leaves as u64)
+        .iter()
+        .map(|id| {
+            format!(
+                "('{ACCOUNT}', {}, {}, '{:064x}')",
+                id.level, id.index, id.index
+            )
+        })
+        .collect();
+    let mut statements = vec![
+        format!(
+            "UPDATE manifests SET log_start = (seq - 1) * entries, log_size = seq * entries,
+                 log_root = sha256, checkpoint_key = replace(object_key, 'manifests/', 'checkpoints/'),
+                 checkpoint = 'callvault.example/archive/{ACCOUNT}\n' || (seq * entries) || '\n'
+                     || sha256 || '\n\n— bench-key signature\n',
+                 checkpoint_signer = 'bench-key', logged_at = written_at, stamped_at = written_at
+             WHERE account = '{ACCOUNT}'"
+        ),
+        format!(
+            "INSERT INTO checkpoint_stamps (account, seq, tsa, object_key, token, gen_time, stamped_at)
+             SELECT account, seq, 'http://127.0.0.1:9/tsa', checkpoint_key || '.tsr', '{token}',
+                    logged_at, logged_at
+             FROM manifests WHERE account = '{ACCOUNT}'"
+        ),
+    ];
+    if !edge.is_empty() {
+        statements.push(format!(
+            "INSERT INTO log_nodes (account, level, idx, hash) VALUES {}",
+            edge.join(", ")
+        ));
+    }
+    statements
 }
 
 fn state_of(i: usize) -> &'static str {

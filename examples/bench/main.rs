@@ -246,10 +246,11 @@ async fn main() -> anyhow::Result<()> {
     }
 
     if wants(Part::Ledger) {
-        let names = rig.recordings("batch", plan.ledger_batch, plan.small.1);
+        let batches = growth_batches(&rig, &plan);
         for &rows in &plan.ledger_rows {
             println!("ledger growth: {rows} rows");
-            let g = ledger_growth::measure(&rig, On::Sqlite, rows, &names, plan.small.1).await?;
+            let g = ledger_growth::measure(&rig, On::Sqlite, rows, &batches, plan.small.1);
+            let g = g.await?;
             results.growth.push(g);
         }
     }
@@ -473,6 +474,13 @@ async fn checksum_costs(rig: &Rig, plan: &Plan) -> anyhow::Result<checksums::Che
     checksums::measure(rig, &sets).await
 }
 
+/// The batches a growth measurement archives, one run each, after its history.
+fn growth_batches(rig: &Rig, plan: &Plan) -> Vec<Vec<String>> {
+    (0..ledger_growth::RUNS)
+        .map(|r| rig.recordings(&format!("batch{r}"), plan.ledger_batch, plan.small.1))
+        .collect()
+}
+
 /// The PostgreSQL parts: the ledger's growth, the ledger alone under 64 claimers, and the
 /// small set by several processes on one ledger (against one on SQLite).
 async fn postgres_parts(
@@ -485,11 +493,11 @@ async fn postgres_parts(
     // The claim benchmark reuses the PostgreSQL ledger the growth measurement filled.
     let mut filled_pg = None;
     if wants(Part::PgStatus) {
-        let names = rig.recordings("batch", plan.ledger_batch, plan.small.1);
+        let batches = growth_batches(rig, plan);
         for &rows in &plan.ledger_rows {
             println!("ledger growth on PostgreSQL: {rows} rows");
             let on = On::Postgres(pg);
-            let g = ledger_growth::measure(rig, on, rows, &names, plan.small.1).await?;
+            let g = ledger_growth::measure(rig, on, rows, &batches, plan.small.1).await?;
             results.growth.push(g);
             if rows == plan.claim_rows {
                 filled_pg = Some(pg.url(&ledger_growth::pg_database(rows)));

@@ -20,7 +20,8 @@ const AT: &str = "date_trunc('milliseconds', $1 - interval '90 days' \
 /// `rows` calls over the 90 days before `now` in the mix of [`crate::ledger_growth`]'s
 /// fill: 78% archived, 20% unanswered, 1% pending with a retry due in 6 hours, 0.5% failed,
 /// 0.5% expired, one archived recording in a thousand flagged by the media check; one
-/// attempt per call that had a recording, one run and one manifest per 15 minutes. The
+/// attempt per call that had a recording, one run and one manifest per 15 minutes, the
+/// manifests in the Merkle log ([`crate::ledger_growth::logged_history`]). The
 /// ledger must be open (migrated) and empty. Then `VACUUM ANALYZE`, as autovacuum leaves a
 /// ledger that has lived a while.
 pub async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<()> {
@@ -111,6 +112,12 @@ pub async fn fill(url: &str, rows: usize, now: DateTime<Utc>) -> anyhow::Result<
     .bind(runs)
     .execute(&mut *tx)
     .await?;
+    for statement in crate::ledger_growth::logged_history(usize::try_from(runs * (rows_i / runs))?)
+    {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     sqlx::query("VACUUM ANALYZE").execute(&pool).await?;
     check_counts(&pool).await?;

@@ -391,10 +391,13 @@ fn ledger_sections(s: &mut String, r: &Results) {
             "Each ledger is filled with history (78% archived, 20% unanswered, 1% pending with \
              a retry due later, 0.5% failed, 0.5% expired; 0.1% of the archived recordings \
              flagged by the media check; one attempt per recording, one run \
-             and one manifest per 15 minutes), then `callvault status --json` runs {} times (median), then a \
-             run archives the same batch of new small recordings at concurrency 8. Ledger MiB: \
-             the SQLite file, or the PostgreSQL database (`pg_database_size`).\n",
-            crate::ledger_growth::REPEATS
+             and one manifest per 15 minutes, each manifest in the Merkle log with a signed, \
+             time-stamped checkpoint), then `callvault status --json` runs {} times (median), then \
+             {} runs each archive a new batch of small recordings at concurrency 8 (run s: the \
+             median run). Ledger MiB: the SQLite file, or the PostgreSQL database \
+             (`pg_database_size`).\n",
+            crate::ledger_growth::REPEATS,
+            crate::ledger_growth::RUNS
         );
         let _ = writeln!(
             s,

@@ -150,6 +150,24 @@ fn hash_of(hex_text: &str) -> Result<Hash, LedgerError> {
         .ok_or_else(|| LedgerError::Corrupt(format!("log node hash {hex_text:?}")))
 }
 
+/// The log's figures for `status`, each from a partial index read alone
+/// (`manifests_logged`, `manifests_unlogged`), whatever the number of manifests.
+pub(crate) const PROOF_FIGURES: &str = "SELECT
+       (SELECT max(log_size) FROM manifests WHERE account = $1
+          AND log_size IS NOT NULL) AS leaves,
+       (SELECT count(*) FROM manifests WHERE account = $1
+          AND log_size IS NOT NULL) AS checkpoints,
+       (SELECT count(*) FROM manifests WHERE account = $1
+          AND log_size IS NOT NULL AND checkpoint_signer IS NULL) AS unsigned,
+       (SELECT count(*) FROM manifests WHERE account = $1
+          AND state = 'written' AND log_size IS NULL) AS unlogged";
+
+/// The checkpoints no authority has stamped yet, from `manifests_unstamped` (as many
+/// entries as there are such checkpoints; `stamped_at` is set with the first token).
+pub(crate) const UNSTAMPED_FIGURES: &str =
+    "SELECT count(*) AS n, min(logged_at) AS oldest FROM manifests
+     WHERE account = $1 AND log_size IS NOT NULL AND stamped_at IS NULL";
+
 #[async_trait]
 impl<D: Db> ProofLog for D {
     async fn unlogged_manifests(&self) -> Result<(u64, Vec<UnloggedManifest>), LedgerError> {
@@ -158,7 +176,8 @@ impl<D: Db> ProofLog for D {
         let start = self
             .fetch_one(
                 Stmt::new(
-                    "SELECT max(log_size) AS n FROM manifests WHERE account = $1",
+                    "SELECT max(log_size) AS n FROM manifests
+                     WHERE account = $1 AND log_size IS NOT NULL",
                     "reading the log's size",
                 )
                 .bind(self.account()),
@@ -302,14 +321,18 @@ impl<D: Db> ProofLog for D {
         rows.iter().map(checkpoint_row).collect()
     }
 
+    /// The token, and the checkpoint marked stamped (when its first token came), in one
+    /// transaction: `status` counts the unstamped checkpoints from that mark alone.
     async fn add_stamp(&self, stamp: &StampRow, now: DateTime<Utc>) -> Result<(), LedgerError> {
-        self.execute(
+        const CONTEXT: &str = "recording a time-stamp token";
+        let mut tx = self.begin_write(CONTEXT).await?;
+        tx.execute(
             Stmt::new(
                 "INSERT INTO checkpoint_stamps (account, seq, tsa, object_key, token, gen_time,
                                                 stamped_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (account, seq, tsa) DO NOTHING",
-                "recording a time-stamp token",
+                CONTEXT,
             )
             .bind(self.account())
             .bind(stamp.seq)
@@ -320,7 +343,18 @@ impl<D: Db> ProofLog for D {
             .bind(now),
         )
         .await?;
-        Ok(())
+        tx.execute(
+            Stmt::new(
+                "UPDATE manifests SET stamped_at = $1
+                 WHERE account = $2 AND seq = $3 AND stamped_at IS NULL",
+                CONTEXT,
+            )
+            .bind(now)
+            .bind(self.account())
+            .bind(stamp.seq),
+        )
+        .await?;
+        tx.commit().await
     }
 
     async fn stamps(&self) -> Result<Vec<StampRow>, LedgerError> {
@@ -353,30 +387,12 @@ impl<D: Db> ProofLog for D {
     async fn proof_figures(&self) -> Result<ProofFigures, LedgerError> {
         let row = self
             .fetch_one(
-                Stmt::new(
-                    "SELECT
-                       (SELECT max(log_size) FROM manifests WHERE account = $1) AS leaves,
-                       (SELECT count(*) FROM manifests WHERE account = $1
-                          AND log_size IS NOT NULL) AS checkpoints,
-                       (SELECT count(*) FROM manifests WHERE account = $1
-                          AND log_size IS NOT NULL AND checkpoint_signer IS NULL) AS unsigned,
-                       (SELECT count(*) FROM manifests WHERE account = $1
-                          AND state = 'written' AND log_size IS NULL) AS unlogged",
-                    "counting the log's checkpoints",
-                )
-                .bind(self.account()),
+                Stmt::new(PROOF_FIGURES, "counting the log's checkpoints").bind(self.account()),
             )
             .await?;
         let unstamped = self
             .fetch_one(
-                Stmt::new(
-                    "SELECT count(*) AS n, min(logged_at) AS oldest FROM manifests m
-                     WHERE account = $1 AND log_size IS NOT NULL
-                       AND NOT EXISTS (SELECT 1 FROM checkpoint_stamps s
-                                       WHERE s.account = m.account AND s.seq = m.seq)",
-                    "counting unstamped checkpoints",
-                )
-                .bind(self.account()),
+                Stmt::new(UNSTAMPED_FIGURES, "counting unstamped checkpoints").bind(self.account()),
             )
             .await?;
         Ok(ProofFigures {

@@ -156,23 +156,11 @@ impl<D: ChainHead> Manifests for D {
         after: Option<&CallUuid>,
         limit: i64,
     ) -> Result<Vec<ArchivedEntry>, LedgerError> {
-        let after_sql = if after.is_some() {
-            " AND uuid > $3"
-        } else {
-            ""
-        };
-        let stmt = Stmt::new(
-            format!(
-                "SELECT {ENTRY_COLUMNS} FROM calls
-                 WHERE account = $4 AND state = 'archived' AND manifest_seq = $1{after_sql}
-                 ORDER BY uuid LIMIT $2"
-            ),
-            "listing a manifest's entries",
-        )
-        .bind(seq)
-        .bind(limit.max(0))
-        .bind(after.map(CallUuid::as_str))
-        .bind(self.account());
+        let stmt = Stmt::new(entries_sql(after.is_some()), "listing a manifest's entries")
+            .bind(seq)
+            .bind(limit.max(0))
+            .bind(after.map(CallUuid::as_str))
+            .bind(self.account());
         let rows = self.fetch_all(stmt).await?;
         rows.iter().map(entry_from_row).collect()
     }
@@ -374,6 +362,17 @@ async fn last_written(tx: &mut impl Tx) -> Result<Option<ManifestLink>, LedgerEr
     .transpose()
 }
 
+/// A page of manifest `$1`'s archived records in uuid order, after uuid `$3` when `after`:
+/// `calls_manifest` holds them in that order, so a page reads only its own rows.
+fn entries_sql(after: bool) -> String {
+    let after_sql = if after { " AND uuid > $3" } else { "" };
+    format!(
+        "SELECT {ENTRY_COLUMNS} FROM calls
+         WHERE account = $4 AND state = 'archived' AND manifest_seq = $1{after_sql}
+         ORDER BY uuid LIMIT $2"
+    )
+}
+
 /// Puts every archived record and erasure in no manifest yet into manifest `seq`, and
 /// counts them there; how many.
 async fn assign_unlisted(tx: &mut impl Tx, seq: i64) -> Result<u64, LedgerError> {
@@ -459,4 +458,35 @@ pub(crate) fn entry_from_row(row: &impl Row) -> Result<ArchivedEntry, LedgerErro
             .ok_or_else(|| corrupt("archive time"))?,
         uuid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerOptions;
+    use crate::ledger::sqlite::SqliteLedger;
+
+    /// A page of a manifest's entries is read from `calls_manifest` in uuid order, not by
+    /// walking every archived call of the account in uuid order (0.4 s a pass at a million
+    /// calls on SQLite before the index held the uuid).
+    #[tokio::test]
+    async fn a_manifest_page_reads_its_own_entries_in_order() {
+        let ledger = SqliteLedger::open("sqlite::memory:", &LedgerOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for after in [false, true] {
+            let stmt = Stmt::new(entries_sql(after), "explaining")
+                .bind(7_i64)
+                .bind(100_i64)
+                .bind("u")
+                .bind("default");
+            let steps = crate::ledger::sqlite::query_plan(&ledger, stmt).await;
+            let want = if after {
+                "SEARCH calls USING INDEX calls_manifest (account=? AND state=? AND manifest_seq=? AND uuid>?)"
+            } else {
+                "SEARCH calls USING INDEX calls_manifest (account=? AND state=? AND manifest_seq=?)"
+            };
+            assert_eq!(steps, [want], "after: {after}");
+        }
+    }
 }

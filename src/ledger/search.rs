@@ -940,15 +940,8 @@ mod tests {
 
     /// SQLite's plan for `query`'s dated part, one line per step.
     async fn plan(ledger: &SqliteLedger, query: &CallQuery) -> Vec<String> {
-        let mut explain = search_sql("default", query, Part::Dated, 50).stmt();
-        explain.text = format!("EXPLAIN QUERY PLAN {}", explain.text).into();
-        ledger
-            .fetch_all(explain)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .iter()
-            .map(|row| row.text("detail").unwrap_or_else(|e| panic!("{e}")))
-            .collect()
+        let stmt = search_sql("default", query, Part::Dated, 50).stmt();
+        crate::ledger::sqlite::query_plan(ledger, stmt).await
     }
 
     /// Searches that walk an index in call order (no sort).

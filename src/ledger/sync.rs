@@ -237,8 +237,19 @@ pub(crate) trait StoreCalls: Db {
 }
 
 /// The sync columns [`sync_from_row`] reads.
-const SYNC_COLUMNS: &str = "id, started_at, finished_at, status, since, until, exit_code, \
-     covered_until, bills, found, recordings_added, unreadable, requests";
+macro_rules! sync_columns {
+    () => {
+        "id, started_at, finished_at, status, since, until, exit_code, covered_until, bills, \
+         found, recordings_added, unreadable, requests"
+    };
+}
+
+/// The account's last sync (`status`), from `syncs_started`.
+pub(crate) const LAST_SYNC: &str = concat!(
+    "SELECT ",
+    sync_columns!(),
+    " FROM syncs WHERE account = $1 ORDER BY started_at DESC, id DESC LIMIT 1"
+);
 
 fn sync_from_row(row: &impl Row) -> Result<SyncRow, LedgerError> {
     let status = row.text("status")?;
@@ -266,7 +277,7 @@ fn sync_from_row(row: &impl Row) -> Result<SyncRow, LedgerError> {
 /// their partial indexes (`calls_from_bills`, `calls_noted`: migrations `*_perf.sql`), so
 /// `status` costs the same with ten thousand calls as with ten million; keep their `WHERE`
 /// as it is, or the planner no longer sees that the index covers it.
-const SYNC_FIGURES: &str = "SELECT
+pub(crate) const SYNC_FIGURES: &str = "SELECT
      (SELECT max(finished_at) FROM syncs WHERE account = $1 AND status = 'completed')
          AS last_success,
      (SELECT count(*) FROM calls WHERE origin = 'bill' AND account = $1) AS found_by_sync,
@@ -425,16 +436,7 @@ impl<D: StoreCalls> Syncs for D {
     async fn sync_figures(&self) -> Result<SyncFigures, LedgerError> {
         const CONTEXT: &str = "reading the sync figures";
         let last = self
-            .fetch_optional(
-                Stmt::new(
-                    format!(
-                        "SELECT {SYNC_COLUMNS} FROM syncs WHERE account = $1
-                         ORDER BY started_at DESC, id DESC LIMIT 1"
-                    ),
-                    CONTEXT,
-                )
-                .bind(self.account()),
-            )
+            .fetch_optional(Stmt::new(LAST_SYNC, CONTEXT).bind(self.account()))
             .await?;
         let figures = self
             .fetch_one(Stmt::new(SYNC_FIGURES, CONTEXT).bind(self.account()))
@@ -903,20 +905,7 @@ mod tests {
         }
     }
 
-    /// The steps of SQLite's plan for `stmt`.
-    async fn plan(ledger: &SqliteLedger, stmt: Stmt) -> Vec<String> {
-        let explain = Stmt {
-            text: format!("EXPLAIN QUERY PLAN {}", stmt.text).into(),
-            ..stmt
-        };
-        let rows = ledger
-            .fetch_all(explain)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        rows.iter()
-            .map(|row| row.text("detail").unwrap_or_else(|e| panic!("{e}")))
-            .collect()
-    }
+    use crate::ledger::sqlite::query_plan as plan;
 
     /// Matching bills and callbacks probes indexes (no step scans `calls`), and the sync
     /// figures count from their partial indexes.

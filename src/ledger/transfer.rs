@@ -230,6 +230,7 @@ mod columns {
         ("checkpoint", Text),
         ("checkpoint_signer", Text),
         ("logged_at", Time),
+        ("stamped_at", Time),
     ];
 
     pub(super) const LOG_NODES: &[(&str, Kind)] = &[

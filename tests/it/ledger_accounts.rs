@@ -3,8 +3,6 @@
 //! manifests, holds and search; and a ledger made by the release before accounts comes over
 //! with every row in the account `default`.
 
-use std::path::Path;
-
 use callvault::accounts::AccountName;
 use callvault::domain::{ArchivedObject, AttemptOutcome, RecordState};
 use callvault::ledger::{
@@ -197,34 +195,7 @@ const OLD_ROWS: &[&str] = &[
 
 /// A ledger at `url` as the release before accounts left it, holding [`OLD_ROWS`].
 async fn ledger_of_the_previous_release(kind: BackendKind, url: &str) {
-    let dir = match kind {
-        BackendKind::Sqlite => "migrations/sqlite",
-        BackendKind::Postgres => "migrations/postgres",
-    };
-    let migrator = sqlx::migrate::Migrator::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
-        .await
-        .unwrap();
-    match kind {
-        BackendKind::Sqlite => {
-            let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
-            let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
-                .await
-                .unwrap();
-            migrator.run_to(BEFORE_ACCOUNTS, &pool).await.unwrap();
-            for sql in OLD_ROWS {
-                sqlx::query(*sql).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-        BackendKind::Postgres => {
-            let pool = sqlx::PgPool::connect(url).await.unwrap();
-            migrator.run_to(BEFORE_ACCOUNTS, &pool).await.unwrap();
-            for sql in OLD_ROWS {
-                sqlx::query(*sql).execute(&pool).await.unwrap();
-            }
-            pool.close().await;
-        }
-    }
+    crate::world::ledger_migrated_to(kind, url, BEFORE_ACCOUNTS, OLD_ROWS).await;
 }
 
 async fn a_ledger_of_the_previous_release_comes_over_as_the_default_account(kind: BackendKind) {

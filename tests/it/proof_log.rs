@@ -438,3 +438,44 @@ async fn the_command_line_signs_and_stamps_with_a_key_of_its_own() {
     assert_exit(&refused, 2);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("chmod 600"));
 }
+
+/// The release before `stamped_at`: its last migration.
+const BEFORE_STAMPED_AT: i64 = 20261208010000;
+
+/// Two logged checkpoints of that release, the first with a token.
+const LOGGED_ROWS: &[&str] = &[
+    "INSERT INTO runs (id, started_at, status, host, pid, options, account)
+     VALUES ('run-old', '2026-11-01T10:00:00.000Z', 'completed', 'h', 1, '{}', 'default')",
+    "INSERT INTO manifests (account, seq, object_key, state, run_id, entries, sha256,
+                            size_bytes, created_at, written_at, log_start, log_size, log_root,
+                            checkpoint_key, checkpoint, logged_at)
+     VALUES ('default', 1, 'manifests/1.jsonl', 'written', 'run-old', 2, 'aa', 10,
+             '2026-11-01T10:00:00.000Z', '2026-11-01T10:00:00.000Z', 0, 2, 'r1',
+             'checkpoints/1', 'c1', '2026-11-01T10:00:00.000Z'),
+            ('default', 2, 'manifests/2.jsonl', 'written', 'run-old', 1, 'bb', 10,
+             '2026-11-02T10:00:00.000Z', '2026-11-02T10:00:00.000Z', 2, 3, 'r2',
+             'checkpoints/2', 'c2', '2026-11-02T10:00:00.000Z')",
+    "INSERT INTO checkpoint_stamps (account, seq, tsa, object_key, token, gen_time, stamped_at)
+     VALUES ('default', 1, 'https://tsa.example', 'checkpoints/1.tsr', 'dG9rZW4=',
+             '2026-11-01T10:00:05.000Z', '2026-11-01T10:00:06.000Z')",
+];
+
+/// `status` counts the unstamped checkpoints from the mark a token sets on its checkpoint;
+/// the upgrade sets it on the checkpoints the earlier release had stamped.
+async fn an_upgraded_ledger_counts_the_checkpoints_stamped_before(kind: BackendKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = crate::world::fresh_ledger_url(kind, dir.path()).await;
+    crate::world::ledger_migrated_to(kind, &url, BEFORE_STAMPED_AT, LOGGED_ROWS).await;
+
+    let ledger = Ledger::open(&url).await.expect("the upgrade applies");
+    let figures = ledger.proof_figures().await.unwrap();
+
+    assert_eq!((figures.checkpoints, figures.unstamped), (2, 1));
+    assert_eq!(
+        figures.oldest_unstamped_at,
+        Some("2026-11-02T10:00:00Z".parse().unwrap())
+    );
+    ledger.close().await;
+}
+
+on_both_backends!(an_upgraded_ledger_counts_the_checkpoints_stamped_before);

@@ -311,6 +311,46 @@ pub async fn fresh_ledger_url(kind: BackendKind, dir: &std::path::Path) -> Strin
     }
 }
 
+/// A ledger at `url` as an earlier release left it: the migrations up to `version` only,
+/// then `rows` (statements of that release's schema). Opening it applies the rest.
+pub async fn ledger_migrated_to(kind: BackendKind, url: &str, version: i64, rows: &[&str]) {
+    let dir = match kind {
+        BackendKind::Sqlite => "migrations/sqlite",
+        BackendKind::Postgres => "migrations/postgres",
+    };
+    let migrator =
+        sqlx::migrate::Migrator::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+            .await
+            .unwrap();
+    match kind {
+        BackendKind::Sqlite => {
+            let options: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+            let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
+                .await
+                .unwrap();
+            migrator.run_to(version, &pool).await.unwrap();
+            for sql in rows {
+                sqlx::query(sqlx::AssertSqlSafe(*sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        BackendKind::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.unwrap();
+            migrator.run_to(version, &pool).await.unwrap();
+            for sql in rows {
+                sqlx::query(sqlx::AssertSqlSafe(*sql))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+    }
+}
+
 /// A new, empty ledger on its own (no simulator, no store), for the ledger's own tests.
 pub struct TempLedger {
     pub ledger: Ledger,

@@ -137,26 +137,20 @@ mod tests {
     use super::*;
     use crate::ledger::LedgerOptions;
     use crate::ledger::claims::ClaimBatch;
-    use crate::ledger::sql::{Db, Row, Stmt};
+    use crate::ledger::sql::Stmt;
     use crate::ledger::sqlite::SqliteLedger;
 
     /// SQLite's plan of `text` with the parameters of a due statement bound.
     async fn plan(ledger: &SqliteLedger, text: &str, slice: &Slice) -> Vec<String> {
         let t = chrono::DateTime::from_timestamp(1_780_000_000, 0).unwrap_or_default();
-        let stmt = Stmt::new(format!("EXPLAIN QUERY PLAN {text}"), "explaining")
+        let stmt = Stmt::new(text.to_owned(), "explaining")
             .slice(slice)
             .bind(t)
             .bind(t)
             .bind(16i64)
             .bind("run")
             .bind(t);
-        ledger
-            .fetch_all(stmt)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .iter()
-            .map(|row| row.text("detail").unwrap_or_else(|e| panic!("{e}")))
-            .collect()
+        crate::ledger::sqlite::query_plan(ledger, stmt).await
     }
 
     /// On SQLite, with any slice, the claim, the listing and the count find due records

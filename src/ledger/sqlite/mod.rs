@@ -182,6 +182,24 @@ impl Admin for SqliteLedger {
     }
 }
 
+/// The steps of SQLite's plan for `stmt` (each step's `detail`), for the tests that hold a
+/// statement to its indexes.
+#[cfg(test)]
+pub(crate) async fn query_plan(ledger: &SqliteLedger, stmt: Stmt) -> Vec<String> {
+    use crate::ledger::sql::Db;
+    let explain = Stmt {
+        text: format!("EXPLAIN QUERY PLAN {}", stmt.text).into(),
+        ..stmt
+    };
+    ledger
+        .fetch_all(explain)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|row| row.text("detail").unwrap_or_else(|e| panic!("{e}")))
+        .collect()
+}
+
 /// Binds `stmt`'s arguments; times as the ledger's fixed-width UTC text.
 fn bound(stmt: &Stmt) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     stmt.args.iter().fold(
