@@ -319,12 +319,6 @@ impl Store {
             .with_retention(config.retention))
     }
 
-    /// The same store, its uploads sharing `budget` (with the other accounts of a run).
-    pub fn with_budget(mut self, budget: MemoryBudget) -> Self {
-        self.budget = budget;
-        self
-    }
-
     /// The storage class recordings and sidecars are written in, if one is set.
     pub fn storage_class(&self) -> Option<StorageClass> {
         self.storage_class

@@ -17,12 +17,10 @@ use callvault::accounts::AccountName;
 use callvault::archive::{AccountPass, Shutdown};
 use callvault::provider::ProviderClient;
 use callvault::serve::{
-    CallbackAccount, CallbackAnswer, ReceiverConfig, ScheduledPasses, ScheduledSyncs, ServeOptions,
-    parse_schedule, serve,
+    CallbackAnswer, ScheduledPasses, ScheduledSyncs, ServeOptions, parse_schedule, serve,
 };
 use callvault::sync::{AccountSync, SyncDeps, SyncOptions};
-use callvault::timefmt::{PROVIDER_TZ, default_provider_tz};
-use secrecy::SecretString;
+use callvault::timefmt::default_provider_tz;
 
 use crate::cli::wait_for;
 use crate::world::World;
@@ -114,13 +112,7 @@ fn serve_options(world: &World, textfile: PathBuf) -> ServeOptions {
     ServeOptions {
         accounts: vec![account.clone()],
         ledger: world.ledger.clone(),
-        receiver: Some(ReceiverConfig {
-            accounts: vec![CallbackAccount::default_account(SecretString::from(SECRET))],
-            allow_from: Vec::new(),
-            max_body_bytes: 64 * 1024,
-            tz: PROVIDER_TZ,
-            answer: CallbackAnswer::Json,
-        }),
+        receiver: Some(crate::world::receiver(SECRET, CallbackAnswer::Json)),
         ui: None,
         retention: chrono::Duration::days(90),
         passes: Some(ScheduledPasses {

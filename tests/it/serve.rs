@@ -10,7 +10,6 @@ use callvault::archive::Shutdown;
 use callvault::domain::RecordState;
 use callvault::ledger::Ledger;
 use callvault::serve::{ReceiverConfig, ServeOptions, serve};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::cli::{callvault, wait_for};
@@ -39,13 +38,9 @@ async fn start_receiver(allow_from: &[&str]) -> Receiver {
         accounts: vec![callvault::accounts::AccountName::default_account()],
         ledger: ledger.clone(),
         receiver: Some(ReceiverConfig {
-            accounts: vec![callvault::serve::CallbackAccount::default_account(
-                SecretString::from(SECRET),
-            )],
             allow_from: allow_from.iter().map(|n| n.parse().unwrap()).collect(),
             max_body_bytes: MAX_BODY,
-            tz: callvault::timefmt::PROVIDER_TZ,
-            answer: callvault::serve::CallbackAnswer::Json,
+            ..crate::world::receiver(SECRET, callvault::serve::CallbackAnswer::Json)
         }),
         ui: None,
         retention: chrono::Duration::days(90),

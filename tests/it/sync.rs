@@ -14,11 +14,10 @@ use callvault::archive::Shutdown;
 use callvault::domain::{Origin, RecordState};
 use callvault::ledger::{BackendKind, ImportOutcome, Ledger, SyncStatus, risk_line};
 use callvault::provider::{Pace, ProviderClient};
-use callvault::serve::{CallbackAnswer, ReceiverConfig, ServeOptions, serve};
+use callvault::serve::{CallbackAnswer, ServeOptions, serve};
 use callvault::sync::{SyncDeps, SyncOptions, SyncReport, run_sync};
 use callvault::timefmt::{PROVIDER_TZ, default_provider_tz};
 use chrono::Utc;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::cli::{assert_exit, callvault, output, wait_for};
@@ -41,15 +40,7 @@ impl Receiver {
         let options = ServeOptions {
             accounts: vec![callvault::accounts::AccountName::default_account()],
             ledger,
-            receiver: Some(ReceiverConfig {
-                accounts: vec![callvault::serve::CallbackAccount::default_account(
-                    SecretString::from(SECRET),
-                )],
-                allow_from: Vec::new(),
-                max_body_bytes: 64 * 1024,
-                tz: PROVIDER_TZ,
-                answer,
-            }),
+            receiver: Some(crate::world::receiver(SECRET, answer)),
             ui: None,
             retention: chrono::Duration::days(90),
             passes: None,
@@ -653,15 +644,7 @@ async fn serve_runs_scheduled_syncs_and_exports_their_figures() {
     let options = ServeOptions {
         accounts: vec![callvault::accounts::AccountName::default_account()],
         ledger: world.ledger.clone(),
-        receiver: Some(ReceiverConfig {
-            accounts: vec![callvault::serve::CallbackAccount::default_account(
-                SecretString::from(SECRET),
-            )],
-            allow_from: Vec::new(),
-            max_body_bytes: 64 * 1024,
-            tz: PROVIDER_TZ,
-            answer: CallbackAnswer::Json,
-        }),
+        receiver: Some(crate::world::receiver(SECRET, CallbackAnswer::Json)),
         ui: None,
         retention: chrono::Duration::days(90),
         passes: None,

@@ -13,7 +13,7 @@ use callvault::archive::Shutdown;
 use callvault::callback::parse_record;
 use callvault::domain::{CallRecord, RecordState};
 use callvault::ledger::{AccessAction, AccessQuery, LedgerRow};
-use callvault::serve::{ReceiverConfig, ServeOptions, serve};
+use callvault::serve::{ServeOptions, serve};
 use callvault::timefmt::default_provider_tz;
 use callvault::ui::{ProxyAuth, Ui, UiConfig, UserName, UsersFile};
 use reqwest::header::{COOKIE, HeaderMap, SET_COOKIE};
@@ -82,15 +82,10 @@ impl UiServer {
         let options = ServeOptions {
             accounts: vec![callvault::accounts::AccountName::default_account()],
             ledger: world.ledger.clone(),
-            receiver: Some(ReceiverConfig {
-                accounts: vec![callvault::serve::CallbackAccount::default_account(
-                    SecretString::from(CALLBACK_SECRET),
-                )],
-                allow_from: vec![],
-                max_body_bytes: 64 * 1024,
-                tz: default_provider_tz(),
-                answer: callvault::serve::CallbackAnswer::Json,
-            }),
+            receiver: Some(crate::world::receiver(
+                CALLBACK_SECRET,
+                callvault::serve::CallbackAnswer::Json,
+            )),
             ui: Some(ui),
             retention: chrono::Duration::days(90),
             passes: None,

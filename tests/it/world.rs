@@ -311,6 +311,23 @@ pub async fn fresh_ledger_url(kind: BackendKind, dir: &std::path::Path) -> Strin
     }
 }
 
+/// The receiver as the tests run it: the default account's callbacks signed with `secret`,
+/// from anywhere, up to 64 KiB, times in the provider's zone, answered as `answer`.
+pub fn receiver(
+    secret: &str,
+    answer: callvault::serve::CallbackAnswer,
+) -> callvault::serve::ReceiverConfig {
+    callvault::serve::ReceiverConfig {
+        accounts: vec![callvault::serve::CallbackAccount::default_account(
+            secrecy::SecretString::from(secret),
+        )],
+        allow_from: Vec::new(),
+        max_body_bytes: 64 * 1024,
+        tz: callvault::timefmt::PROVIDER_TZ,
+        answer,
+    }
+}
+
 /// A ledger at `url` as an earlier release left it: the migrations up to `version` only,
 /// then `rows` (statements of that release's schema). Opening it applies the rest.
 pub async fn ledger_migrated_to(kind: BackendKind, url: &str, version: i64, rows: &[&str]) {
@@ -328,27 +345,35 @@ pub async fn ledger_migrated_to(kind: BackendKind, url: &str, version: i64, rows
             let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
                 .await
                 .unwrap();
-            migrator.run_to(version, &pool).await.unwrap();
-            for sql in rows {
-                sqlx::query(sqlx::AssertSqlSafe(*sql))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            }
-            pool.close().await;
+            migrate_and_fill(&migrator, &pool, version, rows).await;
         }
         BackendKind::Postgres => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();
-            migrator.run_to(version, &pool).await.unwrap();
-            for sql in rows {
-                sqlx::query(sqlx::AssertSqlSafe(*sql))
-                    .execute(&pool)
-                    .await
-                    .unwrap();
-            }
-            pool.close().await;
+            migrate_and_fill(&migrator, &pool, version, rows).await;
         }
     }
+}
+
+/// Applies `migrator`'s migrations up to `version` to `pool`, then `rows`, and closes it.
+async fn migrate_and_fill<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+    version: i64,
+    rows: &[&str],
+) where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    migrator.run_to(version, pool).await.unwrap();
+    for sql in rows {
+        sqlx::query(sqlx::AssertSqlSafe(*sql))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
 }
 
 /// A new, empty ledger on its own (no simulator, no store), for the ledger's own tests.
